@@ -1,0 +1,6 @@
+/** @drover/common: errors, the Logger interface and ids. No I/O. */
+export { ErrorCode, DroverError, isDroverError, toDroverError } from './errors.js';
+export type { DroverErrorOptions } from './errors.js';
+export { LogLevel, nullLogger, jsonLogger } from './logger.js';
+export type { Logger, LogFields } from './logger.js';
+export { newId } from './ids.js';
