@@ -26,14 +26,27 @@ export default tseslint.config(
     plugins: { 'import-x': importX },
     rules: {
       'import-x/no-cycle': 'error',
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
       'no-console': 'off',
     },
   },
-  forbid(['packages/!(native)/**', 'agent/**', 'controller/**', 'deploy/**', 'test/**'], ['koffi'],
-    'koffi is used only inside packages/native'),
-  forbid(['packages/!(bus)/**', 'agent/**', 'controller/**', 'deploy/**'], ['@nats-io'],
-    '@nats-io/* is used only inside packages/bus'),
+  forbid(
+    ['packages/!(native)/**', 'agent/**', 'controller/**', 'deploy/**', 'test/**'],
+    ['koffi'],
+    'koffi is used only inside packages/native',
+  ),
+  forbid(
+    ['packages/!(bus)/**', 'agent/**', 'controller/**', 'deploy/**'],
+    ['@nats-io'],
+    '@nats-io/* is used only inside packages/bus',
+  ),
   forbid(['packages/**'], apps, 'libraries never import apps'),
-  { files: ['packages/**/src/**/*.ts'], ignores: ['**/*.test.ts'], rules: { 'no-console': 'error' } },
+  {
+    files: ['packages/**/src/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: { 'no-console': 'error' },
+  },
 );

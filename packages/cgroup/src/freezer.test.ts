@@ -1,0 +1,216 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { isDroverError } from '@drover/common';
+import { CHECKPOINT_MARKER } from './checkpoint-guard.js';
+import { CheckpointingError } from './errors.js';
+import { detectCgroupLayout } from './hierarchy.js';
+import type { CgroupLayout } from './hierarchy.js';
+import { JobCgroup } from './job-cgroup.js';
+import {
+  cleanupTestCgroups,
+  removeTempDir,
+  startCounter,
+  tempDir,
+  testParent,
+} from './fixtures.js';
+import type { Counter } from './fixtures.js';
+
+const detected = detectCgroupLayout();
+const parent = testParent();
+const pids: number[] = [];
+let tmp = '';
+
+before(async () => {
+  tmp = await tempDir();
+});
+after(async () => {
+  await cleanupTestCgroups(detected, parent, pids);
+  await removeTempDir(tmp);
+});
+
+/** The freezers this host offers: the detected one, and v1 forced on when a hybrid host also has it. */
+const variants: [string, CgroupLayout][] = [[`detected (${detected.freezer})`, detected]];
+if (detected.freezer === 'v2' && detected.v1Freezer !== null) {
+  variants.push(['v1 freezer forced', { ...detected, v2CanFreeze: false, freezer: 'v1' }]);
+}
+
+/** True when the counter does not move for 300 ms. */
+async function stopped(c: Counter): Promise<boolean> {
+  const a = await c.read();
+  await sleep(300);
+  return (await c.read()) === a;
+}
+
+for (const [name, layout] of variants) {
+  describe(`freezer: ${name}`, () => {
+    const id = layout.freezer === 'v1' ? 'v1' : 'v2';
+    let counter: Counter;
+    let cg: JobCgroup;
+    let stateDir = '';
+
+    before(async () => {
+      stateDir = join(tmp, `state-${id}`);
+      counter = await startCounter(join(tmp, `count-${id}`));
+      pids.push(counter.pid);
+      cg = await JobCgroup.create({ jobId: `frz-${id}`, parent, layout, stateDir });
+      await cg.addProcess(counter.pid);
+    });
+
+    test('uses the expected freezer directory', () => {
+      assert.equal(cg.paths.freezer, id === 'v1' ? cg.paths.v1Freezer : cg.paths.v2);
+      assert.ok(
+        existsSync(join(cg.paths.freezer ?? '', id === 'v1' ? 'freezer.state' : 'cgroup.freeze')),
+      );
+    });
+
+    test('freeze stops the counter; thaw resumes it', async () => {
+      assert.equal(await cg.state(), 'thawed');
+      assert.ok(!(await stopped(counter)), 'counter was not running before freeze');
+      await cg.freeze();
+      assert.equal(await cg.state(), 'frozen');
+      assert.ok(await stopped(counter), 'counter moved while frozen');
+      await cg.thaw();
+      assert.equal(await cg.state(), 'thawed');
+      assert.ok(!(await stopped(counter)), 'counter did not resume after thaw');
+    });
+
+    test('checkpointing guard refuses thaw, second freeze and other instances until released', async () => {
+      const guard = await cg.freezeForCheckpoint();
+      assert.equal(await cg.state(), 'frozen');
+      assert.ok(await stopped(counter));
+      assert.ok(existsSync(join(stateDir, CHECKPOINT_MARKER)), 'no marker file');
+
+      await assert.rejects(cg.thaw(), (e) => {
+        assert.ok(e instanceof CheckpointingError);
+        assert.equal(e.code, 'CHECKPOINTING');
+        assert.equal(e.jobId, `frz-${id}`);
+        return true;
+      });
+      assert.equal(await cg.state(), 'frozen');
+      assert.ok(await stopped(counter), 'counter moved after a refused thaw');
+      await assert.rejects(cg.freezeForCheckpoint(), (e) => isDroverError(e, 'CGROUP_BUSY'));
+
+      const other = await JobCgroup.open({ jobId: `frz-${id}`, parent, layout, stateDir });
+      await assert.rejects(other.thaw(), (e) => isDroverError(e, 'CHECKPOINTING'));
+      await assert.rejects(other.destroy(), (e) => isDroverError(e, 'CHECKPOINTING'));
+      assert.equal((await other.checkpointGuard())?.token, guard.holder.token);
+      assert.ok(await stopped(counter));
+
+      await guard.release({ thaw: true });
+      assert.ok(guard.released);
+      await guard.release({ thaw: true }); // twice is harmless
+      assert.ok(!existsSync(join(stateDir, CHECKPOINT_MARKER)), 'marker left after release');
+      assert.equal(await cg.checkpointGuard(), null);
+      assert.equal(await cg.state(), 'thawed');
+      assert.ok(!(await stopped(counter)), 'counter did not resume after release');
+      await cg.freeze();
+      await other.thaw(); // plain thaw works again
+      assert.ok(!(await stopped(counter)));
+    });
+
+    test('release without thaw leaves the job frozen but thawable', async () => {
+      const guard = await cg.freezeForCheckpoint();
+      await guard.release({ thaw: false });
+      assert.equal(await cg.state(), 'frozen');
+      assert.ok(await stopped(counter));
+      await cg.thaw();
+      assert.ok(!(await stopped(counter)));
+    });
+
+    test('another process sees the marker and refuses thaw', async () => {
+      const guard = await cg.freezeForCheckpoint();
+      try {
+        const mod = fileURLToPath(new URL('./mod.js', import.meta.url));
+        const script = `
+          import { JobCgroup } from ${JSON.stringify(mod)};
+          const layout = JSON.parse(process.argv[1]);
+          const cg = await JobCgroup.open({ jobId: ${JSON.stringify(`frz-${id}`)}, parent: ${JSON.stringify(parent)}, layout, stateDir: ${JSON.stringify(stateDir)} });
+          try { await cg.thaw(); console.log('THAWED'); } catch (e) { console.log(e.code); }`;
+        const run = promisify(execFile);
+        const { stdout } = await run(process.execPath, [
+          '--input-type=module',
+          '-e',
+          script,
+          JSON.stringify(layout),
+        ]);
+        assert.equal(stdout.trim(), 'CHECKPOINTING');
+        assert.equal(await cg.state(), 'frozen');
+        assert.ok(await stopped(counter));
+      } finally {
+        await guard.release({ thaw: true });
+      }
+      assert.ok(!(await stopped(counter)));
+    });
+
+    test('a marker left by a crashed agent refuses thaw until forceClearGuard', async () => {
+      await cg.freeze();
+      const stale = {
+        jobId: `frz-${id}`,
+        token: 'stale',
+        pid: 999999,
+        since: '2000-01-01T00:00:00Z',
+      };
+      writeFileSync(join(stateDir, CHECKPOINT_MARKER), JSON.stringify(stale));
+      await assert.rejects(cg.thaw(), (e) => isDroverError(e, 'CHECKPOINTING'));
+      await assert.rejects(cg.freezeForCheckpoint(), (e) => isDroverError(e, 'CGROUP_BUSY'));
+      assert.equal(await cg.forceClearGuard(), true);
+      assert.equal(await cg.forceClearGuard(), false);
+      await cg.thaw();
+      assert.ok(!(await stopped(counter)));
+    });
+
+    test('without stateDir the guard still binds every instance in this process', async () => {
+      const a = await JobCgroup.open({ jobId: `frz-${id}`, parent, layout });
+      const b = await JobCgroup.open({ jobId: `frz-${id}`, parent, layout });
+      const guard = await a.freezeForCheckpoint();
+      try {
+        await assert.rejects(b.thaw(), (e) => isDroverError(e, 'CHECKPOINTING'));
+        await assert.rejects(cg.thaw(), (e) => isDroverError(e, 'CHECKPOINTING'));
+      } finally {
+        await guard.release({ thaw: true });
+      }
+      assert.equal(await b.state(), 'thawed');
+    });
+
+    test('destroy of a frozen, guarded job needs force; then it thaws, kills and removes it', async () => {
+      const guard = await cg.freezeForCheckpoint();
+      assert.equal(await cg.state(), 'frozen');
+      await assert.rejects(cg.destroy(), (e) => isDroverError(e, 'CHECKPOINTING'));
+      assert.ok(existsSync(cg.paths.freezer ?? ''));
+      await cg.destroy({ killTimeoutMs: 3000, force: true });
+      assert.equal(await counter.exited, 'SIGKILL');
+      for (const dir of cg.paths.all) assert.ok(!existsSync(dir), `${dir} left behind`);
+      assert.ok(!existsSync(join(stateDir, CHECKPOINT_MARKER)));
+      await guard.release({ thaw: true }); // nothing left to thaw: harmless
+    });
+  });
+}
+
+test(
+  'freezer.state reads FROZEN while frozen (v1 check against the kernel file)',
+  { skip: detected.v1Freezer === null },
+  async () => {
+    const layout: CgroupLayout = { ...detected, v2CanFreeze: false, freezer: 'v1' };
+    const cg = await JobCgroup.create({ jobId: 'v1-file', parent, layout });
+    try {
+      await cg.freeze();
+      assert.equal(
+        readFileSync(join(cg.paths.v1Freezer ?? '', 'freezer.state'), 'utf8').trim(),
+        'FROZEN',
+      );
+      await cg.thaw();
+      assert.equal(
+        readFileSync(join(cg.paths.v1Freezer ?? '', 'freezer.state'), 'utf8').trim(),
+        'THAWED',
+      );
+    } finally {
+      await cg.destroy();
+    }
+  },
+);

@@ -1,0 +1,25 @@
+/** @drover/criu: the only package that speaks to CRIU (provisioning check, RPC engine, errors). */
+export { Criu, logTail } from './criu.js';
+export type {
+  CriuFeatures,
+  CriuOptions,
+  CriuVersion,
+  CallOptions,
+  DumpResult,
+  RestoreResult,
+  PageServerHandle,
+} from './criu.js';
+export type {
+  DumpOptions,
+  RestoreOptions,
+  PageServerOptions,
+  ImagesOptions,
+  CriuLogLevel,
+} from './options.js';
+export { CriuError, CriuNotProvisionedError } from './errors.js';
+export type { CriuErrorFields } from './errors.js';
+export { findCriu, compareVersions, parseCriuVersion, MIN_CRIU_VERSION } from './provision.js';
+export type { CriuBinary } from './provision.js';
+export { SwrkSession, NotifyScript } from './swrk.js';
+export type { CriuHooks, SwrkOptions } from './swrk.js';
+export { CgroupMode, NetworkLock } from './rpc-schema.js';

@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isDroverError } from '@drover/common';
+import { compileDumpOptions, compilePageServerOptions, compileRestoreOptions } from './options.js';
+import { CgroupMode, NetworkLock } from './rpc-schema.js';
+
+test('dump options compile to criu_opts', () => {
+  const o = compileDumpOptions({
+    pid: 100,
+    imagesDir: '/x',
+    leaveRunning: true,
+    tcpEstablished: true,
+    externals: ['mnt[]'],
+    freezeCgroup: '/sys/fs/cgroup/unified/drover/j',
+    parentImages: '../1',
+    pageServer: { address: '10.0.0.1', port: 1234 },
+    manageCgroups: 'soft',
+    timeoutSec: 30,
+  });
+  assert.equal(o.pid, 100);
+  assert.equal(o.images_dir_fd, -1);
+  assert.equal(o.images_dir, '/proc/self/fd/4');
+  assert.equal(o.log_file, 'dump.log');
+  assert.equal(o.leave_running, true);
+  assert.equal(o.tcp_established, true);
+  assert.deepEqual(o.external, ['mnt[]']);
+  assert.equal(o.freeze_cgroup, '/sys/fs/cgroup/unified/drover/j');
+  assert.equal(o.parent_img, '../1');
+  assert.deepEqual(o.ps, { address: '10.0.0.1', port: 1234 });
+  assert.equal(o.manage_cgroups_mode, CgroupMode.soft);
+  assert.equal(o.network_lock, NetworkLock.nftables);
+  assert.equal(o.notify_scripts, true);
+  assert.equal(o.timeout, 30);
+  assert.equal(o.shell_job, undefined);
+});
+
+test('restore options compile to criu_opts', () => {
+  const o = compileRestoreOptions({
+    imagesDir: '/x',
+    root: '/',
+    leaveStopped: true,
+    rstSibling: true,
+    cgroupRoots: [{ path: '/a' }, { controller: 'freezer', path: '/b' }],
+    inheritFds: [{ key: 'pipe:[1]', fd: 5 }],
+    networkLock: 'skip',
+    logFile: 'r.log',
+  });
+  assert.equal(o.root, '/');
+  assert.equal(o.leave_stopped, true);
+  assert.equal(o.rst_sibling, true);
+  assert.deepEqual(o.cg_root, [{ path: '/a' }, { ctrl: 'freezer', path: '/b' }]);
+  assert.deepEqual(o.inherit_fd, [{ key: 'pipe:[1]', fd: 5 }]);
+  assert.equal(o.network_lock, NetworkLock.skip);
+  assert.equal(o.log_file, 'r.log');
+  assert.equal(o.pid, undefined);
+});
+
+test('bad options are refused with INVALID_ARGUMENT', () => {
+  const bad = [
+    () => compileDumpOptions({ pid: 0, imagesDir: '/x' }),
+    () => compileDumpOptions({ pid: 1.5, imagesDir: '/x' }),
+    () => compileDumpOptions({ pid: 1, imagesDir: '/x', logFile: '../escape.log' }),
+    () => compileDumpOptions({ pid: 1, imagesDir: '/x', timeoutSec: -1 }),
+    () => compilePageServerOptions({ imagesDir: '/x', address: '127.0.0.1', port: 70000 }),
+    () => compileRestoreOptions({ imagesDir: '/x', pageServer: { address: '', port: 1 } }),
+  ];
+  for (const f of bad) {
+    assert.throws(f, (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'));
+  }
+});

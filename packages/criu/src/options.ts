@@ -1,0 +1,164 @@
+/** Typed dump/restore/page-server options and their compilation into `criu_opts`. */
+import { DroverError, ErrorCode } from '@drover/common';
+import { CgroupMode, NetworkLock, type RpcOpts } from './rpc-schema.js';
+import { IMAGES_DIR_CHILD_FD } from './swrk.js';
+
+/** CRIU log verbosity: 0 errors only … 4 debug. */
+export type CriuLogLevel = 0 | 1 | 2 | 3 | 4;
+
+/** Options shared by every operation that works on an images directory. */
+export interface ImagesOptions {
+  /** The images directory (created by the caller). CRIU's log is written here too. */
+  imagesDir: string;
+  /** Log file name inside `imagesDir` (no subdirectories). Default per operation. */
+  logFile?: string;
+  /** Default 4 (debug): cheap, and the log is what explains a failure. */
+  logLevel?: CriuLogLevel;
+  /** `--external` entries, e.g. `mnt[]` for jobs in their own mount namespace. */
+  externals?: readonly string[];
+  /** Processes attached to a terminal/session outside the tree (`--shell-job`). */
+  shellJob?: boolean;
+  /** Dump/restore established TCP connections (`--tcp-established`). */
+  tcpEstablished?: boolean;
+  /** Allow external UNIX socket peers (`--ext-unix-sk`). */
+  extUnixSk?: boolean;
+  /** Dump/restore file locks (`--file-locks`). */
+  fileLocks?: boolean;
+  /** How to lock the network while TCP connections are dumped. Default nftables. */
+  networkLock?: NetworkLock;
+  /** cgroup handling (`--manage-cgroups=MODE`). */
+  manageCgroups?: CgroupMode;
+  /** Lazy pages (post-copy) on dump or restore. */
+  lazyPages?: boolean;
+  /** Seconds CRIU may spend freezing/collecting the tree (`--timeout`). */
+  timeoutSec?: number;
+}
+
+/** Options for DUMP and PRE_DUMP. */
+export interface DumpOptions extends ImagesOptions {
+  /** Host PID of the tree's root. */
+  pid: number;
+  /** Leave the tree running after the dump (`--leave-running`). */
+  leaveRunning?: boolean;
+  /** Previous (pre-dump) images, relative to `imagesDir` (`--prev-images-dir`). */
+  parentImages?: string;
+  /** Track memory changes for later incremental dumps (needs soft-dirty). */
+  trackMem?: boolean;
+  /** Freeze through this cgroup instead of ptrace (`--freeze-cgroup`). */
+  freezeCgroup?: string;
+  /** Send pages to a page server instead of the images dir. */
+  pageServer?: { address: string; port: number };
+}
+
+/** Options for RESTORE. */
+export interface RestoreOptions extends ImagesOptions {
+  /** Root directory for the restored tree (`--root`). */
+  root?: string;
+  /** Leave the restored tasks stopped (`--leave-stopped`), the seed's "frozen after restart". */
+  leaveStopped?: boolean;
+  /** Restore the root as a child of the swrk caller instead of detaching it. */
+  rstSibling?: boolean;
+  /** cgroup roots to restore into (`--cgroup-root [ctrl:]path`). */
+  cgroupRoots?: readonly { controller?: string; path: string }[];
+  /** Inherited fds, by key (`--inherit-fd fd[N]:key`); `fd` is the child fd number. */
+  inheritFds?: readonly { key: string; fd: number }[];
+  /** Where lazy pages come from (post-copy restore): the source's page server. */
+  pageServer?: { address: string; port: number };
+}
+
+/** Options for PAGE_SERVER (receives pages into `imagesDir`, or serves them for lazy pages). */
+export interface PageServerOptions extends ImagesOptions {
+  address: string;
+  port: number;
+}
+
+const LOG_FILE_RE = /^[A-Za-z0-9._-]+$/;
+
+function invalid(message: string): DroverError {
+  return new DroverError(ErrorCode.InvalidArgument, message);
+}
+
+function common(opts: ImagesOptions, defaultLog: string): RpcOpts {
+  const logFile = opts.logFile ?? defaultLog;
+  if (!LOG_FILE_RE.test(logFile)) throw invalid(`log file must be a plain name: ${logFile}`);
+  const out: RpcOpts = {
+    // The directory rides on the child's fd 4; a path through /proc/self works in any namespace.
+    images_dir_fd: -1,
+    images_dir: `/proc/self/fd/${IMAGES_DIR_CHILD_FD}`,
+    log_file: logFile,
+    log_level: opts.logLevel ?? 4,
+    notify_scripts: true,
+    network_lock: NetworkLock[opts.networkLock ?? 'nftables'],
+  };
+  if (opts.externals?.length) out.external = [...opts.externals];
+  if (opts.shellJob) out.shell_job = true;
+  if (opts.tcpEstablished) out.tcp_established = true;
+  if (opts.extUnixSk) out.ext_unix_sk = true;
+  if (opts.fileLocks) out.file_locks = true;
+  if (opts.lazyPages) out.lazy_pages = true;
+  if (opts.manageCgroups !== undefined) {
+    out.manage_cgroups = true;
+    out.manage_cgroups_mode = CgroupMode[opts.manageCgroups];
+  }
+  if (opts.timeoutSec !== undefined) {
+    if (!Number.isInteger(opts.timeoutSec) || opts.timeoutSec <= 0) {
+      throw invalid(`timeoutSec must be a positive integer: ${opts.timeoutSec}`);
+    }
+    out.timeout = opts.timeoutSec;
+  }
+  return out;
+}
+
+function checkPid(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 0) throw invalid(`pid must be a positive integer: ${pid}`);
+}
+
+function checkEndpoint(ps: { address: string; port: number }): void {
+  if (!Number.isInteger(ps.port) || ps.port < 0 || ps.port > 65535) {
+    throw invalid(`page server port out of range: ${ps.port}`);
+  }
+  if (ps.address.length === 0) throw invalid('page server address is empty');
+}
+
+/** Compile DumpOptions into `criu_opts`. Throws InvalidArgument on bad input. */
+export function compileDumpOptions(opts: DumpOptions, logFile = 'dump.log'): RpcOpts {
+  checkPid(opts.pid);
+  const out = common(opts, logFile);
+  out.pid = opts.pid;
+  if (opts.leaveRunning) out.leave_running = true;
+  if (opts.parentImages !== undefined) out.parent_img = opts.parentImages;
+  if (opts.trackMem) out.track_mem = true;
+  if (opts.freezeCgroup !== undefined) out.freeze_cgroup = opts.freezeCgroup;
+  if (opts.pageServer) {
+    checkEndpoint(opts.pageServer);
+    out.ps = { address: opts.pageServer.address, port: opts.pageServer.port };
+  }
+  return out;
+}
+
+/** Compile RestoreOptions into `criu_opts`. */
+export function compileRestoreOptions(opts: RestoreOptions): RpcOpts {
+  const out = common(opts, 'restore.log');
+  if (opts.root !== undefined) out.root = opts.root;
+  if (opts.leaveStopped) out.leave_stopped = true;
+  if (opts.rstSibling) out.rst_sibling = true;
+  if (opts.cgroupRoots?.length) {
+    out.cg_root = opts.cgroupRoots.map((r) =>
+      r.controller === undefined ? { path: r.path } : { ctrl: r.controller, path: r.path },
+    );
+  }
+  if (opts.inheritFds?.length) out.inherit_fd = opts.inheritFds.map((f) => ({ ...f }));
+  if (opts.pageServer) {
+    checkEndpoint(opts.pageServer);
+    out.ps = { address: opts.pageServer.address, port: opts.pageServer.port };
+  }
+  return out;
+}
+
+/** Compile PageServerOptions into `criu_opts`. */
+export function compilePageServerOptions(opts: PageServerOptions): RpcOpts {
+  checkEndpoint(opts);
+  const out = common(opts, 'page-server.log');
+  out.ps = { address: opts.address, port: opts.port };
+  return out;
+}

@@ -1,0 +1,18 @@
+/** @drover/native: the only package that calls into libc (through koffi). */
+export { SyscallError, getErrnoName } from './errors.js';
+export type { SyscallErrorOptions } from './errors.js';
+export { setNonBlocking, setCloexec, closeFd } from './fd.js';
+export { socketpairSeqpacket, sendmsg, recvmsg } from './socket.js';
+export type { RecvResult, SocketpairOptions } from './socket.js';
+export { watchReadable } from './poll.js';
+export type { FdWatch, ReadableEvent } from './poll.js';
+export {
+  setChildSubreaper,
+  isChildSubreaper,
+  pidfdOpen,
+  pidfdSendSignal,
+  waitidPidfd,
+  waitForExit,
+} from './process.js';
+export type { ChildStatus, WaitOptions } from './process.js';
+export { setns, NamespaceType } from './namespace.js';

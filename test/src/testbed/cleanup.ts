@@ -1,0 +1,228 @@
+/** Finding what a testbed run left on the machine, and sweeping the leftovers of crashed runs. */
+import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  DEFAULT_BASE_DIR,
+  isRunId,
+  liveRuns,
+  ownerAlive,
+  readOwner,
+  releaseSubnet,
+  runIdOf,
+  subnetsOf,
+  TESTBED_PREFIX,
+} from './names.js';
+import {
+  allPids,
+  cmdline,
+  environ,
+  exeName,
+  isAlive,
+  killChecked,
+  nsInode,
+  run,
+  sleep,
+  startTime,
+} from './proc.js';
+
+/** One resource of a run still present on the machine. */
+export interface Leftover {
+  kind: 'netns' | 'interface' | 'mount' | 'cgroup' | 'process' | 'file';
+  name: string;
+  detail?: string;
+}
+
+const NETNS_DIR = '/run/netns';
+const CGROUP_ROOT = '/sys/fs/cgroup';
+
+function list(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Inodes of the named network namespaces whose name contains `needle`. */
+function netnsInodes(needle: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const n of list(NETNS_DIR)) {
+    if (!n.includes(needle)) continue;
+    try {
+      out.set(String(statSync(join(NETNS_DIR, n)).ino), n);
+    } catch {
+      // deleted meanwhile
+    }
+  }
+  return out;
+}
+
+/** Cgroup directories (any hierarchy, depth ≤ 5) whose name contains `needle`, deepest first. */
+function cgroupsMatching(needle: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string, depth: number): void => {
+    if (depth > 5) return;
+    let entries;
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue; // symlinked hierarchies (cpu -> cpu,cpuacct) are walked once
+      const p = join(dir, e.name);
+      walk(p, depth + 1);
+      if (e.name.includes(needle)) out.push(p);
+    }
+  };
+  walk(CGROUP_ROOT, 0);
+  return out;
+}
+
+/** Live (non-zombie) processes, other than this one, that belong to `runId`. */
+function processesOf(runId: string): Map<number, string> {
+  const inodes = netnsInodes(runId);
+  const out = new Map<number, string>();
+  for (const pid of allPids()) {
+    if (pid === process.pid || !isAlive(pid)) continue;
+    const argv = cmdline(pid).join(' ');
+    const why = argv.includes(runId)
+      ? 'cmdline'
+      : environ(pid).includes(`DROVER_TESTBED_RUN=${runId}`)
+        ? 'environ'
+        : inodes.has(nsInode(pid, 'net') ?? '')
+          ? 'netns'
+          : undefined;
+    if (why !== undefined) out.set(pid, `${exeName(pid) ?? '?'} (${why}): ${argv.slice(0, 200)}`);
+  }
+  return out;
+}
+
+/**
+ * Everything of run `runId` still on the machine: named netns, interfaces, mounts, cgroups,
+ * processes (by cmdline, testbed environment marker or network namespace), its run directory
+ * and subnet reservation. Zombies count as gone.
+ */
+export function leaks(runId: string, baseDir: string = DEFAULT_BASE_DIR): Leftover[] {
+  const out: Leftover[] = [];
+  for (const n of list(NETNS_DIR)) if (n.includes(runId)) out.push({ kind: 'netns', name: n });
+  for (const n of list('/sys/class/net')) if (n.includes(runId)) out.push({ kind: 'interface', name: n });
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    if (line.includes(runId)) out.push({ kind: 'mount', name: line.split(' ')[4] ?? line, detail: line });
+  }
+  for (const p of cgroupsMatching(runId)) out.push({ kind: 'cgroup', name: p });
+  for (const [pid, detail] of processesOf(runId)) out.push({ kind: 'process', name: String(pid), detail });
+  if (existsSync(join(baseDir, runId))) out.push({ kind: 'file', name: join(baseDir, runId) });
+  for (const x of subnetsOf(baseDir, runId)) out.push({ kind: 'file', name: join(baseDir, 'subnets', String(x)) });
+  return out;
+}
+
+/** Throw, listing them, if anything of run `runId` is still present. */
+export function assertNoLeftovers(runId: string, baseDir: string = DEFAULT_BASE_DIR): void {
+  const found = leaks(runId, baseDir);
+  if (found.length > 0) {
+    const lines = found.map((l) => `  ${l.kind} ${l.name}${l.detail ? ` — ${l.detail}` : ''}`);
+    throw new Error(`testbed run ${runId} left ${found.length} resource(s) behind:\n${lines.join('\n')}`);
+  }
+}
+
+/** What {@link sweepLeftovers} did. */
+export interface SweepReport {
+  /** Dead runs that were swept. */
+  swept: string[];
+  /** Runs left alone because their owner process is alive (or they are still being created). */
+  skipped: string[];
+  /** PIDs that were sent SIGKILL. */
+  killed: number[];
+  /** Whatever of the swept runs could not be removed. */
+  remaining: Leftover[];
+}
+
+/** Processes a sweep may kill: their death takes every other process of a host with it. */
+const KILLABLE = ['tini', 'nats-server', 'sshd'] as const;
+
+/** Every run id that has some trace on the machine. */
+function tracedRuns(baseDir: string): Set<string> {
+  const ids = new Set<string>();
+  const add = (s: string | undefined): void => {
+    if (s !== undefined) ids.add(s);
+  };
+  for (const n of list(baseDir)) if (isRunId(n)) ids.add(n);
+  for (const n of list(NETNS_DIR)) add(runIdOf(n));
+  for (const n of list('/sys/class/net')) add(runIdOf(n));
+  for (const x of list(join(baseDir, 'subnets'))) {
+    try {
+      add(runIdOf(readFileSync(join(baseDir, 'subnets', x, 'run'), 'utf8')));
+    } catch {
+      // empty reservation
+    }
+  }
+  for (const pid of allPids()) {
+    const argv = cmdline(pid).join(' ');
+    if (argv.includes(TESTBED_PREFIX)) add(runIdOf(argv));
+  }
+  for (const p of cgroupsMatching(TESTBED_PREFIX)) add(runIdOf(p));
+  return ids;
+}
+
+/** Whether a run must be left alone: live in this process, alive elsewhere, or being created. */
+function isLiveRun(baseDir: string, runId: string): boolean {
+  if (liveRuns.has(runId)) return true;
+  const rec = readOwner(join(baseDir, runId));
+  if (rec !== undefined) return rec.pid !== process.pid && ownerAlive(rec);
+  try {
+    // A run dir without an owner record is younger than a few ms unless its creator died.
+    return Date.now() - statSync(join(baseDir, runId)).mtimeMs < 10_000;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Remove the leftovers of crashed earlier runs: only resources named with the testbed prefix,
+ * only runs whose owner process is dead, and only processes whose identity is checked (exe is
+ * tini, nats-server or sshd, and their cmdline names the run or they sit in its network
+ * namespace). Everything else is never touched.
+ */
+export async function sweepLeftovers(opts: { baseDir?: string } = {}): Promise<SweepReport> {
+  const baseDir = opts.baseDir ?? DEFAULT_BASE_DIR;
+  const report: SweepReport = { swept: [], skipped: [], killed: [], remaining: [] };
+  for (const runId of tracedRuns(baseDir)) {
+    if (isLiveRun(baseDir, runId)) {
+      report.skipped.push(runId);
+      continue;
+    }
+    report.swept.push(runId);
+    const inodes = netnsInodes(runId);
+    const victims: number[] = [];
+    for (const pid of allPids()) {
+      const exe = exeName(pid);
+      if (exe === undefined || !(KILLABLE as readonly string[]).includes(exe)) continue;
+      const mine = cmdline(pid).join(' ').includes(runId) || inodes.has(nsInode(pid, 'net') ?? '');
+      const st = startTime(pid);
+      if (mine && killChecked(pid, 'SIGKILL', { exe: [exe], ...(st === undefined ? {} : { startTime: st }) })) {
+        victims.push(pid);
+      }
+    }
+    report.killed.push(...victims);
+    // The rest of a host (unshare, nsenter, children) dies with its tini; wait for that.
+    for (let i = 0; i < 300 && (victims.some(isAlive) || processesOf(runId).size > 0); i++) await sleep(10);
+    const links = list('/sys/class/net').filter((n) => runIdOf(n) === runId);
+    // Veths before the bridge they are enslaved to.
+    for (const n of links.sort((a, b) => Number(a.endsWith('-br')) - Number(b.endsWith('-br')))) {
+      await run(['ip', 'link', 'del', n]);
+    }
+    for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId)) await run(['ip', 'netns', 'del', n]);
+    for (const cg of cgroupsMatching(runId)) {
+      try {
+        rmdirSync(cg);
+      } catch {
+        // still populated, or not ours to remove: reported in `remaining`
+      }
+    }
+    rmSync(join(baseDir, runId), { recursive: true, force: true });
+    for (const x of subnetsOf(baseDir, runId)) releaseSubnet(baseDir, runId, x);
+    report.remaining.push(...leaks(runId, baseDir));
+  }
+  return report;
+}

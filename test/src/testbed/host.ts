@@ -1,0 +1,334 @@
+/** One emulated host: its namespaces, its init (tini), commands run inside it, and its link. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { names } from './names.js';
+import {
+  children,
+  exeName,
+  innerPid,
+  isAlive,
+  killChecked,
+  mustRun,
+  run,
+  startTime,
+  StopWaiting,
+  waitFor,
+  type ExecResult,
+} from './proc.js';
+
+/** PATH inside hosts; hosts get a clean environment, not the test runner's (NODE_OPTIONS etc.). */
+const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** What a host needs to know about the run it belongs to. */
+export interface HostContext {
+  runId: string;
+  /** Third octet of the run's 10.77.X.0/24. */
+  subnet: number;
+  bridge: string;
+  runDir: string;
+  logDir: string;
+}
+
+/** Options for commands run inside a host. */
+export interface HostExecOptions {
+  /** Working directory inside the host. Default `/`. */
+  cwd?: string;
+  /** Extra environment variables (on top of PATH, HOME and the testbed markers). */
+  env?: Record<string, string>;
+  /** For exec: SIGKILL the command after this many ms. Default 30 000. */
+  timeoutMs?: number;
+  /** For exec: written to stdin. */
+  input?: string;
+}
+
+/** Options for long-lived processes. */
+export interface HostSpawnOptions extends Omit<HostExecOptions, 'timeoutMs' | 'input'> {
+  /** Log file base name (`<logDir>/<host>/<name>.stdout|stderr.log`). Default the command's name. */
+  name?: string;
+}
+
+/** How a process ended. */
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A long-lived process inside a host, addressed by its root-namespace PID. */
+export interface HostProcess {
+  readonly name: string;
+  /** PID in the root namespace (the command itself, not nsenter). */
+  readonly pid: number;
+  /** PID inside the host's PID namespace. */
+  readonly hostPid: number;
+  readonly stdoutPath: string;
+  readonly stderrPath: string;
+  /** Settles when the command has exited; nsenter mirrors its exit code or killing signal. */
+  readonly exited: Promise<ProcessExit>;
+  /** Signal the command by PID (checked against its start time); false if it is already gone. */
+  kill(signal?: NodeJS.Signals): boolean;
+  /** Captured stdout + stderr so far. */
+  output(): string;
+  /** Wait until the captured output matches `re`; rejects if the process exits first. */
+  waitForOutput(re: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+/** Resolve when `child` has exited (immediately if it already has). */
+function exitOf(child: ChildProcess): Promise<ProcessExit> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  }
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/** An emulated host; create it through `Testbed.create`. */
+export class Host {
+  /** `h1`..`hN`; also the host's hostname. */
+  readonly name: string;
+  /** The host's address on eth0, 10.77.X.(10+i). */
+  readonly address: string;
+  /** Root-namespace path bind-mounted at /srv inside the host. */
+  readonly stateDir: string;
+  /** Network namespace name (`ip netns`). */
+  readonly netns: string;
+  /** Root-side end of the host's veth, enslaved to the bridge. */
+  readonly veth: string;
+  /** Processes spawned in this host (for logs and teardown). */
+  readonly processes: HostProcess[] = [];
+  #initPid = 0;
+  #initStart = 0;
+  #unshare: ChildProcess | undefined;
+  #unshareExit: Promise<ProcessExit> = Promise.resolve({ code: null, signal: null });
+  #dead = false;
+  readonly #ctx: HostContext;
+  readonly #index: number;
+
+  /** @internal use `Testbed.create`. */
+  constructor(ctx: HostContext, index: number) {
+    this.#ctx = ctx;
+    this.#index = index;
+    this.name = `h${index}`;
+    this.address = `10.77.${ctx.subnet}.${10 + index}`;
+    this.stateDir = join(ctx.runDir, this.name);
+    this.netns = names.netns(ctx.runId, index);
+    this.veth = names.hostVeth(ctx.runId, index);
+  }
+
+  /** tini's PID in the root namespace. */
+  get initPid(): number {
+    return this.#initPid;
+  }
+
+  /** True once `kill()` was called or tini died. */
+  get dead(): boolean {
+    return this.#dead || !isAlive(this.#initPid);
+  }
+
+  /** @internal Create the namespaces, the link and the init. */
+  async start(): Promise<void> {
+    const { runId, bridge, logDir } = this.#ctx;
+    mkdirSync(this.stateDir, { recursive: true });
+    mkdirSync(join(logDir, this.name), { recursive: true });
+    await mustRun(['ip', 'netns', 'add', this.netns]);
+    // The peer is created directly inside the namespace as eth0: it never exists in the root ns.
+    await mustRun(['ip', 'link', 'add', this.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netns]);
+    await mustRun(['ip', 'link', 'set', this.veth, 'master', bridge, 'up']);
+    const n = ['ip', '-n', this.netns];
+    await mustRun([...n, 'addr', 'add', `${this.address}/24`, 'dev', 'eth0']);
+    await mustRun([...n, 'link', 'set', 'eth0', 'up']);
+    await mustRun([...n, 'link', 'set', 'lo', 'up']);
+    // No default route: the only reachable network is the bridge's /24.
+
+    const marker = names.marker(runId, this.#index);
+    const script =
+      'hostname "$2" && mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind "$1" /srv && ' +
+      `exec tini -- /bin/sh -c 'while :; do sleep 3600; done' "$3"`;
+    const log = openSync(join(logDir, this.name, 'init.log'), 'a');
+    try {
+      // detached = setsid: a Ctrl-C on the runner's terminal is not delivered to the hosts; the
+      // exit handlers tear them down instead. unshare stays our child so Node reaps it.
+      this.#unshare = spawn(
+        'ip',
+        ['netns', 'exec', this.netns, 'unshare', '--pid', '--fork', '--mount-proc', '--uts', '--ipc',
+          '--kill-child', '/bin/sh', '-c', script, 'sh', this.stateDir, this.name, marker],
+        { detached: true, stdio: ['ignore', log, log], env: this.env() },
+      );
+    } finally {
+      closeSync(log);
+    }
+    this.#unshare.on('error', () => {});
+    this.#unshareExit = exitOf(this.#unshare);
+    const unsharePid = this.#unshare.pid ?? 0;
+    this.#initPid = await waitFor(
+      `tini of ${this.name}`,
+      () => {
+        const u = this.#unshare;
+        if (!u || u.exitCode !== null || u.signalCode !== null) throw new StopWaiting(`init of ${this.name} exited: ${this.initLog()}`);
+        return children(unsharePid).find((p) => exeName(p) === 'tini' && children(p).length > 0);
+      },
+      5000,
+      5,
+    ).catch((err: unknown) => {
+      this.#unshare?.kill('SIGKILL'); // --kill-child takes its child along
+      throw err;
+    });
+    this.#initStart = startTime(this.#initPid) ?? 0;
+  }
+
+  /** The host's init log (errors from hostname/mount/tini). */
+  initLog(): string {
+    try {
+      return readFileSync(join(this.#ctx.logDir, this.name, 'init.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Environment for commands inside the host: a clean PATH/HOME plus markers naming the run. */
+  private env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return {
+      PATH: HOST_PATH,
+      HOME: '/root',
+      LANG: 'C.UTF-8',
+      DROVER_TESTBED_RUN: this.#ctx.runId,
+      DROVER_TESTBED_HOST: this.name,
+      ...extra,
+    };
+  }
+
+  private nsenter(cwd: string | undefined): string[] {
+    if (this.dead) throw new Error(`host ${this.name} is dead`);
+    return ['nsenter', `--target=${this.#initPid}`, '--net', '--pid', '--mount', '--uts', '--ipc',
+      `--wd=${cwd ?? '/'}`, '--'];
+  }
+
+  /** Run a command inside the host to completion; resolves with its exit code and output. */
+  async exec(cmd: readonly string[], opts: HostExecOptions = {}): Promise<ExecResult> {
+    return run([...this.nsenter(opts.cwd), ...cmd], {
+      env: this.env(opts.env),
+      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      ...(opts.input === undefined ? {} : { input: opts.input }),
+    });
+  }
+
+  /**
+   * Start a long-lived process inside the host. Resolves once its PIDs are known: the command is
+   * held at a gate (a shell reading fd 3) until its root-namespace PID has been read from
+   * nsenter's children, so even a command that exits at once is identified.
+   */
+  async spawn(cmd: readonly string[], opts: HostSpawnOptions = {}): Promise<HostProcess> {
+    const prefix = this.nsenter(opts.cwd);
+    const base = opts.name ?? (cmd[0] ?? 'proc').split('/').pop() ?? 'proc';
+    const dir = join(this.#ctx.logDir, this.name);
+    mkdirSync(dir, { recursive: true });
+    const stdoutPath = join(dir, `${base}.stdout.log`);
+    const stderrPath = join(dir, `${base}.stderr.log`);
+    const out = openSync(stdoutPath, 'a');
+    const err = openSync(stderrPath, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(prefix[0] ?? 'nsenter', [...prefix.slice(1), '/bin/sh', '-c',
+        'read _ <&3 || exit 125; exec 3<&-; exec "$@"', 'sh', ...cmd], {
+        // detached: a Ctrl-C on the runner's terminal reaches the exit handlers, not the hosts.
+        detached: true,
+        stdio: ['ignore', out, err, 'pipe'],
+        env: this.env(opts.env),
+      });
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+    child.on('error', () => {});
+    const exited = exitOf(child);
+    const gate = child.stdio[3] as NodeJS.ReadWriteStream | null;
+    // A command killed before it read the gate resets the socket: that is not an error here.
+    gate?.on('error', () => {});
+    const nsenterPid = child.pid ?? 0;
+    const pid = await waitFor(
+      `PID of ${cmd.join(' ')} in ${this.name}`,
+      () => {
+        if (child.exitCode !== null || child.signalCode !== null) throw new StopWaiting(`nsenter for ${cmd.join(' ')} exited before the command started`);
+        return children(nsenterPid)[0];
+      },
+      5000,
+      2,
+    ).catch((err: unknown) => {
+      child.kill('SIGKILL'); // nsenter; its forked child is still held at the gate and sees EOF
+      throw err;
+    });
+    const start = startTime(pid);
+    const hostPid = innerPid(pid) ?? 0;
+    gate?.end('go\n');
+    const readAll = (): string => {
+      let s = '';
+      for (const p of [stdoutPath, stderrPath]) {
+        try {
+          s += readFileSync(p, 'utf8');
+        } catch {
+          // not written yet
+        }
+      }
+      return s;
+    };
+    let done = false;
+    void exited.then(() => (done = true));
+    const proc: HostProcess = {
+      name: base,
+      pid,
+      hostPid,
+      stdoutPath,
+      stderrPath,
+      exited,
+      kill: (signal = 'SIGTERM') => killChecked(pid, signal, start === undefined ? {} : { startTime: start }),
+      output: readAll,
+      waitForOutput: (re, timeoutMs = 10_000) =>
+        waitFor(`${re} in output of ${base} on ${this.name}`, () => {
+          const s = readAll();
+          if (re.test(s)) return s;
+          if (done) throw new StopWaiting(`${base} exited before printing ${re}: ${s.slice(-2000)}`);
+          return undefined;
+        }, timeoutMs, 20),
+    };
+    this.processes.push(proc);
+    return proc;
+  }
+
+  /**
+   * Abrupt death of the whole machine: SIGKILL tini (the kernel then kills everything in the
+   * host's PID namespace) and take its link down, so peers see silence, not TCP resets from a
+   * network stack that outlived its machine.
+   */
+  async kill(): Promise<void> {
+    this.#dead = true;
+    killChecked(this.#initPid, 'SIGKILL', { startTime: this.#initStart, exe: ['tini'] });
+    await this.cutLink().catch(() => {});
+    await this.#unshareExit;
+    await Promise.all(this.processes.map((p) => p.exited));
+  }
+
+  /** Partition the host: set the root-side veth down (the host keeps running). */
+  async cutLink(): Promise<void> {
+    await mustRun(['ip', 'link', 'set', this.veth, 'down']);
+  }
+
+  /** Heal a partition made by {@link cutLink}. */
+  async restoreLink(): Promise<void> {
+    await mustRun(['ip', 'link', 'set', this.veth, 'up']);
+  }
+
+  /** @internal Kill the init by checked PID without waiting (exit handlers). */
+  killSync(): void {
+    this.#dead = true;
+    killChecked(this.#initPid, 'SIGKILL', { startTime: this.#initStart, exe: ['tini'] });
+  }
+
+  /** @internal Wait (bounded) until the init's unshare and every spawned nsenter have exited. */
+  async waitGone(timeoutMs: number): Promise<boolean> {
+    const all = Promise.all([this.#unshareExit, ...this.processes.map((p) => p.exited)]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    const ok = await Promise.race([all.then(() => true as const), timeout]);
+    clearTimeout(timer);
+    return ok;
+  }
+}

@@ -1,0 +1,220 @@
+/** NATS inside a testbed: one JetStream server on the bridge, or an R3 cluster on h1..h3. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import type { Host, HostProcess, ProcessExit } from './host.js';
+import { killChecked, startTime, waitFor, type OwnedProcess } from './proc.js';
+
+/** How NATS runs in a testbed. */
+export const NatsMode = { none: 'none', single: 'single', cluster: 'cluster' } as const;
+export type NatsMode = (typeof NatsMode)[keyof typeof NatsMode];
+
+/** What NATS needs from the testbed (structurally a `Testbed`). */
+export interface NatsContext {
+  readonly runId: string;
+  readonly runDir: string;
+  readonly logDir: string;
+  readonly bridgeAddress: string;
+  readonly hosts: readonly Host[];
+  readonly owned: OwnedProcess[];
+}
+
+/** One nats-server of the testbed. */
+export interface NatsServer {
+  /** `bridge` for the single server, else the host name. */
+  readonly name: string;
+  /** nats://address:4222 */
+  readonly url: string;
+  /** http://address:8222 (monitoring: /varz, /jsz, /healthz). */
+  readonly monitorUrl: string;
+  /** The host it runs in (undefined for the single server in the root namespace). */
+  readonly host: Host | undefined;
+  /** Root-namespace PID of the current process, if running. */
+  pid(): number | undefined;
+  /** stdout and stderr log files (appended across restarts). */
+  readonly logPaths: readonly string[];
+  /** SIGTERM and wait for exit (SIGKILL after 5 s). */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit: a crash. */
+  kill(): Promise<void>;
+  /** Start again with the same config and storage; resolves when JetStream answers through it. */
+  restart(): Promise<void>;
+}
+
+/** NATS as started by `Testbed.startNats`. */
+export interface NatsService {
+  readonly mode: Exclude<NatsMode, 'none'>;
+  readonly servers: readonly NatsServer[];
+  /** Client URLs of all servers. */
+  readonly urls: readonly string[];
+  /** Resolves when every running server accepts clients and JetStream answers through it. */
+  waitReady(timeoutMs?: number): Promise<void>;
+  /** Stop every server (used by teardown). */
+  stopAll(): Promise<void>;
+}
+
+const CLIENT_PORT = 4222;
+const CLUSTER_PORT = 6222;
+const MONITOR_PORT = 8222;
+
+/** True once a client connected to `url` alone gets JetStream account info (needs a meta leader). */
+export async function jetStreamAnswers(url: string): Promise<boolean> {
+  const nc = await connect({ servers: url, reconnect: false, timeout: 1000 });
+  try {
+    const jsm = await jetstreamManager(nc, { timeout: 1000 });
+    await jsm.getAccountInfo();
+    return true;
+  } finally {
+    await nc.close();
+  }
+}
+
+interface Running {
+  pid: number;
+  exited: Promise<ProcessExit>;
+  signal(sig: NodeJS.Signals): boolean;
+}
+
+function conf(lines: Record<string, string>, blocks: string): string {
+  return Object.entries(lines).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n' + blocks;
+}
+
+const limits = 'max_memory_store: 268435456\n  max_file_store: 1073741824';
+
+/** Build a server handle around a `launch` function that starts the process. */
+function server(
+  name: string,
+  address: string,
+  host: Host | undefined,
+  logPaths: string[],
+  launch: () => Promise<Running>,
+): NatsServer & { start(): Promise<void> } {
+  let cur: Running | undefined;
+  const url = `nats://${address}:${CLIENT_PORT}`;
+  const end = async (sig: NodeJS.Signals): Promise<void> => {
+    const r = cur;
+    if (!r) return;
+    r.signal(sig);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((res) => (timer = setTimeout(() => res('late'), 5000)));
+    if ((await Promise.race([r.exited, late])) === 'late') {
+      r.signal('SIGKILL');
+      await r.exited;
+    }
+    clearTimeout(timer);
+    cur = undefined;
+  };
+  const start = async (): Promise<void> => {
+    if (cur) throw new Error(`nats-server ${name} is already running`);
+    cur = await launch();
+    const r = cur;
+    void r.exited.then(() => {
+      if (cur === r) cur = undefined;
+    });
+  };
+  return {
+    name,
+    url,
+    monitorUrl: `http://${address}:${MONITOR_PORT}`,
+    host,
+    logPaths,
+    pid: () => cur?.pid,
+    stop: () => end('SIGTERM'),
+    kill: () => end('SIGKILL'),
+    start,
+    restart: async () => {
+      await start();
+      await waitFor(`JetStream through ${url}`, () => jetStreamAnswers(url).then(() => true), 20_000, 100);
+    },
+  };
+}
+
+/**
+ * The single server runs in the root namespace bound to the bridge address: every host and the
+ * test runner reach it, and it survives `kill()` or `cutLink()` of any host (a cut host loses the
+ * bus exactly like a partitioned machine would), so failure tests don't take the bus down with them.
+ */
+function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> } {
+  const dir = join(ctx.runDir, 'nats');
+  const logDir = join(ctx.logDir, 'nats');
+  mkdirSync(dir, { recursive: true });
+  mkdirSync(logDir, { recursive: true });
+  const a = ctx.bridgeAddress;
+  const confPath = join(dir, 'nats.conf');
+  writeFileSync(confPath, conf(
+    { server_name: `"${ctx.runId}-nats"`, listen: `"${a}:${CLIENT_PORT}"`, http: `"${a}:${MONITOR_PORT}"` },
+    `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n`,
+  ));
+  const logPaths = [join(logDir, 'bridge.stdout.log'), join(logDir, 'bridge.stderr.log')];
+  return server('bridge', a, undefined, logPaths, async () => {
+    const out = openSync(logPaths[0] ?? '', 'a');
+    const err = openSync(logPaths[1] ?? '', 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn('nats-server', ['-c', confPath], { stdio: ['ignore', out, err], env: { PATH: process.env.PATH ?? '' } });
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+    child.on('error', () => {});
+    const pid = child.pid ?? 0;
+    const exited = new Promise<ProcessExit>((res) => child.once('exit', (code, signal) => res({ code, signal })));
+    const owned: OwnedProcess = { pid, startTime: startTime(pid), exe: ['nats-server'] };
+    ctx.owned.push(owned);
+    void exited.then(() => ctx.owned.splice(ctx.owned.indexOf(owned), 1));
+    return { pid, exited, signal: (sig) => killChecked(pid, sig, { exe: ['nats-server'] }) };
+  });
+}
+
+/** One member of the R3 cluster, inside host `h`, storage under the host's /srv. */
+function clusterServer(ctx: NatsContext, h: Host, peers: readonly Host[]): NatsServer & { start(): Promise<void> } {
+  mkdirSync(join(h.stateDir, 'nats'), { recursive: true });
+  const routes = peers.filter((p) => p !== h).map((p) => `"nats-route://${p.address}:${CLUSTER_PORT}"`);
+  writeFileSync(join(h.stateDir, 'nats', 'nats.conf'), conf(
+    { server_name: `"${h.name}"`, listen: `"${h.address}:${CLIENT_PORT}"`, http: `"${h.address}:${MONITOR_PORT}"` },
+    `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits}\n}\n` +
+      `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`,
+  ));
+  const logPaths = [join(ctx.logDir, h.name, 'nats-server.stdout.log'), join(ctx.logDir, h.name, 'nats-server.stderr.log')];
+  return server(h.name, h.address, h, logPaths, async () => {
+    const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], { name: 'nats-server' });
+    return { pid: p.pid, exited: p.exited, signal: (sig) => p.kill(sig) };
+  });
+}
+
+/** Start NATS in the testbed and wait until JetStream answers through every server. */
+export async function startNats(ctx: NatsContext, mode: Exclude<NatsMode, 'none'>): Promise<NatsService> {
+  let servers: (NatsServer & { start(): Promise<void> })[];
+  if (mode === 'single') {
+    servers = [singleServer(ctx)];
+  } else {
+    const members = ctx.hosts.slice(0, 3);
+    if (members.length < 3) throw new Error(`a NATS cluster needs 3 hosts, the testbed has ${ctx.hosts.length}`);
+    servers = members.map((h) => clusterServer(ctx, h, members));
+  }
+  const svc: NatsService = {
+    mode,
+    servers,
+    urls: servers.map((s) => s.url),
+    waitReady: async (timeoutMs = 20_000) => {
+      await Promise.all(
+        servers
+          .filter((s) => s.pid() !== undefined)
+          .map((s) => waitFor(`JetStream through ${s.url}`, () => jetStreamAnswers(s.url).then(() => true), timeoutMs, 100)),
+      );
+    },
+    stopAll: async () => {
+      await Promise.all(servers.map((s) => s.kill()));
+    },
+  };
+  try {
+    await Promise.all(servers.map((s) => s.start()));
+    await svc.waitReady();
+  } catch (err) {
+    await svc.stopAll().catch(() => {});
+    throw err;
+  }
+  return svc;
+}
