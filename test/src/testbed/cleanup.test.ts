@@ -22,10 +22,14 @@ function child(then: 'hang' | 'exit'): { proc: ChildProcess; runId: Promise<stri
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
   delete env.NODE_OPTIONS;
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', code, new URL('./mod.js', import.meta.url).href, then], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env,
-  });
+  const proc = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', code, new URL('./mod.js', import.meta.url).href, then],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env,
+    },
+  );
   const runId = new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout?.on('data', (d: Buffer) => {
@@ -33,7 +37,9 @@ function child(then: 'hang' | 'exit'): { proc: ChildProcess; runId: Promise<stri
       const m = /^(drtb[0-9a-f]{6})$/m.exec(out);
       if (m?.[1]) resolve(m[1]);
     });
-    proc.once('exit', (c, s) => setTimeout(() => reject(new Error(`child exited ${c ?? s} before a run id: ${out}`)), 50));
+    proc.once('exit', (c, s) =>
+      setTimeout(() => reject(new Error(`child exited ${c ?? s} before a run id: ${out}`)), 50),
+    );
   });
   return { proc, runId };
 }
@@ -47,7 +53,10 @@ test('SIGTERM and process.exit() tear a testbed down synchronously', async () =>
   const term = child('hang');
   const exit = child('exit');
   const [termRun, exitRun] = await Promise.all([term.runId, exit.runId]);
-  assert.ok(leaks(termRun).some((l) => l.kind === 'netns'), 'the child testbed exists');
+  assert.ok(
+    leaks(termRun).some((l) => l.kind === 'netns'),
+    'the child testbed exists',
+  );
   term.proc.kill('SIGTERM');
   assert.deepEqual(await exitOf(term.proc), [null, 'SIGTERM'], 'the signal still ends the process');
   assert.deepEqual(await exitOf(exit.proc), [3, null]);

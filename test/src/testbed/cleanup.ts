@@ -57,11 +57,14 @@ function netnsInodes(needle: string): Map<string, string> {
   return out;
 }
 
-/** Cgroup directories (any hierarchy, depth ≤ 5) whose name contains `needle`, deepest first. */
+/**
+ * Cgroup directories (any hierarchy, depth ≤ 5) whose name contains `needle`, and everything
+ * below them (agents in the testbed put job cgroups under `<runId>-<host>/`), deepest first.
+ */
 function cgroupsMatching(needle: string): string[] {
   const out: string[] = [];
-  const walk = (dir: string, depth: number): void => {
-    if (depth > 5) return;
+  const walk = (dir: string, depth: number, inside: boolean): void => {
+    if (depth > 6) return;
     let entries;
     try {
       entries = readdirSync(dir, { withFileTypes: true });
@@ -71,12 +74,24 @@ function cgroupsMatching(needle: string): string[] {
     for (const e of entries) {
       if (!e.isDirectory()) continue; // symlinked hierarchies (cpu -> cpu,cpuacct) are walked once
       const p = join(dir, e.name);
-      walk(p, depth + 1);
-      if (e.name.includes(needle)) out.push(p);
+      const match = inside || e.name.includes(needle);
+      walk(p, depth + 1, match);
+      if (match) out.push(p);
     }
   };
-  walk(CGROUP_ROOT, 0);
+  walk(CGROUP_ROOT, 0, false);
   return out;
+}
+
+/** Remove every cgroup of `runId` (deepest first); ones still populated stay and are leaks. */
+export function removeCgroups(runId: string): void {
+  for (const cg of cgroupsMatching(runId)) {
+    try {
+      rmdirSync(cg);
+    } catch {
+      // still populated, or not ours to remove: reported by leaks()
+    }
+  }
 }
 
 /** Live (non-zombie) processes, other than this one, that belong to `runId`. */
@@ -106,14 +121,18 @@ function processesOf(runId: string): Map<number, string> {
 export function leaks(runId: string, baseDir: string = DEFAULT_BASE_DIR): Leftover[] {
   const out: Leftover[] = [];
   for (const n of list(NETNS_DIR)) if (n.includes(runId)) out.push({ kind: 'netns', name: n });
-  for (const n of list('/sys/class/net')) if (n.includes(runId)) out.push({ kind: 'interface', name: n });
+  for (const n of list('/sys/class/net'))
+    if (n.includes(runId)) out.push({ kind: 'interface', name: n });
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    if (line.includes(runId)) out.push({ kind: 'mount', name: line.split(' ')[4] ?? line, detail: line });
+    if (line.includes(runId))
+      out.push({ kind: 'mount', name: line.split(' ')[4] ?? line, detail: line });
   }
   for (const p of cgroupsMatching(runId)) out.push({ kind: 'cgroup', name: p });
-  for (const [pid, detail] of processesOf(runId)) out.push({ kind: 'process', name: String(pid), detail });
+  for (const [pid, detail] of processesOf(runId))
+    out.push({ kind: 'process', name: String(pid), detail });
   if (existsSync(join(baseDir, runId))) out.push({ kind: 'file', name: join(baseDir, runId) });
-  for (const x of subnetsOf(baseDir, runId)) out.push({ kind: 'file', name: join(baseDir, 'subnets', String(x)) });
+  for (const x of subnetsOf(baseDir, runId))
+    out.push({ kind: 'file', name: join(baseDir, 'subnets', String(x)) });
   return out;
 }
 
@@ -122,7 +141,9 @@ export function assertNoLeftovers(runId: string, baseDir: string = DEFAULT_BASE_
   const found = leaks(runId, baseDir);
   if (found.length > 0) {
     const lines = found.map((l) => `  ${l.kind} ${l.name}${l.detail ? ` — ${l.detail}` : ''}`);
-    throw new Error(`testbed run ${runId} left ${found.length} resource(s) behind:\n${lines.join('\n')}`);
+    throw new Error(
+      `testbed run ${runId} left ${found.length} resource(s) behind:\n${lines.join('\n')}`,
+    );
   }
 }
 
@@ -200,26 +221,25 @@ export async function sweepLeftovers(opts: { baseDir?: string } = {}): Promise<S
       if (exe === undefined || !(KILLABLE as readonly string[]).includes(exe)) continue;
       const mine = cmdline(pid).join(' ').includes(runId) || inodes.has(nsInode(pid, 'net') ?? '');
       const st = startTime(pid);
-      if (mine && killChecked(pid, 'SIGKILL', { exe: [exe], ...(st === undefined ? {} : { startTime: st }) })) {
+      if (
+        mine &&
+        killChecked(pid, 'SIGKILL', { exe: [exe], ...(st === undefined ? {} : { startTime: st }) })
+      ) {
         victims.push(pid);
       }
     }
     report.killed.push(...victims);
     // The rest of a host (unshare, nsenter, children) dies with its tini; wait for that.
-    for (let i = 0; i < 300 && (victims.some(isAlive) || processesOf(runId).size > 0); i++) await sleep(10);
+    for (let i = 0; i < 300 && (victims.some(isAlive) || processesOf(runId).size > 0); i++)
+      await sleep(10);
     const links = list('/sys/class/net').filter((n) => runIdOf(n) === runId);
     // Veths before the bridge they are enslaved to.
     for (const n of links.sort((a, b) => Number(a.endsWith('-br')) - Number(b.endsWith('-br')))) {
       await run(['ip', 'link', 'del', n]);
     }
-    for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId)) await run(['ip', 'netns', 'del', n]);
-    for (const cg of cgroupsMatching(runId)) {
-      try {
-        rmdirSync(cg);
-      } catch {
-        // still populated, or not ours to remove: reported in `remaining`
-      }
-    }
+    for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId))
+      await run(['ip', 'netns', 'del', n]);
+    removeCgroups(runId);
     rmSync(join(baseDir, runId), { recursive: true, force: true });
     for (const x of subnetsOf(baseDir, runId)) releaseSubnet(baseDir, runId, x);
     report.remaining.push(...leaks(runId, baseDir));

@@ -25,7 +25,11 @@ export class TestbedError extends DroverError {
  * Wait (≤ `timeoutMs`) for a torn-down run to leave nothing behind; returns what remains. Waiting
  * covers processes that are still exiting (a killed host's last processes, nsenter parents).
  */
-export async function settleLeftovers(runId: string, timeoutMs = 3000, baseDir?: string): Promise<Leftover[]> {
+export async function settleLeftovers(
+  runId: string,
+  timeoutMs = 3000,
+  baseDir?: string,
+): Promise<Leftover[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = leaks(runId, baseDir);
@@ -46,8 +50,14 @@ export async function collectLogs(tb: Testbed, dir: string): Promise<string> {
     for (const h of tb.hosts) {
       lines.push(`\n== ${h.name} ${h.address} initPid=${h.initPid} dead=${h.dead}`);
       if (h.dead) continue;
-      for (const cmd of [['ps', '-ef'], ['ip', 'addr'], ['ip', 'route']]) {
-        const r = await h.exec(cmd, { timeoutMs: 3000 }).catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
+      for (const cmd of [
+        ['ps', '-ef'],
+        ['ip', 'addr'],
+        ['ip', 'route'],
+      ]) {
+        const r = await h
+          .exec(cmd, { timeoutMs: 3000 })
+          .catch((e: unknown) => ({ stdout: '', stderr: String(e) }));
         lines.push(`$ ${cmd.join(' ')}\n${r.stdout}${r.stderr}`);
       }
     }
@@ -63,7 +73,10 @@ export async function collectLogs(tb: Testbed, dir: string): Promise<string> {
  * everything are collected first and the thrown TestbedError names their directory (the
  * original error is its `cause`). On success, leftovers after teardown are a failure too.
  */
-export async function withTestbed<T>(opts: HarnessOptions, body: (tb: Testbed) => Promise<T>): Promise<T> {
+export async function withTestbed<T>(
+  opts: HarnessOptions,
+  body: (tb: Testbed) => Promise<T>,
+): Promise<T> {
   const tb = await Testbed.create(opts);
   const logDirFor = (): string => opts.failureLogDir ?? join('/tmp/drover-testbed-logs', tb.runId);
   let result: T;
@@ -72,7 +85,12 @@ export async function withTestbed<T>(opts: HarnessOptions, body: (tb: Testbed) =
   } catch (err) {
     const dir = await collectLogs(tb, logDirFor());
     const msg = err instanceof Error ? err.message : String(err);
-    const failure = new TestbedError(`testbed ${tb.runId}: ${msg} (logs: ${dir})`, tb.runId, dir, err);
+    const failure = new TestbedError(
+      `testbed ${tb.runId}: ${msg} (logs: ${dir})`,
+      tb.runId,
+      dir,
+      err,
+    );
     await tb.teardown().catch((e: unknown) => failure.suppress(e));
     throw failure;
   }
@@ -80,13 +98,23 @@ export async function withTestbed<T>(opts: HarnessOptions, body: (tb: Testbed) =
     await tb.teardown();
   } catch (err) {
     const dir = await collectLogs(tb, logDirFor());
-    throw new TestbedError(`testbed ${tb.runId}: teardown failed (logs: ${dir})`, tb.runId, dir, err);
+    throw new TestbedError(
+      `testbed ${tb.runId}: teardown failed (logs: ${dir})`,
+      tb.runId,
+      dir,
+      err,
+    );
   }
   if (opts.checkLeftovers ?? true) {
     const left = await settleLeftovers(tb.runId, 3000, opts.baseDir);
     if (left.length > 0) {
       const list = left.map((l) => `${l.kind} ${l.name}`).join(', ');
-      throw new TestbedError(`testbed ${tb.runId} left resources behind: ${list}`, tb.runId, undefined, left);
+      throw new TestbedError(
+        `testbed ${tb.runId} left resources behind: ${list}`,
+        tb.runId,
+        undefined,
+        left,
+      );
     }
   }
   return result;

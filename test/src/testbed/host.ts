@@ -131,7 +131,19 @@ export class Host {
     mkdirSync(join(logDir, this.name), { recursive: true });
     await mustRun(['ip', 'netns', 'add', this.netns]);
     // The peer is created directly inside the namespace as eth0: it never exists in the root ns.
-    await mustRun(['ip', 'link', 'add', this.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netns]);
+    await mustRun([
+      'ip',
+      'link',
+      'add',
+      this.veth,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      this.netns,
+    ]);
     await mustRun(['ip', 'link', 'set', this.veth, 'master', bridge, 'up']);
     const n = ['ip', '-n', this.netns];
     await mustRun([...n, 'addr', 'add', `${this.address}/24`, 'dev', 'eth0']);
@@ -141,16 +153,36 @@ export class Host {
 
     const marker = names.marker(runId, this.#index);
     const script =
-      'hostname "$2" && mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind "$1" /srv && ' +
+      // /run/netns (other hosts' namespaces) is detached before /run is covered: a mount hidden
+      // under another cannot be bound back by CRIU when it restores a job of this host.
+      'hostname "$2" && { umount -l /run/netns 2>/dev/null; true; } && ' +
+      'mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind "$1" /srv && ' +
       `exec tini -- /bin/sh -c 'while :; do sleep 3600; done' "$3"`;
     const log = openSync(join(logDir, this.name, 'init.log'), 'a');
     try {
       // detached = setsid: a Ctrl-C on the runner's terminal is not delivered to the hosts; the
       // exit handlers tear them down instead. unshare stays our child so Node reaps it.
+      // nsenter, not `ip netns exec`: the latter mounts a fresh /sys, which hides the cgroup
+      // hierarchies the agents in the host need for job cgroups and the freezer.
       this.#unshare = spawn(
-        'ip',
-        ['netns', 'exec', this.netns, 'unshare', '--pid', '--fork', '--mount-proc', '--uts', '--ipc',
-          '--kill-child', '/bin/sh', '-c', script, 'sh', this.stateDir, this.name, marker],
+        'nsenter',
+        [
+          `--net=/run/netns/${this.netns}`,
+          'unshare',
+          '--pid',
+          '--fork',
+          '--mount-proc',
+          '--uts',
+          '--ipc',
+          '--kill-child',
+          '/bin/sh',
+          '-c',
+          script,
+          'sh',
+          this.stateDir,
+          this.name,
+          marker,
+        ],
         { detached: true, stdio: ['ignore', log, log], env: this.env() },
       );
     } finally {
@@ -163,7 +195,8 @@ export class Host {
       `tini of ${this.name}`,
       () => {
         const u = this.#unshare;
-        if (!u || u.exitCode !== null || u.signalCode !== null) throw new StopWaiting(`init of ${this.name} exited: ${this.initLog()}`);
+        if (!u || u.exitCode !== null || u.signalCode !== null)
+          throw new StopWaiting(`init of ${this.name} exited: ${this.initLog()}`);
         return children(unsharePid).find((p) => exeName(p) === 'tini' && children(p).length > 0);
       },
       5000,
@@ -198,8 +231,26 @@ export class Host {
 
   private nsenter(cwd: string | undefined): string[] {
     if (this.dead) throw new Error(`host ${this.name} is dead`);
-    return ['nsenter', `--target=${this.#initPid}`, '--net', '--pid', '--mount', '--uts', '--ipc',
-      `--wd=${cwd ?? '/'}`, '--'];
+    // Root and working directory come from the host's init (`--root`, bare `--wd`), and `env -C`
+    // changes directory inside the host: `--wd=DIR` would open DIR in the runner's mount
+    // namespace, and a process whose cwd lies there cannot be dumped by CRIU ("Can't lookup
+    // mount=N for fd=-3").
+    return [
+      'nsenter',
+      `--target=${this.#initPid}`,
+      '--net',
+      '--pid',
+      '--mount',
+      '--uts',
+      '--ipc',
+      '--root',
+      '--wd',
+      '--',
+      'env',
+      '-C',
+      cwd ?? '/',
+      '--',
+    ];
   }
 
   /** Run a command inside the host to completion; resolves with its exit code and output. */
@@ -227,13 +278,23 @@ export class Host {
     const err = openSync(stderrPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(prefix[0] ?? 'nsenter', [...prefix.slice(1), '/bin/sh', '-c',
-        'read _ <&3 || exit 125; exec 3<&-; exec "$@"', 'sh', ...cmd], {
-        // detached: a Ctrl-C on the runner's terminal reaches the exit handlers, not the hosts.
-        detached: true,
-        stdio: ['ignore', out, err, 'pipe'],
-        env: this.env(opts.env),
-      });
+      child = spawn(
+        prefix[0] ?? 'nsenter',
+        [
+          ...prefix.slice(1),
+          '/bin/sh',
+          '-c',
+          'read _ <&3 || exit 125; exec 3<&-; exec "$@"',
+          'sh',
+          ...cmd,
+        ],
+        {
+          // detached: a Ctrl-C on the runner's terminal reaches the exit handlers, not the hosts.
+          detached: true,
+          stdio: ['ignore', out, err, 'pipe'],
+          env: this.env(opts.env),
+        },
+      );
     } finally {
       closeSync(out);
       closeSync(err);
@@ -247,7 +308,8 @@ export class Host {
     const pid = await waitFor(
       `PID of ${cmd.join(' ')} in ${this.name}`,
       () => {
-        if (child.exitCode !== null || child.signalCode !== null) throw new StopWaiting(`nsenter for ${cmd.join(' ')} exited before the command started`);
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new StopWaiting(`nsenter for ${cmd.join(' ')} exited before the command started`);
         return children(nsenterPid)[0];
       },
       5000,
@@ -279,15 +341,22 @@ export class Host {
       stdoutPath,
       stderrPath,
       exited,
-      kill: (signal = 'SIGTERM') => killChecked(pid, signal, start === undefined ? {} : { startTime: start }),
+      kill: (signal = 'SIGTERM') =>
+        killChecked(pid, signal, start === undefined ? {} : { startTime: start }),
       output: readAll,
       waitForOutput: (re, timeoutMs = 10_000) =>
-        waitFor(`${re} in output of ${base} on ${this.name}`, () => {
-          const s = readAll();
-          if (re.test(s)) return s;
-          if (done) throw new StopWaiting(`${base} exited before printing ${re}: ${s.slice(-2000)}`);
-          return undefined;
-        }, timeoutMs, 20),
+        waitFor(
+          `${re} in output of ${base} on ${this.name}`,
+          () => {
+            const s = readAll();
+            if (re.test(s)) return s;
+            if (done)
+              throw new StopWaiting(`${base} exited before printing ${re}: ${s.slice(-2000)}`);
+            return undefined;
+          },
+          timeoutMs,
+          20,
+        ),
     };
     this.processes.push(proc);
     return proc;

@@ -2,7 +2,13 @@
 export { Testbed } from './testbed.js';
 export type { TestbedOptions } from './testbed.js';
 export { Host } from './host.js';
-export type { HostContext, HostExecOptions, HostSpawnOptions, HostProcess, ProcessExit } from './host.js';
+export type {
+  HostContext,
+  HostExecOptions,
+  HostSpawnOptions,
+  HostProcess,
+  ProcessExit,
+} from './host.js';
 export type { ExecResult } from './proc.js';
 export { NatsMode, jetStreamAnswers } from './nats.js';
 export type { NatsServer, NatsService } from './nats.js';

@@ -128,7 +128,8 @@ export function subnetsOf(baseDir: string, runId: string): number[] {
   }
   for (const e of entries) {
     try {
-      if (readFileSync(join(subnetDir(baseDir), e, 'run'), 'utf8').trim() === runId) out.push(Number(e));
+      if (readFileSync(join(subnetDir(baseDir), e, 'run'), 'utf8').trim() === runId)
+        out.push(Number(e));
     } catch {
       // unreadable reservation: not provably ours
     }

@@ -78,7 +78,13 @@ interface Running {
 }
 
 function conf(lines: Record<string, string>, blocks: string): string {
-  return Object.entries(lines).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n' + blocks;
+  return (
+    Object.entries(lines)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('\n') +
+    '\n' +
+    blocks
+  );
 }
 
 const limits = 'max_memory_store: 268435456\n  max_file_store: 1073741824';
@@ -126,7 +132,12 @@ function server(
     start,
     restart: async () => {
       await start();
-      await waitFor(`JetStream through ${url}`, () => jetStreamAnswers(url).then(() => true), 20_000, 100);
+      await waitFor(
+        `JetStream through ${url}`,
+        () => jetStreamAnswers(url).then(() => true),
+        20_000,
+        100,
+      );
     },
   };
 }
@@ -143,24 +154,36 @@ function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> }
   mkdirSync(logDir, { recursive: true });
   const a = ctx.bridgeAddress;
   const confPath = join(dir, 'nats.conf');
-  writeFileSync(confPath, conf(
-    { server_name: `"${ctx.runId}-nats"`, listen: `"${a}:${CLIENT_PORT}"`, http: `"${a}:${MONITOR_PORT}"` },
-    `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n`,
-  ));
+  writeFileSync(
+    confPath,
+    conf(
+      {
+        server_name: `"${ctx.runId}-nats"`,
+        listen: `"${a}:${CLIENT_PORT}"`,
+        http: `"${a}:${MONITOR_PORT}"`,
+      },
+      `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n`,
+    ),
+  );
   const logPaths = [join(logDir, 'bridge.stdout.log'), join(logDir, 'bridge.stderr.log')];
   return server('bridge', a, undefined, logPaths, async () => {
     const out = openSync(logPaths[0] ?? '', 'a');
     const err = openSync(logPaths[1] ?? '', 'a');
     let child: ChildProcess;
     try {
-      child = spawn('nats-server', ['-c', confPath], { stdio: ['ignore', out, err], env: { PATH: process.env.PATH ?? '' } });
+      child = spawn('nats-server', ['-c', confPath], {
+        stdio: ['ignore', out, err],
+        env: { PATH: process.env.PATH ?? '' },
+      });
     } finally {
       closeSync(out);
       closeSync(err);
     }
     child.on('error', () => {});
     const pid = child.pid ?? 0;
-    const exited = new Promise<ProcessExit>((res) => child.once('exit', (code, signal) => res({ code, signal })));
+    const exited = new Promise<ProcessExit>((res) =>
+      child.once('exit', (code, signal) => res({ code, signal })),
+    );
     const owned: OwnedProcess = { pid, startTime: startTime(pid), exe: ['nats-server'] };
     ctx.owned.push(owned);
     void exited.then(() => ctx.owned.splice(ctx.owned.indexOf(owned), 1));
@@ -169,29 +192,51 @@ function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> }
 }
 
 /** One member of the R3 cluster, inside host `h`, storage under the host's /srv. */
-function clusterServer(ctx: NatsContext, h: Host, peers: readonly Host[]): NatsServer & { start(): Promise<void> } {
+function clusterServer(
+  ctx: NatsContext,
+  h: Host,
+  peers: readonly Host[],
+): NatsServer & { start(): Promise<void> } {
   mkdirSync(join(h.stateDir, 'nats'), { recursive: true });
-  const routes = peers.filter((p) => p !== h).map((p) => `"nats-route://${p.address}:${CLUSTER_PORT}"`);
-  writeFileSync(join(h.stateDir, 'nats', 'nats.conf'), conf(
-    { server_name: `"${h.name}"`, listen: `"${h.address}:${CLIENT_PORT}"`, http: `"${h.address}:${MONITOR_PORT}"` },
-    `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits}\n}\n` +
-      `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`,
-  ));
-  const logPaths = [join(ctx.logDir, h.name, 'nats-server.stdout.log'), join(ctx.logDir, h.name, 'nats-server.stderr.log')];
+  const routes = peers
+    .filter((p) => p !== h)
+    .map((p) => `"nats-route://${p.address}:${CLUSTER_PORT}"`);
+  writeFileSync(
+    join(h.stateDir, 'nats', 'nats.conf'),
+    conf(
+      {
+        server_name: `"${h.name}"`,
+        listen: `"${h.address}:${CLIENT_PORT}"`,
+        http: `"${h.address}:${MONITOR_PORT}"`,
+      },
+      `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits}\n}\n` +
+        `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`,
+    ),
+  );
+  const logPaths = [
+    join(ctx.logDir, h.name, 'nats-server.stdout.log'),
+    join(ctx.logDir, h.name, 'nats-server.stderr.log'),
+  ];
   return server(h.name, h.address, h, logPaths, async () => {
-    const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], { name: 'nats-server' });
+    const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], {
+      name: 'nats-server',
+    });
     return { pid: p.pid, exited: p.exited, signal: (sig) => p.kill(sig) };
   });
 }
 
 /** Start NATS in the testbed and wait until JetStream answers through every server. */
-export async function startNats(ctx: NatsContext, mode: Exclude<NatsMode, 'none'>): Promise<NatsService> {
+export async function startNats(
+  ctx: NatsContext,
+  mode: Exclude<NatsMode, 'none'>,
+): Promise<NatsService> {
   let servers: (NatsServer & { start(): Promise<void> })[];
   if (mode === 'single') {
     servers = [singleServer(ctx)];
   } else {
     const members = ctx.hosts.slice(0, 3);
-    if (members.length < 3) throw new Error(`a NATS cluster needs 3 hosts, the testbed has ${ctx.hosts.length}`);
+    if (members.length < 3)
+      throw new Error(`a NATS cluster needs 3 hosts, the testbed has ${ctx.hosts.length}`);
     servers = members.map((h) => clusterServer(ctx, h, members));
   }
   const svc: NatsService = {
@@ -202,7 +247,14 @@ export async function startNats(ctx: NatsContext, mode: Exclude<NatsMode, 'none'
       await Promise.all(
         servers
           .filter((s) => s.pid() !== undefined)
-          .map((s) => waitFor(`JetStream through ${s.url}`, () => jetStreamAnswers(s.url).then(() => true), timeoutMs, 100)),
+          .map((s) =>
+            waitFor(
+              `JetStream through ${s.url}`,
+              () => jetStreamAnswers(s.url).then(() => true),
+              timeoutMs,
+              100,
+            ),
+          ),
       );
     },
     stopAll: async () => {

@@ -36,13 +36,15 @@ export function run(cmd: readonly string[], opts: RunOptions = {}): Promise<Exec
         ...(opts.env === undefined ? {} : { env: opts.env }),
       },
       (err, stdout, stderr) => {
-        const e = err as (NodeJS.ErrnoException & { code?: unknown; signal?: NodeJS.Signals }) | null;
+        const e = err as
+          (NodeJS.ErrnoException & { code?: unknown; signal?: NodeJS.Signals }) | null;
         if (e && typeof e.code === 'string') {
           reject(e); // spawn failure (ENOENT...), not an exit status
           return;
         }
         const signal = e?.signal ?? null;
-        const code = signal !== null ? 128 + (SIGNALS[signal] ?? 0) : typeof e?.code === 'number' ? e.code : 0;
+        const code =
+          signal !== null ? 128 + (SIGNALS[signal] ?? 0) : typeof e?.code === 'number' ? e.code : 0;
         resolve({ code, signal, stdout, stderr });
       },
     );

@@ -22,7 +22,8 @@ test('single NATS with JetStream is reachable from the runner and from every hos
     } finally {
       await nc.close();
     }
-    for (const h of tb.hosts) assert.match(await readFromHost(h, tb.bridgeAddress, 4222), /^INFO \{/);
+    for (const h of tb.hosts)
+      assert.match(await readFromHost(h, tb.bridgeAddress, 4222), /^INFO \{/);
     await nats.servers[0]?.stop();
     assert.equal(nats.servers[0]?.pid(), undefined);
     await nats.servers[0]?.restart();
@@ -39,7 +40,10 @@ test('a 3-node NATS cluster elects a JetStream leader and serves R3 KV, also wit
     const jsz = (await (await fetch(`${nats.servers[0]?.monitorUrl}/jsz`)).json()) as {
       meta_cluster?: { leader?: string; cluster_size?: number };
     };
-    assert.ok(['h1', 'h2', 'h3'].includes(jsz.meta_cluster?.leader ?? ''), JSON.stringify(jsz.meta_cluster));
+    assert.ok(
+      ['h1', 'h2', 'h3'].includes(jsz.meta_cluster?.leader ?? ''),
+      JSON.stringify(jsz.meta_cluster),
+    );
     assert.equal(jsz.meta_cluster?.cluster_size, 3);
 
     const nc = await connect({ servers: [...nats.urls], timeout: 2000 });
@@ -57,7 +61,8 @@ test('a 3-node NATS cluster elects a JetStream leader and serves R3 KV, also wit
       // measures the cluster, not the client's reconnect.
       const leaders = [si.cluster?.leader, jsz.meta_cluster?.leader];
       const victim =
-        nats.servers.find((s) => !leaders.includes(s.name)) ?? nats.servers.find((s) => s.name !== leaders[0]);
+        nats.servers.find((s) => !leaders.includes(s.name)) ??
+        nats.servers.find((s) => s.name !== leaders[0]);
       assert.ok(victim);
       const survivors = nats.servers.filter((s) => s !== victim).map((s) => s.url);
       const nc2 = await connect({ servers: survivors, timeout: 2000 });
@@ -114,13 +119,24 @@ test('sshd in a host accepts a key login and refuses a wrong pinned host key', a
     assert.match(s2.hostPublicKey, /^ssh-ed25519 /);
     assert.notEqual(s1.hostPublicKey, s2.hostPublicKey, 'each host has its own host key');
     assert.equal(s1.clientPrivateKeyPath, s2.clientPrivateKeyPath);
-    assert.equal((await sshExec(s2.address, s2.clientPrivateKeyPath, s2.hostKeyBlob, 'hostname')).trim(), 'h2');
-    assert.equal((await sshExec(s1.address, s1.clientPrivateKeyPath, s1.hostKeyBlob, 'hostname')).trim(), 'h1');
+    assert.equal(
+      (await sshExec(s2.address, s2.clientPrivateKeyPath, s2.hostKeyBlob, 'hostname')).trim(),
+      'h2',
+    );
+    assert.equal(
+      (await sshExec(s1.address, s1.clientPrivateKeyPath, s1.hostKeyBlob, 'hostname')).trim(),
+      'h1',
+    );
     // h1's key pinned while talking to h2: refused before authentication.
     await assert.rejects(sshExec(s2.address, s2.clientPrivateKeyPath, s1.hostKeyBlob, 'hostname'));
     // A client key that is not authorized is refused too.
-    const kg = await tb.host(1).exec(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', '/srv/other_key']);
+    const kg = await tb
+      .host(1)
+      .exec(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', '/srv/other_key']);
     assert.equal(kg.code, 0, kg.stderr);
-    await assert.rejects(sshExec(s2.address, `${tb.host(1).stateDir}/other_key`, s2.hostKeyBlob, 'true'), /authentication/i);
+    await assert.rejects(
+      sshExec(s2.address, `${tb.host(1).stateDir}/other_key`, s2.hostKeyBlob, 'true'),
+      /authentication/i,
+    );
   });
 });

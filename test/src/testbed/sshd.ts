@@ -76,36 +76,51 @@ export async function startSshd(ctx: SshdContext, h: Host): Promise<SshdService>
   const hostKey = join(sshDir, 'ssh_host_ed25519_key');
   await keygen(hostKey, `${h.name}-${ctx.runId}`);
   const hostPublicKey = readFileSync(`${hostKey}.pub`, 'utf8').trim();
-  writeFileSync(join(sshDir, 'sshd_config'), [
-    `ListenAddress ${h.address}`,
-    `Port ${PORT}`,
-    'HostKey /srv/ssh/ssh_host_ed25519_key',
-    'AuthorizedKeysFile /run/ssh/authorized_keys',
-    'PermitRootLogin prohibit-password',
-    'PubkeyAuthentication yes',
-    'PasswordAuthentication no',
-    'KbdInteractiveAuthentication no',
-    'UsePAM no',
-    'StrictModes yes',
-    'PidFile /run/sshd.pid',
-    'Subsystem sftp internal-sftp',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(sshDir, 'sshd_config'),
+    [
+      `ListenAddress ${h.address}`,
+      `Port ${PORT}`,
+      'HostKey /srv/ssh/ssh_host_ed25519_key',
+      'AuthorizedKeysFile /run/ssh/authorized_keys',
+      'PermitRootLogin prohibit-password',
+      'PubkeyAuthentication yes',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes yes',
+      'PidFile /run/sshd.pid',
+      'Subsystem sftp internal-sftp',
+      '',
+    ].join('\n'),
+  );
   const pub = readFileSync(`${clientKey}.pub`, 'utf8');
   const setup = await h.exec(
-    ['/bin/sh', '-c', 'install -d -m 0755 /run/sshd && install -d -m 0700 /run/ssh && ' +
-      'cat > /run/ssh/authorized_keys && chmod 0600 /run/ssh/authorized_keys && ' +
-      '/usr/sbin/sshd -t -f /srv/ssh/sshd_config'],
+    [
+      '/bin/sh',
+      '-c',
+      'install -d -m 0755 /run/sshd && install -d -m 0700 /run/ssh && ' +
+        'cat > /run/ssh/authorized_keys && chmod 0600 /run/ssh/authorized_keys && ' +
+        '/usr/sbin/sshd -t -f /srv/ssh/sshd_config',
+    ],
     { input: pub },
   );
   if (setup.code !== 0) throw new Error(`sshd setup in ${h.name} failed: ${setup.stderr.trim()}`);
-  const proc = await h.spawn(['/usr/sbin/sshd', '-D', '-e', '-f', '/srv/ssh/sshd_config'], { name: 'sshd' });
+  const proc = await h.spawn(['/usr/sbin/sshd', '-D', '-e', '-f', '/srv/ssh/sshd_config'], {
+    name: 'sshd',
+  });
   let exitedEarly = false;
   void proc.exited.then(() => (exitedEarly = true));
-  await waitFor(`sshd banner on ${h.address}:${PORT}`, async () => {
-    if (exitedEarly) throw new StopWaiting(`sshd in ${h.name} exited: ${proc.output().slice(-2000)}`);
-    return banner(h.address, PORT);
-  }, 10_000, 20);
+  await waitFor(
+    `sshd banner on ${h.address}:${PORT}`,
+    async () => {
+      if (exitedEarly)
+        throw new StopWaiting(`sshd in ${h.name} exited: ${proc.output().slice(-2000)}`);
+      return banner(h.address, PORT);
+    },
+    10_000,
+    20,
+  );
   const blob = hostPublicKey.split(/\s+/)[1] ?? '';
   return {
     host: h.name,

@@ -12,7 +12,11 @@ import { join } from 'node:path';
 async function psNames(tb: Testbed, i: number): Promise<string[]> {
   const r = await tb.host(i).exec(['ps', '-e', '-o', 'comm=']);
   assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim().split('\n').map((s) => s.trim()).sort();
+  return r.stdout
+    .trim()
+    .split('\n')
+    .map((s) => s.trim())
+    .sort();
 }
 
 test('hosts are isolated machines on one private network', async () => {
@@ -24,24 +28,33 @@ test('hosts are isolated machines on one private network', async () => {
       assert.ok(isAlive(h.initPid));
     }
     // A fresh host sees only its init, the keep-alive shell (and its sleep) and ps itself.
-    for (const i of [1, 2, 3]) assert.deepEqual(await psNames(tb, i), ['ps', 'sh', 'sleep', 'tini']);
+    for (const i of [1, 2, 3])
+      assert.deepEqual(await psNames(tb, i), ['ps', 'sh', 'sleep', 'tini']);
     const listeners = await Promise.all(tb.hosts.map((h) => startListener(h)));
     for (const [i, p] of listeners.entries()) {
       assert.notEqual(p.pid, p.hostPid, 'root-namespace PID differs from the in-host PID');
-      assert.equal(readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim(), 'node', 'pid is the command, not nsenter');
+      assert.equal(
+        readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim(),
+        'node',
+        'pid is the command, not nsenter',
+      );
       // Each host sees its own listener and none of the other two.
       assert.deepEqual(await psNames(tb, i + 1), ['node', 'ps', 'sh', 'sleep', 'tini']);
     }
     for (const from of tb.hosts) {
       for (const to of tb.hosts) {
-        if (from !== to) assert.equal(await readFromHost(from, to.address), to.name, `${from.name} → ${to.name}`);
+        if (from !== to)
+          assert.equal(await readFromHost(from, to.address), to.name, `${from.name} → ${to.name}`);
       }
       assert.equal(await readFromRunner(from.address), from.name, `runner → ${from.name}`);
     }
     // Nothing outside the bridge is routable: only the /24, no default route. (No traffic sent.)
     for (const h of tb.hosts) {
       const routes = (await h.exec(['ip', '-4', 'route', 'show'])).stdout.trim().split('\n');
-      assert.deepEqual(routes.map((r) => r.split(' ')[0]), [`10.77.${tb.subnet}.0/24`]);
+      assert.deepEqual(
+        routes.map((r) => r.split(' ')[0]),
+        [`10.77.${tb.subnet}.0/24`],
+      );
       const out = await h.exec(['ip', 'route', 'get', '1.1.1.1']);
       assert.notEqual(out.code, 0);
       assert.match(out.stderr, /unreachable/i);
@@ -80,10 +93,15 @@ test('cutLink() partitions a host and restoreLink() heals it', async () => {
     await h1.cutLink();
     assert.match(await readFromHost(h2, h1.address, 7000, 1000), /^ERR (ETIMEDOUT|EHOSTUNREACH)/);
     assert.match(await readFromRunner(h1.address, 7000, 1000), /^ERR (ETIMEDOUT|EHOSTUNREACH)/);
-    assert.equal((await h1.exec(['hostname'])).stdout.trim(), 'h1', 'the host itself keeps running');
+    assert.equal(
+      (await h1.exec(['hostname'])).stdout.trim(),
+      'h1',
+      'the host itself keeps running',
+    );
     await h1.restoreLink();
     let got = '';
-    for (let i = 0; i < 20 && got !== 'h1'; i++) got = await readFromHost(h2, h1.address, 7000, 1000);
+    for (let i = 0; i < 20 && got !== 'h1'; i++)
+      got = await readFromHost(h2, h1.address, 7000, 1000);
     assert.equal(got, 'h1');
     assert.equal(await readFromRunner(h1.address), 'h1');
   });
@@ -97,7 +115,8 @@ test('teardown leaves no namespace, interface, mount, cgroup or process behind',
     const before = tb.leaks();
     const kinds = new Set(before.map((l) => l.kind));
     // The leak check must see a live run, or its empty answer after teardown would prove nothing.
-    for (const k of ['netns', 'interface', 'mount', 'process', 'file'] as const) assert.ok(kinds.has(k), `sees ${k}`);
+    for (const k of ['netns', 'interface', 'mount', 'process', 'file'] as const)
+      assert.ok(kinds.has(k), `sees ${k}`);
     assert.equal(before.filter((l) => l.kind === 'netns').length, 3);
     assert.equal(before.filter((l) => l.kind === 'interface').length, 4); // 3 veths + bridge
     assert.ok(before.some((l) => l.kind === 'process' && /nats-server/.test(l.detail ?? '')));
@@ -111,7 +130,11 @@ test('withTestbed keeps the logs of a failed run and still tears down', async ()
   let runId = '';
   const err = await withTestbed({ hosts: 1 }, async (tb) => {
     runId = tb.runId;
-    const p = await tb.host(1).spawn(['/bin/sh', '-c', 'echo marker-$(hostname)-out; echo marker-err >&2; sleep 1000'], { name: 'chatty' });
+    const p = await tb
+      .host(1)
+      .spawn(['/bin/sh', '-c', 'echo marker-$(hostname)-out; echo marker-err >&2; sleep 1000'], {
+        name: 'chatty',
+      });
     await p.waitForOutput(/marker-err/);
     throw new Error('body failed on purpose');
   }).then(

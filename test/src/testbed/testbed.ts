@@ -1,7 +1,7 @@
 /** A testbed run: its bridge and hosts, the services started in it, and its guaranteed teardown. */
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { leaks, type Leftover } from './cleanup.js';
+import { leaks, removeCgroups, type Leftover } from './cleanup.js';
 import { Host } from './host.js';
 import {
   DEFAULT_BASE_DIR,
@@ -123,7 +123,9 @@ export class Testbed {
       await Promise.all(tb.hosts.map((h) => h.start()));
       if (opts.nats !== undefined && opts.nats !== 'none') await tb.startNats(opts.nats);
     } catch (err) {
-      await tb.teardown().catch((e: unknown) => (err instanceof Error ? (err.cause ??= e) : undefined));
+      await tb
+        .teardown()
+        .catch((e: unknown) => (err instanceof Error ? (err.cause ??= e) : undefined));
       throw err;
     }
     return tb;
@@ -131,7 +133,8 @@ export class Testbed {
 
   /** Host by name (`h1`) or 1-based index. */
   host(which: string | number): Host {
-    const h = typeof which === 'number' ? this.hosts[which - 1] : this.hosts.find((x) => x.name === which);
+    const h =
+      typeof which === 'number' ? this.hosts[which - 1] : this.hosts.find((x) => x.name === which);
     if (!h) throw new Error(`no host ${which} in testbed ${this.runId}`);
     return h;
   }
@@ -180,6 +183,8 @@ export class Testbed {
       const gone = await Promise.all(this.hosts.map((h) => h.waitGone(5000)));
       if (gone.includes(false)) throw new Error('some host processes did not exit within 5 s');
     });
+    // Job cgroups that agents in the hosts created (named after the run) are empty now.
+    await step(async () => removeCgroups(this.runId));
     for (const h of this.hosts) await step(() => delLink(h.veth));
     for (const h of this.hosts) await step(() => delNetns(h.netns));
     await step(() => delLink(this.bridge));
@@ -234,5 +239,6 @@ async function delLink(name: string): Promise<void> {
 /** Delete a named network namespace; one that is already gone is fine. */
 async function delNetns(name: string): Promise<void> {
   const r = await run(['ip', 'netns', 'del', name]);
-  if (r.code !== 0 && !/No such file/.test(r.stderr)) throw new Error(`ip netns del ${name}: ${r.stderr.trim()}`);
+  if (r.code !== 0 && !/No such file/.test(r.stderr))
+    throw new Error(`ip netns del ${name}: ${r.stderr.trim()}`);
 }

@@ -18,13 +18,20 @@ export const PORT = 7000;
 
 /** Start the hostname listener inside `h` and wait until it listens. */
 export async function startListener(h: Host, port = PORT): Promise<HostProcess> {
-  const p = await h.spawn(['node', '-e', LISTENER, h.address, String(port)], { name: `listener-${port}` });
+  const p = await h.spawn(['node', '-e', LISTENER, h.address, String(port)], {
+    name: `listener-${port}`,
+  });
   await p.waitForOutput(/ready/, 10_000);
   return p;
 }
 
 /** From inside `from`, read the first chunk `address:port` sends; resolves with stdout or the error code. */
-export async function readFromHost(from: Host, address: string, port = PORT, timeoutMs = 1500): Promise<string> {
+export async function readFromHost(
+  from: Host,
+  address: string,
+  port = PORT,
+  timeoutMs = 1500,
+): Promise<string> {
   const r = await from.exec(['node', '-e', CLIENT, address, String(port), String(timeoutMs)]);
   return r.code === 0 ? r.stdout : `ERR ${r.stderr.trim()}`;
 }

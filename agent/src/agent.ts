@@ -1,0 +1,600 @@
+/**
+ * The agent: owns the jobs on its host. Runs, adopts, supervises, freezes, checkpoints and
+ * restores them; persists their state; re-attaches after a restart; serves its NATS API.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import { JobCgroup } from '@drover/cgroup';
+import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
+import { Criu, findCriu, type CriuFeatures } from '@drover/criu';
+import { setChildSubreaper, type ChildStatus } from '@drover/native';
+import {
+  JobKind,
+  JobState,
+  type AgentReplies,
+  type AgentRequest,
+  type JobInfo,
+} from '@drover/protocol';
+import type { AgentConfig } from './config.js';
+import { checkpointJob, restoreImage } from './checkpoint.js';
+import { buildAgentInfo } from './host-facts.js';
+import { ImageStore } from './image-store.js';
+import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
+import { findMainProcess, startNamespacedJob } from './job-runtime.js';
+import { isSameLiveProcess, processTree, sessionId, startTicks } from './procfs.js';
+import { SelfCheckpointServer } from './self-checkpoint.js';
+import { Supervisor } from './supervisor.js';
+
+/** States in which a job's processes exist on this host. */
+export const LIVE_STATES: readonly JobState[] = [
+  JobState.starting,
+  JobState.running,
+  JobState.frozen,
+  JobState.checkpointing,
+  JobState.migrating,
+];
+
+/** Injected dependencies (tests may swap the clock or logger). */
+export interface AgentDeps {
+  logger?: Logger;
+  /** Publishes job events (the daemon wires this to NATS). */
+  publishEvent?: (kind: string, value: unknown) => void;
+}
+
+/** One agent: the jobs of one host. */
+export class Agent {
+  readonly log: Logger;
+  readonly store: JobStore;
+  readonly images: ImageStore;
+  readonly supervisor: Supervisor;
+  criu!: Criu;
+  criuVersion = 'unknown';
+  features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
+  readonly startedAt = Date.now();
+  private readonly publishEvent: (kind: string, value: unknown) => void;
+
+  constructor(
+    readonly config: AgentConfig,
+    deps: AgentDeps = {},
+  ) {
+    this.log = (deps.logger ?? nullLogger).child({ component: 'agent', host: config.hostId });
+    this.store = new JobStore(config.stateDir);
+    this.images = new ImageStore(config.stateDir);
+    this.supervisor = new Supervisor(this.log);
+    this.publishEvent = deps.publishEvent ?? (() => {});
+  }
+
+  /** Find CRIU, become a child subreaper, and re-attach to every job left running. */
+  async start(): Promise<void> {
+    const bin = this.config.criuPath
+      ? { path: this.config.criuPath, version: 'configured' }
+      : await findCriu({ pathEnv: process.env.PATH ?? '' });
+    this.criu = new Criu({ criuPath: bin.path, logger: this.log });
+    this.criuVersion = (await this.criu.version()).text;
+    this.features = await this.criu.features();
+    // Orphans of restored trees come to us, so their exit status can be reaped and recorded.
+    setChildSubreaper(true);
+    await this.store.init();
+    await this.reattach();
+  }
+
+  /** Stop watching (jobs keep running: an agent restart never stops a job). */
+  async stop(): Promise<void> {
+    this.supervisor.close();
+    await Promise.all([...this.selfCheckpoint.keys()].map((id) => this.closeSelfCheckpoint(id)));
+  }
+
+  /** Serialize operations on one job. */
+  withJob<T>(jobId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(jobId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(jobId, tail);
+    void tail.then(() => {
+      if (this.locks.get(jobId) === tail) this.locks.delete(jobId);
+    });
+    return next;
+  }
+
+  async info(): Promise<AgentReplies['info']> {
+    const jobs = await this.store.list();
+    return buildAgentInfo(this, jobs);
+  }
+
+  async run(req: AgentRequest<'run'>): Promise<JobInfo> {
+    const id = req.jobId ?? newId('job');
+    return this.withJob(id, async () => {
+      if (await this.exists(id)) {
+        throw new DroverError(ErrorCode.AlreadyExists, `job ${id} already exists`, {
+          details: { jobId: id },
+        });
+      }
+      const jobDir = await this.store.createJobDir(id);
+      const cwd = req.cwd ?? '/';
+      await assertDirectory(cwd);
+      const env = { ...(req.env ?? {}), DROVER_JOB_ID: id };
+      const cg = await JobCgroup.create({
+        jobId: id,
+        parent: this.config.cgroupParent,
+        stateDir: jobDir,
+        logger: this.log,
+        ...(req.memoryLimitBytes !== undefined ? { memoryLimitBytes: req.memoryLimitBytes } : {}),
+      });
+      const record: JobRecord = {
+        ...this.blankRecord(id, jobDir),
+        name: req.name ?? id,
+        kind: JobKind.namespaced,
+        state: JobState.starting,
+        command: [...req.command],
+        cwd,
+        env,
+        hostname: req.hostname ?? id.slice(0, 63),
+        memoryLimitBytes: req.memoryLimitBytes ?? null,
+      };
+      await this.store.save(record);
+      try {
+        const started = await startNamespacedJob({
+          command: req.command,
+          env,
+          cwd,
+          hostname: record.hostname!,
+          jobDir,
+          cgroupProcsFiles: cg.paths.all.map((p) => join(p, 'cgroup.procs')),
+        });
+        started.launcher.unref();
+        record.rootPid = started.rootPid;
+        record.rootStartTicks = started.rootStartTicks;
+        record.mainPid = started.mainPid;
+        record.mainPidInside = started.mainPidInside;
+        record.state = JobState.running;
+        await this.store.save(record);
+        if (started.rootPid === null)
+          await this.onRootExit(id, { pid: -1, exitCode: null, signal: null, coreDumped: false });
+        else this.watch(record);
+      } catch (err) {
+        record.state = JobState.exited;
+        record.note = (err as Error).message;
+        record.exitedAt = new Date().toISOString();
+        await this.store.save(record);
+        await cg.destroy({ force: true }).catch((e: unknown) => asDrover(err).suppress(e));
+        throw err;
+      }
+      this.event(record);
+      return toJobInfo(await this.store.load(id));
+    });
+  }
+
+  async adopt(req: AgentRequest<'adopt'>): Promise<JobInfo> {
+    const pid = req.pid;
+    const ancestors = agentAncestors();
+    if (ancestors.has(pid)) {
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        `PID ${pid} is the agent or one of its ancestors`,
+      );
+    }
+    const tree = processTree(pid);
+    if (tree.length === 0 || tree[0]!.state === 'Z') {
+      throw new DroverError(ErrorCode.NotFound, `no process ${pid}`, { details: { pid } });
+    }
+    if (tree[0]!.cmdline.length === 0) {
+      throw new DroverError(ErrorCode.InvalidArgument, `PID ${pid} is a kernel thread`);
+    }
+    const id = newId('job');
+    return this.withJob(id, async () => {
+      const jobDir = await this.store.createJobDir(id);
+      const cg = await JobCgroup.create({
+        jobId: id,
+        parent: this.config.cgroupParent,
+        stateDir: jobDir,
+        logger: this.log,
+      });
+      await moveTreeInto(cg, pid);
+      const sid = sessionId(pid);
+      const record: JobRecord = {
+        ...this.blankRecord(id, jobDir),
+        name: req.name ?? tree[0]!.cmdline[0]!,
+        kind: JobKind.adopted,
+        state: JobState.running,
+        command: tree[0]!.cmdline,
+        cwd: '/',
+        rootPid: pid,
+        rootStartTicks: startTicks(pid),
+        mainPid: pid,
+        mainPidInside: pid,
+        // A session led from outside the tree needs --shell-job.
+        shellJob: sid === null || !tree.some((p) => p.pid === sid),
+        note: 'adopted: its exit status is not known to Drover',
+      };
+      await this.store.save(record);
+      this.watch(record);
+      this.event(record);
+      return toJobInfo(record);
+    });
+  }
+
+  async list(): Promise<AgentReplies['list']> {
+    return { jobs: (await this.store.list()).map(toJobInfo) };
+  }
+
+  async inspect(req: AgentRequest<'inspect'>): Promise<AgentReplies['inspect']> {
+    const r = await this.store.load(req.jobId);
+    const live =
+      r.rootPid !== null &&
+      LIVE_STATES.includes(r.state) &&
+      isSameLiveProcess(r.rootPid, r.rootStartTicks);
+    const processes = live
+      ? processTree(r.rootPid!).map((p) => ({
+          pid: p.pid,
+          nspid: p.nspid,
+          state: p.state,
+          cmdline: p.cmdline,
+        }))
+      : [];
+    let memoryUsageBytes: number | null = null;
+    if (live) {
+      memoryUsageBytes = await this.cgroupOf(r)
+        .then((cg) => cg.memoryUsage())
+        .catch(() => null);
+    }
+    return { ...toJobInfo(r), processes, memoryUsageBytes };
+  }
+
+  async signal(req: AgentRequest<'signal'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, async () => {
+      const r = await this.liveJob(req.jobId);
+      // SIGKILL ends the whole job (its namespace init); other signals go to the command.
+      const target = req.signal === 'SIGKILL' || r.mainPid === null ? r.rootPid! : r.mainPid;
+      process.kill(target, req.signal);
+      return toJobInfo(r);
+    });
+  }
+
+  async logs(req: AgentRequest<'logs'>): Promise<AgentReplies['logs']> {
+    const r = await this.store.load(req.jobId);
+    const path = req.stream === 'stderr' ? r.stderrPath : r.stdoutPath;
+    const tail = req.tailBytes ?? 64 * 1024;
+    let buf: Buffer;
+    try {
+      buf = await readFile(path);
+    } catch {
+      buf = Buffer.alloc(0);
+    }
+    const truncated = buf.length > tail;
+    return {
+      data: buf.subarray(Math.max(0, buf.length - tail)).toString('utf8'),
+      truncated,
+      sizeBytes: buf.length,
+    };
+  }
+
+  async freeze(req: AgentRequest<'freeze'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, async () => {
+      const r = await this.liveJob(req.jobId);
+      await (await this.cgroupOf(r)).freeze();
+      r.state = JobState.frozen;
+      await this.store.save(r);
+      this.event(r);
+      return toJobInfo(r);
+    });
+  }
+
+  async thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, async () => {
+      const r = await this.liveJob(req.jobId);
+      await (await this.cgroupOf(r)).thaw();
+      r.state = JobState.running;
+      await this.store.save(r);
+      this.event(r);
+      return toJobInfo(r);
+    });
+  }
+
+  checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {
+    return this.withJob(req.jobId, () => checkpointJob(this, req));
+  }
+
+  async restore(req: AgentRequest<'restore'>): Promise<JobInfo> {
+    const manifest = await this.images.readManifest(req.imageId);
+    return this.withJob(manifest.jobId, () =>
+      restoreImage(this, manifest, req.leaveFrozen === true),
+    );
+  }
+
+  async remove(req: AgentRequest<'remove'>): Promise<AgentReplies['remove']> {
+    return this.withJob(req.jobId, async () => {
+      const r = await this.store.load(req.jobId);
+      if (LIVE_STATES.includes(r.state)) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `job ${r.id} is ${r.state}; stop it first`,
+          {
+            details: { jobId: r.id, state: r.state },
+          },
+        );
+      }
+      await JobCgroup.open({ jobId: r.id, parent: this.config.cgroupParent })
+        .then((cg) => cg.destroy({ force: true }))
+        .catch(() => undefined);
+      await this.store.remove(r.id);
+      return { removed: true };
+    });
+  }
+
+  async filesCheck(req: AgentRequest<'files-check'>): Promise<AgentReplies['files-check']> {
+    const missing: string[] = [];
+    const sizeDiffers: { path: string; expected: number; actual: number }[] = [];
+    for (const f of req.files) {
+      try {
+        const st = await stat(f.path);
+        if (f.size !== undefined && st.size !== f.size)
+          sizeDiffers.push({ path: f.path, expected: f.size, actual: st.size });
+      } catch {
+        missing.push(f.path);
+      }
+    }
+    return { missing, sizeDiffers };
+  }
+
+  // ---- internals shared with checkpoint.ts ----
+
+  /** A job whose processes exist here, checked by PID and start time. */
+  async liveJob(jobId: string): Promise<JobRecord> {
+    const r = await this.store.load(jobId);
+    if (
+      !LIVE_STATES.includes(r.state) ||
+      r.rootPid === null ||
+      !isSameLiveProcess(r.rootPid, r.rootStartTicks)
+    ) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `job ${jobId} is not running (state ${r.state})`,
+        {
+          details: { jobId, state: r.state },
+        },
+      );
+    }
+    return r;
+  }
+
+  cgroupOf(r: JobRecord): Promise<JobCgroup> {
+    return JobCgroup.open({
+      jobId: r.id,
+      parent: this.config.cgroupParent,
+      stateDir: r.jobDir,
+      logger: this.log,
+    });
+  }
+
+  /** Supervise a live record's root. */
+  watch(r: JobRecord): void {
+    if (r.rootPid === null) return;
+    this.supervisor.watch(r.id, r.rootPid, (status) => void this.onRootExit(r.id, status));
+    void this.openSelfCheckpoint(r);
+  }
+
+  /** Stop supervising a job whose processes are gone on purpose (checkpointed, migrated). */
+  release(jobId: string): void {
+    this.supervisor.unwatch(jobId);
+    // Not awaited: closing waits for a self-checkpoint in progress, which may itself be queued
+    // behind the caller's job lock.
+    void this.closeSelfCheckpoint(jobId);
+  }
+
+  /** Serve `<jobDir>/drover.sock`: a process in the job may ask for its own checkpoint. */
+  private async openSelfCheckpoint(r: JobRecord): Promise<void> {
+    if (this.selfCheckpoint.has(r.id)) return;
+    try {
+      const server = await SelfCheckpointServer.listen({
+        jobId: r.id,
+        jobDir: r.jobDir,
+        logger: this.log,
+        checkpoint: () => this.checkpoint({ jobId: r.id, leaveRunning: true }),
+      });
+      this.selfCheckpoint.set(r.id, server);
+    } catch (err) {
+      this.log.warn('cannot serve self-checkpoint socket', { jobId: r.id, err });
+    }
+  }
+
+  private async closeSelfCheckpoint(jobId: string): Promise<void> {
+    const s = this.selfCheckpoint.get(jobId);
+    if (!s) return;
+    this.selfCheckpoint.delete(jobId);
+    await s
+      .close()
+      .catch((err: unknown) => this.log.warn('closing self-checkpoint socket', { jobId, err }));
+  }
+
+  /** Publish a job's state as an event. */
+  event(r: JobRecord): void {
+    this.publishEvent('job', {
+      jobId: r.id,
+      host: r.host,
+      state: r.state,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      at: new Date().toISOString(),
+    });
+  }
+
+  blankRecord(id: string, jobDir: string): JobRecord {
+    return {
+      id,
+      name: id,
+      host: this.config.hostId,
+      kind: JobKind.namespaced,
+      state: JobState.starting,
+      command: [],
+      cwd: '/',
+      rootPid: null,
+      mainPid: null,
+      mainPidInside: null,
+      startedAt: new Date().toISOString(),
+      exitedAt: null,
+      exitCode: null,
+      signal: null,
+      memoryLimitBytes: null,
+      jobDir,
+      stdoutPath: join(jobDir, JobFiles.stdout),
+      stderrPath: join(jobDir, JobFiles.stderr),
+      restoredFrom: null,
+      note: null,
+      rootStartTicks: null,
+      env: {},
+      shellJob: false,
+      hostname: null,
+    };
+  }
+
+  private async exists(id: string): Promise<boolean> {
+    return this.store.load(id).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** A job's root exited: record how, unless an operation already accounted for it. */
+  private onRootExit(jobId: string, status: ChildStatus): Promise<void> {
+    return this.withJob(jobId, async () => {
+      const r = await this.store.load(jobId).catch(() => null);
+      if (
+        !r ||
+        (r.state !== JobState.running &&
+          r.state !== JobState.frozen &&
+          r.state !== JobState.starting)
+      )
+        return;
+      if (r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks)) return; // stale report
+      const code = await this.store.exitStatus(jobId);
+      applyExit(r, code, status);
+      await this.store.save(r);
+      void this.closeSelfCheckpoint(jobId); // not awaited: see release()
+      await this.cgroupOf(r)
+        .then((cg) => cg.destroy({ force: true }))
+        .catch(() => undefined);
+      this.log.info('job exited', { jobId, exitCode: r.exitCode, signal: r.signal });
+      this.event(r);
+    });
+  }
+
+  /** After a restart: watch live jobs again; record the ones that ended while we were away. */
+  private async reattach(): Promise<void> {
+    const records = await this.store.list((id, err) =>
+      this.log.warn('unreadable job record', { id, err }),
+    );
+    for (const r of records) {
+      if (!LIVE_STATES.includes(r.state)) continue;
+      const alive = r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks);
+      if (r.state === JobState.checkpointing && alive) {
+        // We died mid-checkpoint: roll back (the checkpoint never reported success).
+        const cg = await this.cgroupOf(r).catch(() => null);
+        await cg?.forceClearGuard();
+        await cg?.thaw().catch(() => undefined);
+        r.state = JobState.running;
+        r.note = 'agent restarted during a checkpoint; the checkpoint was abandoned';
+        await this.store.save(r);
+      }
+      if (alive) {
+        if (r.kind === JobKind.namespaced && r.rootPid !== null)
+          Object.assign(r, findMainProcess(r.rootPid));
+        await this.store.save(r);
+        this.watch(r);
+        this.log.info('re-attached to job', { jobId: r.id, rootPid: r.rootPid });
+        continue;
+      }
+      const code = await this.store.exitStatus(r.id);
+      if (code === null && r.kind === JobKind.namespaced) {
+        r.state = JobState.lost;
+        r.note = 'the job ended while the agent was away and left no exit status';
+        r.exitedAt = new Date().toISOString();
+      } else {
+        applyExit(r, code, {
+          pid: r.rootPid ?? -1,
+          exitCode: null,
+          signal: null,
+          coreDumped: false,
+        });
+      }
+      await this.store.save(r);
+      this.event(r);
+    }
+  }
+}
+
+/** Record an exit from the wrapper's status file (preferred) or the reaped status. */
+function applyExit(r: JobRecord, fileCode: number | null, status: ChildStatus): void {
+  r.state = JobState.exited;
+  r.exitedAt = new Date().toISOString();
+  if (fileCode !== null) {
+    // The shell reports death by signal N as 128+N.
+    if (fileCode > 128 && fileCode < 128 + 65) {
+      r.exitCode = null;
+      r.signal = signalName(fileCode - 128);
+    } else {
+      r.exitCode = fileCode;
+      r.signal = null;
+    }
+  } else {
+    r.exitCode = status.exitCode;
+    r.signal = status.signal;
+  }
+}
+
+function signalName(n: number): string | null {
+  for (const [name, num] of Object.entries(constants.signals)) if (num === n) return name;
+  return null;
+}
+
+function asDrover(err: unknown): DroverError {
+  return err instanceof DroverError
+    ? err
+    : new DroverError(ErrorCode.Internal, String(err), { cause: err });
+}
+
+async function assertDirectory(path: string): Promise<void> {
+  try {
+    if ((await stat(path)).isDirectory()) return;
+  } catch {
+    // fall through
+  }
+  throw new DroverError(ErrorCode.InvalidArgument, `working directory ${path} does not exist`, {
+    details: { cwd: path },
+  });
+}
+
+/**
+ * Move a live tree into a job cgroup. Repeated until the whole tree is inside: a process forked
+ * by a member that was not yet moved is born outside, and a freeze would miss it.
+ */
+async function moveTreeInto(cg: JobCgroup, pid: number): Promise<void> {
+  for (let round = 0; round < 50; round++) {
+    const tree = processTree(pid).filter((p) => p.state !== 'Z');
+    for (const p of tree) await cg.addProcess(p.pid).catch(() => undefined); // raced exits
+    const inside = new Set(await cg.pids());
+    if (processTree(pid).every((p) => p.state === 'Z' || inside.has(p.pid))) return;
+  }
+  throw new DroverError(
+    ErrorCode.FailedPrecondition,
+    `process tree ${pid} keeps escaping its cgroup`,
+    {
+      details: { pid },
+    },
+  );
+}
+
+/** PIDs of this process and its ancestors (never adoptable). */
+function agentAncestors(): Set<number> {
+  const out = new Set<number>([1]);
+  let pid = process.pid;
+  for (let i = 0; i < 64 && pid > 1; i++) {
+    out.add(pid);
+    const t = processTree(pid)[0];
+    if (!t) break;
+    pid = t.ppid;
+  }
+  return out;
+}

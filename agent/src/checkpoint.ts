@@ -1,0 +1,219 @@
+/**
+ * Checkpoint and restore of one job on this host, each one linear sequence with a single
+ * rollback exit: a failed checkpoint leaves the job running as it was; a failed restore leaves
+ * nothing behind.
+ */
+import { rm } from 'node:fs/promises';
+import { JobCgroup, type CheckpointGuard } from '@drover/cgroup';
+import { DroverError, ErrorCode, newId } from '@drover/common';
+import {
+  JobKind,
+  JobState,
+  type AgentRequest,
+  type ImageInfo,
+  type JobInfo,
+} from '@drover/protocol';
+import type { Agent } from './agent.js';
+import { toImageInfo, type ImageManifest } from './image-store.js';
+import { toJobInfo, type JobRecord } from './job-store.js';
+import { findMainProcess } from './job-runtime.js';
+import { isSameLiveProcess, processTree, startTicks } from './procfs.js';
+
+/** CRIU options every namespaced job needs: its mount namespace is external (the host's tree). */
+export function namespaceOptions(r: Pick<JobRecord, 'kind' | 'shellJob'>): {
+  externals: string[];
+  shellJob: boolean;
+} {
+  return { externals: r.kind === JobKind.namespaced ? ['mnt[]'] : [], shellJob: r.shellJob };
+}
+
+/**
+ * Freeze (checkpointing guard held), dump into a new image, then thaw (leave running) or let the
+ * job go (stop). Caller holds the job lock.
+ */
+export async function checkpointJob(
+  agent: Agent,
+  req: AgentRequest<'checkpoint'>,
+): Promise<ImageInfo> {
+  const r = await agent.liveJob(req.jobId);
+  if (r.state !== JobState.running && r.state !== JobState.frozen) {
+    throw new DroverError(ErrorCode.FailedPrecondition, `job ${r.id} is ${r.state}`, {
+      details: { jobId: r.id, state: r.state },
+    });
+  }
+  const leaveRunning = req.leaveRunning === true;
+  const imageId = req.imageId ?? newId('img');
+  const dir = await agent.images.create(imageId);
+  const before = r.state;
+  const cg = await agent.cgroupOf(r);
+  let guard: CheckpointGuard | null = null;
+  r.state = JobState.checkpointing;
+  await agent.store.save(r);
+  agent.event(r);
+  try {
+    const tFreeze = performance.now();
+    guard = await cg.freezeForCheckpoint();
+    const pids = processTree(r.rootPid!).map((p) => p.pid);
+    const dump = await agent.criu.dump({
+      pid: r.rootPid!,
+      imagesDir: dir,
+      leaveRunning,
+      ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
+      ...namespaceOptions(r),
+    });
+    if (leaveRunning) {
+      await guard.release({ thaw: before !== JobState.frozen });
+      r.state = before;
+    } else {
+      // CRIU killed the tree: the job now lives only in its image.
+      agent.release(r.id);
+      await guard.release({ thaw: false });
+      await cg.destroy({ force: true });
+      r.state = JobState.checkpointed;
+      r.rootPid = null;
+      r.mainPid = null;
+      r.rootStartTicks = null;
+    }
+    const frozenMs = performance.now() - tFreeze;
+    guard = null;
+    const manifest: ImageManifest = {
+      imageId,
+      jobId: r.id,
+      host: agent.config.hostId,
+      dir,
+      createdAt: new Date().toISOString(),
+      leaveRunning,
+      sizeBytes: 0,
+      frozenMs: Math.round(frozenMs),
+      dumpMs: Math.round(dump.durationMs),
+      job: { ...r, state: before },
+      pids,
+    };
+    manifest.sizeBytes = await agent.images.sizeOf(imageId);
+    await agent.images.writeManifest(manifest);
+    await agent.store.save(r);
+    agent.event(r);
+    agent.log.info('checkpointed', {
+      jobId: r.id,
+      imageId,
+      leaveRunning,
+      frozenMs: manifest.frozenMs,
+    });
+    return toImageInfo(manifest);
+  } catch (err) {
+    const first =
+      err instanceof DroverError
+        ? err
+        : new DroverError(ErrorCode.Internal, String(err), { cause: err });
+    // Roll back: the job runs on as it was; the partial image goes.
+    try {
+      if (guard) await guard.release({ thaw: before !== JobState.frozen });
+    } catch (e) {
+      first.suppress(e);
+    }
+    r.state = isSameLiveProcess(r.rootPid!, r.rootStartTicks) ? before : JobState.lost;
+    if (r.state === JobState.lost) r.note = `lost during a failed checkpoint: ${first.message}`;
+    await agent.store.save(r).catch((e: unknown) => first.suppress(e));
+    await agent.images.remove(imageId).catch((e: unknown) => first.suppress(e));
+    agent.event(r);
+    throw first;
+  }
+}
+
+/** Restore `manifest` on this host as its job (same id, same PIDs inside). Caller holds the lock. */
+export async function restoreImage(
+  agent: Agent,
+  manifest: ImageManifest,
+  leaveFrozen: boolean,
+): Promise<JobInfo> {
+  const job = manifest.job;
+  if (job.kind === JobKind.adopted) {
+    const taken = manifest.pids.filter((p) =>
+      processTree(p).some((e) => e.pid === p && e.state !== 'Z'),
+    );
+    if (taken.length) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `cannot restore adopted job ${job.id}: its PIDs ${taken.join(', ')} are in use on ${agent.config.hostId}`,
+        { details: { jobId: job.id, takenPids: taken } },
+      );
+    }
+  }
+  const existing = await agent.store.load(manifest.jobId).catch(() => null);
+  if (
+    existing &&
+    [
+      JobState.running,
+      JobState.frozen,
+      JobState.checkpointing,
+      JobState.migrating,
+      JobState.starting,
+    ].includes(existing.state as never)
+  ) {
+    if (existing.rootPid !== null && isSameLiveProcess(existing.rootPid, existing.rootStartTicks)) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `job ${manifest.jobId} is still ${existing.state} here; stop it before restoring its image`,
+        { details: { jobId: manifest.jobId, state: existing.state } },
+      );
+    }
+  }
+  const jobDir = await agent.store.createJobDir(job.id);
+  await rm(`${jobDir}/exit-status`, { force: true });
+  const cg = await JobCgroup.create({
+    jobId: job.id,
+    parent: agent.config.cgroupParent,
+    stateDir: jobDir,
+    logger: agent.log,
+    ...(job.memoryLimitBytes !== null ? { memoryLimitBytes: job.memoryLimitBytes } : {}),
+  });
+  let restored;
+  try {
+    restored = await agent.criu.restore({
+      imagesDir: manifest.dir,
+      leaveStopped: leaveFrozen,
+      manageCgroups: 'soft',
+      ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
+      ...namespaceOptions(job),
+    });
+  } catch (err) {
+    await cg.destroy({ force: true }).catch((e: unknown) => (err as DroverError).suppress?.(e));
+    throw err;
+  }
+  const r: JobRecord = {
+    ...job,
+    state: JobState.running,
+    rootPid: restored.pid,
+    rootStartTicks: startTicks(restored.pid),
+    restoredFrom: manifest.imageId,
+    exitCode: null,
+    exitedAt: null,
+    signal: null,
+    note: null,
+    host: agent.config.hostId,
+  };
+  if (job.kind === JobKind.namespaced) Object.assign(r, findMainProcess(restored.pid));
+  if (leaveFrozen) {
+    // CRIU left every task stopped; hold them with the freezer instead, then clear the stop, so
+    // `thaw` is the one operation that resumes the job.
+    await cg.freeze();
+    for (const p of processTree(restored.pid)) {
+      try {
+        process.kill(p.pid, 'SIGCONT');
+      } catch {
+        // gone
+      }
+    }
+    r.state = JobState.frozen;
+  }
+  await agent.store.save(r);
+  agent.watch(r);
+  agent.event(r);
+  agent.log.info('restored', {
+    jobId: r.id,
+    imageId: manifest.imageId,
+    rootPid: r.rootPid,
+    frozen: leaveFrozen,
+  });
+  return toJobInfo(r);
+}

@@ -1,0 +1,197 @@
+/** The agent's configuration: defaults < JSON file < DROVER_* environment < flags, compiled once. */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
+import { ID_PATTERN } from '@drover/protocol';
+
+/** The compiled, read-only configuration. */
+export interface AgentConfig {
+  readonly hostId: string;
+  /** Jobs, images and agent state live here; use the same path on every host (jobs keep paths). */
+  readonly stateDir: string;
+  readonly nats: {
+    readonly servers: readonly string[];
+    readonly tls?: {
+      readonly caFile?: string;
+      readonly certFile?: string;
+      readonly keyFile?: string;
+    };
+    readonly user?: string;
+    readonly pass?: string;
+    readonly token?: string;
+    readonly credsFile?: string;
+  };
+  readonly heartbeatIntervalMs: number;
+  /** Address the migration stream listens on (`host:port`). */
+  readonly streamListen: string;
+  /** criu binary; found automatically (>= 4.2) when unset. */
+  readonly criuPath?: string;
+  /** Parent cgroup name for job cgroups. */
+  readonly cgroupParent: string;
+  readonly logLevel: LogLevel;
+}
+
+/** Raw, partial config as it appears in a file. */
+export type AgentConfigInput = {
+  hostId?: string;
+  stateDir?: string;
+  nats?: {
+    servers?: string[] | string;
+    tls?: { caFile?: string; certFile?: string; keyFile?: string };
+    user?: string;
+    pass?: string;
+    token?: string;
+    credsFile?: string;
+  };
+  heartbeatIntervalMs?: number;
+  streamListen?: string;
+  criuPath?: string;
+  cgroupParent?: string;
+  logLevel?: LogLevel;
+};
+
+const DEFAULTS = {
+  stateDir: '/var/lib/drover',
+  servers: ['nats://127.0.0.1:4222'],
+  heartbeatIntervalMs: 2000,
+  streamListen: '0.0.0.0:7070',
+  cgroupParent: 'drover',
+  logLevel: 'info' as LogLevel,
+};
+
+const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
+
+function bad(message: string): DroverError {
+  return new DroverError(ErrorCode.InvalidArgument, `agent config: ${message}`);
+}
+
+/** Read `DROVER_*` variables into the raw shape. */
+export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
+  const out: AgentConfigInput = {};
+  const nats: NonNullable<AgentConfigInput['nats']> = {};
+  if (env.DROVER_HOST_ID) out.hostId = env.DROVER_HOST_ID;
+  if (env.DROVER_STATE_DIR) out.stateDir = env.DROVER_STATE_DIR;
+  if (env.DROVER_NATS_SERVERS) nats.servers = env.DROVER_NATS_SERVERS;
+  if (env.DROVER_NATS_USER) nats.user = env.DROVER_NATS_USER;
+  if (env.DROVER_NATS_PASS) nats.pass = env.DROVER_NATS_PASS;
+  if (env.DROVER_NATS_TOKEN) nats.token = env.DROVER_NATS_TOKEN;
+  if (env.DROVER_NATS_CREDS) nats.credsFile = env.DROVER_NATS_CREDS;
+  if (env.DROVER_NATS_CA || env.DROVER_NATS_CERT || env.DROVER_NATS_KEY) {
+    nats.tls = {
+      ...(env.DROVER_NATS_CA ? { caFile: env.DROVER_NATS_CA } : {}),
+      ...(env.DROVER_NATS_CERT ? { certFile: env.DROVER_NATS_CERT } : {}),
+      ...(env.DROVER_NATS_KEY ? { keyFile: env.DROVER_NATS_KEY } : {}),
+    };
+  }
+  if (Object.keys(nats).length) out.nats = nats;
+  if (env.DROVER_HEARTBEAT_MS) out.heartbeatIntervalMs = Number(env.DROVER_HEARTBEAT_MS);
+  if (env.DROVER_STREAM_LISTEN) out.streamListen = env.DROVER_STREAM_LISTEN;
+  if (env.DROVER_CRIU) out.criuPath = env.DROVER_CRIU;
+  if (env.DROVER_CGROUP_PARENT) out.cgroupParent = env.DROVER_CGROUP_PARENT;
+  if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
+  return out;
+}
+
+/** Parse `drover-agent` flags; returns the config file path (if any) and the raw overrides. */
+export function configFromArgs(argv: readonly string[]): {
+  file?: string;
+  input: AgentConfigInput;
+} {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      config: { type: 'string', short: 'c' },
+      'host-id': { type: 'string' },
+      'state-dir': { type: 'string' },
+      nats: { type: 'string' },
+      'nats-ca': { type: 'string' },
+      'nats-cert': { type: 'string' },
+      'nats-key': { type: 'string' },
+      'nats-creds': { type: 'string' },
+      'nats-user': { type: 'string' },
+      'nats-pass': { type: 'string' },
+      'stream-listen': { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      criu: { type: 'string' },
+      'cgroup-parent': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const input = configFromEnv({
+    ...(values['host-id'] ? { DROVER_HOST_ID: values['host-id'] } : {}),
+    ...(values['state-dir'] ? { DROVER_STATE_DIR: values['state-dir'] } : {}),
+    ...(values.nats ? { DROVER_NATS_SERVERS: values.nats } : {}),
+    ...(values['nats-ca'] ? { DROVER_NATS_CA: values['nats-ca'] } : {}),
+    ...(values['nats-cert'] ? { DROVER_NATS_CERT: values['nats-cert'] } : {}),
+    ...(values['nats-key'] ? { DROVER_NATS_KEY: values['nats-key'] } : {}),
+    ...(values['nats-creds'] ? { DROVER_NATS_CREDS: values['nats-creds'] } : {}),
+    ...(values['nats-user'] ? { DROVER_NATS_USER: values['nats-user'] } : {}),
+    ...(values['nats-pass'] ? { DROVER_NATS_PASS: values['nats-pass'] } : {}),
+    ...(values['stream-listen'] ? { DROVER_STREAM_LISTEN: values['stream-listen'] } : {}),
+    ...(values['heartbeat-ms'] ? { DROVER_HEARTBEAT_MS: values['heartbeat-ms'] } : {}),
+    ...(values.criu ? { DROVER_CRIU: values.criu } : {}),
+    ...(values['cgroup-parent'] ? { DROVER_CGROUP_PARENT: values['cgroup-parent'] } : {}),
+    ...(values['log-level'] ? { DROVER_LOG_LEVEL: values['log-level'] } : {}),
+  });
+  return { ...(values.config ? { file: values.config } : {}), input };
+}
+
+/** Read a JSON config file. */
+export function configFromFile(path: string): AgentConfigInput {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as AgentConfigInput;
+  } catch (err) {
+    throw new DroverError(ErrorCode.InvalidArgument, `cannot read agent config ${path}`, {
+      cause: err,
+    });
+  }
+}
+
+/** Merge layers (later wins) and validate into a read-only AgentConfig. */
+export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
+  const m: AgentConfigInput = {};
+  let nats: NonNullable<AgentConfigInput['nats']> = {};
+  for (const l of layers) {
+    Object.assign(m, l);
+    if (l.nats) nats = { ...nats, ...l.nats };
+  }
+  const hostId = m.hostId ?? hostname();
+  if (!ID_PATTERN.test(hostId))
+    throw bad(`host id ${JSON.stringify(hostId)} has unsafe characters`);
+  const servers =
+    typeof nats.servers === 'string' ? nats.servers.split(',') : (nats.servers ?? DEFAULTS.servers);
+  if (servers.length === 0 || servers.some((s) => s.trim() === '')) throw bad('no NATS servers');
+  const stateDir = m.stateDir ?? DEFAULTS.stateDir;
+  if (!stateDir.startsWith('/')) throw bad(`state dir must be absolute: ${stateDir}`);
+  const heartbeatIntervalMs = m.heartbeatIntervalMs ?? DEFAULTS.heartbeatIntervalMs;
+  if (!Number.isInteger(heartbeatIntervalMs) || heartbeatIntervalMs < 100) {
+    throw bad(`heartbeat interval must be an integer >= 100 ms: ${heartbeatIntervalMs}`);
+  }
+  const logLevel = m.logLevel ?? DEFAULTS.logLevel;
+  if (!LEVELS.includes(logLevel)) throw bad(`unknown log level ${logLevel}`);
+  const streamListen = m.streamListen ?? DEFAULTS.streamListen;
+  if (!/^[^\s]+:\d+$/.test(streamListen))
+    throw bad(`stream listen must be host:port: ${streamListen}`);
+  const cgroupParent = m.cgroupParent ?? DEFAULTS.cgroupParent;
+  if (!ID_PATTERN.test(cgroupParent))
+    throw bad(`cgroup parent has unsafe characters: ${cgroupParent}`);
+  return Object.freeze({
+    hostId,
+    stateDir,
+    nats: Object.freeze({
+      servers: Object.freeze(servers.map((s) => s.trim())),
+      ...(nats.tls ? { tls: Object.freeze({ ...nats.tls }) } : {}),
+      ...(nats.user !== undefined ? { user: nats.user } : {}),
+      ...(nats.pass !== undefined ? { pass: nats.pass } : {}),
+      ...(nats.token !== undefined ? { token: nats.token } : {}),
+      ...(nats.credsFile !== undefined ? { credsFile: nats.credsFile } : {}),
+    }),
+    heartbeatIntervalMs,
+    streamListen,
+    ...(m.criuPath !== undefined ? { criuPath: m.criuPath } : {}),
+    cgroupParent,
+    logLevel,
+  });
+}

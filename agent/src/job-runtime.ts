@@ -1,0 +1,161 @@
+/**
+ * Starting a job as a migratable unit: its own PID, UTS, IPC and mount namespaces, its cgroups,
+ * tini as its PID 1, stdio on files in its directory, and a wrapper that records its exit status.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DroverError, ErrorCode } from '@drover/common';
+import { childrenOf, exeOf, procEntry, startTicks } from './procfs.js';
+import { JobFiles } from './job-store.js';
+
+/** What a new job needs. */
+export interface StartSpec {
+  command: readonly string[];
+  env: Readonly<Record<string, string>>;
+  cwd: string;
+  hostname: string;
+  jobDir: string;
+  /** `cgroup.procs` files the job's init joins before anything else runs. */
+  cgroupProcsFiles: readonly string[];
+}
+
+/** A started job's processes. */
+export interface StartedJob {
+  /** The `unshare` process (the agent's child; it waits for the namespace init). */
+  launcher: ChildProcess;
+  /** Host PID of tini, the PID namespace's init: what CRIU dumps (null: it already exited). */
+  rootPid: number | null;
+  rootStartTicks: number | null;
+  /** Host PID of the command and its PID inside the namespace (null if it already exited). */
+  mainPid: number | null;
+  mainPidInside: number | null;
+}
+
+// Runs as PID 1 of the new namespaces before becoming tini. Why each step:
+// - cgroups first, so every process of the job is in them from its first instruction;
+// - nsfs mounts (other network namespaces' /run/netns/* entries copied from the host's mount
+//   table) are unmounted: they pin foreign namespaces and break a restore once those are gone;
+// - stdio is reopened inside the new mount namespace (fds opened outside point at host mounts,
+//   which CRIU cannot resolve);
+// - tini runs the command under a shell that writes its exit status into the job directory, so
+//   the status survives agent restarts and migrations (the shell is part of the dumped tree).
+const INIT_SCRIPT = `
+for f in $DROVER_INIT_CGROUPS; do echo 0 > "$f" || exit 121; done
+hostname "$DROVER_INIT_HOSTNAME" || exit 122
+awk '$3 == "nsfs" { print $2 }' /proc/self/mounts | xargs -r -n1 umount -l 2>/dev/null
+exec </dev/null >>"$DROVER_JOB_DIR/${JobFiles.stdout}" 2>>"$DROVER_JOB_DIR/${JobFiles.stderr}"
+cd "$DROVER_INIT_CWD" || exit 123
+unset DROVER_INIT_CGROUPS DROVER_INIT_HOSTNAME DROVER_INIT_CWD
+exec setsid tini -s -- /bin/sh -c "$DROVER_WRAPPER" drover-job "$@"
+`;
+
+const WRAPPER = `"$@"; st=$?; printf '%s\\n' "$st" > "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" && mv -f "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" "$DROVER_JOB_DIR/${JobFiles.exitStatus}"; exit $st`;
+
+const START_TIMEOUT_MS = 10_000;
+
+/** Start a namespaced job; resolves once tini runs and the command is started. */
+export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
+  const env: Record<string, string> = {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: '/root',
+    ...spec.env,
+    DROVER_JOB_DIR: spec.jobDir,
+    DROVER_INIT_CGROUPS: spec.cgroupProcsFiles.join(' '),
+    DROVER_INIT_HOSTNAME: spec.hostname,
+    DROVER_INIT_CWD: spec.cwd,
+    DROVER_WRAPPER: WRAPPER,
+  };
+  const launcher = spawn(
+    'unshare',
+    [
+      '--pid',
+      '--fork',
+      '--mount-proc',
+      '--uts',
+      '--ipc',
+      '--',
+      '/bin/sh',
+      '-c',
+      INIT_SCRIPT,
+      'drover-init',
+      ...spec.command,
+    ],
+    // A session of its own: the job never gets signals meant for the agent's terminal.
+    { env, stdio: 'ignore', detached: true },
+  );
+  const launcherExit = new Promise<number | null>((resolve) =>
+    launcher.once('exit', (c) => resolve(c)),
+  );
+  launcher.once('error', () => undefined);
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let rootPid: number | null = null;
+  for (;;) {
+    const pid = launcher.pid;
+    if (pid !== undefined) {
+      const kid = childrenOf(pid)[0];
+      if (kid !== undefined && exeOf(kid)?.endsWith('/tini')) {
+        rootPid = kid;
+        break;
+      }
+    }
+    if (launcher.exitCode !== null || launcher.signalCode !== null || Date.now() > deadline) {
+      const code = await Promise.race([launcherExit, sleep(100).then(() => null)]);
+      // A command that finished before we looked: it ran, and its wrapper wrote the status.
+      if (existsSync(join(spec.jobDir, JobFiles.exitStatus))) {
+        return {
+          launcher,
+          rootPid: null,
+          rootStartTicks: null,
+          mainPid: null,
+          mainPidInside: null,
+        };
+      }
+      throw new DroverError(ErrorCode.FailedPrecondition, describeStartFailure(code, spec), {
+        details: { exitCode: code, command: spec.command },
+      });
+    }
+    await sleep(5);
+  }
+  const rootStartTicks = startTicks(rootPid);
+  // tini -> wrapper shell -> command. Wait briefly for the command to appear.
+  let mainPid: number | null = null;
+  for (let i = 0; i < 200 && mainPid === null; i++) {
+    const wrapper = childrenOf(rootPid)[0];
+    const cmd = wrapper === undefined ? undefined : childrenOf(wrapper)[0];
+    if (cmd !== undefined) mainPid = cmd;
+    else if (procEntry(rootPid) === null) break;
+    else await sleep(5);
+  }
+  const inside = mainPid === null ? null : (procEntry(mainPid)?.nspid.at(-1) ?? null);
+  return { launcher, rootPid, rootStartTicks, mainPid, mainPidInside: inside };
+}
+
+/** Find the main process of a restored or re-attached namespaced job (tini → wrapper → command). */
+export function findMainProcess(rootPid: number): {
+  mainPid: number | null;
+  mainPidInside: number | null;
+} {
+  const wrapper = childrenOf(rootPid)[0];
+  const cmd = wrapper === undefined ? undefined : childrenOf(wrapper)[0];
+  if (cmd === undefined) return { mainPid: null, mainPidInside: null };
+  return { mainPid: cmd, mainPidInside: procEntry(cmd)?.nspid.at(-1) ?? null };
+}
+
+function describeStartFailure(code: number | null, spec: StartSpec): string {
+  const why =
+    code === 121
+      ? 'could not join the job cgroups'
+      : code === 122
+        ? 'could not set the hostname'
+        : code === 123
+          ? `working directory ${spec.cwd} does not exist`
+          : code === null
+            ? 'tini did not start in time (is tini installed? run deploy/setup-host.sh)'
+            : `the launcher exited with ${code} (see ${join(spec.jobDir, JobFiles.stderr)})`;
+  return `cannot start job: ${why}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,160 @@
+/** Asynchronous /proc readers for preflight: the process tree, open fds, file mappings, credentials. */
+import { readFile, readdir, readlink, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+
+/** `O_APPEND` in the octal `flags:` field of /proc/<pid>/fdinfo/<fd>. */
+const O_APPEND = 0o2000;
+
+/** True for the errors a process that exits mid-scan produces (ENOENT, ESRCH). */
+export function isGone(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/** Run `fn`; return null when the process (or the fd) it reads went away meanwhile. */
+async function unlessGone<T>(fn: () => Promise<T>): Promise<T | null> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isGone(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Every PID of the tree rooted at `rootPid`, root first (breadth-first), by reading
+ * /proc/<pid>/task/<tid>/children of every thread (a child belongs to the thread that forked it).
+ * Processes that exit during the walk are skipped; an empty list means the root is gone.
+ */
+export async function processTree(rootPid: number): Promise<number[]> {
+  const seen = new Set<number>();
+  const order: number[] = [];
+  let frontier = [rootPid];
+  while (frontier.length > 0) {
+    const next: number[] = [];
+    for (const pid of frontier) {
+      if (seen.has(pid)) continue;
+      const tids = await unlessGone(() => readdir(`/proc/${pid}/task`));
+      if (tids === null) continue;
+      seen.add(pid);
+      order.push(pid);
+      for (const tid of tids) {
+        const text = await unlessGone(() => readFile(`/proc/${pid}/task/${tid}/children`, 'utf8'));
+        for (const word of (text ?? '').split(' ')) {
+          const child = Number(word);
+          if (Number.isInteger(child) && child > 0 && !seen.has(child)) next.push(child);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return order;
+}
+
+/** Credentials and state of one process, from /proc/<pid>/status. */
+export interface ProcStatus {
+  pid: number;
+  name: string;
+  /** One letter: R, S, D, T, t, Z, X, I … */
+  state: string;
+  /** Real, effective, saved, filesystem uid. */
+  uids: number[];
+  /** Real, effective, saved, filesystem gid. */
+  gids: number[];
+}
+
+/** The status of `pid`, or null if it is gone. */
+export async function readStatus(pid: number): Promise<ProcStatus | null> {
+  const text = await unlessGone(() => readFile(`/proc/${pid}/status`, 'utf8'));
+  if (text === null) return null;
+  const field = (key: string): string => {
+    const line = text.split('\n').find((l) => l.startsWith(`${key}:`));
+    return line === undefined ? '' : line.slice(key.length + 1).trim();
+  };
+  const ids = (key: string): number[] => field(key).split(/\s+/).filter(Boolean).map(Number);
+  return {
+    pid,
+    name: field('Name'),
+    state: field('State').charAt(0),
+    uids: ids('Uid'),
+    gids: ids('Gid'),
+  };
+}
+
+/** True if our own effective capability set holds `cap` (a bit number, e.g. 24 = CAP_SYS_RESOURCE). */
+export async function selfHasCapability(cap: number): Promise<boolean> {
+  const text = await readFile('/proc/self/status', 'utf8');
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(text)?.[1];
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
+}
+
+/** The network namespace of `pid` as `net:[inode]`, or null if gone. */
+export function netNamespace(pid: number): Promise<string | null> {
+  return unlessGone(() => readlink(`/proc/${pid}/ns/net`));
+}
+
+/** One open file descriptor. */
+export interface OpenFd {
+  pid: number;
+  fd: number;
+  /** The link text: a path (as the process sees it), `socket:[N]`, `pipe:[N]`, `anon_inode:…`. */
+  target: string;
+}
+
+/** The open fds of `pid` (empty if it is gone; fds closed meanwhile are skipped). */
+export async function listFds(pid: number): Promise<OpenFd[]> {
+  const names = await unlessGone(() => readdir(`/proc/${pid}/fd`));
+  if (names === null) return [];
+  const out: OpenFd[] = [];
+  for (const name of names) {
+    const target = await unlessGone(() => readlink(`/proc/${pid}/fd/${name}`));
+    if (target !== null) out.push({ pid, fd: Number(name), target });
+  }
+  return out;
+}
+
+/** The inode of a `socket:[N]` fd target, or null for anything else. */
+export function socketInode(target: string): number | null {
+  const m = /^socket:\[(\d+)\]$/.exec(target);
+  return m?.[1] === undefined ? null : Number(m[1]);
+}
+
+/** stat() of what fd `fd` of `pid` refers to (through the magic link, so any mount namespace works). */
+export function statFd(pid: number, fd: number): Promise<Stats | null> {
+  return unlessGone(() => stat(`/proc/${pid}/fd/${fd}`));
+}
+
+/** Whether fd `fd` of `pid` was opened with O_APPEND (null if it is gone). */
+export async function fdIsAppend(pid: number, fd: number): Promise<boolean | null> {
+  const text = await unlessGone(() => readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+  if (text === null) return null;
+  const flags = /^flags:\s*([0-7]+)$/m.exec(text)?.[1];
+  return flags !== undefined && (parseInt(flags, 8) & O_APPEND) !== 0;
+}
+
+/** One file-backed mapping of a process. */
+export interface FileMap {
+  pid: number;
+  /** `start-end` in hex, as in /proc/<pid>/maps and the name in /proc/<pid>/map_files. */
+  range: string;
+  path: string;
+}
+
+/** The distinct file-backed mappings of `pid` (first range per path), without anonymous ones. */
+export async function fileMaps(pid: number): Promise<FileMap[]> {
+  const text = await unlessGone(() => readFile(`/proc/${pid}/maps`, 'utf8'));
+  if (text === null) return [];
+  const byPath = new Map<string, FileMap>();
+  for (const line of text.split('\n')) {
+    // start-end perms offset dev inode path — the path may contain spaces.
+    const m = /^([0-9a-f]+-[0-9a-f]+)\s+\S+\s+\S+\s+\S+\s+(\d+)\s+(\/.*)$/.exec(line);
+    if (m === null || m[2] === '0' || m[1] === undefined || m[3] === undefined) continue;
+    if (!byPath.has(m[3])) byPath.set(m[3], { pid, range: m[1], path: m[3] });
+  }
+  return [...byPath.values()];
+}
+
+/** stat() of the file behind one mapping (via map_files; needs CAP_SYS_ADMIN, which root has). */
+export function statMap(map: FileMap): Promise<Stats | null> {
+  return unlessGone(() => stat(`/proc/${map.pid}/map_files/${map.range}`));
+}

@@ -1,0 +1,204 @@
+/**
+ * The agent's request/reply API: one entry per operation with its request schema; the reply
+ * types beside it. Both the agent (server) and its clients import these definitions.
+ */
+import { ID_PATTERN } from './subjects.js';
+import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+
+/** Job states. `checkpointed`: dumped and stopped; its image can bring it back. */
+export const JobState = {
+  starting: 'starting',
+  running: 'running',
+  frozen: 'frozen',
+  checkpointing: 'checkpointing',
+  migrating: 'migrating',
+  checkpointed: 'checkpointed',
+  exited: 'exited',
+  lost: 'lost',
+} as const;
+export type JobState = (typeof JobState)[keyof typeof JobState];
+
+/** How a job came to be: started by Drover in its own namespaces, or an adopted subtree. */
+export const JobKind = { namespaced: 'namespaced', adopted: 'adopted' } as const;
+export type JobKind = (typeof JobKind)[keyof typeof JobKind];
+
+/** Signals an operator may send to a job. */
+export const JOB_SIGNALS = [
+  'SIGTERM',
+  'SIGKILL',
+  'SIGINT',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGSTOP',
+  'SIGCONT',
+  'SIGWINCH',
+  'SIGALRM',
+] as const;
+
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+const path = (): Schema<string> => str({ min: 1, max: 4096, pattern: /^\// });
+
+/** A job as the agent reports it. */
+export interface JobInfo {
+  id: string;
+  name: string;
+  host: string;
+  kind: JobKind;
+  state: JobState;
+  command: string[];
+  cwd: string;
+  /** Host PID of the job's root (tini for namespaced jobs). */
+  rootPid: number | null;
+  /** Host PID of the job's main process (the command itself). */
+  mainPid: number | null;
+  /** The main process's PID inside the job's PID namespace. */
+  mainPidInside: number | null;
+  startedAt: string;
+  exitedAt: string | null;
+  exitCode: number | null;
+  signal: string | null;
+  memoryLimitBytes: number | null;
+  jobDir: string;
+  stdoutPath: string;
+  stderrPath: string;
+  /** The image this incarnation was restored from, if any. */
+  restoredFrom: string | null;
+  /** Why the job is `lost` or why its last operation failed. */
+  note: string | null;
+}
+
+/** One process of a job, for `inspect`. */
+export interface JobProcess {
+  pid: number;
+  /** PIDs from the agent's namespace inward; the last is the PID the job sees. */
+  nspid: number[];
+  state: string;
+  cmdline: string[];
+}
+
+/** A checkpoint image on an agent's disk. */
+export interface ImageInfo {
+  imageId: string;
+  jobId: string;
+  host: string;
+  dir: string;
+  createdAt: string;
+  leaveRunning: boolean;
+  sizeBytes: number;
+  /** Time the job was frozen for this checkpoint (ms). */
+  frozenMs: number;
+  dumpMs: number;
+}
+
+/** What an agent can do and holds: its heartbeat and `info` reply. */
+export interface AgentInfo {
+  host: string;
+  version: string;
+  time: string;
+  uptimeSec: number;
+  kernel: string;
+  cpus: number;
+  cpuFlags: string[];
+  memory: { totalBytes: number; availableBytes: number };
+  criu: { version: string; lazyPages: boolean; memTrack: boolean };
+  jobs: { id: string; state: JobState; name: string }[];
+}
+
+/** One reason a job cannot be checkpointed or moved. */
+export interface PreflightReason {
+  code:
+    | 'EXTERNAL_TCP'
+    | 'EXTERNAL_UNIX_SOCKET'
+    | 'DEVICE'
+    | 'FILE_MISSING_ON_DESTINATION'
+    | 'FILE_SIZE_DIFFERS_ON_DESTINATION'
+    | 'CPU_FEATURES_MISSING'
+    | 'NON_ROOT_UID'
+    | 'NOT_RUNNING'
+    | 'UNSUPPORTED';
+  message: string;
+  details: Record<string, unknown>;
+}
+
+/** Preflight verdict. */
+export interface PreflightReport {
+  jobId: string;
+  ok: boolean;
+  reasons: PreflightReason[];
+  /** Files the destination must have (path, and size for non-append files). */
+  files: { path: string; size: number | null }[];
+}
+
+/** Every agent operation: its request schema. Replies are typed in `AgentReplies`. */
+export const AgentOps = {
+  info: obj({}),
+  run: obj({
+    command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
+    env: opt(
+      dict(str({ max: 8192 }), {
+        maxKeys: 256,
+        key: str({ min: 1, max: 256, pattern: /^[A-Za-z_][A-Za-z0-9_]*$/ }),
+      }),
+    ),
+    cwd: opt(path()),
+    name: opt(str({ min: 1, max: 128 })),
+    hostname: opt(str({ min: 1, max: 63, pattern: /^[A-Za-z0-9][A-Za-z0-9-]*$/ })),
+    memoryLimitBytes: opt(int({ min: 4 * 1024 * 1024 })),
+    jobId: opt(id()),
+  }),
+  adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
+  list: obj({}),
+  inspect: obj({ jobId: id() }),
+  signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
+  logs: obj({
+    jobId: id(),
+    stream: opt(oneOf(['stdout', 'stderr'] as const)),
+    tailBytes: opt(int({ min: 1, max: 1024 * 1024 })),
+  }),
+  freeze: obj({ jobId: id() }),
+  thaw: obj({ jobId: id() }),
+  checkpoint: obj({ jobId: id(), leaveRunning: opt(bool()), imageId: opt(id()) }),
+  restore: obj({ imageId: id(), leaveFrozen: opt(bool()) }),
+  preflight: obj({ jobId: id(), destination: opt(id()) }),
+  'files-check': obj({
+    files: arr(obj({ path: path(), size: opt(int()) }), { max: 4096 }),
+  }),
+  'images-list': obj({}),
+  'images-delete': obj({ imageId: id() }),
+  remove: obj({ jobId: id() }),
+} as const;
+
+/** The operation names. */
+export type AgentOp = keyof typeof AgentOps;
+/** The request type of an operation. */
+export type AgentRequest<Op extends AgentOp> = Infer<(typeof AgentOps)[Op]>;
+
+/** The reply type of each operation. */
+export interface AgentReplies {
+  info: AgentInfo;
+  run: JobInfo;
+  adopt: JobInfo;
+  list: { jobs: JobInfo[] };
+  inspect: JobInfo & { processes: JobProcess[]; memoryUsageBytes: number | null };
+  signal: JobInfo;
+  logs: { data: string; truncated: boolean; sizeBytes: number };
+  freeze: JobInfo;
+  thaw: JobInfo;
+  checkpoint: ImageInfo;
+  restore: JobInfo;
+  preflight: PreflightReport;
+  'files-check': {
+    missing: string[];
+    sizeDiffers: { path: string; expected: number; actual: number }[];
+  };
+  'images-list': { images: ImageInfo[] };
+  'images-delete': { deleted: boolean };
+  remove: { removed: boolean };
+}
+
+/** True if `op` names an agent operation. */
+export function isAgentOp(op: string): op is AgentOp {
+  return Object.hasOwn(AgentOps, op);
+}

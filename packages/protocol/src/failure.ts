@@ -1,0 +1,65 @@
+/** Errors on the wire: a local DroverError becomes a `Failure` and comes back as a DroverError. */
+import { DroverError, ErrorCode, type ErrorCode as Code } from '@drover/common';
+
+/** An error as it crosses NATS. `cause` nests; `details` is JSON. */
+export interface Failure {
+  code: Code;
+  message: string;
+  retryable: boolean;
+  details: Record<string, unknown>;
+  /** The name of the error class on the side that failed (e.g. `CriuError`). */
+  name?: string;
+  cause?: Failure;
+}
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
+const MAX_DEPTH = 4;
+const MAX_MESSAGE = 4096;
+
+/** Turn anything thrown into a Failure (foreign errors become INTERNAL). */
+export function errorToFailure(err: unknown, depth = 0): Failure {
+  const e =
+    err instanceof DroverError
+      ? err
+      : new DroverError(ErrorCode.Internal, err instanceof Error ? err.message : String(err));
+  const failure: Failure = {
+    code: e.code,
+    message: e.message.slice(0, MAX_MESSAGE),
+    retryable: e.retryable,
+    details: jsonSafe(e.details),
+    name: err instanceof Error ? err.name : 'Error',
+  };
+  if (depth < MAX_DEPTH && e.cause !== undefined) {
+    failure.cause = errorToFailure(e.cause, depth + 1);
+  }
+  return failure;
+}
+
+/** A remote failure as a local error; `details.remoteName` keeps the original class name. */
+export class RemoteError extends DroverError {}
+
+/** Turn a Failure back into an error that callers branch on by `code`. */
+export function failureToError(f: Failure): DroverError {
+  const code = KNOWN_CODES.has(f.code) ? f.code : ErrorCode.Internal;
+  const options = {
+    retryable: f.retryable === true,
+    details: { ...(f.details ?? {}), ...(f.name ? { remoteName: f.name } : {}) },
+    ...(f.cause ? { cause: failureToError(f.cause) } : {}),
+  };
+  return new RemoteError(code, String(f.message), options);
+}
+
+/** Check that an unknown value is shaped like a Failure. */
+export function isFailure(v: unknown): v is Failure {
+  if (typeof v !== 'object' || v === null) return false;
+  const f = v as Record<string, unknown>;
+  return typeof f.code === 'string' && typeof f.message === 'string';
+}
+
+function jsonSafe(details: Record<string, unknown>): Record<string, unknown> {
+  try {
+    return JSON.parse(JSON.stringify(details)) as Record<string, unknown>;
+  } catch {
+    return { unserializable: true };
+  }
+}

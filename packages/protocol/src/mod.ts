@@ -1,0 +1,6 @@
+/** @drover/protocol: NATS subjects, message schemas and validation, the Failure codec. No I/O. */
+export * from './schema.js';
+export * from './failure.js';
+export * from './envelope.js';
+export * from './subjects.js';
+export * from './agent-api.js';

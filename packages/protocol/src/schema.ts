@@ -1,0 +1,190 @@
+/**
+ * A small, strict schema language for wire messages: every field typed and bounded, unknown keys
+ * refused, errors that name the offending path. No I/O, no dependencies.
+ */
+import { DroverError, ErrorCode } from '@drover/common';
+
+/** A parser from unknown input to T; throws InvalidMessageError naming the path. */
+export interface Schema<T> {
+  readonly kind: string;
+  parse(value: unknown, path?: string): T;
+}
+
+/** The type a schema produces. */
+export type Infer<S> = S extends Schema<infer T> ? T : never;
+
+/** A message failed validation: `details.path` says where. */
+export class InvalidMessageError extends DroverError {
+  constructor(path: string, problem: string) {
+    super(ErrorCode.InvalidArgument, `${path || 'message'}: ${problem}`, { details: { path } });
+  }
+}
+
+const fail = (path: string, problem: string): never => {
+  throw new InvalidMessageError(path, problem);
+};
+
+const typeOf = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+
+/** A string of bounded length, optionally matching a pattern. */
+export function str(opts: { min?: number; max?: number; pattern?: RegExp } = {}): Schema<string> {
+  const max = opts.max ?? 4096;
+  return {
+    kind: 'string',
+    parse(v, path = '') {
+      if (typeof v !== 'string') return fail(path, `expected string, got ${typeOf(v)}`);
+      if (v.length > max) return fail(path, `longer than ${max} characters`);
+      if (v.length < (opts.min ?? 0)) return fail(path, `shorter than ${opts.min} characters`);
+      if (v.includes('\0')) return fail(path, 'contains a NUL character');
+      if (opts.pattern && !opts.pattern.test(v))
+        return fail(path, `does not match ${opts.pattern}`);
+      return v;
+    },
+  };
+}
+
+/** An integer within bounds (default: a safe non-negative integer). */
+export function int(opts: { min?: number; max?: number } = {}): Schema<number> {
+  const min = opts.min ?? 0;
+  const max = opts.max ?? Number.MAX_SAFE_INTEGER;
+  return {
+    kind: 'integer',
+    parse(v, path = '') {
+      if (typeof v !== 'number' || !Number.isInteger(v)) {
+        return fail(path, `expected integer, got ${typeOf(v)}`);
+      }
+      if (v < min || v > max) return fail(path, `out of range [${min}, ${max}]`);
+      return v;
+    },
+  };
+}
+
+/** A finite number within bounds. */
+export function num(opts: { min?: number; max?: number } = {}): Schema<number> {
+  return {
+    kind: 'number',
+    parse(v, path = '') {
+      if (typeof v !== 'number' || !Number.isFinite(v))
+        return fail(path, `expected number, got ${typeOf(v)}`);
+      if (opts.min !== undefined && v < opts.min) return fail(path, `below ${opts.min}`);
+      if (opts.max !== undefined && v > opts.max) return fail(path, `above ${opts.max}`);
+      return v;
+    },
+  };
+}
+
+/** A boolean. */
+export function bool(): Schema<boolean> {
+  return {
+    kind: 'boolean',
+    parse(v, path = '') {
+      return typeof v === 'boolean' ? v : fail(path, `expected boolean, got ${typeOf(v)}`);
+    },
+  };
+}
+
+/** One of a fixed set of strings. */
+export function oneOf<const T extends readonly string[]>(values: T): Schema<T[number]> {
+  return {
+    kind: `one of ${values.join('|')}`,
+    parse(v, path = '') {
+      return typeof v === 'string' && (values as readonly string[]).includes(v)
+        ? (v as T[number])
+        : fail(path, `expected one of ${values.join(', ')}`);
+    },
+  };
+}
+
+/** An array of bounded length. */
+export function arr<T>(item: Schema<T>, opts: { max?: number; min?: number } = {}): Schema<T[]> {
+  const max = opts.max ?? 1024;
+  return {
+    kind: `array of ${item.kind}`,
+    parse(v, path = '') {
+      if (!Array.isArray(v)) return fail(path, `expected array, got ${typeOf(v)}`);
+      if (v.length > max) return fail(path, `more than ${max} items`);
+      if (v.length < (opts.min ?? 0)) return fail(path, `fewer than ${opts.min} items`);
+      return v.map((x, i) => item.parse(x, `${path}[${i}]`));
+    },
+  };
+}
+
+/** A string-keyed map of bounded size (keys are bounded strings too). */
+export function dict<T>(
+  value: Schema<T>,
+  opts: { maxKeys?: number; key?: Schema<string> } = {},
+): Schema<Record<string, T>> {
+  const maxKeys = opts.maxKeys ?? 256;
+  const key = opts.key ?? str({ min: 1, max: 256 });
+  return {
+    kind: `map of ${value.kind}`,
+    parse(v, path = '') {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        return fail(path, `expected object, got ${typeOf(v)}`);
+      }
+      const entries = Object.entries(v);
+      if (entries.length > maxKeys) return fail(path, `more than ${maxKeys} keys`);
+      const out: Record<string, T> = Object.create(null) as Record<string, T>;
+      for (const [k, x] of entries)
+        out[key.parse(k, `${path}{key}`)] = value.parse(x, `${path}.${k}`);
+      return out;
+    },
+  };
+}
+
+const OPTIONAL = Symbol('optional');
+/** A schema whose field may be absent (undefined). */
+export interface OptionalSchema<T> extends Schema<T | undefined> {
+  readonly [OPTIONAL]: true;
+}
+
+/** Mark an object field optional. */
+export function opt<T>(inner: Schema<T>): OptionalSchema<T> {
+  return {
+    [OPTIONAL]: true,
+    kind: `optional ${inner.kind}`,
+    parse(v, path = '') {
+      return v === undefined ? undefined : inner.parse(v, path);
+    },
+  };
+}
+
+type Shape = Record<string, Schema<unknown>>;
+type OptionalKeys<S extends Shape> = {
+  [K in keyof S]: S[K] extends OptionalSchema<unknown> ? K : never;
+}[keyof S];
+type RequiredKeys<S extends Shape> = Exclude<keyof S, OptionalKeys<S>>;
+/** The object type a shape describes (optional fields may be absent). */
+export type ObjectOf<S extends Shape> = { [K in RequiredKeys<S>]: Infer<S[K]> } & {
+  [K in OptionalKeys<S>]?: Exclude<Infer<S[K]>, undefined>;
+};
+
+/** An object with exactly these fields; unknown keys are refused. */
+export function obj<S extends Shape>(shape: S): Schema<ObjectOf<S>> {
+  return {
+    kind: 'object',
+    parse(v, path = '') {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        return fail(path, `expected object, got ${typeOf(v)}`);
+      }
+      const input = v as Record<string, unknown>;
+      for (const k of Object.keys(input)) {
+        if (!Object.hasOwn(shape, k)) fail(path ? `${path}.${k}` : k, 'unknown field');
+      }
+      const out: Record<string, unknown> = {};
+      for (const [k, s] of Object.entries(shape)) {
+        const where = path ? `${path}.${k}` : k;
+        if (input[k] === undefined && !(OPTIONAL in s)) fail(where, 'is required');
+        const parsed = s.parse(input[k], where);
+        if (parsed !== undefined) out[k] = parsed;
+      }
+      return out as ObjectOf<S>;
+    },
+  };
+}
+
+/** Any JSON value (bounded by the message size limit only); for opaque payloads. */
+export function json(): Schema<unknown> {
+  return { kind: 'json', parse: (v) => v };
+}

@@ -1,0 +1,139 @@
+/** Real drover agents inside testbed hosts, and a client to talk to them from the test runner. */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AgentClient, Bus } from '@drover/bus';
+import { DroverError, ErrorCode } from '@drover/common';
+import type { Host, HostProcess, Testbed } from '../testbed/mod.js';
+
+/** The repository root (test/dist/cluster → ../../..). */
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** The built agent entry point. */
+export const AGENT_MAIN = join(REPO_ROOT, 'agent', 'dist', 'main.js');
+
+/** Where agents keep state inside a host (the host's private /srv). */
+export const AGENT_STATE_DIR = '/srv/drover';
+
+/** One agent running in a host. */
+export class AgentHandle {
+  process: HostProcess | null = null;
+
+  constructor(
+    readonly tb: Testbed,
+    readonly host: Host,
+    readonly client: AgentClient,
+    private readonly extraArgs: readonly string[],
+  ) {}
+
+  /** The host's id (its name). */
+  get hostId(): string {
+    return this.host.name;
+  }
+
+  /** Root-namespace path of a path inside the host's /srv. */
+  srvPath(inside: string): string {
+    if (!inside.startsWith('/srv/')) throw new Error(`not under /srv: ${inside}`);
+    return join(this.host.stateDir, inside.slice('/srv/'.length));
+  }
+
+  /** Start (or restart) the agent and wait until it answers `info`. */
+  async start(): Promise<void> {
+    if (!existsSync(AGENT_MAIN)) throw new Error(`agent not built: ${AGENT_MAIN}`);
+    const nats = this.tb.nats;
+    if (!nats) throw new Error('the testbed has no NATS');
+    this.process = await this.host.spawn(
+      [
+        process.execPath,
+        AGENT_MAIN,
+        '--host-id',
+        this.host.name,
+        '--state-dir',
+        AGENT_STATE_DIR,
+        '--nats',
+        nats.urls.join(','),
+        '--cgroup-parent',
+        `${this.tb.runId}-${this.host.name}`,
+        '--heartbeat-ms',
+        '500',
+        '--stream-listen',
+        `${this.host.address}:7070`,
+        '--log-level',
+        'debug',
+        ...this.extraArgs,
+      ],
+      { name: 'agent', env: { PATH: `/usr/local/sbin:${process.env.PATH ?? '/usr/bin:/bin'}` } },
+    );
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await this.client.call('info', {}, 1000);
+        return;
+      } catch (err) {
+        const exited = await Promise.race([
+          this.process.exited.then(() => true),
+          sleep(50).then(() => false),
+        ]);
+        if (exited)
+          throw new Error(
+            `agent on ${this.host.name} exited at start:\n${this.process.output().slice(-3000)}`,
+          );
+        if (Date.now() > deadline) throw err;
+      }
+    }
+  }
+
+  /** SIGKILL the agent process (its jobs keep running). */
+  async kill(): Promise<void> {
+    const p = this.process;
+    if (!p) return;
+    p.kill('SIGKILL');
+    await p.exited;
+    this.process = null;
+  }
+}
+
+/** A set of agents, one per host, and the runner's NATS connection. */
+export class AgentCluster {
+  private constructor(
+    readonly bus: Bus,
+    readonly agents: AgentHandle[],
+  ) {}
+
+  /** Start an agent in each of `hosts` (default: every host) of a testbed that has NATS. */
+  static async start(
+    tb: Testbed,
+    options: { hosts?: Host[]; extraArgs?: string[] } = {},
+  ): Promise<AgentCluster> {
+    if (!tb.nats) throw new Error('the testbed has no NATS');
+    const bus = await Bus.connect({
+      servers: tb.nats.urls,
+      name: 'test-runner',
+      requestTimeoutMs: 60_000,
+    });
+    const hosts = options.hosts ?? tb.hosts;
+    const agents = hosts.map(
+      (h) => new AgentHandle(tb, h, new AgentClient(bus, h.name), options.extraArgs ?? []),
+    );
+    try {
+      await Promise.all(agents.map((a) => a.start()));
+    } catch (err) {
+      await bus.close();
+      throw err;
+    }
+    return new AgentCluster(bus, agents);
+  }
+
+  agent(name: string): AgentHandle {
+    const a = this.agents.find((x) => x.hostId === name);
+    if (!a) throw new DroverError(ErrorCode.NotFound, `no agent ${name}`);
+    return a;
+  }
+
+  async close(): Promise<void> {
+    await this.bus.close();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
