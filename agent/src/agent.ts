@@ -409,6 +409,11 @@ export class Agent {
       .catch((err: unknown) => this.log.warn('closing self-checkpoint socket', { jobId, err }));
   }
 
+  /** Publish an event of `kind` (job, migration) on this host's event subject. */
+  publish(kind: string, value: unknown): void {
+    this.publishEvent(kind, value);
+  }
+
   /** Publish a job's state as an event. */
   event(r: JobRecord): void {
     this.publishEvent('job', {

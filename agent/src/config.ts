@@ -30,6 +30,12 @@ export interface AgentConfig {
   /** Parent cgroup name for job cgroups. */
   readonly cgroupParent: string;
   readonly logLevel: LogLevel;
+  /** Memory kept free for the host: incoming migrations needing more are refused. */
+  readonly reserveMemoryBytes: number;
+  /** Most live jobs this host takes; incoming migrations beyond it are refused. */
+  readonly maxJobs: number;
+  /** Fault injection for test suites (`DROVER_FAULT`), never set from a message. */
+  readonly fault?: string;
 }
 
 /** Raw, partial config as it appears in a file. */
@@ -49,6 +55,9 @@ export type AgentConfigInput = {
   criuPath?: string;
   cgroupParent?: string;
   logLevel?: LogLevel;
+  reserveMemoryBytes?: number;
+  maxJobs?: number;
+  fault?: string;
 };
 
 const DEFAULTS = {
@@ -58,6 +67,8 @@ const DEFAULTS = {
   streamListen: '0.0.0.0:7070',
   cgroupParent: 'drover',
   logLevel: 'info' as LogLevel,
+  reserveMemoryBytes: 256 * 1024 * 1024,
+  maxJobs: 1000,
 };
 
 const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
@@ -90,6 +101,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_CRIU) out.criuPath = env.DROVER_CRIU;
   if (env.DROVER_CGROUP_PARENT) out.cgroupParent = env.DROVER_CGROUP_PARENT;
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
+  if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
+  if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
+  if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
   return out;
 }
 
@@ -116,6 +130,8 @@ export function configFromArgs(argv: readonly string[]): {
       criu: { type: 'string' },
       'cgroup-parent': { type: 'string' },
       'log-level': { type: 'string' },
+      'reserve-memory': { type: 'string' },
+      'max-jobs': { type: 'string' },
     },
     strict: true,
   });
@@ -134,6 +150,8 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values.criu ? { DROVER_CRIU: values.criu } : {}),
     ...(values['cgroup-parent'] ? { DROVER_CGROUP_PARENT: values['cgroup-parent'] } : {}),
     ...(values['log-level'] ? { DROVER_LOG_LEVEL: values['log-level'] } : {}),
+    ...(values['reserve-memory'] ? { DROVER_RESERVE_MEMORY: values['reserve-memory'] } : {}),
+    ...(values['max-jobs'] ? { DROVER_MAX_JOBS: values['max-jobs'] } : {}),
   });
   return { ...(values.config ? { file: values.config } : {}), input };
 }
@@ -177,8 +195,17 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   const cgroupParent = m.cgroupParent ?? DEFAULTS.cgroupParent;
   if (!ID_PATTERN.test(cgroupParent))
     throw bad(`cgroup parent has unsafe characters: ${cgroupParent}`);
+  const reserveMemoryBytes = m.reserveMemoryBytes ?? DEFAULTS.reserveMemoryBytes;
+  if (!Number.isSafeInteger(reserveMemoryBytes) || reserveMemoryBytes < 0) {
+    throw bad(`reserve memory must be a byte count: ${reserveMemoryBytes}`);
+  }
+  const maxJobs = m.maxJobs ?? DEFAULTS.maxJobs;
+  if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
   return Object.freeze({
     hostId,
+    reserveMemoryBytes,
+    maxJobs,
+    ...(m.fault !== undefined ? { fault: m.fault } : {}),
     stateDir,
     nats: Object.freeze({
       servers: Object.freeze(servers.map((s) => s.trim())),

@@ -5,6 +5,12 @@ import { eventSubject, heartbeatSubject } from '@drover/protocol';
 import { Agent } from './agent.js';
 import type { AgentConfig } from './config.js';
 import { hostAddresses, preflight } from './preflight.js';
+import { StreamServer } from '@drover/transfer';
+import { parseFaults, type MigrationContext } from './migration/context.js';
+import { abortMigration, commitMigration, prepareMigration } from './migration/destination.js';
+import { MigrationStore } from './migration/migration-store.js';
+import { recoverMigrations } from './migration/recovery.js';
+import { destinationFacts, migrateJob } from './migration/source.js';
 
 /** A running agent daemon. */
 export interface AgentDaemon {
@@ -40,6 +46,26 @@ export async function startAgentDaemon(
     await bus.close();
     throw err;
   }
+  const [listenHost, listenPort] = splitHostPort(config.streamListen);
+  let streams: StreamServer;
+  try {
+    streams = await StreamServer.listen({ host: listenHost, port: listenPort, logger: log });
+  } catch (err) {
+    await bus.close();
+    await agent.stop();
+    throw err;
+  }
+  const advertiseHost =
+    listenHost === '0.0.0.0' || listenHost === '::'
+      ? (hostAddresses().find((a) => !a.startsWith('127.') && a !== '::1') ?? '127.0.0.1')
+      : listenHost;
+  const ctx: MigrationContext = {
+    call: (host, op, req, timeoutMs) => new AgentClient(bus, host).call(op, req, timeoutMs),
+    streams,
+    advertise: { host: advertiseHost, port: streams.address().port },
+    faults: parseFaults(config.fault),
+  };
+  const migrations = new MigrationStore(config.stateDir);
   const handlers: AgentHandlers = {
     info: () => agent.info(),
     run: (r) => agent.run(r),
@@ -58,21 +84,22 @@ export async function startAgentDaemon(
       if (destination === undefined) {
         return preflight({ jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() });
       }
-      const peer = new AgentClient(bus, destination);
-      const info = await peer.call('info', {});
+      const info = await new AgentClient(bus, destination).call('info', {});
       return preflight(
         { jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() },
-        {
-          host: destination,
-          cpuFlags: info.cpuFlags,
-          checkFiles: (files) => peer.call('files-check', { files }),
-        },
+        destinationFacts(job, destination, info.cpuFlags, ctx.call),
       );
     },
     'files-check': (r) => agent.filesCheck(r),
     'images-list': async () => ({ images: await agent.images.list() }),
     'images-delete': async (r) => ({ deleted: await agent.images.remove(r.imageId) }),
     remove: (r) => agent.remove(r),
+    migrate: (r) => migrateJob(agent, ctx, r),
+    'migrate-prepare': (r) => prepareMigration(agent, ctx, r),
+    'migrate-abort': (r) => abortMigration(agent, ctx, r),
+    'migrate-commit': (r) => commitMigration(agent, r),
+    'migrate-status': (r) => migrations.find(r.migrationId),
+    'migrations-list': async () => ({ migrations: await migrations.list() }),
   };
   serveAgentApi(bus, config.hostId, handlers, log);
   const beat = async (): Promise<void> => {
@@ -84,6 +111,20 @@ export async function startAgentDaemon(
   };
   await beat();
   const timer = setInterval(() => void beat(), config.heartbeatIntervalMs);
+  // Unfinished migrations from before a restart: finish or roll back; retry the doubtful ones.
+  let recovering = false;
+  const recover = async (): Promise<void> => {
+    if (recovering) return;
+    recovering = true;
+    try {
+      const doubt = await recoverMigrations(agent, ctx);
+      if (doubt.length === 0) clearInterval(recoveryTimer);
+    } finally {
+      recovering = false;
+    }
+  };
+  const recoveryTimer = setInterval(() => void recover(), 5000);
+  void recover();
   await bus.flush();
   log.info('agent serving', { criu: agent.criuVersion, features: agent.features });
   return {
@@ -91,8 +132,15 @@ export async function startAgentDaemon(
     bus,
     async close() {
       clearInterval(timer);
+      clearInterval(recoveryTimer);
+      await streams.close();
       await agent.stop();
       await bus.close();
     },
   };
+}
+
+function splitHostPort(s: string): [string, number] {
+  const i = s.lastIndexOf(':');
+  return [s.slice(0, i).replace(/^\[|\]$/g, ''), Number(s.slice(i + 1))];
 }

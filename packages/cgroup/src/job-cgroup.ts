@@ -262,8 +262,12 @@ export class JobCgroup {
       // Killing a job mid-checkpoint must be deliberate: release the guard first, or force.
       if (options.force === true) await this.#guard.clear(null);
       else await this.#refuseIfGuarded('destroy');
-      // Thaw first: frozen v1 tasks cannot die, and v2 ones would sit killed-but-frozen.
+      // Kill, then thaw, then wait: frozen v1 tasks cannot die and v2 ones would sit
+      // killed-but-frozen, so a thaw is needed; but thawing first would let a frozen job run
+      // again for a moment (a migrated job's old copy must never run next to the new one). With
+      // SIGKILL already pending, a thawed task dies before it executes another instruction.
       if (freezer !== null && (await exists(freezer)) && (await this.state()) !== 'thawed') {
+        await this.#signalAll(all);
         await thawCgroup(...this.#freezer(), this.#c.wait);
       }
       await this.#killAll(all, timeoutMs);
@@ -273,6 +277,20 @@ export class JobCgroup {
       }
       this.#c.log.info('job cgroup destroyed', { paths: all });
     });
+  }
+
+  /** One SIGKILL to every member listed now (no waiting). */
+  async #signalAll(dirs: readonly string[]): Promise<void> {
+    for (const dir of dirs) {
+      for (const pid of await readProcsTree(dir)) {
+        if (pid === process.pid) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch (err) {
+          if (errnoOf(err) !== 'ESRCH') throw toDroverError(err, ErrorCode.Cgroup);
+        }
+      }
+    }
   }
 
   async #killAll(dirs: readonly string[], timeoutMs: number): Promise<void> {

@@ -3,6 +3,7 @@
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
 import { ID_PATTERN } from './subjects.js';
+import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
 /** Job states. `checkpointed`: dumped and stopped; its image can bring it back. */
@@ -12,6 +13,8 @@ export const JobState = {
   frozen: 'frozen',
   checkpointing: 'checkpointing',
   migrating: 'migrating',
+  /** Moved to another host by a migration; it runs there now. */
+  migrated: 'migrated',
   checkpointed: 'checkpointed',
   exited: 'exited',
   lost: 'lost',
@@ -168,6 +171,7 @@ export const AgentOps = {
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
   remove: obj({ jobId: id() }),
+  ...MigrationOps,
 } as const;
 
 /** The operation names. */
@@ -176,7 +180,7 @@ export type AgentOp = keyof typeof AgentOps;
 export type AgentRequest<Op extends AgentOp> = Infer<(typeof AgentOps)[Op]>;
 
 /** The reply type of each operation. */
-export interface AgentReplies {
+export interface AgentReplies extends MigrationReplies {
   info: AgentInfo;
   run: JobInfo;
   adopt: JobInfo;

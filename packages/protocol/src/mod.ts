@@ -4,3 +4,4 @@ export * from './failure.js';
 export * from './envelope.js';
 export * from './subjects.js';
 export * from './agent-api.js';
+export * from './migration-api.js';

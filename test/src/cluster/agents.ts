@@ -36,6 +36,9 @@ export class AgentHandle {
     return join(this.host.stateDir, inside.slice('/srv/'.length));
   }
 
+  /** Extra environment for the agent (e.g. `DROVER_FAULT`); applies from the next start. */
+  env: Record<string, string> = {};
+
   /** Start (or restart) the agent and wait until it answers `info`. */
   async start(): Promise<void> {
     if (!existsSync(AGENT_MAIN)) throw new Error(`agent not built: ${AGENT_MAIN}`);
@@ -51,8 +54,6 @@ export class AgentHandle {
         AGENT_STATE_DIR,
         '--nats',
         nats.urls.join(','),
-        '--cgroup-parent',
-        `${this.tb.runId}-${this.host.name}`,
         '--heartbeat-ms',
         '500',
         '--stream-listen',
@@ -61,7 +62,10 @@ export class AgentHandle {
         'debug',
         ...this.extraArgs,
       ],
-      { name: 'agent', env: { PATH: `/usr/local/sbin:${process.env.PATH ?? '/usr/bin:/bin'}` } },
+      {
+        name: 'agent',
+        env: { PATH: `/usr/local/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`, ...this.env },
+      },
     );
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -80,6 +84,13 @@ export class AgentHandle {
         if (Date.now() > deadline) throw err;
       }
     }
+  }
+
+  /** Restart with `env` (kill -9, then start): jobs keep running across it. */
+  async restartWith(env: Record<string, string>): Promise<void> {
+    await this.kill();
+    this.env = env;
+    await this.start();
   }
 
   /** SIGKILL the agent process (its jobs keep running). */

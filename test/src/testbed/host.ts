@@ -82,6 +82,35 @@ function exitOf(child: ChildProcess): Promise<ProcessExit> {
 }
 
 /** An emulated host; create it through `Testbed.create`. */
+/**
+ * Before its namespaces are made, a host's init moves into a cgroup of its own in every
+ * hierarchy that allows it (`$1`, e.g. `<runId>-h1`); its cgroup namespace is then rooted there.
+ * Each host thus has private job cgroups, as separate machines do, and teardown finds them by
+ * the run id. cpuset is skipped (a new v1 cpuset has no CPUs until configured).
+ */
+const ENTER_OWN_CGROUPS = `
+name="$1"; shift
+awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
+  case "$mp" in */cpuset) continue ;; esac
+  mkdir -p "$mp/$name" 2>/dev/null && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null || true
+done
+exec "$@"
+`;
+
+/** Join the host's cgroups (`$1`) from the runner's side, then `exec nsenter "$@"`. */
+const JOIN_HOST_CGROUPS = `
+name="$1"; shift
+awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
+  [ -e "$mp/$name/cgroup.procs" ] && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null
+done
+exec nsenter "$@"
+`;
+
+/** Inside the host's mount and cgroup namespaces: mount each cgroup hierarchy afresh. */
+const REMOUNT_CGROUPS =
+  `awk '$3 == "cgroup" || $3 == "cgroup2" { print $2, $3, $4 }' /proc/self/mounts | ` +
+  `while read -r mp fs opts; do umount -l "$mp" && mount -t "$fs" -o "$opts" "$fs" "$mp" || exit 1; done && `;
+
 export class Host {
   /** `h1`..`hN`; also the host's hostname. */
   readonly name: string;
@@ -157,6 +186,9 @@ export class Host {
       // under another cannot be bound back by CRIU when it restores a job of this host.
       'hostname "$2" && { umount -l /run/netns 2>/dev/null; true; } && ' +
       'mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind "$1" /srv && ' +
+      // The cgroup hierarchies are mounted again inside the host's cgroup namespace, so the host
+      // sees its own cgroup as the root, as a real machine does.
+      REMOUNT_CGROUPS +
       `exec tini -- /bin/sh -c 'while :; do sleep 3600; done' "$3"`;
     const log = openSync(join(logDir, this.name, 'init.log'), 'a');
     try {
@@ -168,12 +200,18 @@ export class Host {
         'nsenter',
         [
           `--net=/run/netns/${this.netns}`,
+          '/bin/sh',
+          '-c',
+          ENTER_OWN_CGROUPS,
+          'sh',
+          names.cgroup(runId, this.name),
           'unshare',
           '--pid',
           '--fork',
           '--mount-proc',
           '--uts',
           '--ipc',
+          '--cgroup',
           '--kill-child',
           '/bin/sh',
           '-c',
@@ -231,18 +269,25 @@ export class Host {
 
   private nsenter(cwd: string | undefined): string[] {
     if (this.dead) throw new Error(`host ${this.name} is dead`);
+    // The command first joins the host's cgroups (paths as the runner sees them), then enters
+    // all its namespaces, the cgroup namespace included: so its /proc/self/cgroup, and what
+    // CRIU records for the jobs it dumps, are relative to the host, as on a real machine.
     // Root and working directory come from the host's init (`--root`, bare `--wd`), and `env -C`
     // changes directory inside the host: `--wd=DIR` would open DIR in the runner's mount
-    // namespace, and a process whose cwd lies there cannot be dumped by CRIU ("Can't lookup
-    // mount=N for fd=-3").
+    // namespace, and a process whose cwd lies there cannot be dumped ("Can't lookup mount=N").
     return [
-      'nsenter',
+      '/bin/sh',
+      '-c',
+      JOIN_HOST_CGROUPS,
+      'sh',
+      names.cgroup(this.#ctx.runId, this.name),
       `--target=${this.#initPid}`,
       '--net',
       '--pid',
       '--mount',
       '--uts',
       '--ipc',
+      '--cgroup',
       '--root',
       '--wd',
       '--',
@@ -310,6 +355,9 @@ export class Host {
       () => {
         if (child.exitCode !== null || child.signalCode !== null)
           throw new StopWaiting(`nsenter for ${cmd.join(' ')} exited before the command started`);
+        // The launcher is a shell joining the host's cgroups until it execs nsenter: its
+        // children before that are its own helpers, not the command.
+        if (exeName(nsenterPid) !== 'nsenter') return undefined;
         return children(nsenterPid)[0];
       },
       5000,

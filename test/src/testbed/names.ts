@@ -33,6 +33,8 @@ export const names = {
   netns: (runId: string, i: number) => `${runId}-h${i}`,
   /** Last argument of each host's keep-alive shell: marks tini's cmdline with the run. */
   marker: (runId: string, i: number) => `${runId}-h${i}`,
+  /** The host's own cgroup in every hierarchy (its cgroup namespace root). */
+  cgroup: (runId: string, host: string) => `${runId}-${host}`,
 } as const;
 
 /** Run ids of testbeds of this process not yet torn down: a sweep never touches these. */

@@ -213,6 +213,12 @@ export class Testbed {
     for (const h of this.hosts) runSync(['ip', 'link', 'del', h.veth]);
     for (const h of this.hosts) runSync(['ip', 'netns', 'del', h.netns]);
     runSync(['ip', 'link', 'del', this.bridge]);
+    // The hosts' cgroups empty as their processes die: retry for up to a second.
+    for (let i = 0; i < 50; i++) {
+      removeCgroups(this.runId);
+      if (!leaks(this.runId, this.#baseDir).some((l) => l.kind === 'cgroup')) break;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
     try {
       rmSync(this.runDir, { recursive: true, force: true });
       releaseSubnet(this.#baseDir, this.runId, this.subnet);

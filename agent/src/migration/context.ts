@@ -1,0 +1,49 @@
+/** What migrations need from the daemon: peers over NATS, the stream server, fault injection. */
+import type { AgentOp, AgentReplies, AgentRequest } from '@drover/protocol';
+import type { StreamServer } from '@drover/transfer';
+
+/**
+ * Fault injection for the test suites, set only from the agent's own environment
+ * (`DROVER_FAULT`, like CRIU's `CRIU_FAULT`), never from a message.
+ */
+export interface MigrationFaults {
+  /** Source: flip a byte in the Nth data frame after its checksum was computed. */
+  corruptFrameAt?: number;
+  /** Source: cut the stream after this many payload bytes. */
+  truncateAfterBytes?: number;
+  /** Source: pace the stream to at most this many bytes per second. */
+  throttleBytesPerSec?: number;
+}
+
+/** Parse `DROVER_FAULT` (`corrupt-frame=3,truncate=1000000,throttle=5000000`). */
+export function parseFaults(spec: string | undefined): MigrationFaults {
+  const out: MigrationFaults = {};
+  for (const part of (spec ?? '').split(',').filter(Boolean)) {
+    const [k, v] = part.split('=');
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) continue;
+    if (k === 'corrupt-frame') out.corruptFrameAt = n;
+    else if (k === 'truncate') out.truncateAfterBytes = n;
+    else if (k === 'throttle') out.throttleBytesPerSec = n;
+  }
+  return out;
+}
+
+/** Calls another agent's API. */
+export type PeerCall = <Op extends AgentOp>(
+  host: string,
+  op: Op,
+  req: AgentRequest<Op>,
+  timeoutMs?: number,
+) => Promise<AgentReplies[Op]>;
+
+/** Everything a migration uses beyond the Agent itself. */
+export interface MigrationContext {
+  call: PeerCall;
+  streams: StreamServer;
+  /** The address peers reach this agent's stream server at. */
+  advertise: { host: string; port: number };
+  faults: MigrationFaults;
+  /** TLS material for agent-to-agent streams, when certificates are configured. */
+  tls?: { key: string; cert: string; ca: string };
+}

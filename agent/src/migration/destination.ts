@@ -1,0 +1,311 @@
+/**
+ * The destination side of a live migration: prepare (capacity, abilities, a one-time stream
+ * token), receive the images into tmpfs, restore with the same PIDs, report the job running.
+ * Any failure cleans up everything it made here and tells the source in-band.
+ */
+import { randomBytes } from 'node:crypto';
+import { copyFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { JobCgroup } from '@drover/cgroup';
+import { DroverError, ErrorCode, toDroverError } from '@drover/common';
+import {
+  errorToFailure,
+  JobKind,
+  JobState,
+  MigrationState,
+  type AgentReplies,
+  type AgentRequest,
+  type MigrationRecord,
+} from '@drover/protocol';
+import { receiveFiles, type StreamReceiver } from '@drover/transfer';
+import { LIVE_STATES, type Agent } from '../agent.js';
+import { namespaceOptions } from '../checkpoint.js';
+import { availableMemory } from '../host-facts.js';
+import { toJobInfo, type JobRecord } from '../job-store.js';
+import { findMainProcess } from '../job-runtime.js';
+import { isSameLiveProcess, procEntry, startTicks } from '../procfs.js';
+import { cpuFlags } from '../preflight.js';
+import type { MigrationContext } from './context.js';
+import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
+import { makeScratch, removeScratch } from './scratch.js';
+import { LOG_FILES, STREAM_IDLE_MS } from './source.js';
+
+/** A prepared migration waits this long for its stream before giving up. */
+const PREPARE_TTL_MS = 60_000;
+
+/** Destination-side bookkeeping that does not survive a restart (it need not). */
+const live = new Map<string, { t0: number; timer: NodeJS.Timeout; scratch: string }>();
+
+/** Prepare to receive a job; refuses, changing nothing, when this host cannot take it. */
+export async function prepareMigration(
+  agent: Agent,
+  ctx: MigrationContext,
+  req: AgentRequest<'migrate-prepare'>,
+): Promise<AgentReplies['migrate-prepare']> {
+  const t0 = performance.now();
+  const job = req.job;
+  const refuse = (why: string, details: Record<string, unknown> = {}): never => {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `${agent.config.hostId} cannot take job ${job.id}: ${why}`,
+      {
+        details: { jobId: job.id, host: agent.config.hostId, ...details },
+      },
+    );
+  };
+  const existing = await agent.store.load(job.id).catch(() => null);
+  if (existing && LIVE_STATES.includes(existing.state))
+    refuse(`a job ${job.id} is already ${existing.state} here`);
+  if (agent.store.jobDir(job.id) !== job.jobDir) {
+    refuse(
+      `its job directory ${job.jobDir} differs from this host's ${agent.store.jobDir(job.id)} (use the same state dir on every host)`,
+    );
+  }
+  const available = (await availableMemory()) - agent.config.reserveMemoryBytes;
+  if (req.memoryBytes > available) {
+    refuse(
+      `not enough memory (needs ${mib(req.memoryBytes)} MiB, ${mib(Math.max(0, available))} MiB available)`,
+      {
+        reason: 'capacity',
+        neededBytes: req.memoryBytes,
+        availableBytes: available,
+      },
+    );
+  }
+  const liveJobs = (await agent.store.list()).filter((j) => LIVE_STATES.includes(j.state)).length;
+  if (liveJobs >= agent.config.maxJobs)
+    refuse(`it already runs ${liveJobs} jobs (limit ${agent.config.maxJobs})`, {
+      reason: 'capacity',
+    });
+  const mine = new Set(await cpuFlags());
+  const missing = req.cpuFlags.filter((f) => !mine.has(f));
+  if (missing.length)
+    refuse(`its CPU lacks ${missing.join(' ')}`, { reason: 'cpu', missingFlags: missing });
+  if (req.mode === 'post-copy' && !agent.features.lazyPages)
+    refuse('CRIU here has no lazy pages (post-copy)');
+  if (job.kind === JobKind.adopted) {
+    const taken = req.pids.filter((p) => {
+      const e = procEntry(p);
+      return e !== null && e.state !== 'Z';
+    });
+    if (taken.length)
+      refuse(`the adopted tree's PIDs ${taken.join(', ')} are in use here`, { takenPids: taken });
+  }
+
+  const store = new MigrationStore(agent.config.stateDir);
+  const rec: MigrationRecord = {
+    migrationId: req.migrationId,
+    jobId: job.id,
+    role: 'destination',
+    source: req.source,
+    destination: agent.config.hostId,
+    mode: req.mode,
+    state: MigrationState.prepared,
+    startedAt: new Date().toISOString(),
+    updatedAt: '',
+    timeline: [],
+    stats: {
+      frozenMs: 0,
+      dumpMs: 0,
+      transferMs: 0,
+      restoreMs: 0,
+      totalMs: 0,
+      bytes: 0,
+      files: 0,
+      pages: 0,
+    },
+    error: null,
+    note: null,
+  };
+  advance(rec, MigrationState.prepared, t0);
+  await store.save(rec);
+  const scratch = await makeScratch(
+    agent.config.hostId,
+    rec.migrationId,
+    'images',
+    agent.config.stateDir,
+  );
+  const token = randomBytes(32).toString('hex');
+  const timer = setTimeout(
+    () =>
+      void abortMigration(
+        agent,
+        ctx,
+        { migrationId: rec.migrationId },
+        'no stream arrived in time',
+      ),
+    PREPARE_TTL_MS,
+  );
+  timer.unref();
+  live.set(rec.migrationId, { t0, timer, scratch: scratch.dir });
+  ctx.streams.expect(rec.migrationId, token, (receiver) =>
+    receive(agent, ctx, rec.migrationId, job, receiver),
+  );
+  return {
+    streamHost: ctx.advertise.host,
+    streamPort: ctx.advertise.port,
+    token,
+    scratchDir: scratch.dir,
+  };
+}
+
+/** The stream arrived: take the images, restore, answer. */
+async function receive(
+  agent: Agent,
+  ctx: MigrationContext,
+  migrationId: string,
+  job: AgentRequest<'migrate-prepare'>['job'],
+  receiver: StreamReceiver,
+): Promise<void> {
+  const store = new MigrationStore(agent.config.stateDir);
+  const state = live.get(migrationId);
+  if (!state) {
+    await receiver.sendError(
+      new DroverError(ErrorCode.NotFound, `migration ${migrationId} is not prepared here`),
+    );
+    return;
+  }
+  clearTimeout(state.timer);
+  const rec = await store.load(migrationId, 'destination');
+  let cg: JobCgroup | null = null;
+  let created = false;
+  try {
+    advance(rec, MigrationState.receiving, state.t0);
+    await store.save(rec);
+    const got = await receiveFiles(receiver, state.scratch, { idleTimeoutMs: STREAM_IDLE_MS });
+    rec.stats.bytes = got.bytes;
+    rec.stats.files = got.files;
+    advance(rec, MigrationState.restoring, state.t0);
+    await store.save(rec);
+    const tRestore = performance.now();
+    const restored = await receiver.keepAlive(
+      agent.withJob(job.id, async () => {
+        const jobDir = await agent.store.createJobDir(job.id);
+        created = true;
+        for (const [name, file] of Object.entries(LOG_FILES)) {
+          await copyFile(join(state.scratch, name), join(jobDir, file)).catch(() => undefined);
+          await rm(join(state.scratch, name), { force: true });
+        }
+        await rm(join(jobDir, 'exit-status'), { force: true });
+        cg = await JobCgroup.create({
+          jobId: job.id,
+          parent: agent.config.cgroupParent,
+          stateDir: jobDir,
+          logger: agent.log,
+          ...(job.memoryLimitBytes !== null ? { memoryLimitBytes: job.memoryLimitBytes } : {}),
+        });
+        const r = await agent.criu.restore({
+          imagesDir: state.scratch,
+          // Same cgroup paths as on the source (every agent uses the same parent name; each
+          // host has its own cgroup tree).
+          manageCgroups: 'soft',
+          ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
+          ...namespaceOptions(job),
+        });
+        const record: JobRecord = {
+          ...agent.blankRecord(job.id, jobDir),
+          ...job,
+          jobDir,
+          host: agent.config.hostId,
+          state: JobState.running,
+          rootPid: r.pid,
+          rootStartTicks: startTicks(r.pid),
+          restoredFrom: migrationId,
+          note: `migrated from ${rec.source} by ${migrationId}`,
+        };
+        if (job.kind === JobKind.namespaced) Object.assign(record, findMainProcess(r.pid));
+        else Object.assign(record, { mainPid: r.pid, mainPidInside: r.pid });
+        await agent.store.save(record);
+        agent.watch(record);
+        agent.event(record);
+        return record;
+      }),
+    );
+    rec.stats.restoreMs = Math.round(performance.now() - tRestore);
+    advance(rec, MigrationState.running, state.t0);
+    await store.save(rec);
+    await receiver.sendResult({ job: toJobInfo(restored), restoreMs: rec.stats.restoreMs });
+    await removeScratch(agent.config.hostId, migrationId, agent.config.stateDir);
+  } catch (err) {
+    const first = toDroverError(err);
+    // Clean up before answering: an ERROR tells the source it may thaw its original, so nothing
+    // restored here may still exist by then.
+    await cleanup(agent, job.id, cg, created).catch((e: unknown) => first.suppress(e));
+    await receiver.sendError(first);
+    rec.error = errorToFailure(first);
+    advance(rec, MigrationState.aborted, state.t0);
+    await store.save(rec).catch(() => undefined);
+    await removeScratch(agent.config.hostId, migrationId, agent.config.stateDir).catch(
+      () => undefined,
+    );
+    agent.log.warn('incoming migration failed; cleaned up', { migrationId, err: first });
+  } finally {
+    live.delete(migrationId);
+  }
+}
+
+/** Kill whatever a failed restore left and forget the job here. */
+async function cleanup(
+  agent: Agent,
+  jobId: string,
+  cg: JobCgroup | null,
+  created: boolean,
+): Promise<void> {
+  agent.release(jobId);
+  const group =
+    cg ?? (await JobCgroup.open({ jobId, parent: agent.config.cgroupParent }).catch(() => null));
+  await group?.destroy({ force: true });
+  if (created) await agent.store.remove(jobId);
+}
+
+/** Abort: before the source committed, undo everything here (a restored job is killed). */
+export async function abortMigration(
+  agent: Agent,
+  ctx: MigrationContext,
+  req: AgentRequest<'migrate-abort'>,
+  why = 'the source aborted',
+): Promise<MigrationRecord> {
+  const store = new MigrationStore(agent.config.stateDir);
+  const rec = await store.load(req.migrationId, 'destination');
+  if (FINAL_STATES.includes(rec.state)) return rec;
+  const state = live.get(req.migrationId);
+  if (state) clearTimeout(state.timer);
+  ctx.streams.cancel(req.migrationId);
+  await agent.withJob(rec.jobId, async () => {
+    const job = await agent.store.load(rec.jobId).catch(() => null);
+    const ours = job !== null && job.restoredFrom === rec.migrationId;
+    if (ours && job.rootPid !== null && isSameLiveProcess(job.rootPid, job.rootStartTicks)) {
+      await cleanup(agent, rec.jobId, null, true);
+    } else if (ours) {
+      await agent.store.remove(rec.jobId);
+    }
+  });
+  rec.note = why;
+  advance(rec, MigrationState.aborted, 0);
+  await store.save(rec);
+  await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir);
+  live.delete(req.migrationId);
+  return rec;
+}
+
+/** The source discarded its copy: the migration is over. */
+export async function commitMigration(
+  agent: Agent,
+  req: AgentRequest<'migrate-commit'>,
+): Promise<MigrationRecord> {
+  const store = new MigrationStore(agent.config.stateDir);
+  const rec = await store.load(req.migrationId, 'destination');
+  if (rec.state !== MigrationState.running) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `migration ${rec.migrationId} is ${rec.state}, not running`,
+    );
+  }
+  advance(rec, MigrationState.done, 0);
+  await store.save(rec);
+  return rec;
+}
+
+function mib(n: number): number {
+  return Math.round(n / 1048576);
+}

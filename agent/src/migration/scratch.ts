@@ -1,0 +1,50 @@
+/** Scratch directories for images in flight: on tmpfs, so a migration never writes images to disk. */
+import { mkdir, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const TMPFS_MAGIC = 0x01021994;
+
+/** Candidate RAM-backed roots, best first. */
+const ROOTS = ['/dev/shm', '/run'];
+
+/** True when `path` is on tmpfs. */
+export async function isTmpfs(path: string): Promise<boolean> {
+  try {
+    return (await statfs(path)).type === TMPFS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Create `<tmpfs root>/drover/<hostId>/<migrationId>/<name>` (0700). Falls back to the state
+ * directory only when the host has no tmpfs at all; `onDisk` says so, and the record notes it.
+ */
+export async function makeScratch(
+  hostId: string,
+  migrationId: string,
+  name: string,
+  fallbackDir: string,
+): Promise<{ dir: string; onDisk: boolean }> {
+  for (const root of ROOTS) {
+    if (await isTmpfs(root)) {
+      const dir = join(root, 'drover', hostId, migrationId, name);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      return { dir, onDisk: false };
+    }
+  }
+  const dir = join(fallbackDir, 'scratch', migrationId, name);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return { dir, onDisk: true };
+}
+
+/** Remove every scratch directory of a migration. */
+export async function removeScratch(
+  hostId: string,
+  migrationId: string,
+  fallbackDir: string,
+): Promise<void> {
+  for (const root of ROOTS)
+    await rm(join(root, 'drover', hostId, migrationId), { recursive: true, force: true });
+  await rm(join(fallbackDir, 'scratch', migrationId), { recursive: true, force: true });
+}

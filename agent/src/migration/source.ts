@@ -1,0 +1,426 @@
+/**
+ * The source side of a live migration: one linear sequence with a single rollback exit.
+ * prepare (destination) → freeze (checkpointing guard) → dump to tmpfs, leaving the tree frozen
+ * → stream the images → the destination restores and reports the job running → only then the
+ * original is discarded. Before that report every failure thaws the original where it was.
+ */
+import { existsSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CheckpointGuard, JobCgroup } from '@drover/cgroup';
+import { DroverError, ErrorCode, newId, toDroverError } from '@drover/common';
+import {
+  errorToFailure,
+  JobState,
+  MigrationState,
+  type AgentRequest,
+  type JobInfo,
+  type MigrationMode,
+  type MigrationRecord,
+} from '@drover/protocol';
+import { isTransferError, StreamClient } from '@drover/transfer';
+import type { Agent } from '../agent.js';
+import { namespaceOptions } from '../checkpoint.js';
+import type { JobRecord } from '../job-store.js';
+import { isSameLiveProcess, processTree } from '../procfs.js';
+import { hostAddresses, preflight, type DestinationFacts } from '../preflight.js';
+import type { MigrationContext } from './context.js';
+import { advance, MigrationStore } from './migration-store.js';
+import { makeScratch, removeScratch } from './scratch.js';
+
+/** Files of the job directory that travel with the images (their names in the stream). */
+export const LOG_FILES = {
+  'drover-log-stdout': 'stdout.log',
+  'drover-log-stderr': 'stderr.log',
+} as const;
+
+/** A stream with no frame for this long is a dead link (both sides give up). */
+export const STREAM_IDLE_MS = 5000;
+
+/** Jobs above this size go post-copy under `auto` when both hosts can. */
+const AUTO_POSTCOPY_BYTES = 512 * 1024 * 1024;
+
+/** Migrate a job off this host. Caller holds no lock; this takes the job's. */
+export function migrateJob(
+  agent: Agent,
+  ctx: MigrationContext,
+  req: AgentRequest<'migrate'>,
+): Promise<MigrationRecord> {
+  return agent.withJob(req.jobId, () => runMigration(agent, ctx, req));
+}
+
+async function runMigration(
+  agent: Agent,
+  ctx: MigrationContext,
+  req: AgentRequest<'migrate'>,
+): Promise<MigrationRecord> {
+  const t0 = performance.now();
+  const job = await agent.liveJob(req.jobId);
+  if (job.state !== JobState.running) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `job ${job.id} is ${job.state}; only running jobs migrate`,
+      {
+        details: { jobId: job.id, state: job.state },
+      },
+    );
+  }
+  if (req.destination === agent.config.hostId) {
+    throw new DroverError(
+      ErrorCode.InvalidArgument,
+      `job ${job.id} is already on ${req.destination}`,
+    );
+  }
+  const cg = await agent.cgroupOf(job);
+  const memoryBytes = (await cg.memoryUsage().catch(() => 0)) || 0;
+  const destInfo = await ctx.call(req.destination, 'info', {}, 5000);
+  const mode = chooseMode(req.mode ?? 'auto', agent, destInfo.criu, memoryBytes);
+  if (req.force !== true) {
+    const report = await preflight(
+      { jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() },
+      destinationFacts(job, req.destination, destInfo.cpuFlags, ctx.call),
+    );
+    if (!report.ok) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `job ${job.id} cannot move to ${req.destination}: ${report.reasons.map((r) => r.message).join('; ')}`,
+        { details: { jobId: job.id, reasons: report.reasons } },
+      );
+    }
+  }
+  const store = new MigrationStore(agent.config.stateDir);
+  const rec: MigrationRecord = {
+    migrationId: newId('mig'),
+    jobId: job.id,
+    role: 'source',
+    source: agent.config.hostId,
+    destination: req.destination,
+    mode,
+    state: MigrationState.preparing,
+    startedAt: new Date().toISOString(),
+    updatedAt: '',
+    timeline: [],
+    stats: {
+      frozenMs: 0,
+      dumpMs: 0,
+      transferMs: 0,
+      restoreMs: 0,
+      totalMs: 0,
+      bytes: 0,
+      files: 0,
+      pages: 0,
+    },
+    error: null,
+    note: null,
+  };
+  advance(rec, MigrationState.preparing, t0);
+  await store.save(rec);
+  job.state = JobState.migrating;
+  await agent.store.save(job);
+  agent.event(job);
+  const progress = (phase: string, extra: Record<string, unknown> = {}): void =>
+    agent.publish('migration', { migrationId: rec.migrationId, jobId: job.id, phase, ...extra });
+
+  let guard: CheckpointGuard | null = null;
+  let doneSent = false;
+  let tFreeze = 0;
+  try {
+    const prepared = await ctx.call(req.destination, 'migrate-prepare', {
+      migrationId: rec.migrationId,
+      source: agent.config.hostId,
+      mode,
+      job: migratingJob(job),
+      memoryBytes,
+      cpuFlags: (await agent.info()).cpuFlags,
+      pids: processTree(job.rootPid!).map((p) => p.pid),
+    });
+    advance(rec, MigrationState.prepared, t0);
+    progress('prepared');
+
+    const scratch = await makeScratch(
+      agent.config.hostId,
+      rec.migrationId,
+      'images',
+      agent.config.stateDir,
+    );
+    if (scratch.onDisk)
+      rec.note = 'no tmpfs on this host: images passed through the state directory';
+    tFreeze = performance.now();
+    guard = await cg.freezeForCheckpoint();
+    advance(rec, MigrationState.frozen, t0);
+    await store.save(rec);
+
+    advance(rec, MigrationState.dumping, t0);
+    // leave-running: the tree stays, frozen by our guard, until the destination runs it.
+    const dump = await agent.criu.dump({
+      pid: job.rootPid!,
+      imagesDir: scratch.dir,
+      leaveRunning: true,
+      ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
+      ...namespaceOptions(job),
+    });
+    rec.stats.dumpMs = Math.round(dump.durationMs);
+    progress('dumped', { dumpMs: rec.stats.dumpMs });
+
+    advance(rec, MigrationState.transferring, t0);
+    await store.save(rec);
+    const tTransfer = performance.now();
+    const client = await StreamClient.connect({
+      host: prepared.streamHost,
+      port: prepared.streamPort,
+      migrationId: rec.migrationId,
+      token: prepared.token,
+      ...(ctx.tls ? { tls: ctx.tls } : {}),
+      faults: ctx.faults,
+      idleTimeoutMs: STREAM_IDLE_MS,
+      onProgress: (p) =>
+        progress('transferring', {
+          bytes: p.bytes,
+          rateBytesPerSec: Math.round(p.rateBytesPerSec),
+        }),
+    });
+    let result: { job: JobInfo; restoreMs: number };
+    try {
+      const sent = await client.sendDirectory(scratch.dir);
+      for (const [name, file] of Object.entries(LOG_FILES)) {
+        if (existsSync(join(job.jobDir, file))) await client.sendFile(join(job.jobDir, file), name);
+      }
+      rec.stats.files = sent.files;
+      rec.stats.bytes = sent.bytes;
+      rec.stats.pages = await countPages(scratch.dir);
+      rec.stats.transferMs = Math.round(performance.now() - tTransfer);
+      advance(rec, MigrationState.awaiting, t0);
+      doneSent = true;
+      result = (await client.finish()) as { job: JobInfo; restoreMs: number };
+    } catch (err) {
+      await client.abort(toDroverError(err));
+      throw err;
+    }
+    rec.stats.restoreMs = result.restoreMs;
+    rec.stats.frozenMs = Math.round(performance.now() - tFreeze);
+    await commit(agent, ctx, store, rec, job, cg, guard, t0);
+    guard = null;
+    await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir);
+    progress('done', { stats: rec.stats });
+    return rec;
+  } catch (err) {
+    const first = toDroverError(err);
+    if (doneSent && !isRemoteRefusal(err)) {
+      // The destination may have restored the job: ask it before touching the original.
+      const outcome = await settleWithDestination(ctx, rec);
+      if (outcome === 'running') {
+        await commit(agent, ctx, store, rec, job, cg, guard, t0);
+        return rec;
+      }
+      if (outcome === 'unknown') {
+        advance(rec, MigrationState.inDoubt, t0);
+        rec.error = errorToFailure(first);
+        rec.note =
+          'the destination could not be asked whether it runs the job; the original stays frozen';
+        await store.save(rec);
+        throw first.suppress(new Error(rec.note));
+      }
+    } else {
+      await ctx
+        .call(req.destination, 'migrate-abort', { migrationId: rec.migrationId }, 5000)
+        .catch((e: unknown) => {
+          // An unreachable destination cannot have restored anything before DONE: safe to go on.
+          first.suppress(e);
+        });
+    }
+    await rollback(agent, store, rec, job, guard, first, t0);
+    throw first;
+  } finally {
+    if (rec.state === MigrationState.rolledBack) {
+      await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir).catch(
+        () => undefined,
+      );
+    }
+  }
+}
+
+/** The destination runs the job: discard the frozen original and finish the record. */
+async function commit(
+  agent: Agent,
+  ctx: MigrationContext,
+  store: MigrationStore,
+  rec: MigrationRecord,
+  job: JobRecord,
+  cg: JobCgroup,
+  guard: CheckpointGuard | null,
+  t0: number,
+): Promise<void> {
+  advance(rec, MigrationState.committing, t0);
+  await store.save(rec);
+  agent.release(job.id);
+  await guard?.release({ thaw: false });
+  // Kills what is left of the original (thawing first where a v1 freezer needs it to die).
+  await cg.destroy({ force: true });
+  job.state = JobState.migrated;
+  job.note = `moved to ${rec.destination} by ${rec.migrationId}`;
+  job.rootPid = null;
+  job.mainPid = null;
+  job.rootStartTicks = null;
+  await agent.store.save(job);
+  agent.event(job);
+  await ctx
+    .call(rec.destination, 'migrate-commit', { migrationId: rec.migrationId }, 5000)
+    .catch((err: unknown) =>
+      agent.log.warn('destination missed the commit; it finishes on its own', {
+        err,
+        migrationId: rec.migrationId,
+      }),
+    );
+  rec.stats.totalMs = Math.round(performance.now() - t0);
+  advance(rec, MigrationState.done, t0);
+  await store.save(rec);
+  agent.log.info('migrated', { jobId: job.id, to: rec.destination, stats: rec.stats });
+}
+
+/** Thaw the original where it was and record why. */
+async function rollback(
+  agent: Agent,
+  store: MigrationStore,
+  rec: MigrationRecord,
+  job: JobRecord,
+  guard: CheckpointGuard | null,
+  first: DroverError,
+  t0: number,
+): Promise<void> {
+  try {
+    if (guard) await guard.release({ thaw: true });
+  } catch (e) {
+    first.suppress(e);
+  }
+  job.state =
+    job.rootPid !== null && isSameLiveProcess(job.rootPid, job.rootStartTicks)
+      ? JobState.running
+      : JobState.lost;
+  if (job.state === JobState.lost)
+    job.note = `lost during migration ${rec.migrationId}: ${first.message}`;
+  await agent.store.save(job).catch((e: unknown) => first.suppress(e));
+  agent.event(job);
+  rec.error = errorToFailure(first);
+  advance(rec, MigrationState.rolledBack, t0);
+  await store.save(rec).catch((e: unknown) => first.suppress(e));
+  agent.log.warn('migration rolled back; the job runs here as before', {
+    jobId: job.id,
+    err: first,
+  });
+}
+
+/** Ask the destination (over NATS, not the broken stream) what became of the migration. */
+export async function settleWithDestination(
+  ctx: MigrationContext,
+  rec: MigrationRecord,
+  attempts = 10,
+): Promise<'running' | 'aborted' | 'unknown'> {
+  for (let i = 0; i < attempts; i++) {
+    try {
+      const st = await ctx.call(
+        rec.destination,
+        'migrate-status',
+        { migrationId: rec.migrationId },
+        2000,
+      );
+      if (st.state === MigrationState.running || st.state === MigrationState.done) return 'running';
+      if (st.state === MigrationState.restoring || st.state === MigrationState.receiving) {
+        await sleep(500); // still at work: let it finish or fail
+        continue;
+      }
+      await ctx.call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId }, 5000);
+      return 'aborted';
+    } catch (err) {
+      if (err instanceof DroverError && err.code === ErrorCode.NotFound) return 'aborted';
+      await sleep(500);
+    }
+  }
+  return 'unknown';
+}
+
+/** A refusal the destination sent in-band: it has cleaned up and runs nothing. */
+function isRemoteRefusal(err: unknown): boolean {
+  return isTransferError(err, 'remote');
+}
+
+function chooseMode(
+  asked: MigrationMode,
+  agent: Agent,
+  dest: { lazyPages: boolean; memTrack: boolean },
+  memoryBytes: number,
+): Exclude<MigrationMode, 'auto'> {
+  if (asked === 'pre-copy' && !(agent.features.memTrack && dest.memTrack)) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      'pre-copy needs memory tracking (soft-dirty) on both hosts, and this kernel has none (CONFIG_MEM_SOFT_DIRTY is off); use stop-copy or post-copy',
+      {
+        details: {
+          feature: 'mem_track',
+          source: agent.features.memTrack,
+          destination: dest.memTrack,
+        },
+      },
+    );
+  }
+  if (asked === 'post-copy' || asked === 'pre-copy') {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `${asked} is not available in this version; use stop-copy`,
+      {
+        details: { mode: asked },
+      },
+    );
+  }
+  // auto: stop-and-copy until post-copy ships (see docs/MIGRATION.md).
+  void memoryBytes;
+  void AUTO_POSTCOPY_BYTES;
+  return 'stop-copy';
+}
+
+function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
+  return {
+    id: j.id,
+    name: j.name,
+    kind: j.kind,
+    command: j.command,
+    cwd: j.cwd,
+    env: j.env,
+    ...(j.hostname !== null ? { hostname: j.hostname } : {}),
+    ...(j.memoryLimitBytes !== null ? { memoryLimitBytes: j.memoryLimitBytes } : {}),
+    shellJob: j.shellJob,
+    startedAt: j.startedAt,
+    jobDir: j.jobDir,
+  } as AgentRequest<'migrate-prepare'>['job'];
+}
+
+/**
+ * What preflight needs to know about a destination. The job's own directory (its logs) is left
+ * out of the file check: the destination creates it and the logs travel with the images.
+ */
+export function destinationFacts(
+  job: Pick<JobRecord, 'jobDir'>,
+  host: string,
+  cpuFlags: readonly string[],
+  call: MigrationContext['call'],
+): DestinationFacts {
+  const own = `${job.jobDir}/`;
+  return {
+    host,
+    cpuFlags,
+    checkFiles: (files) =>
+      call(host, 'files-check', { files: files.filter((f) => !f.path.startsWith(own)) }),
+  };
+}
+
+/** Memory pages in an image directory (pages-*.img are raw 4 KiB pages). */
+async function countPages(dir: string): Promise<number> {
+  let bytes = 0;
+  for (const f of await readdir(dir)) {
+    if (f.startsWith('pages-') && f.endsWith('.img')) bytes += (await stat(join(dir, f))).size;
+  }
+  return Math.floor(bytes / 4096);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

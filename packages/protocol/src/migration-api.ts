@@ -1,0 +1,152 @@
+/** Live migration between agents: modes, states, records and the messages agents exchange. */
+import type { Failure } from './failure.js';
+import { ID_PATTERN } from './subjects.js';
+import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
+
+/** How memory moves. */
+export const MigrationMode = {
+  auto: 'auto',
+  stopCopy: 'stop-copy',
+  postCopy: 'post-copy',
+  preCopy: 'pre-copy',
+} as const;
+export type MigrationMode = (typeof MigrationMode)[keyof typeof MigrationMode];
+export const MIGRATION_MODES = ['auto', 'stop-copy', 'post-copy', 'pre-copy'] as const;
+
+/**
+ * Migration states (see docs/MIGRATION.md for who moves between them).
+ * Source: preparing → frozen → dumping → transferring → awaiting → committing → done,
+ * or → rolled-back; `in-doubt` when the destination cannot be asked whether it runs the job.
+ * Destination: prepared → receiving → restoring → running → done, or → aborted.
+ */
+export const MigrationState = {
+  preparing: 'preparing',
+  prepared: 'prepared',
+  frozen: 'frozen',
+  dumping: 'dumping',
+  transferring: 'transferring',
+  awaiting: 'awaiting',
+  receiving: 'receiving',
+  restoring: 'restoring',
+  running: 'running',
+  committing: 'committing',
+  done: 'done',
+  rolledBack: 'rolled-back',
+  aborted: 'aborted',
+  inDoubt: 'in-doubt',
+} as const;
+export type MigrationState = (typeof MigrationState)[keyof typeof MigrationState];
+
+/** Figures of one migration (the ones P.Haul and `podman --print-stats` report). */
+export interface MigrationStats {
+  /** Time the job was frozen: its downtime. */
+  frozenMs: number;
+  dumpMs: number;
+  transferMs: number;
+  restoreMs: number;
+  totalMs: number;
+  bytes: number;
+  files: number;
+  /** Memory pages in the image (4 KiB each). */
+  pages: number;
+}
+
+/** A migration as either agent records it. */
+export interface MigrationRecord {
+  migrationId: string;
+  jobId: string;
+  role: 'source' | 'destination';
+  source: string;
+  destination: string;
+  mode: Exclude<MigrationMode, 'auto'>;
+  state: MigrationState;
+  startedAt: string;
+  updatedAt: string;
+  /** Phase timestamps (ms since start), for a per-phase timeline. */
+  timeline: { phase: string; atMs: number }[];
+  stats: MigrationStats;
+  error: Failure | null;
+  note: string | null;
+}
+
+/** What the destination needs to know about the job it will receive. */
+export interface MigratingJob {
+  id: string;
+  name: string;
+  kind: 'namespaced' | 'adopted';
+  command: string[];
+  cwd: string;
+  env: Record<string, string>;
+  hostname: string | null;
+  memoryLimitBytes: number | null;
+  shellJob: boolean;
+  startedAt: string;
+  jobDir: string;
+}
+
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+
+/** Schema of MigratingJob on the wire. */
+export const migratingJobSchema = obj({
+  id: id(),
+  name: str({ min: 1, max: 128 }),
+  kind: oneOf(['namespaced', 'adopted'] as const),
+  command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
+  cwd: str({ min: 1, max: 4096, pattern: /^\// }),
+  env: dict(str({ max: 8192 }), { maxKeys: 256 }),
+  hostname: opt(str({ min: 1, max: 63 })),
+  memoryLimitBytes: opt(int()),
+  shellJob: bool(),
+  startedAt: str({ max: 64 }),
+  jobDir: str({ min: 1, max: 4096, pattern: /^\// }),
+});
+
+/** Migration operations served by every agent. */
+export const MigrationOps = {
+  /** On the source: move a job to `destination`. */
+  migrate: obj({
+    jobId: id(),
+    destination: id(),
+    mode: opt(oneOf(MIGRATION_MODES)),
+    /** Move even if preflight finds reasons (the operator knows better). */
+    force: opt(bool()),
+  }),
+  /** On the destination: get ready to receive (capacity, abilities, a one-time stream token). */
+  'migrate-prepare': obj({
+    migrationId: id(),
+    source: id(),
+    mode: oneOf(['stop-copy', 'post-copy', 'pre-copy'] as const),
+    job: migratingJob(),
+    memoryBytes: int(),
+    cpuFlags: arr(str({ max: 64 }), { max: 1024 }),
+    pids: arr(int({ min: 1 }), { max: 65536 }),
+  }),
+  /** On the destination: give up (kill what was restored unless committed, clean up). */
+  'migrate-abort': obj({ migrationId: id() }),
+  /** On the destination: the source has discarded its copy. */
+  'migrate-commit': obj({ migrationId: id() }),
+  /** On either: the record of a migration. */
+  'migrate-status': obj({ migrationId: id() }),
+  'migrations-list': obj({}),
+} as const;
+
+function migratingJob(): Schema<MigratingJob> {
+  const s = migratingJobSchema;
+  return {
+    kind: 'object',
+    parse(v, path) {
+      const p = s.parse(v, path);
+      return { ...p, hostname: p.hostname ?? null, memoryLimitBytes: p.memoryLimitBytes ?? null };
+    },
+  };
+}
+
+/** Replies of the migration operations. */
+export interface MigrationReplies {
+  migrate: MigrationRecord;
+  'migrate-prepare': { streamHost: string; streamPort: number; token: string; scratchDir: string };
+  'migrate-abort': MigrationRecord;
+  'migrate-commit': MigrationRecord;
+  'migrate-status': MigrationRecord;
+  'migrations-list': { migrations: MigrationRecord[] };
+}

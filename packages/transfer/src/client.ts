@@ -1,0 +1,282 @@
+/**
+ * StreamClient: the source agent's side of an image-set stream — connect and authenticate, send
+ * files as FILE/DATA/FILE_END with backpressure, then DONE, and wait for the receiver's RESULT.
+ */
+import { createHash } from 'node:crypto';
+import { open, readdir } from 'node:fs/promises';
+import net from 'node:net';
+import { basename, join } from 'node:path';
+import tls from 'node:tls';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DroverError, ErrorCode, nullLogger, toDroverError, type Logger } from '@drover/common';
+import { json } from '@drover/protocol';
+import { FrameChannel, asStreamError } from './channel.js';
+import { TransferError } from './errors.js';
+import { FRAME_HEADER_BYTES, encodeFrame } from './frame.js';
+import {
+  TRANSFER_PROTOCOL_VERSION,
+  acceptSchema,
+  fileNameProblem,
+  parseJsonFrame,
+  protocolError,
+  type Totals,
+} from './messages.js';
+import { ProgressMeter, type ProgressCallback, type TransferProgress } from './progress.js';
+
+/** Largest DATA frame the client sends (the codec allows 4 MiB). */
+export const DATA_CHUNK_BYTES = 1024 * 1024;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+
+/** Client-side TLS: present `cert`/`key`, verify the server against `ca`. */
+export interface ClientTlsOptions {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca: string | Buffer | Array<string | Buffer>;
+  /** Name to verify the server certificate against (default: `host`). */
+  servername?: string;
+}
+
+/**
+ * TEST-ONLY fault injection. Set only from code (never derived from any wire message or
+ * config); production callers leave it undefined. Used by unit and end-to-end tests to corrupt
+ * or cut a stream deterministically.
+ */
+export interface TransferFaults {
+  /** Flip one payload byte of the DATA frame with this 0-based index, after its CRC is computed. */
+  corruptFrameAt?: number;
+  /** Send only the first N file-payload bytes (cutting a DATA frame short), then close. */
+  truncateAfterBytes?: number;
+  /** Pace file payload to at most this many bytes per second (frames of ≤ 1/10 s each). */
+  throttleBytesPerSec?: number;
+}
+
+/** Options of `StreamClient.connect`. */
+export interface StreamClientOptions {
+  host: string;
+  port: number;
+  migrationId: string;
+  /** The one-time token the receiver expects for `migrationId`. */
+  token: string;
+  /** Connect with mutual TLS. */
+  tls?: ClientTlsOptions;
+  /** Limit for TCP connect + TLS + HELLO/ACCEPT, each. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Limit for a stalled write (no `drain`) and for silence while awaiting RESULT. Default 10 s. */
+  idleTimeoutMs?: number;
+  onProgress?: ProgressCallback;
+  logger?: Logger;
+  /** TEST-ONLY: see `TransferFaults`. */
+  faults?: TransferFaults;
+}
+
+/** The sending end of one migration's stream. Methods must be called one at a time. */
+export class StreamClient {
+  private readonly meter: ProgressMeter;
+  private readonly idleMs: number;
+  private readonly faults: TransferFaults;
+  private readonly chunkBytes: number;
+  private readonly started = performance.now();
+  private dataFrames = 0;
+  private dataBytes = 0;
+  private busy = false;
+  private finished = false;
+
+  private constructor(
+    private readonly channel: FrameChannel,
+    options: StreamClientOptions,
+  ) {
+    this.meter = new ProgressMeter(options.onProgress);
+    this.idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.faults = options.faults ?? {};
+    const rate = this.faults.throttleBytesPerSec;
+    this.chunkBytes = rate
+      ? Math.max(1, Math.min(DATA_CHUNK_BYTES, Math.floor(rate / 10)))
+      : DATA_CHUNK_BYTES;
+  }
+
+  /**
+   * Connect, send HELLO and wait for ACCEPT. Rejects with a TransferError: `link`/`timeout`
+   * (UNAVAILABLE, retryable), `auth` for a refused TLS certificate, or `remote` with
+   * `details.remoteKind` 'auth' when the receiver refused the token.
+   */
+  static async connect(options: StreamClientOptions): Promise<StreamClient> {
+    const logger = (options.logger ?? nullLogger).child({
+      component: 'transfer',
+      migrationId: options.migrationId,
+    });
+    const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const t = options.tls;
+    const socket = t
+      ? tls.connect({
+          host: options.host,
+          port: options.port,
+          key: t.key,
+          cert: t.cert,
+          ca: t.ca,
+          minVersion: 'TLSv1.2',
+          ...(t.servername === undefined ? {} : { servername: t.servername }),
+        })
+      : net.connect({ host: options.host, port: options.port });
+    const channel = new FrameChannel(socket, logger);
+    try {
+      await channel.waitFor(t ? 'secureConnect' : 'connect', timeoutMs, 'the connection');
+      await channel.sendJson(
+        'HELLO',
+        {
+          migrationId: options.migrationId,
+          token: options.token,
+          version: TRANSFER_PROTOCOL_VERSION,
+        },
+        timeoutMs,
+      );
+      const frame = await channel.next(timeoutMs, 'ACCEPT');
+      if (frame.type !== 'ACCEPT') throw protocolError(frame, 'expected ACCEPT');
+      parseJsonFrame(frame, acceptSchema);
+    } catch (err) {
+      const winner = channel.fail(asStreamError(err), true);
+      channel.destroy();
+      throw winner;
+    }
+    logger.debug('transfer accepted', { peer: channel.peer });
+    return new StreamClient(channel, options);
+  }
+
+  /** Totals sent so far. */
+  get progress(): TransferProgress {
+    return this.meter.snapshot();
+  }
+
+  /**
+   * Stream the regular file at `path` as `name` (default: its base name) in ≤ 1 MiB DATA frames,
+   * waiting for `drain` whenever the socket buffer is full. Rejects with the stream's first error
+   * (e.g. the receiver's ERROR), which also ends the stream.
+   */
+  async sendFile(path: string, name: string = basename(path)): Promise<void> {
+    this.enter('sendFile');
+    try {
+      const problem = fileNameProblem(name);
+      if (problem) throw new DroverError(ErrorCode.InvalidArgument, problem);
+      const handle = await open(path, 'r');
+      try {
+        const st = await handle.stat();
+        if (!st.isFile()) throw new DroverError(ErrorCode.InvalidArgument, `${path}: not a file`);
+        await this.channel.sendJson(
+          'FILE',
+          { name, size: st.size, mode: st.mode & 0o7777 },
+          this.idleMs,
+        );
+        const hash = createHash('sha256');
+        for (let position = 0; position < st.size;) {
+          const want = Math.min(this.chunkBytes, st.size - position);
+          // A fresh buffer per frame: the socket keeps a reference until it is flushed.
+          const buf = Buffer.allocUnsafe(want);
+          const { bytesRead } = await handle.read(buf, 0, want, position);
+          if (bytesRead === 0) {
+            throw new DroverError(ErrorCode.FailedPrecondition, `${path} shrank while being sent`);
+          }
+          const chunk = buf.subarray(0, bytesRead);
+          hash.update(chunk);
+          await this.sendData(chunk);
+          position += bytesRead;
+          this.meter.addBytes(bytesRead);
+        }
+        await this.channel.sendJson('FILE_END', { sha256: hash.digest('hex') }, this.idleMs);
+        this.meter.fileDone();
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      throw this.channel.fail(asStreamError(err), true);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Send every regular file directly in `dir`, sorted by name (no recursion). */
+  async sendDirectory(dir: string): Promise<TransferProgress> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
+      throw this.channel.fail(asStreamError(err), true);
+    });
+    const names = entries.filter((e) => e.isFile()).map((e) => e.name);
+    names.sort();
+    for (const name of names) await this.sendFile(join(dir, name), name);
+    return this.progress;
+  }
+
+  /**
+   * Send DONE with the totals and wait for the receiver's answer: resolves with RESULT's value,
+   * rejects with its ERROR (kind 'remote', the receiver's code) or the stream's first error.
+   * Tolerates any length of restore as long as the receiver PINGs (see `StreamReceiver.keepAlive`).
+   */
+  async finish<T = unknown>(): Promise<T> {
+    this.enter('finish');
+    this.finished = true;
+    try {
+      const totals: Totals = { files: this.meter.files, bytes: this.meter.bytes };
+      await this.channel.sendJson('DONE', totals, this.idleMs);
+      const frame = await this.channel.next(this.idleMs, 'RESULT');
+      if (frame.type !== 'RESULT') throw protocolError(frame, 'expected RESULT');
+      const result = parseJsonFrame(frame, json()) as T;
+      this.channel.close();
+      return result;
+    } catch (err) {
+      throw this.channel.fail(asStreamError(err), true);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Tell the receiver the transfer is abandoned (ERROR frame with `err`) and close. */
+  async abort(err: unknown): Promise<void> {
+    this.finished = true;
+    this.channel.fail(toDroverError(err), true);
+    await this.channel.closed;
+  }
+
+  /** Destroy the connection at once (no ERROR frame); for cleanup paths. */
+  close(): void {
+    this.channel.destroy();
+  }
+
+  /** Resolves when the socket has closed. */
+  get closed(): Promise<void> {
+    return this.channel.closed;
+  }
+
+  private enter(op: string): void {
+    const failure = this.channel.failure;
+    if (failure) throw failure;
+    if (this.busy)
+      throw new DroverError(ErrorCode.FailedPrecondition, `${op}: another call is in progress`);
+    if (this.finished)
+      throw new DroverError(ErrorCode.FailedPrecondition, `${op}: stream already finished`);
+    this.busy = true;
+  }
+
+  /** One DATA frame, with the test-only faults applied when configured. */
+  private async sendData(chunk: Buffer): Promise<void> {
+    const index = this.dataFrames++;
+    const frame = encodeFrame('DATA', chunk);
+    if (this.faults.corruptFrameAt === index) {
+      frame[FRAME_HEADER_BYTES + (chunk.length >> 1)]! ^= 0xff;
+    }
+    const cut = this.faults.truncateAfterBytes;
+    if (cut !== undefined && this.dataBytes + chunk.length > cut) {
+      this.channel.writeRaw(frame.subarray(0, FRAME_HEADER_BYTES + (cut - this.dataBytes)));
+      const err = new TransferError(`fault injection: stream cut after ${cut} payload bytes`, {
+        kind: 'truncated',
+        frame: 'DATA',
+        offset: this.channel.bytesSent,
+      });
+      throw this.channel.fail(err, false); // no ERROR frame: the receiver must see a cut stream
+    }
+    this.dataBytes += chunk.length;
+    await this.channel.writeEncoded(frame, this.idleMs);
+    const rate = this.faults.throttleBytesPerSec;
+    if (rate) {
+      const ahead = this.started + (this.dataBytes / rate) * 1000 - performance.now();
+      if (ahead > 0) await sleep(ahead);
+    }
+  }
+}

@@ -1,0 +1,409 @@
+/**
+ * Live migration end to end: real agents in three emulated hosts, real NATS and CRIU, workloads
+ * that verify themselves after every hop; faults that must leave the job running where it was.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isDroverError } from '@drover/common';
+import type { JobInfo, MigrationRecord } from '@drover/protocol';
+import { AgentCluster, type AgentHandle } from '../cluster/agents.js';
+import { Testbed } from '../testbed/mod.js';
+import {
+  WORKLOAD_NAMES,
+  readHeartbeats,
+  requestVerdict,
+  waitReady,
+  workloadCommand,
+} from '../workloads/mod.js';
+
+let tb: Testbed;
+let cluster: AgentCluster;
+/** Job data lives on storage every host sees (as on a real cluster's shared filesystem). */
+let shared: string;
+
+const JOB_ENV = { UV_USE_IO_URING: '0', PYTHONDONTWRITEBYTECODE: '1' };
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 3, nats: 'single' });
+  shared = join(tb.runDir, 'shared');
+  mkdirSync(shared, { recursive: true });
+  cluster = await AgentCluster.start(tb);
+});
+
+after(async () => {
+  await cluster?.close();
+  await tb?.teardown();
+});
+
+const agent = (name: string): AgentHandle => cluster.agent(name);
+
+/** Where the job runs now: exactly one agent must report it running; the others must not. */
+async function whereRunning(jobId: string): Promise<string> {
+  const found: string[] = [];
+  for (const a of cluster.agents) {
+    const jobs = (await a.client.call('list', {})).jobs;
+    const j = jobs.find((x) => x.id === jobId);
+    if (j && ['running', 'frozen', 'migrating', 'checkpointing'].includes(j.state))
+      found.push(`${a.hostId}:${j.state}`);
+  }
+  assert.equal(
+    found.length,
+    1,
+    `job ${jobId} is live on ${found.length} hosts: ${found.join(', ')}`,
+  );
+  return found[0]!.split(':')[0]!;
+}
+
+function signaller(host: string, jobId: string): (sig: NodeJS.Signals) => void {
+  return (sig) => void agent(host).client.call('signal', { jobId, signal: sig as 'SIGUSR1' });
+}
+
+async function innerPids(host: string, jobId: string): Promise<number[]> {
+  const info = await agent(host).client.call('inspect', { jobId });
+  return info.processes
+    .filter((p) => !['sleep', 'mv', 'cat'].includes(p.cmdline[0]?.split('/').pop() ?? ''))
+    .map((p) => p.nspid.at(-1)!)
+    .sort((a, b) => a - b);
+}
+
+async function startWorkload(
+  host: string,
+  name: (typeof WORKLOAD_NAMES)[number],
+  tag: string,
+): Promise<{ job: JobInfo; dir: string }> {
+  const dir = join(shared, `${name}-${tag}`);
+  mkdirSync(dir, { recursive: true });
+  const command = workloadCommand(name, { dir, ...(name === 'memory' ? { mb: 64 } : {}) });
+  const job = await agent(host).client.call('run', {
+    command,
+    env: JOB_ENV,
+    name: `${name}-${tag}`,
+  });
+  await waitReady(dir, 20_000);
+  return { job, dir };
+}
+
+/** No scratch images left on any host, and no image files under any agent's state dir. */
+function assertNoImagesLeft(migrationId: string): void {
+  for (const h of tb.hosts) {
+    for (const root of ['/dev/shm/drover', join(h.stateDir, 'drover', 'scratch')]) {
+      const dir = join(root, h.name, migrationId);
+      assert.ok(!existsSync(dir), `scratch ${dir} left behind`);
+    }
+    const images = join(h.stateDir, 'drover', 'images');
+    const count = existsSync(images) ? readdirSync(images).length : 0;
+    assert.equal(count, 0, `${h.name} wrote ${count} image directories to disk`);
+  }
+}
+
+describe('live migration', () => {
+  for (const name of WORKLOAD_NAMES) {
+    test(`${name} moves h1 → h2 → h3 → h1, verifying itself after each hop`, async () => {
+      const { job, dir } = await startWorkload('h1', name, 'hop');
+      const pids = await innerPids('h1', job.id);
+      let at = 'h1';
+      for (const next of ['h2', 'h3', 'h1']) {
+        const rec = await agent(at).client.call('migrate', { jobId: job.id, destination: next });
+        assert.equal(rec.state, 'done');
+        assert.ok(rec.stats.frozenMs > 0 && rec.stats.bytes > 0, JSON.stringify(rec.stats));
+        assert.equal(await whereRunning(job.id), next);
+        assert.deepEqual(await innerPids(next, job.id), pids, `PIDs changed on ${next}`);
+        const v = await requestVerdict(dir, signaller(next, job.id), 30_000);
+        assert.equal(v.ok, true, `${name} on ${next}: ${v.details}`);
+        assertNoImagesLeft(rec.migrationId);
+        const src = (await agent(at).client.call('inspect', { jobId: job.id })).state;
+        assert.equal(src, 'migrated');
+        at = next;
+      }
+      await agent(at).client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    });
+  }
+});
+
+describe('stop-and-copy writes no image byte to disk', () => {
+  test('images live on tmpfs on both hosts while in flight, and nowhere after', async () => {
+    await agent('h1').restartWith({ DROVER_FAULT: 'throttle=40000000' });
+    try {
+      const dir = join(shared, 'no-disk');
+      mkdirSync(dir, { recursive: true });
+      const job = await agent('h1').client.call('run', {
+        command: workloadCommand('memory', { dir, mb: 128 }),
+        env: JOB_ENV,
+        name: 'no-disk',
+      });
+      await waitReady(dir, 20_000);
+      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      await waitForMigrationState('h1', job.id, 'transferring');
+      const mig = (await agent('h1').client.call('migrations-list', {})).migrations.find(
+        (m) => m.jobId === job.id,
+      )!;
+      const srcScratch = `/dev/shm/drover/h1/${mig.migrationId}/images`;
+      const dstScratch = `/dev/shm/drover/h2/${mig.migrationId}/images`;
+      // Both ends hold the images in RAM while they are in flight...
+      await waitFor(async () => existsSync(dstScratch) && readdirSync(dstScratch).length > 0);
+      assert.ok(
+        readdirSync(srcScratch).some((f) => f.startsWith('pages-')),
+        'no pages in the source scratch',
+      );
+      for (const d of [srcScratch, dstScratch]) {
+        assert.equal((await statfs(d)).type, TMPFS_MAGIC, `${d} is not on tmpfs`);
+      }
+      // ...and no image file exists under either agent's state directory (the disk).
+      for (const h of ['h1', 'h2'])
+        assert.deepEqual(imageFilesUnder(agent(h).srvPath('/srv/drover')), []);
+      const rec = await migrating;
+      assert.equal(rec.state, 'done');
+      assert.equal(rec.note, null);
+      assertNoImagesLeft(rec.migrationId);
+      for (const h of ['h1', 'h2'])
+        assert.deepEqual(imageFilesUnder(agent(h).srvPath('/srv/drover')), []);
+      assert.equal((await requestVerdict(dir, signaller('h2', job.id), 30_000)).ok, true);
+      await agent('h2').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h1').restartWith({});
+    }
+  });
+});
+
+const TMPFS_MAGIC = 0x01021994;
+
+/** CRIU image files (`*.img`) anywhere below `dir`. */
+function imageFilesUnder(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.img')) out.push(p);
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return out;
+}
+
+describe('migration faults leave the job running where it was', () => {
+  /** Run a memory job on h1 and return a checker that it still runs there, intact. */
+  async function victim(
+    tag: string,
+    mb = 64,
+  ): Promise<{ job: JobInfo; dir: string; check: () => Promise<void> }> {
+    const dir = join(shared, `victim-${tag}`);
+    mkdirSync(dir, { recursive: true });
+    const job = await agent('h1').client.call('run', {
+      command: workloadCommand('memory', { dir, mb }),
+      env: JOB_ENV,
+      name: `victim-${tag}`,
+    });
+    await waitReady(dir, 20_000);
+    const check = async (): Promise<void> => {
+      assert.equal(await whereRunning(job.id), 'h1');
+      const before = (await readHeartbeats(dir)).count;
+      await sleep(200);
+      assert.ok(
+        (await readHeartbeats(dir)).count > before,
+        'the job does not run after the failed migration',
+      );
+      const v = await requestVerdict(dir, signaller('h1', job.id), 30_000);
+      assert.equal(v.ok, true, v.details);
+      for (const h of ['h2', 'h3']) {
+        const there = (await agent(h).client.call('list', {})).jobs.find((j) => j.id === job.id);
+        assert.equal(there, undefined, `${h} kept a record of the job`);
+      }
+    };
+    return { job, dir, check };
+  }
+
+  async function lastMigration(host: string, jobId: string): Promise<MigrationRecord> {
+    const all = (await agent(host).client.call('migrations-list', {})).migrations.filter(
+      (m) => m.jobId === jobId,
+    );
+    return all.sort((a, b) => a.startedAt.localeCompare(b.startedAt)).at(-1)!;
+  }
+
+  test('destination refuses in prepare (no capacity): typed error, nothing changes', async () => {
+    await agent('h3').restartWith({ DROVER_RESERVE_MEMORY: String(1024 ** 4) });
+    try {
+      const { job, check } = await victim('capacity');
+      await assert.rejects(
+        agent('h1').client.call('migrate', { jobId: job.id, destination: 'h3' }),
+        (e: unknown) => {
+          assert.ok(isDroverError(e, 'FAILED_PRECONDITION'), String(e));
+          assert.match((e as Error).message, /not enough memory/);
+          return true;
+        },
+      );
+      await check();
+      assert.equal((await lastMigration('h1', job.id)).state, 'rolled-back');
+      await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h3').restartWith({});
+    }
+  });
+
+  test('a corrupted stream is detected and rolls back', async () => {
+    await agent('h1').restartWith({ DROVER_FAULT: 'corrupt-frame=3' });
+    try {
+      const { job, check } = await victim('corrupt');
+      await assert.rejects(
+        agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' }),
+        /CRC32 mismatch|checksum/i,
+      );
+      await check();
+      const rec = await lastMigration('h1', job.id);
+      assert.equal(rec.state, 'rolled-back');
+      assertNoImagesLeft(rec.migrationId);
+      await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h1').restartWith({});
+    }
+  });
+
+  test('a failed restore on the destination rolls back', async () => {
+    // The job holds a file; it disappears while the images are in flight, so CRIU on the
+    // destination cannot reopen it. (Testbed hosts share one filesystem underneath, so a file
+    // that merely exists on one host only is still reachable by CRIU there.)
+    await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
+    try {
+      const dir = join(shared, 'restore-fails');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'data.bin'), 'x'.repeat(64));
+      const { job, check } = await victim('restore-fails');
+      const holder = await agent('h1').client.call('run', {
+        command: [
+          '/usr/bin/python3',
+          '-c',
+          `import time\nf=open("${dir}/data.bin")\nb=bytearray(64 << 20)\nwhile True: time.sleep(0.1)`,
+        ],
+        name: 'holder',
+      });
+      await sleep(300);
+      const migrating = agent('h1').client.call('migrate', { jobId: holder.id, destination: 'h2' });
+      await waitForMigrationState('h1', holder.id, 'transferring');
+      rmSync(join(dir, 'data.bin'));
+      await assert.rejects(migrating, /RESTORE failed/);
+      assert.equal(await whereRunning(holder.id), 'h1');
+      const rec = await lastMigration('h1', holder.id);
+      assert.equal(rec.state, 'rolled-back');
+      assertNoImagesLeft(rec.migrationId);
+      assert.equal((await lastMigration('h2', holder.id)).state, 'aborted');
+      assert.equal(
+        (await agent('h2').client.call('list', {})).jobs.find((j) => j.id === holder.id),
+        undefined,
+      );
+      await check();
+      await agent('h1').client.call('signal', { jobId: holder.id, signal: 'SIGKILL' });
+      await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h1').restartWith({});
+    }
+  });
+
+  test('destination agent killed during the transfer', async () => {
+    await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
+    try {
+      const { job, check } = await victim('dest-killed', 128);
+      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      await waitForMigrationState('h1', job.id, 'transferring');
+      await sleep(500);
+      await agent('h2').kill();
+      await assert.rejects(migrating);
+      await agent('h2').start();
+      await check();
+      const rec = await lastMigration('h1', job.id);
+      assert.equal(rec.state, 'rolled-back');
+      await waitFor(async () => (await lastMigration('h2', job.id))?.state === 'aborted');
+      assertNoImagesLeft(rec.migrationId);
+      await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h1').restartWith({});
+    }
+  });
+
+  test('link cut during the transfer', async () => {
+    await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
+    try {
+      const { job, check } = await victim('link-cut', 128);
+      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h3' });
+      await waitForMigrationState('h1', job.id, 'transferring');
+      await sleep(500);
+      tb.host('h3').cutLink();
+      try {
+        await assert.rejects(migrating);
+      } finally {
+        tb.host('h3').restoreLink();
+      }
+      await check();
+      const rec = await lastMigration('h1', job.id);
+      assert.equal(rec.state, 'rolled-back');
+      await waitFor(async () => (await lastMigration('h3', job.id))?.state === 'aborted', 30_000);
+      assertNoImagesLeft(rec.migrationId);
+      await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      await agent('h1').restartWith({});
+    }
+  });
+
+  test('source agent killed during the transfer: when it comes back the job runs on exactly one host', async () => {
+    await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
+    const { job, check } = await victim('source-killed', 128);
+    // The request dies with the agent; its reply is never awaited.
+    void agent('h1')
+      .client.call('migrate', { jobId: job.id, destination: 'h2' }, 60_000)
+      .catch(() => undefined);
+    await waitForMigrationState('h1', job.id, 'transferring');
+    await sleep(500);
+    await agent('h1').kill();
+    await agent('h1').restartWith({});
+    await waitFor(async () => (await lastMigration('h1', job.id)).state === 'rolled-back', 30_000);
+    await check();
+    await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+  });
+
+  test('pre-copy and post-copy say why they are not available here', async () => {
+    const { job, check } = await victim('modes');
+    await assert.rejects(
+      agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2', mode: 'pre-copy' }),
+      (e: unknown) => {
+        assert.ok(isDroverError(e, 'FAILED_PRECONDITION'));
+        assert.match((e as Error).message, /memory tracking/);
+        return true;
+      },
+    );
+    await check();
+    await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+  });
+});
+
+async function waitForMigrationState(
+  host: string,
+  jobId: string,
+  state: string,
+  timeoutMs = 30_000,
+): Promise<void> {
+  await waitFor(async () => {
+    const all = (await agent(host).client.call('migrations-list', {})).migrations.filter(
+      (m) => m.jobId === jobId,
+    );
+    return all.some((m) => m.state === state || m.timeline.some((t) => t.phase === state));
+  }, timeoutMs);
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error('timed out');
+    await sleep(50);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
