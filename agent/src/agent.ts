@@ -22,7 +22,7 @@ import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
 import { findMainProcess, startNamespacedJob } from './job-runtime.js';
-import { isSameLiveProcess, processTree, sessionId, startTicks } from './procfs.js';
+import { isSameLiveProcess, processTree, sessionId, startTicks } from '@drover/native';
 import { SelfCheckpointServer } from './self-checkpoint.js';
 import { Supervisor } from './supervisor.js';
 

@@ -17,7 +17,7 @@ import type { Agent } from './agent.js';
 import { toImageInfo, type ImageManifest } from './image-store.js';
 import { toJobInfo, type JobRecord } from './job-store.js';
 import { findMainProcess } from './job-runtime.js';
-import { isSameLiveProcess, processTree, startTicks } from './procfs.js';
+import { isSameLiveProcess, processTree, startTicks } from '@drover/native';
 
 /** CRIU options every namespaced job needs: its mount namespace is external (the host's tree). */
 export function namespaceOptions(r: Pick<JobRecord, 'kind' | 'shellJob'>): {

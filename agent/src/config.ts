@@ -36,6 +36,12 @@ export interface AgentConfig {
   readonly maxJobs: number;
   /** Fault injection for test suites (`DROVER_FAULT`), never set from a message. */
   readonly fault?: string;
+  /** Certificates for agent-to-agent streams: when set, streams use mutual TLS. */
+  readonly streamTls?: {
+    readonly caFile: string;
+    readonly certFile: string;
+    readonly keyFile: string;
+  };
 }
 
 /** Raw, partial config as it appears in a file. */
@@ -58,6 +64,7 @@ export type AgentConfigInput = {
   reserveMemoryBytes?: number;
   maxJobs?: number;
   fault?: string;
+  streamTls?: { caFile: string; certFile: string; keyFile: string };
 };
 
 const DEFAULTS = {
@@ -104,6 +111,13 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
+  if (env.DROVER_STREAM_CA && env.DROVER_STREAM_CERT && env.DROVER_STREAM_KEY) {
+    out.streamTls = {
+      caFile: env.DROVER_STREAM_CA,
+      certFile: env.DROVER_STREAM_CERT,
+      keyFile: env.DROVER_STREAM_KEY,
+    };
+  }
   return out;
 }
 
@@ -132,6 +146,9 @@ export function configFromArgs(argv: readonly string[]): {
       'log-level': { type: 'string' },
       'reserve-memory': { type: 'string' },
       'max-jobs': { type: 'string' },
+      'stream-ca': { type: 'string' },
+      'stream-cert': { type: 'string' },
+      'stream-key': { type: 'string' },
     },
     strict: true,
   });
@@ -152,6 +169,9 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['log-level'] ? { DROVER_LOG_LEVEL: values['log-level'] } : {}),
     ...(values['reserve-memory'] ? { DROVER_RESERVE_MEMORY: values['reserve-memory'] } : {}),
     ...(values['max-jobs'] ? { DROVER_MAX_JOBS: values['max-jobs'] } : {}),
+    ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
+    ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
+    ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
   });
   return { ...(values.config ? { file: values.config } : {}), input };
 }
@@ -206,6 +226,7 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
     reserveMemoryBytes,
     maxJobs,
     ...(m.fault !== undefined ? { fault: m.fault } : {}),
+    ...(m.streamTls !== undefined ? { streamTls: Object.freeze({ ...m.streamTls }) } : {}),
     stateDir,
     nats: Object.freeze({
       servers: Object.freeze(servers.map((s) => s.trim())),

@@ -1,4 +1,5 @@
 /** The agent daemon: an Agent served over NATS, with heartbeats and job events. */
+import { readFile } from 'node:fs/promises';
 import { AgentClient, Bus, serveAgentApi, type AgentHandlers } from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
 import { eventSubject, heartbeatSubject } from '@drover/protocol';
@@ -47,9 +48,22 @@ export async function startAgentDaemon(
     throw err;
   }
   const [listenHost, listenPort] = splitHostPort(config.streamListen);
+  // Mutual TLS on agent-to-agent streams as soon as certificates are configured.
+  const tls = config.streamTls
+    ? {
+        ca: await readFile(config.streamTls.caFile, 'utf8'),
+        cert: await readFile(config.streamTls.certFile, 'utf8'),
+        key: await readFile(config.streamTls.keyFile, 'utf8'),
+      }
+    : undefined;
   let streams: StreamServer;
   try {
-    streams = await StreamServer.listen({ host: listenHost, port: listenPort, logger: log });
+    streams = await StreamServer.listen({
+      host: listenHost,
+      port: listenPort,
+      logger: log,
+      ...(tls ? { tls } : {}),
+    });
   } catch (err) {
     await bus.close();
     await agent.stop();
@@ -64,6 +78,7 @@ export async function startAgentDaemon(
     streams,
     advertise: { host: advertiseHost, port: streams.address().port },
     faults: parseFaults(config.fault),
+    ...(tls ? { tls } : {}),
   };
   const migrations = new MigrationStore(config.stateDir);
   const handlers: AgentHandlers = {

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import { childrenOf, exeOf, procEntry, startTicks } from './procfs.js';
+import { childrenOf, exeOf, procEntry, startTicks } from '@drover/native';
 import { JobFiles } from './job-store.js';
 
 /** What a new job needs. */

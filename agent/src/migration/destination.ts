@@ -17,16 +17,17 @@ import {
   type AgentRequest,
   type MigrationRecord,
 } from '@drover/protocol';
+import { startLazyPages, type LazyPagesDaemon } from '@drover/criu';
 import { receiveFiles, type StreamReceiver } from '@drover/transfer';
 import { LIVE_STATES, type Agent } from '../agent.js';
 import { namespaceOptions } from '../checkpoint.js';
 import { availableMemory } from '../host-facts.js';
 import { toJobInfo, type JobRecord } from '../job-store.js';
 import { findMainProcess } from '../job-runtime.js';
-import { isSameLiveProcess, procEntry, startTicks } from '../procfs.js';
+import { isSameLiveProcess, procEntry, startTicks } from '@drover/native';
 import { cpuFlags } from '../preflight.js';
 import type { MigrationContext } from './context.js';
-import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
+import { advance, FINAL_STATES, MigrationStore, newMigrationRecord } from './migration-store.js';
 import { makeScratch, removeScratch } from './scratch.js';
 import { LOG_FILES, STREAM_IDLE_MS } from './source.js';
 
@@ -34,7 +35,15 @@ import { LOG_FILES, STREAM_IDLE_MS } from './source.js';
 const PREPARE_TTL_MS = 60_000;
 
 /** Destination-side bookkeeping that does not survive a restart (it need not). */
-const live = new Map<string, { t0: number; timer: NodeJS.Timeout; scratch: string }>();
+const live = new Map<
+  string,
+  {
+    t0: number;
+    timer: NodeJS.Timeout;
+    scratch: string;
+    pageServer: { host: string; port: number } | null;
+  }
+>();
 
 /** Prepare to receive a job; refuses, changing nothing, when this host cannot take it. */
 export async function prepareMigration(
@@ -93,7 +102,7 @@ export async function prepareMigration(
   }
 
   const store = new MigrationStore(agent.config.stateDir);
-  const rec: MigrationRecord = {
+  const rec = newMigrationRecord({
     migrationId: req.migrationId,
     jobId: job.id,
     role: 'destination',
@@ -101,22 +110,7 @@ export async function prepareMigration(
     destination: agent.config.hostId,
     mode: req.mode,
     state: MigrationState.prepared,
-    startedAt: new Date().toISOString(),
-    updatedAt: '',
-    timeline: [],
-    stats: {
-      frozenMs: 0,
-      dumpMs: 0,
-      transferMs: 0,
-      restoreMs: 0,
-      totalMs: 0,
-      bytes: 0,
-      files: 0,
-      pages: 0,
-    },
-    error: null,
-    note: null,
-  };
+  });
   advance(rec, MigrationState.prepared, t0);
   await store.save(rec);
   const scratch = await makeScratch(
@@ -137,7 +131,14 @@ export async function prepareMigration(
     PREPARE_TTL_MS,
   );
   timer.unref();
-  live.set(rec.migrationId, { t0, timer, scratch: scratch.dir });
+  if (req.mode === 'post-copy' && !req.pageServer)
+    refuse('post-copy without a page server to read from');
+  live.set(rec.migrationId, {
+    t0,
+    timer,
+    scratch: scratch.dir,
+    pageServer: req.pageServer ?? null,
+  });
   ctx.streams.expect(rec.migrationId, token, (receiver) =>
     receive(agent, ctx, rec.migrationId, job, receiver),
   );
@@ -169,6 +170,7 @@ async function receive(
   const rec = await store.load(migrationId, 'destination');
   let cg: JobCgroup | null = null;
   let created = false;
+  let lazy = null as LazyPagesDaemon | null;
   try {
     advance(rec, MigrationState.receiving, state.t0);
     await store.save(rec);
@@ -194,8 +196,17 @@ async function receive(
           logger: agent.log,
           ...(job.memoryLimitBytes !== null ? { memoryLimitBytes: job.memoryLimitBytes } : {}),
         });
+        if (state.pageServer) {
+          // post-copy: the daemon that fetches pages on fault and in the background.
+          lazy = await startLazyPages({
+            criuPath: agent.criu.path,
+            imagesDir: state.scratch,
+            pageServer: { address: state.pageServer.host, port: state.pageServer.port },
+          });
+        }
         const r = await agent.criu.restore({
           imagesDir: state.scratch,
+          ...(lazy ? { lazyPages: true } : {}),
           // Same cgroup paths as on the source (every agent uses the same parent name; each
           // host has its own cgroup tree).
           manageCgroups: 'soft',
@@ -225,9 +236,26 @@ async function receive(
     advance(rec, MigrationState.running, state.t0);
     await store.save(rec);
     await receiver.sendResult({ job: toJobInfo(restored), restoreMs: rec.stats.restoreMs });
+    if (lazy) {
+      // The job runs; its memory keeps arriving. If the pull fails the copy here is broken:
+      // kill it (the source still holds the intact original and thaws it).
+      const daemon = lazy;
+      void daemon.done.then(
+        () => removeScratch(agent.config.hostId, migrationId, agent.config.stateDir),
+        (err: unknown) =>
+          void abortMigration(
+            agent,
+            ctx,
+            { migrationId },
+            `post-copy page pull failed: ${String(err)}`,
+          ),
+      );
+      return;
+    }
     await removeScratch(agent.config.hostId, migrationId, agent.config.stateDir);
   } catch (err) {
     const first = toDroverError(err);
+    lazy?.kill();
     // Clean up before answering: an ERROR tells the source it may thaw its original, so nothing
     // restored here may still exist by then.
     await cleanup(agent, job.id, cg, created).catch((e: unknown) => first.suppress(e));

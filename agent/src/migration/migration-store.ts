@@ -69,3 +69,30 @@ export function advance(r: MigrationRecord, state: MigrationState, t0: number): 
   r.state = state;
   r.timeline.push({ phase: state, atMs: Math.round(performance.now() - t0) });
 }
+
+/** A fresh record: no figures yet, an empty timeline. */
+export function newMigrationRecord(
+  f: Pick<
+    MigrationRecord,
+    'migrationId' | 'jobId' | 'role' | 'source' | 'destination' | 'mode' | 'state'
+  >,
+): MigrationRecord {
+  return {
+    ...f,
+    startedAt: new Date().toISOString(),
+    updatedAt: '',
+    timeline: [],
+    stats: {
+      frozenMs: 0,
+      dumpMs: 0,
+      transferMs: 0,
+      restoreMs: 0,
+      totalMs: 0,
+      bytes: 0,
+      files: 0,
+      pages: 0,
+    },
+    error: null,
+    note: null,
+  };
+}

@@ -6,7 +6,7 @@
 import { errorToFailure, JobState, MigrationState, type MigrationRecord } from '@drover/protocol';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Agent } from '../agent.js';
-import { isSameLiveProcess } from '../procfs.js';
+import { isSameLiveProcess } from '@drover/native';
 import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
 import { removeScratch } from './scratch.js';

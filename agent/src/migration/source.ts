@@ -5,6 +5,7 @@
  * original is discarded. Before that report every failure thaws the original where it was.
  */
 import { existsSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CheckpointGuard, JobCgroup } from '@drover/cgroup';
@@ -19,13 +20,14 @@ import {
   type MigrationRecord,
 } from '@drover/protocol';
 import { isTransferError, StreamClient } from '@drover/transfer';
+import type { SwrkSession } from '@drover/criu';
 import type { Agent } from '../agent.js';
 import { namespaceOptions } from '../checkpoint.js';
 import type { JobRecord } from '../job-store.js';
-import { isSameLiveProcess, processTree } from '../procfs.js';
+import { isSameLiveProcess, processTree } from '@drover/native';
 import { hostAddresses, preflight, type DestinationFacts } from '../preflight.js';
 import type { MigrationContext } from './context.js';
-import { advance, MigrationStore } from './migration-store.js';
+import { advance, MigrationStore, newMigrationRecord } from './migration-store.js';
 import { makeScratch, removeScratch } from './scratch.js';
 
 /** Files of the job directory that travel with the images (their names in the stream). */
@@ -89,7 +91,7 @@ async function runMigration(
     }
   }
   const store = new MigrationStore(agent.config.stateDir);
-  const rec: MigrationRecord = {
+  const rec = newMigrationRecord({
     migrationId: newId('mig'),
     jobId: job.id,
     role: 'source',
@@ -97,22 +99,7 @@ async function runMigration(
     destination: req.destination,
     mode,
     state: MigrationState.preparing,
-    startedAt: new Date().toISOString(),
-    updatedAt: '',
-    timeline: [],
-    stats: {
-      frozenMs: 0,
-      dumpMs: 0,
-      transferMs: 0,
-      restoreMs: 0,
-      totalMs: 0,
-      bytes: 0,
-      files: 0,
-      pages: 0,
-    },
-    error: null,
-    note: null,
-  };
+  });
   advance(rec, MigrationState.preparing, t0);
   await store.save(rec);
   job.state = JobState.migrating;
@@ -124,8 +111,15 @@ async function runMigration(
   let guard: CheckpointGuard | null = null;
   let doneSent = false;
   let tFreeze = 0;
+  let pageDump: Promise<unknown> | null = null;
+  let lazySession: SwrkSession | null = null;
   try {
+    const pageServer =
+      mode === 'post-copy'
+        ? { host: ctx.advertise.host, port: await freePort(ctx.advertise.host) }
+        : null;
     const prepared = await ctx.call(req.destination, 'migrate-prepare', {
+      ...(pageServer ? { pageServer } : {}),
       migrationId: rec.migrationId,
       source: agent.config.hostId,
       mode,
@@ -152,14 +146,39 @@ async function runMigration(
 
     advance(rec, MigrationState.dumping, t0);
     // leave-running: the tree stays, frozen by our guard, until the destination runs it.
-    const dump = await agent.criu.dump({
+    const dumpOptions = {
       pid: job.rootPid!,
       imagesDir: scratch.dir,
       leaveRunning: true,
       ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
       ...namespaceOptions(job),
-    });
-    rec.stats.dumpMs = Math.round(dump.durationMs);
+    };
+    if (pageServer) {
+      // post-copy: CRIU writes everything but the memory, signals status-ready, then serves
+      // pages until the destination has them all; the DUMP reply comes only after that.
+      let ready!: () => void;
+      const imagesReady = new Promise<void>((r) => (ready = r));
+      const tDump = performance.now();
+      pageDump = agent.criu.dump(
+        {
+          ...dumpOptions,
+          lazyPages: true,
+          pageServer: { address: pageServer.host, port: pageServer.port },
+        },
+        { hooks: { 'status-ready': () => ready() }, onSession: (sw) => (lazySession = sw) },
+      );
+      pageDump.catch(() => undefined);
+      await Promise.race([
+        imagesReady,
+        pageDump.then(() => {
+          throw new DroverError(ErrorCode.Internal, 'lazy dump ended before it was ready');
+        }),
+      ]);
+      rec.stats.dumpMs = Math.round(performance.now() - tDump);
+    } else {
+      const dump = await agent.criu.dump(dumpOptions);
+      rec.stats.dumpMs = Math.round(dump.durationMs);
+    }
     progress('dumped', { dumpMs: rec.stats.dumpMs });
 
     advance(rec, MigrationState.transferring, t0);
@@ -198,6 +217,21 @@ async function runMigration(
     }
     rec.stats.restoreMs = result.restoreMs;
     rec.stats.frozenMs = Math.round(performance.now() - tFreeze);
+    if (pageDump) {
+      // The job runs on the destination; its memory still comes from the frozen original here.
+      progress('pulling-pages');
+      try {
+        await pageDump;
+      } catch (err) {
+        // The pages did not all arrive: the destination's copy is broken; ours is intact.
+        await ctx
+          .call(req.destination, 'migrate-abort', { migrationId: rec.migrationId }, 10_000)
+          .catch((e: unknown) => toDroverError(err).suppress(e));
+        doneSent = false;
+        throw err;
+      }
+      rec.stats.pages = await countPages(scratch.dir);
+    }
     await commit(agent, ctx, store, rec, job, cg, guard, t0);
     guard = null;
     await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir);
@@ -205,6 +239,7 @@ async function runMigration(
     return rec;
   } catch (err) {
     const first = toDroverError(err);
+    if (lazySession) await killLazyDump(agent, rec.migrationId, lazySession);
     if (doneSent && !isRemoteRefusal(err)) {
       // The destination may have restored the job: ask it before touching the original.
       const outcome = await settleWithDestination(ctx, rec);
@@ -362,19 +397,53 @@ function chooseMode(
       },
     );
   }
-  if (asked === 'post-copy' || asked === 'pre-copy') {
+  if (asked === 'pre-copy') {
+    // Where the kernel tracks memory, pre-copy iterations are not implemented yet either.
     throw new DroverError(
       ErrorCode.FailedPrecondition,
-      `${asked} is not available in this version; use stop-copy`,
+      'pre-copy is not available in this version; use stop-copy or post-copy',
       {
         details: { mode: asked },
       },
     );
   }
-  // auto: stop-and-copy until post-copy ships (see docs/MIGRATION.md).
-  void memoryBytes;
-  void AUTO_POSTCOPY_BYTES;
+  const lazy = agent.features.lazyPages && dest.lazyPages;
+  if (asked === 'post-copy') {
+    if (!lazy) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        'post-copy needs CRIU lazy pages (userfaultfd) on both hosts',
+        { details: { source: agent.features.lazyPages, destination: dest.lazyPages } },
+      );
+    }
+    return 'post-copy';
+  }
+  if (asked === 'auto')
+    return lazy && memoryBytes > AUTO_POSTCOPY_BYTES ? 'post-copy' : 'stop-copy';
   return 'stop-copy';
+}
+
+/** A free TCP port on `host` for CRIU's page server (bound, read, released). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Stop a lazy dump still serving pages (its swrk), so the frozen original can be thawed. */
+async function killLazyDump(
+  agent: Agent,
+  migrationId: string,
+  session: SwrkSession,
+): Promise<void> {
+  agent.log.warn('stopping the lazy dump of a failed migration', { migrationId, pid: session.pid });
+  // CRIU's tracer dies; the tree, still held by our freezer, is released as it was.
+  await session.kill();
 }
 
 function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {

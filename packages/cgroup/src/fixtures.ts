@@ -25,7 +25,9 @@ export interface Counter {
 
 /** Start the counter workload; wait until it has counted at least once. */
 export async function startCounter(file: string): Promise<Counter> {
-  const script = `i=0; while :; do i=$((i+1)); echo $i > '${file}'; sleep 0.05; done`;
+  // Write-then-rename: a freeze between `>`'s truncation and the write would otherwise leave
+  // the file empty for as long as the job stays frozen.
+  const script = `i=0; while :; do i=$((i+1)); echo $i > '${file}.tmp'; mv -f '${file}.tmp' '${file}'; sleep 0.05; done`;
   const child = spawn('sh', ['-c', script], { stdio: 'ignore' });
   const exited = new Promise<NodeJS.Signals | null>((resolve) =>
     child.once('exit', (_c, s) => resolve(s)),

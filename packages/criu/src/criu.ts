@@ -82,6 +82,11 @@ export class Criu {
     this.log = (options.logger ?? nullLogger).child({ component: 'criu' });
   }
 
+  /** The criu binary this engine runs. */
+  get path(): string {
+    return this.options.criuPath;
+  }
+
   /** CRIU's version. */
   async version(): Promise<CriuVersion> {
     const resp = await this.simple({ type: ReqType.VERSION });

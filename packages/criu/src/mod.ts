@@ -23,3 +23,5 @@ export type { CriuBinary } from './provision.js';
 export { SwrkSession, NotifyScript } from './swrk.js';
 export type { CriuHooks, SwrkOptions } from './swrk.js';
 export { CgroupMode, NetworkLock } from './rpc-schema.js';
+export { startLazyPages } from './lazy-pages.js';
+export type { LazyPagesDaemon, LazyPagesOptions } from './lazy-pages.js';

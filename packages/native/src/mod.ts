@@ -16,3 +16,13 @@ export {
 } from './process.js';
 export type { ChildStatus, WaitOptions } from './process.js';
 export { setns, NamespaceType } from './namespace.js';
+export {
+  childrenOf,
+  exeOf,
+  isSameLiveProcess,
+  procEntry,
+  processTree,
+  sessionId,
+  startTicks,
+} from './procfs.js';
+export type { ProcEntry } from './procfs.js';

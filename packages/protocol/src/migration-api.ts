@@ -120,6 +120,8 @@ export const MigrationOps = {
     memoryBytes: int(),
     cpuFlags: arr(str({ max: 64 }), { max: 1024 }),
     pids: arr(int({ min: 1 }), { max: 65536 }),
+    /** post-copy: the source's page server, which the destination's lazy-pages daemon reads. */
+    pageServer: opt(obj({ host: str({ min: 1, max: 255 }), port: int({ min: 1, max: 65535 }) })),
   }),
   /** On the destination: give up (kill what was restored unless committed, clean up). */
   'migrate-abort': obj({ migrationId: id() }),

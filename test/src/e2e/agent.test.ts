@@ -19,13 +19,21 @@ import {
   workloadCommand,
   type WorkloadName,
 } from '../workloads/mod.js';
+import {
+  innerPids,
+  JOB_ENV,
+  settledPids,
+  signaller as signalVia,
+  sleep,
+  waitFor,
+  waitForValue,
+} from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
 let h1: AgentHandle;
 let h2: AgentHandle;
 
-const JOB_ENV = { UV_USE_IO_URING: '0', PYTHONDONTWRITEBYTECODE: '1' };
 const AGENT_DIST = join(REPO_ROOT, 'agent', 'dist');
 
 function readOptional(path: string): string | undefined {
@@ -56,11 +64,6 @@ function workDir(agent: AgentHandle, name: string): [string, string] {
   return [inside, outside];
 }
 
-/** Send a signal to the job's main process through the agent. */
-function signaller(agent: AgentHandle, jobId: string): (sig: NodeJS.Signals) => void {
-  return (sig) => void agent.client.call('signal', { jobId, signal: sig as 'SIGUSR1' });
-}
-
 async function runWorkload(
   agent: AgentHandle,
   name: WorkloadName,
@@ -71,15 +74,6 @@ async function runWorkload(
   const job = await agent.client.call('run', { command, env: JOB_ENV, name: `${name}-${tag}` });
   await waitReady(outside, 20_000);
   return { job, dir: outside };
-}
-
-/** Inner PIDs of the job's long-lived processes. */
-async function innerPids(agent: AgentHandle, jobId: string): Promise<number[]> {
-  const info = await agent.client.call('inspect', { jobId });
-  return info.processes
-    .filter((p) => !['sleep', 'mv', 'cat'].includes(p.cmdline[0]?.split('/').pop() ?? ''))
-    .map((p) => p.nspid.at(-1)!)
-    .sort((a, b) => a - b);
 }
 
 function processAlive(agent: AgentHandle, job: JobInfo): Promise<boolean> {
@@ -114,7 +108,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       assert.equal(restored.state, 'running');
       assert.equal(restored.restoredFrom, image.imageId);
       assert.equal(restored.mainPidInside, job.mainPidInside);
-      assert.deepEqual(await innerPids(h1, job.id), pidsBefore);
+      assert.deepEqual(await settledPids(() => innerPids(h1, job.id), pidsBefore), pidsBefore);
       const v = await requestVerdict(dir, signaller(h1, job.id), 30_000);
       assert.equal(v.ok, true, v.details);
       await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
@@ -383,27 +377,4 @@ async function waitState(
   }
 }
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(50);
-  }
-}
-
-async function waitForValue<T>(
-  check: () => Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(50);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+const signaller = signalVia;

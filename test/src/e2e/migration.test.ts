@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import type { JobInfo, MigrationRecord } from '@drover/protocol';
 import { AgentCluster, type AgentHandle } from '../cluster/agents.js';
+import { makeCert } from '../cluster/certs.js';
 import { Testbed } from '../testbed/mod.js';
 import {
   WORKLOAD_NAMES,
@@ -18,13 +19,19 @@ import {
   waitReady,
   workloadCommand,
 } from '../workloads/mod.js';
+import {
+  innerPids as innerPidsVia,
+  JOB_ENV,
+  settledPids,
+  signaller as signalVia,
+  sleep,
+  waitFor,
+} from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
 /** Job data lives on storage every host sees (as on a real cluster's shared filesystem). */
 let shared: string;
-
-const JOB_ENV = { UV_USE_IO_URING: '0', PYTHONDONTWRITEBYTECODE: '1' };
 
 before(async () => {
   tb = await Testbed.create({ hosts: 3, nats: 'single' });
@@ -55,18 +62,6 @@ async function whereRunning(jobId: string): Promise<string> {
     `job ${jobId} is live on ${found.length} hosts: ${found.join(', ')}`,
   );
   return found[0]!.split(':')[0]!;
-}
-
-function signaller(host: string, jobId: string): (sig: NodeJS.Signals) => void {
-  return (sig) => void agent(host).client.call('signal', { jobId, signal: sig as 'SIGUSR1' });
-}
-
-async function innerPids(host: string, jobId: string): Promise<number[]> {
-  const info = await agent(host).client.call('inspect', { jobId });
-  return info.processes
-    .filter((p) => !['sleep', 'mv', 'cat'].includes(p.cmdline[0]?.split('/').pop() ?? ''))
-    .map((p) => p.nspid.at(-1)!)
-    .sort((a, b) => a - b);
 }
 
 async function startWorkload(
@@ -110,7 +105,11 @@ describe('live migration', () => {
         assert.equal(rec.state, 'done');
         assert.ok(rec.stats.frozenMs > 0 && rec.stats.bytes > 0, JSON.stringify(rec.stats));
         assert.equal(await whereRunning(job.id), next);
-        assert.deepEqual(await innerPids(next, job.id), pids, `PIDs changed on ${next}`);
+        assert.deepEqual(
+          await settledPids(() => innerPids(next, job.id), pids),
+          pids,
+          `PIDs changed on ${next}`,
+        );
         const v = await requestVerdict(dir, signaller(next, job.id), 30_000);
         assert.equal(v.ok, true, `${name} on ${next}: ${v.details}`);
         assertNoImagesLeft(rec.migrationId);
@@ -121,6 +120,74 @@ describe('live migration', () => {
       await agent(at).client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     });
   }
+});
+
+describe('streams with certificates', () => {
+  test('with stream certificates configured, agents migrate over mutual TLS; progress events flow', async () => {
+    const dir = join(tb.runDir, 'certs');
+    const env = (h: string): Record<string, string> => {
+      const c = makeCert(dir, h, tb.host(h).address);
+      return {
+        DROVER_STREAM_CA: c.caFile,
+        DROVER_STREAM_CERT: c.certFile,
+        DROVER_STREAM_KEY: c.keyFile,
+      };
+    };
+    await agent('h1').restartWith(env('h1'));
+    await agent('h2').restartWith(env('h2'));
+    const phases: string[] = [];
+    const stop = cluster.bus.subscribe('drover.evt.h1.migration', (_s, v) =>
+      phases.push((v as { phase: string }).phase),
+    );
+    try {
+      const { job, dir: wd } = await startWorkload('h1', 'node', 'tls');
+      const rec = await agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      assert.equal(rec.state, 'done');
+      assert.equal((await requestVerdict(wd, signaller('h2', job.id), 30_000)).ok, true);
+      await cluster.bus.flush();
+      await sleep(100);
+      for (const p of ['prepared', 'dumped', 'done'])
+        assert.ok(phases.includes(p), `no ${p} event in ${phases.join(',')}`);
+      const log = agent('h2').process!.output();
+      assert.match(log, /"tls":true/, 'the destination stream server did not listen with TLS');
+      await agent('h2').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    } finally {
+      stop();
+      await agent('h1').restartWith({});
+      await agent('h2').restartWith({});
+    }
+  });
+});
+
+describe('post-copy', () => {
+  test('a 1 GiB memory job moves in post-copy mode and verifies its whole pattern', async (t) => {
+    const dir = join(shared, 'postcopy-1g');
+    mkdirSync(dir, { recursive: true });
+    const job = await agent('h2').client.call('run', {
+      command: workloadCommand('memory', { dir, mb: 1024 }),
+      env: JOB_ENV,
+      name: 'postcopy-1g',
+    });
+    await waitReady(dir, 120_000);
+    const rec = await agent('h2').client.call(
+      'migrate',
+      { jobId: job.id, destination: 'h3', mode: 'post-copy' },
+      300_000,
+    );
+    assert.equal(rec.mode, 'post-copy');
+    assert.equal(rec.state, 'done');
+    assert.equal(await whereRunning(job.id), 'h3');
+    const v = await requestVerdict(dir, signaller('h3', job.id), 120_000);
+    assert.equal(v.ok, true, v.details);
+    const gap = (await readHeartbeats(dir)).maxGapMs;
+    t.diagnostic(
+      `post-copy 1 GiB: recorded downtime ${rec.stats.frozenMs} ms, longest heartbeat gap ${gap} ms, ` +
+        `total ${rec.stats.totalMs} ms, ${rec.stats.pages} pages`,
+    );
+    assert.ok(rec.stats.frozenMs > 0);
+    assertNoImagesLeft(rec.migrationId);
+    await agent('h3').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+  });
 });
 
 describe('stop-and-copy writes no image byte to disk', () => {
@@ -362,7 +429,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
   });
 
-  test('pre-copy and post-copy say why they are not available here', async () => {
+  test('pre-copy says why it is not available here', async () => {
     const { job, check } = await victim('modes');
     await assert.rejects(
       agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2', mode: 'pre-copy' }),
@@ -391,19 +458,10 @@ async function waitForMigrationState(
   }, timeoutMs);
 }
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error('timed out');
-    await sleep(50);
-  }
+function signaller(host: string, jobId: string): (sig: NodeJS.Signals) => void {
+  return signalVia(agent(host), jobId);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+function innerPids(host: string, jobId: string): Promise<number[]> {
+  return innerPidsVia(agent(host), jobId);
 }

@@ -1,4 +1,5 @@
 /** Small helpers over /proc and child processes: identity checks, PID lookups, running commands. */
+import { childrenOf } from '@drover/native';
 import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 
@@ -130,20 +131,7 @@ export function environ(pid: number): string[] {
 }
 
 /** Direct children of a process (all of its threads). */
-export function children(pid: number): number[] {
-  const out: number[] = [];
-  let tasks: string[];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const t of tasks) {
-    const raw = procRead(pid, `task/${t}/children`) ?? '';
-    for (const c of raw.trim().split(/\s+/)) if (c !== '') out.push(Number(c));
-  }
-  return out;
-}
+export const children = childrenOf;
 
 /** The PID of a process as seen from its innermost PID namespace (last NSpid entry). */
 export function innerPid(pid: number): number | undefined {

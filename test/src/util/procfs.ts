@@ -1,72 +1,14 @@
 /** Reading process trees from /proc: descendants, namespace PIDs, states; waiting for exits. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 
-/** One process as /proc shows it. */
-export interface ProcInfo {
-  /** Host (root namespace) PID. */
-  pid: number;
-  /** PIDs from the root namespace inward (`NSpid:`); the last one is the innermost. */
-  nspid: number[];
-  /** Single-letter state: R, S, D, T (stopped), Z (zombie)… */
-  state: string;
-  ppid: number;
-  cmdline: string[];
-}
+export { childrenOf, processTree } from '@drover/native';
+import { procEntry, type ProcEntry } from '@drover/native';
+
+/** One process as /proc shows it (see @drover/native). */
+export type ProcInfo = ProcEntry;
 
 /** Facts about `pid`, or null if it is gone. */
-export function procInfo(pid: number): ProcInfo | null {
-  let status: string;
-  let cmd: string;
-  try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return null;
-  }
-  const field = (name: string): string =>
-    new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
-  return {
-    pid,
-    nspid: field('NSpid').split(/\s+/).filter(Boolean).map(Number),
-    state: field('State').charAt(0),
-    ppid: Number(field('PPid')),
-    cmdline: cmd.split('\0').filter(Boolean),
-  };
-}
-
-/** Direct children of `pid` (all threads' children). */
-export function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  let tasks: string[];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tasks) {
-    try {
-      const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-      if (text) out.push(...text.split(/\s+/).map(Number));
-    } catch {
-      // the thread exited meanwhile
-    }
-  }
-  return out;
-}
-
-/** `pid` and all its descendants, parents before children. */
-export function processTree(pid: number): ProcInfo[] {
-  const out: ProcInfo[] = [];
-  const queue = [pid];
-  while (queue.length) {
-    const p = queue.shift()!;
-    const info = procInfo(p);
-    if (!info) continue;
-    out.push(info);
-    queue.push(...childrenOf(p));
-  }
-  return out;
-}
+export const procInfo = procEntry;
 
 /** True while `pid` exists and is not a zombie. */
 export function isAlive(pid: number): boolean {

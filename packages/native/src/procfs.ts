@@ -1,4 +1,4 @@
-/** What the agent reads from /proc: process identity (start time), trees, namespace PIDs. */
+/** What Drover reads from /proc about processes: identity (start time), trees, namespace PIDs. */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /** One process as /proc shows it. */
