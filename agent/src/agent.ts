@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
 import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
 import { Criu, findCriu, type CriuFeatures } from '@drover/criu';
-import { setChildSubreaper, type ChildStatus } from '@drover/native';
 import {
   JobKind,
   JobState,
@@ -22,7 +21,13 @@ import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
 import { findMainProcess, startNamespacedJob } from './job-runtime.js';
-import { isSameLiveProcess, processTree, sessionId, startTicks } from '@drover/native';
+import {
+  isSameLiveProcess,
+  processTree,
+  setChildSubreaper,
+  type ChildStatus,
+} from '@drover/native';
+import { adoptTree } from './adopt.js';
 import { SelfCheckpointServer } from './self-checkpoint.js';
 import { Supervisor } from './supervisor.js';
 
@@ -167,53 +172,9 @@ export class Agent {
     });
   }
 
-  async adopt(req: AgentRequest<'adopt'>): Promise<JobInfo> {
-    const pid = req.pid;
-    const ancestors = agentAncestors();
-    if (ancestors.has(pid)) {
-      throw new DroverError(
-        ErrorCode.InvalidArgument,
-        `PID ${pid} is the agent or one of its ancestors`,
-      );
-    }
-    const tree = processTree(pid);
-    if (tree.length === 0 || tree[0]!.state === 'Z') {
-      throw new DroverError(ErrorCode.NotFound, `no process ${pid}`, { details: { pid } });
-    }
-    if (tree[0]!.cmdline.length === 0) {
-      throw new DroverError(ErrorCode.InvalidArgument, `PID ${pid} is a kernel thread`);
-    }
-    const id = newId('job');
-    return this.withJob(id, async () => {
-      const jobDir = await this.store.createJobDir(id);
-      const cg = await JobCgroup.create({
-        jobId: id,
-        parent: this.config.cgroupParent,
-        stateDir: jobDir,
-        logger: this.log,
-      });
-      await moveTreeInto(cg, pid);
-      const sid = sessionId(pid);
-      const record: JobRecord = {
-        ...this.blankRecord(id, jobDir),
-        name: req.name ?? tree[0]!.cmdline[0]!,
-        kind: JobKind.adopted,
-        state: JobState.running,
-        command: tree[0]!.cmdline,
-        cwd: '/',
-        rootPid: pid,
-        rootStartTicks: startTicks(pid),
-        mainPid: pid,
-        mainPidInside: pid,
-        // A session led from outside the tree needs --shell-job.
-        shellJob: sid === null || !tree.some((p) => p.pid === sid),
-        note: 'adopted: its exit status is not known to Drover',
-      };
-      await this.store.save(record);
-      this.watch(record);
-      this.event(record);
-      return toJobInfo(record);
-    });
+  /** Take an existing process subtree as a job (see adopt.ts). */
+  adopt(req: AgentRequest<'adopt'>): Promise<JobInfo> {
+    return adoptTree(this, req);
   }
 
   async list(): Promise<AgentReplies['list']> {
@@ -569,37 +530,4 @@ async function assertDirectory(path: string): Promise<void> {
   throw new DroverError(ErrorCode.InvalidArgument, `working directory ${path} does not exist`, {
     details: { cwd: path },
   });
-}
-
-/**
- * Move a live tree into a job cgroup. Repeated until the whole tree is inside: a process forked
- * by a member that was not yet moved is born outside, and a freeze would miss it.
- */
-async function moveTreeInto(cg: JobCgroup, pid: number): Promise<void> {
-  for (let round = 0; round < 50; round++) {
-    const tree = processTree(pid).filter((p) => p.state !== 'Z');
-    for (const p of tree) await cg.addProcess(p.pid).catch(() => undefined); // raced exits
-    const inside = new Set(await cg.pids());
-    if (processTree(pid).every((p) => p.state === 'Z' || inside.has(p.pid))) return;
-  }
-  throw new DroverError(
-    ErrorCode.FailedPrecondition,
-    `process tree ${pid} keeps escaping its cgroup`,
-    {
-      details: { pid },
-    },
-  );
-}
-
-/** PIDs of this process and its ancestors (never adoptable). */
-function agentAncestors(): Set<number> {
-  const out = new Set<number>([1]);
-  let pid = process.pid;
-  for (let i = 0; i < 64 && pid > 1; i++) {
-    out.add(pid);
-    const t = processTree(pid)[0];
-    if (!t) break;
-    pid = t.ppid;
-  }
-  return out;
 }
