@@ -34,6 +34,11 @@ import { LOG_FILES, STREAM_IDLE_MS } from './source.js';
 /** A prepared migration waits this long for its stream before giving up. */
 const PREPARE_TTL_MS = 60_000;
 
+/** True while this process is receiving `migrationId` (recovery leaves it alone). */
+export function isReceiving(migrationId: string): boolean {
+  return live.has(migrationId);
+}
+
 /** Destination-side bookkeeping that does not survive a restart (it need not). */
 const live = new Map<
   string,

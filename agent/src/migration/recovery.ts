@@ -10,7 +10,8 @@ import { isSameLiveProcess } from '@drover/native';
 import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
 import { removeScratch } from './scratch.js';
-import { settleWithDestination } from './source.js';
+import { isReceiving } from './destination.js';
+import { activeSourceMigrations, settleWithDestination } from './source.js';
 
 /** Source states in which the destination cannot have restored anything yet. */
 const BEFORE_DONE: readonly MigrationState[] = [
@@ -28,8 +29,11 @@ export async function recoverMigrations(
 ): Promise<MigrationRecord[]> {
   const store = new MigrationStore(agent.config.stateDir);
   const doubt: MigrationRecord[] = [];
-  for (const rec of await store.list()) {
-    if (FINAL_STATES.includes(rec.state)) continue;
+  for (const listed of await store.list()) {
+    if (FINAL_STATES.includes(listed.state)) continue;
+    // In flight in this very process: not ours to recover.
+    if (activeSourceMigrations.has(listed.migrationId) || isReceiving(listed.migrationId)) continue;
+    const rec = listed;
     try {
       if (rec.role === 'source') {
         if (!(await recoverSource(agent, ctx, store, rec))) doubt.push(rec);
@@ -51,6 +55,10 @@ async function recoverSource(
   rec: MigrationRecord,
 ): Promise<boolean> {
   return agent.withJob(rec.jobId, async () => {
+    // Re-read under the lock: the record may have moved on since it was listed.
+    const fresh = await store.load(rec.migrationId, 'source');
+    if (FINAL_STATES.includes(fresh.state)) return true;
+    Object.assign(rec, fresh);
     let outcome: 'running' | 'aborted' | 'unknown';
     if (BEFORE_DONE.includes(rec.state)) {
       await ctx
@@ -107,6 +115,9 @@ async function recoverDestination(
   rec: MigrationRecord,
 ): Promise<void> {
   await agent.withJob(rec.jobId, async () => {
+    const fresh = await store.load(rec.migrationId, 'destination');
+    if (FINAL_STATES.includes(fresh.state) || isReceiving(rec.migrationId)) return;
+    Object.assign(rec, fresh);
     const job = await agent.store.load(rec.jobId).catch(() => null);
     const ours = job !== null && job.restoredFrom === rec.migrationId;
     if (

@@ -1,5 +1,5 @@
 /** Scratch directories for images in flight: on tmpfs, so a migration never writes images to disk. */
-import { mkdir, rm, statfs } from 'node:fs/promises';
+import { mkdir, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const TMPFS_MAGIC = 0x01021994;
@@ -29,7 +29,10 @@ export async function makeScratch(
   for (const root of ROOTS) {
     if (await isTmpfs(root)) {
       const dir = join(root, 'drover', hostId, migrationId, name);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // Retried once: a finishing migration may remove the (then empty) parents meanwhile.
+      await mkdir(dir, { recursive: true, mode: 0o700 }).catch(() =>
+        mkdir(dir, { recursive: true, mode: 0o700 }),
+      );
       return { dir, onDisk: false };
     }
   }
@@ -44,7 +47,12 @@ export async function removeScratch(
   migrationId: string,
   fallbackDir: string,
 ): Promise<void> {
-  for (const root of ROOTS)
+  for (const root of ROOTS) {
     await rm(join(root, 'drover', hostId, migrationId), { recursive: true, force: true });
+    // The host's and Drover's directories go too once empty (a concurrent migration keeps them).
+    for (const dir of [join(root, 'drover', hostId), join(root, 'drover')]) {
+      await rmdir(dir).catch(() => undefined);
+    }
+  }
   await rm(join(fallbackDir, 'scratch', migrationId), { recursive: true, force: true });
 }

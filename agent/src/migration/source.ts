@@ -42,6 +42,9 @@ export const STREAM_IDLE_MS = 5000;
 /** Jobs above this size go post-copy under `auto` when both hosts can. */
 const AUTO_POSTCOPY_BYTES = 512 * 1024 * 1024;
 
+/** Migrations this process is running right now (recovery leaves them alone). */
+export const activeSourceMigrations = new Set<string>();
+
 /** Migrate a job off this host. Caller holds no lock; this takes the job's. */
 export function migrateJob(
   agent: Agent,
@@ -102,6 +105,7 @@ async function runMigration(
   });
   advance(rec, MigrationState.preparing, t0);
   await store.save(rec);
+  activeSourceMigrations.add(rec.migrationId);
   job.state = JobState.migrating;
   await agent.store.save(job);
   agent.event(job);
@@ -266,6 +270,7 @@ async function runMigration(
     await rollback(agent, store, rec, job, guard, first, t0);
     throw first;
   } finally {
+    activeSourceMigrations.delete(rec.migrationId);
     if (rec.state === MigrationState.rolledBack) {
       await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir).catch(
         () => undefined,

@@ -261,8 +261,11 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       env: JOB_ENV,
       name: 'self',
     });
-    const status = await waitForValue(async () => readOptional(`${outside}/cli.status`), 30_000);
-    assert.equal(status.trim(), '0', readOptional(`${outside}/cli.err`) ?? '');
+    const status = await waitForValue(
+      async () => readOptional(`${outside}/cli.status`)?.match(/^(\d+)\n/)?.[1],
+      30_000,
+    );
+    assert.equal(status, '0', readOptional(`${outside}/cli.err`) ?? '');
     const image = JSON.parse(readOptional(`${outside}/cli.out`)!) as {
       imageId: string;
       jobId: string;
@@ -292,7 +295,10 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
         '-c',
         `setsid -f /bin/sh -c 'echo $$ > ${inside}/pid; i=0; while :; do i=$((i+1)); echo $i >> ${inside}/ticks; sleep 0.05; done' </dev/null >/dev/null 2>&1`,
       ]);
-    const pid = Number(await waitForValue(async () => readOptional(`${outside}/pid`)));
+    // `echo $$ > pid` truncates before writing: wait for a whole number.
+    const pid = Number(
+      await waitForValue(async () => readOptional(`${outside}/pid`)?.match(/^(\d+)\n/)?.[1]),
+    );
     await waitFor(async () => readOptional(`${outside}/ticks`) !== undefined);
     const job = await h2.client.call('adopt', { pid, name: 'adoptee' });
     assert.equal(job.kind, 'adopted');
