@@ -5,3 +5,4 @@ export * from './envelope.js';
 export * from './subjects.js';
 export * from './agent-api.js';
 export * from './migration-api.js';
+export * from './controller-api.js';

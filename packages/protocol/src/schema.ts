@@ -160,10 +160,16 @@ export type ObjectOf<S extends Shape> = { [K in RequiredKeys<S>]: Infer<S[K]> } 
   [K in OptionalKeys<S>]?: Exclude<Infer<S[K]>, undefined>;
 };
 
+/** An object schema; `shape` lets another schema extend it. */
+export interface ObjectSchema<S extends Shape> extends Schema<ObjectOf<S>> {
+  readonly shape: S;
+}
+
 /** An object with exactly these fields; unknown keys are refused. */
-export function obj<S extends Shape>(shape: S): Schema<ObjectOf<S>> {
+export function obj<S extends Shape>(shape: S): ObjectSchema<S> {
   return {
     kind: 'object',
+    shape,
     parse(v, path = '') {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {
         return fail(path, `expected object, got ${typeOf(v)}`);

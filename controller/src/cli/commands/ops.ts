@@ -1,0 +1,33 @@
+/** `drover ops` and `drover status OP`: operations the controller ran. */
+import type { CommandModule } from 'yargs';
+import { callController, type GlobalArgs } from '../context.js';
+import { table, timeline } from '../output.js';
+
+export const opsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'ops',
+  describe: 'List recent operations',
+  handler: async (argv) => {
+    await callController(argv, 'ops', {}, (r) =>
+      table(
+        ['OP', 'KIND', 'STATE', 'CREATED', 'JOB'],
+        r.ops.map((o) => [o.opId, o.kind, o.state, o.createdAt, String(o.request['jobId'] ?? '')]),
+      ),
+    );
+  },
+};
+
+export const statusCommand: CommandModule<GlobalArgs, GlobalArgs & { op: string }> = {
+  command: 'status <op>',
+  describe: 'Show one operation',
+  builder: (y) => y.positional('op', { type: 'string', demandOption: true }),
+  handler: async (argv) => {
+    await callController(argv, 'status', { opId: argv.op }, (o) =>
+      [
+        `${o.opId} ${o.kind}: ${o.state}${o.error ? ` (${o.error.message})` : ''}`,
+        o.migration ? timeline(o.migration) : '',
+      ]
+        .join('\n')
+        .trim(),
+    );
+  },
+};

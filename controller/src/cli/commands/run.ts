@@ -1,0 +1,57 @@
+/** `drover run [--host H] -- CMD...`: start a job (placed when no host is given). */
+import type { CommandModule } from 'yargs';
+import { callController, type GlobalArgs } from '../context.js';
+
+type Args = GlobalArgs & {
+  host: string | undefined;
+  name: string | undefined;
+  cwd: string | undefined;
+  memory: number | undefined;
+  env: string[] | undefined;
+  cmd: string[] | undefined;
+};
+
+export const runCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'run [cmd..]',
+  describe: 'Run a command as a migratable job',
+  builder: (y) =>
+    y
+      .positional('cmd', { type: 'string', array: true, describe: 'the command, after --' })
+      .option('host', { type: 'string', describe: 'run on this host (default: placement picks)' })
+      .option('name', { type: 'string' })
+      .option('cwd', { type: 'string', describe: 'working directory (absolute)' })
+      .option('memory', { type: 'number', describe: 'memory limit in MiB' })
+      .option('env', { type: 'string', array: true, describe: 'KEY=VALUE (repeatable)' }),
+  handler: async (argv) => {
+    const command = [...(argv.cmd ?? []), ...((argv['--'] as string[] | undefined) ?? [])].map(
+      String,
+    );
+    if (argv.memory !== undefined && !(Number.isFinite(argv.memory) && argv.memory > 0)) {
+      throw Object.assign(new Error('--memory wants a size in MiB, e.g. --memory 512'), {
+        usage: true,
+      });
+    }
+    const env: Record<string, string> = {};
+    for (const kv of argv.env ?? []) {
+      const i = kv.indexOf('=');
+      if (i <= 0)
+        throw Object.assign(new Error(`--env wants KEY=VALUE, got ${kv}`), { usage: true });
+      env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+    await callController(
+      argv,
+      'run',
+      {
+        command,
+        ...(argv.host ? { host: argv.host } : {}),
+        ...(argv.name ? { name: argv.name } : {}),
+        ...(argv.cwd ? { cwd: argv.cwd } : {}),
+        ...(argv.memory !== undefined
+          ? { memoryLimitBytes: Math.round(argv.memory * 1024 * 1024) }
+          : {}),
+        ...(Object.keys(env).length ? { env } : {}),
+      },
+      (j) => `${j.id} running on ${j.host} (${j.placement})`,
+    );
+  },
+};

@@ -1,0 +1,48 @@
+/** The `drover` CLI's exit codes, in one place (documented in the README). */
+import { ErrorCode, isDroverError } from '@drover/common';
+
+/** Exit codes. */
+export const ExitCode = {
+  ok: 0,
+  /** The operation ran and failed (e.g. a migration rolled back). */
+  failed: 1,
+  /** Bad flags or arguments (nothing was changed). */
+  usage: 2,
+  /** No such job, host or operation. */
+  notFound: 3,
+  /** Refused: the cluster's state does not allow it (cordoned, unreachable, cannot move). */
+  refused: 4,
+  /** The controller or an agent could not be reached in time. */
+  unavailable: 5,
+} as const;
+
+/** The exit code for an error. */
+export function exitCodeOf(err: unknown): number {
+  if (!isDroverError(err)) return ExitCode.failed;
+  switch (err.code) {
+    case ErrorCode.InvalidArgument:
+      return ExitCode.usage;
+    case ErrorCode.NotFound:
+      return ExitCode.notFound;
+    case ErrorCode.FailedPrecondition:
+    case ErrorCode.AlreadyExists:
+      return ExitCode.refused;
+    case ErrorCode.Unavailable:
+    case ErrorCode.Timeout:
+      return ExitCode.unavailable;
+    default:
+      return ExitCode.failed;
+  }
+}
+
+/** What to do about an error, for a human. */
+export function adviceFor(err: unknown): string | null {
+  if (!isDroverError(err)) return null;
+  if (err.code === ErrorCode.Unavailable && /drover\.ctl\./.test(err.message)) {
+    return 'is the controller running? (drover-controller, or `drover up` for a local cluster)';
+  }
+  if (err.code === ErrorCode.Unavailable)
+    return 'is NATS reachable? (--nats URL or DROVER_NATS_SERVERS)';
+  if (err.code === ErrorCode.NotFound) return 'see `drover hosts` and `drover jobs`';
+  return null;
+}

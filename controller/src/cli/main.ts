@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+/** `drover`: the operator's CLI, a thin client of the controller. Exit codes: exit-codes.ts. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
+import type { GlobalArgs } from './context.js';
+import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { hostsCommand } from './commands/hosts.js';
+import {
+  inspectCommand,
+  logsCommand,
+  preflightCommand,
+  signalCommand,
+  stopCommand,
+} from './commands/job-ops.js';
+import { jobsCommand } from './commands/jobs.js';
+import { migrateCommand } from './commands/migrate.js';
+import { opsCommand, statusCommand } from './commands/ops.js';
+import { runCommand } from './commands/run.js';
+
+async function main(): Promise<void> {
+  let failed: unknown = null;
+  await yargs(hideBin(process.argv))
+    .scriptName('drover')
+    .usage('$0 <command> [options]')
+    .option('nats', {
+      type: 'string',
+      default: process.env.DROVER_NATS_SERVERS ?? 'nats://127.0.0.1:4222',
+      describe: 'NATS server(s), comma-separated',
+    })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+    .option('timeout', {
+      type: 'number',
+      default: 900,
+      describe: 'seconds to wait for the controller',
+    })
+    .command(hostsCommand)
+    .command(jobsCommand)
+    .command(runCommand)
+    .command(inspectCommand)
+    .command(logsCommand)
+    .command(signalCommand)
+    .command(stopCommand)
+    .command(migrateCommand)
+    .command(cordonCommand)
+    .command(uncordonCommand)
+    .command(preflightCommand)
+    .command(opsCommand)
+    .command(statusCommand)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .parserConfiguration({ 'populate--': true })
+    .completion('completion', 'print a shell completion script')
+    .fail((msg, err) => {
+      failed = err ?? Object.assign(new Error(msg), { usage: true });
+    })
+    .help()
+    .parseAsync()
+    .catch((err: unknown) => {
+      failed ??= err;
+    });
+  if (failed !== null) {
+    const usage = (failed as { usage?: boolean }).usage === true;
+    const message = failed instanceof Error ? failed.message : String(failed);
+    process.stderr.write(`drover: ${message}\n`);
+    const advice = usage ? 'see drover --help' : adviceFor(failed);
+    if (advice) process.stderr.write(`drover: ${advice}\n`);
+    process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);
+  }
+}
+
+void main();
+
+export type { GlobalArgs };

@@ -1,0 +1,39 @@
+/** Human output for the CLI: aligned tables, sizes, a migration's per-phase timeline. */
+import type { MigrationRecord } from '@drover/protocol';
+
+/** Print rows as an aligned table with a header. */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/** Bytes as B/KiB/MiB/GiB. */
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
+
+/** A migration's phases with their times, and its figures. */
+export function timeline(m: MigrationRecord): string {
+  const rows = m.timeline.map((t, i) => {
+    const next = m.timeline[i + 1];
+    return [t.phase, `${t.atMs} ms`, next ? `${next.atMs - t.atMs} ms` : ''];
+  });
+  const s = m.stats;
+  return [
+    table(['phase', 'at', 'took'], rows),
+    `frozen (downtime) ${s.frozenMs} ms · dump ${s.dumpMs} ms · transfer ${s.transferMs} ms · ` +
+      `restore ${s.restoreMs} ms · total ${s.totalMs} ms · ${bytes(s.bytes)} in ${s.files} files`,
+  ].join('\n');
+}

@@ -1,0 +1,107 @@
+/** The controller's configuration: defaults < JSON file < DROVER_* environment < flags. */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
+
+/** Compiled, read-only controller configuration. */
+export interface ControllerConfig {
+  /** This controller's name (lease holder id). */
+  readonly id: string;
+  readonly nats: {
+    readonly servers: readonly string[];
+    readonly tls?: {
+      readonly caFile?: string;
+      readonly certFile?: string;
+      readonly keyFile?: string;
+    };
+    readonly user?: string;
+    readonly pass?: string;
+    readonly credsFile?: string;
+  };
+  /** A host with no heartbeat for this long is unreachable. */
+  readonly unreachableAfterMs: number;
+  /** Leadership lease: the acting controller renews it every third of this. */
+  readonly leaseTtlMs: number;
+  /** JetStream replicas for cluster state (3 on a 3-node NATS cluster). */
+  readonly replicas: 1 | 3;
+  readonly logLevel: LogLevel;
+}
+
+/** Raw, partial config (a file, the environment, flags). */
+export interface ControllerConfigInput {
+  id?: string;
+  nats?: {
+    servers?: string[] | string;
+    tls?: { caFile?: string; certFile?: string; keyFile?: string };
+    user?: string;
+    pass?: string;
+    credsFile?: string;
+  };
+  unreachableAfterMs?: number;
+  leaseTtlMs?: number;
+  replicas?: number;
+  logLevel?: LogLevel;
+}
+
+function bad(message: string): DroverError {
+  return new DroverError(ErrorCode.InvalidArgument, `controller config: ${message}`);
+}
+
+/** `DROVER_*` variables as a raw layer. */
+export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfigInput {
+  const out: ControllerConfigInput = {};
+  if (env.DROVER_CONTROLLER_ID) out.id = env.DROVER_CONTROLLER_ID;
+  if (env.DROVER_NATS_SERVERS) out.nats = { servers: env.DROVER_NATS_SERVERS };
+  if (env.DROVER_UNREACHABLE_MS) out.unreachableAfterMs = Number(env.DROVER_UNREACHABLE_MS);
+  if (env.DROVER_LEASE_MS) out.leaseTtlMs = Number(env.DROVER_LEASE_MS);
+  if (env.DROVER_REPLICAS) out.replicas = Number(env.DROVER_REPLICAS);
+  if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
+  return out;
+}
+
+/** A JSON config file as a raw layer. */
+export function controllerConfigFromFile(path: string): ControllerConfigInput {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as ControllerConfigInput;
+  } catch (err) {
+    throw new DroverError(ErrorCode.InvalidArgument, `cannot read controller config ${path}`, {
+      cause: err,
+    });
+  }
+}
+
+/** Merge layers (later wins) and validate. */
+export function compileControllerConfig(...layers: ControllerConfigInput[]): ControllerConfig {
+  const m: ControllerConfigInput = {};
+  let nats: NonNullable<ControllerConfigInput['nats']> = {};
+  for (const l of layers) {
+    Object.assign(m, l);
+    if (l.nats) nats = { ...nats, ...l.nats };
+  }
+  const servers =
+    typeof nats.servers === 'string'
+      ? nats.servers.split(',')
+      : (nats.servers ?? ['nats://127.0.0.1:4222']);
+  if (servers.length === 0 || servers.some((s) => s.trim() === '')) throw bad('no NATS servers');
+  const unreachableAfterMs = m.unreachableAfterMs ?? 6000;
+  if (!Number.isInteger(unreachableAfterMs) || unreachableAfterMs < 500)
+    throw bad('unreachable timeout must be >= 500 ms');
+  const leaseTtlMs = m.leaseTtlMs ?? 5000;
+  if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 1000) throw bad('lease TTL must be >= 1000 ms');
+  const replicas = m.replicas ?? 1;
+  if (replicas !== 1 && replicas !== 3) throw bad('replicas must be 1 or 3');
+  return Object.freeze({
+    id: m.id ?? `controller-${hostname()}-${process.pid}`,
+    nats: Object.freeze({
+      servers: Object.freeze(servers.map((s) => s.trim())),
+      ...(nats.tls ? { tls: Object.freeze({ ...nats.tls }) } : {}),
+      ...(nats.user !== undefined ? { user: nats.user } : {}),
+      ...(nats.pass !== undefined ? { pass: nats.pass } : {}),
+      ...(nats.credsFile !== undefined ? { credsFile: nats.credsFile } : {}),
+    }),
+    unreachableAfterMs,
+    leaseTtlMs,
+    replicas,
+    logLevel: m.logLevel ?? 'info',
+  });
+}

@@ -1,0 +1,331 @@
+/**
+ * The controller: learns hosts from heartbeats, places and migrates jobs, keeps cordons and
+ * operations in JetStream, and serves the `drover` CLI on `drover.ctl.<op>`.
+ */
+import { AgentClient, type Bus, type StateStore } from '@drover/bus';
+import {
+  DroverError,
+  ErrorCode,
+  newId,
+  nullLogger,
+  toDroverError,
+  type Logger,
+} from '@drover/common';
+import {
+  HEARTBEAT_WILDCARD,
+  type AgentInfo,
+  type AgentOp,
+  type AgentReplies,
+  type AgentRequest,
+  type ClusterJob,
+  type ControllerReplies,
+  type ControllerRequest,
+  type HostStatus,
+  type OperationRecord,
+} from '@drover/protocol';
+import { HostRegistry } from './host-registry.js';
+import { place, type HostView } from './placement.js';
+
+/** Durable state of the controller, in JetStream key-value buckets. */
+export interface ControllerStores {
+  /** host → its cordon (the durable part of a host's state). */
+  cordons: StateStore<{ cordoned: boolean }>;
+  /** opId → the operation's record. */
+  ops: StateStore<OperationRecord>;
+}
+
+const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
+/** A migration may take long (post-copy of a big job pulls pages after the switch). */
+const MIGRATE_TIMEOUT_MS = 15 * 60_000;
+
+/** One controller's view and actions. */
+export class Controller {
+  readonly registry: HostRegistry;
+  private readonly log: Logger;
+  private stopHeartbeats: (() => void) | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly stores: ControllerStores,
+    options: { unreachableAfterMs: number; logger?: Logger },
+  ) {
+    this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
+    this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
+  }
+
+  /** Start listening to heartbeats and sweeping for silent hosts. */
+  async start(): Promise<void> {
+    this.stopHeartbeats = this.bus.subscribe(HEARTBEAT_WILDCARD, (_s, v) =>
+      this.heartbeat(v as AgentInfo),
+    );
+    this.sweeper = setInterval(() => {
+      for (const h of this.registry.sweep()) this.log.warn('host unreachable', { host: h });
+    }, 1000);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    this.stopHeartbeats?.();
+    if (this.sweeper) clearInterval(this.sweeper);
+  }
+
+  private heartbeat(info: AgentInfo): void {
+    const known = this.registry.get(info.host) !== undefined;
+    this.registry.observe(info);
+    if (!known) {
+      this.log.info('host joined', { host: info.host });
+      // Its cordon survives controller restarts: read it back.
+      void this.stores.cordons.get(info.host).then(
+        (c) => {
+          if (c?.value.cordoned) this.registry.cordon(info.host);
+        },
+        (err: unknown) => this.log.warn('cannot read cordon', { host: info.host, err }),
+      );
+    }
+  }
+
+  hosts(): ControllerReplies['hosts'] {
+    return { hosts: this.registry.list().map(toStatus) };
+  }
+
+  /** Every job of every reachable host, asked of the agents themselves. */
+  async jobs(req: ControllerRequest<'jobs'>): Promise<ControllerReplies['jobs']> {
+    const hosts = this.registry
+      .list()
+      .filter((h) => h.reachable && (req.host === undefined || h.host === req.host));
+    if (req.host !== undefined && hosts.length === 0) this.knownHost(req.host);
+    const lists = await Promise.all(
+      hosts.map((h) =>
+        this.agent(h.host, 'list', {}).then(
+          (r) => r.jobs,
+          () => [],
+        ),
+      ),
+    );
+    return { jobs: lists.flat().sort((a, b) => a.id.localeCompare(b.id)) };
+  }
+
+  async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
+    const { host: wanted, ...spec } = req;
+    let host: string;
+    let explanation: string;
+    if (wanted !== undefined) {
+      this.usableHost(wanted);
+      host = wanted;
+      explanation = `${wanted}: asked for`;
+    } else {
+      const p = place(this.views(), {
+        memoryBytes: spec.memoryLimitBytes ?? 64 * 1024 * 1024,
+        cpuFlags: [],
+      });
+      host = p.host;
+      explanation = p.explanation;
+    }
+    const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
+    return { ...job, placement: explanation };
+  }
+
+  async adopt(req: ControllerRequest<'adopt'>): Promise<ClusterJob> {
+    this.usableHost(req.host);
+    return this.agent(req.host, 'adopt', { pid: req.pid, ...(req.name ? { name: req.name } : {}) });
+  }
+
+  async inspect(req: ControllerRequest<'inspect'>): Promise<ControllerReplies['inspect']> {
+    const host = await this.locate(req.jobId);
+    return this.agent(host, 'inspect', req);
+  }
+
+  async logs(req: ControllerRequest<'logs'>): Promise<ControllerReplies['logs']> {
+    return this.agent(await this.locate(req.jobId, true), 'logs', req);
+  }
+
+  async signal(req: ControllerRequest<'signal'>): Promise<ClusterJob> {
+    return this.agent(await this.locate(req.jobId), 'signal', req);
+  }
+
+  async stopJob(req: ControllerRequest<'stop'>): Promise<ClusterJob> {
+    return this.agent(await this.locate(req.jobId), 'signal', {
+      jobId: req.jobId,
+      signal: 'SIGTERM',
+    });
+  }
+
+  async preflight(req: ControllerRequest<'preflight'>): Promise<ControllerReplies['preflight']> {
+    const host = await this.locate(req.jobId);
+    if (req.to !== undefined) this.knownHost(req.to);
+    return this.agent(host, 'preflight', {
+      jobId: req.jobId,
+      ...(req.to ? { destination: req.to } : {}),
+    });
+  }
+
+  async cordon(req: ControllerRequest<'cordon'>, cordoned: boolean): Promise<HostStatus> {
+    this.knownHost(req.host);
+    await this.stores.cordons.put(req.host, { cordoned });
+    return toStatus(cordoned ? this.registry.cordon(req.host) : this.registry.uncordon(req.host));
+  }
+
+  /**
+   * Move a job: validate everything first (bad input changes nothing), record the operation,
+   * ask the source agent to migrate, record the outcome.
+   */
+  async migrate(req: ControllerRequest<'migrate'>): Promise<OperationRecord> {
+    const source = await this.locate(req.jobId);
+    let destination: string;
+    let explanation: string;
+    if (req.to !== undefined) {
+      if (req.to === source)
+        throw new DroverError(
+          ErrorCode.InvalidArgument,
+          `job ${req.jobId} already runs on ${source}`,
+        );
+      this.usableHost(req.to);
+      destination = req.to;
+      explanation = `${req.to}: asked for`;
+    } else {
+      const job = await this.agent(source, 'inspect', { jobId: req.jobId });
+      const p = place(this.views(), {
+        memoryBytes: job.memoryUsageBytes ?? 0,
+        cpuFlags: this.registry.get(source)?.info.cpuFlags ?? [],
+        needsLazyPages: req.mode === 'post-copy',
+        exclude: [source],
+      });
+      destination = p.host;
+      explanation = p.explanation;
+    }
+    const now = new Date().toISOString();
+    const op: OperationRecord = {
+      opId: newId('op'),
+      kind: 'migrate',
+      state: 'running',
+      createdAt: now,
+      updatedAt: now,
+      request: { ...req, source, destination },
+      placement: explanation,
+      migration: null,
+      error: null,
+    };
+    await this.stores.ops.put(op.opId, op);
+    try {
+      op.migration = await this.agent(
+        source,
+        'migrate',
+        { jobId: req.jobId, destination, ...(req.mode ? { mode: req.mode } : {}) },
+        MIGRATE_TIMEOUT_MS,
+      );
+      op.state = 'done';
+    } catch (err) {
+      const e = toDroverError(err);
+      op.state = 'failed';
+      op.error = { code: e.code, message: e.message };
+    }
+    op.updatedAt = new Date().toISOString();
+    await this.stores.ops.put(op.opId, op);
+    return op;
+  }
+
+  async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
+    const all = [...(await this.stores.ops.list()).values()].map((v) => v.value);
+    all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    return { ops: all.slice(0, req.limit ?? 50) };
+  }
+
+  async status(req: ControllerRequest<'status'>): Promise<OperationRecord> {
+    const r = await this.stores.ops.get(req.opId);
+    if (!r)
+      throw new DroverError(ErrorCode.NotFound, `no operation ${req.opId}`, {
+        details: { opId: req.opId },
+      });
+    return r.value;
+  }
+
+  // ---- helpers ----
+
+  private views(): HostView[] {
+    return this.registry.list();
+  }
+
+  private knownHost(host: string): HostView {
+    const h = this.registry.get(host);
+    if (!h) {
+      throw new DroverError(
+        ErrorCode.NotFound,
+        `no host ${host} (known: ${
+          this.registry
+            .list()
+            .map((x) => x.host)
+            .join(', ') || 'none'
+        })`,
+        {
+          details: { host },
+        },
+      );
+    }
+    return h;
+  }
+
+  /** A host that may receive work: known, reachable, not cordoned. */
+  private usableHost(host: string): HostView {
+    const h = this.knownHost(host);
+    if (!h.reachable) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `host ${host} is unreachable (no heartbeat lately)`,
+        { details: { host } },
+      );
+    }
+    if (h.cordoned) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `host ${host} is cordoned; uncordon it first`,
+        { details: { host } },
+      );
+    }
+    return h;
+  }
+
+  /**
+   * The host a job lives on, confirmed by that host's agent (heartbeats may be a moment old: a
+   * job that just migrated still shows on its old host). Hosts whose heartbeat lists the job are
+   * asked first, then every other reachable host.
+   */
+  private async locate(jobId: string, anyState = false): Promise<string> {
+    const reachable = this.registry.list().filter((h) => h.reachable);
+    const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
+    const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
+    let fallback: string | null = null;
+    for (const h of order) {
+      const found = await this.agent(h.host, 'inspect', { jobId }).then(
+        (j) => j,
+        () => null,
+      );
+      if (!found) continue;
+      if (LIVE.has(found.state)) return h.host;
+      fallback ??= h.host;
+    }
+    if (anyState && fallback !== null) return fallback;
+    throw new DroverError(ErrorCode.NotFound, `no running job ${jobId} on any reachable host`, {
+      details: { jobId },
+    });
+  }
+
+  private agent<Op extends AgentOp>(
+    host: string,
+    op: Op,
+    req: AgentRequest<Op>,
+    timeoutMs?: number,
+  ): Promise<AgentReplies[Op]> {
+    return new AgentClient(this.bus, host).call(op, req, timeoutMs);
+  }
+}
+
+function toStatus(h: HostView): HostStatus {
+  return {
+    host: h.host,
+    reachable: h.reachable,
+    cordoned: h.cordoned,
+    lastSeen: new Date(h.lastSeenMs).toISOString(),
+    info: h.info,
+  };
+}

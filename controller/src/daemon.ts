@@ -1,0 +1,114 @@
+/**
+ * The controller daemon: connects, opens its state in JetStream, takes the leadership lease
+ * (several controllers may run; one acts), and serves the controller API while it holds it.
+ */
+import {
+  Bus,
+  Lease,
+  LeaseKeeper,
+  serveControllerApi,
+  StateStore,
+  type LeaseRecord,
+} from '@drover/bus';
+import { DroverError, nullLogger, type Logger } from '@drover/common';
+import type { OperationRecord } from '@drover/protocol';
+import type { ControllerConfig } from './config.js';
+import { Controller } from './controller.js';
+
+/** A running controller. */
+export interface ControllerDaemon {
+  controller: Controller;
+  bus: Bus;
+  close(): Promise<void>;
+}
+
+const LEASE_KEY = 'leader';
+
+/**
+ * Start a controller. Resolves once it is the acting controller; a standby keeps trying to take
+ * the lease (every half TTL) and resolves when it gets it. `onLost` is called if the lease is
+ * lost later: the daemon must then stop acting (main exits, its supervisor restarts it).
+ */
+export async function startController(
+  config: ControllerConfig,
+  logger: Logger = nullLogger,
+  onLost: () => void = () => {},
+): Promise<ControllerDaemon> {
+  const log = logger.child({ controller: config.id });
+  const bus = await Bus.connect({
+    servers: config.nats.servers,
+    name: `drover-controller ${config.id}`,
+    logger: log,
+    ...(config.nats.tls ? { tls: config.nats.tls } : {}),
+    ...(config.nats.user !== undefined ? { user: config.nats.user } : {}),
+    ...(config.nats.pass !== undefined ? { pass: config.nats.pass } : {}),
+    ...(config.nats.credsFile !== undefined ? { credsFile: config.nats.credsFile } : {}),
+  });
+  try {
+    const opts = { replicas: config.replicas } as const;
+    const leases = await StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts });
+    const cordons = await StateStore.open<{ cordoned: boolean }>(bus, {
+      bucket: 'drover_cordons',
+      ...opts,
+    });
+    const ops = await StateStore.open<OperationRecord>(bus, { bucket: 'drover_ops', ...opts });
+    let lease: Lease | null = null;
+    while (lease === null) {
+      lease = await Lease.acquire(leases, LEASE_KEY, config.id, config.leaseTtlMs).catch(
+        (err: unknown) => {
+          if (err instanceof DroverError && err.retryable) return null;
+          throw err;
+        },
+      );
+      if (lease === null) await new Promise((r) => setTimeout(r, config.leaseTtlMs / 2));
+    }
+    const keeper = new LeaseKeeper(lease, {
+      onLost: () => {
+        log.error('lost the controller lease; stopping');
+        onLost();
+      },
+    });
+    keeper.start();
+    const controller = new Controller(
+      bus,
+      { cordons, ops },
+      { unreachableAfterMs: config.unreachableAfterMs, logger: log },
+    );
+    await controller.start();
+    serveControllerApi(
+      bus,
+      {
+        hosts: async () => controller.hosts(),
+        jobs: (r) => controller.jobs(r),
+        run: (r) => controller.run(r),
+        adopt: (r) => controller.adopt(r),
+        inspect: (r) => controller.inspect(r),
+        logs: (r) => controller.logs(r),
+        signal: (r) => controller.signal(r),
+        stop: (r) => controller.stopJob(r),
+        migrate: (r) => controller.migrate(r),
+        preflight: (r) => controller.preflight(r),
+        cordon: (r) => controller.cordon(r, true),
+        uncordon: (r) => controller.cordon(r, false),
+        ops: (r) => controller.ops(r),
+        status: (r) => controller.status(r),
+      },
+      log,
+    );
+    await bus.flush();
+    log.info('controller acting', { id: config.id });
+    return {
+      controller,
+      bus,
+      async close() {
+        keeper.stop();
+        controller.stop();
+        await lease?.release().catch(() => undefined);
+        await bus.close();
+      },
+    };
+  } catch (err) {
+    await bus.close();
+    throw err;
+  }
+}

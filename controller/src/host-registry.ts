@@ -1,0 +1,165 @@
+/** The host registry owns what the controller knows of each host: its last heartbeat, whether it is reachable, and its cordon. */
+import { DroverError, ErrorCode } from '@drover/common';
+import type { AgentInfo } from '@drover/protocol';
+import type { HostView } from './placement.js';
+
+/** Options of a HostRegistry. */
+export interface HostRegistryOptions {
+  /** A host whose last heartbeat is older than this is marked unreachable by `sweep`. */
+  unreachableAfterMs: number;
+  /** Clock in ms; default `Date.now`. Persisted `lastSeenMs` values are in this clock. */
+  now?: () => number;
+}
+
+/** The registry as persisted (`toJSON`, `fromJSON`). */
+export interface HostRegistryJSON {
+  version: 1;
+  hosts: HostView[];
+}
+
+/**
+ * Hosts as the controller sees them, fed by heartbeats: a pure state machine (no timers, no I/O;
+ * the caller calls `observe` per heartbeat and `sweep` on its own schedule). Views it returns are
+ * frozen snapshots; `info` is the heartbeat object as given.
+ */
+export class HostRegistry {
+  readonly #hosts = new Map<string, Readonly<HostView>>();
+  readonly #unreachableAfterMs: number;
+  readonly #now: () => number;
+
+  constructor(opts: HostRegistryOptions) {
+    if (!Number.isFinite(opts.unreachableAfterMs) || opts.unreachableAfterMs <= 0) {
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        `unreachableAfterMs must be a positive number, got ${String(opts.unreachableAfterMs)}`,
+      );
+    }
+    this.#unreachableAfterMs = opts.unreachableAfterMs;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** A heartbeat: a new host appears, a known one is refreshed, an unreachable one comes back. */
+  observe(info: AgentInfo): HostView {
+    if (typeof info.host !== 'string' || info.host === '') {
+      throw new DroverError(ErrorCode.InvalidArgument, 'heartbeat without a host name');
+    }
+    const prev = this.#hosts.get(info.host);
+    return this.#set({
+      host: info.host,
+      info,
+      cordoned: prev?.cordoned ?? false,
+      reachable: true,
+      lastSeenMs: this.#now(),
+    });
+  }
+
+  /** Keep new jobs off a host (placement refuses it); survives heartbeats. */
+  cordon(host: string): HostView {
+    return this.#set({ ...this.#known(host), cordoned: true });
+  }
+
+  /** Let placement choose a host again. */
+  uncordon(host: string): HostView {
+    return this.#set({ ...this.#known(host), cordoned: false });
+  }
+
+  /** Mark hosts silent for longer than the timeout unreachable; returns the newly unreachable, by name. */
+  sweep(): string[] {
+    const now = this.#now();
+    const lost: string[] = [];
+    for (const v of this.#hosts.values()) {
+      if (v.reachable && now - v.lastSeenMs > this.#unreachableAfterMs) {
+        this.#set({ ...v, reachable: false });
+        lost.push(v.host);
+      }
+    }
+    return lost.sort();
+  }
+
+  /** One host, if it has ever sent a heartbeat. */
+  get(host: string): HostView | undefined {
+    return this.#hosts.get(host);
+  }
+
+  /** Every known host, sorted by name. */
+  list(): HostView[] {
+    return [...this.#hosts.values()].sort((a, b) =>
+      a.host < b.host ? -1 : a.host > b.host ? 1 : 0,
+    );
+  }
+
+  /** The registry as plain JSON, for the controller's key-value store. */
+  toJSON(): HostRegistryJSON {
+    return { version: 1, hosts: this.list().map((v) => ({ ...v })) };
+  }
+
+  /**
+   * Rebuild a registry persisted by `toJSON`.
+   * @throws DroverError INVALID_ARGUMENT if `data` is not such a document.
+   */
+  static fromJSON(data: unknown, opts: HostRegistryOptions): HostRegistry {
+    const reg = new HostRegistry(opts);
+    const bad = (why: string): DroverError =>
+      new DroverError(ErrorCode.InvalidArgument, `host registry document: ${why}`);
+    if (!isObject(data) || data['version'] !== 1 || !Array.isArray(data['hosts'])) {
+      throw bad('expected {version: 1, hosts: [...]}');
+    }
+    (data['hosts'] as unknown[]).forEach((h, i) => {
+      const why = hostViewProblem(h);
+      if (why !== null) throw bad(`hosts[${i}]: ${why}`);
+      const v = h as HostView;
+      if (reg.#hosts.has(v.host)) throw bad(`hosts[${i}]: ${v.host} is listed twice`);
+      reg.#set({
+        host: v.host,
+        info: v.info,
+        cordoned: v.cordoned,
+        reachable: v.reachable,
+        lastSeenMs: v.lastSeenMs,
+      });
+    });
+    return reg;
+  }
+
+  #known(host: string): Readonly<HostView> {
+    const v = this.#hosts.get(host);
+    if (v === undefined) {
+      throw new DroverError(ErrorCode.NotFound, `unknown host ${host} (no heartbeat seen)`, {
+        details: { host },
+      });
+    }
+    return v;
+  }
+
+  #set(view: HostView): HostView {
+    const frozen = Object.freeze(view);
+    this.#hosts.set(view.host, frozen);
+    return frozen;
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** What is wrong with a persisted HostView (the fields placement reads), or null. */
+function hostViewProblem(h: unknown): string | null {
+  if (!isObject(h)) return 'not an object';
+  if (typeof h['host'] !== 'string' || h['host'] === '') return 'host must be a non-empty string';
+  if (typeof h['cordoned'] !== 'boolean') return 'cordoned must be a boolean';
+  if (typeof h['reachable'] !== 'boolean') return 'reachable must be a boolean';
+  if (!Number.isFinite(h['lastSeenMs'])) return 'lastSeenMs must be a number';
+  const info = h['info'];
+  if (!isObject(info) || info['host'] !== h['host'])
+    return 'info must be the heartbeat of that host';
+  const mem = info['memory'];
+  if (!isObject(mem) || !Number.isFinite(mem['availableBytes'])) return 'info.memory is malformed';
+  const flags = info['cpuFlags'];
+  if (!Array.isArray(flags) || !flags.every((f) => typeof f === 'string')) {
+    return 'info.cpuFlags must be strings';
+  }
+  if (!isObject(info['criu']) || typeof info['criu']['lazyPages'] !== 'boolean') {
+    return 'info.criu is malformed';
+  }
+  if (!Array.isArray(info['jobs'])) return 'info.jobs must be an array';
+  return null;
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+/** `drover-controller`: compile the config (defaults < file < env < flags) and run the daemon. */
+import { parseArgs } from 'node:util';
+import { isDroverError, jsonLogger } from '@drover/common';
+import {
+  compileControllerConfig,
+  controllerConfigFromEnv,
+  controllerConfigFromFile,
+  type ControllerConfigInput,
+} from './config.js';
+import { startController } from './daemon.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      config: { type: 'string', short: 'c' },
+      id: { type: 'string' },
+      nats: { type: 'string' },
+      'unreachable-ms': { type: 'string' },
+      'lease-ms': { type: 'string' },
+      replicas: { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const flags: ControllerConfigInput = {
+    ...(values.id ? { id: values.id } : {}),
+    ...(values.nats ? { nats: { servers: values.nats } } : {}),
+    ...(values['unreachable-ms'] ? { unreachableAfterMs: Number(values['unreachable-ms']) } : {}),
+    ...(values['lease-ms'] ? { leaseTtlMs: Number(values['lease-ms']) } : {}),
+    ...(values.replicas ? { replicas: Number(values.replicas) } : {}),
+    ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
+  };
+  const config = compileControllerConfig(
+    values.config ? controllerConfigFromFile(values.config) : {},
+    controllerConfigFromEnv(process.env),
+    flags,
+  );
+  const log = jsonLogger((l) => process.stderr.write(l), { level: config.logLevel });
+  // A controller that lost its lease must stop acting at once; its supervisor restarts it.
+  const daemon = await startController(config, log, () => process.exit(3));
+  const stop = (): void => void daemon.close().finally(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`drover-controller: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(isDroverError(err) && err.code === 'INVALID_ARGUMENT' ? 2 : 1);
+});

@@ -1,0 +1,171 @@
+/** The cluster event log: one JetStream stream over `drover.evt.>`, appended with acks, read by range. */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/nats-core';
+import { DroverError, ErrorCode } from '@drover/common';
+import type { Bus } from './connection.js';
+import { mapJetStreamError } from './state-store.js';
+
+/** Subjects the log captures. */
+export const EVENT_SUBJECT_PREFIX = 'drover.evt.';
+
+/** How to open (or create) the event log. Limits apply only when the stream is created. */
+export interface EventLogOptions {
+  /** Stream name. Default `DROVER_EVENTS`. */
+  stream?: string;
+  /** 1 for a single server, 3 for a 3-node cluster. Default 1. */
+  replicas?: 1 | 3;
+  /** Drop events older than this. Default 7 days. */
+  maxAgeMs?: number;
+  /** Drop the oldest events past this size. Default 1 GiB. */
+  maxBytes?: number;
+  /** JetStream API timeout. Default 2000 ms. */
+  timeoutMs?: number;
+}
+
+/** What to read. */
+export interface ReadOptions {
+  /** A subject filter under `drover.evt.` (wildcards allowed). Default all events. */
+  subjectFilter?: string;
+  /** Only events with a sequence greater than this (pass the last one you saw). Default 0. */
+  sinceSeq?: number;
+  /** At most this many events. */
+  limit: number;
+}
+
+/** One event as stored. */
+export interface LoggedEvent<T = unknown> {
+  /** Stream sequence: increasing, unique, with gaps where events aged out or were filtered. */
+  seq: number;
+  subject: string;
+  /** When the server stored it. */
+  time: Date;
+  value: T;
+}
+
+const subjectRe = /^drover\.evt(\.[-\w]+)+$/;
+const filterRe = /^drover\.evt(\.([-\w]+|\*|>))+$/;
+
+/** An append-only log of cluster events in one JetStream stream. */
+export class EventLog {
+  private constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    /** The stream name. */
+    readonly stream: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Open the stream, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
+  static async open(bus: Bus, options: EventLogOptions = {}): Promise<EventLog> {
+    const stream = options.stream ?? 'DROVER_EVENTS';
+    const timeout = options.timeoutMs ?? 2000;
+    try {
+      const jsm = await jetstreamManager(bus.nc, { timeout });
+      try {
+        await jsm.streams.info(stream);
+      } catch (err) {
+        if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound))
+          throw err;
+        await jsm.streams.add({
+          name: stream,
+          subjects: [`${EVENT_SUBJECT_PREFIX}>`],
+          retention: RetentionPolicy.Limits,
+          storage: StorageType.File,
+          num_replicas: options.replicas ?? 1,
+          max_age: nanos(options.maxAgeMs ?? 7 * 24 * 3600 * 1000),
+          max_bytes: options.maxBytes ?? 1024 ** 3,
+        });
+      }
+      return new EventLog(jetstream(bus.nc, { timeout }), jsm, stream, timeout);
+    } catch (err) {
+      throw mapJetStreamError(`cannot open event log ${stream}`, err, { stream });
+    }
+  }
+
+  /** Append a JSON event on `subject` (under `drover.evt.`) and wait for the ack. Returns its seq. */
+  async append(subject: string, value: unknown): Promise<number> {
+    if (!subjectRe.test(subject)) {
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        `event subject must be under ${EVENT_SUBJECT_PREFIX}`,
+        {
+          details: { subject },
+        },
+      );
+    }
+    try {
+      const ack = await this.js.publish(subject, JSON.stringify(value));
+      return ack.seq;
+    } catch (err) {
+      throw mapJetStreamError(`append to ${subject}`, err, { subject });
+    }
+  }
+
+  /**
+   * Events after `sinceSeq` matching `subjectFilter`, oldest first, at most `limit`.
+   * Reads through a short-lived ephemeral pull consumer (works on 2.9.10; batch direct get
+   * needs 2.11), so it sees exactly what was stored when the read started.
+   */
+  async read<T = unknown>(options: ReadOptions): Promise<LoggedEvent<T>[]> {
+    const filter = options.subjectFilter ?? `${EVENT_SUBJECT_PREFIX}>`;
+    const sinceSeq = options.sinceSeq ?? 0;
+    if (
+      !filterRe.test(filter) ||
+      !Number.isSafeInteger(sinceSeq) ||
+      sinceSeq < 0 ||
+      !(options.limit > 0)
+    ) {
+      throw new DroverError(ErrorCode.InvalidArgument, 'bad event log read', {
+        details: { subjectFilter: filter, sinceSeq, limit: options.limit },
+      });
+    }
+    const out: LoggedEvent<T>[] = [];
+    try {
+      const ci = await this.jsm.consumers.add(this.stream, {
+        filter_subject: filter,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: sinceSeq + 1,
+        ack_policy: AckPolicy.None,
+        inactive_threshold: nanos(30_000),
+        mem_storage: true,
+      });
+      try {
+        // num_pending at creation bounds the read, so fetch never waits for events not yet written.
+        const want = Math.min(options.limit, ci.num_pending);
+        const consumer = await this.js.consumers.get(this.stream, ci.name);
+        while (out.length < want) {
+          const batch = await consumer.fetch({
+            max_messages: want - out.length,
+            expires: this.timeoutMs,
+          });
+          let got = 0;
+          for await (const m of batch) {
+            got++;
+            out.push({ seq: m.seq, subject: m.subject, time: m.time, value: m.json<T>() });
+            if (out.length >= want) break;
+          }
+          if (got === 0) break;
+        }
+      } finally {
+        await this.jsm.consumers.delete(this.stream, ci.name).catch(() => undefined);
+      }
+    } catch (err) {
+      throw mapJetStreamError(`read ${filter} from ${this.stream}`, err, {
+        stream: this.stream,
+        filter,
+      });
+    }
+    return out;
+  }
+}

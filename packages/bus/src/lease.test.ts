@@ -1,0 +1,131 @@
+/** Tests for Lease and LeaseKeeper against a real nats-server on loopback. */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isDroverError, type DroverError } from '@drover/common';
+import { Bus } from './connection.js';
+import { Lease, LeaseKeeper, type LeaseRecord } from './lease.js';
+import { StateStore } from './state-store.js';
+
+let server: ChildProcess;
+let dir: string;
+let bus: Bus;
+let store: StateStore<LeaseRecord>;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'drover-lease-test-'));
+  const port = await freePort();
+  server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
+    stdio: 'ignore',
+  });
+  for (let i = 0; ; i++) {
+    try {
+      bus = await Bus.connect({ servers: [`nats://127.0.0.1:${port}`], name: 'lease-test' });
+      break;
+    } catch (err) {
+      if (i > 100) throw err;
+      await sleep(50);
+    }
+  }
+  store = await StateStore.open<LeaseRecord>(bus, { bucket: 'leases', timeoutMs: 1000 });
+});
+
+after(async () => {
+  await bus?.close();
+  if (server?.pid) process.kill(server.pid, 'SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const held = (e: unknown): boolean =>
+  isDroverError(e, 'FAILED_PRECONDITION') && (e as DroverError).retryable;
+
+test('a held lease refuses a second holder; release frees it', async () => {
+  const a = await Lease.acquire(store, 'leader.r', 'ctl-a', 5000);
+  assert.ok(a.isHeld());
+  await assert.rejects(Lease.acquire(store, 'leader.r', 'ctl-b', 5000), (e: unknown) => {
+    assert.ok(held(e));
+    assert.equal((e as DroverError).details.holder, 'ctl-a');
+    return true;
+  });
+  await a.release();
+  assert.equal(a.isHeld(), false);
+  assert.equal(await store.get('leader.r'), null);
+  const b = await Lease.acquire(store, 'leader.r', 'ctl-b', 5000);
+  assert.ok(b.isHeld());
+  await b.release();
+});
+
+test('an expired lease is taken over; the old holder cannot renew it', async () => {
+  const a = await Lease.acquire(store, 'leader.x', 'ctl-a', 300);
+  await sleep(350);
+  assert.equal(a.isHeld(), false);
+  const b = await Lease.acquire(store, 'leader.x', 'ctl-b', 5000);
+  assert.equal((await store.get('leader.x'))?.value.holder, 'ctl-b');
+  await assert.rejects(a.renew(), (e: unknown) => isDroverError(e, 'FAILED_PRECONDITION'));
+  // A's release must not free B's lease.
+  await a.release();
+  assert.equal((await store.get('leader.x'))?.value.holder, 'ctl-b');
+  await b.release();
+});
+
+test('renew extends the lease past its first expiry', async () => {
+  const a = await Lease.acquire(store, 'leader.n', 'ctl-a', 400);
+  const first = (await store.get('leader.n'))!.value.expiresAt;
+  await sleep(250);
+  await a.renew();
+  const second = (await store.get('leader.n'))!.value.expiresAt;
+  assert.ok(second >= first + 200, `${second} vs ${first}`);
+  await sleep(250); // past the first expiry, inside the renewed one
+  assert.ok(a.isHeld());
+  await assert.rejects(Lease.acquire(store, 'leader.n', 'ctl-b', 400), held);
+  await a.release();
+});
+
+test('maxClockSkewMs shortens what the holder trusts', async () => {
+  const a = await Lease.acquire(store, 'leader.s', 'ctl-a', 400, { maxClockSkewMs: 300 });
+  await sleep(150);
+  assert.equal(a.isHeld(), false);
+  await assert.rejects(
+    Lease.acquire(store, 'leader.s', 'ctl-b', 400, { maxClockSkewMs: 500 }),
+    (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
+  );
+  await a.release();
+});
+
+test('a LeaseKeeper keeps the lease alive, then reports loss when it is stolen after expiry', async () => {
+  const a = await Lease.acquire(store, 'leader.k', 'ctl-a', 300);
+  const losses: DroverError[] = [];
+  const keeper = new LeaseKeeper(a, { onLost: (e) => losses.push(e) }).start();
+  await sleep(800); // well past one ttl: only renewals keep it
+  assert.ok(a.isHeld());
+  await assert.rejects(Lease.acquire(store, 'leader.k', 'ctl-b', 300), held);
+  assert.equal(losses.length, 0);
+  // Simulate a holder that stalls (no renewals) past expiry, while B takes over.
+  keeper.stop();
+  await sleep(350);
+  const b = await Lease.acquire(store, 'leader.k', 'ctl-b', 5000);
+  const keeper2 = new LeaseKeeper(a, { onLost: (e) => losses.push(e) }).start();
+  const until = Date.now() + 2000;
+  while (losses.length === 0 && Date.now() < until) await sleep(20);
+  keeper2.stop();
+  assert.equal(losses.length, 1);
+  assert.ok(isDroverError(losses[0], 'FAILED_PRECONDITION'));
+  assert.equal(losses[0]?.retryable, false);
+  assert.equal(a.isHeld(), false);
+  await b.release();
+});

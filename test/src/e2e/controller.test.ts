@@ -1,0 +1,135 @@
+/**
+ * The controller and the `drover` CLI end to end: real agents in emulated hosts, a real
+ * controller, the CLI run as operators run it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentCluster } from '../cluster/agents.js';
+import { ControllerProcess, drover } from '../cluster/controller.js';
+import { Testbed } from '../testbed/mod.js';
+import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
+import { JOB_ENV, signaller, waitFor } from './helpers.js';
+
+let tb: Testbed;
+let cluster: AgentCluster;
+let ctl: ControllerProcess;
+let urls: string[];
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 3, nats: 'single' });
+  urls = [...tb.nats!.urls];
+  cluster = await AgentCluster.start(tb);
+  ctl = await ControllerProcess.start(urls);
+  // Every agent's heartbeat has reached the controller.
+  await waitFor(async () => {
+    const r = await drover(urls, ['hosts', '--json']);
+    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
+  }, 20_000);
+});
+
+after(async () => {
+  await ctl?.kill();
+  await cluster?.close();
+  await tb?.teardown();
+});
+
+async function json<T>(args: string[]): Promise<T> {
+  const r = await drover(urls, ['--json', ...args]);
+  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+describe('drover CLI through the controller', () => {
+  test('drover run + drover migrate move a workload between hosts; it verifies itself', async () => {
+    const dir = join(tb.runDir, 'shared', 'cli-node');
+    mkdirSync(dir, { recursive: true });
+    const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+    const job = await json<{ id: string; host: string }>([
+      'run',
+      '--host',
+      'h1',
+      '--name',
+      'cli-node',
+      ...env,
+      '--',
+      ...workloadCommand('node', { dir }),
+    ]);
+    assert.equal(job.host, 'h1');
+    await waitReady(dir, 20_000);
+    const human = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /moved h1 → h2/);
+    assert.match(human.stdout, /frozen \(downtime\) \d+ ms/);
+    assert.equal(
+      (await requestVerdict(dir, signaller(cluster.agent('h2'), job.id), 20_000)).ok,
+      true,
+    );
+    // Without --to, placement picks (and explains) a host other than the current one.
+    const op = await json<{ state: string; placement: string; migration: { destination: string } }>(
+      ['migrate', job.id],
+    );
+    assert.equal(op.state, 'done');
+    assert.notEqual(op.migration.destination, 'h2');
+    assert.match(op.placement, new RegExp(op.migration.destination));
+    const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
+    const live = jobs.jobs.filter((j) => j.id === job.id && j.state === 'running');
+    assert.deepEqual(
+      live.map((j) => j.host),
+      [op.migration.destination],
+    );
+    assert.equal(
+      (
+        await requestVerdict(
+          dir,
+          signaller(cluster.agent(op.migration.destination), job.id),
+          20_000,
+        )
+      ).ok,
+      true,
+    );
+    const ops = await json<{ ops: { opId: string; state: string }[] }>(['ops']);
+    assert.ok(ops.ops.filter((o) => o.state === 'done').length >= 2);
+    assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+  });
+
+  test('bad input: clear message, documented exit code, nothing changes', async () => {
+    const dir = join(tb.runDir, 'shared', 'cli-bad');
+    mkdirSync(dir, { recursive: true });
+    const job = await json<{ id: string }>([
+      'run',
+      '--host',
+      'h3',
+      '--',
+      ...workloadCommand('python', { dir }),
+    ]);
+    await waitReady(dir, 20_000);
+    const cases: [string[], number, RegExp][] = [
+      [['migrate', 'job-nope', '--to', 'h2'], 3, /no running job job-nope/],
+      [['migrate', job.id, '--to', 'h9'], 3, /no host h9/],
+      [['migrate', job.id, '--mode', 'sideways'], 2, /expected one of|Invalid values/i],
+      [['frobnicate'], 2, /Unknown argument|Unknown command/i],
+      [['run', '--host', 'h2', '--memory', 'lots', '--', 'true'], 2, /memory/],
+    ];
+    assert.equal((await drover(urls, ['cordon', 'h1'])).code, 0);
+    cases.push([['migrate', job.id, '--to', 'h1'], 4, /cordoned/]);
+    for (const [args, code, message] of cases) {
+      const r = await drover(urls, args);
+      assert.equal(r.code, code, `drover ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, `drover ${args.join(' ')}`);
+    }
+    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    // Nothing changed: the job still runs on h3 and verifies itself.
+    const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
+    assert.deepEqual(
+      jobs.jobs.filter((j) => j.id === job.id).map((j) => [j.host, j.state]),
+      [['h3', 'running']],
+    );
+    assert.equal(
+      (await requestVerdict(dir, signaller(cluster.agent('h3'), job.id), 20_000)).ok,
+      true,
+    );
+    await drover(urls, ['signal', job.id, 'SIGKILL']);
+  });
+});
