@@ -24,6 +24,7 @@ import {
   type OperationRecord,
 } from '@drover/protocol';
 import { HostRegistry } from './host-registry.js';
+import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
 
 /** Durable state of the controller, in JetStream key-value buckets. */
@@ -223,6 +224,60 @@ export class Controller {
     op.updatedAt = new Date().toISOString();
     await this.stores.ops.put(op.opId, op);
     return op;
+  }
+
+  /** Cordon `host` and move every job off it. */
+  async drain(req: ControllerRequest<'drain'>): Promise<OperationRecord> {
+    this.knownHost(req.host);
+    return drainHost(this.drainContext(), req.host, req.parallel ?? 2);
+  }
+
+  /** Finish drains a previous controller left running (called once acting). */
+  async resumeOperations(): Promise<void> {
+    const ops = [...(await this.stores.ops.list()).values()].map((v) => v.value);
+    for (const op of ops.filter((o) => o.kind === 'drain' && o.state === 'running')) {
+      this.log.info('resuming drain', { opId: op.opId, host: op.host });
+      void runDrain(this.drainContext(), op.opId, Number(op.request['parallel'] ?? 2)).catch(
+        (err: unknown) => this.log.error('resumed drain failed', { opId: op.opId, err }),
+      );
+    }
+  }
+
+  private drainContext(): DrainContext {
+    return {
+      ops: this.stores.ops,
+      log: this.log,
+      hosts: () => this.views(),
+      cordon: async (host) => void (await this.cordon({ host }, true)),
+      jobsOn: async (host) => {
+        const { jobs } = await this.agent(host, 'list', {});
+        const live = jobs.filter((j) => LIVE.has(j.state));
+        return Promise.all(
+          live.map(async (j) => ({
+            id: j.id,
+            name: j.name,
+            memoryBytes:
+              (await this.agent(host, 'inspect', { jobId: j.id }).catch(() => null))
+                ?.memoryUsageBytes ?? 0,
+          })),
+        );
+      },
+      whereIs: async (jobId) => {
+        for (const h of this.registry.list().filter((x) => x.reachable)) {
+          const j = await this.agent(h.host, 'inspect', { jobId }).catch(() => null);
+          if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
+        }
+        return null;
+      },
+      blockers: async (host, jobId) => {
+        const r = await this.agent(host, 'preflight', { jobId });
+        return r.reasons.map((x) => `${x.code}: ${x.message}`);
+      },
+      migrate: async (source, jobId, destination) => {
+        const m = await this.agent(source, 'migrate', { jobId, destination }, MIGRATE_TIMEOUT_MS);
+        return { migrationId: m.migrationId, frozenMs: m.stats.frozenMs };
+      },
+    };
   }
 
   async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {

@@ -87,6 +87,7 @@ export async function startController(
         signal: (r) => controller.signal(r),
         stop: (r) => controller.stopJob(r),
         migrate: (r) => controller.migrate(r),
+        drain: (r) => controller.drain(r),
         preflight: (r) => controller.preflight(r),
         cordon: (r) => controller.cordon(r, true),
         uncordon: (r) => controller.cordon(r, false),
@@ -96,6 +97,11 @@ export async function startController(
       log,
     );
     await bus.flush();
+    // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
+    setTimeout(
+      () => void controller.resumeOperations(),
+      Math.min(3000, config.unreachableAfterMs),
+    ).unref();
     log.info('controller acting', { id: config.id });
     return {
       controller,

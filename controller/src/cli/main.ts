@@ -5,6 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
 import type { GlobalArgs } from './context.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
 import {
   inspectCommand,
@@ -44,6 +45,7 @@ async function main(): Promise<void> {
     .command(migrateCommand)
     .command(cordonCommand)
     .command(uncordonCommand)
+    .command(drainCommand)
     .command(preflightCommand)
     .command(opsCommand)
     .command(statusCommand)

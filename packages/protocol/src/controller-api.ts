@@ -32,10 +32,22 @@ export interface HostStatus {
 /** A job as the controller sees it (with the host it runs on). */
 export type ClusterJob = JobInfo;
 
+/** One job of a drain, as it moves. */
+export interface DrainItem {
+  jobId: string;
+  name: string;
+  state: 'pending' | 'moving' | 'done' | 'failed' | 'skipped';
+  destination: string | null;
+  /** Why it was skipped or failed (preflight's reasons, the migration's error). */
+  reason: string | null;
+  migrationId: string | null;
+  frozenMs: number | null;
+}
+
 /** A controller operation (migrate, drain, ...), persisted as it moves. */
 export interface OperationRecord {
   opId: string;
-  kind: 'migrate';
+  kind: 'migrate' | 'drain';
   state: 'pending' | 'running' | 'done' | 'failed';
   createdAt: string;
   updatedAt: string;
@@ -45,6 +57,9 @@ export interface OperationRecord {
   placement: string | null;
   migration: MigrationRecord | null;
   error: { code: string; message: string } | null;
+  /** drain: the host being emptied, and each job's outcome. */
+  host?: string;
+  items?: DrainItem[];
 }
 
 /** Controller operations: their request schemas. */
@@ -62,6 +77,7 @@ export const ControllerOps = {
   stop: obj({ jobId: id() }),
   migrate: obj({ jobId: id(), to: opt(id()), mode: opt(oneOf(MIGRATION_MODES)) }),
   preflight: obj({ jobId: id(), to: opt(id()) }),
+  drain: obj({ host: id(), parallel: opt(int({ min: 1, max: 16 })) }),
   cordon: obj({ host: id() }),
   uncordon: obj({ host: id() }),
   ops: obj({ limit: opt(int({ min: 1, max: 1000 })) }),
@@ -88,6 +104,7 @@ export interface ControllerReplies {
   signal: ClusterJob;
   stop: ClusterJob;
   migrate: OperationRecord;
+  drain: OperationRecord;
   preflight: PreflightReport;
   cordon: HostStatus;
   uncordon: HostStatus;

@@ -10,7 +10,7 @@ import { AgentCluster } from '../cluster/agents.js';
 import { ControllerProcess, drover } from '../cluster/controller.js';
 import { Testbed } from '../testbed/mod.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
-import { JOB_ENV, signaller, waitFor } from './helpers.js';
+import { JOB_ENV, signaller, waitFor, waitForValue } from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
@@ -92,6 +92,79 @@ describe('drover CLI through the controller', () => {
     const ops = await json<{ ops: { opId: string; state: string }[] }>(['ops']);
     assert.ok(ops.ops.filter((o) => o.state === 'done').length >= 2);
     assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+  });
+
+  test('drover drain empties h1 of 6 mixed jobs onto h2 and h3; all verify; a killed controller is replaced mid-drain', async () => {
+    const names = ['memory', 'pipeline', 'threads', 'files', 'redis', 'python'] as const;
+    const started: { id: string; dir: string }[] = [];
+    for (const name of names) {
+      const dir = join(tb.runDir, 'shared', `drain-${name}`);
+      mkdirSync(dir, { recursive: true });
+      const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+      const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
+      const job = await json<{ id: string }>([
+        'run',
+        '--host',
+        'h1',
+        '--name',
+        `drain-${name}`,
+        ...env,
+        '--',
+        ...workloadCommand(name, opts),
+      ]);
+      started.push({ id: job.id, dir });
+    }
+    for (const s of started) await waitReady(s.dir, 30_000);
+    // The drain runs one job at a time; the controller is killed once the first has moved.
+    const draining = drover(urls, ['--timeout', '15', 'drain', 'h1', '--parallel', '1']);
+    await waitFor(async () => {
+      const ops = await json<{ ops: { kind: string; items?: { state: string }[] }[] }>(['ops']);
+      return ops.ops.some(
+        (o) => o.kind === 'drain' && (o.items ?? []).some((i) => i.state === 'done'),
+      );
+    }, 60_000);
+    await ctl.kill();
+    const cut = await draining;
+    assert.notEqual(
+      cut.code,
+      0,
+      'the CLI cannot have seen the end of a drain whose controller died',
+    );
+    ctl = await ControllerProcess.start(urls, 'ctl-test-2');
+    // The new controller takes the lease once the old one's lapses, and finishes the drain.
+    const done = await waitForValue(async () => {
+      const ops = await json<{
+        ops: {
+          kind: string;
+          state: string;
+          opId: string;
+          items?: { jobId: string; state: string; destination: string | null }[];
+        }[];
+      }>(['ops']);
+      const d = ops.ops.find((o) => o.kind === 'drain');
+      return d && d.state !== 'running' ? d : undefined;
+    }, 180_000);
+    assert.equal(done.state, 'done', JSON.stringify(done.items));
+    assert.equal(done.items!.length, 6);
+    const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
+    for (const s of started) {
+      const live = jobs.jobs.filter((j) => j.id === s.id && j.state === 'running');
+      assert.equal(live.length, 1, `${s.id} is live on ${live.length} hosts`);
+      const where = live[0]!.host;
+      assert.ok(where === 'h2' || where === 'h3', `${s.id} is on ${where}`);
+      assert.equal(
+        (await requestVerdict(s.dir, signaller(cluster.agent(where), s.id), 30_000)).ok,
+        true,
+      );
+      await drover(urls, ['signal', s.id, 'SIGKILL']);
+    }
+    const hosts = await json<{ hosts: { host: string; cordoned: boolean }[] }>(['hosts']);
+    assert.equal(
+      hosts.hosts.find((h) => h.host === 'h1')?.cordoned,
+      true,
+      'the drained host is left cordoned',
+    );
+    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
   });
 
   test('bad input: clear message, documented exit code, nothing changes', async () => {

@@ -1,0 +1,154 @@
+/**
+ * Drain: cordon a host and move every job off it with bounded parallelism, recording each job's
+ * outcome in the operation. The operation is reconciled, not replayed: a controller that takes
+ * over an unfinished drain looks where each job is now and moves only what is still on the host.
+ */
+import type { StateStore } from '@drover/bus';
+import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
+import type { DrainItem, OperationRecord } from '@drover/protocol';
+import { planMany, type HostView } from './placement.js';
+
+/** What a drain needs from the controller. */
+export interface DrainContext {
+  ops: StateStore<OperationRecord>;
+  log: Logger;
+  hosts(): HostView[];
+  cordon(host: string): Promise<void>;
+  /** Live jobs on `host` (id, name, memory in use). */
+  jobsOn(host: string): Promise<{ id: string; name: string; memoryBytes: number }[]>;
+  /** Where the job is now and in what state (null: nowhere). */
+  whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
+  /** Why the job cannot be checkpointed (empty: it can). */
+  blockers(host: string, jobId: string): Promise<string[]>;
+  /** Ask `source` to migrate `jobId` to `destination`; resolves with the migration's outcome. */
+  migrate(
+    source: string,
+    jobId: string,
+    destination: string,
+  ): Promise<{ migrationId: string; frozenMs: number }>;
+}
+
+/** Start a drain of `host`; resolves when every job has an outcome. */
+export async function drainHost(
+  ctx: DrainContext,
+  host: string,
+  parallel: number,
+): Promise<OperationRecord> {
+  await ctx.cordon(host);
+  const jobs = await ctx.jobsOn(host);
+  const now = new Date().toISOString();
+  const op: OperationRecord = {
+    opId: newId('op'),
+    kind: 'drain',
+    state: 'running',
+    createdAt: now,
+    updatedAt: now,
+    request: { host, parallel },
+    placement: null,
+    migration: null,
+    error: null,
+    host,
+    items: [],
+  };
+  // Jobs that cannot move are reported, not silently skipped.
+  const movable: typeof jobs = [];
+  for (const j of jobs) {
+    const why = await ctx.blockers(host, j.id);
+    const item: DrainItem = {
+      jobId: j.id,
+      name: j.name,
+      state: 'pending',
+      destination: null,
+      reason: null,
+      migrationId: null,
+      frozenMs: null,
+    };
+    if (why.length) Object.assign(item, { state: 'skipped', reason: why.join('; ') });
+    else movable.push(j);
+    op.items!.push(item);
+  }
+  const plan = planMany(
+    ctx.hosts(),
+    movable.map((j) => ({
+      jobId: j.id,
+      req: { memoryBytes: j.memoryBytes, cpuFlags: [], exclude: [host] },
+    })),
+  );
+  for (const item of op.items!) {
+    const p = plan.get(item.jobId);
+    if (p instanceof DroverError) Object.assign(item, { state: 'skipped', reason: p.message });
+    else if (p) item.destination = p.host;
+  }
+  await ctx.ops.put(op.opId, op);
+  return runDrain(ctx, op.opId, parallel);
+}
+
+/** Carry an unfinished drain to its end (used by `drainHost` and by a controller taking over). */
+export async function runDrain(
+  ctx: DrainContext,
+  opId: string,
+  parallel: number,
+): Promise<OperationRecord> {
+  const first = await ctx.ops.get(opId);
+  if (!first) throw new DroverError(ErrorCode.NotFound, `no operation ${opId}`);
+  const host = first.value.host!;
+  const todo = first.value
+    .items!.filter((i) => i.state === 'pending' || i.state === 'moving')
+    .map((i) => i.jobId);
+  const update = (jobId: string, patch: Partial<DrainItem>): Promise<unknown> =>
+    ctx.ops.mutate(opId, (cur) => {
+      if (!cur) return null;
+      const items = cur.items!.map((i) => (i.jobId === jobId ? { ...i, ...patch } : i));
+      return { ...cur, items, updatedAt: new Date().toISOString() };
+    });
+  const worker = async (): Promise<void> => {
+    for (let jobId = todo.shift(); jobId !== undefined; jobId = todo.shift()) {
+      const item = (await ctx.ops.get(opId))!.value.items!.find((i) => i.jobId === jobId)!;
+      try {
+        let where = await ctx.whereIs(jobId);
+        // A migration started by a previous controller may still be running on the agent.
+        for (let i = 0; i < 120 && where?.state === 'migrating'; i++) {
+          await new Promise((r) => setTimeout(r, 500));
+          where = await ctx.whereIs(jobId);
+        }
+        if (where === null) {
+          await update(jobId, { state: 'failed', reason: 'the job is no longer running anywhere' });
+        } else if (where.host !== host) {
+          await update(jobId, { state: 'done', destination: where.host });
+        } else {
+          const dest = item.destination ?? pickAgain(ctx, host);
+          await update(jobId, { state: 'moving', destination: dest });
+          const m = await ctx.migrate(host, jobId, dest);
+          await update(jobId, { state: 'done', migrationId: m.migrationId, frozenMs: m.frozenMs });
+        }
+      } catch (err) {
+        // The migration rolled back: the job still runs on the drained host.
+        await update(jobId, { state: 'failed', reason: toDroverError(err).message });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, parallel) }, () => worker()));
+  const done = await ctx.ops.mutate(opId, (cur) => {
+    if (!cur) return null;
+    const failed = cur.items!.filter((i) => i.state === 'failed' || i.state === 'skipped');
+    return {
+      ...cur,
+      state: failed.length ? 'failed' : 'done',
+      error: failed.length
+        ? { code: 'PARTIAL', message: `${failed.length} job(s) did not move off ${host}` }
+        : null,
+      updatedAt: new Date().toISOString(),
+    };
+  });
+  ctx.log.info('drain finished', { opId, host, state: done?.value.state });
+  return (await ctx.ops.get(opId))!.value;
+}
+
+function pickAgain(ctx: DrainContext, host: string): string {
+  const p = planMany(ctx.hosts(), [
+    { jobId: 'x', req: { memoryBytes: 0, cpuFlags: [], exclude: [host] } },
+  ]).get('x');
+  if (!p || p instanceof DroverError)
+    throw p ?? new DroverError(ErrorCode.FailedPrecondition, 'no destination');
+  return p.host;
+}
