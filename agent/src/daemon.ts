@@ -1,6 +1,6 @@
 /** The agent daemon: an Agent served over NATS, with heartbeats and job events. */
 import { readFile } from 'node:fs/promises';
-import { AgentClient, Bus, serveAgentApi, type AgentHandlers } from '@drover/bus';
+import { AgentClient, Bus, busOptionsFrom, serveAgentApi, type AgentHandlers } from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
 import { eventSubject, heartbeatSubject } from '@drover/protocol';
 import { Agent } from './agent.js';
@@ -27,16 +27,7 @@ export async function startAgentDaemon(
   logger: Logger = nullLogger,
 ): Promise<AgentDaemon> {
   const log = logger.child({ host: config.hostId });
-  const bus = await Bus.connect({
-    servers: config.nats.servers,
-    name: `drover-agent ${config.hostId}`,
-    logger: log,
-    ...(config.nats.tls ? { tls: config.nats.tls } : {}),
-    ...(config.nats.user !== undefined ? { user: config.nats.user } : {}),
-    ...(config.nats.pass !== undefined ? { pass: config.nats.pass } : {}),
-    ...(config.nats.token !== undefined ? { token: config.nats.token } : {}),
-    ...(config.nats.credsFile !== undefined ? { credsFile: config.nats.credsFile } : {}),
-  });
+  const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-agent ${config.hostId}`, log));
   const agent = new Agent(config, {
     logger: log,
     publishEvent: (kind, value) => bus.publish(eventSubject(config.hostId, kind), value),

@@ -4,6 +4,7 @@
  */
 import {
   Bus,
+  busOptionsFrom,
   Lease,
   LeaseKeeper,
   serveControllerApi,
@@ -35,15 +36,7 @@ export async function startController(
   onLost: () => void = () => {},
 ): Promise<ControllerDaemon> {
   const log = logger.child({ controller: config.id });
-  const bus = await Bus.connect({
-    servers: config.nats.servers,
-    name: `drover-controller ${config.id}`,
-    logger: log,
-    ...(config.nats.tls ? { tls: config.nats.tls } : {}),
-    ...(config.nats.user !== undefined ? { user: config.nats.user } : {}),
-    ...(config.nats.pass !== undefined ? { pass: config.nats.pass } : {}),
-    ...(config.nats.credsFile !== undefined ? { credsFile: config.nats.credsFile } : {}),
-  });
+  const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-controller ${config.id}`, log));
   try {
     const opts = { replicas: config.replicas } as const;
     const leases = await StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts });

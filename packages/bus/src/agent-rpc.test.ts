@@ -1,52 +1,22 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DroverError, ErrorCode, isDroverError } from '@drover/common';
 import type { AgentReplies } from '@drover/protocol';
 import { AgentClient, serveAgentApi, type AgentHandlers } from './agent-rpc.js';
 import { Bus } from './connection.js';
+import { freePort, startTestNats, type TestNats } from './test-nats.js';
 
 // A real nats-server on loopback (the layer below is not faked).
-let server: ChildProcess;
-let dir: string;
-let url: string;
+let nats: TestNats;
 let bus: Bus;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-bus-test-'));
-  const port = await freePort();
-  url = `nats://127.0.0.1:${port}`;
-  server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      bus = await Bus.connect({ servers: [url], name: 'bus-test', requestTimeoutMs: 2000 });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  nats = await startTestNats('bus-test', 2000);
+  bus = nats.bus;
 });
 
 after(async () => {
-  await bus?.close();
-  if (server?.pid) process.kill(server.pid, 'SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  await nats?.stop();
 });
 
 /** Handlers that answer `info` and fail `inspect` with a typed error; the rest are not reached. */

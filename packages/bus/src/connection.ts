@@ -26,6 +26,34 @@ export interface BusOptions {
   logger?: Logger;
 }
 
+/** NATS settings as apps configure them (servers, TLS files, credentials). */
+export interface NatsSettings {
+  readonly servers: readonly string[];
+  readonly tls?: {
+    readonly caFile?: string;
+    readonly certFile?: string;
+    readonly keyFile?: string;
+  };
+  readonly user?: string;
+  readonly pass?: string;
+  readonly token?: string;
+  readonly credsFile?: string;
+}
+
+/** BusOptions from an app's NATS settings (only the fields that are set). */
+export function busOptionsFrom(nats: NatsSettings, name: string, logger?: Logger): BusOptions {
+  return {
+    servers: nats.servers,
+    name,
+    ...(logger ? { logger } : {}),
+    ...(nats.tls ? { tls: { ...nats.tls } } : {}),
+    ...(nats.user !== undefined ? { user: nats.user } : {}),
+    ...(nats.pass !== undefined ? { pass: nats.pass } : {}),
+    ...(nats.token !== undefined ? { token: nats.token } : {}),
+    ...(nats.credsFile !== undefined ? { credsFile: nats.credsFile } : {}),
+  };
+}
+
 /** A message handler for `serve`: gets the subject and payload, returns the reply bytes. */
 export type RawHandler = (subject: string, data: Uint8Array) => Promise<Uint8Array>;
 

@@ -1,49 +1,21 @@
 /** Tests for EventLog against a real nats-server on loopback: append with ack, ordered filtered reads. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import { Bus } from './connection.js';
+import { startTestNats, type TestNats } from './test-nats.js';
 import { EventLog } from './event-log.js';
 
-let server: ChildProcess;
-let dir: string;
+let nats: TestNats;
 let bus: Bus;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-evt-test-'));
-  const port = await freePort();
-  server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      bus = await Bus.connect({ servers: [`nats://127.0.0.1:${port}`], name: 'evt-test' });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  nats = await startTestNats('event-test');
+  bus = nats.bus;
 });
 
 after(async () => {
-  await bus?.close();
-  if (server?.pid) process.kill(server.pid, 'SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  await nats?.stop();
 });
 
 test('append acks with increasing seqs; read returns events in order, filtered and paged', async () => {

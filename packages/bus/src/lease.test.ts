@@ -1,54 +1,23 @@
 /** Tests for Lease and LeaseKeeper against a real nats-server on loopback. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isDroverError, type DroverError } from '@drover/common';
-import { Bus } from './connection.js';
 import { Lease, LeaseKeeper, type LeaseRecord } from './lease.js';
 import { StateStore } from './state-store.js';
+import { startTestNats, type TestNats } from './test-nats.js';
 
-let server: ChildProcess;
-let dir: string;
-let bus: Bus;
+let nats: TestNats;
 let store: StateStore<LeaseRecord>;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-lease-test-'));
-  const port = await freePort();
-  server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      bus = await Bus.connect({ servers: [`nats://127.0.0.1:${port}`], name: 'lease-test' });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await sleep(50);
-    }
-  }
-  store = await StateStore.open<LeaseRecord>(bus, { bucket: 'leases', timeoutMs: 1000 });
+  nats = await startTestNats('lease-test');
+  store = await StateStore.open<LeaseRecord>(nats.bus, { bucket: 'leases', timeoutMs: 1000 });
 });
 
 after(async () => {
-  await bus?.close();
-  if (server?.pid) process.kill(server.pid, 'SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  await nats?.stop();
 });
 
 const held = (e: unknown): boolean =>

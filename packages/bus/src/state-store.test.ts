@@ -1,51 +1,27 @@
 /** Tests for StateStore against a real nats-server 2.9.x on loopback: CAS, mutate, create, watch. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDroverError, type DroverError } from '@drover/common';
 import { Bus } from './connection.js';
+import { freePort, startTestNats, type TestNats } from './test-nats.js';
 import { StateStore } from './state-store.js';
 
-let server: ChildProcess;
-let dir: string;
+let nats: TestNats;
 let bus: Bus;
 let url: string;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'drover-state-test-'));
-  const port = await freePort();
-  url = `nats://127.0.0.1:${port}`;
-  server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      bus = await Bus.connect({ servers: [url], name: 'state-test' });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  nats = await startTestNats('state-test');
+  bus = nats.bus;
+  url = nats.url;
 });
 
 after(async () => {
-  await bus?.close();
-  if (server?.pid) process.kill(server.pid, 'SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
+  await nats?.stop();
 });
 
 test('get/put/update: a stale revision is FAILED_PRECONDITION with {key, revision}', async () => {
