@@ -2,7 +2,7 @@
  * The controller: learns hosts from heartbeats, places and migrates jobs, keeps cordons and
  * operations in JetStream, and serves the `drover` CLI on `drover.ctl.<op>`.
  */
-import { AgentClient, type Bus, type StateStore } from '@drover/bus';
+import { AgentClient, type Bus, type EventLog, type StateStore } from '@drover/bus';
 import {
   DroverError,
   ErrorCode,
@@ -29,6 +29,8 @@ import { place, type HostView } from './placement.js';
 
 /** Durable state of the controller, in JetStream key-value buckets. */
 export interface ControllerStores {
+  /** History: every agent event (`drover.evt.>`), captured by a JetStream stream. */
+  events: EventLog;
   /** host → its cordon (the durable part of a host's state). */
   cordons: StateStore<{ cordoned: boolean }>;
   /** opId → the operation's record. */
@@ -277,6 +279,23 @@ export class Controller {
         const m = await this.agent(source, 'migrate', { jobId, destination }, MIGRATE_TIMEOUT_MS);
         return { migrationId: m.migrationId, frozenMs: m.stats.frozenMs };
       },
+    };
+  }
+
+  /** Cluster history, oldest first (`sinceSeq` to page on). */
+  async events(req: ControllerRequest<'events'>): Promise<ControllerReplies['events']> {
+    const got = await this.stores.events.read({
+      limit: req.limit ?? 100,
+      ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
+      ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
+    });
+    return {
+      events: got.map((e) => ({
+        seq: e.seq,
+        subject: e.subject,
+        time: e.time.toISOString(),
+        value: e.value,
+      })),
     };
   }
 

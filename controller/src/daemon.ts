@@ -5,6 +5,7 @@
 import {
   Bus,
   busOptionsFrom,
+  EventLog,
   Lease,
   LeaseKeeper,
   serveControllerApi,
@@ -45,6 +46,8 @@ export async function startController(
       ...opts,
     });
     const ops = await StateStore.open<OperationRecord>(bus, { bucket: 'drover_ops', ...opts });
+    // Captures every agent event published on drover.evt.> from now on: the cluster's history.
+    const events = await EventLog.open(bus, opts);
     let lease: Lease | null = null;
     while (lease === null) {
       lease = await Lease.acquire(leases, LEASE_KEY, config.id, config.leaseTtlMs).catch(
@@ -64,7 +67,7 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops },
+      { cordons, ops, events },
       { unreachableAfterMs: config.unreachableAfterMs, logger: log },
     );
     await controller.start();
@@ -86,6 +89,7 @@ export async function startController(
         uncordon: (r) => controller.cordon(r, false),
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
+        events: (r) => controller.events(r),
       },
       log,
     );

@@ -4,7 +4,9 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
 import type { GlobalArgs } from './context.js';
+import { adoptCommand } from './commands/adopt.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { eventsCommand } from './commands/events.js';
 import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
 import {
@@ -49,6 +51,8 @@ async function main(): Promise<void> {
     .command(preflightCommand)
     .command(opsCommand)
     .command(statusCommand)
+    .command(eventsCommand)
+    .command(adoptCommand)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .parserConfiguration({ 'populate--': true })

@@ -87,6 +87,7 @@ export const ControllerOps = {
     pid: int({ min: 2, max: 4194304 }),
     name: opt(str({ min: 1, max: 128 })),
   }),
+  events: obj({ sinceSeq: opt(int()), limit: opt(int({ min: 1, max: 10000 })), host: opt(id()) }),
 } as const;
 
 export type ControllerOp = keyof typeof ControllerOps;
@@ -111,6 +112,7 @@ export interface ControllerReplies {
   ops: { ops: OperationRecord[] };
   status: OperationRecord;
   adopt: ClusterJob;
+  events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
 }
 
 /** True if `op` names a controller operation. */

@@ -89,6 +89,19 @@ describe('drover CLI through the controller', () => {
       ).ok,
       true,
     );
+    // The history kept the agents' events of this job: its migration phases and job states.
+    const ev = await json<{
+      events: { subject: string; value: { jobId?: string; phase?: string; state?: string } }[];
+    }>(['events', '--limit', '1000']);
+    const mine = ev.events.filter((e) => e.value.jobId === job.id);
+    assert.ok(
+      mine.some((e) => e.subject === 'drover.evt.h1.migration' && e.value.phase === 'done'),
+      'no migration event',
+    );
+    assert.ok(
+      mine.some((e) => e.subject === 'drover.evt.h2.job' && e.value.state === 'running'),
+      'no job event',
+    );
     const ops = await json<{ ops: { opId: string; state: string }[] }>(['ops']);
     assert.ok(ops.ops.filter((o) => o.state === 'done').length >= 2);
     assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
