@@ -1,4 +1,5 @@
 /** The agent's configuration: defaults < JSON file < DROVER_* environment < flags, compiled once. */
+import type { NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -10,18 +11,8 @@ export interface AgentConfig {
   readonly hostId: string;
   /** Jobs, images and agent state live here; use the same path on every host (jobs keep paths). */
   readonly stateDir: string;
-  readonly nats: {
-    readonly servers: readonly string[];
-    readonly tls?: {
-      readonly caFile?: string;
-      readonly certFile?: string;
-      readonly keyFile?: string;
-    };
-    readonly user?: string;
-    readonly pass?: string;
-    readonly token?: string;
-    readonly credsFile?: string;
-  };
+  /** Where NATS is and how to authenticate (TLS files, credentials). */
+  readonly nats: NatsSettings;
   readonly heartbeatIntervalMs: number;
   /** Address the migration stream listens on (`host:port`). */
   readonly streamListen: string;

@@ -1,4 +1,5 @@
 /** The controller's configuration: defaults < JSON file < DROVER_* environment < flags. */
+import type { NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
@@ -7,17 +8,8 @@ import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
 export interface ControllerConfig {
   /** This controller's name (lease holder id). */
   readonly id: string;
-  readonly nats: {
-    readonly servers: readonly string[];
-    readonly tls?: {
-      readonly caFile?: string;
-      readonly certFile?: string;
-      readonly keyFile?: string;
-    };
-    readonly user?: string;
-    readonly pass?: string;
-    readonly credsFile?: string;
-  };
+  /** Where NATS is and how to authenticate (TLS files, credentials). */
+  readonly nats: NatsSettings;
   /** A host with no heartbeat for this long is unreachable. */
   readonly unreachableAfterMs: number;
   /** Leadership lease: the acting controller renews it every third of this. */
