@@ -24,3 +24,13 @@ test('the demo tour runs end to end and leaves nothing behind', () => {
   const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
   assert.doesNotMatch(netns, /drtb/, 'the demo left network namespaces behind');
 });
+
+test('`npx drover` works from the repository root', () => {
+  const r = spawnSync('npx', ['--no-install', 'drover', '--help'], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /drover migrate <job>/);
+});
