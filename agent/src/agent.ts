@@ -6,7 +6,14 @@ import { readFile, stat } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
-import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
+import {
+  DroverError,
+  ErrorCode,
+  newId,
+  nullLogger,
+  toDroverError,
+  type Logger,
+} from '@drover/common';
 import { Criu, findCriu, type CriuFeatures } from '@drover/criu';
 import {
   JobKind,
@@ -160,12 +167,13 @@ export class Agent {
           await this.onRootExit(id, { pid: -1, exitCode: null, signal: null, coreDumped: false });
         else this.watch(record);
       } catch (err) {
+        const first = toDroverError(err);
         record.state = JobState.exited;
-        record.note = (err as Error).message;
+        record.note = first.message;
         record.exitedAt = new Date().toISOString();
         await this.store.save(record);
-        await cg.destroy({ force: true }).catch((e: unknown) => asDrover(err).suppress(e));
-        throw err;
+        await cg.destroy({ force: true }).catch((e: unknown) => first.suppress(e));
+        throw first;
       }
       this.event(record);
       return toJobInfo(await this.store.load(id));
@@ -513,12 +521,6 @@ function applyExit(r: JobRecord, fileCode: number | null, status: ChildStatus): 
 function signalName(n: number): string | null {
   for (const [name, num] of Object.entries(constants.signals)) if (num === n) return name;
   return null;
-}
-
-function asDrover(err: unknown): DroverError {
-  return err instanceof DroverError
-    ? err
-    : new DroverError(ErrorCode.Internal, String(err), { cause: err });
 }
 
 async function assertDirectory(path: string): Promise<void> {

@@ -1,4 +1,5 @@
 /** Asynchronous /proc readers for preflight: the process tree, open fds, file mappings, credentials. */
+import { processTree as nativeProcessTree } from '@drover/native';
 import { readFile, readdir, readlink, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 
@@ -27,28 +28,7 @@ async function unlessGone<T>(fn: () => Promise<T>): Promise<T | null> {
  * Processes that exit during the walk are skipped; an empty list means the root is gone.
  */
 export async function processTree(rootPid: number): Promise<number[]> {
-  const seen = new Set<number>();
-  const order: number[] = [];
-  let frontier = [rootPid];
-  while (frontier.length > 0) {
-    const next: number[] = [];
-    for (const pid of frontier) {
-      if (seen.has(pid)) continue;
-      const tids = await unlessGone(() => readdir(`/proc/${pid}/task`));
-      if (tids === null) continue;
-      seen.add(pid);
-      order.push(pid);
-      for (const tid of tids) {
-        const text = await unlessGone(() => readFile(`/proc/${pid}/task/${tid}/children`, 'utf8'));
-        for (const word of (text ?? '').split(' ')) {
-          const child = Number(word);
-          if (Number.isInteger(child) && child > 0 && !seen.has(child)) next.push(child);
-        }
-      }
-    }
-    frontier = next;
-  }
-  return order;
+  return nativeProcessTree(rootPid).map((p) => p.pid);
 }
 
 /** Credentials and state of one process, from /proc/<pid>/status. */

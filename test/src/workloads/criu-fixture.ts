@@ -1,7 +1,8 @@
 /** Test-only fixture: start a workload directly or in its own namespaces, dump and restore it with the criu CLI, and end it by PID. */
+import { childrenOf, procEntry, processTree } from '@drover/native';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -69,45 +70,19 @@ export function startInNamespace(
   return track(spawn('/usr/bin/setsid', args, { env, cwd: '/', stdio: 'ignore' }));
 }
 
-/** Parent PID and state of every process, from /proc/<pid>/stat. */
-async function processTable(): Promise<Map<number, { ppid: number; state: string }>> {
-  const table = new Map<number, { ppid: number; state: string }>();
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
-      // comm may hold spaces and parentheses: the fields after it start after the last ')'.
-      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      table.set(Number(entry), { ppid: Number(ppid), state: state ?? '?' });
-    } catch {
-      // gone while we looked
-    }
-  }
-  return table;
-}
-
 /** Every live descendant of `pid`, parents before children. */
 export async function descendants(pid: number): Promise<number[]> {
-  const table = await processTable();
-  const out: number[] = [];
-  const queue = [pid];
-  for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
-    for (const [child, info] of table) {
-      if (info.ppid === p && info.state !== 'Z') {
-        out.push(child);
-        queue.push(child);
-      }
-    }
-  }
-  return out;
+  return processTree(pid)
+    .slice(1)
+    .filter((p) => p.state !== 'Z')
+    .map((p) => p.pid);
 }
 
 /** The single child of `pid`, waiting for it to appear. */
 export async function onlyChild(pid: number, timeoutMs = 5000): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const table = await processTable();
-    const kids = [...table].filter(([, i]) => i.ppid === pid && i.state !== 'Z').map(([p]) => p);
+    const kids = childrenOf(pid).filter((c) => procEntry(c)?.state !== 'Z');
     if (kids.length === 1 && kids[0] !== undefined) return kids[0];
     if (Date.now() > deadline)
       throw new Error(`pid ${pid} has children [${kids.join(', ')}], expected one`);
@@ -117,19 +92,13 @@ export async function onlyChild(pid: number, timeoutMs = 5000): Promise<number> 
 
 /** True when `pid` no longer runs (absent, or a zombie nobody reaped yet). */
 export async function isGone(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
+  const e = procEntry(pid);
+  return e === null || e.state === 'Z';
 }
 
 /** The PIDs a process has in its nested PID namespaces, outermost first (/proc/<pid>/status NSpid). */
 export async function nsPids(pid: number): Promise<number[]> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const line = /^NSpid:\s+(.*)$/m.exec(status)?.[1] ?? '';
-  return line.trim().split(/\s+/).map(Number);
+  return procEntry(pid)?.nspid ?? [];
 }
 
 /** SIGKILL `pid` and all its descendants, each by PID. Processes already gone are skipped. */
