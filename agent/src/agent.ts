@@ -23,7 +23,7 @@ import {
   type JobInfo,
 } from '@drover/protocol';
 import type { AgentConfig } from './config.js';
-import { checkpointJob, restoreImage } from './checkpoint.js';
+import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
 import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
@@ -240,14 +240,16 @@ export class Agent {
     };
   }
 
-  async freeze(req: AgentRequest<'freeze'>): Promise<JobInfo> {
+  async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
     return this.withJob(req.jobId, async () => {
       const r = await this.liveJob(req.jobId);
       await (await this.cgroupOf(r)).freeze();
+      // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
+      const frozenAtMs = performance.timeOrigin + performance.now();
       r.state = JobState.frozen;
       await this.store.save(r);
       this.event(r);
-      return toJobInfo(r);
+      return { ...toJobInfo(r), frozenAtMs };
     });
   }
 
@@ -271,6 +273,10 @@ export class Agent {
     return this.withJob(manifest.jobId, () =>
       restoreImage(this, manifest, req.leaveFrozen === true),
     );
+  }
+
+  discard(req: AgentRequest<'discard'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, () => discardJob(this, req));
   }
 
   async remove(req: AgentRequest<'remove'>): Promise<AgentReplies['remove']> {

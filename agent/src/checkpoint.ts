@@ -217,3 +217,43 @@ export async function restoreImage(
   });
   return toJobInfo(r);
 }
+
+/**
+ * The end of a stopping cluster checkpoint (or the rollback of a restore): kill a frozen job whose
+ * state now lives in image `imageId` (`checkpointed`), or that is being ended (`exited`). A job that
+ * is already gone is reported as it is. Caller holds the job lock.
+ */
+export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Promise<JobInfo> {
+  const r = await agent.store.load(req.jobId);
+  const alive =
+    r.rootPid !== null &&
+    isSameLiveProcess(r.rootPid, r.rootStartTicks) &&
+    r.state !== JobState.exited &&
+    r.state !== JobState.checkpointed;
+  if (!alive) return toJobInfo(r);
+  if (r.state !== JobState.frozen) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `job ${r.id} is ${r.state}; only a frozen job is discarded`,
+      { details: { jobId: r.id, state: r.state } },
+    );
+  }
+  agent.release(r.id);
+  // Signals first, thaw after: the frozen tree never runs again.
+  await (await agent.cgroupOf(r)).destroy({ force: true });
+  r.state = req.imageId !== undefined ? JobState.checkpointed : JobState.exited;
+  r.note =
+    req.note ??
+    (req.imageId !== undefined ? `lives on in image ${req.imageId}` : 'discarded while frozen');
+  r.rootPid = null;
+  r.mainPid = null;
+  r.rootStartTicks = null;
+  if (r.state === JobState.exited) {
+    r.exitedAt = new Date().toISOString();
+    r.signal = 'SIGKILL';
+  }
+  await agent.store.save(r);
+  agent.event(r);
+  agent.log.info('discarded', { jobId: r.id, imageId: req.imageId ?? null, state: r.state });
+  return toJobInfo(r);
+}

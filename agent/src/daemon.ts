@@ -1,9 +1,17 @@
 /** The agent daemon: an Agent served over NATS, with heartbeats and job events. */
 import { readFile } from 'node:fs/promises';
-import { AgentClient, Bus, busOptionsFrom, serveAgentApi, type AgentHandlers } from '@drover/bus';
+import {
+  AgentClient,
+  Bus,
+  busOptionsFrom,
+  ObjectFiles,
+  serveAgentApi,
+  type AgentHandlers,
+} from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
-import { eventSubject, heartbeatSubject } from '@drover/protocol';
+import { eventSubject, heartbeatSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { Agent } from './agent.js';
+import { fetchImage, pushImage } from './image-sets.js';
 import type { AgentConfig } from './config.js';
 import { hostAddresses, preflight } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
@@ -72,6 +80,17 @@ export async function startAgentDaemon(
     ...(tls ? { tls } : {}),
   };
   const migrations = new MigrationStore(config.stateDir);
+  // The image-set bucket, opened on first use (the controller creates it).
+  let objects: Promise<ObjectFiles> | null = null;
+  const imageObjects = (): Promise<ObjectFiles> => {
+    objects ??= ObjectFiles.open(bus, { bucket: IMAGE_SET_BUCKET, create: false }).catch(
+      (err: unknown) => {
+        objects = null;
+        throw err;
+      },
+    );
+    return objects;
+  };
   const handlers: AgentHandlers = {
     info: () => agent.info(),
     run: (r) => agent.run(r),
@@ -99,6 +118,9 @@ export async function startAgentDaemon(
     'files-check': (r) => agent.filesCheck(r),
     'images-list': async () => ({ images: await agent.images.list() }),
     'images-delete': async (r) => ({ deleted: await agent.images.remove(r.imageId) }),
+    'image-push': (r) => pushImage(agent, imageObjects, r, ctx.faults),
+    'image-fetch': (r) => fetchImage(agent, imageObjects, r),
+    discard: (r) => agent.discard(r),
     remove: (r) => agent.remove(r),
     migrate: (r) => migrateJob(agent, ctx, r),
     'migrate-prepare': (r) => prepareMigration(agent, ctx, r),

@@ -16,6 +16,8 @@ export interface ControllerConfig {
   readonly leaseTtlMs: number;
   /** JetStream replicas for cluster state (3 on a 3-node NATS cluster). */
   readonly replicas: 1 | 3;
+  /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
+  readonly imageRetention: number;
   readonly logLevel: LogLevel;
 }
 
@@ -32,6 +34,7 @@ export interface ControllerConfigInput {
   unreachableAfterMs?: number;
   leaseTtlMs?: number;
   replicas?: number;
+  imageRetention?: number;
   logLevel?: LogLevel;
 }
 
@@ -47,6 +50,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   if (env.DROVER_UNREACHABLE_MS) out.unreachableAfterMs = Number(env.DROVER_UNREACHABLE_MS);
   if (env.DROVER_LEASE_MS) out.leaseTtlMs = Number(env.DROVER_LEASE_MS);
   if (env.DROVER_REPLICAS) out.replicas = Number(env.DROVER_REPLICAS);
+  if (env.DROVER_IMAGE_RETENTION) out.imageRetention = Number(env.DROVER_IMAGE_RETENTION);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
   return out;
 }
@@ -82,6 +86,9 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
   if (!Number.isInteger(leaseTtlMs) || leaseTtlMs < 1000) throw bad('lease TTL must be >= 1000 ms');
   const replicas = m.replicas ?? 1;
   if (replicas !== 1 && replicas !== 3) throw bad('replicas must be 1 or 3');
+  const imageRetention = m.imageRetention ?? 10;
+  if (!Number.isInteger(imageRetention) || imageRetention < 1)
+    throw bad('image retention must be a whole number >= 1');
   return Object.freeze({
     id: m.id ?? `controller-${hostname()}-${process.pid}`,
     nats: Object.freeze({
@@ -94,6 +101,7 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
     unreachableAfterMs,
     leaseTtlMs,
     replicas,
+    imageRetention,
     logLevel: m.logLevel ?? 'info',
   });
 }

@@ -2,7 +2,13 @@
  * The controller: learns hosts from heartbeats, places and migrates jobs, keeps cordons and
  * operations in JetStream, and serves the `drover` CLI on `drover.ctl.<op>`.
  */
-import { AgentClient, type Bus, type EventLog, type StateStore } from '@drover/bus';
+import {
+  AgentClient,
+  type Bus,
+  type EventLog,
+  type ObjectFiles,
+  type StateStore,
+} from '@drover/bus';
 import {
   DroverError,
   ErrorCode,
@@ -21,8 +27,19 @@ import {
   type ControllerReplies,
   type ControllerRequest,
   type HostStatus,
+  type ImageSet,
   type OperationRecord,
 } from '@drover/protocol';
+import {
+  checkpointCluster,
+  deleteSet,
+  listSets,
+  readSet,
+  restoreCluster,
+  resumable,
+  resumeCluster,
+  type ClusterContext,
+} from './cluster-checkpoint.js';
 import { HostRegistry } from './host-registry.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
@@ -35,6 +52,10 @@ export interface ControllerStores {
   cordons: StateStore<{ cordoned: boolean }>;
   /** opId → the operation's record. */
   ops: StateStore<OperationRecord>;
+  /** image-set name → its record (jobs, files, checksums). */
+  sets: StateStore<ImageSet>;
+  /** The images of every set: `<set>/<job>/<file>`. */
+  objects: ObjectFiles;
 }
 
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -47,12 +68,14 @@ export class Controller {
   private readonly log: Logger;
   private stopHeartbeats: (() => void) | null = null;
   private sweeper: NodeJS.Timeout | null = null;
+  private readonly imageRetention: number;
 
   constructor(
     private readonly bus: Bus,
     private readonly stores: ControllerStores,
-    options: { unreachableAfterMs: number; logger?: Logger },
+    options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
   ) {
+    this.imageRetention = options.imageRetention ?? 10;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
   }
@@ -234,7 +257,31 @@ export class Controller {
     return drainHost(this.drainContext(), req.host, req.parallel ?? 2);
   }
 
-  /** Finish drains a previous controller left running (called once acting). */
+  /** Checkpoint a set of jobs across hosts as one consistent cut, stored as an image set. */
+  checkpoint(req: ControllerRequest<'checkpoint'>): Promise<OperationRecord> {
+    return checkpointCluster(this.clusterContext(), req);
+  }
+
+  /** Bring an image set back onto hosts; the workload continues from its cut. */
+  restore(req: ControllerRequest<'restore'>): Promise<OperationRecord> {
+    return restoreCluster(this.clusterContext(), req);
+  }
+
+  async imagesList(): Promise<ControllerReplies['images-list']> {
+    return { sets: await listSets(this.clusterContext()) };
+  }
+
+  imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {
+    return readSet(this.clusterContext(), req.name);
+  }
+
+  imagesDelete(
+    req: ControllerRequest<'images-delete'>,
+  ): Promise<ControllerReplies['images-delete']> {
+    return deleteSet(this.clusterContext(), req.name);
+  }
+
+  /** Finish the operations a previous controller left running (called once acting). */
   async resumeOperations(): Promise<void> {
     const ops = [...(await this.stores.ops.list()).values()].map((v) => v.value);
     for (const op of ops.filter((o) => o.kind === 'drain' && o.state === 'running')) {
@@ -243,6 +290,36 @@ export class Controller {
         (err: unknown) => this.log.error('resumed drain failed', { opId: op.opId, err }),
       );
     }
+    for (const op of ops.filter(resumable)) {
+      this.log.info(`resuming ${op.kind}`, { opId: op.opId, set: op.imageSet, phase: op.phase });
+      void resumeCluster(this.clusterContext(), op).catch((err: unknown) =>
+        this.log.error(`resumed ${op.kind} failed`, { opId: op.opId, err }),
+      );
+    }
+  }
+
+  private clusterContext(): ClusterContext {
+    return {
+      ops: this.stores.ops,
+      sets: this.stores.sets,
+      objects: this.stores.objects,
+      log: this.log,
+      retention: this.imageRetention,
+      hosts: () => this.views(),
+      agent: (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
+      whereIs: (jobId) => this.whereIs(jobId),
+      allJobs: async () => (await this.jobs({})).jobs,
+      usableHost: (host) => void this.usableHost(host),
+    };
+  }
+
+  /** Where a job's processes are now, asked of every reachable agent (null: nowhere). */
+  private async whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
+    for (const h of this.registry.list().filter((x) => x.reachable)) {
+      const j = await this.agent(h.host, 'inspect', { jobId }).catch(() => null);
+      if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
+    }
+    return null;
   }
 
   private drainContext(): DrainContext {
@@ -264,13 +341,7 @@ export class Controller {
           })),
         );
       },
-      whereIs: async (jobId) => {
-        for (const h of this.registry.list().filter((x) => x.reachable)) {
-          const j = await this.agent(h.host, 'inspect', { jobId }).catch(() => null);
-          if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
-        }
-        return null;
-      },
+      whereIs: (jobId) => this.whereIs(jobId),
       blockers: async (host, jobId) => {
         const r = await this.agent(host, 'preflight', { jobId });
         return r.reasons.map((x) => `${x.code}: ${x.message}`);

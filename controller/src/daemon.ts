@@ -8,12 +8,13 @@ import {
   EventLog,
   Lease,
   LeaseKeeper,
+  ObjectFiles,
   serveControllerApi,
   StateStore,
   type LeaseRecord,
 } from '@drover/bus';
 import { DroverError, nullLogger, type Logger } from '@drover/common';
-import type { OperationRecord } from '@drover/protocol';
+import { IMAGE_SET_BUCKET, type ImageSet, type OperationRecord } from '@drover/protocol';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 
@@ -46,6 +47,12 @@ export async function startController(
       ...opts,
     });
     const ops = await StateStore.open<OperationRecord>(bus, { bucket: 'drover_ops', ...opts });
+    const sets = await StateStore.open<ImageSet>(bus, { bucket: 'drover_imagesets', ...opts });
+    const objects = await ObjectFiles.open(bus, {
+      bucket: IMAGE_SET_BUCKET,
+      create: true,
+      replicas: config.replicas,
+    });
     // Captures every agent event published on drover.evt.> from now on: the cluster's history.
     const events = await EventLog.open(bus, opts);
     let lease: Lease | null = null;
@@ -67,8 +74,12 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events },
-      { unreachableAfterMs: config.unreachableAfterMs, logger: log },
+      { cordons, ops, events, sets, objects },
+      {
+        unreachableAfterMs: config.unreachableAfterMs,
+        imageRetention: config.imageRetention,
+        logger: log,
+      },
     );
     await controller.start();
     serveControllerApi(
@@ -90,6 +101,11 @@ export async function startController(
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
+        checkpoint: (r) => controller.checkpoint(r),
+        restore: (r) => controller.restore(r),
+        'images-list': () => controller.imagesList(),
+        'images-inspect': (r) => controller.imagesInspect(r),
+        'images-delete': (r) => controller.imagesDelete(r),
       },
       log,
     );

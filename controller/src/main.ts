@@ -19,6 +19,7 @@ async function main(): Promise<void> {
       'unreachable-ms': { type: 'string' },
       'lease-ms': { type: 'string' },
       replicas: { type: 'string' },
+      'image-retention': { type: 'string' },
       'log-level': { type: 'string' },
     },
     strict: true,
@@ -29,6 +30,7 @@ async function main(): Promise<void> {
     ...(values['unreachable-ms'] ? { unreachableAfterMs: Number(values['unreachable-ms']) } : {}),
     ...(values['lease-ms'] ? { leaseTtlMs: Number(values['lease-ms']) } : {}),
     ...(values.replicas ? { replicas: Number(values.replicas) } : {}),
+    ...(values['image-retention'] ? { imageRetention: Number(values['image-retention']) } : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
   };
   const config = compileControllerConfig(

@@ -11,11 +11,13 @@ export interface MigrationFaults {
   corruptFrameAt?: number;
   /** Source: cut the stream after this many payload bytes. */
   truncateAfterBytes?: number;
-  /** Source: pace the stream to at most this many bytes per second. */
+  /** Source: pace the stream (and image-set uploads) to at most this many bytes per second. */
   throttleBytesPerSec?: number;
+  /** Image-set upload: fail after storing this many files of an image. */
+  failPushAfterFiles?: number;
 }
 
-/** Parse `DROVER_FAULT` (`corrupt-frame=3,truncate=1000000,throttle=5000000`). */
+/** Parse `DROVER_FAULT` (`corrupt-frame=3,truncate=1000000,throttle=5000000,fail-push=2`). */
 export function parseFaults(spec: string | undefined): MigrationFaults {
   const out: MigrationFaults = {};
   for (const part of (spec ?? '').split(',').filter(Boolean)) {
@@ -25,6 +27,7 @@ export function parseFaults(spec: string | undefined): MigrationFaults {
     if (k === 'corrupt-frame') out.corruptFrameAt = n;
     else if (k === 'truncate') out.truncateAfterBytes = n;
     else if (k === 'throttle') out.throttleBytesPerSec = n;
+    else if (k === 'fail-push') out.failPushAfterFiles = n;
   }
   return out;
 }

@@ -5,10 +5,12 @@ import { hideBin } from 'yargs/helpers';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
 import type { GlobalArgs } from './context.js';
 import { adoptCommand } from './commands/adopt.js';
+import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
 import { eventsCommand } from './commands/events.js';
 import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
+import { imagesCommand } from './commands/images.js';
 import {
   inspectCommand,
   logsCommand,
@@ -19,52 +21,60 @@ import {
 import { jobsCommand } from './commands/jobs.js';
 import { migrateCommand } from './commands/migrate.js';
 import { opsCommand, statusCommand } from './commands/ops.js';
+import { restoreCommand } from './commands/restore.js';
 import { runCommand } from './commands/run.js';
 
 async function main(): Promise<void> {
   let failed: unknown = null;
-  await yargs(hideBin(process.argv))
-    .scriptName('drover')
-    .usage('$0 <command> [options]')
-    .option('nats', {
-      type: 'string',
-      default: process.env.DROVER_NATS_SERVERS ?? 'nats://127.0.0.1:4222',
-      describe: 'NATS server(s), comma-separated',
-    })
-    .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
-    .option('timeout', {
-      type: 'number',
-      default: 900,
-      describe: 'seconds to wait for the controller',
-    })
-    .command(hostsCommand)
-    .command(jobsCommand)
-    .command(runCommand)
-    .command(inspectCommand)
-    .command(logsCommand)
-    .command(signalCommand)
-    .command(stopCommand)
-    .command(migrateCommand)
-    .command(cordonCommand)
-    .command(uncordonCommand)
-    .command(drainCommand)
-    .command(preflightCommand)
-    .command(opsCommand)
-    .command(statusCommand)
-    .command(eventsCommand)
-    .command(adoptCommand)
-    .demandCommand(1, 'name a command (see --help)')
-    .strict()
-    .parserConfiguration({ 'populate--': true })
-    .completion('completion', 'print a shell completion script')
-    .fail((msg, err) => {
-      failed = err ?? Object.assign(new Error(msg), { usage: true });
-    })
-    .help()
-    .parseAsync()
-    .catch((err: unknown) => {
-      failed ??= err;
-    });
+  try {
+    await yargs(hideBin(process.argv))
+      .scriptName('drover')
+      .usage('$0 <command> [options]')
+      .option('nats', {
+        type: 'string',
+        default: process.env.DROVER_NATS_SERVERS ?? 'nats://127.0.0.1:4222',
+        describe: 'NATS server(s), comma-separated',
+      })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+      .option('timeout', {
+        type: 'number',
+        default: 900,
+        describe: 'seconds to wait for the controller',
+      })
+      .command(hostsCommand)
+      .command(jobsCommand)
+      .command(runCommand)
+      .command(inspectCommand)
+      .command(logsCommand)
+      .command(signalCommand)
+      .command(stopCommand)
+      .command(migrateCommand)
+      .command(cordonCommand)
+      .command(uncordonCommand)
+      .command(drainCommand)
+      .command(preflightCommand)
+      .command(opsCommand)
+      .command(statusCommand)
+      .command(eventsCommand)
+      .command(adoptCommand)
+      .command(checkpointCommand)
+      .command(restoreCommand)
+      .command(imagesCommand)
+      .demandCommand(1, 'name a command (see --help)')
+      .strict()
+      .parserConfiguration({ 'populate--': true })
+      .completion('completion', 'print a shell completion script')
+      .fail((msg, err) => {
+        // Throwing stops yargs here: a failed check must not go on to run the command.
+        failed = err ?? Object.assign(new Error(msg), { usage: true });
+        throw failed;
+      })
+      .help()
+      .parseAsync();
+  } catch (err) {
+    // Also what `fail` throws (synchronously, from inside parseAsync).
+    failed ??= err;
+  }
   if (failed !== null) {
     const usage = (failed as { usage?: boolean }).usage === true;
     const message = failed instanceof Error ? failed.message : String(failed);

@@ -18,6 +18,8 @@ export const ErrorCode = {
   CgroupBusy: 'CGROUP_BUSY',
   Cgroup: 'CGROUP',
   Checkpointing: 'CHECKPOINTING',
+  /** Stored data is damaged (a checksum does not match). */
+  DataLoss: 'DATA_LOSS',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

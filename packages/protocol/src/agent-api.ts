@@ -95,6 +95,21 @@ export interface ImageInfo {
   dumpMs: number;
 }
 
+/** One file of an image as stored in the image-set object store. */
+export interface ImageFile {
+  name: string;
+  size: number;
+  /** Hex SHA-256 of the file's bytes, computed by the agent that read it. */
+  sha256: string;
+}
+
+/** The JetStream object bucket that holds image sets (the controller creates it). */
+export const IMAGE_SET_BUCKET = 'drover_images';
+
+/** Object names of image sets: `<set>/<job>`, each part an id. */
+export const IMAGE_PREFIX_PATTERN =
+  /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
 /** What an agent can do and holds: its heartbeat and `info` reply. */
 export interface AgentInfo {
   host: string;
@@ -170,6 +185,26 @@ export const AgentOps = {
   }),
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
+  /** Copy a local image into the image-set object store under `prefix` (idempotent). */
+  'image-push': obj({ imageId: id(), prefix: str({ pattern: IMAGE_PREFIX_PATTERN }) }),
+  /** Copy an image from the object store into this host's images, verifying every checksum. */
+  'image-fetch': obj({
+    imageId: id(),
+    prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
+    files: arr(
+      obj({
+        name: str({ min: 1, max: 255, pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]*$/ }),
+        size: int({ min: 0 }),
+        sha256: str({ pattern: /^[0-9a-f]{64}$/ }),
+      }),
+      { min: 1, max: 100000 },
+    ),
+  }),
+  /**
+   * Stop a frozen job for good: with `imageId` it lives on in that image (state `checkpointed`),
+   * without it the job is ended (`exited`, a rolled-back restore). Idempotent.
+   */
+  discard: obj({ jobId: id(), imageId: opt(id()), note: opt(str({ max: 512 })) }),
   remove: obj({ jobId: id() }),
   ...MigrationOps,
 } as const;
@@ -188,7 +223,8 @@ export interface AgentReplies extends MigrationReplies {
   inspect: JobInfo & { processes: JobProcess[]; memoryUsageBytes: number | null };
   signal: JobInfo;
   logs: { data: string; truncated: boolean; sizeBytes: number };
-  freeze: JobInfo;
+  /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
+  freeze: JobInfo & { frozenAtMs: number };
   thaw: JobInfo;
   checkpoint: ImageInfo;
   restore: JobInfo;
@@ -199,6 +235,9 @@ export interface AgentReplies extends MigrationReplies {
   };
   'images-list': { images: ImageInfo[] };
   'images-delete': { deleted: boolean };
+  'image-push': { files: ImageFile[]; sizeBytes: number; durationMs: number };
+  'image-fetch': ImageInfo & { durationMs: number };
+  discard: JobInfo;
   remove: { removed: boolean };
 }
 

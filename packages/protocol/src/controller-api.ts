@@ -2,13 +2,14 @@
 import {
   AgentOps,
   JOB_SIGNALS,
+  type ImageFile,
   type AgentInfo,
   type JobInfo,
   type PreflightReport,
 } from './agent-api.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN } from './subjects.js';
-import { int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 
@@ -44,10 +45,80 @@ export interface DrainItem {
   frozenMs: number | null;
 }
 
+/** One job of a cluster checkpoint or restore, as it moves through the phases. */
+export interface MemberItem {
+  jobId: string;
+  name: string;
+  /** checkpoint: where the job ran; restore: where it is restored. */
+  host: string;
+  state:
+    | 'pending'
+    | 'frozen'
+    | 'dumped'
+    | 'stored'
+    | 'fetched'
+    | 'restored'
+    | 'done'
+    | 'failed'
+    | 'rolled-back';
+  imageId: string;
+  /** Epoch ms (the host's clock) when the job was frozen for the cut. */
+  frozenAtMs: number | null;
+  dumpMs: number | null;
+  sizeBytes: number | null;
+  reason: string | null;
+}
+
+/** Phases of a cluster checkpoint (in order) and of a restore. */
+export type ClusterPhase =
+  | 'freezing'
+  | 'dumping'
+  | 'thawing'
+  | 'storing'
+  | 'stopping'
+  | 'fetching'
+  | 'restoring'
+  | 'resuming'
+  | 'rolling-back'
+  | 'finished';
+
+/** One job's image in an image set. */
+export interface ImageSetJob {
+  jobId: string;
+  name: string;
+  /** The host it was checkpointed on, with its CPU flags (a restore needs them). */
+  host: string;
+  cpuFlags: string[];
+  /** Memory in use at the checkpoint: placement of a restore needs that much free. */
+  memoryBytes: number;
+  imageId: string;
+  /** Objects `<set>/<job>/<file>` in the image-set bucket, with their checksums. */
+  files: ImageFile[];
+  sizeBytes: number;
+  frozenAtMs: number;
+  dumpMs: number;
+}
+
+/** A named image set: a consistent cut of a set of jobs, stored in JetStream. */
+export interface ImageSet {
+  name: string;
+  opId: string;
+  /** `creating` until every image is stored; only `complete` sets can be restored. */
+  state: 'creating' | 'complete';
+  createdAt: string;
+  completedAt: string | null;
+  /** Whether the jobs kept running after the cut. */
+  leaveRunning: boolean;
+  /** Between the first and the last job's freeze (hosts' clocks). */
+  freezeSkewMs: number | null;
+  jobs: ImageSetJob[];
+  sizeBytes: number;
+}
+
 /** A controller operation (migrate, drain, ...), persisted as it moves. */
 export interface OperationRecord {
   opId: string;
-  kind: 'migrate' | 'drain';
+  kind: 'migrate' | 'drain' | 'checkpoint' | 'restore';
   state: 'pending' | 'running' | 'done' | 'failed';
   createdAt: string;
   updatedAt: string;
@@ -60,6 +131,16 @@ export interface OperationRecord {
   /** drain: the host being emptied, and each job's outcome. */
   host?: string;
   items?: DrainItem[];
+  /** checkpoint/restore: the image set, the phase reached, and each job. */
+  imageSet?: string;
+  phase?: ClusterPhase;
+  members?: MemberItem[];
+  /** checkpoint: between the first and the last freeze (ms, hosts' clocks). */
+  freezeSkewMs?: number | null;
+  /** checkpoint: how long the workload was frozen (first freeze to thaw or stop, ms). */
+  frozenMs?: number | null;
+  /** A per-phase timeline: when each phase started (ms since the operation started). */
+  phases?: { phase: ClusterPhase; atMs: number }[];
 }
 
 /** Controller operations: their request schemas. */
@@ -88,6 +169,16 @@ export const ControllerOps = {
     name: opt(str({ min: 1, max: 128 })),
   }),
   events: obj({ sinceSeq: opt(int()), limit: opt(int({ min: 1, max: 10000 })), host: opt(id()) }),
+  checkpoint: obj({
+    jobs: opt(arr(id(), { min: 1, max: 256 })),
+    all: opt(bool()),
+    name: opt(id()),
+    leaveRunning: opt(bool()),
+  }),
+  restore: obj({ name: id(), to: opt(arr(id(), { min: 1, max: 256 })) }),
+  'images-list': obj({}),
+  'images-inspect': obj({ name: id() }),
+  'images-delete': obj({ name: id() }),
 } as const;
 
 export type ControllerOp = keyof typeof ControllerOps;
@@ -113,6 +204,11 @@ export interface ControllerReplies {
   status: OperationRecord;
   adopt: ClusterJob;
   events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
+  checkpoint: OperationRecord;
+  restore: OperationRecord;
+  'images-list': { sets: ImageSet[] };
+  'images-inspect': ImageSet;
+  'images-delete': { deleted: boolean; objects: number };
 }
 
 /** True if `op` names a controller operation. */

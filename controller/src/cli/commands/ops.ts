@@ -2,6 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 import { table, timeline } from '../output.js';
+import { clusterReport } from '../cluster-report.js';
 
 export const opsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'ops',
@@ -9,8 +10,14 @@ export const opsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   handler: async (argv) => {
     await callController(argv, 'ops', {}, (r) =>
       table(
-        ['OP', 'KIND', 'STATE', 'CREATED', 'JOB'],
-        r.ops.map((o) => [o.opId, o.kind, o.state, o.createdAt, String(o.request['jobId'] ?? '')]),
+        ['OP', 'KIND', 'STATE', 'CREATED', 'OF'],
+        r.ops.map((o) => [
+          o.opId,
+          o.kind,
+          o.state,
+          o.createdAt,
+          String(o.request['jobId'] ?? o.host ?? o.imageSet ?? ''),
+        ]),
       ),
     );
   },
@@ -22,12 +29,14 @@ export const statusCommand: CommandModule<GlobalArgs, GlobalArgs & { op: string 
   builder: (y) => y.positional('op', { type: 'string', demandOption: true }),
   handler: async (argv) => {
     await callController(argv, 'status', { opId: argv.op }, (o) =>
-      [
-        `${o.opId} ${o.kind}: ${o.state}${o.error ? ` (${o.error.message})` : ''}`,
-        o.migration ? timeline(o.migration) : '',
-      ]
-        .join('\n')
-        .trim(),
+      o.kind === 'checkpoint' || o.kind === 'restore'
+        ? clusterReport(o)
+        : [
+            `${o.opId} ${o.kind}: ${o.state}${o.error ? ` (${o.error.message})` : ''}`,
+            o.migration ? timeline(o.migration) : '',
+          ]
+            .join('\n')
+            .trim(),
     );
   },
 };

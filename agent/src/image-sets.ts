@@ -1,0 +1,132 @@
+/**
+ * Images in and out of the image-set object store: `pushImage` copies a local image under
+ * `<set>/<job>/`, `fetchImage` brings one back onto this host and checks every byte against the
+ * checksums the set recorded. A pair, like CRIU's dump_x/restore_x.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { ObjectFiles } from '@drover/bus';
+import { DroverError, ErrorCode } from '@drover/common';
+import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
+import type { Agent } from './agent.js';
+import { toImageInfo } from './image-store.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A file's bytes, hashed as they pass; paced to `bytesPerSec` when set (fault injection). */
+async function* hashedChunks(
+  path: string,
+  hash: Hash,
+  bytesPerSec: number | undefined,
+): AsyncGenerator<Uint8Array> {
+  const t0 = performance.now();
+  let sent = 0;
+  const highWaterMark = bytesPerSec
+    ? Math.max(1024, Math.min(256 * 1024, bytesPerSec / 10))
+    : 256 * 1024;
+  for await (const chunk of createReadStream(path, { highWaterMark }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    sent += chunk.length;
+    if (bytesPerSec) {
+      const due = (sent / bytesPerSec) * 1000 - (performance.now() - t0);
+      if (due > 0) await sleep(due);
+    }
+    yield chunk;
+  }
+}
+
+/** One push per image at a time: a repeated request (a controller that took over) joins it. */
+const pushing = new Map<string, Promise<AgentReplies['image-push']>>();
+
+/** Copy local image `imageId` into the object store under `prefix/` (idempotent). */
+export function pushImage(
+  agent: Agent,
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-push'>,
+  faults: { throttleBytesPerSec?: number; failPushAfterFiles?: number } = {},
+): Promise<AgentReplies['image-push']> {
+  const key = `${req.imageId} ${req.prefix}`;
+  const running = pushing.get(key);
+  if (running) return running;
+  const p = (async () => {
+    const t0 = performance.now();
+    const manifest = await agent.images.readManifest(req.imageId); // complete images only
+    const store = await objects();
+    const files: ImageFile[] = [];
+    for (const name of (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort()) {
+      if (files.length === faults.failPushAfterFiles) {
+        throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
+      }
+      const hash = createHash('sha256');
+      const put = await store.put(
+        `${req.prefix}/${name}`,
+        hashedChunks(join(manifest.dir, name), hash, faults.throttleBytesPerSec),
+      );
+      files.push({ name, size: put.size, sha256: hash.digest('hex') });
+    }
+    const sizeBytes = files.reduce((a, f) => a + f.size, 0);
+    agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });
+    return { files, sizeBytes, durationMs: Math.round(performance.now() - t0) };
+  })();
+  pushing.set(key, p);
+  void p.finally(() => pushing.delete(key)).catch(() => undefined);
+  return p;
+}
+
+/**
+ * Copy an image from the object store into this host's images as `imageId`, verifying each file's
+ * size and SHA-256 before anything is visible: files land in a hidden directory that is renamed
+ * into place only when all of them check out. Replaces a local copy of the same id.
+ */
+export async function fetchImage(
+  agent: Agent,
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-fetch'>,
+): Promise<AgentReplies['image-fetch']> {
+  const t0 = performance.now();
+  const store = await objects();
+  const final = agent.images.dir(req.imageId);
+  const tmp = join(agent.images.imagesDir, `.fetch-${req.imageId}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true, mode: 0o700 });
+  try {
+    for (const f of req.files) {
+      const hash = createHash('sha256');
+      const path = join(tmp, f.name);
+      await pipeline(
+        store.get(`${req.prefix}/${f.name}`),
+        async function* (source: AsyncIterable<Uint8Array>) {
+          for await (const chunk of source) {
+            hash.update(chunk);
+            yield chunk;
+          }
+        },
+        createWriteStream(path, { mode: 0o600 }),
+      );
+      const size = (await stat(path)).size;
+      const sha256 = hash.digest('hex');
+      if (size !== f.size || sha256 !== f.sha256) {
+        throw new DroverError(
+          ErrorCode.DataLoss,
+          `image file ${req.prefix}/${f.name} does not match its checksum (size ${size}, expected ${f.size})`,
+          { details: { name: f.name, size, expected: f.size, sha256, expectedSha256: f.sha256 } },
+        );
+      }
+    }
+    await rm(final, { recursive: true, force: true });
+    await rename(tmp, final);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+  // The manifest came from the checkpointing host: it now describes this copy.
+  const manifest = await agent.images.readManifest(req.imageId);
+  manifest.dir = final;
+  manifest.host = agent.config.hostId;
+  await agent.images.writeManifest(manifest);
+  agent.log.info('image fetched', { imageId: req.imageId, prefix: req.prefix });
+  return { ...toImageInfo(manifest), durationMs: Math.round(performance.now() - t0) };
+}

@@ -1,0 +1,88 @@
+/** Human output of cluster checkpoints, restores and image sets. */
+import type { ImageSet, OperationRecord } from '@drover/protocol';
+import { bytes, table } from './output.js';
+
+/** A checkpoint's or restore's outcome: each job, the freeze skew, and the per-phase timeline. */
+export function clusterReport(o: OperationRecord): string {
+  const what = o.kind === 'checkpoint' ? 'checkpoint' : 'restore';
+  const lines = [
+    `${what} of image set ${o.imageSet}: ${o.state} (${o.opId})` +
+      (o.error ? `\n  ${o.error.message}` : ''),
+  ];
+  if (o.kind === 'checkpoint') {
+    const figures = [
+      o.freezeSkewMs !== null && o.freezeSkewMs !== undefined
+        ? `freeze skew ${o.freezeSkewMs} ms (first to last job frozen)`
+        : null,
+      o.frozenMs !== null && o.frozenMs !== undefined ? `frozen ${o.frozenMs} ms` : null,
+      `jobs ${o.request['leaveRunning'] === true ? 'left running' : 'stopped'}`,
+    ].filter(Boolean);
+    lines.push(figures.join(' · '));
+  }
+  lines.push(
+    table(
+      [
+        'JOB',
+        'NAME',
+        o.kind === 'checkpoint' ? 'HOST' : 'RESTORED ON',
+        'STATE',
+        'DUMP',
+        'SIZE',
+        'NOTE',
+      ],
+      (o.members ?? []).map((m) => [
+        m.jobId,
+        m.name,
+        m.host,
+        m.state,
+        m.dumpMs === null ? '-' : `${m.dumpMs} ms`,
+        m.sizeBytes === null ? '-' : bytes(m.sizeBytes),
+        m.reason ?? '',
+      ]),
+    ),
+  );
+  if (o.phases?.length) {
+    const rows = o.phases.map((p, i) => {
+      const next = o.phases![i + 1];
+      return [p.phase, `${p.atMs} ms`, next ? `${next.atMs - p.atMs} ms` : ''];
+    });
+    lines.push(table(['phase', 'at', 'took'], rows));
+  }
+  return lines.join('\n');
+}
+
+/** Image sets as a table. */
+export function setsTable(sets: readonly ImageSet[]): string {
+  return table(
+    ['NAME', 'STATE', 'CREATED', 'JOBS', 'SIZE', 'SKEW', 'MODE'],
+    sets.map((s) => [
+      s.name,
+      s.state,
+      s.createdAt,
+      String(s.jobs.length),
+      bytes(s.sizeBytes),
+      s.freezeSkewMs === null ? '-' : `${s.freezeSkewMs} ms`,
+      s.leaveRunning ? 'left running' : 'stopped',
+    ]),
+  );
+}
+
+/** One image set in full: its jobs and their files. */
+export function setDetail(s: ImageSet): string {
+  return [
+    `image set ${s.name}: ${s.state}, created ${s.createdAt} by ${s.opId}` +
+      (s.freezeSkewMs === null ? '' : `, freeze skew ${s.freezeSkewMs} ms`),
+    table(
+      ['JOB', 'NAME', 'FROM', 'IMAGE', 'FILES', 'SIZE', 'MEMORY'],
+      s.jobs.map((j) => [
+        j.jobId,
+        j.name,
+        j.host,
+        j.imageId,
+        String(j.files.length),
+        bytes(j.sizeBytes),
+        bytes(j.memoryBytes),
+      ]),
+    ),
+  ].join('\n');
+}

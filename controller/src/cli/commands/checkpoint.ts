@@ -1,0 +1,48 @@
+/** `drover checkpoint JOB...|--all [--name N] [--leave-running]`: a coordinated cluster checkpoint. */
+import type { CommandModule } from 'yargs';
+import { callController, type GlobalArgs } from '../context.js';
+import { clusterReport } from '../cluster-report.js';
+
+type Args = GlobalArgs & {
+  jobs: string[] | undefined;
+  all: boolean;
+  name: string | undefined;
+  'leave-running': boolean;
+};
+
+export const checkpointCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'checkpoint [jobs..]',
+  describe: 'Checkpoint jobs across hosts as one consistent cut (an image set)',
+  builder: (y) =>
+    y
+      .positional('jobs', { type: 'string', array: true, describe: 'the jobs (or --all)' })
+      .option('all', { type: 'boolean', default: false, describe: 'every running job' })
+      .option('name', { type: 'string', describe: 'image set name (default set-<time>)' })
+      .option('leave-running', {
+        type: 'boolean',
+        default: false,
+        describe: 'thaw the jobs after the dump (default: stop them once stored)',
+      })
+      .check((a) => {
+        const named = (a.jobs?.length ?? 0) > 0;
+        if (named === a.all) {
+          throw Object.assign(new Error('name the jobs to checkpoint, or --all (not both)'), {
+            usage: true,
+          });
+        }
+        return true;
+      }),
+  handler: async (argv) => {
+    const op = await callController(
+      argv,
+      'checkpoint',
+      {
+        ...(argv.all ? { all: true } : { jobs: argv.jobs! }),
+        ...(argv.name ? { name: argv.name } : {}),
+        ...(argv['leave-running'] ? { leaveRunning: true } : {}),
+      },
+      clusterReport,
+    );
+    if (op.state !== 'done') process.exitCode = 1;
+  },
+};

@@ -1,0 +1,49 @@
+/** `drover images ls|inspect NAME|rm NAME`: the image sets cluster checkpoints made. */
+import type { Argv, CommandModule } from 'yargs';
+import { callController, type GlobalArgs } from '../context.js';
+import { setDetail, setsTable } from '../cluster-report.js';
+
+type Named = GlobalArgs & { name: string };
+
+const ls: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'ls',
+  describe: 'List image sets, newest first',
+  handler: async (argv) => {
+    await callController(argv, 'images-list', {}, (r) => setsTable(r.sets));
+  },
+};
+
+const inspect: CommandModule<GlobalArgs, Named> = {
+  command: 'inspect <name>',
+  describe: 'Show an image set: its jobs, hosts, files and sizes',
+  builder: (y) => y.positional('name', { type: 'string', demandOption: true }),
+  handler: async (argv) => {
+    await callController(argv, 'images-inspect', { name: argv.name }, setDetail);
+  },
+};
+
+const rm: CommandModule<GlobalArgs, Named> = {
+  command: 'rm <name>',
+  describe: 'Delete an image set and its stored images',
+  builder: (y) => y.positional('name', { type: 'string', demandOption: true }),
+  handler: async (argv) => {
+    await callController(
+      argv,
+      'images-delete',
+      { name: argv.name },
+      (r) => `deleted image set ${argv.name} (${r.objects} objects)`,
+    );
+  },
+};
+
+export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'images',
+  describe: 'Image sets: ls, inspect NAME, rm NAME',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .command(ls)
+      .command(inspect)
+      .command(rm)
+      .demandCommand(1, 'images: ls, inspect NAME or rm NAME'),
+  handler: () => {},
+};

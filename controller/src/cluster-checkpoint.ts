@@ -1,0 +1,726 @@
+/**
+ * Coordinated cluster checkpoints and their restores, as persisted state machines.
+ *
+ * checkpointCluster: freeze every job first (a barrier across hosts; the skew between the first and
+ * the last freeze is recorded), then dump each (jobs stay frozen), then thaw them (leave running)
+ * or keep them frozen until every image is stored, then store the images in the image-set object
+ * store with their checksums, then stop them. Until the images are stored nothing has happened
+ * that a rollback cannot undo: a failure thaws every job where it was and drops the partial set.
+ *
+ * restoreCluster: fetch each image onto its host (placement, optionally among `--to` hosts),
+ * restore every job frozen, then thaw them all together: the workload continues from the cut.
+ *
+ * Each step is idempotent and the phase and per-job state are persisted in the operation record,
+ * so a controller that takes over runs the same function and carries the operation on from where
+ * it was (`resumeCluster`).
+ */
+import type { ObjectFiles, StateStore } from '@drover/bus';
+import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
+import type {
+  AgentOp,
+  AgentReplies,
+  AgentRequest,
+  ClusterPhase,
+  ControllerRequest,
+  ImageSet,
+  ImageSetJob,
+  MemberItem,
+  OperationRecord,
+} from '@drover/protocol';
+import { planMany, type HostView } from './placement.js';
+
+/** What cluster checkpoints and restores need from the controller. */
+export interface ClusterContext {
+  ops: StateStore<OperationRecord>;
+  sets: StateStore<ImageSet>;
+  objects: ObjectFiles;
+  log: Logger;
+  /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
+  retention: number;
+  hosts(): HostView[];
+  agent<Op extends AgentOp>(
+    host: string,
+    op: Op,
+    req: AgentRequest<Op>,
+    timeoutMs?: number,
+  ): Promise<AgentReplies[Op]>;
+  /** Where a job's processes are now (null: nowhere). */
+  whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
+  /** Every job on every reachable host. */
+  allJobs(): Promise<{ host: string; id: string; name: string; state: string }[]>;
+  /** Throws unless `host` is known, reachable and not cordoned. */
+  usableHost(host: string): void;
+}
+
+/** Dumps, pushes and fetches run this many at a time across the cluster. */
+const PARALLEL = 4;
+const LONG_MS = 30 * 60_000;
+const CHECKPOINTABLE = new Set(['running', 'frozen']);
+
+// ---- checkpoint ----
+
+/** Validate, record the operation and the image set being created, then run it. */
+export async function checkpointCluster(
+  ctx: ClusterContext,
+  req: ControllerRequest<'checkpoint'>,
+): Promise<OperationRecord> {
+  if ((req.all === true) === (req.jobs !== undefined)) {
+    throw new DroverError(ErrorCode.InvalidArgument, 'name the jobs to checkpoint, or --all', {
+      details: { jobs: req.jobs ?? null, all: req.all ?? false },
+    });
+  }
+  const name = req.name ?? defaultSetName();
+  if (await ctx.sets.get(name)) {
+    throw new DroverError(
+      ErrorCode.AlreadyExists,
+      `image set ${name} exists; choose another --name or delete it (drover images rm ${name})`,
+      { details: { name } },
+    );
+  }
+  const members = await chooseMembers(ctx, req);
+  // A cut that leaves out a member is not a consistent cut: any job that cannot be checkpointed
+  // refuses the whole checkpoint, before anything is frozen.
+  const blocked: string[] = [];
+  for (const m of members) {
+    const r = await ctx.agent(m.host, 'preflight', { jobId: m.jobId });
+    for (const x of r.reasons) blocked.push(`${m.jobId} on ${m.host}: ${x.code}: ${x.message}`);
+  }
+  if (blocked.length) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `cannot checkpoint: ${blocked.join('; ')}`,
+      { details: { reasons: blocked } },
+    );
+  }
+  const views = new Map(ctx.hosts().map((h) => [h.host, h]));
+  const jobs: ImageSetJob[] = [];
+  for (const m of members) {
+    const inspected = await ctx.agent(m.host, 'inspect', { jobId: m.jobId });
+    jobs.push({
+      jobId: m.jobId,
+      name: m.name,
+      host: m.host,
+      cpuFlags: views.get(m.host)?.info.cpuFlags ?? [],
+      memoryBytes: inspected.memoryUsageBytes ?? 0,
+      imageId: m.imageId,
+      files: [],
+      sizeBytes: 0,
+      frozenAtMs: 0,
+      dumpMs: 0,
+    });
+  }
+  const now = new Date().toISOString();
+  const opId = newId('op');
+  const leaveRunning = req.leaveRunning === true;
+  try {
+    await ctx.sets.create(name, {
+      name,
+      opId,
+      state: 'creating',
+      createdAt: now,
+      completedAt: null,
+      leaveRunning,
+      freezeSkewMs: null,
+      jobs,
+      sizeBytes: 0,
+    });
+  } catch (err) {
+    const e = toDroverError(err);
+    if (e.code === ErrorCode.AlreadyExists) {
+      throw new DroverError(ErrorCode.AlreadyExists, `image set ${name} exists`, { cause: err });
+    }
+    throw e;
+  }
+  const op: OperationRecord = {
+    opId,
+    kind: 'checkpoint',
+    state: 'running',
+    createdAt: now,
+    updatedAt: now,
+    request: { ...req, name },
+    placement: null,
+    migration: null,
+    error: null,
+    imageSet: name,
+    phase: 'freezing',
+    members,
+    freezeSkewMs: null,
+    frozenMs: null,
+    phases: [{ phase: 'freezing', atMs: 0 }],
+  };
+  await ctx.ops.put(opId, op);
+  return runCheckpoint(ctx, opId);
+}
+
+/** Carry a cluster checkpoint to its end from whatever phase it is in. */
+export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<OperationRecord> {
+  const op = new OpHandle(ctx, opId);
+  let cur = await op.read();
+  const name = cur.imageSet!;
+  const leaveRunning = cur.request['leaveRunning'] === true;
+  try {
+    if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
+    if (cur.phase === 'freezing') {
+      // The barrier: every job frozen before any is dumped. All freezes go out at once.
+      const frozen = await Promise.all(
+        cur.members!.map(async (m) => {
+          const r = await ctx.agent(m.host, 'freeze', { jobId: m.jobId });
+          return { jobId: m.jobId, at: m.frozenAtMs ?? r.frozenAtMs };
+        }),
+      );
+      const at = new Map(frozen.map((f) => [f.jobId, f.at]));
+      const times = frozen.map((f) => f.at);
+      const skew = Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10;
+      cur = await op.update((o) => ({
+        ...o,
+        freezeSkewMs: skew,
+        members: o.members!.map((m) => ({ ...m, state: 'frozen', frozenAtMs: at.get(m.jobId)! })),
+      }));
+      cur = await op.phase('dumping');
+      ctx.log.info('cluster frozen', { opId, set: name, skewMs: skew });
+    }
+    if (cur.phase === 'dumping') {
+      await forEachLimit(
+        cur.members!.filter((m) => m.state === 'frozen'),
+        PARALLEL,
+        async (m) => {
+          const img = await dumpMember(ctx, m);
+          await op.member(m.jobId, {
+            state: 'dumped',
+            dumpMs: img.dumpMs,
+            sizeBytes: img.sizeBytes,
+          });
+        },
+      );
+      cur = await op.phase(leaveRunning ? 'thawing' : 'storing');
+    }
+    if (cur.phase === 'thawing') {
+      await Promise.all(cur.members!.map((m) => ctx.agent(m.host, 'thaw', { jobId: m.jobId })));
+      cur = await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+      cur = await op.phase('storing');
+    }
+    if (cur.phase === 'storing') {
+      await forEachLimit(
+        cur.members!.filter((m) => m.state === 'dumped'),
+        PARALLEL,
+        async (m) => {
+          const pushed = await ctx.agent(
+            m.host,
+            'image-push',
+            { imageId: m.imageId, prefix: `${name}/${m.jobId}` },
+            LONG_MS,
+          );
+          await ctx.sets.mutate(name, (s) =>
+            s
+              ? {
+                  ...s,
+                  jobs: s.jobs.map((j) =>
+                    j.jobId === m.jobId
+                      ? {
+                          ...j,
+                          files: pushed.files,
+                          sizeBytes: pushed.sizeBytes,
+                          frozenAtMs: m.frozenAtMs ?? 0,
+                          dumpMs: m.dumpMs ?? 0,
+                        }
+                      : j,
+                  ),
+                }
+              : null,
+          );
+          await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
+        },
+      );
+      cur = await op.phase(leaveRunning ? 'finished' : 'stopping');
+    }
+  } catch (err) {
+    return rollBackCheckpoint(ctx, op, toDroverError(err));
+  }
+  if (cur.phase === 'stopping') {
+    // Every image is stored: from here the operation only goes forward. A job that cannot be
+    // stopped is thawed and keeps running (reported), the set is complete either way.
+    await forEachLimit(cur.members!, PARALLEL, async (m) => {
+      try {
+        await ctx.agent(m.host, 'discard', { jobId: m.jobId, imageId: m.imageId });
+        await op.member(m.jobId, { state: 'done' });
+      } catch (err) {
+        await ctx.agent(m.host, 'thaw', { jobId: m.jobId }).catch(() => undefined);
+        await op.member(m.jobId, {
+          state: 'failed',
+          reason: `kept running: could not stop it: ${toDroverError(err).message}`,
+        });
+      }
+    });
+    cur = await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+    cur = await op.phase('finished');
+  }
+  // finished
+  const set = await ctx.sets.mutate(name, (s) =>
+    s
+      ? {
+          ...s,
+          state: 'complete',
+          completedAt: new Date().toISOString(),
+          freezeSkewMs: cur.freezeSkewMs ?? null,
+          sizeBytes: s.jobs.reduce((a, j) => a + j.sizeBytes, 0),
+        }
+      : null,
+  );
+  // The set holds the images now: the hosts' local copies go (best effort).
+  await Promise.all(
+    cur.members!.map((m) =>
+      ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined),
+    ),
+  );
+  const failed = cur.members!.filter((m) => m.state === 'failed');
+  cur = await op.update((o) => ({
+    ...o,
+    state: failed.length ? 'failed' : 'done',
+    error: failed.length
+      ? { code: 'PARTIAL', message: `${failed.length} job(s) could not be stopped; they run on` }
+      : null,
+    members: o.members!.map((m) => (m.state === 'failed' ? m : { ...m, state: 'done' })),
+  }));
+  ctx.log.info('cluster checkpoint finished', {
+    opId,
+    set: name,
+    skewMs: cur.freezeSkewMs,
+    sizeBytes: set?.value.sizeBytes,
+  });
+  await applyRetention(ctx).catch((err: unknown) =>
+    ctx.log.warn('image-set retention failed', { err }),
+  );
+  return cur;
+}
+
+/** Undo a checkpoint that did not reach `stopping`: thaw every job, drop every image. */
+async function rollBackCheckpoint(
+  ctx: ClusterContext,
+  op: OpHandle,
+  cause: DroverError,
+): Promise<OperationRecord> {
+  let cur = await op.read();
+  ctx.log.warn('cluster checkpoint failed; rolling back', { opId: cur.opId, err: cause });
+  if (cur.phase !== 'rolling-back') {
+    cur = await op.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
+    cur = await op.phase('rolling-back');
+  }
+  const name = cur.imageSet!;
+  const notes: string[] = [];
+  await Promise.all(
+    cur.members!.map(async (m) => {
+      // The job may still be in a dump the failed call gave up waiting for: thaw waits its turn.
+      await ctx.agent(m.host, 'thaw', { jobId: m.jobId }, LONG_MS).catch((err: unknown) => {
+        const e = toDroverError(err);
+        if (e.code !== ErrorCode.FailedPrecondition) notes.push(`${m.jobId}: ${e.message}`);
+      });
+      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
+    }),
+  );
+  await ctx.objects.deletePrefix(`${name}/`).catch((e: unknown) => cause.suppress(e));
+  await ctx.sets.delete(name).catch((e: unknown) => cause.suppress(e));
+  return op.update((o) => ({
+    ...o,
+    state: 'failed',
+    phase: 'finished',
+    error: {
+      code: cause.code,
+      message:
+        `${cause.message}; every job was thawed where it was` +
+        (notes.length ? ` (could not thaw: ${notes.join('; ')})` : ''),
+    },
+    members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
+  }));
+}
+
+/** Dump one frozen job into its image; a dump a previous controller started counts once done. */
+async function dumpMember(
+  ctx: ClusterContext,
+  m: MemberItem,
+): Promise<{ dumpMs: number; sizeBytes: number }> {
+  const existing = async (): Promise<{ dumpMs: number; sizeBytes: number } | null> => {
+    const { images } = await ctx.agent(m.host, 'images-list', {});
+    return images.find((i) => i.imageId === m.imageId) ?? null;
+  };
+  const had = await existing();
+  if (had) return had;
+  try {
+    return await ctx.agent(
+      m.host,
+      'checkpoint',
+      { jobId: m.jobId, imageId: m.imageId, leaveRunning: true },
+      LONG_MS,
+    );
+  } catch (err) {
+    if (toDroverError(err).code === ErrorCode.AlreadyExists) {
+      const img = await existing();
+      if (img) return img;
+    }
+    throw err;
+  }
+}
+
+// ---- restore ----
+
+/** Validate and place, record the operation, then run it. Bad input changes nothing. */
+export async function restoreCluster(
+  ctx: ClusterContext,
+  req: ControllerRequest<'restore'>,
+): Promise<OperationRecord> {
+  const set = await readSet(ctx, req.name);
+  if (set.state !== 'complete') {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `image set ${set.name} is still being created (operation ${set.opId})`,
+      { details: { name: set.name, opId: set.opId } },
+    );
+  }
+  const to = req.to ? [...new Set(req.to)] : undefined;
+  for (const h of to ?? []) ctx.usableHost(h);
+  await refuseIfBusy(ctx, set.name);
+  const running: string[] = [];
+  for (const j of set.jobs) {
+    const where = await ctx.whereIs(j.jobId);
+    if (where) running.push(`${j.jobId} is ${where.state} on ${where.host}`);
+  }
+  if (running.length) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `cannot restore ${set.name}: ${running.join('; ')}; stop those jobs first (drover stop JOB)`,
+      { details: { running } },
+    );
+  }
+  const plan = planMany(
+    ctx.hosts(),
+    set.jobs.map((j) => ({
+      jobId: j.jobId,
+      req: {
+        memoryBytes: j.memoryBytes,
+        cpuFlags: j.cpuFlags,
+        ...(to ? { candidates: to } : {}),
+      },
+    })),
+  );
+  const members: MemberItem[] = [];
+  const why: string[] = [];
+  for (const j of set.jobs) {
+    const p = plan.get(j.jobId)!;
+    if (p instanceof DroverError) {
+      why.push(`${j.jobId}: ${p.message}`);
+      continue;
+    }
+    members.push({
+      jobId: j.jobId,
+      name: j.name,
+      host: p.host,
+      state: 'pending',
+      imageId: j.imageId,
+      frozenAtMs: null,
+      dumpMs: null,
+      sizeBytes: j.sizeBytes,
+      reason: p.explanation,
+    });
+  }
+  if (why.length) {
+    throw new DroverError(ErrorCode.FailedPrecondition, `no host fits: ${why.join('; ')}`, {
+      details: { reasons: why },
+    });
+  }
+  const now = new Date().toISOString();
+  const op: OperationRecord = {
+    opId: newId('op'),
+    kind: 'restore',
+    state: 'running',
+    createdAt: now,
+    updatedAt: now,
+    request: { ...req },
+    placement: members.map((m) => `${m.jobId} → ${m.reason}`).join('\n'),
+    migration: null,
+    error: null,
+    imageSet: set.name,
+    phase: 'fetching',
+    members: members.map((m) => ({ ...m, reason: null })),
+    phases: [{ phase: 'fetching', atMs: 0 }],
+  };
+  await ctx.ops.put(op.opId, op);
+  return runRestore(ctx, op.opId);
+}
+
+/** Carry a restore to its end from whatever phase it is in. */
+export async function runRestore(ctx: ClusterContext, opId: string): Promise<OperationRecord> {
+  const op = new OpHandle(ctx, opId);
+  let cur = await op.read();
+  const set = await readSet(ctx, cur.imageSet!);
+  const byJob = new Map(set.jobs.map((j) => [j.jobId, j]));
+  try {
+    if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
+    if (cur.phase === 'fetching') {
+      await forEachLimit(
+        cur.members!.filter((m) => m.state === 'pending'),
+        PARALLEL,
+        async (m) => {
+          const j = byJob.get(m.jobId)!;
+          await ctx.agent(
+            m.host,
+            'image-fetch',
+            { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: j.files },
+            LONG_MS,
+          );
+          await op.member(m.jobId, { state: 'fetched' });
+        },
+      );
+      cur = await op.phase('restoring');
+    }
+    if (cur.phase === 'restoring') {
+      // Every job comes back frozen; none runs before all exist (the cut is restored whole).
+      await forEachLimit(
+        cur.members!.filter((m) => m.state === 'fetched'),
+        PARALLEL,
+        async (m) => {
+          const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
+          if (!(there && there.state === 'frozen' && there.restoredFrom === m.imageId)) {
+            await ctx.agent(m.host, 'restore', { imageId: m.imageId, leaveFrozen: true }, LONG_MS);
+          }
+          await op.member(m.jobId, { state: 'restored' });
+        },
+      );
+      cur = await op.phase('resuming');
+    }
+  } catch (err) {
+    return rollBackRestore(ctx, op, toDroverError(err));
+  }
+  // resuming: every job exists, frozen; thawing only goes forward.
+  const notes: string[] = [];
+  await Promise.all(
+    cur.members!.map(async (m) => {
+      try {
+        await ctx.agent(m.host, 'thaw', { jobId: m.jobId });
+        await op.member(m.jobId, { state: 'done' });
+      } catch (err) {
+        notes.push(`${m.jobId}: ${toDroverError(err).message}`);
+        await op.member(m.jobId, { state: 'failed', reason: toDroverError(err).message });
+      }
+      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
+    }),
+  );
+  cur = await op.phase('finished');
+  cur = await op.update((o) => ({
+    ...o,
+    state: notes.length ? 'failed' : 'done',
+    error: notes.length ? { code: 'PARTIAL', message: `could not thaw ${notes.join('; ')}` } : null,
+  }));
+  ctx.log.info('image set restored', { opId, set: set.name });
+  return cur;
+}
+
+/** Undo a restore that did not reach `resuming`: end every restored (frozen) job, drop copies. */
+async function rollBackRestore(
+  ctx: ClusterContext,
+  op: OpHandle,
+  cause: DroverError,
+): Promise<OperationRecord> {
+  let cur = await op.read();
+  ctx.log.warn('restore failed; rolling back', { opId: cur.opId, err: cause });
+  if (cur.phase !== 'rolling-back') {
+    cur = await op.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
+    cur = await op.phase('rolling-back');
+  }
+  await Promise.all(
+    cur.members!.map(async (m) => {
+      const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
+      if (there && there.restoredFrom === m.imageId && there.state === 'frozen') {
+        await ctx
+          .agent(m.host, 'discard', { jobId: m.jobId, note: `restore ${cur.opId} rolled back` })
+          .catch((e: unknown) => cause.suppress(e));
+      }
+      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
+    }),
+  );
+  return op.update((o) => ({
+    ...o,
+    state: 'failed',
+    phase: 'finished',
+    error: {
+      code: cause.code,
+      message: `${cause.message}; nothing was restored (the image set is unchanged)`,
+    },
+    members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
+  }));
+}
+
+// ---- image sets ----
+
+/** Image sets, newest first. */
+export async function listSets(ctx: ClusterContext): Promise<ImageSet[]> {
+  const all = [...(await ctx.sets.list()).values()].map((v) => v.value);
+  return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+}
+
+export async function readSet(ctx: ClusterContext, name: string): Promise<ImageSet> {
+  const s = await ctx.sets.get(name);
+  if (!s) {
+    throw new DroverError(ErrorCode.NotFound, `no image set ${name} (see drover images ls)`, {
+      details: { name },
+    });
+  }
+  return s.value;
+}
+
+/** Delete a set's objects and its record; refused while an operation uses it. */
+export async function deleteSet(
+  ctx: ClusterContext,
+  name: string,
+): Promise<{ deleted: boolean; objects: number }> {
+  await readSet(ctx, name);
+  await refuseIfBusy(ctx, name);
+  const objects = await ctx.objects.deletePrefix(`${name}/`);
+  await ctx.sets.delete(name);
+  ctx.log.info('image set deleted', { set: name, objects });
+  return { deleted: true, objects };
+}
+
+/** Keep the newest `retention` complete sets. */
+async function applyRetention(ctx: ClusterContext): Promise<void> {
+  const complete = (await listSets(ctx)).filter((s) => s.state === 'complete');
+  for (const s of complete.slice(ctx.retention)) {
+    ctx.log.info('image set past retention', { set: s.name, retention: ctx.retention });
+    await deleteSet(ctx, s.name);
+  }
+}
+
+/** Operations to resume after a takeover. */
+export function resumable(op: OperationRecord): boolean {
+  return (op.kind === 'checkpoint' || op.kind === 'restore') && op.state === 'running';
+}
+
+/** Resume a checkpoint or restore a previous controller left running. */
+export function resumeCluster(ctx: ClusterContext, op: OperationRecord): Promise<OperationRecord> {
+  return op.kind === 'checkpoint' ? runCheckpoint(ctx, op.opId) : runRestore(ctx, op.opId);
+}
+
+// ---- helpers ----
+
+async function chooseMembers(
+  ctx: ClusterContext,
+  req: ControllerRequest<'checkpoint'>,
+): Promise<MemberItem[]> {
+  const member = (host: string, id: string, name: string): MemberItem => ({
+    jobId: id,
+    name,
+    host,
+    state: 'pending',
+    imageId: newId('img'),
+    frozenAtMs: null,
+    dumpMs: null,
+    sizeBytes: null,
+    reason: null,
+  });
+  if (req.all === true) {
+    const jobs = (await ctx.allJobs()).filter((j) => CHECKPOINTABLE.has(j.state));
+    if (jobs.length === 0) {
+      throw new DroverError(ErrorCode.FailedPrecondition, 'no running jobs to checkpoint');
+    }
+    return jobs.map((j) => member(j.host, j.id, j.name));
+  }
+  const out: MemberItem[] = [];
+  const all = await ctx.allJobs();
+  for (const id of [...new Set(req.jobs!)]) {
+    const live = all.find((j) => j.id === id && CHECKPOINTABLE.has(j.state));
+    if (!live) {
+      const other = all.find((j) => j.id === id && j.state !== 'exited');
+      if (other) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `job ${id} is ${other.state} on ${other.host}; only running jobs are checkpointed`,
+          { details: { jobId: id, state: other.state } },
+        );
+      }
+      throw new DroverError(ErrorCode.NotFound, `no running job ${id} on any reachable host`, {
+        details: { jobId: id },
+      });
+    }
+    out.push(member(live.host, live.id, live.name));
+  }
+  return out;
+}
+
+async function refuseIfBusy(ctx: ClusterContext, name: string): Promise<void> {
+  const busy = [...(await ctx.ops.list()).values()]
+    .map((v) => v.value)
+    .find((o) => o.imageSet === name && o.state === 'running');
+  if (busy) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `image set ${name} is in use by ${busy.kind} ${busy.opId}; wait for it (drover status ${busy.opId})`,
+      { details: { name, opId: busy.opId } },
+    );
+  }
+}
+
+/** From the first freeze to now (the thaw or the stop). */
+function frozenFor(o: OperationRecord): number | null {
+  const times = o.members!.map((m) => m.frozenAtMs).filter((t): t is number => t !== null);
+  return times.length ? Math.round(Date.now() - Math.min(...times)) : null;
+}
+
+function defaultSetName(): string {
+  return `set-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
+}
+
+/** Run `fn` over `items`, `limit` at a time; after a failure nothing new starts; throws the first. */
+async function forEachLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const queue = [...items];
+  let first: unknown = null;
+  const worker = async (): Promise<void> => {
+    for (let it = queue.shift(); it !== undefined && first === null; it = queue.shift()) {
+      try {
+        await fn(it);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => worker()));
+  if (first !== null) throw first;
+}
+
+/** Persisted updates of one operation record (compare-and-set, like the drain's). */
+class OpHandle {
+  constructor(
+    private readonly ctx: ClusterContext,
+    readonly opId: string,
+  ) {}
+
+  async read(): Promise<OperationRecord> {
+    const r = await this.ctx.ops.get(this.opId);
+    if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${this.opId}`);
+    return r.value;
+  }
+
+  async update(fn: (o: OperationRecord) => OperationRecord): Promise<OperationRecord> {
+    const r = await this.ctx.ops.mutate(this.opId, (cur) =>
+      cur ? { ...fn(cur), updatedAt: new Date().toISOString() } : null,
+    );
+    if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${this.opId}`);
+    return r.value;
+  }
+
+  member(jobId: string, patch: Partial<MemberItem>): Promise<OperationRecord> {
+    return this.update((o) => ({
+      ...o,
+      members: o.members!.map((m) => (m.jobId === jobId ? { ...m, ...patch } : m)),
+    }));
+  }
+
+  phase(phase: ClusterPhase): Promise<OperationRecord> {
+    return this.update((o) => ({
+      ...o,
+      phase,
+      phases: [...(o.phases ?? []), { phase, atMs: Date.now() - Date.parse(o.createdAt) }],
+    }));
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Files in a JetStream object store: the durable home of image sets. Objects are named by path-like
+ * keys (`<set>/<job>/<file>`); a key prefix groups one image. Streams in and out, never whole files
+ * in memory; the caller checksums what passes (the store keeps its own digest as well).
+ */
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { Objm, type ObjectStore } from '@nats-io/obj';
+import { DroverError, ErrorCode } from '@drover/common';
+import type { Bus } from './connection.js';
+import { mapJetStreamError } from './state-store.js';
+
+/** How to open an object bucket. */
+export interface ObjectFilesOptions {
+  bucket: string;
+  /** Create the bucket when missing (the controller does; agents only open). */
+  create: boolean;
+  /** Replicas when created: 3 on a 3-node NATS cluster. */
+  replicas?: number;
+  timeoutMs?: number;
+}
+
+/** One stored object. */
+export interface StoredObject {
+  name: string;
+  size: number;
+  /** The store's digest (`SHA-256=<base64url>`). */
+  digest: string;
+}
+
+/** Chunks of 512 KiB: below NATS's 1 MiB default payload limit, few enough messages. */
+const CHUNK_BYTES = 512 * 1024;
+
+/** Named files in one JetStream object bucket. */
+export class ObjectFiles {
+  private constructor(
+    private readonly os: ObjectStore,
+    readonly bucket: string,
+  ) {}
+
+  static async open(bus: Bus, options: ObjectFilesOptions): Promise<ObjectFiles> {
+    const timeout = options.timeoutMs ?? 5000;
+    const js: JetStreamClient = jetstream(bus.nc, { timeout });
+    const objm = new Objm(js);
+    try {
+      const os = options.create
+        ? await objm.create(options.bucket, { replicas: options.replicas ?? 1 })
+        : await objm.open(options.bucket);
+      return new ObjectFiles(os, options.bucket);
+    } catch (err) {
+      if (!options.create && /not found/i.test(String(err))) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `object bucket ${options.bucket} does not exist (a controller creates it when it starts)`,
+          { cause: err, details: { bucket: options.bucket } },
+        );
+      }
+      throw mapJetStreamError(`cannot open object bucket ${options.bucket}`, err, {
+        bucket: options.bucket,
+      });
+    }
+  }
+
+  /** Store `data` as `name`, replacing any object of that name. */
+  async put(name: string, data: AsyncIterable<Uint8Array>): Promise<StoredObject> {
+    try {
+      const info = await this.os.put(
+        { name, options: { max_chunk_size: CHUNK_BYTES } },
+        ReadableStream.from(data),
+      );
+      return { name: info.name, size: info.size, digest: info.digest };
+    } catch (err) {
+      throw mapJetStreamError(`cannot store object ${name}`, err, { name });
+    }
+  }
+
+  /**
+   * The bytes of `name`, streamed. The iteration throws if the object is missing, incomplete, or
+   * its digest does not match what the store recorded.
+   */
+  async *get(name: string): AsyncGenerator<Uint8Array> {
+    let res;
+    try {
+      res = await this.os.get(name);
+    } catch (err) {
+      throw mapJetStreamError(`cannot read object ${name}`, err, { name });
+    }
+    if (res === null) {
+      throw new DroverError(ErrorCode.NotFound, `no object ${name} in ${this.bucket}`, {
+        details: { name, bucket: this.bucket },
+      });
+    }
+    for await (const chunk of res.data) yield chunk;
+    const failed = await res.error;
+    if (failed) {
+      throw new DroverError(ErrorCode.DataLoss, `object ${name} is damaged: ${failed.message}`, {
+        cause: failed,
+        details: { name },
+      });
+    }
+  }
+
+  /** Objects whose name starts with `prefix`. */
+  async list(prefix = ''): Promise<StoredObject[]> {
+    try {
+      return (await this.os.list())
+        .filter((o) => !o.deleted && o.name.startsWith(prefix))
+        .map((o) => ({ name: o.name, size: o.size, digest: o.digest }));
+    } catch (err) {
+      throw mapJetStreamError(`cannot list ${this.bucket}`, err);
+    }
+  }
+
+  /** Delete every object whose name starts with `prefix`; returns how many went. */
+  async deletePrefix(prefix: string): Promise<number> {
+    let n = 0;
+    for (const o of await this.list(prefix)) {
+      try {
+        await this.os.delete(o.name);
+        n++;
+      } catch (err) {
+        throw mapJetStreamError(`cannot delete object ${o.name}`, err, { name: o.name });
+      }
+    }
+    return n;
+  }
+}

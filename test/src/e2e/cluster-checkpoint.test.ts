@@ -1,0 +1,284 @@
+/**
+ * Coordinated cluster checkpoints and image sets end to end, through the `drover` CLI: real
+ * agents in three emulated hosts, a real controller, CRIU, the JetStream object store, and
+ * self-verifying workloads that check their whole state after they come back.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentCluster } from '../cluster/agents.js';
+import { ControllerProcess, drover } from '../cluster/controller.js';
+import { Testbed } from '../testbed/mod.js';
+import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
+import { innerPids, JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
+
+let tb: Testbed;
+let cluster: AgentCluster;
+let ctl: ControllerProcess;
+let urls: string[];
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 3, nats: 'single' });
+  urls = [...tb.nats!.urls];
+  cluster = await AgentCluster.start(tb);
+  ctl = await ControllerProcess.start(urls, 'ctl-ckpt-1');
+  await waitFor(async () => {
+    const r = await drover(urls, ['hosts', '--json']);
+    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
+  }, 20_000);
+});
+
+after(async () => {
+  await ctl?.kill();
+  await cluster?.close();
+  await tb?.teardown();
+});
+
+interface Job {
+  id: string;
+  dir: string;
+  host: string;
+}
+interface ClusterJob {
+  id: string;
+  host: string;
+  state: string;
+}
+interface Op {
+  opId: string;
+  kind: string;
+  state: string;
+  phase?: string;
+  freezeSkewMs?: number | null;
+  members?: { jobId: string; host: string; state: string; frozenAtMs: number | null }[];
+  error: { message: string } | null;
+}
+interface ImageSet {
+  name: string;
+  state: string;
+  freezeSkewMs: number | null;
+  jobs: { jobId: string; host: string; files: { name: string; size: number; sha256: string }[] }[];
+}
+
+async function json<T>(args: string[]): Promise<T> {
+  const r = await drover(urls, ['--json', ...args]);
+  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+async function start(host: string, name: WorkloadName, tag: string): Promise<Job> {
+  const dir = join(tb.runDir, 'shared', `${tag}-${name}`);
+  mkdirSync(dir, { recursive: true });
+  const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+  const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
+  const job = await json<{ id: string }>([
+    'run',
+    '--host',
+    host,
+    '--name',
+    `${tag}-${name}`,
+    ...env,
+    '--',
+    ...workloadCommand(name, opts),
+  ]);
+  return { id: job.id, dir, host };
+}
+
+async function liveHosts(id: string): Promise<string[]> {
+  const { jobs } = await json<{ jobs: ClusterJob[] }>(['jobs']);
+  return jobs
+    .filter((j) => j.id === id && ['running', 'frozen'].includes(j.state))
+    .map((j) => j.host);
+}
+
+/** The job runs on exactly one host and its verdict is ok; returns the host. */
+async function verifyLive(j: Job, allowed: string[]): Promise<string> {
+  const live = await liveHosts(j.id);
+  assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
+  const host = live[0]!;
+  assert.ok(allowed.includes(host), `${j.id} restored on ${host}, not one of ${allowed.join(',')}`);
+  const v = await requestVerdict(j.dir, signaller(cluster.agent(host), j.id), 30_000);
+  assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
+  return host;
+}
+
+/** A job the checkpoint stopped really stopped: nothing writes its heartbeat any more. */
+async function assertStopped(j: Job): Promise<void> {
+  assert.deepEqual(await liveHosts(j.id), [], `${j.id} still runs`);
+  const size = statSync(join(j.dir, 'heartbeat.log')).size;
+  await sleep(300);
+  assert.equal(statSync(join(j.dir, 'heartbeat.log')).size, size, `${j.id} still writes`);
+}
+
+async function killAll(jobs: Job[]): Promise<void> {
+  for (const j of jobs) await drover(urls, ['signal', j.id, 'SIGKILL']);
+}
+
+describe('coordinated cluster checkpoint and image sets', () => {
+  test('checkpoint --all across 3 hosts, then restore --to h2 --to h3: every workload continues and verifies; the skew is reported', async () => {
+    const jobs = [
+      await start('h1', 'memory', 's1'),
+      await start('h1', 'pipeline', 's1'),
+      await start('h2', 'threads', 's1'),
+      await start('h2', 'files', 's1'),
+      await start('h3', 'redis', 's1'),
+      await start('h3', 'python', 's1'),
+    ];
+    for (const j of jobs) await waitReady(j.dir, 30_000);
+    const pidsBefore = new Map<string, number[]>();
+    for (const j of jobs) pidsBefore.set(j.id, await innerPids(cluster.agent(j.host), j.id));
+
+    const human = await drover(urls, ['checkpoint', '--all', '--name', 's1']);
+    assert.equal(human.code, 0, human.stderr + human.stdout);
+    assert.match(human.stdout, /checkpoint of image set s1: done/);
+    assert.match(human.stdout, /freeze skew [\d.]+ ms \(first to last job frozen\)/);
+    assert.match(human.stdout, /jobs stopped/);
+    // Every job is stopped: it lives only in the image set now.
+    for (const j of jobs) await assertStopped(j);
+    const { jobs: all } = await json<{ jobs: ClusterJob[] }>(['jobs']);
+    for (const j of jobs) {
+      assert.deepEqual(
+        all.filter((x) => x.id === j.id).map((x) => [x.host, x.state]),
+        [[j.host, 'checkpointed']],
+      );
+    }
+    const set = await json<ImageSet>(['images', 'inspect', 's1']);
+    assert.equal(set.state, 'complete');
+    assert.equal(set.jobs.length, 6);
+    assert.ok(set.freezeSkewMs !== null && set.freezeSkewMs >= 0);
+    for (const sj of set.jobs) {
+      assert.ok(sj.files.length > 3, `${sj.jobId} has ${sj.files.length} files`);
+      for (const f of sj.files) assert.match(f.sha256, /^[0-9a-f]{64}$/);
+      assert.ok(sj.files.some((f) => f.name === 'manifest.json'));
+    }
+    const listed = await json<{ sets: ImageSet[] }>(['images', 'ls']);
+    assert.ok(listed.sets.some((s) => s.name === 's1' && s.state === 'complete'));
+    const ls = await drover(urls, ['images', 'ls']);
+    assert.match(ls.stdout, /^s1\s+complete/m);
+
+    // Restore onto h2 and h3 only: every job continues from the cut with its PIDs.
+    const restored = await drover(urls, ['restore', 's1', '--to', 'h2', '--to', 'h3']);
+    assert.equal(restored.code, 0, restored.stderr + restored.stdout);
+    assert.match(restored.stdout, /restore of image set s1: done/);
+    for (const j of jobs) {
+      const host = await verifyLive(j, ['h2', 'h3']);
+      assert.deepEqual(
+        await innerPids(cluster.agent(host), j.id),
+        pidsBefore.get(j.id),
+        `${j.id}: PIDs inside changed`,
+      );
+    }
+    // Still live: restoring again is refused and changes nothing.
+    const again = await drover(urls, ['restore', 's1']);
+    assert.equal(again.code, 4, again.stderr);
+    assert.match(again.stderr, /stop those jobs first/);
+    await killAll(jobs);
+    // Delete the set: its objects go with it.
+    const rm = await drover(urls, ['images', 'rm', 's1']);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout, /deleted image set s1 \(\d+ objects\)/);
+    const gone = await drover(urls, ['images', 'inspect', 's1']);
+    assert.equal(gone.code, 3, gone.stderr);
+    assert.match(gone.stderr, /no image set s1/);
+  });
+
+  test('the controller is SIGKILLed during a cluster checkpoint; the next one completes it and the set restores', async () => {
+    // Uploads at 20 MB/s: the 64 MiB image gives a few seconds to kill the controller in.
+    for (const h of ['h1', 'h2', 'h3']) {
+      await cluster.agent(h).restartWith({ DROVER_FAULT: 'throttle=20000000' });
+    }
+    const jobs = [
+      await start('h1', 'memory', 's2'),
+      await start('h2', 'node', 's2'),
+      await start('h3', 'python', 's2'),
+    ];
+    try {
+      for (const j of jobs) await waitReady(j.dir, 30_000);
+      const running = drover(urls, ['--timeout', '20', 'checkpoint', '--all', '--name', 's2']);
+      const during = await waitForValue(async () => {
+        const { ops } = await json<{ ops: Op[] }>(['ops']);
+        return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
+      }, 60_000);
+      await ctl.kill();
+      const cut = await running;
+      assert.notEqual(cut.code, 0, 'the CLI cannot have seen the end of this checkpoint');
+      ctl = await ControllerProcess.start(urls, 'ctl-ckpt-2');
+      const done = await waitForValue(async () => {
+        const op = await json<Op>(['status', during.opId]);
+        return op.state === 'running' ? undefined : op;
+      }, 180_000);
+      assert.equal(done.state, 'done', JSON.stringify(done));
+      assert.ok(done.members!.every((m) => m.state === 'done'));
+      const set = await json<ImageSet>(['images', 'inspect', 's2']);
+      assert.equal(set.state, 'complete');
+      for (const j of jobs) await assertStopped(j);
+      // The new controller's work is whole: the set restores (placement picks) and verifies.
+      for (const h of ['h1', 'h2', 'h3']) await cluster.agent(h).restartWith({});
+      const r = await drover(urls, ['restore', 's2']);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      for (const j of jobs) await verifyLive(j, ['h1', 'h2', 'h3']);
+    } finally {
+      for (const h of ['h1', 'h2', 'h3']) await cluster.agent(h).restartWith({});
+      await killAll(jobs);
+      await drover(urls, ['images', 'rm', 's2']);
+    }
+  });
+
+  test('a failed upload rolls back: every job thawed where it was and verifying, no set left', async () => {
+    await cluster.agent('h2').restartWith({ DROVER_FAULT: 'fail-push=2' });
+    const jobs = [await start('h1', 'node', 's3'), await start('h2', 'python', 's3')];
+    try {
+      for (const j of jobs) await waitReady(j.dir, 30_000);
+      const r = await drover(urls, ['checkpoint', jobs[0]!.id, jobs[1]!.id, '--name', 's3']);
+      assert.equal(r.code, 1, r.stderr + r.stdout);
+      assert.match(r.stdout, /injected fault: image push failed/);
+      assert.match(r.stdout, /every job was thawed where it was/);
+      for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
+      const gone = await drover(urls, ['images', 'inspect', 's3']);
+      assert.equal(gone.code, 3, gone.stderr);
+      const { images } = await cluster.agent('h1').client.call('images-list', {});
+      assert.deepEqual(images, [], 'local images left behind');
+    } finally {
+      await cluster.agent('h2').restartWith({});
+      await killAll(jobs);
+    }
+  });
+
+  test('bad input: clear message, documented exit code, nothing changes', async () => {
+    const j = await start('h3', 'python', 's4');
+    await waitReady(j.dir, 30_000);
+    const cases: [string[], number, RegExp][] = [
+      [['checkpoint'], 2, /name the jobs to checkpoint, or --all/],
+      [['checkpoint', j.id, '--all'], 2, /not both/],
+      [['checkpoint', 'job-nope'], 3, /no running job job-nope/],
+      [['checkpoint', j.id, '--name', 'bad name!'], 2, /name/],
+      [['restore', 'no-such-set'], 3, /no image set no-such-set/],
+      [['images', 'rm', 'no-such-set'], 3, /no image set no-such-set/],
+      [['images'], 2, /ls, inspect NAME or rm NAME/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await drover(urls, args);
+      assert.equal(r.code, code, `drover ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, `drover ${args.join(' ')}`);
+    }
+    // A set to clash with: a leave-running checkpoint keeps the job running and verifying.
+    const ok = await json<Op>(['checkpoint', j.id, '--name', 's4', '--leave-running']);
+    assert.equal(ok.state, 'done');
+    await verifyLive(j, ['h3']);
+    const clash = await drover(urls, ['checkpoint', j.id, '--name', 's4']);
+    assert.equal(clash.code, 4, clash.stderr);
+    assert.match(clash.stderr, /image set s4 exists/);
+    const busy = await drover(urls, ['restore', 's4']);
+    assert.equal(busy.code, 4, busy.stderr);
+    assert.match(busy.stderr, /is running on h3; stop those jobs first/);
+    const toUnknown = await drover(urls, ['restore', 's4', '--to', 'h9']);
+    assert.equal(toUnknown.code, 3, toUnknown.stderr);
+    assert.match(toUnknown.stderr, /no host h9/);
+    // Nothing changed: still one live copy on h3, verifying; the set is still there.
+    await verifyLive(j, ['h3']);
+    assert.equal((await json<ImageSet>(['images', 'inspect', 's4'])).state, 'complete');
+    await killAll([j]);
+    assert.equal((await drover(urls, ['images', 'rm', 's4'])).code, 0);
+  });
+});
