@@ -183,7 +183,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
     assert.match(gone.stderr, /no image set s1/);
   });
 
-  test('the controller is SIGKILLed during a cluster checkpoint; the next one completes it and the set restores', async () => {
+  test('the controller is SIGKILLed during a cluster checkpoint; the standby completes it and the set restores', async () => {
     // Uploads at 20 MB/s: the 64 MiB image gives a few seconds to kill the controller in.
     for (const h of ['h1', 'h2', 'h3']) {
       await cluster.agent(h).restartWith({ DROVER_FAULT: 'throttle=20000000' });
@@ -200,10 +200,13 @@ describe('coordinated cluster checkpoint and image sets', () => {
         const { ops } = await json<{ ops: Op[] }>(['ops']);
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 60_000);
+      // A standby is waiting for the lease; the acting controller dies mid-upload.
+      const standby = ControllerProcess.start(urls, 'ctl-ckpt-standby');
+      await sleep(1000);
       await ctl.kill();
       const cut = await running;
       assert.notEqual(cut.code, 0, 'the CLI cannot have seen the end of this checkpoint');
-      ctl = await ControllerProcess.start(urls, 'ctl-ckpt-2');
+      ctl = await standby;
       const done = await waitForValue(async () => {
         const op = await json<Op>(['status', during.opId]);
         return op.state === 'running' ? undefined : op;
