@@ -29,11 +29,17 @@ import type {
 } from '@drover/protocol';
 import { planMany, type HostView } from './placement.js';
 
+/** The part of a state bucket these operations use (tests supply an in-memory one). */
+export type Records<T> = Pick<
+  StateStore<T>,
+  'get' | 'put' | 'create' | 'mutate' | 'delete' | 'list'
+>;
+
 /** What cluster checkpoints and restores need from the controller. */
 export interface ClusterContext {
-  ops: StateStore<OperationRecord>;
-  sets: StateStore<ImageSet>;
-  objects: ObjectFiles;
+  ops: Records<OperationRecord>;
+  sets: Records<ImageSet>;
+  objects: Pick<ObjectFiles, 'deletePrefix'>;
   log: Logger;
   /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
   retention: number;
