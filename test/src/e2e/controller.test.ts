@@ -206,6 +206,19 @@ describe('drover CLI through the controller', () => {
       assert.match(r.stderr, message, `drover ${args.join(' ')}`);
     }
     assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    // An unreachable host: h2's agent is gone (its heartbeats stop); moving a job there is refused.
+    await cluster.agent('h2').kill();
+    try {
+      await waitFor(async () => {
+        const { hosts } = await json<{ hosts: { host: string; reachable: boolean }[] }>(['hosts']);
+        return hosts.some((h) => h.host === 'h2' && !h.reachable);
+      }, 20_000);
+      const r = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+      assert.equal(r.code, 4, r.stderr);
+      assert.match(r.stderr, /host h2 is unreachable/);
+    } finally {
+      await cluster.agent('h2').start();
+    }
     // Nothing changed: the job still runs on h3 and verifies itself.
     const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
     assert.deepEqual(
