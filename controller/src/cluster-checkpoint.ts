@@ -56,7 +56,15 @@ export interface ClusterContext {
   allJobs(): Promise<{ host: string; id: string; name: string; state: string }[]>;
   /** Throws unless `host` is known, reachable and not cordoned. */
   usableHost(host: string): void;
+  /** How long forward-only steps retry an unreachable agent (default 2 minutes). */
+  persistMs?: number;
 }
+
+/**
+ * Steps that only go forward (a rollback's thaw, a stop, a resume) are retried this long while an
+ * agent is unreachable (restarting, say): a job must not stay frozen because its agent blinked.
+ */
+const PERSIST_MS = 120_000;
 
 /** Dumps, pushes and fetches run this many at a time across the cluster. */
 const PARALLEL = 4;
@@ -247,10 +255,14 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
     // stopped is thawed and keeps running (reported), the set is complete either way.
     await forEachLimit(cur.members!, PARALLEL, async (m) => {
       try {
-        await ctx.agent(m.host, 'discard', { jobId: m.jobId, imageId: m.imageId });
+        await persist(ctx, () =>
+          ctx.agent(m.host, 'discard', { jobId: m.jobId, imageId: m.imageId }),
+        );
         await op.member(m.jobId, { state: 'done' });
       } catch (err) {
-        await ctx.agent(m.host, 'thaw', { jobId: m.jobId }).catch(() => undefined);
+        await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId })).catch(
+          () => undefined,
+        );
         await op.member(m.jobId, {
           state: 'failed',
           reason: `kept running: could not stop it: ${toDroverError(err).message}`,
@@ -316,10 +328,12 @@ async function rollBackCheckpoint(
   await Promise.all(
     cur.members!.map(async (m) => {
       // The job may still be in a dump the failed call gave up waiting for: thaw waits its turn.
-      await ctx.agent(m.host, 'thaw', { jobId: m.jobId }, LONG_MS).catch((err: unknown) => {
-        const e = toDroverError(err);
-        if (e.code !== ErrorCode.FailedPrecondition) notes.push(`${m.jobId}: ${e.message}`);
-      });
+      await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId }, LONG_MS)).catch(
+        (err: unknown) => {
+          const e = toDroverError(err);
+          if (e.code !== ErrorCode.FailedPrecondition) notes.push(`${m.jobId}: ${e.message}`);
+        },
+      );
       await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
     }),
   );
@@ -500,7 +514,7 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
   await Promise.all(
     cur.members!.map(async (m) => {
       try {
-        await ctx.agent(m.host, 'thaw', { jobId: m.jobId });
+        await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId }));
         await op.member(m.jobId, { state: 'done' });
       } catch (err) {
         notes.push(`${m.jobId}: ${toDroverError(err).message}`);
@@ -533,7 +547,9 @@ async function rollBackRestore(
   }
   await Promise.all(
     cur.members!.map(async (m) => {
-      const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
+      const there = await persist(ctx, () =>
+        ctx.agent(m.host, 'inspect', { jobId: m.jobId }),
+      ).catch(() => null);
       if (there && there.restoredFrom === m.imageId && there.state === 'frozen') {
         await ctx
           .agent(m.host, 'discard', { jobId: m.jobId, note: `restore ${cur.opId} rolled back` })
@@ -605,6 +621,21 @@ export function resumeCluster(ctx: ClusterContext, op: OperationRecord): Promise
 }
 
 // ---- helpers ----
+
+/** Retry `fn` while it fails with a retryable error (an agent restarting), up to PERSIST_MS. */
+async function persist<T>(ctx: ClusterContext, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + (ctx.persistMs ?? PERSIST_MS);
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = toDroverError(err);
+      if (!e.retryable || Date.now() + delay > deadline) throw e;
+      ctx.log.warn('retrying', { err: e.message, inMs: delay });
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
 
 async function chooseMembers(
   ctx: ClusterContext,

@@ -59,6 +59,8 @@ export interface ControllerStores {
 }
 
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
+/** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
+const WATCHED_CALL_MS = 30_000;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
 
@@ -461,7 +463,46 @@ export class Controller {
     req: AgentRequest<Op>,
     timeoutMs?: number,
   ): Promise<AgentReplies[Op]> {
-    return new AgentClient(this.bus, host).call(op, req, timeoutMs);
+    const call = new AgentClient(this.bus, host).call(op, req, timeoutMs);
+    return timeoutMs !== undefined && timeoutMs > WATCHED_CALL_MS
+      ? this.whileAgentLives(host, op, call)
+      : call;
+  }
+
+  /**
+   * A long call (a migration, a dump, an upload) fails as soon as its agent is seen to die — no
+   * heartbeat for the unreachable timeout, or a heartbeat from a restarted agent — rather than
+   * when its timeout (minutes) runs out: a dead agent never replies.
+   */
+  private whileAgentLives<T>(host: string, op: string, call: Promise<T>): Promise<T> {
+    const uptimeAtStart = this.registry.get(host)?.info.uptimeSec ?? 0;
+    return new Promise<T>((resolve, reject) => {
+      const gone = (why: string): void => {
+        clearInterval(timer);
+        reject(
+          new DroverError(ErrorCode.Unavailable, `the agent on ${host} ${why} during ${op}`, {
+            retryable: true,
+            details: { host, op },
+          }),
+        );
+      };
+      const timer = setInterval(() => {
+        const h = this.registry.get(host);
+        if (!h) return;
+        if (!h.reachable) gone('stopped answering (no heartbeat)');
+        else if (h.info.uptimeSec < uptimeAtStart) gone('restarted');
+      }, 500);
+      call.then(
+        (v) => {
+          clearInterval(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearInterval(timer);
+          reject(err as Error);
+        },
+      );
+    });
   }
 }
 

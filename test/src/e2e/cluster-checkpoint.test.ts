@@ -248,6 +248,33 @@ describe('coordinated cluster checkpoint and image sets', () => {
     }
   });
 
+  test('an agent dies during the upload: the checkpoint rolls back once it is back; every job runs where it was', async () => {
+    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
+    const jobs = [await start('h1', 'memory', 's5'), await start('h2', 'python', 's5')];
+    try {
+      for (const j of jobs) await waitReady(j.dir, 30_000);
+      const running = drover(urls, ['checkpoint', '--all', '--name', 's5']);
+      await waitForValue(async () => {
+        const { ops } = await json<{ ops: Op[] }>(['ops']);
+        return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
+      }, 60_000);
+      await cluster.agent('h1').kill();
+      // Long enough for the controller to see h1 gone and start rolling back (3 s in the suites).
+      await sleep(5000);
+      await cluster.agent('h1').restartWith({});
+      const r = await running;
+      assert.equal(r.code, 1, r.stderr + r.stdout);
+      assert.match(r.stdout, /the agent on h1 (stopped answering|restarted)/);
+      assert.match(r.stdout, /every job was thawed where it was/);
+      assert.doesNotMatch(r.stdout, /could not thaw/);
+      for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
+      assert.equal((await drover(urls, ['images', 'inspect', 's5'])).code, 3);
+    } finally {
+      await cluster.agent('h1').restartWith({});
+      await killAll(jobs);
+    }
+  });
+
   test('bad input: clear message, documented exit code, nothing changes', async () => {
     const j = await start('h3', 'python', 's4');
     await waitReady(j.dir, 30_000);
