@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ObjectFiles } from '@drover/bus';
+import { IMAGE_SET_BUCKET } from '@drover/protocol';
 import { AgentCluster } from '../cluster/agents.js';
 import { ControllerProcess, drover } from '../cluster/controller.js';
 import { Testbed } from '../testbed/mod.js';
@@ -273,6 +275,34 @@ describe('coordinated cluster checkpoint and image sets', () => {
       await cluster.agent('h1').restartWith({});
       await killAll(jobs);
     }
+  });
+
+  test('one flipped byte in a stored image: the restore refuses before any job starts and names the file', async () => {
+    const j = await start('h2', 'python', 's6');
+    await waitReady(j.dir, 30_000);
+    const op = await json<Op>(['checkpoint', j.id, '--name', 's6']);
+    assert.equal(op.state, 'done');
+    const store = await ObjectFiles.open(cluster.bus, { bucket: IMAGE_SET_BUCKET, create: false });
+    const name = `s6/${j.id}/pages-1.img`;
+    const parts: Uint8Array[] = [];
+    for await (const c of store.get(name)) parts.push(c);
+    const bytes = Buffer.concat(parts);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await store.put(
+      name,
+      (async function* () {
+        yield bytes;
+      })(),
+    );
+    const r = await drover(urls, ['restore', 's6']);
+    assert.equal(r.code, 1, r.stderr + r.stdout);
+    assert.match(
+      r.stdout,
+      new RegExp(`image file s6/${j.id}/pages-1.img does not match its checksum`),
+    );
+    assert.match(r.stdout, /nothing was restored/);
+    assert.deepEqual(await liveHosts(j.id), []);
+    assert.equal((await drover(urls, ['images', 'rm', 's6'])).code, 0);
   });
 
   test('bad input: clear message, documented exit code, nothing changes', async () => {
