@@ -5,8 +5,8 @@
 // torn down at the end (or on Ctrl-C). Needs root and a build (`./run demo` does both).
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Testbed, AgentCluster } from '../test/dist/mod.js';
-import { ControllerProcess, drover } from '../test/dist/cluster/controller.js';
+import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import { drover } from '../test/dist/mod.js';
 
 const say = (s) => process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -27,7 +27,7 @@ let ctl;
 try {
   const urls = [...tb.nats.urls];
   cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(urls, 'demo-controller');
+  ctl = await ControllerProcess.start(tb, { id: 'demo-controller' });
   for (let i = 0; i < 60; i++) {
     const r = await drover(urls, ['--json', 'hosts']);
     if (r.code === 0 && JSON.parse(r.stdout).hosts.length === hosts) break;

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../cluster/agents.js';
+import { REPO_ROOT } from '../cluster/cli.js';
 
 test('the demo tour runs end to end and leaves nothing behind', () => {
   const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'demo.mjs')], {
