@@ -1,6 +1,7 @@
 /**
  * @drover/testbed: emulated multi-host networks on one machine (namespaces, a bridge, NATS,
- * sshd) with cleanup you can trust, and real agents and a controller started in them as processes.
+ * sshd) with cleanup you can trust; real agents and a controller started in them as processes;
+ * and the local cluster that `drover up` / `drover down` manage.
  */
 export { Testbed } from './testbed.js';
 export type { TestbedOptions } from './testbed.js';
@@ -28,3 +29,18 @@ export { AgentCluster, AgentHandle, AGENT_STATE_DIR, AGENT_STREAM_PORT } from '.
 export type { AgentOptions } from './agents.js';
 export { ControllerProcess } from './controller.js';
 export type { ControllerOptions } from './controller.js';
+export { localUp, localDown, localHealth } from './local-cluster.js';
+export type {
+  LocalUpOptions,
+  LocalUpResult,
+  LocalHealth,
+  LocalDownResult,
+} from './local-cluster.js';
+export {
+  DEFAULT_LOCAL_DIR,
+  LOCAL_STATE_FILE,
+  localStatePath,
+  readLocalState,
+  localNatsUrl,
+} from './local-state.js';
+export type { LocalClusterState, LocalProcess } from './local-state.js';
