@@ -1,6 +1,7 @@
 // ESLint flat config: strict TypeScript, no import cycles, and the layering rules of STYLE.md
 // (only packages/native imports koffi; only packages/bus imports @nats-io; libraries never import
-// apps; no app imports another app).
+// apps, e.g. packages/testbed starts the agent and controller by their bin paths; no app imports
+// another app).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import importX from 'eslint-plugin-import-x';
@@ -39,7 +40,7 @@ export default tseslint.config(
     'koffi is used only inside packages/native',
   ),
   forbid(
-    ['packages/!(bus)/**', 'agent/**', 'controller/**', 'deploy/**'],
+    ['packages/!(bus)/**', 'agent/**', 'controller/**', 'deploy/**', 'test/**'],
     ['@nats-io'],
     '@nats-io/* is used only inside packages/bus',
   ),

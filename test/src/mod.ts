@@ -1,10 +1,4 @@
-/** @drover/test: the testbed, the self-checking workloads and the agent cluster harness. */
-export * from './testbed/mod.js';
+/** @drover/test: the self-checking workloads and the suites (the testbed is @drover/testbed). */
 export * from './workloads/mod.js';
-export {
-  AgentCluster,
-  AgentHandle,
-  AGENT_MAIN,
-  AGENT_STATE_DIR,
-  REPO_ROOT,
-} from './cluster/agents.js';
+export { REPO_ROOT, CLI_MAIN, drover, droverCli } from './cluster/cli.js';
+export type { CliResult, CliOptions } from './cluster/cli.js';

@@ -1,6 +1,20 @@
 /** What every command shares: global options, the connection to the controller, printing. */
 import { Bus, ControllerClient } from '@drover/bus';
 import type { ControllerOp, ControllerReplies, ControllerRequest } from '@drover/protocol';
+import { DEFAULT_LOCAL_DIR, localNatsUrl } from '@drover/testbed/local-state';
+
+/** The local cluster's directory (`drover up`): `DROVER_LOCAL_DIR`, else the default. */
+export function defaultLocalDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.DROVER_LOCAL_DIR || DEFAULT_LOCAL_DIR;
+}
+
+/**
+ * Where NATS is when `--nats` is not given: `DROVER_NATS_SERVERS`, else the URL of the local
+ * cluster `drover up` left running (from its state file), else the usual local port.
+ */
+export function defaultNats(env: NodeJS.ProcessEnv = process.env): string {
+  return env.DROVER_NATS_SERVERS || localNatsUrl(defaultLocalDir(env)) || 'nats://127.0.0.1:4222';
+}
 
 /** Global options of every command. */
 export interface GlobalArgs {

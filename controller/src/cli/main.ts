@@ -3,10 +3,12 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
-import type { GlobalArgs } from './context.js';
+import { defaultNats, type GlobalArgs } from './context.js';
 import { adoptCommand } from './commands/adopt.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { demoCommand } from './commands/demo.js';
+import { downCommand } from './commands/down.js';
 import { eventsCommand } from './commands/events.js';
 import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
@@ -23,6 +25,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { opsCommand, statusCommand } from './commands/ops.js';
 import { restoreCommand } from './commands/restore.js';
 import { runCommand } from './commands/run.js';
+import { upCommand } from './commands/up.js';
 
 async function main(): Promise<void> {
   let failed: unknown = null;
@@ -32,8 +35,10 @@ async function main(): Promise<void> {
       .usage('$0 <command> [options]')
       .option('nats', {
         type: 'string',
-        default: process.env.DROVER_NATS_SERVERS ?? 'nats://127.0.0.1:4222',
-        describe: 'NATS server(s), comma-separated',
+        default: defaultNats(),
+        describe:
+          'NATS server(s), comma-separated (default: DROVER_NATS_SERVERS, else the local cluster ' +
+          'of `drover up`, else nats://127.0.0.1:4222)',
       })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
       .option('timeout', {
@@ -41,6 +46,9 @@ async function main(): Promise<void> {
         default: 900,
         describe: 'seconds to wait for the controller',
       })
+      .command(upCommand)
+      .command(downCommand)
+      .command(demoCommand)
       .command(hostsCommand)
       .command(jobsCommand)
       .command(runCommand)

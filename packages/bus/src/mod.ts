@@ -1,6 +1,7 @@
 /** @drover/bus: the only package that imports @nats-io: connection, request/reply, the agent API. */
 export { Bus, busOptionsFrom } from './connection.js';
 export type { BusOptions, NatsSettings, RawHandler } from './connection.js';
+export { jetStreamAnswers } from './health.js';
 export { serveAgentApi, AgentClient } from './agent-rpc.js';
 export type { AgentHandlers } from './agent-rpc.js';
 export { StateStore, validateKey } from './state-store.js';

@@ -9,8 +9,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import type { JobInfo } from '@drover/protocol';
-import { AgentCluster, REPO_ROOT, type AgentHandle } from '../cluster/agents.js';
-import { Testbed } from '../testbed/mod.js';
+import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import { REPO_ROOT } from '../cluster/cli.js';
 import {
   WORKLOAD_NAMES,
   readHeartbeats,

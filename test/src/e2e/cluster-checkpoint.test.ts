@@ -9,9 +9,8 @@ import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
 import { IMAGE_SET_BUCKET } from '@drover/protocol';
-import { AgentCluster } from '../cluster/agents.js';
-import { ControllerProcess, drover } from '../cluster/controller.js';
-import { Testbed } from '../testbed/mod.js';
+import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import { drover } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
 import { innerPids, JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
 
@@ -24,7 +23,7 @@ before(async () => {
   tb = await Testbed.create({ hosts: 3, nats: 'single' });
   urls = [...tb.nats!.urls];
   cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(urls, 'ctl-ckpt-1');
+  ctl = await ControllerProcess.start(tb, { id: 'ctl-ckpt-1' });
   await waitFor(async () => {
     const r = await drover(urls, ['hosts', '--json']);
     return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
@@ -203,7 +202,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 60_000);
       // A standby is waiting for the lease; the acting controller dies mid-upload.
-      const standby = ControllerProcess.start(urls, 'ctl-ckpt-standby');
+      const standby = ControllerProcess.start(tb, { id: 'ctl-ckpt-standby' });
       await sleep(1000);
       await ctl.kill();
       const cut = await running;

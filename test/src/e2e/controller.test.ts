@@ -6,9 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentCluster } from '../cluster/agents.js';
-import { ControllerProcess, drover } from '../cluster/controller.js';
-import { Testbed } from '../testbed/mod.js';
+import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import { drover } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
 import { JOB_ENV, signaller, waitFor, waitForValue } from './helpers.js';
 
@@ -21,7 +20,7 @@ before(async () => {
   tb = await Testbed.create({ hosts: 3, nats: 'single' });
   urls = [...tb.nats!.urls];
   cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(urls);
+  ctl = await ControllerProcess.start(tb);
   // Every agent's heartbeat has reached the controller.
   await waitFor(async () => {
     const r = await drover(urls, ['hosts', '--json']);
@@ -143,7 +142,7 @@ describe('drover CLI through the controller', () => {
       0,
       'the CLI cannot have seen the end of a drain whose controller died',
     );
-    ctl = await ControllerProcess.start(urls, 'ctl-test-2');
+    ctl = await ControllerProcess.start(tb, { id: 'ctl-test-2' });
     // The new controller takes the lease once the old one's lapses, and finishes the drain.
     const done = await waitForValue(async () => {
       const ops = await json<{

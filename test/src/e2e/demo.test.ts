@@ -1,28 +1,197 @@
-/** The README's main job: `./run demo` brings up the local cluster, runs the tour, tears down. */
-import { test } from 'node:test';
+/**
+ * The README's main job, through the real CLI: `drover up` leaves a local cluster running after
+ * it exits, `drover demo` tours it, `drover down` removes every trace of it — also after an `up`
+ * that died half-way.
+ */
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../cluster/agents.js';
+import {
+  leaks,
+  readLocalState,
+  removeRun,
+  settleLeftovers,
+  type LocalClusterState,
+} from '@drover/testbed';
+import { CLI_MAIN, droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
+import { waitFor } from './helpers.js';
 
-test('the demo tour runs end to end and leaves nothing behind', () => {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'demo.mjs')], {
-    encoding: 'utf8',
-    timeout: 240_000,
-    env: { ...process.env, PATH: `/usr/local/sbin:${process.env.PATH ?? ''}` },
+/** A private local-cluster directory per test: never the operator's, never another run's. */
+const dirs: string[] = [];
+function privateDir(): string {
+  const d = mkdtempSync('/tmp/drover-local-test-');
+  dirs.push(d);
+  return d;
+}
+
+/** `drover ARGS` with DROVER_LOCAL_DIR=dir and no DROVER_NATS_SERVERS (the state file decides). */
+function cli(dir: string, args: readonly string[], timeoutMs = 240_000): Promise<CliResult> {
+  return droverCli(args, {
+    env: { DROVER_LOCAL_DIR: dir, DROVER_NATS_SERVERS: undefined },
+    timeoutMs,
   });
-  assert.equal(r.status, 0, `demo failed:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
+}
+
+function ok(r: CliResult, what: string): CliResult {
+  assert.equal(
+    r.code,
+    0,
+    `${what} exited ${r.code}:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`,
+  );
+  return r;
+}
+
+/** Whatever happens in a test, nothing of its local clusters stays on the machine. */
+after(async () => {
+  for (const dir of dirs) {
+    const runId = readLocalState(dir)?.runId;
+    await cli(dir, ['down'], 60_000).catch(() => undefined);
+    if (runId !== undefined) await removeRun(runId, { baseDir: dir });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Everything of the run is gone: processes, namespaces, links, mounts, cgroups, files. */
+async function assertGone(dir: string, state: LocalClusterState): Promise<void> {
+  const runId = state.runId ?? '';
+  assert.deepEqual(await settleLeftovers(runId, 5000, dir), [], `run ${runId} left resources`);
+  for (const p of state.processes) {
+    const stat = (() => {
+      try {
+        return readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+      } catch {
+        return undefined;
+      }
+    })();
+    const start = stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    assert.ok(
+      stat === undefined || Number(start) !== p.startTime || / Z /.test(stat),
+      `${p.role} ${p.name} (pid ${p.pid}) is still running`,
+    );
+  }
+  assert.equal(existsSync(join(dir, 'cluster.json')), false, 'the state file is still there');
+  assert.equal(existsSync(join(dir, runId)), false, 'the run directory is still there');
+  const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  assert.doesNotMatch(netns, new RegExp(runId), 'network namespaces are still there');
+}
+
+describe('drover up / down', () => {
+  test('up leaves a working cluster behind; down removes all of it, twice is fine', async () => {
+    const dir = privateDir();
+    const up = ok(await cli(dir, ['up', '--hosts', '2']), 'drover up');
+    const state = readLocalState(dir);
+    assert.ok(state?.runId, `no state after up:\n${up.stdout}`);
+    assert.equal(state.phase, 'up');
+    assert.match(up.stdout, new RegExp(`local cluster ${state.runId} is up`));
+    assert.match(up.stdout, /drover hosts/);
+    // The up command has exited; every recorded process lives on without it.
+    assert.deepEqual(state.processes.map((p) => p.role).sort(), [
+      'agent',
+      'agent',
+      'controller',
+      'host',
+      'host',
+      'nats',
+    ]);
+
+    // No --nats: the other commands find the cluster through the state file.
+    const hosts = JSON.parse(ok(await cli(dir, ['--json', 'hosts']), 'drover hosts').stdout) as {
+      hosts: { host: string; reachable: boolean }[];
+    };
+    assert.deepEqual(hosts.hosts.map((h) => [h.host, h.reachable]).sort(), [
+      ['h1', true],
+      ['h2', true],
+    ]);
+
+    // A job runs, on the host asked for, and produces output.
+    const run = JSON.parse(
+      ok(
+        await cli(dir, [
+          '--json',
+          'run',
+          '--host',
+          'h2',
+          '--',
+          '/bin/sh',
+          '-c',
+          'i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done',
+        ]),
+        'drover run',
+      ).stdout,
+    ) as { id: string; host: string };
+    assert.equal(run.host, 'h2');
+    await waitFor(async () => /tick 3/.test((await cli(dir, ['logs', run.id])).stdout), 20_000);
+
+    // A second up of the same size reports the healthy cluster; another size is refused.
+    const again = ok(await cli(dir, ['up', '--hosts', '2']), 'second drover up');
+    assert.match(again.stdout, /already up and healthy/);
+    assert.equal(readLocalState(dir)?.runId, state.runId, 'a second up must not start another');
+    const bigger = await cli(dir, ['up', '--hosts', '3']);
+    assert.equal(bigger.code, 4, `up with another size: ${bigger.stderr}`);
+    assert.match(bigger.stderr, /already up with 2 host\(s\), not 3; `drover down` first/);
+
+    const down = ok(await cli(dir, ['down']), 'drover down');
+    assert.match(down.stdout, new RegExp(`local cluster ${state.runId} removed`));
+    await assertGone(dir, state);
+    assert.equal(existsSync(dir), false, 'down removes the emptied local cluster directory');
+
+    const twice = ok(await cli(dir, ['down']), 'second drover down');
+    assert.match(twice.stdout, /no local cluster in .*; nothing to do/);
+  });
+
+  test('down removes what an up that was killed half-way left', async () => {
+    const dir = privateDir();
+    // SIGKILL the up once its hosts exist, before the controller has seen them all.
+    const up = spawn(process.execPath, [CLI_MAIN, 'up', '--hosts', '2'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, DROVER_LOCAL_DIR: dir },
+    });
+    let log = '';
+    up.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    const exited = new Promise((r) => up.once('exit', r));
+    await waitFor(async () => /starting an agent in each host/.test(log), 60_000);
+    up.kill('SIGKILL');
+    await exited;
+    const state = readLocalState(dir);
+    assert.equal(state?.phase, 'starting');
+    assert.ok(state.runId);
+    assert.ok(leaks(state.runId, dir).length > 0, 'the killed up left nothing to clean up');
+
+    const refused = await cli(dir, ['up', '--hosts', '2']);
+    assert.equal(refused.code, 4, refused.stderr);
+    assert.match(refused.stderr, /left half-started .* `drover down` removes what it left/);
+
+    ok(await cli(dir, ['down']), 'drover down after a killed up');
+    await assertGone(dir, state);
+  });
+});
+
+test('drover demo tours the local cluster to the end', async () => {
+  const dir = privateDir();
+  ok(await cli(dir, ['up', '--hosts', '2']), 'drover up');
+  const state = readLocalState(dir);
+  assert.ok(state);
+  const r = ok(await cli(dir, ['demo']), 'drover demo');
+  assert.match(r.stdout, /\$ drover run --host h1/);
   assert.match(r.stdout, /moved h1 → h2/);
   assert.match(r.stdout, /frozen \(downtime\) \d+ ms/);
   assert.match(r.stdout, /drain of h2: done/);
+  assert.match(r.stdout, /\$ drover uncordon h2/);
   const counts = [...r.stdout.matchAll(/counter at (\d+)/g)].map((m) => Number(m[1]));
-  assert.equal(counts.length, 2);
+  assert.equal(counts.length, 3, r.stdout);
   assert.ok(
-    counts[1]! > counts[0]!,
-    `the job did not keep counting across the migration: ${counts.join(' → ')}`,
+    counts[0]! < counts[1]! && counts[1]! < counts[2]!,
+    `the job did not keep counting across the migration and the drain: ${counts.join(' → ')}`,
   );
-  const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
-  assert.doesNotMatch(netns, /drtb/, 'the demo left network namespaces behind');
+  // The tour leaves the cluster as it found it: every host in service, no job.
+  const hosts = JSON.parse(ok(await cli(dir, ['--json', 'hosts']), 'hosts').stdout) as {
+    hosts: { cordoned: boolean; info: { jobs: unknown[] } }[];
+  };
+  assert.ok(hosts.hosts.every((h) => !h.cordoned));
+  ok(await cli(dir, ['down']), 'drover down');
+  await assertGone(dir, state);
 });
 
 test('`npx drover` works from the repository root', () => {
@@ -33,4 +202,7 @@ test('`npx drover` works from the repository root', () => {
   });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /drover migrate <job>/);
+  assert.match(r.stdout, /drover up/);
+  assert.match(r.stdout, /drover down/);
+  assert.match(r.stdout, /drover demo/);
 });

@@ -1,5 +1,5 @@
 /** What the end-to-end suites share: waiting, job PIDs, signalling jobs through their agent. */
-import type { AgentHandle } from '../cluster/agents.js';
+import type { AgentHandle } from '@drover/testbed';
 
 /** Environment for jobs started by the suites (no io_uring: CRIU cannot dump it). */
 export const JOB_ENV = { UV_USE_IO_URING: '0', PYTHONDONTWRITEBYTECODE: '1' };

@@ -9,9 +9,8 @@ import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import type { JobInfo, MigrationRecord } from '@drover/protocol';
-import { AgentCluster, type AgentHandle } from '../cluster/agents.js';
+import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
 import { makeCert } from '../cluster/certs.js';
-import { Testbed } from '../testbed/mod.js';
 import {
   WORKLOAD_NAMES,
   readHeartbeats,

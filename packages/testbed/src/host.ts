@@ -1,6 +1,7 @@
 /** One emulated host: its namespaces, its init (tini), commands run inside it, and its link. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { names } from './names.js';
 import {
@@ -28,6 +29,8 @@ export interface HostContext {
   bridge: string;
   runDir: string;
   logDir: string;
+  /** Register a child process handle (released when the run is detached). */
+  track(child: ChildProcess): void;
 }
 
 /** Options for commands run inside a host. */
@@ -148,6 +151,11 @@ export class Host {
     return this.#initPid;
   }
 
+  /** tini's start time (clock ticks since boot): with {@link initPid}, names it across PID reuse. */
+  get initStartTime(): number {
+    return this.#initStart;
+  }
+
   /** True once `kill()` was called or tini died. */
   get dead(): boolean {
     return this.#dead || !isAlive(this.#initPid);
@@ -227,6 +235,7 @@ export class Host {
       closeSync(log);
     }
     this.#unshare.on('error', () => {});
+    this.#ctx.track(this.#unshare);
     this.#unshareExit = exitOf(this.#unshare);
     const unsharePid = this.#unshare.pid ?? 0;
     this.#initPid = await waitFor(
@@ -345,8 +354,9 @@ export class Host {
       closeSync(err);
     }
     child.on('error', () => {});
+    this.#ctx.track(child);
     const exited = exitOf(child);
-    const gate = child.stdio[3] as NodeJS.ReadWriteStream | null;
+    const gate = child.stdio[3] as Socket | null;
     // A command killed before it read the gate resets the socket: that is not an error here.
     gate?.on('error', () => {});
     const nsenterPid = child.pid ?? 0;
@@ -368,7 +378,9 @@ export class Host {
     });
     const start = startTime(pid);
     const hostPid = innerPid(pid) ?? 0;
-    gate?.end('go\n');
+    // Closed once written: nsenter keeps its copy of fd 3 open, so our end would never see EOF
+    // and would hold this process's event loop open for as long as the command runs.
+    gate?.end('go\n', () => gate.destroy());
     const readAll = (): string => {
       let s = '';
       for (const p of [stdoutPath, stderrPath]) {

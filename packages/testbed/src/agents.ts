@@ -1,18 +1,26 @@
-/** Real drover agents inside testbed hosts, and a client to talk to them from the test runner. */
-import { existsSync } from 'node:fs';
+/** Real drover agents inside testbed hosts, and a NATS client to talk to them from outside. */
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AgentClient, Bus } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
-import type { Host, HostProcess, Testbed } from '../testbed/mod.js';
-
-/** The repository root (test/dist/cluster → ../../..). */
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-/** The built agent entry point. */
-export const AGENT_MAIN = join(REPO_ROOT, 'agent', 'dist', 'main.js');
+import { droverBin } from './bins.js';
+import type { Host, HostProcess } from './host.js';
+import type { Testbed } from './testbed.js';
 
 /** Where agents keep state inside a host (the host's private /srv). */
 export const AGENT_STATE_DIR = '/srv/drover';
+
+/** The port each agent's migration stream listens on, at its host's address. */
+export const AGENT_STREAM_PORT = 7070;
+
+/** How agents are started. */
+export interface AgentOptions {
+  /** More `drover-agent` flags. */
+  extraArgs?: readonly string[];
+  /** Heartbeat interval. Default 500 ms (hosts appear and fail quickly in tests). */
+  heartbeatMs?: number;
+  /** Default 'debug'. */
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+}
 
 /** One agent running in a host. */
 export class AgentHandle {
@@ -22,7 +30,7 @@ export class AgentHandle {
     readonly tb: Testbed,
     readonly host: Host,
     readonly client: AgentClient,
-    private readonly extraArgs: readonly string[],
+    private readonly options: AgentOptions = {},
   ) {}
 
   /** The host's id (its name). */
@@ -41,13 +49,13 @@ export class AgentHandle {
 
   /** Start (or restart) the agent and wait until it answers `info`. */
   async start(): Promise<void> {
-    if (!existsSync(AGENT_MAIN)) throw new Error(`agent not built: ${AGENT_MAIN}`);
+    const agentMain = droverBin('drover-agent');
     const nats = this.tb.nats;
     if (!nats) throw new Error('the testbed has no NATS');
     this.process = await this.host.spawn(
       [
         process.execPath,
-        AGENT_MAIN,
+        agentMain,
         '--host-id',
         this.host.name,
         '--state-dir',
@@ -55,12 +63,12 @@ export class AgentHandle {
         '--nats',
         nats.urls.join(','),
         '--heartbeat-ms',
-        '500',
+        String(this.options.heartbeatMs ?? 500),
         '--stream-listen',
-        `${this.host.address}:7070`,
+        `${this.host.address}:${AGENT_STREAM_PORT}`,
         '--log-level',
-        'debug',
-        ...this.extraArgs,
+        this.options.logLevel ?? 'debug',
+        ...(this.options.extraArgs ?? []),
       ],
       {
         name: 'agent',
@@ -113,7 +121,7 @@ export class AgentCluster {
   /** Start an agent in each of `hosts` (default: every host) of a testbed that has NATS. */
   static async start(
     tb: Testbed,
-    options: { hosts?: Host[]; extraArgs?: string[] } = {},
+    options: AgentOptions & { hosts?: readonly Host[] } = {},
   ): Promise<AgentCluster> {
     if (!tb.nats) throw new Error('the testbed has no NATS');
     const bus = await Bus.connect({
@@ -122,9 +130,7 @@ export class AgentCluster {
       requestTimeoutMs: 60_000,
     });
     const hosts = options.hosts ?? tb.hosts;
-    const agents = hosts.map(
-      (h) => new AgentHandle(tb, h, new AgentClient(bus, h.name), options.extraArgs ?? []),
-    );
+    const agents = hosts.map((h) => new AgentHandle(tb, h, new AgentClient(bus, h.name), options));
     try {
       await Promise.all(agents.map((a) => a.start()));
     } catch (err) {
@@ -140,6 +146,7 @@ export class AgentCluster {
     return a;
   }
 
+  /** Close the runner's NATS connection (the agents keep running until their hosts go). */
   async close(): Promise<void> {
     await this.bus.close();
   }

@@ -1,6 +1,6 @@
 /** Names of everything a testbed run creates, its subnet reservation and its owner record. */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { isAlive, startTime } from './proc.js';
@@ -40,6 +40,12 @@ export const names = {
 /** Run ids of testbeds of this process not yet torn down: a sweep never touches these. */
 export const liveRuns = new Set<string>();
 
+/** A process named by PID and start time (clock ticks since boot): one process across PID reuse. */
+export interface ProcessIdentity {
+  pid: number;
+  startTime: number;
+}
+
 /** Who owns a run: written before any resource exists, so a sweep can tell live runs from dead. */
 export interface OwnerRecord {
   runId: string;
@@ -47,18 +53,32 @@ export interface OwnerRecord {
   startTime: number;
   subnet: number;
   createdAt: string;
+  /**
+   * Set when the run was detached from its creator (`drover up` exits, the cluster stays): the
+   * run lives while any of these processes does (the hosts' inits, NATS, the controller).
+   */
+  keepers?: ProcessIdentity[];
 }
 
-/** Write the owner record of a run held by this process. */
-export function writeOwner(runDir: string, runId: string, subnet: number): void {
+/** Write the owner record of a run held by this process (and, once detached, its keepers). */
+export function writeOwner(
+  runDir: string,
+  runId: string,
+  subnet: number,
+  keepers?: readonly ProcessIdentity[],
+): void {
   const rec: OwnerRecord = {
     runId,
     pid: process.pid,
     startTime: startTime(process.pid) ?? 0,
     subnet,
-    createdAt: new Date().toISOString(),
+    createdAt: readOwner(runDir)?.createdAt ?? new Date().toISOString(),
+    ...(keepers === undefined ? {} : { keepers: [...keepers] }),
   };
-  writeFileSync(join(runDir, 'owner.json'), JSON.stringify(rec) + '\n');
+  // Written whole and renamed: a sweep in another process never reads half a record.
+  const tmp = join(runDir, `owner.json.${process.pid}`);
+  writeFileSync(tmp, JSON.stringify(rec) + '\n');
+  renameSync(tmp, join(runDir, 'owner.json'));
 }
 
 /** Read a run's owner record, or undefined if missing or unreadable. */
@@ -70,9 +90,14 @@ export function readOwner(runDir: string): OwnerRecord | undefined {
   }
 }
 
-/** True when the process that created the run still exists (same PID and start time). */
+/** True when `p` still exists and is the same process (same PID and start time), not a zombie. */
+export function sameProcess(p: ProcessIdentity): boolean {
+  return isAlive(p.pid) && startTime(p.pid) === p.startTime;
+}
+
+/** True when the process that created the run, or one of a detached run's keepers, still exists. */
 export function ownerAlive(rec: OwnerRecord | undefined): boolean {
-  return rec !== undefined && isAlive(rec.pid) && startTime(rec.pid) === rec.startTime;
+  return rec !== undefined && (sameProcess(rec) || (rec.keepers ?? []).some(sameProcess));
 }
 
 /** The subnet third octet's directory of reservations (`<base>/subnets/<X>` holds a run id). */

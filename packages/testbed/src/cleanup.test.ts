@@ -2,23 +2,26 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
-import { leaks, sweepLeftovers } from './cleanup.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { leaks, removeRun, sweepLeftovers } from './cleanup.js';
 import { settleLeftovers } from './harness.js';
 import { isAlive } from './proc.js';
 import { Testbed } from './testbed.js';
 
 /**
  * A separate Node process that creates a testbed (2 hosts, single NATS, a process in h1), prints
- * its run id, then does `then`: 'hang' (until killed), 'exit' (process.exit without teardown).
+ * its run id, then does `then`: 'hang' (until killed), 'exit' (process.exit without teardown),
+ * 'detach' (hand the run over to its own processes and let the event loop end).
  */
-function child(then: 'hang' | 'exit'): { proc: ChildProcess; runId: Promise<string> } {
+function child(then: 'hang' | 'exit' | 'detach'): { proc: ChildProcess; runId: Promise<string> } {
   const code = `
     const { Testbed } = await import(process.argv[1]);
     const tb = await Testbed.create({ hosts: 2, nats: 'single' });
     await tb.host(1).spawn(['sleep', '1000']);
+    if (process.argv[2] === 'detach') tb.detach();
     process.stdout.write(tb.runId + '\\n');
     if (process.argv[2] === 'exit') process.exit(3);
-    setInterval(() => {}, 1000);`;
+    if (process.argv[2] === 'hang') setInterval(() => {}, 1000);`;
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
   delete env.NODE_OPTIONS;
@@ -91,4 +94,40 @@ test('sweepLeftovers() removes a crashed run and leaves live ones alone', async 
     await live.teardown();
   }
   assert.deepEqual(await settleLeftovers(live.runId), []);
+});
+
+test('a detached run outlives its creator; sweeps leave it alone; removeRun() removes it', async () => {
+  const creator = child('detach');
+  const runId = await creator.runId;
+  try {
+    // The creator's event loop ends by itself: detach() released every handle it held.
+    const timer = setTimeout(() => creator.proc.kill('SIGKILL'), 20_000);
+    assert.deepEqual(await exitOf(creator.proc), [0, null], 'the creator exits on its own');
+    clearTimeout(timer);
+    const left = leaks(runId);
+    const tinis = left.filter((l) => l.kind === 'process' && /^tini /.test(l.detail ?? ''));
+    assert.equal(tinis.length, 2, `both hosts outlive the creator: ${JSON.stringify(left)}`);
+    assert.ok(left.some((l) => l.kind === 'process' && /^nats-server /.test(l.detail ?? '')));
+
+    // Its owner is gone, but its keepers live: a sweep skips it, from this base dir or another.
+    const report = await sweepLeftovers();
+    assert.ok(report.skipped.includes(runId), JSON.stringify(report));
+    const elsewhere = mkdtempSync('/tmp/drover-testbed-other-');
+    try {
+      const foreign = await sweepLeftovers({ baseDir: elsewhere });
+      assert.ok(foreign.skipped.includes(runId), JSON.stringify(foreign));
+      const scoped = await sweepLeftovers({ baseDir: elsewhere, onlyBaseDir: true });
+      assert.ok(!scoped.skipped.includes(runId) && !scoped.swept.includes(runId));
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+    assert.equal(
+      leaks(runId).filter((l) => l.kind === 'process').length,
+      left.filter((l) => l.kind === 'process').length,
+    );
+  } finally {
+    const r = await removeRun(runId);
+    assert.ok(r.killed.length >= 3, 'two tinis and a nats-server were killed');
+  }
+  assert.deepEqual(await settleLeftovers(runId), []);
 });

@@ -1,4 +1,5 @@
 /** A testbed run: its bridge and hosts, the services started in it, and its guaranteed teardown. */
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { leaks, removeCgroups, type Leftover } from './cleanup.js';
@@ -11,6 +12,7 @@ import {
   releaseSubnet,
   reserveSubnet,
   writeOwner,
+  type ProcessIdentity,
 } from './names.js';
 import { startNats, type NatsMode, type NatsService } from './nats.js';
 import { killChecked, mustRun, run, runSync, type OwnedProcess } from './proc.js';
@@ -78,7 +80,10 @@ export class Testbed {
   /** Root-namespace processes to kill on teardown (e.g. a single NATS server). */
   readonly owned: OwnedProcess[] = [];
   readonly #baseDir: string;
+  /** Child process handles of this run (hosts' inits, nsenters, NATS, controllers). */
+  readonly #children = new Set<ChildProcess>();
   #tornDown = false;
+  #detached = false;
 
   private constructor(runId: string, baseDir: string, subnet: number, logDir: string | undefined) {
     this.runId = runId;
@@ -118,7 +123,14 @@ export class Testbed {
       await mustRun(['ip', 'link', 'add', 'name', tb.bridge, 'type', 'bridge', 'stp_state', '0']);
       await mustRun(['ip', 'addr', 'add', `${tb.bridgeAddress}/24`, 'dev', tb.bridge]);
       await mustRun(['ip', 'link', 'set', tb.bridge, 'up']);
-      const ctx = { runId, subnet, bridge: tb.bridge, runDir: tb.runDir, logDir: tb.logDir };
+      const ctx = {
+        runId,
+        subnet,
+        bridge: tb.bridge,
+        runDir: tb.runDir,
+        logDir: tb.logDir,
+        track: (c: ChildProcess) => tb.track(c),
+      };
       for (let i = 1; i <= opts.hosts; i++) tb.hosts.push(new Host(ctx, i));
       await Promise.all(tb.hosts.map((h) => h.start()));
       if (opts.nats !== undefined && opts.nats !== 'none') await tb.startNats(opts.nats);
@@ -152,6 +164,48 @@ export class Testbed {
     const svc = await startSshd(this, h);
     this.sshd.set(h.name, svc);
     return svc;
+  }
+
+  /** The parent of this run's directory (`<baseDir>/<runId>`). */
+  get baseDir(): string {
+    return this.#baseDir;
+  }
+
+  /** True once {@link detach} handed the run over to its own processes. */
+  get detached(): boolean {
+    return this.#detached;
+  }
+
+  /** @internal Register a child process handle, released by {@link detach}. */
+  track(child: ChildProcess): void {
+    this.#children.add(child);
+    child.once('exit', () => this.#children.delete(child));
+  }
+
+  /**
+   * Let the run outlive this process (`drover up`): from now on it lives while any of its
+   * keepers does — the hosts' inits, the root-namespace processes it owns (NATS, a controller)
+   * and `extra` — and another process removes it with {@link removeRun}. The owner record says
+   * so before anything is released, so a sweep never mistakes the run for a dead one. This
+   * process's exit and signal handlers no longer tear it down, and its child handles no longer
+   * keep the event loop alive.
+   */
+  detach(extra: readonly OwnedProcess[] = []): void {
+    if (this.#tornDown) throw new Error(`testbed ${this.runId} is torn down`);
+    if (this.#detached) return;
+    const keepers: ProcessIdentity[] = [];
+    for (const h of this.hosts) {
+      if (!h.dead) keepers.push({ pid: h.initPid, startTime: h.initStartTime });
+    }
+    for (const p of [...this.owned, ...extra]) {
+      if (p.startTime !== undefined) keepers.push({ pid: p.pid, startTime: p.startTime });
+    }
+    writeOwner(this.runDir, this.runId, this.subnet, keepers);
+    this.#detached = true;
+    for (const c of this.#children) c.unref();
+    live.delete(this.runId);
+    liveRuns.delete(this.runId);
+    if (live.size === 0) uninstallHandlers();
   }
 
   /** Everything of this run still present on the machine (empty after a clean teardown). */

@@ -5,10 +5,10 @@ import {
   DEFAULT_BASE_DIR,
   isRunId,
   liveRuns,
-  ownerAlive,
   readOwner,
   releaseSubnet,
   runIdOf,
+  sameProcess,
   subnetsOf,
   TESTBED_PREFIX,
 } from './names.js';
@@ -94,19 +94,24 @@ export function removeCgroups(runId: string): void {
   }
 }
 
-/** Live (non-zombie) processes, other than this one, that belong to `runId`. */
-function processesOf(runId: string): Map<number, string> {
+/**
+ * Live (non-zombie) processes, other than this one, that belong to `runId`: they name it on their
+ * command line, carry its environment marker, or sit in one of its network namespaces. With
+ * `marked`, only the last two: what the run started itself (a command line can merely mention
+ * a run, e.g. `tail -f` of one of its logs).
+ */
+function processesOf(runId: string, marked = false): Map<number, string> {
   const inodes = netnsInodes(runId);
   const out = new Map<number, string>();
   for (const pid of allPids()) {
     if (pid === process.pid || !isAlive(pid)) continue;
     const argv = cmdline(pid).join(' ');
-    const why = argv.includes(runId)
-      ? 'cmdline'
-      : environ(pid).includes(`DROVER_TESTBED_RUN=${runId}`)
-        ? 'environ'
-        : inodes.has(nsInode(pid, 'net') ?? '')
-          ? 'netns'
+    const why = environ(pid).includes(`DROVER_TESTBED_RUN=${runId}`)
+      ? 'environ'
+      : inodes.has(nsInode(pid, 'net') ?? '')
+        ? 'netns'
+        : !marked && argv.includes(runId)
+          ? 'cmdline'
           : undefined;
     if (why !== undefined) out.set(pid, `${exeName(pid) ?? '?'} (${why}): ${argv.slice(0, 200)}`);
   }
@@ -159,25 +164,32 @@ export interface SweepReport {
   remaining: Leftover[];
 }
 
-/** Processes a sweep may kill: their death takes every other process of a host with it. */
+/** Processes a sweep may kill by name: their death takes every other process of a host with it. */
 const KILLABLE = ['tini', 'nats-server', 'sshd'] as const;
 
-/** Every run id that has some trace on the machine. */
-function tracedRuns(baseDir: string): Set<string> {
+/** Run ids with a run directory or a subnet reservation under `baseDir`. */
+function runsIn(baseDir: string): Set<string> {
   const ids = new Set<string>();
-  const add = (s: string | undefined): void => {
-    if (s !== undefined) ids.add(s);
-  };
   for (const n of list(baseDir)) if (isRunId(n)) ids.add(n);
-  for (const n of list(NETNS_DIR)) add(runIdOf(n));
-  for (const n of list('/sys/class/net')) add(runIdOf(n));
   for (const x of list(join(baseDir, 'subnets'))) {
     try {
-      add(runIdOf(readFileSync(join(baseDir, 'subnets', x, 'run'), 'utf8')));
+      const id = runIdOf(readFileSync(join(baseDir, 'subnets', x, 'run'), 'utf8'));
+      if (id !== undefined) ids.add(id);
     } catch {
       // empty reservation
     }
   }
+  return ids;
+}
+
+/** Every run id that has some trace on the machine. */
+function tracedRuns(baseDir: string): Set<string> {
+  const ids = runsIn(baseDir);
+  const add = (s: string | undefined): void => {
+    if (s !== undefined) ids.add(s);
+  };
+  for (const n of list(NETNS_DIR)) add(runIdOf(n));
+  for (const n of list('/sys/class/net')) add(runIdOf(n));
   for (const pid of allPids()) {
     const argv = cmdline(pid).join(' ');
     if (argv.includes(TESTBED_PREFIX)) add(runIdOf(argv));
@@ -186,63 +198,101 @@ function tracedRuns(baseDir: string): Set<string> {
   return ids;
 }
 
-/** Whether a run must be left alone: live in this process, alive elsewhere, or being created. */
+/**
+ * Whether a run must be left alone: live in this process, alive elsewhere (its owner or, once
+ * detached, one of its keepers), being created, or held under another base directory.
+ */
 function isLiveRun(baseDir: string, runId: string): boolean {
   if (liveRuns.has(runId)) return true;
-  const rec = readOwner(join(baseDir, runId));
-  if (rec !== undefined) return rec.pid !== process.pid && ownerAlive(rec);
+  const runDir = join(baseDir, runId);
+  const rec = readOwner(runDir);
+  if (rec !== undefined) {
+    return (rec.pid !== process.pid && sameProcess(rec)) || (rec.keepers ?? []).some(sameProcess);
+  }
   try {
     // A run dir without an owner record is younger than a few ms unless its creator died.
-    return Date.now() - statSync(join(baseDir, runId)).mtimeMs < 10_000;
+    return Date.now() - statSync(runDir).mtimeMs < 10_000;
   } catch {
-    return false;
+    // No run dir here: the run may belong to another base directory (a local cluster under
+    // `drover up --dir`), whose owner record this sweep cannot read. Alive processes say so.
+    return processesOf(runId, true).size > 0;
   }
 }
 
 /**
- * Remove the leftovers of crashed earlier runs: only resources named with the testbed prefix,
- * only runs whose owner process is dead, and only processes whose identity is checked (exe is
- * tini, nats-server or sshd, and their cmdline names the run or they sit in its network
- * namespace). Everything else is never touched.
+ * Remove everything of run `runId` now, whether its owner lives or not: SIGKILL its processes
+ * (identity checked: tini, nats-server or sshd naming the run or in its network namespace, and
+ * any process carrying the run's environment marker or in its network namespaces, such as a
+ * controller it started; PID and start time read just before the signal), then its
+ * links, namespaces, cgroups, run directory and subnet reservation. Used on dead runs by
+ * {@link sweepLeftovers} and on a detached run by its owner (`drover down`). Returns the PIDs
+ * killed and what could not be removed.
  */
-export async function sweepLeftovers(opts: { baseDir?: string } = {}): Promise<SweepReport> {
+export async function removeRun(
+  runId: string,
+  opts: { baseDir?: string } = {},
+): Promise<{ killed: number[]; remaining: Leftover[] }> {
+  const baseDir = opts.baseDir ?? DEFAULT_BASE_DIR;
+  const inodes = netnsInodes(runId);
+  const killed: number[] = [];
+  const kill = (pid: number, exe: string): void => {
+    const st = startTime(pid);
+    if (killChecked(pid, 'SIGKILL', { exe: [exe], ...(st === undefined ? {} : { startTime: st }) }))
+      killed.push(pid);
+  };
+  const killAll = (): void => {
+    for (const pid of allPids()) {
+      const exe = exeName(pid);
+      if (exe === undefined || !(KILLABLE as readonly string[]).includes(exe)) continue;
+      if (cmdline(pid).join(' ').includes(runId) || inodes.has(nsInode(pid, 'net') ?? '')) {
+        kill(pid, exe);
+      }
+    }
+    for (const pid of processesOf(runId, true).keys()) {
+      const exe = exeName(pid);
+      if (exe !== undefined) kill(pid, exe);
+    }
+  };
+  // Two rounds: a process forked while the first round ran is caught by the second.
+  for (let round = 0; round < 2; round++) {
+    killAll();
+    for (let i = 0; i < 300 && (killed.some(isAlive) || processesOf(runId, true).size > 0); i++)
+      await sleep(10);
+  }
+  const links = list('/sys/class/net').filter((n) => runIdOf(n) === runId);
+  // Veths before the bridge they are enslaved to.
+  for (const n of links.sort((a, b) => Number(a.endsWith('-br')) - Number(b.endsWith('-br')))) {
+    await run(['ip', 'link', 'del', n]);
+  }
+  for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId))
+    await run(['ip', 'netns', 'del', n]);
+  removeCgroups(runId);
+  rmSync(join(baseDir, runId), { recursive: true, force: true });
+  for (const x of subnetsOf(baseDir, runId)) releaseSubnet(baseDir, runId, x);
+  return { killed, remaining: leaks(runId, baseDir) };
+}
+
+/**
+ * Remove the leftovers of crashed earlier runs: only resources named with the testbed prefix,
+ * only runs whose owner process (and, for a detached run, every keeper) is dead, and only
+ * processes whose identity is checked (see {@link removeRun}). Everything else is never touched.
+ * `onlyBaseDir` limits the sweep to runs with a directory or subnet reservation under `baseDir`.
+ */
+export async function sweepLeftovers(
+  opts: { baseDir?: string; onlyBaseDir?: boolean } = {},
+): Promise<SweepReport> {
   const baseDir = opts.baseDir ?? DEFAULT_BASE_DIR;
   const report: SweepReport = { swept: [], skipped: [], killed: [], remaining: [] };
-  for (const runId of tracedRuns(baseDir)) {
+  const runs = opts.onlyBaseDir === true ? runsIn(baseDir) : tracedRuns(baseDir);
+  for (const runId of runs) {
     if (isLiveRun(baseDir, runId)) {
       report.skipped.push(runId);
       continue;
     }
     report.swept.push(runId);
-    const inodes = netnsInodes(runId);
-    const victims: number[] = [];
-    for (const pid of allPids()) {
-      const exe = exeName(pid);
-      if (exe === undefined || !(KILLABLE as readonly string[]).includes(exe)) continue;
-      const mine = cmdline(pid).join(' ').includes(runId) || inodes.has(nsInode(pid, 'net') ?? '');
-      const st = startTime(pid);
-      if (
-        mine &&
-        killChecked(pid, 'SIGKILL', { exe: [exe], ...(st === undefined ? {} : { startTime: st }) })
-      ) {
-        victims.push(pid);
-      }
-    }
-    report.killed.push(...victims);
-    // The rest of a host (unshare, nsenter, children) dies with its tini; wait for that.
-    for (let i = 0; i < 300 && (victims.some(isAlive) || processesOf(runId).size > 0); i++)
-      await sleep(10);
-    const links = list('/sys/class/net').filter((n) => runIdOf(n) === runId);
-    // Veths before the bridge they are enslaved to.
-    for (const n of links.sort((a, b) => Number(a.endsWith('-br')) - Number(b.endsWith('-br')))) {
-      await run(['ip', 'link', 'del', n]);
-    }
-    for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId))
-      await run(['ip', 'netns', 'del', n]);
-    removeCgroups(runId);
-    rmSync(join(baseDir, runId), { recursive: true, force: true });
-    for (const x of subnetsOf(baseDir, runId)) releaseSubnet(baseDir, runId, x);
-    report.remaining.push(...leaks(runId, baseDir));
+    const r = await removeRun(runId, { baseDir });
+    report.killed.push(...r.killed);
+    report.remaining.push(...r.remaining);
   }
   return report;
 }

@@ -2,8 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
+import { jetStreamAnswers } from '@drover/bus';
 import type { Host, HostProcess, ProcessExit } from './host.js';
 import { killChecked, startTime, waitFor, type OwnedProcess } from './proc.js';
 
@@ -19,6 +18,8 @@ export interface NatsContext {
   readonly bridgeAddress: string;
   readonly hosts: readonly Host[];
   readonly owned: OwnedProcess[];
+  /** Register a child process handle (released when the run is detached). */
+  track(child: ChildProcess): void;
 }
 
 /** One nats-server of the testbed. */
@@ -58,18 +59,6 @@ export interface NatsService {
 const CLIENT_PORT = 4222;
 const CLUSTER_PORT = 6222;
 const MONITOR_PORT = 8222;
-
-/** True once a client connected to `url` alone gets JetStream account info (needs a meta leader). */
-export async function jetStreamAnswers(url: string): Promise<boolean> {
-  const nc = await connect({ servers: url, reconnect: false, timeout: 1000 });
-  try {
-    const jsm = await jetstreamManager(nc, { timeout: 1000 });
-    await jsm.getAccountInfo();
-    return true;
-  } finally {
-    await nc.close();
-  }
-}
 
 interface Running {
   pid: number;
@@ -132,12 +121,7 @@ function server(
     start,
     restart: async () => {
       await start();
-      await waitFor(
-        `JetStream through ${url}`,
-        () => jetStreamAnswers(url).then(() => true),
-        20_000,
-        100,
-      );
+      await waitFor(`JetStream through ${url}`, () => jetStreamAnswers(url), 20_000, 100);
     },
   };
 }
@@ -171,15 +155,19 @@ function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> }
     const err = openSync(logPaths[1] ?? '', 'a');
     let child: ChildProcess;
     try {
+      // detached (setsid), like the hosts: a Ctrl-C on the runner's terminal reaches the exit
+      // handlers, not the server, and a detached run (drover up) keeps it after the runner exits.
       child = spawn('nats-server', ['-c', confPath], {
+        detached: true,
         stdio: ['ignore', out, err],
-        env: { PATH: process.env.PATH ?? '' },
+        env: { PATH: process.env.PATH ?? '', DROVER_TESTBED_RUN: ctx.runId },
       });
     } finally {
       closeSync(out);
       closeSync(err);
     }
     child.on('error', () => {});
+    ctx.track(child);
     const pid = child.pid ?? 0;
     const exited = new Promise<ProcessExit>((res) =>
       child.once('exit', (code, signal) => res({ code, signal })),
@@ -248,12 +236,7 @@ export async function startNats(
         servers
           .filter((s) => s.pid() !== undefined)
           .map((s) =>
-            waitFor(
-              `JetStream through ${s.url}`,
-              () => jetStreamAnswers(s.url).then(() => true),
-              timeoutMs,
-              100,
-            ),
+            waitFor(`JetStream through ${s.url}`, () => jetStreamAnswers(s.url), timeoutMs, 100),
           ),
       );
     },

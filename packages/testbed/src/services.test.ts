@@ -2,9 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
-import { connect } from '@nats-io/transport-node';
+import { Bus, StateStore } from '@drover/bus';
 import { Client } from 'ssh2';
 import { withTestbed } from './harness.js';
 import { readFromHost } from './testing.js';
@@ -14,13 +12,13 @@ test('single NATS with JetStream is reachable from the runner and from every hos
     const nats = tb.nats;
     assert.ok(nats);
     assert.deepEqual(nats.urls, [`nats://${tb.bridgeAddress}:4222`]);
-    const nc = await connect({ servers: [...nats.urls], timeout: 2000 });
+    const bus = await Bus.connect({ servers: nats.urls, name: 'testbed-test' });
     try {
-      const kv = await new Kvm(nc).create('single');
+      const kv = await StateStore.open<string>(bus, { bucket: 'single' });
       await kv.put('k', 'v1');
-      assert.equal((await kv.get('k'))?.string(), 'v1');
+      assert.equal((await kv.get('k'))?.value, 'v1');
     } finally {
-      await nc.close();
+      await bus.close();
     }
     for (const h of tb.hosts)
       assert.match(await readFromHost(h, tb.bridgeAddress, 4222), /^INFO \{/);
@@ -37,51 +35,68 @@ test('a 3-node NATS cluster elects a JetStream leader and serves R3 KV, also wit
     const nats = tb.nats;
     assert.ok(nats);
     assert.equal(nats.servers.length, 3);
-    const jsz = (await (await fetch(`${nats.servers[0]?.monitorUrl}/jsz`)).json()) as {
-      meta_cluster?: { leader?: string; cluster_size?: number };
-    };
+    type Jsz = { meta_cluster?: { leader?: string; cluster_size?: number } };
+    // A meta leader is elected by 2 of 3; the third peer may join the group a moment later.
+    let jsz: Jsz = {};
+    for (let i = 0; i < 100; i++) {
+      jsz = (await (await fetch(`${nats.servers[0]?.monitorUrl}/jsz`)).json()) as Jsz;
+      if (jsz.meta_cluster?.cluster_size === 3) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.ok(
       ['h1', 'h2', 'h3'].includes(jsz.meta_cluster?.leader ?? ''),
       JSON.stringify(jsz.meta_cluster),
     );
-    assert.equal(jsz.meta_cluster?.cluster_size, 3);
+    assert.equal(jsz.meta_cluster?.cluster_size, 3, JSON.stringify(jsz.meta_cluster));
 
-    const nc = await connect({ servers: [...nats.urls], timeout: 2000 });
+    const bus = await Bus.connect({ servers: nats.urls, name: 'testbed-test' });
     try {
-      const jsm = await jetstreamManager(nc, { timeout: 2000 });
-      await jsm.getAccountInfo();
-      const kv = await new Kvm(nc).create('cfg', { replicas: 3 });
+      const kv = await StateStore.open<string>(bus, { bucket: 'cfg', replicas: 3 });
       await kv.put('a', '1');
-      assert.equal((await kv.get('a'))?.string(), '1');
-      const si = await jsm.streams.info('KV_cfg');
-      assert.equal(si.cluster?.replicas?.length, 2, 'two followers besides the leader');
+      assert.equal((await kv.get('a'))?.value, '1');
+      const cluster = await streamCluster(nats.servers[0]?.monitorUrl ?? '', 'KV_cfg');
+      assert.equal(cluster.replicas?.length, 2, 'two followers besides the leader');
 
       // Crash a member that leads neither the stream nor (if possible) the meta group: R3 with
       // 2 of 3 alive still takes writes. The writer talks only to the survivors, so the test
       // measures the cluster, not the client's reconnect.
-      const leaders = [si.cluster?.leader, jsz.meta_cluster?.leader];
+      const leaders = [cluster.leader, jsz.meta_cluster?.leader];
       const victim =
         nats.servers.find((s) => !leaders.includes(s.name)) ??
         nats.servers.find((s) => s.name !== leaders[0]);
       assert.ok(victim);
       const survivors = nats.servers.filter((s) => s !== victim).map((s) => s.url);
-      const nc2 = await connect({ servers: survivors, timeout: 2000 });
+      const bus2 = await Bus.connect({ servers: survivors, name: 'testbed-test-2' });
       try {
-        const kv2 = await new Kvm(nc2).open('cfg');
+        const kv2 = await StateStore.open<string>(bus2, { bucket: 'cfg', replicas: 3 });
         await victim.kill();
         assert.equal(victim.pid(), undefined);
         await kv2.put('a', '2');
-        assert.equal((await kv2.get('a'))?.string(), '2');
+        assert.equal((await kv2.get('a'))?.value, '2');
       } finally {
-        await nc2.close();
+        await bus2.close();
       }
       await victim.restart();
       await nats.waitReady();
     } finally {
-      await nc.close();
+      await bus.close();
     }
   });
 });
+
+/** A stream's cluster info (leader, followers) from a server's monitoring endpoint. */
+async function streamCluster(
+  monitorUrl: string,
+  stream: string,
+): Promise<{ leader?: string; replicas?: unknown[] }> {
+  const jsz = (await (await fetch(`${monitorUrl}/jsz?streams=true`)).json()) as {
+    account_details?: { stream_detail?: { name: string; cluster?: object }[] }[];
+  };
+  const all = (jsz.account_details ?? []).flatMap((a) => a.stream_detail ?? []);
+  const found = all.find((d) => d.name === stream);
+  assert.ok(found, `stream ${stream} in ${monitorUrl}/jsz: ${JSON.stringify(jsz).slice(0, 500)}`);
+  return found.cluster ?? {};
+}
 
 /** Log in with ssh2 and run `cmd`; `hostKey` is the pinned host key blob. */
 function sshExec(address: string, keyPath: string, hostKey: Buffer, cmd: string): Promise<string> {

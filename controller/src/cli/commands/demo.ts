@@ -1,0 +1,212 @@
+/**
+ * `drover demo [--dir D]`: a short scripted tour of the local cluster `drover up` started, run
+ * through the real CLI — each drover command is printed, then what it printed.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+import { DroverError, ErrorCode } from '@drover/common';
+import { readLocalState } from '@drover/testbed/local-state';
+import { defaultLocalDir, type GlobalArgs } from '../context.js';
+import { dirOption, type LocalArgs } from './up.js';
+
+/** This CLI's entry point: the tour runs it as an operator would. */
+const CLI_MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+
+interface Step {
+  code: number;
+  stdout: string;
+}
+
+/** Stops the tour: a command failed; the tour exits with its code. */
+class TourStopped extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export const demoCommand: CommandModule<GlobalArgs, LocalArgs> = {
+  command: 'demo',
+  describe: 'A scripted tour of the local cluster (drover up): run a job, migrate it, drain a host',
+  builder: (y) => y.option('dir', dirOption),
+  handler: async (argv) => {
+    const state = readLocalState(argv.dir);
+    if (state?.phase !== 'up' || state.natsUrl === undefined) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `no local cluster is up in ${argv.dir}: start one with \`drover up\``,
+      );
+    }
+    if (state.hosts < 2) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `the tour moves a job between hosts: it needs 2 or more, this cluster has ${state.hosts} ` +
+          '(`drover down`, then `drover up --hosts 3`)',
+      );
+    }
+    try {
+      const custom = argv.dir !== defaultLocalDir({});
+      await tour(
+        state.natsUrl,
+        state.runId ?? '',
+        join(state.runDir ?? argv.dir, 'shared', 'demo'),
+        custom ? ` --dir ${argv.dir}` : '',
+      );
+    } catch (err) {
+      if (!(err instanceof TourStopped)) throw err;
+      process.stderr.write(`drover demo: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    }
+  },
+};
+
+/** Print a step's heading (bold on a terminal). */
+function heading(s: string): void {
+  const [b, e] = process.stdout.isTTY ? ['\x1b[1m', '\x1b[0m'] : ['', ''];
+  process.stdout.write(`\n${b}== ${s}${e}\n`);
+}
+
+/** Run `drover ARGS` against the local cluster, printing the command and its output. */
+function drover(natsUrl: string, args: readonly string[], quiet = false): Promise<Step> {
+  const shown = args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
+  if (!quiet) process.stdout.write(`$ drover ${shown.join(' ')}\n`);
+  return new Promise((resolve, reject) => {
+    // --nats is given explicitly so the tour reaches the local cluster whatever the environment
+    // says; the command shown is what an operator types on this machine.
+    const child = spawn(process.execPath, [CLI_MAIN, '--nats', natsUrl, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (!quiet) process.stdout.write(stdout + stderr);
+      resolve({ code: code ?? 1, stdout });
+    });
+  });
+}
+
+/** Run a step that must succeed. */
+async function must(natsUrl: string, args: readonly string[]): Promise<Step> {
+  const r = await drover(natsUrl, args);
+  if (r.code !== 0) throw new TourStopped(`\`drover ${args[0]}\` failed; the tour stops`, r.code);
+  return r;
+}
+
+/**
+ * The tour's job: a counter appending to a file on storage every host sees (the local cluster's
+ * run directory, as real hosts would share an NFS mount), so it can be read wherever it runs.
+ */
+class Counter {
+  constructor(readonly file: string) {}
+
+  command(): string[] {
+    return [
+      '/bin/sh',
+      '-c',
+      'i=0; while :; do i=$((i+1)); echo $i >> "$1"; sleep 0.1; done',
+      'counter',
+      this.file,
+    ];
+  }
+
+  /** Print and return the counter's last value. */
+  read(): number {
+    let last = '';
+    try {
+      last = readFileSync(this.file, 'utf8').trim().split('\n').pop() ?? '';
+    } catch {
+      // not written yet
+    }
+    const n = Number(last);
+    if (last === '' || !Number.isInteger(n))
+      throw new TourStopped(`the counter wrote nothing readable to ${this.file}`, 1);
+    process.stdout.write(`counter at ${n}\n`);
+    return n;
+  }
+}
+
+async function tour(
+  natsUrl: string,
+  runId: string,
+  sharedDir: string,
+  dirFlag: string,
+): Promise<void> {
+  process.stdout.write(`A tour of the local cluster ${runId} (NATS ${natsUrl}).\n`);
+  mkdirSync(sharedDir, { recursive: true });
+  // A file of its own: a job of an earlier tour that was interrupted may still be counting.
+  const counter = new Counter(join(sharedDir, `count-${Date.now().toString(36)}`));
+  let job: string | undefined;
+  let drained = false;
+  try {
+    heading('the hosts, as the controller sees them from their agents’ heartbeats');
+    await must(natsUrl, ['hosts']);
+
+    heading(`run a job on h1: a counter appending 10 numbers a second to ${counter.file}`);
+    const run = await must(natsUrl, [
+      'run',
+      '--host',
+      'h1',
+      '--name',
+      'counter',
+      '--',
+      ...counter.command(),
+    ]);
+    job = /^(job-[0-9a-f]+) running/m.exec(run.stdout)?.[1];
+    if (job === undefined) throw new TourStopped('`drover run` printed no job id', 1);
+    await sleep(1500);
+    const before = counter.read();
+
+    heading(
+      'migrate it live to h2: frozen, dumped, streamed, restored; the timeline says where the time went',
+    );
+    await must(natsUrl, ['migrate', job, '--to', 'h2']);
+    await sleep(1000);
+    const after = counter.read();
+    if (after <= before)
+      throw new TourStopped(`the counter did not go on (${before} → ${after})`, 1);
+    process.stdout.write(`it kept counting (${before} → ${after}), with the same PIDs inside\n`);
+    await must(natsUrl, ['inspect', job]);
+
+    // ── CHECKPOINT + RESTORE STEP GOES HERE ────────────────────────────────────────────────
+    // When `drover checkpoint` and `drover restore` exist: checkpoint the job into an image set
+    // (`drover checkpoint JOB --name demo --leave-running`), stop the job, restore the set on
+    // another host (`drover restore demo --to h1`), and show the counter going on from where
+    // the checkpoint left it (`counter.read()` before and after). Remove the set at the
+    // end (`drover images rm demo`) so the tour can run again.
+    // ────────────────────────────────────────────────────────────────────────────────────────
+
+    heading('drain h2: cordon it and move every job off it');
+    drained = true;
+    await must(natsUrl, ['drain', 'h2']);
+    await must(natsUrl, ['jobs']);
+    await sleep(500);
+    counter.read();
+    await must(natsUrl, ['ops']);
+
+    heading('put h2 back in service and stop the job');
+    await must(natsUrl, ['uncordon', 'h2']);
+    drained = false;
+    await must(natsUrl, ['stop', job]);
+    job = undefined;
+    rmSync(counter.file, { force: true });
+  } finally {
+    // A tour that stopped half-way leaves the cluster as it found it, as far as it can.
+    if (drained) await drover(natsUrl, ['uncordon', 'h2'], true);
+    if (job !== undefined) await drover(natsUrl, ['stop', job], true);
+  }
+  heading('done');
+  process.stdout.write(
+    'The local cluster is still up: try the commands `drover up` printed, or run the tour ' +
+      `again.\n\`drover down${dirFlag}\` removes everything \`drover up\` started.\n`,
+  );
+}

@@ -1,0 +1,46 @@
+/**
+ * @drover/testbed: emulated multi-host networks on one machine (namespaces, a bridge, NATS,
+ * sshd) with cleanup you can trust; real agents and a controller started in them as processes;
+ * and the local cluster that `drover up` / `drover down` manage.
+ */
+export { Testbed } from './testbed.js';
+export type { TestbedOptions } from './testbed.js';
+export { Host } from './host.js';
+export type {
+  HostContext,
+  HostExecOptions,
+  HostSpawnOptions,
+  HostProcess,
+  ProcessExit,
+} from './host.js';
+export type { ExecResult, OwnedProcess } from './proc.js';
+export { NatsMode } from './nats.js';
+export type { NatsServer, NatsService } from './nats.js';
+export type { SshdService } from './sshd.js';
+export { leaks, assertNoLeftovers, removeRun, sweepLeftovers } from './cleanup.js';
+export type { Leftover, SweepReport } from './cleanup.js';
+export { withTestbed, collectLogs, settleLeftovers, TestbedError } from './harness.js';
+export type { HarnessOptions } from './harness.js';
+export { TESTBED_PREFIX, DEFAULT_BASE_DIR } from './names.js';
+export type { ProcessIdentity } from './names.js';
+export { droverBin, DROVER_BINS } from './bins.js';
+export type { DroverBin } from './bins.js';
+export { AgentCluster, AgentHandle, AGENT_STATE_DIR, AGENT_STREAM_PORT } from './agents.js';
+export type { AgentOptions } from './agents.js';
+export { ControllerProcess } from './controller.js';
+export type { ControllerOptions } from './controller.js';
+export { localUp, localDown, localHealth } from './local-cluster.js';
+export type {
+  LocalUpOptions,
+  LocalUpResult,
+  LocalHealth,
+  LocalDownResult,
+} from './local-cluster.js';
+export {
+  DEFAULT_LOCAL_DIR,
+  LOCAL_STATE_FILE,
+  localStatePath,
+  readLocalState,
+  localNatsUrl,
+} from './local-state.js';
+export type { LocalClusterState, LocalProcess } from './local-state.js';
