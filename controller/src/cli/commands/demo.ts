@@ -34,7 +34,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export const demoCommand: CommandModule<GlobalArgs, LocalArgs> = {
   command: 'demo',
-  describe: 'A scripted tour of the local cluster (drover up): run a job, migrate it, drain a host',
+  describe:
+    'A scripted tour of the local cluster (drover up): run, migrate, drain, checkpoint and restore',
   builder: (y) => y.option('dir', dirOption),
   handler: async (argv) => {
     const state = readLocalState(argv.dir);
@@ -119,6 +120,15 @@ class Counter {
     ];
   }
 
+  /** What is wrong with the sequence written so far (a number lost or repeated), or null. */
+  gapOrRepeat(): string | null {
+    const lines = readFileSync(this.file, 'utf8').trim().split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      if (Number(lines[i]) !== i + 1) return `line ${i + 1} says ${lines[i]}`;
+    }
+    return null;
+  }
+
   /** Print and return the counter's last value. */
   read(): number {
     let last = '';
@@ -144,8 +154,13 @@ async function tour(
   process.stdout.write(`A tour of the local cluster ${runId} (NATS ${natsUrl}).\n`);
   mkdirSync(sharedDir, { recursive: true });
   // A file of its own: a job of an earlier tour that was interrupted may still be counting.
-  const counter = new Counter(join(sharedDir, `count-${Date.now().toString(36)}`));
+  const tag = Date.now().toString(36);
+  const counter = new Counter(join(sharedDir, `count-${tag}`));
+  const counter2 = new Counter(join(sharedDir, `count-2-${tag}`));
+  const set = `demo-${tag}`;
   let job: string | undefined;
+  let job2: string | undefined;
+  let setMade = false;
   let drained = false;
   try {
     heading('the hosts, as the controller sees them from their agents’ heartbeats');
@@ -177,14 +192,6 @@ async function tour(
     process.stdout.write(`it kept counting (${before} → ${after}), with the same PIDs inside\n`);
     await must(natsUrl, ['inspect', job]);
 
-    // ── CHECKPOINT + RESTORE STEP GOES HERE ────────────────────────────────────────────────
-    // When `drover checkpoint` and `drover restore` exist: checkpoint the job into an image set
-    // (`drover checkpoint JOB --name demo --leave-running`), stop the job, restore the set on
-    // another host (`drover restore demo --to h1`), and show the counter going on from where
-    // the checkpoint left it (`counter.read()` before and after). Remove the set at the
-    // end (`drover images rm demo`) so the tour can run again.
-    // ────────────────────────────────────────────────────────────────────────────────────────
-
     heading('drain h2: cordon it and move every job off it');
     drained = true;
     await must(natsUrl, ['drain', 'h2']);
@@ -193,16 +200,54 @@ async function tour(
     counter.read();
     await must(natsUrl, ['ops']);
 
-    heading('put h2 back in service and stop the job');
+    heading('put h2 back in service');
     await must(natsUrl, ['uncordon', 'h2']);
     drained = false;
+
+    heading('a second counter (placement picks its host), then a coordinated checkpoint of both');
+    const run2 = await must(natsUrl, ['run', '--name', 'counter-2', '--', ...counter2.command()]);
+    job2 = /^(job-[0-9a-f]+) running/m.exec(run2.stdout)?.[1];
+    if (job2 === undefined) throw new TourStopped('`drover run` printed no job id', 1);
+    await sleep(1500);
+    // Both are frozen before either is dumped (the freeze skew is printed), their images go to
+    // the JetStream object store with checksums, then both are stopped.
+    setMade = true;
+    await must(natsUrl, ['checkpoint', job, job2, '--name', set]);
+    const cut = [counter.read(), counter2.read()];
+    await sleep(1000);
+    if (counter.read() !== cut[0] || counter2.read() !== cut[1])
+      throw new TourStopped('a checkpointed job went on counting', 1);
+    process.stdout.write('both stopped: they live in the image set now\n');
+    await must(natsUrl, ['images', 'ls']);
+
+    heading('restore the set: placement picks the hosts; both go on from the cut, together');
+    await must(natsUrl, ['restore', set]);
+    await sleep(1500);
+    for (const c of [counter, counter2]) {
+      const gap = c.gapOrRepeat();
+      if (gap !== null) throw new TourStopped(`${c.file}: ${gap}`, 1);
+    }
+    process.stdout.write(
+      `they went on from ${cut[0]} and ${cut[1]}: ${counter.read()} and ${counter2.read()} now, ` +
+        'no number lost or repeated\n',
+    );
+    await must(natsUrl, ['jobs']);
+    await must(natsUrl, ['images', 'rm', set]);
+    setMade = false;
+
+    heading('stop the jobs');
     await must(natsUrl, ['stop', job]);
     job = undefined;
+    await must(natsUrl, ['stop', job2]);
+    job2 = undefined;
     rmSync(counter.file, { force: true });
+    rmSync(counter2.file, { force: true });
   } finally {
     // A tour that stopped half-way leaves the cluster as it found it, as far as it can.
     if (drained) await drover(natsUrl, ['uncordon', 'h2'], true);
     if (job !== undefined) await drover(natsUrl, ['stop', job], true);
+    if (job2 !== undefined) await drover(natsUrl, ['stop', job2], true);
+    if (setMade) await drover(natsUrl, ['images', 'rm', set], true);
   }
   heading('done');
   process.stdout.write(

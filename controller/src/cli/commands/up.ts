@@ -74,7 +74,7 @@ function report(s: LocalClusterState, already: boolean): string {
     '  drover logs JOB',
     `  drover migrate JOB${s.hosts > 1 ? ' --to h2' : ''}`,
     '  drover drain h1',
-    `  drover demo${dirFlag}    a scripted tour: run a job, migrate it, drain a host`,
+    `  drover demo${dirFlag}    a scripted tour: run, migrate, drain, checkpoint, restore`,
     `  drover down${dirFlag}    remove it all: processes, namespaces, mounts, cgroups, files`,
   );
   return lines.join('\n') + '\n';
