@@ -190,6 +190,10 @@ export class StateStore<T> {
           replicas: options.replicas ?? 1,
           history: options.history ?? 1,
           timeout,
+          // Reads go to the stream leader. Direct gets may be answered by any replica, and a
+          // follower can lag: right after a leader change, a read missed the write just
+          // acknowledged (a finished drain read back as running).
+          allow_direct: false,
         }),
       { bucket: options.bucket },
     );

@@ -14,11 +14,24 @@ export class ControllerProcess {
     private log: string,
   ) {}
 
-  /** Start `drover-controller` against `natsUrls`; resolves once it acts. */
-  static async start(natsUrls: readonly string[], id = 'ctl-test'): Promise<ControllerProcess> {
+  /** Start `drover-controller` against `natsUrls` (plus `extraArgs`); resolves once it acts. */
+  static async start(
+    natsUrls: readonly string[],
+    id = 'ctl-test',
+    extraArgs: readonly string[] = [],
+  ): Promise<ControllerProcess> {
     const child = spawn(
       process.execPath,
-      [CONTROLLER_MAIN, '--nats', natsUrls.join(','), '--id', id, '--unreachable-ms', '3000'],
+      [
+        CONTROLLER_MAIN,
+        '--nats',
+        natsUrls.join(','),
+        '--id',
+        id,
+        '--unreachable-ms',
+        '3000',
+        ...extraArgs,
+      ],
       {
         stdio: ['ignore', 'ignore', 'pipe'],
       },
@@ -37,6 +50,11 @@ export class ControllerProcess {
 
   output(): string {
     return this.log;
+  }
+
+  /** True while the process runs. */
+  running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** SIGKILL it (by PID) and wait for the exit. */
