@@ -144,6 +144,8 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
     const cli = await draining;
     assert.equal(cli.code, 0, `drain failed: ${cli.stderr}${cli.stdout}`);
     assert.match(cli.stdout, /drain of h1: done/);
+    // The CLI showed each job's progress as it went (at least the ones before the crash).
+    assert.match(cli.stderr, /^job-\S+: moved to h[23]; frozen \d+ ms$/m);
     assert.ok(ctl.running(), `the controller stopped:\n${ctl.output().slice(-3000)}`);
 
     // The operation record is complete.
