@@ -158,18 +158,23 @@ function nobodyServes(subject: string, acked: boolean): DroverError {
 interface Call {
   reply: Promise<Uint8Array | null>;
   done: boolean;
+  size: number;
 }
 
 /**
  * A server's calls by request id: each id runs once; every copy of it is acknowledged and
- * answered from the same call. Finished calls are kept `keepMs` for late re-sends.
+ * answered from the same call. Finished calls are kept `keepMs` for late re-sends, and at most
+ * `maxKeptBytes` of their replies (the oldest go first).
  */
 export class CallCache {
   private readonly calls = new Map<string, Call>();
+  private readonly finished = new Map<string, Call>();
+  private keptBytes = 0;
 
   constructor(
     private readonly link: RequestLink,
     private readonly keepMs = 120_000,
+    private readonly maxKeptBytes = 32 * 1024 * 1024,
   ) {}
 
   /** Calls running or kept right now. */
@@ -197,13 +202,7 @@ export class CallCache {
         this.link.publishRaw(reply, outcomeUnknown(msg.subject));
         return;
       }
-      const started: Call = { reply: run(), done: false };
-      call = started;
-      this.calls.set(id, started);
-      void started.reply.finally(() => {
-        started.done = true;
-        setTimeout(() => this.calls.delete(id), this.keepMs).unref();
-      });
+      call = this.start(id, run);
     }
     if (!call.done) {
       const h = headers();
@@ -213,6 +212,31 @@ export class CallCache {
     void call.reply.then((r) => {
       if (r) this.link.publishRaw(reply, r);
     });
+  }
+
+  private start(id: string, run: () => Promise<Uint8Array | null>): Call {
+    const call: Call = { reply: run(), done: false, size: 0 };
+    this.calls.set(id, call);
+    void call.reply.then((r) => {
+      call.done = true;
+      call.size = r?.byteLength ?? 0;
+      this.finished.set(id, call);
+      this.keptBytes += call.size;
+      setTimeout(() => this.forget(id), this.keepMs).unref();
+      for (const [old] of this.finished) {
+        if (this.keptBytes <= this.maxKeptBytes) break;
+        this.forget(old);
+      }
+    });
+    return call;
+  }
+
+  private forget(id: string): void {
+    const call = this.finished.get(id);
+    if (call === undefined) return;
+    this.finished.delete(id);
+    this.calls.delete(id);
+    this.keptBytes -= call.size;
   }
 }
 
