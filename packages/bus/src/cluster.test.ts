@@ -31,15 +31,20 @@ async function openR3<T>(bucket: string): Promise<StateStore<T>> {
   return StateStore.open<T>(bus, { bucket, replicas: 3, timeoutMs: 1000 });
 }
 
-/** The server that leads `stream`, by name. */
+/** The server that leads `stream`, by name (asked again while the cluster elects leaders). */
 async function leaderOf(stream: string): Promise<string> {
-  const jsm = await jetstreamManager(bus.nc, { timeout: 2000 });
-  for (let i = 0; ; i++) {
-    const leader = (await jsm.streams.info(stream)).cluster?.leader;
-    if (leader) return leader;
-    if (i > 100) throw new Error(`${stream} has no leader`);
-    await sleep(100);
+  let last: unknown;
+  for (let i = 0; i < 150; i++) {
+    try {
+      const jsm = await jetstreamManager(bus.nc, { timeout: 2000 });
+      const leader = (await jsm.streams.info(stream)).cluster?.leader;
+      if (leader) return leader;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(200);
   }
+  throw new Error(`${stream} has no leader: ${String(last)}`);
 }
 
 test('state, a lease and the event log survive the crash of the stream leader', async (t) => {
