@@ -14,7 +14,7 @@ import {
 import { nanos, nuid } from '@nats-io/nats-core';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Bus } from './connection.js';
-import { retryUnavailable } from './state-store.js';
+import { CREATE_RACE_CODES, retryUnavailable } from './state-store.js';
 
 /** Subjects the log captures. */
 export const EVENT_SUBJECT_PREFIX = 'drover.evt.';
@@ -84,15 +84,21 @@ export class EventLog {
         } catch (err) {
           if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound))
             throw err;
-          await jsm.streams.add({
-            name: stream,
-            subjects: [`${EVENT_SUBJECT_PREFIX}>`],
-            retention: RetentionPolicy.Limits,
-            storage: StorageType.File,
-            num_replicas: options.replicas ?? 1,
-            max_age: nanos(options.maxAgeMs ?? 7 * 24 * 3600 * 1000),
-            max_bytes: options.maxBytes ?? 1024 ** 3,
-          });
+          await jsm.streams
+            .add({
+              name: stream,
+              subjects: [`${EVENT_SUBJECT_PREFIX}>`],
+              retention: RetentionPolicy.Limits,
+              storage: StorageType.File,
+              num_replicas: options.replicas ?? 1,
+              max_age: nanos(options.maxAgeMs ?? 7 * 24 * 3600 * 1000),
+              max_bytes: options.maxBytes ?? 1024 ** 3,
+            })
+            .catch(async (e: unknown) => {
+              // Another process created it at the same moment: it exists now.
+              if (!(e instanceof JetStreamApiError && CREATE_RACE_CODES.includes(e.code))) throw e;
+              await jsm.streams.info(stream);
+            });
         }
         return jsm;
       },

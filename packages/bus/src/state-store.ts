@@ -126,6 +126,9 @@ export function mapJetStreamError(
 
 const encoder = new TextEncoder();
 
+/** JetStream refusals of a stream add that lost a race with an identical one (10058, 10065). */
+export const CREATE_RACE_CODES: readonly number[] = [10058, 10065];
+
 /**
  * Run `attempt` until it succeeds, fails with anything but UNAVAILABLE, or `retryForMs` has
  * passed; `attempt` is told whether an earlier try may have reached the server.
@@ -185,16 +188,28 @@ export class StateStore<T> {
     const kv = await retryUnavailable(
       `cannot open state bucket ${options.bucket}`,
       retryForMs,
-      () =>
-        new Kvm(js).create(options.bucket, {
-          replicas: options.replicas ?? 1,
-          history: options.history ?? 1,
-          timeout,
-          // Reads go to the stream leader. Direct gets may be answered by any replica, and a
-          // follower can lag: right after a leader change, a read missed the write just
-          // acknowledged (a finished drain read back as running).
-          allow_direct: false,
-        }),
+      async () => {
+        const create = (): Promise<KV> =>
+          new Kvm(js).create(options.bucket, {
+            replicas: options.replicas ?? 1,
+            history: options.history ?? 1,
+            timeout,
+            // Reads go to the stream leader. Direct gets may be answered by any replica, and a
+            // follower can lag: right after a leader change, a read missed the write just
+            // acknowledged (a finished drain read back as running).
+            allow_direct: false,
+          });
+        try {
+          return await create();
+        } catch (err) {
+          // Several processes creating the bucket at once: the loser's add can be refused
+          // (name in use, or its subjects "overlap" the winner's). The bucket exists now.
+          if (err instanceof JetStreamApiError && CREATE_RACE_CODES.includes(err.code)) {
+            return create();
+          }
+          throw err;
+        }
+      },
       { bucket: options.bucket },
     );
     return new StateStore<T>(kv, options.bucket, retryForMs);
