@@ -17,6 +17,7 @@ import {
   type AgentRequest,
   type JobInfo,
   type MigrationMode,
+  type MigrationProgressEvent,
   type MigrationRecord,
 } from '@drover/protocol';
 import { isTransferError, StreamClient } from '@drover/transfer';
@@ -109,8 +110,17 @@ async function runMigration(
   job.state = JobState.migrating;
   await agent.store.save(job);
   agent.event(job);
-  const progress = (phase: string, extra: Record<string, unknown> = {}): void =>
-    agent.publish('migration', { migrationId: rec.migrationId, jobId: job.id, phase, ...extra });
+  const progress = (
+    phase: MigrationProgressEvent['phase'],
+    extra: Partial<MigrationProgressEvent> = {},
+  ): void =>
+    agent.publish('migration', {
+      migrationId: rec.migrationId,
+      jobId: job.id,
+      destination: req.destination,
+      phase,
+      ...extra,
+    } satisfies MigrationProgressEvent);
 
   let guard: CheckpointGuard | null = null;
   let doneSent = false;
@@ -183,7 +193,9 @@ async function runMigration(
       const dump = await agent.criu.dump(dumpOptions);
       rec.stats.dumpMs = Math.round(dump.durationMs);
     }
-    progress('dumped', { dumpMs: rec.stats.dumpMs });
+    // What the stream will carry: the images and the job's logs (for progress and ETA).
+    const totalBytes = await bytesToSend(scratch.dir, job.jobDir);
+    progress('dumped', { dumpMs: rec.stats.dumpMs, totalBytes });
 
     advance(rec, MigrationState.transferring, t0);
     await store.save(rec);
@@ -199,6 +211,7 @@ async function runMigration(
       onProgress: (p) =>
         progress('transferring', {
           bytes: p.bytes,
+          totalBytes,
           rateBytesPerSec: Math.round(p.rateBytesPerSec),
         }),
     });
@@ -223,6 +236,8 @@ async function runMigration(
     rec.stats.frozenMs = Math.round(performance.now() - tFreeze);
     if (pageDump) {
       // The job runs on the destination; its memory still comes from the frozen original here.
+      // Not a state of the record (it is still awaiting), but a phase of its timeline.
+      rec.timeline.push({ phase: 'pulling-pages', atMs: Math.round(performance.now() - t0) });
       progress('pulling-pages');
       try {
         await pageDump;
@@ -484,6 +499,18 @@ export function destinationFacts(
     checkFiles: (files) =>
       call(host, 'files-check', { files: files.filter((f) => !f.path.startsWith(own)) }),
   };
+}
+
+/** Bytes the stream sends: regular files directly in `dir` (images) and the job's log files. */
+async function bytesToSend(dir: string, jobDir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isFile()) total += (await stat(join(dir, e.name))).size;
+  }
+  for (const file of Object.values(LOG_FILES)) {
+    total += (await stat(join(jobDir, file)).catch(() => null))?.size ?? 0;
+  }
+  return total;
 }
 
 /** Memory pages in an image directory (pages-*.img are raw 4 KiB pages). */

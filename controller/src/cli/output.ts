@@ -24,16 +24,50 @@ export function bytes(n: number): string {
   return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
 }
 
-/** A migration's phases with their times, and its figures. */
+/** What happens in each phase of a source's timeline, for the operator. */
+function phaseNote(phase: string, m: MigrationRecord): string {
+  const s = m.stats;
+  switch (phase) {
+    case 'preparing':
+      return `preflight; ${m.destination} checks capacity and prepares`;
+    case 'prepared':
+      return 'freezing the job';
+    case 'dumping':
+      return 'CRIU dumps it into tmpfs';
+    case 'transferring':
+      return s.transferMs > 0
+        ? `${bytes(s.bytes)} in ${s.files} files at ${bytes(Math.round((s.bytes * 1000) / s.transferMs))}/s`
+        : `${bytes(s.bytes)} in ${s.files} files`;
+    case 'awaiting':
+      return `${m.destination} restores the job`;
+    case 'pulling-pages':
+      return `the job runs on ${m.destination}, which pulls its memory pages`;
+    case 'committing':
+      return 'the frozen original is discarded';
+    default:
+      return '';
+  }
+}
+
+/**
+ * A migration's phases (when each started, how long it took, what happened in it) and its
+ * figures: downtime, the time of each step, bytes, files and pages.
+ */
 export function timeline(m: MigrationRecord): string {
   const rows = m.timeline.map((t, i) => {
     const next = m.timeline[i + 1];
-    return [t.phase, `${t.atMs} ms`, next ? `${next.atMs - t.atMs} ms` : ''];
+    return [
+      t.phase,
+      `${t.atMs} ms`,
+      next ? `${next.atMs - t.atMs} ms` : '',
+      next ? phaseNote(t.phase, m) : '',
+    ];
   });
   const s = m.stats;
   return [
-    table(['phase', 'at', 'took'], rows),
+    table(['phase', 'at', 'took', ''], rows),
     `frozen (downtime) ${s.frozenMs} ms · dump ${s.dumpMs} ms · transfer ${s.transferMs} ms · ` +
-      `restore ${s.restoreMs} ms · total ${s.totalMs} ms · ${bytes(s.bytes)} in ${s.files} files`,
+      `restore ${s.restoreMs} ms · total ${s.totalMs} ms · ${bytes(s.bytes)} in ${s.files} files · ` +
+      `${s.pages} pages · ${m.mode}`,
   ].join('\n');
 }

@@ -3,12 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { connect } from '@nats-io/transport-node';
 import {
   credsAuthenticator,
-  errors as natsErrors,
+  type MsgHdrs,
   type NatsConnection,
   type Subscription,
 } from '@nats-io/nats-core';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { decodeReply } from '@drover/protocol';
+import { CallCache, requestWithResend, type RequestLink } from './request.js';
 
 /** How to reach NATS. TLS and credentials are accepted from the start. */
 export interface BusOptions {
@@ -23,6 +24,13 @@ export interface BusOptions {
   credsFile?: string;
   /** Default request timeout. */
   requestTimeoutMs?: number;
+  /**
+   * How long a request keeps re-sending while nobody serves its subject (a server reconnecting
+   * after its NATS server died). Default 3000 ms.
+   */
+  noRespondersGraceMs?: number;
+  /** Once a server acknowledged a request, re-send it this often until the reply comes. Default 5000 ms. */
+  probeMs?: number;
   logger?: Logger;
 }
 
@@ -57,16 +65,34 @@ export function busOptionsFrom(nats: NatsSettings, name: string, logger?: Logger
 /** A message handler for `serve`: gets the subject and payload, returns the reply bytes. */
 export type RawHandler = (subject: string, data: Uint8Array) => Promise<Uint8Array>;
 
-/** A NATS connection with Drover's conventions (JSON payloads, typed errors). */
-export class Bus {
+/** Messages held while disconnected, at most (older ones are dropped first). */
+const MAX_HELD = 10_000;
+
+/**
+ * A NATS connection with Drover's conventions (JSON payloads, typed errors) that rides over a
+ * lost server: it reconnects to any of its servers forever, holds what is published while
+ * disconnected (nats.js drops it) and sends it after the reconnect, and makes requests that
+ * survive the loss (see request.ts).
+ */
+export class Bus implements RequestLink {
   private readonly subs: Subscription[] = [];
+  private down = false;
+  private held: { subject: string; data: Uint8Array; options?: PublishOptions }[] = [];
+  private readonly reconnectListeners = new Set<() => void>();
+  private readonly calls: CallCache;
 
   private constructor(
     /** The underlying connection, for the JetStream layers built on this package. */
     readonly nc: NatsConnection,
-    private readonly requestTimeoutMs: number,
+    private readonly options: {
+      requestTimeoutMs: number;
+      noRespondersGraceMs: number;
+      probeMs: number;
+    },
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.calls = new CallCache(this);
+  }
 
   /** Connect; throws UNAVAILABLE (retryable) when no server answers. */
   static async connect(options: BusOptions): Promise<Bus> {
@@ -78,15 +104,28 @@ export class Bus {
       const nc = await connect({
         servers: [...options.servers],
         name: options.name,
+        // Reconnect forever, to any listed server (the order is shuffled, so clients spread).
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
+        // A crashed server closes its sockets and is noticed at once; one that vanished (a host
+        // gone, a cut link) only by missed pings: ~15 s with these, 4 min with nats.js's defaults.
+        pingInterval: 5000,
+        maxPingOut: 3,
         ...(options.tls ? { tls: { ...options.tls } } : {}),
         ...(options.user !== undefined ? { user: options.user } : {}),
         ...(options.pass !== undefined ? { pass: options.pass } : {}),
         ...(options.token !== undefined ? { token: options.token } : {}),
         ...(authenticator ? { authenticator } : {}),
       });
-      const bus = new Bus(nc, options.requestTimeoutMs ?? 10_000, log);
+      const bus = new Bus(
+        nc,
+        {
+          requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+          noRespondersGraceMs: options.noRespondersGraceMs ?? 3000,
+          probeMs: options.probeMs ?? 5000,
+        },
+        log,
+      );
       void bus.watchStatus();
       return bus;
     } catch (err) {
@@ -98,18 +137,22 @@ export class Bus {
     }
   }
 
-  /** Serve every message on `subject` (wildcards allowed); replies with what `handler` returns. */
-  serve(subject: string, handler: RawHandler, options: { queue?: string } = {}): void {
-    const sub = this.nc.subscribe(subject, options.queue ? { queue: options.queue } : {});
+  /**
+   * Serve every message on `subject` (wildcards allowed); replies with what `handler` returns.
+   * A request re-sent with the same id runs once (see request.ts). No queue groups: re-sends
+   * must reach the server that acknowledged them.
+   */
+  serve(subject: string, handler: RawHandler): void {
+    const sub = this.nc.subscribe(subject);
     this.subs.push(sub);
     void (async () => {
       for await (const msg of sub) {
         // Each request runs on its own; a slow one does not hold up the rest.
-        void handler(msg.subject, msg.data).then(
-          (reply) => {
-            if (msg.reply) msg.respond(reply);
-          },
-          (err: unknown) => this.log.error('handler threw past its own error mapping', { err }),
+        this.calls.handle(msg, () =>
+          handler(msg.subject, msg.data).catch((err: unknown) => {
+            this.log.error('handler threw past its own error mapping', { err });
+            return null;
+          }),
         );
       }
     })();
@@ -131,21 +174,43 @@ export class Bus {
     return () => sub.unsubscribe();
   }
 
-  /** Publish a JSON value. */
+  /** Publish a JSON value (held and sent after a reconnect while disconnected). */
   publish(subject: string, value: unknown): void {
-    this.nc.publish(subject, JSON.stringify(value));
+    this.publishRaw(subject, new TextEncoder().encode(JSON.stringify(value)));
   }
 
-  /** Request/reply with Drover's envelope: the result, or the remote failure as a typed error. */
-  async request(subject: string, payload: unknown, timeoutMs?: number): Promise<unknown> {
-    const body = payload instanceof Uint8Array ? payload : JSON.stringify(payload ?? {});
-    let msg;
-    try {
-      msg = await this.nc.request(subject, body, { timeout: timeoutMs ?? this.requestTimeoutMs });
-    } catch (err) {
-      throw mapRequestError(subject, err);
+  /** Publish bytes now, or after the reconnect while the connection is down. */
+  publishRaw(subject: string, data: Uint8Array, options?: PublishOptions): void {
+    if (this.down) {
+      if (this.held.length >= MAX_HELD) this.held.shift();
+      this.held.push({ subject, data, ...(options ? { options } : {}) });
+      return;
     }
-    return decodeReply(msg.data);
+    this.nc.publish(subject, data, options);
+  }
+
+  /** Call `fn` after each reconnect (subscriptions and held messages are sent by then). */
+  onReconnect(fn: () => void): () => void {
+    this.reconnectListeners.add(fn);
+    return () => this.reconnectListeners.delete(fn);
+  }
+
+  /**
+   * Request/reply with Drover's envelope: the result, or the remote failure as a typed error.
+   * Safe to use for any operation: re-sends never run it twice on the same server (request.ts).
+   */
+  async request(subject: string, payload: unknown, timeoutMs?: number): Promise<unknown> {
+    const body =
+      payload instanceof Uint8Array
+        ? payload
+        : new TextEncoder().encode(JSON.stringify(payload ?? {}));
+    const timeout = timeoutMs ?? this.options.requestTimeoutMs;
+    const reply = await requestWithResend(this, subject, body, {
+      timeoutMs: timeout,
+      noRespondersGraceMs: Math.min(this.options.noRespondersGraceMs, timeout),
+      probeMs: this.options.probeMs,
+    });
+    return decodeReply(reply);
   }
 
   /** Flush pending publishes to the server. */
@@ -165,36 +230,25 @@ export class Bus {
       if (s.type === 'error' || s.type === 'disconnect' || s.type === 'reconnect') {
         this.log.warn('nats status', {
           type: s.type,
-          data: String((s as { error?: unknown }).error ?? ''),
+          data: String(
+            (s as { error?: unknown }).error ?? (s as { server?: unknown }).server ?? '',
+          ),
         });
+      }
+      if (s.type === 'disconnect') this.down = true;
+      if (s.type === 'reconnect') {
+        this.down = false;
+        const held = this.held;
+        this.held = [];
+        for (const m of held) this.nc.publish(m.subject, m.data, m.options);
+        for (const fn of [...this.reconnectListeners]) fn();
       }
     }
   }
 }
 
-function mapRequestError(subject: string, err: unknown): DroverError {
-  if (err instanceof natsErrors.NoRespondersError || /no responders/i.test(String(err))) {
-    return new DroverError(ErrorCode.Unavailable, `nobody serves ${subject}`, {
-      retryable: true,
-      cause: err,
-      details: { subject },
-    });
-  }
-  if (err instanceof natsErrors.TimeoutError || /timeout/i.test(String(err))) {
-    return new DroverError(ErrorCode.Timeout, `no reply on ${subject} in time`, {
-      retryable: true,
-      cause: err,
-      details: { subject },
-    });
-  }
-  if (err instanceof natsErrors.PermissionViolationError) {
-    return new DroverError(ErrorCode.FailedPrecondition, `permission denied for ${subject}`, {
-      cause: err,
-      details: { subject },
-    });
-  }
-  return new DroverError(ErrorCode.Unavailable, `request on ${subject} failed: ${String(err)}`, {
-    retryable: true,
-    cause: err,
-  });
+/** Options of a raw publish. */
+export interface PublishOptions {
+  reply?: string;
+  headers?: MsgHdrs;
 }

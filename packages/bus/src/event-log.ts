@@ -11,10 +11,10 @@ import {
   type JetStreamClient,
   type JetStreamManager,
 } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/nats-core';
+import { nanos, nuid } from '@nats-io/nats-core';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Bus } from './connection.js';
-import { mapJetStreamError } from './state-store.js';
+import { CREATE_RACE_CODES, retryUnavailable } from './state-store.js';
 
 /** Subjects the log captures. */
 export const EVENT_SUBJECT_PREFIX = 'drover.evt.';
@@ -31,6 +31,8 @@ export interface EventLogOptions {
   maxBytes?: number;
   /** JetStream API timeout. Default 2000 ms. */
   timeoutMs?: number;
+  /** How long a call keeps retrying while JetStream is UNAVAILABLE. Default 30000 ms. */
+  retryForMs?: number;
 }
 
 /** What to read. */
@@ -64,33 +66,45 @@ export class EventLog {
     /** The stream name. */
     readonly stream: string,
     private readonly timeoutMs: number,
+    private readonly retryForMs: number,
   ) {}
 
   /** Open the stream, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
   static async open(bus: Bus, options: EventLogOptions = {}): Promise<EventLog> {
     const stream = options.stream ?? 'DROVER_EVENTS';
     const timeout = options.timeoutMs ?? 2000;
-    try {
-      const jsm = await jetstreamManager(bus.nc, { timeout });
-      try {
-        await jsm.streams.info(stream);
-      } catch (err) {
-        if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound))
-          throw err;
-        await jsm.streams.add({
-          name: stream,
-          subjects: [`${EVENT_SUBJECT_PREFIX}>`],
-          retention: RetentionPolicy.Limits,
-          storage: StorageType.File,
-          num_replicas: options.replicas ?? 1,
-          max_age: nanos(options.maxAgeMs ?? 7 * 24 * 3600 * 1000),
-          max_bytes: options.maxBytes ?? 1024 ** 3,
-        });
-      }
-      return new EventLog(jetstream(bus.nc, { timeout }), jsm, stream, timeout);
-    } catch (err) {
-      throw mapJetStreamError(`cannot open event log ${stream}`, err, { stream });
-    }
+    const retryForMs = options.retryForMs ?? 30_000;
+    const jsm = await retryUnavailable(
+      `cannot open event log ${stream}`,
+      retryForMs,
+      async () => {
+        const jsm = await jetstreamManager(bus.nc, { timeout });
+        try {
+          await jsm.streams.info(stream);
+        } catch (err) {
+          if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound))
+            throw err;
+          await jsm.streams
+            .add({
+              name: stream,
+              subjects: [`${EVENT_SUBJECT_PREFIX}>`],
+              retention: RetentionPolicy.Limits,
+              storage: StorageType.File,
+              num_replicas: options.replicas ?? 1,
+              max_age: nanos(options.maxAgeMs ?? 7 * 24 * 3600 * 1000),
+              max_bytes: options.maxBytes ?? 1024 ** 3,
+            })
+            .catch(async (e: unknown) => {
+              // Another process created it at the same moment: it exists now.
+              if (!(e instanceof JetStreamApiError && CREATE_RACE_CODES.includes(e.code))) throw e;
+              await jsm.streams.info(stream);
+            });
+        }
+        return jsm;
+      },
+      { stream },
+    );
+    return new EventLog(jetstream(bus.nc, { timeout }), jsm, stream, timeout, retryForMs);
   }
 
   /** Append a JSON event on `subject` (under `drover.evt.`) and wait for the ack. Returns its seq. */
@@ -104,12 +118,15 @@ export class EventLog {
         },
       );
     }
-    try {
-      const ack = await this.js.publish(subject, JSON.stringify(value));
-      return ack.seq;
-    } catch (err) {
-      throw mapJetStreamError(`append to ${subject}`, err, { subject });
-    }
+    // One message id for every try: the stream drops a retried copy of an append that landed.
+    const msgID = nuid.next();
+    const data = JSON.stringify(value);
+    return retryUnavailable(
+      `append to ${subject}`,
+      this.retryForMs,
+      async () => (await this.js.publish(subject, data, { msgID })).seq,
+      { subject },
+    );
   }
 
   /**
@@ -130,41 +147,47 @@ export class EventLog {
         details: { subjectFilter: filter, sinceSeq, limit: options.limit },
       });
     }
+    return retryUnavailable(
+      `read ${filter} from ${this.stream}`,
+      this.retryForMs,
+      () => this.readOnce<T>(filter, sinceSeq, options.limit),
+      { stream: this.stream, filter },
+    );
+  }
+
+  private async readOnce<T>(
+    filter: string,
+    sinceSeq: number,
+    limit: number,
+  ): Promise<LoggedEvent<T>[]> {
     const out: LoggedEvent<T>[] = [];
+    const ci = await this.jsm.consumers.add(this.stream, {
+      filter_subject: filter,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: sinceSeq + 1,
+      ack_policy: AckPolicy.None,
+      inactive_threshold: nanos(30_000),
+      mem_storage: true,
+    });
     try {
-      const ci = await this.jsm.consumers.add(this.stream, {
-        filter_subject: filter,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: sinceSeq + 1,
-        ack_policy: AckPolicy.None,
-        inactive_threshold: nanos(30_000),
-        mem_storage: true,
-      });
-      try {
-        // num_pending at creation bounds the read, so fetch never waits for events not yet written.
-        const want = Math.min(options.limit, ci.num_pending);
-        const consumer = await this.js.consumers.get(this.stream, ci.name);
-        while (out.length < want) {
-          const batch = await consumer.fetch({
-            max_messages: want - out.length,
-            expires: this.timeoutMs,
-          });
-          let got = 0;
-          for await (const m of batch) {
-            got++;
-            out.push({ seq: m.seq, subject: m.subject, time: m.time, value: m.json<T>() });
-            if (out.length >= want) break;
-          }
-          if (got === 0) break;
+      // num_pending at creation bounds the read, so fetch never waits for events not yet written.
+      const want = Math.min(limit, ci.num_pending);
+      const consumer = await this.js.consumers.get(this.stream, ci.name);
+      while (out.length < want) {
+        const batch = await consumer.fetch({
+          max_messages: want - out.length,
+          expires: this.timeoutMs,
+        });
+        let got = 0;
+        for await (const m of batch) {
+          got++;
+          out.push({ seq: m.seq, subject: m.subject, time: m.time, value: m.json<T>() });
+          if (out.length >= want) break;
         }
-      } finally {
-        await this.jsm.consumers.delete(this.stream, ci.name).catch(() => undefined);
+        if (got === 0) break;
       }
-    } catch (err) {
-      throw mapJetStreamError(`read ${filter} from ${this.stream}`, err, {
-        stream: this.stream,
-        filter,
-      });
+    } finally {
+      await this.jsm.consumers.delete(this.stream, ci.name).catch(() => undefined);
     }
     return out;
   }

@@ -98,3 +98,34 @@ test('a LeaseKeeper keeps the lease alive, then reports loss when it is stolen a
   assert.equal(a.isHeld(), false);
   await b.release();
 });
+
+test('a LeaseKeeper rides over a NATS outage longer than the TTL: nobody could take the lease meanwhile', async () => {
+  const own = await startTestNats('lease-outage');
+  try {
+    const s = await StateStore.open<LeaseRecord>(own.bus, {
+      bucket: 'leases',
+      timeoutMs: 300,
+      retryForMs: 500,
+    });
+    const a = await Lease.acquire(s, 'leader', 'ctl-a', 600);
+    const losses: DroverError[] = [];
+    const keeper = new LeaseKeeper(a, { onLost: (e) => losses.push(e), maxOutageMs: 5000 }).start();
+    await own.crash(1500); // the server is gone for 2.5 TTLs
+    const until = Date.now() + 5000;
+    while (!a.isHeld() && Date.now() < until) await sleep(50);
+    await sleep(700); // renewals go on after the outage
+    keeper.stop();
+    assert.deepEqual(losses, []);
+    assert.ok(a.isHeld(), 'the renewal after the outage did not succeed');
+    assert.equal((await s.get('leader'))?.value.holder, 'ctl-a');
+    // An outage longer than maxOutageMs is a loss.
+    const lost = new Promise<DroverError>((resolve) => {
+      new LeaseKeeper(a, { onLost: resolve, maxOutageMs: 800 }).start();
+    });
+    await own.crash(3000);
+    const e = await lost;
+    assert.ok(isDroverError(e, 'UNAVAILABLE'), String(e));
+  } finally {
+    await own.stop();
+  }
+});

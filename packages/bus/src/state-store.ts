@@ -7,6 +7,7 @@ import {
 } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV, type KvEntry } from '@nats-io/kv';
 import { errors as natsErrors } from '@nats-io/nats-core';
+import { performance } from 'node:perf_hooks';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Bus } from './connection.js';
 
@@ -23,6 +24,11 @@ export interface StateStoreOptions {
    * unwritable for ~4.5 s, and a short timeout surfaces that as UNAVAILABLE instead of a hang.
    */
   timeoutMs?: number;
+  /**
+   * How long a call keeps retrying while JetStream is UNAVAILABLE (a server died, a stream or
+   * meta leader is being elected) before it throws UNAVAILABLE. Default 30000 ms; 0 tries once.
+   */
+  retryForMs?: number;
 }
 
 /** A value with the revision (stream sequence) that wrote it: the token for `update`. */
@@ -93,7 +99,10 @@ export function mapJetStreamError(
     err instanceof natsErrors.ClosedConnectionError ||
     err instanceof natsErrors.ConnectionError ||
     err instanceof natsErrors.DrainingConnectionError ||
-    /timeout|no responders|closed|disconnect|unavailable/i.test(String(err));
+    // No responders on a JetStream subject: in a cluster, a stream whose leader is being elected.
+    /timeout|no responders|closed|disconnect|unavailable|jetstream is not enabled/i.test(
+      String(err),
+    );
   if (transient) {
     return new DroverError(ErrorCode.Unavailable, message, {
       retryable: true,
@@ -117,6 +126,37 @@ export function mapJetStreamError(
 
 const encoder = new TextEncoder();
 
+/** JetStream refusals of a stream add that lost a race with an identical one (10058, 10065). */
+export const CREATE_RACE_CODES: readonly number[] = [10058, 10065];
+
+/**
+ * Run `attempt` until it succeeds, fails with anything but UNAVAILABLE, or `retryForMs` has
+ * passed; `attempt` is told whether an earlier try may have reached the server.
+ */
+export async function retryUnavailable<R>(
+  what: string,
+  retryForMs: number,
+  attempt: (retry: boolean) => Promise<R>,
+  details: Record<string, unknown> = {},
+): Promise<R> {
+  const deadline = performance.now() + retryForMs;
+  for (let i = 0; ; i++) {
+    try {
+      return await attempt(i > 0);
+    } catch (err) {
+      const e = mapJetStreamError(what, err, details);
+      // Exponential backoff from 50 ms to 1 s, jittered.
+      const pause = Math.min(1000, 50 * 2 ** i) * (0.5 + Math.random() / 2);
+      if (e.code !== ErrorCode.Unavailable || performance.now() + pause > deadline) throw e;
+      await new Promise((r) => setTimeout(r, pause));
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** Raw read: the live value (null if absent or deleted) and the key's last revision (0 if never written). */
 interface RawRead<T> {
   value: T | null;
@@ -126,30 +166,53 @@ interface RawRead<T> {
 /**
  * Typed JSON state in one KV bucket. Writes are compare-and-set by revision where it matters;
  * per-key TTL is not used (nats-server 2.9.10 ignores it), so expiry is the caller's business.
+ *
+ * Every call rides over a JetStream outage of up to `retryForMs` (an R3 bucket is unwritable for
+ * a few seconds after its leader dies). A write that timed out may still have been applied, so a
+ * retried conditional write that then meets a conflict looks at the key: if it holds exactly
+ * what we wrote, the earlier try succeeded and that is the result.
  */
 export class StateStore<T> {
   private constructor(
     private readonly kv: KV,
     /** The bucket name. */
     readonly bucket: string,
+    private readonly retryForMs: number,
   ) {}
 
   /** Open the bucket, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
   static async open<T>(bus: Bus, options: StateStoreOptions): Promise<StateStore<T>> {
     const timeout = options.timeoutMs ?? 2000;
+    const retryForMs = options.retryForMs ?? 30_000;
     const js: JetStreamClient = jetstream(bus.nc, { timeout });
-    try {
-      const kv = await new Kvm(js).create(options.bucket, {
-        replicas: options.replicas ?? 1,
-        history: options.history ?? 1,
-        timeout,
-      });
-      return new StateStore<T>(kv, options.bucket);
-    } catch (err) {
-      throw mapJetStreamError(`cannot open state bucket ${options.bucket}`, err, {
-        bucket: options.bucket,
-      });
-    }
+    const kv = await retryUnavailable(
+      `cannot open state bucket ${options.bucket}`,
+      retryForMs,
+      async () => {
+        const create = (): Promise<KV> =>
+          new Kvm(js).create(options.bucket, {
+            replicas: options.replicas ?? 1,
+            history: options.history ?? 1,
+            timeout,
+            // Reads go to the stream leader. Direct gets may be answered by any replica, and a
+            // follower can lag: right after a leader change, a read missed the write just
+            // acknowledged (a finished drain read back as running).
+            allow_direct: false,
+          });
+        try {
+          return await create();
+        } catch (err) {
+          // Several processes creating the bucket at once: the loser's add can be refused
+          // (name in use, or its subjects "overlap" the winner's). The bucket exists now.
+          if (err instanceof JetStreamApiError && CREATE_RACE_CODES.includes(err.code)) {
+            return create();
+          }
+          throw err;
+        }
+      },
+      { bucket: options.bucket },
+    );
+    return new StateStore<T>(kv, options.bucket, retryForMs);
   }
 
   /** The live value and its revision, or null when the key is absent or deleted. */
@@ -161,27 +224,28 @@ export class StateStore<T> {
   /** Write unconditionally (last writer wins). Returns the new revision. */
   async put(key: string, value: T): Promise<number> {
     validateKey(key);
-    try {
-      return await this.kv.put(key, encoder.encode(JSON.stringify(value)));
-    } catch (err) {
-      throw mapJetStreamError(`put ${key}`, err, { key });
-    }
+    const bytes = encoder.encode(JSON.stringify(value));
+    // Writing the same value twice is harmless: retried as it is.
+    return this.retrying(`put ${key}`, { key }, () => this.kv.put(key, bytes));
   }
 
   /** Write only if the key is absent (or deleted); ALREADY_EXISTS otherwise. Returns the revision. */
   async create(key: string, value: T): Promise<number> {
     validateKey(key);
-    try {
-      return await this.kv.create(key, encoder.encode(JSON.stringify(value)));
-    } catch (err) {
-      if (isConflict(err)) {
+    const bytes = encoder.encode(JSON.stringify(value));
+    return this.retrying(`create ${key}`, { key }, async (retry) => {
+      try {
+        return await this.kv.create(key, bytes);
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        const ours = retry ? await this.appliedEarlier(key, bytes) : null;
+        if (ours !== null) return ours;
         throw new DroverError(ErrorCode.AlreadyExists, `state key ${key} already exists`, {
           cause: err,
           details: { key },
         });
       }
-      throw mapJetStreamError(`create ${key}`, err, { key });
-    }
+    });
   }
 
   /**
@@ -232,23 +296,17 @@ export class StateStore<T> {
   async delete(key: string, revision?: number): Promise<void> {
     validateKey(key);
     if (revision !== undefined) return this.casDelete(key, checkRevision(revision));
-    try {
-      await this.kv.delete(key);
-    } catch (err) {
-      throw mapJetStreamError(`delete ${key}`, err, { key });
-    }
+    await this.retrying(`delete ${key}`, { key }, () => this.kv.delete(key));
   }
 
   /** Live keys, optionally matching a subject-style filter (`jobs.*`, `hosts.>`). */
   async keys(filter = '>'): Promise<string[]> {
     validateFilter(filter);
-    try {
+    return this.retrying(`keys ${filter}`, { filter }, async () => {
       const out: string[] = [];
       for await (const k of await this.kv.keys(filter)) out.push(k);
       return out;
-    } catch (err) {
-      throw mapJetStreamError(`keys ${filter}`, err, { filter });
-    }
+    });
   }
 
   /**
@@ -296,12 +354,7 @@ export class StateStore<T> {
 
   private async read(key: string): Promise<RawRead<T>> {
     validateKey(key);
-    let e: KvEntry | null;
-    try {
-      e = await this.kv.get(key);
-    } catch (err) {
-      throw mapJetStreamError(`get ${key}`, err, { key });
-    }
+    const e = await this.retrying(`get ${key}`, { key }, () => this.kv.get(key));
     if (e === null) return { value: null, revision: 0 };
     // A delete leaves a marker with its own revision: the key reads as absent.
     return { value: e.operation === 'PUT' ? decode<T>(e) : null, revision: e.revision };
@@ -309,21 +362,42 @@ export class StateStore<T> {
 
   private async casPut(key: string, value: T, revision: number): Promise<number> {
     validateKey(key);
-    try {
-      return await this.kv.put(key, encoder.encode(JSON.stringify(value)), {
-        previousSeq: revision,
-      });
-    } catch (err) {
-      throw conflictOr(`update ${key}`, err, key, revision);
-    }
+    const bytes = encoder.encode(JSON.stringify(value));
+    return this.retrying(`update ${key}`, { key }, async (retry) => {
+      try {
+        return await this.kv.put(key, bytes, { previousSeq: revision });
+      } catch (err) {
+        const ours = retry && isConflict(err) ? await this.appliedEarlier(key, bytes) : null;
+        if (ours !== null) return ours;
+        throw conflictOr(`update ${key}`, err, key, revision);
+      }
+    });
   }
 
   private async casDelete(key: string, revision: number): Promise<void> {
-    try {
-      await this.kv.delete(key, { previousSeq: revision });
-    } catch (err) {
-      throw conflictOr(`delete ${key}`, err, key, revision);
-    }
+    await this.retrying(`delete ${key}`, { key }, async (retry) => {
+      try {
+        await this.kv.delete(key, { previousSeq: revision });
+      } catch (err) {
+        // A retry that conflicts because our earlier try deleted it: done.
+        if (retry && isConflict(err) && (await this.kv.get(key))?.operation !== 'PUT') return;
+        throw conflictOr(`delete ${key}`, err, key, revision);
+      }
+    });
+  }
+
+  /** The key's revision if it holds exactly `bytes` (an earlier, timed-out write landed), else null. */
+  private async appliedEarlier(key: string, bytes: Uint8Array): Promise<number | null> {
+    const e = await this.kv.get(key);
+    return e !== null && e.operation === 'PUT' && sameBytes(e.value, bytes) ? e.revision : null;
+  }
+
+  private retrying<R>(
+    what: string,
+    details: Record<string, unknown>,
+    attempt: (retry: boolean) => Promise<R>,
+  ): Promise<R> {
+    return retryUnavailable(what, this.retryForMs, attempt, details);
   }
 }
 

@@ -69,6 +69,37 @@ export interface MigrationRecord {
   note: string | null;
 }
 
+/** Phases a source agent reports while it moves a job. */
+export const MIGRATION_PROGRESS_PHASES = [
+  'prepared',
+  'dumped',
+  'transferring',
+  'pulling-pages',
+  'done',
+] as const;
+export type MigrationProgressPhase = (typeof MIGRATION_PROGRESS_PHASES)[number];
+
+/**
+ * What a source agent publishes on `drover.evt.<host>.migration` as a migration goes: each phase
+ * once, and `transferring` every ~200 ms while image bytes flow.
+ */
+export interface MigrationProgressEvent {
+  migrationId: string;
+  jobId: string;
+  destination: string;
+  phase: MigrationProgressPhase;
+  /** `dumped`: how long CRIU took. */
+  dumpMs?: number;
+  /** `dumped`, `transferring`: bytes the stream carries in all (images and the job's logs). */
+  totalBytes?: number;
+  /** `transferring`: bytes sent so far. */
+  bytes?: number;
+  /** `transferring`: average rate since the stream opened. */
+  rateBytesPerSec?: number;
+  /** `done`: the migration's figures. */
+  stats?: MigrationStats;
+}
+
 /** What the destination needs to know about the job it will receive. */
 export interface MigratingJob {
   id: string;

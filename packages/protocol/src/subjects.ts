@@ -31,6 +31,9 @@ export function eventSubject(hostId: string, kind: string): string {
 /** Every event. */
 export const EVENT_WILDCARD = `${ROOT}.evt.>`;
 
+/** Every host's migration progress events (a {@link MigrationProgressEvent} each). */
+export const MIGRATION_EVENT_WILDCARD = `${ROOT}.evt.*.migration`;
+
 /** The op part of an agent subject, or null when the subject is not one of this host's. */
 export function opOfSubject(hostId: string, subject: string): string | null {
   const prefix = `${ROOT}.agent.${hostId}.`;

@@ -27,6 +27,8 @@ export interface ControllerOptions {
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   /** How long to wait until it holds the lease and acts. Default 20 000 ms. */
   timeoutMs?: number;
+  /** More `drover-controller` flags (e.g. `--replicas 3`). */
+  extraArgs?: readonly string[];
 }
 
 /**
@@ -45,6 +47,8 @@ export class ControllerProcess {
     /** Settles when the process has exited. */
     readonly exited: Promise<ProcessExit>,
   ) {}
+
+  #exited = false;
 
   /** Start the controller; resolves once it holds the lease and acts. */
   static async start(tb: Testbed, options: ControllerOptions = {}): Promise<ControllerProcess> {
@@ -71,6 +75,7 @@ export class ControllerProcess {
           String(options.unreachableMs ?? 3000),
           '--log-level',
           options.logLevel ?? 'debug',
+          ...(options.extraArgs ?? []),
         ],
         {
           // detached (setsid), like the hosts: Ctrl-C goes to the runner's exit handlers.
@@ -100,6 +105,7 @@ export class ControllerProcess {
       if (i >= 0) tb.owned.splice(i, 1);
     });
     const proc = new ControllerProcess(id, pid, owned.startTime, logPath, offset, exited);
+    void exited.then(() => (proc.#exited = true));
     let done = false;
     void exited.then(() => (done = true));
     try {
@@ -119,6 +125,11 @@ export class ControllerProcess {
       throw e;
     }
     return proc;
+  }
+
+  /** True while the process runs. */
+  running(): boolean {
+    return !this.#exited;
   }
 
   /** What this controller logged since it started. */

@@ -106,6 +106,64 @@ describe('drover CLI through the controller', () => {
     assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
   });
 
+  test('drover migrate shows transfer progress with rate and ETA on stderr, then the timeline', async () => {
+    // A throttled stream (~15 MiB/s) makes a 64 MiB job take a few seconds to send.
+    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
+    try {
+      const dir = join(tb.runDir, 'shared', 'cli-progress');
+      mkdirSync(dir, { recursive: true });
+      const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+      const job = await json<{ id: string }>([
+        'run',
+        '--host',
+        'h1',
+        ...env,
+        '--',
+        ...workloadCommand('memory', { dir, mb: 64 }),
+      ]);
+      await waitReady(dir, 30_000);
+      // stderr is a pipe here, not a terminal: plain lines, one a second while bytes flow.
+      const r = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stderr.split('\n');
+      assert.ok(lines.includes(`${job.id}: freezing and dumping (to h2)`), r.stderr);
+      assert.ok(
+        lines.some((l) => /^job-\S+: dumped in \d+ ms; [\d.]+ MiB to send$/.test(l)),
+        r.stderr,
+      );
+      const sent = lines.filter((l) => l.startsWith(`${job.id}: sent `));
+      assert.ok(sent.length >= 3, `too few progress lines:\n${r.stderr}`);
+      const during = sent.slice(1, -1);
+      assert.ok(during.length >= 1, r.stderr);
+      for (const l of during) {
+        assert.match(l, /sent [\d.]+ MiB of [\d.]+ MiB \(\d+%\), [\d.]+ MiB\/s, ETA (<1s|\d+s)$/);
+      }
+      assert.match(sent.at(-1)!, /\(100%\), [\d.]+ MiB\/s; h2 restores$/);
+      assert.match(r.stderr, new RegExp(`${job.id}: moved to h2; frozen \\d+ ms`));
+      // The timeline: every phase with its duration, the transfer's size and rate.
+      assert.match(r.stdout, /moved h1 → h2/);
+      assert.match(r.stdout, /^dumping +\d+ ms +\d+ ms +CRIU dumps/m);
+      assert.match(
+        r.stdout,
+        /^transferring +\d+ ms +\d+ ms +[\d.]+ MiB in \d+ files at [\d.]+ MiB\/s$/m,
+      );
+      assert.match(r.stdout, /^awaiting +\d+ ms +\d+ ms +h2 restores the job$/m);
+      assert.match(r.stdout, /frozen \(downtime\) \d+ ms .* \d+ pages · stop-copy$/m);
+      assert.equal(
+        (await requestVerdict(dir, signaller(cluster.agent('h2'), job.id), 20_000)).ok,
+        true,
+      );
+      // --json prints the record only: no progress on stderr.
+      const quiet = await drover(urls, ['--json', 'migrate', job.id, '--to', 'h3']);
+      assert.equal(quiet.code, 0, quiet.stderr);
+      assert.equal(quiet.stderr, '');
+      assert.equal((JSON.parse(quiet.stdout) as { state: string }).state, 'done');
+      assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+    } finally {
+      await cluster.agent('h1').restartWith({});
+    }
+  });
+
   test('drover drain empties h1 of 6 mixed jobs onto h2 and h3; all verify; a killed controller is replaced mid-drain', async () => {
     const names = ['memory', 'pipeline', 'threads', 'files', 'redis', 'python'] as const;
     const started: { id: string; dir: string }[] = [];

@@ -1,9 +1,10 @@
 /** `drover drain H [--parallel N]`: cordon a host and move every job off it. */
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
+import { followDrain } from '../follow.js';
 import { table } from '../output.js';
 
-type Args = GlobalArgs & { host: string; parallel: number | undefined };
+type Args = GlobalArgs & { host: string; parallel: number | undefined; progress: boolean };
 
 export const drainCommand: CommandModule<GlobalArgs, Args> = {
   command: 'drain <host>',
@@ -11,7 +12,12 @@ export const drainCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .positional('host', { type: 'string', demandOption: true })
-      .option('parallel', { type: 'number', describe: 'migrations at once (default 2)' }),
+      .option('parallel', { type: 'number', describe: 'migrations at once (default 2)' })
+      .option('progress', {
+        type: 'boolean',
+        default: true,
+        describe: "show each job's progress on stderr as lines (never with --json)",
+      }),
   handler: async (argv) => {
     const op = await callController(
       argv,
@@ -32,6 +38,7 @@ export const drainCommand: CommandModule<GlobalArgs, Args> = {
             ]),
           ),
         ].join('\n'),
+      argv.progress && !argv.json ? followDrain(argv.host, process.stderr) : undefined,
     );
     if (op.state !== 'done') process.exitCode = 1;
   },

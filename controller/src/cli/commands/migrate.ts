@@ -1,13 +1,18 @@
-/** `drover migrate JOB [--to H] [--mode M]`: move a running job; prints its per-phase timeline. */
+/**
+ * `drover migrate JOB [--to H] [--mode M]`: move a running job, showing its progress on stderr;
+ * prints its per-phase timeline.
+ */
 import type { CommandModule } from 'yargs';
 import { MIGRATION_MODES } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
+import { followMigration } from '../follow.js';
 import { timeline } from '../output.js';
 
 type Args = GlobalArgs & {
   job: string;
   to: string | undefined;
   mode: (typeof MIGRATION_MODES)[number] | undefined;
+  progress: boolean;
 };
 
 export const migrateCommand: CommandModule<GlobalArgs, Args> = {
@@ -17,7 +22,13 @@ export const migrateCommand: CommandModule<GlobalArgs, Args> = {
     y
       .positional('job', { type: 'string', demandOption: true })
       .option('to', { type: 'string', describe: 'destination host (default: placement picks)' })
-      .option('mode', { choices: MIGRATION_MODES, describe: 'how memory moves (default auto)' }),
+      .option('mode', { choices: MIGRATION_MODES, describe: 'how memory moves (default auto)' })
+      .option('progress', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'show progress on stderr: a bar on a terminal, a line a second otherwise (never with --json)',
+      }),
   handler: async (argv) => {
     const op = await callController(
       argv,
@@ -31,6 +42,7 @@ export const migrateCommand: CommandModule<GlobalArgs, Args> = {
         o.state === 'done' && o.migration
           ? `${argv.job} moved ${o.migration.source} → ${o.migration.destination} (${o.migration.mode}; ${o.placement})\n${timeline(o.migration)}`
           : `${argv.job} did not move: ${o.error?.message ?? o.state}; it runs where it was`,
+      argv.progress && !argv.json ? followMigration(argv.job, process.stderr) : undefined,
     );
     if (op.state !== 'done') process.exitCode = 1;
   },

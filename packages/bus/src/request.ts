@@ -1,0 +1,251 @@
+/**
+ * Requests that survive a lost NATS connection: request ids, acknowledgements, re-sends, and
+ * the servers' cache of calls by id.
+ *
+ * Every request carries an id. A server runs a new id once, acknowledges every copy of it at
+ * once, and answers a repeated id from the call already running (or from its kept reply)
+ * instead of running it again. So a client may re-send freely:
+ * - after its own reconnect (a reply sent to it meanwhile is gone);
+ * - while nobody serves the subject, for a short grace (the server is reconnecting; a
+ *   no-responders answer proves nobody received the request);
+ * - once acknowledged, every `probeMs` (a request or reply lost with the server's NATS server).
+ * A re-send after an acknowledgement is marked: a server that does not know its id (it restarted
+ * since) answers "outcome unknown" rather than running the request a second time.
+ */
+import { performance } from 'node:perf_hooks';
+import {
+  createInbox,
+  headers,
+  nuid,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+} from '@nats-io/nats-core';
+import { DroverError, ErrorCode } from '@drover/common';
+import { failReply } from '@drover/protocol';
+
+/** The request id header (set by clients on every request). */
+export const REQUEST_ID_HEADER = 'Drover-Request-Id';
+/** Set on a re-send after the server acknowledged the request. */
+export const ACKED_HEADER = 'Drover-Acked';
+/** Set by servers on the immediate acknowledgement (empty body). */
+export const ACK_HEADER = 'Drover-Ack';
+
+/** What a request needs from the connection. */
+export interface RequestLink {
+  readonly nc: NatsConnection;
+  /** Publish (held back and sent after a reconnect while the connection is down). */
+  publishRaw(
+    subject: string,
+    data: Uint8Array,
+    options?: { reply?: string; headers?: MsgHdrs },
+  ): void;
+  /** Call `fn` after each reconnect; returns the function that stops it. */
+  onReconnect(fn: () => void): () => void;
+}
+
+/** How long and how often a request tries. */
+export interface ResendPolicy {
+  timeoutMs: number;
+  /** Keep re-sending this long while nobody serves the subject. */
+  noRespondersGraceMs: number;
+  /** Once acknowledged, re-send this often until the reply comes. */
+  probeMs: number;
+}
+
+/** Pause between re-sends while nobody serves the subject. */
+const NO_RESPONDERS_RETRY_MS = 250;
+
+/** Send `body` to `subject` and resolve with the reply bytes; TIMEOUT or UNAVAILABLE otherwise. */
+export function requestWithResend(
+  link: RequestLink,
+  subject: string,
+  body: Uint8Array,
+  policy: ResendPolicy,
+): Promise<Uint8Array> {
+  const id = nuid.next();
+  const inbox = createInbox();
+  let acked = false;
+  let noRespondersSince: number | null = null;
+  const send = (): void => {
+    if (link.nc.isClosed()) return;
+    const h = headers();
+    h.set(REQUEST_ID_HEADER, id);
+    if (acked) h.set(ACKED_HEADER, '1');
+    try {
+      link.publishRaw(subject, body, { reply: inbox, headers: h });
+    } catch {
+      // closed or draining: the deadline reports it
+    }
+  };
+  return new Promise<Uint8Array>((resolve, reject) => {
+    let retry: NodeJS.Timeout | undefined;
+    let settled = false;
+    const finish = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      clearInterval(probe);
+      clearTimeout(retry);
+      stopReconnect();
+      sub.unsubscribe();
+      outcome();
+    };
+    const sub = link.nc.subscribe(inbox, {
+      callback: (err, msg) => {
+        if (err) return finish(() => reject(unavailable(subject, String(err), err)));
+        if (msg.data.length === 0 && msg.headers?.code === 503) {
+          // Nobody serves the subject right now: nobody got this copy.
+          const now = performance.now();
+          noRespondersSince ??= now;
+          if (now - noRespondersSince >= policy.noRespondersGraceMs)
+            return finish(() => reject(nobodyServes(subject, acked)));
+          clearTimeout(retry);
+          retry = setTimeout(send, NO_RESPONDERS_RETRY_MS);
+          return;
+        }
+        noRespondersSince = null;
+        if (msg.headers?.has(ACK_HEADER)) {
+          acked = true;
+          return;
+        }
+        finish(() => resolve(msg.data));
+      },
+    });
+    const deadline = setTimeout(
+      () =>
+        finish(() =>
+          reject(
+            noRespondersSince !== null
+              ? nobodyServes(subject, acked)
+              : new DroverError(ErrorCode.Timeout, `no reply on ${subject} in time`, {
+                  retryable: true,
+                  details: { subject, timeoutMs: policy.timeoutMs },
+                }),
+          ),
+        ),
+      policy.timeoutMs,
+    );
+    const probe = setInterval(() => {
+      if (acked) send();
+    }, policy.probeMs);
+    const stopReconnect = link.onReconnect(send);
+    send();
+  });
+}
+
+function unavailable(subject: string, why: string, cause?: unknown): DroverError {
+  return new DroverError(ErrorCode.Unavailable, `request on ${subject} failed: ${why}`, {
+    retryable: true,
+    cause,
+    details: { subject },
+  });
+}
+
+function nobodyServes(subject: string, acked: boolean): DroverError {
+  return acked
+    ? new DroverError(
+        ErrorCode.Unavailable,
+        `the server of ${subject} went away while handling the request; its outcome is unknown`,
+        { details: { subject, outcomeUnknown: true } },
+      )
+    : new DroverError(ErrorCode.Unavailable, `nobody serves ${subject}`, {
+        retryable: true,
+        details: { subject },
+      });
+}
+
+interface Call {
+  reply: Promise<Uint8Array | null>;
+  done: boolean;
+  size: number;
+}
+
+/**
+ * A server's calls by request id: each id runs once; every copy of it is acknowledged and
+ * answered from the same call. Finished calls are kept `keepMs` for late re-sends, and at most
+ * `maxKeptBytes` of their replies (the oldest go first).
+ */
+export class CallCache {
+  private readonly calls = new Map<string, Call>();
+  private readonly finished = new Map<string, Call>();
+  private keptBytes = 0;
+
+  constructor(
+    private readonly link: RequestLink,
+    private readonly keepMs = 120_000,
+    private readonly maxKeptBytes = 32 * 1024 * 1024,
+  ) {}
+
+  /** Calls running or kept right now. */
+  get size(): number {
+    return this.calls.size;
+  }
+
+  /**
+   * Serve one message: `run` computes the reply (null: send none). Messages without a request
+   * id or reply subject are plain requests: run and answered once.
+   */
+  handle(msg: Msg, run: () => Promise<Uint8Array | null>): void {
+    const id = msg.headers?.get(REQUEST_ID_HEADER) ?? '';
+    if (id === '' || !msg.reply) {
+      void run().then((r) => {
+        if (r && msg.reply) this.link.publishRaw(msg.reply, r);
+      });
+      return;
+    }
+    const reply = msg.reply;
+    let call = this.calls.get(id);
+    if (call === undefined) {
+      if (msg.headers?.has(ACKED_HEADER)) {
+        // Acknowledged by a server before us: it may have run. Never run it a second time.
+        this.link.publishRaw(reply, outcomeUnknown(msg.subject));
+        return;
+      }
+      call = this.start(id, run);
+    }
+    if (!call.done) {
+      const h = headers();
+      h.set(ACK_HEADER, '1');
+      this.link.publishRaw(reply, new Uint8Array(0), { headers: h });
+    }
+    void call.reply.then((r) => {
+      if (r) this.link.publishRaw(reply, r);
+    });
+  }
+
+  private start(id: string, run: () => Promise<Uint8Array | null>): Call {
+    const call: Call = { reply: run(), done: false, size: 0 };
+    this.calls.set(id, call);
+    void call.reply.then((r) => {
+      call.done = true;
+      call.size = r?.byteLength ?? 0;
+      this.finished.set(id, call);
+      this.keptBytes += call.size;
+      setTimeout(() => this.forget(id), this.keepMs).unref();
+      for (const [old] of this.finished) {
+        if (this.keptBytes <= this.maxKeptBytes) break;
+        this.forget(old);
+      }
+    });
+    return call;
+  }
+
+  private forget(id: string): void {
+    const call = this.finished.get(id);
+    if (call === undefined) return;
+    this.finished.delete(id);
+    this.calls.delete(id);
+    this.keptBytes -= call.size;
+  }
+}
+
+function outcomeUnknown(subject: string): Uint8Array {
+  return failReply(
+    new DroverError(
+      ErrorCode.Unavailable,
+      `the server of ${subject} restarted while handling the request; its outcome is unknown`,
+      { details: { subject, outcomeUnknown: true } },
+    ),
+  );
+}

@@ -1,0 +1,225 @@
+/**
+ * Drover on a 3-node NATS cluster: a NATS server crashes in the middle of a drain — the one the
+ * controller is connected to, which also leads the stream of the operations bucket — and
+ * nothing is lost: the drain finishes, every job moved and verifies itself, and operations,
+ * cordons, the lease and the event history are intact.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { StateStore, type LeaseRecord } from '@drover/bus';
+import {
+  AgentCluster,
+  collectLogs,
+  ControllerProcess,
+  Testbed,
+  type NatsServer,
+} from '@drover/testbed';
+import { drover } from '../cluster/cli.js';
+import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
+import { JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
+
+const CONTROLLER_ID = 'ctl-r3';
+
+let tb: Testbed;
+let cluster: AgentCluster;
+let ctl: ControllerProcess;
+let urls: string[];
+let passed = false;
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 3, nats: 'cluster' });
+  urls = [...tb.nats!.urls];
+  cluster = await AgentCluster.start(tb);
+  ctl = await ControllerProcess.start(tb, { id: CONTROLLER_ID, extraArgs: ['--replicas', '3'] });
+  await waitFor(async () => {
+    const r = await drover(urls, ['hosts', '--json']);
+    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
+  }, 30_000);
+});
+
+after(async () => {
+  if (!passed && tb) {
+    // Keep what is needed to understand a failure: every host's logs and the controller's.
+    if (ctl) writeFileSync(join(tb.logDir, 'controller.log'), ctl.output());
+    const dir = await collectLogs(tb, join('/tmp/drover-testbed-logs', tb.runId));
+    console.error(`nats-cluster: logs in ${dir}`);
+  }
+  await ctl?.kill();
+  await cluster?.close();
+  await tb?.teardown();
+});
+
+async function json<T>(args: string[]): Promise<T> {
+  const r = await drover(urls, ['--json', ...args]);
+  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** The NATS server a client connection named `name` is connected to (from each server's /connz). */
+async function serverOf(name: string): Promise<NatsServer> {
+  return waitForValue(async () => {
+    for (const s of tb.nats!.servers) {
+      if (s.pid() === undefined) continue;
+      const connz = (await (await fetch(`${s.monitorUrl}/connz`)).json()) as {
+        connections?: { name?: string }[];
+      };
+      if ((connz.connections ?? []).some((c) => c.name === name)) return s;
+    }
+    return undefined;
+  }, 10_000);
+}
+
+/** The name of the server leading `stream`. */
+async function streamLeader(stream: string): Promise<string> {
+  return waitForValue(async () => {
+    const m = await cluster.bus.nc.request(`$JS.API.STREAM.INFO.${stream}`, '', { timeout: 2000 });
+    const info = JSON.parse(new TextDecoder().decode(m.data)) as { cluster?: { leader?: string } };
+    return info.cluster?.leader || undefined;
+  });
+}
+
+/** Make `server` the leader of `stream` (leader step-downs elect another at random). */
+async function moveLeader(stream: string, server: string): Promise<void> {
+  for (let i = 0; i < 20 && (await streamLeader(stream)) !== server; i++) {
+    await cluster.bus.nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, '', {
+      timeout: 5000,
+    });
+    await sleep(500);
+  }
+}
+
+interface DrainOp {
+  opId: string;
+  kind: string;
+  state: string;
+  items?: { jobId: string; state: string; destination: string | null; reason: string | null }[];
+}
+
+describe('a 3-node NATS cluster loses nothing when one server dies', () => {
+  test('drain of h1 while the controller’s NATS server (the ops stream leader) is killed', async () => {
+    // Some history before the crash: an operation record and events to find again afterwards.
+    assert.equal((await drover(urls, ['cordon', 'h3'])).code, 0);
+    assert.equal((await drover(urls, ['uncordon', 'h3'])).code, 0);
+
+    const names = ['memory', 'pipeline', 'threads', 'files', 'redis', 'python'] as const;
+    const started: { id: string; dir: string }[] = [];
+    const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+    for (const name of names) {
+      const dir = join(tb.runDir, 'shared', `r3-${name}`);
+      mkdirSync(dir, { recursive: true });
+      const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
+      const job = await json<{ id: string }>([
+        'run',
+        '--host',
+        'h1',
+        '--name',
+        `r3-${name}`,
+        ...env,
+        '--',
+        ...workloadCommand(name, opts),
+      ]);
+      started.push({ id: job.id, dir });
+    }
+    for (const s of started) await waitReady(s.dir, 30_000);
+
+    // The hardest server to lose: the controller's own, made leader of the operations' stream.
+    const victim = await serverOf(`drover-controller ${CONTROLLER_ID}`);
+    await moveLeader('KV_drover_ops', victim.name);
+    assert.equal(await streamLeader('KV_drover_ops'), victim.name, 'could not move the leader');
+    const eventsBefore = await json<{ events: { seq: number; subject: string }[] }>([
+      'events',
+      '--limit',
+      '10000',
+    ]);
+    assert.ok(eventsBefore.events.length > 0);
+
+    const draining = drover(urls, ['drain', 'h1', '--parallel', '2']);
+    // Kill it once the drain is under way: the first job has moved, others are to come.
+    await waitFor(async () => {
+      const ops = await json<{ ops: DrainOp[] }>(['ops']);
+      return ops.ops.some(
+        (o) => o.kind === 'drain' && (o.items ?? []).some((i) => i.state === 'done'),
+      );
+    }, 90_000);
+    const pid = victim.pid();
+    const killedAt = Date.now();
+    await victim.kill();
+    assert.ok(pid !== undefined && victim.pid() === undefined, 'the server did not die');
+
+    const cli = await draining;
+    assert.equal(cli.code, 0, `drain failed: ${cli.stderr}${cli.stdout}`);
+    assert.match(cli.stdout, /drain of h1: done/);
+    // The CLI showed each job's progress as it went (at least the ones before the crash).
+    assert.match(cli.stderr, /^job-\S+: moved to h[23]; frozen \d+ ms$/m);
+    assert.ok(ctl.running(), `the controller stopped:\n${ctl.output().slice(-3000)}`);
+
+    // The operation record is complete.
+    const ops = await json<{ ops: DrainOp[] }>(['ops']);
+    const drain = ops.ops.find((o) => o.kind === 'drain')!;
+    assert.equal(drain.state, 'done', JSON.stringify(drain.items));
+    assert.equal(drain.items!.length, names.length);
+    for (const i of drain.items!) {
+      assert.equal(i.state, 'done', JSON.stringify(i));
+      assert.ok(i.destination === 'h2' || i.destination === 'h3', JSON.stringify(i));
+    }
+    assert.deepEqual(await json<DrainOp>(['status', drain.opId]), drain);
+
+    // Every job runs on exactly one host, not h1, and verifies itself.
+    const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
+    for (const s of started) {
+      const live = jobs.jobs.filter((j) => j.id === s.id && j.state === 'running');
+      assert.equal(live.length, 1, `${s.id} is live on ${live.length} hosts`);
+      const where = live[0]!.host;
+      assert.ok(where === 'h2' || where === 'h3', `${s.id} is on ${where}`);
+      const verdict = await requestVerdict(s.dir, signaller(cluster.agent(where), s.id), 30_000);
+      assert.equal(verdict.ok, true, verdict.details);
+    }
+
+    // Cordons: h1 stays cordoned (also as persisted), and heartbeats still flow from every host.
+    await waitFor(async () => {
+      const hosts = await json<{
+        hosts: { host: string; reachable: boolean; cordoned: boolean }[];
+      }>(['hosts']);
+      return (
+        hosts.hosts.length === 3 &&
+        hosts.hosts.every((h) => h.reachable && h.cordoned === (h.host === 'h1'))
+      );
+    }, 10_000);
+    const cordons = await StateStore.open<{ cordoned: boolean }>(cluster.bus, {
+      bucket: 'drover_cordons',
+    });
+    assert.equal((await cordons.get('h1'))?.value.cordoned, true);
+    assert.equal((await cordons.get('h3'))?.value.cordoned, false);
+
+    // The lease: still held by the same controller, which kept acting throughout.
+    const leases = await StateStore.open<LeaseRecord>(cluster.bus, { bucket: 'drover_leases' });
+    const lease = await leases.get('leader');
+    assert.equal(lease?.value.holder, CONTROLLER_ID);
+    assert.ok(
+      lease.value.expiresAt > Date.now(),
+      `the lease is no longer renewed: ${JSON.stringify(lease)} at ${Date.now()}`,
+    );
+
+    // History: every event stored before the crash is still there, and new ones keep coming.
+    const eventsAfter = await json<{
+      events: { seq: number; subject: string; time: string; value: { phase?: string } }[];
+    }>(['events', '--limit', '10000']);
+    const after = new Map(eventsAfter.events.map((e) => [e.seq, e.subject]));
+    for (const e of eventsBefore.events)
+      assert.equal(after.get(e.seq), e.subject, `event ${e.seq}`);
+    assert.ok(eventsAfter.events.length > eventsBefore.events.length);
+    assert.ok(
+      eventsAfter.events.some(
+        (e) => Date.parse(e.time) > killedAt + 1000 && e.subject.endsWith('.migration'),
+      ),
+      'no migration event stored after the crash',
+    );
+
+    for (const s of started) await drover(urls, ['signal', s.id, 'SIGKILL']);
+    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    await victim.restart();
+    passed = true;
+  });
+});
