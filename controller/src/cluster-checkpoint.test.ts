@@ -383,3 +383,18 @@ test('a failed restore discards what it restored; the set is untouched and resto
   assert.equal(again.state, 'done');
   for (const id of ['a', 'b', 'c']) assert.equal(fc.live(id)?.state, 'running');
 });
+
+test('retention keeps the newest complete sets; older ones and their objects go', async () => {
+  const fc = three();
+  const ctx = { ...fc.context(), retention: 2 };
+  for (const name of ['s1', 's2', 's3']) {
+    await checkpointCluster(ctx, { jobs: ['a'], name, leaveRunning: true });
+    await new Promise((r) => setTimeout(r, 5)); // distinct creation times
+  }
+  assert.deepEqual([...(await fc.sets.list()).keys()].sort(), ['s2', 's3']);
+  assert.deepEqual(
+    [...fc.objects].map((o) => o.split('/')[0]).sort(),
+    ['s2', 's3'],
+    'the objects of s1 were kept',
+  );
+});
