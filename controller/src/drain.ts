@@ -128,9 +128,26 @@ export async function runDrain(
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, parallel) }, () => worker()));
+  // Reconcile before the verdict: an item whose last update did not stick (a write lost with a
+  // NATS server, say) is settled by where its job is now, not by what the record says.
+  const unsettled = (await ctx.ops.get(opId))!.value.items!.filter(
+    (i) => i.state === 'pending' || i.state === 'moving',
+  );
+  for (const item of unsettled) {
+    const where = await ctx.whereIs(item.jobId).catch(() => undefined);
+    if (where === undefined) continue;
+    await update(
+      item.jobId,
+      where === null
+        ? { state: 'failed', reason: 'the job is no longer running anywhere' }
+        : where.host !== host
+          ? { state: 'done', destination: where.host }
+          : { state: 'failed', reason: `still on ${host} after the drain` },
+    );
+  }
   const done = await ctx.ops.mutate(opId, (cur) => {
     if (!cur) return null;
-    const failed = cur.items!.filter((i) => i.state === 'failed' || i.state === 'skipped');
+    const failed = cur.items!.filter((i) => i.state !== 'done');
     return {
       ...cur,
       state: failed.length ? 'failed' : 'done',
