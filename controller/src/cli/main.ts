@@ -7,6 +7,7 @@ import type { GlobalArgs } from './context.js';
 import { adoptCommand } from './commands/adopt.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { deployCommand } from './commands/deploy.js';
 import { eventsCommand } from './commands/events.js';
 import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
       .command(checkpointCommand)
       .command(restoreCommand)
       .command(imagesCommand)
+      .command(deployCommand)
       .demandCommand(1, 'name a command (see --help)')
       .strict()
       .parserConfiguration({ 'populate--': true })
