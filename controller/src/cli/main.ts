@@ -7,6 +7,7 @@ import { defaultNats, type GlobalArgs } from './context.js';
 import { adoptCommand } from './commands/adopt.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
+import { deployCommand } from './commands/deploy.js';
 import { demoCommand } from './commands/demo.js';
 import { downCommand } from './commands/down.js';
 import { eventsCommand } from './commands/events.js';
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
       .command(checkpointCommand)
       .command(restoreCommand)
       .command(imagesCommand)
+      .command(deployCommand)
       .demandCommand(1, 'name a command (see --help)')
       .strict()
       .parserConfiguration({ 'populate--': true })

@@ -1,0 +1,319 @@
+#!/usr/bin/env node
+/**
+ * `drover-deploy`: install, upgrade and run Drover agents on hosts reached over SSH, from an
+ * inventory. Parses flags (yargs, strict), runs one verb across the chosen hosts, prints the
+ * per-host result table (or `--json`), and maps the outcome to an exit code in one place.
+ */
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ErrorCode, isDroverError } from '@drover/common';
+import { buildBundle, readBundle, type Bundle } from './bundle.js';
+import { check } from './commands/check.js';
+import { deployContext, type DeployContext } from './commands/context.js';
+import { install } from './commands/install.js';
+import { start, status, stop } from './commands/service.js';
+import { uninstall } from './commands/uninstall.js';
+import { upgrade } from './commands/upgrade.js';
+import type { HostResult } from './fleet.js';
+import { loadInventory, parseHostKey, selectHosts } from './inventory.js';
+import { renderResults, table } from './report.js';
+import { scanHostKey } from './ssh.js';
+
+/** Exit codes of drover-deploy. */
+export const ExitCode = {
+  ok: 0,
+  /** At least one host failed (the table says which and why). */
+  hostFailed: 1,
+  /** Bad flags or an invalid inventory (nothing was done). */
+  usage: 2,
+  /** A host named on the command line is not in the inventory. */
+  notFound: 3,
+  /** The controller (through NATS) could not be reached. */
+  unavailable: 5,
+} as const;
+
+interface Globals {
+  inventory: string;
+  json: boolean;
+  parallel: number;
+  label: string[];
+  quiet: boolean;
+}
+type HostArgs = Globals & { hosts: string[] };
+
+function exitCodeOf(err: unknown): number {
+  if (!isDroverError(err)) return ExitCode.hostFailed;
+  switch (err.code) {
+    case ErrorCode.InvalidArgument:
+      return ExitCode.usage;
+    case ErrorCode.NotFound:
+      return ExitCode.notFound;
+    case ErrorCode.Unavailable:
+    case ErrorCode.Timeout:
+      return ExitCode.unavailable;
+    default:
+      return ExitCode.hostFailed;
+  }
+}
+
+function progressPrinter(argv: Globals): (host: string, message: string) => void {
+  return (host, message) => {
+    if (!argv.quiet) process.stderr.write(`${host}: ${message}\n`);
+  };
+}
+
+/** Load the inventory, choose hosts, run `body`, print results, set the exit code. */
+async function runVerb(
+  verb: string,
+  argv: HostArgs & { wait?: boolean },
+  body: (ctx: DeployContext) => Promise<{ results: HostResult[]; extra?: Record<string, unknown> }>,
+): Promise<void> {
+  const inv = loadInventory(argv.inventory);
+  const hosts = selectHosts(inv, argv.hosts, argv.label);
+  const ctx = deployContext(inv, hosts, {
+    parallel: argv.parallel,
+    progress: progressPrinter(argv),
+    wait: argv.wait ?? true,
+  });
+  try {
+    const { results, extra } = await body(ctx);
+    const ok = results.every((r) => r.ok);
+    if (argv.json) {
+      process.stdout.write(JSON.stringify({ verb, ok, ...extra, results }, null, 2) + '\n');
+    } else {
+      process.stdout.write(renderResults(verb, results) + '\n');
+    }
+    if (!ok) process.exitCode = ExitCode.hostFailed;
+  } finally {
+    await ctx.cluster.close();
+  }
+}
+
+async function bundleFor(
+  argv: { bundle?: string | undefined; release?: string | undefined },
+  progress: (h: string, m: string) => void,
+): Promise<Bundle> {
+  if (argv.bundle) return readBundle(argv.bundle);
+  progress('local', 'building the agent bundle from this repository');
+  return buildBundle(argv.release ? { release: argv.release } : {});
+}
+
+function bundleInfo(b: Bundle): Record<string, unknown> {
+  return { bundle: { path: b.path, sha256: b.sha256, size: b.size, ...b.manifest } };
+}
+
+const withHosts = <T>(y: Argv<T>) =>
+  y.positional('hosts', {
+    type: 'string',
+    array: true,
+    default: [] as string[],
+    describe: 'hosts (default: all, or those with every --label)',
+  });
+
+const bundleOptions = <T>(y: Argv<T>) =>
+  y
+    .option('bundle', { type: 'string', describe: 'a bundle made by `drover-deploy bundle`' })
+    .option('release', { type: 'string', describe: 'release label when building the bundle' });
+
+async function main(): Promise<void> {
+  let failed: unknown = null;
+  try {
+    await yargs(hideBin(process.argv))
+      .scriptName('drover-deploy')
+      .usage('$0 <command> [hosts..] [options]')
+      .option('inventory', {
+        alias: 'i',
+        type: 'string',
+        default: process.env.DROVER_INVENTORY ?? 'drover-inventory.yaml',
+        describe: 'the inventory (YAML)',
+      })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+      .option('parallel', { type: 'number', default: 8, describe: 'hosts worked on at once' })
+      .option('label', {
+        type: 'string',
+        array: true,
+        default: [] as string[],
+        describe: 'only hosts with this KEY=VALUE label',
+      })
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress' })
+      .command<HostArgs>(
+        'check [hosts..]',
+        'Can each host run an agent? (changes nothing)',
+        withHosts,
+        (argv) => runVerb('check', argv, async (ctx) => ({ results: await check(ctx) })),
+      )
+      .command<HostArgs & { bundle?: string; release?: string; force: boolean; wait: boolean }>(
+        'install [hosts..]',
+        'Install and start the agent (idempotent)',
+        (y) =>
+          bundleOptions(withHosts(y))
+            .option('force', {
+              type: 'boolean',
+              default: false,
+              describe: 'restart an agent running another release in place (no drain)',
+            })
+            .option('wait', { type: 'boolean', default: true, describe: 'wait for heartbeats' }),
+        (argv) =>
+          runVerb('install', argv, async (ctx) => {
+            const b = await bundleFor(argv, ctx.progress);
+            return { results: await install(ctx, b, argv.force), extra: bundleInfo(b) };
+          }),
+      )
+      .command<HostArgs & { wait: boolean }>(
+        'start [hosts..]',
+        'Start the agent and wait for its heartbeat',
+        (y) => withHosts(y).option('wait', { type: 'boolean', default: true }),
+        (argv) => runVerb('start', argv, async (ctx) => ({ results: await start(ctx) })),
+      )
+      .command<HostArgs>(
+        'stop [hosts..]',
+        'Stop the agent (its jobs keep running)',
+        withHosts,
+        (argv) => runVerb('stop', argv, async (ctx) => ({ results: await stop(ctx) })),
+      )
+      .command<HostArgs>(
+        'status [hosts..]',
+        'The agent on each host, and the controller’s view',
+        withHosts,
+        (argv) => runVerb('status', argv, async (ctx) => ({ results: await status(ctx) })),
+      )
+      .command<
+        HostArgs & {
+          bundle?: string;
+          release?: string;
+          drain: boolean;
+          'drain-parallel': number;
+          'drain-timeout': number;
+        }
+      >(
+        'upgrade [hosts..]',
+        'Rolling upgrade: drain, upgrade, start, uncordon, one host at a time',
+        (y) =>
+          bundleOptions(withHosts(y))
+            .option('drain', { type: 'boolean', default: true, describe: 'drain each host first' })
+            .option('drain-parallel', {
+              type: 'number',
+              default: 2,
+              describe: 'migrations at once',
+            })
+            .option('drain-timeout', {
+              type: 'number',
+              default: 900,
+              describe: 'seconds per drain',
+            }),
+        (argv) =>
+          runVerb('upgrade', argv, async (ctx) => {
+            const b = await bundleFor(argv, ctx.progress);
+            const results = await upgrade(ctx, b, {
+              drain: argv.drain,
+              drainParallel: argv['drain-parallel'],
+              drainTimeoutMs: argv['drain-timeout'] * 1000,
+            });
+            return { results, extra: bundleInfo(b) };
+          }),
+      )
+      .command<HostArgs & { purge: boolean; drain: boolean; 'drain-timeout': number }>(
+        'uninstall [hosts..]',
+        'Stop and remove the agent and its files',
+        (y) =>
+          withHosts(y)
+            .option('purge', {
+              type: 'boolean',
+              default: false,
+              describe: 'also remove the state directory (job records, images)',
+            })
+            .option('drain', {
+              type: 'boolean',
+              default: false,
+              describe: 'drain hosts that still run jobs first',
+            })
+            .option('drain-timeout', { type: 'number', default: 900 }),
+        (argv) =>
+          runVerb('uninstall', argv, async (ctx) => ({
+            results: await uninstall(ctx, {
+              purge: argv.purge,
+              drain: argv.drain,
+              drainTimeoutMs: argv['drain-timeout'] * 1000,
+            }),
+          })),
+      )
+      .command<Globals & { release?: string; out?: string }>(
+        'bundle',
+        'Build the agent bundle (a tarball install and upgrade can take with --bundle)',
+        (y) =>
+          y
+            .option('release', { type: 'string', describe: 'release label (default: the version)' })
+            .option('out', { type: 'string', describe: 'directory for the tarball' }),
+        async (argv) => {
+          const b = await buildBundle({
+            ...(argv.release ? { release: argv.release } : {}),
+            ...(argv.out ? { outDir: argv.out } : {}),
+          });
+          process.stdout.write(
+            argv.json
+              ? JSON.stringify(bundleInfo(b).bundle, null, 2) + '\n'
+              : `${b.path}\nrelease ${b.manifest.release} id ${b.manifest.id}, ${b.manifest.files} files, ` +
+                  `${(b.size / 1048576).toFixed(1)} MiB\n`,
+          );
+        },
+      )
+      .command<Globals & { addresses: string[] }>(
+        'keyscan <addresses..>',
+        'Print the host keys of ADDRESS[:PORT]s, to pin after checking them out of band',
+        (y) => y.positional('addresses', { type: 'string', array: true, demandOption: true }),
+        async (argv) => {
+          const rows = await Promise.all(
+            argv.addresses.map(async (a) => {
+              const m = /^(.+?)(?::(\d+))?$/.exec(a);
+              const target = {
+                address: m?.[1] ?? a,
+                port: Number(m?.[2] ?? 22),
+                connectTimeoutMs: 10_000,
+              };
+              try {
+                const k = await scanHostKey(target);
+                return { address: a, ok: true, ...k, valid: parseHostKey(k.line) !== null };
+              } catch (err) {
+                return {
+                  address: a,
+                  ok: false,
+                  error: err instanceof Error ? err.message : String(err),
+                };
+              }
+            }),
+          );
+          if (argv.json) process.stdout.write(JSON.stringify({ keys: rows }, null, 2) + '\n');
+          else
+            process.stdout.write(
+              table(
+                ['ADDRESS', 'FINGERPRINT', 'HOSTKEY'],
+                rows.map((r) =>
+                  r.ok && 'line' in r
+                    ? [r.address, r.fingerprint, r.line]
+                    : [r.address, '-', `unreachable: ${'error' in r ? r.error : ''}`],
+                ),
+              ) + '\n',
+            );
+          if (rows.some((r) => !r.ok)) process.exitCode = ExitCode.hostFailed;
+        },
+      )
+      .demandCommand(1, 'name a command (see --help)')
+      .strict()
+      .fail((msg, err) => {
+        failed = err ?? Object.assign(new Error(msg), { usage: true });
+        throw failed;
+      })
+      .help()
+      .parseAsync();
+  } catch (err) {
+    failed ??= err;
+  }
+  if (failed !== null) {
+    const usage = (failed as { usage?: boolean }).usage === true;
+    const message = failed instanceof Error ? failed.message : String(failed);
+    process.stderr.write(`drover-deploy: ${message}\n`);
+    process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);
+  }
+}
+
+void main();

@@ -1,0 +1,486 @@
+/**
+ * The SSH deployer end to end: emulated hosts with sshd (pinned host keys), NATS, a controller,
+ * and `drover-deploy` run as operators run it. check + install bring up agents that register; a
+ * second install changes nothing; wrong host key, unreachable host and a failed command fail
+ * only their host; a rolling upgrade keeps every workload running; uninstall leaves nothing.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ControllerProcess, Testbed, type SshdService } from '@drover/testbed';
+import { drover, REPO_ROOT, type CliResult } from '../cluster/cli.js';
+import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
+import { JOB_ENV, waitFor } from './helpers.js';
+
+const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
+/** Inside each host (its own /srv): the install root and the agents' shared state dir path. */
+const INSTALL_ROOT = '/srv/drover-install';
+const STATE_DIR = '/srv/drover';
+
+let tb: Testbed;
+let ctl: ControllerProcess;
+let urls: string[];
+let sshd: SshdService[];
+let inventory: string;
+
+/** Run `drover-deploy -i INVENTORY ARGS...`. */
+function deploy(args: readonly string[], inv = inventory, timeoutMs = 600_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [DEPLOY_MAIN, '-i', inv, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+interface Result {
+  host: string;
+  ok: boolean;
+  changed: boolean;
+  detail: string;
+  data: Record<string, unknown>;
+  error: { failure: string | null; step: string | null; stderrTail: string | null } | null;
+}
+
+async function deployJson(
+  args: readonly string[],
+  inv = inventory,
+): Promise<{ code: number; results: Result[]; raw: CliResult }> {
+  const r = await deploy(['--json', ...args], inv);
+  let parsed: { results?: Result[] };
+  try {
+    parsed = JSON.parse(r.stdout) as { results?: Result[] };
+  } catch {
+    assert.fail(
+      `drover-deploy ${args.join(' ')} printed no JSON (exit ${r.code}):\n${r.stderr}${r.stdout}`,
+    );
+  }
+  return { code: r.code, results: parsed.results ?? [], raw: r };
+}
+
+function byHost(results: Result[], name: string): Result {
+  const r = results.find((x) => x.host === name);
+  assert.ok(r, `no result for ${name}`);
+  return r;
+}
+
+async function json<T>(args: string[]): Promise<T> {
+  const r = await drover(urls, ['--json', ...args]);
+  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+interface HostView {
+  host: string;
+  reachable: boolean;
+  cordoned: boolean;
+}
+interface JobView {
+  id: string;
+  host: string;
+  state: string;
+}
+
+/** Write an inventory; `extra` adds a line to a host (e.g. an override). */
+function writeInventory(
+  file: string,
+  hosts: { name: string; address: string; hostKey: string; extra?: string }[],
+  heartbeatTimeoutSec = 60,
+): string {
+  const lines = [
+    '# drover-deploy inventory for the testbed (written by deploy.test.ts)',
+    'nats:',
+    `  servers: [${urls.join(', ')}]`,
+    'controller:',
+    `  heartbeatTimeoutSec: ${heartbeatTimeoutSec}`,
+    'defaults:',
+    `  key: ${sshd[0]!.clientPrivateKeyPath}`,
+    '  connectTimeoutSec: 5',
+    `  installRoot: ${INSTALL_ROOT}`,
+    `  stateDir: ${STATE_DIR}`,
+    '  agent:',
+    '    heartbeatMs: 500',
+    '    logLevel: debug',
+    'hosts:',
+    ...hosts.flatMap((h) => [
+      `  - name: ${h.name}`,
+      `    address: ${h.address}`,
+      `    hostKey: "${h.hostKey}"`,
+      `    labels: { testbed: "${tb.runId}" }`,
+      ...(h.extra ? [`    ${h.extra}`] : []),
+    ]),
+    '',
+  ];
+  const path = join(tb.runDir, file);
+  writeFileSync(path, lines.join('\n'));
+  return path;
+}
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 3, nats: 'single' });
+  urls = [...tb.nats!.urls];
+  sshd = await Promise.all(tb.hosts.map((h) => tb.startSshd(h)));
+  ctl = await ControllerProcess.start(tb);
+  inventory = writeInventory(
+    'inventory.yaml',
+    sshd.map((s) => ({ name: s.host, address: s.address, hostKey: s.hostPublicKey })),
+  );
+});
+
+after(async () => {
+  await ctl?.kill();
+  // The agents deploy started live inside the hosts: the teardown ends them with the hosts.
+  await tb?.teardown();
+});
+
+/** A host's path as the runner sees it (its /srv is the host's state dir). */
+function srv(host: string, inside: string): string {
+  return join(tb.host(host).stateDir, inside.slice('/srv/'.length));
+}
+
+describe('drover-deploy on the testbed', () => {
+  const installPids: Record<string, number> = {};
+
+  test('check, then install: 3 agents register with the controller; a second install changes nothing', async () => {
+    const checked = await deployJson(['check']);
+    assert.equal(checked.code, 0, checked.raw.stderr + checked.raw.stdout);
+    for (const r of checked.results) {
+      assert.equal(r.ok, true, r.detail);
+      const facts = r.data.facts as {
+        uid: number;
+        checkpointRestore: boolean;
+        criuVersion: string;
+      };
+      assert.equal(facts.uid, 0);
+      assert.equal(facts.checkpointRestore, true);
+      assert.match(facts.criuVersion, /^4\./);
+      assert.equal(r.data.mode, 'supervisor', 'no systemd in testbed hosts');
+    }
+
+    const first = await deployJson(['install']);
+    assert.equal(first.code, 0, first.raw.stderr + first.raw.stdout);
+    assert.match(first.raw.stderr, /h1: uploading release/);
+    assert.match(first.raw.stderr, /h2: waiting for its heartbeat at the controller/);
+    for (const r of first.results) {
+      assert.equal(r.ok, true, r.detail);
+      assert.equal(r.changed, true);
+      installPids[r.host] = r.data.agentPid as number;
+    }
+    const { hosts } = await json<{ hosts: HostView[] }>(['hosts']);
+    assert.deepEqual(
+      hosts
+        .filter((h) => h.reachable)
+        .map((h) => h.host)
+        .sort(),
+      ['h1', 'h2', 'h3'],
+    );
+    // Files land with restrictive modes; the release is root's and not writable by others.
+    for (const h of ['h1', 'h2', 'h3']) {
+      assert.equal(statSync(srv(h, `${INSTALL_ROOT}/etc`)).mode & 0o777, 0o700);
+      assert.equal(statSync(srv(h, `${INSTALL_ROOT}/etc/agent.json`)).mode & 0o777, 0o600);
+      const main = srv(h, `${INSTALL_ROOT}/current/agent/dist/main.js`);
+      assert.equal(statSync(main).mode & 0o022, 0);
+    }
+
+    const second = await deployJson(['install']);
+    assert.equal(second.code, 0, second.raw.stderr + second.raw.stdout);
+    for (const r of second.results) {
+      assert.equal(r.ok, true, r.detail);
+      assert.equal(r.changed, false, `${r.host}: ${r.detail}`);
+      assert.match(r.detail, /unchanged/);
+      assert.equal(r.data.agentPid, installPids[r.host], 'the agent was not restarted');
+    }
+    assert.doesNotMatch(second.raw.stderr, /uploading/);
+
+    // The same through the main CLI's thin `drover deploy` verb, as a human table.
+    const st = await drover(urls, ['deploy', '-i', inventory, 'status']);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, /^HOST\s+RESULT\s+CHANGED\s+DETAIL/m);
+    for (const h of ['h1', 'h2', 'h3']) {
+      assert.match(
+        st.stdout,
+        new RegExp(`^${h}\\s+ok\\s+no\\s+running, pid ${installPids[h]}.*reachable`, 'm'),
+      );
+    }
+  });
+
+  test('a wrong pinned host key, an unreachable host and a failed command fail only their host', async () => {
+    const bad = writeInventory('inventory-bad.yaml', [
+      { name: 'h1', address: sshd[0]!.address, hostKey: sshd[0]!.hostPublicKey },
+      // h2 pinned with h3's key.
+      { name: 'h2', address: sshd[1]!.address, hostKey: sshd[2]!.hostPublicKey },
+      // h3 with an install root that cannot be created.
+      {
+        name: 'h3',
+        address: sshd[2]!.address,
+        hostKey: sshd[2]!.hostPublicKey,
+        extra: 'installRoot: /proc/drover-install',
+      },
+      // Nobody has this address on the testbed's network.
+      { name: 'h4', address: `10.77.${tb.subnet}.99`, hostKey: sshd[0]!.hostPublicKey },
+    ]);
+    const r = await deployJson(['install'], bad);
+    assert.equal(r.code, 1, r.raw.stderr);
+    const h1 = byHost(r.results, 'h1');
+    assert.equal(h1.ok, true, h1.detail);
+    assert.equal(h1.changed, false);
+    const h2 = byHost(r.results, 'h2');
+    assert.equal(h2.ok, false);
+    assert.equal(h2.error?.failure, 'host-key');
+    assert.match(h2.detail, /host key mismatch .* pinned SHA256:\S+, the host offered SHA256:\S+/);
+    const h3 = byHost(r.results, 'h3');
+    assert.equal(h3.ok, false);
+    assert.equal(h3.error?.failure, 'command');
+    assert.equal(h3.error?.step, 'layout');
+    assert.match(h3.error?.stderrTail ?? '', /\/proc\/drover-install/);
+    const h4 = byHost(r.results, 'h4');
+    assert.equal(h4.ok, false);
+    assert.equal(h4.error?.failure, 'unreachable');
+    assert.match(h4.detail, /cannot reach 10\.77\.\d+\.99:22/);
+    // The human table says the same, one row per host.
+    const human = await deploy(['status'], bad);
+    assert.equal(human.code, 1);
+    assert.match(human.stdout, /^h1\s+ok\s/m);
+    assert.match(human.stdout, /^h2\s+FAILED \(host-key\)\s/m);
+    assert.match(human.stdout, /^h4\s+FAILED \(unreachable\)\s/m);
+    assert.match(human.stdout, /status: 4 hosts, 2 ok, 2 failed, 0 changed/);
+    // Nothing happened to the agents that were running.
+    const st = await deployJson(['status']);
+    for (const h of ['h1', 'h2', 'h3']) {
+      assert.equal(byHost(st.results, h).data.agentPid, installPids[h]);
+    }
+    // An invalid inventory is refused before anything runs (exit 2).
+    const invalid = await deploy(
+      ['check'],
+      writeInventory('inventory-invalid.yaml', [
+        { name: 'h1', address: sshd[0]!.address, hostKey: 'ssh-ed25519 nope' },
+      ]),
+    );
+    assert.equal(invalid.code, 2, invalid.stderr);
+    assert.match(invalid.stderr, /hosts\[0\] \(h1\)\.hostKey: expected an OpenSSH public key line/);
+  });
+
+  test('a rolling upgrade drains each host in turn; every workload keeps running and verifies', async () => {
+    const plan: [WorkloadName, string, { mb?: number }][] = [
+      ['node', 'h1', {}],
+      ['python', 'h1', {}],
+      ['threads', 'h2', {}],
+      ['memory', 'h3', { mb: 32 }],
+    ];
+    const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+    const jobs: { id: string; dir: string }[] = [];
+    for (const [name, host, opts] of plan) {
+      const dir = join(tb.runDir, 'shared', `deploy-${name}`);
+      mkdirSync(dir, { recursive: true });
+      const job = await json<{ id: string }>([
+        'run',
+        '--host',
+        host,
+        '--name',
+        `deploy-${name}`,
+        ...env,
+        '--',
+        ...workloadCommand(name, { dir, ...opts }),
+      ]);
+      jobs.push({ id: job.id, dir });
+    }
+    for (const j of jobs) await waitReady(j.dir, 30_000);
+
+    const made = await deploy([
+      'bundle',
+      '--release',
+      'v2',
+      '--out',
+      join(tb.runDir, 'bundles'),
+      '--json',
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const v2 = JSON.parse(made.stdout) as { path: string; id: string; release: string };
+    assert.equal(v2.release, 'v2');
+
+    const up = await deployJson(['upgrade', '--bundle', v2.path]);
+    assert.equal(up.code, 0, up.raw.stderr + up.raw.stdout);
+    const moved = new Set<string>();
+    for (const h of ['h1', 'h2', 'h3']) {
+      const r = byHost(up.results, h);
+      assert.equal(r.ok, true, r.detail);
+      assert.equal(r.changed, true);
+      assert.equal(r.data.release, v2.id);
+      assert.notEqual(r.data.agentPid, installPids[h], `${h}'s agent was restarted`);
+      for (const id of r.data.moved as string[]) moved.add(id);
+    }
+    // Hosts went one at a time: each was drained before its agent stopped.
+    const order = [
+      ...up.raw.stderr.matchAll(/^(h\d): (draining|stopping the agent|agent started)/gm),
+    ].map((m) => `${m[1]} ${m[2]}`);
+    assert.deepEqual(order, [
+      'h1 draining',
+      'h1 stopping the agent',
+      'h1 agent started',
+      'h2 draining',
+      'h2 stopping the agent',
+      'h2 agent started',
+      'h3 draining',
+      'h3 stopping the agent',
+      'h3 agent started',
+    ]);
+    for (const j of jobs) assert.ok(moved.has(j.id), `${j.id} was never moved off a drained host`);
+
+    const st = await deployJson(['status']);
+    for (const r of st.results) {
+      assert.equal(r.data.running, true);
+      assert.equal(r.data.release, v2.id, `${r.host} runs ${String(r.data.release)}`);
+    }
+    const { hosts } = await json<{ hosts: HostView[] }>(['hosts']);
+    for (const h of hosts) {
+      assert.equal(h.reachable, true, h.host);
+      assert.equal(h.cordoned, false, `${h.host} was uncordoned`);
+    }
+    const { jobs: live } = await json<{ jobs: JobView[] }>(['jobs']);
+    for (const j of jobs) {
+      const running = live.filter((x) => x.id === j.id && x.state === 'running');
+      assert.equal(running.length, 1, `${j.id} is live on ${running.length} hosts`);
+      const verdict = await requestVerdict(
+        j.dir,
+        (sig) => void drover(urls, ['signal', j.id, sig]),
+        30_000,
+      );
+      assert.equal(verdict.ok, true, `${j.id}: ${JSON.stringify(verdict)}`);
+    }
+    // Upgrading to the release every host runs changes nothing and drains nothing.
+    const again = await deployJson(['upgrade', '--bundle', v2.path]);
+    assert.equal(again.code, 0, again.raw.stderr);
+    for (const r of again.results) assert.equal(r.changed, false, r.detail);
+    assert.doesNotMatch(again.raw.stderr, /draining/);
+    for (const j of jobs) await drover(urls, ['signal', j.id, 'SIGKILL']);
+    await waitFor(async () => {
+      const { jobs: now } = await json<{ jobs: JobView[] }>(['jobs']);
+      return !now.some((x) => jobs.some((j) => j.id === x.id) && x.state === 'running');
+    }, 30_000);
+  });
+
+  test('an upgrade whose agent does not come up is rolled back, release and config; the rolling stops there', async () => {
+    const before = await deployJson(['status']);
+    const v2 = byHost(before.results, 'h2').data.release as string;
+    const made = await deploy([
+      'bundle',
+      '--release',
+      'v3',
+      '--out',
+      join(tb.runDir, 'bundles'),
+      '--json',
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const v3 = JSON.parse(made.stdout) as { path: string; id: string };
+    // h2's new config makes its agent fail at start (no such port): no heartbeat comes.
+    const broken = writeInventory(
+      'inventory-broken.yaml',
+      sshd.map((s) => ({
+        name: s.host,
+        address: s.address,
+        hostKey: s.hostPublicKey,
+        ...(s.host === 'h2' ? { extra: `agent: { streamListen: "${s.address}:70000" }` } : {}),
+      })),
+      8,
+    );
+    const up = await deployJson(['upgrade', '--bundle', v3.path], broken);
+    assert.equal(up.code, 1, up.raw.stderr + up.raw.stdout);
+    const [h1, h2, h3] = ['h1', 'h2', 'h3'].map((h) => byHost(up.results, h));
+    assert.equal(h1!.ok, true, h1!.detail);
+    assert.equal(h1!.data.release, v3.id);
+    assert.equal(h2!.ok, false);
+    // The agent dies at start: caught as it starts, or as no heartbeat comes.
+    assert.ok(['heartbeat', 'start'].includes(h2!.error?.step ?? ''), h2!.detail);
+    assert.match(h2!.detail, new RegExp(`; rolled back to ${v2}, left cordoned$`));
+    assert.equal(h3!.ok, false);
+    assert.match(h3!.detail, /not upgraded: the rolling upgrade stopped at h2/);
+    const st = await deployJson(['status']);
+    assert.equal(byHost(st.results, 'h1').data.release, v3.id);
+    for (const h of ['h2', 'h3']) {
+      assert.equal(byHost(st.results, h).data.release, v2, `${h} runs its previous release`);
+      assert.equal(byHost(st.results, h).data.running, true);
+    }
+    // h2's agent runs its previous config again (it heartbeats), and waits cordoned.
+    const agentJson = JSON.parse(
+      (await tb.host('h2').exec(['cat', `${INSTALL_ROOT}/etc/agent.json`])).stdout,
+    ) as { streamListen: string };
+    assert.match(agentJson.streamListen, /:7070$/);
+    const { hosts } = await json<{ hosts: HostView[] }>(['hosts']);
+    const h2view = hosts.find((h) => h.host === 'h2');
+    assert.equal(h2view?.cordoned, true);
+    assert.equal(h2view?.reachable, true);
+    assert.equal((await drover(urls, ['uncordon', 'h2'])).code, 0);
+    // With the inventory fixed, the upgrade completes: h1 is already done.
+    const fixed = await deployJson(['upgrade', '--bundle', v3.path]);
+    assert.equal(fixed.code, 0, fixed.raw.stderr + fixed.raw.stdout);
+    assert.equal(byHost(fixed.results, 'h1').changed, false);
+    assert.equal(byHost(fixed.results, 'h2').data.release, v3.id);
+    assert.equal(byHost(fixed.results, 'h3').data.release, v3.id);
+  });
+
+  test('uninstall refuses a host with jobs, then removes agents and files and leaves no process', async () => {
+    const dir = join(tb.runDir, 'shared', 'deploy-uninstall');
+    mkdirSync(dir, { recursive: true });
+    const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
+    const job = await json<{ id: string }>([
+      'run',
+      '--host',
+      'h1',
+      ...env,
+      '--',
+      ...workloadCommand('python', { dir }),
+    ]);
+    await waitReady(dir, 30_000);
+    const refused = await deployJson(['uninstall', 'h1']);
+    assert.equal(refused.code, 1);
+    assert.equal(byHost(refused.results, 'h1').error?.failure, 'refused');
+    assert.match(
+      byHost(refused.results, 'h1').detail,
+      new RegExp(`still runs 1 jobs \\(${job.id}\\)`),
+    );
+    assert.ok(existsSync(srv('h1', `${INSTALL_ROOT}/current`)), 'nothing was removed');
+    assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+    await waitFor(async () => {
+      const { jobs } = await json<{ jobs: JobView[] }>(['jobs']);
+      return !jobs.some((j) => j.id === job.id && j.state === 'running');
+    }, 30_000);
+
+    const gone = await deployJson(['uninstall', '--purge']);
+    assert.equal(gone.code, 0, gone.raw.stderr + gone.raw.stdout);
+    for (const r of gone.results) {
+      assert.equal(r.ok, true, r.detail);
+      assert.equal(r.changed, true);
+      assert.equal(r.data.stopped, true);
+    }
+    for (const h of tb.hosts) {
+      assert.equal(existsSync(srv(h.name, INSTALL_ROOT)), false, `${h.name}: install root left`);
+      assert.equal(existsSync(srv(h.name, STATE_DIR)), false, `${h.name}: state dir left`);
+      const ps = await h.exec(['ps', '-eo', 'pid,args']);
+      assert.equal(ps.code, 0, ps.stderr);
+      assert.doesNotMatch(
+        ps.stdout,
+        /drover-install|drover-service|agent\/dist\/main\.js/,
+        `${h.name}:\n${ps.stdout}`,
+      );
+    }
+    // The controller stops hearing them.
+    await waitFor(async () => {
+      const { hosts } = await json<{ hosts: HostView[] }>(['hosts']);
+      return hosts.every((h) => !h.reachable);
+    }, 20_000);
+    const again = await deployJson(['uninstall', '--purge']);
+    assert.equal(again.code, 0, again.raw.stderr);
+    for (const r of again.results) assert.equal(r.changed, false, r.detail);
+  });
+});
