@@ -1,7 +1,8 @@
 /**
- * Images in and out of the image-set object store: `pushImage` copies a local image under
- * `<set>/<job>/`, `fetchImage` brings one back onto this host and checks every byte against the
- * checksums the set recorded. A pair, like CRIU's dump_x/restore_x.
+ * Images in and out of the image-set object store: `pushImage` seals a local image with the set's
+ * key (image-crypto.ts) under `<set>/<job>/`, `fetchImage` brings one back onto this host,
+ * authenticating every chunk and checking every byte against the checksums the set recorded. A
+ * pair, like CRIU's dump_x/restore_x.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -12,6 +13,7 @@ import type { ObjectFiles } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
+import { imageKey, openImage, sealImage } from './image-crypto.js';
 import { toImageInfo } from './image-store.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -21,6 +23,7 @@ async function* hashedChunks(
   path: string,
   hash: Hash,
   bytesPerSec: number | undefined,
+  count: { bytes: number },
 ): AsyncGenerator<Uint8Array> {
   const t0 = performance.now();
   let sent = 0;
@@ -30,6 +33,7 @@ async function* hashedChunks(
   for await (const chunk of createReadStream(path, { highWaterMark }) as AsyncIterable<Buffer>) {
     hash.update(chunk);
     sent += chunk.length;
+    count.bytes = sent;
     if (bytesPerSec) {
       const due = (sent / bytesPerSec) * 1000 - (performance.now() - t0);
       if (due > 0) await sleep(due);
@@ -54,6 +58,7 @@ export function pushImage(
   const p = (async () => {
     const t0 = performance.now();
     const manifest = await agent.images.readManifest(req.imageId); // complete images only
+    const key = imageKey(req.key);
     const store = await objects();
     const files: ImageFile[] = [];
     for (const name of (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort()) {
@@ -61,11 +66,17 @@ export function pushImage(
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
       const hash = createHash('sha256');
-      const put = await store.put(
-        `${req.prefix}/${name}`,
-        hashedChunks(join(manifest.dir, name), hash, faults.throttleBytesPerSec),
+      const count = { bytes: 0 };
+      const object = `${req.prefix}/${name}`;
+      await store.put(
+        object,
+        sealImage(
+          hashedChunks(join(manifest.dir, name), hash, faults.throttleBytesPerSec, count),
+          key,
+          object,
+        ),
       );
-      files.push({ name, size: put.size, sha256: hash.digest('hex') });
+      files.push({ name, size: count.bytes, sha256: hash.digest('hex') });
     }
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
     agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });
@@ -87,6 +98,7 @@ export async function fetchImage(
   req: AgentRequest<'image-fetch'>,
 ): Promise<AgentReplies['image-fetch']> {
   const t0 = performance.now();
+  const key = imageKey(req.key);
   const store = await objects();
   const final = agent.images.dir(req.imageId);
   const tmp = join(agent.images.imagesDir, `.fetch-${req.imageId}`);
@@ -96,8 +108,9 @@ export async function fetchImage(
     for (const f of req.files) {
       const hash = createHash('sha256');
       const path = join(tmp, f.name);
+      const object = `${req.prefix}/${f.name}`;
       await pipeline(
-        store.get(`${req.prefix}/${f.name}`),
+        openImage(store.get(object), key, object),
         async function* (source: AsyncIterable<Uint8Array>) {
           for await (const chunk of source) {
             hash.update(chunk);

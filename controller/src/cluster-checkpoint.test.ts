@@ -74,6 +74,7 @@ class FakeCluster {
   private clock = 1_000;
   readonly ops = new MemRecords<OperationRecord>();
   readonly sets = new MemRecords<ImageSet>();
+  readonly keys = new MemRecords<{ key: string }>();
 
   constructor(placement: [string, string][]) {
     for (const [id, host] of placement)
@@ -120,6 +121,7 @@ class FakeCluster {
         return { deleted: imgs.delete(req['imageId'] as string) };
       case 'image-push':
         assert.ok(imgs.has(req['imageId'] as string), 'pushed an image that is not there');
+        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'pushed without the set key');
         this.objects.add(`${req['prefix'] as string}/core.img`);
         return {
           files: [{ name: 'core.img', size: 100, sha256: 'a'.repeat(64) }],
@@ -127,6 +129,7 @@ class FakeCluster {
           durationMs: 1,
         };
       case 'image-fetch':
+        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'fetched without the set key');
         assert.ok(this.objects.has(`${req['prefix'] as string}/core.img`), 'fetched no object');
         imgs.add(req['imageId'] as string);
         return { imageId: req['imageId'], durationMs: 1 };
@@ -178,6 +181,7 @@ class FakeCluster {
     const ctx: ClusterContext = {
       ops: this.ops,
       sets: this.sets,
+      keys: this.keys,
       objects: {
         deletePrefix: async (prefix) => {
           const gone = [...this.objects].filter((o) => o.startsWith(prefix));
@@ -287,6 +291,7 @@ test('a failed dump rolls back: every job thawed, no image, no object, no set', 
     ['running', 'running', 'running'],
   );
   assert.equal(await fc.sets.get('s1'), null);
+  assert.equal(await fc.keys.get('s1'), null, 'the key of a rolled-back set was kept');
   assert.equal(fc.objects.size, 0);
   assert.deepEqual(
     [...fc.images.values()].map((s) => s.size),
@@ -392,6 +397,11 @@ test('retention keeps the newest complete sets; older ones and their objects go'
     await new Promise((r) => setTimeout(r, 5)); // distinct creation times
   }
   assert.deepEqual([...(await fc.sets.list()).keys()].sort(), ['s2', 's3']);
+  assert.deepEqual(
+    [...(await fc.keys.list()).keys()].sort(),
+    ['s2', 's3'],
+    'the key of s1 was kept',
+  );
   assert.deepEqual(
     [...fc.objects].map((o) => o.split('/')[0]).sort(),
     ['s2', 's3'],

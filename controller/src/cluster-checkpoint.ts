@@ -14,6 +14,7 @@
  * so a controller that takes over runs the same function and carries the operation on from where
  * it was (`resumeCluster`).
  */
+import { randomBytes } from 'node:crypto';
 import type { ObjectFiles, StateStore } from '@drover/bus';
 import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
 import type {
@@ -39,6 +40,8 @@ export type Records<T> = Pick<
 export interface ClusterContext {
   ops: Records<OperationRecord>;
   sets: Records<ImageSet>;
+  /** set name → its AES-256 key (base64): only the controller reads it, agents get it per call. */
+  keys: Records<{ key: string }>;
   objects: Pick<ObjectFiles, 'deletePrefix'>;
   log: Logger;
   /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
@@ -126,6 +129,8 @@ export async function checkpointCluster(
   const now = new Date().toISOString();
   const opId = newId('op');
   const leaveRunning = req.leaveRunning === true;
+  // The set's key exists before any image could be stored with it.
+  await ctx.keys.put(name, { key: randomBytes(32).toString('base64') });
   try {
     await ctx.sets.create(name, {
       name,
@@ -214,6 +219,7 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
       cur = await op.phase('storing');
     }
     if (cur.phase === 'storing') {
+      const key = await setKey(ctx, name);
       await forEachLimit(
         cur.members!.filter((m) => m.state === 'dumped'),
         PARALLEL,
@@ -221,7 +227,7 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
           const pushed = await ctx.agent(
             m.host,
             'image-push',
-            { imageId: m.imageId, prefix: `${name}/${m.jobId}` },
+            { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
             LONG_MS,
           );
           await ctx.sets.mutate(name, (s) =>
@@ -339,6 +345,7 @@ async function rollBackCheckpoint(
   );
   await ctx.objects.deletePrefix(`${name}/`).catch((e: unknown) => cause.suppress(e));
   await ctx.sets.delete(name).catch((e: unknown) => cause.suppress(e));
+  await ctx.keys.delete(name).catch((e: unknown) => cause.suppress(e));
   return op.update((o) => ({
     ...o,
     state: 'failed',
@@ -475,6 +482,7 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
   try {
     if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
     if (cur.phase === 'fetching') {
+      const key = await setKey(ctx, set.name);
       await forEachLimit(
         cur.members!.filter((m) => m.state === 'pending'),
         PARALLEL,
@@ -483,7 +491,7 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
           await ctx.agent(
             m.host,
             'image-fetch',
-            { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: j.files },
+            { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: j.files, key },
             LONG_MS,
           );
           await op.member(m.jobId, { state: 'fetched' });
@@ -597,6 +605,7 @@ export async function deleteSet(
   await refuseIfBusy(ctx, name);
   const objects = await ctx.objects.deletePrefix(`${name}/`);
   await ctx.sets.delete(name);
+  await ctx.keys.delete(name);
   ctx.log.info('image set deleted', { set: name, objects });
   return { deleted: true, objects };
 }
@@ -608,6 +617,19 @@ async function applyRetention(ctx: ClusterContext): Promise<void> {
     ctx.log.info('image set past retention', { set: s.name, retention: ctx.retention });
     await deleteSet(ctx, s.name);
   }
+}
+
+/** The key image set `name` is sealed with. */
+async function setKey(ctx: ClusterContext, name: string): Promise<string> {
+  const k = await ctx.keys.get(name);
+  if (!k) {
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `the key of image set ${name} is missing; its images cannot be stored or read`,
+      { details: { name } },
+    );
+  }
+  return k.value.key;
 }
 
 /** Operations to resume after a takeover. */

@@ -54,8 +54,10 @@ export interface ControllerStores {
   ops: StateStore<OperationRecord>;
   /** image-set name → its record (jobs, files, checksums). */
   sets: StateStore<ImageSet>;
-  /** The images of every set: `<set>/<job>/<file>`. */
+  /** The images of every set: `<set>/<job>/<file>`, sealed. */
   objects: ObjectFiles;
+  /** image-set name → its key. */
+  keys: StateStore<{ key: string }>;
 }
 
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -304,6 +306,7 @@ export class Controller {
     return {
       ops: this.stores.ops,
       sets: this.stores.sets,
+      keys: this.stores.keys,
       objects: this.stores.objects,
       log: this.log,
       retention: this.imageRetention,

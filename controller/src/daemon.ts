@@ -48,6 +48,10 @@ export async function startController(
     });
     const ops = await StateStore.open<OperationRecord>(bus, { bucket: 'drover_ops', ...opts });
     const sets = await StateStore.open<ImageSet>(bus, { bucket: 'drover_imagesets', ...opts });
+    const keys = await StateStore.open<{ key: string }>(bus, {
+      bucket: 'drover_imagekeys',
+      ...opts,
+    });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,
@@ -74,7 +78,7 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects },
+      { cordons, ops, events, sets, objects, keys },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,

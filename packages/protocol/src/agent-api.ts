@@ -106,6 +106,9 @@ export interface ImageFile {
 /** The JetStream object bucket that holds image sets (the controller creates it). */
 export const IMAGE_SET_BUCKET = 'drover_images';
 
+/** An image set's key on the wire: base64 of 32 random bytes (AES-256-GCM). */
+export const IMAGE_KEY_PATTERN = /^[A-Za-z0-9+/]{43}=$/;
+
 /** Object names of image sets: `<set>/<job>`, each part an id. */
 export const IMAGE_PREFIX_PATTERN =
   /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\/[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -185,12 +188,17 @@ export const AgentOps = {
   }),
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
-  /** Copy a local image into the image-set object store under `prefix` (idempotent). */
-  'image-push': obj({ imageId: id(), prefix: str({ pattern: IMAGE_PREFIX_PATTERN }) }),
-  /** Copy an image from the object store into this host's images, verifying every checksum. */
+  /** Seal a local image with the set's `key` into the image-set store under `prefix` (idempotent). */
+  'image-push': obj({
+    imageId: id(),
+    prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
+    key: str({ pattern: IMAGE_KEY_PATTERN }),
+  }),
+  /** Bring an image back from the image-set store, authenticating and checking every byte. */
   'image-fetch': obj({
     imageId: id(),
     prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
+    key: str({ pattern: IMAGE_KEY_PATTERN }),
     files: arr(
       obj({
         name: str({ min: 1, max: 255, pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]*$/ }),

@@ -1,0 +1,141 @@
+/**
+ * Image files at rest in the image-set store are sealed: AES-256-GCM over 1 MiB chunks with the
+ * image set's key (32 random bytes the controller makes per set and hands only to the agents that
+ * store or restore it). `sealImage`/`openImage` are a pair.
+ *
+ * Format: the magic `DRVIMG1\n`, then one record per chunk:
+ *   u32 BE ciphertext length · 12-byte random nonce · ciphertext · 16-byte GCM tag
+ * Each chunk's additional data binds it to its place: the object's name (set/job/file), its index,
+ * and whether it is the last one. So a flipped byte, a chunk swapped from another file or image, a
+ * reordered chunk and a cut-off file all fail authentication before a byte is used.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { DroverError, ErrorCode } from '@drover/common';
+
+const MAGIC = Buffer.from('DRVIMG1\n');
+const CHUNK = 1024 * 1024;
+const NONCE = 12;
+const TAG = 16;
+const HEAD = 4 + NONCE;
+
+/** Key bytes from the wire form (base64 of 32 bytes). */
+export function imageKey(base64: string): Buffer {
+  const key = Buffer.from(base64, 'base64');
+  if (key.length !== 32) {
+    throw new DroverError(ErrorCode.InvalidArgument, 'an image-set key is 32 bytes (base64)');
+  }
+  return key;
+}
+
+function aad(name: string, index: number, last: boolean): Buffer {
+  const n = Buffer.from(name);
+  const b = Buffer.alloc(n.length + 5);
+  n.copy(b);
+  b.writeUInt32BE(index, n.length);
+  b[n.length + 4] = last ? 1 : 0;
+  return b;
+}
+
+/** Re-cut a byte stream into CHUNK-sized pieces, saying which is the last (one look ahead). */
+async function* pieces(input: AsyncIterable<Uint8Array>): AsyncGenerator<[Buffer, boolean]> {
+  let buf = Buffer.alloc(0);
+  let pending: Buffer | null = null;
+  for await (const c of input) {
+    buf = buf.length ? Buffer.concat([buf, c]) : Buffer.from(c);
+    while (buf.length >= CHUNK) {
+      if (pending) yield [pending, false];
+      pending = buf.subarray(0, CHUNK);
+      buf = buf.subarray(CHUNK);
+    }
+  }
+  if (buf.length === 0) {
+    yield [pending ?? Buffer.alloc(0), true];
+  } else {
+    if (pending) yield [pending, false];
+    yield [buf, true];
+  }
+}
+
+/** Seal the plaintext `input` of object `name` with `key`. */
+export async function* sealImage(
+  input: AsyncIterable<Uint8Array>,
+  key: Buffer,
+  name: string,
+): AsyncGenerator<Uint8Array> {
+  yield MAGIC;
+  let index = 0;
+  for await (const [plain, last] of pieces(input)) {
+    const nonce = randomBytes(NONCE);
+    const c = createCipheriv('aes-256-gcm', key, nonce);
+    c.setAAD(aad(name, index++, last));
+    const body = Buffer.concat([c.update(plain), c.final()]);
+    const head = Buffer.alloc(HEAD);
+    head.writeUInt32BE(body.length, 0);
+    nonce.copy(head, 4);
+    yield Buffer.concat([head, body, c.getAuthTag()]);
+  }
+}
+
+function damaged(name: string, why: string): DroverError {
+  return new DroverError(
+    ErrorCode.DataLoss,
+    `image file ${name} failed verification: ${why} (tampered, truncated or the wrong key)`,
+    { details: { name } },
+  );
+}
+
+/** Open sealed object `name`: yields its plaintext; throws DATA_LOSS on any damage. */
+export async function* openImage(
+  input: AsyncIterable<Uint8Array>,
+  key: Buffer,
+  name: string,
+): AsyncGenerator<Uint8Array> {
+  let buf = Buffer.alloc(0);
+  let magic = false;
+  let index = 0;
+  let ended = false;
+  const take = function* (): Generator<Buffer> {
+    for (;;) {
+      if (!magic) {
+        if (buf.length < MAGIC.length) return;
+        if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) throw damaged(name, 'not a sealed image');
+        buf = buf.subarray(MAGIC.length);
+        magic = true;
+      }
+      if (buf.length < HEAD) return;
+      const len = buf.readUInt32BE(0);
+      if (len > CHUNK) throw damaged(name, `a chunk claims ${len} bytes`);
+      if (buf.length < HEAD + len + TAG) return;
+      if (ended) throw damaged(name, 'data after the last chunk');
+      const nonce = buf.subarray(4, HEAD);
+      const body = buf.subarray(HEAD, HEAD + len);
+      const tag = buf.subarray(HEAD + len, HEAD + len + TAG);
+      buf = buf.subarray(HEAD + len + TAG);
+      // The last chunk is the one that authenticates as last; try "not last" first.
+      const tryOpen = (last: boolean): Buffer | null => {
+        try {
+          const d = createDecipheriv('aes-256-gcm', key, nonce);
+          d.setAAD(aad(name, index, last));
+          d.setAuthTag(tag);
+          return Buffer.concat([d.update(body), d.final()]);
+        } catch {
+          return null;
+        }
+      };
+      let plain = tryOpen(false);
+      if (plain === null) {
+        plain = tryOpen(true);
+        if (plain === null) throw damaged(name, `chunk ${index} does not authenticate`);
+        ended = true;
+      }
+      index++;
+      yield plain;
+    }
+  };
+  for await (const c of input) {
+    buf = buf.length ? Buffer.concat([buf, c]) : Buffer.from(c);
+    yield* take();
+  }
+  yield* take();
+  if (!ended || buf.length > 0) throw damaged(name, 'it ends before its last chunk');
+}
