@@ -63,6 +63,8 @@ export interface ControllerStores {
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
 const WATCHED_CALL_MS = 30_000;
+/** How far an agent's start (from its heartbeat's uptime) may seem to be after a call's start. */
+const AGENT_START_SLACK_MS = 1500;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
 
@@ -73,6 +75,7 @@ export class Controller {
   private stopHeartbeats: (() => void) | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private readonly imageRetention: number;
+  private readonly unreachableAfterMs: number;
 
   constructor(
     private readonly bus: Bus,
@@ -80,6 +83,7 @@ export class Controller {
     options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
   ) {
     this.imageRetention = options.imageRetention ?? 10;
+    this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
   }
@@ -478,7 +482,7 @@ export class Controller {
    * when its timeout (minutes) runs out: a dead agent never replies.
    */
   private whileAgentLives<T>(host: string, op: string, call: Promise<T>): Promise<T> {
-    const uptimeAtStart = this.registry.get(host)?.info.uptimeSec ?? 0;
+    const callStart = Date.now();
     return new Promise<T>((resolve, reject) => {
       const gone = (why: string): void => {
         clearInterval(timer);
@@ -492,8 +496,14 @@ export class Controller {
       const timer = setInterval(() => {
         const h = this.registry.get(host);
         if (!h) return;
-        if (!h.reachable) gone('stopped answering (no heartbeat)');
-        else if (h.info.uptimeSec < uptimeAtStart) gone('restarted');
+        // Silence counts from the call's start: a host that was silent before (an agent being
+        // restarted) is judged on the heartbeats it sends while the call runs.
+        const silentMs = Date.now() - Math.max(h.lastSeenMs, callStart);
+        if (silentMs > this.unreachableAfterMs) return gone('stopped answering (no heartbeat)');
+        // An agent that started after the call went out cannot be the one running it. (Its start
+        // is known to a second: uptime is whole seconds; heartbeats are a moment late.)
+        const agentStart = h.lastSeenMs - h.info.uptimeSec * 1000;
+        if (agentStart > callStart + AGENT_START_SLACK_MS) gone('restarted');
       }, 500);
       call.then(
         (v) => {
