@@ -2,7 +2,7 @@
  * The agent: owns the jobs on its host. Runs, adopts, supervises, freezes, checkpoints and
  * restores them; persists their state; re-attaches after a restart; serves its NATS API.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
@@ -27,6 +27,7 @@ import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
 import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
+import { readNoFollow } from './job-dir-fs.js';
 import { findMainProcess, startNamespacedJob } from './job-runtime.js';
 import {
   isSameLiveProcess,
@@ -223,21 +224,22 @@ export class Agent {
   }
 
   async logs(req: AgentRequest<'logs'>): Promise<AgentReplies['logs']> {
-    const r = await this.store.load(req.jobId);
-    const path = req.stream === 'stderr' ? r.stderrPath : r.stdoutPath;
+    await this.store.load(req.jobId);
+    // The path comes from the job's id, never from the record (which lives in the job's
+    // directory), and the file is read without following a symlink the job may have planted.
+    const path = join(
+      this.store.jobDir(req.jobId),
+      req.stream === 'stderr' ? JobFiles.stderr : JobFiles.stdout,
+    );
     const tail = req.tailBytes ?? 64 * 1024;
-    let buf: Buffer;
+    let got: { data: Buffer; size: number };
     try {
-      buf = await readFile(path);
-    } catch {
-      buf = Buffer.alloc(0);
+      got = await readNoFollow(path, { maxBytes: tail, tail: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      got = { data: Buffer.alloc(0), size: 0 };
     }
-    const truncated = buf.length > tail;
-    return {
-      data: buf.subarray(Math.max(0, buf.length - tail)).toString('utf8'),
-      truncated,
-      sizeBytes: buf.length,
-    };
+    return { data: got.data.toString('utf8'), truncated: got.size > tail, sizeBytes: got.size };
   }
 
   async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
 import { childrenOf, exeOf, procEntry, startTicks } from '@drover/native';
+import { ENV_NAME_PATTERN } from '@drover/protocol';
 import { JobFiles } from './job-store.js';
 
 /** What a new job needs. */
@@ -50,16 +51,34 @@ unset DROVER_INIT_CGROUPS DROVER_INIT_HOSTNAME DROVER_INIT_CWD
 exec setsid tini -s -- /bin/sh -c "$DROVER_WRAPPER" drover-job "$@"
 `;
 
-const WRAPPER = `"$@"; st=$?; printf '%s\\n' "$st" > "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" && mv -f "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" "$DROVER_JOB_DIR/${JobFiles.exitStatus}"; exit $st`;
+// The job's own environment reaches only its command: the helpers before it (unshare, this
+// shell, hostname, awk, umount, tini, the wrapper) run with the agent's fixed environment, so a
+// job's LD_PRELOAD, PATH or BASH_ENV cannot run code in them (unshare runs outside the job's
+// namespaces and cgroups). The variables travel as DROVER_JOB_ENV_<name> and are exported in the
+// subshell that execs the command. Names are checked against ENV_NAME_PATTERN, so eval is safe.
+const EXPORT_JOB_ENV = `for DROVER_N_ in $DROVER_JOB_ENV_NAMES; do eval "DROVER_V_=\\$DROVER_JOB_ENV_$DROVER_N_"; unset "DROVER_JOB_ENV_$DROVER_N_"; eval "export $DROVER_N_=\\"\\$DROVER_V_\\""; done; unset DROVER_N_ DROVER_V_ DROVER_JOB_ENV_NAMES DROVER_WRAPPER`;
+
+const WRAPPER = `(${EXPORT_JOB_ENV}; exec "$@"); st=$?; printf '%s\\n' "$st" > "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" && mv -f "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" "$DROVER_JOB_DIR/${JobFiles.exitStatus}"; exit $st`;
 
 const START_TIMEOUT_MS = 10_000;
 
 /** Start a namespaced job; resolves once tini runs and the command is started. */
 export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
+  const jobEnv = Object.entries(spec.env).filter(
+    // DROVER_* names are the agent's (DROVER_JOB_ID it sets itself): a job's values are dropped.
+    ([k]) => !k.startsWith('DROVER_') || k === 'DROVER_JOB_ID',
+  );
+  for (const [k] of jobEnv) {
+    if (!ENV_NAME_PATTERN.test(k))
+      throw new DroverError(ErrorCode.InvalidArgument, `invalid environment variable name ${k}`, {
+        details: { name: k.slice(0, 256) },
+      });
+  }
   const env: Record<string, string> = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     HOME: '/root',
-    ...spec.env,
+    ...Object.fromEntries(jobEnv.map(([k, v]) => [`DROVER_JOB_ENV_${k}`, v])),
+    DROVER_JOB_ENV_NAMES: jobEnv.map(([k]) => k).join(' '),
     DROVER_JOB_DIR: spec.jobDir,
     DROVER_INIT_CGROUPS: spec.cgroupProcsFiles.join(' '),
     DROVER_INIT_HOSTNAME: spec.hostname,

@@ -1,8 +1,9 @@
 /** Persisted job records and their directories under `<stateDir>/jobs/<id>/`. */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import type { JobInfo } from '@drover/protocol';
+import { ID_PATTERN, type JobInfo } from '@drover/protocol';
+import { readNoFollow, touchNoFollow, writeAtomicNoFollow } from './job-dir-fs.js';
 
 /** What the agent keeps about a job: the public JobInfo plus what re-attaching needs. */
 export interface JobRecord extends JobInfo {
@@ -24,7 +25,13 @@ export const JobFiles = {
   exitStatus: 'exit-status',
 } as const;
 
-/** Reads and writes job records; every write is atomic (temp file + rename). */
+/** Largest job record read (records are a few KiB). */
+const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Reads and writes job records; every write is atomic (temp file + rename). A job can write to
+ * its own directory: no file there is ever read or written through a symlink (job-dir-fs.ts).
+ */
 export class JobStore {
   readonly jobsDir: string;
 
@@ -34,6 +41,12 @@ export class JobStore {
 
   /** The directory of job `id` (stdout/stderr, exit status, self-checkpoint socket). */
   jobDir(id: string): string {
+    // Ids are checked by every schema; this keeps any other caller from leaving jobs/ too.
+    if (!ID_PATTERN.test(id)) {
+      throw new DroverError(ErrorCode.InvalidArgument, `invalid job id ${JSON.stringify(id)}`, {
+        details: { jobId: id.slice(0, 100) },
+      });
+    }
     return join(this.jobsDir, id);
   }
 
@@ -43,27 +56,31 @@ export class JobStore {
 
   /** Create the job's directory with its log files. */
   async createJobDir(id: string): Promise<string> {
-    const dir = this.jobDir(id);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    for (const f of [JobFiles.stdout, JobFiles.stderr]) {
-      await writeFile(join(dir, f), '', { flag: 'a', mode: 0o600 });
-    }
+    const dir = await this.ensureDir(id);
+    for (const f of [JobFiles.stdout, JobFiles.stderr]) await touchNoFollow(join(dir, f));
     return dir;
   }
 
   async save(record: JobRecord): Promise<void> {
-    const dir = this.jobDir(record.id);
+    const dir = await this.ensureDir(record.id);
+    await writeAtomicNoFollow(join(dir, JobFiles.record), JSON.stringify(record, null, 2));
+  }
+
+  /** The job's directory, created if missing; refused if it is anything but a directory. */
+  private async ensureDir(id: string): Promise<string> {
+    const dir = this.jobDir(id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const tmp = join(dir, `.${JobFiles.record}.${process.pid}.tmp`);
-    await writeFile(tmp, JSON.stringify(record, null, 2), { mode: 0o600 });
-    await rename(tmp, join(dir, JobFiles.record));
+    if (!(await lstat(dir)).isDirectory()) {
+      throw new DroverError(ErrorCode.FailedPrecondition, `${dir} is not a directory`, {
+        details: { jobId: id },
+      });
+    }
+    return dir;
   }
 
   async load(id: string): Promise<JobRecord> {
     try {
-      return JSON.parse(
-        await readFile(join(this.jobDir(id), JobFiles.record), 'utf8'),
-      ) as JobRecord;
+      return JSON.parse(await this.readRecord(id)) as JobRecord;
     } catch (err) {
       throw new DroverError(ErrorCode.NotFound, `no job ${id} on this host`, {
         cause: err,
@@ -83,9 +100,7 @@ export class JobStore {
     const out: JobRecord[] = [];
     for (const id of ids.sort()) {
       try {
-        out.push(
-          JSON.parse(await readFile(join(this.jobDir(id), JobFiles.record), 'utf8')) as JobRecord,
-        );
+        out.push(JSON.parse(await this.readRecord(id)) as JobRecord);
       } catch (err) {
         onBad(id, err);
       }
@@ -96,12 +111,19 @@ export class JobStore {
   /** The exit status the job's wrapper wrote, if it did. */
   async exitStatus(id: string): Promise<number | null> {
     try {
-      const text = await readFile(join(this.jobDir(id), JobFiles.exitStatus), 'utf8');
-      const n = Number.parseInt(text.trim(), 10);
+      const { data } = await readNoFollow(join(this.jobDir(id), JobFiles.exitStatus), {
+        maxBytes: 64,
+      });
+      const n = Number.parseInt(data.toString('utf8').trim(), 10);
       return Number.isInteger(n) ? n : null;
     } catch {
       return null;
     }
+  }
+
+  private async readRecord(id: string): Promise<string> {
+    const path = join(this.jobDir(id), JobFiles.record);
+    return (await readNoFollow(path, { maxBytes: MAX_RECORD_BYTES })).data.toString('utf8');
   }
 
   async remove(id: string): Promise<void> {

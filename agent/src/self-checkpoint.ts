@@ -33,6 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { errorToFailure, failureToError, isFailure } from '@drover/protocol';
 import type { Failure, ImageInfo } from '@drover/protocol';
+import { writeAtomicNoFollow } from './job-dir-fs.js';
 
 /** The socket's name inside the job directory. */
 export const SELF_CHECKPOINT_SOCKET = 'drover.sock';
@@ -221,8 +222,8 @@ export class SelfCheckpointServer {
     }
     const path = join(this.opts.jobDir, SELF_CHECKPOINT_RESULTS, `${requestId}.json`);
     try {
-      await fs.writeFile(`${path}.tmp`, JSON.stringify(result) + '\n', { mode: 0o600 });
-      await fs.rename(`${path}.tmp`, path);
+      // The results directory is the job's to write: never write through a planted symlink.
+      await writeAtomicNoFollow(path, JSON.stringify(result) + '\n');
     } catch (err) {
       this.log.error('cannot write the self-checkpoint result', { requestId, err });
     } finally {

@@ -99,3 +99,30 @@ test('an acknowledged request is never run again by a server that restarted', as
   await second.close();
   await client.close();
 });
+
+test('an oversized request id is refused without running; an oversized reply becomes a failure', async () => {
+  const server = await connect('hostile-server');
+  let runs = 0;
+  server.serve('drover.test.hostile', async () => {
+    runs++;
+    // More than NATS carries in one message: it cannot be sent as it is.
+    return reply('x'.repeat(2 * 1024 * 1024));
+  });
+  await server.flush();
+  const h = headers();
+  h.set(REQUEST_ID_HEADER, 'i'.repeat(10_000));
+  const refused = await nats.bus.nc.request('drover.test.hostile', '{}', {
+    timeout: 2000,
+    headers: h,
+  });
+  assert.match(new TextDecoder().decode(refused.data), /"code":"INVALID_ARGUMENT"/);
+  assert.equal(runs, 0);
+  const client = await connect('hostile-client');
+  await assert.rejects(
+    client.request('drover.test.hostile', {}, 3000),
+    (err: DroverError) => isDroverError(err) && err.code === 'INTERNAL',
+  );
+  assert.equal(runs, 1);
+  await client.close();
+  await server.close();
+});

@@ -53,6 +53,9 @@ export interface ResendPolicy {
   probeMs: number;
 }
 
+/** Longest request id a server accepts (clients send 22-character nuids). */
+export const MAX_REQUEST_ID = 128;
+
 /** Pause between re-sends while nobody serves the subject. */
 const NO_RESPONDERS_RETRY_MS = 250;
 
@@ -190,11 +193,23 @@ export class CallCache {
     const id = msg.headers?.get(REQUEST_ID_HEADER) ?? '';
     if (id === '' || !msg.reply) {
       void run().then((r) => {
-        if (r && msg.reply) this.link.publishRaw(msg.reply, r);
+        if (r && msg.reply) this.answer(msg.reply, r);
       });
       return;
     }
     const reply = msg.reply;
+    if (id.length > MAX_REQUEST_ID) {
+      // Ids are kept for minutes: an unbounded one would let a sender fill our memory.
+      this.answer(
+        reply,
+        failReply(
+          new DroverError(ErrorCode.InvalidArgument, `request id longer than ${MAX_REQUEST_ID}`, {
+            details: { subject: msg.subject },
+          }),
+        ),
+      );
+      return;
+    }
     let call = this.calls.get(id);
     if (call === undefined) {
       if (msg.headers?.has(ACKED_HEADER)) {
@@ -210,8 +225,29 @@ export class CallCache {
       this.link.publishRaw(reply, new Uint8Array(0), { headers: h });
     }
     void call.reply.then((r) => {
-      if (r) this.link.publishRaw(reply, r);
+      if (r) this.answer(reply, r);
     });
+  }
+
+  /** Publish a reply; one NATS refuses (too large) is answered with a typed failure instead. */
+  private answer(reply: string, data: Uint8Array): void {
+    try {
+      this.link.publishRaw(reply, data);
+    } catch (err) {
+      try {
+        this.link.publishRaw(
+          reply,
+          failReply(
+            new DroverError(ErrorCode.Internal, 'the reply could not be sent', {
+              details: { size: data.byteLength },
+              cause: err,
+            }),
+          ),
+        );
+      } catch {
+        // the connection is closed: nobody can be answered
+      }
+    }
   }
 
   private start(id: string, run: () => Promise<Uint8Array | null>): Call {

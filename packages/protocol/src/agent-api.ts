@@ -43,6 +43,12 @@ export const JOB_SIGNALS = [
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 const path = (): Schema<string> => str({ min: 1, max: 4096, pattern: /^\// });
 
+/** An absolute path without `.`, `..` or empty segments (what a job's working directory may be). */
+export const NORMAL_PATH_PATTERN = /^\/(?:(?!\.\.?(?:\/|$))[^/]+(?:\/|$))*$/;
+
+/** Names of environment variables a job may be given. */
+export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /** A job as the agent reports it. */
 export interface JobInfo {
   id: string;
@@ -160,10 +166,10 @@ export const AgentOps = {
     env: opt(
       dict(str({ max: 8192 }), {
         maxKeys: 256,
-        key: str({ min: 1, max: 256, pattern: /^[A-Za-z_][A-Za-z0-9_]*$/ }),
+        key: str({ min: 1, max: 256, pattern: ENV_NAME_PATTERN }),
       }),
     ),
-    cwd: opt(path()),
+    cwd: opt(str({ min: 1, max: 4096, pattern: NORMAL_PATH_PATTERN })),
     name: opt(str({ min: 1, max: 128 })),
     hostname: opt(str({ min: 1, max: 63, pattern: /^[A-Za-z0-9][A-Za-z0-9-]*$/ })),
     memoryLimitBytes: opt(int({ min: 4 * 1024 * 1024 })),

@@ -8,10 +8,24 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** A reply: a result, or a failure. */
 export type Reply<T> = { ok: true; result: T } | { ok: false; failure: Failure };
 
-/** Encode a successful reply. */
+/**
+ * Encode a successful reply; one over the size limit becomes a typed failure instead (NATS would
+ * refuse to carry it, and the caller would wait for nothing).
+ */
 export function okReply<T>(result: T): Uint8Array {
-  return Buffer.from(JSON.stringify({ ok: true, result } satisfies Reply<T>));
+  const bytes = Buffer.from(JSON.stringify({ ok: true, result } satisfies Reply<T>));
+  if (bytes.byteLength <= MAX_REPLY_BYTES) return bytes;
+  return failReply(
+    new DroverError(
+      ErrorCode.InvalidArgument,
+      `the reply would be ${bytes.byteLength} bytes, more than ${MAX_REPLY_BYTES}; ask for less`,
+      { details: { size: bytes.byteLength, limit: MAX_REPLY_BYTES } },
+    ),
+  );
 }
+
+/** Replies larger than this are not sent (room is left for NATS headers within 1 MiB). */
+export const MAX_REPLY_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 /** Encode a failed reply. */
 export function failReply(err: unknown): Uint8Array {

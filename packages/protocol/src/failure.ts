@@ -15,6 +15,8 @@ export interface Failure {
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
 const MAX_DEPTH = 4;
 const MAX_MESSAGE = 4096;
+/** Largest `details` carried (as JSON); bigger ones are replaced by a note. */
+const MAX_DETAILS = 16 * 1024;
 
 /** Turn anything thrown into a Failure (foreign errors become INTERNAL). */
 export function errorToFailure(err: unknown, depth = 0): Failure {
@@ -58,7 +60,10 @@ export function isFailure(v: unknown): v is Failure {
 
 function jsonSafe(details: Record<string, unknown>): Record<string, unknown> {
   try {
-    return JSON.parse(JSON.stringify(details)) as Record<string, unknown>;
+    const text = JSON.stringify(details) ?? '{}';
+    // A failure must fit in a reply whatever a handler put into it.
+    if (text.length > MAX_DETAILS) return { truncated: true, sizeChars: text.length };
+    return JSON.parse(text) as Record<string, unknown>;
   } catch {
     return { unserializable: true };
   }

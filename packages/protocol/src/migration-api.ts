@@ -124,7 +124,10 @@ export const migratingJobSchema = obj({
   kind: oneOf(['namespaced', 'adopted'] as const),
   command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
   cwd: str({ min: 1, max: 4096, pattern: /^\// }),
-  env: dict(str({ max: 8192 }), { maxKeys: 256 }),
+  env: dict(str({ max: 8192 }), {
+    maxKeys: 256,
+    key: str({ min: 1, max: 256, pattern: /^[A-Za-z_][A-Za-z0-9_]*$/ }),
+  }),
   hostname: opt(str({ min: 1, max: 63 })),
   memoryLimitBytes: opt(int()),
   shellJob: bool(),

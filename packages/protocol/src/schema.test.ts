@@ -82,3 +82,32 @@ test('envelopes: ok, failure, oversized and malformed', () => {
     (e: unknown) => isDroverError(e, 'INTERNAL'),
   );
 });
+
+test('hostile input: huge keys, prototype keys, paths with .., oversized replies stay bounded', () => {
+  const big = `{"${'k'.repeat(900_000)}":1}`;
+  let failure: unknown;
+  try {
+    AgentOps.info.parse(decodeJson(Buffer.from(big)));
+  } catch (err) {
+    failure = err;
+  }
+  assert.ok(isDroverError(failure, 'INVALID_ARGUMENT'));
+  assert.ok(failReply(failure).byteLength < 8192);
+  invalid(
+    () => AgentOps.run.parse(JSON.parse('{"command":["x"],"env":{"__proto__":"1"}}')),
+    /env\{key\}: key __proto__ is not allowed/,
+  );
+  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/srv/../etc' }), /^cwd: does not match/);
+  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/a//b' }), /^cwd: does not match/);
+  assert.equal(AgentOps.run.parse({ command: ['x'], cwd: '/a/.b/c/' }).cwd, '/a/.b/c/');
+  const huge = decodeReply(okReply('x'.repeat(10)));
+  assert.equal(huge, 'x'.repeat(10));
+  assert.throws(
+    () => decodeReply(okReply('x'.repeat(MAX_MESSAGE_BYTES))),
+    (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
+  );
+  const f = errorToFailure(
+    new DroverError(ErrorCode.Internal, 'x', { details: { blob: 'y'.repeat(100_000) } }),
+  );
+  assert.ok(JSON.stringify(f).length < 1000);
+});

@@ -16,9 +16,19 @@ export type Infer<S> = S extends Schema<infer T> ? T : never;
 /** A message failed validation: `details.path` says where. */
 export class InvalidMessageError extends DroverError {
   constructor(path: string, problem: string) {
-    super(ErrorCode.InvalidArgument, `${path || 'message'}: ${problem}`, { details: { path } });
+    // A path names keys of the message, which may be huge: a reply must stay small.
+    const where = path.length > MAX_PATH_IN_ERROR ? `${path.slice(0, MAX_PATH_IN_ERROR)}…` : path;
+    super(ErrorCode.InvalidArgument, `${where || 'message'}: ${problem}`, {
+      details: { path: where },
+    });
   }
 }
+
+/** Longest message path an error repeats (keys beyond it are cut). */
+const MAX_PATH_IN_ERROR = 256;
+
+/** Keys refused in every map: they cannot round-trip through plain objects. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 const fail = (path: string, problem: string): never => {
   throw new InvalidMessageError(path, problem);
@@ -126,8 +136,10 @@ export function dict<T>(
       const entries = Object.entries(v);
       if (entries.length > maxKeys) return fail(path, `more than ${maxKeys} keys`);
       const out: Record<string, T> = Object.create(null) as Record<string, T>;
-      for (const [k, x] of entries)
+      for (const [k, x] of entries) {
+        if (FORBIDDEN_KEYS.has(k)) fail(`${path}{key}`, `key ${k} is not allowed`);
         out[key.parse(k, `${path}{key}`)] = value.parse(x, `${path}.${k}`);
+      }
       return out;
     },
   };
