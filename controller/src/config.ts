@@ -47,6 +47,16 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   const out: ControllerConfigInput = {};
   if (env.DROVER_CONTROLLER_ID) out.id = env.DROVER_CONTROLLER_ID;
   if (env.DROVER_NATS_SERVERS) out.nats = { servers: env.DROVER_NATS_SERVERS };
+  if (env.DROVER_NATS_CA || env.DROVER_NATS_CERT || env.DROVER_NATS_KEY) {
+    out.nats = {
+      ...out.nats,
+      tls: {
+        ...(env.DROVER_NATS_CA ? { caFile: env.DROVER_NATS_CA } : {}),
+        ...(env.DROVER_NATS_CERT ? { certFile: env.DROVER_NATS_CERT } : {}),
+        ...(env.DROVER_NATS_KEY ? { keyFile: env.DROVER_NATS_KEY } : {}),
+      },
+    };
+  }
   if (env.DROVER_UNREACHABLE_MS) out.unreachableAfterMs = Number(env.DROVER_UNREACHABLE_MS);
   if (env.DROVER_LEASE_MS) out.leaseTtlMs = Number(env.DROVER_LEASE_MS);
   if (env.DROVER_REPLICAS) out.replicas = Number(env.DROVER_REPLICAS);

@@ -16,6 +16,9 @@ async function main(): Promise<void> {
       config: { type: 'string', short: 'c' },
       id: { type: 'string' },
       nats: { type: 'string' },
+      'nats-ca': { type: 'string' },
+      'nats-cert': { type: 'string' },
+      'nats-key': { type: 'string' },
       'unreachable-ms': { type: 'string' },
       'lease-ms': { type: 'string' },
       replicas: { type: 'string' },
@@ -26,7 +29,22 @@ async function main(): Promise<void> {
   });
   const flags: ControllerConfigInput = {
     ...(values.id ? { id: values.id } : {}),
-    ...(values.nats ? { nats: { servers: values.nats } } : {}),
+    ...(values.nats || values['nats-ca'] || values['nats-cert'] || values['nats-key']
+      ? {
+          nats: {
+            ...(values.nats ? { servers: values.nats } : {}),
+            ...(values['nats-ca'] || values['nats-cert'] || values['nats-key']
+              ? {
+                  tls: {
+                    ...(values['nats-ca'] ? { caFile: values['nats-ca'] } : {}),
+                    ...(values['nats-cert'] ? { certFile: values['nats-cert'] } : {}),
+                    ...(values['nats-key'] ? { keyFile: values['nats-key'] } : {}),
+                  },
+                }
+              : {}),
+          },
+        }
+      : {}),
     ...(values['unreachable-ms'] ? { unreachableAfterMs: Number(values['unreachable-ms']) } : {}),
     ...(values['lease-ms'] ? { leaseTtlMs: Number(values['lease-ms']) } : {}),
     ...(values.replicas ? { replicas: Number(values.replicas) } : {}),

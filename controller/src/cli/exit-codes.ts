@@ -14,6 +14,8 @@ export const ExitCode = {
   refused: 4,
   /** The controller or an agent could not be reached in time. */
   unavailable: 5,
+  /** Not permitted: this client's certificate (its role) may not do this. Nothing changed. */
+  denied: 6,
 } as const;
 
 /** The exit code for an error. */
@@ -30,6 +32,8 @@ export function exitCodeOf(err: unknown): number {
     case ErrorCode.Unavailable:
     case ErrorCode.Timeout:
       return ExitCode.unavailable;
+    case ErrorCode.PermissionDenied:
+      return ExitCode.denied;
     default:
       return ExitCode.failed;
   }
@@ -38,6 +42,8 @@ export function exitCodeOf(err: unknown): number {
 /** What to do about an error, for a human. */
 export function adviceFor(err: unknown): string | null {
   if (!isDroverError(err)) return null;
+  if (err.code === ErrorCode.PermissionDenied)
+    return 'this needs an operator certificate (--nats-cert/--nats-key); a viewer may only look';
   if (err.code === ErrorCode.Unavailable && /drover\.ctl\./.test(err.message)) {
     return 'is the controller running? (drover-controller, or `drover up` for a local cluster)';
   }

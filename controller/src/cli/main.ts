@@ -3,7 +3,8 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
-import { defaultNats, type GlobalArgs } from './context.js';
+import { defaultNats, defaultTls, type GlobalArgs } from './context.js';
+import { certsCommand } from './commands/certs.js';
 import { adoptCommand } from './commands/adopt.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
@@ -41,6 +42,21 @@ async function main(): Promise<void> {
           'NATS server(s), comma-separated (default: DROVER_NATS_SERVERS, else the local cluster ' +
           'of `drover up`, else nats://127.0.0.1:4222)',
       })
+      .option('nats-ca', {
+        type: 'string',
+        default: defaultTls().ca,
+        describe: 'TLS: the cluster CA (DROVER_NATS_CA; default: the local cluster of `drover up`)',
+      })
+      .option('nats-cert', {
+        type: 'string',
+        default: defaultTls().cert,
+        describe: "TLS: this client's certificate, an operator's or a viewer's (DROVER_NATS_CERT)",
+      })
+      .option('nats-key', {
+        type: 'string',
+        default: defaultTls().key,
+        describe: "TLS: that certificate's key (DROVER_NATS_KEY)",
+      })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
       .option('timeout', {
         type: 'number',
@@ -70,6 +86,7 @@ async function main(): Promise<void> {
       .command(restoreCommand)
       .command(imagesCommand)
       .command(deployCommand)
+      .command(certsCommand)
       .demandCommand(1, 'name a command (see --help)')
       .strict()
       .parserConfiguration({ 'populate--': true })

@@ -1,4 +1,5 @@
 /** The one place that connects to NATS: servers, TLS, credentials; publish, subscribe, request. */
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect } from '@nats-io/transport-node';
 import {
@@ -8,7 +9,7 @@ import {
   type Subscription,
 } from '@nats-io/nats-core';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
-import { decodeReply } from '@drover/protocol';
+import { decodeReply, identityOfSubject, inboxPrefixOf } from '@drover/protocol';
 import { CallCache, requestWithResend, type RequestLink } from './request.js';
 
 /** How to reach NATS. TLS and credentials are accepted from the start. */
@@ -22,6 +23,12 @@ export interface BusOptions {
   token?: string;
   /** A NATS `.creds` file (JWT + nkey seed). */
   credsFile?: string;
+  /**
+   * Where replies to this client arrive. Default: the inbox of the identity named by the TLS
+   * client certificate (`_INBOX.<role>.<name>`, the only inbox NATS lets it subscribe to), else
+   * `_INBOX`.
+   */
+  inboxPrefix?: string;
   /** Default request timeout. */
   requestTimeoutMs?: number;
   /**
@@ -79,11 +86,14 @@ export class Bus implements RequestLink {
   private down = false;
   private held: { subject: string; data: Uint8Array; options?: PublishOptions }[] = [];
   private readonly reconnectListeners = new Set<() => void>();
+  private readonly deniedListeners = new Set<(subject: string, message: string) => void>();
   private readonly calls: CallCache;
 
   private constructor(
     /** The underlying connection, for the JetStream layers built on this package. */
     readonly nc: NatsConnection,
+    /** Where replies to this client's requests arrive. */
+    readonly inboxPrefix: string,
     private readonly options: {
       requestTimeoutMs: number;
       noRespondersGraceMs: number;
@@ -100,6 +110,8 @@ export class Bus implements RequestLink {
     const authenticator = options.credsFile
       ? credsAuthenticator(await readFile(options.credsFile))
       : undefined;
+    const inboxPrefix =
+      options.inboxPrefix ?? (await certificateInbox(options.tls?.certFile)) ?? '_INBOX';
     try {
       const nc = await connect({
         servers: [...options.servers],
@@ -116,9 +128,11 @@ export class Bus implements RequestLink {
         ...(options.pass !== undefined ? { pass: options.pass } : {}),
         ...(options.token !== undefined ? { token: options.token } : {}),
         ...(authenticator ? { authenticator } : {}),
+        inboxPrefix,
       });
       const bus = new Bus(
         nc,
+        inboxPrefix,
         {
           requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
           noRespondersGraceMs: options.noRespondersGraceMs ?? 3000,
@@ -155,7 +169,7 @@ export class Bus implements RequestLink {
           }),
         );
       }
-    })();
+    })().catch((err: unknown) => this.log.error('cannot serve', { subject, err }));
   }
 
   /** Subscribe with a callback per message (JSON-decoded; undecodable ones are logged). */
@@ -170,7 +184,7 @@ export class Bus implements RequestLink {
           this.log.warn('undecodable message', { subject: msg.subject, err });
         }
       }
-    })();
+    })().catch((err: unknown) => this.log.error('subscription refused', { subject, err }));
     return () => sub.unsubscribe();
   }
 
@@ -187,6 +201,12 @@ export class Bus implements RequestLink {
       return;
     }
     this.nc.publish(subject, data, options);
+  }
+
+  /** Call `fn` when NATS refuses a publish of this client (its permissions do not allow it). */
+  onPublishDenied(fn: (subject: string, message: string) => void): () => void {
+    this.deniedListeners.add(fn);
+    return () => this.deniedListeners.delete(fn);
   }
 
   /** Call `fn` after each reconnect (subscriptions and held messages are sent by then). */
@@ -235,6 +255,11 @@ export class Bus implements RequestLink {
           ),
         });
       }
+      const denied = (s as { error?: { name?: string; operation?: string; subject?: string } })
+        .error;
+      if (denied?.name === 'PermissionViolationError' && denied.operation === 'publish') {
+        for (const fn of [...this.deniedListeners]) fn(denied.subject ?? '', String(denied));
+      }
       if (s.type === 'disconnect') this.down = true;
       if (s.type === 'reconnect') {
         this.down = false;
@@ -244,6 +269,21 @@ export class Bus implements RequestLink {
         for (const fn of [...this.reconnectListeners]) fn();
       }
     }
+  }
+}
+
+/** The inbox prefix of the Drover identity a client certificate names, if it names one. */
+async function certificateInbox(certFile: string | undefined): Promise<string | undefined> {
+  if (certFile === undefined) return undefined;
+  try {
+    const id = identityOfSubject(new X509Certificate(await readFile(certFile)).subject);
+    return id ? inboxPrefixOf(id) : undefined;
+  } catch (err) {
+    throw new DroverError(
+      ErrorCode.InvalidArgument,
+      `cannot read the TLS certificate ${certFile}: ${(err as Error).message}`,
+      { cause: err, details: { certFile } },
+    );
   }
 }
 

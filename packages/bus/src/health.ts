@@ -6,12 +6,22 @@ import { DroverError, ErrorCode } from '@drover/common';
 /**
  * Resolves true once a client connected to `url` alone (no reconnects, no other servers) gets
  * JetStream account info, which needs a meta leader in a cluster. Throws UNAVAILABLE (retryable)
- * otherwise: callers poll it while a server starts.
+ * otherwise: callers poll it while a server starts. With `tls`, connects with that client
+ * certificate (one allowed the JetStream API: a controller's).
  */
-export async function jetStreamAnswers(url: string, timeoutMs = 1000): Promise<true> {
+export async function jetStreamAnswers(
+  url: string,
+  timeoutMs = 1000,
+  tls?: { caFile: string; certFile: string; keyFile: string },
+): Promise<true> {
   let nc;
   try {
-    nc = await connect({ servers: url, reconnect: false, timeout: timeoutMs });
+    nc = await connect({
+      servers: url,
+      reconnect: false,
+      timeout: timeoutMs,
+      ...(tls ? { tls: { ...tls } } : {}),
+    });
   } catch (err) {
     throw new DroverError(ErrorCode.Unavailable, `no NATS server answers at ${url}`, {
       retryable: true,

@@ -42,6 +42,10 @@ export interface RequestLink {
   ): void;
   /** Call `fn` after each reconnect; returns the function that stops it. */
   onReconnect(fn: () => void): () => void;
+  /** Where replies arrive (default `_INBOX`): NATS permissions may allow no other. */
+  readonly inboxPrefix?: string;
+  /** Call `fn` when NATS refuses a publish (permissions); returns the function that stops it. */
+  onPublishDenied?(fn: (subject: string, message: string) => void): () => void;
 }
 
 /** How long and how often a request tries. */
@@ -67,7 +71,7 @@ export function requestWithResend(
   policy: ResendPolicy,
 ): Promise<Uint8Array> {
   const id = nuid.next();
-  const inbox = createInbox();
+  const inbox = createInbox(link.inboxPrefix);
   let acked = false;
   let noRespondersSince: number | null = null;
   const send = (): void => {
@@ -91,12 +95,20 @@ export function requestWithResend(
       clearInterval(probe);
       clearTimeout(retry);
       stopReconnect();
+      stopDenied();
       sub.unsubscribe();
       outcome();
     };
     const sub = link.nc.subscribe(inbox, {
       callback: (err, msg) => {
-        if (err) return finish(() => reject(unavailable(subject, String(err), err)));
+        if (err)
+          return finish(() =>
+            reject(
+              /permissions violation/i.test(String(err))
+                ? denied(inbox, String(err), err)
+                : unavailable(subject, String(err), err),
+            ),
+          );
         if (msg.data.length === 0 && msg.headers?.code === 503) {
           // Nobody serves the subject right now: nobody got this copy.
           const now = performance.now();
@@ -133,6 +145,11 @@ export function requestWithResend(
       if (acked) send();
     }, policy.probeMs);
     const stopReconnect = link.onReconnect(send);
+    // A refused publish is reported only asynchronously: end the request with it at once.
+    const stopDenied =
+      link.onPublishDenied?.((s, message) => {
+        if (s === subject) finish(() => reject(denied(subject, message)));
+      }) ?? ((): void => {});
     send();
   });
 }
@@ -143,6 +160,14 @@ function unavailable(subject: string, why: string, cause?: unknown): DroverError
     cause,
     details: { subject },
   });
+}
+
+function denied(subject: string, why: string, cause?: unknown): DroverError {
+  return new DroverError(
+    ErrorCode.PermissionDenied,
+    `not permitted: NATS refused ${subject} for this client's certificate (${why})`,
+    { cause, details: { subject } },
+  );
 }
 
 function nobodyServes(subject: string, acked: boolean): DroverError {

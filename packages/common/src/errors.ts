@@ -20,6 +20,8 @@ export const ErrorCode = {
   Checkpointing: 'CHECKPOINTING',
   /** Stored data is damaged (a checksum does not match). */
   DataLoss: 'DATA_LOSS',
+  /** The caller's identity may not do this (NATS refused it by the caller's role). */
+  PermissionDenied: 'PERMISSION_DENIED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

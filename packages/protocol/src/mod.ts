@@ -6,3 +6,4 @@ export * from './subjects.js';
 export * from './agent-api.js';
 export * from './migration-api.js';
 export * from './controller-api.js';
+export * from './roles.js';

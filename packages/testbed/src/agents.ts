@@ -68,6 +68,7 @@ export class AgentHandle {
         `${this.host.address}:${AGENT_STREAM_PORT}`,
         '--log-level',
         this.options.logLevel ?? 'debug',
+        ...natsTlsArgs(this.tb.certs?.identity('agent', this.host.name)),
         ...(this.options.extraArgs ?? []),
       ],
       {
@@ -128,6 +129,8 @@ export class AgentCluster {
       servers: tb.nats.urls,
       name: 'test-runner',
       requestTimeoutMs: 60_000,
+      // In a secure testbed the runner is a controller identity: it may call agents directly.
+      ...(tb.certs ? { tls: tb.certs.runner } : {}),
     });
     const hosts = options.hosts ?? tb.hosts;
     const agents = hosts.map((h) => new AgentHandle(tb, h, new AgentClient(bus, h.name), options));
@@ -150,6 +153,15 @@ export class AgentCluster {
   async close(): Promise<void> {
     await this.bus.close();
   }
+}
+
+/** The `--nats-ca/--nats-cert/--nats-key` flags of an identity (none without one). */
+export function natsTlsArgs(
+  files: { caFile: string; certFile: string; keyFile: string } | undefined,
+): string[] {
+  return files
+    ? ['--nats-ca', files.caFile, '--nats-cert', files.certFile, '--nats-key', files.keyFile]
+    : [];
 }
 
 function sleep(ms: number): Promise<void> {

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { natsTlsArgs } from './agents.js';
 import { droverBin } from './bins.js';
 import type { ProcessExit } from './host.js';
 import {
@@ -75,6 +76,7 @@ export class ControllerProcess {
           String(options.unreachableMs ?? 3000),
           '--log-level',
           options.logLevel ?? 'debug',
+          ...natsTlsArgs(tb.certs?.controller),
           ...(options.extraArgs ?? []),
         ],
         {

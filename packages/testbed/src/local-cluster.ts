@@ -33,6 +33,12 @@ export interface LocalUpOptions {
   onProgress?: (line: string) => void;
   /** How long the controller may take to see every host. Default 60 000 ms. */
   timeoutMs?: number;
+  /**
+   * Without TLS and roles (`drover up --insecure`). Default false: a CA and certificates in the
+   * run directory, NATS requires TLS and holds each identity to its role, and drover commands
+   * use the operator's certificate (recorded in the state file).
+   */
+  insecure?: boolean;
 }
 
 /** What {@link localUp} did. */
@@ -108,10 +114,19 @@ function recordOf(role: LocalProcess['role'], name: string, pid: number): LocalP
 }
 
 /** Ask the controller which hosts it sees as reachable; undefined when it does not answer. */
-async function reachableHosts(natsUrl: string, timeoutMs = 5000): Promise<string[] | undefined> {
+async function reachableHosts(
+  natsUrl: string,
+  tls: LocalClusterState['tls'],
+  timeoutMs = 5000,
+): Promise<string[] | undefined> {
   let bus: Bus | undefined;
   try {
-    bus = await Bus.connect({ servers: [natsUrl], name: 'drover-local', requestTimeoutMs: 5000 });
+    bus = await Bus.connect({
+      servers: [natsUrl],
+      name: 'drover-local',
+      requestTimeoutMs: 5000,
+      ...(tls ? { tls } : {}),
+    });
     const r = await new ControllerClient(bus).call('hosts', {}, timeoutMs);
     return r.hosts.filter((h) => h.reachable).map((h) => h.host);
   } catch {
@@ -128,7 +143,7 @@ export async function localHealth(dir?: string): Promise<LocalHealth | undefined
   const dead = state.processes.filter((p) => !alive(p));
   const reachable =
     state.phase === 'up' && state.natsUrl !== undefined && dead.length === 0
-      ? await reachableHosts(state.natsUrl)
+      ? await reachableHosts(state.natsUrl, state.tls)
       : undefined;
   const healthy =
     state.phase === 'up' && dead.length === 0 && (reachable?.length ?? -1) === state.hosts;
@@ -252,15 +267,21 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
   let agents: AgentCluster | undefined;
   let ctl: ControllerProcess | undefined;
   try {
-    say(`starting ${hosts} emulated host(s) and NATS with JetStream in ${dir}`);
-    tb = await Testbed.create({ hosts, nats: 'single', baseDir: dir });
+    const secure = opts.insecure !== true;
+    say(
+      `starting ${hosts} emulated host(s) and NATS with JetStream in ${dir}` +
+        (secure ? ' (TLS and roles: a CA and certificates for every identity)' : ' (INSECURE)'),
+    );
+    tb = await Testbed.create({ hosts, nats: 'single', baseDir: dir, secure });
     const natsUrl = tb.nats?.urls[0] ?? '';
+    const tls = tb.certs ? { ...tb.certs.operator } : undefined;
     state = {
       ...state,
       runId: tb.runId,
       runDir: tb.runDir,
       logDir: tb.logDir,
       natsUrl,
+      ...(tls ? { tls } : {}),
       hostList: tb.hosts.map((h) => ({ name: h.name, address: h.address })),
     };
     writeLocalState(state);
@@ -275,7 +296,7 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
     say(`waiting until the controller sees ${hosts} host(s)`);
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
     for (;;) {
-      const seen = await reachableHosts(natsUrl, 2000);
+      const seen = await reachableHosts(natsUrl, tls, 2000);
       if (seen?.length === hosts) break;
       if (Date.now() > deadline) {
         throw new DroverError(

@@ -41,6 +41,11 @@ export interface LocalClusterState {
   runDir?: string;
   logDir?: string;
   natsUrl?: string;
+  /**
+   * How drover commands authenticate to this cluster's NATS (the operator's certificate), absent
+   * when it runs without TLS (`drover up --insecure`).
+   */
+  tls?: { caFile: string; certFile: string; keyFile: string };
   hostList?: { name: string; address: string }[];
   processes: LocalProcess[];
 }
@@ -72,4 +77,10 @@ export function writeLocalState(state: LocalClusterState): void {
 export function localNatsUrl(dir: string): string | undefined {
   const s = readLocalState(dir);
   return s?.phase === 'up' ? s.natsUrl : undefined;
+}
+
+/** The operator certificate of the local cluster in `dir` if one is up with TLS. */
+export function localTls(dir: string): LocalClusterState['tls'] {
+  const s = readLocalState(dir);
+  return s?.phase === 'up' ? s.tls : undefined;
 }

@@ -28,6 +28,8 @@ export type { DroverBin } from './bins.js';
 export { AgentCluster, AgentHandle, AGENT_STATE_DIR, AGENT_STREAM_PORT } from './agents.js';
 export type { AgentOptions } from './agents.js';
 export { ControllerProcess } from './controller.js';
+export { createTestbedCerts, TESTBED_IDENTITIES } from './security.js';
+export type { TestbedCerts } from './security.js';
 export type { ControllerOptions } from './controller.js';
 export { localUp, localDown, localHealth } from './local-cluster.js';
 export type {
@@ -42,5 +44,6 @@ export {
   localStatePath,
   readLocalState,
   localNatsUrl,
+  localTls,
 } from './local-state.js';
 export type { LocalClusterState, LocalProcess } from './local-state.js';

@@ -4,6 +4,7 @@ import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetStreamAnswers } from '@drover/bus';
 import type { Host, HostProcess, ProcessExit } from './host.js';
+import type { TestbedCerts } from './security.js';
 import { killChecked, startTime, waitFor, type OwnedProcess } from './proc.js';
 
 /** How NATS runs in a testbed. */
@@ -20,6 +21,8 @@ export interface NatsContext {
   readonly owned: OwnedProcess[];
   /** Register a child process handle (released when the run is detached). */
   track(child: ChildProcess): void;
+  /** With certificates, NATS requires TLS and holds every identity to its role. */
+  readonly certs?: TestbedCerts | undefined;
 }
 
 /** One nats-server of the testbed. */
@@ -47,6 +50,8 @@ export interface NatsServer {
 /** NATS as started by `Testbed.startNats`. */
 export interface NatsService {
   readonly mode: Exclude<NatsMode, 'none'>;
+  /** True when TLS and the generated authorization are required (a secure testbed). */
+  readonly secure: boolean;
   readonly servers: readonly NatsServer[];
   /** Client URLs of all servers. */
   readonly urls: readonly string[];
@@ -85,6 +90,7 @@ function server(
   host: Host | undefined,
   logPaths: string[],
   launch: () => Promise<Running>,
+  probe: (url: string) => Promise<true>,
 ): NatsServer & { start(): Promise<void> } {
   let cur: Running | undefined;
   const url = `nats://${address}:${CLIENT_PORT}`;
@@ -121,7 +127,7 @@ function server(
     start,
     restart: async () => {
       await start();
-      await waitFor(`JetStream through ${url}`, () => jetStreamAnswers(url), 20_000, 100);
+      await waitFor(`JetStream through ${url}`, () => probe(url), 20_000, 100);
     },
   };
 }
@@ -146,37 +152,51 @@ function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> }
         listen: `"${a}:${CLIENT_PORT}"`,
         http: `"${a}:${MONITOR_PORT}"`,
       },
-      `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n`,
+      `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n` +
+        (ctx.certs?.natsConfig ?? ''),
     ),
   );
   const logPaths = [join(logDir, 'bridge.stdout.log'), join(logDir, 'bridge.stderr.log')];
-  return server('bridge', a, undefined, logPaths, async () => {
-    const out = openSync(logPaths[0] ?? '', 'a');
-    const err = openSync(logPaths[1] ?? '', 'a');
-    let child: ChildProcess;
-    try {
-      // detached (setsid), like the hosts: a Ctrl-C on the runner's terminal reaches the exit
-      // handlers, not the server, and a detached run (drover up) keeps it after the runner exits.
-      child = spawn('nats-server', ['-c', confPath], {
-        detached: true,
-        stdio: ['ignore', out, err],
-        env: { PATH: process.env.PATH ?? '', DROVER_TESTBED_RUN: ctx.runId },
-      });
-    } finally {
-      closeSync(out);
-      closeSync(err);
-    }
-    child.on('error', () => {});
-    ctx.track(child);
-    const pid = child.pid ?? 0;
-    const exited = new Promise<ProcessExit>((res) =>
-      child.once('exit', (code, signal) => res({ code, signal })),
-    );
-    const owned: OwnedProcess = { pid, startTime: startTime(pid), exe: ['nats-server'] };
-    ctx.owned.push(owned);
-    void exited.then(() => ctx.owned.splice(ctx.owned.indexOf(owned), 1));
-    return { pid, exited, signal: (sig) => killChecked(pid, sig, { exe: ['nats-server'] }) };
-  });
+  return server(
+    'bridge',
+    a,
+    undefined,
+    logPaths,
+    async () => {
+      const out = openSync(logPaths[0] ?? '', 'a');
+      const err = openSync(logPaths[1] ?? '', 'a');
+      let child: ChildProcess;
+      try {
+        // detached (setsid), like the hosts: a Ctrl-C on the runner's terminal reaches the exit
+        // handlers, not the server, and a detached run (drover up) keeps it after the runner exits.
+        child = spawn('nats-server', ['-c', confPath], {
+          detached: true,
+          stdio: ['ignore', out, err],
+          env: { PATH: process.env.PATH ?? '', DROVER_TESTBED_RUN: ctx.runId },
+        });
+      } finally {
+        closeSync(out);
+        closeSync(err);
+      }
+      child.on('error', () => {});
+      ctx.track(child);
+      const pid = child.pid ?? 0;
+      const exited = new Promise<ProcessExit>((res) =>
+        child.once('exit', (code, signal) => res({ code, signal })),
+      );
+      const owned: OwnedProcess = { pid, startTime: startTime(pid), exe: ['nats-server'] };
+      ctx.owned.push(owned);
+      void exited.then(() => ctx.owned.splice(ctx.owned.indexOf(owned), 1));
+      return { pid, exited, signal: (sig) => killChecked(pid, sig, { exe: ['nats-server'] }) };
+    },
+    probeOf(ctx),
+  );
+}
+
+/** How to check that JetStream answers through a server (as the runner, when secure). */
+function probeOf(ctx: NatsContext): (url: string) => Promise<true> {
+  const tls = ctx.certs?.runner;
+  return (url) => jetStreamAnswers(url, 1000, tls);
 }
 
 /** One member of the R3 cluster, inside host `h`, storage under the host's /srv. */
@@ -205,12 +225,19 @@ function clusterServer(
     join(ctx.logDir, h.name, 'nats-server.stdout.log'),
     join(ctx.logDir, h.name, 'nats-server.stderr.log'),
   ];
-  return server(h.name, h.address, h, logPaths, async () => {
-    const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], {
-      name: 'nats-server',
-    });
-    return { pid: p.pid, exited: p.exited, signal: (sig) => p.kill(sig) };
-  });
+  return server(
+    h.name,
+    h.address,
+    h,
+    logPaths,
+    async () => {
+      const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], {
+        name: 'nats-server',
+      });
+      return { pid: p.pid, exited: p.exited, signal: (sig) => p.kill(sig) };
+    },
+    probeOf(ctx),
+  );
 }
 
 /** Start NATS in the testbed and wait until JetStream answers through every server. */
@@ -219,6 +246,9 @@ export async function startNats(
   mode: Exclude<NatsMode, 'none'>,
 ): Promise<NatsService> {
   let servers: (NatsServer & { start(): Promise<void> })[];
+  if (ctx.certs && mode !== 'single')
+    throw new Error('a secure testbed runs a single NATS server (routes without TLS: not yet)');
+  const probe = probeOf(ctx);
   if (mode === 'single') {
     servers = [singleServer(ctx)];
   } else {
@@ -229,15 +259,14 @@ export async function startNats(
   }
   const svc: NatsService = {
     mode,
+    secure: ctx.certs !== undefined,
     servers,
     urls: servers.map((s) => s.url),
     waitReady: async (timeoutMs = 20_000) => {
       await Promise.all(
         servers
           .filter((s) => s.pid() !== undefined)
-          .map((s) =>
-            waitFor(`JetStream through ${s.url}`, () => jetStreamAnswers(s.url), timeoutMs, 100),
-          ),
+          .map((s) => waitFor(`JetStream through ${s.url}`, () => probe(s.url), timeoutMs, 100)),
       );
     },
     stopAll: async () => {

@@ -15,6 +15,7 @@ import {
   type ProcessIdentity,
 } from './names.js';
 import { startNats, type NatsMode, type NatsService } from './nats.js';
+import { createTestbedCerts, type TestbedCerts } from './security.js';
 import { killChecked, mustRun, run, runSync, type OwnedProcess } from './proc.js';
 import { startSshd, type SshdService } from './sshd.js';
 
@@ -28,6 +29,12 @@ export interface TestbedOptions {
   logDir?: string;
   /** Parent of run directories. Default /tmp/drover-testbed. */
   baseDir?: string;
+  /**
+   * Certificates for every host's agent, a controller, the runner, an operator and a viewer
+   * (`<runDir>/certs`), and a NATS that requires TLS and holds each to its role. Default false
+   * (plain NATS); only with a single NATS server.
+   */
+  secure?: boolean;
 }
 
 /** Testbeds of this process not yet torn down; the exit handlers tear these down. */
@@ -76,6 +83,8 @@ export class Testbed {
   readonly hosts: Host[] = [];
   /** NATS, once started. */
   nats: NatsService | undefined;
+  /** The run's certificates when it is secure (see {@link TestbedOptions.secure}). */
+  certs: TestbedCerts | undefined;
   readonly sshd = new Map<string, SshdService>();
   /** Root-namespace processes to kill on teardown (e.g. a single NATS server). */
   readonly owned: OwnedProcess[] = [];
@@ -133,6 +142,13 @@ export class Testbed {
       };
       for (let i = 1; i <= opts.hosts; i++) tb.hosts.push(new Host(ctx, i));
       await Promise.all(tb.hosts.map((h) => h.start()));
+      if (opts.secure) {
+        tb.certs = await createTestbedCerts(
+          join(tb.runDir, 'certs'),
+          tb.hosts.map((h) => h.name),
+          [tb.bridgeAddress],
+        );
+      }
       if (opts.nats !== undefined && opts.nats !== 'none') await tb.startNats(opts.nats);
     } catch (err) {
       await tb

@@ -96,6 +96,17 @@ describe('drover up / down', () => {
       'nats',
     ]);
 
+    // Secure by default: NATS requires TLS; drover commands use the operator's certificate
+    // (recorded in the state file), and a client without one is refused.
+    assert.ok(state.tls, 'drover up without --insecure records the operator certificate');
+    assert.match(up.stdout, /\(TLS; drover commands use the operator certificate /);
+    const stranger = await droverCli(['--nats', state.natsUrl ?? '', 'hosts'], {
+      env: { DROVER_LOCAL_DIR: '/nonexistent/drover-local', DROVER_NATS_SERVERS: undefined },
+      timeoutMs: 60_000,
+    });
+    assert.notEqual(stranger.code, 0, 'a client without a certificate was let in');
+    assert.match(stranger.stderr, /cannot connect to NATS/);
+
     // No --nats: the other commands find the cluster through the state file.
     const hosts = JSON.parse(ok(await cli(dir, ['--json', 'hosts']), 'drover hosts').stdout) as {
       hosts: { host: string; reachable: boolean }[];

@@ -52,6 +52,16 @@ export const demoCommand: CommandModule<GlobalArgs, LocalArgs> = {
           '(`drover down`, then `drover up --hosts 3`)',
       );
     }
+    // The tour's commands authenticate as the cluster's operator (whatever DROVER_NATS_* says).
+    childEnv = { ...process.env };
+    delete childEnv.DROVER_NATS_CA;
+    delete childEnv.DROVER_NATS_CERT;
+    delete childEnv.DROVER_NATS_KEY;
+    if (state.tls) {
+      childEnv.DROVER_NATS_CA = state.tls.caFile;
+      childEnv.DROVER_NATS_CERT = state.tls.certFile;
+      childEnv.DROVER_NATS_KEY = state.tls.keyFile;
+    }
     try {
       const custom = argv.dir !== defaultLocalDir({});
       await tour(
@@ -74,6 +84,9 @@ function heading(s: string): void {
   process.stdout.write(`\n${b}== ${s}${e}\n`);
 }
 
+/** The environment of the tour's commands (set by the handler). */
+let childEnv: NodeJS.ProcessEnv = process.env;
+
 /** Run `drover ARGS` against the local cluster, printing the command and its output. */
 function drover(natsUrl: string, args: readonly string[], quiet = false): Promise<Step> {
   const shown = args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
@@ -83,6 +96,7 @@ function drover(natsUrl: string, args: readonly string[], quiet = false): Promis
     // says; the command shown is what an operator types on this machine.
     const child = spawn(process.execPath, [CLI_MAIN, '--nats', natsUrl, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv,
     });
     let stdout = '';
     let stderr = '';

@@ -4,7 +4,7 @@ import type { LocalClusterState } from '@drover/testbed';
 import { defaultLocalDir, type GlobalArgs } from '../context.js';
 
 export type LocalArgs = GlobalArgs & { dir: string };
-type Args = LocalArgs & { hosts: number };
+type Args = LocalArgs & { hosts: number; insecure: boolean };
 
 /** The `--dir` option the local-cluster commands share. */
 export const dirOption = {
@@ -21,7 +21,14 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .option('hosts', { type: 'number', default: 3, describe: 'emulated hosts (h1..hN), 1..99' })
-      .option('dir', dirOption),
+      .option('dir', dirOption)
+      .option('insecure', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'no TLS and no roles on NATS: anyone who reaches it may command every agent ' +
+          '(default: a CA, certificates, TLS required, per-role permissions)',
+      }),
   handler: async (argv) => {
     if (!Number.isInteger(argv.hosts) || argv.hosts < 1 || argv.hosts > 99) {
       throw Object.assign(new Error(`--hosts wants 1..99, got ${argv.hosts}`), { usage: true });
@@ -31,6 +38,7 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
     const r = await localUp({
       dir: argv.dir,
       hosts: argv.hosts,
+      insecure: argv.insecure,
       onProgress: (line) => process.stderr.write(`drover up: ${line}\n`),
     });
     process.stdout.write(
@@ -50,7 +58,10 @@ function report(s: LocalClusterState, already: boolean): string {
       ? `local cluster ${s.runId} is already up and healthy (${s.hosts} hosts); nothing started`
       : `local cluster ${s.runId} is up: ${s.hosts} emulated host(s) with an agent each, ` +
         'NATS with JetStream, the controller',
-    `  nats   ${s.natsUrl}`,
+    `  nats   ${s.natsUrl}` +
+      (s.tls
+        ? ` (TLS; drover commands use the operator certificate ${s.tls.certFile})`
+        : ' (INSECURE: no TLS, no roles)'),
     `  hosts  ${(s.hostList ?? []).map((h) => `${h.name} ${h.address}`).join(' · ')}`,
     `  state  ${s.dir}/cluster.json`,
     `  logs   ${s.logDir}`,

@@ -1,0 +1,193 @@
+/**
+ * Who may do what on NATS: the roles of Drover's identities (certificate subjects), the subjects
+ * each role may publish and subscribe to, and each identity's inbox prefix. Pure data: the NATS
+ * server configuration is generated from it (`@drover/certs`), and clients take their inbox
+ * prefix from it.
+ */
+import { IMAGE_SET_BUCKET, type AgentOp } from './agent-api.js';
+import { CONTROLLER_WILDCARD, controllerSubject, type ControllerOp } from './controller-api.js';
+import {
+  agentSubject,
+  agentWildcard,
+  EVENT_WILDCARD,
+  HEARTBEAT_WILDCARD,
+  heartbeatSubject,
+} from './subjects.js';
+
+/**
+ * The roles: the controller commands agents; an agent serves its own subjects; an operator may
+ * change the cluster through the controller; a viewer may only look.
+ */
+export const ROLES = ['controller', 'agent', 'operator', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** True when `s` names a role. */
+export function isRole(s: string): s is Role {
+  return (ROLES as readonly string[]).includes(s);
+}
+
+/**
+ * Names of identities (host ids of agents, operators' names): one subject token, so no dots —
+ * a dotted host id would slip past the `*` wildcards the permissions are written with.
+ */
+export const IDENTITY_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+/** The organization of every Drover certificate subject. */
+export const CERT_ORGANIZATION = 'drover';
+
+/** One identity: a role and a name (the agent's host id, the operator's name, ...). */
+export interface Identity {
+  readonly role: Role;
+  readonly name: string;
+}
+
+/**
+ * The NATS user of an identity: its certificate's subject as nats-server prints it
+ * (RFC 2253, most specific first), which `verify_and_map` matches.
+ */
+export function natsUserOf(id: Identity): string {
+  return `CN=${id.name},OU=${id.role},O=${CERT_ORGANIZATION}`;
+}
+
+/**
+ * The identity a certificate subject names (OU = role, CN = name, O = drover), or null if it is
+ * none of ours. `subject` is one `KEY=value` per line, as Node's `X509Certificate.subject` gives it.
+ */
+export function identityOfSubject(subject: string): Identity | null {
+  const f = new Map<string, string>();
+  for (const line of subject.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) f.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+  }
+  const role = f.get('OU') ?? '';
+  const name = f.get('CN') ?? '';
+  if (f.get('O') !== CERT_ORGANIZATION || !isRole(role) || !IDENTITY_NAME_PATTERN.test(name))
+    return null;
+  return { role, name };
+}
+
+/**
+ * Where an identity's replies arrive. The controller uses the default `_INBOX`; everyone else
+ * gets a prefix of their own, so nobody but the controller can subscribe to another client's
+ * replies (object-store chunks of image sets travel to inboxes too).
+ */
+export function inboxPrefixOf(id: Identity): string {
+  return id.role === 'controller' ? '_INBOX' : `_INBOX.${id.role}.${id.name}`;
+}
+
+/**
+ * Whether each controller operation only reads (a viewer may call it) or changes something.
+ * Typed over every operation: a new one does not compile until it is classified.
+ */
+export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'change' } = {
+  hosts: 'read',
+  jobs: 'read',
+  inspect: 'read',
+  logs: 'read',
+  preflight: 'read',
+  ops: 'read',
+  status: 'read',
+  events: 'read',
+  'images-list': 'read',
+  'images-inspect': 'read',
+  run: 'change',
+  signal: 'change',
+  stop: 'change',
+  migrate: 'change',
+  drain: 'change',
+  cordon: 'change',
+  uncordon: 'change',
+  adopt: 'change',
+  checkpoint: 'change',
+  restore: 'change',
+  'images-delete': 'change',
+};
+
+/**
+ * What one agent may ask of another during a migration (the source asks the destination):
+ * facts about it, whether files exist there, and the destination's side of the handshake.
+ * Everything else (run, signal, checkpoint, restore, migrate, ...) only the controller may ask.
+ */
+export const AGENT_PEER_OPS = [
+  'info',
+  'files-check',
+  'migrate-prepare',
+  'migrate-abort',
+  'migrate-commit',
+  'migrate-status',
+] as const satisfies readonly AgentOp[];
+
+/** The subjects one identity may publish and subscribe to. */
+export interface SubjectPermissions {
+  readonly publish: readonly string[];
+  readonly subscribe: readonly string[];
+  /** May answer requests it received (publish to their reply subjects only). */
+  readonly allowResponses: boolean;
+}
+
+/** JetStream API subjects that act on one stream (reads, ephemeral consumers, purges). */
+function streamApi(stream: string): string[] {
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.INFO.${stream}.*`,
+    `$JS.API.CONSUMER.DELETE.${stream}.*`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
+    `$JS.FC.${stream}.>`,
+    `$JS.ACK.${stream}.>`,
+  ];
+}
+
+/** The permissions of `id`: exactly what its role needs, nothing more. */
+export function permissionsOf(id: Identity): SubjectPermissions {
+  const inbox = `${inboxPrefixOf(id)}.>`;
+  switch (id.role) {
+    case 'controller':
+      return {
+        publish: [
+          agentSubject('*', '*'),
+          '$JS.API.>',
+          '$JS.ACK.>',
+          '$JS.FC.>',
+          '$KV.>',
+          '$O.>',
+          '_INBOX.>',
+        ],
+        subscribe: [CONTROLLER_WILDCARD, HEARTBEAT_WILDCARD, EVENT_WILDCARD, '_INBOX.>'],
+        allowResponses: true,
+      };
+    case 'agent': {
+      const objectStream = `OBJ_${IMAGE_SET_BUCKET}`;
+      return {
+        publish: [
+          heartbeatSubject(id.name),
+          `drover.evt.${id.name}.>`,
+          ...AGENT_PEER_OPS.map((op) => agentSubject('*', op)),
+          '$JS.API.INFO',
+          ...streamApi(objectStream),
+          `$O.${IMAGE_SET_BUCKET}.>`,
+        ],
+        subscribe: [agentWildcard(id.name), inbox],
+        allowResponses: true,
+      };
+    }
+    case 'operator':
+      return {
+        publish: [controllerSubject('*')],
+        subscribe: [HEARTBEAT_WILDCARD, EVENT_WILDCARD, inbox],
+        allowResponses: false,
+      };
+    case 'viewer':
+      return {
+        publish: (Object.keys(CONTROLLER_OP_ACCESS) as ControllerOp[])
+          .filter((op) => CONTROLLER_OP_ACCESS[op] === 'read')
+          .map((op) => controllerSubject(op)),
+        subscribe: [HEARTBEAT_WILDCARD, EVENT_WILDCARD, inbox],
+        allowResponses: false,
+      };
+  }
+}

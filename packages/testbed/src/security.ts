@@ -1,0 +1,61 @@
+/**
+ * A testbed's certificates: a CA, the NATS server's certificate (for the bridge address), one
+ * certificate per agent, the controller's, the test runner's (a second controller identity), an
+ * operator's and a viewer's, and the generated NATS security config. Made by `Testbed.create`
+ * with `secure: true` (and so by `drover up` unless `--insecure`).
+ */
+import { join } from 'node:path';
+import { identityPaths, initCluster, NATS_SECURITY_FILE, type CertFiles } from '@drover/certs';
+import type { Role } from '@drover/protocol';
+import { readFile } from 'node:fs/promises';
+
+/** The certificates of a secure testbed. */
+export interface TestbedCerts {
+  /** The certificates directory (`<runDir>/certs`). */
+  readonly dir: string;
+  /** The nats-server `tls` and `authorization` blocks. */
+  readonly natsConfig: string;
+  /** The files of one identity. */
+  identity(role: Role, name: string): CertFiles;
+  /** The test runner's (a controller identity: it may call agents and JetStream directly). */
+  readonly runner: CertFiles;
+  /** The controller's (`controller`). */
+  readonly controller: CertFiles;
+  /** An operator's (`operator`) and a viewer's (`viewer`): what a CLI user holds. */
+  readonly operator: CertFiles;
+  readonly viewer: CertFiles;
+}
+
+/** Identity names of a secure testbed besides the agents (one per host). */
+export const TESTBED_IDENTITIES = {
+  controller: 'controller',
+  runner: 'runner',
+  operator: 'operator',
+  viewer: 'viewer',
+} as const;
+
+/** Make the certificates of a testbed with `hosts` in `dir` (new), NATS at `natsAddresses`. */
+export async function createTestbedCerts(
+  dir: string,
+  hosts: readonly string[],
+  natsAddresses: readonly string[],
+): Promise<TestbedCerts> {
+  const n = TESTBED_IDENTITIES;
+  await initCluster(dir, {
+    serverAddresses: natsAddresses,
+    controllers: [n.controller, n.runner],
+    agents: hosts,
+    operators: [n.operator],
+    viewers: [n.viewer],
+  });
+  const identity = (role: Role, name: string): CertFiles => identityPaths(dir, { role, name });
+  return {
+    dir,
+    natsConfig: await readFile(join(dir, NATS_SECURITY_FILE), 'utf8'),
+    identity,
+    runner: identity('controller', n.runner),
+    controller: identity('controller', n.controller),
+    operator: identity('operator', n.operator),
+    viewer: identity('viewer', n.viewer),
+  };
+}

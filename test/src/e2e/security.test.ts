@@ -1,0 +1,186 @@
+/**
+ * Secure by default, end to end: a testbed whose NATS requires TLS with the generated
+ * authorization, agents and a controller with their certificates, and the real `drover` CLI as
+ * an operator, a viewer and a stranger; an agent's credentials used against another agent.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Bus } from '@drover/bus';
+import { isDroverError } from '@drover/common';
+import { agentSubject, controllerSubject } from '@drover/protocol';
+import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import { droverCli, type CliResult } from '../cluster/cli.js';
+import { waitFor } from './helpers.js';
+
+let tb: Testbed;
+let cluster: AgentCluster;
+let ctl: ControllerProcess;
+let url: string;
+
+/** `drover` with the given certificate (none: no TLS flags at all). */
+function as(
+  who: 'operator' | 'viewer' | 'nobody',
+  args: readonly string[],
+  timeoutMs = 120_000,
+): Promise<CliResult> {
+  const files = who === 'nobody' ? undefined : tb.certs![who];
+  const tls = files
+    ? ['--nats-ca', files.caFile, '--nats-cert', files.certFile, '--nats-key', files.keyFile]
+    : [];
+  return droverCli(['--nats', url, ...tls, ...args], {
+    timeoutMs,
+    // Nothing from the machine's own setup (a `drover up` cluster, DROVER_NATS_*) may leak in.
+    env: {
+      DROVER_LOCAL_DIR: '/nonexistent/drover-local',
+      DROVER_NATS_SERVERS: undefined,
+      DROVER_NATS_CA: undefined,
+      DROVER_NATS_CERT: undefined,
+      DROVER_NATS_KEY: undefined,
+    },
+  });
+}
+
+async function json<T>(who: 'operator' | 'viewer', args: string[]): Promise<T> {
+  const r = await as(who, ['--json', ...args]);
+  assert.equal(r.code, 0, `drover ${args.join(' ')} as ${who} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** Refused for the viewer's role: exit 6, says so, and quickly (not a timeout). */
+function assertDenied(r: CliResult, what: string): void {
+  assert.equal(r.code, 6, `${what}: exit ${r.code}: ${r.stderr}${r.stdout}`);
+  assert.match(r.stderr, /not permitted/, what);
+}
+
+interface Job {
+  id: string;
+  host: string;
+  state: string;
+}
+
+before(async () => {
+  tb = await Testbed.create({ hosts: 2, nats: 'single', secure: true });
+  url = tb.nats!.urls[0]!;
+  cluster = await AgentCluster.start(tb);
+  ctl = await ControllerProcess.start(tb);
+  await waitFor(async () => {
+    const r = await as('viewer', ['hosts', '--json']);
+    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 2;
+  }, 20_000);
+});
+
+after(async () => {
+  await ctl?.kill();
+  await cluster?.close();
+  await tb?.teardown();
+});
+
+describe('TLS and roles on NATS', () => {
+  let job: Job;
+
+  test('a client without a certificate cannot even connect', async () => {
+    const r = await as('nobody', ['hosts'], 60_000);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, /cannot connect to NATS/);
+    await assert.rejects(Bus.connect({ servers: [url], name: 'stranger' }));
+  });
+
+  test('an operator runs a job and migrates it (agents talk to each other as peers)', async () => {
+    job = await json<Job>('operator', [
+      'run',
+      '--host',
+      'h1',
+      '--name',
+      'loop',
+      '--',
+      '/bin/sh',
+      '-c',
+      'while :; do sleep 0.2; done',
+    ]);
+    assert.equal(job.host, 'h1');
+    const op = await json<{ state: string }>('operator', ['migrate', job.id, '--to', 'h2']);
+    assert.equal(op.state, 'done');
+    const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
+    assert.deepEqual(
+      jobs.jobs.filter((j) => j.id === job.id && j.state === 'running').map((j) => j.host),
+      ['h2'],
+    );
+  });
+
+  test('a viewer can look but cannot run, migrate, drain, checkpoint or restore', async () => {
+    const opsBefore = await json<{ ops: unknown[] }>('viewer', ['ops']);
+    const jobsBefore = await json<{ jobs: Job[] }>('viewer', ['jobs']);
+    const t0 = Date.now();
+    assertDenied(await as('viewer', ['run', '--', '/bin/true']), 'run');
+    assertDenied(await as('viewer', ['migrate', job.id, '--to', 'h1']), 'migrate');
+    assertDenied(await as('viewer', ['drain', 'h2']), 'drain');
+    assertDenied(await as('viewer', ['cordon', 'h1']), 'cordon');
+    assertDenied(await as('viewer', ['checkpoint', job.id, '--name', 'viewer-set']), 'checkpoint');
+    assertDenied(await as('viewer', ['restore', 'viewer-set']), 'restore');
+    assertDenied(await as('viewer', ['stop', job.id]), 'stop');
+    assert.ok(Date.now() - t0 < 60_000, 'refusals are immediate, not timeouts');
+    // Nothing changed: no operation recorded, the job where it was, no host cordoned.
+    assert.deepEqual(await json<{ ops: unknown[] }>('viewer', ['ops']), opsBefore);
+    assert.deepEqual(await json<{ jobs: Job[] }>('viewer', ['jobs']), jobsBefore);
+    const hosts = await json<{ hosts: { cordoned: boolean }[] }>('viewer', ['hosts']);
+    assert.equal(
+      hosts.hosts.some((h) => h.cordoned),
+      false,
+    );
+  });
+
+  test('an operator checkpoints the job into the object store and restores it', async () => {
+    const set = await json<{ state: string }>('operator', [
+      'checkpoint',
+      job.id,
+      '--name',
+      'sec-set',
+    ]);
+    assert.equal(set.state, 'done', JSON.stringify(set));
+    const restored = await json<{ state: string }>('operator', [
+      'restore',
+      'sec-set',
+      '--to',
+      'h1',
+    ]);
+    assert.equal(restored.state, 'done', JSON.stringify(restored));
+    const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
+    assert.deepEqual(
+      jobs.jobs.filter((j) => j.id === job.id && j.state === 'running').map((j) => j.host),
+      ['h1'],
+    );
+  });
+
+  test("an agent's credentials cannot command another agent or the controller", async () => {
+    const h1 = await Bus.connect({
+      servers: [url],
+      name: 'h1 gone rogue',
+      tls: tb.certs!.identity('agent', 'h1'),
+      requestTimeoutMs: 10_000,
+    });
+    try {
+      const denied = async (subject: string): Promise<void> => {
+        await assert.rejects(h1.request(subject, {}), (err: unknown) => {
+          assert.ok(isDroverError(err) && err.code === 'PERMISSION_DENIED', String(err));
+          return true;
+        });
+      };
+      await denied(agentSubject('h2', 'run'));
+      await denied(agentSubject('h2', 'signal'));
+      await denied(agentSubject('h2', 'checkpoint'));
+      await denied(controllerSubject('run'));
+      await denied(controllerSubject('drain'));
+      // The one thing it may ask a peer: facts for a migration.
+      const info = (await h1.request(agentSubject('h2', 'info'), {})) as { hostId?: string };
+      assert.ok(info);
+    } finally {
+      await h1.close();
+    }
+    // h1's own agent and the controller never hit a permission they needed.
+    for (const out of [ctl.output(), ...cluster.agents.map((a) => a.process?.output() ?? '')])
+      assert.doesNotMatch(out, /Permissions Violation/i);
+    // h2 still runs what it ran, untouched.
+    const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
+    assert.ok(jobs.jobs.every((j) => j.state !== 'failed'));
+  });
+});
