@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { jetstreamManager } from '@nats-io/jetstream';
-import type { DroverError } from '@drover/common';
+import { isDroverError, type DroverError } from '@drover/common';
 import type { Bus } from './connection.js';
 import { EventLog } from './event-log.js';
 import { Lease, LeaseKeeper, type LeaseRecord } from './lease.js';
@@ -128,4 +128,67 @@ test('a request in flight while the servers of both ends crash is answered once'
   assert.equal(await reply, 1);
   assert.equal(runs, 1);
   await Promise.all(victims.map((s) => s.start()));
+});
+
+test('concurrent compare-and-set writes of one revision on an R3 bucket: exactly one wins', async () => {
+  await Promise.all(cluster.servers.filter((s) => s.pid() === undefined).map((s) => s.start()));
+  const store = await openR3<string>('cluster_cas');
+  let revision = await store.put('k', 'start');
+  for (let round = 0; round < 20; round++) {
+    // nats-server 2.9.10 accepted all of these on a replicated stream: its per-subject revision
+    // check is made before the write is replicated, so writes in flight all pass it.
+    const results = await Promise.allSettled(
+      ['a', 'b', 'c', 'd'].map((w) => store.update('k', `${w}${round}`, revision)),
+    );
+    const won = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    assert.equal(won.length, 1, `round ${round}: ${won.length} writes of revision ${revision} won`);
+    for (const r of results) {
+      if (r.status === 'rejected') assert.ok(isDroverError(r.reason, 'FAILED_PRECONDITION'));
+    }
+    revision = won[0]!;
+    assert.equal((await store.get('k'))?.revision, revision);
+  }
+});
+
+test('concurrent mutates of one record lose no returned write, across a leader crash', async () => {
+  await Promise.all(cluster.servers.filter((s) => s.pid() === undefined).map((s) => s.start()));
+  const store = await openR3<Record<string, string>>('cluster_items');
+  await store.put('op', {});
+  // Like a drain's workers: each settles its own items of one record, each item once.
+  const writers = ['w0', 'w1', 'w2', 'w3'];
+  const perWriter = 30;
+  const returned: string[] = [];
+  const failures: unknown[] = [];
+  let crashAt = 0;
+  let crashed: Promise<void> = Promise.resolve();
+  await Promise.all(
+    writers.map(async (w) => {
+      for (let i = 0; i < perWriter; i++) {
+        const item = `${w}-${i}`;
+        try {
+          await store.mutate('op', (cur) => ({ ...cur, [item]: 'done' }));
+        } catch (err) {
+          failures.push(err);
+          return;
+        }
+        returned.push(item);
+        // Crash the stream leader right after a write returned, with the others in flight.
+        if (returned.length === 40 && crashAt === 0) {
+          crashAt = returned.length;
+          crashed = (async () => {
+            const leader = await leaderOf('KV_cluster_items');
+            await cluster.servers.find((s) => s.name === leader)!.kill();
+          })();
+        }
+      }
+    }),
+  );
+  await crashed;
+  assert.deepEqual(failures, []);
+  assert.ok(crashAt > 0);
+  const final = (await store.get('op'))!.value;
+  const lost = returned.filter((item) => final[item] !== 'done');
+  assert.deepEqual(lost, [], `${lost.length} of ${returned.length} returned writes are lost`);
+  assert.equal(Object.keys(final).length, writers.length * perWriter);
+  await Promise.all(cluster.servers.filter((s) => s.pid() === undefined).map((s) => s.start()));
 });

@@ -4,11 +4,14 @@ import {
   JetStreamApiCodes,
   JetStreamApiError,
   type JetStreamClient,
+  type JetStreamManager,
+  type StoredMsg,
 } from '@nats-io/jetstream';
 import { Kvm, KvWatchInclude, type KV, type KvEntry } from '@nats-io/kv';
-import { errors as natsErrors } from '@nats-io/nats-core';
+import { Empty, errors as natsErrors, headers } from '@nats-io/nats-core';
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, isDroverError } from '@drover/common';
 import type { Bus } from './connection.js';
 
 /** How to open (or create) a state bucket. */
@@ -126,6 +129,9 @@ export function mapJetStreamError(
 
 const encoder = new TextEncoder();
 
+/** Header of a conditional write: an id per write, the same on each of its tries. */
+const WRITE_ID_HEADER = 'Drover-Write-Id';
+
 /** JetStream refusals of a stream add that lost a race with an identical one (10058, 10065). */
 export const CREATE_RACE_CODES: readonly number[] = [10058, 10065];
 
@@ -153,10 +159,6 @@ export async function retryUnavailable<R>(
   }
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
 /** Raw read: the live value (null if absent or deleted) and the key's last revision (0 if never written). */
 interface RawRead<T> {
   value: T | null;
@@ -169,16 +171,22 @@ interface RawRead<T> {
  *
  * Every call rides over a JetStream outage of up to `retryForMs` (an R3 bucket is unwritable for
  * a few seconds after its leader dies). A write that timed out may still have been applied, so a
- * retried conditional write that then meets a conflict looks at the key: if it holds exactly
- * what we wrote, the earlier try succeeded and that is the result.
+ * retried conditional write that then meets a conflict or a duplicate looks at what was stored:
+ * if it carries this write's id, the earlier try succeeded and that is the result.
  */
 export class StateStore<T> {
+  private readonly stream: string;
+
   private constructor(
     private readonly kv: KV,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
     /** The bucket name. */
     readonly bucket: string,
     private readonly retryForMs: number,
-  ) {}
+  ) {
+    this.stream = `KV_${bucket}`;
+  }
 
   /** Open the bucket, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
   static async open<T>(bus: Bus, options: StateStoreOptions): Promise<StateStore<T>> {
@@ -212,7 +220,9 @@ export class StateStore<T> {
       },
       { bucket: options.bucket },
     );
-    return new StateStore<T>(kv, options.bucket, retryForMs);
+    // No API check: that would be a request, and the bucket has just answered.
+    const jsm = await js.jetstreamManager(false);
+    return new StateStore<T>(kv, js, jsm, options.bucket, retryForMs);
   }
 
   /** The live value and its revision, or null when the key is absent or deleted. */
@@ -233,19 +243,23 @@ export class StateStore<T> {
   async create(key: string, value: T): Promise<number> {
     validateKey(key);
     const bytes = encoder.encode(JSON.stringify(value));
-    return this.retrying(`create ${key}`, { key }, async (retry) => {
-      try {
-        return await this.kv.create(key, bytes);
-      } catch (err) {
-        if (!isConflict(err)) throw err;
-        const ours = retry ? await this.appliedEarlier(key, bytes) : null;
-        if (ours !== null) return ours;
-        throw new DroverError(ErrorCode.AlreadyExists, `state key ${key} already exists`, {
-          cause: err,
-          details: { key },
-        });
-      }
-    });
+    const exists = (cause: unknown): DroverError =>
+      new DroverError(ErrorCode.AlreadyExists, `state key ${key} already exists`, {
+        cause,
+        details: { key },
+      });
+    try {
+      // Revision 0: the key has no message at all.
+      return await this.conditional(`create ${key}`, key, bytes, 0);
+    } catch (err) {
+      if (!isDroverError(err, ErrorCode.FailedPrecondition)) throw err;
+      // A deleted key keeps its delete marker: create on top of that, and only of that.
+      const cur = await this.read(key);
+      if (cur.value !== null || cur.revision === 0) throw exists(err);
+      return this.conditional(`create ${key}`, key, bytes, cur.revision).catch((e: unknown) => {
+        throw isDroverError(e, ErrorCode.FailedPrecondition) ? exists(e) : e;
+      });
+    }
   }
 
   /**
@@ -253,7 +267,9 @@ export class StateStore<T> {
    * revision is FAILED_PRECONDITION (retryable: re-read and try again) with `{key, revision}`.
    */
   async update(key: string, value: T, revision: number): Promise<number> {
-    return this.casPut(key, value, checkRevision(revision));
+    validateKey(key);
+    const bytes = encoder.encode(JSON.stringify(value));
+    return this.conditional(`update ${key}`, key, bytes, checkRevision(revision));
   }
 
   /**
@@ -273,11 +289,12 @@ export class StateStore<T> {
       const next = fn(cur.value);
       try {
         if (next === null) {
-          if (cur.value !== null) await this.casDelete(key, cur.revision);
+          if (cur.value !== null) await this.conditional(`delete ${key}`, key, null, cur.revision);
           return null;
         }
         // Revision 0 means "never written": the server checks the key has no message at all.
-        const revision = await this.casPut(key, next, cur.revision);
+        const bytes = encoder.encode(JSON.stringify(next));
+        const revision = await this.conditional(`update ${key}`, key, bytes, cur.revision);
         return { value: next, revision };
       } catch (err) {
         const conflict =
@@ -295,7 +312,10 @@ export class StateStore<T> {
    */
   async delete(key: string, revision?: number): Promise<void> {
     validateKey(key);
-    if (revision !== undefined) return this.casDelete(key, checkRevision(revision));
+    if (revision !== undefined) {
+      await this.conditional(`delete ${key}`, key, null, checkRevision(revision));
+      return;
+    }
     await this.retrying(`delete ${key}`, { key }, () => this.kv.delete(key));
   }
 
@@ -360,36 +380,76 @@ export class StateStore<T> {
     return { value: e.operation === 'PUT' ? decode<T>(e) : null, revision: e.revision };
   }
 
-  private async casPut(key: string, value: T, revision: number): Promise<number> {
-    validateKey(key);
-    const bytes = encoder.encode(JSON.stringify(value));
-    return this.retrying(`update ${key}`, { key }, async (retry) => {
+  /**
+   * Write `bytes` (null: a delete marker) only if `revision` is still the key's last revision
+   * (0: the key has no message). A stale revision is FAILED_PRECONDITION (retryable).
+   *
+   * Why the message id: on a replicated stream, nats-server 2.9.x checks the expected revision
+   * against what its leader has applied, before the write is replicated, so concurrent writes of
+   * one revision all passed it and all but the last were lost. The id names "the successor of
+   * `revision`", and the stream's duplicate detection, which the leader applies to writes in
+   * flight too, lets only one through: the others are acknowledged as duplicates.
+   */
+  private async conditional(
+    what: string,
+    key: string,
+    bytes: Uint8Array | null,
+    revision: number,
+  ): Promise<number> {
+    const subject = this.subjectOf(key);
+    // Tells our own earlier try from a rival's write with the same message id (or the same bytes).
+    const writeId = randomUUID();
+    return this.retrying(what, { key }, async (retry) => {
+      const h = headers();
+      h.set(WRITE_ID_HEADER, writeId);
+      if (bytes === null) h.set('KV-Operation', 'DEL');
+      let ack;
       try {
-        return await this.kv.put(key, bytes, { previousSeq: revision });
+        ack = await this.js.publish(subject, bytes ?? Empty, {
+          headers: h,
+          msgID: `${key}@${revision}`,
+          expect: { lastSubjectSequence: revision },
+        });
       } catch (err) {
-        const ours = retry && isConflict(err) ? await this.appliedEarlier(key, bytes) : null;
-        if (ours !== null) return ours;
-        throw conflictOr(`update ${key}`, err, key, revision);
+        if (retry && isConflict(err)) {
+          const last = await this.message(key);
+          // Our earlier try landed; or, for a delete, the key is deleted anyway.
+          if (last !== null && last.header?.get(WRITE_ID_HEADER) === writeId) return last.seq;
+          if (bytes === null && (last === null || last.header?.get('KV-Operation'))) return 0;
+        }
+        throw conflictOr(what, err, key, revision);
       }
+      if (!ack.duplicate) return ack.seq;
+      // The successor of `revision` was written already: by an earlier try of ours whose answer
+      // was lost (a timeout, a server that died), or by a rival. If the message is gone (a
+      // later write replaced it), we cannot tell: a conflict, and mutate reads again.
+      if (retry) {
+        const at = ack.seq > 0 ? await this.message(key, ack.seq) : null;
+        if (at !== null && at.header?.get(WRITE_ID_HEADER) === writeId) return at.seq;
+      }
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `${what}: revision ${revision} is stale`,
+        {
+          retryable: true,
+          details: { key, revision },
+        },
+      );
     });
   }
 
-  private async casDelete(key: string, revision: number): Promise<void> {
-    await this.retrying(`delete ${key}`, { key }, async (retry) => {
-      try {
-        await this.kv.delete(key, { previousSeq: revision });
-      } catch (err) {
-        // A retry that conflicts because our earlier try deleted it: done.
-        if (retry && isConflict(err) && (await this.kv.get(key))?.operation !== 'PUT') return;
-        throw conflictOr(`delete ${key}`, err, key, revision);
-      }
-    });
+  /** The stored message of `key` at `seq`, or its last one; null if there is none. */
+  private async message(key: string, seq?: number): Promise<StoredMsg | null> {
+    const subject = this.subjectOf(key);
+    const m = await this.jsm.streams.getMessage(
+      this.stream,
+      seq === undefined ? { last_by_subj: subject } : { seq },
+    );
+    return m !== null && m.subject === subject ? m : null;
   }
 
-  /** The key's revision if it holds exactly `bytes` (an earlier, timed-out write landed), else null. */
-  private async appliedEarlier(key: string, bytes: Uint8Array): Promise<number | null> {
-    const e = await this.kv.get(key);
-    return e !== null && e.operation === 'PUT' && sameBytes(e.value, bytes) ? e.revision : null;
+  private subjectOf(key: string): string {
+    return `$KV.${this.bucket}.${key}`;
   }
 
   private retrying<R>(
