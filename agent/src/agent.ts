@@ -164,8 +164,9 @@ export class Agent {
         record.mainPidInside = started.mainPidInside;
         record.state = JobState.running;
         await this.store.save(record);
+        // Already over: record it now. (We hold the job's lock: onRootExit would wait for it.)
         if (started.rootPid === null)
-          await this.onRootExit(id, { pid: -1, exitCode: null, signal: null, coreDumped: false });
+          await this.recordExit(id, { pid: -1, exitCode: null, signal: null, coreDumped: false });
         else this.watch(record);
       } catch (err) {
         const first = toDroverError(err);
@@ -441,26 +442,26 @@ export class Agent {
 
   /** A job's root exited: record how, unless an operation already accounted for it. */
   private onRootExit(jobId: string, status: ChildStatus): Promise<void> {
-    return this.withJob(jobId, async () => {
-      const r = await this.store.load(jobId).catch(() => null);
-      if (
-        !r ||
-        (r.state !== JobState.running &&
-          r.state !== JobState.frozen &&
-          r.state !== JobState.starting)
-      )
-        return;
-      if (r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks)) return; // stale report
-      const code = await this.store.exitStatus(jobId);
-      applyExit(r, code, status);
-      await this.store.save(r);
-      void this.closeSelfCheckpoint(jobId); // not awaited: see release()
-      await this.cgroupOf(r)
-        .then((cg) => cg.destroy({ force: true }))
-        .catch(() => undefined);
-      this.log.info('job exited', { jobId, exitCode: r.exitCode, signal: r.signal });
-      this.event(r);
-    });
+    return this.withJob(jobId, () => this.recordExit(jobId, status));
+  }
+
+  /** The body of `onRootExit`, for a caller that already holds the job's lock. */
+  private async recordExit(jobId: string, status: ChildStatus): Promise<void> {
+    const r = await this.store.load(jobId).catch(() => null);
+    if (
+      !r ||
+      (r.state !== JobState.running && r.state !== JobState.frozen && r.state !== JobState.starting)
+    )
+      return;
+    if (r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks)) return; // stale report
+    const code = await this.store.exitStatus(jobId);
+    applyExit(r, code, status);
+    await this.store.save(r);
+    void this.closeSelfCheckpoint(jobId); // not awaited: see release()
+    await this.cgroupOf(r)
+      .then((cg) => cg.destroy({ force: true }))
+      .catch(() => undefined);
+    this.log.info('job exited', { jobId, exitCode: r.exitCode, signal: r.signal });
   }
 
   /** After a restart: watch live jobs again; record the ones that ended while we were away. */

@@ -26,7 +26,7 @@ test('round trips at every size boundary, whatever the input chunking', async ()
   for (const size of [0, 1, MiB - 1, MiB, MiB + 1, 3.5 * MiB]) {
     const data = randomBytes(size);
     const box = await sealed(data);
-    assert.ok(!box.includes(data.subarray(0, Math.min(64, size))) || size === 0);
+    if (size >= 64) assert.ok(!box.includes(data.subarray(0, 64)), 'plaintext in the sealed file');
     for (const step of [1 + (size % 7), 65_536, 4 * MiB]) {
       const back = await all(openImage(cut(box, step), key, 's1/job-a/pages-1.img'));
       assert.ok(back.equals(data), `size ${size}, step ${step}`);
