@@ -99,3 +99,28 @@ test('an acknowledged request is never run again by a server that restarted', as
   await second.close();
   await client.close();
 });
+
+test('a reply over the message limit comes back as a failure, and the server lives on', async () => {
+  const server = await connect('big-reply-server');
+  server.serve('drover.test.big', async (_s, data) =>
+    new TextEncoder().encode(
+      JSON.stringify({
+        ok: true,
+        result: 'x'.repeat(new TextDecoder().decode(data) === '"big"' ? 2 << 20 : 1),
+      }),
+    ),
+  );
+  await server.flush();
+  const client = await connect('big-reply-client');
+  try {
+    await assert.rejects(client.request('drover.test.big', 'big'), (err: DroverError) => {
+      assert.equal(err.code, 'FAILED_PRECONDITION');
+      assert.match(err.message, /over the \d+-byte message limit/);
+      return true;
+    });
+    assert.equal(await client.request('drover.test.big', 'small'), 'x');
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
