@@ -72,6 +72,14 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
     }
     for (const j of jobs) await waitReady(j.dir, 120_000);
 
+    // What a drain's planning asks of a real agent for each job: its preflight.
+    const preflightMs: number[] = [];
+    for (const j of jobs) {
+      const t0 = performance.now();
+      await cluster.agent(j.host).client.call('preflight', { jobId: j.id });
+      preflightMs.push(performance.now() - t0);
+    }
+
     // Each job alone: one leave-running checkpoint per job, one job at a time.
     const alone: number[] = [];
     for (let r = 0; r < o.reps; r++) {
@@ -164,6 +172,12 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       }),
       fig({ name: 'storing images in JetStream', unit: Unit.ms, summary: summarize(storing) }),
       fig({ name: 'image set size', unit: Unit.mib, summary: summarize(setMiB) }),
+      {
+        section: 'preflight',
+        name: 'preflight of one job by a real agent (each job of the checkpoint, one at a time)',
+        unit: Unit.ms,
+        summary: summarize(preflightMs),
+      },
     ];
   } finally {
     await bus?.close().catch(() => undefined);
