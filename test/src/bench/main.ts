@@ -102,6 +102,11 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
   writeFileSync(join(dirname(out), 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  // The same table in Markdown, for docs/PERFORMANCE.md.
+  writeFileSync(
+    join(dirname(out), 'latest.md'),
+    `${started.toISOString()}, ${durationSec} s; ${describeMachine(machine)}; load at end ${machineAfter.load1}\n\n${renderMarkdown(figures)}`,
+  );
   const lines = [
     '',
     `Drover benchmarks, ${started.toISOString()}, ${durationSec} s (median of ${reps} run(s) each; ratios are medians over the baseline's median)`,
