@@ -213,7 +213,8 @@ const PROBE = fileURLToPath(new URL('./tcp-probe.js', import.meta.url));
 /** Raw TCP throughput from `from` to `to` (bytes per second), sending `bytes`. */
 export async function linkRun(from: Host, to: Host, bytes: number, port: number): Promise<number> {
   const sink = await to.spawn([process.execPath, PROBE, 'sink', to.address, String(port)], {
-    name: 'tcp-probe-sink',
+    // A log of its own per run: the readiness line must be this sink's.
+    name: `tcp-probe-sink-${port}`,
   });
   try {
     await sink.waitForOutput(/listening/, 10_000);

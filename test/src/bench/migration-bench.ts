@@ -94,7 +94,13 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
     let linkBps = NaN;
     if (!o.noBaselines) {
       const runs: number[] = [];
-      for (let i = 0; i < o.reps; i++) runs.push(await linkRun(h1, h2, 1024 * MiB, 7900 + i));
+      for (let i = 0; i < o.reps; i++) {
+        try {
+          runs.push(await linkRun(h1, h2, 1024 * MiB, 7900 + i));
+        } catch (err) {
+          o.log(`link: run ${i + 1} failed: ${String(err).slice(0, 300)}`);
+        }
+      }
       const s = summarize(runs.map((b) => b / 1e6));
       linkBps = s.median * 1e6;
       figures.push({
