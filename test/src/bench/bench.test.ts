@@ -19,6 +19,7 @@ import { parseStat, parseStatus } from './proc-stat.js';
 import {
   figureRatio,
   renderMarkdown,
+  renderNotes,
   renderTable,
   targetMet,
   Unit,
@@ -96,6 +97,10 @@ test('the table groups figures by section and prints median, min, max, ratio and
   );
   assert.equal(lines[4], '[link h1 → h2]');
   assert.match(lines[5]!, /^raw TCP\s+1321\s+1321\s+1321\s+MB\/s\s+1$/);
+  assert.equal(
+    renderNotes([...figures, fig({ name: 'jobs', note: 'FAILED: too big' })]),
+    '[migration 1024 MiB stop-copy] jobs: FAILED: too big',
+  );
   const md = renderMarkdown(figures);
   assert.match(
     md,

@@ -16,7 +16,7 @@ import { benchLog } from './bench-log.js';
 import { benchCheckpoint } from './checkpoint-bench.js';
 import { describeMachine, machineFacts } from './machine.js';
 import { benchMigration } from './migration-bench.js';
-import { renderMarkdown, renderTable, type Figure } from './report.js';
+import { renderMarkdown, renderNotes, renderTable, type Figure } from './report.js';
 import { benchScale } from './scale-bench.js';
 
 const SECTIONS = ['migration', 'checkpoint', 'scale'] as const;
@@ -105,7 +105,12 @@ async function main(): Promise<void> {
   // The same table in Markdown, for docs/PERFORMANCE.md.
   writeFileSync(
     join(dirname(out), 'latest.md'),
-    `${started.toISOString()}, ${durationSec} s; ${describeMachine(machine)}; load at end ${machineAfter.load1}\n\n${renderMarkdown(figures)}`,
+    `${started.toISOString()}, ${durationSec} s; ${describeMachine(machine)}; load at end ${machineAfter.load1}\n\n${renderMarkdown(figures)}\nNotes:\n\n${renderNotes(
+      figures,
+    )
+      .split('\n')
+      .map((l) => `- ${l}`)
+      .join('\n')}\n`,
   );
   const lines = [
     '',
@@ -113,6 +118,9 @@ async function main(): Promise<void> {
     `machine: ${describeMachine(machine)}; load at end ${machineAfter.load1}`,
     '',
     values.markdown === true ? renderMarkdown(figures) : renderTable(figures),
+    '',
+    'notes:',
+    renderNotes(figures),
     '',
     ...failures.map((f) => `FAILED ${f.split('\n')[0]}`),
     `JSON: ${out}`,

@@ -123,6 +123,14 @@ export function renderTable(figures: readonly Figure[]): string {
   return out.join('\n');
 }
 
+/** The figures' notes, one line each: `[section] figure: note`. */
+export function renderNotes(figures: readonly Figure[]): string {
+  return figures
+    .filter((f) => f.note)
+    .map((f) => `[${f.section}] ${f.name}: ${f.note}`)
+    .join('\n');
+}
+
 /** The same table in Markdown (for docs/PERFORMANCE.md), one table per section. */
 export function renderMarkdown(figures: readonly Figure[]): string {
   const out: string[] = [];
