@@ -243,6 +243,25 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
         ...(cliError ? { note: `FAILED: ${cliError}` } : {}),
       });
     }
+    // `drover hosts`: every host's last heartbeat in one reply.
+    const hostsMs: number[] = [];
+    let hostsNote = '';
+    for (let i = 0; i < o.reps; i++) {
+      const t0 = performance.now();
+      try {
+        hostsNote = `${(await client.call('hosts', {}, 60_000)).hosts.length} hosts listed`;
+        hostsMs.push(performance.now() - t0);
+      } catch (err) {
+        hostsNote = `FAILED: ${toDroverError(err).message}`;
+        break;
+      }
+    }
+    fig({
+      name: `hosts request, all ${o.hosts} hosts (connected client)`,
+      unit: Unit.ms,
+      summary: summarize(hostsMs),
+      note: hostsNote,
+    });
     const oneHost: number[] = [];
     for (let i = 0; i < Math.max(5, o.reps); i++) {
       const t0 = performance.now();
