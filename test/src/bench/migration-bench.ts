@@ -247,6 +247,7 @@ function migrationFigures(
   const byHandTotal = med(base.byHand, (r) => r.totalMs);
   const floorTotal = med(base.floor, (r) => r.totalMs);
   add('downtime, job heartbeat gap', Unit.ms, (r) => r.gapMs, {
+    note: base.verified,
     baseline: { name: 'by hand', median: byHandGap },
     ...(mode === 'post-copy' && mb >= 1024
       ? { target: { op: '<=', value: 100, of: 'median', text: '≤ 100 ms' } as Target }
@@ -307,14 +308,7 @@ function migrationFigures(
     target: cpuTarget,
   });
   add('source CRIU CPU per GB (agent children)', Unit.cpuPerGb, (r) => r.src.cpuChildren / gb);
-  add(
-    'destination CRIU CPU per GB (agent children)',
-    Unit.cpuPerGb,
-    (r) => r.dst.cpuChildren / gb,
-    {
-      note: base.verified,
-    },
-  );
+  add('destination CRIU CPU per GB (agent children)', Unit.cpuPerGb, (r) => r.dst.cpuChildren / gb);
   const memTarget: Target = { op: '<=', value: 64, of: 'median', text: '≤ 64 MiB' };
   add('source agent peak memory growth', Unit.mib, (r) => r.src.peakGrowthBytes / MiB, {
     target: memTarget,
