@@ -120,9 +120,34 @@ test('an oversized request id is refused without running; an oversized reply bec
   const client = await connect('hostile-client');
   await assert.rejects(
     client.request('drover.test.hostile', {}, 3000),
-    (err: DroverError) => isDroverError(err) && err.code === 'INTERNAL',
+    (err: DroverError) => isDroverError(err) && err.code === 'FAILED_PRECONDITION',
   );
   assert.equal(runs, 1);
   await client.close();
   await server.close();
+});
+
+test('a reply over the message limit comes back as a failure, and the server lives on', async () => {
+  const server = await connect('big-reply-server');
+  server.serve('drover.test.big', async (_s, data) =>
+    new TextEncoder().encode(
+      JSON.stringify({
+        ok: true,
+        result: 'x'.repeat(new TextDecoder().decode(data) === '"big"' ? 2 << 20 : 1),
+      }),
+    ),
+  );
+  await server.flush();
+  const client = await connect('big-reply-client');
+  try {
+    await assert.rejects(client.request('drover.test.big', 'big'), (err: DroverError) => {
+      assert.equal(err.code, 'FAILED_PRECONDITION');
+      assert.match(err.message, /over the \d+-byte message limit/);
+      return true;
+    });
+    assert.equal(await client.request('drover.test.big', 'small'), 'x');
+  } finally {
+    await client.close();
+    await server.close();
+  }
 });

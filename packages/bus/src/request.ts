@@ -22,7 +22,7 @@ import {
   type NatsConnection,
 } from '@nats-io/nats-core';
 import { DroverError, ErrorCode } from '@drover/common';
-import { failReply } from '@drover/protocol';
+import { failReply, MAX_MESSAGE_BYTES } from '@drover/protocol';
 
 /** The request id header (set by clients on every request). */
 export const REQUEST_ID_HEADER = 'Drover-Request-Id';
@@ -216,8 +216,11 @@ export class CallCache {
    */
   handle(msg: Msg, run: () => Promise<Uint8Array | null>): void {
     const id = msg.headers?.get(REQUEST_ID_HEADER) ?? '';
+    const subject = msg.subject;
+    const fitted = (): Promise<Uint8Array | null> =>
+      run().then((r) => (r ? this.fit(subject, r) : r));
     if (id === '' || !msg.reply) {
-      void run().then((r) => {
+      void fitted().then((r) => {
         if (r && msg.reply) this.answer(msg.reply, r);
       });
       return;
@@ -242,7 +245,7 @@ export class CallCache {
         this.link.publishRaw(reply, outcomeUnknown(msg.subject));
         return;
       }
-      call = this.start(id, run);
+      call = this.start(id, fitted);
     }
     if (!call.done) {
       const h = headers();
@@ -273,6 +276,23 @@ export class CallCache {
         // the connection is closed: nobody can be answered
       }
     }
+  }
+
+  /**
+   * A reply the server would refuse (over its payload limit, or over the envelope's limit that
+   * every client enforces) becomes a failure saying so: publishing it would throw, and the
+   * thrown error would end the serving process.
+   */
+  private fit(subject: string, reply: Uint8Array): Uint8Array {
+    const limit = Math.min(this.link.nc.info?.max_payload ?? MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES);
+    if (reply.byteLength <= limit) return reply;
+    return failReply(
+      new DroverError(
+        ErrorCode.FailedPrecondition,
+        `the reply on ${subject} is ${reply.byteLength} bytes, over the ${limit}-byte message limit`,
+        { details: { subject, size: reply.byteLength, limit } },
+      ),
+    );
   }
 
   private start(id: string, run: () => Promise<Uint8Array | null>): Call {

@@ -15,7 +15,7 @@ export type {
 } from './host.js';
 export type { ExecResult, OwnedProcess } from './proc.js';
 export { NatsMode } from './nats.js';
-export type { NatsServer, NatsService } from './nats.js';
+export type { NatsOptions, NatsServer, NatsService } from './nats.js';
 export type { SshdService } from './sshd.js';
 export { leaks, assertNoLeftovers, removeRun, sweepLeftovers } from './cleanup.js';
 export type { Leftover, SweepReport } from './cleanup.js';

@@ -81,7 +81,14 @@ function conf(lines: Record<string, string>, blocks: string): string {
   );
 }
 
-const limits = 'max_memory_store: 268435456\n  max_file_store: 1073741824';
+/** JetStream storage limits of every testbed server; `maxFileStoreBytes` default 1 GiB. */
+export interface NatsOptions {
+  maxFileStoreBytes?: number;
+}
+
+function limits(o: NatsOptions): string {
+  return `max_memory_store: 268435456\n  max_file_store: ${o.maxFileStoreBytes ?? 1073741824}`;
+}
 
 /** Build a server handle around a `launch` function that starts the process. */
 function server(
@@ -137,7 +144,7 @@ function server(
  * test runner reach it, and it survives `kill()` or `cutLink()` of any host (a cut host loses the
  * bus exactly like a partitioned machine would), so failure tests don't take the bus down with them.
  */
-function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> } {
+function singleServer(ctx: NatsContext, o: NatsOptions): NatsServer & { start(): Promise<void> } {
   const dir = join(ctx.runDir, 'nats');
   const logDir = join(ctx.logDir, 'nats');
   mkdirSync(dir, { recursive: true });
@@ -152,7 +159,7 @@ function singleServer(ctx: NatsContext): NatsServer & { start(): Promise<void> }
         listen: `"${a}:${CLIENT_PORT}"`,
         http: `"${a}:${MONITOR_PORT}"`,
       },
-      `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits}\n}\n` +
+      `jetstream {\n  store_dir: "${join(dir, 'js')}"\n  ${limits(o)}\n}\n` +
         (ctx.certs?.natsConfig ?? ''),
     ),
   );
@@ -204,6 +211,7 @@ function clusterServer(
   ctx: NatsContext,
   h: Host,
   peers: readonly Host[],
+  o: NatsOptions,
 ): NatsServer & { start(): Promise<void> } {
   mkdirSync(join(h.stateDir, 'nats'), { recursive: true });
   const routes = peers
@@ -217,7 +225,7 @@ function clusterServer(
         listen: `"${h.address}:${CLIENT_PORT}"`,
         http: `"${h.address}:${MONITOR_PORT}"`,
       },
-      `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits}\n}\n` +
+      `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits(o)}\n}\n` +
         `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`,
     ),
   );
@@ -244,18 +252,19 @@ function clusterServer(
 export async function startNats(
   ctx: NatsContext,
   mode: Exclude<NatsMode, 'none'>,
+  o: NatsOptions = {},
 ): Promise<NatsService> {
   let servers: (NatsServer & { start(): Promise<void> })[];
   if (ctx.certs && mode !== 'single')
     throw new Error('a secure testbed runs a single NATS server (routes without TLS: not yet)');
   const probe = probeOf(ctx);
   if (mode === 'single') {
-    servers = [singleServer(ctx)];
+    servers = [singleServer(ctx, o)];
   } else {
     const members = ctx.hosts.slice(0, 3);
     if (members.length < 3)
       throw new Error(`a NATS cluster needs 3 hosts, the testbed has ${ctx.hosts.length}`);
-    servers = members.map((h) => clusterServer(ctx, h, members));
+    servers = members.map((h) => clusterServer(ctx, h, members, o));
   }
   const svc: NatsService = {
     mode,

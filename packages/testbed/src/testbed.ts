@@ -14,7 +14,7 @@ import {
   writeOwner,
   type ProcessIdentity,
 } from './names.js';
-import { startNats, type NatsMode, type NatsService } from './nats.js';
+import { startNats, type NatsMode, type NatsOptions, type NatsService } from './nats.js';
 import { createTestbedCerts, type TestbedCerts } from './security.js';
 import { killChecked, mustRun, run, runSync, type OwnedProcess } from './proc.js';
 import { startSshd, type SshdService } from './sshd.js';
@@ -168,9 +168,12 @@ export class Testbed {
   }
 
   /** Start NATS ('single': one JetStream server on the bridge; 'cluster': R3 on h1..h3). */
-  async startNats(mode: Exclude<NatsMode, 'none'>): Promise<NatsService> {
+  async startNats(
+    mode: Exclude<NatsMode, 'none'>,
+    options: NatsOptions = {},
+  ): Promise<NatsService> {
     if (this.nats) throw new Error('NATS already started in this testbed');
-    this.nats = await startNats(this, mode);
+    this.nats = await startNats(this, mode, options);
     return this.nats;
   }
 

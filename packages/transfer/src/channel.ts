@@ -22,6 +22,8 @@ export const LINGER_MS = 2000;
 /** Inbound frames queued before the socket is paused (each ≤ 4 MiB, usually ≤ 1 MiB). */
 const QUEUE_HIGH = 16;
 const QUEUE_LOW = 4;
+/** Bytes a sender may queue in the socket's buffer before it waits for `drain`. */
+export const WRITE_AHEAD_BYTES = 4 * 1024 * 1024;
 
 interface Waiter {
   resolve: (frame: Frame) => void;
@@ -123,9 +125,15 @@ export class FrameChannel {
     return this.writeEncoded(encodeJsonFrame(type, value), stallMs);
   }
 
-  /** Write encoded bytes, honouring backpressure: a full socket buffer waits for `drain`. */
+  /**
+   * Write encoded bytes, honouring backpressure: once more than `WRITE_AHEAD_BYTES` wait in the
+   * socket's buffer, wait for `drain`. (Waiting whenever `write` returns false — past 16 KiB —
+   * would let the kernel's send buffer run dry while the next frame is prepared.)
+   */
   async writeEncoded(bytes: Buffer, stallMs: number): Promise<void> {
-    if (!this.writeRaw(bytes)) await this.waitFor('drain', stallMs, "the peer's reading");
+    if (!this.writeRaw(bytes) && this.socket.writableLength > WRITE_AHEAD_BYTES) {
+      await this.waitFor('drain', stallMs, "the peer's reading");
+    }
   }
 
   /** Write bytes without waiting; returns `socket.write`'s verdict. Throws if the stream ended. */

@@ -12,7 +12,7 @@ import { DroverError, ErrorCode, nullLogger, toDroverError, type Logger } from '
 import { json } from '@drover/protocol';
 import { FrameChannel, asStreamError } from './channel.js';
 import { TransferError } from './errors.js';
-import { FRAME_HEADER_BYTES, encodeFrame } from './frame.js';
+import { FRAME_HEADER_BYTES, allocFrame, sealFrame } from './frame.js';
 import {
   TRANSFER_PROTOCOL_VERSION,
   acceptSchema,
@@ -167,19 +167,28 @@ export class StreamClient {
           this.idleMs,
         );
         const hash = createHash('sha256');
-        for (let position = 0; position < st.size;) {
+        // Each chunk is read straight into its frame's payload (no copy), and the next chunk
+        // is read while this one is hashed and sent: file reads overlap the socket's work.
+        const read = async (position: number): Promise<{ frame: Buffer; n: number }> => {
           const want = Math.min(this.chunkBytes, st.size - position);
-          // A fresh buffer per frame: the socket keeps a reference until it is flushed.
-          const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await handle.read(buf, 0, want, position);
+          const frame = allocFrame(want);
+          const { bytesRead } = await handle.read(frame, FRAME_HEADER_BYTES, want, position);
           if (bytesRead === 0) {
             throw new DroverError(ErrorCode.FailedPrecondition, `${path} shrank while being sent`);
           }
-          const chunk = buf.subarray(0, bytesRead);
-          hash.update(chunk);
-          await this.sendData(chunk);
-          position += bytesRead;
-          this.meter.addBytes(bytesRead);
+          return { frame: frame.subarray(0, FRAME_HEADER_BYTES + bytesRead), n: bytesRead };
+        };
+        let position = 0;
+        let next = st.size > 0 ? read(0) : null;
+        while (next) {
+          const { frame, n } = await next;
+          position += n;
+          next = position < st.size ? read(position) : null;
+          // Settled on the next turn; if sending fails first, close() waits for it.
+          next?.catch(() => undefined);
+          hash.update(frame.subarray(FRAME_HEADER_BYTES));
+          await this.sendData(frame);
+          this.meter.addBytes(n);
         }
         await this.channel.sendJson('FILE_END', { sha256: hash.digest('hex') }, this.idleMs);
         this.meter.fileDone();
@@ -254,15 +263,19 @@ export class StreamClient {
     this.busy = true;
   }
 
-  /** One DATA frame, with the test-only faults applied when configured. */
-  private async sendData(chunk: Buffer): Promise<void> {
+  /**
+   * One DATA frame (from `allocFrame`, payload filled in): sealed with its CRC32, then written,
+   * with the test-only faults applied when configured.
+   */
+  private async sendData(frame: Buffer): Promise<void> {
     const index = this.dataFrames++;
-    const frame = encodeFrame('DATA', chunk);
+    const length = frame.length - FRAME_HEADER_BYTES;
+    sealFrame(frame, 'DATA');
     if (this.faults.corruptFrameAt === index) {
-      frame[FRAME_HEADER_BYTES + (chunk.length >> 1)]! ^= 0xff;
+      frame[FRAME_HEADER_BYTES + (length >> 1)]! ^= 0xff;
     }
     const cut = this.faults.truncateAfterBytes;
-    if (cut !== undefined && this.dataBytes + chunk.length > cut) {
+    if (cut !== undefined && this.dataBytes + length > cut) {
       this.channel.writeRaw(frame.subarray(0, FRAME_HEADER_BYTES + (cut - this.dataBytes)));
       const err = new TransferError(`fault injection: stream cut after ${cut} payload bytes`, {
         kind: 'truncated',
@@ -271,7 +284,7 @@ export class StreamClient {
       });
       throw this.channel.fail(err, false); // no ERROR frame: the receiver must see a cut stream
     }
-    this.dataBytes += chunk.length;
+    this.dataBytes += length;
     await this.channel.writeEncoded(frame, this.idleMs);
     const rate = this.faults.throttleBytesPerSec;
     if (rate) {

@@ -54,22 +54,55 @@ export interface Frame {
 
 /** Encode one frame (header + payload) into a fresh buffer. Throws for oversize payloads. */
 export function encodeFrame(type: FrameType, payload: Uint8Array = EMPTY): Buffer {
-  const value = FrameType[type];
-  if (value === undefined) throw new TypeError(`unknown frame type ${String(type)}`);
+  if (FrameType[type] === undefined) throw new TypeError(`unknown frame type ${String(type)}`);
   if (payload.length > MAX_FRAME_PAYLOAD) {
     throw new TransferError(
       `${type} payload of ${payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`,
       { kind: 'protocol', frame: type, offset: 0 },
     );
   }
-  const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
-  buf.writeUInt8(value, 0);
-  buf.writeUInt8(0, 1);
-  buf.writeUInt16BE(0, 2);
-  buf.writeUInt32BE(payload.length, 4);
-  buf.writeUInt32BE(crc32(payload), 8);
-  buf.set(payload, FRAME_HEADER_BYTES);
-  return buf;
+  const frame = allocFrame(payload.length);
+  frame.set(payload, FRAME_HEADER_BYTES);
+  return sealFrame(frame, type);
+}
+
+/**
+ * A buffer for one frame with `payloadLength` bytes of payload after the header, for callers
+ * that fill the payload in place (a file read straight into it: no copy). Seal it with
+ * `sealFrame` once filled. Throws for oversize payloads.
+ */
+export function allocFrame(payloadLength: number): Buffer {
+  if (payloadLength > MAX_FRAME_PAYLOAD) {
+    throw new TransferError(`payload of ${payloadLength} bytes exceeds ${MAX_FRAME_PAYLOAD}`, {
+      kind: 'protocol',
+      frame: null,
+      offset: 0,
+    });
+  }
+  return Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadLength);
+}
+
+/**
+ * Write the header of `frame` (from `allocFrame`, its payload filled in): type, length (the
+ * buffer's length less the header) and the payload's CRC32. Returns `frame`.
+ */
+export function sealFrame(frame: Buffer, type: FrameType): Buffer {
+  const value = FrameType[type];
+  if (value === undefined) throw new TypeError(`unknown frame type ${String(type)}`);
+  const length = frame.length - FRAME_HEADER_BYTES;
+  if (length < 0 || length > MAX_FRAME_PAYLOAD) {
+    throw new TransferError(`${type} payload of ${length} bytes exceeds ${MAX_FRAME_PAYLOAD}`, {
+      kind: 'protocol',
+      frame: type,
+      offset: 0,
+    });
+  }
+  frame.writeUInt8(value, 0);
+  frame.writeUInt8(0, 1);
+  frame.writeUInt16BE(0, 2);
+  frame.writeUInt32BE(length, 4);
+  frame.writeUInt32BE(crc32(frame.subarray(FRAME_HEADER_BYTES)), 8);
+  return frame;
 }
 
 /** Encode a frame whose payload is `value` as UTF-8 JSON. */

@@ -21,6 +21,9 @@ import { ProgressMeter, type ProgressCallback } from './progress.js';
 import { asStreamError } from './channel.js';
 import type { StreamReceiver } from './server.js';
 
+/** Writes of one file in flight at most (each one frame, ≤ 1 MiB usually). */
+const MAX_PENDING_WRITES = 4;
+
 /** Default: a link with no frame (data or PING) for this long has failed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 
@@ -37,6 +40,8 @@ interface OpenFile extends FileHeader {
   hash: Hash;
   received: number;
   frame: Frame;
+  /** Writes not yet awaited, oldest first. */
+  writes: Promise<unknown>[];
 }
 
 /**
@@ -69,7 +74,14 @@ export async function receiveFiles(
           if (seen.has(header.name)) throw protocolError(frame, `${header.name} sent twice`);
           seen.add(header.name);
           const handle = await open(join(dir, header.name), 'wx', 0o600);
-          current = { ...header, handle, hash: createHash('sha256'), received: 0, frame };
+          current = {
+            ...header,
+            handle,
+            hash: createHash('sha256'),
+            received: 0,
+            frame,
+            writes: [],
+          };
           break;
         }
         case 'DATA': {
@@ -81,9 +93,14 @@ export async function receiveFiles(
               `${current.name}: more than the announced ${current.size} bytes`,
             );
           }
-          await current.handle.write(frame.payload);
+          // Positional writes, several in flight: hashing the next frames overlaps the
+          // writes (which run on libuv's thread pool). At most MAX_PENDING_WRITES wait.
+          const write = current.handle.write(frame.payload, 0, n, current.received);
+          write.catch(() => undefined); // awaited below or at FILE_END
+          current.writes.push(write);
           current.hash.update(frame.payload);
           current.received += n;
+          if (current.writes.length >= MAX_PENDING_WRITES) await current.writes.shift();
           meter.addBytes(n);
           break;
         }
@@ -96,6 +113,7 @@ export async function receiveFiles(
               `${current.name}: ${current.received} of ${current.size} bytes before FILE_END`,
             );
           }
+          await Promise.all(current.writes.splice(0));
           const actual = current.hash.digest('hex');
           if (actual !== sha256) {
             throw new TransferError(`${current.name}: sha256 mismatch`, {

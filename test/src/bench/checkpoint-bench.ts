@@ -1,0 +1,188 @@
+/**
+ * A coordinated cluster checkpoint of many jobs across three hosts, through the `drover` CLI
+ * against a real controller: total time, the cut (how long the workload stayed frozen), the
+ * freeze skew, and the slowest job's dump — compared with the slowest dump of a job alone.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Bus, ControllerClient } from '@drover/bus';
+import type { OperationRecord } from '@drover/protocol';
+import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import { drover } from '../cluster/cli.js';
+import { waitReady, workloadCommand } from '../workloads/mod.js';
+import type { BenchLog } from './bench-log.js';
+import { Unit, type Figure } from './report.js';
+import { summarize } from './stats.js';
+
+/** Options of the checkpoint benchmark. */
+export interface CheckpointOptions {
+  jobs: number;
+  hosts: number;
+  /** Memory of each job (the memory workload), MiB. */
+  mb: number;
+  reps: number;
+  log: BenchLog;
+}
+
+const SECTION = 'cluster checkpoint';
+
+/** The workload: node jobs holding `mb` MiB, Python programs and shell pipelines on every host. */
+const MIX = ['memory', 'python', 'pipeline'] as const;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Run the checkpoint benchmark; returns its figures. */
+export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
+  const tb = await Testbed.create({ hosts: o.hosts });
+  // Room for several image sets: nats-server 2.9.10 (Debian 12's) does not count the space of
+  // deleted objects as free until it restarts (fixed upstream in 2.9.15), and the testbed's
+  // default store is 1 GiB.
+  await tb.startNats('single', { maxFileStoreBytes: 8 * 2 ** 30 }).catch(async (err: unknown) => {
+    await tb.teardown();
+    throw err;
+  });
+  let cluster: AgentCluster | null = null;
+  let ctl: ControllerProcess | null = null;
+  let bus: Bus | null = null;
+  try {
+    const urls = [...tb.nats!.urls];
+    cluster = await AgentCluster.start(tb, { logLevel: 'info', heartbeatMs: 2000 });
+    ctl = await ControllerProcess.start(tb, { id: 'ctl-bench-ckpt', logLevel: 'info' });
+    bus = await Bus.connect({ servers: urls, name: 'bench-ckpt', requestTimeoutMs: 600_000 });
+    const client = new ControllerClient(bus);
+    for (let i = 0; (await client.call('hosts', {})).hosts.length < o.hosts; i++) {
+      if (i > 200) throw new Error('the controller does not see every host');
+      await sleep(100);
+    }
+    o.log(`checkpoint: starting ${o.jobs} jobs (${MIX.join(', ')}) on ${o.hosts} hosts`);
+    const jobs: { id: string; host: string; dir: string }[] = [];
+    for (let i = 0; i < o.jobs; i++) {
+      const host = tb.hosts[i % o.hosts]!.name;
+      const dir = join(tb.runDir, 'shared', `ckpt-${i}`);
+      mkdirSync(dir, { recursive: true });
+      const kind = MIX[Math.floor(i / o.hosts) % MIX.length]!;
+      const job = await cluster.agent(host).client.call('run', {
+        command: workloadCommand(kind, kind === 'memory' ? { dir, mb: o.mb } : { dir }),
+        env: { UV_USE_IO_URING: '0' },
+        name: `ckpt-${i}`,
+      });
+      jobs.push({ id: job.id, host, dir });
+    }
+    for (const j of jobs) await waitReady(j.dir, 120_000);
+
+    // What a drain's planning asks of a real agent for each job: its preflight.
+    const preflightMs: number[] = [];
+    for (const j of jobs) {
+      const t0 = performance.now();
+      await cluster.agent(j.host).client.call('preflight', { jobId: j.id });
+      preflightMs.push(performance.now() - t0);
+    }
+
+    // Each job alone: one leave-running checkpoint per job, one job at a time.
+    const alone: number[] = [];
+    for (let r = 0; r < o.reps; r++) {
+      let slowest = 0;
+      for (const j of jobs.filter((_, i) => i < o.hosts)) {
+        const img = await cluster
+          .agent(j.host)
+          .client.call('checkpoint', { jobId: j.id, leaveRunning: true }, 120_000);
+        slowest = Math.max(slowest, img.dumpMs);
+        await cluster.agent(j.host).client.call('images-delete', { imageId: img.imageId });
+      }
+      alone.push(slowest);
+    }
+    const aloneMedian = summarize(alone).median;
+
+    const total: number[] = [];
+    const cut: number[] = [];
+    const skew: number[] = [];
+    const slowestIn: number[] = [];
+    const storing: number[] = [];
+    const setMiB: number[] = [];
+    for (let r = 0; r < o.reps; r++) {
+      const name = `bench-${r}`;
+      const t0 = performance.now();
+      const res = await drover(
+        urls,
+        ['--json', 'checkpoint', '--all', '--name', name, '--leave-running'],
+        600_000,
+      );
+      const wall = performance.now() - t0;
+      if (res.code !== 0)
+        throw new Error(`drover checkpoint exited ${res.code}: ${res.stderr}${res.stdout}`);
+      const op = JSON.parse(res.stdout) as OperationRecord;
+      total.push(wall);
+      cut.push(op.frozenMs ?? NaN);
+      skew.push(op.freezeSkewMs ?? NaN);
+      slowestIn.push(Math.max(...(op.members ?? []).map((m) => m.dumpMs ?? 0)));
+      const at = (p: string): number => op.phases?.find((x) => x.phase === p)?.atMs ?? NaN;
+      storing.push(at('finished') - at('storing'));
+      setMiB.push((op.members ?? []).reduce((n, m) => n + (m.sizeBytes ?? 0), 0) / 2 ** 20);
+      o.log(
+        `checkpoint ${name}: ${Math.round(wall)} ms, frozen ${op.frozenMs} ms, skew ${op.freezeSkewMs} ms`,
+      );
+      await client.call('images-delete', { name });
+      const jsz = (await (await fetch(`${tb.nats!.servers[0]!.monitorUrl}/jsz`)).json()) as {
+        storage: number;
+      };
+      o.log(
+        `checkpoint: JetStream file storage after deleting ${name}: ${(jsz.storage / 2 ** 20).toFixed(0)} MiB`,
+      );
+    }
+    for (const j of jobs)
+      await cluster.agent(j.host).client.call('signal', { jobId: j.id, signal: 'SIGKILL' });
+    const base = { name: 'slowest dump alone', median: aloneMedian };
+    const fig = (f: Omit<Figure, 'section'>): Figure => ({
+      section: `${SECTION}: ${o.jobs} jobs on ${o.hosts} hosts`,
+      ...f,
+    });
+    return [
+      fig({
+        name: 'total, `drover checkpoint --all --leave-running` (wall)',
+        unit: Unit.ms,
+        summary: summarize(total),
+        baseline: base,
+        note: 'includes storing every image in the JetStream object store',
+      }),
+      fig({
+        name: 'the cut: first freeze → thaw (workload frozen)',
+        unit: Unit.ms,
+        summary: summarize(cut),
+        baseline: base,
+        target: { op: '<=', value: 1.5, of: 'ratio', text: '≤ 1.5× slowest single dump' },
+      }),
+      fig({
+        name: 'freeze skew (first to last job frozen)',
+        unit: Unit.ms,
+        summary: summarize(skew),
+        target: { op: '<=', value: 10, of: 'median', text: '≤ 10 ms' },
+      }),
+      fig({
+        name: 'slowest job dump within the cut',
+        unit: Unit.ms,
+        summary: summarize(slowestIn),
+        baseline: base,
+      }),
+      fig({
+        name: 'slowest single-job dump, one job at a time',
+        unit: Unit.ms,
+        summary: summarize(alone),
+      }),
+      fig({ name: 'storing images in JetStream', unit: Unit.ms, summary: summarize(storing) }),
+      fig({ name: 'image set size', unit: Unit.mib, summary: summarize(setMiB) }),
+      {
+        section: 'preflight',
+        name: 'preflight of one job by a real agent (each job of the checkpoint, one at a time)',
+        unit: Unit.ms,
+        summary: summarize(preflightMs),
+      },
+    ];
+  } finally {
+    await bus?.close().catch(() => undefined);
+    await ctl?.kill().catch(() => undefined);
+    await cluster?.close().catch(() => undefined);
+    await tb.teardown();
+  }
+}

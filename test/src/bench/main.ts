@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: every benchmark of issue 8 in one run — migrations of a memory job against
+ * the baselines, a cluster checkpoint, the controller at scale — printed as one table and kept
+ * as JSON. Reports figures; asserts nothing about them.
+ *
+ * Usage: node test/dist/bench/main.js [--quick] [--only a,b] [--reps N] [--sizes 64,256,1024]
+ *        [--modes stop-copy,post-copy] [--no-baselines] [--out FILE] [--markdown]
+ * Sections: migration (with its baselines), checkpoint, scale.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { REPO_ROOT } from '../cluster/cli.js';
+import { benchLog } from './bench-log.js';
+import { benchCheckpoint } from './checkpoint-bench.js';
+import { describeMachine, machineFacts } from './machine.js';
+import { benchMigration } from './migration-bench.js';
+import { renderMarkdown, renderNotes, renderTable, type Figure } from './report.js';
+import { benchScale } from './scale-bench.js';
+
+const SECTIONS = ['migration', 'checkpoint', 'scale'] as const;
+type Section = (typeof SECTIONS)[number];
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      reps: { type: 'string' },
+      sizes: { type: 'string' },
+      out: { type: 'string' },
+      markdown: { type: 'boolean', default: false },
+      modes: { type: 'string' },
+      'no-baselines': { type: 'boolean', default: false },
+    },
+  });
+  const quick = values.quick === true;
+  const reps = Number(values.reps ?? (quick ? 1 : 3));
+  const sizes = (values.sizes ?? (quick ? '64' : '64,256,1024')).split(',').map(Number);
+  const only = (values.only?.split(',') ?? [...SECTIONS]) as Section[];
+  for (const s of only) if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s}`);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps ${values.reps}: want >= 1`);
+
+  const started = new Date();
+  const t0 = performance.now();
+  const log = benchLog(t0);
+  const machine = machineFacts();
+  log(`machine: ${describeMachine(machine)}`);
+  const figures: Figure[] = [];
+  const failures: string[] = [];
+  const section = async (name: Section, run: () => Promise<Figure[]>): Promise<void> => {
+    if (!only.includes(name)) return;
+    const s0 = performance.now();
+    try {
+      figures.push(...(await run()));
+    } catch (err) {
+      const e = err as Error;
+      failures.push(`${name}: ${e.stack ?? e.message}`);
+      log(`${name} FAILED: ${e.stack ?? e.message}`);
+    }
+    log(`${name}: ${((performance.now() - s0) / 1000).toFixed(0)} s`);
+  };
+  const modes = (values.modes ?? 'stop-copy,post-copy').split(',') as ('stop-copy' | 'post-copy')[];
+  await section('migration', () =>
+    benchMigration({
+      sizesMb: sizes,
+      reps,
+      log,
+      modes,
+      noBaselines: values['no-baselines'] === true,
+    }),
+  );
+  await section('checkpoint', () =>
+    benchCheckpoint({ jobs: quick ? 6 : 24, hosts: 3, mb: 16, reps, log }),
+  );
+  await section('scale', () =>
+    benchScale({
+      hosts: quick ? 100 : 1000,
+      jobs: quick ? 1000 : 10_000,
+      drainJobs: quick ? 20 : 100,
+      heartbeatMs: 2000,
+      reps,
+      windowMs: quick ? 2000 : 5000,
+      log,
+    }),
+  );
+  const durationSec = Math.round((performance.now() - t0) / 1000);
+  const machineAfter = machineFacts();
+  const report = {
+    startedAt: started.toISOString(),
+    durationSec,
+    options: { quick, reps, sizesMb: sizes, sections: only },
+    machine,
+    loadAtEnd: machineAfter.load1,
+    figures,
+    failures,
+  };
+  const out =
+    values.out ??
+    join(REPO_ROOT, 'bench-results', `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(join(dirname(out), 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  // The same table in Markdown, for docs/PERFORMANCE.md.
+  writeFileSync(
+    join(dirname(out), 'latest.md'),
+    `${started.toISOString()}, ${durationSec} s; ${describeMachine(machine)}; load at end ${machineAfter.load1}\n\n${renderMarkdown(figures)}\nNotes:\n\n${renderNotes(
+      figures,
+    )
+      .split('\n')
+      .map((l) => `- ${l}`)
+      .join('\n')}\n`,
+  );
+  const lines = [
+    '',
+    `Drover benchmarks, ${started.toISOString()}, ${durationSec} s (median of ${reps} run(s) each; ratios are medians over the baseline's median)`,
+    `machine: ${describeMachine(machine)}; load at end ${machineAfter.load1}`,
+    '',
+    values.markdown === true ? renderMarkdown(figures) : renderTable(figures),
+    '',
+    'notes:',
+    renderNotes(figures),
+    '',
+    ...failures.map((f) => `FAILED ${f.split('\n')[0]}`),
+    `JSON: ${out}`,
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+  process.exitCode = failures.length ? 1 : 0;
+}
+
+await main();

@@ -1,0 +1,320 @@
+/**
+ * Migration of a memory job at several sizes, in stop-and-copy and post-copy modes, on real
+ * agents in two emulated hosts — and, in the same run on the same hosts, the baselines it is
+ * compared with (baselines.ts): CRIU's floor on tmpfs, the by-hand dump/scp/restore, the link.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { MigrationRecord } from '@drover/protocol';
+import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
+import {
+  byHandRun,
+  floorRun,
+  handJobDir,
+  killHandJob,
+  linkRun,
+  startHandJob,
+  type BaselineRun,
+} from './baselines.js';
+import type { BenchLog } from './bench-log.js';
+import { heartbeatGap } from './heartbeat-gap.js';
+import { ProcessMeter } from './proc-stat.js';
+import { Unit, type Figure, type Target } from './report.js';
+import { rate, summarize, summarizeBy } from './stats.js';
+
+/** Options of the migration benchmark. */
+export interface MigrationOptions {
+  sizesMb: readonly number[];
+  reps: number;
+  log: BenchLog;
+  /** Modes to run (default both). */
+  modes?: readonly Mode[];
+  /** Skip the baselines (development). */
+  noBaselines?: boolean;
+}
+
+type Mode = 'stop-copy' | 'post-copy';
+
+/** One Drover migration as measured. */
+export interface MigrationRun {
+  record: MigrationRecord;
+  gapMs: number;
+  wallMs: number;
+  src: { cpuSelf: number; cpuChildren: number; peakGrowthBytes: number };
+  dst: { cpuSelf: number; cpuChildren: number; peakGrowthBytes: number };
+}
+
+const JOB_ENV = { UV_USE_IO_URING: '0' };
+const MiB = 2 ** 20;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Migrate `jobId` from `from` to `to` once, metering both agents. */
+export async function migrateOnce(
+  from: AgentHandle,
+  to: AgentHandle,
+  jobId: string,
+  dir: string,
+  mode: Mode,
+): Promise<MigrationRun> {
+  const meter = new ProcessMeter([from.process!.pid, to.process!.pid]);
+  meter.start();
+  const w0 = Date.now();
+  const t0 = performance.now();
+  const record = await from.client.call(
+    'migrate',
+    { jobId, destination: to.hostId, mode },
+    900_000,
+  );
+  const wallMs = performance.now() - t0;
+  const [src, dst] = meter.stop();
+  const w1 = Date.now();
+  await sleep(300); // the job's first heartbeats after it resumed
+  return { record, gapMs: await heartbeatGap(dir, w0, w1), wallMs, src: src!, dst: dst! };
+}
+
+/** Run the migration benchmark and its baselines; returns the figures. */
+export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const modes = o.modes ?? ['stop-copy', 'post-copy'];
+  const tb = await Testbed.create({ hosts: 2, nats: 'single' });
+  let cluster: AgentCluster | null = null;
+  try {
+    const shared = join(tb.runDir, 'shared');
+    mkdirSync(shared, { recursive: true });
+    // Production settings: info logs, the default heartbeat.
+    cluster = await AgentCluster.start(tb, { logLevel: 'info', heartbeatMs: 2000 });
+    const [h1, h2] = [tb.host('h1'), tb.host('h2')];
+    const sshd = o.noBaselines ? null : await Promise.all([tb.startSshd(h1), tb.startSshd(h2)]);
+
+    // The link, once for the run.
+    let linkBps = NaN;
+    if (!o.noBaselines) {
+      const runs: number[] = [];
+      for (let i = 0; i < o.reps; i++) {
+        try {
+          runs.push(await linkRun(h1, h2, 1024 * MiB, 7900 + i));
+        } catch (err) {
+          o.log(`link: run ${i + 1} failed: ${String(err).slice(0, 300)}`);
+        }
+      }
+      const s = summarize(runs.map((b) => b / 1e6));
+      linkBps = s.median * 1e6;
+      figures.push({
+        section: 'link h1 → h2',
+        name: 'raw TCP throughput (1 GiB, Node sockets)',
+        unit: Unit.mbps,
+        summary: s,
+      });
+      o.log(`link: ${s.median.toFixed(0)} MB/s`);
+    }
+
+    for (const mb of o.sizesMb) {
+      const dir = join(shared, `mem-${mb}`);
+      mkdirSync(dir, { recursive: true });
+      const hdir = handJobDir(shared, String(mb));
+      mkdirSync(hdir, { recursive: true });
+      o.log(`migration ${mb} MiB: starting the jobs`);
+      const [job, hand] = await Promise.all([
+        cluster.agent('h1').client.call('run', {
+          command: workloadCommand('memory', { dir, mb }),
+          env: JOB_ENV,
+          name: `bench-${mb}`,
+        }),
+        o.noBaselines ? Promise.resolve(null) : startHandJob(h1, hdir, mb),
+      ]);
+      await waitReady(dir, 180_000);
+
+      // Baselines first: the floor on h1, then by hand h1 → h2 → h1 ...
+      const floor: BaselineRun[] = [];
+      const byHand: BaselineRun[] = [];
+      if (hand && sshd) {
+        for (let i = 0; i < o.reps; i++) floor.push(await floorRun(hand));
+        o.log(`floor ${mb} MiB: ${summarizeBy(floor, (r) => r.totalMs).median.toFixed(0)} ms`);
+        for (let i = 0; i < o.reps; i++) {
+          const to = hand.host === h1 ? h2 : h1;
+          byHand.push(await byHandRun(hand, to, sshd[to === h1 ? 0 : 1]!));
+        }
+        o.log(`by hand ${mb} MiB: ${summarizeBy(byHand, (r) => r.totalMs).median.toFixed(0)} ms`);
+        await killHandJob(hand);
+        figures.push(...baselineFigures(mb, floor, byHand));
+      }
+
+      let at = 'h1';
+      const runs = new Map<Mode, MigrationRun[]>();
+      for (const mode of modes) {
+        const list: MigrationRun[] = [];
+        for (let i = 0; i < o.reps; i++) {
+          const next = at === 'h1' ? 'h2' : 'h1';
+          const r = await migrateOnce(cluster.agent(at), cluster.agent(next), job.id, dir, mode);
+          if (r.record.state !== 'done') throw new Error(`migration ended ${r.record.state}`);
+          list.push(r);
+          at = next;
+          o.log(
+            `${mode} ${mb} MiB: frozen ${r.record.stats.frozenMs} ms, gap ${r.gapMs} ms, total ${r.record.stats.totalMs} ms`,
+          );
+        }
+        runs.set(mode, list);
+      }
+      const verdict = await requestVerdict(
+        dir,
+        (sig) =>
+          void cluster!
+            .agent(at)
+            .client.call('signal', { jobId: job.id, signal: sig as 'SIGUSR1' }),
+        120_000,
+      );
+      await cluster.agent(at).client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+      for (const [mode, list] of runs) {
+        figures.push(
+          ...migrationFigures(mb, mode, list, {
+            floor,
+            byHand,
+            linkBps,
+            verified: verdict.ok
+              ? 'the job verified its whole memory after the last move'
+              : `VERIFY FAILED: ${verdict.details}`,
+          }),
+        );
+      }
+    }
+    return figures;
+  } finally {
+    await cluster?.close().catch(() => undefined);
+    await tb.teardown();
+  }
+}
+
+function baselineFigures(mb: number, floor: BaselineRun[], byHand: BaselineRun[]): Figure[] {
+  const section = `baselines ${mb} MiB`;
+  const f = (
+    name: string,
+    runs: BaselineRun[],
+    pick: (r: BaselineRun) => number,
+    note?: string,
+  ): Figure => ({
+    section,
+    name,
+    unit: Unit.ms,
+    summary: summarizeBy(runs, pick),
+    ...(note ? { note } : {}),
+  });
+  return [
+    f('floor: criu dump to tmpfs', floor, (r) => r.dumpMs),
+    f('floor: criu restore from tmpfs', floor, (r) => r.restoreMs),
+    f('floor: dump + restore', floor, (r) => r.totalMs, 'one host, no network'),
+    f('by hand: criu dump to disk', byHand, (r) => r.dumpMs),
+    f('by hand: scp -r to the other host', byHand, (r) => r.copyMs),
+    f('by hand: criu restore over ssh', byHand, (r) => r.restoreMs),
+    f('by hand: total (the job is stopped throughout)', byHand, (r) => r.totalMs),
+    f('by hand: downtime, job heartbeat gap', byHand, (r) => r.gapMs),
+    {
+      section,
+      name: 'image size',
+      unit: Unit.mib,
+      summary: summarizeBy(floor.length ? floor : byHand, (r) => r.imageBytes / MiB),
+    },
+  ];
+}
+
+function migrationFigures(
+  mb: number,
+  mode: Mode,
+  runs: MigrationRun[],
+  base: { floor: BaselineRun[]; byHand: BaselineRun[]; linkBps: number; verified: string },
+): Figure[] {
+  const section = `migration ${mb} MiB ${mode}`;
+  const gb = (mb * MiB) / 1e9;
+  const med = (runs: BaselineRun[], pick: (r: BaselineRun) => number): number =>
+    summarizeBy(runs, pick).median;
+  const out: Figure[] = [];
+  const add = (
+    name: string,
+    unit: Figure['unit'],
+    pick: (r: MigrationRun) => number,
+    extra: { baseline?: { name: string; median: number }; target?: Target; note?: string } = {},
+  ): void => {
+    const f: Figure = { section, name, unit, summary: summarizeBy(runs, pick) };
+    if (extra.baseline && Number.isFinite(extra.baseline.median)) f.baseline = extra.baseline;
+    if (extra.target) f.target = extra.target;
+    if (extra.note) f.note = extra.note;
+    out.push(f);
+  };
+  const byHandGap = med(base.byHand, (r) => r.gapMs);
+  const byHandTotal = med(base.byHand, (r) => r.totalMs);
+  const floorTotal = med(base.floor, (r) => r.totalMs);
+  add('downtime, job heartbeat gap', Unit.ms, (r) => r.gapMs, {
+    note: base.verified,
+    baseline: { name: 'by hand', median: byHandGap },
+    ...(mode === 'post-copy' && mb >= 1024
+      ? { target: { op: '<=', value: 100, of: 'median', text: '≤ 100 ms' } as Target }
+      : {}),
+  });
+  add('downtime, Drover frozenMs', Unit.ms, (r) => r.record.stats.frozenMs);
+  add('total', Unit.ms, (r) => r.record.stats.totalMs, {
+    baseline: { name: 'floor', median: floorTotal },
+    ...(mode === 'stop-copy'
+      ? { target: { op: '<=', value: 1.2, of: 'ratio', text: '≤ 1.2× floor' } as Target }
+      : {}),
+  });
+  add('total', Unit.ms, (r) => r.record.stats.totalMs, {
+    baseline: { name: 'by hand', median: byHandTotal },
+    ...(mb >= 1024
+      ? {
+          target: {
+            op: '<=',
+            value: 1 / 3,
+            of: 'ratio',
+            text: '≥ 3× faster than by hand',
+          } as Target,
+        }
+      : {}),
+  });
+  add('dump', Unit.ms, (r) => r.record.stats.dumpMs, {
+    baseline: { name: 'floor dump', median: med(base.floor, (r) => r.dumpMs) },
+  });
+  add('transfer (stream of images)', Unit.ms, (r) => r.record.stats.transferMs);
+  add('restore', Unit.ms, (r) => r.record.stats.restoreMs, {
+    baseline: { name: 'floor restore', median: med(base.floor, (r) => r.restoreMs) },
+  });
+  // In post-copy the pages stay with the source's CRIU; a lazy dump that wrote them into the
+  // images anyway turns the move into a stop-and-copy (seen once; CRIU says nothing).
+  const eager = runs.filter((r) => r.record.stats.bytes > (mb * MiB) / 2).length;
+  add('bytes through the stream', Unit.mib, (r) => r.record.stats.bytes / MiB, {
+    ...(mode === 'post-copy'
+      ? {
+          note: eager
+            ? `${eager} of ${runs.length} runs carried the whole memory through the stream: CRIU's lazy dump wrote the pages into the images`
+            : 'memory pages go CRIU to CRIU, not through the stream',
+        }
+      : {}),
+  });
+  if (mode === 'stop-copy') {
+    add(
+      'stream throughput',
+      Unit.mbps,
+      (r) => rate(r.record.stats.bytes, r.record.stats.transferMs) / 1e6,
+      {
+        baseline: { name: 'raw TCP', median: base.linkBps / 1e6 },
+      },
+    );
+  }
+  const cpuTarget: Target = { op: '<=', value: 0.5, of: 'median', text: '≤ 0.5' };
+  add('source agent CPU per GB', Unit.cpuPerGb, (r) => r.src.cpuSelf / gb, { target: cpuTarget });
+  add('destination agent CPU per GB', Unit.cpuPerGb, (r) => r.dst.cpuSelf / gb, {
+    target: cpuTarget,
+  });
+  add('source CRIU CPU per GB (agent children)', Unit.cpuPerGb, (r) => r.src.cpuChildren / gb);
+  add('destination CRIU CPU per GB (agent children)', Unit.cpuPerGb, (r) => r.dst.cpuChildren / gb);
+  const memTarget: Target = { op: '<=', value: 64, of: 'median', text: '≤ 64 MiB' };
+  add('source agent peak memory growth', Unit.mib, (r) => r.src.peakGrowthBytes / MiB, {
+    target: memTarget,
+  });
+  add('destination agent peak memory growth', Unit.mib, (r) => r.dst.peakGrowthBytes / MiB, {
+    target: memTarget,
+  });
+  return out;
+}
