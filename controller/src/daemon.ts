@@ -41,6 +41,10 @@ export async function startController(
   const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-controller ${config.id}`, log));
   try {
     const opts = { replicas: config.replicas } as const;
+    // A NATS cluster still forming has no peers to place R3 state on yet: wait for it (30 s).
+    await whileForming(() =>
+      StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts }),
+    );
     const leases = await StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts });
     const cordons = await StateStore.open<{ cordoned: boolean }>(bus, {
       bucket: 'drover_cordons',
@@ -133,5 +137,19 @@ export async function startController(
   } catch (err) {
     await bus.close();
     throw err;
+  }
+}
+
+/** Retry `open` while JetStream says its cluster cannot place replicas yet (it is forming). */
+async function whileForming<T>(open: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await open();
+    } catch (err) {
+      if (!/no suitable peers|insufficient resources/i.test(String(err)) || Date.now() > deadline)
+        throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 }
