@@ -323,12 +323,8 @@ async function rollBackCheckpoint(
   op: OpHandle,
   cause: DroverError,
 ): Promise<OperationRecord> {
-  let cur = await op.read();
-  ctx.log.warn('cluster checkpoint failed; rolling back', { opId: cur.opId, err: cause });
-  if (cur.phase !== 'rolling-back') {
-    cur = await op.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
-    cur = await op.phase('rolling-back');
-  }
+  ctx.log.warn('cluster checkpoint failed; rolling back', { opId: op.opId, err: cause });
+  const cur = await op.rollingBack(cause);
   const name = cur.imageSet!;
   const notes: string[] = [];
   await Promise.all(
@@ -547,12 +543,8 @@ async function rollBackRestore(
   op: OpHandle,
   cause: DroverError,
 ): Promise<OperationRecord> {
-  let cur = await op.read();
-  ctx.log.warn('restore failed; rolling back', { opId: cur.opId, err: cause });
-  if (cur.phase !== 'rolling-back') {
-    cur = await op.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
-    cur = await op.phase('rolling-back');
-  }
+  ctx.log.warn('restore failed; rolling back', { opId: op.opId, err: cause });
+  const cur = await op.rollingBack(cause);
   await Promise.all(
     cur.members!.map(async (m) => {
       const there = await persist(ctx, () =>
@@ -773,6 +765,14 @@ class OpHandle {
       ...o,
       members: o.members!.map((m) => (m.jobId === jobId ? { ...m, ...patch } : m)),
     }));
+  }
+
+  /** Record the first error and enter `rolling-back` (once: a resumed rollback keeps both). */
+  async rollingBack(cause: DroverError): Promise<OperationRecord> {
+    const cur = await this.read();
+    if (cur.phase === 'rolling-back') return cur;
+    await this.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
+    return this.phase('rolling-back');
   }
 
   phase(phase: ClusterPhase): Promise<OperationRecord> {

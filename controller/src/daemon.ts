@@ -42,10 +42,9 @@ export async function startController(
   try {
     const opts = { replicas: config.replicas } as const;
     // A NATS cluster still forming has no peers to place R3 state on yet: wait for it (30 s).
-    await whileForming(() =>
+    const leases = await whileForming(() =>
       StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts }),
     );
-    const leases = await StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts });
     const cordons = await StateStore.open<{ cordoned: boolean }>(bus, {
       bucket: 'drover_cordons',
       ...opts,
