@@ -2,6 +2,7 @@
  * The agent: owns the jobs on its host. Runs, adopts, supervises, freezes, checkpoints and
  * restores them; persists their state; re-attaches after a restart; serves its NATS API.
  */
+import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -274,7 +275,7 @@ export class Agent {
   async restore(req: AgentRequest<'restore'>): Promise<JobInfo> {
     const manifest = await this.images.readManifest(req.imageId);
     return this.withJob(manifest.jobId, () =>
-      restoreImage(this, manifest, req.leaveFrozen === true),
+      restoreImage(this, manifest, req.leaveFrozen === true, req.key),
     );
   }
 
@@ -370,7 +371,11 @@ export class Agent {
         jobId: r.id,
         jobDir: r.jobDir,
         logger: this.log,
-        checkpoint: () => this.checkpoint({ jobId: r.id, leaveRunning: true }),
+        // Nobody else holds a key for a job's own checkpoint: the job gets it with the image.
+        checkpoint: async () => {
+          const key = randomBytes(32).toString('base64');
+          return { ...(await this.checkpoint({ jobId: r.id, leaveRunning: true, key })), key };
+        },
       });
       this.selfCheckpoint.set(r.id, server);
     } catch (err) {

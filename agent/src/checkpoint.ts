@@ -3,7 +3,9 @@
  * rollback exit: a failed checkpoint leaves the job running as it was; a failed restore leaves
  * nothing behind.
  */
-import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { JobCgroup, type CheckpointGuard } from '@drover/cgroup';
 import { DroverError, ErrorCode, newId } from '@drover/common';
 import {
@@ -14,7 +16,9 @@ import {
   type JobInfo,
 } from '@drover/protocol';
 import type { Agent } from './agent.js';
-import { toImageInfo, type ImageManifest } from './image-store.js';
+import { localImageName, imageKey, openFileInto, sealFile } from './image-crypto.js';
+import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
+import { makeScratch, removeScratch } from './migration/scratch.js';
 import { toJobInfo, type JobRecord } from './job-store.js';
 import { findMainProcess } from './job-runtime.js';
 import { isSameLiveProcess, processTree, startTicks } from '@drover/native';
@@ -28,13 +32,15 @@ export function namespaceOptions(r: Pick<JobRecord, 'kind' | 'shellJob'>): {
 }
 
 /**
- * Freeze (checkpointing guard held), dump into a new image, then thaw (leave running) or let the
- * job go (stop). Caller holds the job lock.
+ * Freeze (checkpointing guard held), dump into tmpfs scratch, seal every file into a new image
+ * with the caller's key, then thaw (leave running) or let the job go (stop). The plaintext never
+ * touches the disk. Caller holds the job lock.
  */
 export async function checkpointJob(
   agent: Agent,
   req: AgentRequest<'checkpoint'>,
 ): Promise<ImageInfo> {
+  const key = imageKey(req.key);
   const r = await agent.liveJob(req.jobId);
   if (r.state !== JobState.running && r.state !== JobState.frozen) {
     throw new DroverError(ErrorCode.FailedPrecondition, `job ${r.id} is ${r.state}`, {
@@ -44,9 +50,13 @@ export async function checkpointJob(
   const leaveRunning = req.leaveRunning === true;
   const imageId = req.imageId ?? newId('img');
   const dir = await agent.images.create(imageId);
+  const { hostId, stateDir } = agent.config;
+  const scratchId = `image-${imageId}`;
   const before = r.state;
   const cg = await agent.cgroupOf(r);
   let guard: CheckpointGuard | null = null;
+  let killed = false;
+  let dumpDir = '';
   r.state = JobState.checkpointing;
   await agent.store.save(r);
   agent.event(r);
@@ -54,13 +64,15 @@ export async function checkpointJob(
     const tFreeze = performance.now();
     guard = await cg.freezeForCheckpoint();
     const pids = processTree(r.rootPid!).map((p) => p.pid);
+    dumpDir = (await makeScratch(hostId, scratchId, 'dump', stateDir)).dir;
     const dump = await agent.criu.dump({
       pid: r.rootPid!,
-      imagesDir: dir,
+      imagesDir: dumpDir,
       leaveRunning,
       ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
       ...namespaceOptions(r),
     });
+    killed = !leaveRunning;
     if (leaveRunning) {
       await guard.release({ thaw: before !== JobState.frozen });
       r.state = before;
@@ -76,6 +88,8 @@ export async function checkpointJob(
     }
     const frozenMs = performance.now() - tFreeze;
     guard = null;
+    await sealImageDir(dumpDir, dir, key, imageId);
+    await removeScratch(hostId, scratchId, stateDir);
     const manifest: ImageManifest = {
       imageId,
       jobId: r.id,
@@ -88,6 +102,7 @@ export async function checkpointJob(
       dumpMs: Math.round(dump.durationMs),
       job: { ...r, state: before },
       pids,
+      sealed: true,
     };
     manifest.sizeBytes = await agent.images.sizeOf(imageId);
     await agent.images.writeManifest(manifest);
@@ -111,21 +126,59 @@ export async function checkpointJob(
     } catch (e) {
       first.suppress(e);
     }
-    r.state = isSameLiveProcess(r.rootPid!, r.rootStartTicks) ? before : JobState.lost;
-    if (r.state === JobState.lost) r.note = `lost during a failed checkpoint: ${first.message}`;
+    if (killed) {
+      // The dump stopped the job and its image could not be sealed: bring it back from the
+      // plaintext dump, which is still in scratch, rather than lose it.
+      await restoreFromDir(agent, { ...r, state: before }, dumpDir, imageId)
+        .then((back) => Object.assign(r, back))
+        .catch((e: unknown) => first.suppress(e));
+    } else {
+      r.state = isSameLiveProcess(r.rootPid!, r.rootStartTicks) ? before : JobState.lost;
+    }
+    if (r.state === JobState.lost || r.state === JobState.checkpointed) {
+      r.state = JobState.lost;
+      r.note = `lost during a failed checkpoint: ${first.message}`;
+    }
     await agent.store.save(r).catch((e: unknown) => first.suppress(e));
     await agent.images.remove(imageId).catch((e: unknown) => first.suppress(e));
+    await removeScratch(hostId, scratchId, stateDir).catch((e: unknown) => first.suppress(e));
     agent.event(r);
     throw first;
   }
 }
 
-/** Restore `manifest` on this host as its job (same id, same PIDs inside). Caller holds the lock. */
+/** Seal every file CRIU wrote in `from` into image directory `to`. */
+async function sealImageDir(from: string, to: string, key: Buffer, imageId: string): Promise<void> {
+  for (const name of (await readdir(from)).sort()) {
+    await sealFile(join(from, name), join(to, name), key, localImageName(imageId, name));
+  }
+}
+
+/** Open every sealed file of image `imageId` into `to` (tmpfs scratch); DATA_LOSS if any is damaged. */
+async function openImageDir(manifest: ImageManifest, to: string, key: Buffer): Promise<void> {
+  for (const name of (await readdir(manifest.dir)).sort()) {
+    if (name === MANIFEST_FILE || name.startsWith('.')) continue;
+    await openFileInto(
+      join(manifest.dir, name),
+      join(to, name),
+      key,
+      localImageName(manifest.imageId, name),
+    );
+  }
+}
+
+/**
+ * Restore `manifest` on this host as its job (same id, same PIDs inside). A sealed image is opened
+ * with `keyBase64` into tmpfs scratch first — every chunk authenticated before CRIU reads a byte —
+ * and the plaintext is gone when this returns. Caller holds the lock.
+ */
 export async function restoreImage(
   agent: Agent,
   manifest: ImageManifest,
   leaveFrozen: boolean,
+  keyBase64: string,
 ): Promise<JobInfo> {
+  const key = imageKey(keyBase64);
   const job = manifest.job;
   if (job.kind === JobKind.adopted) {
     const taken = manifest.pids.filter((p) =>
@@ -158,6 +211,29 @@ export async function restoreImage(
       );
     }
   }
+  // Images written before local images were sealed are restored as they are.
+  if (manifest.sealed !== true) {
+    return toJobInfo(await restoreFromDir(agent, job, manifest.dir, manifest.imageId, leaveFrozen));
+  }
+  const { hostId, stateDir } = agent.config;
+  const scratchId = `restore-${manifest.imageId}-${randomBytes(4).toString('hex')}`;
+  try {
+    const scratch = await makeScratch(hostId, scratchId, 'images', stateDir);
+    await openImageDir(manifest, scratch.dir, key);
+    return toJobInfo(await restoreFromDir(agent, job, scratch.dir, manifest.imageId, leaveFrozen));
+  } finally {
+    await removeScratch(hostId, scratchId, stateDir);
+  }
+}
+
+/** Restore the plaintext image in `imagesDir` as `job`, running (or frozen). */
+async function restoreFromDir(
+  agent: Agent,
+  job: JobRecord,
+  imagesDir: string,
+  imageId: string,
+  leaveFrozen = false,
+): Promise<JobRecord> {
   const jobDir = await agent.store.createJobDir(job.id);
   await rm(`${jobDir}/exit-status`, { force: true });
   const cg = await JobCgroup.create({
@@ -170,7 +246,7 @@ export async function restoreImage(
   let restored;
   try {
     restored = await agent.criu.restore({
-      imagesDir: manifest.dir,
+      imagesDir,
       leaveStopped: leaveFrozen,
       manageCgroups: 'soft',
       ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
@@ -185,7 +261,7 @@ export async function restoreImage(
     state: JobState.running,
     rootPid: restored.pid,
     rootStartTicks: startTicks(restored.pid),
-    restoredFrom: manifest.imageId,
+    restoredFrom: imageId,
     exitCode: null,
     exitedAt: null,
     signal: null,
@@ -211,11 +287,11 @@ export async function restoreImage(
   agent.event(r);
   agent.log.info('restored', {
     jobId: r.id,
-    imageId: manifest.imageId,
+    imageId,
     rootPid: r.rootPid,
     frozen: leaveFrozen,
   });
-  return toJobInfo(r);
+  return r;
 }
 
 /**

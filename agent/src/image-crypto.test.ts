@@ -27,7 +27,8 @@ test('round trips at every size boundary, whatever the input chunking', async ()
     const data = randomBytes(size);
     const box = await sealed(data);
     if (size >= 64) assert.ok(!box.includes(data.subarray(0, 64)), 'plaintext in the sealed file');
-    for (const step of [1 + (size % 7), 65_536, 4 * MiB]) {
+    // Tiny input chunks (1 to 7 bytes; 4,099 past 2 MiB, to keep the test quick) to whole records.
+    for (const step of [size < 2 * MiB ? 1 + (size % 7) : 4099, 65_536, 4 * MiB]) {
       const back = await all(openImage(cut(box, step), key, 's1/job-a/pages-1.img'));
       assert.ok(back.equals(data), `size ${size}, step ${step}`);
     }

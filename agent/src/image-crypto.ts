@@ -1,7 +1,8 @@
 /**
- * Image files at rest in the image-set store are sealed: AES-256-GCM over 1 MiB chunks with the
- * image set's key (32 random bytes the controller makes per set and hands only to the agents that
- * store or restore it). `sealImage`/`openImage` are a pair.
+ * Image files at rest are sealed — in the image-set store and in a host's local images alike:
+ * AES-256-GCM over 1 MiB chunks with a key of 32 random bytes that the requester (the
+ * controller: one per image set) hands the agent with each request and that no host keeps.
+ * `sealImage`/`openImage` are a pair.
  *
  * Format: the magic `DRVIMG1\n`, then one record per chunk:
  *   u32 BE ciphertext length · 12-byte random nonce · ciphertext · 16-byte GCM tag
@@ -10,6 +11,8 @@
  * reordered chunk and a cut-off file all fail authentication before a byte is used.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { DroverError, ErrorCode } from '@drover/common';
 
 const MAGIC = Buffer.from('DRVIMG1\n');
@@ -36,23 +39,53 @@ function aad(name: string, index: number, last: boolean): Buffer {
   return b;
 }
 
+/**
+ * Bytes in arrival order, joined only when a whole piece is there: every byte is copied about
+ * once however small the input chunks are.
+ */
+class Pending {
+  private parts: Buffer[] = [];
+  length = 0;
+
+  push(c: Uint8Array): void {
+    if (c.length === 0) return;
+    this.parts.push(Buffer.from(c.buffer, c.byteOffset, c.length));
+    this.length += c.length;
+  }
+
+  /** The first `n` bytes (n <= length) as one buffer, still pending. */
+  peek(n: number): Buffer {
+    if ((this.parts[0]?.length ?? 0) < n) this.parts = [Buffer.concat(this.parts, this.length)];
+    return this.parts[0]!.subarray(0, n);
+  }
+
+  /** Remove and return the first `n` bytes (n <= length). */
+  take(n: number): Buffer {
+    const out = this.peek(n);
+    const rest = this.parts[0]!.subarray(n);
+    if (rest.length) this.parts[0] = rest;
+    else this.parts.shift();
+    this.length -= n;
+    return out;
+  }
+}
+
 /** Re-cut a byte stream into CHUNK-sized pieces, saying which is the last (one look ahead). */
 async function* pieces(input: AsyncIterable<Uint8Array>): AsyncGenerator<[Buffer, boolean]> {
-  let buf = Buffer.alloc(0);
+  const buf = new Pending();
   let pending: Buffer | null = null;
   for await (const c of input) {
-    buf = buf.length ? Buffer.concat([buf, c]) : Buffer.from(c);
+    buf.push(c);
     while (buf.length >= CHUNK) {
       if (pending) yield [pending, false];
-      pending = buf.subarray(0, CHUNK);
-      buf = buf.subarray(CHUNK);
+      pending = buf.take(CHUNK);
     }
   }
   if (buf.length === 0) {
     yield [pending ?? Buffer.alloc(0), true];
   } else {
     if (pending) yield [pending, false];
-    yield [buf, true];
+    yield [buf.take(buf.length), true];
   }
 }
 
@@ -90,7 +123,7 @@ export async function* openImage(
   key: Buffer,
   name: string,
 ): AsyncGenerator<Uint8Array> {
-  let buf = Buffer.alloc(0);
+  const buf = new Pending();
   let magic = false;
   let index = 0;
   let ended = false;
@@ -98,19 +131,18 @@ export async function* openImage(
     for (;;) {
       if (!magic) {
         if (buf.length < MAGIC.length) return;
-        if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) throw damaged(name, 'not a sealed image');
-        buf = buf.subarray(MAGIC.length);
+        if (!buf.take(MAGIC.length).equals(MAGIC)) throw damaged(name, 'not a sealed image');
         magic = true;
       }
       if (buf.length < HEAD) return;
-      const len = buf.readUInt32BE(0);
+      const len = buf.peek(HEAD).readUInt32BE(0);
       if (len > CHUNK) throw damaged(name, `a chunk claims ${len} bytes`);
       if (buf.length < HEAD + len + TAG) return;
       if (ended) throw damaged(name, 'data after the last chunk');
-      const nonce = buf.subarray(4, HEAD);
-      const body = buf.subarray(HEAD, HEAD + len);
-      const tag = buf.subarray(HEAD + len, HEAD + len + TAG);
-      buf = buf.subarray(HEAD + len + TAG);
+      const record = buf.take(HEAD + len + TAG);
+      const nonce = record.subarray(4, HEAD);
+      const body = record.subarray(HEAD, HEAD + len);
+      const tag = record.subarray(HEAD + len);
       // The last chunk is the one that authenticates as last; try "not last" first.
       const tryOpen = (last: boolean): Buffer | null => {
         try {
@@ -133,9 +165,40 @@ export async function* openImage(
     }
   };
   for await (const c of input) {
-    buf = buf.length ? Buffer.concat([buf, c]) : Buffer.from(c);
+    buf.push(c);
     yield* take();
   }
   yield* take();
   if (!ended || buf.length > 0) throw damaged(name, 'it ends before its last chunk');
+}
+
+/**
+ * The name a local image file is sealed under: its image and file name, so a file moved from
+ * another image or renamed within one fails authentication.
+ */
+export function localImageName(imageId: string, file: string): string {
+  return `local/${imageId}/${file}`;
+}
+
+/** Seal the plaintext file `from` into a new file `to` (0600) as object `name`. */
+export async function sealFile(from: string, to: string, key: Buffer, name: string): Promise<void> {
+  await pipeline(
+    sealImage(createReadStream(from) as AsyncIterable<Uint8Array>, key, name),
+    createWriteStream(to, { mode: 0o600, flags: 'wx' }),
+  );
+}
+
+/** The plaintext of sealed file `path` (object `name`); DATA_LOSS on any damage, as it reads. */
+export function openFile(path: string, key: Buffer, name: string): AsyncGenerator<Uint8Array> {
+  return openImage(createReadStream(path) as AsyncIterable<Uint8Array>, key, name);
+}
+
+/** Open sealed file `from` into a new plaintext file `to` (0600). */
+export async function openFileInto(
+  from: string,
+  to: string,
+  key: Buffer,
+  name: string,
+): Promise<void> {
+  await pipeline(openFile(from, key, name), createWriteStream(to, { mode: 0o600, flags: 'wx' }));
 }

@@ -6,31 +6,45 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
-import { imageKey, openImage, sealImage } from './image-crypto.js';
-import { toImageInfo } from './image-store.js';
+import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
+import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A file's bytes, hashed as they pass; paced to `bytesPerSec` when set (fault injection). */
+/** A local image file's plaintext: opened with the key when the image is sealed. */
+function plaintextOf(
+  manifest: ImageManifest,
+  name: string,
+  key: Buffer,
+  bytesPerSec: number | undefined,
+): AsyncIterable<Uint8Array> {
+  const path = join(manifest.dir, name);
+  if (manifest.sealed === true && name !== MANIFEST_FILE) {
+    return openFile(path, key, localImageName(manifest.imageId, name));
+  }
+  const highWaterMark = bytesPerSec
+    ? Math.max(1024, Math.min(256 * 1024, bytesPerSec / 10))
+    : 256 * 1024;
+  return createReadStream(path, { highWaterMark }) as AsyncIterable<Uint8Array>;
+}
+
+/** Bytes, hashed as they pass; paced to `bytesPerSec` when set (fault injection). */
 async function* hashedChunks(
-  path: string,
+  source: AsyncIterable<Uint8Array>,
   hash: Hash,
   bytesPerSec: number | undefined,
   count: { bytes: number },
 ): AsyncGenerator<Uint8Array> {
   const t0 = performance.now();
   let sent = 0;
-  const highWaterMark = bytesPerSec
-    ? Math.max(1024, Math.min(256 * 1024, bytesPerSec / 10))
-    : 256 * 1024;
-  for await (const chunk of createReadStream(path, { highWaterMark }) as AsyncIterable<Buffer>) {
+  for await (const chunk of source) {
     hash.update(chunk);
     sent += chunk.length;
     count.bytes = sent;
@@ -71,7 +85,12 @@ export function pushImage(
       await store.put(
         object,
         sealImage(
-          hashedChunks(join(manifest.dir, name), hash, faults.throttleBytesPerSec, count),
+          hashedChunks(
+            plaintextOf(manifest, name, key, faults.throttleBytesPerSec),
+            hash,
+            faults.throttleBytesPerSec,
+            count,
+          ),
           key,
           object,
         ),
@@ -109,17 +128,21 @@ export async function fetchImage(
       const hash = createHash('sha256');
       const path = join(tmp, f.name);
       const object = `${req.prefix}/${f.name}`;
+      let size = 0;
+      const plain = async function* (): AsyncGenerator<Uint8Array> {
+        for await (const chunk of openImage(store.get(object), key, object)) {
+          hash.update(chunk);
+          size += chunk.length;
+          yield chunk;
+        }
+      };
+      // Sealed again for the disk, under this image's local name (the manifest stays readable).
       await pipeline(
-        openImage(store.get(object), key, object),
-        async function* (source: AsyncIterable<Uint8Array>) {
-          for await (const chunk of source) {
-            hash.update(chunk);
-            yield chunk;
-          }
-        },
+        f.name === MANIFEST_FILE
+          ? plain()
+          : sealImage(plain(), key, localImageName(req.imageId, f.name)),
         createWriteStream(path, { mode: 0o600 }),
       );
-      const size = (await stat(path)).size;
       const sha256 = hash.digest('hex');
       if (size !== f.size || sha256 !== f.sha256) {
         throw new DroverError(
@@ -137,8 +160,10 @@ export async function fetchImage(
   }
   // The manifest came from the checkpointing host: it now describes this copy.
   const manifest = await agent.images.readManifest(req.imageId);
+  manifest.imageId = req.imageId;
   manifest.dir = final;
   manifest.host = agent.config.hostId;
+  manifest.sealed = true;
   await agent.images.writeManifest(manifest);
   agent.log.info('image fetched', { imageId: req.imageId, prefix: req.prefix });
   return { ...toImageInfo(manifest), durationMs: Math.round(performance.now() - t0) };

@@ -11,9 +11,13 @@ export interface ImageManifest extends ImageInfo {
   job: JobRecord;
   /** Host PIDs of the tree at the checkpoint: an adopted tree's restore needs them free. */
   pids: number[];
+  /** CRIU's files are sealed (image-crypto.ts); false only for images of older agents. */
+  sealed?: boolean;
 }
 
-const MANIFEST = 'manifest.json';
+/** The manifest's file in an image directory: the one file that is not sealed. */
+export const MANIFEST_FILE = 'manifest.json';
+const MANIFEST = MANIFEST_FILE;
 
 /** Reads and writes image directories. */
 export class ImageStore {

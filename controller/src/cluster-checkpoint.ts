@@ -199,11 +199,13 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
       ctx.log.info('cluster frozen', { opId, set: name, skewMs: skew });
     }
     if (cur.phase === 'dumping') {
+      // The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
+      const key = await setKey(ctx, name);
       await forEachLimit(
         cur.members!.filter((m) => m.state === 'frozen'),
         PARALLEL,
         async (m) => {
-          const img = await dumpMember(ctx, m);
+          const img = await dumpMember(ctx, m, key);
           await op.member(m.jobId, {
             state: 'dumped',
             dumpMs: img.dumpMs,
@@ -360,6 +362,7 @@ async function rollBackCheckpoint(
 async function dumpMember(
   ctx: ClusterContext,
   m: MemberItem,
+  key: string,
 ): Promise<{ dumpMs: number; sizeBytes: number }> {
   const existing = async (): Promise<{ dumpMs: number; sizeBytes: number } | null> => {
     const { images } = await ctx.agent(m.host, 'images-list', {});
@@ -371,7 +374,7 @@ async function dumpMember(
     return await ctx.agent(
       m.host,
       'checkpoint',
-      { jobId: m.jobId, imageId: m.imageId, leaveRunning: true },
+      { jobId: m.jobId, imageId: m.imageId, leaveRunning: true, key },
       LONG_MS,
     );
   } catch (err) {
@@ -497,13 +500,19 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
     }
     if (cur.phase === 'restoring') {
       // Every job comes back frozen; none runs before all exist (the cut is restored whole).
+      const key = await setKey(ctx, set.name);
       await forEachLimit(
         cur.members!.filter((m) => m.state === 'fetched'),
         PARALLEL,
         async (m) => {
           const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
           if (!(there && there.state === 'frozen' && there.restoredFrom === m.imageId)) {
-            await ctx.agent(m.host, 'restore', { imageId: m.imageId, leaveFrozen: true }, LONG_MS);
+            await ctx.agent(
+              m.host,
+              'restore',
+              { imageId: m.imageId, leaveFrozen: true, key },
+              LONG_MS,
+            );
           }
           await op.member(m.jobId, { state: 'restored' });
         },

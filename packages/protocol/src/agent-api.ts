@@ -99,6 +99,11 @@ export interface ImageInfo {
   /** Time the job was frozen for this checkpoint (ms). */
   frozenMs: number;
   dumpMs: number;
+  /**
+   * Only for a job's self-checkpoint (nobody else holds a key for it): the key the image is
+   * sealed with. Every other caller of `checkpoint` brings its own key, which is never echoed.
+   */
+  key?: string;
 }
 
 /** One file of an image as stored in the image-set object store. */
@@ -186,8 +191,19 @@ export const AgentOps = {
   }),
   freeze: obj({ jobId: id() }),
   thaw: obj({ jobId: id() }),
-  checkpoint: obj({ jobId: id(), leaveRunning: opt(bool()), imageId: opt(id()) }),
-  restore: obj({ imageId: id(), leaveFrozen: opt(bool()) }),
+  /** Dump a job into a local image sealed with `key` (the caller keeps it: the host never does). */
+  checkpoint: obj({
+    jobId: id(),
+    leaveRunning: opt(bool()),
+    imageId: opt(id()),
+    key: str({ pattern: IMAGE_KEY_PATTERN }),
+  }),
+  /** Restore a local image; `key` is the one it was sealed with. */
+  restore: obj({
+    imageId: id(),
+    leaveFrozen: opt(bool()),
+    key: str({ pattern: IMAGE_KEY_PATTERN }),
+  }),
   preflight: obj({ jobId: id(), destination: opt(id()) }),
   'files-check': obj({
     files: arr(obj({ path: path(), size: opt(int()) }), { max: 4096 }),

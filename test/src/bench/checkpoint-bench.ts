@@ -3,6 +3,7 @@
  * against a real controller: total time, the cut (how long the workload stayed frozen), the
  * freeze skew, and the slowest job's dump — compared with the slowest dump of a job alone.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus, ControllerClient } from '@drover/bus';
@@ -87,7 +88,11 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       for (const j of jobs.filter((_, i) => i < o.hosts)) {
         const img = await cluster
           .agent(j.host)
-          .client.call('checkpoint', { jobId: j.id, leaveRunning: true }, 120_000);
+          .client.call(
+            'checkpoint',
+            { jobId: j.id, leaveRunning: true, key: randomBytes(32).toString('base64') },
+            120_000,
+          );
         slowest = Math.max(slowest, img.dumpMs);
         await cluster.agent(j.host).client.call('images-delete', { imageId: img.imageId });
       }

@@ -5,10 +5,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
-import type { JobInfo } from '@drover/protocol';
+import { IMAGE_KEY_PATTERN, type JobInfo } from '@drover/protocol';
 import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
 import { REPO_ROOT } from '../cluster/cli.js';
 import {
@@ -31,6 +32,8 @@ import {
 
 let tb: Testbed;
 let cluster: AgentCluster;
+/** The key local images are sealed with: the caller's, never kept by the host. */
+const KEY = randomBytes(32).toString('base64');
 let h1: AgentHandle;
 let h2: AgentHandle;
 
@@ -94,7 +97,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       assert.equal((await requestVerdict(dir, signaller(h1, job.id), 20_000)).ok, true);
       const pidsBefore = await innerPids(h1, job.id);
 
-      const image = await h1.client.call('checkpoint', { jobId: job.id });
+      const image = await h1.client.call('checkpoint', { key: KEY, jobId: job.id });
       assert.ok(image.sizeBytes > 0);
       const stopped = await h1.client.call('inspect', { jobId: job.id });
       assert.equal(stopped.state, 'checkpointed');
@@ -104,7 +107,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
         'the job still runs after a stopping checkpoint',
       );
 
-      const restored = await h1.client.call('restore', { imageId: image.imageId });
+      const restored = await h1.client.call('restore', { key: KEY, imageId: image.imageId });
       assert.equal(restored.state, 'running');
       assert.equal(restored.restoredFrom, image.imageId);
       assert.equal(restored.mainPidInside, job.mainPidInside);
@@ -117,7 +120,11 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
 
   test('leave-running: the job never stops, and the image restores', async () => {
     const { job, dir } = await runWorkload(h1, 'node', 'lr');
-    const image = await h1.client.call('checkpoint', { jobId: job.id, leaveRunning: true });
+    const image = await h1.client.call('checkpoint', {
+      key: KEY,
+      jobId: job.id,
+      leaveRunning: true,
+    });
     assert.equal(image.leaveRunning, true);
     const info = await h1.client.call('inspect', { jobId: job.id });
     assert.equal(info.state, 'running');
@@ -129,14 +136,15 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     );
 
     // A restore while the job runs is refused and changes nothing.
-    await assert.rejects(h1.client.call('restore', { imageId: image.imageId }), (e: unknown) =>
-      isDroverError(e, 'FAILED_PRECONDITION'),
+    await assert.rejects(
+      h1.client.call('restore', { key: KEY, imageId: image.imageId }),
+      (e: unknown) => isDroverError(e, 'FAILED_PRECONDITION'),
     );
     assert.equal((await h1.client.call('inspect', { jobId: job.id })).state, 'running');
     await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     await waitState(h1, job.id, (s) => s === 'exited');
     const atKill = (await readHeartbeats(dir)).last!.n;
-    const restored = await h1.client.call('restore', { imageId: image.imageId });
+    const restored = await h1.client.call('restore', { key: KEY, imageId: image.imageId });
     assert.equal(restored.state, 'running');
     // The restored job is the one in the image: its counter resumes from the checkpoint, below
     // where the original got to, and keeps going.
@@ -145,6 +153,63 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       return last.n < atKill ? last.n : undefined;
     });
     await waitFor(async () => (await readHeartbeats(dir)).last!.n > resumed);
+    await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+  });
+
+  test('local images are sealed at rest: wrong key or a flipped byte refused before restore', async () => {
+    const { job, dir } = await runWorkload(h1, 'memory', 'seal');
+    const image = await h1.client.call('checkpoint', { key: KEY, jobId: job.id });
+    const imageDir = h1.srvPath(image.dir);
+    assert.equal(statSync(imageDir).mode & 0o777, 0o700);
+    const files = readdirSync(imageDir).filter((f) => f !== 'manifest.json');
+    assert.ok(
+      files.some((f) => f.startsWith('pages-')),
+      files.join(' '),
+    );
+    for (const f of [...files, 'manifest.json']) {
+      assert.equal(statSync(join(imageDir, f)).mode & 0o777, 0o600, f);
+    }
+    // Every file CRIU wrote is sealed: the magic, and none of the job's memory in the clear
+    // (the memory workload fills its pages with a pattern it can check; CRIU's own image magic
+    // would start a plaintext file).
+    for (const f of files) {
+      const head = readFileSync(join(imageDir, f)).subarray(0, 8).toString('latin1');
+      assert.equal(head, 'DRVIMG1\n', `${f} is not sealed`);
+    }
+    // No plaintext left behind in scratch.
+    const shm = await h1.host.exec([
+      'sh',
+      '-c',
+      'ls -A /dev/shm/drover/h1 2>/dev/null | grep image- || true',
+    ]);
+    assert.equal(shm.stdout.trim(), '', 'a plaintext dump was left in tmpfs');
+
+    // The wrong key: refused, nothing restored, the image untouched.
+    const wrong = randomBytes(32).toString('base64');
+    await assert.rejects(
+      h1.client.call('restore', { key: wrong, imageId: image.imageId }),
+      (e: unknown) => isDroverError(e, 'DATA_LOSS') && /failed verification/.test(String(e)),
+    );
+    assert.equal((await h1.client.call('inspect', { jobId: job.id })).state, 'checkpointed');
+    // One flipped byte in the pages: refused, naming the file.
+    const pages = files.find((f) => f.startsWith('pages-'))!;
+    const path = join(imageDir, pages);
+    const bytes = readFileSync(path);
+    const at = Math.floor(bytes.length / 2);
+    bytes[at] = bytes[at]! ^ 0x01;
+    writeFileSync(path, bytes);
+    await assert.rejects(
+      h1.client.call('restore', { key: KEY, imageId: image.imageId }),
+      (e: unknown) => isDroverError(e, 'DATA_LOSS') && String(e).includes(pages),
+    );
+    assert.equal((await h1.client.call('inspect', { jobId: job.id })).state, 'checkpointed');
+    // Put right, the right key restores it, and it verifies its own memory.
+    bytes[at] = bytes[at]! ^ 0x01;
+    writeFileSync(path, bytes);
+    const restored = await h1.client.call('restore', { key: KEY, imageId: image.imageId });
+    assert.equal(restored.state, 'running');
+    const v = await requestVerdict(dir, signaller(h1, job.id), 30_000);
+    assert.equal(v.ok, true, v.details);
     await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
   });
 
@@ -157,8 +222,12 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     await h1.client.call('thaw', { jobId: job.id });
     await waitFor(async () => (await readHeartbeats(dir)).count > n1);
 
-    const image = await h1.client.call('checkpoint', { jobId: job.id });
-    const r = await h1.client.call('restore', { imageId: image.imageId, leaveFrozen: true });
+    const image = await h1.client.call('checkpoint', { key: KEY, jobId: job.id });
+    const r = await h1.client.call('restore', {
+      key: KEY,
+      imageId: image.imageId,
+      leaveFrozen: true,
+    });
     assert.equal(r.state, 'frozen');
     const n2 = (await readHeartbeats(dir)).count;
     await sleep(400);
@@ -269,8 +338,11 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     const image = JSON.parse(readOptional(`${outside}/cli.out`)!) as {
       imageId: string;
       jobId: string;
+      key: string;
     };
     assert.equal(image.jobId, job.id);
+    // Nobody else holds a key for a job's own checkpoint: the job gets the one it is sealed with.
+    assert.match(image.key, IMAGE_KEY_PATTERN);
     const images = (await h1.client.call('images-list', {})).images;
     assert.ok(
       images.some((i) => i.imageId === image.imageId && i.leaveRunning),
@@ -282,6 +354,22 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       async () => Number(readOptional(`${outside}/ticks`)!.trim().split('\n').pop()) > ticks + 3,
     );
     await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+    await waitState(h1, job.id, (s) => s === 'exited');
+    // With that key the image restores; with another it does not.
+    await assert.rejects(
+      h1.client.call('restore', { key: KEY, imageId: image.imageId }),
+      (e: unknown) => isDroverError(e, 'DATA_LOSS'),
+    );
+    // The job's key opens it: CRIU gets to read it (and here refuses it: the job's cli.out grew
+    // after the checkpoint, which CRIU checks).
+    const opened = await h1.client.call('restore', { key: image.key, imageId: image.imageId }).then(
+      async (back) => {
+        await h1.client.call('signal', { jobId: back.id, signal: 'SIGKILL' });
+        return 'restored';
+      },
+      (e: unknown) => (isDroverError(e) ? e.code : String(e)),
+    );
+    assert.ok(opened === 'restored' || opened === 'CRIU', opened);
   });
 
   test('adopt a process tree; its restore needs its PIDs free and says so before trying', async () => {
@@ -303,13 +391,17 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     const job = await h2.client.call('adopt', { pid, name: 'adoptee' });
     assert.equal(job.kind, 'adopted');
     assert.equal(job.rootPid, pid);
-    const image = await h2.client.call('checkpoint', { jobId: job.id, leaveRunning: true });
+    const image = await h2.client.call('checkpoint', {
+      key: KEY,
+      jobId: job.id,
+      leaveRunning: true,
+    });
     const lastTick = (): number =>
       Number(readOptional(`${outside}/ticks`)!.trim().split('\n').pop());
     const atCheckpoint = lastTick();
     await waitFor(async () => lastTick() > atCheckpoint + 10); // so a restored counter is told apart
     // Restoring while the original holds the PIDs is refused up front, naming them.
-    const err = await h2.client.call('restore', { imageId: image.imageId }).then(
+    const err = await h2.client.call('restore', { key: KEY, imageId: image.imageId }).then(
       () => assert.fail('restore of an adopted tree succeeded while its PIDs are taken'),
       (e: unknown) => e,
     );
@@ -319,7 +411,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     await waitState(h2, job.id, (st) => st === 'exited');
     await sleep(200); // the loop's last `sleep` child ends too
     const atKill = Number(readOptional(`${outside}/ticks`)!.trim().split('\n').pop());
-    const restored = await h2.client.call('restore', { imageId: image.imageId });
+    const restored = await h2.client.call('restore', { key: KEY, imageId: image.imageId });
     assert.equal(restored.rootPid, pid, 'adopted tree restored with another PID');
     const resumed = await waitForValue(async () => {
       const n = Number(readOptional(`${outside}/ticks`)!.trim().split('\n').pop());
