@@ -108,6 +108,9 @@ describe('TLS and roles on NATS', () => {
     assert.equal(job.host, 'h1');
     const op = await json<{ state: string }>('operator', ['migrate', job.id, '--to', 'h2']);
     assert.equal(op.state, 'done');
+    // The stream went over mutual TLS with the agents' certificates (the controller authorized
+    // the migration on h2 first: without that, h2 refuses the source's migrate-prepare).
+    for (const a of cluster.agents) assert.match(a.process!.output(), /"tls":true/);
     const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
     assert.deepEqual(
       jobs.jobs.filter((j) => j.id === job.id && j.state === 'running').map((j) => j.host),
