@@ -20,6 +20,7 @@ import { abortMigration, commitMigration, prepareMigration } from './migration/d
 import { MigrationStore } from './migration/migration-store.js';
 import { recoverMigrations } from './migration/recovery.js';
 import { destinationFacts, migrateJob } from './migration/source.js';
+import { MigrationAuthorizations } from './migration/authorization.js';
 
 /** A running agent daemon. */
 export interface AgentDaemon {
@@ -75,6 +76,7 @@ export async function startAgentDaemon(
   const ctx: MigrationContext = {
     call: (host, op, req, timeoutMs) => new AgentClient(bus, host).call(op, req, timeoutMs),
     streams,
+    authorizations: new MigrationAuthorizations(),
     advertise: { host: advertiseHost, port: streams.address().port },
     faults: parseFaults(config.fault),
     ...(tls ? { tls } : {}),
@@ -122,6 +124,7 @@ export async function startAgentDaemon(
     'image-fetch': (r) => fetchImage(agent, imageObjects, r),
     discard: (r) => agent.discard(r),
     remove: (r) => agent.remove(r),
+    'migrate-authorize': async (r) => ctx.authorizations.authorize(r),
     migrate: (r) => migrateJob(agent, ctx, r),
     'migrate-prepare': (r) => prepareMigration(agent, ctx, r),
     'migrate-abort': (r) => abortMigration(agent, ctx, r),

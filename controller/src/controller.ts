@@ -13,6 +13,7 @@ import {
   DroverError,
   ErrorCode,
   newId,
+  newSecret,
   nullLogger,
   toDroverError,
   type Logger,
@@ -28,6 +29,8 @@ import {
   type ControllerRequest,
   type HostStatus,
   type ImageSet,
+  type MigrationMode,
+  type MigrationRecord,
   type OperationRecord,
 } from '@drover/protocol';
 import {
@@ -242,12 +245,7 @@ export class Controller {
     };
     await this.stores.ops.put(op.opId, op);
     try {
-      op.migration = await this.agent(
-        source,
-        'migrate',
-        { jobId: req.jobId, destination, ...(req.mode ? { mode: req.mode } : {}) },
-        MIGRATE_TIMEOUT_MS,
-      );
+      op.migration = await this.authorizedMigrate(source, req.jobId, destination, req.mode);
       op.state = 'done';
     } catch (err) {
       const e = toDroverError(err);
@@ -356,7 +354,7 @@ export class Controller {
         return r.reasons.map((x) => `${x.code}: ${x.message}`);
       },
       migrate: async (source, jobId, destination) => {
-        const m = await this.agent(source, 'migrate', { jobId, destination }, MIGRATE_TIMEOUT_MS);
+        const m = await this.authorizedMigrate(source, jobId, destination);
         return { migrationId: m.migrationId, frozenMs: m.stats.frozenMs };
       },
     };
@@ -395,6 +393,27 @@ export class Controller {
   }
 
   // ---- helpers ----
+
+  /**
+   * Authorize the migration on the destination with a fresh ticket, then ask the source to
+   * migrate with it: a destination takes only migrations the controller allowed (an agent
+   * cannot push a job onto a peer by itself).
+   */
+  private async authorizedMigrate(
+    source: string,
+    jobId: string,
+    destination: string,
+    mode?: MigrationMode,
+  ): Promise<MigrationRecord> {
+    const ticket = newSecret();
+    await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
+    return this.agent(
+      source,
+      'migrate',
+      { jobId, destination, ticket, ...(mode ? { mode } : {}) },
+      MIGRATE_TIMEOUT_MS,
+    );
+  }
 
   private views(): HostView[] {
     return this.registry.list();

@@ -1,6 +1,7 @@
 /** What migrations need from the daemon: peers over NATS, the stream server, fault injection. */
 import type { AgentOp, AgentReplies, AgentRequest } from '@drover/protocol';
 import type { StreamServer } from '@drover/transfer';
+import type { MigrationAuthorizations } from './authorization.js';
 
 /**
  * Fault injection for the test suites, set only from the agent's own environment
@@ -44,6 +45,8 @@ export type PeerCall = <Op extends AgentOp>(
 export interface MigrationContext {
   call: PeerCall;
   streams: StreamServer;
+  /** Incoming migrations the controller allowed (`migrate-authorize`). */
+  authorizations: MigrationAuthorizations;
   /** The address peers reach this agent's stream server at. */
   advertise: { host: string; port: number };
   faults: MigrationFaults;

@@ -58,6 +58,9 @@ export async function prepareMigration(
 ): Promise<AgentReplies['migrate-prepare']> {
   const t0 = performance.now();
   const job = req.job;
+  // The controller must have allowed exactly this migration: checked before anything else, so
+  // an unauthorized peer learns nothing about this host and nothing is created.
+  ctx.authorizations.consume({ jobId: job.id, source: req.source, ticket: req.ticket });
   const refuse = (why: string, details: Record<string, unknown> = {}): never => {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
@@ -144,8 +147,12 @@ export async function prepareMigration(
     scratch: scratch.dir,
     pageServer: req.pageServer ?? null,
   });
-  ctx.streams.expect(rec.migrationId, token, (receiver) =>
-    receive(agent, ctx, rec.migrationId, job, receiver),
+  // Only the source's agent certificate may open the stream (when streams use TLS).
+  ctx.streams.expect(
+    rec.migrationId,
+    token,
+    (receiver) => receive(agent, ctx, rec.migrationId, job, receiver),
+    { peer: req.source },
   );
   return {
     streamHost: ctx.advertise.host,

@@ -136,6 +136,7 @@ async function runMigration(
       ...(pageServer ? { pageServer } : {}),
       migrationId: rec.migrationId,
       source: agent.config.hostId,
+      ticket: req.ticket,
       mode,
       job: migratingJob(job),
       memoryBytes,
@@ -205,7 +206,8 @@ async function runMigration(
       port: prepared.streamPort,
       migrationId: rec.migrationId,
       token: prepared.token,
-      ...(ctx.tls ? { tls: ctx.tls } : {}),
+      // The destination's certificate must name it: agent <destination>.
+      ...(ctx.tls ? { tls: { ...ctx.tls, peer: req.destination } } : {}),
       faults: ctx.faults,
       idleTimeoutMs: STREAM_IDLE_MS,
       onProgress: (p) =>

@@ -5,3 +5,8 @@ import { randomBytes } from 'node:crypto';
 export function newId(prefix: string): string {
   return `${prefix}-${randomBytes(6).toString('hex')}`;
 }
+
+/** A fresh secret: `bytes` random bytes as hex (64 digits by default), e.g. a migration ticket. */
+export function newSecret(bytes = 32): string {
+  return randomBytes(bytes).toString('hex');
+}

@@ -3,4 +3,4 @@ export { ErrorCode, DroverError, isDroverError, toDroverError } from './errors.j
 export type { DroverErrorOptions } from './errors.js';
 export { LogLevel, nullLogger, jsonLogger } from './logger.js';
 export type { Logger, LogFields } from './logger.js';
-export { newId } from './ids.js';
+export { newId, newSecret } from './ids.js';

@@ -117,6 +117,17 @@ export interface MigratingJob {
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 
+/**
+ * A migration ticket: the secret with which the controller authorizes one migration on its
+ * destination (`migrate-authorize`), and which the source must then present in `migrate-prepare`.
+ * The controller makes it (32 random bytes, hex); the schema takes 32 to 128 URL-safe characters.
+ */
+const ticket = (): Schema<string> => str({ min: 32, max: 128, pattern: /^[A-Za-z0-9_-]+$/ });
+
+/** How long an authorization waits for its `migrate-prepare` by default, and at most. */
+export const MIGRATION_TICKET_TTL_MS = 60_000;
+export const MAX_MIGRATION_TICKET_TTL_MS = 10 * 60_000;
+
 /** Schema of MigratingJob on the wire. */
 export const migratingJobSchema = obj({
   id: id(),
@@ -137,10 +148,21 @@ export const migratingJobSchema = obj({
 
 /** Migration operations served by every agent. */
 export const MigrationOps = {
-  /** On the source: move a job to `destination`. */
+  /**
+   * On the destination, from the controller only (agents may not send it, see `AGENT_PEER_OPS`):
+   * allow one incoming migration of `jobId` from `source`, proven by `ticket`, for `ttlMs`.
+   */
+  'migrate-authorize': obj({
+    jobId: id(),
+    source: id(),
+    ticket: ticket(),
+    ttlMs: opt(int({ min: 1, max: MAX_MIGRATION_TICKET_TTL_MS })),
+  }),
+  /** On the source: move a job to `destination`, which the controller authorized with `ticket`. */
   migrate: obj({
     jobId: id(),
     destination: id(),
+    ticket: ticket(),
     mode: opt(oneOf(MIGRATION_MODES)),
     /** Move even if preflight finds reasons (the operator knows better). */
     force: opt(bool()),
@@ -149,6 +171,8 @@ export const MigrationOps = {
   'migrate-prepare': obj({
     migrationId: id(),
     source: id(),
+    /** The controller's ticket (see `migrate-authorize`); the destination consumes it. */
+    ticket: ticket(),
     mode: oneOf(['stop-copy', 'post-copy', 'pre-copy'] as const),
     job: migratingJob(),
     memoryBytes: int(),
@@ -179,6 +203,8 @@ function migratingJob(): Schema<MigratingJob> {
 
 /** Replies of the migration operations. */
 export interface MigrationReplies {
+  /** When the authorization lapses (the destination's clock). */
+  'migrate-authorize': { expiresAt: string };
   migrate: MigrationRecord;
   'migrate-prepare': { streamHost: string; streamPort: number; token: string; scratchDir: string };
   'migrate-abort': MigrationRecord;

@@ -61,7 +61,8 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
 /**
  * What one agent may ask of another during a migration (the source asks the destination):
  * facts about it, whether files exist there, and the destination's side of the handshake.
- * Everything else (run, signal, checkpoint, restore, migrate, ...) only the controller may ask.
+ * Everything else (run, signal, checkpoint, restore, migrate, migrate-authorize, ...) only the
+ * controller may ask: an agent can neither command a peer nor allow itself onto one.
  */
 export const AGENT_PEER_OPS = [
   'info',

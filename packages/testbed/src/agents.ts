@@ -1,7 +1,8 @@
 /** Real drover agents inside testbed hosts, and a NATS client to talk to them from outside. */
 import { join } from 'node:path';
 import { AgentClient, Bus } from '@drover/bus';
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, newSecret } from '@drover/common';
+import type { MigrationMode, MigrationRecord } from '@drover/protocol';
 import { droverBin } from './bins.js';
 import type { Host, HostProcess } from './host.js';
 import type { Testbed } from './testbed.js';
@@ -69,6 +70,7 @@ export class AgentHandle {
         '--log-level',
         this.options.logLevel ?? 'debug',
         ...natsTlsArgs(this.tb.certs?.identity('agent', this.host.name)),
+        ...streamTlsArgs(this.tb.certs?.identity('agent', this.host.name)),
         ...(this.options.extraArgs ?? []),
       ],
       {
@@ -149,6 +151,37 @@ export class AgentCluster {
     return a;
   }
 
+  /**
+   * Migrate `jobId` from `from` to `to` the way the controller does: authorize it on the
+   * destination with a fresh ticket (`migrate-authorize`), then ask the source to `migrate`.
+   */
+  async migrate(
+    jobId: string,
+    from: string,
+    to: string,
+    opts: { mode?: MigrationMode; force?: boolean; timeoutMs?: number } = {},
+  ): Promise<MigrationRecord> {
+    const ticket = await this.authorize(jobId, from, to);
+    return this.agent(from).client.call(
+      'migrate',
+      {
+        jobId,
+        destination: to,
+        ticket,
+        ...(opts.mode ? { mode: opts.mode } : {}),
+        ...(opts.force !== undefined ? { force: opts.force } : {}),
+      },
+      opts.timeoutMs,
+    );
+  }
+
+  /** Authorize on `to` one migration of `jobId` from `from`; returns the ticket. */
+  async authorize(jobId: string, from: string, to: string): Promise<string> {
+    const ticket = newSecret();
+    await this.agent(to).client.call('migrate-authorize', { jobId, source: from, ticket });
+    return ticket;
+  }
+
   /** Close the runner's NATS connection (the agents keep running until their hosts go). */
   async close(): Promise<void> {
     await this.bus.close();
@@ -161,6 +194,15 @@ export function natsTlsArgs(
 ): string[] {
   return files
     ? ['--nats-ca', files.caFile, '--nats-cert', files.certFile, '--nats-key', files.keyFile]
+    : [];
+}
+
+/** The `--stream-ca/--stream-cert/--stream-key` flags: mutual TLS on migration streams. */
+export function streamTlsArgs(
+  files: { caFile: string; certFile: string; keyFile: string } | undefined,
+): string[] {
+  return files
+    ? ['--stream-ca', files.caFile, '--stream-cert', files.certFile, '--stream-key', files.keyFile]
     : [];
 }
 

@@ -277,7 +277,7 @@ function encodeError(err: DroverError): Buffer {
   }
 }
 
-const TLS_AUTH_CODE = /CERT|ALERT|^UNABLE_TO_|SELF_SIGNED/;
+const TLS_AUTH_CODE = /CERT|ALERT|^UNABLE_TO_|SELF_SIGNED|PURPOSE/;
 
 /** A socket error as a TransferError: TLS certificate problems are `auth`, the rest `link`. */
 export function linkError(err: Error & { code?: unknown }, offset: number): TransferError {

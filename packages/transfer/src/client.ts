@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DroverError, ErrorCode, nullLogger, toDroverError, type Logger } from '@drover/common';
-import { json } from '@drover/protocol';
+import { identityOfSubject, json } from '@drover/protocol';
 import { FrameChannel, asStreamError } from './channel.js';
 import { TransferError } from './errors.js';
 import { FRAME_HEADER_BYTES, allocFrame, sealFrame } from './frame.js';
@@ -28,13 +28,16 @@ export const DATA_CHUNK_BYTES = 1024 * 1024;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 
-/** Client-side TLS: present `cert`/`key`, verify the server against `ca`. */
+/**
+ * Client-side TLS: present `cert`/`key`, verify the server against `ca`, and that its
+ * certificate names the agent `peer` (`O=drover, OU=agent, CN=<peer>`) rather than an address.
+ */
 export interface ClientTlsOptions {
   key: string | Buffer;
   cert: string | Buffer;
   ca: string | Buffer | Array<string | Buffer>;
-  /** Name to verify the server certificate against (default: `host`). */
-  servername?: string;
+  /** The host id of the destination agent the server's certificate must name. */
+  peer: string;
 }
 
 /**
@@ -68,6 +71,28 @@ export interface StreamClientOptions {
   logger?: Logger;
   /** TEST-ONLY: see `TransferFaults`. */
   faults?: TransferFaults;
+}
+
+/**
+ * Why the server certificate `cert` (already verified against the CA) is not agent `peer`'s, or
+ * undefined when it is. Agents' certificates name hosts, not addresses, so the identity in the
+ * subject is what is checked.
+ */
+function serverIdentityProblem(cert: tls.PeerCertificate, peer: string): Error | undefined {
+  const s = cert.subject as unknown as Record<string, string | string[] | undefined>;
+  const subject = ['O', 'OU', 'CN']
+    .map((k) => {
+      const v = s[k];
+      return typeof v === 'string' ? `${k}=${v}` : '';
+    })
+    .join('\n');
+  const id = identityOfSubject(subject);
+  if (id?.role === 'agent' && id.name === peer) return undefined;
+  const err = new Error(
+    `the stream server's certificate is not agent ${peer}'s (${id ? `${id.role} ${id.name}` : 'not a Drover identity'})`,
+  ) as Error & { code: string };
+  err.code = 'ERR_TLS_CERT_PEER_IDENTITY';
+  return err;
 }
 
 /** The sending end of one migration's stream. Methods must be called one at a time. */
@@ -115,7 +140,7 @@ export class StreamClient {
           cert: t.cert,
           ca: t.ca,
           minVersion: 'TLSv1.2',
-          ...(t.servername === undefined ? {} : { servername: t.servername }),
+          checkServerIdentity: (_host, cert) => serverIdentityProblem(cert, t.peer),
         })
       : net.connect({ host: options.host, port: options.port });
     const channel = new FrameChannel(socket, logger);

@@ -60,21 +60,29 @@ export function expectInto(
   dir: string,
   options: ReceiveOptions & {
     answer?: (totals: Totals, receiver: StreamReceiver) => Promise<void>;
+    /** With TLS: the only agent that may send (see `StreamServer.expect`). */
+    peer?: string;
   } = {},
 ): Promise<ReceiverOutcome> {
   return new Promise((resolve) => {
-    server.expect(migrationId, token, async (receiver) => {
-      let totals: Totals;
-      try {
-        totals = await receiveFiles(receiver, dir, options);
-      } catch (error) {
-        resolve({ receiver, error });
-        throw error;
-      }
-      resolve({ receiver, totals });
-      if (options.answer) await options.answer(totals, receiver);
-      else await receiver.sendResult({ ok: true, totals });
-    });
+    const expectOptions = options.peer === undefined ? {} : { peer: options.peer };
+    server.expect(
+      migrationId,
+      token,
+      async (receiver) => {
+        let totals: Totals;
+        try {
+          totals = await receiveFiles(receiver, dir, options);
+        } catch (error) {
+          resolve({ receiver, error });
+          throw error;
+        }
+        resolve({ receiver, totals });
+        if (options.answer) await options.answer(totals, receiver);
+        else await receiver.sendResult({ ok: true, totals });
+      },
+      expectOptions,
+    );
   });
 }
 

@@ -1,12 +1,15 @@
 /**
- * StreamServer: the destination agent's listener. It authenticates each connection's HELLO
- * against one-time expectations (migration id + token) and hands accepted streams to their
- * handler as a `StreamReceiver`, which answers the sender with RESULT or ERROR.
+ * StreamServer: the destination agent's listener. With TLS it admits only clients whose
+ * certificate (signed by the CA) names a Drover agent; it authenticates each connection's HELLO
+ * against one-time expectations (migration id + token, and with TLS the source agent's identity)
+ * and hands accepted streams to their handler as a `StreamReceiver`, which answers the sender
+ * with RESULT or ERROR.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { DroverError, ErrorCode, nullLogger, toDroverError, type Logger } from '@drover/common';
+import { identityOfSubject, type Identity } from '@drover/protocol';
 import { FrameChannel, asStreamError } from './channel.js';
 import { TransferError } from './errors.js';
 import { MAX_FRAME_PAYLOAD } from './frame.js';
@@ -26,7 +29,10 @@ const PRE_AUTH_MAX_PAYLOAD = 16 * 1024;
 /** How long writing RESULT may wait for the sender to read. */
 const RESULT_STALL_MS = 10_000;
 
-/** Server-side TLS: mutual authentication against `ca` is always required. */
+/**
+ * Server-side TLS: mutual authentication against `ca` is always required, and the client's
+ * certificate must name a Drover agent (`O=drover, OU=agent, CN=<host>`).
+ */
 export interface ServerTlsOptions {
   key: string | Buffer;
   cert: string | Buffer;
@@ -54,7 +60,21 @@ export type ReceiverHandler = (receiver: StreamReceiver) => Promise<void> | void
 interface Expectation {
   digest: Buffer;
   handler: ReceiverHandler;
+  /** With TLS: the agent (certificate CN) that alone may send this stream. */
+  peer: string | null;
 }
+
+/** Options of `StreamServer.expect`. */
+export interface ExpectOptions {
+  /**
+   * The host id of the only agent that may send this stream: on a TLS server its certificate
+   * must name `agent <peer>`. (A plain TCP server has no identities and ignores it.)
+   */
+  peer?: string;
+}
+
+/** The role a client certificate must name on a TLS stream server. */
+export const STREAM_PEER_ROLE = 'agent';
 
 /**
  * The accepted, authenticated stream of one migration on the destination agent. Feed it to
@@ -139,6 +159,7 @@ export class StreamServer {
     private readonly server: net.Server,
     private readonly logger: Logger,
     private readonly helloTimeoutMs: number,
+    private readonly secure: boolean,
   ) {}
 
   /** Listen on `host:port` (TCP or mutual TLS); resolves once listening. */
@@ -169,7 +190,7 @@ export class StreamServer {
     } else {
       server = net.createServer(onSocket);
     }
-    const self = new StreamServer(server, logger, helloTimeoutMs);
+    const self = new StreamServer(server, logger, helloTimeoutMs, options.tls !== undefined);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port, options.host, () => {
@@ -190,17 +211,27 @@ export class StreamServer {
 
   /**
    * Expect one stream for `migrationId`: the first connection whose HELLO carries it with
-   * `token` gets ACCEPT and is handed to `handler`; the expectation is then gone, so the token
-   * cannot be reused. A wrong token does not consume it. Throws ALREADY_EXISTS if one is pending.
+   * `token` (and, with TLS, whose certificate names `agent <options.peer>`) gets ACCEPT and is
+   * handed to `handler`; the expectation is then gone, so the token cannot be reused. A wrong
+   * token or peer does not consume it. Throws ALREADY_EXISTS if one is pending.
    */
-  expect(migrationId: string, token: string, handler: ReceiverHandler): void {
+  expect(
+    migrationId: string,
+    token: string,
+    handler: ReceiverHandler,
+    options: ExpectOptions = {},
+  ): void {
     if (this.expectations.has(migrationId)) {
       throw new DroverError(
         ErrorCode.AlreadyExists,
         `transfer for ${migrationId} already expected`,
       );
     }
-    this.expectations.set(migrationId, { digest: digest(token), handler });
+    this.expectations.set(migrationId, {
+      digest: digest(token),
+      handler,
+      peer: options.peer ?? null,
+    });
   }
 
   /** Withdraw a pending expectation; true if there was one. */
@@ -220,14 +251,28 @@ export class StreamServer {
     const channel = new FrameChannel(socket, this.logger, { maxPayload: PRE_AUTH_MAX_PAYLOAD });
     this.channels.add(channel);
     void channel.closed.then(() => this.channels.delete(channel));
-    this.handshake(channel).catch((err: unknown) => {
+    let peer: Identity | null = null;
+    if (this.secure) {
+      // Signed by the CA is not enough: only an agent may send images, checked before HELLO.
+      peer = peerIdentity(socket as tls.TLSSocket);
+      if (peer?.role !== STREAM_PEER_ROLE) {
+        const err = new TransferError(
+          `transfer refused: the client certificate is not a Drover agent's (${peer ? `${peer.role} ${peer.name}` : 'not a Drover identity'})`,
+          { kind: 'auth', frame: null, offset: 0 },
+        );
+        this.logger.warn('transfer connection refused', { peer: channel.peer, err });
+        channel.fail(err, true);
+        return;
+      }
+    }
+    this.handshake(channel, peer).catch((err: unknown) => {
       const winner = channel.fail(toDroverError(err), true);
       this.logger.warn('transfer connection refused', { peer: channel.peer, err: winner });
     });
   }
 
   /** Authenticate; why nothing is read past HELLO until the token matched: see `expect`. */
-  private async handshake(channel: FrameChannel): Promise<void> {
+  private async handshake(channel: FrameChannel, peer: Identity | null): Promise<void> {
     const frame = await channel.next(this.helloTimeoutMs, 'HELLO');
     if (frame.type !== 'HELLO') throw protocolError(frame, 'expected HELLO');
     const hello = parseJsonFrame(frame, helloSchema);
@@ -235,14 +280,20 @@ export class StreamServer {
       throw protocolError(frame, `unsupported protocol version ${hello.version}`);
     }
     const expected = this.expectations.get(hello.migrationId);
-    if (!expected || !timingSafeEqual(expected.digest, digest(hello.token))) {
-      this.logger.warn('transfer refused: unknown migration or wrong token', {
+    const tokenOk = expected !== undefined && timingSafeEqual(expected.digest, digest(hello.token));
+    // With TLS the certificate must be the source agent's the migration was prepared for.
+    const peerOk =
+      expected !== undefined && (expected.peer === null || !peer || peer.name === expected.peer);
+    if (!expected || !tokenOk || !peerOk) {
+      this.logger.warn('transfer refused: unknown migration, wrong token or wrong agent', {
         migrationId: hello.migrationId,
         known: expected !== undefined,
+        tokenOk,
+        agent: peer?.name ?? null,
         peer: channel.peer,
       });
       throw new TransferError(
-        `transfer for ${hello.migrationId} refused: not expected, or wrong or used token`,
+        `transfer for ${hello.migrationId} refused: not expected, wrong or used token, or not the source agent`,
         { kind: 'auth', frame: 'HELLO', offset: frame.offset },
       );
     }
@@ -263,6 +314,12 @@ export class StreamServer {
       await receiver.sendError(err);
     }
   }
+}
+
+/** The identity the client certificate of a TLS connection names (null: none of ours). */
+function peerIdentity(socket: tls.TLSSocket): Identity | null {
+  const cert = socket.getPeerX509Certificate();
+  return cert ? identityOfSubject(cert.subject) : null;
 }
 
 /** sha256 of a token: equal-length inputs for timingSafeEqual whatever the token lengths. */

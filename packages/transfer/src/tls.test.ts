@@ -1,4 +1,7 @@
-/** Mutual-TLS tests with a throwaway CA made by the openssl CLI: who gets in, who does not. */
+/**
+ * Mutual-TLS tests with a throwaway CA made by the openssl CLI: who gets in (the source agent the
+ * stream was expected from), who does not (no, foreign or non-agent certificates, other agents).
+ */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -36,9 +39,11 @@ function makeCa(ca: string): void {
     '1',
   );
 }
-function makeLeaf(ca: string, name: string, ext: string): void {
+/** Subject of a Drover identity (as `drover certs` issues them). */
+const drover = (role: string, name: string): string => `/O=drover/OU=${role}/CN=${name}`;
+function makeLeaf(ca: string, name: string, ext: string, subject = `/CN=${name}`): void {
   writeFileSync(join(pki, `${name}.ext`), ext);
-  openssl('req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+  openssl('req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject);
   openssl(
     'x509',
     '-req',
@@ -62,9 +67,14 @@ before(async () => {
   pki = await tempDir('pki');
   makeCa('drover-ca');
   makeCa('rogue-ca');
-  makeLeaf('drover-ca', 'server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  makeLeaf('drover-ca', 'agent-a', 'extendedKeyUsage=clientAuth\n');
-  makeLeaf('rogue-ca', 'intruder', 'extendedKeyUsage=clientAuth\n');
+  const both = 'extendedKeyUsage=clientAuth,serverAuth\n';
+  // Agents' certificates name hosts, not addresses (no subjectAltName): the identity is checked.
+  makeLeaf('drover-ca', 'server', both, drover('agent', 'h2'));
+  makeLeaf('drover-ca', 'agent-a', both, drover('agent', 'h1'));
+  makeLeaf('drover-ca', 'agent-c', both, drover('agent', 'h3'));
+  makeLeaf('drover-ca', 'operator', 'extendedKeyUsage=clientAuth\n', drover('operator', 'alice'));
+  makeLeaf('drover-ca', 'plain', both, '/CN=h1');
+  makeLeaf('rogue-ca', 'intruder', both, drover('agent', 'h1'));
 });
 after(() => removeAll(pki));
 
@@ -74,10 +84,11 @@ const serverTls = (): ServerTlsOptions => ({
   ca: pem('drover-ca.crt'),
   requestCert: true,
 });
-const clientTls = (leaf: string): ClientTlsOptions => ({
+const clientTls = (leaf: string, peer = 'h2'): ClientTlsOptions => ({
   key: pem(`${leaf}.key`),
   cert: pem(`${leaf}.crt`),
   ca: pem('drover-ca.crt'),
+  peer,
 });
 
 test(
@@ -96,7 +107,7 @@ test(
     try {
       await writeRandom(join(src, 'pages-1.img'), 2 * 1024 * 1024 + 3);
       writeFileSync(join(src, 'core-1.img'), 'core');
-      const outcome = expectInto(server, 'mig-tls', 'tok', dst);
+      const outcome = expectInto(server, 'mig-tls', 'tok', dst, { peer: 'h1' });
 
       const { key: _k, cert: _c, ...caOnly } = clientTls('agent-a');
       for (const [label, tls] of [
@@ -137,6 +148,95 @@ test(
     }
   },
 );
+
+test(
+  'a CA-signed certificate that is not the expected source agent is refused; the expectation stays',
+  T,
+  async (t) => {
+    const [src, dst] = [await tempDir('src'), await tempDir('dst')];
+    const lines: string[] = [];
+    const server = await StreamServer.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: serverTls(),
+      logger: jsonLogger((l) => lines.push(l), { level: 'debug' }),
+    });
+    const base = { ...server.address(), migrationId: 'mig-id', token: 'tok' };
+    try {
+      writeFileSync(join(src, 'core-1.img'), 'core');
+      const outcome = expectInto(server, 'mig-id', 'tok', dst, { peer: 'h1' });
+      // Refused before HELLO: an operator's certificate, and one without a Drover subject.
+      for (const leaf of ['operator', 'plain']) {
+        const err = await StreamClient.connect({ ...base, tls: clientTls(leaf) }).then(
+          () => assert.fail(`${leaf}: accepted`),
+          (e: unknown) => e,
+        );
+        assert.ok(err instanceof TransferError, `${leaf}: ${String(err)}`);
+        assert.equal(err.details['remoteKind'], 'auth', `${leaf}: ${err.message}`);
+        assert.match(err.message, /not a Drover agent/);
+        t.diagnostic(`${leaf}: ${err.message}`);
+      }
+      assert.ok(!lines.some((l) => l.includes('transfer refused: unknown')), 'no HELLO was read');
+      // Another agent (h3) with the right migration id and token: refused after HELLO.
+      const err = await StreamClient.connect({ ...base, tls: clientTls('agent-c') }).then(
+        () => assert.fail('h3 accepted'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof TransferError);
+      assert.equal(err.details['remoteKind'], 'auth', err.message);
+      assert.ok(
+        lines.some((l) => l.includes('"agent":"h3"')),
+        lines.join(''),
+      );
+      assert.deepEqual(await readdir(dst), []);
+      // The right agent with a wrong token: refused too, and nothing is consumed.
+      await assert.rejects(
+        StreamClient.connect({ ...base, token: 'bad', tls: clientTls('agent-a') }),
+        TransferError,
+      );
+      const client = await StreamClient.connect({ ...base, tls: clientTls('agent-a') });
+      await client.sendDirectory(src);
+      await client.finish();
+      assert.ok((await outcome).totals);
+      assert.deepEqual(await hashTree(dst), await hashTree(src));
+    } finally {
+      await server.close();
+      await removeAll(src, dst);
+    }
+  },
+);
+
+test('the client refuses a server that is not the destination agent', T, async () => {
+  for (const [label, leaf, peer] of [
+    ['another agent', 'agent-c', 'h2'],
+    ['an operator', 'operator', 'h2'],
+    ['no Drover subject', 'plain', 'h1'],
+  ] as const) {
+    const server = await StreamServer.listen({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { ...serverTls(), key: pem(`${leaf}.key`), cert: pem(`${leaf}.crt`) },
+    });
+    try {
+      server.expect('mig-x', 'tok', () => assert.fail('handler must not run'));
+      const err = await StreamClient.connect({
+        ...server.address(),
+        migrationId: 'mig-x',
+        token: 'tok',
+        tls: clientTls('agent-a', peer),
+      }).then(
+        () => assert.fail(`${label}: accepted`),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof TransferError, `${label}: ${String(err)}`);
+      assert.equal(err.kind, 'auth', `${label}: ${err.message}`);
+      // An operator's certificate is not even for servers (TLS refuses its purpose first).
+      assert.match(err.message, /not agent h[12]'s|unsuitable certificate purpose/);
+    } finally {
+      await server.close();
+    }
+  }
+});
 
 test('the client refuses a server whose cert is not signed by its CA', T, async () => {
   const server = await StreamServer.listen({

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, compileAgentConfig } from '@drover/agent';
+import { newSecret } from '@drover/common';
 import { AgentClient, Bus } from '@drover/bus';
 import { HostRegistry } from '@drover/controller';
 import { AgentOps, heartbeatSubject, type AgentInfo } from '@drover/protocol';
@@ -211,7 +212,13 @@ test('simulated agents answer over NATS through the real agent API, beat, and mo
       a.call('inspect', { jobId: 'job-none' }),
       (e: Error & { code?: string }) => e.code === 'NOT_FOUND',
     );
-    const m = await a.call('migrate', { jobId: jobs[0]!.id, destination: 'sim-0001' });
+    const ticket = newSecret();
+    await new AgentClient(bus, 'sim-0001').call('migrate-authorize', {
+      jobId: jobs[0]!.id,
+      source: 'sim-0000',
+      ticket,
+    });
+    const m = await a.call('migrate', { jobId: jobs[0]!.id, destination: 'sim-0001', ticket });
     assert.equal(m.state, 'done');
     assert.equal((await new AgentClient(bus, 'sim-0001').call('list', {})).jobs.length, 2);
     assert.equal((await a.call('inspect', { jobId: jobs[0]!.id })).state, 'migrated');

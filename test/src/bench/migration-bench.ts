@@ -54,6 +54,7 @@ function sleep(ms: number): Promise<void> {
 
 /** Migrate `jobId` from `from` to `to` once, metering both agents. */
 export async function migrateOnce(
+  cluster: AgentCluster,
   from: AgentHandle,
   to: AgentHandle,
   jobId: string,
@@ -64,11 +65,10 @@ export async function migrateOnce(
   meter.start();
   const w0 = Date.now();
   const t0 = performance.now();
-  const record = await from.client.call(
-    'migrate',
-    { jobId, destination: to.hostId, mode },
-    900_000,
-  );
+  const record = await cluster.migrate(jobId, from.hostId, to.hostId, {
+    mode,
+    timeoutMs: 900_000,
+  });
   const wallMs = performance.now() - t0;
   const [src, dst] = meter.stop();
   const w1 = Date.now();
@@ -149,7 +149,14 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
         const list: MigrationRun[] = [];
         for (let i = 0; i < o.reps; i++) {
           const next = at === 'h1' ? 'h2' : 'h1';
-          const r = await migrateOnce(cluster.agent(at), cluster.agent(next), job.id, dir, mode);
+          const r = await migrateOnce(
+            cluster,
+            cluster.agent(at),
+            cluster.agent(next),
+            job.id,
+            dir,
+            mode,
+          );
           if (r.record.state !== 'done') throw new Error(`migration ended ${r.record.state}`);
           list.push(r);
           at = next;

@@ -101,6 +101,8 @@ export interface SimCounters {
 /** One simulated host. */
 export class SimulatedAgent {
   readonly jobs = new Map<string, JobInfo>();
+  /** Migrations the controller authorized onto this host: `<ticket> <jobId> <source>`. */
+  readonly authorized = new Set<string>();
   readonly memory = new Map<string, number>();
   readonly startedAt = Date.now();
 
@@ -211,10 +213,15 @@ export class SimulatedAgent {
       },
       'images-list': async () => (this.count('images-list'), { images: [] }),
       'migrations-list': async () => (this.count('migrations-list'), { migrations: [] }),
+      'migrate-authorize': async (r) => {
+        this.count('migrate-authorize');
+        this.authorized.add(`${r.ticket} ${r.jobId} ${r.source}`);
+        return { expiresAt: new Date(Date.now() + (r.ttlMs ?? 60_000)).toISOString() };
+      },
       migrate: async (r) => {
         this.count('migrate');
         this.fleet.counters.firstMigrateAtMs ??= performance.now();
-        return this.migrate(r.jobId, r.destination, r.mode ?? 'auto');
+        return this.migrate(r.jobId, r.destination, r.mode ?? 'auto', r.ticket);
       },
       'migrate-status': async (r) => {
         this.count('migrate-status');
@@ -240,7 +247,7 @@ export class SimulatedAgent {
   }
 
   /** A migration that takes no time: the job moves to `destination`'s simulated agent. */
-  migrate(jobId: string, destination: string, mode: string): MigrationRecord {
+  migrate(jobId: string, destination: string, mode: string, ticket: string): MigrationRecord {
     const j = this.live(jobId);
     const dest = this.fleet.agent(destination);
     if (!dest) {
@@ -248,6 +255,13 @@ export class SimulatedAgent {
         retryable: true,
         details: { destination },
       });
+    }
+    // Like a real destination: only a migration the controller authorized.
+    if (!dest.authorized.delete(`${ticket} ${jobId} ${this.host}`)) {
+      throw new DroverError(
+        ErrorCode.PermissionDenied,
+        `migration of job ${jobId} from ${this.host} is not authorized on ${destination}`,
+      );
     }
     const migrationId = `mig-sim-${jobId}-${destination}`;
     const now = new Date().toISOString();

@@ -57,7 +57,8 @@ export function makeCert(dir: string, name: string, ip: string): CertFiles {
     '-out',
     csr,
     '-subj',
-    `/CN=${name}`,
+    // A Drover agent identity: stream servers admit only agents (by certificate subject).
+    `/O=drover/OU=agent/CN=${name}`,
   ]);
   openssl([
     'x509',

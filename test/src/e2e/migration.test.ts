@@ -100,7 +100,7 @@ describe('live migration', () => {
       const pids = await innerPids('h1', job.id);
       let at = 'h1';
       for (const next of ['h2', 'h3', 'h1']) {
-        const rec = await agent(at).client.call('migrate', { jobId: job.id, destination: next });
+        const rec = await cluster.migrate(job.id, at, next);
         assert.equal(rec.state, 'done');
         assert.ok(rec.stats.frozenMs > 0 && rec.stats.bytes > 0, JSON.stringify(rec.stats));
         assert.equal(await whereRunning(job.id), next);
@@ -140,7 +140,7 @@ describe('streams with certificates', () => {
     );
     try {
       const { job, dir: wd } = await startWorkload('h1', 'node', 'tls');
-      const rec = await agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      const rec = await cluster.migrate(job.id, 'h1', 'h2');
       assert.equal(rec.state, 'done');
       assert.equal((await requestVerdict(wd, signaller('h2', job.id), 30_000)).ok, true);
       await cluster.bus.flush();
@@ -168,11 +168,10 @@ describe('post-copy', () => {
       name: 'postcopy-1g',
     });
     await waitReady(dir, 120_000);
-    const rec = await agent('h2').client.call(
-      'migrate',
-      { jobId: job.id, destination: 'h3', mode: 'post-copy' },
-      300_000,
-    );
+    const rec = await cluster.migrate(job.id, 'h2', 'h3', {
+      mode: 'post-copy',
+      timeoutMs: 300_000,
+    });
     assert.equal(rec.mode, 'post-copy');
     assert.equal(rec.state, 'done');
     assert.equal(await whereRunning(job.id), 'h3');
@@ -201,7 +200,7 @@ describe('stop-and-copy writes no image byte to disk', () => {
         name: 'no-disk',
       });
       await waitReady(dir, 20_000);
-      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      const migrating = cluster.migrate(job.id, 'h1', 'h2');
       await waitForMigrationState('h1', job.id, 'transferring');
       const mig = (await agent('h1').client.call('migrations-list', {})).migrations.find(
         (m) => m.jobId === job.id,
@@ -293,14 +292,11 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h3').restartWith({ DROVER_RESERVE_MEMORY: String(1024 ** 4) });
     try {
       const { job, check } = await victim('capacity');
-      await assert.rejects(
-        agent('h1').client.call('migrate', { jobId: job.id, destination: 'h3' }),
-        (e: unknown) => {
-          assert.ok(isDroverError(e, 'FAILED_PRECONDITION'), String(e));
-          assert.match((e as Error).message, /not enough memory/);
-          return true;
-        },
-      );
+      await assert.rejects(cluster.migrate(job.id, 'h1', 'h3'), (e: unknown) => {
+        assert.ok(isDroverError(e, 'FAILED_PRECONDITION'), String(e));
+        assert.match((e as Error).message, /not enough memory/);
+        return true;
+      });
       await check();
       assert.equal((await lastMigration('h1', job.id)).state, 'rolled-back');
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
@@ -313,10 +309,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').restartWith({ DROVER_FAULT: 'corrupt-frame=3' });
     try {
       const { job, check } = await victim('corrupt');
-      await assert.rejects(
-        agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' }),
-        /CRC32 mismatch|checksum/i,
-      );
+      await assert.rejects(cluster.migrate(job.id, 'h1', 'h2'), /CRC32 mismatch|checksum/i);
       await check();
       const rec = await lastMigration('h1', job.id);
       assert.equal(rec.state, 'rolled-back');
@@ -346,7 +339,7 @@ describe('migration faults leave the job running where it was', () => {
         name: 'holder',
       });
       await sleep(300);
-      const migrating = agent('h1').client.call('migrate', { jobId: holder.id, destination: 'h2' });
+      const migrating = cluster.migrate(holder.id, 'h1', 'h2');
       await waitForMigrationState('h1', holder.id, 'transferring');
       rmSync(join(dir, 'data.bin'));
       await assert.rejects(migrating, /RESTORE failed/);
@@ -371,7 +364,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
     try {
       const { job, check } = await victim('dest-killed', 128);
-      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2' });
+      const migrating = cluster.migrate(job.id, 'h1', 'h2');
       await waitForMigrationState('h1', job.id, 'transferring');
       await sleep(500);
       await agent('h2').kill();
@@ -392,7 +385,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
     try {
       const { job, check } = await victim('link-cut', 128);
-      const migrating = agent('h1').client.call('migrate', { jobId: job.id, destination: 'h3' });
+      const migrating = cluster.migrate(job.id, 'h1', 'h3');
       await waitForMigrationState('h1', job.id, 'transferring');
       await sleep(500);
       tb.host('h3').cutLink();
@@ -416,9 +409,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').restartWith({ DROVER_FAULT: 'throttle=20000000' });
     const { job, check } = await victim('source-killed', 128);
     // The request dies with the agent; its reply is never awaited.
-    void agent('h1')
-      .client.call('migrate', { jobId: job.id, destination: 'h2' }, 60_000)
-      .catch(() => undefined);
+    void cluster.migrate(job.id, 'h1', 'h2', { timeoutMs: 60_000 }).catch(() => undefined);
     await waitForMigrationState('h1', job.id, 'transferring');
     await sleep(500);
     await agent('h1').kill();
@@ -431,7 +422,7 @@ describe('migration faults leave the job running where it was', () => {
   test('pre-copy says why it is not available here', async () => {
     const { job, check } = await victim('modes');
     await assert.rejects(
-      agent('h1').client.call('migrate', { jobId: job.id, destination: 'h2', mode: 'pre-copy' }),
+      cluster.migrate(job.id, 'h1', 'h2', { mode: 'pre-copy' }),
       (e: unknown) => {
         assert.ok(isDroverError(e, 'FAILED_PRECONDITION'));
         assert.match((e as Error).message, /memory tracking/);

@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { Bus } from '@drover/bus';
 import { isDroverError } from '@drover/common';
 import { agentSubject, controllerSubject, type AuditEntry } from '@drover/protocol';
@@ -107,6 +108,9 @@ describe('TLS and roles on NATS', () => {
     assert.equal(job.host, 'h1');
     const op = await json<{ state: string }>('operator', ['migrate', job.id, '--to', 'h2']);
     assert.equal(op.state, 'done');
+    // The stream went over mutual TLS with the agents' certificates (the controller authorized
+    // the migration on h2 first: without that, h2 refuses the source's migrate-prepare).
+    for (const a of cluster.agents) assert.match(a.process!.output(), /"tls":true/);
     const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
     assert.deepEqual(
       jobs.jobs.filter((j) => j.id === job.id && j.state === 'running').map((j) => j.host),
@@ -256,6 +260,58 @@ describe('TLS and roles on NATS', () => {
     assert.equal((await as('operator', ['stop', secretJob.id])).code, 0);
   });
 
+  test('an agent cannot push a migration onto a peer without the controller authorizing it', async () => {
+    const h1 = await Bus.connect({
+      servers: [url],
+      name: 'h1 pushing a job',
+      tls: tb.certs!.identity('agent', 'h1'),
+      requestTimeoutMs: 10_000,
+    });
+    const h2 = cluster.agent('h2');
+    const before = await h2.client.call('migrations-list', {});
+    try {
+      const prepare = {
+        migrationId: 'mig-pushed',
+        source: 'h1',
+        ticket: 'f'.repeat(64),
+        mode: 'stop-copy',
+        job: {
+          id: 'job-pushed',
+          name: 'pushed',
+          kind: 'namespaced',
+          command: ['/bin/sh', '-c', 'sleep 1000'],
+          cwd: '/',
+          env: {},
+          shellJob: false,
+          startedAt: new Date().toISOString(),
+          jobDir: '/srv/drover/jobs/job-pushed',
+        },
+        memoryBytes: 0,
+        cpuFlags: [],
+        pids: [],
+      };
+      await assert.rejects(
+        h1.request(agentSubject('h2', 'migrate-prepare'), prepare),
+        (err: unknown) => {
+          assert.ok(isDroverError(err, 'PERMISSION_DENIED'), String(err));
+          assert.match((err as Error).message, /not authorized/);
+          return true;
+        },
+      );
+    } finally {
+      await h1.close();
+    }
+    // Nothing was created on h2: no migration record, no job, no job directory.
+    assert.deepEqual(await h2.client.call('migrations-list', {}), before);
+    await assert.rejects(h2.client.call('migrate-status', { migrationId: 'mig-pushed' }), (e) =>
+      isDroverError(e, 'NOT_FOUND'),
+    );
+    await assert.rejects(h2.client.call('inspect', { jobId: 'job-pushed' }), (e) =>
+      isDroverError(e, 'NOT_FOUND'),
+    );
+    assert.equal(existsSync(h2.srvPath('/srv/drover/jobs/job-pushed')), false);
+  });
+
   test("an agent's credentials cannot command another agent or the controller", async () => {
     const h1 = await Bus.connect({
       servers: [url],
@@ -277,6 +333,8 @@ describe('TLS and roles on NATS', () => {
       await denied(controllerSubject('drain'));
       await denied(controllerSubject('run', { role: 'agent', name: 'h1' }));
       await denied(controllerSubject('hosts', { role: 'agent', name: 'h1' }));
+      // Nor allow itself a migration: only the controller authorizes one on a destination.
+      await denied(agentSubject('h2', 'migrate-authorize'));
       // The one thing it may ask a peer: facts for a migration.
       const info = (await h1.request(agentSubject('h2', 'info'), {})) as { hostId?: string };
       assert.ok(info);

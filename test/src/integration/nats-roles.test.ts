@@ -166,7 +166,17 @@ describe('NATS roles from generated certificates', () => {
     assert.deepEqual(await h1.request(agentSubject('h2', 'info'), {}), { ok: true });
     assert.deepEqual(await h1.request(agentSubject('h2', 'migrate-prepare'), {}), { ok: true });
     const before = seen.length;
-    for (const op of ['run', 'signal', 'checkpoint', 'restore', 'migrate', 'freeze', 'remove']) {
+    for (const op of [
+      'run',
+      'signal',
+      'checkpoint',
+      'restore',
+      'migrate',
+      // Only the controller may authorize an incoming migration on an agent.
+      'migrate-authorize',
+      'freeze',
+      'remove',
+    ]) {
       await denied(h1.request(agentSubject('h2', op), {}));
     }
     await denied(h1.request(controllerSubject('run'), {}));
