@@ -1,7 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CONTROLLER_OP_ACCESS, permissionsOf, type Identity } from '@drover/protocol';
-import { checkIdentities, natsSecurityConfig } from './nats-config.js';
+import {
+  checkIdentities,
+  natsClusterConfig,
+  natsRouteUser,
+  natsSecurityConfig,
+} from './nats-config.js';
 
 const tls = { caFile: '/c/ca.crt', certFile: '/c/server/nats.crt', keyFile: '/c/server/nats.key' };
 const ids: Identity[] = [
@@ -77,6 +82,31 @@ describe('natsSecurityConfig', () => {
     assert.throws(
       () => natsSecurityConfig({ tls, identities: [{ role: 'agent', name: 'h1' }] }),
       /controller/,
+    );
+  });
+});
+
+describe('natsClusterConfig', () => {
+  it('requires TLS on routes and maps every route to the route user', () => {
+    const text = natsClusterConfig({
+      clusterName: 'prod',
+      tls,
+      listen: '10.0.0.5:6222',
+      routes: ['10.0.0.6:6222', '[fd00::7]:6222'],
+    });
+    assert.match(text, /cluster \{\n {2}name: "prod"\n {2}listen: "10\.0\.0\.5:6222"/);
+    assert.match(text, /"nats-route:\/\/10\.0\.0\.6:6222",\n\s*"nats-route:\/\/\[fd00::7\]:6222"/);
+    assert.match(
+      text,
+      /tls \{\n\s*ca_file: "\/c\/ca.crt"\n\s*cert_file: "\/c\/server\/nats.crt"\n\s*key_file: "\/c\/server\/nats.key"\n\s*verify_and_map: true\n\s*timeout: 2\n\s*\}/,
+    );
+    assert.match(text, /authorization \{\n\s*user: "CN=prod,OU=nats-route,O=drover"/);
+    assert.equal(natsRouteUser('prod'), 'CN=prod,OU=nats-route,O=drover');
+    // No route without TLS: the block has no plain user/password or token.
+    assert.doesNotMatch(text, /password|token/);
+    assert.throws(
+      () => natsClusterConfig({ clusterName: 'a.b', tls, listen: 'x:1', routes: [] }),
+      /cluster name/,
     );
   });
 });

@@ -14,7 +14,7 @@ export type {
   ProcessExit,
 } from './host.js';
 export type { ExecResult, OwnedProcess } from './proc.js';
-export { NatsMode } from './nats.js';
+export { NATS_PORTS, NatsMode } from './nats.js';
 export type { NatsOptions, NatsServer, NatsService } from './nats.js';
 export type { SshdService } from './sshd.js';
 export { leaks, assertNoLeftovers, removeRun, sweepLeftovers } from './cleanup.js';

@@ -1,4 +1,8 @@
-/** NATS inside a testbed: one JetStream server on the bridge, or an R3 cluster on h1..h3. */
+/**
+ * NATS inside a testbed: one JetStream server on the bridge, or an R3 cluster on h1..h3. In a
+ * secure testbed every server requires client TLS and the generated authorization, and the
+ * cluster's routes require TLS with a route certificate of the run's CA.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -61,9 +65,11 @@ export interface NatsService {
   stopAll(): Promise<void>;
 }
 
-const CLIENT_PORT = 4222;
-const CLUSTER_PORT = 6222;
-const MONITOR_PORT = 8222;
+/** The ports every testbed nats-server listens on (clients, routes, monitoring). */
+export const NATS_PORTS = { client: 4222, route: 6222, monitor: 8222 } as const;
+const CLIENT_PORT = NATS_PORTS.client;
+const CLUSTER_PORT = NATS_PORTS.route;
+const MONITOR_PORT = NATS_PORTS.monitor;
 
 interface Running {
   pid: number;
@@ -209,12 +215,17 @@ function probeOf(ctx: NatsContext): (url: string) => Promise<true> {
   return (url) => jetStreamAnswers(url, 1000, tls);
 }
 
-/** One member of the R3 cluster, inside host `h`, storage under the host's /srv. */
+/**
+ * One member of the R3 cluster, inside host `h`, storage under the host's /srv. `secureConfig`
+ * is the node's generated config (client TLS, authorization, TLS-only routes) in a secure
+ * testbed; without it the routes are plain.
+ */
 function clusterServer(
   ctx: NatsContext,
   h: Host,
   peers: readonly Host[],
   o: NatsOptions,
+  secureConfig: string | undefined,
 ): NatsServer & { start(): Promise<void> } {
   mkdirSync(join(h.stateDir, 'nats'), { recursive: true });
   const routes = peers
@@ -229,8 +240,10 @@ function clusterServer(
         http: `"${h.address}:${MONITOR_PORT}"`,
       },
       `jetstream {\n  store_dir: "/srv/nats/js"\n  ${limits(o)}\n}\n` +
-        `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`,
+        (secureConfig ??
+          `cluster {\n  name: "${ctx.runId}"\n  listen: "${h.address}:${CLUSTER_PORT}"\n  routes: [${routes.join(', ')}]\n}\n`),
     ),
+    { mode: 0o600 },
   );
   const logPaths = [
     join(ctx.logDir, h.name, 'nats-server.stdout.log'),
@@ -258,8 +271,6 @@ export async function startNats(
   o: NatsOptions = {},
 ): Promise<NatsService> {
   let servers: (NatsServer & { start(): Promise<void> })[];
-  if (ctx.certs && mode !== 'single')
-    throw new Error('a secure testbed runs a single NATS server (routes without TLS: not yet)');
   const probe = probeOf(ctx);
   if (mode === 'single') {
     servers = [singleServer(ctx, o)];
@@ -267,7 +278,12 @@ export async function startNats(
     const members = ctx.hosts.slice(0, 3);
     if (members.length < 3)
       throw new Error(`a NATS cluster needs 3 hosts, the testbed has ${ctx.hosts.length}`);
-    servers = members.map((h) => clusterServer(ctx, h, members, o));
+    const secure = await ctx.certs?.natsCluster(
+      ctx.runId,
+      members.map((h) => ({ name: h.name, address: h.address })),
+      CLUSTER_PORT,
+    );
+    servers = members.map((h) => clusterServer(ctx, h, members, o, secure?.get(h.name)));
   }
   const svc: NatsService = {
     mode,

@@ -1,11 +1,20 @@
 /**
  * A testbed's certificates: a CA, the NATS server's certificate (for the bridge address), one
  * certificate per agent, the controller's, the test runner's (a second controller identity), an
- * operator's and a viewer's, and the generated NATS security config. Made by `Testbed.create`
- * with `secure: true` (and so by `drover up` unless `--insecure`).
+ * operator's and a viewer's, and the generated NATS security config; for a NATS cluster, a route
+ * certificate and a generated config (TLS-only routes) per node. Made by `Testbed.create` with
+ * `secure: true` (and so by `drover up` unless `--insecure`).
  */
 import { join } from 'node:path';
-import { identityPaths, initCluster, NATS_SECURITY_FILE, type CertFiles } from '@drover/certs';
+import {
+  identityPaths,
+  initCluster,
+  initNatsCluster,
+  natsNodeConfigPath,
+  NATS_SECURITY_FILE,
+  readNatsCluster,
+  type CertFiles,
+} from '@drover/certs';
 import type { Role } from '@drover/protocol';
 import { readFile } from 'node:fs/promises';
 
@@ -24,6 +33,17 @@ export interface TestbedCerts {
   /** An operator's (`operator`) and a viewer's (`viewer`): what a CLI user holds. */
   readonly operator: CertFiles;
   readonly viewer: CertFiles;
+  /**
+   * The generated config of each node of a NATS cluster named `clusterName` (client `tls`,
+   * `authorization` and a `cluster` block whose routes require TLS with a route certificate of
+   * this CA), by node name. Issues the nodes' route certificates on the first call; later calls
+   * must name the same cluster and nodes.
+   */
+  natsCluster(
+    clusterName: string,
+    nodes: readonly { name: string; address: string }[],
+    routePort: number,
+  ): Promise<ReadonlyMap<string, string>>;
 }
 
 /** Identity names of a secure testbed besides the agents (one per host). */
@@ -57,5 +77,20 @@ export async function createTestbedCerts(
     controller: identity('controller', n.controller),
     operator: identity('operator', n.operator),
     viewer: identity('viewer', n.viewer),
+    natsCluster: async (clusterName, nodes, routePort) => {
+      const want = {
+        name: clusterName,
+        nodes: nodes.map((x) => ({ name: x.name, addresses: [x.address] })),
+        routePort,
+      };
+      const have = await readNatsCluster(dir);
+      if (!have) await initNatsCluster(dir, want);
+      else if (JSON.stringify(have) !== JSON.stringify(want))
+        throw new Error(`the testbed's certificates are for another NATS cluster (${have.name})`);
+      const out = new Map<string, string>();
+      for (const x of nodes)
+        out.set(x.name, await readFile(natsNodeConfigPath(dir, x.name), 'utf8'));
+      return out;
+    },
   };
 }

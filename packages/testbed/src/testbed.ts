@@ -32,7 +32,7 @@ export interface TestbedOptions {
   /**
    * Certificates for every host's agent, a controller, the runner, an operator and a viewer
    * (`<runDir>/certs`), and a NATS that requires TLS and holds each to its role. Default false
-   * (plain NATS); only with a single NATS server.
+   * (plain NATS). With `nats: 'cluster'` the routes between the three servers require TLS too.
    */
   secure?: boolean;
 }
