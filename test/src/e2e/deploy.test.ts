@@ -129,7 +129,7 @@ function writeInventory(
     `  reload: 'echo "$DROVER_NATS_SECURITY_CONF" >> ${reloadsFile}'`,
     'controller:',
     `  heartbeatTimeoutSec: ${heartbeatTimeoutSec}`,
-    ...(certs ? ['  operator: operator'] : []),
+    '  operator: operator',
     'defaults:',
     `  key: ${sshd[0]!.clientPrivateKeyPath}`,
     '  connectTimeoutSec: 5',
@@ -213,6 +213,21 @@ describe('drover-deploy on the testbed', () => {
     }
     assert.equal(existsSync(agentCert('h3').certFile), false, 'no certificate issued');
     assert.deepEqual(reloads(), []);
+
+    // `certs` (with --certs instead of the inventory's) issues what install needs and touches no
+    // host: h3's certificate was missing, h1's and h2's did not name their stream addresses.
+    const made = await deploy(['certs', '--json', '--certs', tb.certs!.dir], plain);
+    assert.equal(made.code, 0, made.stderr);
+    const certs = (JSON.parse(made.stdout) as { certs: { issued: string[]; changed: boolean } })
+      .certs;
+    assert.deepEqual(certs.issued, [
+      `agent h1 (does not name ${sshd[0]!.address})`,
+      `agent h2 (does not name ${sshd[1]!.address})`,
+      'agent h3 (missing)',
+    ]);
+    assert.equal(certs.changed, false, 'the same identities: the NATS config is unchanged');
+    assert.deepEqual(reloads(), [], 'nats.reload runs only when the config changed');
+    for (const h of ['h1', 'h2', 'h3']) assert.equal(existsSync(srv(h, INSTALL_ROOT)), false);
   });
 
   test('check, then install: 3 agents register with the controller; a second install changes nothing', async () => {
@@ -240,17 +255,12 @@ describe('drover-deploy on the testbed', () => {
       assert.equal(r.changed, true);
       installPids[r.host] = r.data.agentPid as number;
     }
-    // Certificates: h3's was missing, h1's and h2's did not name their stream addresses.
+    // `certs` issued everything already: install issues nothing more.
     const certs = (
       JSON.parse(first.raw.stdout) as { certs: { issued: string[]; changed: boolean } }
     ).certs;
-    assert.deepEqual(certs.issued, [
-      `agent h1 (does not name ${sshd[0]!.address})`,
-      `agent h2 (does not name ${sshd[1]!.address})`,
-      'agent h3 (missing)',
-    ]);
-    assert.equal(certs.changed, false, 'the same identities: the NATS config is unchanged');
-    assert.deepEqual(reloads(), [], 'nats.reload runs only when the config changed');
+    assert.deepEqual(certs.issued, []);
+    assert.equal(certs.changed, false);
     for (const [i, h] of ['h1', 'h2', 'h3'].entries()) {
       // The host holds the CA, its own certificate and key: 0600 files in 0700 directories.
       const tlsDir = `${INSTALL_ROOT}/etc/tls`;
