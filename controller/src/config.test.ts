@@ -15,7 +15,16 @@ test('controller config: layers and validation', () => {
   assert.deepEqual(c.nats.servers, ['nats://x:1', 'nats://y:2']);
   assert.equal(c.replicas, 3);
   assert.equal(c.leaseTtlMs, 3000);
+  assert.equal(c.auditRetentionDays, 365);
+  assert.equal(
+    compileControllerConfig(controllerConfigFromEnv({ DROVER_AUDIT_RETENTION_DAYS: '30' }))
+      .auditRetentionDays,
+    30,
+  );
   for (const bad of [
+    { auditRetentionDays: 0 },
+    { auditRetentionDays: 1.5 },
+    { imageRetention: 0 },
     { replicas: 2 },
     { leaseTtlMs: 10 },
     { unreachableAfterMs: 1 },

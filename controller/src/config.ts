@@ -18,6 +18,8 @@ export interface ControllerConfig {
   readonly replicas: 1 | 3;
   /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
   readonly imageRetention: number;
+  /** Days the audit stream keeps records (only when it creates the stream). */
+  readonly auditRetentionDays: number;
   readonly logLevel: LogLevel;
 }
 
@@ -35,6 +37,7 @@ export interface ControllerConfigInput {
   leaseTtlMs?: number;
   replicas?: number;
   imageRetention?: number;
+  auditRetentionDays?: number;
   logLevel?: LogLevel;
 }
 
@@ -61,6 +64,8 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   if (env.DROVER_LEASE_MS) out.leaseTtlMs = Number(env.DROVER_LEASE_MS);
   if (env.DROVER_REPLICAS) out.replicas = Number(env.DROVER_REPLICAS);
   if (env.DROVER_IMAGE_RETENTION) out.imageRetention = Number(env.DROVER_IMAGE_RETENTION);
+  if (env.DROVER_AUDIT_RETENTION_DAYS)
+    out.auditRetentionDays = Number(env.DROVER_AUDIT_RETENTION_DAYS);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
   return out;
 }
@@ -99,6 +104,9 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
   const imageRetention = m.imageRetention ?? 10;
   if (!Number.isInteger(imageRetention) || imageRetention < 1)
     throw bad('image retention must be a whole number >= 1');
+  const auditRetentionDays = m.auditRetentionDays ?? 365;
+  if (!Number.isInteger(auditRetentionDays) || auditRetentionDays < 1 || auditRetentionDays > 36500)
+    throw bad('audit retention must be a whole number of days, 1 to 36500');
   return Object.freeze({
     id: m.id ?? `controller-${hostname()}-${process.pid}`,
     nats: Object.freeze({
@@ -112,6 +120,7 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
     leaseTtlMs,
     replicas,
     imageRetention,
+    auditRetentionDays,
     logLevel: m.logLevel ?? 'info',
   });
 }

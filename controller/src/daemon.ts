@@ -14,7 +14,13 @@ import {
   type LeaseRecord,
 } from '@drover/bus';
 import { DroverError, nullLogger, type Logger } from '@drover/common';
-import { IMAGE_SET_BUCKET, type ImageSet, type OperationRecord } from '@drover/protocol';
+import {
+  AUDIT_SUBJECT_PREFIX,
+  IMAGE_SET_BUCKET,
+  type ImageSet,
+  type OperationRecord,
+} from '@drover/protocol';
+import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 
@@ -62,6 +68,19 @@ export async function startController(
     });
     // Captures every agent event published on drover.evt.> from now on: the cluster's history.
     const events = await EventLog.open(bus, opts);
+    // Who asked for what: written before the controller acts on any change (audit.ts).
+    const audit = new Audit(
+      await EventLog.open(bus, {
+        ...opts,
+        stream: AUDIT_STREAM,
+        subjectPrefix: AUDIT_SUBJECT_PREFIX,
+        maxAgeMs: config.auditRetentionDays * 24 * 3600 * 1000,
+        maxBytes: AUDIT_MAX_BYTES,
+      }),
+      config.id,
+      config.nats.tls?.certFile !== undefined,
+      log,
+    );
     let lease: Lease | null = null;
     while (lease === null) {
       lease = await Lease.acquire(leases, LEASE_KEY, config.id, config.leaseTtlMs).catch(
@@ -108,6 +127,7 @@ export async function startController(
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
+        audit: (r) => audit.read(r),
         checkpoint: (r) => controller.checkpoint(r),
         restore: (r) => controller.restore(r),
         'images-list': () => controller.imagesList(),
@@ -115,6 +135,7 @@ export async function startController(
         'images-delete': (r) => controller.imagesDelete(r),
       },
       log,
+      audit.hook,
     );
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.

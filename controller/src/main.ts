@@ -23,6 +23,7 @@ async function main(): Promise<void> {
       'lease-ms': { type: 'string' },
       replicas: { type: 'string' },
       'image-retention': { type: 'string' },
+      'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
     },
     strict: true,
@@ -49,6 +50,9 @@ async function main(): Promise<void> {
     ...(values['lease-ms'] ? { leaseTtlMs: Number(values['lease-ms']) } : {}),
     ...(values.replicas ? { replicas: Number(values.replicas) } : {}),
     ...(values['image-retention'] ? { imageRetention: Number(values['image-retention']) } : {}),
+    ...(values['audit-retention-days']
+      ? { auditRetentionDays: Number(values['audit-retention-days']) }
+      : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
   };
   const config = compileControllerConfig(

@@ -11,6 +11,7 @@ import { cordonCommand, uncordonCommand } from './commands/cordon.js';
 import { deployCommand } from './commands/deploy.js';
 import { demoCommand } from './commands/demo.js';
 import { downCommand } from './commands/down.js';
+import { auditCommand } from './commands/audit.js';
 import { eventsCommand } from './commands/events.js';
 import { drainCommand } from './commands/drain.js';
 import { hostsCommand } from './commands/hosts.js';
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
       .command(opsCommand)
       .command(statusCommand)
       .command(eventsCommand)
+      .command(auditCommand)
       .command(adoptCommand)
       .command(checkpointCommand)
       .command(restoreCommand)

@@ -9,7 +9,7 @@ import {
   type Subscription,
 } from '@nats-io/nats-core';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
-import { decodeReply, identityOfSubject, inboxPrefixOf } from '@drover/protocol';
+import { decodeReply, identityOfSubject, inboxPrefixOf, type Identity } from '@drover/protocol';
 import { CallCache, requestWithResend, type RequestLink } from './request.js';
 
 /** How to reach NATS. TLS and credentials are accepted from the start. */
@@ -94,6 +94,8 @@ export class Bus implements RequestLink {
     readonly nc: NatsConnection,
     /** Where replies to this client's requests arrive. */
     readonly inboxPrefix: string,
+    /** Who this client is: the identity its TLS certificate names (null without one). */
+    readonly identity: Identity | null,
     private readonly options: {
       requestTimeoutMs: number;
       noRespondersGraceMs: number;
@@ -110,8 +112,8 @@ export class Bus implements RequestLink {
     const authenticator = options.credsFile
       ? credsAuthenticator(await readFile(options.credsFile))
       : undefined;
-    const inboxPrefix =
-      options.inboxPrefix ?? (await certificateInbox(options.tls?.certFile)) ?? '_INBOX';
+    const identity = await certificateIdentity(options.tls?.certFile);
+    const inboxPrefix = options.inboxPrefix ?? (identity ? inboxPrefixOf(identity) : '_INBOX');
     try {
       const nc = await connect({
         servers: [...options.servers],
@@ -133,6 +135,7 @@ export class Bus implements RequestLink {
       const bus = new Bus(
         nc,
         inboxPrefix,
+        identity,
         {
           requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
           noRespondersGraceMs: options.noRespondersGraceMs ?? 3000,
@@ -272,12 +275,11 @@ export class Bus implements RequestLink {
   }
 }
 
-/** The inbox prefix of the Drover identity a client certificate names, if it names one. */
-async function certificateInbox(certFile: string | undefined): Promise<string | undefined> {
-  if (certFile === undefined) return undefined;
+/** The Drover identity a client certificate names, if it names one. */
+async function certificateIdentity(certFile: string | undefined): Promise<Identity | null> {
+  if (certFile === undefined) return null;
   try {
-    const id = identityOfSubject(new X509Certificate(await readFile(certFile)).subject);
-    return id ? inboxPrefixOf(id) : undefined;
+    return identityOfSubject(new X509Certificate(await readFile(certFile)).subject);
   } catch (err) {
     throw new DroverError(
       ErrorCode.InvalidArgument,

@@ -23,6 +23,8 @@ export const EVENT_SUBJECT_PREFIX = 'drover.evt.';
 export interface EventLogOptions {
   /** Stream name. Default `DROVER_EVENTS`. */
   stream?: string;
+  /** Subjects it captures: everything under this prefix. Default `drover.evt.`. */
+  subjectPrefix?: string;
   /** 1 for a single server, 3 for a 3-node cluster. Default 1. */
   replicas?: 1 | 3;
   /** Drop events older than this. Default 7 days. */
@@ -37,7 +39,7 @@ export interface EventLogOptions {
 
 /** What to read. */
 export interface ReadOptions {
-  /** A subject filter under `drover.evt.` (wildcards allowed). Default all events. */
+  /** A subject filter under the log's prefix (wildcards allowed). Default all events. */
   subjectFilter?: string;
   /** Only events with a sequence greater than this (pass the last one you saw). Default 0. */
   sinceSeq?: number;
@@ -55,8 +57,11 @@ export interface LoggedEvent<T = unknown> {
   value: T;
 }
 
-const subjectRe = /^drover\.evt(\.[-\w]+)+$/;
-const filterRe = /^drover\.evt(\.([-\w]+|\*|>))+$/;
+/** Matches subjects (or, with wildcards, filters) under `prefix`. */
+function subjectPattern(prefix: string, wildcards: boolean): RegExp {
+  const base = prefix.replace(/\.$/, '').replace(/\./g, '\\.');
+  return new RegExp(`^${base}(\\.(${wildcards ? '[-\\w]+|\\*|>' : '[-\\w]+'}))+$`);
+}
 
 /** An append-only log of cluster events in one JetStream stream. */
 export class EventLog {
@@ -67,11 +72,20 @@ export class EventLog {
     readonly stream: string,
     private readonly timeoutMs: number,
     private readonly retryForMs: number,
-  ) {}
+    /** The subjects it captures (under this prefix). */
+    readonly subjectPrefix: string,
+  ) {
+    this.subjectRe = subjectPattern(subjectPrefix, false);
+    this.filterRe = subjectPattern(subjectPrefix, true);
+  }
+
+  private readonly subjectRe: RegExp;
+  private readonly filterRe: RegExp;
 
   /** Open the stream, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
   static async open(bus: Bus, options: EventLogOptions = {}): Promise<EventLog> {
     const stream = options.stream ?? 'DROVER_EVENTS';
+    const prefix = options.subjectPrefix ?? EVENT_SUBJECT_PREFIX;
     const timeout = options.timeoutMs ?? 2000;
     const retryForMs = options.retryForMs ?? 30_000;
     const jsm = await retryUnavailable(
@@ -87,7 +101,7 @@ export class EventLog {
           await jsm.streams
             .add({
               name: stream,
-              subjects: [`${EVENT_SUBJECT_PREFIX}>`],
+              subjects: [`${prefix}>`],
               retention: RetentionPolicy.Limits,
               storage: StorageType.File,
               num_replicas: options.replicas ?? 1,
@@ -104,15 +118,15 @@ export class EventLog {
       },
       { stream },
     );
-    return new EventLog(jetstream(bus.nc, { timeout }), jsm, stream, timeout, retryForMs);
+    return new EventLog(jetstream(bus.nc, { timeout }), jsm, stream, timeout, retryForMs, prefix);
   }
 
   /** Append a JSON event on `subject` (under `drover.evt.`) and wait for the ack. Returns its seq. */
   async append(subject: string, value: unknown): Promise<number> {
-    if (!subjectRe.test(subject)) {
+    if (!this.subjectRe.test(subject)) {
       throw new DroverError(
         ErrorCode.InvalidArgument,
-        `event subject must be under ${EVENT_SUBJECT_PREFIX}`,
+        `event subject must be under ${this.subjectPrefix}`,
         {
           details: { subject },
         },
@@ -135,10 +149,10 @@ export class EventLog {
    * needs 2.11), so it sees exactly what was stored when the read started.
    */
   async read<T = unknown>(options: ReadOptions): Promise<LoggedEvent<T>[]> {
-    const filter = options.subjectFilter ?? `${EVENT_SUBJECT_PREFIX}>`;
+    const filter = options.subjectFilter ?? `${this.subjectPrefix}>`;
     const sinceSeq = options.sinceSeq ?? 0;
     if (
-      !filterRe.test(filter) ||
+      !this.filterRe.test(filter) ||
       !Number.isSafeInteger(sinceSeq) ||
       sinceSeq < 0 ||
       !(options.limit > 0)

@@ -7,19 +7,83 @@ import {
   type JobInfo,
   type PreflightReport,
 } from './agent-api.js';
+import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN } from './subjects.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 
-/** The subject of controller operation `op`. */
-export function controllerSubject(op: string): string {
-  return `drover.ctl.${op}`;
+/**
+ * The subject of controller operation `op` asked by `caller`: `drover.ctl.<op>.<role>.<name>`.
+ * NATS lets each identity publish only with its own role and name (roles.ts), so the controller
+ * knows who asks from the subject alone. Without a caller (a client with no certificate, on a
+ * NATS without TLS) the subject is `drover.ctl.<op>`. `caller` may hold `*` wildcards.
+ */
+export function controllerSubject(
+  op: string,
+  caller?: { readonly role: string; readonly name: string },
+): string {
+  return caller ? `drover.ctl.${op}.${caller.role}.${caller.name}` : `drover.ctl.${op}`;
 }
 
 /** Every controller subject. */
 export const CONTROLLER_WILDCARD = 'drover.ctl.>';
+
+/** Subjects of the audit stream: `drover.audit.<role>.<name>.<op>`; only controllers publish there. */
+export const AUDIT_SUBJECT_PREFIX = 'drover.audit.';
+
+/** The caller token pair of a request that named nobody (no certificate, plain NATS). */
+export const ANONYMOUS_CALLER = { role: 'anonymous', name: 'anonymous' } as const;
+
+/** The audit subject of `op` asked by `caller` (wildcards allowed, for filters). */
+export function auditSubject(
+  caller: { readonly role: string; readonly name: string } | null,
+  op: string,
+): string {
+  const c = caller ?? ANONYMOUS_CALLER;
+  return `${AUDIT_SUBJECT_PREFIX}${c.role}.${c.name}.${op}`;
+}
+
+/**
+ * One record of the audit stream. Each request that changes something gets two, sharing `id`:
+ * `asked` (written before the controller acts; no record, no action) and `answered`.
+ */
+export interface AuditEntry {
+  id: string;
+  phase: 'asked' | 'answered';
+  op: string;
+  /** Who asked: from the request's subject, which NATS checked against the caller's certificate. */
+  caller: {
+    role: string;
+    name: string;
+    /** True when the controller runs on NATS with TLS and roles (the name was enforced). */
+    verified: boolean;
+  };
+  /** The controller that served it. */
+  controller: string;
+  /** `asked`: the request, with secrets (job environment values) replaced by `***`. */
+  request?: unknown;
+  /** `answered`: `ok` or the error code, its message, the id of what it made or acted on (an
+   * operation, a job), the time taken. */
+  outcome?: string;
+  message?: string;
+  resultId?: string;
+  durationMs?: number;
+}
+
+/** Who asked, as a controller subject names it (null when it names nobody). */
+export function parseControllerSubject(subject: string): {
+  op: string;
+  caller: Identity | null;
+} | null {
+  const t = subject.split('.');
+  if (t[0] !== 'drover' || t[1] !== 'ctl' || t[2] === undefined) return null;
+  if (t.length === 3) return { op: t[2], caller: null };
+  const [role, name] = [t[3] ?? '', t[4] ?? ''];
+  if (t.length !== 5 || !isRole(role) || !IDENTITY_NAME_PATTERN.test(name)) return null;
+  return { op: t[2], caller: { role, name } };
+}
 
 /** A host as the controller sees it. */
 export interface HostStatus {
@@ -169,6 +233,12 @@ export const ControllerOps = {
     name: opt(str({ min: 1, max: 128 })),
   }),
   events: obj({ sinceSeq: opt(int()), limit: opt(int({ min: 1, max: 10000 })), host: opt(id()) }),
+  audit: obj({
+    sinceSeq: opt(int()),
+    limit: opt(int({ min: 1, max: 10000 })),
+    caller: opt(str({ min: 1, max: 63, pattern: IDENTITY_NAME_PATTERN })),
+    op: opt(str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/ })),
+  }),
   checkpoint: obj({
     jobs: opt(arr(id(), { min: 1, max: 256 })),
     all: opt(bool()),
@@ -204,6 +274,7 @@ export interface ControllerReplies {
   status: OperationRecord;
   adopt: ClusterJob;
   events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
+  audit: { entries: { seq: number; time: string; subject: string; entry: AuditEntry }[] };
   checkpoint: OperationRecord;
   restore: OperationRecord;
   'images-list': { sets: ImageSet[] };

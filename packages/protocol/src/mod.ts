@@ -6,4 +6,5 @@ export * from './subjects.js';
 export * from './agent-api.js';
 export * from './migration-api.js';
 export * from './controller-api.js';
+export * from './identity.js';
 export * from './roles.js';

@@ -5,7 +5,13 @@
  * prefix from it.
  */
 import { IMAGE_SET_BUCKET, type AgentOp } from './agent-api.js';
-import { CONTROLLER_WILDCARD, controllerSubject, type ControllerOp } from './controller-api.js';
+import type { Identity } from './identity.js';
+import {
+  AUDIT_SUBJECT_PREFIX,
+  CONTROLLER_WILDCARD,
+  controllerSubject,
+  type ControllerOp,
+} from './controller-api.js';
 import {
   agentSubject,
   agentWildcard,
@@ -13,58 +19,6 @@ import {
   HEARTBEAT_WILDCARD,
   heartbeatSubject,
 } from './subjects.js';
-
-/**
- * The roles: the controller commands agents; an agent serves its own subjects; an operator may
- * change the cluster through the controller; a viewer may only look.
- */
-export const ROLES = ['controller', 'agent', 'operator', 'viewer'] as const;
-export type Role = (typeof ROLES)[number];
-
-/** True when `s` names a role. */
-export function isRole(s: string): s is Role {
-  return (ROLES as readonly string[]).includes(s);
-}
-
-/**
- * Names of identities (host ids of agents, operators' names): one subject token, so no dots —
- * a dotted host id would slip past the `*` wildcards the permissions are written with.
- */
-export const IDENTITY_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-
-/** The organization of every Drover certificate subject. */
-export const CERT_ORGANIZATION = 'drover';
-
-/** One identity: a role and a name (the agent's host id, the operator's name, ...). */
-export interface Identity {
-  readonly role: Role;
-  readonly name: string;
-}
-
-/**
- * The NATS user of an identity: its certificate's subject as nats-server prints it
- * (RFC 2253, most specific first), which `verify_and_map` matches.
- */
-export function natsUserOf(id: Identity): string {
-  return `CN=${id.name},OU=${id.role},O=${CERT_ORGANIZATION}`;
-}
-
-/**
- * The identity a certificate subject names (OU = role, CN = name, O = drover), or null if it is
- * none of ours. `subject` is one `KEY=value` per line, as Node's `X509Certificate.subject` gives it.
- */
-export function identityOfSubject(subject: string): Identity | null {
-  const f = new Map<string, string>();
-  for (const line of subject.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq > 0) f.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
-  }
-  const role = f.get('OU') ?? '';
-  const name = f.get('CN') ?? '';
-  if (f.get('O') !== CERT_ORGANIZATION || !isRole(role) || !IDENTITY_NAME_PATTERN.test(name))
-    return null;
-  return { role, name };
-}
 
 /**
  * Where an identity's replies arrive. The controller uses the default `_INBOX`; everyone else
@@ -88,6 +42,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   ops: 'read',
   status: 'read',
   events: 'read',
+  audit: 'read',
   'images-list': 'read',
   'images-inspect': 'read',
   run: 'change',
@@ -156,6 +111,8 @@ export function permissionsOf(id: Identity): SubjectPermissions {
           '$KV.>',
           '$O.>',
           '_INBOX.>',
+          controllerSubject('*', id),
+          `${AUDIT_SUBJECT_PREFIX}>`,
         ],
         subscribe: [CONTROLLER_WILDCARD, HEARTBEAT_WILDCARD, EVENT_WILDCARD, '_INBOX.>'],
         allowResponses: true,
@@ -177,7 +134,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
     }
     case 'operator':
       return {
-        publish: [controllerSubject('*')],
+        publish: [controllerSubject('*', id)],
         subscribe: [HEARTBEAT_WILDCARD, EVENT_WILDCARD, inbox],
         allowResponses: false,
       };
@@ -185,7 +142,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
       return {
         publish: (Object.keys(CONTROLLER_OP_ACCESS) as ControllerOp[])
           .filter((op) => CONTROLLER_OP_ACCESS[op] === 'read')
-          .map((op) => controllerSubject(op)),
+          .map((op) => controllerSubject(op, id)),
         subscribe: [HEARTBEAT_WILDCARD, EVENT_WILDCARD, inbox],
         allowResponses: false,
       };

@@ -81,13 +81,16 @@ function conf(lines: Record<string, string>, blocks: string): string {
   );
 }
 
-/** JetStream storage limits of every testbed server; `maxFileStoreBytes` default 1 GiB. */
+/**
+ * JetStream storage limits of every testbed server; `maxFileStoreBytes` default 2 GiB (the
+ * event log reserves 1 GiB, the audit stream 256 MiB, image sets use the rest).
+ */
 export interface NatsOptions {
   maxFileStoreBytes?: number;
 }
 
 function limits(o: NatsOptions): string {
-  return `max_memory_store: 268435456\n  max_file_store: ${o.maxFileStoreBytes ?? 1073741824}`;
+  return `max_memory_store: 268435456\n  max_file_store: ${o.maxFileStoreBytes ?? 2 * 1073741824}`;
 }
 
 /** Build a server handle around a `launch` function that starts the process. */

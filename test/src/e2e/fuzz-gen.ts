@@ -47,6 +47,7 @@ export const READ_ONLY_CONTROLLER_OPS = new Set<string>([
   'ops',
   'status',
   'events',
+  'audit',
   'images-list',
   'images-inspect',
 ]);

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Bus } from '@drover/bus';
 import { isDroverError } from '@drover/common';
-import { agentSubject, controllerSubject } from '@drover/protocol';
+import { agentSubject, controllerSubject, type AuditEntry } from '@drover/protocol';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { droverCli, type CliResult } from '../cluster/cli.js';
 import { waitFor } from './helpers.js';
@@ -56,6 +56,13 @@ interface Job {
   id: string;
   host: string;
   state: string;
+}
+
+interface AuditRecord {
+  seq: number;
+  time: string;
+  subject: string;
+  entry: AuditEntry;
 }
 
 before(async () => {
@@ -151,6 +158,104 @@ describe('TLS and roles on NATS', () => {
     );
   });
 
+  test('the audit stream records who asked for each change; names cannot be forged', async () => {
+    // A job with a secret in its environment: the audit keeps the name, never the value.
+    const secretJob = await json<Job>('operator', [
+      'run',
+      '--host',
+      'h2',
+      '--name',
+      'secretive',
+      '--env',
+      'API_TOKEN=hunter2-do-not-log',
+      '--',
+      '/bin/sleep',
+      '600',
+    ]);
+    const read = async (args: string[] = []): Promise<AuditRecord[]> =>
+      (await json<{ entries: AuditRecord[] }>('viewer', ['audit', '--limit', '1000', ...args]))
+        .entries;
+    const all = await read();
+    assert.doesNotMatch(JSON.stringify(all), /hunter2/);
+    const byOp = (op: string): AuditRecord[] => all.filter((r) => r.entry.op === op);
+    // Every change the operator made: asked (before acting) and answered, by the operator's
+    // certificate identity, verified.
+    for (const [op, resultId] of [
+      ['run', job.id],
+      ['migrate', undefined],
+      ['checkpoint', undefined],
+      ['restore', undefined],
+      ['run', secretJob.id],
+    ] as const) {
+      const asked = byOp(op).filter((r) => r.entry.phase === 'asked');
+      const answered = byOp(op).filter((r) => r.entry.phase === 'answered');
+      assert.ok(asked.length >= 1 && answered.length === asked.length, `${op}: ${asked.length}`);
+      for (const r of [...asked, ...answered]) {
+        assert.deepEqual(r.entry.caller, { role: 'operator', name: 'operator', verified: true });
+        assert.match(r.subject, new RegExp(`^drover\\.audit\\.operator\\.operator\\.${op}$`));
+      }
+      assert.ok(
+        answered.every((r) => r.entry.outcome === 'ok'),
+        JSON.stringify(answered),
+      );
+      if (resultId)
+        assert.ok(
+          answered.some((r) => r.entry.resultId === resultId),
+          op,
+        );
+      // The answer follows its question.
+      for (const a of answered) {
+        const q = asked.find((r) => r.entry.id === a.entry.id);
+        assert.ok(q && q.seq < a.seq, `${op}: answer ${a.entry.id} without its question`);
+      }
+    }
+    const runSecret = byOp('run').find(
+      (r) => r.entry.phase === 'asked' && JSON.stringify(r.entry.request).includes('secretive'),
+    );
+    assert.deepEqual((runSecret?.entry.request as { env?: unknown }).env, { API_TOKEN: '***' });
+    // Reads are not recorded; the viewer's refused changes never reached the controller.
+    assert.equal(byOp('hosts').length + byOp('jobs').length, 0);
+    assert.ok(all.every((r) => r.entry.caller.role === 'operator'));
+    // Filters: by caller and operation.
+    const migrations = await read(['--caller', 'operator', '--op', 'migrate']);
+    assert.deepEqual(
+      migrations.map((r) => r.seq),
+      byOp('migrate').map((r) => r.seq),
+    );
+    assert.deepEqual(await read(['--caller', 'viewer']), []);
+
+    // Nobody may ask in another's name: NATS refuses the subject before the controller sees it.
+    const tryAs = async (who: 'operator' | 'viewer', subject: string): Promise<void> => {
+      const bus = await Bus.connect({
+        servers: [url],
+        name: `forger ${who}`,
+        tls: tb.certs![who],
+        requestTimeoutMs: 10_000,
+      });
+      try {
+        await assert.rejects(
+          bus.request(subject, { host: 'h1' }),
+          (err: unknown) => isDroverError(err) && err.code === 'PERMISSION_DENIED',
+          subject,
+        );
+      } finally {
+        await bus.close();
+      }
+    };
+    await tryAs('operator', controllerSubject('cordon', { role: 'operator', name: 'alice' }));
+    await tryAs(
+      'operator',
+      controllerSubject('cordon', { role: 'controller', name: 'controller' }),
+    );
+    await tryAs('operator', controllerSubject('cordon'));
+    await tryAs('viewer', controllerSubject('cordon', { role: 'operator', name: 'operator' }));
+    await tryAs('viewer', controllerSubject('hosts', { role: 'operator', name: 'operator' }));
+    assert.equal((await read()).length, all.length, 'forged requests recorded nothing');
+    const hosts = await json<{ hosts: { cordoned: boolean }[] }>('viewer', ['hosts']);
+    assert.ok(hosts.hosts.every((h) => !h.cordoned));
+    assert.equal((await as('operator', ['stop', secretJob.id])).code, 0);
+  });
+
   test("an agent's credentials cannot command another agent or the controller", async () => {
     const h1 = await Bus.connect({
       servers: [url],
@@ -170,6 +275,8 @@ describe('TLS and roles on NATS', () => {
       await denied(agentSubject('h2', 'checkpoint'));
       await denied(controllerSubject('run'));
       await denied(controllerSubject('drain'));
+      await denied(controllerSubject('run', { role: 'agent', name: 'h1' }));
+      await denied(controllerSubject('hosts', { role: 'agent', name: 'h1' }));
       // The one thing it may ask a peer: facts for a migration.
       const info = (await h1.request(agentSubject('h2', 'info'), {})) as { hostId?: string };
       assert.ok(info);

@@ -21,6 +21,7 @@ import {
 import { isDroverError } from '@drover/common';
 import {
   agentSubject,
+  CONTROLLER_WILDCARD,
   controllerSubject,
   heartbeatSubject,
   okReply,
@@ -87,7 +88,7 @@ describe('NATS roles from generated certificates', () => {
     for (let i = 0; ; i++) {
       try {
         const ctl = await as('controller', 'controller');
-        ctl.serve(controllerSubject('*'), async (subject) => {
+        ctl.serve(CONTROLLER_WILDCARD, async (subject) => {
           seen.push(subject);
           return okReply({ ok: true });
         });
@@ -132,12 +133,16 @@ describe('NATS roles from generated certificates', () => {
 
   it('lets a viewer look but not change anything', async () => {
     const bob = await as('viewer', 'bob');
-    assert.deepEqual(await bob.request(controllerSubject('hosts'), {}), { ok: true });
-    assert.deepEqual(await bob.request(controllerSubject('jobs'), {}), { ok: true });
+    const asBob = { role: 'viewer', name: 'bob' } as const;
+    assert.deepEqual(await bob.request(controllerSubject('hosts', asBob), {}), { ok: true });
+    assert.deepEqual(await bob.request(controllerSubject('jobs', asBob), {}), { ok: true });
     const before = seen.length;
     for (const op of ['run', 'migrate', 'drain', 'checkpoint', 'restore', 'stop', 'cordon']) {
-      await denied(bob.request(controllerSubject(op), {}));
+      await denied(bob.request(controllerSubject(op, asBob), {}));
     }
+    // Nor may it look in another's name, or without one.
+    await denied(bob.request(controllerSubject('hosts'), {}));
+    await denied(bob.request(controllerSubject('hosts', { role: 'viewer', name: 'carol' }), {}));
     await denied(bob.request(agentSubject('h1', 'run'), {}));
     await sleep(200);
     assert.deepEqual(seen.slice(before), [], 'nothing reached the controller or an agent');
@@ -145,8 +150,13 @@ describe('NATS roles from generated certificates', () => {
 
   it('lets an operator change things through the controller only', async () => {
     const alice = await as('operator', 'alice');
-    assert.deepEqual(await alice.request(controllerSubject('run'), {}), { ok: true });
-    assert.ok(seen.includes(controllerSubject('run')));
+    const asAlice = { role: 'operator', name: 'alice' } as const;
+    assert.deepEqual(await alice.request(controllerSubject('run', asAlice), {}), { ok: true });
+    assert.ok(seen.includes('drover.ctl.run.operator.alice'));
+    // Only in her own name: the controller learns who asks from the subject.
+    await denied(alice.request(controllerSubject('run'), {}));
+    await denied(alice.request(controllerSubject('run', { role: 'operator', name: 'bob' }), {}));
+    await denied(alice.request(controllerSubject('run', { role: 'controller', name: 'x' }), {}));
     await denied(alice.request(agentSubject('h1', 'run'), {}));
   });
 
@@ -161,6 +171,7 @@ describe('NATS roles from generated certificates', () => {
     }
     await denied(h1.request(controllerSubject('run'), {}));
     await denied(h1.request(controllerSubject('hosts'), {}));
+    await denied(h1.request(controllerSubject('hosts', { role: 'agent', name: 'h1' }), {}));
     await sleep(200);
     assert.deepEqual(seen.slice(before), []);
 
