@@ -5,6 +5,7 @@
 import { Bus, ControllerClient } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { HostStatus, OperationRecord } from '@drover/protocol';
+import { deployerTls } from './agent-certs.js';
 import { DeployError, DeployFailure } from './errors.js';
 import type { Inventory } from './inventory.js';
 
@@ -23,11 +24,13 @@ export class ClusterLink {
   }
 
   private async client(): Promise<ControllerClient> {
+    // With a certificates directory: the deployer's operator identity (see agent-certs.ts).
+    const tls = deployerTls(this.inv);
     this.#bus ??= Bus.connect({
       servers: this.inv.controller.servers,
       name: 'drover-deploy',
       requestTimeoutMs: 10_000,
-      ...(this.inv.nats.tls ? { tls: { ...this.inv.nats.tls } } : {}),
+      ...(tls ? { tls: { ...tls } } : {}),
       ...(this.inv.nats.user !== undefined ? { user: this.inv.nats.user } : {}),
       ...(this.inv.nats.password !== undefined ? { pass: this.inv.nats.password } : {}),
       ...(this.inv.nats.token !== undefined ? { token: this.inv.nats.token } : {}),

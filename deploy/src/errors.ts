@@ -22,6 +22,13 @@ export const DeployFailure = {
   cluster: 'cluster',
   /** Refused to act: running jobs, a different release running, ... */
   refused: 'refused',
+  /**
+   * Refused to put an agent config on any host without a certificates directory (no `certs:`,
+   * no `--certs`) and without `--insecure`; the fleet-wide refusal has host `*`.
+   */
+  insecure: 'insecure',
+  /** The local certificates directory or the NATS reload could not do what was needed. */
+  certs: 'certs',
 } as const;
 export type DeployFailure = (typeof DeployFailure)[keyof typeof DeployFailure];
 
@@ -46,6 +53,8 @@ const CODES: Record<DeployFailure, DroverError['code']> = {
   requirement: ErrorCode.FailedPrecondition,
   cluster: ErrorCode.Unavailable,
   refused: ErrorCode.FailedPrecondition,
+  insecure: ErrorCode.FailedPrecondition,
+  certs: ErrorCode.FailedPrecondition,
 };
 
 /** A host-level failure of a deploy step. */

@@ -1,11 +1,14 @@
 /**
  * The files a host gets besides the release: the agent's JSON config (0600: it may hold NATS
- * credentials), TLS material and creds uploaded from the operator's machine (0600), the service
+ * credentials), TLS material and creds uploaded from the operator's machine (0600): with a
+ * certificates directory, the CA and the host's own agent certificate and key, used for NATS and
+ * for agent-to-agent streams alike; the service
  * description the helper reads, and the systemd unit on systemd hosts. Pure: no I/O but reading
  * the local TLS/creds files named by the inventory.
  */
 import { readFileSync } from 'node:fs';
 import { DroverError, ErrorCode } from '@drover/common';
+import { agentCertFiles } from './agent-certs.js';
 import { BundlePaths } from './bundle.js';
 import type { ServiceSpec } from './host/service.js';
 import type { HostEntry, Inventory, TlsFiles } from './inventory.js';
@@ -61,7 +64,14 @@ export function agentFiles(inv: Inventory, host: HostEntry): DesiredFile[] {
   const files: DesiredFile[] = [];
   const a = host.agent;
   const nats: Record<string, unknown> = { servers: [...inv.nats.servers] };
-  if (inv.nats.tls) nats.tls = tlsUploads(inv.nats.tls, 'nats', root, files);
+  // With a certificates directory, the host's own identity: NATS maps its subject to the agent
+  // user of this host, and peers' streams check it against the CA (mutual TLS).
+  const own =
+    inv.certs === null
+      ? null
+      : tlsUploads(agentCertFiles(inv.certs, host.name), 'agent', root, files);
+  if (own) nats.tls = own;
+  else if (inv.nats.tls) nats.tls = tlsUploads(inv.nats.tls, 'nats', root, files);
   if (inv.nats.user !== undefined) nats.user = inv.nats.user;
   if (inv.nats.password !== undefined) nats.pass = inv.nats.password;
   if (inv.nats.token !== undefined) nats.token = inv.nats.token;
@@ -84,7 +94,8 @@ export function agentFiles(inv: Inventory, host: HostEntry): DesiredFile[] {
   if (a.reserveMemoryMiB !== null) config.reserveMemoryBytes = a.reserveMemoryMiB * 1024 * 1024;
   if (a.maxJobs !== null) config.maxJobs = a.maxJobs;
   if (a.cgroupParent !== null) config.cgroupParent = a.cgroupParent;
-  if (a.streamTls !== null) config.streamTls = tlsUploads(a.streamTls, 'stream', root, files);
+  if (own) config.streamTls = own;
+  else if (a.streamTls !== null) config.streamTls = tlsUploads(a.streamTls, 'stream', root, files);
   files.unshift({
     target: p.agentConfig,
     mode: 0o600,

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { CORE_SCHEMA, load, YAMLException } from 'js-yaml';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { ID_PATTERN } from '@drover/protocol';
+import { ID_PATTERN, IDENTITY_NAME_PATTERN } from '@drover/protocol';
 import { parseHostKey, type PinnedHostKey } from './host-key.js';
 import {
   checkKeys,
@@ -40,12 +40,22 @@ export interface NatsInventory {
   readonly token?: string;
   /** A `.creds` file on the operator's machine. */
   readonly credsFile?: string;
+  /**
+   * A command (run by `sh -c` on the operator's machine) that makes nats-server load the
+   * regenerated security config, run after it changed; `$DROVER_NATS_SECURITY_CONF` names it.
+   */
+  readonly reload?: string;
 }
 
 /** How this machine reaches the controller (through NATS), and how long a heartbeat may take. */
 export interface ControllerInventory {
   readonly servers: readonly string[];
   readonly heartbeatTimeoutMs: number;
+  /**
+   * The operator identity (in the certificates directory) the deployer reaches the controller
+   * as; issued when missing. Default `deployer`.
+   */
+  readonly operator: string;
 }
 
 /** The agent's settings on one host (compiled into its JSON config file). */
@@ -99,9 +109,21 @@ export interface Inventory {
   readonly nats: NatsInventory;
   readonly controller: ControllerInventory;
   readonly hosts: readonly HostEntry[];
+  /**
+   * The certificates directory on the operator's machine (`drover certs init` made it, with the
+   * CA): the deployer issues each host's agent certificate from it and uploads it. Null: none,
+   * and `install`/`upgrade` refuse unless `--insecure`.
+   */
+  readonly certs: string | null;
 }
 
-const TOP_KEYS = ['nats', 'controller', 'defaults', 'hosts'];
+/** What the command line overrides in an inventory. */
+export interface InventoryOverrides {
+  /** `--certs DIR` (relative to the working directory). */
+  readonly certs?: string;
+}
+
+const TOP_KEYS = ['certs', 'nats', 'controller', 'defaults', 'hosts'];
 const NATS_KEYS = [
   'servers',
   'tls',
@@ -111,9 +133,10 @@ const NATS_KEYS = [
   'token',
   'tokenFile',
   'credsFile',
+  'reload',
 ];
 const TLS_KEYS = ['caFile', 'certFile', 'keyFile'];
-const CONTROLLER_KEYS = ['nats', 'heartbeatTimeoutSec'];
+const CONTROLLER_KEYS = ['nats', 'heartbeatTimeoutSec', 'operator'];
 const HOST_SETTINGS = [
   'port',
   'user',
@@ -153,6 +176,7 @@ const DEFAULTS = {
   streamPort: 7070,
   logLevel: 'info' as LogLevel,
   heartbeatTimeoutSec: 60,
+  operator: 'deployer',
 };
 
 function tlsFiles(p: Problems, where: string, v: unknown, base: string): TlsFiles | undefined {
@@ -196,6 +220,7 @@ function compileNats(p: Problems, v: unknown, base: string): NatsInventory {
     token = secretFile(p, 'nats.tokenFile', localPath(base, tokenFile));
   }
   const creds = str(p, 'nats.credsFile', v.credsFile);
+  const reload = str(p, 'nats.reload', v.reload);
   if ((user === undefined) !== (password === undefined)) {
     p.add('nats', 'user and password go together');
   }
@@ -206,6 +231,7 @@ function compileNats(p: Problems, v: unknown, base: string): NatsInventory {
     ...(password !== undefined ? { password } : {}),
     ...(token !== undefined ? { token } : {}),
     ...(creds !== undefined ? { credsFile: localPath(base, creds) } : {}),
+    ...(reload !== undefined ? { reload } : {}),
   };
 }
 
@@ -347,19 +373,37 @@ function compileHost(
   };
 }
 
-/** Validate a parsed inventory document; `path` is where it came from (relative paths). */
-export function compileInventory(doc: unknown, path: string): Inventory {
+/** The certificates directory: `--certs` (relative to the working directory), else `certs:`. */
+function compileCerts(p: Problems, v: unknown, base: string, o: InventoryOverrides): string | null {
+  if (o.certs !== undefined) return resolve(o.certs);
+  const dir = str(p, 'certs', v);
+  return dir === undefined ? null : localPath(base, dir);
+}
+
+/**
+ * Validate a parsed inventory document; `path` is where it came from (relative paths), and
+ * `overrides` what the command line says instead.
+ */
+export function compileInventory(
+  doc: unknown,
+  path: string,
+  overrides: InventoryOverrides = {},
+): Inventory {
   const base = dirname(path);
   const p = new Problems();
   if (!isObject(doc)) {
     throw new DroverError(ErrorCode.InvalidArgument, `inventory ${path}: expected a YAML map`);
   }
   checkKeys(p, 'inventory', doc, TOP_KEYS);
+  const certs = compileCerts(p, doc.certs, base, overrides);
   const nats = compileNats(p, doc.nats, base);
+  if (certs !== null && nats.tls)
+    p.add('nats.tls', 'not with `certs`: the deployer issues and uploads each agent its own');
   const ctl = doc.controller ?? {};
   let controller: ControllerInventory = {
     servers: nats.servers,
     heartbeatTimeoutMs: DEFAULTS.heartbeatTimeoutSec * 1000,
+    operator: DEFAULTS.operator,
   };
   if (!isObject(ctl)) p.add('controller', 'expected a map');
   else {
@@ -369,7 +413,10 @@ export function compileInventory(doc: unknown, path: string): Inventory {
       heartbeatTimeoutMs:
         (int(p, 'controller.heartbeatTimeoutSec', ctl.heartbeatTimeoutSec, 1, 3600) ??
           DEFAULTS.heartbeatTimeoutSec) * 1000,
+      operator: str(p, 'controller.operator', ctl.operator) ?? DEFAULTS.operator,
     };
+    if (!IDENTITY_NAME_PATTERN.test(controller.operator))
+      p.add('controller.operator', `bad identity name ${controller.operator}`);
   }
   const defaults = doc.defaults ?? {};
   if (!isObject(defaults)) p.add('defaults', 'expected a map');
@@ -395,6 +442,13 @@ export function compileInventory(doc: unknown, path: string): Inventory {
       else seen.set(key, h.name);
     }
   }
+  for (const h of hosts) {
+    if (certs !== null && h.agent.streamTls)
+      p.add(`hosts (${h.name}).agent.streamTls`, 'not with `certs`: the agent certificate serves');
+    // The agent's NATS user is its certificate's subject: the host id must be one subject token.
+    if (certs !== null && !IDENTITY_NAME_PATTERN.test(h.name))
+      p.add(`hosts (${h.name}).name`, 'with `certs`, letters, digits, _ and - only (no dots)');
+  }
   const stateDirs = new Set(hosts.map((h) => h.stateDir));
   if (stateDirs.size > 1) {
     p.add(
@@ -409,11 +463,11 @@ export function compileInventory(doc: unknown, path: string): Inventory {
       { details: { path, problems: p.list } },
     );
   }
-  return Object.freeze({ path, nats, controller, hosts: Object.freeze(hosts) });
+  return Object.freeze({ path, nats, controller, hosts: Object.freeze(hosts), certs });
 }
 
 /** Read and validate an inventory file. */
-export function loadInventory(path: string): Inventory {
+export function loadInventory(path: string, overrides: InventoryOverrides = {}): Inventory {
   const abs = resolve(path);
   let text: string;
   try {
@@ -436,7 +490,7 @@ export function loadInventory(path: string): Inventory {
       cause: err,
     });
   }
-  return compileInventory(doc, abs);
+  return compileInventory(doc, abs, overrides);
 }
 
 /** The hosts named in `names` (all when empty) that carry every `labels` pair, in inventory order. */

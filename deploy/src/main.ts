@@ -7,6 +7,7 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ErrorCode, isDroverError } from '@drover/common';
+import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
 import { check } from './commands/check.js';
 import { deployContext, type DeployContext } from './commands/context.js';
@@ -14,6 +15,7 @@ import { install } from './commands/install.js';
 import { start, status, stop } from './commands/service.js';
 import { uninstall } from './commands/uninstall.js';
 import { upgrade } from './commands/upgrade.js';
+import { DeployError, DeployFailure } from './errors.js';
 import type { HostResult } from './fleet.js';
 import { loadInventory, parseHostKey, selectHosts } from './inventory.js';
 import { renderResults, table } from './report.js';
@@ -24,7 +26,10 @@ export const ExitCode = {
   ok: 0,
   /** At least one host failed (the table says which and why). */
   hostFailed: 1,
-  /** Bad flags or an invalid inventory (nothing was done). */
+  /**
+   * Bad flags or an invalid inventory, or `install`/`upgrade` without a certificates directory
+   * and without `--insecure` (nothing was done).
+   */
   usage: 2,
   /** A host named on the command line is not in the inventory. */
   notFound: 3,
@@ -34,6 +39,7 @@ export const ExitCode = {
 
 interface Globals {
   inventory: string;
+  certs?: string;
   json: boolean;
   parallel: number;
   label: string[];
@@ -43,6 +49,7 @@ type HostArgs = Globals & { hosts: string[] };
 
 function exitCodeOf(err: unknown): number {
   if (!isDroverError(err)) return ExitCode.hostFailed;
+  if (err instanceof DeployError && err.failure === DeployFailure.insecure) return ExitCode.usage;
   switch (err.code) {
     case ErrorCode.InvalidArgument:
       return ExitCode.usage;
@@ -62,14 +69,30 @@ function progressPrinter(argv: Globals): (host: string, message: string) => void
   };
 }
 
-/** Load the inventory, choose hosts, run `body`, print results, set the exit code. */
+/**
+ * Load the inventory, choose hosts, run `body`, print results, set the exit code. A verb that
+ * writes agent configs (`writesConfig`) first requires a certificates directory or `--insecure`,
+ * then issues what is missing in it and regenerates the NATS security config: all before any host
+ * is touched.
+ */
 async function runVerb(
   verb: string,
-  argv: HostArgs & { wait?: boolean },
+  argv: HostArgs & { wait?: boolean; insecure?: boolean },
   body: (ctx: DeployContext) => Promise<{ results: HostResult[]; extra?: Record<string, unknown> }>,
+  writesConfig = false,
 ): Promise<void> {
-  const inv = loadInventory(argv.inventory);
+  const inv = loadInventory(argv.inventory, argv.certs !== undefined ? { certs: argv.certs } : {});
   const hosts = selectHosts(inv, argv.hosts, argv.label);
+  let certs: CertsReport | null = null;
+  if (writesConfig) {
+    requireSecurity(inv, argv.insecure === true);
+    if (inv.certs !== null) certs = await prepareCerts(inv, hosts, progressPrinter(argv));
+    else
+      progressPrinter(argv)(
+        'local',
+        '--insecure: agents get plain NATS and plain streams (anyone who reaches NATS may command them)',
+      );
+  }
   const ctx = deployContext(inv, hosts, {
     parallel: argv.parallel,
     progress: progressPrinter(argv),
@@ -78,10 +101,16 @@ async function runVerb(
   try {
     const { results, extra } = await body(ctx);
     const ok = results.every((r) => r.ok);
+    const security = writesConfig ? { certs, insecure: certs === null } : {};
     if (argv.json) {
-      process.stdout.write(JSON.stringify({ verb, ok, ...extra, results }, null, 2) + '\n');
+      process.stdout.write(
+        JSON.stringify({ verb, ok, ...security, ...extra, results }, null, 2) + '\n',
+      );
     } else {
       process.stdout.write(renderResults(verb, results) + '\n');
+      if (certs) process.stdout.write(certsSummary(certs) + '\n');
+      else if (writesConfig)
+        process.stdout.write('insecure: plain NATS and streams (--insecure)\n');
     }
     if (!ok) process.exitCode = ExitCode.hostFailed;
   } finally {
@@ -113,7 +142,12 @@ const withHosts = <T>(y: Argv<T>) =>
 const bundleOptions = <T>(y: Argv<T>) =>
   y
     .option('bundle', { type: 'string', describe: 'a bundle made by `drover-deploy bundle`' })
-    .option('release', { type: 'string', describe: 'release label when building the bundle' });
+    .option('release', { type: 'string', describe: 'release label when building the bundle' })
+    .option('insecure', {
+      type: 'boolean',
+      default: false,
+      describe: 'deploy without certificates: plain NATS and streams (refused otherwise)',
+    });
 
 async function main(): Promise<void> {
   let failed: unknown = null;
@@ -126,6 +160,10 @@ async function main(): Promise<void> {
         type: 'string',
         default: process.env.DROVER_INVENTORY ?? 'drover-inventory.yaml',
         describe: 'the inventory (YAML)',
+      })
+      .option('certs', {
+        type: 'string',
+        describe: 'the certificates directory (`drover certs init`); overrides the inventory',
       })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
       .option('parallel', { type: 'number', default: 8, describe: 'hosts worked on at once' })
@@ -142,7 +180,15 @@ async function main(): Promise<void> {
         withHosts,
         (argv) => runVerb('check', argv, async (ctx) => ({ results: await check(ctx) })),
       )
-      .command<HostArgs & { bundle?: string; release?: string; force: boolean; wait: boolean }>(
+      .command<
+        HostArgs & {
+          bundle?: string;
+          release?: string;
+          force: boolean;
+          wait: boolean;
+          insecure: boolean;
+        }
+      >(
         'install [hosts..]',
         'Install and start the agent (idempotent)',
         (y) =>
@@ -154,10 +200,37 @@ async function main(): Promise<void> {
             })
             .option('wait', { type: 'boolean', default: true, describe: 'wait for heartbeats' }),
         (argv) =>
-          runVerb('install', argv, async (ctx) => {
-            const b = await bundleFor(argv, ctx.progress);
-            return { results: await install(ctx, b, argv.force), extra: bundleInfo(b) };
-          }),
+          runVerb(
+            'install',
+            argv,
+            async (ctx) => {
+              const b = await bundleFor(argv, ctx.progress);
+              return { results: await install(ctx, b, argv.force), extra: bundleInfo(b) };
+            },
+            true,
+          ),
+      )
+      .command<HostArgs>(
+        'certs [hosts..]',
+        'Issue missing agent certificates and regenerate the NATS security config (no host changes)',
+        withHosts,
+        async (argv) => {
+          const inv = loadInventory(
+            argv.inventory,
+            argv.certs !== undefined ? { certs: argv.certs } : {},
+          );
+          requireSecurity(inv, false);
+          const report = await prepareCerts(
+            inv,
+            selectHosts(inv, argv.hosts, argv.label),
+            progressPrinter(argv),
+          );
+          process.stdout.write(
+            argv.json
+              ? JSON.stringify({ verb: 'certs', ok: true, certs: report }, null, 2) + '\n'
+              : certsSummary(report) + '\n',
+          );
+        },
       )
       .command<HostArgs & { wait: boolean }>(
         'start [hosts..]',
@@ -184,6 +257,7 @@ async function main(): Promise<void> {
           drain: boolean;
           'drain-parallel': number;
           'drain-timeout': number;
+          insecure: boolean;
         }
       >(
         'upgrade [hosts..]',
@@ -202,15 +276,20 @@ async function main(): Promise<void> {
               describe: 'seconds per drain',
             }),
         (argv) =>
-          runVerb('upgrade', argv, async (ctx) => {
-            const b = await bundleFor(argv, ctx.progress);
-            const results = await upgrade(ctx, b, {
-              drain: argv.drain,
-              drainParallel: argv['drain-parallel'],
-              drainTimeoutMs: argv['drain-timeout'] * 1000,
-            });
-            return { results, extra: bundleInfo(b) };
-          }),
+          runVerb(
+            'upgrade',
+            argv,
+            async (ctx) => {
+              const b = await bundleFor(argv, ctx.progress);
+              const results = await upgrade(ctx, b, {
+                drain: argv.drain,
+                drainParallel: argv['drain-parallel'],
+                drainTimeoutMs: argv['drain-timeout'] * 1000,
+              });
+              return { results, extra: bundleInfo(b) };
+            },
+            true,
+          ),
       )
       .command<HostArgs & { purge: boolean; drain: boolean; 'drain-timeout': number }>(
         'uninstall [hosts..]',

@@ -18,6 +18,7 @@ export type {
   AgentSettings,
   PinnedHostKey,
   TlsFiles,
+  InventoryOverrides,
 } from './inventory.js';
 export { buildBundle, readBundle, BundlePaths, REPO_ROOT } from './bundle.js';
 export type { Bundle, BundleManifest, BuildOptions } from './bundle.js';
@@ -27,6 +28,15 @@ export { HostOps, judgeFacts, parseFacts, UNIT_NAME, UNIT_PATH, REMOTE_PATH } fr
 export type { HostFacts, Verdict, DesiredFile } from './remote.js';
 export { agentFiles, hostFiles, serviceSpec, systemdUnit, etcPaths } from './host-files.js';
 export { ClusterLink } from './cluster.js';
+export {
+  agentCertFiles,
+  agentSans,
+  certsSummary,
+  deployerTls,
+  prepareCerts,
+  requireSecurity,
+} from './agent-certs.js';
+export type { CertsReport } from './agent-certs.js';
 export { forEachHost, withHost, failedResult } from './fleet.js';
 export type { HostResult, HostOutcome, Progress } from './fleet.js';
 export { deployContext } from './commands/context.js';

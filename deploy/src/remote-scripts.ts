@@ -106,9 +106,9 @@ export const LAYOUT_SCRIPT = `
 set -eu
 root="$1"
 umask 022
-mkdir -p "$root/releases" "$root/run" "$root/log" "$root/etc"
+mkdir -p "$root/releases" "$root/run" "$root/log" "$root/etc/tls"
 chmod 0755 "$root" "$root/releases" "$root/run"
-chmod 0700 "$root/etc"
+chmod 0700 "$root/etc" "$root/etc/tls"
 chmod 0750 "$root/log"
 `;
 

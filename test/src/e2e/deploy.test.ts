@@ -1,16 +1,22 @@
 /**
- * The SSH deployer end to end: emulated hosts with sshd (pinned host keys), NATS, a controller,
- * and `drover-deploy` run as operators run it. check + install bring up agents that register; a
- * second install changes nothing; wrong host key, unreachable host and a failed command fail
- * only their host; a rolling upgrade keeps every workload running; uninstall leaves nothing.
+ * The SSH deployer end to end: emulated hosts with sshd (pinned host keys), a NATS that requires
+ * TLS and per-role identities, a controller, and `drover-deploy` run as operators run it. Without
+ * a certificates directory install is refused and nothing changes; check + install issue each
+ * host's agent certificate and bring up agents that register over TLS as themselves; a second
+ * install changes nothing; wrong host key, unreachable host and a failed command fail only their
+ * host; a rolling upgrade (migrations over mutual-TLS streams) keeps every workload running;
+ * uninstall leaves nothing.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AgentClient, Bus } from '@drover/bus';
+import { identityOfCertificate, identityPaths } from '@drover/certs';
 import { ControllerProcess, Testbed, type SshdService } from '@drover/testbed';
-import { drover, REPO_ROOT, type CliResult } from '../cluster/cli.js';
+import { droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
 import { JOB_ENV, waitFor } from './helpers.js';
 
@@ -24,6 +30,19 @@ let ctl: ControllerProcess;
 let urls: string[];
 let sshd: SshdService[];
 let inventory: string;
+/** Where the inventory's `nats.reload` command records each run. */
+let reloadsFile: string;
+
+/** `drover --nats URLS ARGS...` as the testbed's operator (NATS requires a certificate). */
+function drover(natsUrls: readonly string[], args: readonly string[]): Promise<CliResult> {
+  const op = tb.certs!.operator;
+  return droverCli([
+    '--nats',
+    natsUrls.join(','),
+    ...['--nats-ca', op.caFile, '--nats-cert', op.certFile, '--nats-key', op.keyFile],
+    ...args,
+  ]);
+}
 
 /** Run `drover-deploy -i INVENTORY ARGS...`. */
 function deploy(args: readonly string[], inv = inventory, timeoutMs = 600_000): Promise<CliResult> {
@@ -92,18 +111,25 @@ interface JobView {
   state: string;
 }
 
-/** Write an inventory; `extra` adds a line to a host (e.g. an override). */
+/**
+ * Write an inventory; `extra` adds a line to a host (e.g. an override). With `certs` (the
+ * default) it names the testbed's certificates directory and its operator identity.
+ */
 function writeInventory(
   file: string,
   hosts: { name: string; address: string; hostKey: string; extra?: string }[],
   heartbeatTimeoutSec = 60,
+  certs = true,
 ): string {
   const lines = [
     '# drover-deploy inventory for the testbed (written by deploy.test.ts)',
+    ...(certs ? [`certs: ${tb.certs!.dir}`] : []),
     'nats:',
     `  servers: [${urls.join(', ')}]`,
+    `  reload: 'echo "$DROVER_NATS_SECURITY_CONF" >> ${reloadsFile}'`,
     'controller:',
     `  heartbeatTimeoutSec: ${heartbeatTimeoutSec}`,
+    '  operator: operator',
     'defaults:',
     `  key: ${sshd[0]!.clientPrivateKeyPath}`,
     '  connectTimeoutSec: 5',
@@ -127,9 +153,22 @@ function writeInventory(
   return path;
 }
 
+/** The agent certificate of `host` in the testbed's certificates directory. */
+const agentCert = (host: string) => identityPaths(tb.certs!.dir, { role: 'agent', name: host });
+
+/** The lines `nats.reload` wrote so far. */
+const reloads = (): string[] =>
+  existsSync(reloadsFile) ? readFileSync(reloadsFile, 'utf8').split('\n').filter(Boolean) : [];
+
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
+  // Secure: NATS requires TLS and holds every identity to its role (the agents' certificates are
+  // issued by the testbed for h1..h3, without the stream addresses the deployer needs).
+  tb = await Testbed.create({ hosts: 3, nats: 'single', secure: true });
   urls = [...tb.nats!.urls];
+  reloadsFile = join(tb.runDir, 'nats-reloads');
+  // h3 has no certificate yet: the deployer issues it.
+  rmSync(agentCert('h3').certFile);
+  rmSync(agentCert('h3').keyFile);
   sshd = await Promise.all(tb.hosts.map((h) => tb.startSshd(h)));
   ctl = await ControllerProcess.start(tb);
   inventory = writeInventory(
@@ -151,6 +190,45 @@ function srv(host: string, inside: string): string {
 
 describe('drover-deploy on the testbed', () => {
   const installPids: Record<string, number> = {};
+
+  test('without a certificates directory install and upgrade are refused (exit 2); nothing changes', async () => {
+    const hosts = sshd.map((s) => ({ name: s.host, address: s.address, hostKey: s.hostPublicKey }));
+    const plain = writeInventory('inventory-plain.yaml', hosts, 60, false);
+    for (const verb of ['install', 'upgrade']) {
+      const r = await deploy([verb], plain);
+      assert.equal(r.code, 2, `${verb}: ${r.stderr}${r.stdout}`);
+      assert.match(
+        r.stderr,
+        /no certificates directory: name it in .*--certs DIR.*--insecure deploys plain NATS and streams.*Nothing was changed/,
+      );
+      assert.doesNotMatch(r.stderr, /h\d: /, 'no host was contacted');
+    }
+    // --insecure and a certificates directory contradict each other: refused too.
+    const both = await deploy(['install', '--insecure']);
+    assert.equal(both.code, 2, both.stderr);
+    assert.match(both.stderr, /--insecure and the certificates directory .* exclude each other/);
+    // Nothing on any host, nothing issued, no reload.
+    for (const h of ['h1', 'h2', 'h3']) {
+      assert.equal(existsSync(srv(h, INSTALL_ROOT)), false, `${h}: install root made`);
+    }
+    assert.equal(existsSync(agentCert('h3').certFile), false, 'no certificate issued');
+    assert.deepEqual(reloads(), []);
+
+    // `certs` (with --certs instead of the inventory's) issues what install needs and touches no
+    // host: h3's certificate was missing, h1's and h2's did not name their stream addresses.
+    const made = await deploy(['certs', '--json', '--certs', tb.certs!.dir], plain);
+    assert.equal(made.code, 0, made.stderr);
+    const certs = (JSON.parse(made.stdout) as { certs: { issued: string[]; changed: boolean } })
+      .certs;
+    assert.deepEqual(certs.issued, [
+      `agent h1 (does not name ${sshd[0]!.address})`,
+      `agent h2 (does not name ${sshd[1]!.address})`,
+      'agent h3 (missing)',
+    ]);
+    assert.equal(certs.changed, false, 'the same identities: the NATS config is unchanged');
+    assert.deepEqual(reloads(), [], 'nats.reload runs only when the config changed');
+    for (const h of ['h1', 'h2', 'h3']) assert.equal(existsSync(srv(h, INSTALL_ROOT)), false);
+  });
 
   test('check, then install: 3 agents register with the controller; a second install changes nothing', async () => {
     const checked = await deployJson(['check']);
@@ -177,6 +255,56 @@ describe('drover-deploy on the testbed', () => {
       assert.equal(r.changed, true);
       installPids[r.host] = r.data.agentPid as number;
     }
+    // `certs` issued everything already: install issues nothing more.
+    const certs = (
+      JSON.parse(first.raw.stdout) as { certs: { issued: string[]; changed: boolean } }
+    ).certs;
+    assert.deepEqual(certs.issued, []);
+    assert.equal(certs.changed, false);
+    for (const [i, h] of ['h1', 'h2', 'h3'].entries()) {
+      // The host holds the CA, its own certificate and key: 0600 files in 0700 directories.
+      const tlsDir = `${INSTALL_ROOT}/etc/tls`;
+      assert.equal(statSync(srv(h, tlsDir)).mode & 0o777, 0o700);
+      for (const f of ['agent-ca.pem', 'agent-cert.pem', 'agent-key.pem']) {
+        assert.equal(statSync(srv(h, `${tlsDir}/${f}`)).mode & 0o777, 0o600, `${h} ${f}`);
+        assert.equal(statSync(srv(h, `${tlsDir}/${f}`)).uid, 0);
+      }
+      const remoteCert = srv(h, `${tlsDir}/agent-cert.pem`);
+      assert.deepEqual(readFileSync(remoteCert), readFileSync(agentCert(h).certFile));
+      assert.deepEqual(await identityOfCertificate(remoteCert), { role: 'agent', name: h });
+      const addr = sshd[i]!.address;
+      assert.equal(new X509Certificate(readFileSync(remoteCert)).checkIP(addr), addr);
+      // The agent uses them for NATS and for streams (mutual TLS), and its stream listens so.
+      const cfg = JSON.parse(readFileSync(srv(h, `${INSTALL_ROOT}/etc/agent.json`), 'utf8')) as {
+        nats: { tls: unknown };
+        streamTls: unknown;
+      };
+      const files = {
+        caFile: `${tlsDir}/agent-ca.pem`,
+        certFile: `${tlsDir}/agent-cert.pem`,
+        keyFile: `${tlsDir}/agent-key.pem`,
+      };
+      assert.deepEqual(cfg.nats.tls, files);
+      assert.deepEqual(cfg.streamTls, files);
+      const log = readFileSync(srv(h, `${INSTALL_ROOT}/log/agent.log`), 'utf8');
+      assert.match(log, /"msg":"listening".*"tls":true/);
+    }
+    // Each agent is connected to NATS as its own identity (the server's view of its clients)...
+    const connz = (await (
+      await fetch(`${tb.nats!.servers[0]!.monitorUrl}/connz?auth=true&limit=1024`)
+    ).json()) as { connections: { authorized_user?: string }[] };
+    const users = connz.connections.map((c) => c.authorized_user);
+    for (const h of ['h1', 'h2', 'h3']) assert.ok(users.includes(`CN=${h},OU=agent,O=drover`), h);
+    // ...and answers a controller identity over TLS.
+    const bus = await Bus.connect({ servers: urls, name: 'deploy-test', tls: tb.certs!.runner });
+    try {
+      for (const h of ['h1', 'h2', 'h3']) {
+        const info = await new AgentClient(bus, h).call('info', {}, 10_000);
+        assert.equal(info.host, h);
+      }
+    } finally {
+      await bus.close();
+    }
     const { hosts } = await json<{ hosts: HostView[] }>(['hosts']);
     assert.deepEqual(
       hosts
@@ -195,6 +323,10 @@ describe('drover-deploy on the testbed', () => {
 
     const second = await deployJson(['install']);
     assert.equal(second.code, 0, second.raw.stderr + second.raw.stdout);
+    assert.deepEqual(
+      (JSON.parse(second.raw.stdout) as { certs: { issued: string[] } }).certs.issued,
+      [],
+    );
     for (const r of second.results) {
       assert.equal(r.ok, true, r.detail);
       assert.equal(r.changed, false, `${r.host}: ${r.detail}`);
@@ -248,6 +380,16 @@ describe('drover-deploy on the testbed', () => {
     assert.equal(h4.ok, false);
     assert.equal(h4.error?.failure, 'unreachable');
     assert.match(h4.detail, /cannot reach 10\.77\.\d+\.99:22/);
+    // h4 is new: its certificate was issued, and the NATS config, changed, reloaded (once).
+    const certs = (JSON.parse(r.raw.stdout) as { certs: { issued: string[]; changed: boolean } })
+      .certs;
+    assert.deepEqual(certs.issued, ['agent h4 (missing)']);
+    assert.equal(certs.changed, true);
+    assert.deepEqual(reloads(), [join(tb.certs!.dir, 'nats-security.conf')]);
+    assert.match(
+      readFileSync(join(tb.certs!.dir, 'nats-security.conf'), 'utf8'),
+      /user: "CN=h4,OU=agent,O=drover"/,
+    );
     // The human table says the same, one row per host.
     const human = await deploy(['status'], bad);
     assert.equal(human.code, 1);

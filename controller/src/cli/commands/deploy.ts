@@ -30,7 +30,7 @@ export function deployArgs(raw: readonly string[], json: boolean): string[] {
 export const deployCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'deploy',
   describe:
-    'Deploy agents over SSH: check, install, start, stop, status, upgrade, uninstall (drover-deploy)',
+    'Deploy agents over SSH: check, certs, install, start, stop, status, upgrade, uninstall (drover-deploy)',
   // Everything after `deploy` belongs to drover-deploy, `--help` included.
   builder: (y) => y.strict(false).help(false).version(false),
   handler: async (argv) => {
