@@ -57,8 +57,13 @@ describe('natsSecurityConfig', () => {
   it('gives a viewer only the read operations of the controller', () => {
     const p = permissionsOf({ role: 'viewer', name: 'bob' });
     for (const [op, access] of Object.entries(CONTROLLER_OP_ACCESS)) {
-      assert.equal(p.publish.includes(`drover.ctl.${op}`), access === 'read', op);
+      // In its own name only: the controller learns the caller from the subject (the audit).
+      assert.equal(p.publish.includes(`drover.ctl.${op}.viewer.bob`), access === 'read', op);
     }
+    assert.ok(
+      p.publish.every((s) => s.endsWith('.viewer.bob')),
+      p.publish.join(' '),
+    );
     for (const op of ['run', 'migrate', 'drain', 'checkpoint', 'restore', 'cordon', 'stop'])
       assert.equal(CONTROLLER_OP_ACCESS[op as keyof typeof CONTROLLER_OP_ACCESS], 'change', op);
     assert.equal(
@@ -66,7 +71,7 @@ describe('natsSecurityConfig', () => {
       false,
     );
     const op = permissionsOf({ role: 'operator', name: 'alice' });
-    assert.deepEqual(op.publish, ['drover.ctl.*']);
+    assert.deepEqual(op.publish, ['drover.ctl.*.operator.alice']);
   });
 
   it('refuses dotted or duplicate names and a config without a controller', () => {
