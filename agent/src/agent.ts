@@ -92,6 +92,9 @@ export class Agent {
     // Orphans of restored trees come to us, so their exit status can be reaped and recorded.
     setChildSubreaper(true);
     await this.store.init();
+    // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
+    // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
+    await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
     await this.reattach();
   }
 
@@ -264,6 +267,8 @@ export class Agent {
       r.state = JobState.running;
       await this.store.save(r);
       this.event(r);
+      // Its images from a cluster's cut are sealed now that the cut is over.
+      this.images.startFinishing(r.id);
       return toJobInfo(r);
     });
   }

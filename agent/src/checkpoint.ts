@@ -88,8 +88,6 @@ export async function checkpointJob(
     }
     const frozenMs = performance.now() - tFreeze;
     guard = null;
-    await sealImageDir(dumpDir, dir, key, imageId);
-    await removeScratch(hostId, scratchId, stateDir);
     const manifest: ImageManifest = {
       imageId,
       jobId: r.id,
@@ -97,15 +95,35 @@ export async function checkpointJob(
       dir,
       createdAt: new Date().toISOString(),
       leaveRunning,
-      sizeBytes: 0,
+      sizeBytes: await agent.images.sizeOf(dumpDir),
       frozenMs: Math.round(frozenMs),
       dumpMs: Math.round(dump.durationMs),
       job: { ...r, state: before },
       pids,
       sealed: true,
     };
-    manifest.sizeBytes = await agent.images.sizeOf(imageId);
-    await agent.images.writeManifest(manifest);
+    const seal = async (): Promise<void> => {
+      await sealImageDir(dumpDir, dir, key, imageId);
+      await agent.images.writeManifest(manifest);
+      await removeScratch(hostId, scratchId, stateDir);
+    };
+    if (leaveRunning) {
+      // The image is sealed once the job runs again (a cluster's cut keeps it frozen until every
+      // dump is done: sealing then would slow the others) or when it is read; reads wait.
+      agent.images.finishLater(
+        toImageInfo(manifest),
+        () =>
+          seal().catch(async (err: unknown) => {
+            agent.log.error('cannot seal image; it is gone, the job runs on', { imageId, err });
+            await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+            await removeScratch(hostId, scratchId, stateDir).catch(() => undefined);
+            throw err;
+          }),
+        before !== JobState.frozen,
+      );
+    } else {
+      await seal();
+    }
     await agent.store.save(r);
     agent.event(r);
     agent.log.info('checkpointed', {

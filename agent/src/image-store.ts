@@ -1,9 +1,10 @@
 /** Checkpoint images on this host: `<stateDir>/images/<imageId>/` with CRIU's files and a manifest. */
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, type Logger } from '@drover/common';
 import type { ImageInfo } from '@drover/protocol';
 import type { JobRecord } from './job-store.js';
+import { scratchRoots } from './migration/scratch.js';
 
 /** What an image directory holds besides CRIU's files. */
 export interface ImageManifest extends ImageInfo {
@@ -14,6 +15,9 @@ export interface ImageManifest extends ImageInfo {
   /** CRIU's files are sealed (image-crypto.ts); false only for images of older agents. */
   sealed?: boolean;
 }
+
+/** Longest a leave-running checkpoint's image waits in tmpfs before it is sealed anyway. */
+export const SEAL_DEADLINE_MS = 30_000;
 
 /** The manifest's file in an image directory: the one file that is not sealed. */
 export const MANIFEST_FILE = 'manifest.json';
@@ -52,7 +56,54 @@ export class ImageStore {
     await rename(tmp, join(this.dir(m.imageId), MANIFEST));
   }
 
+  /**
+   * Images whose files are still to be sealed after a leave-running checkpoint returned: listed
+   * at once, read only once sealed. Sealing waits until the job runs again (a cluster's cut holds
+   * its jobs frozen: sealing then would only slow the other dumps) or someone reads the image.
+   */
+  private readonly sealing = new Map<
+    string,
+    { info: ImageInfo; start: () => Promise<void>; timer: NodeJS.Timeout }
+  >();
+
+  /**
+   * Finish image `info` later with `work` (seal, write the manifest): when `startNow`, when its
+   * job is thawed (`startFinishing`), when it is read, or after `SEAL_DEADLINE_MS` at the latest.
+   * Reads of it wait for `work`, and fail with its error if it fails (the image is then gone).
+   */
+  finishLater(info: ImageInfo, work: () => Promise<void>, startNow: boolean): void {
+    let done: Promise<void> | null = null;
+    const start = (): Promise<void> => {
+      if (done) return done;
+      clearTimeout(entry.timer);
+      done = work();
+      void done.finally(() => this.sealing.delete(info.imageId)).catch(() => undefined);
+      return done;
+    };
+    const entry = {
+      info,
+      start,
+      timer: setTimeout(() => void start().catch(() => undefined), SEAL_DEADLINE_MS),
+    };
+    entry.timer.unref();
+    this.sealing.set(info.imageId, entry);
+    if (startNow) void start().catch(() => undefined);
+  }
+
+  /** Start finishing every image of job `jobId` that waits (the job runs again). */
+  startFinishing(jobId: string): void {
+    for (const e of this.sealing.values()) {
+      if (e.info.jobId === jobId) void e.start().catch(() => undefined);
+    }
+  }
+
+  /** Finish image `imageId` now if it waits, and wait for it; its error if that failed. */
+  async finished(imageId: string): Promise<void> {
+    await this.sealing.get(imageId)?.start();
+  }
+
   async readManifest(imageId: string): Promise<ImageManifest> {
+    await this.finished(imageId);
     try {
       return JSON.parse(await readFile(join(this.dir(imageId), MANIFEST), 'utf8')) as ImageManifest;
     } catch (err) {
@@ -73,6 +124,11 @@ export class ImageStore {
     }
     const out: ImageInfo[] = [];
     for (const id of ids.sort()) {
+      const sealing = this.sealing.get(id);
+      if (sealing) {
+        out.push(sealing.info);
+        continue;
+      }
       try {
         out.push(toImageInfo(await this.readManifest(id)));
       } catch {
@@ -82,7 +138,34 @@ export class ImageStore {
     return out;
   }
 
+  /**
+   * At start: remove every image directory without a manifest (unfinished) and this host's
+   * checkpoint and restore scratch in tmpfs (`image-*`, `restore-*`): nothing is using them yet.
+   */
+  async sweepUnfinished(hostId: string, stateDir: string, log: Logger): Promise<void> {
+    for (const id of await readdir(this.imagesDir).catch(() => [] as string[])) {
+      if (id.startsWith('.')) continue;
+      const hasManifest = await stat(join(this.dir(id), MANIFEST)).then(
+        () => true,
+        () => false,
+      );
+      if (!hasManifest) {
+        log.warn('removing an unfinished image', { imageId: id });
+        await rm(this.dir(id), { recursive: true, force: true });
+      }
+    }
+    for (const root of scratchRoots(hostId, stateDir)) {
+      for (const name of await readdir(root).catch(() => [] as string[])) {
+        if (name.startsWith('image-') || name.startsWith('restore-')) {
+          log.warn('removing checkpoint scratch left by an earlier run', { dir: join(root, name) });
+          await rm(join(root, name), { recursive: true, force: true });
+        }
+      }
+    }
+  }
+
   async remove(imageId: string): Promise<boolean> {
+    await this.finished(imageId).catch(() => undefined);
     try {
       await stat(this.dir(imageId));
     } catch {
@@ -92,12 +175,12 @@ export class ImageStore {
     return true;
   }
 
-  /** Total size of the files in an image directory. */
-  async sizeOf(imageId: string): Promise<number> {
+  /** Total size of the files in directory `dir` (CRIU's plaintext files: an image's size). */
+  async sizeOf(dir: string): Promise<number> {
     let total = 0;
-    for (const f of await readdir(this.dir(imageId))) {
+    for (const f of await readdir(dir)) {
       try {
-        total += (await stat(join(this.dir(imageId), f))).size;
+        total += (await stat(join(dir, f))).size;
       } catch {
         // raced
       }

@@ -41,6 +41,11 @@ export async function makeScratch(
   return { dir, onDisk: true };
 }
 
+/** Where this host's scratch directories are made: `<tmpfs root>/drover/<hostId>` and the fallback. */
+export function scratchRoots(hostId: string, fallbackDir: string): string[] {
+  return [...ROOTS.map((root) => join(root, 'drover', hostId)), join(fallbackDir, 'scratch')];
+}
+
 /** Remove every scratch directory of a migration. */
 export async function removeScratch(
   hostId: string,

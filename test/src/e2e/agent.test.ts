@@ -141,6 +141,15 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       (e: unknown) => isDroverError(e, 'FAILED_PRECONDITION'),
     );
     assert.equal((await h1.client.call('inspect', { jobId: job.id })).state, 'running');
+    // Sealed after the job went on running (the restore above waited for it): all of it.
+    const imageDir = h1.srvPath(image.dir);
+    for (const f of readdirSync(imageDir).filter((x) => x !== 'manifest.json')) {
+      assert.equal(
+        readFileSync(join(imageDir, f)).subarray(0, 8).toString('latin1'),
+        'DRVIMG1\n',
+        f,
+      );
+    }
     await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     await waitState(h1, job.id, (s) => s === 'exited');
     const atKill = (await readHeartbeats(dir)).last!.n;
@@ -180,7 +189,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     const shm = await h1.host.exec([
       'sh',
       '-c',
-      'ls -A /dev/shm/drover/h1 2>/dev/null | grep image- || true',
+      `ls -A /dev/shm/drover/h1 2>/dev/null | grep -x image-${image.imageId} || true`,
     ]);
     assert.equal(shm.stdout.trim(), '', 'a plaintext dump was left in tmpfs');
 
@@ -210,6 +219,53 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     assert.equal(restored.state, 'running');
     const v = await requestVerdict(dir, signaller(h1, job.id), 30_000);
     assert.equal(v.ok, true, v.details);
+    await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
+  });
+
+  test("a frozen job's image is sealed once it runs; an agent that dies first leaves no plaintext", async () => {
+    const { job, dir } = await runWorkload(h1, 'python', 'late');
+    const shmHas = async (imageId: string): Promise<boolean> =>
+      (await h1.host.exec(['test', '-e', `/dev/shm/drover/h1/image-${imageId}`])).code === 0;
+    // Frozen (as a cluster's cut holds it): the image is listed at once, sealed only later.
+    await h1.client.call('freeze', { jobId: job.id });
+    const first = await h1.client.call('checkpoint', {
+      key: KEY,
+      jobId: job.id,
+      leaveRunning: true,
+    });
+    assert.ok(
+      (await h1.client.call('images-list', {})).images.some((i) => i.imageId === first.imageId),
+    );
+    assert.equal(await shmHas(first.imageId), true, 'the plaintext waits in tmpfs while frozen');
+    await h1.client.call('thaw', { jobId: job.id });
+    await waitFor(async () => !(await shmHas(first.imageId)), 20_000);
+    const firstDir = h1.srvPath(first.dir);
+    for (const f of readdirSync(firstDir).filter((x) => x !== 'manifest.json')) {
+      assert.equal(
+        readFileSync(join(firstDir, f)).subarray(0, 8).toString('latin1'),
+        'DRVIMG1\n',
+        f,
+      );
+    }
+    // The agent dies before a frozen job's image is sealed: the new agent drops the unfinished
+    // image and its plaintext; the job is untouched.
+    await h1.client.call('freeze', { jobId: job.id });
+    const second = await h1.client.call('checkpoint', {
+      key: KEY,
+      jobId: job.id,
+      leaveRunning: true,
+    });
+    await h1.kill();
+    await h1.start();
+    assert.equal(await shmHas(second.imageId), false, 'plaintext left in tmpfs after a restart');
+    const images = (await h1.client.call('images-list', {})).images.map((i) => i.imageId);
+    assert.ok(images.includes(first.imageId) && !images.includes(second.imageId), images.join(' '));
+    await assert.rejects(
+      h1.client.call('restore', { key: KEY, imageId: second.imageId }),
+      (e: unknown) => isDroverError(e, 'NOT_FOUND'),
+    );
+    await h1.client.call('thaw', { jobId: job.id });
+    assert.equal((await requestVerdict(dir, signaller(h1, job.id), 20_000)).ok, true);
     await h1.client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
   });
 
