@@ -127,9 +127,16 @@ export async function startAgentDaemon(
     'migrate-authorize': async (r) => ctx.authorizations.authorize(r),
     migrate: (r) => migrateJob(agent, ctx, r),
     'migrate-prepare': (r) => prepareMigration(agent, ctx, r),
-    'migrate-abort': (r) => abortMigration(agent, ctx, r),
-    'migrate-commit': (r) => commitMigration(agent, r),
-    'migrate-status': (r) => migrations.find(r.migrationId),
+    // Only the migration's two parties hold its ticket: checked before anything is read or done.
+    'migrate-abort': async (r) => {
+      await migrations.findWithTicket(r.migrationId, r.ticket);
+      return abortMigration(agent, ctx, r);
+    },
+    'migrate-commit': async (r) => {
+      await migrations.findWithTicket(r.migrationId, r.ticket);
+      return commitMigration(agent, r);
+    },
+    'migrate-status': (r) => migrations.findWithTicket(r.migrationId, r.ticket),
     'migrations-list': async () => ({ migrations: await migrations.list() }),
   };
   serveAgentApi(bus, config.hostId, handlers, log);

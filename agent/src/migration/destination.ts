@@ -120,6 +120,8 @@ export async function prepareMigration(
     state: MigrationState.prepared,
   });
   advance(rec, MigrationState.prepared, t0);
+  // The rest of the handshake (abort, commit, status) must show the same ticket.
+  await store.saveTicket(rec.migrationId, 'destination', req.ticket);
   await store.save(rec);
   const scratch = await makeScratch(
     agent.config.hostId,
@@ -302,7 +304,7 @@ async function cleanup(
 export async function abortMigration(
   agent: Agent,
   ctx: MigrationContext,
-  req: AgentRequest<'migrate-abort'>,
+  req: Pick<AgentRequest<'migrate-abort'>, 'migrationId'>,
   why = 'the source aborted',
 ): Promise<MigrationRecord> {
   const store = new MigrationStore(agent.config.stateDir);

@@ -1,4 +1,5 @@
 /** Persisted migration records under `<stateDir>/migrations/`, so a restarted agent finishes or rolls back. */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
@@ -21,6 +22,68 @@ export class MigrationStore {
     const tmp = join(this.dir, `.${r.migrationId}.${r.role}.tmp`);
     await writeFile(tmp, JSON.stringify(r, null, 2), { mode: 0o600 });
     await rename(tmp, join(this.dir, `${r.migrationId}.${r.role}.json`));
+  }
+
+  /**
+   * Keep the controller's ticket of a migration beside its record (0600, never in the record,
+   * which replies carry): the source keeps the ticket to show the destination, the destination
+   * its digest to check it. Saved before the record, so a record always has one.
+   */
+  async saveTicket(
+    migrationId: string,
+    role: MigrationRecord['role'],
+    ticket: string,
+  ): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = join(this.dir, `.${migrationId}.${role}.ticket.tmp`);
+    await writeFile(tmp, role === 'source' ? ticket : ticketDigest(ticket).toString('hex'), {
+      mode: 0o600,
+    });
+    await rename(tmp, join(this.dir, `${migrationId}.${role}.ticket`));
+  }
+
+  /** The ticket a source shows its destination for `migrationId`. */
+  async ticket(migrationId: string): Promise<string> {
+    try {
+      return (await readFile(join(this.dir, `${migrationId}.source.ticket`), 'utf8')).trim();
+    } catch (err) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `migration ${migrationId} has no ticket here (recorded by an older agent?)`,
+        { cause: err, details: { migrationId } },
+      );
+    }
+  }
+
+  /**
+   * The record of `migrationId` in whichever role this host played, if `ticket` is that
+   * migration's: NOT_FOUND when there is no such migration here, PERMISSION_DENIED (nothing read
+   * or changed) when the ticket is not its.
+   */
+  async findWithTicket(migrationId: string, ticket: string): Promise<MigrationRecord> {
+    const rec = await this.find(migrationId);
+    const kept = await readFile(join(this.dir, `${migrationId}.${rec.role}.ticket`), 'utf8').catch(
+      () => null,
+    );
+    const expected =
+      kept === null
+        ? null
+        : rec.role === 'source'
+          ? ticketDigest(kept.trim())
+          : Buffer.from(kept.trim(), 'hex');
+    const given = ticketDigest(ticket);
+    if (
+      expected === null ||
+      expected.length !== given.length ||
+      !timingSafeEqual(expected, given)
+    ) {
+      throw new DroverError(
+        ErrorCode.PermissionDenied,
+        `not a party to migration ${migrationId}: the ticket is not its`,
+        { details: { migrationId } },
+      );
+    }
+    return rec;
   }
 
   async load(migrationId: string, role: MigrationRecord['role']): Promise<MigrationRecord> {
@@ -95,4 +158,9 @@ export function newMigrationRecord(
     error: null,
     note: null,
   };
+}
+
+/** sha256 of a ticket: what the destination keeps, and equal lengths for timingSafeEqual. */
+function ticketDigest(ticket: string): Buffer {
+  return createHash('sha256').update(ticket, 'utf8').digest();
 }

@@ -59,14 +59,19 @@ async function recoverSource(
     const fresh = await store.load(rec.migrationId, 'source');
     if (FINAL_STATES.includes(fresh.state)) return true;
     Object.assign(rec, fresh);
+    // A record of an older agent has no ticket: before DONE nothing ran there (abort is only
+    // courtesy); after it, the destination cannot be asked and the record stays in doubt.
+    const ticket = await store.ticket(rec.migrationId).catch(() => null);
     let outcome: 'running' | 'aborted' | 'unknown';
     if (BEFORE_DONE.includes(rec.state)) {
-      await ctx
-        .call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId }, 5000)
-        .catch(() => undefined);
+      if (ticket !== null) {
+        await ctx
+          .call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId, ticket }, 5000)
+          .catch(() => undefined);
+      }
       outcome = 'aborted';
     } else {
-      outcome = await settleWithDestination(ctx, rec, 4);
+      outcome = ticket === null ? 'unknown' : await settleWithDestination(ctx, rec, ticket, 4);
     }
     const job = await agent.store.load(rec.jobId);
     const cg = await agent.cgroupOf(job).catch(() => null);
@@ -86,7 +91,12 @@ async function recoverSource(
       job.mainPid = null;
       await agent.store.save(job);
       await ctx
-        .call(rec.destination, 'migrate-commit', { migrationId: rec.migrationId }, 5000)
+        .call(
+          rec.destination,
+          'migrate-commit',
+          { migrationId: rec.migrationId, ticket: ticket! },
+          5000,
+        )
         .catch(() => undefined);
       advance(rec, MigrationState.done, 0);
     } else {

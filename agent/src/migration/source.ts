@@ -105,6 +105,8 @@ async function runMigration(
     state: MigrationState.preparing,
   });
   advance(rec, MigrationState.preparing, t0);
+  // Shown to the destination with every later call about this migration (and kept for recovery).
+  await store.saveTicket(rec.migrationId, 'source', req.ticket);
   await store.save(rec);
   activeSourceMigrations.add(rec.migrationId);
   job.state = JobState.migrating;
@@ -246,7 +248,12 @@ async function runMigration(
       } catch (err) {
         // The pages did not all arrive: the destination's copy is broken; ours is intact.
         await ctx
-          .call(req.destination, 'migrate-abort', { migrationId: rec.migrationId }, 10_000)
+          .call(
+            req.destination,
+            'migrate-abort',
+            { migrationId: rec.migrationId, ticket: req.ticket },
+            10_000,
+          )
           .catch((e: unknown) => toDroverError(err).suppress(e));
         doneSent = false;
         throw err;
@@ -263,7 +270,7 @@ async function runMigration(
     if (lazySession) await killLazyDump(agent, rec.migrationId, lazySession);
     if (doneSent && !isRemoteRefusal(err)) {
       // The destination may have restored the job: ask it before touching the original.
-      const outcome = await settleWithDestination(ctx, rec);
+      const outcome = await settleWithDestination(ctx, rec, req.ticket);
       if (outcome === 'running') {
         await commit(agent, ctx, store, rec, job, cg, guard, t0);
         return rec;
@@ -278,7 +285,12 @@ async function runMigration(
       }
     } else {
       await ctx
-        .call(req.destination, 'migrate-abort', { migrationId: rec.migrationId }, 5000)
+        .call(
+          req.destination,
+          'migrate-abort',
+          { migrationId: rec.migrationId, ticket: req.ticket },
+          5000,
+        )
         .catch((e: unknown) => {
           // An unreachable destination cannot have restored anything before DONE: safe to go on.
           first.suppress(e);
@@ -321,7 +333,12 @@ async function commit(
   await agent.store.save(job);
   agent.event(job);
   await ctx
-    .call(rec.destination, 'migrate-commit', { migrationId: rec.migrationId }, 5000)
+    .call(
+      rec.destination,
+      'migrate-commit',
+      { migrationId: rec.migrationId, ticket: await store.ticket(rec.migrationId) },
+      5000,
+    )
     .catch((err: unknown) =>
       agent.log.warn('destination missed the commit; it finishes on its own', {
         err,
@@ -370,6 +387,7 @@ async function rollback(
 export async function settleWithDestination(
   ctx: MigrationContext,
   rec: MigrationRecord,
+  ticket: string,
   attempts = 10,
 ): Promise<'running' | 'aborted' | 'unknown'> {
   for (let i = 0; i < attempts; i++) {
@@ -377,7 +395,7 @@ export async function settleWithDestination(
       const st = await ctx.call(
         rec.destination,
         'migrate-status',
-        { migrationId: rec.migrationId },
+        { migrationId: rec.migrationId, ticket },
         2000,
       );
       if (st.state === MigrationState.running || st.state === MigrationState.done) return 'running';
@@ -385,7 +403,12 @@ export async function settleWithDestination(
         await sleep(500); // still at work: let it finish or fail
         continue;
       }
-      await ctx.call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId }, 5000);
+      await ctx.call(
+        rec.destination,
+        'migrate-abort',
+        { migrationId: rec.migrationId, ticket },
+        5000,
+      );
       return 'aborted';
     } catch (err) {
       if (err instanceof DroverError && err.code === ErrorCode.NotFound) return 'aborted';

@@ -181,12 +181,16 @@ export const MigrationOps = {
     /** post-copy: the source's page server, which the destination's lazy-pages daemon reads. */
     pageServer: opt(obj({ host: str({ min: 1, max: 255 }), port: int({ min: 1, max: 65535 }) })),
   }),
-  /** On the destination: give up (kill what was restored unless committed, clean up). */
-  'migrate-abort': obj({ migrationId: id() }),
+  /**
+   * The rest of the handshake names the migration and proves its part in it with the ticket the
+   * controller gave both sides: a third agent that learns a migration's id can do nothing with it.
+   * On the destination: give up (kill what was restored unless committed, clean up).
+   */
+  'migrate-abort': obj({ migrationId: id(), ticket: ticket() }),
   /** On the destination: the source has discarded its copy. */
-  'migrate-commit': obj({ migrationId: id() }),
+  'migrate-commit': obj({ migrationId: id(), ticket: ticket() }),
   /** On either: the record of a migration. */
-  'migrate-status': obj({ migrationId: id() }),
+  'migrate-status': obj({ migrationId: id(), ticket: ticket() }),
   'migrations-list': obj({}),
 } as const;
 

@@ -17,6 +17,8 @@ let tb: Testbed;
 let cluster: AgentCluster;
 let ctl: ControllerProcess;
 let url: string;
+/** The operator's migration of the first test (h1 → h2). */
+let migrationId: string;
 
 /** `drover` with the given certificate (none: no TLS flags at all). */
 function as(
@@ -106,8 +108,14 @@ describe('TLS and roles on NATS', () => {
       'while :; do sleep 0.2; done',
     ]);
     assert.equal(job.host, 'h1');
-    const op = await json<{ state: string }>('operator', ['migrate', job.id, '--to', 'h2']);
+    const op = await json<{ state: string; migration: { migrationId: string } }>('operator', [
+      'migrate',
+      job.id,
+      '--to',
+      'h2',
+    ]);
     assert.equal(op.state, 'done');
+    migrationId = op.migration.migrationId;
     // The stream went over mutual TLS with the agents' certificates (the controller authorized
     // the migration on h2 first: without that, h2 refuses the source's migrate-prepare).
     for (const a of cluster.agents) assert.match(a.process!.output(), /"tls":true/);
@@ -303,13 +311,36 @@ describe('TLS and roles on NATS', () => {
     }
     // Nothing was created on h2: no migration record, no job, no job directory.
     assert.deepEqual(await h2.client.call('migrations-list', {}), before);
-    await assert.rejects(h2.client.call('migrate-status', { migrationId: 'mig-pushed' }), (e) =>
-      isDroverError(e, 'NOT_FOUND'),
+    await assert.rejects(
+      h2.client.call('migrate-status', { migrationId: 'mig-pushed', ticket: 'f'.repeat(64) }),
+      (e) => isDroverError(e, 'NOT_FOUND'),
     );
     await assert.rejects(h2.client.call('inspect', { jobId: 'job-pushed' }), (e) =>
       isDroverError(e, 'NOT_FOUND'),
     );
     assert.equal(existsSync(h2.srvPath('/srv/drover/jobs/job-pushed')), false);
+  });
+
+  test("knowing a migration's id is not enough to abort, commit or read it", async () => {
+    // Its two parties hold the controller's ticket; anyone else (here even a controller
+    // identity, the test runner) is refused, and the records do not change.
+    const wrong = 'x'.repeat(64);
+    const h1 = cluster.agent('h1');
+    const h2 = cluster.agent('h2');
+    const before = [
+      await h1.client.call('migrations-list', {}),
+      await h2.client.call('migrations-list', {}),
+    ];
+    const refused = (p: Promise<unknown>): Promise<void> =>
+      assert.rejects(p, (e: unknown) => isDroverError(e, 'PERMISSION_DENIED'));
+    await refused(h2.client.call('migrate-abort', { migrationId, ticket: wrong }));
+    await refused(h2.client.call('migrate-commit', { migrationId, ticket: wrong }));
+    await refused(h2.client.call('migrate-status', { migrationId, ticket: wrong }));
+    await refused(h1.client.call('migrate-status', { migrationId, ticket: wrong }));
+    assert.deepEqual(
+      [await h1.client.call('migrations-list', {}), await h2.client.call('migrations-list', {})],
+      before,
+    );
   });
 
   test("an agent's credentials cannot command another agent or the controller", async () => {
