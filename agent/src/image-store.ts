@@ -21,7 +21,6 @@ export const SEAL_DEADLINE_MS = 30_000;
 
 /** The manifest's file in an image directory: the one file that is not sealed. */
 export const MANIFEST_FILE = 'manifest.json';
-const MANIFEST = MANIFEST_FILE;
 
 /** Reads and writes image directories. */
 export class ImageStore {
@@ -51,9 +50,9 @@ export class ImageStore {
   }
 
   async writeManifest(m: ImageManifest): Promise<void> {
-    const tmp = join(this.dir(m.imageId), `.${MANIFEST}.tmp`);
+    const tmp = join(this.dir(m.imageId), `.${MANIFEST_FILE}.tmp`);
     await writeFile(tmp, JSON.stringify(m, null, 2), { mode: 0o600 });
-    await rename(tmp, join(this.dir(m.imageId), MANIFEST));
+    await rename(tmp, join(this.dir(m.imageId), MANIFEST_FILE));
   }
 
   /**
@@ -105,7 +104,9 @@ export class ImageStore {
   async readManifest(imageId: string): Promise<ImageManifest> {
     await this.finished(imageId);
     try {
-      return JSON.parse(await readFile(join(this.dir(imageId), MANIFEST), 'utf8')) as ImageManifest;
+      return JSON.parse(
+        await readFile(join(this.dir(imageId), MANIFEST_FILE), 'utf8'),
+      ) as ImageManifest;
     } catch (err) {
       throw new DroverError(ErrorCode.NotFound, `no image ${imageId} on this host`, {
         cause: err,
@@ -145,7 +146,7 @@ export class ImageStore {
   async sweepUnfinished(hostId: string, stateDir: string, log: Logger): Promise<void> {
     for (const id of await readdir(this.imagesDir).catch(() => [] as string[])) {
       if (id.startsWith('.')) continue;
-      const hasManifest = await stat(join(this.dir(id), MANIFEST)).then(
+      const hasManifest = await stat(join(this.dir(id), MANIFEST_FILE)).then(
         () => true,
         () => false,
       );

@@ -53,7 +53,8 @@ const CODES: Record<DeployFailure, DroverError['code']> = {
   requirement: ErrorCode.FailedPrecondition,
   cluster: ErrorCode.Unavailable,
   refused: ErrorCode.FailedPrecondition,
-  insecure: ErrorCode.FailedPrecondition,
+  // A missing flag or inventory field (exit 2, like any bad argument).
+  insecure: ErrorCode.InvalidArgument,
   certs: ErrorCode.FailedPrecondition,
 };
 

@@ -15,7 +15,6 @@ import { install } from './commands/install.js';
 import { start, status, stop } from './commands/service.js';
 import { uninstall } from './commands/uninstall.js';
 import { upgrade } from './commands/upgrade.js';
-import { DeployError, DeployFailure } from './errors.js';
 import type { HostResult } from './fleet.js';
 import { loadInventory, parseHostKey, selectHosts } from './inventory.js';
 import { renderResults, table } from './report.js';
@@ -49,7 +48,6 @@ type HostArgs = Globals & { hosts: string[] };
 
 function exitCodeOf(err: unknown): number {
   if (!isDroverError(err)) return ExitCode.hostFailed;
-  if (err instanceof DeployError && err.failure === DeployFailure.insecure) return ExitCode.usage;
   switch (err.code) {
     case ErrorCode.InvalidArgument:
       return ExitCode.usage;

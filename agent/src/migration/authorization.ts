@@ -40,7 +40,7 @@ export class MigrationAuthorizations {
     this.pending.push({
       jobId: req.jobId,
       source: req.source,
-      digest: digest(req.ticket),
+      digest: ticketDigest(req.ticket),
       expiresAtMs,
     });
     return { expiresAt: new Date(expiresAtMs).toISOString() };
@@ -53,7 +53,7 @@ export class MigrationAuthorizations {
    */
   consume(req: { jobId: string; source: string; ticket: string }): void {
     this.prune();
-    const d = digest(req.ticket);
+    const d = ticketDigest(req.ticket);
     const i = this.pending.findIndex(
       (a) => timingSafeEqual(a.digest, d) && a.jobId === req.jobId && a.source === req.source,
     );
@@ -81,7 +81,7 @@ export class MigrationAuthorizations {
   }
 }
 
-/** sha256 of a ticket: equal lengths for timingSafeEqual, and no ticket kept in memory. */
-function digest(ticket: string): Buffer {
+/** sha256 of a ticket: equal lengths for timingSafeEqual, and no ticket kept where it is checked. */
+export function ticketDigest(ticket: string): Buffer {
   return createHash('sha256').update(ticket, 'utf8').digest();
 }

@@ -1,9 +1,10 @@
 /** Persisted migration records under `<stateDir>/migrations/`, so a restarted agent finishes or rolls back. */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { MigrationRecord, MigrationState } from '@drover/protocol';
+import { ticketDigest } from './authorization.js';
 
 /** States after which nothing more happens to a migration. */
 export const FINAL_STATES: readonly MigrationState[] = ['done', 'rolled-back', 'aborted'];
@@ -158,9 +159,4 @@ export function newMigrationRecord(
     error: null,
     note: null,
   };
-}
-
-/** sha256 of a ticket: what the destination keeps, and equal lengths for timingSafeEqual. */
-function ticketDigest(ticket: string): Buffer {
-  return createHash('sha256').update(ticket, 'utf8').digest();
 }

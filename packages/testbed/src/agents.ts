@@ -69,8 +69,8 @@ export class AgentHandle {
         `${this.host.address}:${AGENT_STREAM_PORT}`,
         '--log-level',
         this.options.logLevel ?? 'debug',
-        ...natsTlsArgs(this.tb.certs?.identity('agent', this.host.name)),
-        ...streamTlsArgs(this.tb.certs?.identity('agent', this.host.name)),
+        ...tlsFlags('nats', this.tb.certs?.identity('agent', this.host.name)),
+        ...tlsFlags('stream', this.tb.certs?.identity('agent', this.host.name)),
         ...(this.options.extraArgs ?? []),
       ],
       {
@@ -188,21 +188,23 @@ export class AgentCluster {
   }
 }
 
-/** The `--nats-ca/--nats-cert/--nats-key` flags of an identity (none without one). */
-export function natsTlsArgs(
+/**
+ * The `--<kind>-ca/--<kind>-cert/--<kind>-key` flags of an identity's certificate (none without
+ * one): `nats` for the NATS connection, `stream` for mutual TLS on migration streams.
+ */
+export function tlsFlags(
+  kind: 'nats' | 'stream',
   files: { caFile: string; certFile: string; keyFile: string } | undefined,
 ): string[] {
   return files
-    ? ['--nats-ca', files.caFile, '--nats-cert', files.certFile, '--nats-key', files.keyFile]
-    : [];
-}
-
-/** The `--stream-ca/--stream-cert/--stream-key` flags: mutual TLS on migration streams. */
-export function streamTlsArgs(
-  files: { caFile: string; certFile: string; keyFile: string } | undefined,
-): string[] {
-  return files
-    ? ['--stream-ca', files.caFile, '--stream-cert', files.certFile, '--stream-key', files.keyFile]
+    ? [
+        `--${kind}-ca`,
+        files.caFile,
+        `--${kind}-cert`,
+        files.certFile,
+        `--${kind}-key`,
+        files.keyFile,
+      ]
     : [];
 }
 

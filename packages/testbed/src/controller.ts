@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { natsTlsArgs } from './agents.js';
+import { tlsFlags } from './agents.js';
 import { droverBin } from './bins.js';
 import type { ProcessExit } from './host.js';
 import {
@@ -76,7 +76,7 @@ export class ControllerProcess {
           String(options.unreachableMs ?? 3000),
           '--log-level',
           options.logLevel ?? 'debug',
-          ...natsTlsArgs(tb.certs?.controller),
+          ...tlsFlags('nats', tb.certs?.controller),
           ...(options.extraArgs ?? []),
         ],
         {

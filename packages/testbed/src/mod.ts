@@ -25,7 +25,13 @@ export { TESTBED_PREFIX, DEFAULT_BASE_DIR } from './names.js';
 export type { ProcessIdentity } from './names.js';
 export { droverBin, DROVER_BINS } from './bins.js';
 export type { DroverBin } from './bins.js';
-export { AgentCluster, AgentHandle, AGENT_STATE_DIR, AGENT_STREAM_PORT } from './agents.js';
+export {
+  AgentCluster,
+  AgentHandle,
+  AGENT_STATE_DIR,
+  AGENT_STREAM_PORT,
+  tlsFlags,
+} from './agents.js';
 export type { AgentOptions } from './agents.js';
 export { ControllerProcess } from './controller.js';
 export { createTestbedCerts, TESTBED_IDENTITIES } from './security.js';

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tlsFlags } from '@drover/testbed';
 
 /** The repository root (test/dist/cluster → ../../..). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -58,4 +59,27 @@ export function drover(
   timeoutMs = 300_000,
 ): Promise<CliResult> {
   return droverCli(['--nats', natsUrls.join(','), ...args], { timeoutMs });
+}
+
+/**
+ * Run `drover --nats URLS ARGS...` as the holder of certificate `files` (none: no TLS flags at
+ * all), with nothing from the machine's own setup (a `drover up` cluster, `DROVER_NATS_*`)
+ * leaking in.
+ */
+export function droverAs(
+  natsUrls: readonly string[],
+  files: { caFile: string; certFile: string; keyFile: string } | undefined,
+  args: readonly string[],
+  timeoutMs = 120_000,
+): Promise<CliResult> {
+  return droverCli(['--nats', natsUrls.join(','), ...tlsFlags('nats', files), ...args], {
+    timeoutMs,
+    env: {
+      DROVER_LOCAL_DIR: '/nonexistent/drover-local',
+      DROVER_NATS_SERVERS: undefined,
+      DROVER_NATS_CA: undefined,
+      DROVER_NATS_CERT: undefined,
+      DROVER_NATS_KEY: undefined,
+    },
+  });
 }

@@ -7,39 +7,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { droverCli, type CliResult } from '../cluster/cli.js';
+import { droverAs, type CliResult } from '../cluster/cli.js';
 import { waitFor } from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
 let ctl: ControllerProcess;
-let urls: string;
+let urls: string[];
 
 function as(who: 'operator' | 'viewer', args: readonly string[]): Promise<CliResult> {
-  const f = tb.certs![who];
-  return droverCli(
-    [
-      '--nats',
-      urls,
-      '--nats-ca',
-      f.caFile,
-      '--nats-cert',
-      f.certFile,
-      '--nats-key',
-      f.keyFile,
-      ...args,
-    ],
-    {
-      timeoutMs: 120_000,
-      env: {
-        DROVER_LOCAL_DIR: '/nonexistent/drover-local',
-        DROVER_NATS_SERVERS: undefined,
-        DROVER_NATS_CA: undefined,
-        DROVER_NATS_CERT: undefined,
-        DROVER_NATS_KEY: undefined,
-      },
-    },
-  );
+  return droverAs(urls, tb.certs![who], args);
 }
 
 async function json<T>(who: 'operator' | 'viewer', args: string[]): Promise<T> {
@@ -56,7 +33,7 @@ interface Job {
 
 before(async () => {
   tb = await Testbed.create({ hosts: 3, nats: 'cluster', secure: true });
-  urls = tb.nats!.urls.join(',');
+  urls = [...tb.nats!.urls];
   cluster = await AgentCluster.start(tb);
   ctl = await ControllerProcess.start(tb, { extraArgs: ['--replicas', '3'] });
   await waitFor(async () => {

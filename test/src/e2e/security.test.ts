@@ -10,7 +10,7 @@ import { Bus } from '@drover/bus';
 import { isDroverError } from '@drover/common';
 import { agentSubject, controllerSubject, type AuditEntry } from '@drover/protocol';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { droverCli, type CliResult } from '../cluster/cli.js';
+import { droverAs, type CliResult } from '../cluster/cli.js';
 import { waitFor } from './helpers.js';
 
 let tb: Testbed;
@@ -26,21 +26,7 @@ function as(
   args: readonly string[],
   timeoutMs = 120_000,
 ): Promise<CliResult> {
-  const files = who === 'nobody' ? undefined : tb.certs![who];
-  const tls = files
-    ? ['--nats-ca', files.caFile, '--nats-cert', files.certFile, '--nats-key', files.keyFile]
-    : [];
-  return droverCli(['--nats', url, ...tls, ...args], {
-    timeoutMs,
-    // Nothing from the machine's own setup (a `drover up` cluster, DROVER_NATS_*) may leak in.
-    env: {
-      DROVER_LOCAL_DIR: '/nonexistent/drover-local',
-      DROVER_NATS_SERVERS: undefined,
-      DROVER_NATS_CA: undefined,
-      DROVER_NATS_CERT: undefined,
-      DROVER_NATS_KEY: undefined,
-    },
-  });
+  return droverAs([url], who === 'nobody' ? undefined : tb.certs![who], args, timeoutMs);
 }
 
 async function json<T>(who: 'operator' | 'viewer', args: string[]): Promise<T> {
