@@ -23,6 +23,7 @@ import {
 import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
+import type { AddressRecord, NameRecord } from './address-book.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
@@ -61,6 +62,11 @@ export async function startController(
       bucket: 'drover_imagekeys',
       ...opts,
     });
+    const addresses = await StateStore.open<AddressRecord>(bus, {
+      bucket: 'drover_addresses',
+      ...opts,
+    });
+    const names = await StateStore.open<NameRecord>(bus, { bucket: 'drover_names', ...opts });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,
@@ -100,11 +106,12 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects, keys },
+      { cordons, ops, events, sets, objects, keys, addresses, names },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
         logger: log,
+        jobNetwork: config.jobNetwork,
       },
     );
     await controller.start();
@@ -114,6 +121,7 @@ export async function startController(
         hosts: async () => controller.hosts(),
         jobs: (r) => controller.jobs(r),
         run: (r) => controller.run(r),
+        resolve: (r) => controller.resolve(r),
         adopt: (r) => controller.adopt(r),
         inspect: (r) => controller.inspect(r),
         logs: (r) => controller.logs(r),
