@@ -284,9 +284,15 @@ export class Agent {
   async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
     return this.withJob(req.jobId, async () => {
       const r = await this.liveJob(req.jobId);
-      await (await this.cgroupOf(r)).freeze();
+      const cg = await this.cgroupOf(r);
+      await cg.freeze();
       // A cluster's cut: nothing reaches a frozen member until every member is dumped.
-      if (addressOf(r.network)) await lockJobNetwork(r.id);
+      if (addressOf(r.network)) {
+        await lockJobNetwork(r.id).catch(async (err: unknown) => {
+          await cg.thaw().catch((e: unknown) => toDroverError(err).suppress(e));
+          throw err;
+        });
+      }
       // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
       const frozenAtMs = performance.timeOrigin + performance.now();
       r.state = JobState.frozen;

@@ -26,6 +26,7 @@ import {
   addressOf,
   announceJob,
   checkJobBridge,
+  detachJob,
   lockJobNetwork,
   unlockJobNetwork,
 } from './job-network.js';
@@ -371,6 +372,8 @@ export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Pr
     );
   }
   agent.release(r.id);
+  // Its link goes first: nothing the dying sockets send (FINs, resets) reaches the segment.
+  if (addressOf(r.network)) await detachJob(r.id);
   // Signals first, thaw after: the frozen tree never runs again.
   await (await agent.cgroupOf(r)).destroy({ force: true });
   r.state = req.imageId !== undefined ? JobState.checkpointed : JobState.exited;

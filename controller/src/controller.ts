@@ -75,6 +75,8 @@ const WATCHED_CALL_MS = 30_000;
 const AGENT_START_SLACK_MS = 1500;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
+/** How long one agent may take to take the table of names. */
+const NAMES_TIMEOUT_MS = 5000;
 /** How often addresses and names of ended jobs are looked for and released. */
 const RECONCILE_MS = 15_000;
 /** Agent refusals after which nothing was started (the reservation can go back at once). */
@@ -160,7 +162,7 @@ export class Controller {
         ),
       );
       const released = await this.addresses.reconcile({ jobs, allHostsReachable, inImageSets });
-      if (released.length) this.publishNames();
+      if (released.length) await this.publishNames();
       return released;
     } catch (err) {
       this.log.warn('cannot reconcile job addresses', { err });
@@ -168,8 +170,11 @@ export class Controller {
     }
   }
 
-  /** Send every reachable agent the table of named jobs (for its jobs' /etc/hosts). */
-  publishNames(only?: string): void {
+  /**
+   * Send every reachable agent the table of named jobs (for its jobs' /etc/hosts). Resolves once
+   * sent (failures are logged: the next change, or the host's next join, sends it again).
+   */
+  publishNames(only?: string): Promise<void> {
     this.namesSent = this.namesSent
       .then(async () => {
         const names = await this.addresses.table();
@@ -178,13 +183,14 @@ export class Controller {
           .filter((h) => h.reachable && (only === undefined || h.host === only));
         await Promise.all(
           hosts.map((h) =>
-            this.agent(h.host, 'names-set', { names }).catch((err: unknown) =>
+            this.agent(h.host, 'names-set', { names }, NAMES_TIMEOUT_MS).catch((err: unknown) =>
               this.log.warn('cannot send names', { host: h.host, err }),
             ),
           ),
         );
       })
       .catch((err: unknown) => this.log.warn('cannot send names', { err }));
+    return this.namesSent;
   }
 
   private heartbeat(info: AgentInfo): void {
@@ -192,7 +198,7 @@ export class Controller {
     this.registry.observe(info);
     if (!known) {
       this.log.info('host joined', { host: info.host });
-      this.publishNames(info.host);
+      void this.publishNames(info.host);
       // Its cordon survives controller restarts: read it back.
       void this.stores.cordons.get(info.host).then(
         (c) => {
@@ -262,7 +268,8 @@ export class Controller {
           network,
         });
         await this.addresses.confirm(network.address, jobId);
-        if (spec.name !== undefined) this.publishNames();
+        // Once run returns, every job can resolve the new name.
+        if (spec.name !== undefined) await this.publishNames();
         return { ...job, placement: explanation };
       } catch (err) {
         const e = toDroverError(err);
@@ -446,7 +453,7 @@ export class Controller {
       usableHost: (host) => void this.usableHost(host),
       claimAddress: async (jobId, name, network) => {
         await this.addresses.claim(jobId, name, network);
-        if (name !== null && network.mode === 'job') this.publishNames();
+        if (name !== null && network.mode === 'job') await this.publishNames();
       },
     };
   }
