@@ -148,6 +148,7 @@ export class Controller {
    */
   async reconcileAddresses(): Promise<string[]> {
     try {
+      const listedFromMs = Date.now();
       const hosts = this.registry.list();
       let allHostsReachable = hosts.every((h) => h.reachable);
       const jobs: ClusterJob[] = [];
@@ -161,7 +162,12 @@ export class Controller {
           v.value.jobs.map((j) => j.jobId),
         ),
       );
-      const released = await this.addresses.reconcile({ jobs, allHostsReachable, inImageSets });
+      const released = await this.addresses.reconcile({
+        jobs,
+        allHostsReachable,
+        inImageSets,
+        listedFromMs,
+      });
       if (released.length) await this.publishNames();
       return released;
     } catch (err) {
