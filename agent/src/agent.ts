@@ -16,7 +16,13 @@ import {
   toDroverError,
   type Logger,
 } from '@drover/common';
-import { Criu, findCriu, type CriuFeatures } from '@drover/criu';
+import {
+  Criu,
+  findCriu,
+  probeAbilities,
+  type CriuAbilities,
+  type CriuFeatures,
+} from '@drover/criu';
 import {
   JobKind,
   JobState,
@@ -30,7 +36,9 @@ import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
 import { readNoFollow } from './job-dir-fs.js';
-import { findMainProcess, startNamespacedJob } from './job-runtime.js';
+import { startNamespacedJob } from './job-runtime.js';
+import { refreshMain, resolveMain, signalTargets } from './job-main.js';
+import { planJobDump } from './job-image.js';
 import {
   addressOf,
   attachJob,
@@ -78,6 +86,8 @@ export class Agent {
   criu!: Criu;
   criuVersion = 'unknown';
   features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
+  /** What `criu check` says this host can do; null until probed (a few seconds after start). */
+  abilities: CriuAbilities | null = null;
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
   readonly startedAt = Date.now();
@@ -104,6 +114,11 @@ export class Agent {
     this.criu = new Criu({ criuPath: bin.path, logger: this.log });
     this.criuVersion = (await this.criu.version()).text;
     this.features = await this.criu.features();
+    // In the background: ~40 `criu check --feature` runs; heartbeats carry them once known.
+    void probeAbilities(bin.path).then(
+      (a) => (this.abilities = a),
+      (err: unknown) => this.log.warn('cannot probe CRIU abilities', { err }),
+    );
     // Orphans of restored trees come to us, so their exit status can be reaped and recorded.
     setChildSubreaper(true);
     await this.store.init();
@@ -174,6 +189,10 @@ export class Agent {
         hostname: req.hostname ?? id.slice(0, 63),
         memoryLimitBytes: req.memoryLimitBytes ?? null,
         network,
+        checkpointOptions: req.checkpointOptions ?? {},
+        until: req.until ?? 'main',
+        mainPidfile: req.mainPidfile ?? null,
+        tty: req.tty === true,
       };
       await this.store.save(record);
       try {
@@ -187,6 +206,7 @@ export class Agent {
           hostname: record.hostname!,
           jobDir,
           cgroupProcsFiles: cg.paths.all.map((p) => join(p, 'cgroup.procs')),
+          wrapper: { until: record.until, mainPidfile: record.mainPidfile, tty: record.tty },
           ...(address && hostsFile
             ? {
                 attachNetwork: (initPid: number) =>
@@ -200,6 +220,7 @@ export class Agent {
         record.rootStartTicks = started.rootStartTicks;
         record.mainPid = started.mainPid;
         record.mainPidInside = started.mainPidInside;
+        record.mainStartTicks = started.mainStartTicks;
         record.state = JobState.running;
         await this.store.save(record);
         // Already over: record it now. (We hold the job's lock: onRootExit would wait for it.)
@@ -226,7 +247,10 @@ export class Agent {
   }
 
   async list(): Promise<AgentReplies['list']> {
-    return { jobs: (await this.store.list()).map(toJobInfo) };
+    const jobs = await this.store.list();
+    // A main process handed over (a pidfile) or gone (--until all) shows as it is now.
+    for (const r of jobs) if (LIVE_STATES.includes(r.state)) Object.assign(r, await resolveMain(r));
+    return { jobs: jobs.map(toJobInfo) };
   }
 
   async inspect(req: AgentRequest<'inspect'>): Promise<AgentReplies['inspect']> {
@@ -244,20 +268,43 @@ export class Agent {
         }))
       : [];
     let memoryUsageBytes: number | null = null;
+    let effectiveCheckpointOptions = null;
     if (live) {
+      Object.assign(r, await resolveMain(r));
       memoryUsageBytes = await this.cgroupOf(r)
         .then((cg) => cg.memoryUsage())
         .catch(() => null);
+      effectiveCheckpointOptions = await planJobDump(r, this.config.checkpointOptions).then(
+        (p) => p.criu,
+        () => null,
+      );
     }
-    return { ...toJobInfo(r), processes, memoryUsageBytes };
+    return { ...toJobInfo(r), processes, memoryUsageBytes, effectiveCheckpointOptions };
   }
 
   async signal(req: AgentRequest<'signal'>): Promise<JobInfo> {
     return this.withJob(req.jobId, async () => {
       const r = await this.liveJob(req.jobId);
-      // SIGKILL ends the whole job (its namespace init); other signals go to the command.
-      const target = req.signal === 'SIGKILL' || r.mainPid === null ? r.rootPid! : r.mainPid;
-      process.kill(target, req.signal);
+      if (await refreshMain(r)) await this.store.save(r);
+      // SIGKILL ends the whole job (its namespace init); other signals go to its main process,
+      // or, once that is gone (--until all), to every process of it (job-main.ts).
+      const targets = req.signal === 'SIGKILL' ? [r.rootPid!] : signalTargets(r);
+      let sent = 0;
+      for (const pid of targets) {
+        try {
+          process.kill(pid, req.signal);
+          sent++;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+        }
+      }
+      if (sent === 0) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `job ${r.id} has no process left to signal (it is ending)`,
+          { details: { jobId: r.id, signal: req.signal } },
+        );
+      }
       return toJobInfo(r);
     });
   }
@@ -494,6 +541,7 @@ export class Agent {
       rootPid: null,
       mainPid: null,
       mainPidInside: null,
+      mainStartTicks: null,
       startedAt: new Date().toISOString(),
       exitedAt: null,
       exitCode: null,
@@ -509,6 +557,10 @@ export class Agent {
       shellJob: false,
       hostname: null,
       network: { mode: 'host' },
+      checkpointOptions: {},
+      until: 'main',
+      mainPidfile: null,
+      tty: false,
     };
   }
 
@@ -568,8 +620,7 @@ export class Agent {
         );
       }
       if (alive) {
-        if (r.kind === JobKind.namespaced && r.rootPid !== null)
-          Object.assign(r, findMainProcess(r.rootPid));
+        await refreshMain(r);
         await this.store.save(r);
         this.watch(r);
         this.log.info('re-attached to job', { jobId: r.id, rootPid: r.rootPid });

@@ -20,8 +20,8 @@ import { localImageName, imageKey, openFileInto, sealFile } from './image-crypto
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 import { makeScratch, removeScratch } from './migration/scratch.js';
 import { toJobInfo, type JobRecord } from './job-store.js';
-import { findMainProcess } from './job-runtime.js';
-import { checkpointJobFiles, planJobDump, restoreJobFiles, type JobDumpPlan } from './job-image.js';
+import { refreshMain } from './job-main.js';
+import { dumpHooksOf, planJobDump, restoreJobFiles, type JobDumpPlan } from './job-image.js';
 import {
   addressOf,
   announceJob,
@@ -33,19 +33,29 @@ import {
 import { updateHostsFile } from './job-hosts.js';
 import { isSameLiveProcess, processTree, startTicks } from '@drover/native';
 
-/** CRIU dump options of a job from its dump plan (job-image.ts). */
+/** CRIU dump options of a job from its dump plan (job-image.ts): the one place they are set. */
 export function dumpOptionsOf(plan: JobDumpPlan): {
   externals: string[];
   shellJob: boolean;
   tcpEstablished: boolean;
   skipInFlight: boolean;
+  fileLocks: boolean;
+  linkRemap: boolean;
+  ghostLimitBytes: number;
+  evasiveDevices: boolean;
 } {
+  const o = plan.criu;
   return {
     externals: plan.externals,
     shellJob: plan.shellJob,
-    tcpEstablished: plan.tcpEstablished,
-    // Connections still in a listener's queue are dropped, not a failed dump (docs/NETWORK.md).
-    skipInFlight: plan.tcpEstablished,
+    tcpEstablished: o.tcpEstablished,
+    // By default with tcpEstablished: connections still in a listener's queue are dropped, not
+    // a failed dump (docs/NETWORK.md).
+    skipInFlight: o.skipInFlight,
+    fileLocks: o.fileLocks,
+    linkRemap: o.linkRemap,
+    ghostLimitBytes: o.ghostLimitBytes,
+    evasiveDevices: o.evasiveDevices,
   };
 }
 
@@ -72,7 +82,7 @@ export async function checkpointJob(
   const scratchId = `image-${imageId}`;
   const before = r.state;
   const cg = await agent.cgroupOf(r);
-  const plan = await planJobDump(r);
+  const plan = await planJobDump(r, agent.config.checkpointOptions);
   let guard: CheckpointGuard | null = null;
   let killed = false;
   let dumpDir = '';
@@ -90,16 +100,18 @@ export async function checkpointJob(
     }
     const pids = processTree(r.rootPid!).map((p) => p.pid);
     dumpDir = (await makeScratch(hostId, scratchId, 'dump', stateDir)).dir;
-    const dump = await agent.criu.dump({
-      pid: r.rootPid!,
-      imagesDir: dumpDir,
-      leaveRunning,
-      ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
-      ...dumpOptionsOf(plan),
-    });
+    // The job's directory goes into the images at post-dump, while the job is still frozen.
+    const dump = await agent.criu.dump(
+      {
+        pid: r.rootPid!,
+        imagesDir: dumpDir,
+        leaveRunning,
+        ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
+        ...dumpOptionsOf(plan),
+      },
+      { hooks: dumpHooksOf(r, plan, dumpDir) },
+    );
     killed = !leaveRunning;
-    // The job directory as it is at the dump: the job is still frozen (or gone).
-    await checkpointJobFiles(r, plan, dumpDir);
     if (leaveRunning) {
       if (locked) await unlockJobNetwork(r.id);
       locked = false;
@@ -113,6 +125,7 @@ export async function checkpointJob(
       r.state = JobState.checkpointed;
       r.rootPid = null;
       r.mainPid = null;
+      r.mainStartTicks = null;
       r.rootStartTicks = null;
     }
     const frozenMs = performance.now() - tFreeze;
@@ -319,7 +332,8 @@ async function restoreFromDir(
     note: null,
     host: agent.config.hostId,
   };
-  if (job.kind === JobKind.namespaced) Object.assign(r, findMainProcess(restored.pid));
+  // Found again by its PID inside the job (job-main.ts), whatever order CRIU brought it back in.
+  if (job.kind === JobKind.namespaced) await refreshMain(r);
   if (address) {
     announceJob(restored.pid, address, agent.log);
     await updateHostsFile(r, address.address, agent.namedJobs()).catch((err: unknown) =>
@@ -382,6 +396,7 @@ export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Pr
     (req.imageId !== undefined ? `lives on in image ${req.imageId}` : 'discarded while frozen');
   r.rootPid = null;
   r.mainPid = null;
+  r.mainStartTicks = null;
   r.rootStartTicks = null;
   if (r.state === JobState.exited) {
     r.exitedAt = new Date().toISOString();

@@ -35,6 +35,8 @@ test('bad values are refused with INVALID_ARGUMENT', () => {
     { streamListen: 'nope' },
     { logLevel: 'loud' as never },
     { nats: { servers: [] } },
+    { checkpointOptions: ['shell-job'] },
+    { checkpointOptions: ['ghost-limit=lots'] },
   ];
   for (const layer of bad) {
     assert.throws(
@@ -43,4 +45,28 @@ test('bad values are refused with INVALID_ARGUMENT', () => {
     );
   }
   assert.throws(() => configFromArgs(['--bogus']));
+});
+
+test("a host's checkpoint options come from the file, DROVER_CHECKPOINT_OPTS and --checkpoint-opt", () => {
+  const { input } = configFromArgs([
+    '--checkpoint-opt',
+    'no-file-locks',
+    '--checkpoint-opt',
+    'ghost-limit=8M',
+  ]);
+  const c = compileAgentConfig(
+    { hostId: 'h1', checkpointOptions: ['tcp-close', 'file-locks'] },
+    configFromEnv({ DROVER_CHECKPOINT_OPTS: 'weak-sysctls' }),
+    input,
+  );
+  // Each layer replaces the list of the one below it (as every other setting does).
+  assert.deepEqual(c.checkpointOptions, { fileLocks: false, ghostLimitBytes: 8 * 1024 * 1024 });
+  assert.deepEqual(
+    compileAgentConfig(
+      { hostId: 'h1' },
+      configFromEnv({ DROVER_CHECKPOINT_OPTS: 'weak-sysctls,tcp-close' }),
+    ).checkpointOptions,
+    { weakSysctls: true, tcpClose: true },
+  );
+  assert.deepEqual(compileAgentConfig({ hostId: 'h1' }).checkpointOptions, {});
 });

@@ -4,7 +4,13 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { DEFAULT_JOB_BRIDGE, ID_PATTERN, IFNAME_PATTERN } from '@drover/protocol';
+import {
+  DEFAULT_JOB_BRIDGE,
+  ID_PATTERN,
+  IFNAME_PATTERN,
+  parseCheckpointOptions,
+  type CheckpointOptions,
+} from '@drover/protocol';
 
 /** The compiled, read-only configuration. */
 export interface AgentConfig {
@@ -29,6 +35,11 @@ export interface AgentConfig {
   readonly fault?: string;
   /** The bridge on the job segment that jobs with their own address hang off (docs/NETWORK.md). */
   readonly jobBridge: string;
+  /**
+   * This host's default CRIU options for every job (under each job's own `run --checkpoint-opt`,
+   * over Drover's defaults): `checkpoint-options.ts` in @drover/protocol lists them.
+   */
+  readonly checkpointOptions: Readonly<CheckpointOptions>;
   /** Certificates for agent-to-agent streams: when set, streams use mutual TLS. */
   readonly streamTls?: {
     readonly caFile: string;
@@ -58,6 +69,8 @@ export type AgentConfigInput = {
   maxJobs?: number;
   fault?: string;
   jobBridge?: string;
+  /** `NAME[=VALUE]` checkpoint options, as `drover run --checkpoint-opt` takes them. */
+  checkpointOptions?: string[];
   streamTls?: { caFile: string; certFile: string; keyFile: string };
 };
 
@@ -107,6 +120,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
   if (env.DROVER_JOB_BRIDGE) out.jobBridge = env.DROVER_JOB_BRIDGE;
+  if (env.DROVER_CHECKPOINT_OPTS) out.checkpointOptions = env.DROVER_CHECKPOINT_OPTS.split(',');
   if (env.DROVER_STREAM_CA && env.DROVER_STREAM_CERT && env.DROVER_STREAM_KEY) {
     out.streamTls = {
       caFile: env.DROVER_STREAM_CA,
@@ -146,6 +160,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
       'job-bridge': { type: 'string' },
+      'checkpoint-opt': { type: 'string', multiple: true },
     },
     strict: true,
   });
@@ -170,6 +185,9 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
     ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
+    ...(values['checkpoint-opt']?.length
+      ? { DROVER_CHECKPOINT_OPTS: values['checkpoint-opt'].join(',') }
+      : {}),
   });
   return { ...(values.config ? { file: values.config } : {}), input };
 }
@@ -222,8 +240,17 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   const jobBridge = m.jobBridge ?? DEFAULTS.jobBridge;
   if (!IFNAME_PATTERN.test(jobBridge))
     throw bad(`job bridge is not an interface name: ${jobBridge}`);
+  let checkpointOptions: CheckpointOptions;
+  try {
+    checkpointOptions = parseCheckpointOptions(m.checkpointOptions ?? []);
+  } catch (err) {
+    throw new DroverError(ErrorCode.InvalidArgument, `agent config: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
   return Object.freeze({
     jobBridge,
+    checkpointOptions: Object.freeze(checkpointOptions),
     hostId,
     reserveMemoryBytes,
     maxJobs,

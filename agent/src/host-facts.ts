@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism, release, totalmem } from 'node:os';
 import type { AgentInfo } from '@drover/protocol';
-import type { CriuFeatures } from '@drover/criu';
+import type { CriuAbilities, CriuFeatures } from '@drover/criu';
 import type { JobRecord } from './job-store.js';
 import { cpuFlags } from './preflight.js';
 
@@ -24,6 +24,7 @@ export async function buildAgentInfo(
     config: { hostId: string };
     criuVersion: string;
     features: CriuFeatures;
+    abilities: CriuAbilities | null;
     startedAt: number;
   },
   jobs: readonly JobRecord[],
@@ -42,6 +43,7 @@ export async function buildAgentInfo(
       version: agent.criuVersion,
       lazyPages: agent.features.lazyPages,
       memTrack: agent.features.memTrack,
+      ...(agent.abilities ? { abilities: agent.abilities } : {}),
     },
     jobs: jobs.map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };

@@ -1,8 +1,9 @@
 /**
  * What Drover adds to a job's CRIU images so that the job comes back whole on any host: its job
- * directory (every file the job keeps there, logs included) as one archive, and the external
- * mounts and link its restore binds on the restoring host. `planJobDump` and `checkpointJobFiles`
- * run on the dumping host; `restoreJobFiles` is their counterpart on the restoring one.
+ * directory (every file the job keeps there, logs included) as one archive, the external mounts
+ * and link its restore binds on the restoring host, and the job's checkpoint options as the dump
+ * used them (the restore must use the same). `planJobDump` and `checkpointJobFiles` run on the
+ * dumping host; `restoreJobFiles` is their counterpart on the restoring one.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -10,7 +11,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CHECKPOINT_MARKER } from '@drover/cgroup';
 import { DroverError, ErrorCode } from '@drover/common';
-import { JobKind } from '@drover/protocol';
+import { processTree } from '@drover/native';
+import {
+  JobKind,
+  resolveCheckpointOptions,
+  type CheckpointOptions,
+  type EffectiveCheckpointOptions,
+} from '@drover/protocol';
+import { largestGhostBytes } from './proc-scan.js';
 import { addressOf, restoreLinkExternals } from './job-network.js';
 import {
   dumpMountExternals,
@@ -45,42 +53,60 @@ const AGENT_FILES = [
 
 /** What the restoring host needs besides CRIU's images. */
 interface RestoreInfo {
-  version: 1;
+  /** 1: before checkpoint options travelled (the restore then uses what jobs had then). */
+  version: 1 | 2;
   /** Mounts bound from the restoring host (`source` is recomputed there). */
   mounts: { key: string; mountpoint: string }[];
+  /** The options the dump used (version 2). */
+  criu?: EffectiveCheckpointOptions;
 }
 
-/** How a job is dumped: CRIU options that depend on what the job is attached to. */
+/** How a job is dumped: its CRIU options, some of which depend on what the job is attached to. */
 export interface JobDumpPlan {
   mounts: ExternalMount[];
   externals: string[];
-  /** Established connections move (the job's own network namespace travels with it). */
-  tcpEstablished: boolean;
   shellJob: boolean;
+  /** The job's options over its host's over Drover's defaults, for this dump. */
+  criu: EffectiveCheckpointOptions;
 }
 
-/** How a job is restored here: CRIU options bound to this host. */
+/** How a job is restored here: CRIU options bound to this host and the ones the dump used. */
 export interface JobRestorePlan {
   externals: string[];
-  tcpEstablished: boolean;
   shellJob: boolean;
+  tcpEstablished: boolean;
+  fileLocks: boolean;
+  tcpClose: boolean;
+  weakSysctls: boolean;
 }
 
-/** Read the live job's mounts and decide the dump's options (before anything is frozen is fine). */
-export async function planJobDump(job: JobRecord): Promise<JobDumpPlan> {
+/**
+ * Read the live job's mounts and unlinked files and decide the dump's options (before anything
+ * is frozen is fine). `hostOptions` are this host's defaults (the agent's configuration).
+ */
+export async function planJobDump(
+  job: JobRecord,
+  hostOptions: CheckpointOptions = {},
+): Promise<JobDumpPlan> {
+  const ownNetwork = addressOf(job.network) !== null;
+  const pids = job.rootPid === null ? [] : processTree(job.rootPid).map((p) => p.pid);
+  const criu = resolveCheckpointOptions(job.checkpointOptions, hostOptions, {
+    ownNetwork,
+    largestGhostBytes: await largestGhostBytes(pids),
+  });
   if (job.kind !== JobKind.namespaced || job.rootPid === null) {
-    return { mounts: [], externals: [], tcpEstablished: false, shellJob: job.shellJob };
+    return { mounts: [], externals: [], shellJob: job.shellJob, criu };
   }
   const mounts = await readHostMounts(job.rootPid);
-  if (addressOf(job.network)) {
+  if (ownNetwork) {
     mounts.push({ key: HOSTS_FILE_KEY, mountpoint: '/etc/hosts', source: hostsFileOf(job) });
   }
   return {
     mounts,
     // mnt[] stays for mounts that are not the host's (CRIU resolves those itself).
     externals: [...dumpMountExternals(mounts), 'mnt[]'],
-    tcpEstablished: addressOf(job.network) !== null,
     shellJob: job.shellJob,
+    criu,
   };
 }
 
@@ -90,8 +116,11 @@ export function hostsFileOf(job: Pick<JobRecord, 'jobDir'>): string {
 }
 
 /**
- * After CRIU dumped the (still frozen) job into `imagesDir`: archive its job directory there and
- * record the restore's mounts. Returns the archive's size.
+ * Once CRIU has written the (still frozen) job's images into `imagesDir`: archive its job
+ * directory there and record the restore's mounts and options. Returns the archive's size.
+ * Call it from the dump's `post-dump` notification (see {@link dumpHooksOf}): CRIU removes the
+ * link-remap files it made in the job's directories when the dump returns, and the archive
+ * must carry them.
  */
 export async function checkpointJobFiles(
   job: JobRecord,
@@ -111,8 +140,9 @@ export async function checkpointJobFiles(
     '.',
   ]);
   const info: RestoreInfo = {
-    version: 1,
+    version: 2,
     mounts: plan.mounts.map((m) => ({ key: m.key, mountpoint: m.mountpoint })),
+    criu: plan.criu,
   };
   await writeFile(join(imagesDir, JobImageFiles.restore), JSON.stringify(info), { mode: 0o600 });
   return (await stat(archive)).size;
@@ -147,23 +177,41 @@ export async function restoreJobFiles(
     ]);
     await rm(archive, { force: true });
   }
-  if (job.kind !== JobKind.namespaced)
-    return { externals: [], tcpEstablished: false, shellJob: job.shellJob };
   const info = await readRestoreInfo(imagesDir);
+  const net = addressOf(job.network);
+  // Restore-side options the dump decided; images from before they travelled: what jobs had then.
+  const options = {
+    tcpEstablished: info?.criu?.tcpEstablished ?? net !== null,
+    fileLocks: info?.criu?.fileLocks ?? false,
+    tcpClose: info?.criu?.tcpClose ?? false,
+    weakSysctls: info?.criu?.weakSysctls ?? false,
+  };
+  if (job.kind !== JobKind.namespaced) return { externals: [], shellJob: job.shellJob, ...options };
   const mounts: ExternalMount[] = (info?.mounts ?? []).map((m) => ({
     ...m,
     source: m.key === HOSTS_FILE_KEY ? hostsFileOf(job) : m.mountpoint,
   }));
-  const net = addressOf(job.network);
   return {
     externals: [
       ...restoreMountExternals(mounts),
       'mnt[]',
       ...(net ? restoreLinkExternals(job.id, jobBridge) : []),
     ],
-    tcpEstablished: net !== null,
     shellJob: job.shellJob,
+    ...options,
   };
+}
+
+/**
+ * The dump's hooks for `plan`: the job's files go into `imagesDir` at CRIU's `post-dump`, when
+ * the images are written and the tree is still frozen (checkpointJobFiles says why then).
+ */
+export function dumpHooksOf(
+  job: JobRecord,
+  plan: JobDumpPlan,
+  imagesDir: string,
+): { 'post-dump': () => Promise<number> } {
+  return { 'post-dump': () => checkpointJobFiles(job, plan, imagesDir) };
 }
 
 /** Run tar on a job's directory; a failure names the job and what tar said. */
@@ -184,7 +232,7 @@ async function readRestoreInfo(imagesDir: string): Promise<RestoreInfo | null> {
     const info = JSON.parse(
       await readFile(join(imagesDir, JobImageFiles.restore), 'utf8'),
     ) as RestoreInfo;
-    return info.version === 1 && Array.isArray(info.mounts) ? info : null;
+    return (info.version === 1 || info.version === 2) && Array.isArray(info.mounts) ? info : null;
   } catch {
     return null;
   }

@@ -1,15 +1,23 @@
 /**
  * Starting a job as a migratable unit: its own PID, UTS, IPC and mount namespaces (and network
- * namespace, for a job with its own address), its cgroups, tini as its PID 1, stdio on files in
- * its directory, and a wrapper that records its exit status.
+ * namespace, for a job with its own address), its own devpts, its cgroups, tini as its PID 1,
+ * stdio on files in its directory, and the wrapper of `job-init.ts` around its command.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import { childrenOf, exeOf, procEntry, startTicks } from '@drover/native';
+import { childrenOf, exeOf, startTicks } from '@drover/native';
 import { ENV_NAME_PATTERN } from '@drover/protocol';
+import {
+  describeInitExit,
+  INIT_SCRIPT,
+  WRAPPER,
+  wrapperArgs,
+  type WrapperSpec,
+} from './job-init.js';
+import { mainByInsidePid, readMainPidFile } from './job-main.js';
 import { JobFiles } from './job-store.js';
 
 /** What a new job needs. */
@@ -28,6 +36,8 @@ export interface StartSpec {
   attachNetwork?: (initPid: number) => Promise<void>;
   /** A file bound over /etc/hosts inside the job's mount namespace (its own names). */
   hostsFile?: string;
+  /** Its lifetime, pidfile and terminal. */
+  wrapper: WrapperSpec;
 }
 
 /** A started job's processes. */
@@ -37,42 +47,11 @@ export interface StartedJob {
   /** Host PID of tini, the PID namespace's init: what CRIU dumps (null: it already exited). */
   rootPid: number | null;
   rootStartTicks: number | null;
-  /** Host PID of the command and its PID inside the namespace (null if it already exited). */
+  /** Host PID of the command, its PID inside the namespace and start time (null: it already exited). */
   mainPid: number | null;
   mainPidInside: number | null;
+  mainStartTicks: number | null;
 }
-
-// Runs as PID 1 of the new namespaces before becoming tini. Why each step:
-// - cgroups first, so every process of the job is in them from its first instruction;
-// - nsfs mounts (other network namespaces' /run/netns/* entries copied from the host's mount
-//   table) are unmounted: they pin foreign namespaces and break a restore once those are gone;
-// - stdio is reopened inside the new mount namespace (fds opened outside point at host mounts,
-//   which CRIU cannot resolve);
-// - a job with its own network waits at a gate (fd 3, a pipe from the agent) until the agent has
-//   given its namespace an interface, then closes the gate so nothing of the agent stays open;
-// - its /etc/hosts is a file of its job directory (bound in its own mount namespace only);
-// - tini runs the command under a shell that writes its exit status into the job directory, so
-//   the status survives agent restarts and migrations (the shell is part of the dumped tree).
-const INIT_SCRIPT = `
-for f in $DROVER_INIT_CGROUPS; do echo 0 > "$f" || exit 121; done
-hostname "$DROVER_INIT_HOSTNAME" || exit 122
-awk '$3 == "nsfs" { print $2 }' /proc/self/mounts | xargs -r -n1 umount -l 2>/dev/null
-if [ -n "$DROVER_INIT_GATE" ]; then read -r _ <&3 || exit 124; exec 3<&-; fi
-if [ -n "$DROVER_INIT_HOSTS" ]; then mount --bind "$DROVER_INIT_HOSTS" /etc/hosts || exit 125; fi
-exec </dev/null >>"$DROVER_JOB_DIR/${JobFiles.stdout}" 2>>"$DROVER_JOB_DIR/${JobFiles.stderr}"
-cd "$DROVER_INIT_CWD" || exit 123
-unset DROVER_INIT_CGROUPS DROVER_INIT_HOSTNAME DROVER_INIT_CWD DROVER_INIT_GATE DROVER_INIT_HOSTS
-exec setsid tini -s -- /bin/sh -c "$DROVER_WRAPPER" drover-job "$@"
-`;
-
-// The job's own environment reaches only its command: the helpers before it (unshare, this
-// shell, hostname, awk, umount, tini, the wrapper) run with the agent's fixed environment, so a
-// job's LD_PRELOAD, PATH or BASH_ENV cannot run code in them (unshare runs outside the job's
-// namespaces and cgroups). The variables travel as DROVER_JOB_ENV_<name> and are exported in the
-// subshell that execs the command. Names are checked against ENV_NAME_PATTERN, so eval is safe.
-const EXPORT_JOB_ENV = `for DROVER_N_ in $DROVER_JOB_ENV_NAMES; do eval "DROVER_V_=\\$DROVER_JOB_ENV_$DROVER_N_"; unset "DROVER_JOB_ENV_$DROVER_N_"; eval "export $DROVER_N_=\\"\\$DROVER_V_\\""; done; unset DROVER_N_ DROVER_V_ DROVER_JOB_ENV_NAMES DROVER_WRAPPER`;
-
-const WRAPPER = `(${EXPORT_JOB_ENV}; exec "$@"); st=$?; printf '%s\\n' "$st" > "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" && mv -f "$DROVER_JOB_DIR/${JobFiles.exitStatus}.tmp" "$DROVER_JOB_DIR/${JobFiles.exitStatus}"; exit $st`;
 
 const START_TIMEOUT_MS = 10_000;
 
@@ -116,7 +95,7 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
       '-c',
       INIT_SCRIPT,
       'drover-init',
-      ...spec.command,
+      ...wrapperArgs(spec.wrapper, spec.command),
     ],
     // A session of its own: the job never gets signals meant for the agent's terminal.
     {
@@ -151,26 +130,26 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
           rootStartTicks: null,
           mainPid: null,
           mainPidInside: null,
+          mainStartTicks: null,
         };
       }
-      throw new DroverError(ErrorCode.FailedPrecondition, describeStartFailure(code, spec), {
+      const why = describeInitExit(code, spec.cwd, join(spec.jobDir, JobFiles.stderr));
+      throw new DroverError(ErrorCode.FailedPrecondition, `cannot start job: ${why}`, {
         details: { exitCode: code, command: spec.command },
       });
     }
     await sleep(5);
   }
   const rootStartTicks = startTicks(rootPid);
-  // tini -> wrapper shell -> command. Wait briefly for the command to appear.
-  let mainPid: number | null = null;
-  for (let i = 0; i < 200 && mainPid === null; i++) {
-    const wrapper = childrenOf(rootPid)[0];
-    const cmd = wrapper === undefined ? undefined : childrenOf(wrapper)[0];
-    if (cmd !== undefined) mainPid = cmd;
-    else if (procEntry(rootPid) === null) break;
-    else await sleep(5);
+  // The command names itself in main-pid before it execs (job-init.ts). Wait briefly for it.
+  let main = mainByInsidePid(rootPid, null);
+  for (let i = 0; i < 400 && main.mainPid === null; i++) {
+    const inside = await readMainPidFile(spec.jobDir);
+    if (inside !== undefined && inside !== null) main = mainByInsidePid(rootPid, inside);
+    if (main.mainPid !== null || inside === null || exeOf(rootPid) === null) break;
+    await sleep(5);
   }
-  const inside = mainPid === null ? null : (procEntry(mainPid)?.nspid.at(-1) ?? null);
-  return { launcher, rootPid, rootStartTicks, mainPid, mainPidInside: inside };
+  return { launcher, rootPid, rootStartTicks, ...main };
 }
 
 /**
@@ -214,35 +193,6 @@ async function openGate(
     if (!gate) return resolve();
     gate.end('go\n', () => resolve());
   });
-}
-
-/** Find the main process of a restored or re-attached namespaced job (tini → wrapper → command). */
-export function findMainProcess(rootPid: number): {
-  mainPid: number | null;
-  mainPidInside: number | null;
-} {
-  const wrapper = childrenOf(rootPid)[0];
-  const cmd = wrapper === undefined ? undefined : childrenOf(wrapper)[0];
-  if (cmd === undefined) return { mainPid: null, mainPidInside: null };
-  return { mainPid: cmd, mainPidInside: procEntry(cmd)?.nspid.at(-1) ?? null };
-}
-
-function describeStartFailure(code: number | null, spec: StartSpec): string {
-  const why =
-    code === 121
-      ? 'could not join the job cgroups'
-      : code === 122
-        ? 'could not set the hostname'
-        : code === 123
-          ? `working directory ${spec.cwd} does not exist`
-          : code === 124
-            ? 'its network was not set up'
-            : code === 125
-              ? 'could not bind its /etc/hosts'
-              : code === null
-                ? 'tini did not start in time (is tini installed? run deploy/setup-host.sh)'
-                : `the launcher exited with ${code} (see ${join(spec.jobDir, JobFiles.stderr)})`;
-  return `cannot start job: ${why}`;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -9,6 +9,11 @@ import { readNoFollow, touchNoFollow, writeAtomicNoFollow } from './job-dir-fs.j
 export interface JobRecord extends JobInfo {
   /** `/proc/<rootPid>/stat` start time (clock ticks): tells a reused PID from the job's root. */
   rootStartTicks: number | null;
+  /**
+   * The main process's start time on this host (clock ticks): with `mainPid`, its identity in
+   * this incarnation; across restores it is known by `mainPidInside` (job-main.ts).
+   */
+  mainStartTicks?: number | null;
   /** Environment the job was started with (restores and migrations keep it). */
   env: Record<string, string>;
   /** Whether CRIU needs `--shell-job` (adopted trees whose session is outside). */
@@ -23,6 +28,10 @@ export const JobFiles = {
   stdout: 'stdout.log',
   stderr: 'stderr.log',
   exitStatus: 'exit-status',
+  /** The PID (inside the job) the wrapper took from a `--main-pidfile`: the job's main now. */
+  mainPid: 'main-pid',
+  /** A job run with a terminal (`run -t`): the FIFO its terminal reads its input from. */
+  ttyIn: 'tty-in',
 } as const;
 
 /** Largest job record read (records are a few KiB). */
@@ -156,5 +165,10 @@ export function toJobInfo(r: JobRecord): JobInfo {
     note: r.note,
     // Records written before jobs had their own addresses were all on the host's network.
     network: r.network ?? { mode: 'host' },
+    // Records written before these existed: Drover's defaults, the command as the main process.
+    checkpointOptions: r.checkpointOptions ?? {},
+    until: r.until ?? 'main',
+    mainPidfile: r.mainPidfile ?? null,
+    tty: r.tty ?? false,
   };
 }

@@ -138,3 +138,28 @@ export async function fileMaps(pid: number): Promise<FileMap[]> {
 export function statMap(map: FileMap): Promise<Stats | null> {
   return unlessGone(() => stat(`/proc/${map.pid}/map_files/${map.range}`));
 }
+
+/** The suffix the kernel gives a removed file's name in /proc links and maps. */
+const DELETED = ' (deleted)';
+
+/**
+ * Allocated bytes (what CRIU's `--ghost-limit` counts: st_blocks × 512) of the largest regular
+ * file the processes `pids` hold open or mapped after it was removed: a "ghost file", whose
+ * contents CRIU carries in the images. 0 when there is none.
+ */
+export async function largestGhostBytes(pids: readonly number[]): Promise<number> {
+  let largest = 0;
+  const consider = (st: Stats | null): void => {
+    if (st?.isFile() && st.nlink === 0) largest = Math.max(largest, st.blocks * 512);
+  };
+  for (const pid of pids) {
+    for (const fd of await listFds(pid)) {
+      if (fd.target.startsWith('/') && fd.target.endsWith(DELETED))
+        consider(await statFd(pid, fd.fd));
+    }
+    for (const map of await fileMaps(pid)) {
+      if (map.path.endsWith(DELETED)) consider(await statMap(map));
+    }
+  }
+  return largest;
+}

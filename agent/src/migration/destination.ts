@@ -25,7 +25,7 @@ import { updateHostsFile } from '../job-hosts.js';
 import { addressOf, announceJob, checkJobBridge } from '../job-network.js';
 import { availableMemory } from '../host-facts.js';
 import { toJobInfo, type JobRecord } from '../job-store.js';
-import { findMainProcess } from '../job-runtime.js';
+import { refreshMain } from '../job-main.js';
 import { isSameLiveProcess, procEntry, startTicks } from '@drover/native';
 import { cpuFlags } from '../preflight.js';
 import type { MigrationContext } from './context.js';
@@ -243,7 +243,7 @@ async function receive(
           restoredFrom: migrationId,
           note: `migrated from ${rec.source} by ${migrationId}`,
         };
-        if (job.kind === JobKind.namespaced) Object.assign(record, findMainProcess(r.pid));
+        if (job.kind === JobKind.namespaced) await refreshMain(record);
         else Object.assign(record, { mainPid: r.pid, mainPidInside: r.pid });
         const address = addressOf(record.network);
         if (address) {

@@ -23,7 +23,7 @@ import { isTransferError, StreamClient } from '@drover/transfer';
 import type { SwrkSession } from '@drover/criu';
 import type { Agent } from '../agent.js';
 import { dumpOptionsOf } from '../checkpoint.js';
-import { checkpointJobFiles, planJobDump } from '../job-image.js';
+import { dumpHooksOf, planJobDump } from '../job-image.js';
 import {
   addressOf,
   detachJob,
@@ -166,7 +166,7 @@ async function runMigration(
     );
     if (scratch.onDisk)
       rec.note = 'no tmpfs on this host: images passed through the state directory';
-    const plan = await planJobDump(job);
+    const plan = await planJobDump(job, agent.config.checkpointOptions);
     if (net) {
       // New connections are held off (their SYNs retransmit to wherever the job runs next) and
       // the ones in flight get a moment to be accepted, so the dump finds none to drop.
@@ -201,7 +201,10 @@ async function runMigration(
           lazyPages: true,
           pageServer: { address: pageServer.host, port: pageServer.port },
         },
-        { hooks: { 'status-ready': () => ready() }, onSession: (sw) => (lazySession = sw) },
+        {
+          hooks: { ...dumpHooksOf(job, plan, scratch.dir), 'status-ready': () => ready() },
+          onSession: (sw) => (lazySession = sw),
+        },
       );
       pageDump.catch(() => undefined);
       await Promise.race([
@@ -212,11 +215,12 @@ async function runMigration(
       ]);
       rec.stats.dumpMs = Math.round(performance.now() - tDump);
     } else {
-      const dump = await agent.criu.dump(dumpOptions);
+      const dump = await agent.criu.dump(dumpOptions, {
+        hooks: dumpHooksOf(job, plan, scratch.dir),
+      });
       rec.stats.dumpMs = Math.round(dump.durationMs);
     }
-    // The job's directory travels in the images, as it is now that the job is frozen.
-    await checkpointJobFiles(job, plan, scratch.dir);
+    // The job's directory travels in the images, archived at post-dump (job-image.ts).
     // What the stream will carry: the images and the job's directory (for progress and ETA).
     const totalBytes = await bytesToSend(scratch.dir);
     progress('dumped', { dumpMs: rec.stats.dumpMs, totalBytes });
@@ -549,6 +553,12 @@ function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
     startedAt: j.startedAt,
     jobDir: j.jobDir,
     ...(addressOf(j.network) ? { address: addressRequest(j) } : {}),
+    ...(Object.keys(j.checkpointOptions ?? {}).length
+      ? { checkpointOptions: j.checkpointOptions }
+      : {}),
+    ...(j.until && j.until !== 'main' ? { until: j.until } : {}),
+    ...(j.mainPidfile ? { mainPidfile: j.mainPidfile } : {}),
+    ...(j.tty ? { tty: true } : {}),
   } as unknown as AgentRequest<'migrate-prepare'>['job'];
 }
 

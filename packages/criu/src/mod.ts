@@ -25,3 +25,5 @@ export type { CriuHooks, SwrkOptions } from './swrk.js';
 export { CgroupMode, NetworkLock } from './rpc-schema.js';
 export { startLazyPages } from './lazy-pages.js';
 export type { LazyPagesDaemon, LazyPagesOptions } from './lazy-pages.js';
+export { probeAbilities, buildLibrariesOf, CRIU_FEATURES } from './abilities.js';
+export type { CriuAbilities } from './abilities.js';

@@ -68,3 +68,34 @@ test('bad options are refused with INVALID_ARGUMENT', () => {
     assert.throws(f, (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'));
   }
 });
+
+test("a job's checkpoint options compile to their criu_opts fields and survive encoding", async () => {
+  const { decodeRequest, encodeRequest, ReqType } = await import('./rpc-schema.js');
+  const d = compileDumpOptions({
+    pid: 7,
+    imagesDir: '/x',
+    fileLocks: true,
+    linkRemap: true,
+    ghostLimitBytes: 64 * 1024 * 1024,
+    evasiveDevices: true,
+  });
+  assert.equal(d.file_locks, true);
+  assert.equal(d.link_remap, true);
+  assert.equal(d.ghost_limit, 64 * 1024 * 1024);
+  assert.equal(d.evasive_devices, true);
+  const r = compileRestoreOptions({ imagesDir: '/x', tcpClose: true, weakSysctls: true });
+  assert.equal(r.tcp_close, true);
+  assert.equal(r.weak_sysctls, true);
+  assert.equal(r.link_remap, undefined);
+  const back = decodeRequest(encodeRequest({ type: ReqType.DUMP, opts: d }));
+  assert.equal(back.opts?.ghost_limit, 64 * 1024 * 1024);
+  assert.equal(back.opts?.link_remap, true);
+  assert.equal(back.opts?.evasive_devices, true);
+  const back2 = decodeRequest(encodeRequest({ type: ReqType.RESTORE, opts: r }));
+  assert.equal(back2.opts?.tcp_close, true);
+  assert.equal(back2.opts?.weak_sysctls, true);
+  assert.throws(
+    () => compileDumpOptions({ pid: 7, imagesDir: '/x', ghostLimitBytes: 2 ** 32 }),
+    (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
+  );
+});

@@ -27,8 +27,18 @@ export interface ImagesOptions {
   skipInFlight?: boolean;
   /** Allow external UNIX socket peers (`--ext-unix-sk`). */
   extUnixSk?: boolean;
-  /** Dump/restore file locks (`--file-locks`). */
+  /** Dump/restore file locks and leases (`--file-locks`). */
   fileLocks?: boolean;
+  /** Dump: hard-link open files whose name is gone but that have other links (`--link-remap`). */
+  linkRemap?: boolean;
+  /** Dump: the largest unlinked ("ghost") file carried in the images, in bytes (`--ghost-limit`). */
+  ghostLimitBytes?: number;
+  /** Restore: connected TCP sockets come back closed (`--tcp-close`). */
+  tcpClose?: boolean;
+  /** Restore: sysctls this kernel lacks are warnings, not failures (`--weak-sysctls`). */
+  weakSysctls?: boolean;
+  /** Dump: a device file reachable only by another path is dumped by that path (`--evasive-devices`). */
+  evasiveDevices?: boolean;
   /** How to lock the network while TCP connections are dumped. Default nftables. */
   networkLock?: NetworkLock;
   /** cgroup handling (`--manage-cgroups=MODE`). */
@@ -101,6 +111,17 @@ function common(opts: ImagesOptions, defaultLog: string): RpcOpts {
   if (opts.skipInFlight) out.tcp_skip_in_flight = true;
   if (opts.extUnixSk) out.ext_unix_sk = true;
   if (opts.fileLocks) out.file_locks = true;
+  if (opts.linkRemap) out.link_remap = true;
+  if (opts.tcpClose) out.tcp_close = true;
+  if (opts.weakSysctls) out.weak_sysctls = true;
+  if (opts.evasiveDevices) out.evasive_devices = true;
+  if (opts.ghostLimitBytes !== undefined) {
+    const g = opts.ghostLimitBytes;
+    if (!Number.isInteger(g) || g < 0 || g > 0xffff_ffff) {
+      throw invalid(`ghostLimitBytes must be an integer in 0..4294967295: ${g}`);
+    }
+    out.ghost_limit = g;
+  }
   if (opts.lazyPages) out.lazy_pages = true;
   if (opts.manageCgroups !== undefined) {
     out.manage_cgroups = true;

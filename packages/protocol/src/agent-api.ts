@@ -5,6 +5,11 @@
 import { ID_PATTERN } from './subjects.js';
 import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
+import {
+  CHECKPOINT_OPTIONS_SCHEMA,
+  type CheckpointOptions,
+  type EffectiveCheckpointOptions,
+} from './checkpoint-options.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
 /** Job states. `checkpointed`: dumped and stopped; its image can bring it back. */
@@ -25,6 +30,13 @@ export type JobState = (typeof JobState)[keyof typeof JobState];
 /** How a job came to be: started by Drover in its own namespaces, or an adopted subtree. */
 export const JobKind = { namespaced: 'namespaced', adopted: 'adopted' } as const;
 export type JobKind = (typeof JobKind)[keyof typeof JobKind];
+
+/**
+ * How long a job lives: until its main process ends (`main`, the default: what `docker run`
+ * does), or while any process of it is left (`all`: for commands that daemonise).
+ */
+export const JOB_UNTIL = ['main', 'all'] as const;
+export type JobUntil = (typeof JOB_UNTIL)[number];
 
 /** Signals an operator may send to a job. */
 export const JOB_SIGNALS = [
@@ -79,6 +91,17 @@ export interface JobInfo {
   note: string | null;
   /** Its own address on the job network (moves with it), or the host's network. */
   network: JobNetwork;
+  /** The CRIU options the job asked for (the rest are its host's or Drover's defaults). */
+  checkpointOptions: CheckpointOptions;
+  /** When the job ends (`main` or `all`). */
+  until: JobUntil;
+  /**
+   * The file (a path inside the job) where its command writes the PID of the process that is
+   * its main process once the command exits, as systemd's `PIDFile=`; null: the command itself.
+   */
+  mainPidfile: string | null;
+  /** The command runs on a terminal of the job's own (`run -t`); its output is in stdout. */
+  tty: boolean;
 }
 
 /** One process of a job, for `inspect`. */
@@ -137,8 +160,25 @@ export interface AgentInfo {
   cpus: number;
   cpuFlags: string[];
   memory: { totalBytes: number; availableBytes: number };
-  criu: { version: string; lazyPages: boolean; memTrack: boolean };
+  criu: {
+    version: string;
+    lazyPages: boolean;
+    memTrack: boolean;
+    /** What `criu check` says this host's CRIU and kernel can do (absent until probed). */
+    abilities?: CriuAbilities;
+  };
   jobs: { id: string; state: JobState; name: string }[];
+}
+
+/**
+ * A host's CRIU abilities: the optional libraries its CRIU was built with (`libbpf`: BPF maps,
+ * `gnutls`: TLS, `nftables`: the nftables network lock), the kernel features `criu check
+ * --feature` confirms, and the ones it does not (`criu check --all` warns about those).
+ */
+export interface CriuAbilities {
+  build: string[];
+  features: string[];
+  missing: string[];
 }
 
 /** One reason a job cannot be checkpointed or moved. */
@@ -187,6 +227,11 @@ export const AgentOps = {
     jobId: opt(id()),
     /** Its own address on the job segment (allocated by the controller); absent: the host's network. */
     network: opt(JOB_ADDRESS_SCHEMA),
+    /** CRIU options from the fixed list of `checkpoint-options.ts`; they travel with the job. */
+    checkpointOptions: opt(CHECKPOINT_OPTIONS_SCHEMA),
+    until: opt(oneOf(JOB_UNTIL)),
+    mainPidfile: opt(str({ min: 2, max: 4096, pattern: NORMAL_PATH_PATTERN })),
+    tty: opt(bool()),
   }),
   adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
   list: obj({}),
@@ -273,7 +318,12 @@ export interface AgentReplies extends MigrationReplies {
   run: JobInfo;
   adopt: JobInfo;
   list: { jobs: JobInfo[] };
-  inspect: JobInfo & { processes: JobProcess[]; memoryUsageBytes: number | null };
+  inspect: JobInfo & {
+    processes: JobProcess[];
+    memoryUsageBytes: number | null;
+    /** What the next checkpoint would use (the job's choices over its host's and Drover's defaults). */
+    effectiveCheckpointOptions: EffectiveCheckpointOptions | null;
+  };
   signal: JobInfo;
   logs: { data: string; truncated: boolean; sizeBytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */

@@ -2,6 +2,7 @@
 import {
   AgentOps,
   JOB_SIGNALS,
+  type AgentReplies,
   type ImageFile,
   type AgentInfo,
   type JobInfo,
@@ -275,9 +276,7 @@ export interface ControllerReplies {
   jobs: { jobs: ClusterJob[] };
   run: ClusterJob & { placement: string };
   resolve: { name: string; address: string; jobId: string };
-  inspect: ClusterJob & {
-    processes: { pid: number; nspid: number[]; state: string; cmdline: string[] }[];
-  };
+  inspect: AgentReplies['inspect'];
   logs: { data: string; truncated: boolean; sizeBytes: number };
   signal: ClusterJob;
   stop: ClusterJob;

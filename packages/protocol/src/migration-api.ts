@@ -3,6 +3,7 @@ import type { Failure } from './failure.js';
 import { ID_PATTERN } from './subjects.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
 import { JOB_ADDRESS_SCHEMA, macFor, type JobNetwork } from './job-network.js';
+import { CHECKPOINT_OPTIONS_SCHEMA, type CheckpointOptions } from './checkpoint-options.js';
 
 /** How memory moves. */
 export const MigrationMode = {
@@ -121,6 +122,10 @@ export interface MigratingJob {
   startedAt: string;
   jobDir: string;
   network: JobNetwork;
+  checkpointOptions: CheckpointOptions;
+  until: 'main' | 'all';
+  mainPidfile: string | null;
+  tty: boolean;
 }
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
@@ -154,6 +159,11 @@ export const migratingJobSchema = obj({
   jobDir: str({ min: 1, max: 4096, pattern: /^\// }),
   /** The job's own address (it keeps it on the destination); absent: the host's network. */
   address: opt(JOB_ADDRESS_SCHEMA),
+  /** The job's own CRIU options, its lifetime and terminal (absent: the defaults). */
+  checkpointOptions: opt(CHECKPOINT_OPTIONS_SCHEMA),
+  until: opt(oneOf(['main', 'all'] as const)),
+  mainPidfile: opt(str({ min: 2, max: 4096, pattern: /^\// })),
+  tty: opt(bool()),
 });
 
 /** Migration operations served by every agent. */
@@ -214,6 +224,10 @@ function migratingJob(): Schema<MigratingJob> {
         ...p,
         hostname: p.hostname ?? null,
         memoryLimitBytes: p.memoryLimitBytes ?? null,
+        checkpointOptions: p.checkpointOptions ?? {},
+        until: p.until ?? 'main',
+        mainPidfile: p.mainPidfile ?? null,
+        tty: p.tty ?? false,
         network: address
           ? {
               mode: 'job',

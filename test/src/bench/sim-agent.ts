@@ -70,6 +70,10 @@ export function simJobInfo(host: string, n: number, startedAt: string): JobInfo 
       gateway: '10.0.0.1',
       mac: macFor(`10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`),
     },
+    checkpointOptions: {},
+    until: 'main',
+    mainPidfile: null,
+    tty: false,
   };
 }
 
@@ -192,6 +196,7 @@ export class SimulatedAgent {
               ]
             : [],
           memoryUsageBytes: live ? (this.memory.get(j.id) ?? null) : null,
+          effectiveCheckpointOptions: null,
         };
       },
       preflight: async (r) => {

@@ -1,15 +1,42 @@
-/** `drover hosts`: every host, its state and capacity. */
+/** `drover hosts [--wide]`: every host, its state and capacity (and with --wide, its CRIU's abilities). */
 import type { CommandModule } from 'yargs';
+import type { HostStatus } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { bytes, table } from '../output.js';
 
-export const hostsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+type Args = GlobalArgs & { wide: boolean | undefined };
+
+/** The ABILITIES column: CRIU's optional libraries, then the kernel features it lacks. */
+export function abilitiesColumn(h: HostStatus): string {
+  const a = h.info.criu.abilities;
+  if (!a) return 'probing';
+  const built = a.build.length ? a.build.join(',') : 'no optional libraries';
+  const of = a.features.length + a.missing.length;
+  const lacks = a.missing.length ? ` (lacks ${a.missing.join(',')})` : '';
+  return `${built}; ${a.features.length}/${of} features${lacks}`;
+}
+
+export const hostsCommand: CommandModule<GlobalArgs, Args> = {
   command: 'hosts',
   describe: 'List hosts (from agent heartbeats)',
+  builder: (y) =>
+    y.option('wide', {
+      type: 'boolean',
+      describe: "more columns: what each host's CRIU was built with and can do (criu check)",
+    }),
   handler: async (argv) => {
     await callController(argv, 'hosts', {}, (r) =>
       table(
-        ['HOST', 'STATE', 'JOBS', 'MEM FREE', 'CPUS', 'CRIU', 'LAZY'],
+        [
+          'HOST',
+          'STATE',
+          'JOBS',
+          'MEM FREE',
+          'CPUS',
+          'CRIU',
+          'LAZY',
+          ...(argv.wide ? ['ABILITIES'] : []),
+        ],
         r.hosts.map((h) => [
           h.host,
           !h.reachable ? 'unreachable' : h.cordoned ? 'cordoned' : 'ready',
@@ -18,6 +45,7 @@ export const hostsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
           String(h.info.cpus),
           h.info.criu.version,
           h.info.criu.lazyPages ? 'yes' : 'no',
+          ...(argv.wide ? [abilitiesColumn(h)] : []),
         ]),
       ),
     );

@@ -1,6 +1,6 @@
 /** `drover inspect|logs|signal|stop|preflight JOB`: per-job commands forwarded to its agent. */
 import type { CommandModule } from 'yargs';
-import { JOB_SIGNALS } from '@drover/protocol';
+import { formatCheckpointOptions, JOB_SIGNALS } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { table } from '../output.js';
 
@@ -18,6 +18,14 @@ export const inspectCommand: CommandModule<GlobalArgs, JobArgs> = {
         j.network?.mode === 'job'
           ? `network: ${j.network.address}/${j.network.prefixLength} (mac ${j.network.mac}${j.network.gateway ? `, gateway ${j.network.gateway}` : ''})`
           : "network: the host's",
+        `main process: ${j.mainPid === null ? 'none' : `${j.mainPid} (${j.mainPidInside} in the job)`}` +
+          `; lives until ${j.until === 'all' ? 'no process is left' : 'its main process ends'}` +
+          (j.mainPidfile ? `; main from ${j.mainPidfile}` : '') +
+          (j.tty ? '; on a terminal' : ''),
+        `checkpoint options: ${formatCheckpointOptions(j.checkpointOptions) || 'defaults'}` +
+          (j.effectiveCheckpointOptions
+            ? ` (next dump: ${formatCheckpointOptions(j.effectiveCheckpointOptions)})`
+            : ''),
         table(
           ['PID', 'PID IN JOB', 'STATE', 'COMMAND'],
           j.processes.map((p) => [

@@ -1,8 +1,10 @@
 /**
- * `drover run [--host H] [--name N] [--net job|host] [--ip A] -- CMD...`: start a job (placed
- * when no host is given), by default with its own address on the job network.
+ * `drover run [--host H] [--name N] [--net job|host] [--ip A] [-t] [--until main|all]
+ * [--main-pidfile P] [--checkpoint-opt O]... -- CMD...`: start a job (placed when no host is
+ * given), by default with its own address on the job network.
  */
 import type { CommandModule } from 'yargs';
+import { JOB_UNTIL, parseCheckpointOptions, type CheckpointOptions } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 
 type Args = GlobalArgs & {
@@ -13,6 +15,10 @@ type Args = GlobalArgs & {
   env: string[] | undefined;
   net: 'job' | 'host' | undefined;
   ip: string | undefined;
+  tty: boolean | undefined;
+  until: (typeof JOB_UNTIL)[number] | undefined;
+  'main-pidfile': string | undefined;
+  'checkpoint-opt': string[] | undefined;
   cmd: string[] | undefined;
 };
 
@@ -36,7 +42,31 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
       .option('ip', { type: 'string', describe: 'this address from the job subnet (--net job)' })
       .option('cwd', { type: 'string', describe: 'working directory (absolute)' })
       .option('memory', { type: 'number', describe: 'memory limit in MiB' })
-      .option('env', { type: 'string', array: true, describe: 'KEY=VALUE (repeatable)' }),
+      .option('env', { type: 'string', array: true, describe: 'KEY=VALUE (repeatable)' })
+      .option('tty', {
+        alias: 't',
+        type: 'boolean',
+        describe: 'run the command on a terminal of the job (output in drover logs)',
+      })
+      .option('until', {
+        choices: JOB_UNTIL,
+        describe:
+          'main (default): the job ends with its command (or --main-pidfile process); ' +
+          'all: it lives while any of its processes does (commands that daemonise)',
+      })
+      .option('main-pidfile', {
+        type: 'string',
+        describe:
+          "once the command exits 0, the job's main process is the PID it wrote to this path " +
+          "(inside the job), as systemd's Type=forking",
+      })
+      .option('checkpoint-opt', {
+        type: 'string',
+        array: true,
+        describe:
+          'a CRIU option for this job: file-locks, link-remap, ghost-limit=SIZE, tcp-established, ' +
+          'skip-in-flight, tcp-close, weak-sysctls, evasive-devices (no-NAME turns one off)',
+      }),
   handler: async (argv) => {
     const command = [...(argv.cmd ?? []), ...((argv['--'] as string[] | undefined) ?? [])].map(
       String,
@@ -53,6 +83,17 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
         throw Object.assign(new Error(`--env wants KEY=VALUE, got ${kv}`), { usage: true });
       env[kv.slice(0, i)] = kv.slice(i + 1);
     }
+    let checkpointOptions: CheckpointOptions = {};
+    try {
+      checkpointOptions = parseCheckpointOptions(argv['checkpoint-opt'] ?? []);
+    } catch (err) {
+      throw Object.assign(new Error((err as Error).message), { usage: true });
+    }
+    if (argv['main-pidfile'] !== undefined && !argv['main-pidfile'].startsWith('/')) {
+      throw Object.assign(new Error('--main-pidfile wants an absolute path inside the job'), {
+        usage: true,
+      });
+    }
     await callController(
       argv,
       'run',
@@ -67,6 +108,10 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
         ...(Object.keys(env).length ? { env } : {}),
         ...(argv.net ? { net: argv.net } : {}),
         ...(argv.ip ? { address: argv.ip } : {}),
+        ...(argv.tty ? { tty: true } : {}),
+        ...(argv.until ? { until: argv.until } : {}),
+        ...(argv['main-pidfile'] ? { mainPidfile: argv['main-pidfile'] } : {}),
+        ...(Object.keys(checkpointOptions).length ? { checkpointOptions } : {}),
       },
       (j) =>
         `${j.id} running on ${j.host}${j.network.mode === 'job' ? ` at ${j.network.address}` : ''} (${j.placement})`,
