@@ -125,6 +125,12 @@ export function tcpReasons(
   const byTuple = new Map(table.map((e) => [key(e.local, e.remote), e]));
   const mine = table.filter((e) => holders.has(e.inode));
   const listenPorts = new Set(mine.filter((e) => e.state === 'LISTEN').map((e) => e.local.port));
+  const listeners = table.filter((e) => e.state === 'LISTEN');
+  /** Whether anything in this namespace (the job or not) listens where `to` points. */
+  const somebodyListens = (to: TcpEntry['remote']): boolean =>
+    listeners.some(
+      (l) => l.local.port === to.port && [to.address, '0.0.0.0', '::'].includes(l.local.address),
+    );
   const reasons: PreflightReason[] = [];
   for (const e of mine) {
     const who = holders.get(e.inode) ?? [];
@@ -156,6 +162,9 @@ export function tcpReasons(
       const back = byTuple.get(key(e.remote, e.local));
       if (back !== undefined && holders.has(back.inode)) continue;
       if (back !== undefined && back.inode === 0 && listenPorts.has(e.remote.port)) continue;
+      // A connection attempt to a local port nobody listens on has no peer at all, inside the
+      // job or out: CRIU moves it as it is and the job sees it refused or retried there.
+      if (back === undefined && e.state === 'SYN_SENT' && !somebodyListens(e.remote)) continue;
       peer = 'a process on this host outside the job';
     }
     reasons.push({

@@ -24,7 +24,7 @@ import {
   type DestinationFacts,
   type PreflightInput,
 } from './preflight.js';
-import { parseHexAddress, parseSsUnix } from './preflight-net.js';
+import { parseHexAddress, parseSsUnix, tcpReasons, type TcpEntry } from './preflight-net.js';
 import { selfHasCapability } from './proc-scan.js';
 
 const PY = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -211,6 +211,38 @@ describe('loopback connections', () => {
       assert.match(report.reasons[0]?.message ?? '', /outside the job/);
     } finally {
       server.close();
+    }
+  });
+});
+
+describe('a connection attempt to a local port', () => {
+  const lo = (port: number): TcpEntry['local'] => ({ address: '127.0.0.1', port });
+  const synSent: TcpEntry = { local: lo(40000), remote: lo(5555), state: 'SYN_SENT', inode: 7 };
+  const holders = new Map([[7, [{ pid: 42, fd: 3 }]]]);
+
+  test('nobody listens there: no peer anywhere, not a process outside the job', () => {
+    assert.deepEqual(tcpReasons([synSent], holders, ['127.0.0.1'], true), []);
+    // A listener on another port changes nothing.
+    const other: TcpEntry = {
+      local: lo(6666),
+      remote: { address: '0.0.0.0', port: 0 },
+      state: 'LISTEN',
+      inode: 9,
+    };
+    assert.deepEqual(tcpReasons([synSent, other], holders, ['127.0.0.1'], true), []);
+  });
+
+  test('a process outside the job listens there: EXTERNAL_TCP', () => {
+    for (const address of ['127.0.0.1', '0.0.0.0']) {
+      const listener: TcpEntry = {
+        local: { address, port: 5555 },
+        remote: { address: '0.0.0.0', port: 0 },
+        state: 'LISTEN',
+        inode: 9,
+      };
+      const rs = tcpReasons([synSent, listener], holders, ['127.0.0.1'], true);
+      assert.deepEqual(codes(rs), ['EXTERNAL_TCP'], address);
+      assert.match(rs[0]?.message ?? '', /outside the job/);
     }
   });
 });
