@@ -59,6 +59,7 @@ import {
 } from '@drover/native';
 import { adoptTree } from './adopt.js';
 import { SelfCheckpointServer } from './self-checkpoint.js';
+import { writeTtyInput } from './job-tty.js';
 import { Supervisor } from './supervisor.js';
 
 /** States in which a job's processes exist on this host. */
@@ -307,6 +308,12 @@ export class Agent {
       }
       return toJobInfo(r);
     });
+  }
+
+  /** Input for a job's terminal: written to the FIFO its terminal reads (job-tty.ts). */
+  async ttyWrite(req: AgentRequest<'tty-write'>): Promise<AgentReplies['tty-write']> {
+    const r = await this.liveJob(req.jobId);
+    return { bytes: await writeTtyInput(r, req.data) };
   }
 
   async logs(req: AgentRequest<'logs'>): Promise<AgentReplies['logs']> {

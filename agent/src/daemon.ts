@@ -101,6 +101,7 @@ export async function startAgentDaemon(
     inspect: (r) => agent.inspect(r),
     signal: (r) => agent.signal(r),
     logs: (r) => agent.logs(r),
+    'tty-write': (r) => agent.ttyWrite(r),
     freeze: (r) => agent.freeze(r),
     thaw: (r) => agent.thaw(r),
     checkpoint: (r) => agent.checkpoint(r),

@@ -103,20 +103,20 @@ function legacyMain(rootPid: number): MainProcess {
 }
 
 /**
- * Whom a signal for the job reaches (call `refreshMain` first): its main process; once that is gone (a job that lives on
- * `--until all`), every process of the job but its init and the wrapper, which must live to
- * record how the job ended.
+ * Whom a signal for the job reaches (call `refreshMain` first): its main process; once that is
+ * gone (a job that lives on `--until all`), every process of the job but its init and the
+ * wrapper with its helpers (`sleep`, `mv`): the wrapper must live to record how the job ended.
  */
 export function signalTargets(r: JobRecord): number[] {
   if (r.mainPid !== null) return [r.mainPid];
   if (r.rootPid === null) return [];
-  return processTree(r.rootPid)
-    .filter(
-      (p) =>
-        p.pid !== r.rootPid &&
-        p.state !== 'Z' &&
-        // sh -c WRAPPER drover-job ...: argv[3] is the wrapper's $0.
-        !(p.ppid === r.rootPid && p.cmdline[1] === '-c' && p.cmdline[3] === WRAPPER_NAME),
-    )
+  const tree = processTree(r.rootPid);
+  // sh -c WRAPPER drover-job ...: argv[3] is the wrapper's $0.
+  const wrapper = tree.find(
+    (p) => p.ppid === r.rootPid && p.cmdline[1] === '-c' && p.cmdline[3] === WRAPPER_NAME,
+  );
+  const own = new Set(wrapper ? processTree(wrapper.pid).map((p) => p.pid) : []);
+  return tree
+    .filter((p) => p.pid !== r.rootPid && p.state !== 'Z' && !own.has(p.pid))
     .map((p) => p.pid);
 }

@@ -39,7 +39,10 @@ export function redactRequest(value: unknown): unknown {
     out[k] =
       k === 'env' && v !== null && typeof v === 'object' && !Array.isArray(v)
         ? Object.fromEntries(Object.keys(v).map((name) => [name, REDACTED]))
-        : redactRequest(v);
+        : // What is typed on a job's terminal (`tty-write`) may be a password.
+          k === 'data' && typeof v === 'string'
+          ? REDACTED
+          : redactRequest(v);
   }
   return out;
 }

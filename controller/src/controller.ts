@@ -328,6 +328,11 @@ export class Controller {
     });
   }
 
+  /** Input for a job's terminal (`drover attach`). */
+  async ttyWrite(req: ControllerRequest<'tty-write'>): Promise<ControllerReplies['tty-write']> {
+    return this.agent(await this.locate(req.jobId), 'tty-write', req);
+  }
+
   async preflight(req: ControllerRequest<'preflight'>): Promise<ControllerReplies['preflight']> {
     const host = await this.locate(req.jobId);
     if (req.to !== undefined) this.knownHost(req.to);

@@ -127,6 +127,7 @@ export async function startController(
         logs: (r) => controller.logs(r),
         signal: (r) => controller.signal(r),
         stop: (r) => controller.stopJob(r),
+        'tty-write': (r) => controller.ttyWrite(r),
         migrate: (r) => controller.migrate(r),
         drain: (r) => controller.drain(r),
         preflight: (r) => controller.preflight(r),

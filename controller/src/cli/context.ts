@@ -98,3 +98,25 @@ export async function callController<Op extends ControllerOp>(
     await bus.close();
   }
 }
+
+/**
+ * A controller client for a command that makes many calls (e.g. `attach`): `run` gets it, the
+ * connection closes when `run` settles.
+ */
+export async function withController<T>(
+  argv: GlobalArgs,
+  run: (client: ControllerClient) => Promise<T>,
+): Promise<T> {
+  const tls = tlsOf(argv);
+  const bus = await Bus.connect({
+    servers: argv.nats.split(','),
+    name: 'drover-cli',
+    requestTimeoutMs: argv.timeout * 1000,
+    ...(tls ? { tls } : {}),
+  });
+  try {
+    return await run(new ControllerClient(bus));
+  } finally {
+    await bus.close();
+  }
+}

@@ -6,6 +6,7 @@ import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
 import { defaultNats, defaultTls, type GlobalArgs } from './context.js';
 import { certsCommand } from './commands/certs.js';
 import { adoptCommand } from './commands/adopt.js';
+import { attachCommand } from './commands/attach.js';
 import { checkpointCommand } from './commands/checkpoint.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
 import { deployCommand } from './commands/deploy.js';
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
       .command(inspectCommand)
       .command(resolveCommand)
       .command(logsCommand)
+      .command(attachCommand)
       .command(signalCommand)
       .command(stopCommand)
       .command(migrateCommand)

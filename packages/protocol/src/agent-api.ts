@@ -59,6 +59,9 @@ const path = (): Schema<string> => str({ min: 1, max: 4096, pattern: /^\// });
 /** An absolute path without `.`, `..` or empty segments (what a job's working directory may be). */
 export const NORMAL_PATH_PATTERN = /^\/(?:(?!\.\.?(?:\/|$))[^/]+(?:\/|$))*$/;
 
+/** The most one `tty-write` carries. */
+export const TTY_WRITE_MAX = 64 * 1024;
+
 /** Names of environment variables a job may be given. */
 export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -242,6 +245,8 @@ export const AgentOps = {
     stream: opt(oneOf(['stdout', 'stderr'] as const)),
     tailBytes: opt(int({ min: 1, max: 1024 * 1024 })),
   }),
+  /** Input for a job run with a terminal (`run -t`): bytes for its terminal, as typed. */
+  'tty-write': obj({ jobId: id(), data: str({ min: 1, max: TTY_WRITE_MAX }) }),
   freeze: obj({ jobId: id() }),
   thaw: obj({ jobId: id() }),
   /** Dump a job into a local image sealed with `key` (the caller keeps it: the host never does). */
@@ -326,6 +331,7 @@ export interface AgentReplies extends MigrationReplies {
   };
   signal: JobInfo;
   logs: { data: string; truncated: boolean; sizeBytes: number };
+  'tty-write': { bytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
   freeze: JobInfo & { frozenAtMs: number };
   thaw: JobInfo;

@@ -236,6 +236,7 @@ export const ControllerOps = {
   }),
   signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
   stop: obj({ jobId: id() }),
+  'tty-write': AgentOps['tty-write'],
   migrate: obj({ jobId: id(), to: opt(id()), mode: opt(oneOf(MIGRATION_MODES)) }),
   preflight: obj({ jobId: id(), to: opt(id()) }),
   drain: obj({ host: id(), parallel: opt(int({ min: 1, max: 16 })) }),
@@ -280,6 +281,7 @@ export interface ControllerReplies {
   logs: { data: string; truncated: boolean; sizeBytes: number };
   signal: ClusterJob;
   stop: ClusterJob;
+  'tty-write': { bytes: number };
   migrate: OperationRecord;
   drain: OperationRecord;
   preflight: PreflightReport;

@@ -49,6 +49,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   run: 'change',
   signal: 'change',
   stop: 'change',
+  'tty-write': 'change',
   migrate: 'change',
   drain: 'change',
   cordon: 'change',

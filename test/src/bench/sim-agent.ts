@@ -244,6 +244,7 @@ export class SimulatedAgent {
       run: notSimulated('run'),
       adopt: notSimulated('adopt'),
       logs: notSimulated('logs'),
+      'tty-write': notSimulated('tty-write'),
       freeze: notSimulated('freeze'),
       thaw: notSimulated('thaw'),
       checkpoint: notSimulated('checkpoint'),

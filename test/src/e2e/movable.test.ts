@@ -10,10 +10,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentReplies, ClusterJob, HostStatus } from '@drover/protocol';
+import { CLI_MAIN } from '../cluster/cli.js';
 import { ClusterFixture } from '../cluster/fixture.js';
 import { WORKLOADS_DIR } from '../workloads/mod.js';
 import { waitForValue } from './helpers.js';
@@ -132,6 +133,28 @@ async function stopEnds(p: Probe, exitCode = 0): Promise<ClusterJob> {
   return j;
 }
 
+/** `drover attach JOB` with `line` on its standard input: the program reads it on its terminal. */
+async function typed(p: Probe, line: string): Promise<void> {
+  const child = spawn(
+    process.execPath,
+    [CLI_MAIN, '--nats', f.urls.join(','), 'attach', p.job.id],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_TEST_CONTEXT: undefined },
+    },
+  );
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout.resume();
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  child.stdin.write(`${line}\n`);
+  await waitForValue(async () =>
+    new RegExp(`^GOT ${line}$`, 'm').test(await logs(p.job.id)) ? true : undefined,
+  );
+  child.stdin.end();
+  assert.equal(await exited, 0, `drover attach: ${err}`);
+}
+
 /** A move the job's options do not allow: refused, and the job runs on h1, whole. */
 async function refused(p: Probe, criuSays: RegExp): Promise<void> {
   const r = await f.drover(['migrate', p.job.id, '--to', 'h2']);
@@ -232,12 +255,20 @@ describe("a job's own terminals", () => {
     await stopEnds(other);
   });
 
-  test("drover run -t: the command's stdio is a terminal of the job, moved with it", async () => {
+  test("drover run -t: the command's stdio is a terminal of the job, moved with it; drover attach types on it", async () => {
     const p = await start('tty', [], ['-t']);
     assert.equal(p.info, '/dev/pts/0');
     assert.equal((await inspect(p.job.id)).tty, true);
+    await typed(p, 'before the move');
     await roundTrip(p);
+    await typed(p, 'after two moves');
     await stopEnds(p);
+    // A job without a terminal takes no input.
+    const plain = await start('pty');
+    const r = await f.drover(['attach', plain.job.id]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /no terminal/);
+    await stopEnds(plain);
   });
 });
 

@@ -1,8 +1,13 @@
-"""Run with a terminal (`drover run -t`): its stdio is a pty of the job with it as controlling tty."""
+"""Run with a terminal (`drover run -t`): its stdio is a pty of the job, its controlling terminal.
+
+Each line it reads from the terminal (`drover attach` sends them) it prints back as `GOT <line>`.
+"""
 import os
-from probe import serve
+import select
+from probe import say, serve
 
 name = os.ttyname(0)
+pending = b''
 
 
 def verify():
@@ -17,4 +22,13 @@ def verify():
     return problems
 
 
-serve('tty', verify, name)
+def tick():
+    global pending
+    while select.select([0], [], [], 0)[0]:
+        pending += os.read(0, 4096)
+    while b'\n' in pending:
+        line, pending = pending.split(b'\n', 1)
+        say('GOT', line.decode(errors='replace'))
+
+
+serve('tty', verify, name, tick)

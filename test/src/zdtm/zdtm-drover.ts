@@ -1,0 +1,161 @@
+/**
+ * One ZDTM static test as a Drover job, the way zdtm.py runs it with raw CRIU, but moved with
+ * `drover migrate` h1 → h2 instead of dumped and restored in place: started with `make
+ * <test>.pid` (the test daemonises and writes its pidfile: `--main-pidfile` makes it the job's
+ * main process), its `.desc` options passed as `--checkpoint-opt` where Drover's list has them,
+ * its hook run where zdtm.py runs it, stopped with `drover stop`, passed if its `.out` says PASS.
+ */
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { ClusterJob } from '@drover/protocol';
+import type { ClusterFixture } from '../cluster/fixture.js';
+import { SYSTEM_PATH, type ZdtmDesc, type ZdtmResult } from './zdtm-suite.js';
+
+const exec = promisify(execFile);
+
+/** CRIU options a `.desc` may name and the checkpoint option each is in Drover's list as. */
+const OPTION_NAMES: Readonly<Record<string, string>> = {
+  '--tcp-established': 'tcp-established',
+  '--file-locks': 'file-locks',
+  '--link-remap': 'link-remap',
+  '--skip-in-flight': 'skip-in-flight',
+  '--tcp-close': 'tcp-close',
+  '--weak-sysctls': 'weak-sysctls',
+  '--evasive-devices': 'evasive-devices',
+  '--ghost-limit': 'ghost-limit',
+};
+
+/** `.desc` options as `--checkpoint-opt` values, and the ones Drover's list does not have. */
+export function checkpointOptsOf(desc: ZdtmDesc): { opts: string[]; unmapped: string[] } {
+  const words = [...desc.opts, ...desc.dopts, ...desc.ropts];
+  const opts = new Set<string>();
+  const unmapped: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]!;
+    const name = OPTION_NAMES[w.split('=')[0]!];
+    if (name === 'ghost-limit') {
+      const v = w.includes('=') ? w.split('=')[1] : words[++i];
+      opts.add(`ghost-limit=${v}`);
+    } else if (name) {
+      opts.add(name);
+    } else if (w.startsWith('--')) {
+      // An option with a value (`--network-lock nftables`) takes the next word with it.
+      const next = words[i + 1];
+      unmapped.push(next && !next.startsWith('--') && !w.includes('=') ? `${w} ${words[++i]}` : w);
+    }
+  }
+  return { opts: [...opts], unmapped };
+}
+
+/** Environment zdtm.py gives a test in the `h` flavour (zdtm_test.start). */
+function zdtmEnv(desc: ZdtmDesc): string[] {
+  const env = ['TMPDIR=/tmp', 'ZDTM_THREAD_BOMB=5'];
+  if (!desc.flags.includes('suid')) {
+    env.push('ZDTM_UID=18943', 'ZDTM_GID=58467', 'ZDTM_GROUPS=27495 48244');
+  }
+  return env.flatMap((e) => ['--env', e]);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `get` until it returns a value, for at most `ms`. */
+async function until<T>(ms: number, get: () => Promise<T | undefined>): Promise<T | undefined> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get().catch(() => undefined);
+    if (v !== undefined || Date.now() > deadline) return v;
+    await sleep(200);
+  }
+}
+
+/** Run one test through Drover; never throws (a failure is a result with its reason). */
+export async function runThroughDrover(
+  f: ClusterFixture,
+  testDir: string,
+  test: string,
+  desc: ZdtmDesc,
+): Promise<ZdtmResult & { unmapped: string[] }> {
+  const staticDir = join(testDir, 'zdtm', 'static');
+  const { opts, unmapped } = checkpointOptsOf(desc);
+  const timeoutMs = desc.timeoutSec * 1000;
+  const crfail = desc.flags.includes('crfail');
+  const hook = async (stage: string): Promise<void> => {
+    if (desc.hook) await exec(`./zdtm/static/${test}.hook`, [stage], { cwd: testDir });
+  };
+  const job = async (id: string): Promise<ClusterJob | undefined> =>
+    (await f.json<{ jobs: ClusterJob[] }>(['jobs'])).jobs.find((j) => j.id === id);
+  let jobId: string | null = null;
+  const fail = (why: string): ZdtmResult & { unmapped: string[] } => ({
+    test,
+    ok: false,
+    why: unmapped.length ? `${why} [needs ${unmapped.join(', ')}]` : why,
+    unmapped,
+  });
+  try {
+    await exec('make', ['--no-print-directory', '-C', staticDir, `${test}.cleanout`], {
+      env: { ...process.env, PATH: SYSTEM_PATH },
+    });
+    const started = await f.drover([
+      '--json',
+      'run',
+      '--host',
+      'h1',
+      '--cwd',
+      staticDir,
+      '--main-pidfile',
+      join(staticDir, `${test}.pid`),
+      ...zdtmEnv(desc),
+      ...opts.flatMap((o) => ['--checkpoint-opt', o]),
+      '--',
+      'make',
+      '--no-print-directory',
+      '-C',
+      staticDir,
+      `${test}.pid`,
+    ]);
+    if (started.code !== 0) return fail(`start: ${started.stderr.trim().split('\n').at(-1)}`);
+    jobId = (JSON.parse(started.stdout) as ClusterJob).id;
+    const id = jobId;
+    const running = await until(timeoutMs, async () => {
+      const j = await job(id);
+      return j && (j.mainPidInside !== null || j.state !== 'running') ? j : undefined;
+    });
+    if (!running || running.state !== 'running' || running.mainPidInside === null) {
+      const err = await f.json<{ data: string }>(['logs', id, '--stderr']).catch(() => null);
+      return fail(
+        `start: ${running?.state ?? 'timeout'} ${err?.data.trim().split('\n').at(-1) ?? ''}`,
+      );
+    }
+    await hook('--post-start');
+    await hook('--pre-dump');
+    const moved = await f.drover(['--json', 'migrate', id, '--to', 'h2'], timeoutMs * 4);
+    const op = JSON.parse(moved.stdout || '{}') as { state?: string; error?: { message: string } };
+    if (op.state !== 'done' && !crfail)
+      return fail(`migrate: ${op.error?.message ?? moved.stderr.trim()}`);
+    if (op.state === 'done' && crfail)
+      return fail('migrate: succeeded where CRIU must fail (crfail)');
+    await hook('--post-restore');
+    const stopped = await f.drover(['stop', id]);
+    if (stopped.code !== 0) return fail(`stop: ${stopped.stderr.trim() || stopped.stdout.trim()}`);
+    const ended = await until(timeoutMs, async () => {
+      const j = await job(id);
+      return j && j.state !== 'running' ? j : undefined;
+    });
+    if (!ended) return fail('stop: still running');
+    const out = await readFile(join(staticDir, `${test}.out`), 'utf8').catch(() => '');
+    if (!out.split(/\s+/).includes('PASS')) {
+      return fail(`result: ${out.trim().split('\n').slice(-2).join(' / ') || 'no .out'}`);
+    }
+    return { test, ok: true, unmapped };
+  } catch (err) {
+    return fail(`harness: ${(err as Error).message.split('\n')[0]}`);
+  } finally {
+    if (jobId !== null) {
+      const j = await job(jobId).catch(() => undefined);
+      if (j && j.state === 'running') await f.drover(['signal', jobId, 'SIGKILL']);
+    }
+    await hook('--clean').catch(() => undefined);
+  }
+}
