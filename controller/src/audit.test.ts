@@ -26,6 +26,8 @@ test('job environment values never reach the audit; names do', () => {
     }),
     { command: ['/bin/x'], env: { TOKEN: '***', PATH: '***' }, nested: [{ env: { A: '***' } }] },
   );
+  // What is typed on a job's terminal (drover attach) may be a password.
+  assert.deepEqual(redactRequest({ jobId: 'j1', data: 'hunter2\n' }), { jobId: 'j1', data: '***' });
 });
 
 test('changes are recorded asked-then-answered under the caller; reads are not', async () => {

@@ -71,3 +71,29 @@ test('timeline: every phase with when it started, how long it took and what happ
       '64.0 MiB in 40 files · 12 pages · post-copy',
   );
 });
+
+test('hosts --wide: what CRIU was built with, and the features it lacks', async () => {
+  const { abilitiesColumn } = await import('./commands/hosts.js');
+  const host = (abilities?: { build: string[]; features: string[]; missing: string[] }) =>
+    ({
+      info: {
+        criu: {
+          version: '4.2.1',
+          lazyPages: true,
+          memTrack: false,
+          ...(abilities ? { abilities } : {}),
+        },
+      },
+    }) as never;
+  assert.equal(abilitiesColumn(host()), 'probing');
+  assert.equal(
+    abilitiesColumn(
+      host({ build: ['libbpf', 'gnutls'], features: ['a', 'b', 'c'], missing: ['autofs'] }),
+    ),
+    'libbpf,gnutls; 3/4 features (lacks autofs)',
+  );
+  assert.equal(
+    abilitiesColumn(host({ build: [], features: ['a'], missing: [] })),
+    'no optional libraries; 1/1 features',
+  );
+});
