@@ -17,8 +17,13 @@ def verify():
             problems.append(f'fd {fd} is not a terminal')
     if os.ttyname(1) != name:
         problems.append(f'stdout is {os.ttyname(1)}, was {name}')
-    if os.tcgetsid(0) != os.getsid(0):
-        problems.append('the terminal is not its controlling terminal')
+    try:
+        ctty = os.open('/dev/tty', os.O_RDWR)  # only a process with a controlling terminal can
+        if os.ttyname(ctty) != name:
+            problems.append(f'its controlling terminal is {os.ttyname(ctty)}, not {name}')
+        os.close(ctty)
+    except OSError as e:
+        problems.append(f'no controlling terminal: {e}')
     return problems
 
 
