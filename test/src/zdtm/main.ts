@@ -6,10 +6,13 @@
  * Manual, long (about an hour here), root, one at a time on the machine:
  *
  *   flock /tmp/drover-e2e.lock node test/dist/zdtm/main.js [--work DIR] [--tests REGEX]
- *       [--only-raw] [--skip-raw]
+ *       [--only-raw] [--skip-raw] [--as-root]
  *
  * `--only-raw` stops after the raw run; `--skip-raw` takes the raw outcomes from the TAP report
  * of an earlier run (DIR/raw-report), so the two halves can hold the machine one at a time.
+ * `--as-root` runs every test as root, raw and through Drover alike (see `rootEnv`): where
+ * root lacks CAP_SYS_RESOURCE (these machines) that is the only way to see past the tests
+ * that run as another uid. Its results go to DIR/results-root.json.
  *
  * The suite is built in DIR (default /var/tmp/drover-zdtm, outside the repository) from the
  * Debian source package deploy/setup-host.sh unpacked when it built CRIU ($DROVER_BUILD_DIR,
@@ -35,13 +38,15 @@ async function main(): Promise<void> {
       tests: { type: 'string', default: 'zdtm/static/.*' },
       'skip-raw': { type: 'boolean', default: false },
       'only-raw': { type: 'boolean', default: false },
+      'as-root': { type: 'boolean', default: false },
     },
   });
   const work = values.work;
+  const asRoot = values['as-root'];
   mkdirSync(work, { recursive: true });
   const log = join(work, 'zdtm.log');
   const say = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
-  const resultsFile = join(work, 'results.json');
+  const resultsFile = join(work, asRoot ? 'results-root.json' : 'results.json');
   const results: Results = existsSync(resultsFile)
     ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as Results)
     : { startedAt: new Date().toISOString(), raw: [], drover: [] };
@@ -52,13 +57,19 @@ async function main(): Promise<void> {
     process.env.DROVER_BUILD_DIR ?? '/var/cache/drover/criu-build',
     log,
   );
-  const tap = join(work, 'raw-report', 'criu-testreport.tap');
+  const tap = join(work, asRoot ? 'raw-report-root' : 'raw-report', 'criu-testreport.tap');
   if (values['skip-raw'] && existsSync(tap)) {
     // A raw run made before (this harness's, or zdtm.py run by hand with --report DIR/raw-report).
     results.raw = parseTap(readFileSync(tap, 'utf8'));
   } else {
     say('raw CRIU: zdtm.py run -f h (this takes a while)');
-    results.raw = await runRawZdtm(tree, values.tests, work, join(work, 'raw.log'));
+    results.raw = await runRawZdtm(
+      tree,
+      values.tests,
+      work,
+      join(work, asRoot ? 'raw-root.log' : 'raw.log'),
+      asRoot,
+    );
     writeFileSync(resultsFile, JSON.stringify(results, null, 2));
   }
   const rawPassed = results.raw.filter((r) => r.ok).length;
@@ -71,7 +82,7 @@ async function main(): Promise<void> {
   results.drover = [];
   try {
     for (const [i, test] of tests.entries()) {
-      const r = await runThroughDrover(f, tree.testDir, test, descs.get(test)!);
+      const r = await runThroughDrover(f, tree.testDir, test, descs.get(test)!, asRoot);
       results.drover.push(r);
       say(`${i + 1}/${tests.length} ${test}: ${r.ok ? 'PASS' : `FAIL ${r.why ?? ''}`}`);
       writeFileSync(resultsFile, JSON.stringify(results, null, 2));

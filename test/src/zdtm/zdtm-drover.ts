@@ -3,15 +3,17 @@
  * `drover migrate` h1 → h2 instead of dumped and restored in place: started with `make
  * <test>.pid` (the test daemonises and writes its pidfile: `--main-pidfile` makes it the job's
  * main process), its `.desc` options passed as `--checkpoint-opt` where Drover's list has them,
- * its hook run where zdtm.py runs it, stopped with `drover stop`, passed if its `.out` says PASS.
+ * its hook run at zdtm.py's stages in the job's network and mount namespaces, stopped with
+ * `drover stop`, passed if its `.out` says PASS. A `crfail` test (one raw CRIU must refuse to
+ * dump) passes whether Drover's move is refused, the job running on whole, or succeeds.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ClusterJob } from '@drover/protocol';
 import type { ClusterFixture } from '../cluster/fixture.js';
-import { SYSTEM_PATH, type ZdtmDesc, type ZdtmResult } from './zdtm-suite.js';
+import { rootEnv, SYSTEM_PATH, type ZdtmDesc, type ZdtmResult } from './zdtm-suite.js';
 
 const exec = promisify(execFile);
 
@@ -50,12 +52,31 @@ export function checkpointOptsOf(desc: ZdtmDesc): { opts: string[]; unmapped: st
 }
 
 /** Environment zdtm.py gives a test in the `h` flavour (zdtm_test.start). */
-function zdtmEnv(desc: ZdtmDesc): string[] {
+function zdtmEnv(desc: ZdtmDesc, asRoot: boolean): string[] {
   const env = ['TMPDIR=/tmp', 'ZDTM_THREAD_BOMB=5'];
+  for (const [k, v] of Object.entries(rootEnv(asRoot))) env.push(`${k}=${v}`);
   if (!desc.flags.includes('suid')) {
     env.push('ZDTM_UID=18943', 'ZDTM_GID=58467', 'ZDTM_GROUPS=27495 48244');
   }
   return env.flatMap((e) => ['--env', e]);
+}
+
+/**
+ * Run `cmd` until it exits (not until its output closes: a hook may leave a client running with
+ * it, as zdtm.py's Popen().wait() allows); a non-zero exit is an error.
+ */
+function waitExit(
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd: string; env: NodeJS.ProcessEnv },
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { ...opts, stdio: 'ignore' });
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}`)),
+    );
+  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -76,13 +97,29 @@ export async function runThroughDrover(
   testDir: string,
   test: string,
   desc: ZdtmDesc,
+  asRoot = false,
 ): Promise<ZdtmResult & { unmapped: string[] }> {
   const staticDir = join(testDir, 'zdtm', 'static');
   const { opts, unmapped } = checkpointOptsOf(desc);
   const timeoutMs = desc.timeoutSec * 1000;
   const crfail = desc.flags.includes('crfail');
-  const hook = async (stage: string): Promise<void> => {
-    if (desc.hook) await exec(`./zdtm/static/${test}.hook`, [stage], { cwd: testDir });
+  // zdtm.py runs a test's hook in the test's namespaces (the host's, in the h flavour): here
+  // that is the job's, on whichever host it is now; `--clean` runs after it ended, here.
+  const hook = async (stage: string, id?: string): Promise<void> => {
+    if (!desc.hook) return;
+    const path = `./zdtm/static/${test}.hook`;
+    const env = { ...process.env, PATH: SYSTEM_PATH, ZDTM_IMG_DIR: join(testDir, 'dump', 'none') };
+    if (id === undefined) {
+      await waitExit(path, [stage], { cwd: testDir, env });
+      return;
+    }
+    // The network and mount namespaces only: what a hook starts (a client) is not the job's.
+    const i = await f.json<{ rootPid: number; mainPidInside: number | null }>(['inspect', id]);
+    await waitExit(
+      'nsenter',
+      ['-t', String(i.rootPid), '-n', '-m', `--wd=${testDir}`, '--', path, stage],
+      { cwd: testDir, env: { ...env, ZDTM_TEST_PID: String(i.mainPidInside ?? 1) } },
+    );
   };
   const job = async (id: string): Promise<ClusterJob | undefined> =>
     (await f.json<{ jobs: ClusterJob[] }>(['jobs'])).jobs.find((j) => j.id === id);
@@ -106,7 +143,7 @@ export async function runThroughDrover(
       staticDir,
       '--main-pidfile',
       join(staticDir, `${test}.pid`),
-      ...zdtmEnv(desc),
+      ...zdtmEnv(desc, asRoot),
       ...opts.flatMap((o) => ['--checkpoint-opt', o]),
       '--',
       'make',
@@ -118,6 +155,11 @@ export async function runThroughDrover(
     if (started.code !== 0) return fail(`start: ${started.stderr.trim().split('\n').at(-1)}`);
     jobId = (JSON.parse(started.stdout) as ClusterJob).id;
     const id = jobId;
+    // As zdtm.py: the post-start hook runs while the test starts (some wait for it).
+    const postStart = hook('--post-start', id).then(
+      () => null,
+      (err: unknown) => err as Error,
+    );
     const running = await until(timeoutMs, async () => {
       const j = await job(id);
       return j && (j.mainPidInside !== null || j.state !== 'running') ? j : undefined;
@@ -128,8 +170,9 @@ export async function runThroughDrover(
         `start: ${running?.state ?? 'timeout'} ${err?.data.trim().split('\n').at(-1) ?? ''}`,
       );
     }
-    await hook('--post-start');
-    await hook('--pre-dump');
+    const hookFailed = await postStart;
+    if (hookFailed) return fail(`hook --post-start: ${hookFailed.message.split('\n')[0]}`);
+    await hook('--pre-dump', id);
     const moved = await f.drover(['--json', 'migrate', id, '--to', 'h2'], timeoutMs * 4);
     const op = JSON.parse(moved.stdout || '{}') as { state?: string; error?: { message: string } };
     if (op.state !== 'done' && !crfail)
