@@ -20,6 +20,7 @@ import {
 } from '@drover/common';
 import {
   HEARTBEAT_WILDCARD,
+  JobState,
   type AgentInfo,
   type AgentOp,
   type AgentReplies,
@@ -616,7 +617,7 @@ export class Controller {
     const reachable = this.registry.list().filter((h) => h.reachable);
     const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
     const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
-    let fallback: string | null = null;
+    let fallback: { host: string; migrated: boolean } | null = null;
     for (const h of order) {
       const found = await this.agent(h.host, 'inspect', { jobId }).then(
         (j) => j,
@@ -624,9 +625,12 @@ export class Controller {
       );
       if (!found) continue;
       if (LIVE.has(found.state)) return h.host;
-      fallback ??= h.host;
+      // A `migrated` record is the copy a job left behind: where it ended is the better answer.
+      const migrated = found.state === JobState.migrated;
+      if (fallback === null || (fallback.migrated && !migrated))
+        fallback = { host: h.host, migrated };
     }
-    if (anyState && fallback !== null) return fallback;
+    if (anyState && fallback !== null) return fallback.host;
     throw new DroverError(ErrorCode.NotFound, `no running job ${jobId} on any reachable host`, {
       details: { jobId },
     });

@@ -17,13 +17,11 @@ def verify():
             problems.append(f'fd {fd} is not a terminal')
     if os.ttyname(1) != name:
         problems.append(f'stdout is {os.ttyname(1)}, was {name}')
-    try:
-        ctty = os.open('/dev/tty', os.O_RDWR)  # only a process with a controlling terminal can
-        if os.ttyname(ctty) != name:
-            problems.append(f'its controlling terminal is {os.ttyname(ctty)}, not {name}')
-        os.close(ctty)
+    try:  # only on its controlling terminal has it a foreground process group
+        if os.tcgetpgrp(0) != os.getpgrp():
+            problems.append(f'the foreground group of {name} is {os.tcgetpgrp(0)}, not ours')
     except OSError as e:
-        problems.append(f'no controlling terminal: {e}')
+        problems.append(f'{name} is not its controlling terminal: {e}')
     return problems
 
 
