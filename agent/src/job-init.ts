@@ -49,12 +49,12 @@ exec setsid tini -s -- /bin/sh -c "$DROVER_WRAPPER" drover-job "$@"
 export const WRAPPER_NAME = 'drover-job';
 
 // The job's own environment reaches only its command: the helpers before it (unshare, the
-// init, hostname, awk, umount, mount, tini, the wrapper, script) run with the agent's fixed
+// init, hostname, awk, umount, mount, tini, the wrapper, the relay) run with the agent's fixed
 // environment, so a job's LD_PRELOAD, PATH or BASH_ENV cannot run code in them (unshare runs
 // outside the job's namespaces and cgroups). The variables travel as DROVER_JOB_ENV_<name> and
 // are exported in the shell that execs the command. Names are checked against
 // ENV_NAME_PATTERN, so eval is safe.
-const EXPORT_JOB_ENV = `for DROVER_N_ in $DROVER_JOB_ENV_NAMES; do eval "DROVER_V_=\\$DROVER_JOB_ENV_$DROVER_N_"; unset "DROVER_JOB_ENV_$DROVER_N_"; eval "export $DROVER_N_=\\"\\$DROVER_V_\\""; done; unset DROVER_N_ DROVER_V_ DROVER_JOB_ENV_NAMES DROVER_WRAPPER`;
+const EXPORT_JOB_ENV = `for DROVER_N_ in $DROVER_JOB_ENV_NAMES; do eval "DROVER_V_=\\$DROVER_JOB_ENV_$DROVER_N_"; unset "DROVER_JOB_ENV_$DROVER_N_"; eval "export $DROVER_N_=\\"\\$DROVER_V_\\""; done; unset DROVER_N_ DROVER_V_ DROVER_JOB_ENV_NAMES DROVER_WRAPPER DROVER_TTY_RELAY`;
 
 /** Write `$1` (a PID inside the job, or nothing) as the job's main process, atomically. */
 const MAIN_FILE = `"$DROVER_JOB_DIR/${JobFiles.mainPid}"`;
@@ -62,13 +62,69 @@ const SET_MAIN = `printf '%s\\n' "$1" >${MAIN_FILE}.tmp && mv -f ${MAIN_FILE}.tm
 /** The process running this names itself the main process (before the job's PATH applies). */
 const SET_MAIN_SELF = `read -r DROVER_ME_ _ </proc/self/stat; printf '%s\\n' "$DROVER_ME_" >${MAIN_FILE}.tmp && mv -f ${MAIN_FILE}.tmp ${MAIN_FILE}; unset DROVER_ME_`;
 
+/**
+ * The terminal relay of a job run with `-t` (`python3 -I -c RELAY TTYCMD`): it opens a pty in
+ * the job's own devpts, runs `sh -c TTYCMD` on it as that session's controlling terminal, copies
+ * the terminal's output to its stdout (the job's log) and its stdin (the job's input FIFO) to
+ * the terminal, and exits with the command's status (128 + the signal that killed it, as a shell
+ * says) once the command is gone and its output is drained (for at most 2 s: a background
+ * process that keeps the terminal and writes on does not hold the job). Not util-linux's
+ * `script`: its poll loop gives up on the EINTR that CRIU's dump and restore cause and then
+ * SIGTERMs the command (measured here); Python retries interrupted calls itself (PEP 475).
+ * Input waits in `pending` while the terminal is full, so a command that does not read never
+ * stops its own output from reaching the log. The wait-status macros, not
+ * `os.waitstatus_to_exitcode`, so any python3 >= 3.5 runs it.
+ */
+export const TTY_RELAY = `
+import os, pty, select, sys, time
+pid, m = pty.fork()
+if pid == 0:
+    os.execv('/bin/sh', ['sh', '-c', sys.argv[1]])
+os.set_blocking(m, False)
+status = None
+gone_at = None
+pending = b''
+stdin_open = True
+while True:
+    rd = [m] + ([0] if stdin_open and not pending else [])
+    r, w, _ = select.select(rd, [m] if pending else [], [], 0.2)
+    if m in r:
+        try:
+            d = os.read(m, 65536)
+        except BlockingIOError:
+            d = None
+        except OSError:
+            d = b''
+        if d == b'':
+            break
+        while d:
+            d = d[os.write(1, d):]
+    if 0 in r:
+        pending = os.read(0, 65536)
+        stdin_open = pending != b''
+    if m in w:
+        try:
+            pending = pending[os.write(m, pending):]
+        except BlockingIOError:
+            pass
+    if status is None:
+        p, s = os.waitpid(pid, os.WNOHANG)
+        if p == pid:
+            status, gone_at = s, time.monotonic()
+    if status is not None and (m not in r or time.monotonic() - gone_at > 2):
+        break
+if status is None:
+    status = os.waitpid(pid, 0)[1]
+sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+`;
+
 // The wrapper: `sh -c WRAPPER drover-job UNTIL PIDFILE TTYCMD CMD...`. Why each step:
 // - the command's own process names itself in main-pid before it execs the command: that PID
 //   (inside the job, which CRIU keeps) is how the agent finds the main process after a restore,
 //   whatever order the restored children come back in;
-// - with a terminal (TTYCMD), util-linux's script gives the command a pty of the job's own
-//   devpts as its controlling terminal and copies its output to stdout.log; script reads the
-//   job's input FIFO (opened read-write, so it never sees an end of file);
+// - with a terminal (TTYCMD), the relay above gives the command a pty of the job's own devpts
+//   as its controlling terminal and copies its output to stdout.log; it reads the job's input
+//   FIFO (opened read-write, so it never sees an end of file);
 // - with a pidfile (as systemd's Type=forking): once the command exits 0, the PID it wrote there
 //   (up to 10 s later) is the main process until it ends; the exit status is then 0 (a daemon is
 //   tini's child, not ours: its own status cannot be known), or 1 if no live PID came;
@@ -81,7 +137,7 @@ others() { for p in /proc/[0-9]*; do p=\${p#/proc/}; [ "$p" = 1 ] || [ "$p" = "$
 if [ -n "$tc" ]; then
   rm -f "$DROVER_JOB_DIR/${JobFiles.ttyIn}"
   mkfifo -m 600 "$DROVER_JOB_DIR/${JobFiles.ttyIn}" && exec 0<>"$DROVER_JOB_DIR/${JobFiles.ttyIn}" || exit 127
-  SHELL=/bin/sh script -qfec "$tc" /dev/null; st=$?
+  python3 -I -c "$DROVER_TTY_RELAY" "$tc"; st=$?
 else
   (${SET_MAIN_SELF}; ${EXPORT_JOB_ENV}; exec "$@"); st=$?
 fi

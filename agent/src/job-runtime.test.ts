@@ -4,7 +4,7 @@
  * terminal of the job's own devpts, and signals reach the main process (or, once it is gone,
  * every process of the job but its init and wrapper).
  */
-import { after, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,7 @@ import { JobKind, JobState } from '@drover/protocol';
 import { resolveMain, signalTargets } from './job-main.js';
 import { startNamespacedJob, type StartedJob } from './job-runtime.js';
 import type { JobRecord } from './job-store.js';
+import { writeTtyInput } from './job-tty.js';
 
 const base = mkdtempSync(join(tmpdir(), 'drover-runtime-'));
 const roots: number[] = [];
@@ -119,14 +120,67 @@ test('the job has its own devpts: its first terminal is pts/0, and -t puts the c
   assert.match(mounts, / \/ptmx \/dev\/ptmx /);
 });
 
+/** Wait until job `started` has ended; its recorded exit status. */
+async function ended(started: StartedJob, jobDir: string, ms = 15_000): Promise<string> {
+  await until(
+    () => (isSameLiveProcess(started.rootPid!, started.rootStartTicks) ? undefined : true),
+    ms,
+  );
+  return readFileSync(join(jobDir, 'exit-status'), 'utf8').trim();
+}
+
+describe('-t: the terminal relay', () => {
+  test("the job ends with its command, with the command's exit status", async () => {
+    const { record, started } = await start('tty-exit', ['/bin/sh', '-c', 'echo bye; exit 3'], {
+      tty: true,
+    });
+    assert.equal(await ended(started, record.jobDir), '3');
+    assert.match(readFileSync(join(record.jobDir, 'stdout.log'), 'utf8'), /^bye\r$/m);
+  });
+
+  test('a command killed by a signal: 128 + the signal, as a shell says', async () => {
+    const { record, started } = await start('tty-signal', ['sleep', '1000'], { tty: true });
+    await until(() => (cmdline(record.mainPid) === 'sleep 1000' ? true : undefined));
+    process.kill(record.mainPid!, 'SIGTERM');
+    assert.equal(await ended(started, record.jobDir), '143');
+  });
+
+  test('input reaches the command; input it does not read never stops its output', async () => {
+    const { record, started } = await start(
+      'tty-input',
+      ['/bin/sh', '-c', 'read -r l; echo "GOT $l"; sleep 0.5; seq 1 20000; exit 5'],
+      { tty: true },
+    );
+    await until(() => (cmdline(record.mainPid).startsWith('/bin/sh') ? true : undefined));
+    const r = { ...record, tty: true } as JobRecord;
+    assert.equal(await writeTtyInput(r, 'hello\n'), 6);
+    await until(() =>
+      /^GOT hello\r$/m.test(readFileSync(join(record.jobDir, 'stdout.log'), 'utf8'))
+        ? true
+        : undefined,
+    );
+    // Far more than a terminal's input queue (4 KiB) that the command never reads: a relay
+    // that blocked writing it would stop copying the output, and the command would block too.
+    for (let i = 0; i < 8; i++) await writeTtyInput(r, `${'x'.repeat(4095)}\n`);
+    assert.equal(await ended(started, record.jobDir), '5');
+    assert.match(readFileSync(join(record.jobDir, 'stdout.log'), 'utf8'), /^20000\r$/m);
+  });
+});
+
 test('--until all: the job outlives its command while a process of it is left; signals reach them', async () => {
   const { record, started } = await start('all', ['/bin/sh', '-c', 'sleep 1000 & exit 3'], {
     until: 'all',
   });
-  // The command is gone, the job is not: no main process, and the signal goes to `sleep 1000`.
+  // The command is gone, the job is not: no main process, and the signal goes to `sleep 1000`
+  // (once the command has been reaped: while it exits it is still in the tree for an instant).
   const m = await until(async () => {
     const x = await resolveMain(record);
-    return x.mainPid === null ? x : undefined;
+    return x.mainPid === null &&
+      signalTargets({ ...record, ...x })
+        .map(cmdline)
+        .join() === 'sleep 1000'
+      ? x
+      : undefined;
   });
   Object.assign(record, m);
   const targets = signalTargets(record);

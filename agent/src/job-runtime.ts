@@ -13,6 +13,7 @@ import { ENV_NAME_PATTERN } from '@drover/protocol';
 import {
   describeInitExit,
   INIT_SCRIPT,
+  TTY_RELAY,
   WRAPPER,
   wrapperArgs,
   type WrapperSpec,
@@ -78,6 +79,7 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
     DROVER_INIT_HOSTNAME: spec.hostname,
     DROVER_INIT_CWD: spec.cwd,
     DROVER_WRAPPER: WRAPPER,
+    ...(spec.wrapper.tty ? { DROVER_TTY_RELAY: TTY_RELAY } : {}),
     ...(spec.attachNetwork ? { DROVER_INIT_GATE: '1' } : {}),
     ...(spec.hostsFile ? { DROVER_INIT_HOSTS: spec.hostsFile } : {}),
   };
