@@ -22,13 +22,16 @@ die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script supports Debian-based hosts only (no apt-get)"
 
 # Runtime packages: job and testbed init, NATS, sshd for the deployer tests, the workloads'
-# redis, and the tools the agent and testbed call (arping: jobs' address probes and announces).
+# redis, and the tools the agent and testbed call (arping: jobs' address probes and announces;
+# python3: the terminal relay of jobs run with -t, and the test workloads).
 RUNTIME_PKGS=(tini nats-server openssh-server redis-server iproute2 util-linux procps psmisc
-  iptables nftables kmod ca-certificates xz-utils iputils-arping)
-# CRIU's build dependencies (Debian 12 names; identical on 13).
+  iptables nftables kmod ca-certificates xz-utils iputils-arping python3)
+# CRIU's build dependencies (Debian 12 names; identical on 13). The optional ones turn on
+# features CRIU's build detects: gnutls (the page channel's TLS), nftables (the network lock),
+# libbpf (jobs holding BPF maps).
 CRIU_BUILD_PKGS=(build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler python3-protobuf libbsd-dev libcap-dev libnl-3-dev libnet1-dev libaio-dev
-  libgnutls28-dev libnftables-dev uuid-dev dpkg-dev)
+  libgnutls28-dev libnftables-dev libbpf-dev uuid-dev dpkg-dev)
 
 apt_updated=0
 apt_update() {
