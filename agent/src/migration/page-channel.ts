@@ -280,6 +280,7 @@ export function watchPageConnection(
   c: ConnectionRef,
   until: Promise<unknown>,
   onCut: (why: string) => void,
+  onAcked?: (bytes: number) => void,
   stallMs = PAGE_STALL_MS,
 ): void {
   let done = false;
@@ -291,6 +292,7 @@ export function watchPageConnection(
     const conns = parseSsProgress(await ss(['-tinH', 'state', 'established', ...ssFilter(c)]));
     const waiting = conns.some((x) => x.sendQ > 0);
     const total = conns.reduce((a, x) => a + x.bytesAcked, 0);
+    if (conns.length > 0 && !done) onAcked?.(total);
     if (!waiting || total !== acked) {
       acked = total;
       since = performance.now();

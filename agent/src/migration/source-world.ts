@@ -69,8 +69,16 @@ export interface SourceWorld {
     close(port: number, peer: string): Promise<void>;
     /** The address this host's connections to `host` come from. */
     localAddressToward(host: string): Promise<string>;
-    /** Cut a page connection of CRIU's that stalls while `until` runs (page-channel.ts). */
-    watch(c: ConnectionRef, until: Promise<unknown>, onCut: (why: string) => void): void;
+    /**
+     * Cut a page connection of CRIU's that stalls while `until` runs (page-channel.ts); each
+     * second, `onAcked` hears the bytes the peer has acknowledged so far.
+     */
+    watch(
+      c: ConnectionRef,
+      until: Promise<unknown>,
+      onCut: (why: string) => void,
+      onAcked?: (bytes: number) => void,
+    ): void;
   };
   /** Scratch (tmpfs) for the migration's images. */
   scratch: {
@@ -129,7 +137,7 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
       admit: admitPeer,
       close: closePort,
       localAddressToward,
-      watch: (c, until, onCut) => watchPageConnection(c, until, onCut),
+      watch: (c, until, onCut, onAcked) => watchPageConnection(c, until, onCut, onAcked),
     },
     scratch: {
       make: (id) => makeScratch(hostId, id, 'images', stateDir),

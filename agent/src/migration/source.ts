@@ -33,7 +33,7 @@ import {
 } from '@drover/protocol';
 import { isTransferError } from '@drover/transfer';
 import type { CheckpointGuard } from '@drover/cgroup';
-import type { SwrkSession } from '@drover/criu';
+import { PAGE_SIZE, type SwrkSession } from '@drover/criu';
 import { isSameLiveProcess } from '@drover/native';
 import type { Agent } from '../agent.js';
 import { dumpOptionsOf } from '../checkpoint.js';
@@ -264,6 +264,7 @@ export class SourceMigration {
       ...dumpOptionsOf(this.plan!),
     };
     const tDump = performance.now();
+    let pageBytes = 0;
     if (this.mode === 'post-copy') {
       // CRIU writes everything but the memory, says status-ready, then serves pages until the
       // destination has them all; the DUMP reply comes only after that.
@@ -306,10 +307,17 @@ export class SourceMigration {
         pageServer: { address: pages.host, port: pages.port },
         ...(tls ? { tls } : {}),
       });
+      const memoryBytes = this.how.memoryBytes;
       this.w.pages.watch(
         { peer: pages.host, peerPort: pages.port },
         dumping,
         (why) => (this.cutWhy = why),
+        (acked) =>
+          this.progress('dumping', {
+            bytes: acked,
+            totalBytes: Math.max(memoryBytes, acked),
+            rateBytesPerSec: Math.round((acked * 1000) / (performance.now() - tDump)),
+          }),
       );
       await dumping.catch((err: unknown) => {
         throw this.cutWhy
@@ -317,6 +325,7 @@ export class SourceMigration {
           : err;
       });
       this.rec.stats.pages = (await this.w.images.stats(this.scratch)).pagesWritten;
+      pageBytes = this.rec.stats.pages * PAGE_SIZE;
     }
     this.rec.stats.dumpMs = Math.round(performance.now() - tDump);
     // The job's directory travels in the images, as it is now that the job is frozen.
@@ -324,6 +333,7 @@ export class SourceMigration {
     this.progress('dumped', {
       dumpMs: this.rec.stats.dumpMs,
       totalBytes: await this.w.images.bytes(this.scratch),
+      ...(pageBytes > 0 ? { pageBytes } : {}),
     });
   }
 

@@ -393,11 +393,11 @@ describe('migration faults leave the job running where it was', () => {
       const migrating = cluster.migrate(job.id, 'h1', 'h3');
       await waitForMigrationState('h1', job.id, 'dumping');
       await sleep(500);
-      tb.host('h3').cutLink();
+      await tb.host('h3').cutLink();
       try {
         await assert.rejects(migrating);
       } finally {
-        tb.host('h3').restoreLink();
+        await tb.host('h3').restoreLink();
       }
       await check();
       const rec = await lastMigration('h1', job.id);
