@@ -10,6 +10,8 @@ import {
   LeaseKeeper,
   ObjectFiles,
   serveControllerApi,
+  serverVersionOf,
+  serverVersionProblem,
   StateStore,
   type LeaseRecord,
 } from '@drover/bus';
@@ -46,6 +48,10 @@ export async function startController(
   const log = logger.child({ controller: config.id });
   const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-controller ${config.id}`, log));
   try {
+    // Replicated state is safe only on a current server; a single one works on older ones too.
+    const old = serverVersionProblem(serverVersionOf(bus), config.replicas);
+    if (old && 'error' in old) throw old.error;
+    if (old) log.warn(old.warning, { version: serverVersionOf(bus) });
     const opts = { replicas: config.replicas } as const;
     // A NATS cluster still forming has no peers to place R3 state on yet: wait for it (30 s).
     const leases = await whileForming(() =>

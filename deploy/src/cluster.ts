@@ -2,7 +2,7 @@
  * The deployer's view of the cluster, through the controller (`@drover/bus`): wait for a host's
  * heartbeat, drain and uncordon it during a rolling upgrade. Connected lazily, once per run.
  */
-import { Bus, ControllerClient } from '@drover/bus';
+import { Bus, ControllerClient, serverVersionOf, serverVersionProblem } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { HostStatus, OperationRecord } from '@drover/protocol';
 import { deployerTls } from './agent-certs.js';
@@ -24,6 +24,10 @@ export class ClusterLink {
   }
 
   private async client(): Promise<ControllerClient> {
+    return new ControllerClient(await this.bus());
+  }
+
+  private bus(): Promise<Bus> {
     // With a certificates directory: the deployer's operator identity (see agent-certs.ts).
     const tls = deployerTls(this.inv);
     this.#bus ??= Bus.connect({
@@ -37,7 +41,17 @@ export class ClusterLink {
       ...(this.inv.nats.credsFile !== undefined ? { credsFile: this.inv.nats.credsFile } : {}),
     });
     this.#bus.catch(() => (this.#bus = null));
-    return new ControllerClient(await this.#bus);
+    return this.#bus;
+  }
+
+  /**
+   * The NATS server's version and what it lacks when older than Drover expects (null: nothing),
+   * judged as replicated state when the inventory lists several servers (a NATS cluster).
+   */
+  async natsServer(): Promise<{ version: string; problem: string | null }> {
+    const version = serverVersionOf(await this.bus());
+    const p = serverVersionProblem(version, this.inv.controller.servers.length > 1 ? 3 : 1);
+    return { version, problem: p === null ? null : 'error' in p ? p.error.message : p.warning };
   }
 
   /** Every host the controller knows. */

@@ -14,3 +14,10 @@ export { serveControllerApi, ControllerClient } from './controller-rpc.js';
 export type { ControllerAudit, ControllerHandlers } from './controller-rpc.js';
 export { ObjectFiles } from './object-files.js';
 export type { ObjectFilesOptions, StoredObject } from './object-files.js';
+export {
+  NATS_SERVER_MIN,
+  parseServerVersion,
+  serverVersionAtLeast,
+  serverVersionOf,
+  serverVersionProblem,
+} from './server-version.js';

@@ -2,6 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { isDroverError } from '@drover/common';
 import { ObjectFiles } from './object-files.js';
 import { startTestNats, type TestNats } from './test-nats.js';
@@ -61,4 +62,20 @@ test('a 3 MiB file streams in and out byte for byte; names group by prefix; dele
   await assert.rejects(collect(store.get('s1/job-a/pages-1.img')), (e: unknown) =>
     isDroverError(e, 'NOT_FOUND'),
   );
+});
+
+test('the space of deleted objects is given back (nats-server 2.9.10 kept it until a restart)', async () => {
+  const store = await ObjectFiles.open(nats.bus, { bucket: 'space', create: true });
+  const jsm = await jetstreamManager(nats.bus.nc);
+  // The account's usage is what the server's store limit is judged against.
+  const bytes = async (): Promise<number> => (await jsm.getAccountInfo()).storage;
+  const before = await bytes();
+  for (let i = 0; i < 4; i++) {
+    await store.put(`set/job/pages-${i}.img`, chunks(randomBytes(2 * 1024 * 1024), 256 * 1024));
+  }
+  assert.ok((await bytes()) - before >= 8 * 1024 * 1024, 'the objects take their space');
+  assert.equal(await store.deletePrefix('set/'), 4);
+  // What stays are the delete markers (one small message per object).
+  const left = (await bytes()) - before;
+  assert.ok(left < 64 * 1024, `${left} bytes still held after every object was deleted`);
 });

@@ -11,6 +11,7 @@ import { DroverError, ErrorCode } from '@drover/common';
 import { AgentCluster } from './agents.js';
 import { leaks, removeRun, sweepLeftovers, type Leftover } from './cleanup.js';
 import { ControllerProcess } from './controller.js';
+import { natsServerBin } from './nats-bin.js';
 import { sameProcess } from './names.js';
 import { exeName, isAlive, killChecked, run, sleep, startTime } from './proc.js';
 import { Testbed } from './testbed.js';
@@ -74,7 +75,7 @@ const HEARTBEAT_MS = 1000;
 const UNREACHABLE_MS = 5000;
 
 /** Commands the local cluster needs on this machine, with what provides them. */
-const NEEDED = ['ip', 'nsenter', 'unshare', 'tini', 'nats-server'] as const;
+const NEEDED = ['ip', 'nsenter', 'unshare', 'tini'] as const;
 
 /** The dir a caller gave, or the default. */
 function dirOf(dir: string | undefined): string {
@@ -101,6 +102,7 @@ async function preflight(): Promise<void> {
       { details: { missing } },
     );
   }
+  await natsServerBin(); // one at least NATS_SERVER_MIN, or a FAILED_PRECONDITION saying what is there
 }
 
 /** The recorded process `p` still exists and is the same process. */
