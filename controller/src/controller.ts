@@ -44,6 +44,7 @@ import {
   type ClusterContext,
 } from './cluster-checkpoint.js';
 import { HostRegistry } from './host-registry.js';
+import { Liveness } from './liveness.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
 
@@ -66,8 +67,6 @@ export interface ControllerStores {
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
 const WATCHED_CALL_MS = 30_000;
-/** How far an agent's start (from its heartbeat's uptime) may seem to be after a call's start. */
-const AGENT_START_SLACK_MS = 1500;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
 
@@ -76,9 +75,8 @@ export class Controller {
   readonly registry: HostRegistry;
   private readonly log: Logger;
   private stopHeartbeats: (() => void) | null = null;
-  private sweeper: NodeJS.Timeout | null = null;
+  private readonly liveness: Liveness;
   private readonly imageRetention: number;
-  private readonly unreachableAfterMs: number;
 
   constructor(
     private readonly bus: Bus,
@@ -86,9 +84,9 @@ export class Controller {
     options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
   ) {
     this.imageRetention = options.imageRetention ?? 10;
-    this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
+    this.liveness = new Liveness(bus, this.registry, options.unreachableAfterMs, this.log);
   }
 
   /** Start listening to heartbeats and sweeping for silent hosts. */
@@ -96,15 +94,13 @@ export class Controller {
     this.stopHeartbeats = this.bus.subscribe(HEARTBEAT_WILDCARD, (_s, v) =>
       this.heartbeat(v as AgentInfo),
     );
-    this.sweeper = setInterval(() => {
-      for (const h of this.registry.sweep()) this.log.warn('host unreachable', { host: h });
-    }, 1000);
-    this.sweeper.unref();
+    // Silent hosts are probed before they are called unreachable (liveness.ts).
+    this.liveness.start();
   }
 
   stop(): void {
     this.stopHeartbeats?.();
-    if (this.sweeper) clearInterval(this.sweeper);
+    this.liveness.stop();
   }
 
   private heartbeat(info: AgentInfo): void {
@@ -491,50 +487,8 @@ export class Controller {
   ): Promise<AgentReplies[Op]> {
     const call = new AgentClient(this.bus, host).call(op, req, timeoutMs);
     return timeoutMs !== undefined && timeoutMs > WATCHED_CALL_MS
-      ? this.whileAgentLives(host, op, call)
+      ? this.liveness.watch(host, op, call)
       : call;
-  }
-
-  /**
-   * A long call (a migration, a dump, an upload) fails as soon as its agent is seen to die — no
-   * heartbeat for the unreachable timeout, or a heartbeat from a restarted agent — rather than
-   * when its timeout (minutes) runs out: a dead agent never replies.
-   */
-  private whileAgentLives<T>(host: string, op: string, call: Promise<T>): Promise<T> {
-    const callStart = Date.now();
-    return new Promise<T>((resolve, reject) => {
-      const gone = (why: string): void => {
-        clearInterval(timer);
-        reject(
-          new DroverError(ErrorCode.Unavailable, `the agent on ${host} ${why} during ${op}`, {
-            retryable: true,
-            details: { host, op },
-          }),
-        );
-      };
-      const timer = setInterval(() => {
-        const h = this.registry.get(host);
-        if (!h) return;
-        // Silence counts from the call's start: a host that was silent before (an agent being
-        // restarted) is judged on the heartbeats it sends while the call runs.
-        const silentMs = Date.now() - Math.max(h.lastSeenMs, callStart);
-        if (silentMs > this.unreachableAfterMs) return gone('stopped answering (no heartbeat)');
-        // An agent that started after the call went out cannot be the one running it. (Its start
-        // is known to a second: uptime is whole seconds; heartbeats are a moment late.)
-        const agentStart = h.lastSeenMs - h.info.uptimeSec * 1000;
-        if (agentStart > callStart + AGENT_START_SLACK_MS) gone('restarted');
-      }, 500);
-      call.then(
-        (v) => {
-          clearInterval(timer);
-          resolve(v);
-        },
-        (err: unknown) => {
-          clearInterval(timer);
-          reject(err as Error);
-        },
-      );
-    });
   }
 }
 

@@ -136,6 +136,28 @@ export interface AgentInfo {
   memory: { totalBytes: number; availableBytes: number };
   criu: { version: string; lazyPages: boolean; memTrack: boolean };
   jobs: { id: string; state: JobState; name: string }[];
+  /** The agent's main thread as its heartbeat thread sees it (agents since liveness probes). */
+  loop?: LoopHealth;
+}
+
+/**
+ * How an agent's main thread (its event loop) is doing: `lagMs` the longest delay of its event
+ * loop over the last second it reported, `stalledMs` how long it has not reported at all.
+ */
+export interface LoopHealth {
+  lagMs: number;
+  stalledMs: number;
+}
+
+/**
+ * The answer to a liveness probe (`drover.live.<host>`), from the agent's heartbeat thread: the
+ * process is alive, since when, and how its main thread is doing.
+ */
+export interface LivenessReply {
+  host: string;
+  pid: number;
+  uptimeSec: number;
+  loop: LoopHealth;
 }
 
 /** One reason a job cannot be checkpointed or moved. */
