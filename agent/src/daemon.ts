@@ -13,6 +13,7 @@ import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { Agent } from './agent.js';
 import { fetchImage, pushImage } from './image-sets.js';
 import { startHeartbeats, type Heartbeats } from './heartbeat.js';
+import { busyAfterStart, busyMainMs, BUSY_OPS } from './busy-fault.js';
 import type { AgentConfig } from './config.js';
 import { hostAddresses, preflight } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
@@ -141,6 +142,11 @@ export async function startAgentDaemon(
     'migrate-status': (r) => migrations.findWithTicket(r.migrationId, r.ticket),
     'migrations-list': async () => ({ migrations: await migrations.list() }),
   };
+  const busyMs = busyMainMs(config.fault);
+  for (const op of BUSY_OPS) {
+    const h = handlers[op] as (r: never) => Promise<unknown>;
+    (handlers as Record<string, unknown>)[op] = busyAfterStart(busyMs, h);
+  }
   serveAgentApi(bus, config.hostId, handlers, log);
   // Heartbeats and liveness probes come from a thread of their own (heartbeat.ts).
   let heartbeats: Heartbeats;
