@@ -44,7 +44,9 @@ import {
   type ClusterContext,
 } from './cluster-checkpoint.js';
 import { HostRegistry } from './host-registry.js';
+import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
+import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
 
@@ -62,6 +64,8 @@ export interface ControllerStores {
   objects: ObjectFiles;
   /** image-set name → its key. */
   keys: StateStore<{ key: string }>;
+  /** host → when a controller last wrote it down: the hosts a new controller waits to hear from. */
+  hosts: StateStore<KnownHost>;
 }
 
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -76,6 +80,8 @@ export class Controller {
   private readonly log: Logger;
   private stopHeartbeats: (() => void) | null = null;
   private readonly liveness: Liveness;
+  private known: KnownHosts | null = null;
+  private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
 
   constructor(
@@ -84,13 +90,18 @@ export class Controller {
     options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
   ) {
     this.imageRetention = options.imageRetention ?? 10;
+    this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
     this.liveness = new Liveness(bus, this.registry, options.unreachableAfterMs, this.log);
   }
 
-  /** Start listening to heartbeats and sweeping for silent hosts. */
+  /**
+   * Start listening to heartbeats and sweeping for silent hosts. The controller is ready (see
+   * `ready`) once it has heard from every host the cluster has, or waited out the silent ones.
+   */
   async start(): Promise<void> {
+    this.known = await KnownHosts.load(this.stores.hosts, this.unreachableAfterMs, this.log);
     this.stopHeartbeats = this.bus.subscribe(HEARTBEAT_WILDCARD, (_s, v) =>
       this.heartbeat(v as AgentInfo),
     );
@@ -98,7 +109,16 @@ export class Controller {
     this.liveness.start();
   }
 
+  /**
+   * Resolves once the controller has heard from every host the cluster has (or waited out the
+   * silent ones): what it says about hosts and jobs before then could be wrong.
+   */
+  ready(): Promise<void> {
+    return this.known?.whenReady() ?? Promise.reject(new Error('controller not started'));
+  }
+
   stop(): void {
+    this.known?.stop();
     this.stopHeartbeats?.();
     this.liveness.stop();
   }
@@ -106,6 +126,7 @@ export class Controller {
   private heartbeat(info: AgentInfo): void {
     const known = this.registry.get(info.host) !== undefined;
     this.registry.observe(info);
+    this.known?.heardFrom(info.host);
     if (!known) {
       this.log.info('host joined', { host: info.host });
       // Its cordon survives controller restarts: read it back.
@@ -228,29 +249,18 @@ export class Controller {
       explanation = p.explanation;
     }
     const now = new Date().toISOString();
-    const op: OperationRecord = {
-      opId: newId('op'),
+    const { opId, ...asked } = req;
+    return runMigrate(this.migrateContext(), {
+      opId: opId ?? newId('op'),
       kind: 'migrate',
       state: 'running',
       createdAt: now,
       updatedAt: now,
-      request: { ...req, source, destination },
+      request: { ...asked, source, destination },
       placement: explanation,
       migration: null,
       error: null,
-    };
-    await this.stores.ops.put(op.opId, op);
-    try {
-      op.migration = await this.authorizedMigrate(source, req.jobId, destination, req.mode);
-      op.state = 'done';
-    } catch (err) {
-      const e = toDroverError(err);
-      op.state = 'failed';
-      op.error = { code: e.code, message: e.message };
-    }
-    op.updatedAt = new Date().toISOString();
-    await this.stores.ops.put(op.opId, op);
-    return op;
+    });
   }
 
   /** Cordon `host` and move every job off it. */
@@ -286,6 +296,12 @@ export class Controller {
   /** Finish the operations a previous controller left running (called once acting). */
   async resumeOperations(): Promise<void> {
     const ops = [...(await this.stores.ops.list()).values()].map((v) => v.value);
+    for (const op of ops.filter((o) => o.kind === 'migrate' && o.state === 'running')) {
+      this.log.info('reconciling migration', { opId: op.opId, request: op.request });
+      void reconcileMigrate(this.migrateContext(), op.opId).catch((err: unknown) =>
+        this.log.error('reconciling a migration failed', { opId: op.opId, err }),
+      );
+    }
     for (const op of ops.filter((o) => o.kind === 'drain' && o.state === 'running')) {
       this.log.info('resuming drain', { opId: op.opId, host: op.host });
       void runDrain(this.drainContext(), op.opId, Number(op.request['parallel'] ?? 2)).catch(
@@ -316,13 +332,38 @@ export class Controller {
     };
   }
 
-  /** Where a job's processes are now, asked of every reachable agent (null: nowhere). */
+  /**
+   * Where a job's processes are now, asked of every reachable agent (null: nowhere).
+   * UNAVAILABLE when it is not found but a reachable agent did not answer: it may have it.
+   */
   private async whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
+    const unanswered: string[] = [];
     for (const h of this.registry.list().filter((x) => x.reachable)) {
-      const j = await this.agent(h.host, 'inspect', { jobId }).catch(() => null);
+      const j = await this.agent(h.host, 'inspect', { jobId }).catch((err: unknown) => {
+        if (toDroverError(err).code !== ErrorCode.NotFound) unanswered.push(h.host);
+        return null;
+      });
       if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
     }
+    if (unanswered.length > 0) {
+      throw new DroverError(
+        ErrorCode.Unavailable,
+        `cannot tell where job ${jobId} runs: the agents on ${unanswered.join(', ')} did not answer`,
+        { retryable: true, details: { jobId, unanswered } },
+      );
+    }
     return null;
+  }
+
+  private migrateContext(): MigrateContext {
+    return {
+      ops: this.stores.ops,
+      log: this.log,
+      migrate: (source, jobId, destination, mode) =>
+        this.authorizedMigrate(source, jobId, destination, mode),
+      whereIs: (jobId) => this.whereIs(jobId),
+      migrations: async (host) => (await this.agent(host, 'migrations-list', {})).migrations,
+    };
   }
 
   private drainContext(): DrainContext {
@@ -417,6 +458,13 @@ export class Controller {
 
   private knownHost(host: string): HostView {
     const h = this.registry.get(host);
+    if (!h && this.known?.has(host)) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `host ${host} is unreachable (no heartbeat since this controller started)`,
+        { details: { host } },
+      );
+    }
     if (!h) {
       throw new DroverError(
         ErrorCode.NotFound,
@@ -464,19 +512,38 @@ export class Controller {
     const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
     const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
     let fallback: string | null = null;
+    const unanswered: string[] = [];
     for (const h of order) {
       const found = await this.agent(h.host, 'inspect', { jobId }).then(
         (j) => j,
-        () => null,
+        (err: unknown) => {
+          if (toDroverError(err).code !== ErrorCode.NotFound) unanswered.push(h.host);
+          return null;
+        },
       );
       if (!found) continue;
       if (LIVE.has(found.state)) return h.host;
       fallback ??= h.host;
     }
     if (anyState && fallback !== null) return fallback;
-    throw new DroverError(ErrorCode.NotFound, `no running job ${jobId} on any reachable host`, {
-      details: { jobId },
-    });
+    // "Not found" only when every reachable agent said so: one that did not answer may have it.
+    if (unanswered.length > 0) {
+      throw new DroverError(
+        ErrorCode.Unavailable,
+        `cannot tell where job ${jobId} runs: the agents on ${unanswered.join(', ')} did not answer`,
+        { retryable: true, details: { jobId, unanswered } },
+      );
+    }
+    const down = this.registry
+      .list()
+      .filter((h) => !h.reachable)
+      .map((h) => h.host);
+    throw new DroverError(
+      ErrorCode.NotFound,
+      `no running job ${jobId} on any reachable host` +
+        (down.length ? ` (unreachable: ${down.join(', ')})` : ''),
+      { details: { jobId, ...(down.length ? { unreachable: down } : {}) } },
+    );
   }
 
   private agent<Op extends AgentOp>(

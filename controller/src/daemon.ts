@@ -25,6 +25,7 @@ import {
 import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
+import type { KnownHost } from './known-hosts.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
@@ -67,6 +68,7 @@ export async function startController(
       bucket: 'drover_imagekeys',
       ...opts,
     });
+    const hosts = await StateStore.open<KnownHost>(bus, { bucket: 'drover_hosts', ...opts });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,
@@ -106,7 +108,7 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects, keys },
+      { cordons, ops, events, sets, objects, keys, hosts },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
@@ -114,28 +116,36 @@ export async function startController(
       },
     );
     await controller.start();
+    // What depends on the hosts waits until the controller has heard from all of them
+    // (known-hosts.ts): a fresh controller never says "no such job" for one that exists.
+    const ready =
+      <A, R>(f: (a: A) => Promise<R>) =>
+      async (a: A): Promise<R> => {
+        await controller.ready();
+        return f(a);
+      };
     serveControllerApi(
       bus,
       {
-        hosts: async () => controller.hosts(),
-        jobs: (r) => controller.jobs(r),
-        run: (r) => controller.run(r),
-        adopt: (r) => controller.adopt(r),
-        inspect: (r) => controller.inspect(r),
-        logs: (r) => controller.logs(r),
-        signal: (r) => controller.signal(r),
-        stop: (r) => controller.stopJob(r),
-        migrate: (r) => controller.migrate(r),
-        drain: (r) => controller.drain(r),
-        preflight: (r) => controller.preflight(r),
-        cordon: (r) => controller.cordon(r, true),
-        uncordon: (r) => controller.cordon(r, false),
+        hosts: ready(async () => controller.hosts()),
+        jobs: ready((r) => controller.jobs(r)),
+        run: ready((r) => controller.run(r)),
+        adopt: ready((r) => controller.adopt(r)),
+        inspect: ready((r) => controller.inspect(r)),
+        logs: ready((r) => controller.logs(r)),
+        signal: ready((r) => controller.signal(r)),
+        stop: ready((r) => controller.stopJob(r)),
+        migrate: ready((r) => controller.migrate(r)),
+        drain: ready((r) => controller.drain(r)),
+        preflight: ready((r) => controller.preflight(r)),
+        cordon: ready((r) => controller.cordon(r, true)),
+        uncordon: ready((r) => controller.cordon(r, false)),
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
         audit: (r) => audit.read(r),
-        checkpoint: (r) => controller.checkpoint(r),
-        restore: (r) => controller.restore(r),
+        checkpoint: ready((r) => controller.checkpoint(r)),
+        restore: ready((r) => controller.restore(r)),
         'images-list': () => controller.imagesList(),
         'images-inspect': (r) => controller.imagesInspect(r),
         'images-delete': (r) => controller.imagesDelete(r),
@@ -146,7 +156,7 @@ export async function startController(
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
     setTimeout(
-      () => void controller.resumeOperations(),
+      () => void controller.ready().then(() => controller.resumeOperations()),
       Math.min(3000, config.unreachableAfterMs),
     ).unref();
     log.info('controller acting', { id: config.id });

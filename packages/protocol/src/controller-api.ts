@@ -220,7 +220,13 @@ export const ControllerOps = {
   }),
   signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
   stop: obj({ jobId: id() }),
-  migrate: obj({ jobId: id(), to: opt(id()), mode: opt(oneOf(MIGRATION_MODES)) }),
+  /** `opId`: the client's id for the operation (it can ask `status` if it loses the reply). */
+  migrate: obj({
+    jobId: id(),
+    to: opt(id()),
+    mode: opt(oneOf(MIGRATION_MODES)),
+    opId: opt(id()),
+  }),
   preflight: obj({ jobId: id(), to: opt(id()) }),
   drain: obj({ host: id(), parallel: opt(int({ min: 1, max: 16 })) }),
   cordon: obj({ host: id() }),

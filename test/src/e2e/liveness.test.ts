@@ -184,9 +184,10 @@ describe('liveness that heavy work cannot starve', () => {
       }, 60_000);
       const tookMs = Date.now() - killedAt;
       const bound = UNREACHABLE_MS + SWEEP_MS + PROBE_MS;
+      // Found by the liveness probe, or sooner by the call itself (nobody serves h2 any more).
       assert.match(
         failing.error?.message ?? '',
-        /the agent on h2 stopped answering \(no heartbeat, no answer to a liveness probe\)/,
+        /the agent on h2 stopped answering \(no heartbeat, no answer to a liveness probe\)|the server of drover\.agent\.h2\.image-push went away/,
       );
       // The bound, plus the CLI's polling and a loaded machine's scheduling.
       assert.ok(
