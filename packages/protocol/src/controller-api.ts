@@ -107,6 +107,8 @@ export interface DrainItem {
   reason: string | null;
   migrationId: string | null;
   frozenMs: number | null;
+  /** Moves tried so far (a transient failure is tried again). */
+  attempts?: number;
 }
 
 /** One job of a cluster checkpoint or restore, as it moves through the phases. */
