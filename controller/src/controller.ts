@@ -71,6 +71,8 @@ export interface ControllerStores {
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
 const WATCHED_CALL_MS = 30_000;
+/** How often the image store is swept of chunks no object refers to. */
+const ORPHAN_SWEEP_MS = 10 * 60_000;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
 
@@ -81,6 +83,7 @@ export class Controller {
   private stopHeartbeats: (() => void) | null = null;
   private readonly liveness: Liveness;
   private known: KnownHosts | null = null;
+  private orphanSweeper: NodeJS.Timeout | null = null;
   private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
 
@@ -107,6 +110,14 @@ export class Controller {
     );
     // Silent hosts are probed before they are called unreachable (liveness.ts).
     this.liveness.start();
+    // Chunks of uploads that were cut off (an agent may not purge them itself) are removed.
+    this.orphanSweeper = setInterval(() => {
+      void this.stores.objects.sweepOrphanChunks().then(
+        (n) => n > 0 && this.log.info('removed chunks of interrupted uploads', { subjects: n }),
+        (err: unknown) => this.log.warn('cannot sweep the image store', { err }),
+      );
+    }, ORPHAN_SWEEP_MS);
+    this.orphanSweeper.unref();
   }
 
   /**
@@ -118,6 +129,7 @@ export class Controller {
   }
 
   stop(): void {
+    if (this.orphanSweeper) clearInterval(this.orphanSweeper);
     this.known?.stop();
     this.stopHeartbeats?.();
     this.liveness.stop();

@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { isDroverError } from '@drover/common';
 import { ObjectFiles } from './object-files.js';
 import { startTestNats, type TestNats } from './test-nats.js';
@@ -78,4 +78,18 @@ test('the space of deleted objects is given back (nats-server 2.9.10 kept it unt
   // What stays are the delete markers (one small message per object).
   const left = (await bytes()) - before;
   assert.ok(left < 64 * 1024, `${left} bytes still held after every object was deleted`);
+});
+
+test('chunks no object refers to are swept once old enough; live objects keep theirs', async () => {
+  const store = await ObjectFiles.open(nats.bus, { bucket: 'orphans', create: true });
+  const data = randomBytes(300 * 1024);
+  await store.put('set/job/kept.img', chunks(data, 64 * 1024));
+  // What an interrupted upload leaves: chunks under a nuid that no object record names.
+  const js = jetstream(nats.bus.nc);
+  for (let i = 0; i < 3; i++)
+    await js.publish('$O.orphans.C.interruptedUpload1', randomBytes(1024));
+  assert.equal(await store.sweepOrphanChunks(3_600_000), 0, 'young chunks may be an upload');
+  assert.equal(await store.sweepOrphanChunks(0), 1);
+  assert.equal(await store.sweepOrphanChunks(0), 0);
+  assert.ok((await collect(store.get('set/job/kept.img'))).equals(data), 'a live object lost data');
 });
