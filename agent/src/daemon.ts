@@ -100,7 +100,7 @@ export async function startAgentDaemon(
     info: () => agent.info(),
     run: (r) => agent.run(r),
     adopt: (r) => agent.adopt(r),
-    list: () => agent.list(),
+    list: (r) => agent.list(r),
     inspect: (r) => agent.inspect(r),
     signal: (r) => agent.signal(r),
     logs: (r) => agent.logs(r),

@@ -20,6 +20,8 @@ import {
 } from '@drover/common';
 import {
   HEARTBEAT_WILDCARD,
+  fitBytes,
+  pageOf,
   type AgentInfo,
   type AgentOp,
   type AgentReplies,
@@ -46,6 +48,7 @@ import {
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
+import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
@@ -151,25 +154,25 @@ export class Controller {
     }
   }
 
-  hosts(): ControllerReplies['hosts'] {
-    return { hosts: this.registry.list().map(toStatus) };
+  /** Hosts by name, a page at a time. */
+  hosts(req: ControllerRequest<'hosts'> = {}): ControllerReplies['hosts'] {
+    const p = pageOf(this.registry.list().map(toStatus), (h) => h.host, req);
+    return { hosts: p.items, next: p.next };
   }
 
-  /** Every job of every reachable host, asked of the agents themselves. */
+  /** Jobs of every reachable host (or one), asked of the agents themselves; a page at a time. */
   async jobs(req: ControllerRequest<'jobs'>): Promise<ControllerReplies['jobs']> {
+    return jobsPage(this.jobsSource(req.host), req);
+  }
+
+  /** The agents to ask for jobs: every reachable host, or `host` (which must be known). */
+  private jobsSource(host?: string): JobsSource {
     const hosts = this.registry
       .list()
-      .filter((h) => h.reachable && (req.host === undefined || h.host === req.host));
-    if (req.host !== undefined && hosts.length === 0) this.knownHost(req.host);
-    const lists = await Promise.all(
-      hosts.map((h) =>
-        this.agent(h.host, 'list', {}).then(
-          (r) => r.jobs,
-          () => [],
-        ),
-      ),
-    );
-    return { jobs: lists.flat().sort((a, b) => a.id.localeCompare(b.id)) };
+      .filter((h) => h.reachable && (host === undefined || h.host === host))
+      .map((h) => h.host);
+    if (host !== undefined && hosts.length === 0) this.knownHost(host);
+    return { hosts, list: (h, r) => this.agent(h, 'list', r) };
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
@@ -291,8 +294,21 @@ export class Controller {
     return restoreCluster(this.clusterContext(), req);
   }
 
-  async imagesList(): Promise<ControllerReplies['images-list']> {
-    return { sets: await listSets(this.clusterContext()) };
+  /** Image sets, newest first, a page at a time (the cursor is a set's name). */
+  async imagesList(
+    req: ControllerRequest<'images-list'> = {},
+  ): Promise<ControllerReplies['images-list']> {
+    const sets = await listSets(this.clusterContext());
+    const at = req.after === undefined ? -1 : sets.findIndex((s) => s.name === req.after);
+    if (req.after !== undefined && at < 0) {
+      throw new DroverError(ErrorCode.NotFound, `no image set ${req.after} to page after`, {
+        details: { after: req.after },
+      });
+    }
+    const rest = sets.slice(at + 1);
+    const p = fitBytes(rest.slice(0, req.limit ?? rest.length));
+    const more = p.cut || (req.limit !== undefined && rest.length > req.limit);
+    return { sets: p.items, next: more ? (p.items.at(-1)?.name ?? null) : null };
   }
 
   imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {
@@ -339,7 +355,7 @@ export class Controller {
       hosts: () => this.views(),
       agent: (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
       whereIs: (jobId) => this.whereIs(jobId),
-      allJobs: async () => (await this.jobs({})).jobs,
+      allJobs: async () => (await allJobs(this.jobsSource())).jobs,
       usableHost: (host) => void this.usableHost(host),
     };
   }
@@ -385,7 +401,7 @@ export class Controller {
       hosts: () => this.views(),
       cordon: async (host) => void (await this.cordon({ host }, true)),
       jobsOn: async (host) => {
-        const { jobs } = await this.agent(host, 'list', {});
+        const jobs = await jobsOfHost((r) => this.agent(host, 'list', r));
         const live = jobs.filter((j) => LIVE.has(j.state));
         return Promise.all(
           live.map(async (j) => ({
@@ -416,14 +432,16 @@ export class Controller {
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
       ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
     });
-    return {
-      events: got.map((e) => ({
+    // A page never holds more than a reply can carry: the rest is asked for from `next`.
+    const page = fitBytes(
+      got.map((e) => ({
         seq: e.seq,
         subject: e.subject,
         time: e.time.toISOString(),
         value: e.value,
       })),
-    };
+    );
+    return { events: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
   }
 
   async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {

@@ -127,7 +127,7 @@ export async function startController(
     serveControllerApi(
       bus,
       {
-        hosts: ready(async () => controller.hosts()),
+        hosts: ready(async (r) => controller.hosts(r)),
         jobs: ready((r) => controller.jobs(r)),
         run: ready((r) => controller.run(r)),
         adopt: ready((r) => controller.adopt(r)),
@@ -146,7 +146,7 @@ export async function startController(
         audit: (r) => audit.read(r),
         checkpoint: ready((r) => controller.checkpoint(r)),
         restore: ready((r) => controller.restore(r)),
-        'images-list': () => controller.imagesList(),
+        'images-list': (r) => controller.imagesList(r),
         'images-inspect': (r) => controller.imagesInspect(r),
         'images-delete': (r) => controller.imagesDelete(r),
       },

@@ -2,7 +2,13 @@
  * The deployer's view of the cluster, through the controller (`@drover/bus`): wait for a host's
  * heartbeat, drain and uncordon it during a rolling upgrade. Connected lazily, once per run.
  */
-import { Bus, ControllerClient, serverVersionOf, serverVersionProblem } from '@drover/bus';
+import {
+  Bus,
+  callAllPages,
+  ControllerClient,
+  serverVersionOf,
+  serverVersionProblem,
+} from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { HostStatus, OperationRecord } from '@drover/protocol';
 import { deployerTls } from './agent-certs.js';
@@ -56,7 +62,7 @@ export class ClusterLink {
 
   /** Every host the controller knows. */
   async hosts(): Promise<HostStatus[]> {
-    return (await (await this.client()).call('hosts', {}, 10_000)).hosts;
+    return (await callAllPages(await this.client(), 'hosts', {})).hosts;
   }
 
   /** One host as the controller sees it, or null. */
@@ -111,7 +117,7 @@ export class ClusterLink {
 
   /** Jobs the controller finds on a host (asks its agent). */
   async jobsOn(name: string): Promise<{ id: string; state: string }[]> {
-    return (await (await this.client()).call('jobs', { host: name }, 30_000)).jobs;
+    return (await callAllPages(await this.client(), 'jobs', { host: name })).jobs;
   }
 
   /** Fail early, with one clear message, when the controller cannot be reached. */

@@ -2,6 +2,7 @@
  * The agent's request/reply API: one entry per operation with its request schema; the reply
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
+import { pageFields } from './paging.js';
 import { ID_PATTERN } from './subjects.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
@@ -203,7 +204,8 @@ export const AgentOps = {
     jobId: opt(id()),
   }),
   adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
-  list: obj({}),
+  /** Jobs by id, a page at a time (paging.ts). */
+  list: obj({ ...pageFields() }),
   inspect: obj({ jobId: id() }),
   signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
   logs: obj({
@@ -271,7 +273,8 @@ export interface AgentReplies extends MigrationReplies {
   info: AgentInfo;
   run: JobInfo;
   adopt: JobInfo;
-  list: { jobs: JobInfo[] };
+  /** `next`: the id to ask `after` for the next page (null or absent: the last). */
+  list: { jobs: JobInfo[]; next?: string | null };
   inspect: JobInfo & { processes: JobProcess[]; memoryUsageBytes: number | null };
   signal: JobInfo;
   logs: { data: string; truncated: boolean; sizeBytes: number };

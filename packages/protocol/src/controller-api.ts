@@ -11,6 +11,7 @@ import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN } from './subjects.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+import { pageFields } from './paging.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 
@@ -211,8 +212,8 @@ export interface OperationRecord {
 
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
-  hosts: obj({}),
-  jobs: obj({ host: opt(id()) }),
+  hosts: obj({ ...pageFields() }),
+  jobs: obj({ host: opt(id()), ...pageFields() }),
   run: obj({ ...AgentOps.run.shape, host: opt(id()) }),
   inspect: obj({ jobId: id() }),
   logs: obj({
@@ -254,7 +255,7 @@ export const ControllerOps = {
     leaveRunning: opt(bool()),
   }),
   restore: obj({ name: id(), to: opt(arr(id(), { min: 1, max: 256 })) }),
-  'images-list': obj({}),
+  'images-list': obj({ ...pageFields() }),
   'images-inspect': obj({ name: id() }),
   'images-delete': obj({ name: id() }),
 } as const;
@@ -264,8 +265,10 @@ export type ControllerRequest<Op extends ControllerOp> = Infer<(typeof Controlle
 
 /** Replies of the controller operations. */
 export interface ControllerReplies {
-  hosts: { hosts: HostStatus[] };
-  jobs: { jobs: ClusterJob[] };
+  /** Long lists come a page at a time: `next` is what to ask `after` for the next page. */
+  hosts: { hosts: HostStatus[]; next?: string | null };
+  /** `unanswered`: reachable hosts whose agent did not answer (their jobs are not listed). */
+  jobs: { jobs: ClusterJob[]; next?: string | null; unanswered?: string[] };
   run: ClusterJob & { placement: string };
   inspect: ClusterJob & {
     processes: { pid: number; nspid: number[]; state: string; cmdline: string[] }[];
@@ -281,11 +284,18 @@ export interface ControllerReplies {
   ops: { ops: OperationRecord[] };
   status: OperationRecord;
   adopt: ClusterJob;
-  events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
-  audit: { entries: { seq: number; time: string; subject: string; entry: AuditEntry }[] };
+  /** `next`: a page cut short by its size; ask again with `sinceSeq: next` for the rest. */
+  events: {
+    events: { seq: number; subject: string; time: string; value: unknown }[];
+    next?: number | null;
+  };
+  audit: {
+    entries: { seq: number; time: string; subject: string; entry: AuditEntry }[];
+    next?: number | null;
+  };
   checkpoint: OperationRecord;
   restore: OperationRecord;
-  'images-list': { sets: ImageSet[] };
+  'images-list': { sets: ImageSet[]; next?: string | null };
   'images-inspect': ImageSet;
   'images-delete': { deleted: boolean; objects: number };
 }
