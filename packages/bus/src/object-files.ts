@@ -5,7 +5,7 @@
  */
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Bus } from './connection.js';
 import { mapJetStreamError } from './state-store.js';
@@ -27,6 +27,10 @@ export interface StoredObject {
   /** The store's digest (`SHA-256=<base64url>`). */
   digest: string;
 }
+
+// The store's own digest of every object in and out: node:crypto's SHA-256, not nats.js's pure-JS
+// default (measured here: 44 ms against 1,037 ms per 64 MiB, all of it on the caller's thread).
+setSha256Backend('native');
 
 /** Chunks of 512 KiB: below NATS's 1 MiB default payload limit, few enough messages. */
 const CHUNK_BYTES = 512 * 1024;
