@@ -15,7 +15,6 @@ import {
   newId,
   newSecret,
   nullLogger,
-  toDroverError,
   type Logger,
 } from '@drover/common';
 import {
@@ -48,6 +47,7 @@ import {
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
+import { LIVE, locate, whereIs, type Locator } from './locate.js';
 import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
@@ -71,7 +71,6 @@ export interface ControllerStores {
   hosts: StateStore<KnownHost>;
 }
 
-const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
 const WATCHED_CALL_MS = 30_000;
 /** How often the image store is swept of chunks no object refers to. */
@@ -360,27 +359,16 @@ export class Controller {
     };
   }
 
-  /**
-   * Where a job's processes are now, asked of every reachable agent (null: nowhere).
-   * UNAVAILABLE when it is not found but a reachable agent did not answer: it may have it.
-   */
-  private async whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
-    const unanswered: string[] = [];
-    for (const h of this.registry.list().filter((x) => x.reachable)) {
-      const j = await this.agent(h.host, 'inspect', { jobId }).catch((err: unknown) => {
-        if (toDroverError(err).code !== ErrorCode.NotFound) unanswered.push(h.host);
-        return null;
-      });
-      if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
-    }
-    if (unanswered.length > 0) {
-      throw new DroverError(
-        ErrorCode.Unavailable,
-        `cannot tell where job ${jobId} runs: the agents on ${unanswered.join(', ')} did not answer`,
-        { retryable: true, details: { jobId, unanswered } },
-      );
-    }
-    return null;
+  /** Where a job's processes are now (locate.ts). */
+  private whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
+    return whereIs(this.locator(), jobId);
+  }
+
+  private locator(): Locator {
+    return {
+      hosts: () => this.registry.list(),
+      inspect: (host, jobId) => this.agent(host, 'inspect', { jobId }),
+    };
   }
 
   private migrateContext(): MigrateContext {
@@ -532,48 +520,9 @@ export class Controller {
     return h;
   }
 
-  /**
-   * The host a job lives on, confirmed by that host's agent (heartbeats may be a moment old: a
-   * job that just migrated still shows on its old host). Hosts whose heartbeat lists the job are
-   * asked first, then every other reachable host.
-   */
-  private async locate(jobId: string, anyState = false): Promise<string> {
-    const reachable = this.registry.list().filter((h) => h.reachable);
-    const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
-    const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
-    let fallback: string | null = null;
-    const unanswered: string[] = [];
-    for (const h of order) {
-      const found = await this.agent(h.host, 'inspect', { jobId }).then(
-        (j) => j,
-        (err: unknown) => {
-          if (toDroverError(err).code !== ErrorCode.NotFound) unanswered.push(h.host);
-          return null;
-        },
-      );
-      if (!found) continue;
-      if (LIVE.has(found.state)) return h.host;
-      fallback ??= h.host;
-    }
-    if (anyState && fallback !== null) return fallback;
-    // "Not found" only when every reachable agent said so: one that did not answer may have it.
-    if (unanswered.length > 0) {
-      throw new DroverError(
-        ErrorCode.Unavailable,
-        `cannot tell where job ${jobId} runs: the agents on ${unanswered.join(', ')} did not answer`,
-        { retryable: true, details: { jobId, unanswered } },
-      );
-    }
-    const down = this.registry
-      .list()
-      .filter((h) => !h.reachable)
-      .map((h) => h.host);
-    throw new DroverError(
-      ErrorCode.NotFound,
-      `no running job ${jobId} on any reachable host` +
-        (down.length ? ` (unreachable: ${down.join(', ')})` : ''),
-      { details: { jobId, ...(down.length ? { unreachable: down } : {}) } },
-    );
+  /** The host a job lives on, confirmed by that host's agent (locate.ts). */
+  private locate(jobId: string, anyState = false): Promise<string> {
+    return locate(this.locator(), jobId, anyState);
   }
 
   private agent<Op extends AgentOp>(
