@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { ID_PATTERN } from '@drover/protocol';
+import { DEFAULT_JOB_BRIDGE, ID_PATTERN, IFNAME_PATTERN } from '@drover/protocol';
 
 /** The compiled, read-only configuration. */
 export interface AgentConfig {
@@ -27,6 +27,8 @@ export interface AgentConfig {
   readonly maxJobs: number;
   /** Fault injection for test suites (`DROVER_FAULT`), never set from a message. */
   readonly fault?: string;
+  /** The bridge on the job segment that jobs with their own address hang off (docs/NETWORK.md). */
+  readonly jobBridge: string;
   /** Certificates for agent-to-agent streams: when set, streams use mutual TLS. */
   readonly streamTls?: {
     readonly caFile: string;
@@ -55,6 +57,7 @@ export type AgentConfigInput = {
   reserveMemoryBytes?: number;
   maxJobs?: number;
   fault?: string;
+  jobBridge?: string;
   streamTls?: { caFile: string; certFile: string; keyFile: string };
 };
 
@@ -67,6 +70,7 @@ const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   reserveMemoryBytes: 256 * 1024 * 1024,
   maxJobs: 1000,
+  jobBridge: DEFAULT_JOB_BRIDGE,
 };
 
 const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
@@ -102,6 +106,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
+  if (env.DROVER_JOB_BRIDGE) out.jobBridge = env.DROVER_JOB_BRIDGE;
   if (env.DROVER_STREAM_CA && env.DROVER_STREAM_CERT && env.DROVER_STREAM_KEY) {
     out.streamTls = {
       caFile: env.DROVER_STREAM_CA,
@@ -140,6 +145,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
+      'job-bridge': { type: 'string' },
     },
     strict: true,
   });
@@ -163,6 +169,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
+    ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
   });
   return { ...(values.config ? { file: values.config } : {}), input };
 }
@@ -212,7 +219,11 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   }
   const maxJobs = m.maxJobs ?? DEFAULTS.maxJobs;
   if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
+  const jobBridge = m.jobBridge ?? DEFAULTS.jobBridge;
+  if (!IFNAME_PATTERN.test(jobBridge))
+    throw bad(`job bridge is not an interface name: ${jobBridge}`);
   return Object.freeze({
+    jobBridge,
     hostId,
     reserveMemoryBytes,
     maxJobs,

@@ -15,6 +15,7 @@ import {
   newId,
   newSecret,
   nullLogger,
+  toDroverError,
   type Logger,
 } from '@drover/common';
 import {
@@ -50,6 +51,8 @@ import { Liveness } from './liveness.js';
 import { LIVE, locate, whereIs, type Locator } from './locate.js';
 import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
+import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
+import type { JobNetworkConfig } from './config.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { place, type HostView } from './placement.js';
 
@@ -69,6 +72,9 @@ export interface ControllerStores {
   keys: StateStore<{ key: string }>;
   /** host → when a controller last wrote it down: the hosts a new controller waits to hear from. */
   hosts: StateStore<KnownHost>;
+  /** The job network's addresses and names in use (address-book.ts). */
+  addresses: StateStore<AddressRecord>;
+  names: StateStore<NameRecord>;
 }
 
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
@@ -77,6 +83,18 @@ const WATCHED_CALL_MS = 30_000;
 const ORPHAN_SWEEP_MS = 10 * 60_000;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
+/** How long one agent may take to take the table of names. */
+const NAMES_TIMEOUT_MS = 5000;
+/** How often addresses and names of ended jobs are looked for and released. */
+const RECONCILE_MS = 15_000;
+/** Agent refusals after which nothing was started (the reservation can go back at once). */
+const REFUSED = new Set<string>([
+  ErrorCode.InvalidArgument,
+  ErrorCode.FailedPrecondition,
+  ErrorCode.AlreadyExists,
+  ErrorCode.NotFound,
+  ErrorCode.PermissionDenied,
+]);
 
 /** One controller's view and actions. */
 export class Controller {
@@ -88,17 +106,32 @@ export class Controller {
   private orphanSweeper: NodeJS.Timeout | null = null;
   private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
+  readonly addresses: AddressBook;
+  private reconciler: NodeJS.Timeout | null = null;
+  /** Name tables go out one at a time, in order: the last one sent is the newest. */
+  private namesSent: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly bus: Bus,
     private readonly stores: ControllerStores,
-    options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
+    options: {
+      unreachableAfterMs: number;
+      imageRetention?: number;
+      logger?: Logger;
+      jobNetwork?: JobNetworkConfig | null;
+    },
   ) {
     this.imageRetention = options.imageRetention ?? 10;
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
     this.liveness = new Liveness(bus, this.registry, options.unreachableAfterMs, this.log);
+    this.addresses = new AddressBook(
+      stores.addresses,
+      stores.names,
+      options.jobNetwork ?? null,
+      this.log,
+    );
   }
 
   /**
@@ -120,6 +153,8 @@ export class Controller {
       );
     }, ORPHAN_SWEEP_MS);
     this.orphanSweeper.unref();
+    this.reconciler = setInterval(() => void this.reconcileAddresses(), RECONCILE_MS);
+    this.reconciler.unref();
   }
 
   /**
@@ -135,6 +170,58 @@ export class Controller {
     this.known?.stop();
     this.stopHeartbeats?.();
     this.liveness.stop();
+    if (this.reconciler) clearInterval(this.reconciler);
+  }
+
+  /**
+   * Release the addresses and names of jobs that ended for good (address-book.ts); tell the
+   * agents when names went. Errors are logged: the next round tries again.
+   */
+  async reconcileAddresses(): Promise<string[]> {
+    try {
+      const hosts = this.registry.list();
+      let allHostsReachable = hosts.every((h) => h.reachable);
+      const jobs: ClusterJob[] = [];
+      for (const h of hosts.filter((x) => x.reachable)) {
+        const got = await jobsOfHost((r) => this.agent(h.host, 'list', r)).catch(() => null);
+        if (got === null) allHostsReachable = false;
+        else jobs.push(...got);
+      }
+      const inImageSets = new Set(
+        [...(await this.stores.sets.list()).values()].flatMap((v) =>
+          v.value.jobs.map((j) => j.jobId),
+        ),
+      );
+      const released = await this.addresses.reconcile({ jobs, allHostsReachable, inImageSets });
+      if (released.length) await this.publishNames();
+      return released;
+    } catch (err) {
+      this.log.warn('cannot reconcile job addresses', { err });
+      return [];
+    }
+  }
+
+  /**
+   * Send every reachable agent the table of named jobs (for its jobs' /etc/hosts). Resolves once
+   * sent (failures are logged: the next change, or the host's next join, sends it again).
+   */
+  publishNames(only?: string): Promise<void> {
+    this.namesSent = this.namesSent
+      .then(async () => {
+        const names = await this.addresses.table();
+        const hosts = this.registry
+          .list()
+          .filter((h) => h.reachable && (only === undefined || h.host === only));
+        await Promise.all(
+          hosts.map((h) =>
+            this.agent(h.host, 'names-set', { names }, NAMES_TIMEOUT_MS).catch((err: unknown) =>
+              this.log.warn('cannot send names', { host: h.host, err }),
+            ),
+          ),
+        );
+      })
+      .catch((err: unknown) => this.log.warn('cannot send names', { err }));
+    return this.namesSent;
   }
 
   private heartbeat(info: AgentInfo): void {
@@ -143,6 +230,7 @@ export class Controller {
     this.known?.heardFrom(info.host);
     if (!known) {
       this.log.info('host joined', { host: info.host });
+      void this.publishNames(info.host);
       // Its cordon survives controller restarts: read it back.
       void this.stores.cordons.get(info.host).then(
         (c) => {
@@ -175,7 +263,14 @@ export class Controller {
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
-    const { host: wanted, ...spec } = req;
+    const { host: wanted, net, address: wantedAddress, ...spec } = req;
+    if (net === 'host' && wantedAddress !== undefined) {
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        'an address (--ip) is for a job on the job network; --net host jobs have none',
+        { details: { address: wantedAddress } },
+      );
+    }
     let host: string;
     let explanation: string;
     if (wanted !== undefined) {
@@ -190,8 +285,48 @@ export class Controller {
       host = p.host;
       explanation = p.explanation;
     }
-    const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
-    return { ...job, placement: explanation };
+    if (net === 'host') {
+      const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
+      return { ...job, placement: explanation };
+    }
+    const jobId = spec.jobId ?? newId('job');
+    // An automatic address that something outside Drover answers for is skipped (a few times).
+    for (let attempt = 0; ; attempt++) {
+      const network = await this.addresses.reserve(jobId, spec.name ?? null, wantedAddress);
+      try {
+        const job = await this.agent(host, 'run', {
+          ...(spec as AgentRequest<'run'>),
+          jobId,
+          network,
+        });
+        await this.addresses.confirm(network.address, jobId);
+        // Once run returns, every job can resolve the new name.
+        if (spec.name !== undefined) await this.publishNames();
+        return { ...job, placement: explanation };
+      } catch (err) {
+        const e = toDroverError(err);
+        const inUse =
+          e.code === ErrorCode.AlreadyExists && e.details['reason'] === 'address-in-use';
+        if (inUse && wantedAddress === undefined && attempt < 3) {
+          this.log.warn('address answered on the segment; trying another', {
+            address: network.address,
+            details: e.details,
+          });
+          await this.addresses.markForeign(network.address, jobId);
+          continue;
+        }
+        // Refused by the agent: nothing started. Otherwise the outcome is unknown and the
+        // reservation stays until reconciling finds the job (or finds it gone).
+        if (REFUSED.has(e.code)) await this.addresses.release(network.address, jobId);
+        throw e;
+      }
+    }
+  }
+
+  /** Where the job named `name` is on the job network. */
+  async resolve(req: ControllerRequest<'resolve'>): Promise<ControllerReplies['resolve']> {
+    const r = await this.addresses.resolve(req.name);
+    return { name: r.name, address: r.address, jobId: r.jobId };
   }
 
   async adopt(req: ControllerRequest<'adopt'>): Promise<ClusterJob> {
@@ -356,6 +491,10 @@ export class Controller {
       whereIs: (jobId) => this.whereIs(jobId),
       allJobs: async () => (await allJobs(this.jobsSource())).jobs,
       usableHost: (host) => void this.usableHost(host),
+      claimAddress: async (jobId, name, network) => {
+        await this.addresses.claim(jobId, name, network);
+        if (name !== null && network.mode === 'job') await this.publishNames();
+      },
     };
   }
 

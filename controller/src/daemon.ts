@@ -26,6 +26,7 @@ import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 import type { KnownHost } from './known-hosts.js';
+import type { AddressRecord, NameRecord } from './address-book.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
@@ -69,6 +70,11 @@ export async function startController(
       ...opts,
     });
     const hosts = await StateStore.open<KnownHost>(bus, { bucket: 'drover_hosts', ...opts });
+    const addresses = await StateStore.open<AddressRecord>(bus, {
+      bucket: 'drover_addresses',
+      ...opts,
+    });
+    const names = await StateStore.open<NameRecord>(bus, { bucket: 'drover_names', ...opts });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,
@@ -108,11 +114,12 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects, keys, hosts },
+      { cordons, ops, events, sets, objects, keys, hosts, addresses, names },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
         logger: log,
+        jobNetwork: config.jobNetwork,
       },
     );
     await controller.start();
@@ -130,6 +137,7 @@ export async function startController(
         hosts: ready(async (r) => controller.hosts(r)),
         jobs: ready((r) => controller.jobs(r)),
         run: ready((r) => controller.run(r)),
+        resolve: ready((r) => controller.resolve(r)),
         adopt: ready((r) => controller.adopt(r)),
         inspect: ready((r) => controller.inspect(r)),
         logs: ready((r) => controller.logs(r)),

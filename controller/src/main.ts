@@ -25,6 +25,9 @@ async function main(): Promise<void> {
       'image-retention': { type: 'string' },
       'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
+      'job-subnet': { type: 'string' },
+      'job-gateway': { type: 'string' },
+      'job-range': { type: 'string' },
     },
     strict: true,
   });
@@ -54,6 +57,15 @@ async function main(): Promise<void> {
       ? { auditRetentionDays: Number(values['audit-retention-days']) }
       : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
+    ...(values['job-subnet'] || values['job-gateway'] || values['job-range']
+      ? {
+          jobNetwork: {
+            ...(values['job-subnet'] ? { subnet: values['job-subnet'] } : {}),
+            ...(values['job-gateway'] ? { gateway: values['job-gateway'] } : {}),
+            ...(values['job-range'] ? { range: values['job-range'] } : {}),
+          },
+        }
+      : {}),
   };
   const config = compileControllerConfig(
     values.config ? controllerConfigFromFile(values.config) : {},

@@ -28,6 +28,7 @@ export function exitCodeOf(err: unknown): number {
       return ExitCode.notFound;
     case ErrorCode.FailedPrecondition:
     case ErrorCode.AlreadyExists:
+    case ErrorCode.ResourceExhausted:
       return ExitCode.refused;
     case ErrorCode.Unavailable:
     case ErrorCode.Timeout:

@@ -22,6 +22,8 @@ export const ErrorCode = {
   DataLoss: 'DATA_LOSS',
   /** The caller's identity may not do this (NATS refused it by the caller's role). */
   PermissionDenied: 'PERMISSION_DENIED',
+  /** A pool ran out (e.g. the job network has no free address). */
+  ResourceExhausted: 'RESOURCE_EXHAUSTED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

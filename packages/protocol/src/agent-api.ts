@@ -4,6 +4,7 @@
  */
 import { pageFields } from './paging.js';
 import { ID_PATTERN } from './subjects.js';
+import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
@@ -77,6 +78,8 @@ export interface JobInfo {
   restoredFrom: string | null;
   /** Why the job is `lost` or why its last operation failed. */
   note: string | null;
+  /** Its own address on the job network (moves with it), or the host's network. */
+  network: JobNetwork;
 }
 
 /** One process of a job, for `inspect`. */
@@ -170,6 +173,7 @@ export interface PreflightReason {
     | 'FILE_MISSING_ON_DESTINATION'
     | 'FILE_SIZE_DIFFERS_ON_DESTINATION'
     | 'CPU_FEATURES_MISSING'
+    | 'NO_SPACE_ON_DESTINATION'
     | 'NON_ROOT_UID'
     | 'NOT_RUNNING'
     | 'UNSUPPORTED';
@@ -184,6 +188,8 @@ export interface PreflightReport {
   reasons: PreflightReason[];
   /** Files the destination must have (path, and size for non-append files). */
   files: { path: string; size: number | null }[];
+  /** Bytes of the job's directory, which travels with it (logs and the job's own files). */
+  jobDirBytes: number;
 }
 
 /** Every agent operation: its request schema. Replies are typed in `AgentReplies`. */
@@ -202,6 +208,8 @@ export const AgentOps = {
     hostname: opt(str({ min: 1, max: 63, pattern: /^[A-Za-z0-9][A-Za-z0-9-]*$/ })),
     memoryLimitBytes: opt(int({ min: 4 * 1024 * 1024 })),
     jobId: opt(id()),
+    /** Its own address on the job segment (allocated by the controller); absent: the host's network. */
+    network: opt(JOB_ADDRESS_SCHEMA),
   }),
   adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
   /** Jobs by id, a page at a time (paging.ts). */
@@ -231,6 +239,8 @@ export const AgentOps = {
   preflight: obj({ jobId: id(), destination: opt(id()) }),
   'files-check': obj({
     files: arr(obj({ path: path(), size: opt(int()) }), { max: 4096 }),
+    /** Also say how many bytes are free where jobs' directories live. */
+    space: opt(bool()),
   }),
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
@@ -260,6 +270,19 @@ export const AgentOps = {
    */
   discard: obj({ jobId: id(), imageId: opt(id()), note: opt(str({ max: 512 })) }),
   remove: obj({ jobId: id() }),
+  /**
+   * From the controller: every named job's address, for the jobs' own /etc/hosts (the agent
+   * rewrites each of its jobs' files). The whole table each time; the latest wins.
+   */
+  'names-set': obj({
+    names: arr(
+      obj({
+        name: str({ min: 1, max: 128 }),
+        address: str({ pattern: IPV4_PATTERN }),
+      }),
+      { max: 100_000 },
+    ),
+  }),
   ...MigrationOps,
 } as const;
 
@@ -287,6 +310,8 @@ export interface AgentReplies extends MigrationReplies {
   'files-check': {
     missing: string[];
     sizeDiffers: { path: string; expected: number; actual: number }[];
+    /** With `space`: bytes free in the agent's state directory. */
+    freeBytes?: number;
   };
   'images-list': { images: ImageInfo[] };
   'images-delete': { deleted: boolean };
@@ -294,6 +319,7 @@ export interface AgentReplies extends MigrationReplies {
   'image-fetch': ImageInfo & { durationMs: number };
   discard: JobInfo;
   remove: { removed: boolean };
+  'names-set': { jobs: number };
 }
 
 /** True if `op` names an agent operation. */

@@ -10,6 +10,7 @@ import {
 import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN } from './subjects.js';
+import { IPV4_PATTERN, type JobNetwork } from './job-network.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 import { pageFields } from './paging.js';
 
@@ -164,6 +165,8 @@ export interface ImageSetJob {
   sizeBytes: number;
   frozenAtMs: number;
   dumpMs: number;
+  /** Its network at the cut: a restore gives it the same address back (sets made before: host). */
+  network?: JobNetwork;
 }
 
 /** A named image set: a consistent cut of a set of jobs, stored in JetStream. */
@@ -210,11 +213,23 @@ export interface OperationRecord {
   phases?: { phase: ClusterPhase; atMs: number }[];
 }
 
+/** The agent's `run` without `network`: the controller allocates the address. */
+const { network: _agentNetwork, ...RUN_SHAPE } = AgentOps.run.shape;
+
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
   hosts: obj({ ...pageFields() }),
   jobs: obj({ host: opt(id()), ...pageFields() }),
-  run: obj({ ...AgentOps.run.shape, host: opt(id()) }),
+  run: obj({
+    ...RUN_SHAPE,
+    host: opt(id()),
+    /** `job` (default): its own address on the job network; `host`: the host's network. */
+    net: opt(oneOf(['job', 'host'] as const)),
+    /** A specific address from the job subnet instead of the next free one. */
+    address: opt(str({ pattern: IPV4_PATTERN })),
+  }),
+  /** The address of a named job (`run --name`), as jobs' /etc/hosts have it. */
+  resolve: obj({ name: str({ min: 1, max: 128 }) }),
   inspect: obj({ jobId: id() }),
   logs: obj({
     jobId: id(),
@@ -270,6 +285,7 @@ export interface ControllerReplies {
   /** `unanswered`: reachable hosts whose agent did not answer (their jobs are not listed). */
   jobs: { jobs: ClusterJob[]; next?: string | null; unanswered?: string[] };
   run: ClusterJob & { placement: string };
+  resolve: { name: string; address: string; jobId: string };
   inspect: ClusterJob & {
     processes: { pid: number; nspid: number[]; state: string; cmdline: string[] }[];
   };

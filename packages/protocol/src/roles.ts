@@ -47,6 +47,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   audit: 'read',
   'images-list': 'read',
   'images-inspect': 'read',
+  resolve: 'read',
   run: 'change',
   signal: 'change',
   stop: 'change',

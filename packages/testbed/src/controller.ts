@@ -77,6 +77,11 @@ export class ControllerProcess {
           '--log-level',
           options.logLevel ?? 'debug',
           ...tlsFlags('nats', tb.certs?.controller),
+          // The run's job network (its segment's subnet; the root namespace is the gateway).
+          '--job-subnet',
+          tb.jobNetwork.subnet,
+          '--job-gateway',
+          tb.jobNetwork.gateway,
           ...(options.extraArgs ?? []),
         ],
         {

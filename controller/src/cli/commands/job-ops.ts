@@ -15,6 +15,9 @@ export const inspectCommand: CommandModule<GlobalArgs, JobArgs> = {
       [
         `${j.id} (${j.name}) on ${j.host}: ${j.state}${j.restoredFrom ? `, restored from ${j.restoredFrom}` : ''}`,
         `command: ${j.command.join(' ')}`,
+        j.network?.mode === 'job'
+          ? `network: ${j.network.address}/${j.network.prefixLength} (mac ${j.network.mac}${j.network.gateway ? `, gateway ${j.network.gateway}` : ''})`
+          : "network: the host's",
         table(
           ['PID', 'PID IN JOB', 'STATE', 'COMMAND'],
           j.processes.map((p) => [
