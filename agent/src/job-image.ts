@@ -99,29 +99,17 @@ export async function checkpointJobFiles(
   imagesDir: string,
 ): Promise<number> {
   const archive = join(imagesDir, JobImageFiles.jobDir);
-  try {
-    await exec(
-      'tar',
-      [
-        '--create',
-        '--file',
-        archive,
-        '--directory',
-        job.jobDir,
-        '--numeric-owner',
-        '--sparse',
-        ...AGENT_FILES.map((f) => `--exclude=./${f}`),
-        '.',
-      ],
-      { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 },
-    );
-  } catch (err) {
-    throw new DroverError(
-      ErrorCode.Internal,
-      `cannot archive job ${job.id}'s directory: ${(err as { stderr?: string }).stderr?.trim() ?? String(err)}`,
-      { cause: err, details: { jobId: job.id, jobDir: job.jobDir } },
-    );
-  }
+  await tar(job, 'archive', [
+    '--create',
+    '--file',
+    archive,
+    '--directory',
+    job.jobDir,
+    '--numeric-owner',
+    '--sparse',
+    ...AGENT_FILES.map((f) => `--exclude=./${f}`),
+    '.',
+  ]);
   const info: RestoreInfo = {
     version: 1,
     mounts: plan.mounts.map((m) => ({ key: m.key, mountpoint: m.mountpoint })),
@@ -148,27 +136,15 @@ export async function restoreJobFiles(
   );
   if (hasArchive) {
     await emptyDir(job.jobDir);
-    try {
-      await exec(
-        'tar',
-        [
-          '--extract',
-          '--file',
-          archive,
-          '--directory',
-          job.jobDir,
-          '--numeric-owner',
-          '--same-permissions',
-        ],
-        { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 },
-      );
-    } catch (err) {
-      throw new DroverError(
-        ErrorCode.Internal,
-        `cannot unpack job ${job.id}'s directory: ${(err as { stderr?: string }).stderr?.trim() ?? String(err)}`,
-        { cause: err, details: { jobId: job.id, jobDir: job.jobDir } },
-      );
-    }
+    await tar(job, 'unpack', [
+      '--extract',
+      '--file',
+      archive,
+      '--directory',
+      job.jobDir,
+      '--numeric-owner',
+      '--same-permissions',
+    ]);
     await rm(archive, { force: true });
   }
   if (job.kind !== JobKind.namespaced)
@@ -188,6 +164,19 @@ export async function restoreJobFiles(
     tcpEstablished: net !== null,
     shellJob: job.shellJob,
   };
+}
+
+/** Run tar on a job's directory; a failure names the job and what tar said. */
+async function tar(job: JobRecord, what: 'archive' | 'unpack', args: string[]): Promise<void> {
+  try {
+    await exec('tar', args, { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 });
+  } catch (err) {
+    const said = (err as { stderr?: string }).stderr?.trim() || String(err);
+    throw new DroverError(ErrorCode.Internal, `cannot ${what} job ${job.id}'s directory: ${said}`, {
+      cause: err,
+      details: { jobId: job.id, jobDir: job.jobDir },
+    });
+  }
 }
 
 async function readRestoreInfo(imagesDir: string): Promise<RestoreInfo | null> {

@@ -29,6 +29,7 @@ export interface NameRecord {
   name: string;
   jobId: string;
   address: string;
+  since?: string;
 }
 
 /** What reconciling needs to know about the cluster right now. */
@@ -39,6 +40,8 @@ export interface ClusterView {
   allHostsReachable: boolean;
   /** Jobs that an image set holds (a restore brings them back with their addresses). */
   inImageSets: ReadonlySet<string>;
+  /** When the listing of jobs began (epoch ms; default: now). */
+  listedFromMs?: number;
 }
 
 /** What the book needs of a JetStream key-value bucket (a StateStore; tests pass a fake). */
@@ -47,8 +50,11 @@ export type AddressStore<T> = Pick<
   'get' | 'create' | 'mutate' | 'delete' | 'list' | 'keys'
 >;
 
-/** A reservation this young belongs to a `run` still in progress. */
-const RESERVATION_GRACE_MS = 2 * 60_000;
+/**
+ * A record this young is never released: its `run` may still be in progress, or its job may have
+ * started after the cluster's jobs were listed (a reconcile's view is not a snapshot).
+ */
+const GRACE_MS = 2 * 60_000;
 /** A foreign address is probed again after this long. */
 const FOREIGN_RECHECK_MS = 10 * 60_000;
 /** Job states after which a job will never run again by itself. */
@@ -64,6 +70,8 @@ export class AddressBook {
     private readonly names: AddressStore<NameRecord>,
     readonly network: JobNetworkConfig | null,
     private readonly log: Logger,
+    /** The clock (tests move it). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** The configured network, or a clear refusal when there is none. */
@@ -88,7 +96,7 @@ export class AddressBook {
       address,
       jobId,
       state: 'reserved',
-      since: new Date().toISOString(),
+      since: new Date(this.now()).toISOString(),
     });
     let address: string;
     if (wanted !== undefined) {
@@ -158,7 +166,12 @@ export class AddressBook {
 
   private async claimName(name: string, jobId: string, address: string): Promise<void> {
     try {
-      await this.names.create(nameKey(name), { name, jobId, address });
+      await this.names.create(nameKey(name), {
+        name,
+        jobId,
+        address,
+        since: new Date(this.now()).toISOString(),
+      });
     } catch (err) {
       if (!isDroverError(err, ErrorCode.AlreadyExists)) throw err;
       const holder = (await this.names.get(nameKey(name)))?.value;
@@ -193,7 +206,7 @@ export class AddressBook {
    * for a while (probed again after {@link FOREIGN_RECHECK_MS}) and free the job's name.
    */
   async markForeign(address: string, jobId: string): Promise<void> {
-    const now = Date.now();
+    const now = this.now();
     await this.addresses.mutate(addressKey(address), (cur) =>
       cur && cur.jobId === jobId
         ? {
@@ -213,7 +226,7 @@ export class AddressBook {
     let any = false;
     for (const [key, v] of await this.addresses.list()) {
       const due =
-        v.value.state === 'foreign' && Date.parse(v.value.recheckAfter ?? '') <= Date.now();
+        v.value.state === 'foreign' && Date.parse(v.value.recheckAfter ?? '') <= this.now();
       if (
         due &&
         (await this.addresses.delete(key, v.revision).then(
@@ -238,7 +251,7 @@ export class AddressBook {
         address: network.address,
         jobId,
         state: 'assigned',
-        since: new Date().toISOString(),
+        since: new Date(this.now()).toISOString(),
       })
       .catch(async (err: unknown) => {
         if (!isDroverError(err, ErrorCode.AlreadyExists)) throw err;
@@ -288,19 +301,21 @@ export class AddressBook {
       // No record anywhere (removed), or every record ended or moved on.
       return records.every((r) => ENDED.has(r.state) || r.state === 'migrated');
     };
+    // Measured from when the listing began: a job that started after it is not in the view.
+    const listed = view.listedFromMs ?? this.now();
+    const young = (since: string | undefined): boolean =>
+      since === undefined || listed - Date.parse(since) < GRACE_MS;
     const released: string[] = [];
     for (const [, v] of await this.addresses.list()) {
       const r = v.value;
-      if (r.state === 'foreign') continue;
-      if (r.state === 'reserved' && Date.now() - Date.parse(r.since) < RESERVATION_GRACE_MS)
-        continue;
-      if (!gone(r.jobId)) continue;
+      if (r.state === 'foreign' || young(r.since) || !gone(r.jobId)) continue;
       await this.release(r.address, r.jobId);
       released.push(r.address);
       this.log.info('address released', { address: r.address, jobId: r.jobId });
     }
     for (const [key, v] of await this.names.list()) {
-      if (gone(v.value.jobId)) await this.names.delete(key, v.revision).catch(() => undefined);
+      if (young(v.value.since) || !gone(v.value.jobId)) continue;
+      await this.names.delete(key, v.revision).catch(() => undefined);
     }
     return released;
   }

@@ -179,6 +179,7 @@ export class Controller {
    */
   async reconcileAddresses(): Promise<string[]> {
     try {
+      const listedFromMs = Date.now();
       const hosts = this.registry.list();
       let allHostsReachable = hosts.every((h) => h.reachable);
       const jobs: ClusterJob[] = [];
@@ -192,7 +193,12 @@ export class Controller {
           v.value.jobs.map((j) => j.jobId),
         ),
       );
-      const released = await this.addresses.reconcile({ jobs, allHostsReachable, inImageSets });
+      const released = await this.addresses.reconcile({
+        jobs,
+        allHostsReachable,
+        inImageSets,
+        listedFromMs,
+      });
       if (released.length) await this.publishNames();
       return released;
     } catch (err) {

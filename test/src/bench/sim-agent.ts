@@ -68,7 +68,7 @@ export function simJobInfo(host: string, n: number, startedAt: string): JobInfo 
       mode: 'job',
       address: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`,
       prefixLength: 8,
-      gateway: null,
+      gateway: '10.0.0.1',
       mac: macFor(`10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`),
     },
   };

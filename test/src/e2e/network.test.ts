@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
+import type { Testbed } from '@drover/testbed';
 import type { ClusterJob, OperationRecord } from '@drover/protocol';
-import { drover } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import {
   datasetDigest,
   expectedDigest,
@@ -24,33 +24,20 @@ import {
 } from '../workloads/mod.js';
 import { sleep, waitFor, waitForValue } from './helpers.js';
 
+let f: ClusterFixture;
 let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb);
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 3 });
+  tb = f.tb;
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
+const json = <T>(args: string[]): Promise<T> => f.json<T>(args);
+const drover = (args: string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
 /** `drover run --host H [--name N] -- CMD`, the job's record. */
 function run(host: string, cmd: string[], name?: string): Promise<ClusterJob> {
@@ -247,7 +234,7 @@ describe('jobs that serve traffic move with their address and connections', () =
         `A↔B counted to ${sb.count} on ${sb.local} ↔ ${sb.remote}; outside server: ${outside.count} on 1 connection, longest gap ${Math.round(outside.longestGapMs)} ms (${outsideSteps.join(', ')})`,
       );
       // B and C fail once their peer is gone: stopping them may find them ended already.
-      for (const j of [a, b, c]) await drover(urls, ['stop', j.id]);
+      for (const j of [a, b, c]) await drover(['stop', j.id]);
     } finally {
       await outside.close();
     }
@@ -300,7 +287,7 @@ describe('jobs that serve traffic move with their address and connections', () =
 
 describe('bad input is refused with a clear, typed error, and nothing starts or moves', () => {
   test('--net with a bad value', async () => {
-    const r = await drover(urls, ['run', '--net', 'bridge', '--', '/bin/true']);
+    const r = await drover(['run', '--net', 'bridge', '--', '/bin/true']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /net/);
   });
@@ -311,10 +298,10 @@ describe('bad input is refused with a clear, typed error, and nothing starts or 
     const mover = await run('h1', ['/bin/sleep', '1000']);
     assert.equal((await h3.exec(['ip', 'link', 'set', 'drover0', 'name', 'drover9'])).code, 0);
     try {
-      const r = await drover(urls, ['run', '--host', 'h3', '--', '/bin/sleep', '1000']);
+      const r = await drover(['run', '--host', 'h3', '--', '/bin/sleep', '1000']);
       assert.equal(r.code, 4, r.stderr);
       assert.match(r.stderr, /no job bridge drover0/);
-      const m = await drover(urls, ['migrate', mover.id, '--to', 'h3']);
+      const m = await drover(['migrate', mover.id, '--to', 'h3']);
       assert.notEqual(m.code, 0);
       assert.match(m.stderr + m.stdout, /no job bridge drover0/);
       assert.equal(await hostOf(mover.id), 'h1');
@@ -333,16 +320,7 @@ describe('bad input is refused with a clear, typed error, and nothing starts or 
     const taken = `${prefix}.250`;
     execFileSync('ip', ['addr', 'add', `${taken}/24`, 'dev', seg]);
     try {
-      const r = await drover(urls, [
-        'run',
-        '--host',
-        'h2',
-        '--ip',
-        taken,
-        '--',
-        '/bin/sleep',
-        '1000',
-      ]);
+      const r = await drover(['run', '--host', 'h2', '--ip', taken, '--', '/bin/sleep', '1000']);
       assert.equal(r.code, 4, r.stderr);
       assert.match(
         r.stderr,
@@ -362,17 +340,13 @@ describe('bad input is refused with a clear, typed error, and nothing starts or 
   test('a picked address something else answers for is skipped; an exhausted pool refuses the next job, nothing starts', async () => {
     const seg = tb.jobNetwork.segment;
     const prefix = tb.jobNetwork.gateway.replace(/\.1$/, '');
-    await ctl.kill();
-    ctl = await ControllerProcess.start(tb, {
-      extraArgs: ['--job-range', `${prefix}.240-${prefix}.242`],
-    });
-    await waitFor(async () => (await drover(urls, ['hosts'])).code === 0, 20_000);
+    await f.restartController({ extraArgs: ['--job-range', `${prefix}.240-${prefix}.242`] });
     execFileSync('ip', ['addr', 'add', `${prefix}.241/24`, 'dev', seg]);
     const started: ClusterJob[] = [];
     try {
       for (let i = 0; i < 2; i++) started.push(await run('h1', ['/bin/sleep', '1000']));
       assert.deepEqual(started.map(addressOf).sort(), [`${prefix}.240`, `${prefix}.242`]);
-      const r = await drover(urls, ['run', '--host', 'h1', '--', '/bin/sleep', '1000']);
+      const r = await drover(['run', '--host', 'h1', '--', '/bin/sleep', '1000']);
       assert.equal(r.code, 4, r.stderr);
       assert.match(r.stderr, /has no free address/);
       const running = (await json<{ jobs: ClusterJob[] }>(['jobs', '--host', 'h1'])).jobs.filter(
@@ -381,9 +355,8 @@ describe('bad input is refused with a clear, typed error, and nothing starts or 
       assert.deepEqual(running.map((j) => j.id).sort(), started.map((j) => j.id).sort());
     } finally {
       execFileSync('ip', ['addr', 'del', `${prefix}.241/24`, 'dev', seg]);
-      for (const j of started) await drover(urls, ['stop', j.id]);
-      await ctl.kill();
-      ctl = await ControllerProcess.start(tb);
+      for (const j of started) await drover(['stop', j.id]);
+      await f.restartController();
     }
   });
 });
