@@ -320,6 +320,15 @@ export class Host {
     await mustRun([...n, 'link', 'set', jobBridge, 'up']);
   }
 
+  /**
+   * A path as this host sees it, reachable from the runner: through its init's root
+   * (`/proc/<init>/root`), so the host's private /tmp, /dev/shm and /run are visible too.
+   */
+  path(inside: string): string {
+    if (!inside.startsWith('/')) throw new Error(`not an absolute path: ${inside}`);
+    return `/proc/${this.#initPid}/root${inside}`;
+  }
+
   /** The host's init log (errors from hostname/mount/tini). */
   initLog(): string {
     try {
