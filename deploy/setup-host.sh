@@ -33,10 +33,11 @@ die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script supports Debian-based hosts only (no apt-get)"
 
 # Runtime packages: job and testbed init, sshd for the deployer tests, the workloads' redis, the
-# tools the agent and testbed call (arping: jobs' address probes and announces), and what apt
-# needs to fetch from unstable. nats-server is ensure_nats's business (the suite's may be too old).
+# tools the agent and testbed call (arping: jobs' address probes and announces; tcpdump: the
+# suites' checks that no page crosses the wire in plaintext), and what apt needs to fetch from
+# unstable. nats-server is ensure_nats's business (the suite's may be too old).
 RUNTIME_PKGS=(tini openssh-server redis-server iproute2 iputils-arping util-linux procps psmisc
-  iptables nftables kmod ca-certificates xz-utils debian-archive-keyring)
+  iptables nftables kmod ca-certificates xz-utils debian-archive-keyring openssl tcpdump)
 # CRIU's build dependencies (Debian 12 names; identical on 13). Each optional feature CRIU detects
 # at build time has its -dev package here: libbpf (BPF maps), GnuTLS (page-server TLS), nftables
 # (the network lock).
