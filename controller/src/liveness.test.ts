@@ -22,6 +22,7 @@ function heartbeat(host: string, uptimeSec = 100): AgentInfo {
     cpuFlags: [],
     memory: { totalBytes: 1 << 30, availableBytes: 1 << 29 },
     criu: { version: '4.2.1', lazyPages: true, memTrack: false },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: [],
   };
 }
