@@ -20,6 +20,7 @@ import { Criu, findCriu, type CriuFeatures } from '@drover/criu';
 import {
   JobKind,
   JobState,
+  pageOf,
   type AgentReplies,
   type AgentRequest,
   type JobInfo,
@@ -229,8 +230,11 @@ export class Agent {
     return adoptTree(this, req);
   }
 
-  async list(): Promise<AgentReplies['list']> {
-    return { jobs: (await this.store.list()).map(toJobInfo) };
+  /** Jobs by id, a page at a time (a host may have more than one reply can carry). */
+  async list(req: AgentRequest<'list'> = {}): Promise<AgentReplies['list']> {
+    const all = (await this.store.list()).map(toJobInfo).sort((a, b) => cmp(a.id, b.id));
+    const p = pageOf(all, (j) => j.id, { after: req.after, limit: req.limit });
+    return { jobs: p.items, next: p.next };
   }
 
   async inspect(req: AgentRequest<'inspect'>): Promise<AgentReplies['inspect']> {
@@ -615,6 +619,11 @@ function applyExit(r: JobRecord, fileCode: number | null, status: ChildStatus): 
     r.exitCode = status.exitCode;
     r.signal = status.signal;
   }
+}
+
+/** Plain string order (the order of page cursors). */
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function signalName(n: number): string | null {

@@ -18,6 +18,8 @@ import {
   EVENT_WILDCARD,
   HEARTBEAT_WILDCARD,
   heartbeatSubject,
+  LIVENESS_WILDCARD,
+  livenessSubject,
 } from './subjects.js';
 
 /**
@@ -107,6 +109,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
       return {
         publish: [
           agentSubject('*', '*'),
+          LIVENESS_WILDCARD,
           '$JS.API.>',
           '$JS.ACK.>',
           '$JS.FC.>',
@@ -130,7 +133,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
           ...streamApi(objectStream),
           `$O.${IMAGE_SET_BUCKET}.>`,
         ],
-        subscribe: [agentWildcard(id.name), inbox],
+        subscribe: [agentWildcard(id.name), livenessSubject(id.name), inbox],
         allowResponses: true,
       };
     }

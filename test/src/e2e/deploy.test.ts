@@ -246,6 +246,11 @@ describe('drover-deploy on the testbed', () => {
       assert.match(facts.criuVersion, /^4\./);
       assert.equal(r.data.mode, 'supervisor', 'no systemd in testbed hosts');
     }
+    // The NATS server the deployer reaches is one Drover expects (the testbed starts >= 2.12).
+    const nats = (JSON.parse(checked.raw.stdout) as { nats: { version: string; problem: unknown } })
+      .nats;
+    assert.equal(nats.problem, null, JSON.stringify(nats));
+    assert.match(nats.version, /^2\.(1[2-9]|[2-9]\d)\./);
 
     const first = await deployJson(['install']);
     assert.equal(first.code, 0, first.raw.stderr + first.raw.stdout);
