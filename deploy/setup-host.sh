@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Prepares one Linux host for Drover: Debian packages, a CRIU >= 4.2 on the PATH, kernel knobs.
+# Prepares one Linux host for Drover: Debian packages, a CRIU >= 4.2 built with every feature the
+# machine can have (libbpf, GnuTLS, nftables), a nats-server >= 2.12, kernel knobs.
 #
 # Idempotent: a second run checks and changes nothing (a few seconds). Used by the README quick
 # start, .ci/run, `drover up` and the SSH deployer. Must run as root.
 #
+# Where the machine's own Debian suite is too old (Debian 12: CRIU 3.17, nats-server 2.9.10; Debian
+# 13: CRIU 4.1, nats-server 2.10), the newest Debian package is taken from unstable through a
+# private apt configuration under $SID_DIR (its own sources list, lists and cache): the machine's
+# apt sources and lists are never touched. CRIU is built from its source package; nats-server is
+# the binary package, unpacked (its only dependency is libc6 >= 2.34).
+#
 # Environment:
 #   DROVER_CRIU_MIN       minimum CRIU version (default 4.2.0)
+#   DROVER_NATS_MIN       minimum nats-server version (default 2.12.0)
 #   DROVER_BUILD_DIR      where the CRIU source is built (default /var/cache/drover/criu-build)
 #   DROVER_SKIP_PACKAGES  set to 1 to skip the apt step (hosts provisioned another way)
 set -euo pipefail
 
 CRIU_MIN="${DROVER_CRIU_MIN:-4.2.0}"
+NATS_MIN="${DROVER_NATS_MIN:-2.12.0}"
 BUILD_DIR="${DROVER_BUILD_DIR:-/var/cache/drover/criu-build}"
+SID_DIR=/var/cache/drover/apt-sid
+NATS_BIN=/usr/local/sbin/nats-server
 PIPE_MAX_SIZE=4194304
 export DEBIAN_FRONTEND=noninteractive
 
@@ -21,17 +32,21 @@ die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (try: sudo $0)"
 command -v apt-get >/dev/null || die "this script supports Debian-based hosts only (no apt-get)"
 
-# Runtime packages: job and testbed init, NATS, sshd for the deployer tests, the workloads'
-# redis, and the tools the agent and testbed call (arping: jobs' address probes and announces;
-# python3: the terminal relay of jobs run with -t, and the test workloads).
-RUNTIME_PKGS=(tini nats-server openssh-server redis-server iproute2 util-linux procps psmisc
-  iptables nftables kmod ca-certificates xz-utils iputils-arping python3)
-# CRIU's build dependencies (Debian 12 names; identical on 13). The optional ones turn on
-# features CRIU's build detects: gnutls (the page channel's TLS), nftables (the network lock),
-# libbpf (jobs holding BPF maps).
+# Runtime packages: job and testbed init, sshd for the deployer tests, the workloads' redis, the
+# tools the agent and testbed call (arping: jobs' address probes and announces; tcpdump: the
+# suites' checks that no page crosses the wire in plaintext; python3: the terminal relay of jobs
+# run with -t, and the test workloads), and what apt needs to fetch from unstable. nats-server
+# is ensure_nats's business (the suite's may be too old).
+RUNTIME_PKGS=(tini openssh-server redis-server iproute2 iputils-arping util-linux procps psmisc
+  iptables nftables kmod ca-certificates xz-utils debian-archive-keyring openssl tcpdump python3)
+# CRIU's build dependencies (Debian 12 names; identical on 13). Each optional feature CRIU detects
+# at build time has its -dev package here: libbpf (BPF maps), GnuTLS (page-server TLS), nftables
+# (the network lock).
 CRIU_BUILD_PKGS=(build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler python3-protobuf libbsd-dev libcap-dev libnl-3-dev libnet1-dev libaio-dev
   libgnutls28-dev libnftables-dev libbpf-dev uuid-dev dpkg-dev)
+# CRIU's optional features: the library the binary links when built with it, and its pkg-config name.
+CRIU_FEATURES=("libbpf:libbpf" "libgnutls:gnutls" "libnftables:libnftables")
 
 apt_updated=0
 apt_update() {
@@ -81,33 +96,62 @@ usable_criu() {
   return 1
 }
 
+# The optional features a criu binary was built without although their library can be built
+# against here (pkg-config finds it): printed one per line.
+criu_missing_features() {
+  local bin="$1" f lib pc linked
+  linked="$(ldd "$bin" 2>/dev/null || true)"
+  for f in "${CRIU_FEATURES[@]}"; do
+    lib="${f%%:*}" pc="${f#*:}"
+    if ! grep -q "$lib\.so" <<<"$linked" && pkg-config --exists "$pc" 2>/dev/null; then
+      printf '%s\n' "$pc"
+    fi
+  done
+}
+
 # The Debian archive this machine already uses (never a hard-coded host).
 debian_mirror() {
   apt-get indextargets --format '$(ORIGIN) $(REPO_URI) $(RELEASE)' 2>/dev/null |
     awk '$1 == "Debian" && $3 !~ /-(security|updates|backports)$/ { print $2; exit }'
 }
 
-build_criu_from_sid() {
-  local mirror srcdir tarball
-  install_pkgs "${CRIU_BUILD_PKGS[@]}"
-  apt_update
+# apt-get against unstable only, through a private configuration under $SID_DIR: its own sources
+# list, lists and cache. The machine's sources, lists and installed packages are left alone.
+sid_updated=0
+sid_apt() {
+  apt-get -o Dir::Etc::SourceList="$SID_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State::Lists="$SID_DIR/lists" -o Dir::Cache="$SID_DIR/cache" \
+    -o APT::Sandbox::User=root "$@"
+}
+sid_update() {
+  [ "$sid_updated" = 0 ] || return 0
+  local mirror
   mirror="$(debian_mirror)"
   [ -n "$mirror" ] || die "cannot find this machine's Debian archive in its apt sources"
-  # A deb-src entry for unstable only: it adds source packages, never binaries.
-  local list=/etc/apt/sources.list.d/drover-criu-src.list
-  if [ ! -f "$list" ]; then
-    log "adding a deb-src entry for unstable (source packages only)"
-    printf 'deb-src %s sid main\n' "$mirror" >"$list"
-    apt_updated=0
-  fi
-  apt_update
+  mkdir -p "$SID_DIR/lists/partial" "$SID_DIR/cache/archives/partial"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\ndeb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' \
+    "$mirror" "$mirror" >"$SID_DIR/sources.list"
+  log "apt-get update (unstable, private lists in $SID_DIR)"
+  sid_apt update -qq >/dev/null
+  sid_updated=1
+}
+
+# The version apt would install of package $1 from the machine's suites, or nothing.
+suite_candidate() {
+  apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *\([0-9][0-9.]*\).*/\1/p'
+}
+
+build_criu_from_sid() {
+  local srcdir tarball
+  install_pkgs "${CRIU_BUILD_PKGS[@]}"
   mkdir -p "$BUILD_DIR"
   cd "$BUILD_DIR"
   tarball="$(ls -1 criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1 || true)"
   if [ -z "$tarball" ]; then
+    sid_update
     log "fetching CRIU's newest Debian source package"
     # The .debian.tar part may be missing on the mirror; the upstream tarball is all we build.
-    apt-get source --download-only -qq criu >/dev/null 2>&1 || true
+    sid_apt source --download-only -qq criu >/dev/null 2>&1 || true
     tarball="$(ls -1 criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1 || true)"
   fi
   [ -n "$tarball" ] || die "apt-get source criu fetched no upstream tarball"
@@ -115,7 +159,8 @@ build_criu_from_sid() {
   v="${v%%.orig.tar.*}"
   version_ge "$v" "$CRIU_MIN" || die "newest Debian CRIU source is $v, need >= $CRIU_MIN"
   srcdir="$BUILD_DIR/criu-$v"
-  if [ ! -x "$srcdir/criu/criu" ]; then
+  # A tree built before a feature's -dev package was installed lacks that feature: build afresh.
+  if [ ! -x "$srcdir/criu/criu" ] || [ -n "$(criu_missing_features "$srcdir/criu/criu")" ]; then
     rm -rf "$srcdir"
     tar -xf "$tarball"
     [ -d "$srcdir" ] || die "unexpected layout in $tarball (no criu-$v/)"
@@ -123,18 +168,31 @@ build_criu_from_sid() {
     make -C "$srcdir" -j"$(nproc)" criu >"$BUILD_DIR/build.log" 2>&1 ||
       { tail -n 30 "$BUILD_DIR/build.log" >&2; die "CRIU build failed (log: $BUILD_DIR/build.log)"; }
   fi
+  local missing
+  missing="$(criu_missing_features "$srcdir/criu/criu" | tr '\n' ' ')"
+  [ -z "$missing" ] || die "CRIU $v was built without: $missing(log: $BUILD_DIR/build.log)"
   install -D -m 0755 "$srcdir/criu/criu" /usr/local/sbin/criu
-  log "installed CRIU $v at /usr/local/sbin/criu"
+  log "installed CRIU $v at /usr/local/sbin/criu (libbpf, GnuTLS, nftables)"
 }
 
 ensure_criu() {
-  local bin cand
+  local bin cand missing
   if bin="$(usable_criu)"; then
+    if [ "$bin" = /usr/local/sbin/criu ]; then
+      # Our own build: it must have every feature whose library exists for this machine.
+      install_pkgs "${CRIU_BUILD_PKGS[@]}"
+      missing="$(criu_missing_features "$bin" | tr '\n' ' ')"
+      if [ -n "$missing" ]; then
+        log "$bin was built without: $missing- rebuilding"
+        build_criu_from_sid
+        bin="$(usable_criu)" || die "no criu >= $CRIU_MIN passes 'criu check' after rebuilding"
+      fi
+    fi
     log "criu ok: $bin ($(criu_version "$bin"))"
     return
   fi
   apt_update
-  cand="$(apt-cache policy criu 2>/dev/null | sed -n 's/^ *Candidate: *\([0-9.]*\).*/\1/p')"
+  cand="$(suite_candidate criu)"
   if [ -n "$cand" ] && version_ge "$cand" "$CRIU_MIN"; then
     log "installing Debian's criu $cand"
     apt-get install -y -qq --no-install-recommends criu >/dev/null
@@ -147,6 +205,72 @@ ensure_criu() {
     log "note: $(command -v criu) shadows /usr/local/sbin/criu on this PATH"
   fi
   log "criu ok: $bin ($(criu_version "$bin"))"
+}
+
+nats_version() {
+  "$1" --version 2>/dev/null | sed -n 's/^nats-server: *v\{0,1\}\([0-9][0-9.]*\).*/\1/p' | head -n1
+}
+
+# A nats-server that is new enough, or nothing: ours in /usr/local/sbin first, then the PATH's.
+usable_nats() {
+  local bin v
+  for bin in "$NATS_BIN" "$(command -v nats-server 2>/dev/null || true)"; do
+    [ -n "$bin" ] && [ -x "$bin" ] || continue
+    v="$(nats_version "$bin")"
+    [ -n "$v" ] && version_ge "$v" "$NATS_MIN" || continue
+    printf '%s\n' "$bin"
+    return 0
+  done
+  return 1
+}
+
+# nats-server >= NATS_MIN: the suite's package if it is new enough, else unstable's binary
+# package unpacked into $NATS_BIN (the suite's older one, if installed, stays where it is).
+ensure_nats() {
+  local bin cand deb tmp
+  if bin="$(usable_nats)"; then
+    log "nats-server ok: $bin ($(nats_version "$bin"))"
+    return
+  fi
+  apt_update
+  cand="$(suite_candidate nats-server)"
+  if [ -n "$cand" ] && version_ge "$cand" "$NATS_MIN"; then
+    log "installing Debian's nats-server $cand"
+    apt-get install -y -qq --no-install-recommends nats-server >/dev/null
+  else
+    sid_update
+    cand="$(sid_apt_policy_candidate nats-server)"
+    [ -n "$cand" ] && version_ge "$cand" "$NATS_MIN" ||
+      die "Debian unstable's nats-server is ${cand:-missing}, need >= $NATS_MIN"
+    log "fetching nats-server $cand (Debian unstable's binary package)"
+    rm -f "$SID_DIR"/nats-server_*.deb
+    (cd "$SID_DIR" && sid_apt download -qq "nats-server=$(sid_full_version nats-server)" >/dev/null) ||
+      die "apt-get download nats-server failed"
+    deb="$(ls -1 "$SID_DIR"/nats-server_*.deb | head -n1)"
+    tmp="$(mktemp -d)"
+    dpkg-deb -x "$deb" "$tmp"
+    install -D -m 0755 "$tmp/usr/sbin/nats-server" "$NATS_BIN"
+    rm -rf "$tmp" "$deb"
+  fi
+  bin="$(usable_nats)" || die "no nats-server >= $NATS_MIN after installing"
+  if [ "$(command -v nats-server)" != "$bin" ]; then
+    log "note: $(command -v nats-server) shadows $bin on this PATH"
+  fi
+  log "nats-server ok: $bin ($(nats_version "$bin"))"
+}
+
+# Unstable's candidate of package $1: its upstream version (for comparing), and the full Debian
+# version with any epoch (for apt-get download).
+sid_apt_policy_candidate() {
+  sid_full_version "$1" | sed -n 's/^\([0-9]*:\)\{0,1\}\([0-9][0-9.]*\).*/\2/p'
+}
+sid_full_version() {
+  sid_apt_cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *\([^ ]*\).*/\1/p' |
+    grep -v '^(none)$' || true
+}
+sid_apt_cache() {
+  apt-cache -o Dir::Etc::SourceList="$SID_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+    -o Dir::State::Lists="$SID_DIR/lists" -o Dir::Cache="$SID_DIR/cache" "$@"
 }
 
 ensure_sysctls() {
@@ -169,6 +293,7 @@ main() {
     install_pkgs "${RUNTIME_PKGS[@]}"
   fi
   ensure_criu
+  ensure_nats
   ensure_sysctls
   log "done in $((SECONDS - t0)) s"
 }

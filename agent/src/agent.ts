@@ -26,6 +26,7 @@ import {
 import {
   JobKind,
   JobState,
+  pageOf,
   type AgentReplies,
   type AgentRequest,
   type JobInfo,
@@ -51,6 +52,7 @@ import {
   unquiesceJob,
 } from './job-network.js';
 import { createHostsFile, updateHostsFile, type NameEntry } from './job-hosts.js';
+import { initPageChannel } from './migration/page-channel.js';
 import {
   isSameLiveProcess,
   processTree,
@@ -92,6 +94,8 @@ export class Agent {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
   readonly startedAt = Date.now();
+  /** Where peers reach this agent's migration stream (set by the daemon once it listens). */
+  stream: { host: string; port: number } = { host: '', port: 0 };
   private readonly publishEvent: (kind: string, value: unknown) => void;
   /** The cluster's named jobs (the controller's last `names-set`): every job's /etc/hosts. */
   private names: NameEntry[] = [];
@@ -124,6 +128,7 @@ export class Agent {
     setChildSubreaper(true);
     await this.store.init();
     if (existsSync(`/sys/class/net/${this.config.jobBridge}/bridge`)) await initQuiesce(this.log);
+    await initPageChannel(this.log);
     // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
@@ -247,11 +252,14 @@ export class Agent {
     return adoptTree(this, req);
   }
 
-  async list(): Promise<AgentReplies['list']> {
-    const jobs = await this.store.list();
+  /** Jobs by id, a page at a time (a host may have more than one reply can carry). */
+  async list(req: AgentRequest<'list'> = {}): Promise<AgentReplies['list']> {
+    const all = (await this.store.list()).sort((a, b) => cmp(a.id, b.id));
+    const p = pageOf(all, (r) => r.id, { after: req.after, limit: req.limit });
     // A main process handed over (a pidfile) or gone (--until all) shows as it is now.
-    for (const r of jobs) if (LIVE_STATES.includes(r.state)) Object.assign(r, await resolveMain(r));
-    return { jobs: jobs.map(toJobInfo) };
+    for (const r of p.items)
+      if (LIVE_STATES.includes(r.state)) Object.assign(r, await resolveMain(r));
+    return { jobs: p.items.map(toJobInfo), next: p.next };
   }
 
   async inspect(req: AgentRequest<'inspect'>): Promise<AgentReplies['inspect']> {
@@ -669,6 +677,11 @@ function applyExit(r: JobRecord, fileCode: number | null, status: ChildStatus): 
     r.exitCode = status.exitCode;
     r.signal = status.signal;
   }
+}
+
+/** Plain string order (the order of page cursors). */
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function signalName(n: number): string | null {

@@ -9,9 +9,11 @@ import {
   type AgentHandlers,
 } from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
-import { eventSubject, heartbeatSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
+import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { Agent } from './agent.js';
 import { fetchImage, pushImage } from './image-sets.js';
+import { startHeartbeats, type Heartbeats } from './heartbeat.js';
+import { busyAfterStart, busyMainMs, BUSY_OPS } from './busy-fault.js';
 import type { AgentConfig } from './config.js';
 import { hostAddresses, preflight, preflightInputOf } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
@@ -36,7 +38,8 @@ export async function startAgentDaemon(
   logger: Logger = nullLogger,
 ): Promise<AgentDaemon> {
   const log = logger.child({ host: config.hostId });
-  const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-agent ${config.hostId}`, log));
+  const busOptions = busOptionsFrom(config.nats, `drover-agent ${config.hostId}`, log);
+  const bus = await Bus.connect(busOptions);
   const agent = new Agent(config, {
     logger: log,
     publishEvent: (kind, value) => bus.publish(eventSubject(config.hostId, kind), value),
@@ -80,7 +83,9 @@ export async function startAgentDaemon(
     advertise: { host: advertiseHost, port: streams.address().port },
     faults: parseFaults(config.fault),
     ...(tls ? { tls } : {}),
+    ...(config.streamTls ? { tlsFiles: config.streamTls } : {}),
   };
+  agent.stream = ctx.advertise;
   const migrations = new MigrationStore(config.stateDir);
   // The image-set bucket, opened on first use (the controller creates it).
   let objects: Promise<ObjectFiles> | null = null;
@@ -97,7 +102,7 @@ export async function startAgentDaemon(
     info: () => agent.info(),
     run: (r) => agent.run(r),
     adopt: (r) => agent.adopt(r),
-    list: () => agent.list(),
+    list: (r) => agent.list(r),
     inspect: (r) => agent.inspect(r),
     signal: (r) => agent.signal(r),
     logs: (r) => agent.logs(r),
@@ -137,16 +142,30 @@ export async function startAgentDaemon(
     'migrate-status': (r) => migrations.findWithTicket(r.migrationId, r.ticket),
     'migrations-list': async () => ({ migrations: await migrations.list() }),
   };
+  const busyMs = busyMainMs(config.fault);
+  for (const op of BUSY_OPS) {
+    const h = handlers[op] as (r: never) => Promise<unknown>;
+    (handlers as Record<string, unknown>)[op] = busyAfterStart(busyMs, h);
+  }
   serveAgentApi(bus, config.hostId, handlers, log);
-  const beat = async (): Promise<void> => {
-    try {
-      bus.publish(heartbeatSubject(config.hostId), await agent.info());
-    } catch (err) {
-      log.warn('heartbeat failed', { err });
-    }
-  };
-  await beat();
-  const timer = setInterval(() => void beat(), config.heartbeatIntervalMs);
+  // Heartbeats and liveness probes come from a thread of their own (heartbeat.ts).
+  let heartbeats: Heartbeats;
+  try {
+    heartbeats = await startHeartbeats({
+      hostId: config.hostId,
+      startedAt: agent.startedAt,
+      intervalMs: config.heartbeatIntervalMs,
+      bus: { ...busOptions, name: `drover-agent ${config.hostId} heartbeat` },
+      logLevel: config.logLevel,
+      logger: log,
+      info: () => agent.info(),
+    });
+  } catch (err) {
+    await streams.close();
+    await agent.stop();
+    await bus.close();
+    throw err;
+  }
   // Unfinished migrations from before a restart: finish or roll back; retry the doubtful ones.
   let recovering = false;
   const recover = async (): Promise<void> => {
@@ -167,7 +186,7 @@ export async function startAgentDaemon(
     agent,
     bus,
     async close() {
-      clearInterval(timer);
+      await heartbeats.stop();
       clearInterval(recoveryTimer);
       await streams.close();
       await agent.stop();

@@ -26,6 +26,7 @@ export async function buildAgentInfo(
     features: CriuFeatures;
     abilities: CriuAbilities | null;
     startedAt: number;
+    stream: { host: string; port: number };
   },
   jobs: readonly JobRecord[],
 ): Promise<AgentInfo> {
@@ -45,6 +46,7 @@ export async function buildAgentInfo(
       memTrack: agent.features.memTrack,
       ...(agent.abilities ? { abilities: agent.abilities } : {}),
     },
+    stream: { ...agent.stream },
     jobs: jobs.map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };
 }

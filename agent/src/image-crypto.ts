@@ -1,6 +1,6 @@
 /**
  * Image files at rest are sealed — in the image-set store and in a host's local images alike:
- * AES-256-GCM over 1 MiB chunks with a key of 32 random bytes that the requester (the
+ * AES-256-GCM over 1 MiB chunks (on the crypto threads: crypto-pool.ts) with a key of 32 random bytes that the requester (the
  * controller: one per image set) hands the agent with each request and that no host keeps.
  * `sealImage`/`openImage` are a pair.
  *
@@ -10,10 +10,10 @@
  * and whether it is the last one. So a flipped byte, a chunk swapped from another file or image, a
  * reordered chunk and a cut-off file all fail authentication before a byte is used.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { DroverError, ErrorCode } from '@drover/common';
+import { cryptoPool } from './crypto-pool.js';
 
 const MAGIC = Buffer.from('DRVIMG1\n');
 const CHUNK = 1024 * 1024;
@@ -89,24 +89,30 @@ async function* pieces(input: AsyncIterable<Uint8Array>): AsyncGenerator<[Buffer
   }
 }
 
-/** Seal the plaintext `input` of object `name` with `key`. */
+/** Chunks sealed or opened at once (on the crypto threads), delivered in order. */
+const PIPELINE = 4;
+
+/** `p`, with a rejection that nobody awaits yet not reported as unhandled (it is awaited later). */
+function later<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/** Seal the plaintext `input` of object `name` with `key` (AES-GCM on the crypto threads). */
 export async function* sealImage(
   input: AsyncIterable<Uint8Array>,
   key: Buffer,
   name: string,
 ): AsyncGenerator<Uint8Array> {
   yield MAGIC;
+  const crypto = cryptoPool();
+  const inflight: Promise<Uint8Array>[] = [];
   let index = 0;
   for await (const [plain, last] of pieces(input)) {
-    const nonce = randomBytes(NONCE);
-    const c = createCipheriv('aes-256-gcm', key, nonce);
-    c.setAAD(aad(name, index++, last));
-    const body = Buffer.concat([c.update(plain), c.final()]);
-    const head = Buffer.alloc(HEAD);
-    head.writeUInt32BE(body.length, 0);
-    nonce.copy(head, 4);
-    yield Buffer.concat([head, body, c.getAuthTag()]);
+    inflight.push(later(crypto.seal(key, aad(name, index++, last), plain)));
+    if (inflight.length >= PIPELINE) yield await inflight.shift()!;
   }
+  while (inflight.length > 0) yield await inflight.shift()!;
 }
 
 function damaged(name: string, why: string): DroverError {
@@ -123,11 +129,17 @@ export async function* openImage(
   key: Buffer,
   name: string,
 ): AsyncGenerator<Uint8Array> {
+  const crypto = cryptoPool();
   const buf = new Pending();
   let magic = false;
   let index = 0;
   let ended = false;
-  const take = function* (): Generator<Buffer> {
+  const inflight: {
+    index: number;
+    opened: Promise<{ plain: Uint8Array; last: boolean } | null>;
+  }[] = [];
+  /** Start opening every whole record that has arrived. */
+  const start = (): void => {
     for (;;) {
       if (!magic) {
         if (buf.length < MAGIC.length) return;
@@ -138,37 +150,39 @@ export async function* openImage(
       const len = buf.peek(HEAD).readUInt32BE(0);
       if (len > CHUNK) throw damaged(name, `a chunk claims ${len} bytes`);
       if (buf.length < HEAD + len + TAG) return;
-      if (ended) throw damaged(name, 'data after the last chunk');
       const record = buf.take(HEAD + len + TAG);
-      const nonce = record.subarray(4, HEAD);
-      const body = record.subarray(HEAD, HEAD + len);
-      const tag = record.subarray(HEAD + len);
-      // The last chunk is the one that authenticates as last; try "not last" first.
-      const tryOpen = (last: boolean): Buffer | null => {
-        try {
-          const d = createDecipheriv('aes-256-gcm', key, nonce);
-          d.setAAD(aad(name, index, last));
-          d.setAuthTag(tag);
-          return Buffer.concat([d.update(body), d.final()]);
-        } catch {
-          return null;
-        }
-      };
-      let plain = tryOpen(false);
-      if (plain === null) {
-        plain = tryOpen(true);
-        if (plain === null) throw damaged(name, `chunk ${index} does not authenticate`);
-        ended = true;
-      }
-      index++;
-      yield plain;
+      const i = index++;
+      inflight.push({
+        index: i,
+        opened: later(
+          crypto.open(
+            key,
+            aad(name, i, false),
+            aad(name, i, true),
+            record.subarray(4, HEAD),
+            record.subarray(HEAD, HEAD + len),
+            record.subarray(HEAD + len),
+          ),
+        ),
+      });
     }
+  };
+  /** The next opened chunk, in order; the last one is the one that authenticates as last. */
+  const next = async (): Promise<Uint8Array> => {
+    const { index: i, opened } = inflight.shift()!;
+    const r = await opened;
+    if (ended) throw damaged(name, 'data after the last chunk');
+    if (r === null) throw damaged(name, `chunk ${i} does not authenticate`);
+    if (r.last) ended = true;
+    return r.plain;
   };
   for await (const c of input) {
     buf.push(c);
-    yield* take();
+    start();
+    while (inflight.length > PIPELINE) yield await next();
   }
-  yield* take();
+  start();
+  while (inflight.length > 0) yield await next();
   if (!ended || buf.length > 0) throw damaged(name, 'it ends before its last chunk');
 }
 

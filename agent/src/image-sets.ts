@@ -10,13 +10,17 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, toDroverError } from '@drover/common';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
 import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Tries of one file's upload when it fails for a transient reason, and the pause (× tries). */
+const PUT_TRIES = 5;
+const PUT_PAUSE_MS = 1000;
 
 /** A local image file's plaintext: opened with the key when the image is sealed. */
 function plaintextOf(
@@ -79,23 +83,39 @@ export function pushImage(
       if (files.length === faults.failPushAfterFiles) {
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
-      const hash = createHash('sha256');
-      const count = { bytes: 0 };
       const object = `${req.prefix}/${name}`;
-      await store.put(
-        object,
-        sealImage(
-          hashedChunks(
-            plaintextOf(manifest, name, key, faults.throttleBytesPerSec),
-            hash,
-            faults.throttleBytesPerSec,
-            count,
-          ),
-          key,
-          object,
-        ),
-      );
-      files.push({ name, size: count.bytes, sha256: hash.digest('hex') });
+      // An upload cut off (a NATS server restarting, say) is made again from the local file.
+      for (let attempt = 1; ; attempt++) {
+        const hash = createHash('sha256');
+        const count = { bytes: 0 };
+        try {
+          await store.put(
+            object,
+            sealImage(
+              hashedChunks(
+                plaintextOf(manifest, name, key, faults.throttleBytesPerSec),
+                hash,
+                faults.throttleBytesPerSec,
+                count,
+              ),
+              key,
+              object,
+            ),
+          );
+        } catch (err) {
+          const e = toDroverError(err);
+          if (!e.retryable || attempt >= PUT_TRIES) throw e;
+          agent.log.warn('image upload interrupted; uploading the file again', {
+            object,
+            attempt,
+            err: e,
+          });
+          await sleep(PUT_PAUSE_MS * attempt);
+          continue;
+        }
+        files.push({ name, size: count.bytes, sha256: hash.digest('hex') });
+        break;
+      }
     }
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
     agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });

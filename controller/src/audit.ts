@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { ControllerAudit, EventLog } from '@drover/bus';
 import { isDroverError, type Logger } from '@drover/common';
 import {
+  fitBytes,
   ANONYMOUS_CALLER,
   auditSubject,
   CONTROLLER_OP_ACCESS,
@@ -92,14 +93,16 @@ export class Audit {
       subjectFilter: auditSubject({ role: '*', name: req.caller ?? '*' }, req.op ?? '*'),
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
     });
-    return {
-      entries: got.map((e) => ({
+    // A page never holds more than a reply can carry: the rest is asked for from `next`.
+    const page = fitBytes(
+      got.map((e) => ({
         seq: e.seq,
         time: e.time.toISOString(),
         subject: e.subject,
         entry: e.value,
       })),
-    };
+    );
+    return { entries: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
   }
 }
 

@@ -20,7 +20,8 @@ import {
 } from '@drover/common';
 import {
   HEARTBEAT_WILDCARD,
-  JobState,
+  fitBytes,
+  pageOf,
   type AgentInfo,
   type AgentOp,
   type AgentReplies,
@@ -45,6 +46,11 @@ import {
   type ClusterContext,
 } from './cluster-checkpoint.js';
 import { HostRegistry } from './host-registry.js';
+import { KnownHosts, type KnownHost } from './known-hosts.js';
+import { Liveness } from './liveness.js';
+import { LIVE, locate, whereIs, type Locator } from './locate.js';
+import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
+import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
 import type { JobNetworkConfig } from './config.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
@@ -64,16 +70,17 @@ export interface ControllerStores {
   objects: ObjectFiles;
   /** image-set name → its key. */
   keys: StateStore<{ key: string }>;
+  /** host → when a controller last wrote it down: the hosts a new controller waits to hear from. */
+  hosts: StateStore<KnownHost>;
   /** The job network's addresses and names in use (address-book.ts). */
   addresses: StateStore<AddressRecord>;
   names: StateStore<NameRecord>;
 }
 
-const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 /** Calls longer than this are watched: they fail as soon as their agent is seen to die. */
 const WATCHED_CALL_MS = 30_000;
-/** How far an agent's start (from its heartbeat's uptime) may seem to be after a call's start. */
-const AGENT_START_SLACK_MS = 1500;
+/** How often the image store is swept of chunks no object refers to. */
+const ORPHAN_SWEEP_MS = 10 * 60_000;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
 /** How long one agent may take to take the table of names. */
@@ -94,11 +101,13 @@ export class Controller {
   readonly registry: HostRegistry;
   private readonly log: Logger;
   private stopHeartbeats: (() => void) | null = null;
-  private sweeper: NodeJS.Timeout | null = null;
-  private reconciler: NodeJS.Timeout | null = null;
-  private readonly imageRetention: number;
+  private readonly liveness: Liveness;
+  private known: KnownHosts | null = null;
+  private orphanSweeper: NodeJS.Timeout | null = null;
   private readonly unreachableAfterMs: number;
+  private readonly imageRetention: number;
   readonly addresses: AddressBook;
+  private reconciler: NodeJS.Timeout | null = null;
   /** Name tables go out one at a time, in order: the last one sent is the newest. */
   private namesSent: Promise<void> = Promise.resolve();
 
@@ -116,6 +125,7 @@ export class Controller {
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
+    this.liveness = new Liveness(bus, this.registry, options.unreachableAfterMs, this.log);
     this.addresses = new AddressBook(
       stores.addresses,
       stores.names,
@@ -124,22 +134,42 @@ export class Controller {
     );
   }
 
-  /** Start listening to heartbeats and sweeping for silent hosts. */
+  /**
+   * Start listening to heartbeats and sweeping for silent hosts. The controller is ready (see
+   * `ready`) once it has heard from every host the cluster has, or waited out the silent ones.
+   */
   async start(): Promise<void> {
+    this.known = await KnownHosts.load(this.stores.hosts, this.unreachableAfterMs, this.log);
     this.stopHeartbeats = this.bus.subscribe(HEARTBEAT_WILDCARD, (_s, v) =>
       this.heartbeat(v as AgentInfo),
     );
-    this.sweeper = setInterval(() => {
-      for (const h of this.registry.sweep()) this.log.warn('host unreachable', { host: h });
-    }, 1000);
-    this.sweeper.unref();
+    // Silent hosts are probed before they are called unreachable (liveness.ts).
+    this.liveness.start();
+    // Chunks of uploads that were cut off (an agent may not purge them itself) are removed.
+    this.orphanSweeper = setInterval(() => {
+      void this.stores.objects.sweepOrphanChunks().then(
+        (n) => n > 0 && this.log.info('removed chunks of interrupted uploads', { subjects: n }),
+        (err: unknown) => this.log.warn('cannot sweep the image store', { err }),
+      );
+    }, ORPHAN_SWEEP_MS);
+    this.orphanSweeper.unref();
     this.reconciler = setInterval(() => void this.reconcileAddresses(), RECONCILE_MS);
     this.reconciler.unref();
   }
 
+  /**
+   * Resolves once the controller has heard from every host the cluster has (or waited out the
+   * silent ones): what it says about hosts and jobs before then could be wrong.
+   */
+  ready(): Promise<void> {
+    return this.known?.whenReady() ?? Promise.reject(new Error('controller not started'));
+  }
+
   stop(): void {
+    if (this.orphanSweeper) clearInterval(this.orphanSweeper);
+    this.known?.stop();
     this.stopHeartbeats?.();
-    if (this.sweeper) clearInterval(this.sweeper);
+    this.liveness.stop();
     if (this.reconciler) clearInterval(this.reconciler);
   }
 
@@ -154,9 +184,9 @@ export class Controller {
       let allHostsReachable = hosts.every((h) => h.reachable);
       const jobs: ClusterJob[] = [];
       for (const h of hosts.filter((x) => x.reachable)) {
-        const got = await this.agent(h.host, 'list', {}).catch(() => null);
+        const got = await jobsOfHost((r) => this.agent(h.host, 'list', r)).catch(() => null);
         if (got === null) allHostsReachable = false;
-        else jobs.push(...got.jobs);
+        else jobs.push(...got);
       }
       const inImageSets = new Set(
         [...(await this.stores.sets.list()).values()].flatMap((v) =>
@@ -203,6 +233,7 @@ export class Controller {
   private heartbeat(info: AgentInfo): void {
     const known = this.registry.get(info.host) !== undefined;
     this.registry.observe(info);
+    this.known?.heardFrom(info.host);
     if (!known) {
       this.log.info('host joined', { host: info.host });
       void this.publishNames(info.host);
@@ -216,25 +247,25 @@ export class Controller {
     }
   }
 
-  hosts(): ControllerReplies['hosts'] {
-    return { hosts: this.registry.list().map(toStatus) };
+  /** Hosts by name, a page at a time. */
+  hosts(req: ControllerRequest<'hosts'> = {}): ControllerReplies['hosts'] {
+    const p = pageOf(this.registry.list().map(toStatus), (h) => h.host, req);
+    return { hosts: p.items, next: p.next };
   }
 
-  /** Every job of every reachable host, asked of the agents themselves. */
+  /** Jobs of every reachable host (or one), asked of the agents themselves; a page at a time. */
   async jobs(req: ControllerRequest<'jobs'>): Promise<ControllerReplies['jobs']> {
+    return jobsPage(this.jobsSource(req.host), req);
+  }
+
+  /** The agents to ask for jobs: every reachable host, or `host` (which must be known). */
+  private jobsSource(host?: string): JobsSource {
     const hosts = this.registry
       .list()
-      .filter((h) => h.reachable && (req.host === undefined || h.host === req.host));
-    if (req.host !== undefined && hosts.length === 0) this.knownHost(req.host);
-    const lists = await Promise.all(
-      hosts.map((h) =>
-        this.agent(h.host, 'list', {}).then(
-          (r) => r.jobs,
-          () => [],
-        ),
-      ),
-    );
-    return { jobs: lists.flat().sort((a, b) => a.id.localeCompare(b.id)) };
+      .filter((h) => h.reachable && (host === undefined || h.host === host))
+      .map((h) => h.host);
+    if (host !== undefined && hosts.length === 0) this.knownHost(host);
+    return { hosts, list: (h, r) => this.agent(h, 'list', r) };
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
@@ -378,29 +409,18 @@ export class Controller {
       explanation = p.explanation;
     }
     const now = new Date().toISOString();
-    const op: OperationRecord = {
-      opId: newId('op'),
+    const { opId, ...asked } = req;
+    return runMigrate(this.migrateContext(), {
+      opId: opId ?? newId('op'),
       kind: 'migrate',
       state: 'running',
       createdAt: now,
       updatedAt: now,
-      request: { ...req, source, destination },
+      request: { ...asked, source, destination },
       placement: explanation,
       migration: null,
       error: null,
-    };
-    await this.stores.ops.put(op.opId, op);
-    try {
-      op.migration = await this.authorizedMigrate(source, req.jobId, destination, req.mode);
-      op.state = 'done';
-    } catch (err) {
-      const e = toDroverError(err);
-      op.state = 'failed';
-      op.error = { code: e.code, message: e.message };
-    }
-    op.updatedAt = new Date().toISOString();
-    await this.stores.ops.put(op.opId, op);
-    return op;
+    });
   }
 
   /** Cordon `host` and move every job off it. */
@@ -419,8 +439,21 @@ export class Controller {
     return restoreCluster(this.clusterContext(), req);
   }
 
-  async imagesList(): Promise<ControllerReplies['images-list']> {
-    return { sets: await listSets(this.clusterContext()) };
+  /** Image sets, newest first, a page at a time (the cursor is a set's name). */
+  async imagesList(
+    req: ControllerRequest<'images-list'> = {},
+  ): Promise<ControllerReplies['images-list']> {
+    const sets = await listSets(this.clusterContext());
+    const at = req.after === undefined ? -1 : sets.findIndex((s) => s.name === req.after);
+    if (req.after !== undefined && at < 0) {
+      throw new DroverError(ErrorCode.NotFound, `no image set ${req.after} to page after`, {
+        details: { after: req.after },
+      });
+    }
+    const rest = sets.slice(at + 1);
+    const p = fitBytes(rest.slice(0, req.limit ?? rest.length));
+    const more = p.cut || (req.limit !== undefined && rest.length > req.limit);
+    return { sets: p.items, next: more ? (p.items.at(-1)?.name ?? null) : null };
   }
 
   imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {
@@ -436,6 +469,12 @@ export class Controller {
   /** Finish the operations a previous controller left running (called once acting). */
   async resumeOperations(): Promise<void> {
     const ops = [...(await this.stores.ops.list()).values()].map((v) => v.value);
+    for (const op of ops.filter((o) => o.kind === 'migrate' && o.state === 'running')) {
+      this.log.info('reconciling migration', { opId: op.opId, request: op.request });
+      void reconcileMigrate(this.migrateContext(), op.opId).catch((err: unknown) =>
+        this.log.error('reconciling a migration failed', { opId: op.opId, err }),
+      );
+    }
     for (const op of ops.filter((o) => o.kind === 'drain' && o.state === 'running')) {
       this.log.info('resuming drain', { opId: op.opId, host: op.host });
       void runDrain(this.drainContext(), op.opId, Number(op.request['parallel'] ?? 2)).catch(
@@ -461,7 +500,7 @@ export class Controller {
       hosts: () => this.views(),
       agent: (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
       whereIs: (jobId) => this.whereIs(jobId),
-      allJobs: async () => (await this.jobs({})).jobs,
+      allJobs: async () => (await allJobs(this.jobsSource())).jobs,
       usableHost: (host) => void this.usableHost(host),
       claimAddress: async (jobId, name, network) => {
         await this.addresses.claim(jobId, name, network);
@@ -470,13 +509,27 @@ export class Controller {
     };
   }
 
-  /** Where a job's processes are now, asked of every reachable agent (null: nowhere). */
-  private async whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
-    for (const h of this.registry.list().filter((x) => x.reachable)) {
-      const j = await this.agent(h.host, 'inspect', { jobId }).catch(() => null);
-      if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
-    }
-    return null;
+  /** Where a job's processes are now (locate.ts). */
+  private whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
+    return whereIs(this.locator(), jobId);
+  }
+
+  private locator(): Locator {
+    return {
+      hosts: () => this.registry.list(),
+      inspect: (host, jobId) => this.agent(host, 'inspect', { jobId }),
+    };
+  }
+
+  private migrateContext(): MigrateContext {
+    return {
+      ops: this.stores.ops,
+      log: this.log,
+      migrate: (source, jobId, destination, mode) =>
+        this.authorizedMigrate(source, jobId, destination, mode),
+      whereIs: (jobId) => this.whereIs(jobId),
+      migrations: async (host) => (await this.agent(host, 'migrations-list', {})).migrations,
+    };
   }
 
   private drainContext(): DrainContext {
@@ -486,7 +539,7 @@ export class Controller {
       hosts: () => this.views(),
       cordon: async (host) => void (await this.cordon({ host }, true)),
       jobsOn: async (host) => {
-        const { jobs } = await this.agent(host, 'list', {});
+        const jobs = await jobsOfHost((r) => this.agent(host, 'list', r));
         const live = jobs.filter((j) => LIVE.has(j.state));
         return Promise.all(
           live.map(async (j) => ({
@@ -517,14 +570,16 @@ export class Controller {
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
       ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
     });
-    return {
-      events: got.map((e) => ({
+    // A page never holds more than a reply can carry: the rest is asked for from `next`.
+    const page = fitBytes(
+      got.map((e) => ({
         seq: e.seq,
         subject: e.subject,
         time: e.time.toISOString(),
         value: e.value,
       })),
-    };
+    );
+    return { events: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
   }
 
   async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
@@ -571,6 +626,13 @@ export class Controller {
 
   private knownHost(host: string): HostView {
     const h = this.registry.get(host);
+    if (!h && this.known?.has(host)) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `host ${host} is unreachable (no heartbeat since this controller started)`,
+        { details: { host } },
+      );
+    }
     if (!h) {
       throw new DroverError(
         ErrorCode.NotFound,
@@ -608,32 +670,9 @@ export class Controller {
     return h;
   }
 
-  /**
-   * The host a job lives on, confirmed by that host's agent (heartbeats may be a moment old: a
-   * job that just migrated still shows on its old host). Hosts whose heartbeat lists the job are
-   * asked first, then every other reachable host.
-   */
-  private async locate(jobId: string, anyState = false): Promise<string> {
-    const reachable = this.registry.list().filter((h) => h.reachable);
-    const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
-    const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
-    let fallback: { host: string; migrated: boolean } | null = null;
-    for (const h of order) {
-      const found = await this.agent(h.host, 'inspect', { jobId }).then(
-        (j) => j,
-        () => null,
-      );
-      if (!found) continue;
-      if (LIVE.has(found.state)) return h.host;
-      // A `migrated` record is the copy a job left behind: where it ended is the better answer.
-      const migrated = found.state === JobState.migrated;
-      if (fallback === null || (fallback.migrated && !migrated))
-        fallback = { host: h.host, migrated };
-    }
-    if (anyState && fallback !== null) return fallback.host;
-    throw new DroverError(ErrorCode.NotFound, `no running job ${jobId} on any reachable host`, {
-      details: { jobId },
-    });
+  /** The host a job lives on, confirmed by that host's agent (locate.ts). */
+  private locate(jobId: string, anyState = false): Promise<string> {
+    return locate(this.locator(), jobId, anyState);
   }
 
   private agent<Op extends AgentOp>(
@@ -644,50 +683,8 @@ export class Controller {
   ): Promise<AgentReplies[Op]> {
     const call = new AgentClient(this.bus, host).call(op, req, timeoutMs);
     return timeoutMs !== undefined && timeoutMs > WATCHED_CALL_MS
-      ? this.whileAgentLives(host, op, call)
+      ? this.liveness.watch(host, op, call)
       : call;
-  }
-
-  /**
-   * A long call (a migration, a dump, an upload) fails as soon as its agent is seen to die — no
-   * heartbeat for the unreachable timeout, or a heartbeat from a restarted agent — rather than
-   * when its timeout (minutes) runs out: a dead agent never replies.
-   */
-  private whileAgentLives<T>(host: string, op: string, call: Promise<T>): Promise<T> {
-    const callStart = Date.now();
-    return new Promise<T>((resolve, reject) => {
-      const gone = (why: string): void => {
-        clearInterval(timer);
-        reject(
-          new DroverError(ErrorCode.Unavailable, `the agent on ${host} ${why} during ${op}`, {
-            retryable: true,
-            details: { host, op },
-          }),
-        );
-      };
-      const timer = setInterval(() => {
-        const h = this.registry.get(host);
-        if (!h) return;
-        // Silence counts from the call's start: a host that was silent before (an agent being
-        // restarted) is judged on the heartbeats it sends while the call runs.
-        const silentMs = Date.now() - Math.max(h.lastSeenMs, callStart);
-        if (silentMs > this.unreachableAfterMs) return gone('stopped answering (no heartbeat)');
-        // An agent that started after the call went out cannot be the one running it. (Its start
-        // is known to a second: uptime is whole seconds; heartbeats are a moment late.)
-        const agentStart = h.lastSeenMs - h.info.uptimeSec * 1000;
-        if (agentStart > callStart + AGENT_START_SLACK_MS) gone('restarted');
-      }, 500);
-      call.then(
-        (v) => {
-          clearInterval(timer);
-          resolve(v);
-        },
-        (err: unknown) => {
-          clearInterval(timer);
-          reject(err as Error);
-        },
-      );
-    });
   }
 }
 

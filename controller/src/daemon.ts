@@ -10,6 +10,8 @@ import {
   LeaseKeeper,
   ObjectFiles,
   serveControllerApi,
+  serverVersionOf,
+  serverVersionProblem,
   StateStore,
   type LeaseRecord,
 } from '@drover/bus';
@@ -23,6 +25,7 @@ import {
 import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
+import type { KnownHost } from './known-hosts.js';
 import type { AddressRecord, NameRecord } from './address-book.js';
 
 /** A running controller. */
@@ -47,6 +50,10 @@ export async function startController(
   const log = logger.child({ controller: config.id });
   const bus = await Bus.connect(busOptionsFrom(config.nats, `drover-controller ${config.id}`, log));
   try {
+    // Replicated state is safe only on a current server; a single one works on older ones too.
+    const old = serverVersionProblem(serverVersionOf(bus), config.replicas);
+    if (old && 'error' in old) throw old.error;
+    if (old) log.warn(old.warning, { version: serverVersionOf(bus) });
     const opts = { replicas: config.replicas } as const;
     // A NATS cluster still forming has no peers to place R3 state on yet: wait for it (30 s).
     const leases = await whileForming(() =>
@@ -62,6 +69,7 @@ export async function startController(
       bucket: 'drover_imagekeys',
       ...opts,
     });
+    const hosts = await StateStore.open<KnownHost>(bus, { bucket: 'drover_hosts', ...opts });
     const addresses = await StateStore.open<AddressRecord>(bus, {
       bucket: 'drover_addresses',
       ...opts,
@@ -106,7 +114,7 @@ export async function startController(
     keeper.start();
     const controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects, keys, addresses, names },
+      { cordons, ops, events, sets, objects, keys, hosts, addresses, names },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
@@ -115,31 +123,39 @@ export async function startController(
       },
     );
     await controller.start();
+    // What depends on the hosts waits until the controller has heard from all of them
+    // (known-hosts.ts): a fresh controller never says "no such job" for one that exists.
+    const ready =
+      <A, R>(f: (a: A) => Promise<R>) =>
+      async (a: A): Promise<R> => {
+        await controller.ready();
+        return f(a);
+      };
     serveControllerApi(
       bus,
       {
-        hosts: async () => controller.hosts(),
-        jobs: (r) => controller.jobs(r),
-        run: (r) => controller.run(r),
-        resolve: (r) => controller.resolve(r),
-        adopt: (r) => controller.adopt(r),
-        inspect: (r) => controller.inspect(r),
-        logs: (r) => controller.logs(r),
-        signal: (r) => controller.signal(r),
-        stop: (r) => controller.stopJob(r),
-        'tty-write': (r) => controller.ttyWrite(r),
-        migrate: (r) => controller.migrate(r),
-        drain: (r) => controller.drain(r),
-        preflight: (r) => controller.preflight(r),
-        cordon: (r) => controller.cordon(r, true),
-        uncordon: (r) => controller.cordon(r, false),
+        hosts: ready(async (r) => controller.hosts(r)),
+        jobs: ready((r) => controller.jobs(r)),
+        run: ready((r) => controller.run(r)),
+        resolve: ready((r) => controller.resolve(r)),
+        adopt: ready((r) => controller.adopt(r)),
+        inspect: ready((r) => controller.inspect(r)),
+        logs: ready((r) => controller.logs(r)),
+        signal: ready((r) => controller.signal(r)),
+        stop: ready((r) => controller.stopJob(r)),
+        'tty-write': ready((r) => controller.ttyWrite(r)),
+        migrate: ready((r) => controller.migrate(r)),
+        drain: ready((r) => controller.drain(r)),
+        preflight: ready((r) => controller.preflight(r)),
+        cordon: ready((r) => controller.cordon(r, true)),
+        uncordon: ready((r) => controller.cordon(r, false)),
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
         audit: (r) => audit.read(r),
-        checkpoint: (r) => controller.checkpoint(r),
-        restore: (r) => controller.restore(r),
-        'images-list': () => controller.imagesList(),
+        checkpoint: ready((r) => controller.checkpoint(r)),
+        restore: ready((r) => controller.restore(r)),
+        'images-list': (r) => controller.imagesList(r),
         'images-inspect': (r) => controller.imagesInspect(r),
         'images-delete': (r) => controller.imagesDelete(r),
       },
@@ -149,7 +165,7 @@ export async function startController(
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
     setTimeout(
-      () => void controller.resumeOperations(),
+      () => void controller.ready().then(() => controller.resumeOperations()),
       Math.min(3000, config.unreachableAfterMs),
     ).unref();
     log.info('controller acting', { id: config.id });

@@ -11,9 +11,26 @@ import { planMany, type HostView } from './placement.js';
 /** Preflights of a drain's jobs in flight at once (to one agent). */
 const PREFLIGHT_CONCURRENCY = 8;
 
+/**
+ * Moves of one job a drain tries before giving up, when the failure is transient (an agent that
+ * blinked, a link that dropped: the migration rolled back and the job runs where it was).
+ */
+export const DRAIN_ATTEMPTS = 3;
+/** Pause before the next try: this many ms times the tries so far. */
+const RETRY_PAUSE_MS = 2000;
+
+/** Errors that another try cannot cure: the job cannot move, or the request is wrong. */
+const PERMANENT: readonly string[] = [
+  ErrorCode.InvalidArgument,
+  ErrorCode.NotFound,
+  ErrorCode.FailedPrecondition,
+  ErrorCode.AlreadyExists,
+  ErrorCode.PermissionDenied,
+];
+
 /** What a drain needs from the controller. */
 export interface DrainContext {
-  ops: StateStore<OperationRecord>;
+  ops: Pick<StateStore<OperationRecord>, 'get' | 'put' | 'mutate'>;
   log: Logger;
   hosts(): HostView[];
   cordon(host: string): Promise<void>;
@@ -23,6 +40,8 @@ export interface DrainContext {
   whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
   /** Why the job cannot be checkpointed (empty: it can). */
   blockers(host: string, jobId: string): Promise<string[]>;
+  /** Pause between tries (tests shorten it). */
+  retryPauseMs?: number;
   /** Ask `source` to migrate `jobId` to `destination`; resolves with the migration's outcome. */
   migrate(
     source: string,
@@ -109,26 +128,25 @@ export async function runDrain(
   const worker = async (): Promise<void> => {
     for (let jobId = todo.shift(); jobId !== undefined; jobId = todo.shift()) {
       const item = (await ctx.ops.get(opId))!.value.items!.find((i) => i.jobId === jobId)!;
-      try {
-        let where = await ctx.whereIs(jobId);
-        // A migration started by a previous controller may still be running on the agent.
-        for (let i = 0; i < 120 && where?.state === 'migrating'; i++) {
-          await new Promise((r) => setTimeout(r, 500));
-          where = await ctx.whereIs(jobId);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await moveOnce(ctx, host, item, attempt, update);
+          break;
+        } catch (err) {
+          // The migration rolled back (or never started): the job still runs on the drained
+          // host. A transient failure is tried again, on a host that can take it.
+          const e = toDroverError(err);
+          const last = attempt >= DRAIN_ATTEMPTS || PERMANENT.includes(e.code);
+          await update(jobId, {
+            state: last ? 'failed' : 'pending',
+            reason: e.message,
+            attempts: attempt,
+          });
+          if (last) break;
+          ctx.log.warn('drain: move failed; trying again', { opId, jobId, attempt, err: e });
+          await new Promise((r) => setTimeout(r, (ctx.retryPauseMs ?? RETRY_PAUSE_MS) * attempt));
+          item.destination = null; // placed afresh: the first choice may be what failed
         }
-        if (where === null) {
-          await update(jobId, { state: 'failed', reason: 'the job is no longer running anywhere' });
-        } else if (where.host !== host) {
-          await update(jobId, { state: 'done', destination: where.host });
-        } else {
-          const dest = item.destination ?? pickAgain(ctx, host);
-          await update(jobId, { state: 'moving', destination: dest });
-          const m = await ctx.migrate(host, jobId, dest);
-          await update(jobId, { state: 'done', migrationId: m.migrationId, frozenMs: m.frozenMs });
-        }
-      } catch (err) {
-        // The migration rolled back: the job still runs on the drained host.
-        await update(jobId, { state: 'failed', reason: toDroverError(err).message });
       }
     }
   };
@@ -164,6 +182,38 @@ export async function runDrain(
   });
   ctx.log.info('drain finished', { opId, host, state: done?.value.state });
   return (await ctx.ops.get(opId))!.value;
+}
+
+/** One try at moving a drain's job: settled by where it is now, else migrated. */
+async function moveOnce(
+  ctx: DrainContext,
+  host: string,
+  item: DrainItem,
+  attempt: number,
+  update: (jobId: string, patch: Partial<DrainItem>) => Promise<unknown>,
+): Promise<void> {
+  const jobId = item.jobId;
+  let where = await ctx.whereIs(jobId);
+  // A migration started by a previous controller may still be running on the agent.
+  for (let i = 0; i < 120 && where?.state === 'migrating'; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    where = await ctx.whereIs(jobId);
+  }
+  if (where === null) {
+    await update(jobId, { state: 'failed', reason: 'the job is no longer running anywhere' });
+  } else if (where.host !== host) {
+    await update(jobId, { state: 'done', destination: where.host, reason: null });
+  } else {
+    const dest = item.destination ?? pickAgain(ctx, host);
+    await update(jobId, { state: 'moving', destination: dest, attempts: attempt });
+    const m = await ctx.migrate(host, jobId, dest);
+    await update(jobId, {
+      state: 'done',
+      migrationId: m.migrationId,
+      frozenMs: m.frozenMs,
+      reason: null,
+    });
+  }
 }
 
 /** `f` over `items` with at most `limit` calls in flight; results in `items`' order. */

@@ -18,6 +18,7 @@ function heartbeat(host: string, availGiB = 8): AgentInfo {
     cpuFlags: ['fpu', 'sse2'],
     memory: { totalBytes: 16 * GiB, availableBytes: availGiB * GiB },
     criu: { version: '4.0', lazyPages: true, memTrack: true },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: [{ id: 'j1', state: 'running', name: 'web' }],
   };
 }
@@ -151,4 +152,24 @@ test('fromJSON refuses documents that are not a persisted registry', () => {
     () => new HostRegistry({ unreachableAfterMs: 0 }),
     (e) => isDroverError(e, ErrorCode.InvalidArgument),
   );
+});
+
+test('silent lists reachable hosts past the timeout; vouch keeps one reachable with its new uptime', () => {
+  const { clock, reg } = setup(5000);
+  reg.observe(heartbeat('h1'));
+  reg.observe(heartbeat('h2'));
+  clock.ms += 3000;
+  reg.observe(heartbeat('h2'));
+  clock.ms += 3000;
+  assert.deepEqual(reg.silent(), ['h1']);
+  const v = reg.vouch('h1', { uptimeSec: 7, loop: { lagMs: 10, stalledMs: 6000 } });
+  assert.equal(v.lastSeenMs, clock.ms);
+  assert.equal(v.info.uptimeSec, 7);
+  assert.deepEqual(v.info.jobs, heartbeat('h1').jobs, 'the last heartbeat facts are kept');
+  assert.deepEqual(reg.silent(), []);
+  assert.deepEqual(reg.sweep(), []);
+  clock.ms += 5001;
+  assert.deepEqual(reg.silent(), ['h1', 'h2']);
+  assert.deepEqual(reg.sweep(), ['h1', 'h2']);
+  assert.deepEqual(reg.silent(), [], 'unreachable hosts are not silent ones');
 });

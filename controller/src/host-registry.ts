@@ -63,6 +63,32 @@ export class HostRegistry {
     return this.#set({ ...this.#known(host), cordoned: false });
   }
 
+  /** Reachable hosts silent for longer than the timeout: to be asked directly before `sweep`. */
+  silent(): string[] {
+    const now = this.#now();
+    return this.list()
+      .filter((v) => v.reachable && now - v.lastSeenMs > this.#unreachableAfterMs)
+      .map((v) => v.host);
+  }
+
+  /**
+   * A direct answer from a host's agent (a liveness probe): it counts as seen now, with the
+   * uptime it gave (so a restart still shows), its last heartbeat's facts otherwise kept.
+   */
+  vouch(host: string, answer: { uptimeSec: number; loop?: AgentInfo['loop'] }): HostView {
+    const v = this.#known(host);
+    return this.#set({
+      ...v,
+      info: {
+        ...v.info,
+        uptimeSec: answer.uptimeSec,
+        ...(answer.loop ? { loop: answer.loop } : {}),
+      },
+      reachable: true,
+      lastSeenMs: this.#now(),
+    });
+  }
+
   /** Mark hosts silent for longer than the timeout unreachable; returns the newly unreachable, by name. */
   sweep(): string[] {
     const now = this.#now();

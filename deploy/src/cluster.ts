@@ -2,7 +2,13 @@
  * The deployer's view of the cluster, through the controller (`@drover/bus`): wait for a host's
  * heartbeat, drain and uncordon it during a rolling upgrade. Connected lazily, once per run.
  */
-import { Bus, ControllerClient } from '@drover/bus';
+import {
+  Bus,
+  callAllPages,
+  ControllerClient,
+  serverVersionOf,
+  serverVersionProblem,
+} from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { HostStatus, OperationRecord } from '@drover/protocol';
 import { deployerTls } from './agent-certs.js';
@@ -24,6 +30,10 @@ export class ClusterLink {
   }
 
   private async client(): Promise<ControllerClient> {
+    return new ControllerClient(await this.bus());
+  }
+
+  private bus(): Promise<Bus> {
     // With a certificates directory: the deployer's operator identity (see agent-certs.ts).
     const tls = deployerTls(this.inv);
     this.#bus ??= Bus.connect({
@@ -37,12 +47,22 @@ export class ClusterLink {
       ...(this.inv.nats.credsFile !== undefined ? { credsFile: this.inv.nats.credsFile } : {}),
     });
     this.#bus.catch(() => (this.#bus = null));
-    return new ControllerClient(await this.#bus);
+    return this.#bus;
+  }
+
+  /**
+   * The NATS server's version and what it lacks when older than Drover expects (null: nothing),
+   * judged as replicated state when the inventory lists several servers (a NATS cluster).
+   */
+  async natsServer(): Promise<{ version: string; problem: string | null }> {
+    const version = serverVersionOf(await this.bus());
+    const p = serverVersionProblem(version, this.inv.controller.servers.length > 1 ? 3 : 1);
+    return { version, problem: p === null ? null : 'error' in p ? p.error.message : p.warning };
   }
 
   /** Every host the controller knows. */
   async hosts(): Promise<HostStatus[]> {
-    return (await (await this.client()).call('hosts', {}, 10_000)).hosts;
+    return (await callAllPages(await this.client(), 'hosts', {})).hosts;
   }
 
   /** One host as the controller sees it, or null. */
@@ -97,7 +117,7 @@ export class ClusterLink {
 
   /** Jobs the controller finds on a host (asks its agent). */
   async jobsOn(name: string): Promise<{ id: string; state: string }[]> {
-    return (await (await this.client()).call('jobs', { host: name }, 30_000)).jobs;
+    return (await callAllPages(await this.client(), 'jobs', { host: name })).jobs;
   }
 
   /** Fail early, with one clear message, when the controller cannot be reached. */

@@ -9,7 +9,7 @@ import { hideBin } from 'yargs/helpers';
 import { ErrorCode, isDroverError } from '@drover/common';
 import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
-import { check } from './commands/check.js';
+import { check, checkNats } from './commands/check.js';
 import { deployContext, type DeployContext } from './commands/context.js';
 import { install } from './commands/install.js';
 import { start, status, stop } from './commands/service.js';
@@ -176,7 +176,11 @@ async function main(): Promise<void> {
         'check [hosts..]',
         'Can each host run an agent? (changes nothing)',
         withHosts,
-        (argv) => runVerb('check', argv, async (ctx) => ({ results: await check(ctx) })),
+        (argv) =>
+          runVerb('check', argv, async (ctx) => {
+            const [results, nats] = await Promise.all([check(ctx), checkNats(ctx)]);
+            return { results, extra: { nats } };
+          }),
       )
       .command<
         HostArgs & {

@@ -1,5 +1,5 @@
 /** What every command shares: global options, the connection to the controller, printing. */
-import { Bus, ControllerClient } from '@drover/bus';
+import { Bus, callAllPages, ControllerClient } from '@drover/bus';
 import type { ControllerOp, ControllerReplies, ControllerRequest } from '@drover/protocol';
 import { DEFAULT_LOCAL_DIR, localNatsUrl, localTls } from '@drover/testbed/local-state';
 
@@ -89,7 +89,8 @@ export async function callController<Op extends ControllerOp>(
       stop = watch(bus);
       await bus.flush();
     }
-    const reply = await new ControllerClient(bus).call(op, req);
+    // A paged list comes whole (every page).
+    const reply = await callAllPages(new ControllerClient(bus), op, req);
     stop?.();
     process.stdout.write((argv.json ? JSON.stringify(reply, null, 2) : human(reply)) + '\n');
     return reply;

@@ -33,7 +33,9 @@ function phaseNote(phase: string, m: MigrationRecord): string {
     case 'prepared':
       return 'freezing the job';
     case 'dumping':
-      return 'CRIU dumps it into tmpfs';
+      return m.mode === 'post-copy'
+        ? 'CRIU dumps all but the memory into tmpfs'
+        : `CRIU dumps; its ${s.pages} pages go to ${m.destination}'s page server`;
     case 'transferring':
       return s.transferMs > 0
         ? `${bytes(s.bytes)} in ${s.files} files at ${bytes(Math.round((s.bytes * 1000) / s.transferMs))}/s`

@@ -119,3 +119,34 @@ test('terminal mode: one line redrawn in place at most every 100 ms, ended by on
   );
   assert.match(out.at(-2)!, /moved to h2; frozen 4400 ms$/);
 });
+
+test('stop-copy: the pages show as they go while CRIU dumps, then the small rest is sent', () => {
+  const out: string[] = [];
+  let now = 0;
+  const p = new MigrationProgress('job-a', {
+    tty: false,
+    write: (t) => out.push(t),
+    now: () => now,
+  });
+  const at = (ms: number, e: Partial<MigrationProgressEvent>): void => {
+    now = ms;
+    p.onEvent({ migrationId: 'mig-1', jobId: 'job-a', destination: 'h2', phase: 'dumping', ...e });
+  };
+  at(0, { phase: 'prepared' });
+  for (let s = 1; s <= 3; s++) at(s * 1000, { bytes: s * 16 * MiB, totalBytes: 64 * MiB });
+  at(3500, { phase: 'dumped', dumpMs: 3400, pageBytes: 56 * MiB, totalBytes: MiB });
+  at(3600, { phase: 'transferring', bytes: MiB, totalBytes: MiB });
+  at(3900, {
+    phase: 'done',
+    stats: { frozenMs: 3800 } as NonNullable<MigrationProgressEvent['stats']>,
+  });
+  assert.deepEqual(out, [
+    'job-a: freezing and dumping (to h2)\n',
+    'job-a: dumping: sent 16.0 MiB of 64.0 MiB (25%)\n',
+    'job-a: dumping: sent 32.0 MiB of 64.0 MiB (50%), 16.0 MiB/s, ETA 2s\n',
+    'job-a: dumping: sent 48.0 MiB of 64.0 MiB (75%), 16.0 MiB/s, ETA 1s\n',
+    'job-a: dumped in 3400 ms; 56.0 MiB of pages sent; 1.0 MiB to send\n',
+    'job-a: sent 1.0 MiB of 1.0 MiB (100%); h2 restores\n',
+    'job-a: moved to h2; frozen 3800 ms\n',
+  ]);
+});

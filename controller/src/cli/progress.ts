@@ -134,7 +134,7 @@ export class MigrationProgress {
   onEvent(e: MigrationProgressEvent): void {
     if (e.jobId !== this.jobId || this.finished) return;
     const now = this.now();
-    if (e.phase === 'transferring' && e.bytes !== undefined) {
+    if ((e.phase === 'transferring' || e.phase === 'dumping') && e.bytes !== undefined) {
       this.rate.add(now, e.bytes);
       this.transfer = {
         bytes: e.bytes,
@@ -148,7 +148,8 @@ export class MigrationProgress {
     const every = this.options.tty
       ? (this.options.redrawEveryMs ?? 100)
       : (this.options.lineEveryMs ?? 1000);
-    const due = status.key === 'transferring' && now - this.lastPrint >= every;
+    const due =
+      (status.key === 'transferring' || status.key === 'dumping') && now - this.lastPrint >= every;
     if (status.key === this.lastKey && !due) return;
     this.lastKey = status.key;
     this.lastPrint = now;
@@ -173,11 +174,19 @@ export class MigrationProgress {
     switch (e.phase) {
       case 'prepared':
         return { key: 'prepared', text: `freezing and dumping (to ${e.destination})` };
-      case 'dumped':
+      case 'dumping': {
+        // The pages go straight to the destination while CRIU dumps; the total is the job's
+        // memory, which CRIU may not fill (it skips pages never touched).
+        const t = this.transfer ?? { bytes: 0, totalBytes: 0, rate: null };
+        return { key: 'dumping', text: `dumping: ${this.transferText(t)}` };
+      }
+      case 'dumped': {
+        const pages = e.pageBytes ? `${bytes(e.pageBytes)} of pages sent; ` : '';
         return {
           key: 'dumped',
-          text: `dumped in ${e.dumpMs ?? '?'} ms; ${bytes(e.totalBytes ?? 0)} to send`,
+          text: `dumped in ${e.dumpMs ?? '?'} ms; ${pages}${bytes(e.totalBytes ?? 0)} to send`,
         };
+      }
       case 'transferring': {
         const t = this.transfer ?? { bytes: 0, totalBytes: 0, rate: null };
         if (t.totalBytes > 0 && t.bytes >= t.totalBytes) {

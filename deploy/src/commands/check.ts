@@ -4,6 +4,25 @@ import { forEachHost, withHost, type HostResult } from '../fleet.js';
 import { judgeFacts } from '../remote.js';
 import type { DeployContext } from './context.js';
 
+/**
+ * The NATS server's version against what Drover expects (>= 2.12), as the deployer reaches it;
+ * reported on the progress line `nats` and in the JSON result. An unreachable NATS is reported,
+ * not an error: `check` is about the hosts.
+ */
+export async function checkNats(
+  ctx: DeployContext,
+): Promise<{ version: string | null; problem: string | null }> {
+  try {
+    const r = await ctx.cluster.natsServer();
+    ctx.progress('nats', r.problem ?? `nats-server ${r.version}`);
+    return r;
+  } catch (err) {
+    const problem = `cannot reach NATS: ${err instanceof Error ? err.message : String(err)}`;
+    ctx.progress('nats', problem);
+    return { version: null, problem };
+  }
+}
+
 /** Check every host of the context; nothing is changed on any host. */
 export function check(ctx: DeployContext): Promise<HostResult[]> {
   return forEachHost(ctx.hosts, ctx.parallel, (host) =>

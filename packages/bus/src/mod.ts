@@ -11,6 +11,14 @@ export type { LeaseRecord, LeaseOptions, LeaseKeeperOptions } from './lease.js';
 export { EventLog, EVENT_SUBJECT_PREFIX } from './event-log.js';
 export type { EventLogOptions, ReadOptions, LoggedEvent } from './event-log.js';
 export { serveControllerApi, ControllerClient } from './controller-rpc.js';
+export { callAllPages } from './controller-pages.js';
 export type { ControllerAudit, ControllerHandlers } from './controller-rpc.js';
 export { ObjectFiles } from './object-files.js';
 export type { ObjectFilesOptions, StoredObject } from './object-files.js';
+export {
+  NATS_SERVER_MIN,
+  parseServerVersion,
+  serverVersionAtLeast,
+  serverVersionOf,
+  serverVersionProblem,
+} from './server-version.js';

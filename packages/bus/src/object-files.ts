@@ -3,8 +3,9 @@
  * keys (`<set>/<job>/<file>`); a key prefix groups one image. Streams in and out, never whole files
  * in memory; the caller checksums what passes (the store keeps its own digest as well).
  */
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { Objm, setSha256Backend, type ObjectStore } from '@nats-io/obj';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { Bus } from './connection.js';
 import { mapJetStreamError } from './state-store.js';
@@ -27,6 +28,10 @@ export interface StoredObject {
   digest: string;
 }
 
+// The store's own digest of every object in and out: node:crypto's SHA-256, not nats.js's pure-JS
+// default (measured here: 44 ms against 1,037 ms per 64 MiB, all of it on the caller's thread).
+setSha256Backend('native');
+
 /** Chunks of 512 KiB: below NATS's 1 MiB default payload limit, few enough messages. */
 const CHUNK_BYTES = 512 * 1024;
 
@@ -35,6 +40,7 @@ export class ObjectFiles {
   private constructor(
     private readonly os: ObjectStore,
     readonly bucket: string,
+    private readonly nc: NatsConnection,
   ) {}
 
   static async open(bus: Bus, options: ObjectFilesOptions): Promise<ObjectFiles> {
@@ -45,7 +51,7 @@ export class ObjectFiles {
       const os = options.create
         ? await objm.create(options.bucket, { replicas: options.replicas ?? 1 })
         : await objm.open(options.bucket);
-      return new ObjectFiles(os, options.bucket);
+      return new ObjectFiles(os, options.bucket, bus.nc);
     } catch (err) {
       if (!options.create && /not found/i.test(String(err))) {
         throw new DroverError(
@@ -69,6 +75,17 @@ export class ObjectFiles {
       );
       return { name: info.name, size: info.size, digest: info.digest };
     } catch (err) {
+      // nats.js removes the chunks of a put that failed half-way with a purge of the stream; a
+      // client whose role may not purge (an agent) gets that refusal instead of the failure
+      // itself (a lost server, a timeout). The put was interrupted: another may succeed, and the
+      // chunks left behind go with the next `sweepOrphanChunks`.
+      if (/permissions violation.*\$JS\.API\.STREAM\.PURGE\./i.test(String(err))) {
+        throw new DroverError(
+          ErrorCode.Unavailable,
+          `cannot store object ${name}: the upload was interrupted (its partial chunks stay until swept)`,
+          { retryable: true, cause: err, details: { name } },
+        );
+      }
       throw mapJetStreamError(`cannot store object ${name}`, err, { name });
     }
   }
@@ -107,6 +124,34 @@ export class ObjectFiles {
         .map((o) => ({ name: o.name, size: o.size, digest: o.digest }));
     } catch (err) {
       throw mapJetStreamError(`cannot list ${this.bucket}`, err);
+    }
+  }
+
+  /**
+   * Remove chunks no object refers to (left by uploads that were interrupted, or replaced objects
+   * whose old chunks a client could not purge), once their newest chunk is older than `graceMs`:
+   * an upload in progress writes chunks before its object's record, and keeps writing them.
+   * Returns how many chunk subjects went. Needs a role that may purge (the controller's).
+   */
+  async sweepOrphanChunks(graceMs = 10 * 60_000): Promise<number> {
+    try {
+      const stream = `OBJ_${this.bucket}`;
+      const jsm = await jetstreamManager(this.nc);
+      const si = await jsm.streams.info(stream, { subjects_filter: `$O.${this.bucket}.C.>` });
+      const chunkSubjects = Object.keys(si.state.subjects ?? {});
+      if (chunkSubjects.length === 0) return 0;
+      const used = new Set((await this.os.list()).filter((o) => !o.deleted).map((o) => o.nuid));
+      let n = 0;
+      for (const subject of chunkSubjects) {
+        if (used.has(subject.slice(`$O.${this.bucket}.C.`.length))) continue;
+        const last = await jsm.streams.getMessage(stream, { last_by_subj: subject });
+        if (last === null || Date.now() - last.time.getTime() < graceMs) continue;
+        await jsm.streams.purge(stream, { filter: subject });
+        n++;
+      }
+      return n;
+    } catch (err) {
+      throw mapJetStreamError(`cannot sweep ${this.bucket}`, err);
     }
   }
 

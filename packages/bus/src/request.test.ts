@@ -73,6 +73,27 @@ test('a request nobody serves yet is re-sent until a server appears (within the 
   await client.close();
 });
 
+test('a request swallowed by a silent subscriber (a client gone with a cut link) is re-sent', async () => {
+  // What NATS keeps for a client whose link was cut: its subscription, which answers nothing.
+  const stale = nats.bus.nc.subscribe('drover.test.stale', { callback: () => undefined });
+  await nats.bus.nc.flush();
+  const client = await connect('stale-client');
+  const server = await connect('stale-server');
+  try {
+    const asked = client.request('drover.test.stale', {}, 3000);
+    await sleep(300);
+    // The client comes back with a new connection and serves again.
+    let runs = 0;
+    server.serve('drover.test.stale', async () => reply(++runs));
+    assert.equal(await asked, 1);
+    assert.equal(runs, 1);
+  } finally {
+    stale.unsubscribe();
+    await server.close();
+    await client.close();
+  }
+});
+
 test('an acknowledged request is never run again by a server that restarted', async () => {
   const first = await connect('first-server');
   first.serve('drover.test.restart', () => new Promise(() => undefined));

@@ -8,7 +8,9 @@
  * - after its own reconnect (a reply sent to it meanwhile is gone);
  * - while nobody serves the subject, for a short grace (the server is reconnecting; a
  *   no-responders answer proves nobody received the request);
- * - once acknowledged, every `probeMs` (a request or reply lost with the server's NATS server).
+ * - once acknowledged, every `probeMs` (a request or reply lost with the server's NATS server);
+ * - unacknowledged, every `probeMs` too: a subscription whose client vanished (a cut link) stays
+ *   on its NATS server until pings time it out, and swallows what it gets without a word.
  * A re-send after an acknowledgement is marked: a server that does not know its id (it restarted
  * since) answers "outcome unknown" rather than running the request a second time.
  */
@@ -142,7 +144,8 @@ export function requestWithResend(
       policy.timeoutMs,
     );
     const probe = setInterval(() => {
-      if (acked) send();
+      // While nobody serves the subject, the no-responders retries re-send.
+      if (noRespondersSince === null) send();
     }, policy.probeMs);
     const stopReconnect = link.onReconnect(send);
     // A refused publish is reported only asynchronously: end the request with it at once.

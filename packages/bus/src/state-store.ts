@@ -103,7 +103,9 @@ export function mapJetStreamError(
     err instanceof natsErrors.ConnectionError ||
     err instanceof natsErrors.DrainingConnectionError ||
     // No responders on a JetStream subject: in a cluster, a stream whose leader is being elected.
-    /timeout|no responders|closed|disconnect|unavailable|jetstream is not enabled/i.test(
+    // "No suitable peers ... peer offline": a member is restarting (nats-server 2.12+ says so at
+    // once where 2.9 timed out).
+    /timeout|no responders|closed|disconnect|unavailable|jetstream is not enabled|peer offline/i.test(
       String(err),
     );
   if (transient) {
@@ -171,7 +173,7 @@ interface RawRead<T> {
  *
  * Every call rides over a JetStream outage of up to `retryForMs` (an R3 bucket is unwritable for
  * a few seconds after its leader dies). A write that timed out may still have been applied, so a
- * retried conditional write that then meets a conflict or a duplicate looks at what was stored:
+ * retried conditional write that then meets a conflict looks at what was stored:
  * if it carries this write's id, the earlier try succeeded and that is the result.
  */
 export class StateStore<T> {
@@ -384,11 +386,10 @@ export class StateStore<T> {
    * Write `bytes` (null: a delete marker) only if `revision` is still the key's last revision
    * (0: the key has no message). A stale revision is FAILED_PRECONDITION (retryable).
    *
-   * Why the message id: on a replicated stream, nats-server 2.9.x checks the expected revision
-   * against what its leader has applied, before the write is replicated, so concurrent writes of
-   * one revision all passed it and all but the last were lost. The id names "the successor of
-   * `revision`", and the stream's duplicate detection, which the leader applies to writes in
-   * flight too, lets only one through: the others are acknowledged as duplicates.
+   * The server checks the revision of writes in flight too, on replicated streams as well
+   * (nats-server >= 2.12; 2.9.x let concurrent writes of one revision all pass on an R3 stream:
+   * cluster.test.ts shows the difference). The write id tells a retry whose first try landed (its
+   * answer lost with a server) from a rival's write.
    */
   private async conditional(
     what: string,
@@ -397,7 +398,8 @@ export class StateStore<T> {
     revision: number,
   ): Promise<number> {
     const subject = this.subjectOf(key);
-    // Tells our own earlier try from a rival's write with the same message id (or the same bytes).
+    // Tells our own earlier try from a rival's write (with the same bytes, maybe). If a later
+    // write replaced ours already, we cannot tell: a conflict, and mutate reads again.
     const writeId = randomUUID();
     return this.retrying(what, { key }, async (retry) => {
       const h = headers();
@@ -407,7 +409,6 @@ export class StateStore<T> {
       try {
         ack = await this.js.publish(subject, bytes ?? Empty, {
           headers: h,
-          msgID: `${key}@${revision}`,
           expect: { lastSubjectSequence: revision },
         });
       } catch (err) {
@@ -419,22 +420,7 @@ export class StateStore<T> {
         }
         throw conflictOr(what, err, key, revision);
       }
-      if (!ack.duplicate) return ack.seq;
-      // The successor of `revision` was written already: by an earlier try of ours whose answer
-      // was lost (a timeout, a server that died), or by a rival. If the message is gone (a
-      // later write replaced it), we cannot tell: a conflict, and mutate reads again.
-      if (retry) {
-        const at = ack.seq > 0 ? await this.message(key, ack.seq) : null;
-        if (at !== null && at.header?.get(WRITE_ID_HEADER) === writeId) return at.seq;
-      }
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `${what}: revision ${revision} is stale`,
-        {
-          retryable: true,
-          details: { key, revision },
-        },
-      );
+      return ack.seq;
     });
   }
 

@@ -1,6 +1,8 @@
-/** @drover/common: errors, the Logger interface and ids. No I/O. */
+/** @drover/common: errors, the Logger interface, ids and event-loop lag. No I/O. */
 export { ErrorCode, DroverError, isDroverError, toDroverError } from './errors.js';
 export type { DroverErrorOptions } from './errors.js';
 export { LogLevel, nullLogger, jsonLogger } from './logger.js';
 export type { Logger, LogFields } from './logger.js';
 export { newId, newSecret } from './ids.js';
+export { eventLoopLag, watchEventLoopLag } from './loop-lag.js';
+export type { EventLoopLag } from './loop-lag.js';

@@ -70,6 +70,12 @@ message criu_opts {
   optional uint32 timeout = 45;
   optional bool tcp_skip_in_flight = 46;
   optional bool weak_sysctls = 47;
+  optional string tls_cacert = 54;
+  optional string tls_cacrl = 55;
+  optional string tls_cert = 56;
+  optional string tls_key = 57;
+  optional bool tls = 58;
+  optional bool tls_no_cn_verify = 59;
   optional bool lazy_pages = 48;
   optional int32 status_fd = 49;
   optional bool tcp_close = 52;
@@ -206,6 +212,12 @@ export interface RpcOpts {
   timeout?: number;
   tcp_skip_in_flight?: boolean;
   weak_sysctls?: boolean;
+  tls_cacert?: string;
+  tls_cacrl?: string;
+  tls_cert?: string;
+  tls_key?: string;
+  tls?: boolean;
+  tls_no_cn_verify?: boolean;
   lazy_pages?: boolean;
   status_fd?: number;
   tcp_close?: boolean;

@@ -2,6 +2,7 @@
  * The agent's request/reply API: one entry per operation with its request schema; the reply
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
+import { pageFields } from './paging.js';
 import { ID_PATTERN } from './subjects.js';
 import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
@@ -170,7 +171,31 @@ export interface AgentInfo {
     /** What `criu check` says this host's CRIU and kernel can do (absent until probed). */
     abilities?: CriuAbilities;
   };
+  /** Where its migration stream listens (peers dial this address; its page server too). */
+  stream: { host: string; port: number };
   jobs: { id: string; state: JobState; name: string }[];
+  /** The agent's main thread as its heartbeat thread sees it (agents since liveness probes). */
+  loop?: LoopHealth;
+}
+
+/**
+ * How an agent's main thread (its event loop) is doing: `lagMs` the longest delay of its event
+ * loop over the last second it reported, `stalledMs` how long it has not reported at all.
+ */
+export interface LoopHealth {
+  lagMs: number;
+  stalledMs: number;
+}
+
+/**
+ * The answer to a liveness probe (`drover.live.<host>`), from the agent's heartbeat thread: the
+ * process is alive, since when, and how its main thread is doing.
+ */
+export interface LivenessReply {
+  host: string;
+  pid: number;
+  uptimeSec: number;
+  loop: LoopHealth;
 }
 
 /**
@@ -237,7 +262,8 @@ export const AgentOps = {
     tty: opt(bool()),
   }),
   adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
-  list: obj({}),
+  /** Jobs by id, a page at a time (paging.ts). */
+  list: obj({ ...pageFields() }),
   inspect: obj({ jobId: id() }),
   signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
   logs: obj({
@@ -322,7 +348,8 @@ export interface AgentReplies extends MigrationReplies {
   info: AgentInfo;
   run: JobInfo;
   adopt: JobInfo;
-  list: { jobs: JobInfo[] };
+  /** `next`: the id to ask `after` for the next page (null or absent: the last). */
+  list: { jobs: JobInfo[]; next?: string | null };
   inspect: JobInfo & {
     processes: JobProcess[];
     memoryUsageBytes: number | null;

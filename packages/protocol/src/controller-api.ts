@@ -13,6 +13,7 @@ import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN } from './subjects.js';
 import { IPV4_PATTERN, type JobNetwork } from './job-network.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+import { pageFields } from './paging.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
 
@@ -109,6 +110,8 @@ export interface DrainItem {
   reason: string | null;
   migrationId: string | null;
   frozenMs: number | null;
+  /** Moves tried so far (a transient failure is tried again). */
+  attempts?: number;
 }
 
 /** One job of a cluster checkpoint or restore, as it moves through the phases. */
@@ -216,8 +219,8 @@ const { network: _agentNetwork, ...RUN_SHAPE } = AgentOps.run.shape;
 
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
-  hosts: obj({}),
-  jobs: obj({ host: opt(id()) }),
+  hosts: obj({ ...pageFields() }),
+  jobs: obj({ host: opt(id()), ...pageFields() }),
   run: obj({
     ...RUN_SHAPE,
     host: opt(id()),
@@ -237,7 +240,13 @@ export const ControllerOps = {
   signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
   stop: obj({ jobId: id() }),
   'tty-write': AgentOps['tty-write'],
-  migrate: obj({ jobId: id(), to: opt(id()), mode: opt(oneOf(MIGRATION_MODES)) }),
+  /** `opId`: the client's id for the operation (it can ask `status` if it loses the reply). */
+  migrate: obj({
+    jobId: id(),
+    to: opt(id()),
+    mode: opt(oneOf(MIGRATION_MODES)),
+    opId: opt(id()),
+  }),
   preflight: obj({ jobId: id(), to: opt(id()) }),
   drain: obj({ host: id(), parallel: opt(int({ min: 1, max: 16 })) }),
   cordon: obj({ host: id() }),
@@ -263,7 +272,7 @@ export const ControllerOps = {
     leaveRunning: opt(bool()),
   }),
   restore: obj({ name: id(), to: opt(arr(id(), { min: 1, max: 256 })) }),
-  'images-list': obj({}),
+  'images-list': obj({ ...pageFields() }),
   'images-inspect': obj({ name: id() }),
   'images-delete': obj({ name: id() }),
 } as const;
@@ -273,8 +282,10 @@ export type ControllerRequest<Op extends ControllerOp> = Infer<(typeof Controlle
 
 /** Replies of the controller operations. */
 export interface ControllerReplies {
-  hosts: { hosts: HostStatus[] };
-  jobs: { jobs: ClusterJob[] };
+  /** Long lists come a page at a time: `next` is what to ask `after` for the next page. */
+  hosts: { hosts: HostStatus[]; next?: string | null };
+  /** `unanswered`: reachable hosts whose agent did not answer (their jobs are not listed). */
+  jobs: { jobs: ClusterJob[]; next?: string | null; unanswered?: string[] };
   run: ClusterJob & { placement: string };
   resolve: { name: string; address: string; jobId: string };
   inspect: AgentReplies['inspect'];
@@ -290,11 +301,18 @@ export interface ControllerReplies {
   ops: { ops: OperationRecord[] };
   status: OperationRecord;
   adopt: ClusterJob;
-  events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
-  audit: { entries: { seq: number; time: string; subject: string; entry: AuditEntry }[] };
+  /** `next`: a page cut short by its size; ask again with `sinceSeq: next` for the rest. */
+  events: {
+    events: { seq: number; subject: string; time: string; value: unknown }[];
+    next?: number | null;
+  };
+  audit: {
+    entries: { seq: number; time: string; subject: string; entry: AuditEntry }[];
+    next?: number | null;
+  };
   checkpoint: OperationRecord;
   restore: OperationRecord;
-  'images-list': { sets: ImageSet[] };
+  'images-list': { sets: ImageSet[]; next?: string | null };
   'images-inspect': ImageSet;
   'images-delete': { deleted: boolean; objects: number };
 }

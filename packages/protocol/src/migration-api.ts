@@ -80,6 +80,7 @@ export interface MigrationRecord {
 /** Phases a source agent reports while it moves a job. */
 export const MIGRATION_PROGRESS_PHASES = [
   'prepared',
+  'dumping',
   'dumped',
   'transferring',
   'pulling-pages',
@@ -89,7 +90,8 @@ export type MigrationProgressPhase = (typeof MIGRATION_PROGRESS_PHASES)[number];
 
 /**
  * What a source agent publishes on `drover.evt.<host>.migration` as a migration goes: each phase
- * once, and `transferring` every ~200 ms while image bytes flow.
+ * once, `dumping` every second while pages flow, and `transferring` every ~200 ms while image
+ * bytes flow.
  */
 export interface MigrationProgressEvent {
   migrationId: string;
@@ -98,12 +100,18 @@ export interface MigrationProgressEvent {
   phase: MigrationProgressPhase;
   /** `dumped`: how long CRIU took. */
   dumpMs?: number;
-  /** `dumped`, `transferring`: bytes the stream carries in all (images and the job's logs). */
+  /**
+   * `dumped`, `transferring`: bytes the stream carries in all (images and the job's directory).
+   * `dumping`: the job's memory, which bounds the pages CRIU sends (an estimate: CRIU skips
+   * pages never touched).
+   */
   totalBytes?: number;
-  /** `transferring`: bytes sent so far. */
+  /** `transferring`: bytes sent so far. `dumping`: page bytes the destination has acknowledged. */
   bytes?: number;
-  /** `transferring`: average rate since the stream opened. */
+  /** `transferring`, `dumping`: average rate since the bytes began to flow. */
   rateBytesPerSec?: number;
+  /** `dumped`: page bytes that went to the destination's page server while CRIU dumped. */
+  pageBytes?: number;
   /** `done`: the migration's figures. */
   stats?: MigrationStats;
 }
@@ -200,6 +208,11 @@ export const MigrationOps = {
     pids: arr(int({ min: 1 }), { max: 65536 }),
     /** post-copy: the source's page server, which the destination's lazy-pages daemon reads. */
     pageServer: opt(obj({ host: str({ min: 1, max: 255 }), port: int({ min: 1, max: 65535 }) })),
+    /**
+     * stop-copy: the address the source's CRIU connects to the destination's page server from
+     * (the only one the destination admits to it).
+     */
+    pageFrom: opt(str({ min: 1, max: 255 })),
   }),
   /**
    * The rest of the handshake names the migration and proves its part in it with the ticket the
@@ -247,7 +260,16 @@ export interface MigrationReplies {
   /** When the authorization lapses (the destination's clock). */
   'migrate-authorize': { expiresAt: string };
   migrate: MigrationRecord;
-  'migrate-prepare': { streamHost: string; streamPort: number; token: string; scratchDir: string };
+  'migrate-prepare': {
+    streamHost: string;
+    streamPort: number;
+    token: string;
+    scratchDir: string;
+    /** stop-copy: the destination's page server, which the source's dump sends pages to. */
+    pages?: { host: string; port: number };
+    /** post-copy: the address the destination's lazy-pages daemon connects from. */
+    pageFrom?: string;
+  };
   'migrate-abort': MigrationRecord;
   'migrate-commit': MigrationRecord;
   'migrate-status': MigrationRecord;

@@ -10,3 +10,4 @@ export * from './migration-api.js';
 export * from './controller-api.js';
 export * from './identity.js';
 export * from './roles.js';
+export * from './paging.js';

@@ -18,6 +18,8 @@ import {
   EVENT_WILDCARD,
   HEARTBEAT_WILDCARD,
   heartbeatSubject,
+  LIVENESS_WILDCARD,
+  livenessSubject,
 } from './subjects.js';
 
 /**
@@ -108,6 +110,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
       return {
         publish: [
           agentSubject('*', '*'),
+          LIVENESS_WILDCARD,
           '$JS.API.>',
           '$JS.ACK.>',
           '$JS.FC.>',
@@ -131,7 +134,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
           ...streamApi(objectStream),
           `$O.${IMAGE_SET_BUCKET}.>`,
         ],
-        subscribe: [agentWildcard(id.name), inbox],
+        subscribe: [agentWildcard(id.name), livenessSubject(id.name), inbox],
         allowResponses: true,
       };
     }

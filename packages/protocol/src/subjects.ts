@@ -23,6 +23,18 @@ export function heartbeatSubject(hostId: string): string {
 /** Every heartbeat. */
 export const HEARTBEAT_WILDCARD = `${ROOT}.hb.*`;
 
+/**
+ * An agent's liveness probe: `drover.live.<host>`, answered by the agent's heartbeat thread (a
+ * {@link LivenessReply}), so an agent whose main thread is busy still answers. Outside the
+ * agent's API wildcard: the API is served by the main thread.
+ */
+export function livenessSubject(hostId: string): string {
+  return `${ROOT}.live.${hostId}`;
+}
+
+/** Every agent's liveness probe. */
+export const LIVENESS_WILDCARD = `${ROOT}.live.*`;
+
 /** An agent's events (job exits, state changes, migration progress): `drover.evt.<host>.<kind>`. */
 export function eventSubject(hostId: string, kind: string): string {
   return `${ROOT}.evt.${hostId}.${kind}`;

@@ -11,6 +11,8 @@ import { DroverError, ErrorCode } from '@drover/common';
 import { AgentCluster } from './agents.js';
 import { leaks, removeRun, sweepLeftovers, type Leftover } from './cleanup.js';
 import { ControllerProcess } from './controller.js';
+import { natsServerBin } from './nats-bin.js';
+import { hostRecipe, restartDead, rootRecipe } from './local-restart.js';
 import { sameProcess } from './names.js';
 import { exeName, isAlive, killChecked, run, sleep, startTime } from './proc.js';
 import { Testbed } from './testbed.js';
@@ -46,6 +48,8 @@ export interface LocalUpResult {
   state: LocalClusterState;
   /** True when a healthy cluster of that size was already up and nothing was started. */
   already: boolean;
+  /** What was dead and has been started again (`the agent on h2`, `the controller`, `NATS`). */
+  restarted?: string[];
 }
 
 /** How a recorded local cluster is doing. */
@@ -74,7 +78,7 @@ const HEARTBEAT_MS = 1000;
 const UNREACHABLE_MS = 5000;
 
 /** Commands the local cluster needs on this machine, with what provides them. */
-const NEEDED = ['ip', 'nsenter', 'unshare', 'tini', 'nats-server'] as const;
+const NEEDED = ['ip', 'nsenter', 'unshare', 'tini'] as const;
 
 /** The dir a caller gave, or the default. */
 function dirOf(dir: string | undefined): string {
@@ -101,6 +105,7 @@ async function preflight(): Promise<void> {
       { details: { missing } },
     );
   }
+  await natsServerBin(); // one at least NATS_SERVER_MIN, or a FAILED_PRECONDITION saying what is there
 }
 
 /** The recorded process `p` still exists and is the same process. */
@@ -195,7 +200,8 @@ async function existing(dir: string, hosts: number): Promise<LocalClusterState |
   if (!h.healthy) {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
-      `${what} is up but unhealthy: ${whatIsWrong(h)}; \`drover down\` removes it, then \`drover up\``,
+      `${what} is up but unhealthy: ${whatIsWrong(h)}; \`drover down\` removes it, then \`drover up\`` +
+        ' (drover up restarts a dead agent, controller or NATS itself; a dead host takes this)',
       { details: { dir, dead: h.dead.map((p) => p.name) } },
     );
   }
@@ -249,6 +255,17 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
   }
   await preflight();
   mkdirSync(dir, { recursive: true, mode: 0o755 });
+  // Dead agents, a dead controller or NATS are started again (jobs untouched): local-restart.ts.
+  const h = await localHealth(dir);
+  if (h && h.state.phase === 'up' && h.dead.length > 0 && h.state.hosts === hosts) {
+    const r = await restartDead(
+      h.state,
+      h.dead,
+      say,
+      async (s) => (await reachableHosts(s.natsUrl ?? '', s.tls, 2000))?.length,
+    );
+    if (r) return { state: r.state, already: false, restarted: r.restarted };
+  }
   const already = await existing(dir, hosts);
   if (already) return { state: already, already: true };
   // Leftovers of earlier `up`s that died (their owners are gone) go first; live runs stay.
@@ -306,16 +323,42 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
       }
       await sleep(200);
     }
-    const natsPid = tb.nats?.servers[0]?.pid();
+    const nats = tb.nats?.servers[0];
+    const natsPid = nats?.pid();
+    const runId = tb.runId;
+    // Each process with how to start it again, should it die (local-restart.ts).
     state = {
       ...state,
       phase: 'up',
       processes: [
-        ...(natsPid === undefined ? [] : [recordOf('nats', 'nats', natsPid)]),
-        recordOf('controller', 'controller', ctl.pid),
+        ...(natsPid === undefined || nats === undefined
+          ? []
+          : [
+              {
+                ...recordOf('nats', 'nats', natsPid),
+                relaunch: rootRecipe(natsPid, {
+                  stdout: nats.logPaths[0] ?? '/dev/null',
+                  stderr: nats.logPaths[1] ?? '/dev/null',
+                }),
+              },
+            ]),
+        {
+          ...recordOf('controller', 'controller', ctl.pid),
+          relaunch: rootRecipe(ctl.pid, { stdout: '/dev/null', stderr: ctl.logPath }),
+        },
         ...tb.hosts.map((h) => recordOf('host', h.name, h.initPid)),
         ...agents.agents.flatMap((a) =>
-          a.process ? [recordOf('agent', a.hostId, a.process.pid)] : [],
+          a.process
+            ? [
+                {
+                  ...recordOf('agent', a.hostId, a.process.pid),
+                  relaunch: hostRecipe(runId, a.hostId, a.process.pid, {
+                    stdout: a.process.stdoutPath,
+                    stderr: a.process.stderrPath,
+                  }),
+                },
+              ]
+            : [],
         ),
       ],
     };

@@ -22,6 +22,18 @@ export interface LocalProcess {
   startTime: number;
   /** Basename of /proc/PID/exe, checked before any signal. */
   exe: string;
+  /** How `drover up` starts it again should it die (absent for hosts: they cannot be). */
+  relaunch?: Relaunch;
+}
+
+/** A process's command line, environment and log files, to start it again as it was started. */
+export interface Relaunch {
+  argv: string[];
+  env: Record<string, string>;
+  stdout: string;
+  stderr: string;
+  /** For a process inside an emulated host: the host's cgroup, joined before nsenter runs. */
+  cgroup?: string;
 }
 
 /** What `drover up` started: written while starting (`phase: starting`), complete once up. */

@@ -16,6 +16,8 @@ export type {
 export type { ExecResult, OwnedProcess } from './proc.js';
 export { NATS_PORTS, NatsMode } from './nats.js';
 export type { NatsOptions, NatsServer, NatsService } from './nats.js';
+export { natsServerBin, SETUP_NATS_SERVER } from './nats-bin.js';
+export type { NatsServerBin } from './nats-bin.js';
 export type { SshdService } from './sshd.js';
 export { leaks, assertNoLeftovers, removeRun, sweepLeftovers } from './cleanup.js';
 export type { Leftover, SweepReport } from './cleanup.js';

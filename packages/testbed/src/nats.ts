@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { jetStreamAnswers } from '@drover/bus';
 import type { Host, HostProcess, ProcessExit } from './host.js';
 import type { TestbedCerts } from './security.js';
+import { natsServerBin } from './nats-bin.js';
 import { killChecked, startTime, waitFor, type OwnedProcess } from './proc.js';
 
 /** How NATS runs in a testbed. */
@@ -179,13 +180,14 @@ function singleServer(ctx: NatsContext, o: NatsOptions): NatsServer & { start():
     undefined,
     logPaths,
     async () => {
+      const bin = await natsServerBin();
       const out = openSync(logPaths[0] ?? '', 'a');
       const err = openSync(logPaths[1] ?? '', 'a');
       let child: ChildProcess;
       try {
         // detached (setsid), like the hosts: a Ctrl-C on the runner's terminal reaches the exit
         // handlers, not the server, and a detached run (drover up) keeps it after the runner exits.
-        child = spawn('nats-server', ['-c', confPath], {
+        child = spawn(bin.path, ['-c', confPath], {
           detached: true,
           stdio: ['ignore', out, err],
           env: { PATH: process.env.PATH ?? '', DROVER_TESTBED_RUN: ctx.runId },
@@ -255,7 +257,8 @@ function clusterServer(
     h,
     logPaths,
     async () => {
-      const p: HostProcess = await h.spawn(['nats-server', '-c', '/srv/nats/nats.conf'], {
+      const bin = await natsServerBin();
+      const p: HostProcess = await h.spawn([bin.path, '-c', '/srv/nats/nats.conf'], {
         name: 'nats-server',
       });
       return { pid: p.pid, exited: p.exited, signal: (sig) => p.kill(sig) };

@@ -4,7 +4,7 @@
  * controller, how long planning a drain of a 100-job host takes, and `drover jobs` latency.
  */
 import { readFileSync } from 'node:fs';
-import { Bus, ControllerClient } from '@drover/bus';
+import { Bus, callAllPages, ControllerClient } from '@drover/bus';
 import { planMany, type HostView } from '@drover/controller';
 import { toDroverError } from '@drover/common';
 import { ControllerProcess, Testbed } from '@drover/testbed';
@@ -190,14 +190,15 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
       target: { op: '<=', value: 100, of: 'median', text: '≤ 100 ms' },
     });
 
-    // 3. `drover jobs`: the controller asks every agent; from a connected client, then the CLI.
+    // 3. `drover jobs`: the controller asks every agent, a page at a time; from a connected
+    //    client (every page), then the CLI.
     const jobsMs: number[] = [];
     let jobsError: string | null = null;
     let jobsCount = 0;
     for (let i = 0; i < o.reps; i++) {
       const t0 = performance.now();
       try {
-        jobsCount = (await client.call('jobs', {}, 60_000)).jobs.length;
+        jobsCount = (await callAllPages(client, 'jobs', {})).jobs.length;
         jobsMs.push(performance.now() - t0);
       } catch (err) {
         jobsError = toDroverError(err).message;
@@ -208,7 +209,7 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
     await sleep(500);
     const ctlDied = !ctl.running();
     fig({
-      name: `jobs request, all ${o.jobs} jobs (connected client)`,
+      name: `jobs request, all ${o.jobs} jobs, every page (connected client)`,
       unit: Unit.ms,
       summary: summarize(jobsMs),
       note: jobsError
@@ -226,6 +227,7 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
     }
     const cliMs: number[] = [];
     let cliError: string | null = null;
+    let cliCount = 0;
     for (let i = 0; i < o.reps && jobsError === null; i++) {
       const t0 = performance.now();
       const r = await drover(urls, ['--json', 'jobs'], 120_000);
@@ -234,22 +236,41 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
         break;
       }
       cliMs.push(performance.now() - t0);
+      cliCount = (JSON.parse(r.stdout) as { jobs: unknown[] }).jobs.length;
     }
     if (jobsError === null) {
       fig({
         name: '`drover jobs --json` (CLI process, wall)',
         unit: Unit.ms,
         summary: summarize(cliMs),
-        ...(cliError ? { note: `FAILED: ${cliError}` } : {}),
+        note: cliError ? `FAILED: ${cliError}` : `${cliCount} jobs listed`,
       });
     }
+    const cliHostsMs: number[] = [];
+    let cliHostsNote = '';
+    for (let i = 0; i < o.reps; i++) {
+      const t0 = performance.now();
+      const r = await drover(urls, ['--json', 'hosts'], 120_000);
+      if (r.code !== 0) {
+        cliHostsNote = `FAILED: exit ${r.code}: ${r.stderr.trim().slice(0, 200)}`;
+        break;
+      }
+      cliHostsMs.push(performance.now() - t0);
+      cliHostsNote = `${(JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length} hosts listed`;
+    }
+    fig({
+      name: '`drover hosts --json` (CLI process, wall)',
+      unit: Unit.ms,
+      summary: summarize(cliHostsMs),
+      note: cliHostsNote,
+    });
     // `drover hosts`: every host's last heartbeat in one reply.
     const hostsMs: number[] = [];
     let hostsNote = '';
     for (let i = 0; i < o.reps; i++) {
       const t0 = performance.now();
       try {
-        hostsNote = `${(await client.call('hosts', {}, 60_000)).hosts.length} hosts listed`;
+        hostsNote = `${(await callAllPages(client, 'hosts', {})).hosts.length} hosts listed`;
         hostsMs.push(performance.now() - t0);
       } catch (err) {
         hostsNote = `FAILED: ${toDroverError(err).message}`;
@@ -257,7 +278,7 @@ export async function benchScale(o: ScaleOptions): Promise<Figure[]> {
       }
     }
     fig({
-      name: `hosts request, all ${o.hosts} hosts (connected client)`,
+      name: `hosts request, all ${o.hosts} hosts, every page (connected client)`,
       unit: Unit.ms,
       summary: summarize(hostsMs),
       note: hostsNote,

@@ -12,6 +12,7 @@ import {
   macFor,
   JobState,
   MigrationState,
+  pageOf,
   type AgentInfo,
   type AgentReplies,
   type JobInfo,
@@ -99,6 +100,7 @@ export function simAgentInfo(
     cpuFlags: [...opts.cpuFlags],
     memory: { totalBytes, availableBytes: Math.max(0, totalBytes - 2 * GiB - opts.usedBytes) },
     criu: { version: '4.2.1', lazyPages: true, memTrack: false },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: [...jobs].map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };
 }
@@ -180,7 +182,15 @@ export class SimulatedAgent {
     };
     const h = {
       info: async () => (this.count('info'), this.info()),
-      list: async () => (this.count('list'), { jobs: [...this.jobs.values()] }),
+      list: async (r) => {
+        this.count('list');
+        // Paged like a real agent's list: by id, after the cursor, at most the limit.
+        const all = [...this.jobs.values()].sort((a, b) =>
+          a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+        );
+        const p = pageOf(all, (j) => j.id, { after: r.after, limit: r.limit });
+        return { jobs: p.items, next: p.next };
+      },
       inspect: async (r) => {
         this.count('inspect');
         const j = this.job(r.jobId);

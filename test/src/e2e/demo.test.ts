@@ -152,6 +152,69 @@ describe('drover up / down', () => {
     assert.match(twice.stdout, /no local cluster in .*; nothing to do/);
   });
 
+  test('up restarts a dead agent, controller and NATS without touching jobs; cluster.json gets the new PIDs', async () => {
+    const dir = privateDir();
+    ok(await cli(dir, ['up', '--hosts', '2']), 'drover up');
+    const before = readLocalState(dir)!;
+    const run = JSON.parse(
+      ok(
+        await cli(dir, [
+          '--json',
+          'run',
+          '--host',
+          'h1',
+          '--',
+          '/bin/sh',
+          '-c',
+          'i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done',
+        ]),
+        'drover run',
+      ).stdout,
+    ) as { id: string; rootPid: number };
+    await waitFor(async () => /tick 3/.test((await cli(dir, ['logs', run.id])).stdout), 20_000);
+    // Kill the agent on h1, the controller and NATS (recorded by this test's own up).
+    const victims = before.processes.filter(
+      (p) =>
+        p.role === 'nats' || p.role === 'controller' || (p.role === 'agent' && p.name === 'h1'),
+    );
+    assert.equal(victims.length, 3);
+    for (const p of victims) process.kill(p.pid, 'SIGKILL');
+    await waitFor(async () => victims.every((p) => !existsSync(`/proc/${p.pid}/exe`)), 10_000);
+
+    const up = ok(
+      await cli(dir, ['up', '--hosts', '2']),
+      'drover up on a cluster with dead pieces',
+    );
+    assert.match(
+      up.stdout,
+      /restarted NATS \(pid \d+\), the controller \(pid \d+\), the agent on h1 \(pid \d+\); jobs untouched/,
+    );
+    const after = readLocalState(dir)!;
+    assert.equal(after.runId, before.runId, 'the same cluster, not a new one');
+    for (const v of victims) {
+      const now = after.processes.find((p) => p.role === v.role && p.name === v.name)!;
+      assert.notEqual(now.pid, v.pid, `${v.role} ${v.name} keeps its old PID in cluster.json`);
+      assert.ok(existsSync(`/proc/${now.pid}/exe`), `${v.role} ${v.name} is not running`);
+    }
+    // Healthy again: a plain second up says so; the job ran on, untouched, where it was.
+    assert.match(
+      ok(await cli(dir, ['up', '--hosts', '2']), 'third up').stdout,
+      /already up and healthy/,
+    );
+    const job = JSON.parse(ok(await cli(dir, ['--json', 'inspect', run.id]), 'inspect').stdout) as {
+      host: string;
+      state: string;
+      rootPid: number;
+    };
+    assert.deepEqual([job.host, job.state, job.rootPid], ['h1', 'running', run.rootPid]);
+    const ticks = (): Promise<number> =>
+      cli(dir, ['logs', run.id]).then((r) => Number(/tick (\d+)\s*$/.exec(r.stdout)?.[1] ?? 0));
+    const t0 = await ticks();
+    await waitFor(async () => (await ticks()) > t0, 10_000);
+    ok(await cli(dir, ['down']), 'drover down');
+    await assertGone(dir, after);
+  });
+
   test('down removes what an up that was killed half-way left', async () => {
     const dir = privateDir();
     // SIGKILL the up once its hosts exist, before the controller has seen them all.

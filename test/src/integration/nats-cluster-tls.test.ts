@@ -36,8 +36,16 @@ async function monitor<T>(s: NatsServer, path: string): Promise<T> {
   return (await r.json()) as T;
 }
 
+/**
+ * The servers `s` has routes to. Counted by peer, not by connection: nats-server >= 2.10 keeps a
+ * pool of route connections per peer (and one per pinned account), 2.9 kept one.
+ */
 const routeCount = async (s: NatsServer): Promise<number> =>
-  (await monitor<{ num_routes: number }>(s, '/routez')).num_routes;
+  new Set(
+    ((await monitor<{ routes?: { remote_id: string }[] }>(s, '/routez')).routes ?? []).map(
+      (r) => r.remote_id,
+    ),
+  ).size;
 
 async function routeCounts(): Promise<number[]> {
   return Promise.all(servers.map(routeCount));

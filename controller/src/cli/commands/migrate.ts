@@ -4,7 +4,8 @@
  */
 import type { CommandModule } from 'yargs';
 import { MIGRATION_MODES } from '@drover/protocol';
-import { callController, type GlobalArgs } from '../context.js';
+import type { GlobalArgs } from '../context.js';
+import { callAndSettle } from '../settle.js';
 import { followMigration } from '../follow.js';
 import { timeline } from '../output.js';
 
@@ -30,7 +31,8 @@ export const migrateCommand: CommandModule<GlobalArgs, Args> = {
           'show progress on stderr: a bar on a terminal, a line a second otherwise (never with --json)',
       }),
   handler: async (argv) => {
-    const op = await callController(
+    // Waits for the outcome even if the controller dies meanwhile (settle.ts).
+    const op = await callAndSettle(
       argv,
       'migrate',
       {

@@ -43,21 +43,27 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
     });
     process.stdout.write(
       argv.json
-        ? JSON.stringify({ already: r.already, ...r.state }, null, 2) + '\n'
-        : report(r.state, r.already),
+        ? JSON.stringify(
+            { already: r.already, restarted: r.restarted ?? [], ...r.state },
+            null,
+            2,
+          ) + '\n'
+        : report(r.state, r.already, r.restarted ?? []),
     );
   },
 };
 
 /** What is up and what to try, for a human. */
-function report(s: LocalClusterState, already: boolean): string {
+function report(s: LocalClusterState, already: boolean, restarted: string[]): string {
   const custom = s.dir !== defaultLocalDir({});
   const dirFlag = custom ? ` --dir ${s.dir}` : '';
   const lines = [
-    already
-      ? `local cluster ${s.runId} is already up and healthy (${s.hosts} hosts); nothing started`
-      : `local cluster ${s.runId} is up: ${s.hosts} emulated host(s) with an agent each, ` +
-        'NATS with JetStream, the controller',
+    restarted.length > 0
+      ? `local cluster ${s.runId}: restarted ${restarted.join(', ')}; jobs untouched`
+      : already
+        ? `local cluster ${s.runId} is already up and healthy (${s.hosts} hosts); nothing started`
+        : `local cluster ${s.runId} is up: ${s.hosts} emulated host(s) with an agent each, ` +
+          'NATS with JetStream, the controller',
     `  nats   ${s.natsUrl}` +
       (s.tls
         ? ` (TLS; drover commands use the operator certificate ${s.tls.certFile})`

@@ -1,0 +1,83 @@
+/**
+ * Where a job is, asked of the agents themselves (heartbeats may be a moment old: a job that just
+ * migrated still shows on its old host). "Not found" only when every reachable agent said so: an
+ * agent that did not answer may have the job, and then the answer is UNAVAILABLE, naming it.
+ */
+import { DroverError, ErrorCode, toDroverError } from '@drover/common';
+import { JobState, type JobInfo } from '@drover/protocol';
+import type { HostView } from './placement.js';
+
+/** States in which a job's processes exist. */
+export const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
+
+/** What locating needs: the hosts as the controller sees them, and an agent's `inspect`. */
+export interface Locator {
+  hosts(): HostView[];
+  inspect(host: string, jobId: string): Promise<JobInfo>;
+}
+
+function cannotTell(jobId: string, unanswered: string[]): DroverError {
+  return new DroverError(
+    ErrorCode.Unavailable,
+    `cannot tell where job ${jobId} runs: the agents on ${unanswered.join(', ')} did not answer`,
+    { retryable: true, details: { jobId, unanswered } },
+  );
+}
+
+/** Ask `host` for the job: the job, null when the agent says it has none, or `unanswered`. */
+async function ask(
+  l: Locator,
+  host: string,
+  jobId: string,
+  unanswered: string[],
+): Promise<JobInfo | null> {
+  return l.inspect(host, jobId).catch((err: unknown) => {
+    if (toDroverError(err).code !== ErrorCode.NotFound) unanswered.push(host);
+    return null;
+  });
+}
+
+/** Where the job's processes are now and in what state (null: on no reachable host). */
+export async function whereIs(
+  l: Locator,
+  jobId: string,
+): Promise<{ host: string; state: string } | null> {
+  const unanswered: string[] = [];
+  for (const h of l.hosts().filter((x) => x.reachable)) {
+    const j = await ask(l, h.host, jobId, unanswered);
+    if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
+  }
+  if (unanswered.length > 0) throw cannotTell(jobId, unanswered);
+  return null;
+}
+
+/**
+ * The host the job lives on (with `anyState`, also one that only keeps its record). Hosts whose
+ * heartbeat lists the job are asked first, then every other reachable host.
+ */
+export async function locate(l: Locator, jobId: string, anyState = false): Promise<string> {
+  const all = l.hosts();
+  const reachable = all.filter((h) => h.reachable);
+  const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
+  const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
+  let fallback: { host: string; migrated: boolean } | null = null;
+  const unanswered: string[] = [];
+  for (const h of order) {
+    const found = await ask(l, h.host, jobId, unanswered);
+    if (!found) continue;
+    if (LIVE.has(found.state)) return h.host;
+    // A `migrated` record is the copy a job left behind: where it ended is the better answer.
+    const migrated = found.state === JobState.migrated;
+    if (fallback === null || (fallback.migrated && !migrated))
+      fallback = { host: h.host, migrated };
+  }
+  if (anyState && fallback !== null) return fallback.host;
+  if (unanswered.length > 0) throw cannotTell(jobId, unanswered);
+  const down = all.filter((h) => !h.reachable).map((h) => h.host);
+  throw new DroverError(
+    ErrorCode.NotFound,
+    `no running job ${jobId} on any reachable host` +
+      (down.length ? ` (unreachable: ${down.join(', ')})` : ''),
+    { details: { jobId, ...(down.length ? { unreachable: down } : {}) } },
+  );
+}
