@@ -8,6 +8,8 @@
 #   DROVER_CRIU_MIN       minimum CRIU version (default 4.2.0)
 #   DROVER_BUILD_DIR      where the CRIU source is built (default /var/cache/drover/criu-build)
 #   DROVER_SKIP_PACKAGES  set to 1 to skip the apt step (hosts provisioned another way)
+#   DROVER_TEST_TOOLS     set to 1 to add what the test suites need beyond a host's runtime
+#                         (Debian's chromium for the web console's browser tests); CI sets it
 set -euo pipefail
 
 CRIU_MIN="${DROVER_CRIU_MIN:-4.2.0}"
@@ -25,6 +27,9 @@ command -v apt-get >/dev/null || die "this script supports Debian-based hosts on
 # redis, and the tools the agent and testbed call.
 RUNTIME_PKGS=(tini nats-server openssh-server redis-server iproute2 util-linux procps psmisc
   iptables nftables kmod ca-certificates xz-utils)
+# Only for the test suites (DROVER_TEST_TOOLS=1): a headless browser for the console's tests,
+# Debian's own (no test tool may download a browser).
+TEST_PKGS=(chromium)
 # CRIU's build dependencies (Debian 12 names; identical on 13).
 CRIU_BUILD_PKGS=(build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler python3-protobuf libbsd-dev libcap-dev libnl-3-dev libnet1-dev libaio-dev
@@ -164,6 +169,9 @@ main() {
   local t0=$SECONDS
   if [ "${DROVER_SKIP_PACKAGES:-0}" != 1 ]; then
     install_pkgs "${RUNTIME_PKGS[@]}"
+    if [ "${DROVER_TEST_TOOLS:-0}" = 1 ]; then
+      install_pkgs "${TEST_PKGS[@]}"
+    fi
   fi
   ensure_criu
   ensure_sysctls

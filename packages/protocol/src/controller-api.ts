@@ -1,18 +1,22 @@
 /** The controller's request/reply API (`drover.ctl.<op>`), used by the `drover` CLI. */
 import {
   AgentOps,
-  JOB_SIGNALS,
+  LOG_RANGE,
   type ImageFile,
   type AgentInfo,
   type JobInfo,
+  type LogChunk,
   type PreflightReport,
 } from './agent-api.js';
+import type { Failure } from './failure.js';
+import type { ImageContents } from './image-contents.js';
+import { signalSchema } from './signals.js';
 import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
-import { ID_PATTERN } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
-const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
 
 /**
  * The subject of controller operation `op` asked by `caller`: `drover.ctl.<op>.<role>.<name>`.
@@ -105,6 +109,8 @@ export interface DrainItem {
   destination: string | null;
   /** Why it was skipped or failed (preflight's reasons, the migration's error). */
   reason: string | null;
+  /** The error code of a failure (`FAILED_PRECONDITION` for a job that cannot move, ...). */
+  code?: string;
   migrationId: string | null;
   frozenMs: number | null;
 }
@@ -179,6 +185,14 @@ export interface ImageSet {
   sizeBytes: number;
 }
 
+/**
+ * Why an operation failed: a wire `Failure` in full (its causes and the errors raised while
+ * rolling back), or, for a verdict over many jobs (a drain's `PARTIAL`), a code and message.
+ */
+export type OperationError = { code: string; message: string } & Partial<
+  Omit<Failure, 'code' | 'message'>
+>;
+
 /** A controller operation (migrate, drain, ...), persisted as it moves. */
 export interface OperationRecord {
   opId: string;
@@ -190,8 +204,9 @@ export interface OperationRecord {
   request: Record<string, unknown>;
   /** Where the job went and why that host (placement's explanation). */
   placement: string | null;
+  /** migrate: the migration's record, a failed one's too (its phases, CRIU's error lines). */
   migration: MigrationRecord | null;
-  error: { code: string; message: string } | null;
+  error: OperationError | null;
   /** drain: the host being emptied, and each job's outcome. */
   host?: string;
   items?: DrainItem[];
@@ -210,15 +225,17 @@ export interface OperationRecord {
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
   hosts: obj({}),
-  jobs: obj({ host: opt(id()) }),
+  /** Each job once, where it lives now; `all`: also ended jobs and the records of past hops. */
+  jobs: obj({ host: opt(id()), all: opt(bool()) }),
   run: obj({ ...AgentOps.run.shape, host: opt(id()) }),
   inspect: obj({ jobId: id() }),
   logs: obj({
     jobId: id(),
     stream: opt(oneOf(['stdout', 'stderr'] as const)),
     tailBytes: opt(int({ min: 1, max: 1024 * 1024 })),
+    ...LOG_RANGE,
   }),
-  signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
+  signal: obj({ jobId: id(), signal: signalSchema() }),
   stop: obj({ jobId: id() }),
   migrate: obj({ jobId: id(), to: opt(id()), mode: opt(oneOf(MIGRATION_MODES)) }),
   preflight: obj({ jobId: id(), to: opt(id()) }),
@@ -232,12 +249,34 @@ export const ControllerOps = {
     pid: int({ min: 2, max: 4194304 }),
     name: opt(str({ min: 1, max: 128 })),
   }),
-  events: obj({ sinceSeq: opt(int()), limit: opt(int({ min: 1, max: 10000 })), host: opt(id()) }),
+  /**
+   * History. `newest`: the last `limit` events (oldest of them first) instead of the first after
+   * `sinceSeq`; `fold`: a migration's run of `transferring` ticks comes back as one event (the
+   * latest tick, with `folded` counting them).
+   */
+  events: obj({
+    sinceSeq: opt(int()),
+    limit: opt(int({ min: 1, max: 10000 })),
+    host: opt(id()),
+    newest: opt(bool()),
+    fold: opt(bool()),
+  }),
   audit: obj({
     sinceSeq: opt(int()),
     limit: opt(int({ min: 1, max: 10000 })),
-    caller: opt(str({ min: 1, max: 63, pattern: IDENTITY_NAME_PATTERN })),
-    op: opt(str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/ })),
+    caller: opt(
+      str({
+        min: 1,
+        max: 63,
+        pattern: IDENTITY_NAME_PATTERN,
+        what: 'an identity name (letters, digits, "_" and "-")',
+      }),
+    ),
+    op: opt(
+      str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/, what: 'an operation name' }),
+    ),
+    /** The last `limit` records (oldest of them first) instead of the first after `sinceSeq`. */
+    newest: opt(bool()),
   }),
   checkpoint: obj({
     jobs: opt(arr(id(), { min: 1, max: 256 })),
@@ -249,6 +288,12 @@ export const ControllerOps = {
   'images-list': obj({}),
   'images-inspect': obj({ name: id() }),
   'images-delete': obj({ name: id() }),
+  /** Remove ended jobs (every host's record of them); live jobs are refused. */
+  'jobs-remove': obj({ jobIds: arr(id(), { min: 1, max: 256 }) }),
+  /** Remove every ended job. */
+  'jobs-prune': obj({}),
+  /** What is inside one job's image of a set: processes, files, sockets, memory (`job`: id or name). */
+  'images-decode': obj({ name: id(), job: str({ min: 1, max: 128 }) }),
 } as const;
 
 export type ControllerOp = keyof typeof ControllerOps;
@@ -262,7 +307,7 @@ export interface ControllerReplies {
   inspect: ClusterJob & {
     processes: { pid: number; nspid: number[]; state: string; cmdline: string[] }[];
   };
-  logs: { data: string; truncated: boolean; sizeBytes: number };
+  logs: LogChunk;
   signal: ClusterJob;
   stop: ClusterJob;
   migrate: OperationRecord;
@@ -273,13 +318,36 @@ export interface ControllerReplies {
   ops: { ops: OperationRecord[] };
   status: OperationRecord;
   adopt: ClusterJob;
-  events: { events: { seq: number; subject: string; time: string; value: unknown }[] };
+  events: { events: ClusterEvent[] };
   audit: { entries: { seq: number; time: string; subject: string; entry: AuditEntry }[] };
   checkpoint: OperationRecord;
   restore: OperationRecord;
   'images-list': { sets: ImageSet[] };
   'images-inspect': ImageSet;
   'images-delete': { deleted: boolean; objects: number };
+  'jobs-remove': { removed: RemovedJob[] };
+  'jobs-prune': { removed: RemovedJob[] };
+  'images-decode': ImageContents & { set: string; jobId: string; name: string; host: string };
+}
+
+/** One event of the cluster's history. */
+export interface ClusterEvent {
+  seq: number;
+  subject: string;
+  time: string;
+  value: unknown;
+  /** A folded run of progress ticks: how many, and the first one's sequence and time. */
+  folded?: number;
+  firstSeq?: number;
+  firstTime?: string;
+}
+
+/** A job record removed from a host. */
+export interface RemovedJob {
+  jobId: string;
+  name: string;
+  host: string;
+  state: string;
 }
 
 /** True if `op` names a controller operation. */

@@ -45,6 +45,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   audit: 'read',
   'images-list': 'read',
   'images-inspect': 'read',
+  'images-decode': 'read',
   run: 'change',
   signal: 'change',
   stop: 'change',
@@ -56,6 +57,8 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   checkpoint: 'change',
   restore: 'change',
   'images-delete': 'change',
+  'jobs-remove': 'change',
+  'jobs-prune': 'change',
 };
 
 /**
