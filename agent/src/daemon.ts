@@ -8,10 +8,12 @@ import {
   serveAgentApi,
   type AgentHandlers,
 } from '@drover/bus';
-import { nullLogger, type Logger } from '@drover/common';
+import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { eventSubject, heartbeatSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
+import { serveMetrics, type MetricsServer } from '@drover/metrics';
 import { Agent } from './agent.js';
-import { fetchImage, pushImage } from './image-sets.js';
+import { AgentMetrics } from './agent-metrics.js';
+import { decodeStoredImage, fetchImage, pushImage } from './image-sets.js';
 import type { AgentConfig } from './config.js';
 import { hostAddresses, preflight } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
@@ -26,6 +28,8 @@ import { MigrationAuthorizations } from './migration/authorization.js';
 export interface AgentDaemon {
   agent: Agent;
   bus: Bus;
+  /** Where its metrics are served (`--metrics-addr`), if anywhere. */
+  metricsUrl: string | null;
   /** Stop serving (jobs keep running). */
   close(): Promise<void>;
 }
@@ -93,7 +97,12 @@ export async function startAgentDaemon(
     );
     return objects;
   };
-  const handlers: AgentHandlers = {
+  const metrics = new AgentMetrics(agent.store, {
+    host: config.hostId,
+    criu: () => agent.criuVersion,
+  });
+  bus.onReconnect(() => metrics.natsReconnects.inc());
+  const handlers: AgentHandlers = metrics.instrument({
     info: () => agent.info(),
     run: (r) => agent.run(r),
     adopt: (r) => agent.adopt(r),
@@ -138,8 +147,40 @@ export async function startAgentDaemon(
     },
     'migrate-status': (r) => migrations.findWithTicket(r.migrationId, r.ticket),
     'migrations-list': async () => ({ migrations: await migrations.list() }),
-  };
+    // The controller's ticket names one migration of the job: the one it authorized.
+    'migrate-find': async (r) => {
+      const mine = (await migrations.list())
+        .filter((m) => m.jobId === r.jobId && m.role === 'source')
+        .sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+      for (const m of mine) {
+        const found = await migrations.findWithTicket(m.migrationId, r.ticket).catch(() => null);
+        if (found) return found;
+      }
+      throw new DroverError(
+        ErrorCode.NotFound,
+        `no migration of ${r.jobId} with that ticket on ${config.hostId}`,
+        { details: { jobId: r.jobId } },
+      );
+    },
+    'image-decode': (r) => decodeStoredImage(imageObjects, r),
+  });
   serveAgentApi(bus, config.hostId, handlers, log);
+  let metricsServer: MetricsServer | null = null;
+  if (config.metricsAddr !== undefined) {
+    try {
+      metricsServer = await serveMetrics(metrics.metrics, config.metricsAddr, log);
+    } catch (err) {
+      await streams.close();
+      await agent.stop();
+      await bus.close();
+      throw err;
+    }
+  }
+  // Log sizes over time: what `logs --since` starts from.
+  const logSampler = setInterval(() => {
+    agent.logIndex.sample().catch((err: unknown) => log.debug('log sampling failed', { err }));
+  }, 1000);
+  void agent.logIndex.sample().catch(() => undefined);
   const beat = async (): Promise<void> => {
     try {
       bus.publish(heartbeatSubject(config.hostId), await agent.info());
@@ -168,9 +209,12 @@ export async function startAgentDaemon(
   return {
     agent,
     bus,
+    metricsUrl: metricsServer?.url ?? null,
     async close() {
       clearInterval(timer);
       clearInterval(recoveryTimer);
+      clearInterval(logSampler);
+      await metricsServer?.close();
       await streams.close();
       await agent.stop();
       await bus.close();

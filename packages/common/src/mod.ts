@@ -1,11 +1,5 @@
 /** @drover/common: errors, the Logger interface and ids. No I/O. */
-export {
-  ErrorCode,
-  DroverError,
-  errorToJson,
-  isDroverError,
-  toDroverError,
-} from './errors.js';
+export { ErrorCode, DroverError, errorToJson, isDroverError, toDroverError } from './errors.js';
 export type { DroverErrorOptions, ErrorJson } from './errors.js';
 export { LogLevel, nullLogger, jsonLogger } from './logger.js';
 export type { Logger, LogFields } from './logger.js';

@@ -137,7 +137,12 @@ function sampleImage(): Record<string, Uint8Array> {
       { pages_id: 3 },
       // One code page dumped, one in a parent image (not here), then the two stack pages.
       { vaddr: '4194304', compat_nr_pages: 1, nr_pages: 1, flags: PagemapFlags.present },
-      { vaddr: String(4194304 + 4096), compat_nr_pages: 1, nr_pages: 1, flags: PagemapFlags.parent },
+      {
+        vaddr: String(4194304 + 4096),
+        compat_nr_pages: 1,
+        nr_pages: 1,
+        flags: PagemapFlags.parent,
+      },
       {
         vaddr: String(0x7ffd0000n - 4096n),
         compat_nr_pages: 2,

@@ -200,8 +200,7 @@ async function readMemory(
       const start = big(e.vaddr);
       const flags = e.flags === undefined ? null : num(e.flags);
       // Images without flags (old CRIU) hold every page not in a parent image.
-      const present =
-        flags === null ? e.in_parent !== true : (flags & PagemapFlags.present) !== 0;
+      const present = flags === null ? e.in_parent !== true : (flags & PagemapFlags.present) !== 0;
       r.extents.push({ start, end: start + pages * PAGE, fileOffset: present ? offset : null });
       if (present) offset += Number(pages * PAGE);
     }

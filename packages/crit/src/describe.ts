@@ -169,7 +169,10 @@ export function describeFd(
 /** `rwxp`/`rwxs` of a mapping. */
 export function mappingPerms(prot: number, flags: number): string {
   return (
-    (prot & 1 ? 'r' : '-') + (prot & 2 ? 'w' : '-') + (prot & 4 ? 'x' : '-') + (flags & 1 ? 's' : 'p')
+    (prot & 1 ? 'r' : '-') +
+    (prot & 2 ? 'w' : '-') +
+    (prot & 4 ? 'x' : '-') +
+    (flags & 1 ? 's' : 'p')
   );
 }
 

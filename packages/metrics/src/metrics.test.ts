@@ -49,7 +49,10 @@ test('metrics are served over HTTP on the chosen address, with Node event-loop l
 
 test('a bad or busy address is a typed error', async () => {
   for (const bad of ['9464', 'host:', ':x', 'a:99999', ''])
-    assert.throws(() => parseListenAddress(bad), (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'));
+    assert.throws(
+      () => parseListenAddress(bad),
+      (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
+    );
   assert.deepEqual(parseListenAddress('[::1]:9464'), { host: '::1', port: 9464 });
   const a = await serveMetrics(new Metrics({ defaultMetrics: false }), '127.0.0.1:0');
   try {

@@ -4,18 +4,7 @@
  */
 import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
-import {
-  arr,
-  bool,
-  dict,
-  int,
-  obj,
-  oneOf,
-  opt,
-  str,
-  type Infer,
-  type Schema,
-} from './schema.js';
+import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 import { signalSchema } from './signals.js';
 import { commandSchema } from './command.js';
 import type { ImageContents } from './image-contents.js';
@@ -66,7 +55,6 @@ export const NORMAL_PATH_PATTERN = /^\/(?:(?!\.\.?(?:\/|$))[^/]+(?:\/|$))*$/;
 
 /** Names of environment variables a job may be given. */
 export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 
 /** A job as the agent reports it. */
 export interface JobInfo {

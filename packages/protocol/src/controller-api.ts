@@ -272,9 +272,7 @@ export const ControllerOps = {
         what: 'an identity name (letters, digits, "_" and "-")',
       }),
     ),
-    op: opt(
-      str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/, what: 'an operation name' }),
-    ),
+    op: opt(str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/, what: 'an operation name' })),
     /** The last `limit` records (oldest of them first) instead of the first after `sinceSeq`. */
     newest: opt(bool()),
   }),

@@ -43,7 +43,10 @@ test('strings refuse NUL and patterns; maps bound their keys', () => {
 
 test('agent requests: ids cannot escape, commands are bounded', () => {
   assert.ok(isAgentOp('run') && !isAgentOp('__proto__') && !isAgentOp('nope'));
-  invalid(() => AgentOps.inspect.parse({ jobId: '../etc' }), /jobId: must be an id: 1 to 63 letters/);
+  invalid(
+    () => AgentOps.inspect.parse({ jobId: '../etc' }),
+    /jobId: must be an id: 1 to 63 letters/,
+  );
   invalid(() => AgentOps.run.parse({ command: [] }), /command: needs at least 1 item/);
   invalid(() => AgentOps.run.parse({ command: ['x'], env: { 'A=B': 'x' } }), /env\{key\}/);
   invalid(() => AgentOps.run.parse({ command: ['x'], cwd: 'rel' }), /cwd/);
@@ -100,8 +103,14 @@ test('hostile input: huge keys, prototype keys, paths with .., oversized replies
     () => AgentOps.run.parse(JSON.parse('{"command":["x"],"env":{"__proto__":"1"}}')),
     /env\{key\}: key __proto__ is not allowed/,
   );
-  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/srv/../etc' }), /^cwd: must be an absolute path/);
-  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/a//b' }), /^cwd: must be an absolute path/);
+  invalid(
+    () => AgentOps.run.parse({ command: ['x'], cwd: '/srv/../etc' }),
+    /^cwd: must be an absolute path/,
+  );
+  invalid(
+    () => AgentOps.run.parse({ command: ['x'], cwd: '/a//b' }),
+    /^cwd: must be an absolute path/,
+  );
   assert.equal(AgentOps.run.parse({ command: ['x'], cwd: '/a/.b/c/' }).cwd, '/a/.b/c/');
   const huge = decodeReply(okReply('x'.repeat(10)));
   assert.equal(huge, 'x'.repeat(10));
@@ -146,10 +155,11 @@ test('signals by name with or without SIG, any case, by number, and real-time on
 });
 
 test('a command may have empty arguments, not an empty program', () => {
-  assert.deepEqual(
-    AgentOps.run.parse({ command: ['redis-server', '--save', ''] }).command,
-    ['redis-server', '--save', ''],
-  );
+  assert.deepEqual(AgentOps.run.parse({ command: ['redis-server', '--save', ''] }).command, [
+    'redis-server',
+    '--save',
+    '',
+  ]);
   invalid(() => AgentOps.run.parse({ command: ['', 'x'] }), /^command\[0\]: the program/);
 });
 
