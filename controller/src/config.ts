@@ -21,6 +21,11 @@ export interface ControllerConfig {
   /** Days the audit stream keeps records (only when it creates the stream). */
   readonly auditRetentionDays: number;
   readonly logLevel: LogLevel;
+  /**
+   * Where Prometheus metrics are served (`HOST:PORT`, `/metrics`); off when unset. Plain HTTP
+   * bound to that address only: a management interface or loopback (docs/OBSERVABILITY.md).
+   */
+  readonly metricsAddr?: string;
 }
 
 /** Raw, partial config (a file, the environment, flags). */
@@ -39,6 +44,7 @@ export interface ControllerConfigInput {
   imageRetention?: number;
   auditRetentionDays?: number;
   logLevel?: LogLevel;
+  metricsAddr?: string;
 }
 
 function bad(message: string): DroverError {
@@ -67,6 +73,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   if (env.DROVER_AUDIT_RETENTION_DAYS)
     out.auditRetentionDays = Number(env.DROVER_AUDIT_RETENTION_DAYS);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
+  if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
   return out;
 }
 
@@ -107,8 +114,11 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
   const auditRetentionDays = m.auditRetentionDays ?? 365;
   if (!Number.isInteger(auditRetentionDays) || auditRetentionDays < 1 || auditRetentionDays > 36500)
     throw bad('audit retention must be a whole number of days, 1 to 36500');
+  if (m.metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(m.metricsAddr))
+    throw bad(`metrics address must be HOST:PORT: ${m.metricsAddr}`);
   return Object.freeze({
     id: m.id ?? `controller-${hostname()}-${process.pid}`,
+    ...(m.metricsAddr !== undefined ? { metricsAddr: m.metricsAddr } : {}),
     nats: Object.freeze({
       servers: Object.freeze(servers.map((s) => s.trim())),
       ...(nats.tls ? { tls: Object.freeze({ ...nats.tls }) } : {}),

@@ -19,6 +19,7 @@ import {
   type Logger,
 } from '@drover/common';
 import {
+  errorToFailure,
   HEARTBEAT_WILDCARD,
   type AgentInfo,
   type AgentOp,
@@ -43,8 +44,19 @@ import {
   resumeCluster,
   type ClusterContext,
 } from './cluster-checkpoint.js';
+import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
+import { readHistory } from './event-history.js';
+import { decodeSetImage } from './image-decode.js';
+import {
+  allRecords,
+  currentJobs,
+  endedJobs,
+  latestRecord,
+  recordsToRemove,
+  removedOf,
+} from './job-records.js';
 import { place, type HostView } from './placement.js';
 
 /** Durable state of the controller, in JetStream key-value buckets. */
@@ -79,12 +91,19 @@ export class Controller {
   private sweeper: NodeJS.Timeout | null = null;
   private readonly imageRetention: number;
   private readonly unreachableAfterMs: number;
+  private readonly metrics: ControllerMetrics | null;
 
   constructor(
     private readonly bus: Bus,
     private readonly stores: ControllerStores,
-    options: { unreachableAfterMs: number; imageRetention?: number; logger?: Logger },
+    options: {
+      unreachableAfterMs: number;
+      imageRetention?: number;
+      logger?: Logger;
+      metrics?: ControllerMetrics;
+    },
   ) {
+    this.metrics = options.metrics ?? null;
     this.imageRetention = options.imageRetention ?? 10;
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
@@ -126,12 +145,21 @@ export class Controller {
     return { hosts: this.registry.list().map(toStatus) };
   }
 
-  /** Every job of every reachable host, asked of the agents themselves. */
+  /**
+   * The jobs of every reachable host, asked of the agents themselves: each live job once, where
+   * it lives now; with `all`, every record (ended jobs, and the hosts a job moved away from).
+   */
   async jobs(req: ControllerRequest<'jobs'>): Promise<ControllerReplies['jobs']> {
+    const records = await this.jobRecords(req.host);
+    return { jobs: req.all === true ? allRecords(records) : currentJobs(records) };
+  }
+
+  /** Every job record of the reachable hosts (of `host` only, when given). */
+  private async jobRecords(host?: string): Promise<ClusterJob[]> {
     const hosts = this.registry
       .list()
-      .filter((h) => h.reachable && (req.host === undefined || h.host === req.host));
-    if (req.host !== undefined && hosts.length === 0) this.knownHost(req.host);
+      .filter((h) => h.reachable && (host === undefined || h.host === host));
+    if (host !== undefined && hosts.length === 0) this.knownHost(host);
     const lists = await Promise.all(
       hosts.map((h) =>
         this.agent(h.host, 'list', {}).then(
@@ -140,7 +168,31 @@ export class Controller {
         ),
       ),
     );
-    return { jobs: lists.flat().sort((a, b) => a.id.localeCompare(b.id)) };
+    return lists.flat();
+  }
+
+  /** Remove ended jobs' records from every host; refused whole if one still lives. */
+  async removeJobs(
+    req: ControllerRequest<'jobs-remove'>,
+  ): Promise<ControllerReplies['jobs-remove']> {
+    const doomed = recordsToRemove(await this.jobRecords(), req.jobIds);
+    for (const r of doomed) await this.agent(r.host, 'remove', { jobId: r.id });
+    return { removed: doomed.map(removedOf) };
+  }
+
+  /** Remove every ended job (each of its records, on every reachable host). */
+  async pruneJobs(): Promise<ControllerReplies['jobs-prune']> {
+    const doomed = [...endedJobs(await this.jobRecords()).values()].flat();
+    const removed: ClusterJob[] = [];
+    for (const r of doomed) {
+      // One that started again meanwhile (a restore) is refused by its agent: it stays.
+      const ok = await this.agent(r.host, 'remove', { jobId: r.id }).then(
+        () => true,
+        (err: unknown) => (this.log.warn('cannot prune a job', { jobId: r.id, err }), false),
+      );
+      if (ok) removed.push(r);
+    }
+    return { removed: removed.map(removedOf) };
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
@@ -168,8 +220,9 @@ export class Controller {
     return this.agent(req.host, 'adopt', { pid: req.pid, ...(req.name ? { name: req.name } : {}) });
   }
 
+  /** A job where it lives, or where it ended (`inspect` of an ended job shows how it ended). */
   async inspect(req: ControllerRequest<'inspect'>): Promise<ControllerReplies['inspect']> {
-    const host = await this.locate(req.jobId);
+    const host = await this.locate(req.jobId, true);
     return this.agent(host, 'inspect', req);
   }
 
@@ -244,14 +297,17 @@ export class Controller {
       error: null,
     };
     await this.stores.ops.put(op.opId, op);
-    try {
-      op.migration = await this.authorizedMigrate(source, req.jobId, destination, req.mode);
-      op.state = 'done';
-    } catch (err) {
-      const e = toDroverError(err);
-      op.state = 'failed';
-      op.error = { code: e.code, message: e.message };
-    }
+    const { record, error } = await this.authorizedMigrate(
+      source,
+      req.jobId,
+      destination,
+      req.mode,
+    );
+    // A failed migration's record too: its phases and CRIU's error lines.
+    op.migration = record;
+    op.state = error ? 'failed' : 'done';
+    // In full: the cause chain and what went wrong while rolling back.
+    if (error) op.error = errorToFailure(error);
     op.updatedAt = new Date().toISOString();
     await this.stores.ops.put(op.opId, op);
     return op;
@@ -354,27 +410,34 @@ export class Controller {
         return r.reasons.map((x) => `${x.code}: ${x.message}`);
       },
       migrate: async (source, jobId, destination) => {
-        const m = await this.authorizedMigrate(source, jobId, destination);
-        return { migrationId: m.migrationId, frozenMs: m.stats.frozenMs };
+        const { record, error } = await this.authorizedMigrate(source, jobId, destination);
+        if (error) throw error;
+        return { migrationId: record!.migrationId, frozenMs: record!.stats.frozenMs };
       },
     };
   }
 
-  /** Cluster history, oldest first (`sinceSeq` to page on). */
+  /**
+   * Cluster history, oldest first: after `sinceSeq` (to page on), or the `newest`; progress
+   * ticks folded with `fold` (event-history.ts).
+   */
   async events(req: ControllerRequest<'events'>): Promise<ControllerReplies['events']> {
-    const got = await this.stores.events.read({
-      limit: req.limit ?? 100,
-      ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
-      ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
-    });
     return {
-      events: got.map((e) => ({
-        seq: e.seq,
-        subject: e.subject,
-        time: e.time.toISOString(),
-        value: e.value,
-      })),
+      events: await readHistory(this.stores.events, {
+        limit: req.limit ?? 100,
+        ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
+        ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
+        ...(req.newest !== undefined ? { newest: req.newest } : {}),
+        ...(req.fold !== undefined ? { fold: req.fold } : {}),
+      }),
     };
+  }
+
+  /** What is inside one job's image of a set (image-decode.ts). */
+  imagesDecode(
+    req: ControllerRequest<'images-decode'>,
+  ): Promise<ControllerReplies['images-decode']> {
+    return decodeSetImage(this.clusterContext(), req);
   }
 
   async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
@@ -397,22 +460,37 @@ export class Controller {
   /**
    * Authorize the migration on the destination with a fresh ticket, then ask the source to
    * migrate with it: a destination takes only migrations the controller allowed (an agent
-   * cannot push a job onto a peer by itself).
+   * cannot push a job onto a peer by itself). A failed migration comes back with the source's
+   * record of it when there is one (its phases, CRIU's error lines), found by the same ticket.
    */
   private async authorizedMigrate(
     source: string,
     jobId: string,
     destination: string,
     mode?: MigrationMode,
-  ): Promise<MigrationRecord> {
+  ): Promise<{ record: MigrationRecord | null; error: DroverError | null }> {
     const ticket = newSecret();
-    await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
-    return this.agent(
-      source,
-      'migrate',
-      { jobId, destination, ticket, ...(mode ? { mode } : {}) },
-      MIGRATE_TIMEOUT_MS,
-    );
+    try {
+      await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
+      const record = await this.agent(
+        source,
+        'migrate',
+        { jobId, destination, ticket, ...(mode ? { mode } : {}) },
+        MIGRATE_TIMEOUT_MS,
+      );
+      this.metrics?.migration('done', record, mode);
+      return { record, error: null };
+    } catch (err) {
+      const error = toDroverError(err);
+      const record = await this.agent(source, 'migrate-find', { jobId, ticket }, 10_000).catch(
+        () => null,
+      );
+      // Refused before anything was frozen (preflight, capacity, a mode the hosts lack).
+      const refused = error.code === ErrorCode.FailedPrecondition && record === null;
+      this.metrics?.migration(refused ? 'refused' : 'failed', record, mode);
+      this.log.warn('migration failed', { jobId, source, destination, err: error });
+      return { record, error };
+    }
   }
 
   private views(): HostView[] {
@@ -467,7 +545,7 @@ export class Controller {
     const reachable = this.registry.list().filter((h) => h.reachable);
     const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
     const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
-    let fallback: string | null = null;
+    const ended: ClusterJob[] = [];
     for (const h of order) {
       const found = await this.agent(h.host, 'inspect', { jobId }).then(
         (j) => j,
@@ -475,9 +553,19 @@ export class Controller {
       );
       if (!found) continue;
       if (LIVE.has(found.state)) return h.host;
-      fallback ??= h.host;
+      ended.push(found);
     }
-    if (anyState && fallback !== null) return fallback;
+    // Ended: where it ended (its last hop), not a host it moved away from.
+    const last = latestRecord(ended);
+    if (anyState && last !== null) return last.host;
+    if (last !== null) {
+      // It exists but does not run: refused by its state, as its agent would refuse it.
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `job ${jobId} is not running (it is ${last.state} on ${last.host})`,
+        { details: { jobId, state: last.state, host: last.host } },
+      );
+    }
     throw new DroverError(ErrorCode.NotFound, `no running job ${jobId} on any reachable host`, {
       details: { jobId },
     });

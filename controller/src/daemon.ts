@@ -20,14 +20,18 @@ import {
   type ImageSet,
   type OperationRecord,
 } from '@drover/protocol';
+import { serveMetrics, type MetricsServer } from '@drover/metrics';
 import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
+import { ControllerMetrics } from './controller-metrics.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
   controller: Controller;
   bus: Bus;
+  /** Where its metrics are served (`--metrics-addr`), if anywhere. */
+  metricsUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -98,16 +102,27 @@ export async function startController(
       },
     });
     keeper.start();
-    const controller = new Controller(
+    // eslint-disable-next-line prefer-const -- the metrics read the controller's hosts
+    let controller: Controller;
+    const metrics = new ControllerMetrics(() => controller.registry.list());
+    bus.onReconnect(() => metrics.natsReconnects.inc());
+    controller = new Controller(
       bus,
       { cordons, ops, events, sets, objects, keys },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
         logger: log,
+        metrics,
       },
     );
     await controller.start();
+    // Operations are counted as they come back to their callers.
+    const counted = async (run: Promise<OperationRecord>): Promise<OperationRecord> => {
+      const op = await run;
+      metrics.operation(op);
+      return op;
+    };
     serveControllerApi(
       bus,
       {
@@ -119,8 +134,8 @@ export async function startController(
         logs: (r) => controller.logs(r),
         signal: (r) => controller.signal(r),
         stop: (r) => controller.stopJob(r),
-        migrate: (r) => controller.migrate(r),
-        drain: (r) => controller.drain(r),
+        migrate: (r) => counted(controller.migrate(r)),
+        drain: (r) => counted(controller.drain(r)),
         preflight: (r) => controller.preflight(r),
         cordon: (r) => controller.cordon(r, true),
         uncordon: (r) => controller.cordon(r, false),
@@ -128,15 +143,29 @@ export async function startController(
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
         audit: (r) => audit.read(r),
-        checkpoint: (r) => controller.checkpoint(r),
-        restore: (r) => controller.restore(r),
+        checkpoint: (r) => counted(controller.checkpoint(r)),
+        restore: (r) => counted(controller.restore(r)),
         'images-list': () => controller.imagesList(),
         'images-inspect': (r) => controller.imagesInspect(r),
         'images-delete': (r) => controller.imagesDelete(r),
+        'images-decode': (r) => controller.imagesDecode(r),
+        'jobs-remove': (r) => controller.removeJobs(r),
+        'jobs-prune': () => controller.pruneJobs(),
       },
       log,
       audit.hook,
     );
+    let metricsServer: MetricsServer | null = null;
+    if (config.metricsAddr !== undefined) {
+      try {
+        metricsServer = await serveMetrics(metrics.metrics, config.metricsAddr, log);
+      } catch (err) {
+        keeper.stop();
+        controller.stop();
+        await lease.release().catch(() => undefined);
+        throw err;
+      }
+    }
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
     setTimeout(
@@ -147,7 +176,9 @@ export async function startController(
     return {
       controller,
       bus,
+      metricsUrl: metricsServer?.url ?? null,
       async close() {
+        await metricsServer?.close();
         keeper.stop();
         controller.stop();
         await lease?.release().catch(() => undefined);

@@ -68,7 +68,12 @@ export async function drainHost(
       migrationId: null,
       frozenMs: null,
     };
-    if (why.length) Object.assign(item, { state: 'skipped', reason: why.join('; ') });
+    if (why.length)
+      Object.assign(item, {
+        state: 'skipped',
+        reason: why.join('; '),
+        code: ErrorCode.FailedPrecondition,
+      });
     else movable.push(j);
     op.items!.push(item);
   }
@@ -81,7 +86,8 @@ export async function drainHost(
   );
   for (const item of op.items!) {
     const p = plan.get(item.jobId);
-    if (p instanceof DroverError) Object.assign(item, { state: 'skipped', reason: p.message });
+    if (p instanceof DroverError)
+      Object.assign(item, { state: 'skipped', reason: p.message, code: p.code });
     else if (p) item.destination = p.host;
   }
   await ctx.ops.put(op.opId, op);
@@ -128,7 +134,8 @@ export async function runDrain(
         }
       } catch (err) {
         // The migration rolled back: the job still runs on the drained host.
-        await update(jobId, { state: 'failed', reason: toDroverError(err).message });
+        const e = toDroverError(err);
+        await update(jobId, { state: 'failed', reason: e.message, code: e.code });
       }
     }
   };

@@ -25,6 +25,7 @@ async function main(): Promise<void> {
       'image-retention': { type: 'string' },
       'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
+      'metrics-addr': { type: 'string' },
     },
     strict: true,
   });
@@ -54,6 +55,7 @@ async function main(): Promise<void> {
       ? { auditRetentionDays: Number(values['audit-retention-days']) }
       : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
+    ...(values['metrics-addr'] ? { metricsAddr: values['metrics-addr'] } : {}),
   };
   const config = compileControllerConfig(
     values.config ? controllerConfigFromFile(values.config) : {},
