@@ -21,7 +21,16 @@ export const ExitCode = {
 /** The exit code for an error. */
 export function exitCodeOf(err: unknown): number {
   if (!isDroverError(err)) return ExitCode.failed;
-  switch (err.code) {
+  return exitCodeOfCode(err.code);
+}
+
+/**
+ * The exit code for an error code, wherever it was reported: thrown at the CLI, or recorded in
+ * an operation that failed (a migration refused by preflight exits 4 from `migrate` and `drain`
+ * as from `preflight` and `checkpoint`).
+ */
+export function exitCodeOfCode(code: string): number {
+  switch (code) {
     case ErrorCode.InvalidArgument:
       return ExitCode.usage;
     case ErrorCode.NotFound:
@@ -37,6 +46,25 @@ export function exitCodeOf(err: unknown): number {
     default:
       return ExitCode.failed;
   }
+}
+
+/**
+ * The exit code of an operation that came back: 0 when done; else by its error's code; for a
+ * drain, by its jobs' — a job whose migration ran and failed makes it 1, jobs that were only
+ * refused (they cannot move) make it 4.
+ */
+export function exitCodeOfOperation(op: {
+  state: string;
+  error: { code: string } | null;
+  items?: readonly { state: string; code?: string }[];
+}): number {
+  if (op.state === 'done') return ExitCode.ok;
+  const items = (op.items ?? []).filter((i) => i.state !== 'done');
+  if (items.length > 0) {
+    const codes = items.map((i) => exitCodeOfCode(i.code ?? 'INTERNAL'));
+    return codes.includes(ExitCode.failed) ? ExitCode.failed : Math.max(...codes);
+  }
+  return op.error ? exitCodeOfCode(op.error.code) : ExitCode.failed;
 }
 
 /** What to do about an error, for a human. */

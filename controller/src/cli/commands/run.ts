@@ -1,4 +1,7 @@
-/** `drover run [--host H] -- CMD...`: start a job (placed when no host is given). */
+/**
+ * `drover run [--host H] -- CMD...`: start a job (placed when no host is given). Answers once the
+ * command's exec succeeded; a command that cannot start is a failure (exit 1, and why).
+ */
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 
@@ -10,6 +13,17 @@ type Args = GlobalArgs & {
   env: string[] | undefined;
   cmd: string[] | undefined;
 };
+
+/** Request fields by the flag that sets them (validation errors name the flag). */
+const RUN_FLAGS = {
+  cwd: '--cwd',
+  host: '--host',
+  name: '--name',
+  memoryLimitBytes: '--memory',
+  env: '--env',
+  hostname: '--hostname',
+  command: 'the command',
+} as const;
 
 export const runCommand: CommandModule<GlobalArgs, Args> = {
   command: 'run [cmd..]',
@@ -26,6 +40,14 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
     const command = [...(argv.cmd ?? []), ...((argv['--'] as string[] | undefined) ?? [])].map(
       String,
     );
+    if (command.length === 0) {
+      throw Object.assign(
+        new Error('give the command to run after --, e.g. drover run -- sleep 600'),
+        {
+          usage: true,
+        },
+      );
+    }
     if (argv.memory !== undefined && !(Number.isFinite(argv.memory) && argv.memory > 0)) {
       throw Object.assign(new Error('--memory wants a size in MiB, e.g. --memory 512'), {
         usage: true,
@@ -52,6 +74,8 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
         ...(Object.keys(env).length ? { env } : {}),
       },
       (j) => `${j.id} running on ${j.host} (${j.placement})`,
+      undefined,
+      RUN_FLAGS,
     );
   },
 };
