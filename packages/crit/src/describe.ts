@@ -6,7 +6,6 @@ import type { ImageFd, ImageSocket } from '@drover/protocol';
 import { FD_TYPES, VmaStatus } from './image-schema.js';
 import type { Decoded } from './image-file.js';
 
-const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 
