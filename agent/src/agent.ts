@@ -472,6 +472,8 @@ export class Agent {
     const code = await this.store.exitStatus(jobId);
     applyExit(r, code, status);
     await this.store.save(r);
+    // The history shows how it ended (`drover events`).
+    this.event(r);
     void this.closeSelfCheckpoint(jobId); // not awaited: see release()
     await this.cgroupOf(r)
       .then((cg) => cg.destroy({ force: true }))

@@ -1,6 +1,6 @@
 /** Human output of `drover images inspect NAME --job J`: what `crit x ps`, `fds` and `mems` print. */
 import type { ControllerReplies, ImageProcess } from '@drover/protocol';
-import { bytes, table } from './output.js';
+import { bytes, commandLine, table } from './output.js';
 
 /** A decoded image: the process tree, then each process's files, sockets and memory. */
 export function imageContentsReport(c: ControllerReplies['images-decode']): string {
@@ -58,11 +58,7 @@ export function imageContentsReport(c: ControllerReplies['images-decode']): stri
 
 /** Its argv as read from its memory, else its kernel name. */
 function commandOf(p: ImageProcess): string {
-  if (p.cmdline && p.cmdline.length > 0)
-    return p.cmdline
-      .map((a) => (a === '' || /\s/.test(a) ? JSON.stringify(a) : a))
-      .join(' ')
-      .slice(0, 120);
+  if (p.cmdline && p.cmdline.length > 0) return commandLine(p.cmdline);
   return `[${p.comm}]`;
 }
 

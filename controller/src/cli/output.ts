@@ -12,6 +12,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
+/** A command line as a shell would take it back: empty and spaced arguments quoted. */
+export function commandLine(argv: readonly string[]): string {
+  return argv.map((a) => (a === '' || /[\s"'\\]/.test(a) ? JSON.stringify(a) : a)).join(' ');
+}
+
 /** Bytes as B/KiB/MiB/GiB. */
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

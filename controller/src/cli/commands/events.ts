@@ -27,6 +27,7 @@ export function eventRow(e: ClusterEvent): string[] {
   for (const k of ['jobId', 'state', 'phase']) if (typeof v[k] === 'string') what.push(v[k]);
   if (typeof v['destination'] === 'string') what.push(`→ ${v['destination']}`);
   if (typeof v['exitCode'] === 'number') what.push(`exit ${v['exitCode']}`);
+  if (typeof v['signal'] === 'string') what.push(`by ${v['signal']}`);
   if (v['phase'] === 'transferring' && typeof v['bytes'] === 'number') {
     const total = typeof v['totalBytes'] === 'number' ? v['totalBytes'] : 0;
     what.push(`${bytes(v['bytes'])}${total ? ` of ${bytes(total)}` : ''}`);

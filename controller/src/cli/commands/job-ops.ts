@@ -7,7 +7,7 @@ import { JOB_SIGNALS, parseSignal } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { resolveJob } from '../job-ref.js';
 import { followLogs, parseSince } from '../logs-follow.js';
-import { table } from '../output.js';
+import { commandLine, table } from '../output.js';
 
 type JobArgs = GlobalArgs & { job: string };
 
@@ -23,7 +23,7 @@ export const inspectCommand: CommandModule<GlobalArgs, JobArgs> = {
       (j) =>
         [
           `${j.id} (${j.name}) on ${j.host}: ${j.state}${j.restoredFrom ? `, restored from ${j.restoredFrom}` : ''}`,
-          `command: ${j.command.map((a) => (a === '' || /\s/.test(a) ? JSON.stringify(a) : a)).join(' ')}`,
+          `command: ${commandLine(j.command)}`,
           j.exitedAt
             ? `ended ${j.exitedAt}: ${j.signal ? `killed by ${j.signal}` : `exit code ${j.exitCode ?? 'unknown'}`}${j.note ? ` (${j.note})` : ''}`
             : j.note

@@ -7,9 +7,12 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ClusterJob, RemovedJob } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { resolveJobs } from '../job-ref.js';
-import { table } from '../output.js';
+import { commandLine, table } from '../output.js';
 
 type Args = GlobalArgs & { host: string | undefined; all: boolean };
+
+/** States in which a job's processes exist (the PID column means something). */
+const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 
 /** How a job ended, for the EXIT column: its exit code, or the signal that killed it. */
 function exitOf(j: ClusterJob): string {
@@ -74,10 +77,10 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
             j.name,
             j.host,
             j.state,
-            // The host's PID of the command (what ps and kill on that host see).
-            String(j.mainPid ?? j.rootPid ?? '-'),
+            // The host's PID of the command (what ps and kill on that host see), while it runs.
+            LIVE.has(j.state) ? String(j.mainPid ?? j.rootPid ?? '-') : '-',
             exitOf(j),
-            j.command.join(' ').slice(0, 60),
+            commandLine(j.command).slice(0, 60),
           ]),
         ),
     );
