@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { confirmStart, WRAPPER_NAME } from './job-start.js';
+import { confirmStart, hasExeced, WRAPPER_NAME } from './job-start.js';
 import { JobStore } from './job-store.js';
 
 // The shape of a job: a root (tini's place) whose child is the wrapper shell named drover-job,
@@ -83,4 +83,14 @@ test("a command that started is confirmed once it exec'd; one that exits 127 its
     k.kill();
     rmSync(k.base, { recursive: true, force: true });
   }
+});
+
+test("exec is seen only in a live process whose command line left its parent's", () => {
+  const wrapper = { cmdline: ['/bin/sh', '-c', 'WRAPPER', 'drover-job', 'redis-server'] };
+  assert.equal(hasExeced({ state: 'S', cmdline: wrapper.cmdline }, wrapper), false);
+  assert.equal(hasExeced({ state: 'S', cmdline: ['redis-server'] }, wrapper), true);
+  // The copy whose exec failed, a zombie until its parent reaps it: nothing started.
+  assert.equal(hasExeced({ state: 'Z', cmdline: [] }, wrapper), false);
+  assert.equal(hasExeced({ state: 'R', cmdline: [] }, wrapper), false);
+  assert.equal(hasExeced(null, wrapper), false);
 });

@@ -4,7 +4,7 @@
  * reason, as `docker run` does, instead of "running" followed at once by exit 127.
  */
 import { join } from 'node:path';
-import { childrenOf, procEntry } from '@drover/native';
+import { childrenOf, procEntry, type ProcEntry } from '@drover/native';
 import { readNoFollow } from './job-dir-fs.js';
 import { JobFiles, type JobStore } from './job-store.js';
 
@@ -40,8 +40,7 @@ export async function confirmStart(
     if (main === null && started.rootPid !== null) main = commandOf(started.rootPid);
     if (main !== null) {
       const self = procEntry(main);
-      const parent = self === null ? null : procEntry(self.ppid);
-      if (self !== null && parent !== null && !sameArgs(self.cmdline, parent.cmdline)) return null;
+      if (hasExeced(self, self === null ? null : procEntry(self.ppid))) return null;
     }
     const code = await store.exitStatus(jobId);
     if (code !== null) return code === 126 || code === 127 ? failureOf(store, jobId, code) : null;
@@ -56,6 +55,20 @@ export async function confirmStart(
 function commandOf(rootPid: number): number | null {
   const wrapper = childrenOf(rootPid)[0];
   return wrapper === undefined ? null : (childrenOf(wrapper)[0] ?? null);
+}
+
+/**
+ * Whether the wrapper's child has exec'd the command: it runs, and its command line is no longer
+ * its parent's (the wrapper's copy of itself before the exec). A zombie — the copy whose exec
+ * failed, not yet reaped — has no command line and has not started anything.
+ */
+export function hasExeced(
+  self: Pick<ProcEntry, 'state' | 'cmdline'> | null,
+  parent: Pick<ProcEntry, 'cmdline'> | null,
+): boolean {
+  if (self === null || parent === null) return false;
+  if (self.state === 'Z' || self.state === 'X' || self.cmdline.length === 0) return false;
+  return !sameArgs(self.cmdline, parent.cmdline);
 }
 
 function sameArgs(a: readonly string[], b: readonly string[]): boolean {
