@@ -52,10 +52,10 @@ import { decodeSetImage } from './image-decode.js';
 import {
   allRecords,
   currentJobs,
-  endedJobs,
   latestRecord,
-  recordsToRemove,
-  removedOf,
+  pruneJobs,
+  removeJobs,
+  type RecordsAccess,
 } from './job-records.js';
 import { place, type HostView } from './placement.js';
 
@@ -171,28 +171,22 @@ export class Controller {
     return lists.flat();
   }
 
-  /** Remove ended jobs' records from every host; refused whole if one still lives. */
-  async removeJobs(
-    req: ControllerRequest<'jobs-remove'>,
-  ): Promise<ControllerReplies['jobs-remove']> {
-    const doomed = recordsToRemove(await this.jobRecords(), req.jobIds);
-    for (const r of doomed) await this.agent(r.host, 'remove', { jobId: r.id });
-    return { removed: doomed.map(removedOf) };
+  /** `jobs rm`: ended jobs' records off every host; refused whole if one still lives. */
+  async removeJobs(req: ControllerRequest<'jobs-remove'>): Promise<ControllerReplies['jobs-remove']> {
+    return { removed: await removeJobs(this.recordsAccess(), req.jobIds) };
   }
 
-  /** Remove every ended job (each of its records, on every reachable host). */
+  /** `jobs prune`: every ended job off every reachable host. */
   async pruneJobs(): Promise<ControllerReplies['jobs-prune']> {
-    const doomed = [...endedJobs(await this.jobRecords()).values()].flat();
-    const removed: ClusterJob[] = [];
-    for (const r of doomed) {
-      // One that started again meanwhile (a restore) is refused by its agent: it stays.
-      const ok = await this.agent(r.host, 'remove', { jobId: r.id }).then(
-        () => true,
-        (err: unknown) => (this.log.warn('cannot prune a job', { jobId: r.id, err }), false),
-      );
-      if (ok) removed.push(r);
-    }
-    return { removed: removed.map(removedOf) };
+    return { removed: await pruneJobs(this.recordsAccess()) };
+  }
+
+  private recordsAccess(): RecordsAccess {
+    return {
+      records: () => this.jobRecords(),
+      remove: (host, jobId) => this.agent(host, 'remove', { jobId }),
+      log: this.log,
+    };
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {

@@ -11,6 +11,7 @@ import type {
   MigrationProgressEvent,
   OperationRecord,
 } from '@drover/protocol';
+import { ago, badge, bytes, fill, h, meter, table, toast } from './dom.js';
 
 interface Snapshot {
   at: string;
@@ -46,64 +47,6 @@ let hello: Hello = { identity: null, actions: false };
 const progress = new Map<string, Progress>();
 /** What the operator picked in each job's destination list (kept across re-renders). */
 const picked = new Map<string, string>();
-
-// ---- tiny DOM helpers ----
-
-type Child = Node | string | null | undefined | false;
-
-function h(tag: string, attrs: Record<string, string | number | boolean> = {}, ...kids: Child[]) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === false) continue;
-    el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const k of kids) if (k !== null && k !== undefined && k !== false) el.append(k);
-  return el;
-}
-
-function table(headers: string[], rows: HTMLElement[], empty: string): HTMLElement {
-  if (rows.length === 0) return h('div', { class: 'empty' }, empty);
-  return h(
-    'table',
-    {},
-    h('thead', {}, h('tr', {}, ...headers.map((x) => h('th', {}, x)))),
-    h('tbody', {}, ...rows),
-  );
-}
-
-function badge(text: string, kind = text): HTMLElement {
-  return h('span', { class: `badge ${kind}` }, text);
-}
-
-function bytes(n: number): string {
-  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${u[i]}`;
-}
-
-function ago(iso: string): string {
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 2) return 'just now';
-  if (s < 90) return `${Math.round(s)} s ago`;
-  if (s < 5400) return `${Math.round(s / 60)} min ago`;
-  return new Date(iso).toLocaleString();
-}
-
-function fill(id: string, content: Node): void {
-  const body = document.querySelector(`#${id} .body`);
-  if (body) body.replaceChildren(content);
-}
-
-function toast(text: string, bad = false): void {
-  const t = h('div', { class: `toast${bad ? ' bad' : ''}`, role: 'status' }, text);
-  document.getElementById('toasts')?.append(t);
-  setTimeout(() => t.remove(), 6000);
-}
 
 // ---- actions ----
 
@@ -147,11 +90,7 @@ function renderHosts(s: Snapshot): void {
       h(
         'td',
         {},
-        h(
-          'span',
-          { class: 'meter', title: `${usedPct.toFixed(0)}% used` },
-          h('span', { style: `width:${usedPct.toFixed(1)}%` }),
-        ),
+        meter(usedPct, `${usedPct.toFixed(0)}% used`),
         ' ',
         h(
           'span',
@@ -197,7 +136,12 @@ function renderHosts(s: Snapshot): void {
 function renderJobs(s: Snapshot): void {
   const usable = s.hosts.filter((x) => x.reachable && !x.cordoned).map((x) => x.host);
   const rows = s.jobs.map((j) => {
-    const addr = (j as ClusterJob & { address?: string | null }).address ?? null;
+    // A job's own address, where jobs have one (`address`, or `network.address`).
+    const net = j as ClusterJob & {
+      address?: string | null;
+      network?: { address?: string | null } | null;
+    };
+    const addr = net.address ?? net.network?.address ?? null;
     const p = progress.get(j.id);
     const moving = p && p.phase !== 'done' && Date.now() - p.at < 30_000;
     let actions: HTMLElement | null = null;
@@ -264,9 +208,12 @@ function migrationProgress(jobId: string, done: OperationRecord['migration'] | n
       'data-pct': pct.toFixed(0),
     },
     ...PHASES.map((x, i) =>
-      h('span', { class: `phase${i < at ? ' reached' : ''}${i === at ? ' now' : ''}` }, x),
+      // Pages are pulled after the switch only in post-copy: the chip shows when it happens.
+      x === 'pulling-pages' && phase !== x && done?.mode !== 'post-copy'
+        ? null
+        : h('span', { class: `phase${i < at ? ' reached' : ''}${i === at ? ' now' : ''}` }, x),
     ),
-    h('span', { class: 'meter' }, h('span', { style: `width:${pct.toFixed(1)}%` })),
+    meter(pct),
     p && phase === 'transferring'
       ? h(
           'span',
@@ -291,7 +238,7 @@ function renderOp(o: OperationRecord): HTMLElement {
   const title = h(
     'div',
     { class: 'title' },
-    badge(o.state),
+    badge(o.state, o.state === 'running' ? 'moving' : o.state),
     h('strong', {}, o.kind),
     h('span', { class: 'mono' }, target),
     o.kind === 'migrate' && o.migration
