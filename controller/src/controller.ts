@@ -172,7 +172,9 @@ export class Controller {
   }
 
   /** `jobs rm`: ended jobs' records off every host; refused whole if one still lives. */
-  async removeJobs(req: ControllerRequest<'jobs-remove'>): Promise<ControllerReplies['jobs-remove']> {
+  async removeJobs(
+    req: ControllerRequest<'jobs-remove'>,
+  ): Promise<ControllerReplies['jobs-remove']> {
     return { removed: await removeJobs(this.recordsAccess(), req.jobIds) };
   }
 

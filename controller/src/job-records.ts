@@ -2,10 +2,40 @@
  * The cluster's jobs from the agents' records. A job that moved leaves a record on every host it
  * passed through (`migrated` there); a job that ended keeps its last record. `jobs` shows each
  * job once, where it lives now; `--all` shows every record; `jobs rm`/`prune` remove the
- * records of ended jobs from every host. Pure: the controller asks the agents.
+ * records of ended jobs from every host. The controller brings the records and a host's `remove`.
  */
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, type Logger } from '@drover/common';
 import type { JobInfo, RemovedJob } from '@drover/protocol';
+
+/** What removing records needs from the controller. */
+export interface RecordsAccess {
+  /** Every record of every reachable host. */
+  records(): Promise<JobInfo[]>;
+  /** Remove a job's record from `host` (its agent refuses a live job). */
+  remove(host: string, jobId: string): Promise<unknown>;
+  log: Logger;
+}
+
+/** `jobs rm`: every record of each of `ids`; nothing is removed when one is unknown or lives. */
+export async function removeJobs(a: RecordsAccess, ids: readonly string[]): Promise<RemovedJob[]> {
+  const doomed = recordsToRemove(await a.records(), ids);
+  for (const r of doomed) await a.remove(r.host, r.id);
+  return doomed.map(removedOf);
+}
+
+/** `jobs prune`: every record of every ended job. */
+export async function pruneJobs(a: RecordsAccess): Promise<RemovedJob[]> {
+  const removed: RemovedJob[] = [];
+  for (const r of [...endedJobs(await a.records()).values()].flat()) {
+    // One that started again meanwhile (a restore) is refused by its agent: it stays.
+    const ok = await a.remove(r.host, r.id).then(
+      () => true,
+      (err: unknown) => (a.log.warn('cannot prune a job', { jobId: r.id, err }), false),
+    );
+    if (ok) removed.push(removedOf(r));
+  }
+  return removed;
+}
 
 /** States in which a job's processes exist on a host, most telling first (mid-migration, the
  * copy that runs wins over the one being moved). */
