@@ -3,7 +3,8 @@
  * restores them; persists their state; re-attaches after a restart; serves its NATS API.
  */
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { stat, statfs } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
@@ -32,6 +33,18 @@ import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
 import { LogIndex, readJobLog } from './job-logs.js';
 import { confirmStart } from './job-start.js';
 import { findMainProcess, startNamespacedJob } from './job-runtime.js';
+import {
+  addressOf,
+  attachJob,
+  checkJobBridge,
+  initQuiesce,
+  jobNetworkFor,
+  lockJobNetwork,
+  probeAddress,
+  unlockJobNetwork,
+  unquiesceJob,
+} from './job-network.js';
+import { createHostsFile, updateHostsFile, type NameEntry } from './job-hosts.js';
 import {
   isSameLiveProcess,
   processTree,
@@ -73,6 +86,8 @@ export class Agent {
   private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
   readonly startedAt = Date.now();
   private readonly publishEvent: (kind: string, value: unknown) => void;
+  /** The cluster's named jobs (the controller's last `names-set`): every job's /etc/hosts. */
+  private names: NameEntry[] = [];
 
   constructor(
     readonly config: AgentConfig,
@@ -97,6 +112,7 @@ export class Agent {
     // Orphans of restored trees come to us, so their exit status can be reaped and recorded.
     setChildSubreaper(true);
     await this.store.init();
+    if (existsSync(`/sys/class/net/${this.config.jobBridge}/bridge`)) await initQuiesce(this.log);
     // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
@@ -134,10 +150,17 @@ export class Agent {
           details: { jobId: id },
         });
       }
-      const jobDir = await this.store.createJobDir(id);
       const cwd = req.cwd ?? '/';
       await assertDirectory(cwd);
-      const env = { ...(req.env ?? {}), DROVER_JOB_ID: id };
+      const network = jobNetworkFor(req.network);
+      const address = addressOf(network);
+      if (address) {
+        // Refused before anything exists: no bridge here, or the address answers on the segment.
+        checkJobBridge(this.config.hostId, this.config.jobBridge);
+        await probeAddress(this.config.hostId, this.config.jobBridge, address.address);
+      }
+      const jobDir = await this.store.createJobDir(id);
+      const env = { ...(req.env ?? {}), DROVER_JOB_ID: id, DROVER_JOB_DIR: jobDir };
       const cg = await JobCgroup.create({
         jobId: id,
         parent: this.config.cgroupParent,
@@ -155,9 +178,13 @@ export class Agent {
         env,
         hostname: req.hostname ?? id.slice(0, 63),
         memoryLimitBytes: req.memoryLimitBytes ?? null,
+        network,
       };
       await this.store.save(record);
       try {
+        const hostsFile = address
+          ? await createHostsFile(record, address.address, this.names)
+          : null;
         const started = await startNamespacedJob({
           command: req.command,
           env,
@@ -165,6 +192,13 @@ export class Agent {
           hostname: record.hostname!,
           jobDir,
           cgroupProcsFiles: cg.paths.all.map((p) => join(p, 'cgroup.procs')),
+          ...(address && hostsFile
+            ? {
+                attachNetwork: (initPid: number) =>
+                  attachJob(id, initPid, address, this.config.jobBridge),
+                hostsFile,
+              }
+            : {}),
         });
         started.launcher.unref();
         // `run` answers once the command's exec succeeded; a failed exec is a failed run.
@@ -255,7 +289,15 @@ export class Agent {
   async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
     return this.withJob(req.jobId, async () => {
       const r = await this.liveJob(req.jobId);
-      await (await this.cgroupOf(r)).freeze();
+      const cg = await this.cgroupOf(r);
+      await cg.freeze();
+      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
+      if (addressOf(r.network)) {
+        await lockJobNetwork(r.id).catch(async (err: unknown) => {
+          await cg.thaw().catch((e: unknown) => toDroverError(err).suppress(e));
+          throw err;
+        });
+      }
       // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
       const frozenAtMs = performance.timeOrigin + performance.now();
       r.state = JobState.frozen;
@@ -268,6 +310,7 @@ export class Agent {
   async thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
     return this.withJob(req.jobId, async () => {
       const r = await this.liveJob(req.jobId);
+      if (addressOf(r.network)) await unlockJobNetwork(r.id);
       await (await this.cgroupOf(r)).thaw();
       r.state = JobState.running;
       await this.store.save(r);
@@ -313,6 +356,29 @@ export class Agent {
     });
   }
 
+  /**
+   * The controller's table of named jobs: kept for jobs started later, and written into the
+   * /etc/hosts of every job here that has its own address.
+   */
+  async setNames(req: AgentRequest<'names-set'>): Promise<AgentReplies['names-set']> {
+    this.names = req.names.map((n) => ({ name: n.name, address: n.address }));
+    let jobs = 0;
+    for (const r of await this.store.list()) {
+      const address = addressOf(r.network);
+      if (!address || !LIVE_STATES.includes(r.state)) continue;
+      await this.withJob(r.id, () => updateHostsFile(r, address.address, this.names)).then(
+        () => jobs++,
+        (err: unknown) => this.log.warn("cannot update a job's hosts file", { jobId: r.id, err }),
+      );
+    }
+    return { jobs };
+  }
+
+  /** The current table of named jobs (for a restored job's /etc/hosts). */
+  namedJobs(): readonly NameEntry[] {
+    return this.names;
+  }
+
   async filesCheck(req: AgentRequest<'files-check'>): Promise<AgentReplies['files-check']> {
     const missing: string[] = [];
     const sizeDiffers: { path: string; expected: number; actual: number }[] = [];
@@ -325,7 +391,9 @@ export class Agent {
         missing.push(f.path);
       }
     }
-    return { missing, sizeDiffers };
+    if (req.space !== true) return { missing, sizeDiffers };
+    const fs = await statfs(this.config.stateDir);
+    return { missing, sizeDiffers, freeBytes: fs.bavail * fs.bsize };
   }
 
   // ---- internals shared with checkpoint.ts ----
@@ -445,6 +513,7 @@ export class Agent {
       env: {},
       shellJob: false,
       hostname: null,
+      network: { mode: 'host' },
     };
   }
 
@@ -497,6 +566,13 @@ export class Agent {
         r.state = JobState.running;
         r.note = 'agent restarted during a checkpoint; the checkpoint was abandoned';
         await this.store.save(r);
+      }
+      if (alive && addressOf(r.network) && r.state === JobState.running) {
+        // A move or a cut that we died in the middle of may have left its link locked.
+        await unquiesceJob(r.id);
+        await unlockJobNetwork(r.id).catch((err: unknown) =>
+          this.log.warn("cannot unlock a job's network", { jobId: r.id, err }),
+        );
       }
       if (alive) {
         if (r.kind === JobKind.namespaced && r.rootPid !== null)

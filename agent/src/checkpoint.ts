@@ -21,14 +21,32 @@ import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js
 import { makeScratch, removeScratch } from './migration/scratch.js';
 import { toJobInfo, type JobRecord } from './job-store.js';
 import { findMainProcess } from './job-runtime.js';
+import { checkpointJobFiles, planJobDump, restoreJobFiles, type JobDumpPlan } from './job-image.js';
+import {
+  addressOf,
+  announceJob,
+  checkJobBridge,
+  detachJob,
+  lockJobNetwork,
+  unlockJobNetwork,
+} from './job-network.js';
+import { updateHostsFile } from './job-hosts.js';
 import { isSameLiveProcess, processTree, startTicks } from '@drover/native';
 
-/** CRIU options every namespaced job needs: its mount namespace is external (the host's tree). */
-export function namespaceOptions(r: Pick<JobRecord, 'kind' | 'shellJob'>): {
+/** CRIU dump options of a job from its dump plan (job-image.ts). */
+export function dumpOptionsOf(plan: JobDumpPlan): {
   externals: string[];
   shellJob: boolean;
+  tcpEstablished: boolean;
+  skipInFlight: boolean;
 } {
-  return { externals: r.kind === JobKind.namespaced ? ['mnt[]'] : [], shellJob: r.shellJob };
+  return {
+    externals: plan.externals,
+    shellJob: plan.shellJob,
+    tcpEstablished: plan.tcpEstablished,
+    // Connections still in a listener's queue are dropped, not a failed dump (docs/NETWORK.md).
+    skipInFlight: plan.tcpEstablished,
+  };
 }
 
 /**
@@ -54,15 +72,22 @@ export async function checkpointJob(
   const scratchId = `image-${imageId}`;
   const before = r.state;
   const cg = await agent.cgroupOf(r);
+  const plan = await planJobDump(r);
   let guard: CheckpointGuard | null = null;
   let killed = false;
   let dumpDir = '';
+  // A job frozen by `freeze` (a cluster's cut) is locked already and stays so until `thaw`.
+  let locked = false;
   r.state = JobState.checkpointing;
   await agent.store.save(r);
   agent.event(r);
   try {
     const tFreeze = performance.now();
     guard = await cg.freezeForCheckpoint();
+    if (addressOf(r.network) && before !== JobState.frozen) {
+      await lockJobNetwork(r.id);
+      locked = true;
+    }
     const pids = processTree(r.rootPid!).map((p) => p.pid);
     dumpDir = (await makeScratch(hostId, scratchId, 'dump', stateDir)).dir;
     const dump = await agent.criu.dump({
@@ -70,10 +95,14 @@ export async function checkpointJob(
       imagesDir: dumpDir,
       leaveRunning,
       ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
-      ...namespaceOptions(r),
+      ...dumpOptionsOf(plan),
     });
     killed = !leaveRunning;
+    // The job directory as it is at the dump: the job is still frozen (or gone).
+    await checkpointJobFiles(r, plan, dumpDir);
     if (leaveRunning) {
+      if (locked) await unlockJobNetwork(r.id);
+      locked = false;
       await guard.release({ thaw: before !== JobState.frozen });
       r.state = before;
     } else {
@@ -140,6 +169,7 @@ export async function checkpointJob(
         : new DroverError(ErrorCode.Internal, String(err), { cause: err });
     // Roll back: the job runs on as it was; the partial image goes.
     try {
+      if (locked && !killed) await unlockJobNetwork(r.id);
       if (guard) await guard.release({ thaw: before !== JobState.frozen });
     } catch (e) {
       first.suppress(e);
@@ -253,6 +283,9 @@ async function restoreFromDir(
   leaveFrozen = false,
 ): Promise<JobRecord> {
   const jobDir = await agent.store.createJobDir(job.id);
+  const address = addressOf(job.network);
+  if (address) checkJobBridge(agent.config.hostId, agent.config.jobBridge);
+  const plan = await restoreJobFiles({ ...job, jobDir }, imagesDir, agent.config.jobBridge);
   await rm(`${jobDir}/exit-status`, { force: true });
   const cg = await JobCgroup.create({
     jobId: job.id,
@@ -268,7 +301,7 @@ async function restoreFromDir(
       leaveStopped: leaveFrozen,
       manageCgroups: 'soft',
       ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
-      ...namespaceOptions(job),
+      ...plan,
     });
   } catch (err) {
     await cg.destroy({ force: true }).catch((e: unknown) => (err as DroverError).suppress?.(e));
@@ -287,6 +320,12 @@ async function restoreFromDir(
     host: agent.config.hostId,
   };
   if (job.kind === JobKind.namespaced) Object.assign(r, findMainProcess(restored.pid));
+  if (address) {
+    announceJob(restored.pid, address, agent.log);
+    await updateHostsFile(r, address.address, agent.namedJobs()).catch((err: unknown) =>
+      agent.log.warn("cannot update a restored job's hosts file", { jobId: r.id, err }),
+    );
+  }
   if (leaveFrozen) {
     // CRIU left every task stopped; hold them with the freezer instead, then clear the stop, so
     // `thaw` is the one operation that resumes the job.
@@ -333,6 +372,8 @@ export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Pr
     );
   }
   agent.release(r.id);
+  // Its link goes first: nothing the dying sockets send (FINs, resets) reaches the segment.
+  if (addressOf(r.network)) await detachJob(r.id);
   // Signals first, thaw after: the frozen tree never runs again.
   await (await agent.cgroupOf(r)).destroy({ force: true });
   r.state = req.imageId !== undefined ? JobState.checkpointed : JobState.exited;

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { ID_PATTERN } from '@drover/protocol';
+import { DEFAULT_JOB_BRIDGE, ID_PATTERN, IFNAME_PATTERN } from '@drover/protocol';
 
 /** The compiled, read-only configuration. */
 export interface AgentConfig {
@@ -32,6 +32,8 @@ export interface AgentConfig {
    * bound to that address only: a management interface or loopback (docs/OBSERVABILITY.md).
    */
   readonly metricsAddr?: string;
+  /** The bridge on the job segment that jobs with their own address hang off (docs/NETWORK.md). */
+  readonly jobBridge: string;
   /** Certificates for agent-to-agent streams: when set, streams use mutual TLS. */
   readonly streamTls?: {
     readonly caFile: string;
@@ -61,6 +63,7 @@ export type AgentConfigInput = {
   maxJobs?: number;
   fault?: string;
   metricsAddr?: string;
+  jobBridge?: string;
   streamTls?: { caFile: string; certFile: string; keyFile: string };
 };
 
@@ -73,6 +76,7 @@ const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   reserveMemoryBytes: 256 * 1024 * 1024,
   maxJobs: 1000,
+  jobBridge: DEFAULT_JOB_BRIDGE,
 };
 
 const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
@@ -109,6 +113,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
   if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
+  if (env.DROVER_JOB_BRIDGE) out.jobBridge = env.DROVER_JOB_BRIDGE;
   if (env.DROVER_STREAM_CA && env.DROVER_STREAM_CERT && env.DROVER_STREAM_KEY) {
     out.streamTls = {
       caFile: env.DROVER_STREAM_CA,
@@ -148,6 +153,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
       'metrics-addr': { type: 'string' },
+      'job-bridge': { type: 'string' },
     },
     strict: true,
   });
@@ -172,6 +178,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
     ...(values['metrics-addr'] ? { DROVER_METRICS_ADDR: values['metrics-addr'] } : {}),
+    ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
   });
   return { ...(values.config ? { file: values.config } : {}), input };
 }
@@ -223,7 +230,11 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
   if (m.metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(m.metricsAddr))
     throw bad(`metrics address must be HOST:PORT: ${m.metricsAddr}`);
+  const jobBridge = m.jobBridge ?? DEFAULTS.jobBridge;
+  if (!IFNAME_PATTERN.test(jobBridge))
+    throw bad(`job bridge is not an interface name: ${jobBridge}`);
   return Object.freeze({
+    jobBridge,
     hostId,
     reserveMemoryBytes,
     maxJobs,

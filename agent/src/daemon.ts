@@ -15,7 +15,7 @@ import { Agent } from './agent.js';
 import { AgentMetrics } from './agent-metrics.js';
 import { decodeStoredImage, fetchImage, pushImage } from './image-sets.js';
 import type { AgentConfig } from './config.js';
-import { hostAddresses, preflight } from './preflight.js';
+import { hostAddresses, preflight, preflightInputOf } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
 import { parseFaults, type MigrationContext } from './migration/context.js';
 import { abortMigration, commitMigration, prepareMigration } from './migration/destination.js';
@@ -116,15 +116,11 @@ export async function startAgentDaemon(
     restore: (r) => agent.restore(r),
     preflight: async (r) => {
       const job = await agent.liveJob(r.jobId);
+      const input = await preflightInputOf(job);
       const destination = r.destination;
-      if (destination === undefined) {
-        return preflight({ jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() });
-      }
+      if (destination === undefined) return preflight(input);
       const info = await new AgentClient(bus, destination).call('info', {});
-      return preflight(
-        { jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() },
-        destinationFacts(job, destination, info.cpuFlags, ctx.call),
-      );
+      return preflight(input, destinationFacts(job, destination, info.cpuFlags, ctx.call));
     },
     'files-check': (r) => agent.filesCheck(r),
     'images-list': async () => ({ images: await agent.images.list() }),
@@ -133,6 +129,7 @@ export async function startAgentDaemon(
     'image-fetch': (r) => fetchImage(agent, imageObjects, r),
     discard: (r) => agent.discard(r),
     remove: (r) => agent.remove(r),
+    'names-set': (r) => agent.setNames(r),
     'migrate-authorize': async (r) => ctx.authorizations.authorize(r),
     migrate: (r) => migrateJob(agent, ctx, r),
     'migrate-prepare': (r) => prepareMigration(agent, ctx, r),

@@ -130,3 +130,27 @@ export async function touchNoFollow(path: string, mode = 0o600): Promise<void> {
     }
   });
 }
+
+/**
+ * Rewrite an existing regular file in place (same inode: a bind mount of it sees the new bytes)
+ * without following a symlink. ENOENT is thrown as is.
+ */
+export async function rewriteNoFollow(path: string, data: string | Uint8Array): Promise<void> {
+  await withDir(dirname(path), async (dir) => {
+    let fh: FileHandle;
+    try {
+      fh = await open(`${dir}/${basename(path)}`, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
+      throw notPlain(path, err);
+    }
+    try {
+      if (!(await fh.stat()).isFile()) throw notPlain(path);
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      await fh.truncate(0);
+      await fh.write(bytes, 0, bytes.length, 0);
+    } finally {
+      await fh.close();
+    }
+  });
+}

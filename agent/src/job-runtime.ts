@@ -1,8 +1,10 @@
 /**
- * Starting a job as a migratable unit: its own PID, UTS, IPC and mount namespaces, its cgroups,
- * tini as its PID 1, stdio on files in its directory, and a wrapper that records its exit status.
+ * Starting a job as a migratable unit: its own PID, UTS, IPC and mount namespaces (and network
+ * namespace, for a job with its own address), its cgroups, tini as its PID 1, stdio on files in
+ * its directory, and a wrapper that records its exit status.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
@@ -19,6 +21,13 @@ export interface StartSpec {
   jobDir: string;
   /** `cgroup.procs` files the job's init joins before anything else runs. */
   cgroupProcsFiles: readonly string[];
+  /**
+   * A job with its own network namespace: called with the namespace init's host PID before the
+   * command runs (the init waits on a gate), to give the namespace its interface.
+   */
+  attachNetwork?: (initPid: number) => Promise<void>;
+  /** A file bound over /etc/hosts inside the job's mount namespace (its own names). */
+  hostsFile?: string;
 }
 
 /** A started job's processes. */
@@ -39,15 +48,20 @@ export interface StartedJob {
 //   table) are unmounted: they pin foreign namespaces and break a restore once those are gone;
 // - stdio is reopened inside the new mount namespace (fds opened outside point at host mounts,
 //   which CRIU cannot resolve);
+// - a job with its own network waits at a gate (fd 3, a pipe from the agent) until the agent has
+//   given its namespace an interface, then closes the gate so nothing of the agent stays open;
+// - its /etc/hosts is a file of its job directory (bound in its own mount namespace only);
 // - tini runs the command under a shell that writes its exit status into the job directory, so
 //   the status survives agent restarts and migrations (the shell is part of the dumped tree).
 const INIT_SCRIPT = `
 for f in $DROVER_INIT_CGROUPS; do echo 0 > "$f" || exit 121; done
 hostname "$DROVER_INIT_HOSTNAME" || exit 122
 awk '$3 == "nsfs" { print $2 }' /proc/self/mounts | xargs -r -n1 umount -l 2>/dev/null
+if [ -n "$DROVER_INIT_GATE" ]; then read -r _ <&3 || exit 124; exec 3<&-; fi
+if [ -n "$DROVER_INIT_HOSTS" ]; then mount --bind "$DROVER_INIT_HOSTS" /etc/hosts || exit 125; fi
 exec </dev/null >>"$DROVER_JOB_DIR/${JobFiles.stdout}" 2>>"$DROVER_JOB_DIR/${JobFiles.stderr}"
 cd "$DROVER_INIT_CWD" || exit 123
-unset DROVER_INIT_CGROUPS DROVER_INIT_HOSTNAME DROVER_INIT_CWD
+unset DROVER_INIT_CGROUPS DROVER_INIT_HOSTNAME DROVER_INIT_CWD DROVER_INIT_GATE DROVER_INIT_HOSTS
 exec setsid tini -s -- /bin/sh -c "$DROVER_WRAPPER" drover-job "$@"
 `;
 
@@ -65,8 +79,9 @@ const START_TIMEOUT_MS = 10_000;
 /** Start a namespaced job; resolves once tini runs and the command is started. */
 export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
   const jobEnv = Object.entries(spec.env).filter(
-    // DROVER_* names are the agent's (DROVER_JOB_ID it sets itself): a job's values are dropped.
-    ([k]) => !k.startsWith('DROVER_') || k === 'DROVER_JOB_ID',
+    // DROVER_* names are the agent's (it sets DROVER_JOB_ID and DROVER_JOB_DIR, the directory
+    // that travels with the job): a job's own values are dropped.
+    ([k]) => !k.startsWith('DROVER_') || k === 'DROVER_JOB_ID' || k === 'DROVER_JOB_DIR',
   );
   for (const [k] of jobEnv) {
     if (!ENV_NAME_PATTERN.test(k))
@@ -84,6 +99,8 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
     DROVER_INIT_HOSTNAME: spec.hostname,
     DROVER_INIT_CWD: spec.cwd,
     DROVER_WRAPPER: WRAPPER,
+    ...(spec.attachNetwork ? { DROVER_INIT_GATE: '1' } : {}),
+    ...(spec.hostsFile ? { DROVER_INIT_HOSTS: spec.hostsFile } : {}),
   };
   const launcher = spawn(
     'unshare',
@@ -93,6 +110,7 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
       '--mount-proc',
       '--uts',
       '--ipc',
+      ...(spec.attachNetwork ? ['--net'] : []),
       '--',
       '/bin/sh',
       '-c',
@@ -101,13 +119,18 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
       ...spec.command,
     ],
     // A session of its own: the job never gets signals meant for the agent's terminal.
-    { env, stdio: 'ignore', detached: true },
+    {
+      env,
+      stdio: spec.attachNetwork ? ['ignore', 'ignore', 'ignore', 'pipe'] : 'ignore',
+      detached: true,
+    },
   );
   const launcherExit = new Promise<number | null>((resolve) =>
     launcher.once('exit', (c) => resolve(c)),
   );
   launcher.once('error', () => undefined);
   const deadline = Date.now() + START_TIMEOUT_MS;
+  if (spec.attachNetwork) await openGate(launcher, spec.attachNetwork, deadline);
   let rootPid: number | null = null;
   for (;;) {
     const pid = launcher.pid;
@@ -150,6 +173,49 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
   return { launcher, rootPid, rootStartTicks, mainPid, mainPidInside: inside };
 }
 
+/**
+ * The network gate: wait for the namespace init (the launcher's child), let `attach` give its
+ * namespace an interface, then let the init go on. On failure the half-made job is killed.
+ */
+async function openGate(
+  launcher: ChildProcess,
+  attach: (initPid: number) => Promise<void>,
+  deadline: number,
+): Promise<void> {
+  const gate = launcher.stdio[3] as Writable | null;
+  gate?.on('error', () => undefined); // an init that died closes its end
+  let initPid: number | undefined;
+  while (initPid === undefined) {
+    if (launcher.pid !== undefined) initPid = childrenOf(launcher.pid)[0];
+    if (initPid !== undefined) break;
+    if (launcher.exitCode !== null || launcher.signalCode !== null || Date.now() > deadline) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        'cannot start job: its namespaces were not made',
+        {
+          details: { exitCode: launcher.exitCode },
+        },
+      );
+    }
+    await sleep(5);
+  }
+  try {
+    await attach(initPid);
+  } catch (err) {
+    try {
+      process.kill(initPid, 'SIGKILL'); // PID 1 of the job's namespace: the namespace goes with it
+    } catch {
+      // already gone
+    }
+    gate?.destroy();
+    throw err;
+  }
+  await new Promise<void>((resolve) => {
+    if (!gate) return resolve();
+    gate.end('go\n', () => resolve());
+  });
+}
+
 /** Find the main process of a restored or re-attached namespaced job (tini → wrapper → command). */
 export function findMainProcess(rootPid: number): {
   mainPid: number | null;
@@ -169,9 +235,13 @@ function describeStartFailure(code: number | null, spec: StartSpec): string {
         ? 'could not set the hostname'
         : code === 123
           ? `working directory ${spec.cwd} does not exist`
-          : code === null
-            ? 'tini did not start in time (is tini installed? run deploy/setup-host.sh)'
-            : `the launcher exited with ${code} (see ${join(spec.jobDir, JobFiles.stderr)})`;
+          : code === 124
+            ? 'its network was not set up'
+            : code === 125
+              ? 'could not bind its /etc/hosts'
+              : code === null
+                ? 'tini did not start in time (is tini installed? run deploy/setup-host.sh)'
+                : `the launcher exited with ${code} (see ${join(spec.jobDir, JobFiles.stderr)})`;
   return `cannot start job: ${why}`;
 }
 

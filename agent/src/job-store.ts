@@ -154,5 +154,7 @@ export function toJobInfo(r: JobRecord): JobInfo {
     stderrPath: r.stderrPath,
     restoredFrom: r.restoredFrom,
     note: r.note,
+    // Records written before jobs had their own addresses were all on the host's network.
+    network: r.network ?? { mode: 'host' },
   };
 }

@@ -162,8 +162,9 @@ export function tcpReasons(
       code: 'EXTERNAL_TCP',
       message:
         `process ${first.pid} has a TCP connection (fd ${first.fd}, ${e.state}) from ${ep(e.local)} to ` +
-        `${ep(e.remote)}, ${peer}; it cannot follow the job to another host. Close it or let the job ` +
-        'reconnect after the move.',
+        `${ep(e.remote)}, ${peer}; on the host's network it cannot follow the job to another host. ` +
+        'Run the job on its own address (the default of drover run, not --net host): its ' +
+        'connections then move with it. Or close it, or let the job reconnect after the move.',
       details: {
         pid: first.pid,
         fd: first.fd,

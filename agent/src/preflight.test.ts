@@ -22,6 +22,7 @@ import {
   jobFiles,
   preflight,
   type DestinationFacts,
+  type PreflightInput,
 } from './preflight.js';
 import { parseHexAddress, parseSsUnix } from './preflight-net.js';
 import { selfHasCapability } from './proc-scan.js';
@@ -83,10 +84,12 @@ function kill(pid: number): void {
 }
 
 const codes = (rs: readonly PreflightReason[]): string[] => rs.map((r) => r.code).sort();
-const input = (rootPid: number): { jobId: string; rootPid: number; hostAddresses: string[] } => ({
+const input = (rootPid: number): PreflightInput => ({
   jobId: 'job-test',
   rootPid,
   hostAddresses: hostAddresses(),
+  jobDir: dir,
+  ownNetwork: false,
 });
 const noFiles: DestinationFacts['checkFiles'] = async () => ({ missing: [], sizeDiffers: [] });
 

@@ -17,6 +17,26 @@ import {
   type OpenFd,
 } from './proc-scan.js';
 import { readTcpTables, readUnixSockets, tcpReasons, unixReasons } from './preflight-net.js';
+import { jobDirBytes } from './job-image.js';
+import { readHostMounts } from './job-mounts.js';
+import type { JobRecord } from './job-store.js';
+import { JobKind } from '@drover/protocol';
+
+/** Preflight's input for one of this agent's live jobs. */
+export async function preflightInputOf(job: JobRecord): Promise<PreflightInput> {
+  const mounts =
+    job.kind === JobKind.namespaced && job.rootPid !== null
+      ? await readHostMounts(job.rootPid).catch(() => [])
+      : [];
+  return {
+    jobId: job.id,
+    rootPid: job.rootPid!,
+    hostAddresses: hostAddresses(),
+    jobDir: job.jobDir,
+    ownNetwork: job.network?.mode === 'job',
+    mountpoints: mounts.map((m) => m.mountpoint),
+  };
+}
 
 /** What preflight inspects. */
 export interface PreflightInput {
@@ -25,6 +45,15 @@ export interface PreflightInput {
   rootPid: number;
   /** Addresses that belong to this host (all interfaces, incl. loopback), e.g. from hostAddresses(). */
   hostAddresses: readonly string[];
+  /** The job's directory: it travels with the job (its size is reported and checked). */
+  jobDir: string;
+  /**
+   * The job has its own network namespace, which moves with it: TCP connections in it move too
+   * (CRIU's --tcp-established; docs/NETWORK.md).
+   */
+  ownNetwork: boolean;
+  /** Paths the job has mounted from the host, which the destination must have too. */
+  mountpoints?: readonly string[];
 }
 
 /** What preflight needs to know about a destination host. */
@@ -35,6 +64,7 @@ export interface DestinationFacts {
   checkFiles(files: { path: string; size?: number }[]): Promise<{
     missing: string[];
     sizeDiffers: { path: string; expected: number; actual: number }[];
+    freeBytes?: number;
   }>;
 }
 
@@ -246,7 +276,9 @@ async function socketReasons(
       const tcp = await readTcpTables(pid);
       if (tcp === null) continue;
       const moveHere = moving && ns === ownNs;
-      reasons.push(...tcpReasons(tcp, holders, input.hostAddresses, moveHere));
+      // The job's own namespace travels with it, and every connection in it (tcp-established).
+      if (!(input.ownNetwork && ns !== ownNs))
+        reasons.push(...tcpReasons(tcp, holders, input.hostAddresses, moveHere));
       try {
         reasons.push(...unixReasons(await readUnixSockets(pid, ns === ownNs), holders));
       } catch (err) {
@@ -265,18 +297,28 @@ async function socketReasons(
 /** Files and CPU reasons against a destination. */
 async function destinationReasons(
   files: readonly JobFile[],
+  mountpoints: readonly string[],
+  jobDirBytes: number,
   dest: DestinationFacts,
 ): Promise<PreflightReason[]> {
   const reasons: PreflightReason[] = [];
-  const answer = await dest.checkFiles(
-    files.map((f) => (f.size === null ? { path: f.path } : { path: f.path, size: f.size })),
-  );
+  const answer = await dest.checkFiles([
+    ...files.map((f) => (f.size === null ? { path: f.path } : { path: f.path, size: f.size })),
+    ...mountpoints.filter((m) => !files.some((f) => f.path === m)).map((path) => ({ path })),
+  ]);
+  if (answer.freeBytes !== undefined && answer.freeBytes < jobDirBytes) {
+    reasons.push({
+      code: 'NO_SPACE_ON_DESTINATION',
+      message: `${dest.host} has ${answer.freeBytes} bytes free for job directories; this job's directory, which travels with it, holds ${jobDirBytes}.`,
+      details: { host: dest.host, freeBytes: answer.freeBytes, jobDirBytes },
+    });
+  }
   const list = (paths: readonly string[]): string =>
     paths.slice(0, 5).join(', ') + (paths.length > 5 ? ` and ${paths.length - 5} more` : '');
   if (answer.missing.length > 0) {
     reasons.push({
       code: 'FILE_MISSING_ON_DESTINATION',
-      message: `${dest.host} lacks ${answer.missing.length} file(s) the job has open or mapped: ${list(answer.missing)}. CRIU reopens files by path on restore.`,
+      message: `${dest.host} lacks ${answer.missing.length} path(s) the job has open, mapped or mounted: ${list(answer.missing)}. CRIU reopens files by path on restore: keep a job's files in its job directory (it travels with the job) or on storage every host mounts.`,
       details: { host: dest.host, paths: answer.missing },
     });
   }
@@ -306,7 +348,10 @@ async function destinationReasons(
   return reasons;
 }
 
-function notRunning(input: PreflightInput, state: string | null): PreflightReport {
+function notRunning(
+  input: Pick<PreflightInput, 'jobId' | 'rootPid'>,
+  state: string | null,
+): PreflightReport {
   const what = state === null ? 'does not exist' : 'is a zombie';
   return {
     jobId: input.jobId,
@@ -319,6 +364,7 @@ function notRunning(input: PreflightInput, state: string | null): PreflightRepor
       },
     ],
     files: [],
+    jobDirBytes: 0,
   };
 }
 
@@ -339,11 +385,14 @@ export async function preflight(
   const fds = (await Promise.all(pids.map(listFds))).flat();
   const opened = await scanOpened(pids, fds);
   const files = await filesOf(opened);
+  const dirBytes = await jobDirBytes(input.jobDir);
   const reasons: PreflightReason[] = [
     ...(await credentialReasons(pids)),
     ...deviceReasons(opened),
     ...(await socketReasons(pids, fds, input, destination !== undefined)),
-    ...(destination === undefined ? [] : await destinationReasons(files, destination)),
+    ...(destination === undefined
+      ? []
+      : await destinationReasons(files, input.mountpoints ?? [], dirBytes, destination)),
   ];
   const after = await readStatus(input.rootPid);
   if (after === null || after.state === 'Z' || after.state === 'X')
@@ -353,5 +402,6 @@ export async function preflight(
     ok: reasons.length === 0,
     reasons,
     files: files.map((f) => ({ path: f.path, size: f.size })),
+    jobDirBytes: dirBytes,
   };
 }

@@ -215,6 +215,7 @@ class FakeCluster {
         if (!views.some((v) => v.host === host))
           throw new DroverError(ErrorCode.NotFound, `no host ${host}`);
       },
+      claimAddress: async () => undefined,
     };
     return ctx;
   }

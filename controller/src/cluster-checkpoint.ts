@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import type { ObjectFiles, StateStore } from '@drover/bus';
 import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
 import type {
+  JobNetwork,
   AgentOp,
   AgentReplies,
   AgentRequest,
@@ -60,6 +61,11 @@ export interface ClusterContext {
   allJobs(): Promise<{ host: string; id: string; name: string; state: string }[]>;
   /** Throws unless `host` is known, reachable and not cordoned. */
   usableHost(host: string): void;
+  /**
+   * A restored job takes its address (and name) back: FAILED_PRECONDITION when another job
+   * holds either now (address-book.ts). A no-op for jobs on the host's network.
+   */
+  claimAddress(jobId: string, name: string | null, network: JobNetwork): Promise<void>;
   /** How long forward-only steps retry an unreachable agent (default 2 minutes). */
   persistMs?: number;
 }
@@ -125,6 +131,7 @@ export async function checkpointCluster(
       sizeBytes: 0,
       frozenAtMs: 0,
       dumpMs: 0,
+      network: inspected.network,
     });
   }
   const now = new Date().toISOString();
@@ -452,6 +459,11 @@ export async function restoreCluster(
     throw new DroverError(ErrorCode.FailedPrecondition, `no host fits: ${why.join('; ')}`, {
       details: { reasons: why },
     });
+  }
+  // Each job comes back with its own address (and name): refused here, before anything moves,
+  // if another job took one meanwhile.
+  for (const j of set.jobs) {
+    if (j.network) await ctx.claimAddress(j.jobId, j.name !== j.jobId ? j.name : null, j.network);
   }
   const now = new Date().toISOString();
   const op: OperationRecord = {

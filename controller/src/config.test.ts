@@ -36,3 +36,36 @@ test('controller config: layers and validation', () => {
     );
   }
 });
+
+test('controller config: the job network', () => {
+  assert.equal(compileControllerConfig({}).jobNetwork, null);
+  const n = compileControllerConfig(
+    controllerConfigFromEnv({ DROVER_JOB_SUBNET: '10.78.0.0/16', DROVER_JOB_GATEWAY: '10.78.0.1' }),
+  ).jobNetwork;
+  assert.deepEqual(n, {
+    subnet: '10.78.0.0/16',
+    prefixLength: 16,
+    gateway: '10.78.0.1',
+    first: '10.78.0.1',
+    last: '10.78.255.254',
+  });
+  const ranged = compileControllerConfig({
+    jobNetwork: { subnet: '10.78.5.0/24', range: '10.78.5.100-10.78.5.199' },
+  }).jobNetwork;
+  assert.equal(ranged?.first, '10.78.5.100');
+  assert.equal(ranged?.gateway, null);
+  for (const bad of [
+    { subnet: '10.78.5.1/24' },
+    { subnet: '10.78.5.0/33' },
+    { subnet: '10.78.5.0/24', gateway: '10.78.6.1' },
+    { subnet: '10.78.5.0/24', range: '10.78.5.9-10.78.5.2' },
+    { subnet: '10.78.5.0/24', range: '10.78.5.0-10.78.5.2' },
+    { gateway: '10.78.5.1' },
+  ]) {
+    assert.throws(
+      () => compileControllerConfig({ jobNetwork: bad }),
+      (e) => isDroverError(e, 'INVALID_ARGUMENT'),
+      JSON.stringify(bad),
+    );
+  }
+});

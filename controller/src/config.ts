@@ -3,6 +3,21 @@ import type { NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
+import { intToIpv4, ipv4ToInt, isHostAddress, IPV4_PATTERN, parseSubnet } from '@drover/protocol';
+
+/**
+ * The job network the controller hands addresses out of (docs/NETWORK.md): a subnet on the
+ * segment every host's job bridge is on, its router, and the range jobs get (default: every
+ * host address of the subnet but the gateway).
+ */
+export interface JobNetworkConfig {
+  readonly subnet: string;
+  readonly prefixLength: number;
+  readonly gateway: string | null;
+  /** First and last address handed out (inclusive). */
+  readonly first: string;
+  readonly last: string;
+}
 
 /** Compiled, read-only controller configuration. */
 export interface ControllerConfig {
@@ -26,6 +41,8 @@ export interface ControllerConfig {
    * bound to that address only: a management interface or loopback (docs/OBSERVABILITY.md).
    */
   readonly metricsAddr?: string;
+  /** Where jobs' own addresses come from; null: only `--net host` jobs can run. */
+  readonly jobNetwork: JobNetworkConfig | null;
 }
 
 /** Raw, partial config (a file, the environment, flags). */
@@ -45,6 +62,7 @@ export interface ControllerConfigInput {
   auditRetentionDays?: number;
   logLevel?: LogLevel;
   metricsAddr?: string;
+  jobNetwork?: { subnet?: string; gateway?: string; range?: string };
 }
 
 function bad(message: string): DroverError {
@@ -74,6 +92,13 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
     out.auditRetentionDays = Number(env.DROVER_AUDIT_RETENTION_DAYS);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
   if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
+  if (env.DROVER_JOB_SUBNET || env.DROVER_JOB_GATEWAY || env.DROVER_JOB_RANGE) {
+    out.jobNetwork = {
+      ...(env.DROVER_JOB_SUBNET ? { subnet: env.DROVER_JOB_SUBNET } : {}),
+      ...(env.DROVER_JOB_GATEWAY ? { gateway: env.DROVER_JOB_GATEWAY } : {}),
+      ...(env.DROVER_JOB_RANGE ? { range: env.DROVER_JOB_RANGE } : {}),
+    };
+  }
   return out;
 }
 
@@ -92,9 +117,11 @@ export function controllerConfigFromFile(path: string): ControllerConfigInput {
 export function compileControllerConfig(...layers: ControllerConfigInput[]): ControllerConfig {
   const m: ControllerConfigInput = {};
   let nats: NonNullable<ControllerConfigInput['nats']> = {};
+  let jobNet: NonNullable<ControllerConfigInput['jobNetwork']> = {};
   for (const l of layers) {
     Object.assign(m, l);
     if (l.nats) nats = { ...nats, ...l.nats };
+    if (l.jobNetwork) jobNet = { ...jobNet, ...l.jobNetwork };
   }
   const servers =
     typeof nats.servers === 'string'
@@ -132,5 +159,47 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
     imageRetention,
     auditRetentionDays,
     logLevel: m.logLevel ?? 'info',
+    jobNetwork: compileJobNetwork(jobNet),
+  });
+}
+
+/** Check the job network settings: the gateway and the range inside the subnet, in order. */
+export function compileJobNetwork(
+  n: NonNullable<ControllerConfigInput['jobNetwork']>,
+): JobNetworkConfig | null {
+  if (n.subnet === undefined) {
+    if (n.gateway !== undefined || n.range !== undefined)
+      throw bad('job gateway/range without a job subnet');
+    return null;
+  }
+  const wrap = <T>(f: () => T): T => {
+    try {
+      return f();
+    } catch (err) {
+      throw bad((err as Error).message);
+    }
+  };
+  const subnet = wrap(() => parseSubnet(n.subnet!));
+  const cidr = `${intToIpv4(subnet.base)}/${subnet.prefixLength}`;
+  const gateway = n.gateway ?? null;
+  if (gateway !== null && !(IPV4_PATTERN.test(gateway) && isHostAddress(subnet, gateway)))
+    throw bad(`job gateway ${gateway} is not a host address of ${cidr}`);
+  let first = subnet.base + 1;
+  let last = subnet.base + subnet.size - 2;
+  if (n.range !== undefined) {
+    const [a, b] = n.range.split('-');
+    if (!a || !b || !IPV4_PATTERN.test(a) || !IPV4_PATTERN.test(b))
+      throw bad(`job range must be FIRST-LAST addresses: ${n.range}`);
+    if (!isHostAddress(subnet, a) || !isHostAddress(subnet, b) || ipv4ToInt(a) > ipv4ToInt(b))
+      throw bad(`job range ${n.range} is not an ordered range inside ${cidr}`);
+    first = ipv4ToInt(a);
+    last = ipv4ToInt(b);
+  }
+  return Object.freeze({
+    subnet: cidr,
+    prefixLength: subnet.prefixLength,
+    gateway,
+    first: intToIpv4(first),
+    last: intToIpv4(last),
   });
 }

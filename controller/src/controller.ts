@@ -46,6 +46,8 @@ import {
 } from './cluster-checkpoint.js';
 import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
+import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
+import type { JobNetworkConfig } from './config.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
 import { readHistory } from './event-history.js';
 import { decodeSetImage } from './image-decode.js';
@@ -73,6 +75,9 @@ export interface ControllerStores {
   objects: ObjectFiles;
   /** image-set name → its key. */
   keys: StateStore<{ key: string }>;
+  /** The job network's addresses and names in use (address-book.ts). */
+  addresses: StateStore<AddressRecord>;
+  names: StateStore<NameRecord>;
 }
 
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -82,6 +87,18 @@ const WATCHED_CALL_MS = 30_000;
 const AGENT_START_SLACK_MS = 1500;
 /** A migration may take long (post-copy of a big job pulls pages after the switch). */
 const MIGRATE_TIMEOUT_MS = 15 * 60_000;
+/** How long one agent may take to take the table of names. */
+const NAMES_TIMEOUT_MS = 5000;
+/** How often addresses and names of ended jobs are looked for and released. */
+const RECONCILE_MS = 15_000;
+/** Agent refusals after which nothing was started (the reservation can go back at once). */
+const REFUSED = new Set<string>([
+  ErrorCode.InvalidArgument,
+  ErrorCode.FailedPrecondition,
+  ErrorCode.AlreadyExists,
+  ErrorCode.NotFound,
+  ErrorCode.PermissionDenied,
+]);
 
 /** One controller's view and actions. */
 export class Controller {
@@ -89,9 +106,13 @@ export class Controller {
   private readonly log: Logger;
   private stopHeartbeats: (() => void) | null = null;
   private sweeper: NodeJS.Timeout | null = null;
+  private reconciler: NodeJS.Timeout | null = null;
   private readonly imageRetention: number;
   private readonly unreachableAfterMs: number;
   private readonly metrics: ControllerMetrics | null;
+  readonly addresses: AddressBook;
+  /** Name tables go out one at a time, in order: the last one sent is the newest. */
+  private namesSent: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly bus: Bus,
@@ -101,6 +122,7 @@ export class Controller {
       imageRetention?: number;
       logger?: Logger;
       metrics?: ControllerMetrics;
+      jobNetwork?: JobNetworkConfig | null;
     },
   ) {
     this.metrics = options.metrics ?? null;
@@ -108,6 +130,12 @@ export class Controller {
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
+    this.addresses = new AddressBook(
+      stores.addresses,
+      stores.names,
+      options.jobNetwork ?? null,
+      this.log,
+    );
   }
 
   /** Start listening to heartbeats and sweeping for silent hosts. */
@@ -119,11 +147,71 @@ export class Controller {
       for (const h of this.registry.sweep()) this.log.warn('host unreachable', { host: h });
     }, 1000);
     this.sweeper.unref();
+    this.reconciler = setInterval(() => void this.reconcileAddresses(), RECONCILE_MS);
+    this.reconciler.unref();
   }
 
   stop(): void {
     this.stopHeartbeats?.();
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.reconciler) clearInterval(this.reconciler);
+  }
+
+  /**
+   * Release the addresses and names of jobs that ended for good (address-book.ts); tell the
+   * agents when names went. Errors are logged: the next round tries again.
+   */
+  async reconcileAddresses(): Promise<string[]> {
+    try {
+      const listedFromMs = Date.now();
+      const hosts = this.registry.list();
+      let allHostsReachable = hosts.every((h) => h.reachable);
+      const jobs: ClusterJob[] = [];
+      for (const h of hosts.filter((x) => x.reachable)) {
+        const got = await this.agent(h.host, 'list', {}).catch(() => null);
+        if (got === null) allHostsReachable = false;
+        else jobs.push(...got.jobs);
+      }
+      const inImageSets = new Set(
+        [...(await this.stores.sets.list()).values()].flatMap((v) =>
+          v.value.jobs.map((j) => j.jobId),
+        ),
+      );
+      const released = await this.addresses.reconcile({
+        jobs,
+        allHostsReachable,
+        inImageSets,
+        listedFromMs,
+      });
+      if (released.length) await this.publishNames();
+      return released;
+    } catch (err) {
+      this.log.warn('cannot reconcile job addresses', { err });
+      return [];
+    }
+  }
+
+  /**
+   * Send every reachable agent the table of named jobs (for its jobs' /etc/hosts). Resolves once
+   * sent (failures are logged: the next change, or the host's next join, sends it again).
+   */
+  publishNames(only?: string): Promise<void> {
+    this.namesSent = this.namesSent
+      .then(async () => {
+        const names = await this.addresses.table();
+        const hosts = this.registry
+          .list()
+          .filter((h) => h.reachable && (only === undefined || h.host === only));
+        await Promise.all(
+          hosts.map((h) =>
+            this.agent(h.host, 'names-set', { names }, NAMES_TIMEOUT_MS).catch((err: unknown) =>
+              this.log.warn('cannot send names', { host: h.host, err }),
+            ),
+          ),
+        );
+      })
+      .catch((err: unknown) => this.log.warn('cannot send names', { err }));
+    return this.namesSent;
   }
 
   private heartbeat(info: AgentInfo): void {
@@ -131,6 +219,7 @@ export class Controller {
     this.registry.observe(info);
     if (!known) {
       this.log.info('host joined', { host: info.host });
+      void this.publishNames(info.host);
       // Its cordon survives controller restarts: read it back.
       void this.stores.cordons.get(info.host).then(
         (c) => {
@@ -192,7 +281,14 @@ export class Controller {
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
-    const { host: wanted, ...spec } = req;
+    const { host: wanted, net, address: wantedAddress, ...spec } = req;
+    if (net === 'host' && wantedAddress !== undefined) {
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        'an address (--ip) is for a job on the job network; --net host jobs have none',
+        { details: { address: wantedAddress } },
+      );
+    }
     let host: string;
     let explanation: string;
     if (wanted !== undefined) {
@@ -207,8 +303,48 @@ export class Controller {
       host = p.host;
       explanation = p.explanation;
     }
-    const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
-    return { ...job, placement: explanation };
+    if (net === 'host') {
+      const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
+      return { ...job, placement: explanation };
+    }
+    const jobId = spec.jobId ?? newId('job');
+    // An automatic address that something outside Drover answers for is skipped (a few times).
+    for (let attempt = 0; ; attempt++) {
+      const network = await this.addresses.reserve(jobId, spec.name ?? null, wantedAddress);
+      try {
+        const job = await this.agent(host, 'run', {
+          ...(spec as AgentRequest<'run'>),
+          jobId,
+          network,
+        });
+        await this.addresses.confirm(network.address, jobId);
+        // Once run returns, every job can resolve the new name.
+        if (spec.name !== undefined) await this.publishNames();
+        return { ...job, placement: explanation };
+      } catch (err) {
+        const e = toDroverError(err);
+        const inUse =
+          e.code === ErrorCode.AlreadyExists && e.details['reason'] === 'address-in-use';
+        if (inUse && wantedAddress === undefined && attempt < 3) {
+          this.log.warn('address answered on the segment; trying another', {
+            address: network.address,
+            details: e.details,
+          });
+          await this.addresses.markForeign(network.address, jobId);
+          continue;
+        }
+        // Refused by the agent: nothing started. Otherwise the outcome is unknown and the
+        // reservation stays until reconciling finds the job (or finds it gone).
+        if (REFUSED.has(e.code)) await this.addresses.release(network.address, jobId);
+        throw e;
+      }
+    }
+  }
+
+  /** Where the job named `name` is on the job network. */
+  async resolve(req: ControllerRequest<'resolve'>): Promise<ControllerReplies['resolve']> {
+    const r = await this.addresses.resolve(req.name);
+    return { name: r.name, address: r.address, jobId: r.jobId };
   }
 
   async adopt(req: ControllerRequest<'adopt'>): Promise<ClusterJob> {
@@ -369,6 +505,10 @@ export class Controller {
       whereIs: (jobId) => this.whereIs(jobId),
       allJobs: async () => (await this.jobs({})).jobs,
       usableHost: (host) => void this.usableHost(host),
+      claimAddress: async (jobId, name, network) => {
+        await this.addresses.claim(jobId, name, network);
+        if (name !== null && network.mode === 'job') await this.publishNames();
+      },
     };
   }
 

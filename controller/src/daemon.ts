@@ -25,6 +25,7 @@ import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 import { ControllerMetrics } from './controller-metrics.js';
+import type { AddressRecord, NameRecord } from './address-book.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
@@ -65,6 +66,11 @@ export async function startController(
       bucket: 'drover_imagekeys',
       ...opts,
     });
+    const addresses = await StateStore.open<AddressRecord>(bus, {
+      bucket: 'drover_addresses',
+      ...opts,
+    });
+    const names = await StateStore.open<NameRecord>(bus, { bucket: 'drover_names', ...opts });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,
@@ -108,12 +114,13 @@ export async function startController(
     bus.onReconnect(() => metrics.natsReconnects.inc());
     controller = new Controller(
       bus,
-      { cordons, ops, events, sets, objects, keys },
+      { cordons, ops, events, sets, objects, keys, addresses, names },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
         logger: log,
         metrics,
+        jobNetwork: config.jobNetwork,
       },
     );
     await controller.start();
@@ -129,6 +136,7 @@ export async function startController(
         hosts: async () => controller.hosts(),
         jobs: (r) => controller.jobs(r),
         run: (r) => controller.run(r),
+        resolve: (r) => controller.resolve(r),
         adopt: (r) => controller.adopt(r),
         inspect: (r) => controller.inspect(r),
         logs: (r) => controller.logs(r),

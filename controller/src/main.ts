@@ -26,6 +26,9 @@ async function main(): Promise<void> {
       'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
       'metrics-addr': { type: 'string' },
+      'job-subnet': { type: 'string' },
+      'job-gateway': { type: 'string' },
+      'job-range': { type: 'string' },
     },
     strict: true,
   });
@@ -56,6 +59,15 @@ async function main(): Promise<void> {
       : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
     ...(values['metrics-addr'] ? { metricsAddr: values['metrics-addr'] } : {}),
+    ...(values['job-subnet'] || values['job-gateway'] || values['job-range']
+      ? {
+          jobNetwork: {
+            ...(values['job-subnet'] ? { subnet: values['job-subnet'] } : {}),
+            ...(values['job-gateway'] ? { gateway: values['job-gateway'] } : {}),
+            ...(values['job-range'] ? { range: values['job-range'] } : {}),
+          },
+        }
+      : {}),
   };
   const config = compileControllerConfig(
     values.config ? controllerConfigFromFile(values.config) : {},

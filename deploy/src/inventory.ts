@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { CORE_SCHEMA, load, YAMLException } from 'js-yaml';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { ID_PATTERN, IDENTITY_NAME_PATTERN } from '@drover/protocol';
+import { ID_PATTERN, IDENTITY_NAME_PATTERN, IFNAME_PATTERN } from '@drover/protocol';
 import { parseHostKey, type PinnedHostKey } from './host-key.js';
 import {
   checkKeys,
@@ -67,6 +67,8 @@ export interface AgentSettings {
   readonly reserveMemoryMiB: number | null;
   readonly maxJobs: number | null;
   readonly cgroupParent: string | null;
+  /** The bridge on the job segment jobs hang off (docs/NETWORK.md); null: the agent's default. */
+  readonly jobBridge: string | null;
   /** Mutual TLS for agent-to-agent streams: files on the operator's machine. */
   readonly streamTls: Required<TlsFiles> | null;
 }
@@ -159,6 +161,7 @@ const AGENT_KEYS = [
   'reserveMemoryMiB',
   'maxJobs',
   'cgroupParent',
+  'jobBridge',
   'streamTls',
 ];
 const LOG_LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
@@ -274,6 +277,10 @@ function compileAgent(p: Problems, where: string, v: unknown, address: string, b
   if (cgroupParent !== undefined && !ID_PATTERN.test(cgroupParent)) {
     p.add(`${where}.cgroupParent`, `unsafe name ${cgroupParent}`);
   }
+  const jobBridge = str(p, `${where}.jobBridge`, a.jobBridge);
+  if (jobBridge !== undefined && !IFNAME_PATTERN.test(jobBridge)) {
+    p.add(`${where}.jobBridge`, `not an interface name: ${jobBridge}`);
+  }
   return {
     heartbeatMs:
       int(p, `${where}.heartbeatMs`, a.heartbeatMs, 100, 600_000) ?? DEFAULTS.heartbeatMs,
@@ -283,6 +290,7 @@ function compileAgent(p: Problems, where: string, v: unknown, address: string, b
     reserveMemoryMiB: int(p, `${where}.reserveMemoryMiB`, a.reserveMemoryMiB, 0, 1 << 24) ?? null,
     maxJobs: int(p, `${where}.maxJobs`, a.maxJobs, 0, 1_000_000) ?? null,
     cgroupParent: cgroupParent ?? null,
+    jobBridge: jobBridge ?? null,
     streamTls: tls?.caFile && tls.certFile && tls.keyFile ? (tls as Required<TlsFiles>) : null,
   };
 }

@@ -5,7 +5,10 @@
 import { BundlePaths } from './bundle.js';
 import { REMOTE_PATH } from './remote-paths.js';
 
-/** Reads facts; prints `key=value` lines. `$1`: the node the inventory names (or empty). */
+/**
+ * Reads facts; prints `key=value` lines. `$1`: the node the inventory names (or empty); `$2`: the
+ * agent's job bridge.
+ */
 export const FACTS_SCRIPT = `
 export PATH=${REMOTE_PATH}:$PATH
 echo "uid=$(id -u)"
@@ -36,6 +39,7 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ] || [ -f /sys/fs/cgroup/unified/cgrou
 if [ "$fz" = none ] && [ -d /sys/fs/cgroup/freezer ]; then fz=v1; fi
 echo "freezer=$fz"
 echo "pipe_max=$(cat /proc/sys/fs/pipe-max-size 2>/dev/null || echo 0)"
+[ -n "$2" ] && [ -d "/sys/class/net/$2/bridge" ] && echo job_bridge=yes || echo job_bridge=no
 `;
 
 /**

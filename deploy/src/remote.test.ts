@@ -32,6 +32,7 @@ const GOOD = [
   'systemd=no',
   'freezer=v2',
   'pipe_max=4194304',
+  'job_bridge=yes',
 ].join('\n');
 
 test('facts: a good host has no problems and no warnings', () => {
@@ -48,7 +49,8 @@ test('facts: each missing requirement is named; CRIU that setup can provide is o
       .replace('node_version=v20.19.1', 'node_version=v20.18.3')
       .replace('criu_version=4.2.1', 'criu_version=3.17.1')
       .replace('freezer=v2', 'freezer=none')
-      .replace('pipe_max=4194304', 'pipe_max=1048576'),
+      .replace('pipe_max=4194304', 'pipe_max=1048576')
+      .replace('job_bridge=yes', 'job_bridge=no'),
   );
   const v = judgeFacts(f, a!);
   assert.equal(v.problems.length, 4, v.problems.join('\n'));
@@ -58,6 +60,7 @@ test('facts: each missing requirement is named; CRIU that setup can provide is o
   assert.match(v.problems.join('\n'), /no cgroup freezer/);
   assert.match(v.warnings.join('\n'), /CRIU 3\.17\.1 .*setup will install or build CRIU >= 4\.2/);
   assert.match(v.warnings.join('\n'), /pipe-max-size/);
+  assert.match(v.warnings.join('\n'), /no job bridge drover0/);
   assert.equal(v.criuReady, false);
   // With setup off (or no apt), an unusable CRIU is a problem.
   assert.match(judgeFacts(f, b!).problems.join('\n'), /need CRIU >= 4\.2/);

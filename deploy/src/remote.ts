@@ -11,6 +11,7 @@
  *   run/supervisor.json   the supervisor's PIDs (no systemd)
  *   log/                  agent.log, supervisor.log
  */
+import { DEFAULT_JOB_BRIDGE } from '@drover/protocol';
 import { basename, posix } from 'node:path';
 import type { Bundle } from './bundle.js';
 import { BundlePaths } from './bundle.js';
@@ -57,6 +58,8 @@ export interface HostFacts {
   systemd: boolean;
   freezer: 'v2' | 'v1' | 'none';
   pipeMaxSize: number;
+  /** The agent's job bridge exists (jobs with their own address hang off it). */
+  jobBridge: boolean;
 }
 
 function versionAtLeast(v: string | null, min: readonly number[]): boolean {
@@ -94,6 +97,7 @@ export function parseFacts(out: string): HostFacts {
     systemd: get('systemd') === 'yes',
     freezer: (get('freezer') as HostFacts['freezer'] | null) ?? 'none',
     pipeMaxSize: Number(get('pipe_max') ?? 0),
+    jobBridge: get('job_bridge') === 'yes',
   };
 }
 
@@ -133,6 +137,12 @@ export function judgeFacts(f: HostFacts, host: HostEntry): Verdict {
     }
   }
   if (f.freezer === 'none') problems.push('no cgroup freezer (v2 cgroup.freeze or v1 freezer)');
+  if (!f.jobBridge) {
+    warnings.push(
+      `no job bridge ${host.agent.jobBridge ?? DEFAULT_JOB_BRIDGE}: jobs with their own address cannot run ` +
+        'or arrive here (only --net host jobs); create it on the job segment (docs/NETWORK.md)',
+    );
+  }
   if (f.pipeMaxSize < 4 * 1024 * 1024) {
     warnings.push(
       `fs.pipe-max-size ${f.pipeMaxSize} < 4 MiB: setup raises it (lazy pages need it)`,
@@ -168,7 +178,7 @@ export class HostOps {
   async facts(): Promise<HostFacts> {
     const out = await this.ssh.must(FACTS_SCRIPT, {
       step: 'facts',
-      args: [this.host.node ?? ''],
+      args: [this.host.node ?? '', this.host.agent.jobBridge ?? DEFAULT_JOB_BRIDGE],
       timeoutMs: 60_000,
     });
     return parseFacts(out);

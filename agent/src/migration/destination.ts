@@ -4,7 +4,7 @@
  * Any failure cleans up everything it made here and tells the source in-band.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
 import { DroverError, ErrorCode, toDroverError } from '@drover/common';
@@ -20,7 +20,9 @@ import {
 import { startLazyPages, type LazyPagesDaemon } from '@drover/criu';
 import { receiveFiles, type StreamReceiver } from '@drover/transfer';
 import { LIVE_STATES, type Agent } from '../agent.js';
-import { namespaceOptions } from '../checkpoint.js';
+import { restoreJobFiles } from '../job-image.js';
+import { updateHostsFile } from '../job-hosts.js';
+import { addressOf, announceJob, checkJobBridge } from '../job-network.js';
 import { availableMemory } from '../host-facts.js';
 import { toJobInfo, type JobRecord } from '../job-store.js';
 import { findMainProcess } from '../job-runtime.js';
@@ -29,7 +31,7 @@ import { cpuFlags } from '../preflight.js';
 import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore, newMigrationRecord } from './migration-store.js';
 import { makeScratch, removeScratch } from './scratch.js';
-import { LOG_FILES, STREAM_IDLE_MS } from './source.js';
+import { STREAM_IDLE_MS } from './source.js';
 
 /** A prepared migration waits this long for its stream before giving up. */
 const PREPARE_TTL_MS = 60_000;
@@ -100,6 +102,8 @@ export async function prepareMigration(
     refuse(`its CPU lacks ${missing.join(' ')}`, { reason: 'cpu', missingFlags: missing });
   if (req.mode === 'post-copy' && !agent.features.lazyPages)
     refuse('CRIU here has no lazy pages (post-copy)');
+  // A job with its own address hangs off this host's job bridge once restored.
+  if (job.network.mode === 'job') checkJobBridge(agent.config.hostId, agent.config.jobBridge);
   if (job.kind === JobKind.adopted) {
     const taken = req.pids.filter((p) => {
       const e = procEntry(p);
@@ -198,10 +202,14 @@ async function receive(
       agent.withJob(job.id, async () => {
         const jobDir = await agent.store.createJobDir(job.id);
         created = true;
-        for (const [name, file] of Object.entries(LOG_FILES)) {
-          await copyFile(join(state.scratch, name), join(jobDir, file)).catch(() => undefined);
-          await rm(join(state.scratch, name), { force: true });
-        }
+        const incoming: JobRecord = {
+          ...agent.blankRecord(job.id, jobDir),
+          ...job,
+          jobDir,
+          host: agent.config.hostId,
+        };
+        // The job's directory as it was at the dump replaces whatever an earlier visit left.
+        const plan = await restoreJobFiles(incoming, state.scratch, agent.config.jobBridge);
         await rm(join(jobDir, 'exit-status'), { force: true });
         cg = await JobCgroup.create({
           jobId: job.id,
@@ -225,13 +233,10 @@ async function receive(
           // host has its own cgroup tree).
           manageCgroups: 'soft',
           ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
-          ...namespaceOptions(job),
+          ...plan,
         });
         const record: JobRecord = {
-          ...agent.blankRecord(job.id, jobDir),
-          ...job,
-          jobDir,
-          host: agent.config.hostId,
+          ...incoming,
           state: JobState.running,
           rootPid: r.pid,
           rootStartTicks: startTicks(r.pid),
@@ -240,6 +245,14 @@ async function receive(
         };
         if (job.kind === JobKind.namespaced) Object.assign(record, findMainProcess(r.pid));
         else Object.assign(record, { mainPid: r.pid, mainPidInside: r.pid });
+        const address = addressOf(record.network);
+        if (address) {
+          // Where the job's MAC and address are now, before the source lets its original go.
+          announceJob(r.pid, address, agent.log);
+          await updateHostsFile(record, address.address, agent.namedJobs()).catch((err: unknown) =>
+            agent.log.warn("cannot update a moved job's hosts file", { err }),
+          );
+        }
         await agent.store.save(record);
         agent.watch(record);
         agent.event(record);

@@ -11,7 +11,12 @@ import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
 import { removeScratch } from './scratch.js';
 import { isReceiving } from './destination.js';
-import { activeSourceMigrations, settleWithDestination } from './source.js';
+import {
+  activeSourceMigrations,
+  releaseOriginalNetwork,
+  reopenOriginalNetwork,
+  settleWithDestination,
+} from './source.js';
 
 /** Source states in which the destination cannot have restored anything yet. */
 const BEFORE_DONE: readonly MigrationState[] = [
@@ -83,6 +88,7 @@ async function recoverSource(
     }
     if (outcome === 'running') {
       agent.release(job.id);
+      await releaseOriginalNetwork(job);
       await cg?.forceClearGuard();
       await cg?.destroy({ force: true });
       job.state = JobState.migrated;
@@ -100,6 +106,12 @@ async function recoverSource(
         .catch(() => undefined);
       advance(rec, MigrationState.done, 0);
     } else {
+      await reopenOriginalNetwork(job).catch((err: unknown) =>
+        agent.log.warn('cannot reopen the network of a job whose move was abandoned', {
+          jobId: job.id,
+          err,
+        }),
+      );
       await cg?.forceClearGuard();
       await cg?.thaw().catch(() => undefined);
       const alive = job.rootPid !== null && isSameLiveProcess(job.rootPid, job.rootStartTicks);

@@ -4,7 +4,6 @@
  * → stream the images → the destination restores and reports the job running → only then the
  * original is discarded. Before that report every failure thaws the original where it was.
  */
-import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,22 +22,31 @@ import {
 import { isTransferError, StreamClient } from '@drover/transfer';
 import type { SwrkSession } from '@drover/criu';
 import type { Agent } from '../agent.js';
-import { namespaceOptions } from '../checkpoint.js';
+import { dumpOptionsOf } from '../checkpoint.js';
+import { checkpointJobFiles, planJobDump } from '../job-image.js';
+import {
+  addressOf,
+  detachJob,
+  lockJobNetwork,
+  quiesceJob,
+  unlockJobNetwork,
+  unquiesceJob,
+} from '../job-network.js';
 import type { JobRecord } from '../job-store.js';
 import { isSameLiveProcess, processTree } from '@drover/native';
-import { hostAddresses, preflight, type DestinationFacts } from '../preflight.js';
+import { preflight, preflightInputOf, type DestinationFacts } from '../preflight.js';
 import type { MigrationContext } from './context.js';
 import { advance, MigrationStore, newMigrationRecord } from './migration-store.js';
 import { makeScratch, removeScratch } from './scratch.js';
 
-/** Files of the job directory that travel with the images (their names in the stream). */
-export const LOG_FILES = {
-  'drover-log-stdout': 'stdout.log',
-  'drover-log-stderr': 'stderr.log',
-} as const;
-
 /** A stream with no frame for this long is a dead link (both sides give up). */
 export const STREAM_IDLE_MS = 5000;
+
+/**
+ * How long a move waits for a job's in-flight connections (accept queues, handshakes) to drain
+ * once new ones are held off, before it freezes the job anyway (docs/NETWORK.md).
+ */
+const QUIESCE_MS = 1000;
 
 /** Jobs above this size go post-copy under `auto` when both hosts can. */
 const AUTO_POSTCOPY_BYTES = 512 * 1024 * 1024;
@@ -83,7 +91,7 @@ async function runMigration(
   const mode = chooseMode(req.mode ?? 'auto', agent, destInfo.criu, memoryBytes);
   if (req.force !== true) {
     const report = await preflight(
-      { jobId: job.id, rootPid: job.rootPid!, hostAddresses: hostAddresses() },
+      await preflightInputOf(job),
       destinationFacts(job, req.destination, destInfo.cpuFlags, ctx.call),
     );
     if (!report.ok) {
@@ -125,6 +133,8 @@ async function runMigration(
     } satisfies MigrationProgressEvent);
 
   let guard: CheckpointGuard | null = null;
+  const net = addressOf(job.network);
+  let held = false;
   let doneSent = false;
   let tFreeze = 0;
   let pageDump: Promise<unknown> | null = null;
@@ -156,8 +166,17 @@ async function runMigration(
     );
     if (scratch.onDisk)
       rec.note = 'no tmpfs on this host: images passed through the state directory';
+    const plan = await planJobDump(job);
+    if (net) {
+      // New connections are held off (their SYNs retransmit to wherever the job runs next) and
+      // the ones in flight get a moment to be accepted, so the dump finds none to drop.
+      held = true;
+      const q = await quiesceJob(job.id, job.rootPid!, QUIESCE_MS);
+      rec.stats.inFlightDropped = q.inFlight;
+    }
     tFreeze = performance.now();
     guard = await cg.freezeForCheckpoint();
+    if (net) await lockJobNetwork(job.id);
     advance(rec, MigrationState.frozen, t0);
     await store.save(rec);
 
@@ -168,7 +187,7 @@ async function runMigration(
       imagesDir: scratch.dir,
       leaveRunning: true,
       ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
-      ...namespaceOptions(job),
+      ...dumpOptionsOf(plan),
     };
     if (pageServer) {
       // post-copy: CRIU writes everything but the memory, signals status-ready, then serves
@@ -196,8 +215,10 @@ async function runMigration(
       const dump = await agent.criu.dump(dumpOptions);
       rec.stats.dumpMs = Math.round(dump.durationMs);
     }
-    // What the stream will carry: the images and the job's logs (for progress and ETA).
-    const totalBytes = await bytesToSend(scratch.dir, job.jobDir);
+    // The job's directory travels in the images, as it is now that the job is frozen.
+    await checkpointJobFiles(job, plan, scratch.dir);
+    // What the stream will carry: the images and the job's directory (for progress and ETA).
+    const totalBytes = await bytesToSend(scratch.dir);
     progress('dumped', { dumpMs: rec.stats.dumpMs, totalBytes });
 
     advance(rec, MigrationState.transferring, t0);
@@ -222,9 +243,6 @@ async function runMigration(
     let result: { job: JobInfo; restoreMs: number };
     try {
       const sent = await client.sendDirectory(scratch.dir);
-      for (const [name, file] of Object.entries(LOG_FILES)) {
-        if (existsSync(join(job.jobDir, file))) await client.sendFile(join(job.jobDir, file), name);
-      }
       rec.stats.files = sent.files;
       rec.stats.bytes = sent.bytes;
       rec.stats.pages = await countPages(scratch.dir);
@@ -262,6 +280,7 @@ async function runMigration(
     }
     await commit(agent, ctx, store, rec, job, cg, guard, t0);
     guard = null;
+    held = false;
     await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir);
     progress('done', { stats: rec.stats });
     return rec;
@@ -273,6 +292,7 @@ async function runMigration(
       const outcome = await settleWithDestination(ctx, rec, req.ticket);
       if (outcome === 'running') {
         await commit(agent, ctx, store, rec, job, cg, guard, t0);
+        held = false;
         return rec;
       }
       if (outcome === 'unknown') {
@@ -296,7 +316,7 @@ async function runMigration(
           first.suppress(e);
         });
     }
-    await rollback(agent, store, rec, job, guard, first, t0);
+    await rollback(agent, store, rec, job, guard, held, first, t0);
     throw first;
   } finally {
     activeSourceMigrations.delete(rec.migrationId);
@@ -322,6 +342,7 @@ async function commit(
   advance(rec, MigrationState.committing, t0);
   await store.save(rec);
   agent.release(job.id);
+  await releaseOriginalNetwork(job);
   await guard?.release({ thaw: false });
   // Kills what is left of the original (thawing first where a v1 freezer needs it to die).
   await cg.destroy({ force: true });
@@ -351,6 +372,23 @@ async function commit(
   agent.log.info('migrated', { jobId: job.id, to: rec.destination, stats: rec.stats });
 }
 
+/**
+ * The destination runs the job: the original's link goes before the original does, so nothing
+ * its dying sockets send (FINs, resets) reaches the segment where the job's address now lives.
+ */
+export async function releaseOriginalNetwork(job: JobRecord): Promise<void> {
+  if (!addressOf(job.network)) return;
+  await detachJob(job.id);
+  await unquiesceJob(job.id);
+}
+
+/** The move failed: the original's link carries traffic again, new connections included. */
+export async function reopenOriginalNetwork(job: JobRecord): Promise<void> {
+  if (!addressOf(job.network)) return;
+  await unlockJobNetwork(job.id);
+  await unquiesceJob(job.id);
+}
+
 /** Thaw the original where it was and record why. */
 async function rollback(
   agent: Agent,
@@ -358,9 +396,15 @@ async function rollback(
   rec: MigrationRecord,
   job: JobRecord,
   guard: CheckpointGuard | null,
+  held: boolean,
   first: DroverError,
   t0: number,
 ): Promise<void> {
+  try {
+    if (held) await reopenOriginalNetwork(job);
+  } catch (e) {
+    first.suppress(e);
+  }
   try {
     if (guard) await guard.release({ thaw: true });
   } catch (e) {
@@ -504,7 +548,18 @@ function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
     shellJob: j.shellJob,
     startedAt: j.startedAt,
     jobDir: j.jobDir,
-  } as AgentRequest<'migrate-prepare'>['job'];
+    ...(addressOf(j.network) ? { address: addressRequest(j) } : {}),
+  } as unknown as AgentRequest<'migrate-prepare'>['job'];
+}
+
+/** The job's address as the wire carries it (the MAC follows from it). */
+function addressRequest(j: JobRecord): { address: string; prefixLength: number; gateway?: string } {
+  const a = addressOf(j.network)!;
+  return {
+    address: a.address,
+    prefixLength: a.prefixLength,
+    ...(a.gateway !== null ? { gateway: a.gateway } : {}),
+  };
 }
 
 /**
@@ -526,14 +581,11 @@ export function destinationFacts(
   };
 }
 
-/** Bytes the stream sends: regular files directly in `dir` (images) and the job's log files. */
-async function bytesToSend(dir: string, jobDir: string): Promise<number> {
+/** Bytes the stream sends: the regular files directly in `dir` (images, the job's directory). */
+async function bytesToSend(dir: string): Promise<number> {
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true })) {
     if (e.isFile()) total += (await stat(join(dir, e.name))).size;
-  }
-  for (const file of Object.values(LOG_FILES)) {
-    total += (await stat(join(jobDir, file)).catch(() => null))?.size ?? 0;
   }
   return total;
 }

@@ -37,6 +37,7 @@ export function exitCodeOfCode(code: string): number {
       return ExitCode.notFound;
     case ErrorCode.FailedPrecondition:
     case ErrorCode.AlreadyExists:
+    case ErrorCode.ResourceExhausted:
       return ExitCode.refused;
     case ErrorCode.Unavailable:
     case ErrorCode.Timeout:

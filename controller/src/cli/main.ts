@@ -31,6 +31,7 @@ import {
 import { jobsCommand } from './commands/jobs.js';
 import { migrateCommand } from './commands/migrate.js';
 import { opsCommand, statusCommand } from './commands/ops.js';
+import { resolveCommand } from './commands/resolve.js';
 import { restoreCommand } from './commands/restore.js';
 import { runCommand } from './commands/run.js';
 import { upCommand } from './commands/up.js';
@@ -84,6 +85,7 @@ async function main(): Promise<void> {
       .command(jobsCommand)
       .command(runCommand)
       .command(inspectCommand)
+      .command(resolveCommand)
       .command(logsCommand)
       .command(signalCommand)
       .command(stopCommand)

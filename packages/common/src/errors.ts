@@ -24,6 +24,8 @@ export const ErrorCode = {
   PermissionDenied: 'PERMISSION_DENIED',
   /** A job's command could not be started (exec failed: not found, not executable, ...). */
   StartFailed: 'START_FAILED',
+  /** A pool ran out (e.g. the job network has no free address). */
+  ResourceExhausted: 'RESOURCE_EXHAUSTED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

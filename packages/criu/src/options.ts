@@ -20,6 +20,11 @@ export interface ImagesOptions {
   shellJob?: boolean;
   /** Dump/restore established TCP connections (`--tcp-established`). */
   tcpEstablished?: boolean;
+  /**
+   * Dump: leave out connections still in a listener's accept queue or half-open
+   * (`--skip-in-flight`) instead of failing; their clients see a reset.
+   */
+  skipInFlight?: boolean;
   /** Allow external UNIX socket peers (`--ext-unix-sk`). */
   extUnixSk?: boolean;
   /** Dump/restore file locks (`--file-locks`). */
@@ -93,6 +98,7 @@ function common(opts: ImagesOptions, defaultLog: string): RpcOpts {
   if (opts.externals?.length) out.external = [...opts.externals];
   if (opts.shellJob) out.shell_job = true;
   if (opts.tcpEstablished) out.tcp_established = true;
+  if (opts.skipInFlight) out.tcp_skip_in_flight = true;
   if (opts.extUnixSk) out.ext_unix_sk = true;
   if (opts.fileLocks) out.file_locks = true;
   if (opts.lazyPages) out.lazy_pages = true;

@@ -65,6 +65,7 @@ message criu_opts {
   repeated string external = 37;
   optional string freeze_cgroup = 44;
   optional uint32 timeout = 45;
+  optional bool tcp_skip_in_flight = 46;
   optional bool lazy_pages = 48;
   optional int32 status_fd = 49;
   optional criu_network_lock_method network_lock = 64;
@@ -195,6 +196,7 @@ export interface RpcOpts {
   external?: string[];
   freeze_cgroup?: string;
   timeout?: number;
+  tcp_skip_in_flight?: boolean;
   lazy_pages?: boolean;
   status_fd?: number;
   network_lock?: number;

@@ -3,6 +3,7 @@
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
 import { ID_PATTERN, ID_WHAT } from './subjects.js';
+import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 import { signalSchema } from './signals.js';
@@ -83,6 +84,8 @@ export interface JobInfo {
   restoredFrom: string | null;
   /** Why the job is `lost` or why its last operation failed. */
   note: string | null;
+  /** Its own address on the job network (moves with it), or the host's network. */
+  network: JobNetwork;
 }
 
 /** One process of a job, for `inspect`. */
@@ -154,6 +157,7 @@ export interface PreflightReason {
     | 'FILE_MISSING_ON_DESTINATION'
     | 'FILE_SIZE_DIFFERS_ON_DESTINATION'
     | 'CPU_FEATURES_MISSING'
+    | 'NO_SPACE_ON_DESTINATION'
     | 'NON_ROOT_UID'
     | 'NOT_RUNNING'
     | 'UNSUPPORTED';
@@ -168,6 +172,8 @@ export interface PreflightReport {
   reasons: PreflightReason[];
   /** Files the destination must have (path, and size for non-append files). */
   files: { path: string; size: number | null }[];
+  /** Bytes of the job's directory, which travels with it (logs and the job's own files). */
+  jobDirBytes: number;
 }
 
 /**
@@ -241,6 +247,8 @@ export const AgentOps = {
     ),
     memoryLimitBytes: opt(int({ min: 4 * 1024 * 1024 })),
     jobId: opt(id()),
+    /** Its own address on the job segment (allocated by the controller); absent: the host's network. */
+    network: opt(JOB_ADDRESS_SCHEMA),
   }),
   adopt: obj({ pid: int({ min: 2, max: 4194304 }), name: opt(str({ min: 1, max: 128 })) }),
   list: obj({}),
@@ -270,6 +278,8 @@ export const AgentOps = {
   preflight: obj({ jobId: id(), destination: opt(id()) }),
   'files-check': obj({
     files: arr(obj({ path: path(), size: opt(int()) }), { max: 4096 }),
+    /** Also say how many bytes are free where jobs' directories live. */
+    space: opt(bool()),
   }),
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
@@ -301,6 +311,19 @@ export const AgentOps = {
    */
   discard: obj({ jobId: id(), imageId: opt(id()), note: opt(str({ max: 512 })) }),
   remove: obj({ jobId: id() }),
+  /**
+   * From the controller: every named job's address, for the jobs' own /etc/hosts (the agent
+   * rewrites each of its jobs' files). The whole table each time; the latest wins.
+   */
+  'names-set': obj({
+    names: arr(
+      obj({
+        name: str({ min: 1, max: 128 }),
+        address: str({ pattern: IPV4_PATTERN }),
+      }),
+      { max: 100_000 },
+    ),
+  }),
   ...MigrationOps,
 } as const;
 
@@ -327,6 +350,8 @@ export interface AgentReplies extends MigrationReplies {
   'files-check': {
     missing: string[];
     sizeDiffers: { path: string; expected: number; actual: number }[];
+    /** With `space`: bytes free in the agent's state directory. */
+    freeBytes?: number;
   };
   'images-list': { images: ImageInfo[] };
   'images-delete': { deleted: boolean };
@@ -335,6 +360,7 @@ export interface AgentReplies extends MigrationReplies {
   'image-decode': ImageContents;
   discard: JobInfo;
   remove: { removed: boolean };
+  'names-set': { jobs: number };
 }
 
 /** True if `op` names an agent operation. */

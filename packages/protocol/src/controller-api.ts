@@ -14,6 +14,7 @@ import { signalSchema } from './signals.js';
 import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
 import { ID_PATTERN, ID_WHAT } from './subjects.js';
+import { IPV4_PATTERN, type JobNetwork } from './job-network.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
@@ -167,6 +168,8 @@ export interface ImageSetJob {
   sizeBytes: number;
   frozenAtMs: number;
   dumpMs: number;
+  /** Its network at the cut: a restore gives it the same address back (sets made before: host). */
+  network?: JobNetwork;
 }
 
 /** A named image set: a consistent cut of a set of jobs, stored in JetStream. */
@@ -222,12 +225,24 @@ export interface OperationRecord {
   phases?: { phase: ClusterPhase; atMs: number }[];
 }
 
+/** The agent's `run` without `network`: the controller allocates the address. */
+const { network: _agentNetwork, ...RUN_SHAPE } = AgentOps.run.shape;
+
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
   hosts: obj({}),
   /** Each job once, where it lives now; `all`: also ended jobs and the records of past hops. */
   jobs: obj({ host: opt(id()), all: opt(bool()) }),
-  run: obj({ ...AgentOps.run.shape, host: opt(id()) }),
+  run: obj({
+    ...RUN_SHAPE,
+    host: opt(id()),
+    /** `job` (default): its own address on the job network; `host`: the host's network. */
+    net: opt(oneOf(['job', 'host'] as const)),
+    /** A specific address from the job subnet instead of the next free one. */
+    address: opt(str({ pattern: IPV4_PATTERN, what: 'an IPv4 address of the job subnet' })),
+  }),
+  /** The address of a named job (`run --name`), as jobs' /etc/hosts have it. */
+  resolve: obj({ name: str({ min: 1, max: 128 }) }),
   inspect: obj({ jobId: id() }),
   logs: obj({
     jobId: id(),
@@ -302,6 +317,7 @@ export interface ControllerReplies {
   hosts: { hosts: HostStatus[] };
   jobs: { jobs: ClusterJob[] };
   run: ClusterJob & { placement: string };
+  resolve: { name: string; address: string; jobId: string };
   inspect: ClusterJob & {
     processes: { pid: number; nspid: number[]; state: string; cmdline: string[] }[];
   };

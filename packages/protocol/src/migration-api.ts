@@ -3,6 +3,7 @@ import type { Failure } from './failure.js';
 import { commandSchema } from './command.js';
 import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
+import { JOB_ADDRESS_SCHEMA, macFor, type JobNetwork } from './job-network.js';
 
 /** How memory moves. */
 export const MigrationMode = {
@@ -50,6 +51,12 @@ export interface MigrationStats {
   files: number;
   /** Memory pages in the image (4 KiB each). */
   pages: number;
+  /**
+   * Connections still in flight (in a listener's queue, or half-open) when the job was frozen:
+   * the dump drops them and their clients see a reset (docs/NETWORK.md). Jobs with their own
+   * address only.
+   */
+  inFlightDropped?: number;
 }
 
 /** A migration as either agent records it. */
@@ -114,6 +121,7 @@ export interface MigratingJob {
   shellJob: boolean;
   startedAt: string;
   jobDir: string;
+  network: JobNetwork;
 }
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
@@ -145,6 +153,8 @@ export const migratingJobSchema = obj({
   shellJob: bool(),
   startedAt: str({ max: 64 }),
   jobDir: str({ min: 1, max: 4096, pattern: /^\// }),
+  /** The job's own address (it keeps it on the destination); absent: the host's network. */
+  address: opt(JOB_ADDRESS_SCHEMA),
 });
 
 /** Migration operations served by every agent. */
@@ -206,8 +216,21 @@ function migratingJob(): Schema<MigratingJob> {
   return {
     kind: 'object',
     parse(v, path) {
-      const p = s.parse(v, path);
-      return { ...p, hostname: p.hostname ?? null, memoryLimitBytes: p.memoryLimitBytes ?? null };
+      const { address, ...p } = s.parse(v, path);
+      return {
+        ...p,
+        hostname: p.hostname ?? null,
+        memoryLimitBytes: p.memoryLimitBytes ?? null,
+        network: address
+          ? {
+              mode: 'job',
+              address: address.address,
+              prefixLength: address.prefixLength,
+              gateway: address.gateway ?? null,
+              mac: macFor(address.address),
+            }
+          : { mode: 'host' },
+      };
     },
   };
 }

@@ -3,6 +3,7 @@ export * from './schema.js';
 export * from './failure.js';
 export * from './envelope.js';
 export * from './subjects.js';
+export * from './job-network.js';
 export * from './agent-api.js';
 export * from './command.js';
 export * from './signals.js';

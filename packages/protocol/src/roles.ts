@@ -46,6 +46,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   'images-list': 'read',
   'images-inspect': 'read',
   'images-decode': 'read',
+  resolve: 'read',
   run: 'change',
   signal: 'change',
   stop: 'change',

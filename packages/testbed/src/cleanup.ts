@@ -261,7 +261,8 @@ export async function removeRun(
   }
   const links = list('/sys/class/net').filter((n) => runIdOf(n) === runId);
   // Veths before the bridge they are enslaved to.
-  for (const n of links.sort((a, b) => Number(a.endsWith('-br')) - Number(b.endsWith('-br')))) {
+  const isBridge = (n: string): number => Number(n.endsWith('-br') || n.endsWith('-jb'));
+  for (const n of links.sort((a, b) => isBridge(a) - isBridge(b))) {
     await run(['ip', 'link', 'del', n]);
   }
   for (const n of list(NETNS_DIR).filter((x) => runIdOf(x) === runId))

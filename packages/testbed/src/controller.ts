@@ -84,6 +84,11 @@ export class ControllerProcess {
           ...tlsFlags('nats', tb.certs?.controller),
           // A free loopback port: several controllers (standbys) may run at once.
           ...(options.metrics === false ? [] : ['--metrics-addr', '127.0.0.1:0']),
+          // The run's job network (its segment's subnet; the root namespace is the gateway).
+          '--job-subnet',
+          tb.jobNetwork.subnet,
+          '--job-gateway',
+          tb.jobNetwork.gateway,
           ...(options.extraArgs ?? []),
         ],
         {

@@ -27,7 +27,16 @@ export interface HostContext {
   /** Third octet of the run's 10.77.X.0/24. */
   subnet: number;
   bridge: string;
+  /** The job network's segment bridge (root namespace) every host's job bridge is uplinked to. */
+  jobSegment: string;
+  /** The job bridge each host has (the agents' `--job-bridge`). */
+  jobBridge: string;
+  /** Parent of run directories: hidden inside hosts (each host sees only its own disk). */
+  baseDir: string;
   runDir: string;
+  /** Run paths every host sees at the same path: the NFS emulation (rw) and the PKI (ro). */
+  sharedDir: string;
+  certsDir: string;
   logDir: string;
   /** Register a child process handle (released when the run is detached). */
   track(child: ChildProcess): void;
@@ -109,10 +118,32 @@ done
 exec nsenter "$@"
 `;
 
-/** Inside the host's mount and cgroup namespaces: mount each cgroup hierarchy afresh. */
-const REMOUNT_CGROUPS =
-  `awk '$3 == "cgroup" || $3 == "cgroup2" { print $2, $3, $4 }' /proc/self/mounts | ` +
-  `while read -r mp fs opts; do umount -l "$mp" && mount -t "$fs" -o "$opts" "$fs" "$mp" || exit 1; done && `;
+/**
+ * Inside the host's mount namespace, after its /srv is bound: the host gets a disk of its own.
+ * Its /tmp and /dev/shm are private tmpfs, and the testbed's base directory (every run's host
+ * directories) is covered by an empty tmpfs, so no path of another host is reachable from this
+ * one. Two run paths are bound back at their own paths, as real fleets mount them: the shared
+ * directory (`$5`, the NFS emulation, read-write) and the run's PKI (`$6`, read-only: each host's
+ * provisioned certificates). They are staged under the private /run first because covering the
+ * base directory hides their sources.
+ */
+const OWN_DISK =
+  'mkdir -p /run/.tb-shared /run/.tb-certs && ' +
+  'mount --bind "$5" /run/.tb-shared && mount --bind "$6" /run/.tb-certs && ' +
+  'mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && ' +
+  'mkdir -p "$4" && mount -t tmpfs -o mode=0755 tmpfs "$4" && ' +
+  'mkdir -p "$5" "$6" && mount --move /run/.tb-shared "$5" && mount --move /run/.tb-certs "$6" && ' +
+  'mount -o remount,bind,ro "$6" && rmdir /run/.tb-shared /run/.tb-certs && ';
+
+/**
+ * Inside the host's mount, network and cgroup namespaces: a sysfs of its own (so /sys/class/net
+ * lists the host's links, as on a machine: the agents look for their job bridge there), and on it
+ * each cgroup hierarchy the machine has, mounted afresh (rooted at the host's own cgroup).
+ */
+const REMOUNT_SYS =
+  `cg=$(awk '$3 == "cgroup" || $3 == "cgroup2" { print $2, $3, $4 }' /proc/self/mounts) && ` +
+  'mount -t sysfs sysfs /sys && mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup && ' +
+  `{ echo "$cg" | while read -r mp fs opts; do mkdir -p "$mp" && mount -t "$fs" -o "$opts" "$fs" "$mp" || exit 1; done; } && `;
 
 export class Host {
   /** `h1`..`hN`; also the host's hostname. */
@@ -125,6 +156,8 @@ export class Host {
   readonly netns: string;
   /** Root-side end of the host's veth, enslaved to the bridge. */
   readonly veth: string;
+  /** Root-side end of the host's uplink into the job segment (`uplink0` in its job bridge). */
+  readonly jobUplink: string;
   /** Processes spawned in this host (for logs and teardown). */
   readonly processes: HostProcess[] = [];
   #initPid = 0;
@@ -144,6 +177,7 @@ export class Host {
     this.stateDir = join(ctx.runDir, this.name);
     this.netns = names.netns(ctx.runId, index);
     this.veth = names.hostVeth(ctx.runId, index);
+    this.jobUplink = names.jobUplink(ctx.runId, index);
   }
 
   /** tini's PID in the root namespace. */
@@ -187,6 +221,7 @@ export class Host {
     await mustRun([...n, 'link', 'set', 'eth0', 'up']);
     await mustRun([...n, 'link', 'set', 'lo', 'up']);
     // No default route: the only reachable network is the bridge's /24.
+    await this.startJobBridge();
 
     const marker = names.marker(runId, this.#index);
     const script =
@@ -194,16 +229,17 @@ export class Host {
       // under another cannot be bound back by CRIU when it restores a job of this host.
       'hostname "$2" && { umount -l /run/netns 2>/dev/null; true; } && ' +
       'mount -t tmpfs -o mode=0755 tmpfs /run && mount --bind "$1" /srv && ' +
-      // The cgroup hierarchies are mounted again inside the host's cgroup namespace, so the host
-      // sees its own cgroup as the root, as a real machine does.
-      REMOUNT_CGROUPS +
+      OWN_DISK +
+      // Its own sysfs, and the cgroup hierarchies mounted again inside the host's cgroup
+      // namespace, so the host sees its own links and its own cgroup as the root.
+      REMOUNT_SYS +
       `exec tini -- /bin/sh -c 'while :; do sleep 3600; done' "$3"`;
     const log = openSync(join(logDir, this.name, 'init.log'), 'a');
     try {
       // detached = setsid: a Ctrl-C on the runner's terminal is not delivered to the hosts; the
       // exit handlers tear them down instead. unshare stays our child so Node reaps it.
-      // nsenter, not `ip netns exec`: the latter mounts a fresh /sys, which hides the cgroup
-      // hierarchies the agents in the host need for job cgroups and the freezer.
+      // nsenter, not `ip netns exec`: the latter mounts a fresh /sys without the cgroup
+      // hierarchies the agents in the host need; the host's script mounts both (REMOUNT_SYS).
       this.#unshare = spawn(
         'nsenter',
         [
@@ -228,6 +264,9 @@ export class Host {
           this.stateDir,
           this.name,
           marker,
+          this.#ctx.baseDir,
+          this.#ctx.sharedDir,
+          this.#ctx.certsDir,
         ],
         { detached: true, stdio: ['ignore', log, log], env: this.env() },
       );
@@ -253,6 +292,41 @@ export class Host {
       throw err;
     });
     this.#initStart = startTime(this.#initPid) ?? 0;
+  }
+
+  /**
+   * The host's job bridge (`drover0`), uplinked into the run's job segment: the shared L2 segment
+   * of the job network (docs/NETWORK.md). The host itself has no address on it; jobs do.
+   */
+  private async startJobBridge(): Promise<void> {
+    const { jobSegment, jobBridge } = this.#ctx;
+    await mustRun([
+      'ip',
+      'link',
+      'add',
+      this.jobUplink,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'uplink0',
+      'netns',
+      this.netns,
+    ]);
+    await mustRun(['ip', 'link', 'set', this.jobUplink, 'master', jobSegment, 'up']);
+    const n = ['ip', '-n', this.netns];
+    await mustRun([...n, 'link', 'add', jobBridge, 'type', 'bridge', 'stp_state', '0']);
+    await mustRun([...n, 'link', 'set', 'uplink0', 'master', jobBridge, 'up']);
+    await mustRun([...n, 'link', 'set', jobBridge, 'up']);
+  }
+
+  /**
+   * A path as this host sees it, reachable from the runner: through its init's root
+   * (`/proc/<init>/root`), so the host's private /tmp, /dev/shm and /run are visible too.
+   */
+  path(inside: string): string {
+    if (!inside.startsWith('/')) throw new Error(`not an absolute path: ${inside}`);
+    return `/proc/${this.#initPid}/root${inside}`;
   }
 
   /** The host's init log (errors from hostname/mount/tini). */
@@ -435,14 +509,16 @@ export class Host {
     await Promise.all(this.processes.map((p) => p.exited));
   }
 
-  /** Partition the host: set the root-side veth down (the host keeps running). */
+  /** Partition the host: set its root-side links down (the host and its jobs keep running). */
   async cutLink(): Promise<void> {
     await mustRun(['ip', 'link', 'set', this.veth, 'down']);
+    await mustRun(['ip', 'link', 'set', this.jobUplink, 'down']);
   }
 
   /** Heal a partition made by {@link cutLink}. */
   async restoreLink(): Promise<void> {
     await mustRun(['ip', 'link', 'set', this.veth, 'up']);
+    await mustRun(['ip', 'link', 'set', this.jobUplink, 'up']);
   }
 
   /** @internal Kill the init by checked PID without waiting (exit handlers). */

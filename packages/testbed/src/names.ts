@@ -30,6 +30,10 @@ export function runIdOf(name: string): string | undefined {
 export const names = {
   bridge: (runId: string) => `${runId}-br`,
   hostVeth: (runId: string, i: number) => `${runId}-h${i}`,
+  /** The job network's segment: one bridge all hosts' job bridges hang off (the shared L2). */
+  jobSegment: (runId: string) => `${runId}-jb`,
+  /** Root-side end of host i's uplink into the job segment. */
+  jobUplink: (runId: string, i: number) => `${runId}-j${i}`,
   netns: (runId: string, i: number) => `${runId}-h${i}`,
   /** Last argument of each host's keep-alive shell: marks tini's cmdline with the run. */
   marker: (runId: string, i: number) => `${runId}-h${i}`,
@@ -114,7 +118,8 @@ export function reserveSubnet(baseDir: string, runId: string): number {
   const used = new Set<number>();
   for (const addrs of Object.values(networkInterfaces())) {
     for (const a of addrs ?? []) {
-      const m = /^10\.77\.(\d+)\./.exec(a.address);
+      // The job network of a run is 10.78.X.0/24: either octet in use takes X out.
+      const m = /^10\.7[78]\.(\d+)\./.exec(a.address);
       if (m?.[1] !== undefined) used.add(Number(m[1]));
     }
   }

@@ -64,6 +64,40 @@ test('hosts are isolated machines on one private network', async () => {
   });
 });
 
+test('each host has its own disk; only the shared directory and the PKI are seen by all', async () => {
+  await withTestbed({ hosts: 2 }, async (tb) => {
+    const [h1, h2] = [tb.host(1), tb.host(2)];
+    const sh = (h: typeof h1, cmd: string) => h.exec(['/bin/sh', '-c', cmd]);
+    // h1 writes to its own /srv, /tmp and /dev/shm, and to the shared directory.
+    assert.equal(
+      (await sh(h1, 'echo one > /srv/mine && echo t > /tmp/mine && echo s > /dev/shm/mine')).code,
+      0,
+    );
+    assert.equal((await sh(h1, `echo shared > ${tb.sharedDir}/ours`)).code, 0);
+    for (const path of [
+      '/srv/mine',
+      '/tmp/mine',
+      '/dev/shm/mine',
+      join(h1.stateDir, 'mine'),
+      h1.stateDir,
+    ])
+      assert.notEqual((await h2.exec(['test', '-e', path])).code, 0, `h2 reaches ${path}`);
+    assert.equal((await h2.exec(['cat', `${tb.sharedDir}/ours`])).stdout, 'shared\n');
+    assert.equal(
+      readFileSync(join(h1.stateDir, 'mine'), 'utf8'),
+      'one\n',
+      "the runner sees h1's disk",
+    );
+    // Each host's sysfs lists its own links: its job bridge, not the runner's.
+    assert.equal((await h1.exec(['test', '-d', '/sys/class/net/drover0/bridge'])).code, 0);
+    assert.equal((await h1.exec(['test', '-e', `/sys/class/net/${tb.bridge}`])).code, 1);
+    // The job bridges share one segment with the root namespace (the gateway answers an ARP
+    // probe sent from h1's bridge).
+    const probe = await sh(h1, `arping -D -c 1 -w 2 -I drover0 ${tb.jobNetwork.gateway}`);
+    assert.match(probe.stdout, /reply from/i, probe.stdout + probe.stderr);
+  });
+});
+
 test('kill() makes a host disappear with all its processes', async () => {
   await withTestbed({ hosts: 3 }, async (tb) => {
     const victim = tb.host(2);
@@ -118,7 +152,8 @@ test('teardown leaves no namespace, interface, mount, cgroup or process behind',
     for (const k of ['netns', 'interface', 'mount', 'process', 'file'] as const)
       assert.ok(kinds.has(k), `sees ${k}`);
     assert.equal(before.filter((l) => l.kind === 'netns').length, 3);
-    assert.equal(before.filter((l) => l.kind === 'interface').length, 4); // 3 veths + bridge
+    // 3 veths + their bridge, and the job segment: 3 uplinks + its bridge.
+    assert.equal(before.filter((l) => l.kind === 'interface').length, 8);
     assert.ok(before.some((l) => l.kind === 'process' && /nats-server/.test(l.detail ?? '')));
   } finally {
     await tb.teardown();

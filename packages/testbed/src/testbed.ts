@@ -18,6 +18,7 @@ import { startNats, type NatsMode, type NatsOptions, type NatsService } from './
 import { createTestbedCerts, type TestbedCerts } from './security.js';
 import { killChecked, mustRun, run, runSync, type OwnedProcess } from './proc.js';
 import { startSshd, type SshdService } from './sshd.js';
+import { DEFAULT_JOB_BRIDGE } from '@drover/protocol';
 
 /** Options for {@link Testbed.create}. */
 export interface TestbedOptions {
@@ -80,6 +81,17 @@ export class Testbed {
   /** The bridge's address (10.77.X.1), the root namespace's foot on the testbed network. */
   readonly bridgeAddress: string;
   readonly bridge: string;
+  /**
+   * The job network: hosts' job bridges (`bridge`, inside each host) hang off one segment; its
+   * gateway address is the root namespace's, which plays "outside the cluster" (clients, servers).
+   */
+  readonly jobNetwork: { subnet: string; gateway: string; bridge: string; segment: string };
+  /**
+   * A directory every host sees at this same path, read-write: the emulation of an NFS mount
+   * (job data that must follow a job across hosts). Nothing else of the run is visible in hosts
+   * but their own disk (`/srv`) and the read-only PKI.
+   */
+  readonly sharedDir: string;
   readonly hosts: Host[] = [];
   /** NATS, once started. */
   nats: NatsService | undefined;
@@ -102,6 +114,13 @@ export class Testbed {
     this.subnet = subnet;
     this.bridgeAddress = `10.77.${subnet}.1`;
     this.bridge = names.bridge(runId);
+    this.jobNetwork = {
+      subnet: `10.78.${subnet}.0/24`,
+      gateway: `10.78.${subnet}.1`,
+      bridge: DEFAULT_JOB_BRIDGE,
+      segment: names.jobSegment(runId),
+    };
+    this.sharedDir = join(this.runDir, 'shared');
   }
 
   /** Create a testbed; on any failure everything created so far is torn down and the error thrown. */
@@ -132,10 +151,22 @@ export class Testbed {
       await mustRun(['ip', 'link', 'add', 'name', tb.bridge, 'type', 'bridge', 'stp_state', '0']);
       await mustRun(['ip', 'addr', 'add', `${tb.bridgeAddress}/24`, 'dev', tb.bridge]);
       await mustRun(['ip', 'link', 'set', tb.bridge, 'up']);
+      const seg = tb.jobNetwork.segment;
+      await mustRun(['ip', 'link', 'add', 'name', seg, 'type', 'bridge', 'stp_state', '0']);
+      await mustRun(['ip', 'addr', 'add', `${tb.jobNetwork.gateway}/24`, 'dev', seg]);
+      await mustRun(['ip', 'link', 'set', seg, 'up']);
+      const certsDir = join(tb.runDir, 'certs');
+      mkdirSync(tb.sharedDir, { recursive: true, mode: 0o777 });
+      mkdirSync(certsDir, { recursive: true, mode: 0o755 });
       const ctx = {
         runId,
         subnet,
         bridge: tb.bridge,
+        jobSegment: seg,
+        jobBridge: tb.jobNetwork.bridge,
+        baseDir,
+        sharedDir: tb.sharedDir,
+        certsDir,
         runDir: tb.runDir,
         logDir: tb.logDir,
         track: (c: ChildProcess) => tb.track(c),
@@ -144,7 +175,7 @@ export class Testbed {
       await Promise.all(tb.hosts.map((h) => h.start()));
       if (opts.secure) {
         tb.certs = await createTestbedCerts(
-          join(tb.runDir, 'certs'),
+          certsDir,
           tb.hosts.map((h) => h.name),
           [tb.bridgeAddress],
         );
@@ -259,8 +290,10 @@ export class Testbed {
     // Job cgroups that agents in the hosts created (named after the run) are empty now.
     await step(async () => removeCgroups(this.runId));
     for (const h of this.hosts) await step(() => delLink(h.veth));
+    for (const h of this.hosts) await step(() => delLink(h.jobUplink));
     for (const h of this.hosts) await step(() => delNetns(h.netns));
     await step(() => delLink(this.bridge));
+    await step(() => delLink(this.jobNetwork.segment));
     await step(async () => rmSync(this.runDir, { recursive: true, force: true }));
     await step(async () => releaseSubnet(this.#baseDir, this.runId, this.subnet));
     live.delete(this.runId);
@@ -284,8 +317,10 @@ export class Testbed {
     for (const p of this.owned) killChecked(p.pid, 'SIGKILL', ownedExpect(p));
     for (const h of this.hosts) h.killSync();
     for (const h of this.hosts) runSync(['ip', 'link', 'del', h.veth]);
+    for (const h of this.hosts) runSync(['ip', 'link', 'del', h.jobUplink]);
     for (const h of this.hosts) runSync(['ip', 'netns', 'del', h.netns]);
     runSync(['ip', 'link', 'del', this.bridge]);
+    runSync(['ip', 'link', 'del', this.jobNetwork.segment]);
     // The hosts' cgroups empty as their processes die: retry for up to a second.
     for (let i = 0; i < 50; i++) {
       removeCgroups(this.runId);

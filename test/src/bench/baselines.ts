@@ -42,7 +42,13 @@ cd /
 exec setsid tini -s -- "$@"
 `;
 
-const CRIU_COMMON = `--external 'mnt[]'`;
+/**
+ * CRIU's own options for a job in its own mount namespace. The host's /srv (its own disk) is
+ * named explicitly: auto-detection (`mnt[]`) would bind the source host's directory on restore,
+ * which another host does not have (docs/MIGRATION.md, "What travels with the job").
+ */
+const CRIU_DUMP = `--external 'mnt[]' --external 'mnt[/srv]:srv'`;
+const CRIU_RESTORE = `--external 'mnt[]' --external 'mnt[srv]:/srv'`;
 
 function childrenOf(pid: number): number[] {
   try {
@@ -142,10 +148,10 @@ export async function floorRun(job: HandJob): Promise<BaselineRun> {
     job.host,
     `set -e; d=${d}; rm -rf $d; mkdir -p $d
 t0=$(date +%s%N)
-criu dump -t ${job.pid} -D $d ${CRIU_COMMON} -o dump.log
+criu dump -t ${job.pid} -D $d ${CRIU_DUMP} -o dump.log
 t1=$(date +%s%N)
 bytes=$(du -sb $d | cut -f1)
-criu restore -D $d --root / ${CRIU_COMMON} -d --pidfile $d/restored.pid -o restore.log
+criu restore -D $d --root / ${CRIU_RESTORE} -d --pidfile $d/restored.pid -o restore.log
 t2=$(date +%s%N)
 echo $t0 $t1 $t1 $t2 $(cat $d/restored.pid) $bytes
 rm -rf $d`,
@@ -180,12 +186,12 @@ export async function byHandRun(job: HandJob, to: Host, sshd: SshdService): Prom
     job.host,
     `set -e; d=${d}; rm -rf $d; mkdir -p $d
 t0=$(date +%s%N)
-criu dump -t ${job.pid} -D $d ${CRIU_COMMON} -o dump.log
+criu dump -t ${job.pid} -D $d ${CRIU_DUMP} -o dump.log
 t1=$(date +%s%N)
 bytes=$(du -sb $d | cut -f1)
 scp -q -r ${ssh} $d ${remote}:/srv/
 t2=$(date +%s%N)
-pid=$(ssh ${ssh} ${remote} "criu restore -D $d --root / ${CRIU_COMMON} -d --pidfile $d/restored.pid -o restore.log && cat $d/restored.pid")
+pid=$(ssh ${ssh} ${remote} "criu restore -D $d --root / ${CRIU_RESTORE} -d --pidfile $d/restored.pid -o restore.log && cat $d/restored.pid")
 t3=$(date +%s%N)
 echo $t0 $t1 $t2 $t3 $pid $bytes
 rm -rf $d`,

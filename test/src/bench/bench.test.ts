@@ -4,6 +4,7 @@
  * fields a real agent's have, pass the agent API's request validation, and be accepted by the
  * controller's host registry. Timings are never asserted.
  */
+import { macFor } from '@drover/protocol';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -165,6 +166,13 @@ test('simulated replies have the fields and types a real agent reports', async (
       rootPid: 5,
       mainPid: 7,
       mainPidInside: 3,
+      network: {
+        mode: 'job',
+        address: '10.78.0.2',
+        prefixLength: 24,
+        gateway: '10.78.0.1',
+        mac: macFor('10.78.0.2'),
+      },
     });
     const realJob = (await real.list()).jobs[0]!;
     const realInfo = await real.info();

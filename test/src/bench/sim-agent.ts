@@ -9,6 +9,7 @@ import { DroverError, ErrorCode } from '@drover/common';
 import {
   heartbeatSubject,
   JobKind,
+  macFor,
   JobState,
   MigrationState,
   type AgentInfo,
@@ -62,6 +63,13 @@ export function simJobInfo(host: string, n: number, startedAt: string): JobInfo 
     stderrPath: `${jobDir}/stderr.log`,
     restoredFrom: null,
     note: null,
+    network: {
+      mode: 'job',
+      address: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`,
+      prefixLength: 8,
+      gateway: '10.0.0.1',
+      mac: macFor(`10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`),
+    },
   };
 }
 
@@ -194,6 +202,7 @@ export class SimulatedAgent {
           ok: true,
           reasons: [],
           files: [{ path: '/opt/app/worker.js', size: 4096 }],
+          jobDirBytes: 64 * 1024,
         } satisfies AgentReplies['preflight'];
       },
       'files-check': async () => (this.count('files-check'), { missing: [], sizeDiffers: [] }),
@@ -239,6 +248,7 @@ export class SimulatedAgent {
       'image-fetch': notSimulated('image-fetch'),
       discard: notSimulated('discard'),
       remove: notSimulated('remove'),
+      'names-set': async (r) => (this.count('names-set'), { jobs: r.names.length }),
       'migrate-prepare': notSimulated('migrate-prepare'),
       'migrate-abort': notSimulated('migrate-abort'),
       'migrate-commit': notSimulated('migrate-commit'),

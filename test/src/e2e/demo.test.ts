@@ -206,6 +206,15 @@ test('drover demo tours the local cluster to the end', async () => {
     counts[0]! < counts[1]! && counts[1]! < counts[2]!,
     `the job did not keep counting across the migration and the drain: ${counts.join(' → ')}`,
   );
+  // A service with its own address moved twice under a client outside the cluster that holds
+  // one connection: the client's own view.
+  assert.match(r.stdout, /\$ drover run --host h1 --name echo/);
+  const view =
+    /the client's own view: the same connection from start to end \(its port \d+\), (\d+) round trips, every echo right, longest wait (\d+) ms/.exec(
+      r.stdout,
+    );
+  assert.ok(view, r.stdout);
+  assert.ok(Number(view[1]) > 50, `too few round trips: ${view[1]}`);
   // The checkpoint + restore step: one cut of both counters, stopped, restored, going on.
   assert.match(r.stdout, /checkpoint of image set demo-\w+: done/);
   assert.match(r.stdout, /freeze skew [\d.]+ ms/);

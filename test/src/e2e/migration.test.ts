@@ -83,7 +83,7 @@ async function startWorkload(
 /** No scratch images left on any host, and no image files under any agent's state dir. */
 function assertNoImagesLeft(migrationId: string): void {
   for (const h of tb.hosts) {
-    for (const root of ['/dev/shm/drover', join(h.stateDir, 'drover', 'scratch')]) {
+    for (const root of [h.path('/dev/shm/drover'), join(h.stateDir, 'drover', 'scratch')]) {
       const dir = join(root, h.name, migrationId);
       assert.ok(!existsSync(dir), `scratch ${dir} left behind`);
     }
@@ -205,8 +205,9 @@ describe('stop-and-copy writes no image byte to disk', () => {
       const mig = (await agent('h1').client.call('migrations-list', {})).migrations.find(
         (m) => m.jobId === job.id,
       )!;
-      const srcScratch = `/dev/shm/drover/h1/${mig.migrationId}/images`;
-      const dstScratch = `/dev/shm/drover/h2/${mig.migrationId}/images`;
+      // Each host's /dev/shm is its own: seen through the host's root.
+      const srcScratch = tb.host('h1').path(`/dev/shm/drover/h1/${mig.migrationId}/images`);
+      const dstScratch = tb.host('h2').path(`/dev/shm/drover/h2/${mig.migrationId}/images`);
       // Both ends hold the images in RAM while they are in flight...
       await waitFor(async () => existsSync(dstScratch) && readdirSync(dstScratch).length > 0);
       assert.ok(

@@ -10,3 +10,13 @@ export {
 export type { Interpreter, WorkloadName, WorkloadOption, WorkloadOptions } from './catalog.js';
 export { waitReady, requestVerdict, requestCorruption, readHeartbeats } from './contract.js';
 export type { Ready, Verdict, Heartbeat, HeartbeatSummary, SignalTarget } from './contract.js';
+export {
+  RedisConnection,
+  datasetDigest,
+  expectedDigest,
+  loadDataset,
+  redisWriter,
+  httpHammer,
+  PairServer,
+} from './clients.js';
+export type { ClientReport, Resp } from './clients.js';

@@ -11,6 +11,7 @@ import { DroverError, ErrorCode } from '@drover/common';
 import { readLocalState } from '@drover/testbed/local-state';
 import { defaultLocalDir, type GlobalArgs } from '../context.js';
 import { dirOption, type LocalArgs } from './up.js';
+import { ECHO_PORT, ECHO_SERVICE, EchoClient } from './demo-client.js';
 
 /** This CLI's entry point: the tour runs it as an operator would. */
 const CLI_MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
@@ -69,6 +70,7 @@ export const demoCommand: CommandModule<GlobalArgs, LocalArgs> = {
         state.runId ?? '',
         join(state.runDir ?? argv.dir, 'shared', 'demo'),
         custom ? ` --dir ${argv.dir}` : '',
+        state.hosts,
       );
     } catch (err) {
       if (!(err instanceof TourStopped)) throw err;
@@ -159,11 +161,63 @@ class Counter {
   }
 }
 
+/**
+ * A service with its own address, and this machine — outside the cluster — as its client on one
+ * held connection while the service moves host to host: the client's own view is printed.
+ */
+async function serviceTour(natsUrl: string, hosts: number): Promise<void> {
+  heading(
+    'a service with its own address on the job network, and a client outside the cluster (this machine) holding one connection to it',
+  );
+  const run = await must(natsUrl, [
+    'run',
+    '--host',
+    'h1',
+    '--name',
+    'echo',
+    '--env',
+    'UV_USE_IO_URING=0',
+    '--',
+    ...ECHO_SERVICE,
+  ]);
+  const m = /^(job-[0-9a-f]+) running on \S+ at (\S+)/m.exec(run.stdout);
+  if (!m) throw new TourStopped('`drover run` printed no job id and address', 1);
+  const [, job, address] = m as unknown as [string, string, string];
+  let client: EchoClient | null = null;
+  try {
+    await must(natsUrl, ['resolve', 'echo']);
+    client = await EchoClient.open(address, ECHO_PORT);
+    process.stdout.write(
+      `the client connected to ${address}:${ECHO_PORT} from port ${client.now().localPort}\n`,
+    );
+    await sleep(1000);
+    for (const to of hosts >= 3 ? ['h2', 'h3'] : ['h2', 'h1']) {
+      heading(`move the service to ${to} while the client talks to it`);
+      await must(natsUrl, ['migrate', job, '--to', to]);
+      await sleep(1000);
+      const v = client.now();
+      if (v.failure !== null) throw new TourStopped(`the client saw: ${v.failure}`, 1);
+      process.stdout.write(
+        `the client: ${v.exchanges} round trips on its one connection so far, longest wait ${v.longestGapMs} ms\n`,
+      );
+    }
+    const v = client.now();
+    process.stdout.write(
+      `the client's own view: the same connection from start to end (its port ${v.localPort}), ` +
+        `${v.exchanges} round trips, every echo right, longest wait ${v.longestGapMs} ms\n`,
+    );
+  } finally {
+    client?.close();
+    await drover(natsUrl, ['stop', job], true);
+  }
+}
+
 async function tour(
   natsUrl: string,
   runId: string,
   sharedDir: string,
   dirFlag: string,
+  hosts: number,
 ): Promise<void> {
   process.stdout.write(`A tour of the local cluster ${runId} (NATS ${natsUrl}).\n`);
   mkdirSync(sharedDir, { recursive: true });
@@ -217,6 +271,8 @@ async function tour(
     heading('put h2 back in service');
     await must(natsUrl, ['uncordon', 'h2']);
     drained = false;
+
+    await serviceTour(natsUrl, hosts);
 
     heading('a second counter (placement picks its host), then a coordinated checkpoint of both');
     const run2 = await must(natsUrl, ['run', '--name', 'counter-2', '--', ...counter2.command()]);

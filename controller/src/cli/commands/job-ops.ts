@@ -24,6 +24,9 @@ export const inspectCommand: CommandModule<GlobalArgs, JobArgs> = {
         [
           `${j.id} (${j.name}) on ${j.host}: ${j.state}${j.restoredFrom ? `, restored from ${j.restoredFrom}` : ''}`,
           `command: ${commandLine(j.command)}`,
+          j.network?.mode === 'job'
+            ? `network: ${j.network.address}/${j.network.prefixLength} (mac ${j.network.mac}${j.network.gateway ? `, gateway ${j.network.gateway}` : ''})`
+            : "network: the host's",
           j.exitedAt
             ? `ended ${j.exitedAt}: ${j.signal ? `killed by ${j.signal}` : `exit code ${j.exitCode ?? 'unknown'}`}${j.note ? ` (${j.note})` : ''}`
             : j.note

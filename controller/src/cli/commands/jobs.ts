@@ -1,7 +1,7 @@
 /**
- * `drover jobs [--host H] [--all]`: each job once, where it lives now (`--all`: ended jobs and
- * the hosts a job moved away from too); `drover jobs rm JOB...` and `drover jobs prune` remove
- * ended jobs.
+ * `drover jobs [--host H] [--all] [--wide]`: each job once, where it lives now (`--all`: ended
+ * jobs and the hosts a job moved away from too; `--wide`: the job's address); `drover jobs rm
+ * JOB...` and `drover jobs prune` remove ended jobs.
  */
 import type { Argv, CommandModule } from 'yargs';
 import type { ClusterJob, RemovedJob } from '@drover/protocol';
@@ -9,7 +9,7 @@ import { callController, type GlobalArgs } from '../context.js';
 import { resolveJobs } from '../job-ref.js';
 import { commandLine, table } from '../output.js';
 
-type Args = GlobalArgs & { host: string | undefined; all: boolean };
+type Args = GlobalArgs & { host: string | undefined; all: boolean; wide: boolean | undefined };
 
 /** States in which a job's processes exist (the PID column means something). */
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -62,6 +62,7 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
         default: false,
         describe: 'also ended jobs, and the hosts a job moved away from',
       })
+      .option('wide', { type: 'boolean', describe: 'more columns: the job address' })
       .command(rm)
       .command(prune) as unknown as Argv<Args>,
   handler: async (argv) => {
@@ -71,12 +72,22 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
       { ...(argv.host ? { host: argv.host } : {}), ...(argv.all ? { all: true } : {}) },
       (r) =>
         table(
-          ['JOB', 'NAME', 'HOST', 'STATE', 'PID', 'EXIT', 'COMMAND'],
+          [
+            'JOB',
+            'NAME',
+            'HOST',
+            'STATE',
+            ...(argv.wide ? ['ADDRESS'] : []),
+            'PID',
+            'EXIT',
+            'COMMAND',
+          ],
           r.jobs.map((j) => [
             j.id,
             j.name,
             j.host,
             j.state,
+            ...(argv.wide ? [j.network?.mode === 'job' ? j.network.address : 'host'] : []),
             // The host's PID of the command (what ps and kill on that host see), while it runs.
             LIVE.has(j.state) ? String(j.mainPid ?? j.rootPid ?? '-') : '-',
             exitOf(j),

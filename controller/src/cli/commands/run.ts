@@ -1,5 +1,6 @@
 /**
- * `drover run [--host H] -- CMD...`: start a job (placed when no host is given). Answers once the
+ * `drover run [--host H] [--name N] [--net job|host] [--ip A] -- CMD...`: start a job (placed
+ * when no host is given), by default with its own address on the job network. Answers once the
  * command's exec succeeded; a command that cannot start is a failure (exit 1, and why).
  */
 import type { CommandModule } from 'yargs';
@@ -11,6 +12,8 @@ type Args = GlobalArgs & {
   cwd: string | undefined;
   memory: number | undefined;
   env: string[] | undefined;
+  net: 'job' | 'host' | undefined;
+  ip: string | undefined;
   cmd: string[] | undefined;
 };
 
@@ -32,7 +35,17 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
     y
       .positional('cmd', { type: 'string', array: true, describe: 'the command, after --' })
       .option('host', { type: 'string', describe: 'run on this host (default: placement picks)' })
-      .option('name', { type: 'string' })
+      .option('name', {
+        type: 'string',
+        describe: 'a name other jobs resolve to its address (their /etc/hosts, drover resolve)',
+      })
+      .option('net', {
+        choices: ['job', 'host'] as const,
+        describe:
+          'job (default): its own network namespace and address, which move with it; ' +
+          "host: the host's network (outside connections cannot move)",
+      })
+      .option('ip', { type: 'string', describe: 'this address from the job subnet (--net job)' })
       .option('cwd', { type: 'string', describe: 'working directory (absolute)' })
       .option('memory', { type: 'number', describe: 'memory limit in MiB' })
       .option('env', { type: 'string', array: true, describe: 'KEY=VALUE (repeatable)' }),
@@ -72,8 +85,11 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
           ? { memoryLimitBytes: Math.round(argv.memory * 1024 * 1024) }
           : {}),
         ...(Object.keys(env).length ? { env } : {}),
+        ...(argv.net ? { net: argv.net } : {}),
+        ...(argv.ip ? { address: argv.ip } : {}),
       },
-      (j) => `${j.id} running on ${j.host} (${j.placement})`,
+      (j) =>
+        `${j.id} running on ${j.host}${j.network.mode === 'job' ? ` at ${j.network.address}` : ''} (${j.placement})`,
       undefined,
       RUN_FLAGS,
     );
