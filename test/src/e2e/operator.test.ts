@@ -190,7 +190,9 @@ describe('the CLI as kubectl and docker users expect', () => {
     await waitFor(async () => f.out().split('\n').length > 8, 20_000);
     const migrated = await drover(urls, ['migrate', 'talker', '--to', 'h2']);
     assert.equal(migrated.code, 0, migrated.stderr);
-    await sleep(1500);
+    // The log travels with the job: the follow goes on with what it writes on h2.
+    const atMove = f.out().split('\n').length;
+    await waitFor(async () => f.out().split('\n').length > atMove + 5, 20_000);
     assert.equal((await drover(urls, ['stop', 'talker'])).code, 0);
     const code = await Promise.race([f.done, sleep(20_000).then(() => 'still running')]);
     assert.equal(code, 0, `logs -f did not end with the job: ${f.out()}`);
@@ -350,7 +352,8 @@ describe('errors you can see, one exit code per refusal', () => {
       '--',
       '/usr/bin/python3',
       '-c',
-      'import fcntl,time\nf=open("/tmp/drover-e2e-lock-%d" % __import__("os").getpid(),"w")\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(600)',
+      // In the job's own directory, which travels with it (no file check on a destination).
+      'import fcntl,os,time\nf=open(os.environ["DROVER_JOB_DIR"] + "/lock","w")\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(600)',
     ]);
     await sleep(500);
     const before = {
@@ -419,6 +422,9 @@ describe('errors you can see, one exit code per refusal', () => {
         'h3',
         '--name',
         'caller',
+        // On the host's network: its TCP connections cannot follow it (a job's own network can).
+        '--net',
+        'host',
         '--',
         '/usr/bin/python3',
         '-c',
