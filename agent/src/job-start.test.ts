@@ -10,7 +10,8 @@ import { JobStore } from './job-store.js';
 
 // The shape of a job: a root (tini's place) whose child is the wrapper shell named drover-job,
 // whose child execs the command; the wrapper writes the exit status into the job directory.
-const WRAPPER = `(exec "$@"); st=$?; printf '%s\\n' "$st" > "$JOB_DIR/exit-status"; exit $st`;
+// As job-runtime.ts writes it: the status through a temporary file and `mv`, a second child.
+const WRAPPER = `(exec "$@"); st=$?; printf '%s\\n' "$st" > "$JOB_DIR/exit-status.tmp" && mv -f "$JOB_DIR/exit-status.tmp" "$JOB_DIR/exit-status"; exit $st`;
 
 async function start(command: string[]): Promise<{
   store: JobStore;
@@ -43,13 +44,16 @@ async function start(command: string[]): Promise<{
 }
 
 test("a program that does not exist is a failed start, with the shell's reason", async () => {
-  const j = await start(['/nonexistent/binary', '--flag']);
-  try {
-    const failed = await confirmStart(j.store, 'job-1', { rootPid: j.rootPid, mainPid: null });
-    assert.deepEqual(failed, { reason: '/nonexistent/binary: not found', exitCode: 127 });
-  } finally {
-    j.kill();
-    rmSync(j.base, { recursive: true, force: true });
+  // Several times: the failed copy and the wrapper's `mv` come and go at different moments.
+  for (let i = 0; i < 10; i++) {
+    const j = await start(['/nonexistent/binary', '--flag']);
+    try {
+      const failed = await confirmStart(j.store, 'job-1', { rootPid: j.rootPid, mainPid: null });
+      assert.deepEqual(failed, { reason: '/nonexistent/binary: not found', exitCode: 127 });
+    } finally {
+      j.kill();
+      rmSync(j.base, { recursive: true, force: true });
+    }
   }
 });
 
@@ -93,4 +97,9 @@ test("exec is seen only in a live process whose command line left its parent's",
   assert.equal(hasExeced({ state: 'Z', cmdline: [] }, wrapper), false);
   assert.equal(hasExeced({ state: 'R', cmdline: [] }, wrapper), false);
   assert.equal(hasExeced(null, wrapper), false);
+  // The wrapper moving the exit status into place, after the command ended: not the command.
+  const tmp = '/srv/drover/jobs/job-1/exit-status.tmp';
+  const mv = { state: 'R', cmdline: ['mv', '-f', tmp, '/srv/drover/jobs/job-1/exit-status'] };
+  assert.equal(hasExeced(mv, wrapper, tmp), false);
+  assert.equal(hasExeced(mv, wrapper), true);
 });

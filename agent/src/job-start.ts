@@ -35,12 +35,15 @@ export async function confirmStart(
   waitMs = EXEC_WAIT_MS,
 ): Promise<StartFailure | null> {
   const deadline = Date.now() + waitMs;
+  // The wrapper's own step after the command ended (`mv .../exit-status.tmp ...`) is a child of
+  // the wrapper too: never taken for the command.
+  const bookkeeping = `${join(store.jobDir(jobId), JobFiles.exitStatus)}.tmp`;
   let main = started.mainPid;
   for (;;) {
     if (main === null && started.rootPid !== null) main = commandOf(started.rootPid);
     if (main !== null) {
       const self = procEntry(main);
-      if (hasExeced(self, self === null ? null : procEntry(self.ppid))) return null;
+      if (hasExeced(self, self === null ? null : procEntry(self.ppid), bookkeeping)) return null;
     }
     const code = await store.exitStatus(jobId);
     if (code !== null) return code === 126 || code === 127 ? failureOf(store, jobId, code) : null;
@@ -60,14 +63,18 @@ function commandOf(rootPid: number): number | null {
 /**
  * Whether the wrapper's child has exec'd the command: it runs, and its command line is no longer
  * its parent's (the wrapper's copy of itself before the exec). A zombie — the copy whose exec
- * failed, not yet reaped — has no command line and has not started anything.
+ * failed, not yet reaped — has no command line and has not started anything; nor has the
+ * wrapper's `mv` of the exit status (`bookkeeping`: its path), which comes after the command.
  */
 export function hasExeced(
   self: Pick<ProcEntry, 'state' | 'cmdline'> | null,
   parent: Pick<ProcEntry, 'cmdline'> | null,
+  bookkeeping?: string,
 ): boolean {
   if (self === null || parent === null) return false;
   if (self.state === 'Z' || self.state === 'X' || self.cmdline.length === 0) return false;
+  // The wrapper recording the exit status after the command ended: not the command.
+  if (bookkeeping !== undefined && self.cmdline.includes(bookkeeping)) return false;
   return !sameArgs(self.cmdline, parent.cmdline);
 }
 
