@@ -46,6 +46,8 @@ test('one exit code per kind of refusal, thrown or recorded in an operation', ()
   // A migration refused by preflight (EXTERNAL_TCP) exits 4 as `preflight` does.
   assert.equal(exitCodeOfOperation({ state: 'failed', error: { code: 'FAILED_PRECONDITION' } }), 4);
   assert.equal(exitCodeOfOperation({ state: 'failed', error: { code: 'CRIU' } }), 1);
+  // It ran: an agent that died on the way makes it a failure, not "unreachable".
+  assert.equal(exitCodeOfOperation({ state: 'failed', error: { code: 'UNAVAILABLE' } }), 1);
   const drain = (codes: string[]) =>
     exitCodeOfOperation({
       state: 'failed',

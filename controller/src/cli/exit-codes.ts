@@ -50,9 +50,11 @@ export function exitCodeOfCode(code: string): number {
 }
 
 /**
- * The exit code of an operation that came back: 0 when done; else by its error's code; for a
- * drain, by its jobs' — a job whose migration ran and failed makes it 1, jobs that were only
- * refused (they cannot move) make it 4.
+ * The exit code of an operation that came back: 0 when done; 4 when it was refused before
+ * anything was changed (a job preflight says cannot move, a mode the hosts lack: the same code
+ * as when `preflight` or `checkpoint` refuse it up front); otherwise 1, the operation ran and
+ * failed (rolled back — also when an agent died on the way). For a drain, by its jobs: a job
+ * whose migration ran and failed makes it 1, jobs that were only refused make it 4.
  */
 export function exitCodeOfOperation(op: {
   state: string;
@@ -60,12 +62,14 @@ export function exitCodeOfOperation(op: {
   items?: readonly { state: string; code?: string }[];
 }): number {
   if (op.state === 'done') return ExitCode.ok;
+  const refused = (code: string | undefined): boolean =>
+    code === ErrorCode.FailedPrecondition ||
+    code === ErrorCode.AlreadyExists ||
+    code === ErrorCode.ResourceExhausted;
   const items = (op.items ?? []).filter((i) => i.state !== 'done');
-  if (items.length > 0) {
-    const codes = items.map((i) => exitCodeOfCode(i.code ?? 'INTERNAL'));
-    return codes.includes(ExitCode.failed) ? ExitCode.failed : Math.max(...codes);
-  }
-  return op.error ? exitCodeOfCode(op.error.code) : ExitCode.failed;
+  if (items.length > 0)
+    return items.every((i) => refused(i.code)) ? ExitCode.refused : ExitCode.failed;
+  return refused(op.error?.code) ? ExitCode.refused : ExitCode.failed;
 }
 
 /** What to do about an error, for a human. */
