@@ -24,9 +24,10 @@ die() { printf 'setup-host: error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script supports Debian-based hosts only (no apt-get)"
 
 # Runtime packages: job and testbed init, NATS, sshd for the deployer tests, the workloads'
-# redis, and the tools the agent and testbed call (arping: jobs' address probes and announces).
+# redis, and the tools the agent and testbed call (arping: jobs' address probes and announces;
+# tcpdump: the suites' checks that no page crosses the wire in plaintext).
 RUNTIME_PKGS=(tini nats-server openssh-server redis-server iproute2 util-linux procps psmisc
-  iptables nftables kmod ca-certificates xz-utils iputils-arping)
+  iptables nftables kmod ca-certificates xz-utils iputils-arping openssl tcpdump)
 # Only for the test suites (DROVER_TEST_TOOLS=1): a headless browser for the console's tests,
 # Debian's own (no test tool may download a browser).
 TEST_PKGS=(chromium)

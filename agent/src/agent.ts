@@ -45,6 +45,7 @@ import {
   unquiesceJob,
 } from './job-network.js';
 import { createHostsFile, updateHostsFile, type NameEntry } from './job-hosts.js';
+import { initPageChannel } from './migration/page-channel.js';
 import {
   isSameLiveProcess,
   processTree,
@@ -85,6 +86,8 @@ export class Agent {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
   readonly startedAt = Date.now();
+  /** Where peers reach this agent's migration stream (set by the daemon once it listens). */
+  stream: { host: string; port: number } = { host: '', port: 0 };
   private readonly publishEvent: (kind: string, value: unknown) => void;
   /** The cluster's named jobs (the controller's last `names-set`): every job's /etc/hosts. */
   private names: NameEntry[] = [];
@@ -113,6 +116,7 @@ export class Agent {
     setChildSubreaper(true);
     await this.store.init();
     if (existsSync(`/sys/class/net/${this.config.jobBridge}/bridge`)) await initQuiesce(this.log);
+    await initPageChannel(this.log);
     // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);

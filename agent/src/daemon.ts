@@ -84,7 +84,9 @@ export async function startAgentDaemon(
     advertise: { host: advertiseHost, port: streams.address().port },
     faults: parseFaults(config.fault),
     ...(tls ? { tls } : {}),
+    ...(config.streamTls ? { tlsFiles: config.streamTls } : {}),
   };
+  agent.stream = ctx.advertise;
   const migrations = new MigrationStore(config.stateDir);
   // The image-set bucket, opened on first use (the controller creates it).
   let objects: Promise<ObjectFiles> | null = null;

@@ -25,6 +25,7 @@ export async function buildAgentInfo(
     criuVersion: string;
     features: CriuFeatures;
     startedAt: number;
+    stream: { host: string; port: number };
   },
   jobs: readonly JobRecord[],
 ): Promise<AgentInfo> {
@@ -43,6 +44,7 @@ export async function buildAgentInfo(
       lazyPages: agent.features.lazyPages,
       memTrack: agent.features.memTrack,
     },
+    stream: { ...agent.stream },
     jobs: jobs.map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };
 }

@@ -18,6 +18,7 @@ function heartbeat(host: string, availGiB = 8): AgentInfo {
     cpuFlags: ['fpu', 'sse2'],
     memory: { totalBytes: 16 * GiB, availableBytes: availGiB * GiB },
     criu: { version: '4.0', lazyPages: true, memTrack: true },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: [{ id: 'j1', state: 'running', name: 'web' }],
   };
 }

@@ -38,6 +38,7 @@ function host(name: string, o: HostSpec = {}): HostView {
     cpuFlags: o.flags ?? BASE_FLAGS,
     memory: { totalBytes: 64 * GiB, availableBytes: (o.availGiB ?? 8) * GiB },
     criu: { version: '4.0', lazyPages: o.lazy ?? true, memTrack: true },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: Array.from({ length: o.jobs ?? 0 }, (_, i) => ({
       id: `${name}-j${i}`,
       state: o.jobState ?? 'running',

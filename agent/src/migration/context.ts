@@ -2,6 +2,7 @@
 import type { AgentOp, AgentReplies, AgentRequest } from '@drover/protocol';
 import type { StreamServer } from '@drover/transfer';
 import type { MigrationAuthorizations } from './authorization.js';
+import type { AgentTlsFiles } from './page-channel.js';
 
 /**
  * Fault injection for the test suites, set only from the agent's own environment
@@ -16,13 +17,19 @@ export interface MigrationFaults {
   throttleBytesPerSec?: number;
   /** Image-set upload: fail after storing this many files of an image. */
   failPushAfterFiles?: number;
+  /** Destination: lose one page that arrived through the page channel (a cut page stream). */
+  dropPage?: boolean;
 }
 
-/** Parse `DROVER_FAULT` (`corrupt-frame=3,truncate=1000000,throttle=5000000,fail-push=2`). */
+/** Parse `DROVER_FAULT` (`corrupt-frame=3,truncate=1000000,throttle=5000000,fail-push=2,drop-page`). */
 export function parseFaults(spec: string | undefined): MigrationFaults {
   const out: MigrationFaults = {};
   for (const part of (spec ?? '').split(',').filter(Boolean)) {
     const [k, v] = part.split('=');
+    if (k === 'drop-page') {
+      out.dropPage = true;
+      continue;
+    }
     const n = Number(v);
     if (!Number.isInteger(n) || n < 0) continue;
     if (k === 'corrupt-frame') out.corruptFrameAt = n;
@@ -52,4 +59,6 @@ export interface MigrationContext {
   faults: MigrationFaults;
   /** TLS material for agent-to-agent streams, when certificates are configured. */
   tls?: { key: string; cert: string; ca: string };
+  /** The same certificates as files, for CRIU's TLS on the page channel. */
+  tlsFiles?: AgentTlsFiles;
 }

@@ -17,7 +17,7 @@ import {
   type AgentRequest,
   type MigrationRecord,
 } from '@drover/protocol';
-import { startLazyPages, type LazyPagesDaemon } from '@drover/criu';
+import { startLazyPages, logTail, type LazyPagesDaemon } from '@drover/criu';
 import { receiveFiles, type StreamReceiver } from '@drover/transfer';
 import { LIVE_STATES, type Agent } from '../agent.js';
 import { restoreJobFiles } from '../job-image.js';
@@ -31,6 +31,15 @@ import { cpuFlags } from '../preflight.js';
 import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore, newMigrationRecord } from './migration-store.js';
 import { makeScratch, removeScratch } from './scratch.js';
+import {
+  checkPagesArrived,
+  dropOnePage,
+  localAddressToward,
+  pageTls,
+  receivePages,
+  watchPageConnection,
+  type PageReceiver,
+} from './page-channel.js';
 import { STREAM_IDLE_MS } from './source.js';
 
 /** A prepared migration waits this long for its stream before giving up. */
@@ -48,7 +57,10 @@ const live = new Map<
     t0: number;
     timer: NodeJS.Timeout;
     scratch: string;
+    /** post-copy: the source's page server, which our lazy-pages daemon reads. */
     pageServer: { host: string; port: number } | null;
+    /** stop-copy: our page server, receiving the pages while the source dumps. */
+    pages: PageReceiver | null;
   }
 >();
 
@@ -104,6 +116,10 @@ export async function prepareMigration(
     refuse('CRIU here has no lazy pages (post-copy)');
   // A job with its own address hangs off this host's job bridge once restored.
   if (job.network.mode === 'job') checkJobBridge(agent.config.hostId, agent.config.jobBridge);
+  if (req.mode === 'post-copy' && !req.pageServer)
+    refuse('post-copy without a page server to read from');
+  if (req.mode !== 'post-copy' && !req.pageFrom)
+    refuse('stop-copy without the address the pages come from');
   if (job.kind === JobKind.adopted) {
     const taken = req.pids.filter((p) => {
       const e = procEntry(p);
@@ -133,6 +149,17 @@ export async function prepareMigration(
     'images',
     agent.config.stateDir,
   );
+  // stop-copy: the pages arrive here while the source dumps, CRIU to CRIU, admitted from the
+  // source's address only. post-copy: we pull them later from the source, which admits us.
+  const pages =
+    req.mode === 'post-copy'
+      ? null
+      : await receivePages(agent.criu, {
+          host: ctx.advertise.host,
+          peer: req.pageFrom!,
+          imagesDir: scratch.dir,
+          tls: pageTls(ctx.tlsFiles, 'server'),
+        });
   const token = randomBytes(32).toString('hex');
   const timer = setTimeout(
     () =>
@@ -145,13 +172,12 @@ export async function prepareMigration(
     PREPARE_TTL_MS,
   );
   timer.unref();
-  if (req.mode === 'post-copy' && !req.pageServer)
-    refuse('post-copy without a page server to read from');
   live.set(rec.migrationId, {
     t0,
     timer,
     scratch: scratch.dir,
     pageServer: req.pageServer ?? null,
+    pages,
   });
   // Only the source's agent certificate may open the stream (when streams use TLS).
   ctx.streams.expect(
@@ -165,6 +191,8 @@ export async function prepareMigration(
     streamPort: ctx.advertise.port,
     token,
     scratchDir: scratch.dir,
+    ...(pages ? { pages: { host: pages.host, port: pages.port } } : {}),
+    ...(req.pageServer ? { pageFrom: await localAddressToward(req.pageServer.host) } : {}),
   };
 }
 
@@ -195,6 +223,10 @@ async function receive(
     const got = await receiveFiles(receiver, state.scratch, { idleTimeoutMs: STREAM_IDLE_MS });
     rec.stats.bytes = got.bytes;
     rec.stats.files = got.files;
+    if (state.pages) {
+      if (ctx.faults.dropPage) await dropOnePage(state.scratch);
+      await checkPagesArrived(state.scratch, state.pages);
+    }
     advance(rec, MigrationState.restoring, state.t0);
     await store.save(rec);
     const tRestore = performance.now();
@@ -220,10 +252,12 @@ async function receive(
         });
         if (state.pageServer) {
           // post-copy: the daemon that fetches pages on fault and in the background.
+          const tls = pageTls(ctx.tlsFiles, 'client');
           lazy = await startLazyPages({
             criuPath: agent.criu.path,
             imagesDir: state.scratch,
             pageServer: { address: state.pageServer.host, port: state.pageServer.port },
+            ...(tls ? { tls } : {}),
           });
         }
         const r = await agent.criu.restore({
@@ -264,9 +298,15 @@ async function receive(
     await store.save(rec);
     await receiver.sendResult({ job: toJobInfo(restored), restoreMs: rec.stats.restoreMs });
     if (lazy) {
-      // The job runs; its memory keeps arriving. If the pull fails the copy here is broken:
-      // kill it (the source still holds the intact original and thaws it).
+      // The job runs; its memory keeps arriving. If the pull fails (or stalls: the connection
+      // is cut then) the copy here is broken: kill it (the source still holds the intact
+      // original and thaws it once we said so).
       const daemon = lazy;
+      watchPageConnection(
+        { peer: state.pageServer!.host, peerPort: state.pageServer!.port },
+        daemon.done,
+        (why) => agent.log.warn('post-copy page connection cut', { migrationId, why }),
+      );
       void daemon.done.then(
         () => removeScratch(agent.config.hostId, migrationId, agent.config.stateDir),
         (err: unknown) =>
@@ -283,6 +323,8 @@ async function receive(
   } catch (err) {
     const first = toDroverError(err);
     lazy?.kill();
+    state.pages?.kill();
+    await state.pages?.close().catch((e: unknown) => first.suppress(e));
     // Clean up before answering: an ERROR tells the source it may thaw its original, so nothing
     // restored here may still exist by then.
     await cleanup(agent, job.id, cg, created).catch((e: unknown) => first.suppress(e));
@@ -325,6 +367,16 @@ export async function abortMigration(
   if (FINAL_STATES.includes(rec.state)) return rec;
   const state = live.get(req.migrationId);
   if (state) clearTimeout(state.timer);
+  if (state?.pages) {
+    // What the page server saw, for whoever reads why the move was abandoned.
+    agent.log.warn('page server of an aborted migration', {
+      migrationId: req.migrationId,
+      port: state.pages.port,
+      log: await logTail(join(state.scratch, 'page-server.log'), 12),
+    });
+  }
+  state?.pages?.kill();
+  await state?.pages?.close();
   ctx.streams.cancel(req.migrationId);
   await agent.withJob(rec.jobId, async () => {
     const job = await agent.store.load(rec.jobId).catch(() => null);

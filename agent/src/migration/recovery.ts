@@ -9,7 +9,7 @@ import type { Agent } from '../agent.js';
 import { isSameLiveProcess } from '@drover/native';
 import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
-import { removeScratch } from './scratch.js';
+import { criuWorkingIn, removeScratch } from './scratch.js';
 import { isReceiving } from './destination.js';
 import {
   activeSourceMigrations,
@@ -64,6 +64,17 @@ async function recoverSource(
     const fresh = await store.load(rec.migrationId, 'source');
     if (FINAL_STATES.includes(fresh.state)) return true;
     Object.assign(rec, fresh);
+    // A dump the dead agent started may still be running (it outlives its agent): the job is
+    // not touched until it has ended, or CRIU would find it thawed under its parasite. Asked
+    // again on the next round (every 5 s).
+    const busy = await criuWorkingIn(agent.config.hostId, rec.migrationId, agent.config.stateDir);
+    if (busy.length) {
+      agent.log.info('a dump of this migration is still running; recovering later', {
+        migrationId: rec.migrationId,
+        criu: busy,
+      });
+      return false;
+    }
     // A record of an older agent has no ticket: before DONE nothing ran there (abort is only
     // courtesy); after it, the destination cannot be asked and the record stays in doubt.
     const ticket = await store.ticket(rec.migrationId).catch(() => null);
@@ -76,7 +87,7 @@ async function recoverSource(
       }
       outcome = 'aborted';
     } else {
-      outcome = ticket === null ? 'unknown' : await settleWithDestination(ctx, rec, ticket, 4);
+      outcome = ticket === null ? 'unknown' : await settleWithDestination(ctx.call, rec, ticket, 4);
     }
     const job = await agent.store.load(rec.jobId);
     const cg = await agent.cgroupOf(job).catch(() => null);

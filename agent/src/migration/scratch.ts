@@ -1,5 +1,5 @@
 /** Scratch directories for images in flight: on tmpfs, so a migration never writes images to disk. */
-import { mkdir, rm, rmdir, statfs } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const TMPFS_MAGIC = 0x01021994;
@@ -60,4 +60,31 @@ export async function removeScratch(
     }
   }
   await rm(join(fallbackDir, 'scratch', migrationId), { recursive: true, force: true });
+}
+
+/**
+ * PIDs of CRIU processes still working in one of a migration's scratch directories (their
+ * working directory is there: CRIU works in its images directory). An agent that restarted
+ * during a dump finds the dump still running: it must end before the job is touched.
+ */
+export async function criuWorkingIn(
+  hostId: string,
+  migrationId: string,
+  fallbackDir: string,
+): Promise<number[]> {
+  const dirs = [
+    ...ROOTS.map((root) => join(root, 'drover', hostId, migrationId)),
+    join(fallbackDir, 'scratch', migrationId),
+  ];
+  const out: number[] = [];
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const [exe, cwd] = await Promise.all([
+      readlink(`/proc/${entry}/exe`).catch(() => ''),
+      readlink(`/proc/${entry}/cwd`).catch(() => ''),
+    ]);
+    if (exe.endsWith('/criu') && dirs.some((d) => cwd === d || cwd.startsWith(`${d}/`)))
+      out.push(Number(entry));
+  }
+  return out;
 }

@@ -1,43 +1,49 @@
 /**
- * The source side of a live migration: one linear sequence with a single rollback exit.
- * prepare (destination) → freeze (checkpointing guard) → dump to tmpfs, leaving the tree frozen
- * → stream the images → the destination restores and reports the job running → only then the
- * original is discarded. Before that report every failure thaws the original where it was.
+ * The source side of a live migration: named phases with one rollback exit, the way CRIU's
+ * `cr_dump_tasks` reads.
+ *
+ *   begin     checks (state, preflight) and the record; the job is `migrating`
+ *   prepare   the destination readies a stream and (stop-copy) a page server admitting only us;
+ *             (post-copy) we admit only the destination to the port our lazy dump will serve
+ *   freeze    new connections held off, the job frozen (checkpointing guard), its network locked
+ *   dump      CRIU dumps, leaving the tree frozen: its pages go straight to the destination's
+ *             page server over TLS while it runs (post-copy: they stay to be pulled); the job's
+ *             directory is archived beside the small images
+ *   transfer  the small images and the job's directory go through Drover's framed stream; the
+ *             destination checks that every page the dump wrote arrived, restores, and answers
+ *   pull      (post-copy) the destination pulls the pages; our dump ends when it has them all
+ *   commit    the original's link and then the original are discarded
+ *
+ * Before the destination reports the job running, any failure rolls back: the destination is
+ * told to abort, the job's network reopens and the original thaws where it was. After DONE
+ * without an answer the destination is asked; if nobody can say, the original stays frozen
+ * (`in-doubt`) — nothing is lost either way.
  */
-import { createServer, type AddressInfo } from 'node:net';
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { CheckpointGuard, JobCgroup } from '@drover/cgroup';
 import { DroverError, ErrorCode, newId, toDroverError } from '@drover/common';
 import {
   errorToFailure,
   JobState,
   MigrationState,
+  type AgentReplies,
   type AgentRequest,
   type JobInfo,
   type MigrationMode,
   type MigrationProgressEvent,
   type MigrationRecord,
 } from '@drover/protocol';
-import { isTransferError, StreamClient } from '@drover/transfer';
+import { isTransferError } from '@drover/transfer';
+import type { CheckpointGuard } from '@drover/cgroup';
 import type { SwrkSession } from '@drover/criu';
+import { isSameLiveProcess } from '@drover/native';
 import type { Agent } from '../agent.js';
 import { dumpOptionsOf } from '../checkpoint.js';
-import { checkpointJobFiles, planJobDump } from '../job-image.js';
-import {
-  addressOf,
-  detachJob,
-  lockJobNetwork,
-  quiesceJob,
-  unlockJobNetwork,
-  unquiesceJob,
-} from '../job-network.js';
+import type { JobDumpPlan } from '../job-image.js';
+import { addressOf, detachJob, unlockJobNetwork, unquiesceJob } from '../job-network.js';
 import type { JobRecord } from '../job-store.js';
-import { isSameLiveProcess, processTree } from '@drover/native';
 import { preflight, preflightInputOf, type DestinationFacts } from '../preflight.js';
 import type { MigrationContext } from './context.js';
-import { advance, MigrationStore, newMigrationRecord } from './migration-store.js';
-import { makeScratch, removeScratch } from './scratch.js';
+import { advance, newMigrationRecord } from './migration-store.js';
+import { realSourceWorld, type SourceWorld, type StreamSender } from './source-world.js';
 
 /** A stream with no frame for this long is a dead link (both sides give up). */
 export const STREAM_IDLE_MS = 5000;
@@ -51,6 +57,12 @@ const QUIESCE_MS = 1000;
 /** Jobs above this size go post-copy under `auto` when both hosts can. */
 const AUTO_POSTCOPY_BYTES = 512 * 1024 * 1024;
 
+/**
+ * A post-copy dump leaves memory out of the images; more than this much page data in them means
+ * lazy pages did not take, and the move is refused rather than silently copying everything.
+ */
+const LAZY_LEFTOVER_BYTES = 32 * 1024 * 1024;
+
 /** Migrations this process is running right now (recovery leaves them alone). */
 export const activeSourceMigrations = new Set<string>();
 
@@ -60,181 +72,276 @@ export function migrateJob(
   ctx: MigrationContext,
   req: AgentRequest<'migrate'>,
 ): Promise<MigrationRecord> {
-  return agent.withJob(req.jobId, () => runMigration(agent, ctx, req));
+  return agent.withJob(req.jobId, async () => {
+    const job = await agent.liveJob(req.jobId);
+    const cg = await agent.cgroupOf(job);
+    const memoryBytes = (await cg.memoryUsage().catch(() => 0)) || 0;
+    const destInfo = await ctx.call(req.destination, 'info', {}, 5000);
+    const mode = chooseMode(req.mode ?? 'auto', agent, destInfo.criu, memoryBytes);
+    checkMovable(job, req.destination, agent.config.hostId);
+    if (req.force !== true) {
+      const report = await preflight(
+        await preflightInputOf(job),
+        destinationFacts(job, req.destination, destInfo.cpuFlags, ctx.call),
+      );
+      if (!report.ok) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `job ${job.id} cannot move to ${req.destination}: ${report.reasons.map((r) => r.message).join('; ')}`,
+          { details: { jobId: job.id, reasons: report.reasons } },
+        );
+      }
+    }
+    return new SourceMigration(realSourceWorld(agent, ctx), job, req, {
+      mode,
+      memoryBytes,
+      destinationAddress: destInfo.stream.host,
+    }).run();
+  });
 }
 
-async function runMigration(
-  agent: Agent,
-  ctx: MigrationContext,
-  req: AgentRequest<'migrate'>,
-): Promise<MigrationRecord> {
-  const t0 = performance.now();
-  const job = await agent.liveJob(req.jobId);
+/** Refuse a job that is not running here or a move to where it is. */
+function checkMovable(job: JobRecord, destination: string, here: string): void {
   if (job.state !== JobState.running) {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
       `job ${job.id} is ${job.state}; only running jobs migrate`,
-      {
-        details: { jobId: job.id, state: job.state },
-      },
+      { details: { jobId: job.id, state: job.state } },
     );
   }
-  if (req.destination === agent.config.hostId) {
-    throw new DroverError(
-      ErrorCode.InvalidArgument,
-      `job ${job.id} is already on ${req.destination}`,
-    );
+  if (destination === here)
+    throw new DroverError(ErrorCode.InvalidArgument, `job ${job.id} is already on ${destination}`);
+}
+
+/** One migration of `job` from this host, phase by phase. */
+export class SourceMigration {
+  readonly rec: MigrationRecord;
+  private readonly t0 = performance.now();
+  private cg: Awaited<ReturnType<SourceWorld['cgroup']>> | null = null;
+  private guard: CheckpointGuard | null = null;
+  /** New connections are held off / the network is locked: reopen it on rollback. */
+  private held = false;
+  private doneSent = false;
+  private tFreeze = 0;
+  private scratch = '';
+  private plan: JobDumpPlan | null = null;
+  private prepared: AgentReplies['migrate-prepare'] | null = null;
+  /** post-copy: our lazy page server's port and the destination's address it admits. */
+  private lazyPort: { port: number; peer: string | null } | null = null;
+  private lazyDump: Promise<unknown> | null = null;
+  private lazySession: SwrkSession | null = null;
+  /** Nobody could tell the destination to drop its copy: ours stays frozen, rolled back never. */
+  private inDoubt = false;
+  /** Why the page connection was cut (a stalled peer), if it was. */
+  private cutWhy: string | null = null;
+
+  readonly mode: Exclude<MigrationMode, 'auto'>;
+
+  constructor(
+    private readonly w: SourceWorld,
+    private readonly job: JobRecord,
+    private readonly req: Pick<AgentRequest<'migrate'>, 'destination' | 'ticket'>,
+    private readonly how: {
+      mode: Exclude<MigrationMode, 'auto'>;
+      memoryBytes: number;
+      /** Where the destination's agent is reached (its stream address). */
+      destinationAddress: string;
+    },
+  ) {
+    const { mode } = how;
+    this.mode = mode;
+    this.rec = newMigrationRecord({
+      migrationId: newId('mig'),
+      jobId: job.id,
+      role: 'source',
+      source: w.hostId,
+      destination: req.destination,
+      mode,
+      state: MigrationState.preparing,
+    });
   }
-  const cg = await agent.cgroupOf(job);
-  const memoryBytes = (await cg.memoryUsage().catch(() => 0)) || 0;
-  const destInfo = await ctx.call(req.destination, 'info', {}, 5000);
-  const mode = chooseMode(req.mode ?? 'auto', agent, destInfo.criu, memoryBytes);
-  if (req.force !== true) {
-    const report = await preflight(
-      await preflightInputOf(job),
-      destinationFacts(job, req.destination, destInfo.cpuFlags, ctx.call),
-    );
-    if (!report.ok) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `job ${job.id} cannot move to ${req.destination}: ${report.reasons.map((r) => r.message).join('; ')}`,
-        { details: { jobId: job.id, reasons: report.reasons } },
-      );
+
+  /** All the phases, and the one rollback exit. */
+  async run(): Promise<MigrationRecord> {
+    activeSourceMigrations.add(this.rec.migrationId);
+    try {
+      await this.begin();
+      try {
+        await this.prepare();
+        await this.freeze();
+        await this.dump();
+        await this.transfer();
+        await this.pull();
+        await this.commit();
+        await this.w.scratch.remove(this.rec.migrationId);
+        this.progress('done', { stats: this.rec.stats });
+        return this.rec;
+      } catch (err) {
+        return await this.fail(toDroverError(err));
+      }
+    } finally {
+      activeSourceMigrations.delete(this.rec.migrationId);
+      await this.closeLazyPort();
     }
   }
-  const store = new MigrationStore(agent.config.stateDir);
-  const rec = newMigrationRecord({
-    migrationId: newId('mig'),
-    jobId: job.id,
-    role: 'source',
-    source: agent.config.hostId,
-    destination: req.destination,
-    mode,
-    state: MigrationState.preparing,
-  });
-  advance(rec, MigrationState.preparing, t0);
-  // Shown to the destination with every later call about this migration (and kept for recovery).
-  await store.saveTicket(rec.migrationId, 'source', req.ticket);
-  await store.save(rec);
-  activeSourceMigrations.add(rec.migrationId);
-  job.state = JobState.migrating;
-  await agent.store.save(job);
-  agent.event(job);
-  const progress = (
-    phase: MigrationProgressEvent['phase'],
-    extra: Partial<MigrationProgressEvent> = {},
-  ): void =>
-    agent.publish('migration', {
-      migrationId: rec.migrationId,
-      jobId: job.id,
-      destination: req.destination,
-      phase,
-      ...extra,
-    } satisfies MigrationProgressEvent);
 
-  let guard: CheckpointGuard | null = null;
-  const net = addressOf(job.network);
-  let held = false;
-  let doneSent = false;
-  let tFreeze = 0;
-  let pageDump: Promise<unknown> | null = null;
-  let lazySession: SwrkSession | null = null;
-  try {
-    const pageServer =
-      mode === 'post-copy'
-        ? { host: ctx.advertise.host, port: await freePort(ctx.advertise.host) }
-        : null;
-    const prepared = await ctx.call(req.destination, 'migrate-prepare', {
-      ...(pageServer ? { pageServer } : {}),
-      migrationId: rec.migrationId,
-      source: agent.config.hostId,
-      ticket: req.ticket,
-      mode,
-      job: migratingJob(job),
-      memoryBytes,
-      cpuFlags: (await agent.info()).cpuFlags,
-      pids: processTree(job.rootPid!).map((p) => p.pid),
+  /** The record (with the ticket kept beside it) and the job marked `migrating`. */
+  private async begin(): Promise<void> {
+    advance(this.rec, MigrationState.preparing, this.t0);
+    // Shown to the destination with every later call about this migration (and kept for recovery).
+    await this.w.records.saveTicket(this.rec.migrationId, 'source', this.req.ticket);
+    await this.w.records.save(this.rec);
+    this.job.state = JobState.migrating;
+    await this.w.jobs.save(this.job);
+    this.w.jobs.event(this.job);
+  }
+
+  /** The destination checks and readies itself; each side admits only the other to its pages port. */
+  private async prepare(): Promise<void> {
+    const { destination } = this.req;
+    const postCopy = this.mode === 'post-copy';
+    if (postCopy) this.lazyPort = { port: await this.w.pages.freePort(), peer: null };
+    this.prepared = await this.w.call(destination, 'migrate-prepare', {
+      migrationId: this.rec.migrationId,
+      source: this.w.hostId,
+      ticket: this.req.ticket,
+      mode: this.mode,
+      job: migratingJob(this.job),
+      memoryBytes: this.how.memoryBytes,
+      cpuFlags: await this.w.jobs.cpuFlags(),
+      pids: this.w.jobs.pids(this.job),
+      ...(postCopy
+        ? { pageServer: { host: this.w.advertiseHost, port: this.lazyPort!.port } }
+        : { pageFrom: await this.w.pages.localAddressToward(this.how.destinationAddress) }),
     });
-    advance(rec, MigrationState.prepared, t0);
-    progress('prepared');
-
-    const scratch = await makeScratch(
-      agent.config.hostId,
-      rec.migrationId,
-      'images',
-      agent.config.stateDir,
-    );
+    if (postCopy) {
+      const peer = this.prepared.pageFrom;
+      if (!peer)
+        throw new DroverError(
+          ErrorCode.Internal,
+          `${destination} did not say where it pulls pages from`,
+        );
+      await this.w.pages.admit(this.lazyPort!.port, peer);
+      this.lazyPort!.peer = peer;
+    } else if (!this.prepared.pages) {
+      throw new DroverError(ErrorCode.Internal, `${destination} offered no page server`);
+    }
+    advance(this.rec, MigrationState.prepared, this.t0);
+    this.progress('prepared');
+    const scratch = await this.w.scratch.make(this.rec.migrationId);
+    this.scratch = scratch.dir;
     if (scratch.onDisk)
-      rec.note = 'no tmpfs on this host: images passed through the state directory';
-    const plan = await planJobDump(job);
-    if (net) {
+      this.rec.note = 'no tmpfs on this host: images passed through the state directory';
+    this.plan = await this.w.images.plan(this.job);
+  }
+
+  /** Quiesce, freeze (checkpointing guard) and lock the job's network. */
+  private async freeze(): Promise<void> {
+    if (addressOf(this.job.network)) {
       // New connections are held off (their SYNs retransmit to wherever the job runs next) and
       // the ones in flight get a moment to be accepted, so the dump finds none to drop.
-      held = true;
-      const q = await quiesceJob(job.id, job.rootPid!, QUIESCE_MS);
-      rec.stats.inFlightDropped = q.inFlight;
+      this.held = true;
+      const q = await this.w.network.quiesce(this.job, QUIESCE_MS);
+      this.rec.stats.inFlightDropped = q.inFlight;
     }
-    tFreeze = performance.now();
-    guard = await cg.freezeForCheckpoint();
-    if (net) await lockJobNetwork(job.id);
-    advance(rec, MigrationState.frozen, t0);
-    await store.save(rec);
+    this.cg = await this.w.cgroup(this.job);
+    this.tFreeze = performance.now();
+    this.guard = await this.cg.freezeForCheckpoint();
+    if (addressOf(this.job.network)) await this.w.network.lock(this.job);
+    advance(this.rec, MigrationState.frozen, this.t0);
+    await this.w.records.save(this.rec);
+  }
 
-    advance(rec, MigrationState.dumping, t0);
-    // leave-running: the tree stays, frozen by our guard, until the destination runs it.
-    const dumpOptions = {
-      pid: job.rootPid!,
-      imagesDir: scratch.dir,
+  /** CRIU dumps, leaving the tree frozen by our guard until the destination runs it. */
+  private async dump(): Promise<void> {
+    advance(this.rec, MigrationState.dumping, this.t0);
+    await this.w.records.save(this.rec);
+    const base = {
+      pid: this.job.rootPid!,
+      imagesDir: this.scratch,
       leaveRunning: true,
-      ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
-      ...dumpOptionsOf(plan),
+      ...(this.cg!.paths.freezer ? { freezeCgroup: this.cg!.paths.freezer } : {}),
+      ...dumpOptionsOf(this.plan!),
     };
-    if (pageServer) {
-      // post-copy: CRIU writes everything but the memory, signals status-ready, then serves
-      // pages until the destination has them all; the DUMP reply comes only after that.
+    const tDump = performance.now();
+    if (this.mode === 'post-copy') {
+      // CRIU writes everything but the memory, says status-ready, then serves pages until the
+      // destination has them all; the DUMP reply comes only after that.
       let ready!: () => void;
       const imagesReady = new Promise<void>((r) => (ready = r));
-      const tDump = performance.now();
-      pageDump = agent.criu.dump(
+      const tls = this.w.pageTls('server');
+      this.lazyDump = this.w.dump(
         {
-          ...dumpOptions,
+          ...base,
           lazyPages: true,
-          pageServer: { address: pageServer.host, port: pageServer.port },
+          pageServer: { address: this.w.advertiseHost, port: this.lazyPort!.port },
+          ...(tls ? { tls } : {}),
         },
-        { hooks: { 'status-ready': () => ready() }, onSession: (sw) => (lazySession = sw) },
+        { hooks: { 'status-ready': () => ready() }, onSession: (sw) => (this.lazySession = sw) },
       );
-      pageDump.catch(() => undefined);
+      this.lazyDump.catch(() => undefined);
       await Promise.race([
         imagesReady,
-        pageDump.then(() => {
+        this.lazyDump.then(() => {
           throw new DroverError(ErrorCode.Internal, 'lazy dump ended before it was ready');
         }),
       ]);
-      rec.stats.dumpMs = Math.round(performance.now() - tDump);
+      // The memory must have stayed out of the images, or post-copy silently became a copy.
+      const left = await this.w.images.pageBytes(this.scratch);
+      if (left > LAZY_LEFTOVER_BYTES) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `the post-copy dump wrote ${Math.round(left / 1048576)} MiB of pages into its images: lazy pages did not take`,
+          { details: { pageBytes: left } },
+        );
+      }
     } else {
-      const dump = await agent.criu.dump(dumpOptions);
-      rec.stats.dumpMs = Math.round(dump.durationMs);
+      const tls = this.w.pageTls('client');
+      const pages = this.prepared!.pages!;
+      // The pages go to the destination's page server while CRIU dumps: they never touch this
+      // host's memory again, nor the agents. A peer that stops taking them gets the connection
+      // cut, and CRIU unwinds by itself (the tree is released as it was).
+      const dumping = this.w.dump({
+        ...base,
+        pageServer: { address: pages.host, port: pages.port },
+        ...(tls ? { tls } : {}),
+      });
+      this.w.pages.watch(
+        { peer: pages.host, peerPort: pages.port },
+        dumping,
+        (why) => (this.cutWhy = why),
+      );
+      await dumping.catch((err: unknown) => {
+        throw this.cutWhy
+          ? new DroverError(ErrorCode.Unavailable, this.cutWhy, { cause: err, retryable: true })
+          : err;
+      });
+      this.rec.stats.pages = (await this.w.images.stats(this.scratch)).pagesWritten;
     }
+    this.rec.stats.dumpMs = Math.round(performance.now() - tDump);
     // The job's directory travels in the images, as it is now that the job is frozen.
-    await checkpointJobFiles(job, plan, scratch.dir);
-    // What the stream will carry: the images and the job's directory (for progress and ETA).
-    const totalBytes = await bytesToSend(scratch.dir);
-    progress('dumped', { dumpMs: rec.stats.dumpMs, totalBytes });
+    await this.w.images.addJobFiles(this.job, this.plan!, this.scratch);
+    this.progress('dumped', {
+      dumpMs: this.rec.stats.dumpMs,
+      totalBytes: await this.w.images.bytes(this.scratch),
+    });
+  }
 
-    advance(rec, MigrationState.transferring, t0);
-    await store.save(rec);
+  /** The small images and the job's directory through the framed stream; the job runs there. */
+  private async transfer(): Promise<void> {
+    advance(this.rec, MigrationState.transferring, this.t0);
+    await this.w.records.save(this.rec);
     const tTransfer = performance.now();
-    const client = await StreamClient.connect({
-      host: prepared.streamHost,
-      port: prepared.streamPort,
-      migrationId: rec.migrationId,
-      token: prepared.token,
-      // The destination's certificate must name it: agent <destination>.
-      ...(ctx.tls ? { tls: { ...ctx.tls, peer: req.destination } } : {}),
-      faults: ctx.faults,
+    const totalBytes = await this.w.images.bytes(this.scratch);
+    const client: StreamSender = await this.w.openStream({
+      host: this.prepared!.streamHost,
+      port: this.prepared!.streamPort,
+      migrationId: this.rec.migrationId,
+      token: this.prepared!.token,
+      peer: this.req.destination,
       idleTimeoutMs: STREAM_IDLE_MS,
       onProgress: (p) =>
-        progress('transferring', {
+        this.progress('transferring', {
           bytes: p.bytes,
           totalBytes,
           rateBytesPerSec: Math.round(p.rateBytesPerSec),
@@ -242,134 +349,201 @@ async function runMigration(
     });
     let result: { job: JobInfo; restoreMs: number };
     try {
-      const sent = await client.sendDirectory(scratch.dir);
-      rec.stats.files = sent.files;
-      rec.stats.bytes = sent.bytes;
-      rec.stats.pages = await countPages(scratch.dir);
-      rec.stats.transferMs = Math.round(performance.now() - tTransfer);
-      advance(rec, MigrationState.awaiting, t0);
-      doneSent = true;
+      const sent = await client.sendDirectory(this.scratch);
+      this.rec.stats.files = sent.files;
+      this.rec.stats.bytes = sent.bytes;
+      this.rec.stats.transferMs = Math.round(performance.now() - tTransfer);
+      advance(this.rec, MigrationState.awaiting, this.t0);
+      this.doneSent = true;
       result = (await client.finish()) as { job: JobInfo; restoreMs: number };
     } catch (err) {
       await client.abort(toDroverError(err));
       throw err;
     }
-    rec.stats.restoreMs = result.restoreMs;
-    rec.stats.frozenMs = Math.round(performance.now() - tFreeze);
-    if (pageDump) {
-      // The job runs on the destination; its memory still comes from the frozen original here.
-      // Not a state of the record (it is still awaiting), but a phase of its timeline.
-      rec.timeline.push({ phase: 'pulling-pages', atMs: Math.round(performance.now() - t0) });
-      progress('pulling-pages');
+    this.rec.stats.restoreMs = result.restoreMs;
+    this.rec.stats.frozenMs = Math.round(performance.now() - this.tFreeze);
+  }
+
+  /** post-copy: the job runs on the destination; its memory still comes from here. */
+  private async pull(): Promise<void> {
+    if (!this.lazyDump) return;
+    // Not a state of the record (it is still awaiting), but a phase of its timeline.
+    this.rec.timeline.push({
+      phase: 'pulling-pages',
+      atMs: Math.round(performance.now() - this.t0),
+    });
+    this.progress('pulling-pages');
+    // A destination that stops pulling gets the connection cut; our lazy dump then ends.
+    this.w.pages.watch(
+      { peer: this.lazyPort!.peer!, localPort: this.lazyPort!.port },
+      this.lazyDump,
+      (why) => (this.cutWhy = why),
+    );
+    try {
+      await this.lazyDump;
+    } catch (err) {
+      const first = this.cutWhy
+        ? new DroverError(ErrorCode.Unavailable, this.cutWhy, { cause: err, retryable: true })
+        : toDroverError(err);
+      // The pages did not all arrive: the destination's copy is broken; ours is intact. Ours
+      // runs again only once the destination has dropped its copy: the job never runs twice.
       try {
-        await pageDump;
-      } catch (err) {
-        // The pages did not all arrive: the destination's copy is broken; ours is intact.
-        await ctx
-          .call(
-            req.destination,
-            'migrate-abort',
-            { migrationId: rec.migrationId, ticket: req.ticket },
-            10_000,
-          )
-          .catch((e: unknown) => toDroverError(err).suppress(e));
-        doneSent = false;
-        throw err;
+        await this.abortDestination(10_000);
+      } catch (e) {
+        this.inDoubt = true;
+        advance(this.rec, MigrationState.inDoubt, this.t0);
+        this.rec.error = errorToFailure(first);
+        this.rec.note =
+          'the pages stopped and the destination could not be told to drop its copy; the original stays frozen';
+        await this.w.records.save(this.rec);
+        throw first.suppress(e);
       }
-      rec.stats.pages = await countPages(scratch.dir);
+      this.doneSent = false;
+      throw first;
     }
-    await commit(agent, ctx, store, rec, job, cg, guard, t0);
-    guard = null;
-    held = false;
-    await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir);
-    progress('done', { stats: rec.stats });
-    return rec;
-  } catch (err) {
-    const first = toDroverError(err);
-    if (lazySession) await killLazyDump(agent, rec.migrationId, lazySession);
-    if (doneSent && !isRemoteRefusal(err)) {
+    const stats = await this.w.images.stats(this.scratch).catch(() => null);
+    this.rec.stats.pages = stats?.pagesLazy ?? this.rec.stats.pages;
+  }
+
+  /** The destination runs the job: discard the frozen original and finish the record. */
+  private async commit(): Promise<void> {
+    advance(this.rec, MigrationState.committing, this.t0);
+    await this.w.records.save(this.rec);
+    this.w.jobs.release(this.job.id);
+    await this.w.network.release(this.job);
+    this.held = false;
+    await this.guard?.release({ thaw: false });
+    this.guard = null;
+    // Kills what is left of the original (thawing first where a v1 freezer needs it to die).
+    await (this.cg ?? (await this.w.cgroup(this.job))).destroy({ force: true });
+    this.job.state = JobState.migrated;
+    this.job.note = `moved to ${this.rec.destination} by ${this.rec.migrationId}`;
+    this.job.rootPid = null;
+    this.job.mainPid = null;
+    this.job.rootStartTicks = null;
+    await this.w.jobs.save(this.job);
+    this.w.jobs.event(this.job);
+    await this.w
+      .call(
+        this.rec.destination,
+        'migrate-commit',
+        {
+          migrationId: this.rec.migrationId,
+          ticket: await this.w.records.ticket(this.rec.migrationId),
+        },
+        5000,
+      )
+      .catch((err: unknown) =>
+        this.w.log.warn('destination missed the commit; it finishes on its own', {
+          err,
+          migrationId: this.rec.migrationId,
+        }),
+      );
+    this.rec.stats.totalMs = Math.round(performance.now() - this.t0);
+    advance(this.rec, MigrationState.done, this.t0);
+    await this.w.records.save(this.rec);
+    this.w.log.info('migrated', {
+      jobId: this.job.id,
+      to: this.rec.destination,
+      stats: this.rec.stats,
+    });
+  }
+
+  /** The one rollback exit: settle with the destination if it may run the job, else thaw here. */
+  private async fail(first: DroverError): Promise<MigrationRecord> {
+    if (this.lazySession) await this.killLazyDump(this.lazySession);
+    if (this.inDoubt) throw first;
+    if (this.doneSent && !isTransferError(first, 'remote')) {
       // The destination may have restored the job: ask it before touching the original.
-      const outcome = await settleWithDestination(ctx, rec, req.ticket);
+      const outcome = await settleWithDestination(this.w.call, this.rec, this.req.ticket);
       if (outcome === 'running') {
-        await commit(agent, ctx, store, rec, job, cg, guard, t0);
-        held = false;
-        return rec;
+        await this.commit();
+        return this.rec;
       }
       if (outcome === 'unknown') {
-        advance(rec, MigrationState.inDoubt, t0);
-        rec.error = errorToFailure(first);
-        rec.note =
+        advance(this.rec, MigrationState.inDoubt, this.t0);
+        this.rec.error = errorToFailure(first);
+        this.rec.note =
           'the destination could not be asked whether it runs the job; the original stays frozen';
-        await store.save(rec);
-        throw first.suppress(new Error(rec.note));
+        await this.w.records.save(this.rec);
+        throw first.suppress(new Error(this.rec.note));
       }
     } else {
-      await ctx
-        .call(
-          req.destination,
-          'migrate-abort',
-          { migrationId: rec.migrationId, ticket: req.ticket },
-          5000,
-        )
-        .catch((e: unknown) => {
-          // An unreachable destination cannot have restored anything before DONE: safe to go on.
-          first.suppress(e);
-        });
+      // An unreachable destination cannot have restored anything before DONE: safe to go on.
+      await this.abortDestination(5000).catch((e: unknown) => first.suppress(e));
     }
-    await rollback(agent, store, rec, job, guard, held, first, t0);
+    await this.rollBack(first);
+    await this.w.scratch.remove(this.rec.migrationId).catch(() => undefined);
     throw first;
-  } finally {
-    activeSourceMigrations.delete(rec.migrationId);
-    if (rec.state === MigrationState.rolledBack) {
-      await removeScratch(agent.config.hostId, rec.migrationId, agent.config.stateDir).catch(
-        () => undefined,
-      );
+  }
+
+  /** Thaw the original where it was, its network open again, and record why. */
+  private async rollBack(first: DroverError): Promise<void> {
+    try {
+      if (this.held) await this.w.network.reopen(this.job);
+    } catch (e) {
+      first.suppress(e);
+    }
+    try {
+      if (this.guard) await this.guard.release({ thaw: true });
+    } catch (e) {
+      first.suppress(e);
+    }
+    const job = this.job;
+    job.state =
+      job.rootPid !== null && isSameLiveProcess(job.rootPid, job.rootStartTicks)
+        ? JobState.running
+        : JobState.lost;
+    if (job.state === JobState.lost)
+      job.note = `lost during migration ${this.rec.migrationId}: ${first.message}`;
+    await this.w.jobs.save(job).catch((e: unknown) => first.suppress(e));
+    this.w.jobs.event(job);
+    this.rec.error = errorToFailure(first);
+    advance(this.rec, MigrationState.rolledBack, this.t0);
+    await this.w.records.save(this.rec).catch((e: unknown) => first.suppress(e));
+    this.w.log.warn('migration rolled back; the job runs here as before', {
+      jobId: job.id,
+      err: first,
+    });
+  }
+
+  private abortDestination(timeoutMs: number): Promise<unknown> {
+    return this.w.call(
+      this.req.destination,
+      'migrate-abort',
+      { migrationId: this.rec.migrationId, ticket: this.req.ticket },
+      timeoutMs,
+    );
+  }
+
+  /** Stop a lazy dump still serving pages (its swrk), so the frozen original can be thawed. */
+  private async killLazyDump(session: SwrkSession): Promise<void> {
+    this.w.log.warn('stopping the lazy dump of a failed migration', {
+      migrationId: this.rec.migrationId,
+      pid: session.pid,
+    });
+    // CRIU's tracer dies; the tree, still held by our freezer, is released as it was.
+    await session.kill();
+  }
+
+  private async closeLazyPort(): Promise<void> {
+    if (this.lazyPort?.peer) {
+      await this.w.pages.close(this.lazyPort.port, this.lazyPort.peer).catch(() => undefined);
     }
   }
-}
 
-/** The destination runs the job: discard the frozen original and finish the record. */
-async function commit(
-  agent: Agent,
-  ctx: MigrationContext,
-  store: MigrationStore,
-  rec: MigrationRecord,
-  job: JobRecord,
-  cg: JobCgroup,
-  guard: CheckpointGuard | null,
-  t0: number,
-): Promise<void> {
-  advance(rec, MigrationState.committing, t0);
-  await store.save(rec);
-  agent.release(job.id);
-  await releaseOriginalNetwork(job);
-  await guard?.release({ thaw: false });
-  // Kills what is left of the original (thawing first where a v1 freezer needs it to die).
-  await cg.destroy({ force: true });
-  job.state = JobState.migrated;
-  job.note = `moved to ${rec.destination} by ${rec.migrationId}`;
-  job.rootPid = null;
-  job.mainPid = null;
-  job.rootStartTicks = null;
-  await agent.store.save(job);
-  agent.event(job);
-  await ctx
-    .call(
-      rec.destination,
-      'migrate-commit',
-      { migrationId: rec.migrationId, ticket: await store.ticket(rec.migrationId) },
-      5000,
-    )
-    .catch((err: unknown) =>
-      agent.log.warn('destination missed the commit; it finishes on its own', {
-        err,
-        migrationId: rec.migrationId,
-      }),
-    );
-  rec.stats.totalMs = Math.round(performance.now() - t0);
-  advance(rec, MigrationState.done, t0);
-  await store.save(rec);
-  agent.log.info('migrated', { jobId: job.id, to: rec.destination, stats: rec.stats });
+  private progress(
+    phase: MigrationProgressEvent['phase'],
+    extra: Partial<MigrationProgressEvent> = {},
+  ): void {
+    this.w.progress({
+      migrationId: this.rec.migrationId,
+      jobId: this.job.id,
+      destination: this.req.destination,
+      phase,
+      ...extra,
+    });
+  }
 }
 
 /**
@@ -389,54 +563,16 @@ export async function reopenOriginalNetwork(job: JobRecord): Promise<void> {
   await unquiesceJob(job.id);
 }
 
-/** Thaw the original where it was and record why. */
-async function rollback(
-  agent: Agent,
-  store: MigrationStore,
-  rec: MigrationRecord,
-  job: JobRecord,
-  guard: CheckpointGuard | null,
-  held: boolean,
-  first: DroverError,
-  t0: number,
-): Promise<void> {
-  try {
-    if (held) await reopenOriginalNetwork(job);
-  } catch (e) {
-    first.suppress(e);
-  }
-  try {
-    if (guard) await guard.release({ thaw: true });
-  } catch (e) {
-    first.suppress(e);
-  }
-  job.state =
-    job.rootPid !== null && isSameLiveProcess(job.rootPid, job.rootStartTicks)
-      ? JobState.running
-      : JobState.lost;
-  if (job.state === JobState.lost)
-    job.note = `lost during migration ${rec.migrationId}: ${first.message}`;
-  await agent.store.save(job).catch((e: unknown) => first.suppress(e));
-  agent.event(job);
-  rec.error = errorToFailure(first);
-  advance(rec, MigrationState.rolledBack, t0);
-  await store.save(rec).catch((e: unknown) => first.suppress(e));
-  agent.log.warn('migration rolled back; the job runs here as before', {
-    jobId: job.id,
-    err: first,
-  });
-}
-
 /** Ask the destination (over NATS, not the broken stream) what became of the migration. */
 export async function settleWithDestination(
-  ctx: MigrationContext,
+  call: MigrationContext['call'],
   rec: MigrationRecord,
   ticket: string,
   attempts = 10,
 ): Promise<'running' | 'aborted' | 'unknown'> {
   for (let i = 0; i < attempts; i++) {
     try {
-      const st = await ctx.call(
+      const st = await call(
         rec.destination,
         'migrate-status',
         { migrationId: rec.migrationId, ticket },
@@ -447,12 +583,7 @@ export async function settleWithDestination(
         await sleep(500); // still at work: let it finish or fail
         continue;
       }
-      await ctx.call(
-        rec.destination,
-        'migrate-abort',
-        { migrationId: rec.migrationId, ticket },
-        5000,
-      );
+      await call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId, ticket }, 5000);
       return 'aborted';
     } catch (err) {
       if (err instanceof DroverError && err.code === ErrorCode.NotFound) return 'aborted';
@@ -460,11 +591,6 @@ export async function settleWithDestination(
     }
   }
   return 'unknown';
-}
-
-/** A refusal the destination sent in-band: it has cleaned up and runs nothing. */
-function isRemoteRefusal(err: unknown): boolean {
-  return isTransferError(err, 'remote');
 }
 
 function chooseMode(
@@ -491,9 +617,7 @@ function chooseMode(
     throw new DroverError(
       ErrorCode.FailedPrecondition,
       'pre-copy is not available in this version; use stop-copy or post-copy',
-      {
-        details: { mode: asked },
-      },
+      { details: { mode: asked } },
     );
   }
   const lazy = agent.features.lazyPages && dest.lazyPages;
@@ -512,30 +636,8 @@ function chooseMode(
   return 'stop-copy';
 }
 
-/** A free TCP port on `host` for CRIU's page server (bound, read, released). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Stop a lazy dump still serving pages (its swrk), so the frozen original can be thawed. */
-async function killLazyDump(
-  agent: Agent,
-  migrationId: string,
-  session: SwrkSession,
-): Promise<void> {
-  agent.log.warn('stopping the lazy dump of a failed migration', { migrationId, pid: session.pid });
-  // CRIU's tracer dies; the tree, still held by our freezer, is released as it was.
-  await session.kill();
-}
-
 function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
+  const a = addressOf(j.network);
   return {
     id: j.id,
     name: j.name,
@@ -548,23 +650,21 @@ function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
     shellJob: j.shellJob,
     startedAt: j.startedAt,
     jobDir: j.jobDir,
-    ...(addressOf(j.network) ? { address: addressRequest(j) } : {}),
+    ...(a
+      ? {
+          address: {
+            address: a.address,
+            prefixLength: a.prefixLength,
+            ...(a.gateway !== null ? { gateway: a.gateway } : {}),
+          },
+        }
+      : {}),
   } as unknown as AgentRequest<'migrate-prepare'>['job'];
 }
 
-/** The job's address as the wire carries it (the MAC follows from it). */
-function addressRequest(j: JobRecord): { address: string; prefixLength: number; gateway?: string } {
-  const a = addressOf(j.network)!;
-  return {
-    address: a.address,
-    prefixLength: a.prefixLength,
-    ...(a.gateway !== null ? { gateway: a.gateway } : {}),
-  };
-}
-
 /**
- * What preflight needs to know about a destination. The job's own directory (its logs) is left
- * out of the file check: the destination creates it and the logs travel with the images.
+ * What preflight needs to know about a destination. The job's own directory is left out of the
+ * file check: the destination creates it and its files travel with the images.
  */
 export function destinationFacts(
   job: Pick<JobRecord, 'jobDir'>,
@@ -577,26 +677,11 @@ export function destinationFacts(
     host,
     cpuFlags,
     checkFiles: (files) =>
-      call(host, 'files-check', { files: files.filter((f) => !f.path.startsWith(own)) }),
+      call(host, 'files-check', {
+        files: files.filter((f) => !f.path.startsWith(own)),
+        space: true,
+      }),
   };
-}
-
-/** Bytes the stream sends: the regular files directly in `dir` (images, the job's directory). */
-async function bytesToSend(dir: string): Promise<number> {
-  let total = 0;
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    if (e.isFile()) total += (await stat(join(dir, e.name))).size;
-  }
-  return total;
-}
-
-/** Memory pages in an image directory (pages-*.img are raw 4 KiB pages). */
-async function countPages(dir: string): Promise<number> {
-  let bytes = 0;
-  for (const f of await readdir(dir)) {
-    if (f.startsWith('pages-') && f.endsWith('.img')) bytes += (await stat(join(dir, f))).size;
-  }
-  return Math.floor(bytes / 4096);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -344,6 +344,11 @@ export interface ClusterCertsOptions {
   readonly controllers?: readonly string[];
   /** Agents' host ids. */
   readonly agents?: readonly string[];
+  /**
+   * Each agent's addresses (IPs or DNS names), by host id: its certificate names them, so peers
+   * that dial an address (CRIU's page channel) can check whom they reached.
+   */
+  readonly agentAddresses?: Readonly<Record<string, readonly string[]>>;
   readonly operators?: readonly string[];
   readonly viewers?: readonly string[];
   /**
@@ -372,7 +377,10 @@ export async function initCluster(dir: string, options: ClusterCertsOptions): Pr
   if (options.serverAddresses.length > 0 || !options.natsCluster)
     await issueServer(dir, options.serverAddresses);
   // One at a time: openssl is quick, and two cores are shared with everything else.
-  for (const id of ids) await issueIdentity(dir, id);
+  for (const id of ids) {
+    const sans = id.role === 'agent' ? (options.agentAddresses?.[id.name] ?? []) : [];
+    await issueIdentity(dir, id, sans.length ? { sans } : {});
+  }
   if (options.serverAddresses.length > 0 || !options.natsCluster)
     await writeNatsSecurityConfig(dir);
   if (options.natsCluster) await initNatsCluster(dir, options.natsCluster);

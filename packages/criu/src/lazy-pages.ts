@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
 import { CriuError } from './errors.js';
 import { logTail } from './criu.js';
+import type { CriuTls } from './options.js';
 
 /** A running lazy-pages daemon. */
 export interface LazyPagesDaemon {
@@ -25,6 +26,8 @@ export interface LazyPagesOptions {
   imagesDir: string;
   /** The source's page server. */
   pageServer: { address: string; port: number };
+  /** TLS to it (CRIU's own; the daemon checks the source's certificate names its address). */
+  tls?: CriuTls;
   logFile?: string;
   readyTimeoutMs?: number;
 }
@@ -49,6 +52,18 @@ export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesD
       '-v4',
       '--status-fd',
       '3',
+      ...(opts.tls
+        ? [
+            '--tls',
+            '--tls-cacert',
+            opts.tls.caFile,
+            '--tls-cert',
+            opts.tls.certFile,
+            '--tls-key',
+            opts.tls.keyFile,
+            ...(opts.tls.noCnVerify ? ['--tls-no-cn-verify'] : []),
+          ]
+        : []),
     ],
     { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
   );

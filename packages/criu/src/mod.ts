@@ -15,7 +15,10 @@ export type {
   PageServerOptions,
   ImagesOptions,
   CriuLogLevel,
+  CriuTls,
 } from './options.js';
+export { readDumpStats, writeDumpStats, pageBytes, PAGE_SIZE } from './image-stats.js';
+export type { DumpStats } from './image-stats.js';
 export { CriuError, CriuNotProvisionedError } from './errors.js';
 export type { CriuErrorFields } from './errors.js';
 export { findCriu, compareVersions, parseCriuVersion, MIN_CRIU_VERSION } from './provision.js';

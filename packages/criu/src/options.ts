@@ -6,6 +6,19 @@ import { IMAGES_DIR_CHILD_FD } from './swrk.js';
 /** CRIU log verbosity: 0 errors only … 4 debug. */
 export type CriuLogLevel = 0 | 1 | 2 | 3 | 4;
 
+/**
+ * CRIU's own TLS on the page channel (`--tls`, GnuTLS): both ends present a certificate and check
+ * the other's chain against `caFile`. A client also checks that the server's certificate names
+ * the address it dials; a server cannot check its client's name (CRIU would compare it with the
+ * server's own address), so `noCnVerify` is for servers.
+ */
+export interface CriuTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  noCnVerify?: boolean;
+}
+
 /** Options shared by every operation that works on an images directory. */
 export interface ImagesOptions {
   /** The images directory (created by the caller). CRIU's log is written here too. */
@@ -37,6 +50,8 @@ export interface ImagesOptions {
   lazyPages?: boolean;
   /** Seconds CRIU may spend freezing/collecting the tree (`--timeout`). */
   timeoutSec?: number;
+  /** TLS on the page channel (a dump's page client or lazy page server, a page server). */
+  tls?: CriuTls;
 }
 
 /** Options for DUMP and PRE_DUMP. */
@@ -106,6 +121,13 @@ function common(opts: ImagesOptions, defaultLog: string): RpcOpts {
     out.manage_cgroups = true;
     out.manage_cgroups_mode = CgroupMode[opts.manageCgroups];
   }
+  if (opts.tls) {
+    out.tls = true;
+    out.tls_cacert = opts.tls.caFile;
+    out.tls_cert = opts.tls.certFile;
+    out.tls_key = opts.tls.keyFile;
+    if (opts.tls.noCnVerify) out.tls_no_cn_verify = true;
+  }
   if (opts.timeoutSec !== undefined) {
     if (!Number.isInteger(opts.timeoutSec) || opts.timeoutSec <= 0) {
       throw invalid(`timeoutSec must be a positive integer: ${opts.timeoutSec}`);
@@ -165,6 +187,9 @@ export function compileRestoreOptions(opts: RestoreOptions): RpcOpts {
 export function compilePageServerOptions(opts: PageServerOptions): RpcOpts {
   checkEndpoint(opts);
   const out = common(opts, 'page-server.log');
+  // The page server runs on as a daemon after the RPC session that started it has closed: a
+  // notify (status-ready) sent then meets a closed socket and kills it.
+  out.notify_scripts = false;
   out.ps = { address: opts.address, port: opts.port };
   return out;
 }

@@ -66,6 +66,12 @@ message criu_opts {
   optional string freeze_cgroup = 44;
   optional uint32 timeout = 45;
   optional bool tcp_skip_in_flight = 46;
+  optional string tls_cacert = 54;
+  optional string tls_cacrl = 55;
+  optional string tls_cert = 56;
+  optional string tls_key = 57;
+  optional bool tls = 58;
+  optional bool tls_no_cn_verify = 59;
   optional bool lazy_pages = 48;
   optional int32 status_fd = 49;
   optional criu_network_lock_method network_lock = 64;
@@ -197,6 +203,12 @@ export interface RpcOpts {
   freeze_cgroup?: string;
   timeout?: number;
   tcp_skip_in_flight?: boolean;
+  tls_cacert?: string;
+  tls_cacrl?: string;
+  tls_cert?: string;
+  tls_key?: string;
+  tls?: boolean;
+  tls_no_cn_verify?: boolean;
   lazy_pages?: boolean;
   status_fd?: number;
   network_lock?: number;

@@ -145,6 +145,8 @@ export interface AgentInfo {
   cpuFlags: string[];
   memory: { totalBytes: number; availableBytes: number };
   criu: { version: string; lazyPages: boolean; memTrack: boolean };
+  /** Where its migration stream listens (peers dial this address; its page server too). */
+  stream: { host: string; port: number };
   jobs: { id: string; state: JobState; name: string }[];
 }
 

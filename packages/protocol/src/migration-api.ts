@@ -191,6 +191,11 @@ export const MigrationOps = {
     pids: arr(int({ min: 1 }), { max: 65536 }),
     /** post-copy: the source's page server, which the destination's lazy-pages daemon reads. */
     pageServer: opt(obj({ host: str({ min: 1, max: 255 }), port: int({ min: 1, max: 65535 }) })),
+    /**
+     * stop-copy: the address the source's CRIU connects to the destination's page server from
+     * (the only one the destination admits to it).
+     */
+    pageFrom: opt(str({ min: 1, max: 255 })),
   }),
   /**
    * The rest of the handshake names the migration and proves its part in it with the ticket the
@@ -240,7 +245,16 @@ export interface MigrationReplies {
   /** When the authorization lapses (the destination's clock). */
   'migrate-authorize': { expiresAt: string };
   migrate: MigrationRecord;
-  'migrate-prepare': { streamHost: string; streamPort: number; token: string; scratchDir: string };
+  'migrate-prepare': {
+    streamHost: string;
+    streamPort: number;
+    token: string;
+    scratchDir: string;
+    /** stop-copy: the destination's page server, which the source's dump sends pages to. */
+    pages?: { host: string; port: number };
+    /** post-copy: the address the destination's lazy-pages daemon connects from. */
+    pageFrom?: string;
+  };
   'migrate-abort': MigrationRecord;
   'migrate-commit': MigrationRecord;
   'migrate-status': MigrationRecord;

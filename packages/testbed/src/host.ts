@@ -515,6 +515,33 @@ export class Host {
     await mustRun(['ip', 'link', 'set', this.jobUplink, 'down']);
   }
 
+  /**
+   * Slow what reaches this host over its link to `bytesPerSec` (a token bucket on the link's
+   * root side), as a busy or distant network would; null lifts the limit.
+   */
+  async limitIncoming(bytesPerSec: number | null): Promise<void> {
+    if (bytesPerSec === null) {
+      await run(['tc', 'qdisc', 'del', 'dev', this.veth, 'root']);
+      return;
+    }
+    const bits = Math.max(8000, Math.round(bytesPerSec * 8));
+    await mustRun([
+      'tc',
+      'qdisc',
+      'replace',
+      'dev',
+      this.veth,
+      'root',
+      'tbf',
+      'rate',
+      `${bits}bit`,
+      'burst',
+      '256kb',
+      'latency',
+      '2s',
+    ]);
+  }
+
   /** Heal a partition made by {@link cutLink}. */
   async restoreLink(): Promise<void> {
     await mustRun(['ip', 'link', 'set', this.veth, 'up']);

@@ -57,14 +57,19 @@ export const TESTBED_IDENTITIES = {
 /** Make the certificates of a testbed with `hosts` in `dir` (new), NATS at `natsAddresses`. */
 export async function createTestbedCerts(
   dir: string,
-  hosts: readonly string[],
+  hosts: readonly (string | { name: string; address: string })[],
   natsAddresses: readonly string[],
 ): Promise<TestbedCerts> {
   const n = TESTBED_IDENTITIES;
+  const named = hosts.map((h) => (typeof h === 'string' ? { name: h, address: null } : h));
   await initCluster(dir, {
     serverAddresses: natsAddresses,
     controllers: [n.controller, n.runner],
-    agents: hosts,
+    agents: named.map((h) => h.name),
+    // An agent's certificate names its host's address: a peer dialling it can check whom it reached.
+    agentAddresses: Object.fromEntries(
+      named.filter((h) => h.address !== null).map((h) => [h.name, [h.address!]]),
+    ),
     operators: [n.operator],
     viewers: [n.viewer],
   });

@@ -176,7 +176,7 @@ export class Testbed {
       if (opts.secure) {
         tb.certs = await createTestbedCerts(
           certsDir,
-          tb.hosts.map((h) => h.name),
+          tb.hosts.map((h) => ({ name: h.name, address: h.address })),
           [tb.bridgeAddress],
         );
       }

