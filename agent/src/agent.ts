@@ -21,6 +21,7 @@ import {
   JobKind,
   JobState,
   pageOf,
+  parseSignal,
   type AgentReplies,
   type AgentRequest,
   type JobInfo,
@@ -30,7 +31,8 @@ import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
 import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
-import { readNoFollow } from './job-dir-fs.js';
+import { LogIndex, readJobLog } from './job-logs.js';
+import { confirmStart } from './job-start.js';
 import { findMainProcess, startNamespacedJob } from './job-runtime.js';
 import {
   addressOf,
@@ -77,6 +79,8 @@ export class Agent {
   readonly store: JobStore;
   readonly images: ImageStore;
   readonly supervisor: Supervisor;
+  /** Log sizes over time, for `logs --since` (the daemon samples it each second). */
+  readonly logIndex: LogIndex;
   criu!: Criu;
   criuVersion = 'unknown';
   features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
@@ -97,6 +101,7 @@ export class Agent {
     this.store = new JobStore(config.stateDir);
     this.images = new ImageStore(config.stateDir);
     this.supervisor = new Supervisor(this.log);
+    this.logIndex = new LogIndex(this.store.jobsDir);
     this.publishEvent = deps.publishEvent ?? (() => {});
   }
 
@@ -201,6 +206,14 @@ export class Agent {
             : {}),
         });
         started.launcher.unref();
+        // `run` answers once the command's exec succeeded; a failed exec is a failed run.
+        const failed = await confirmStart(this.store, id, started);
+        if (failed) {
+          record.exitCode = failed.exitCode;
+          throw new DroverError(ErrorCode.StartFailed, `${req.command[0]}: ${failed.reason}`, {
+            details: { jobId: id, exitCode: failed.exitCode, command: req.command.slice(0, 8) },
+          });
+        }
         record.rootPid = started.rootPid;
         record.rootStartTicks = started.rootStartTicks;
         record.mainPid = started.mainPid;
@@ -215,6 +228,7 @@ export class Agent {
         const first = toDroverError(err);
         record.state = JobState.exited;
         record.note = first.message;
+        this.event(record);
         record.exitedAt = new Date().toISOString();
         await this.store.save(record);
         await cg.destroy({ force: true }).catch((e: unknown) => first.suppress(e));
@@ -265,28 +279,19 @@ export class Agent {
       const r = await this.liveJob(req.jobId);
       // SIGKILL ends the whole job (its namespace init); other signals go to the command.
       const target = req.signal === 'SIGKILL' || r.mainPid === null ? r.rootPid! : r.mainPid;
-      process.kill(target, req.signal);
+      // By number: Node knows no names for the real-time signals.
+      process.kill(target, parseSignal(req.signal).number);
       return toJobInfo(r);
     });
   }
 
   async logs(req: AgentRequest<'logs'>): Promise<AgentReplies['logs']> {
-    await this.store.load(req.jobId);
+    const r = await this.store.load(req.jobId);
     // The path comes from the job's id, never from the record (which lives in the job's
     // directory), and the file is read without following a symlink the job may have planted.
-    const path = join(
-      this.store.jobDir(req.jobId),
-      req.stream === 'stderr' ? JobFiles.stderr : JobFiles.stdout,
-    );
-    const tail = req.tailBytes ?? 64 * 1024;
-    let got: { data: Buffer; size: number };
-    try {
-      got = await readNoFollow(path, { maxBytes: tail, tail: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      got = { data: Buffer.alloc(0), size: 0 };
-    }
-    return { data: got.data.toString('utf8'), truncated: got.size > tail, sizeBytes: got.size };
+    const { jobId, ...range } = req;
+    const chunk = await readJobLog(this.store.jobDir(jobId), jobId, range, this.logIndex);
+    return { ...chunk, state: r.state };
   }
 
   async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
@@ -544,6 +549,8 @@ export class Agent {
     const code = await this.store.exitStatus(jobId);
     applyExit(r, code, status);
     await this.store.save(r);
+    // The history shows how it ended (`drover events`).
+    this.event(r);
     void this.closeSelfCheckpoint(jobId); // not awaited: see release()
     await this.cgroupOf(r)
       .then((cg) => cg.destroy({ force: true }))

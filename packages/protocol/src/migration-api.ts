@@ -1,6 +1,7 @@
 /** Live migration between agents: modes, states, records and the messages agents exchange. */
 import type { Failure } from './failure.js';
-import { ID_PATTERN } from './subjects.js';
+import { commandSchema } from './command.js';
+import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
 import { JOB_ADDRESS_SCHEMA, macFor, type JobNetwork } from './job-network.js';
 
@@ -131,7 +132,7 @@ export interface MigratingJob {
   network: JobNetwork;
 }
 
-const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
 
 /**
  * A migration ticket: the secret with which the controller authorizes one migration on its
@@ -149,7 +150,7 @@ export const migratingJobSchema = obj({
   id: id(),
   name: str({ min: 1, max: 128 }),
   kind: oneOf(['namespaced', 'adopted'] as const),
-  command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
+  command: commandSchema(),
   cwd: str({ min: 1, max: 4096, pattern: /^\// }),
   env: dict(str({ max: 8192 }), {
     maxKeys: 256,
@@ -215,6 +216,12 @@ export const MigrationOps = {
   /** On either: the record of a migration. */
   'migrate-status': obj({ migrationId: id(), ticket: ticket() }),
   'migrations-list': obj({}),
+  /**
+   * On the source, from the controller only: this host's record of the migration of `jobId` the
+   * controller authorized with `ticket` (how a failed migration's phases and CRIU's error lines
+   * reach the operator: the `migrate` call that failed carries only the error).
+   */
+  'migrate-find': obj({ jobId: id(), ticket: ticket() }),
 } as const;
 
 function migratingJob(): Schema<MigratingJob> {
@@ -260,4 +267,5 @@ export interface MigrationReplies {
   'migrate-commit': MigrationRecord;
   'migrate-status': MigrationRecord;
   'migrations-list': { migrations: MigrationRecord[] };
+  'migrate-find': MigrationRecord;
 }

@@ -1,6 +1,7 @@
 /**
  * `drover run [--host H] [--name N] [--net job|host] [--ip A] -- CMD...`: start a job (placed
- * when no host is given), by default with its own address on the job network.
+ * when no host is given), by default with its own address on the job network. Answers once the
+ * command's exec succeeded; a command that cannot start is a failure (exit 1, and why).
  */
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
@@ -15,6 +16,17 @@ type Args = GlobalArgs & {
   ip: string | undefined;
   cmd: string[] | undefined;
 };
+
+/** Request fields by the flag that sets them (validation errors name the flag). */
+const RUN_FLAGS = {
+  cwd: '--cwd',
+  host: '--host',
+  name: '--name',
+  memoryLimitBytes: '--memory',
+  env: '--env',
+  hostname: '--hostname',
+  command: 'the command',
+} as const;
 
 export const runCommand: CommandModule<GlobalArgs, Args> = {
   command: 'run [cmd..]',
@@ -41,6 +53,14 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
     const command = [...(argv.cmd ?? []), ...((argv['--'] as string[] | undefined) ?? [])].map(
       String,
     );
+    if (command.length === 0) {
+      throw Object.assign(
+        new Error('give the command to run after --, e.g. drover run -- sleep 600'),
+        {
+          usage: true,
+        },
+      );
+    }
     if (argv.memory !== undefined && !(Number.isFinite(argv.memory) && argv.memory > 0)) {
       throw Object.assign(new Error('--memory wants a size in MiB, e.g. --memory 512'), {
         usage: true,
@@ -70,6 +90,8 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
       },
       (j) =>
         `${j.id} running on ${j.host}${j.network.mode === 'job' ? ` at ${j.network.address}` : ''} (${j.placement})`,
+      undefined,
+      RUN_FLAGS,
     );
   },
 };
