@@ -1,5 +1,6 @@
 // ESLint flat config: strict TypeScript, no import cycles, and the layering rules of STYLE.md
-// (only packages/native imports koffi; only packages/bus imports @nats-io; libraries never import
+// (only packages/native imports koffi; only packages/bus imports @nats-io; only packages/metrics
+// imports prom-client; playwright-core only in test/; libraries never import
 // apps, e.g. packages/testbed starts the agent and controller by their bin paths; no app imports
 // another app).
 import js from '@eslint/js';
@@ -45,6 +46,16 @@ export default tseslint.config(
     '@nats-io/* is used only inside packages/bus',
   ),
   forbid(['packages/**'], apps, 'libraries never import apps'),
+  forbid(
+    ['packages/!(metrics)/**', 'agent/**', 'controller/**', 'deploy/**', 'test/**'],
+    ['prom-client'],
+    'prom-client is used only inside packages/metrics',
+  ),
+  forbid(
+    ['packages/**', 'agent/**', 'controller/**', 'deploy/**'],
+    ['playwright-core'],
+    'playwright-core drives the browser in the test suites only',
+  ),
   {
     files: ['packages/**/src/**/*.ts'],
     ignores: ['**/*.test.ts'],

@@ -16,6 +16,8 @@
 #   DROVER_NATS_MIN       minimum nats-server version (default 2.12.0)
 #   DROVER_BUILD_DIR      where the CRIU source is built (default /var/cache/drover/criu-build)
 #   DROVER_SKIP_PACKAGES  set to 1 to skip the apt step (hosts provisioned another way)
+#   DROVER_TEST_TOOLS     set to 1 to add what the test suites need beyond a host's runtime
+#                         (Debian's chromium for the web console's browser tests); CI sets it
 set -euo pipefail
 
 CRIU_MIN="${DROVER_CRIU_MIN:-4.2.0}"
@@ -39,6 +41,9 @@ command -v apt-get >/dev/null || die "this script supports Debian-based hosts on
 # is ensure_nats's business (the suite's may be too old).
 RUNTIME_PKGS=(tini openssh-server redis-server iproute2 iputils-arping util-linux procps psmisc
   iptables nftables kmod ca-certificates xz-utils debian-archive-keyring openssl tcpdump python3)
+# Only for the test suites (DROVER_TEST_TOOLS=1): a headless browser for the console's tests,
+# Debian's own (no test tool may download a browser).
+TEST_PKGS=(chromium)
 # CRIU's build dependencies (Debian 12 names; identical on 13). Each optional feature CRIU detects
 # at build time has its -dev package here: libbpf (BPF maps), GnuTLS (page-server TLS), nftables
 # (the network lock).
@@ -291,6 +296,9 @@ main() {
   local t0=$SECONDS
   if [ "${DROVER_SKIP_PACKAGES:-0}" != 1 ]; then
     install_pkgs "${RUNTIME_PKGS[@]}"
+    if [ "${DROVER_TEST_TOOLS:-0}" = 1 ]; then
+      install_pkgs "${TEST_PKGS[@]}"
+    fi
   fi
   ensure_criu
   ensure_nats

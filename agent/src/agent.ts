@@ -27,6 +27,7 @@ import {
   JobKind,
   JobState,
   pageOf,
+  parseSignal,
   type AgentReplies,
   type AgentRequest,
   type JobInfo,
@@ -36,10 +37,11 @@ import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
 import { buildAgentInfo } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
-import { readNoFollow } from './job-dir-fs.js';
 import { startNamespacedJob } from './job-runtime.js';
 import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
+import { LogIndex, readJobLog } from './job-logs.js';
+import { confirmStart } from './job-start.js';
 import {
   addressOf,
   attachJob,
@@ -86,6 +88,8 @@ export class Agent {
   readonly store: JobStore;
   readonly images: ImageStore;
   readonly supervisor: Supervisor;
+  /** Log sizes over time, for `logs --since` (the daemon samples it each second). */
+  readonly logIndex: LogIndex;
   criu!: Criu;
   criuVersion = 'unknown';
   features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
@@ -108,6 +112,7 @@ export class Agent {
     this.store = new JobStore(config.stateDir);
     this.images = new ImageStore(config.stateDir);
     this.supervisor = new Supervisor(this.log);
+    this.logIndex = new LogIndex(this.store.jobsDir);
     this.publishEvent = deps.publishEvent ?? (() => {});
   }
 
@@ -222,6 +227,14 @@ export class Agent {
             : {}),
         });
         started.launcher.unref();
+        // `run` answers once the command's exec succeeded; a failed exec is a failed run.
+        const failed = await confirmStart(this.store, id, started);
+        if (failed) {
+          record.exitCode = failed.exitCode;
+          throw new DroverError(ErrorCode.StartFailed, `${req.command[0]}: ${failed.reason}`, {
+            details: { jobId: id, exitCode: failed.exitCode, command: req.command.slice(0, 8) },
+          });
+        }
         record.rootPid = started.rootPid;
         record.rootStartTicks = started.rootStartTicks;
         record.mainPid = started.mainPid;
@@ -237,6 +250,7 @@ export class Agent {
         const first = toDroverError(err);
         record.state = JobState.exited;
         record.note = first.message;
+        this.event(record);
         record.exitedAt = new Date().toISOString();
         await this.store.save(record);
         await cg.destroy({ force: true }).catch((e: unknown) => first.suppress(e));
@@ -296,12 +310,14 @@ export class Agent {
       const r = await this.liveJob(req.jobId);
       if (await refreshMain(r)) await this.store.save(r);
       // SIGKILL ends the whole job (its namespace init); other signals go to its main process,
-      // or, once that is gone (--until all), to every process of it (job-main.ts).
-      const targets = req.signal === 'SIGKILL' ? [r.rootPid!] : signalTargets(r);
+      // or, once that is gone (--until all), to every process of it (job-main.ts). By number:
+      // Node knows no names for the real-time signals.
+      const sig = parseSignal(req.signal);
+      const targets = sig.name === 'SIGKILL' ? [r.rootPid!] : signalTargets(r);
       let sent = 0;
       for (const pid of targets) {
         try {
-          process.kill(pid, req.signal);
+          process.kill(pid, sig.number);
           sent++;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
@@ -311,7 +327,7 @@ export class Agent {
         throw new DroverError(
           ErrorCode.FailedPrecondition,
           `job ${r.id} has no process left to signal (it is ending)`,
-          { details: { jobId: r.id, signal: req.signal } },
+          { details: { jobId: r.id, signal: sig.name } },
         );
       }
       return toJobInfo(r);
@@ -325,22 +341,12 @@ export class Agent {
   }
 
   async logs(req: AgentRequest<'logs'>): Promise<AgentReplies['logs']> {
-    await this.store.load(req.jobId);
+    const r = await this.store.load(req.jobId);
     // The path comes from the job's id, never from the record (which lives in the job's
     // directory), and the file is read without following a symlink the job may have planted.
-    const path = join(
-      this.store.jobDir(req.jobId),
-      req.stream === 'stderr' ? JobFiles.stderr : JobFiles.stdout,
-    );
-    const tail = req.tailBytes ?? 64 * 1024;
-    let got: { data: Buffer; size: number };
-    try {
-      got = await readNoFollow(path, { maxBytes: tail, tail: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      got = { data: Buffer.alloc(0), size: 0 };
-    }
-    return { data: got.data.toString('utf8'), truncated: got.size > tail, sizeBytes: got.size };
+    const { jobId, ...range } = req;
+    const chunk = await readJobLog(this.store.jobDir(jobId), jobId, range, this.logIndex);
+    return { ...chunk, state: r.state };
   }
 
   async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
@@ -603,6 +609,8 @@ export class Agent {
     const code = await this.store.exitStatus(jobId);
     applyExit(r, code, status);
     await this.store.save(r);
+    // The history shows how it ended (`drover events`).
+    this.event(r);
     void this.closeSelfCheckpoint(jobId); // not awaited: see release()
     await this.cgroupOf(r)
       .then((cg) => cg.destroy({ force: true }))

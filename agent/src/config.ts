@@ -33,6 +33,11 @@ export interface AgentConfig {
   readonly maxJobs: number;
   /** Fault injection for test suites (`DROVER_FAULT`), never set from a message. */
   readonly fault?: string;
+  /**
+   * Where Prometheus metrics are served (`HOST:PORT`, `/metrics`); off when unset. Plain HTTP
+   * bound to that address only: a management interface or loopback (docs/OBSERVABILITY.md).
+   */
+  readonly metricsAddr?: string;
   /** The bridge on the job segment that jobs with their own address hang off (docs/NETWORK.md). */
   readonly jobBridge: string;
   /**
@@ -68,6 +73,7 @@ export type AgentConfigInput = {
   reserveMemoryBytes?: number;
   maxJobs?: number;
   fault?: string;
+  metricsAddr?: string;
   jobBridge?: string;
   /** `NAME[=VALUE]` checkpoint options, as `drover run --checkpoint-opt` takes them. */
   checkpointOptions?: string[];
@@ -119,6 +125,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
+  if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
   if (env.DROVER_JOB_BRIDGE) out.jobBridge = env.DROVER_JOB_BRIDGE;
   if (env.DROVER_CHECKPOINT_OPTS) out.checkpointOptions = env.DROVER_CHECKPOINT_OPTS.split(',');
   if (env.DROVER_STREAM_CA && env.DROVER_STREAM_CERT && env.DROVER_STREAM_KEY) {
@@ -159,6 +166,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
+      'metrics-addr': { type: 'string' },
       'job-bridge': { type: 'string' },
       'checkpoint-opt': { type: 'string', multiple: true },
     },
@@ -184,6 +192,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
+    ...(values['metrics-addr'] ? { DROVER_METRICS_ADDR: values['metrics-addr'] } : {}),
     ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
     ...(values['checkpoint-opt']?.length
       ? { DROVER_CHECKPOINT_OPTS: values['checkpoint-opt'].join(',') }
@@ -237,6 +246,8 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   }
   const maxJobs = m.maxJobs ?? DEFAULTS.maxJobs;
   if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
+  if (m.metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(m.metricsAddr))
+    throw bad(`metrics address must be HOST:PORT: ${m.metricsAddr}`);
   const jobBridge = m.jobBridge ?? DEFAULTS.jobBridge;
   if (!IFNAME_PATTERN.test(jobBridge))
     throw bad(`job bridge is not an interface name: ${jobBridge}`);
@@ -255,6 +266,7 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
     reserveMemoryBytes,
     maxJobs,
     ...(m.fault !== undefined ? { fault: m.fault } : {}),
+    ...(m.metricsAddr !== undefined ? { metricsAddr: m.metricsAddr } : {}),
     ...(m.streamTls !== undefined ? { streamTls: Object.freeze({ ...m.streamTls }) } : {}),
     stateDir,
     nats: Object.freeze({

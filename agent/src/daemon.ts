@@ -8,10 +8,12 @@ import {
   serveAgentApi,
   type AgentHandlers,
 } from '@drover/bus';
-import { nullLogger, type Logger } from '@drover/common';
+import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
+import { serveMetrics, type MetricsServer } from '@drover/metrics';
 import { Agent } from './agent.js';
-import { fetchImage, pushImage } from './image-sets.js';
+import { AgentMetrics } from './agent-metrics.js';
+import { decodeStoredImage, fetchImage, pushImage } from './image-sets.js';
 import { startHeartbeats, type Heartbeats } from './heartbeat.js';
 import { busyAfterStart, busyMainMs, BUSY_OPS } from './busy-fault.js';
 import type { AgentConfig } from './config.js';
@@ -28,6 +30,8 @@ import { MigrationAuthorizations } from './migration/authorization.js';
 export interface AgentDaemon {
   agent: Agent;
   bus: Bus;
+  /** Where its metrics are served (`--metrics-addr`), if anywhere. */
+  metricsUrl: string | null;
   /** Stop serving (jobs keep running). */
   close(): Promise<void>;
 }
@@ -98,7 +102,12 @@ export async function startAgentDaemon(
     );
     return objects;
   };
-  const handlers: AgentHandlers = {
+  const metrics = new AgentMetrics(agent.store, {
+    host: config.hostId,
+    criu: () => agent.criuVersion,
+  });
+  bus.onReconnect(() => metrics.natsReconnects.inc());
+  const handlers: AgentHandlers = metrics.instrument({
     info: () => agent.info(),
     run: (r) => agent.run(r),
     adopt: (r) => agent.adopt(r),
@@ -141,7 +150,23 @@ export async function startAgentDaemon(
     },
     'migrate-status': (r) => migrations.findWithTicket(r.migrationId, r.ticket),
     'migrations-list': async () => ({ migrations: await migrations.list() }),
-  };
+    // The controller's ticket names one migration of the job: the one it authorized.
+    'migrate-find': async (r) => {
+      const mine = (await migrations.list())
+        .filter((m) => m.jobId === r.jobId && m.role === 'source')
+        .sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+      for (const m of mine) {
+        const found = await migrations.findWithTicket(m.migrationId, r.ticket).catch(() => null);
+        if (found) return found;
+      }
+      throw new DroverError(
+        ErrorCode.NotFound,
+        `no migration of ${r.jobId} with that ticket on ${config.hostId}`,
+        { details: { jobId: r.jobId } },
+      );
+    },
+    'image-decode': (r) => decodeStoredImage(imageObjects, r),
+  });
   const busyMs = busyMainMs(config.fault);
   for (const op of BUSY_OPS) {
     const h = handlers[op] as (r: never) => Promise<unknown>;
@@ -149,7 +174,8 @@ export async function startAgentDaemon(
   }
   serveAgentApi(bus, config.hostId, handlers, log);
   // Heartbeats and liveness probes come from a thread of their own (heartbeat.ts).
-  let heartbeats: Heartbeats;
+  let heartbeats: Heartbeats | null = null;
+  let metricsServer: MetricsServer | null = null;
   try {
     heartbeats = await startHeartbeats({
       hostId: config.hostId,
@@ -160,12 +186,22 @@ export async function startAgentDaemon(
       logger: log,
       info: () => agent.info(),
     });
+    if (config.metricsAddr !== undefined) {
+      metricsServer = await serveMetrics(metrics.metrics, config.metricsAddr, log);
+    }
   } catch (err) {
+    await heartbeats?.stop();
     await streams.close();
     await agent.stop();
     await bus.close();
     throw err;
   }
+  const beats = heartbeats;
+  // Log sizes over time: what `logs --since` starts from.
+  const logSampler = setInterval(() => {
+    agent.logIndex.sample().catch((err: unknown) => log.debug('log sampling failed', { err }));
+  }, 1000);
+  void agent.logIndex.sample().catch(() => undefined);
   // Unfinished migrations from before a restart: finish or roll back; retry the doubtful ones.
   let recovering = false;
   const recover = async (): Promise<void> => {
@@ -185,9 +221,12 @@ export async function startAgentDaemon(
   return {
     agent,
     bus,
+    metricsUrl: metricsServer?.url ?? null,
     async close() {
-      await heartbeats.stop();
+      await beats.stop();
       clearInterval(recoveryTimer);
+      clearInterval(logSampler);
+      await metricsServer?.close();
       await streams.close();
       await agent.stop();
       await bus.close();

@@ -2,7 +2,7 @@
  * Images in and out of the image-set object store: `pushImage` seals a local image with the set's
  * key (image-crypto.ts) under `<set>/<job>/`, `fetchImage` brings one back onto this host,
  * authenticating every chunk and checking every byte against the checksums the set recorded. A
- * pair, like CRIU's dump_x/restore_x.
+ * pair, like CRIU's dump_x/restore_x. `decodeStoredImage` reads one in memory to show what is in it.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
 import { DroverError, ErrorCode, toDroverError } from '@drover/common';
+import { decodeCheckpoint, type ImageSource } from '@drover/crit';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
 import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
@@ -187,4 +188,74 @@ export async function fetchImage(
   await agent.images.writeManifest(manifest);
   agent.log.info('image fetched', { imageId: req.imageId, prefix: req.prefix });
   return { ...toImageInfo(manifest), durationMs: Math.round(performance.now() - t0) };
+}
+
+/** The largest image file decoded whole (the process tree's metadata; pages are streamed). */
+const MAX_DECODED_FILE_BYTES = 256 * 1024 * 1024;
+
+/**
+ * What is inside an image of the image-set store (`images inspect NAME --job J`): its files are
+ * read with the set's key and checked against the set's checksums, in memory — the plaintext
+ * never reaches a disk — and decoded as CRIU's `crit` would (@drover/crit).
+ */
+export async function decodeStoredImage(
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-decode'>,
+): Promise<AgentReplies['image-decode']> {
+  const key = imageKey(req.key);
+  const store = await objects();
+  const listed = new Map(req.files.map((f) => [f.name, f]));
+  // Every byte of a file passes through here, hashed; `onChunk` sees it with its offset.
+  const stream = async (
+    name: string,
+    onChunk: (chunk: Uint8Array, offset: number) => void,
+  ): Promise<void> => {
+    const f = listed.get(name);
+    if (!f) throw new DroverError(ErrorCode.NotFound, `the image has no file ${name}`);
+    const object = `${req.prefix}/${name}`;
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of openImage(store.get(object), key, object)) {
+      hash.update(chunk);
+      onChunk(chunk, size);
+      size += chunk.length;
+    }
+    const sha256 = hash.digest('hex');
+    if (size !== f.size || sha256 !== f.sha256) {
+      throw new DroverError(
+        ErrorCode.DataLoss,
+        `image file ${object} does not match its checksum (size ${size}, expected ${f.size})`,
+        { details: { name, size, expected: f.size, sha256, expectedSha256: f.sha256 } },
+      );
+    }
+  };
+  const source: ImageSource = {
+    files: new Map(req.files.map((f) => [f.name, f.size])),
+    async read(name) {
+      const size = listed.get(name)?.size ?? 0;
+      if (size > MAX_DECODED_FILE_BYTES) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `image file ${name} is too large to decode (${size} bytes)`,
+          { details: { name, size } },
+        );
+      }
+      const parts: Uint8Array[] = [];
+      await stream(name, (c) => parts.push(c));
+      return Buffer.concat(parts);
+    },
+    async readRanges(name, ranges) {
+      const out = ranges.map((r) => Buffer.alloc(r.length));
+      await stream(name, (chunk, at) => {
+        const end = at + chunk.length;
+        ranges.forEach((r, i) => {
+          const lo = Math.max(at, r.offset);
+          const hi = Math.min(end, r.offset + r.length);
+          if (hi > lo) out[i]!.set(chunk.subarray(lo - at, hi - at), lo - r.offset);
+        });
+      });
+      return out;
+    },
+  };
+  return decodeCheckpoint(source);
 }

@@ -49,12 +49,12 @@ async function withDir<T>(dir: string, fn: (viaFd: string) => Promise<T>): Promi
 
 /**
  * Read a regular file without following symlinks: at most `maxBytes`, from the end when `tail`
- * (the last bytes of a log). ENOENT is thrown as is; a symlink or special file is
- * FAILED_PRECONDITION.
+ * (the last bytes of a log), from byte `from` when given (the file's end if it is shorter).
+ * ENOENT is thrown as is; a symlink or special file is FAILED_PRECONDITION.
  */
 export async function readNoFollow(
   path: string,
-  opts: { maxBytes: number; tail?: boolean },
+  opts: { maxBytes: number; tail?: boolean; from?: number },
 ): Promise<ReadResult> {
   return withDir(dirname(path), async (dir) => {
     let fh: FileHandle;
@@ -69,9 +69,10 @@ export async function readNoFollow(
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw notPlain(path);
-      const n = Math.min(st.size, opts.maxBytes);
+      const start = opts.from === undefined ? 0 : Math.min(opts.from, st.size);
+      const n = Math.min(st.size - start, opts.maxBytes);
       const data = Buffer.alloc(n);
-      const from = opts.tail ? st.size - n : 0;
+      const from = opts.tail ? st.size - n : start;
       let got = 0;
       while (got < n) {
         const { bytesRead } = await fh.read(data, got, n - got, from + got);

@@ -63,8 +63,10 @@ const SET_MAIN = `printf '%s\\n' "$1" >${MAIN_FILE}.tmp && mv -f ${MAIN_FILE}.tm
 const SET_MAIN_SELF = `read -r DROVER_ME_ _ </proc/self/stat; printf '%s\\n' "$DROVER_ME_" >${MAIN_FILE}.tmp && mv -f ${MAIN_FILE}.tmp ${MAIN_FILE}; unset DROVER_ME_`;
 
 /**
- * The terminal relay of a job run with `-t` (`python3 -I -c RELAY TTYCMD`): it opens a pty in
- * the job's own devpts, runs `sh -c TTYCMD` on it as that session's controlling terminal, copies
+ * The terminal relay of a job run with `-t` (`python3 -I -c RELAY TTYCMD NAME`): it opens a pty
+ * in the job's own devpts, runs `sh -c TTYCMD NAME` on it (NAME: the wrapper's, so the shell's
+ * errors read as the wrapper's and job-start.ts knows it for the wrapper's until it execs the
+ * command) as that session's controlling terminal, copies
  * the terminal's output to its stdout (the job's log) and its stdin (the job's input FIFO) to
  * the terminal, and exits with the command's status (128 + the signal that killed it, as a shell
  * says) once the command is gone and its output is drained (for at most 2 s: a background
@@ -79,7 +81,7 @@ export const TTY_RELAY = `
 import os, pty, select, sys, time
 pid, m = pty.fork()
 if pid == 0:
-    os.execv('/bin/sh', ['sh', '-c', sys.argv[1]])
+    os.execv('/bin/sh', ['sh', '-c', sys.argv[1], sys.argv[2]])
 os.set_blocking(m, False)
 status = None
 gone_at = None
@@ -137,7 +139,7 @@ others() { for p in /proc/[0-9]*; do p=\${p#/proc/}; [ "$p" = 1 ] || [ "$p" = "$
 if [ -n "$tc" ]; then
   rm -f "$DROVER_JOB_DIR/${JobFiles.ttyIn}"
   mkfifo -m 600 "$DROVER_JOB_DIR/${JobFiles.ttyIn}" && exec 0<>"$DROVER_JOB_DIR/${JobFiles.ttyIn}" || exit 127
-  python3 -I -c "$DROVER_TTY_RELAY" "$tc"; st=$?
+  python3 -I -c "$DROVER_TTY_RELAY" "$tc" "$0"; st=$?
 else
   (${SET_MAIN_SELF}; ${EXPORT_JOB_ENV}; exec "$@"); st=$?
 fi

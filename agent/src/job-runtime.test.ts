@@ -6,14 +6,15 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isSameLiveProcess, procEntry, processTree } from '@drover/native';
 import { JobKind, JobState } from '@drover/protocol';
 import { resolveMain, signalTargets } from './job-main.js';
 import { startNamespacedJob, type StartedJob } from './job-runtime.js';
-import type { JobRecord } from './job-store.js';
+import { JobStore, type JobRecord } from './job-store.js';
+import { confirmStart } from './job-start.js';
 import { writeTtyInput } from './job-tty.js';
 
 const base = mkdtempSync(join(tmpdir(), 'drover-runtime-'));
@@ -165,6 +166,51 @@ describe('-t: the terminal relay', () => {
     assert.equal(await ended(started, record.jobDir), '5');
     assert.match(readFileSync(join(record.jobDir, 'stdout.log'), 'utf8'), /^20000\r$/m);
   });
+});
+
+describe("run waits for the command's exec (job-start.ts), with the real wrapper", () => {
+  async function startIn(
+    name: string,
+    command: string[],
+    tty: boolean,
+  ): Promise<{ store: JobStore; started: StartedJob }> {
+    const store = new JobStore(join(base, `state-${name}`));
+    await store.init();
+    const jobDir = await store.createJobDir(name);
+    writeFileSync(join(jobDir, 'stdout.log'), '');
+    writeFileSync(join(jobDir, 'stderr.log'), '');
+    const started = await startNamespacedJob({
+      command,
+      env: {},
+      cwd: '/',
+      hostname: name,
+      jobDir,
+      cgroupProcsFiles: [],
+      wrapper: { until: 'main', mainPidfile: null, tty },
+    });
+    started.launcher.unref();
+    if (started.rootPid !== null) roots.push(started.rootPid);
+    return { store, started };
+  }
+
+  for (const tty of [false, true]) {
+    const on = tty ? ' (on a terminal)' : '';
+    test(`a program that does not exist is a failed start, with the shell's reason${on}`, async () => {
+      const name = `noexec-${tty ? 't' : 'p'}`;
+      const { store, started } = await startIn(name, ['/nonexistent/binary', '-x'], tty);
+      assert.deepEqual(await confirmStart(store, name, started), {
+        reason: '/nonexistent/binary: not found',
+        exitCode: 127,
+      });
+    });
+
+    test(`a command that starts: run answers once it has exec'd${on}`, async () => {
+      const name = `exec-${tty ? 't' : 'p'}`;
+      const { store, started } = await startIn(name, ['sleep', '1000'], tty);
+      assert.equal(await confirmStart(store, name, started), null);
+      assert.equal(cmdline(started.mainPid), 'sleep 1000');
+    });
+  }
 });
 
 test('--until all: the job outlives its command while a process of it is left; signals reach them', async () => {

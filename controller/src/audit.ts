@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ControllerAudit, EventLog } from '@drover/bus';
 import { isDroverError, type Logger } from '@drover/common';
+import { readHistory } from './event-history.js';
 import {
   fitBytes,
   ANONYMOUS_CALLER,
@@ -86,20 +87,21 @@ export class Audit {
     };
   };
 
-  /** Records oldest first, filtered by caller name and operation. */
+  /** Records oldest first (after `sinceSeq`, or the newest), by caller name and operation. */
   async read(req: ControllerRequest<'audit'>): Promise<ControllerReplies['audit']> {
-    const got = await this.log.read<AuditEntry>({
+    const got = await readHistory(this.log, {
       limit: req.limit ?? 100,
       subjectFilter: auditSubject({ role: '*', name: req.caller ?? '*' }, req.op ?? '*'),
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
+      ...(req.newest !== undefined ? { newest: req.newest } : {}),
     });
     // A page never holds more than a reply can carry: the rest is asked for from `next`.
     const page = fitBytes(
       got.map((e) => ({
         seq: e.seq,
-        time: e.time.toISOString(),
+        time: e.time,
         subject: e.subject,
-        entry: e.value,
+        entry: e.value as AuditEntry,
       })),
     );
     return { entries: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };

@@ -29,6 +29,7 @@ import type {
   MemberItem,
   OperationRecord,
 } from '@drover/protocol';
+import { errorToFailure } from '@drover/protocol';
 import { planMany, type HostView } from './placement.js';
 
 /** The part of a state bucket these operations use (tests supply an in-memory one). */
@@ -356,7 +357,7 @@ async function rollBackCheckpoint(
     state: 'failed',
     phase: 'finished',
     error: {
-      code: cause.code,
+      ...errorToFailure(cause),
       message:
         `${cause.message}; every job was thawed where it was` +
         (notes.length ? ` (could not thaw: ${notes.join('; ')})` : ''),
@@ -584,7 +585,7 @@ async function rollBackRestore(
     state: 'failed',
     phase: 'finished',
     error: {
-      code: cause.code,
+      ...errorToFailure(cause),
       message: `${cause.message}; nothing was restored (the image set is unchanged)`,
     },
     members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
@@ -633,7 +634,7 @@ async function applyRetention(ctx: ClusterContext): Promise<void> {
 }
 
 /** The key image set `name` is sealed with. */
-async function setKey(ctx: ClusterContext, name: string): Promise<string> {
+export async function setKey(ctx: ClusterContext, name: string): Promise<string> {
   const k = await ctx.keys.get(name);
   if (!k) {
     throw new DroverError(
@@ -792,7 +793,8 @@ class OpHandle {
   async rollingBack(cause: DroverError): Promise<OperationRecord> {
     const cur = await this.read();
     if (cur.phase === 'rolling-back') return cur;
-    await this.update((o) => ({ ...o, error: { code: cause.code, message: cause.message } }));
+    // In full (causes, rollback errors): `drover status OP` shows why.
+    await this.update((o) => ({ ...o, error: errorToFailure(cause) }));
     return this.phase('rolling-back');
   }
 

@@ -36,6 +36,11 @@ export interface ControllerConfig {
   /** Days the audit stream keeps records (only when it creates the stream). */
   readonly auditRetentionDays: number;
   readonly logLevel: LogLevel;
+  /**
+   * Where Prometheus metrics are served (`HOST:PORT`, `/metrics`); off when unset. Plain HTTP
+   * bound to that address only: a management interface or loopback (docs/OBSERVABILITY.md).
+   */
+  readonly metricsAddr?: string;
   /** Where jobs' own addresses come from; null: only `--net host` jobs can run. */
   readonly jobNetwork: JobNetworkConfig | null;
 }
@@ -56,6 +61,7 @@ export interface ControllerConfigInput {
   imageRetention?: number;
   auditRetentionDays?: number;
   logLevel?: LogLevel;
+  metricsAddr?: string;
   jobNetwork?: { subnet?: string; gateway?: string; range?: string };
 }
 
@@ -85,6 +91,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   if (env.DROVER_AUDIT_RETENTION_DAYS)
     out.auditRetentionDays = Number(env.DROVER_AUDIT_RETENTION_DAYS);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
+  if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
   if (env.DROVER_JOB_SUBNET || env.DROVER_JOB_GATEWAY || env.DROVER_JOB_RANGE) {
     out.jobNetwork = {
       ...(env.DROVER_JOB_SUBNET ? { subnet: env.DROVER_JOB_SUBNET } : {}),
@@ -134,8 +141,11 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
   const auditRetentionDays = m.auditRetentionDays ?? 365;
   if (!Number.isInteger(auditRetentionDays) || auditRetentionDays < 1 || auditRetentionDays > 36500)
     throw bad('audit retention must be a whole number of days, 1 to 36500');
+  if (m.metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(m.metricsAddr))
+    throw bad(`metrics address must be HOST:PORT: ${m.metricsAddr}`);
   return Object.freeze({
     id: m.id ?? `controller-${hostname()}-${process.pid}`,
+    ...(m.metricsAddr !== undefined ? { metricsAddr: m.metricsAddr } : {}),
     nats: Object.freeze({
       servers: Object.freeze(servers.map((s) => s.trim())),
       ...(nats.tls ? { tls: Object.freeze({ ...nats.tls }) } : {}),

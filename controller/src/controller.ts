@@ -45,15 +45,26 @@ import {
   resumeCluster,
   type ClusterContext,
 } from './cluster-checkpoint.js';
+import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
-import { LIVE, locate, whereIs, type Locator } from './locate.js';
+import { locate, whereIs, type Locator } from './locate.js';
 import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
 import type { JobNetworkConfig } from './config.js';
 import { drainHost, runDrain, type DrainContext } from './drain.js';
+import { readHistory } from './event-history.js';
+import { decodeSetImage } from './image-decode.js';
+import {
+  allRecords,
+  currentJobs,
+  isLive,
+  pruneJobs,
+  removeJobs,
+  type RecordsAccess,
+} from './job-records.js';
 import { place, type HostView } from './placement.js';
 
 /** Durable state of the controller, in JetStream key-value buckets. */
@@ -106,6 +117,7 @@ export class Controller {
   private orphanSweeper: NodeJS.Timeout | null = null;
   private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
+  private readonly metrics: ControllerMetrics | null;
   readonly addresses: AddressBook;
   private reconciler: NodeJS.Timeout | null = null;
   /** Name tables go out one at a time, in order: the last one sent is the newest. */
@@ -118,9 +130,11 @@ export class Controller {
       unreachableAfterMs: number;
       imageRetention?: number;
       logger?: Logger;
+      metrics?: ControllerMetrics;
       jobNetwork?: JobNetworkConfig | null;
     },
   ) {
+    this.metrics = options.metrics ?? null;
     this.imageRetention = options.imageRetention ?? 10;
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
@@ -253,9 +267,13 @@ export class Controller {
     return { hosts: p.items, next: p.next };
   }
 
-  /** Jobs of every reachable host (or one), asked of the agents themselves; a page at a time. */
+  /**
+   * Jobs of every reachable host (or one), asked of the agents themselves, a page at a time:
+   * each live job once, where it lives now; with `all`, every record (ended jobs, and the hosts a
+   * job moved away from).
+   */
   async jobs(req: ControllerRequest<'jobs'>): Promise<ControllerReplies['jobs']> {
-    return jobsPage(this.jobsSource(req.host), req);
+    return jobsPage(this.jobsSource(req.host), req, req.all === true ? allRecords : currentJobs);
   }
 
   /** The agents to ask for jobs: every reachable host, or `host` (which must be known). */
@@ -266,6 +284,31 @@ export class Controller {
       .map((h) => h.host);
     if (host !== undefined && hosts.length === 0) this.knownHost(host);
     return { hosts, list: (h, r) => this.agent(h, 'list', r) };
+  }
+
+  /** Every job record of the reachable hosts, all pages. */
+  private async jobRecords(): Promise<ClusterJob[]> {
+    return (await allJobs(this.jobsSource())).jobs;
+  }
+
+  /** `jobs rm`: ended jobs' records off every host; refused whole if one still lives. */
+  async removeJobs(
+    req: ControllerRequest<'jobs-remove'>,
+  ): Promise<ControllerReplies['jobs-remove']> {
+    return { removed: await removeJobs(this.recordsAccess(), req.jobIds) };
+  }
+
+  /** `jobs prune`: every ended job off every reachable host. */
+  async pruneJobs(): Promise<ControllerReplies['jobs-prune']> {
+    return { removed: await pruneJobs(this.recordsAccess()) };
+  }
+
+  private recordsAccess(): RecordsAccess {
+    return {
+      records: () => this.jobRecords(),
+      remove: (host, jobId) => this.agent(host, 'remove', { jobId }),
+      log: this.log,
+    };
   }
 
   async run(req: ControllerRequest<'run'>): Promise<ControllerReplies['run']> {
@@ -340,8 +383,9 @@ export class Controller {
     return this.agent(req.host, 'adopt', { pid: req.pid, ...(req.name ? { name: req.name } : {}) });
   }
 
+  /** A job where it lives, or where it ended (`inspect` of an ended job shows how it ended). */
   async inspect(req: ControllerRequest<'inspect'>): Promise<ControllerReplies['inspect']> {
-    const host = await this.locate(req.jobId);
+    const host = await this.locate(req.jobId, true);
     return this.agent(host, 'inspect', req);
   }
 
@@ -540,7 +584,7 @@ export class Controller {
       cordon: async (host) => void (await this.cordon({ host }, true)),
       jobsOn: async (host) => {
         const jobs = await jobsOfHost((r) => this.agent(host, 'list', r));
-        const live = jobs.filter((j) => LIVE.has(j.state));
+        const live = jobs.filter(isLive);
         return Promise.all(
           live.map(async (j) => ({
             id: j.id,
@@ -557,29 +601,35 @@ export class Controller {
         return r.reasons.map((x) => `${x.code}: ${x.message}`);
       },
       migrate: async (source, jobId, destination) => {
-        const m = await this.authorizedMigrate(source, jobId, destination);
-        return { migrationId: m.migrationId, frozenMs: m.stats.frozenMs };
+        const { record, error } = await this.authorizedMigrate(source, jobId, destination);
+        if (error) throw error;
+        return { migrationId: record!.migrationId, frozenMs: record!.stats.frozenMs };
       },
     };
   }
 
-  /** Cluster history, oldest first (`sinceSeq` to page on). */
+  /**
+   * Cluster history, oldest first: after `sinceSeq` (to page on), or the `newest`; progress
+   * ticks folded with `fold` (event-history.ts).
+   */
   async events(req: ControllerRequest<'events'>): Promise<ControllerReplies['events']> {
-    const got = await this.stores.events.read({
+    const events = await readHistory(this.stores.events, {
       limit: req.limit ?? 100,
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
       ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
+      ...(req.newest !== undefined ? { newest: req.newest } : {}),
+      ...(req.fold !== undefined ? { fold: req.fold } : {}),
     });
     // A page never holds more than a reply can carry: the rest is asked for from `next`.
-    const page = fitBytes(
-      got.map((e) => ({
-        seq: e.seq,
-        subject: e.subject,
-        time: e.time.toISOString(),
-        value: e.value,
-      })),
-    );
+    const page = fitBytes(events);
     return { events: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
+  }
+
+  /** What is inside one job's image of a set (image-decode.ts). */
+  imagesDecode(
+    req: ControllerRequest<'images-decode'>,
+  ): Promise<ControllerReplies['images-decode']> {
+    return decodeSetImage(this.clusterContext(), req);
   }
 
   async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
@@ -602,22 +652,37 @@ export class Controller {
   /**
    * Authorize the migration on the destination with a fresh ticket, then ask the source to
    * migrate with it: a destination takes only migrations the controller allowed (an agent
-   * cannot push a job onto a peer by itself).
+   * cannot push a job onto a peer by itself). A failed migration comes back with the source's
+   * record of it when there is one (its phases, CRIU's error lines), found by the same ticket.
    */
   private async authorizedMigrate(
     source: string,
     jobId: string,
     destination: string,
     mode?: MigrationMode,
-  ): Promise<MigrationRecord> {
+  ): Promise<{ record: MigrationRecord | null; error: DroverError | null }> {
     const ticket = newSecret();
-    await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
-    return this.agent(
-      source,
-      'migrate',
-      { jobId, destination, ticket, ...(mode ? { mode } : {}) },
-      MIGRATE_TIMEOUT_MS,
-    );
+    try {
+      await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
+      const record = await this.agent(
+        source,
+        'migrate',
+        { jobId, destination, ticket, ...(mode ? { mode } : {}) },
+        MIGRATE_TIMEOUT_MS,
+      );
+      this.metrics?.migration('done', record, mode);
+      return { record, error: null };
+    } catch (err) {
+      const error = toDroverError(err);
+      const record = await this.agent(source, 'migrate-find', { jobId, ticket }, 10_000).catch(
+        () => null,
+      );
+      // Refused before anything was frozen (preflight, capacity, a mode the hosts lack).
+      const refused = error.code === ErrorCode.FailedPrecondition && record === null;
+      this.metrics?.migration(refused ? 'refused' : 'failed', record, mode);
+      this.log.warn('migration failed', { jobId, source, destination, err: error });
+      return { record, error };
+    }
   }
 
   private views(): HostView[] {

@@ -22,16 +22,20 @@ import {
   type ImageSet,
   type OperationRecord,
 } from '@drover/protocol';
+import { serveMetrics, type MetricsServer } from '@drover/metrics';
 import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 import type { KnownHost } from './known-hosts.js';
+import { ControllerMetrics } from './controller-metrics.js';
 import type { AddressRecord, NameRecord } from './address-book.js';
 
 /** A running controller. */
 export interface ControllerDaemon {
   controller: Controller;
   bus: Bus;
+  /** Where its metrics are served (`--metrics-addr`), if anywhere. */
+  metricsUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -112,13 +116,18 @@ export async function startController(
       },
     });
     keeper.start();
-    const controller = new Controller(
+    // eslint-disable-next-line prefer-const -- the metrics read the controller's hosts
+    let controller: Controller;
+    const metrics = new ControllerMetrics(() => controller.registry.list());
+    bus.onReconnect(() => metrics.natsReconnects.inc());
+    controller = new Controller(
       bus,
       { cordons, ops, events, sets, objects, keys, hosts, addresses, names },
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
         logger: log,
+        metrics,
         jobNetwork: config.jobNetwork,
       },
     );
@@ -131,6 +140,12 @@ export async function startController(
         await controller.ready();
         return f(a);
       };
+    // Operations are counted as they come back to their callers.
+    const counted = async (run: Promise<OperationRecord>): Promise<OperationRecord> => {
+      const op = await run;
+      metrics.operation(op);
+      return op;
+    };
     serveControllerApi(
       bus,
       {
@@ -144,8 +159,8 @@ export async function startController(
         signal: ready((r) => controller.signal(r)),
         stop: ready((r) => controller.stopJob(r)),
         'tty-write': ready((r) => controller.ttyWrite(r)),
-        migrate: ready((r) => controller.migrate(r)),
-        drain: ready((r) => controller.drain(r)),
+        migrate: ready((r) => counted(controller.migrate(r))),
+        drain: ready((r) => counted(controller.drain(r))),
         preflight: ready((r) => controller.preflight(r)),
         cordon: ready((r) => controller.cordon(r, true)),
         uncordon: ready((r) => controller.cordon(r, false)),
@@ -153,15 +168,29 @@ export async function startController(
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),
         audit: (r) => audit.read(r),
-        checkpoint: ready((r) => controller.checkpoint(r)),
-        restore: ready((r) => controller.restore(r)),
+        checkpoint: ready((r) => counted(controller.checkpoint(r))),
+        restore: ready((r) => counted(controller.restore(r))),
         'images-list': (r) => controller.imagesList(r),
         'images-inspect': (r) => controller.imagesInspect(r),
         'images-delete': (r) => controller.imagesDelete(r),
+        'images-decode': ready((r) => controller.imagesDecode(r)),
+        'jobs-remove': ready((r) => controller.removeJobs(r)),
+        'jobs-prune': ready(() => controller.pruneJobs()),
       },
       log,
       audit.hook,
     );
+    let metricsServer: MetricsServer | null = null;
+    if (config.metricsAddr !== undefined) {
+      try {
+        metricsServer = await serveMetrics(metrics.metrics, config.metricsAddr, log);
+      } catch (err) {
+        keeper.stop();
+        controller.stop();
+        await lease.release().catch(() => undefined);
+        throw err;
+      }
+    }
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
     setTimeout(
@@ -172,7 +201,9 @@ export async function startController(
     return {
       controller,
       bus,
+      metricsUrl: metricsServer?.url ?? null,
       async close() {
+        await metricsServer?.close();
         keeper.stop();
         controller.stop();
         await lease?.release().catch(() => undefined);

@@ -87,7 +87,12 @@ export async function drainHost(
       migrationId: null,
       frozenMs: null,
     };
-    if (why.length) Object.assign(item, { state: 'skipped', reason: why.join('; ') });
+    if (why.length)
+      Object.assign(item, {
+        state: 'skipped',
+        reason: why.join('; '),
+        code: ErrorCode.FailedPrecondition,
+      });
     else movable.push(j);
     op.items!.push(item);
   }
@@ -100,7 +105,8 @@ export async function drainHost(
   );
   for (const item of op.items!) {
     const p = plan.get(item.jobId);
-    if (p instanceof DroverError) Object.assign(item, { state: 'skipped', reason: p.message });
+    if (p instanceof DroverError)
+      Object.assign(item, { state: 'skipped', reason: p.message, code: p.code });
     else if (p) item.destination = p.host;
   }
   await ctx.ops.put(op.opId, op);
@@ -140,6 +146,7 @@ export async function runDrain(
           await update(jobId, {
             state: last ? 'failed' : 'pending',
             reason: e.message,
+            code: e.code,
             attempts: attempt,
           });
           if (last) break;

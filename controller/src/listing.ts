@@ -28,14 +28,19 @@ export interface JobsSource {
   list(host: string, req: AgentRequest<'list'>): Promise<AgentReplies['list']>;
 }
 
+/** What a page shows of the records it gathered: every record (the default), or one per job. */
+export type JobsShape = (records: readonly ClusterJob[]) => ClusterJob[];
+
 /**
  * One page of jobs across `src.hosts`, by id. Each agent is asked for its page after the cursor;
- * the page is the first `limit` of their union, and no further than the last id of any agent
- * whose own page was cut (what it did not send may sort before what others did).
+ * the page is the first `limit` jobs of their union (as `shape` shows them: all records of a job
+ * stay on one page), and no further than the last id of any agent whose own page was cut (what
+ * it did not send may sort before what others did).
  */
 export async function jobsPage(
   src: JobsSource,
   req: Pick<ControllerRequest<'jobs'>, 'after' | 'limit'>,
+  shape: JobsShape = (r) => [...r],
 ): Promise<ControllerReplies['jobs']> {
   const limit = req.limit ?? DEFAULT_JOBS_PAGE;
   const unanswered: string[] = [];
@@ -55,11 +60,10 @@ export async function jobsPage(
     const last = p.jobs.at(-1)?.id;
     if (last !== undefined && (bound === null || byKey(last, bound) < 0)) bound = last;
   }
-  const union = pages
-    .flatMap((p) => p.jobs)
-    .filter((j) => bound === null || byKey(j.id, bound) <= 0)
-    .sort((a, b) => byKey(a.id, b.id));
-  const page: Page<ClusterJob> = pageOf(union, (j) => j.id, { limit });
+  const union = shape(
+    pages.flatMap((p) => p.jobs).filter((j) => bound === null || byKey(j.id, bound) <= 0),
+  ).sort((a, b) => byKey(a.id, b.id));
+  const page = pageOfJobs(union, limit);
   // More may follow when this page or an agent's page was cut.
   const next = page.next ?? (bound !== null ? (page.items.at(-1)?.id ?? bound) : null);
   return {
@@ -69,13 +73,28 @@ export async function jobsPage(
   };
 }
 
+/** The first `limit` jobs of `sorted` (by id) that fit a reply, every record of each. */
+function pageOfJobs(sorted: readonly ClusterJob[], limit: number): Page<ClusterJob> {
+  const groups: ClusterJob[][] = [];
+  for (const j of sorted) {
+    const g = groups.at(-1);
+    if (g && g[0]!.id === j.id) g.push(j);
+    else groups.push([j]);
+  }
+  const p = pageOf(groups, (g) => g[0]!.id, { limit });
+  return { items: p.items.flat(), next: p.next };
+}
+
 /** Every job of `src.hosts`, all pages. */
-export async function allJobs(src: JobsSource): Promise<ControllerReplies['jobs']> {
+export async function allJobs(
+  src: JobsSource,
+  shape?: JobsShape,
+): Promise<ControllerReplies['jobs']> {
   const jobs: ClusterJob[] = [];
   const unanswered = new Set<string>();
   let after: string | undefined;
   for (;;) {
-    const p = await jobsPage(src, after === undefined ? {} : { after });
+    const p = await jobsPage(src, after === undefined ? {} : { after }, shape);
     jobs.push(...p.jobs);
     for (const u of p.unanswered ?? []) unanswered.add(u);
     if (p.next === null || p.next === undefined) break;

@@ -4,11 +4,9 @@
  * agent that did not answer may have the job, and then the answer is UNAVAILABLE, naming it.
  */
 import { DroverError, ErrorCode, toDroverError } from '@drover/common';
-import { JobState, type JobInfo } from '@drover/protocol';
+import type { JobInfo } from '@drover/protocol';
+import { isLive, latestRecord } from './job-records.js';
 import type { HostView } from './placement.js';
-
-/** States in which a job's processes exist. */
-export const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
 
 /** What locating needs: the hosts as the controller sees them, and an agent's `inspect`. */
 export interface Locator {
@@ -45,7 +43,7 @@ export async function whereIs(
   const unanswered: string[] = [];
   for (const h of l.hosts().filter((x) => x.reachable)) {
     const j = await ask(l, h.host, jobId, unanswered);
-    if (j && LIVE.has(j.state)) return { host: h.host, state: j.state };
+    if (j && isLive(j)) return { host: h.host, state: j.state };
   }
   if (unanswered.length > 0) throw cannotTell(jobId, unanswered);
   return null;
@@ -60,19 +58,26 @@ export async function locate(l: Locator, jobId: string, anyState = false): Promi
   const reachable = all.filter((h) => h.reachable);
   const listed = reachable.filter((h) => h.info.jobs.some((j) => j.id === jobId));
   const order = [...listed, ...reachable.filter((h) => !listed.includes(h))];
-  let fallback: { host: string; migrated: boolean } | null = null;
+  const ended: JobInfo[] = [];
   const unanswered: string[] = [];
   for (const h of order) {
     const found = await ask(l, h.host, jobId, unanswered);
     if (!found) continue;
-    if (LIVE.has(found.state)) return h.host;
-    // A `migrated` record is the copy a job left behind: where it ended is the better answer.
-    const migrated = found.state === JobState.migrated;
-    if (fallback === null || (fallback.migrated && !migrated))
-      fallback = { host: h.host, migrated };
+    if (isLive(found)) return h.host;
+    ended.push({ ...found, host: h.host });
   }
-  if (anyState && fallback !== null) return fallback.host;
+  // Ended: where it ended (its last hop), not a host it moved away from.
+  const last = latestRecord(ended);
+  if (anyState && last !== null) return last.host;
   if (unanswered.length > 0) throw cannotTell(jobId, unanswered);
+  if (last !== null) {
+    // It exists but does not run: refused by its state, as its agent would refuse it.
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `job ${jobId} is not running (it is ${last.state} on ${last.host})`,
+      { details: { jobId, state: last.state, host: last.host } },
+    );
+  }
   const down = all.filter((h) => !h.reachable).map((h) => h.host);
   throw new DroverError(
     ErrorCode.NotFound,

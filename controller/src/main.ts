@@ -25,6 +25,7 @@ async function main(): Promise<void> {
       'image-retention': { type: 'string' },
       'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
+      'metrics-addr': { type: 'string' },
       'job-subnet': { type: 'string' },
       'job-gateway': { type: 'string' },
       'job-range': { type: 'string' },
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
       ? { auditRetentionDays: Number(values['audit-retention-days']) }
       : {}),
     ...(values['log-level'] ? { logLevel: values['log-level'] as 'info' } : {}),
+    ...(values['metrics-addr'] ? { metricsAddr: values['metrics-addr'] } : {}),
     ...(values['job-subnet'] || values['job-gateway'] || values['job-range']
       ? {
           jobNetwork: {

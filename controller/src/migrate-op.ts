@@ -8,19 +8,27 @@
  */
 import type { StateStore } from '@drover/bus';
 import { DroverError, ErrorCode, toDroverError, type Logger } from '@drover/common';
-import type { MigrationMode, MigrationRecord, OperationRecord } from '@drover/protocol';
+import {
+  errorToFailure,
+  type MigrationMode,
+  type MigrationRecord,
+  type OperationRecord,
+} from '@drover/protocol';
 
 /** What a migrate operation needs from the controller. */
 export interface MigrateContext {
   ops: Pick<StateStore<OperationRecord>, 'get' | 'put' | 'create' | 'mutate'>;
   log: Logger;
-  /** Authorize on the destination, then ask the source to migrate; its migration record. */
+  /**
+   * Authorize on the destination, then ask the source to migrate: its migration record (a failed
+   * one's too, when the source kept one) and the error it failed with.
+   */
   migrate(
     source: string,
     jobId: string,
     destination: string,
     mode?: MigrationMode,
-  ): Promise<MigrationRecord>;
+  ): Promise<{ record: MigrationRecord | null; error: DroverError | null }>;
   /** Where the job is now and in what state (null: nowhere). Throws when agents cannot say. */
   whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
   /** The migration records an agent keeps. */
@@ -47,14 +55,14 @@ export async function runMigrate(
   }
   const r = op.request as { jobId: string; source: string; destination: string };
   const mode = op.request['mode'] as MigrationMode | undefined;
-  try {
-    op.migration = await ctx.migrate(r.source, r.jobId, r.destination, mode);
-    op.state = 'done';
-  } catch (err) {
-    const e = toDroverError(err);
-    op.state = 'failed';
-    op.error = { code: e.code, message: e.message };
-  }
+  const { record, error } = await ctx
+    .migrate(r.source, r.jobId, r.destination, mode)
+    .catch((err: unknown) => ({ record: null, error: toDroverError(err) }));
+  // A failed migration's record too: its phases and CRIU's error lines.
+  op.migration = record;
+  op.state = error ? 'failed' : 'done';
+  // In full: the cause chain and what went wrong while rolling back.
+  if (error) op.error = errorToFailure(error);
   op.updatedAt = new Date().toISOString();
   await ctx.ops.put(op.opId, op);
   return op;

@@ -28,7 +28,10 @@ test('the agent config carries the inventory; secrets and keys land 0600; the un
             name: 'h1',
             address: '10.0.0.11',
             hostKey: FP,
-            agent: { streamTls: { caFile: 'ca.pem', certFile: 'h1.pem', keyFile: 'h1-key.pem' } },
+            agent: {
+              streamTls: { caFile: 'ca.pem', certFile: 'h1.pem', keyFile: 'h1-key.pem' },
+              metricsAddr: '10.0.0.11:9464',
+            },
           },
         ],
       },
@@ -58,6 +61,7 @@ test('the agent config carries the inventory; secrets and keys land 0600; the un
       streamListen: '10.0.0.11:7070',
       logLevel: 'info',
       reserveMemoryBytes: 512 * 1024 * 1024,
+      metricsAddr: '10.0.0.11:9464',
       streamTls: {
         caFile: '/opt/drover/etc/tls/stream-ca.pem',
         certFile: '/opt/drover/etc/tls/stream-cert.pem',
@@ -91,4 +95,20 @@ test('the agent config carries the inventory; secrets and keys land 0600; the un
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a metrics address that is no ADDRESS:PORT is a problem of the inventory', () => {
+  assert.throws(
+    () =>
+      compileInventory(
+        {
+          nats: { servers: ['nats://10.0.0.5:4222'] },
+          hosts: [
+            { name: 'h1', address: '10.0.0.11', hostKey: FP, agent: { metricsAddr: '9464' } },
+          ],
+        },
+        '/nonexistent/inv.yaml',
+      ),
+    /hosts\[0\] \(h1\)\.agent\.metricsAddr: expected ADDRESS:PORT, got 9464/,
+  );
 });

@@ -95,6 +95,7 @@ export function agentFiles(inv: Inventory, host: HostEntry): DesiredFile[] {
   if (a.maxJobs !== null) config.maxJobs = a.maxJobs;
   if (a.cgroupParent !== null) config.cgroupParent = a.cgroupParent;
   if (a.jobBridge !== null) config.jobBridge = a.jobBridge;
+  if (a.metricsAddr !== null) config.metricsAddr = a.metricsAddr;
   if (own) config.streamTls = own;
   else if (a.streamTls !== null) config.streamTls = tlsUploads(a.streamTls, 'stream', root, files);
   files.unshift({

@@ -69,6 +69,8 @@ export interface AgentSettings {
   readonly cgroupParent: string | null;
   /** The bridge on the job segment jobs hang off (docs/NETWORK.md); null: the agent's default. */
   readonly jobBridge: string | null;
+  /** `ADDRESS:PORT` the agent serves Prometheus metrics on (docs/OBSERVABILITY.md); null: off. */
+  readonly metricsAddr: string | null;
   /** Mutual TLS for agent-to-agent streams: files on the operator's machine. */
   readonly streamTls: Required<TlsFiles> | null;
 }
@@ -162,6 +164,7 @@ const AGENT_KEYS = [
   'maxJobs',
   'cgroupParent',
   'jobBridge',
+  'metricsAddr',
   'streamTls',
 ];
 const LOG_LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
@@ -281,6 +284,10 @@ function compileAgent(p: Problems, where: string, v: unknown, address: string, b
   if (jobBridge !== undefined && !IFNAME_PATTERN.test(jobBridge)) {
     p.add(`${where}.jobBridge`, `not an interface name: ${jobBridge}`);
   }
+  const metricsAddr = str(p, `${where}.metricsAddr`, a.metricsAddr);
+  if (metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(metricsAddr)) {
+    p.add(`${where}.metricsAddr`, `expected ADDRESS:PORT, got ${metricsAddr}`);
+  }
   return {
     heartbeatMs:
       int(p, `${where}.heartbeatMs`, a.heartbeatMs, 100, 600_000) ?? DEFAULTS.heartbeatMs,
@@ -291,6 +298,7 @@ function compileAgent(p: Problems, where: string, v: unknown, address: string, b
     maxJobs: int(p, `${where}.maxJobs`, a.maxJobs, 0, 1_000_000) ?? null,
     cgroupParent: cgroupParent ?? null,
     jobBridge: jobBridge ?? null,
+    metricsAddr: metricsAddr ?? null,
     streamTls: tls?.caFile && tls.certFile && tls.keyFile ? (tls as Required<TlsFiles>) : null,
   };
 }

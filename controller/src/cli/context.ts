@@ -1,6 +1,12 @@
 /** What every command shares: global options, the connection to the controller, printing. */
 import { Bus, callAllPages, ControllerClient } from '@drover/bus';
-import type { ControllerOp, ControllerReplies, ControllerRequest } from '@drover/protocol';
+import { ErrorCode, isDroverError } from '@drover/common';
+import {
+  ControllerOps,
+  type ControllerOp,
+  type ControllerReplies,
+  type ControllerRequest,
+} from '@drover/protocol';
 import { DEFAULT_LOCAL_DIR, localNatsUrl, localTls } from '@drover/testbed/local-state';
 
 /** The local cluster's directory (`drover up`): `DROVER_LOCAL_DIR`, else the default. */
@@ -64,49 +70,40 @@ export function tlsOf(
 /** Something that follows events while a call runs (e.g. progress); returns how to stop it. */
 export type Watcher = (bus: Bus) => () => void;
 
-/**
- * Call one controller operation and print the reply: JSON with `--json`, else `human(reply)`.
- * `watch` starts before the request (its subscriptions in place) and stops before the printing.
- * Errors propagate to main, which maps them to an exit code.
- */
-export async function callController<Op extends ControllerOp>(
-  argv: GlobalArgs,
+/** Ask the controller one thing on an open connection (nothing printed; a list: every page). */
+export type Ask = <Op extends ControllerOp>(
   op: Op,
   req: ControllerRequest<Op>,
-  human: (reply: ControllerReplies[Op]) => string,
-  watch?: Watcher,
-): Promise<ControllerReplies[Op]> {
-  const tls = tlsOf(argv);
-  const bus = await Bus.connect({
-    servers: argv.nats.split(','),
-    name: 'drover-cli',
-    requestTimeoutMs: argv.timeout * 1000,
-    ...(tls ? { tls } : {}),
-  });
-  let stop: (() => void) | undefined;
+) => Promise<ControllerReplies[Op]>;
+
+/** Flags of a command by the request field they fill, to name them in validation errors. */
+export type FlagNames = Readonly<Record<string, string>>;
+
+/**
+ * Check a request with its wire schema before connecting: a bad flag is a usage error (exit 2,
+ * nothing changed) that names the flag, not the request field.
+ */
+export function validateRequest<Op extends ControllerOp>(
+  op: Op,
+  req: ControllerRequest<Op>,
+  flags: FlagNames = {},
+): ControllerRequest<Op> {
   try {
-    if (watch) {
-      stop = watch(bus);
-      await bus.flush();
-    }
-    // A paged list comes whole (every page).
-    const reply = await callAllPages(new ControllerClient(bus), op, req);
-    stop?.();
-    process.stdout.write((argv.json ? JSON.stringify(reply, null, 2) : human(reply)) + '\n');
-    return reply;
-  } finally {
-    stop?.();
-    await bus.close();
+    return ControllerOps[op].parse(req) as ControllerRequest<Op>;
+  } catch (err) {
+    if (!isDroverError(err, ErrorCode.InvalidArgument)) throw err;
+    const where = String(err.details['path'] ?? '');
+    const field = where.replace(/[[{.].*$/, '');
+    const flag = flags[where] ?? flags[field];
+    const message = flag ? `${flag}${err.message.slice(where.length + 1)}` : err.message;
+    throw Object.assign(new Error(message), { usage: true });
   }
 }
 
-/**
- * A controller client for a command that makes many calls (e.g. `attach`): `run` gets it, the
- * connection closes when `run` settles.
- */
+/** Run `fn` with a connection to the controller; closes it afterwards. */
 export async function withController<T>(
   argv: GlobalArgs,
-  run: (client: ControllerClient) => Promise<T>,
+  fn: (bus: Bus, ask: Ask) => Promise<T>,
 ): Promise<T> {
   const tls = tlsOf(argv);
   const bus = await Bus.connect({
@@ -116,8 +113,47 @@ export async function withController<T>(
     ...(tls ? { tls } : {}),
   });
   try {
-    return await run(new ControllerClient(bus));
+    const client = new ControllerClient(bus);
+    // A paged list comes whole (every page).
+    return await fn(bus, (op, req) => callAllPages(client, op, req));
   } finally {
     await bus.close();
   }
+}
+
+/**
+ * Call one controller operation and print the reply: JSON with `--json`, else `human(reply)`.
+ * `req` may be built once connected (`ask` resolves job names to ids first); either way it is
+ * checked against its schema before it is sent. `watch` starts before the request (its
+ * subscriptions in place) and stops before the printing. Errors propagate to main, which maps
+ * them to an exit code.
+ */
+export async function callController<Op extends ControllerOp>(
+  argv: GlobalArgs,
+  op: Op,
+  req: ControllerRequest<Op> | ((ask: Ask) => Promise<ControllerRequest<Op>>),
+  human: (reply: ControllerReplies[Op]) => string,
+  watch?: Watcher,
+  flags?: FlagNames,
+): Promise<ControllerReplies[Op]> {
+  // A request known before connecting is checked first: bad flags need no cluster.
+  const ready = typeof req === 'function' ? null : validateRequest(op, req, flags);
+  return withController(argv, async (bus, ask) => {
+    const request =
+      ready ??
+      validateRequest(op, await (req as (a: Ask) => Promise<ControllerRequest<Op>>)(ask), flags);
+    let stop: (() => void) | undefined;
+    try {
+      if (watch) {
+        stop = watch(bus);
+        await bus.flush();
+      }
+      const reply = await ask(op, request);
+      stop?.();
+      process.stdout.write((argv.json ? JSON.stringify(reply, null, 2) : human(reply)) + '\n');
+      return reply;
+    } finally {
+      stop?.();
+    }
+  });
 }

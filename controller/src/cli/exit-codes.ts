@@ -21,7 +21,16 @@ export const ExitCode = {
 /** The exit code for an error. */
 export function exitCodeOf(err: unknown): number {
   if (!isDroverError(err)) return ExitCode.failed;
-  switch (err.code) {
+  return exitCodeOfCode(err.code);
+}
+
+/**
+ * The exit code for an error code, wherever it was reported: thrown at the CLI, or recorded in
+ * an operation that failed (a migration refused by preflight exits 4 from `migrate` and `drain`
+ * as from `preflight` and `checkpoint`).
+ */
+export function exitCodeOfCode(code: string): number {
+  switch (code) {
     case ErrorCode.InvalidArgument:
       return ExitCode.usage;
     case ErrorCode.NotFound:
@@ -38,6 +47,29 @@ export function exitCodeOf(err: unknown): number {
     default:
       return ExitCode.failed;
   }
+}
+
+/**
+ * The exit code of an operation that came back: 0 when done; 4 when it was refused before
+ * anything was changed (a job preflight says cannot move, a mode the hosts lack: the same code
+ * as when `preflight` or `checkpoint` refuse it up front); otherwise 1, the operation ran and
+ * failed (rolled back — also when an agent died on the way). For a drain, by its jobs: a job
+ * whose migration ran and failed makes it 1, jobs that were only refused make it 4.
+ */
+export function exitCodeOfOperation(op: {
+  state: string;
+  error: { code: string } | null;
+  items?: readonly { state: string; code?: string }[];
+}): number {
+  if (op.state === 'done') return ExitCode.ok;
+  const refused = (code: string | undefined): boolean =>
+    code === ErrorCode.FailedPrecondition ||
+    code === ErrorCode.AlreadyExists ||
+    code === ErrorCode.ResourceExhausted;
+  const items = (op.items ?? []).filter((i) => i.state !== 'done');
+  if (items.length > 0)
+    return items.every((i) => refused(i.code)) ? ExitCode.refused : ExitCode.failed;
+  return refused(op.error?.code) ? ExitCode.refused : ExitCode.failed;
 }
 
 /** What to do about an error, for a human. */

@@ -1,13 +1,18 @@
 #!/usr/bin/env node
 /** `drover`: the operator's CLI, a thin client of the controller. Exit codes: exit-codes.ts. */
+import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { isDroverError } from '@drover/common';
+import { errorToFailure } from '@drover/protocol';
 import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
+import { failureReport } from './output.js';
 import { defaultNats, defaultTls, type GlobalArgs } from './context.js';
 import { certsCommand } from './commands/certs.js';
 import { adoptCommand } from './commands/adopt.js';
 import { attachCommand } from './commands/attach.js';
 import { checkpointCommand } from './commands/checkpoint.js';
+import { consoleCommand } from './commands/console.js';
 import { cordonCommand, uncordonCommand } from './commands/cordon.js';
 import { deployCommand } from './commands/deploy.js';
 import { demoCommand } from './commands/demo.js';
@@ -31,6 +36,14 @@ import { resolveCommand } from './commands/resolve.js';
 import { restoreCommand } from './commands/restore.js';
 import { runCommand } from './commands/run.js';
 import { upCommand } from './commands/up.js';
+
+/** This CLI's version: its package's (dist/cli/main.js → the package's package.json). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version?: string;
+  };
+  return pkg.version ?? 'unknown';
+}
 
 async function main(): Promise<void> {
   let failed: unknown = null;
@@ -93,6 +106,7 @@ async function main(): Promise<void> {
       .command(imagesCommand)
       .command(deployCommand)
       .command(certsCommand)
+      .command(consoleCommand)
       .demandCommand(1, 'name a command (see --help)')
       .strict()
       .parserConfiguration({ 'populate--': true })
@@ -102,6 +116,7 @@ async function main(): Promise<void> {
         failed = err ?? Object.assign(new Error(msg), { usage: true });
         throw failed;
       })
+      .version(version())
       .help()
       .parseAsync();
   } catch (err) {
@@ -112,6 +127,11 @@ async function main(): Promise<void> {
     const usage = (failed as { usage?: boolean }).usage === true;
     const message = failed instanceof Error ? failed.message : String(failed);
     process.stderr.write(`drover: ${message}\n`);
+    // What caused it and what failed while rolling back: never dropped.
+    if (isDroverError(failed) && (failed.cause !== undefined || failed.suppressed.length > 0)) {
+      const [, ...why] = failureReport(errorToFailure(failed)).split('\n');
+      for (const l of why) process.stderr.write(`drover: ${l}\n`);
+    }
     const advice = usage ? 'see drover --help' : adviceFor(failed);
     if (advice) process.stderr.write(`drover: ${advice}\n`);
     process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);

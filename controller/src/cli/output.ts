@@ -12,6 +12,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
+/** A command line as a shell would take it back: empty and spaced arguments quoted. */
+export function commandLine(argv: readonly string[]): string {
+  return argv.map((a) => (a === '' || /[\s"'\\]/.test(a) ? JSON.stringify(a) : a)).join(' ');
+}
+
 /** Bytes as B/KiB/MiB/GiB. */
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -72,4 +77,55 @@ export function timeline(m: MigrationRecord): string {
       `restore ${s.restoreMs} ms · total ${s.totalMs} ms · ${bytes(s.bytes)} in ${s.files} files · ` +
       `${s.pages} pages · ${m.mode}`,
   ].join('\n');
+}
+
+/** A failure as a wire `Failure` or an operation's error: code, message, causes, rollback errors. */
+export interface FailureLike {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+  cause?: FailureLike;
+  suppressed?: FailureLike[];
+}
+
+/**
+ * Why something failed, in full: the error, what caused it, what went wrong while rolling back,
+ * and the lines of CRIU's log that say why (from whichever of them carries them).
+ */
+export function failureReport(f: FailureLike): string {
+  const lines = [`error: ${f.code}: ${f.message}`];
+  const walk = (x: FailureLike, indent: string): void => {
+    if (x.cause) {
+      lines.push(`${indent}caused by ${x.cause.code}: ${x.cause.message}`);
+      walk(x.cause, `${indent}  `);
+    }
+    for (const s of x.suppressed ?? []) {
+      lines.push(`${indent}while rolling back: ${s.code}: ${s.message}`);
+      walk(s, `${indent}  `);
+    }
+  };
+  walk(f, '  ');
+  const criu = criuLog(f);
+  if (criu) {
+    lines.push(`CRIU's log${criu.path ? ` (${criu.path})` : ''}:`);
+    for (const l of criu.tail.slice(-20)) lines.push(`  ${l}`);
+  }
+  return lines.join('\n');
+}
+
+/** The first CRIU log tail in a failure, its causes or its rollback errors. */
+function criuLog(f: FailureLike, depth = 0): { path: string | null; tail: string[] } | null {
+  const d = f.details ?? {};
+  if (Array.isArray(d['logTail']) && d['logTail'].length > 0) {
+    return {
+      path: typeof d['logPath'] === 'string' ? d['logPath'] : null,
+      tail: (d['logTail'] as unknown[]).map(String),
+    };
+  }
+  if (depth > 6) return null;
+  for (const next of [f.cause, ...(f.suppressed ?? [])]) {
+    const found = next ? criuLog(next, depth + 1) : null;
+    if (found) return found;
+  }
+  return null;
 }

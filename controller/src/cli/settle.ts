@@ -4,58 +4,60 @@
  * controller for that operation's record until the record is no longer `running` — a new
  * controller reconciles what its predecessor left (controller/src/migrate-op.ts).
  */
-import { Bus, ControllerClient } from '@drover/bus';
+import { ControllerClient } from '@drover/bus';
 import { DroverError, ErrorCode, isDroverError, newId } from '@drover/common';
-import type { OperationRecord } from '@drover/protocol';
-import { tlsOf, type GlobalArgs, type Watcher } from './context.js';
+import type { ControllerRequest, OperationRecord } from '@drover/protocol';
+import {
+  validateRequest,
+  withController,
+  type Ask,
+  type GlobalArgs,
+  type Watcher,
+} from './context.js';
 
 /** Pause between two asks of the operation's record. */
 const POLL_MS = 1000;
 
 /**
- * Call `op` with `req` plus a fresh `opId`, print the record (JSON, or `human`), return it. When
- * the controller goes away with the request (UNAVAILABLE, TIMEOUT), wait for the operation's
- * outcome from the next controller, for up to `--timeout` more seconds.
+ * Call `op` with the request `req` builds (once connected: it may resolve names) plus a fresh
+ * `opId`, print the record (JSON, or `human`), return it. When the controller goes away with the
+ * request (UNAVAILABLE, TIMEOUT), wait for the operation's outcome from the next controller, for
+ * up to `--timeout` more seconds.
  */
-export async function callAndSettle<Req extends object>(
+export async function callAndSettle(
   argv: GlobalArgs,
   op: 'migrate',
-  req: Req,
+  req: (ask: Ask) => Promise<Omit<ControllerRequest<'migrate'>, 'opId'>>,
   human: (reply: OperationRecord) => string,
   watch?: Watcher,
 ): Promise<OperationRecord> {
-  const tls = tlsOf(argv);
-  const bus = await Bus.connect({
-    servers: argv.nats.split(','),
-    name: 'drover-cli',
-    requestTimeoutMs: argv.timeout * 1000,
-    ...(tls ? { tls } : {}),
-  });
-  const opId = newId('op');
-  const client = new ControllerClient(bus);
-  let stop: (() => void) | undefined;
-  try {
-    if (watch) {
-      stop = watch(bus);
-      await bus.flush();
-    }
-    let reply: OperationRecord;
+  return withController(argv, async (bus, ask) => {
+    const opId = newId('op');
+    const request = validateRequest(op, { ...(await req(ask)), opId });
+    const client = new ControllerClient(bus);
+    let stop: (() => void) | undefined;
     try {
-      reply = await client.call(op, { ...req, opId } as never);
-    } catch (err) {
-      if (!lostWithController(err)) throw err;
-      process.stderr.write(
-        `drover: lost the controller while it ran ${op} ${opId}; waiting for its outcome\n`,
-      );
-      reply = await outcome(client, opId, argv.timeout * 1000, err);
+      if (watch) {
+        stop = watch(bus);
+        await bus.flush();
+      }
+      let reply: OperationRecord;
+      try {
+        reply = await client.call(op, request);
+      } catch (err) {
+        if (!lostWithController(err)) throw err;
+        process.stderr.write(
+          `drover: lost the controller while it ran ${op} ${opId}; waiting for its outcome\n`,
+        );
+        reply = await outcome(client, opId, argv.timeout * 1000, err);
+      }
+      stop?.();
+      process.stdout.write((argv.json ? JSON.stringify(reply, null, 2) : human(reply)) + '\n');
+      return reply;
+    } finally {
+      stop?.();
     }
-    stop?.();
-    process.stdout.write((argv.json ? JSON.stringify(reply, null, 2) : human(reply)) + '\n');
-    return reply;
-  } finally {
-    stop?.();
-    await bus.close();
-  }
+  });
 }
 
 /** The request may have reached a controller that then went away: its outcome is to be asked. */

@@ -34,9 +34,11 @@ export async function callAllPages<Op extends ControllerOp>(
   let reply = await call(req);
   const items = [...(reply[field] as unknown[])];
   while (reply.next !== null && reply.next !== undefined && items.length < want) {
+    // After a page of the `newest` events, the rest follows on from where that page was cut.
+    const { newest: _newest, ...onward } = asked;
     const more = keyField
       ? { ...asked, after: reply.next }
-      : { ...asked, sinceSeq: reply.next, limit: want - items.length };
+      : { ...onward, sinceSeq: reply.next, limit: want - items.length };
     reply = await call(more);
     const got = reply[field] as unknown[];
     if (got.length === 0) break;

@@ -21,6 +21,7 @@ after(async () => {
 test('append acks with increasing seqs; read returns events in order, filtered and paged', async () => {
   const log = await EventLog.open(bus, { maxAgeMs: 60_000 });
   assert.deepEqual(await log.read({ limit: 10 }), []);
+  assert.equal(await log.lastSeq(), 0);
   const seqs: number[] = [];
   for (let i = 0; i < 6; i++) {
     seqs.push(
@@ -28,6 +29,7 @@ test('append acks with increasing seqs; read returns events in order, filtered a
     );
   }
   assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
+  assert.equal(await log.lastSeq(), 6);
   const all = await log.read({ limit: 100 });
   assert.deepEqual(
     all.map((e) => e.value),

@@ -169,6 +169,16 @@ export class EventLog {
     );
   }
 
+  /** The sequence number of the last event stored (0 when there is none yet). */
+  async lastSeq(): Promise<number> {
+    return retryUnavailable(
+      `read the state of ${this.stream}`,
+      this.retryForMs,
+      async () => (await this.jsm.streams.info(this.stream)).state.last_seq,
+      { stream: this.stream },
+    );
+  }
+
   private async readOnce<T>(
     filter: string,
     sinceSeq: number,

@@ -45,3 +45,23 @@ test('jsonLogger writes JSON lines with child fields and drops lower levels', ()
   assert.equal(rec.component, 'x');
   assert.deepEqual(rec.err, { name: 'DroverError', message: 'boom', code: 'CRIU' });
 });
+
+test('jsonLogger writes an error in full: details, its cause chain and rollback errors', () => {
+  const lines: string[] = [];
+  const log = jsonLogger((l) => lines.push(l));
+  const low = new DroverError(ErrorCode.Syscall, 'kill failed', { details: { errno: 3 } });
+  const first = new DroverError(ErrorCode.Criu, 'dump failed', {
+    cause: low,
+    details: { logTail: ['Error (criu/sk-inet.c:1): x'] },
+  });
+  first.suppress(new DroverError(ErrorCode.Cgroup, 'thaw failed', { cause: new Error('EBUSY') }));
+  log.error('migration failed', { err: first });
+  const rec = JSON.parse(lines[0]!);
+  assert.equal(rec.err.message, 'dump failed');
+  assert.deepEqual(rec.err.details, { logTail: ['Error (criu/sk-inet.c:1): x'] });
+  assert.equal(rec.err.cause.message, 'kill failed');
+  assert.deepEqual(rec.err.cause.details, { errno: 3 });
+  assert.equal(rec.err.suppressed[0].message, 'thaw failed');
+  assert.equal(rec.err.suppressed[0].code, 'CGROUP');
+  assert.equal(rec.err.suppressed[0].cause.message, 'EBUSY');
+});

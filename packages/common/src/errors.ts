@@ -22,6 +22,8 @@ export const ErrorCode = {
   DataLoss: 'DATA_LOSS',
   /** The caller's identity may not do this (NATS refused it by the caller's role). */
   PermissionDenied: 'PERMISSION_DENIED',
+  /** A job's command could not be started (exec failed: not found, not executable, ...). */
+  StartFailed: 'START_FAILED',
   /** A pool ran out (e.g. the job network has no free address). */
   ResourceExhausted: 'RESOURCE_EXHAUSTED',
 } as const;
@@ -70,4 +72,36 @@ export function toDroverError(err: unknown, code: ErrorCode = ErrorCode.Internal
   if (err instanceof DroverError) return err;
   const message = err instanceof Error ? err.message : String(err);
   return new DroverError(code, message, { cause: err });
+}
+
+/** An error as plain JSON: name, message, code, details, and its causes and rollback errors. */
+export interface ErrorJson {
+  name: string;
+  message: string;
+  code?: unknown;
+  details?: Record<string, unknown>;
+  cause?: ErrorJson | string;
+  suppressed?: (ErrorJson | string)[];
+}
+
+/** How deep causes and rollback errors are followed (a chain longer than this is cut). */
+const MAX_ERROR_DEPTH = 6;
+
+/**
+ * `err` with everything an operator needs to see why it happened: its cause chain and the errors
+ * attached during rollback (`suppressed`), each with its code and details. Never throws.
+ */
+export function errorToJson(err: unknown, depth = 0): ErrorJson | string {
+  if (!(err instanceof Error)) return String(err);
+  const out: ErrorJson = { name: err.name, message: err.message };
+  const e = err as Error & { code?: unknown; details?: unknown; suppressed?: unknown };
+  if (e.code !== undefined) out.code = e.code;
+  if (e.details && typeof e.details === 'object' && Object.keys(e.details).length > 0)
+    out.details = e.details as Record<string, unknown>;
+  if (depth < MAX_ERROR_DEPTH) {
+    if (err.cause !== undefined) out.cause = errorToJson(err.cause, depth + 1);
+    if (Array.isArray(e.suppressed) && e.suppressed.length > 0)
+      out.suppressed = e.suppressed.map((s: unknown) => errorToJson(s, depth + 1));
+  }
+  return out;
 }

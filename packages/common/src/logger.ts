@@ -1,4 +1,5 @@
 /** The logger interface libraries take by injection; apps decide where lines go (JSON lines). */
+import { errorToJson } from './errors.js';
 
 /** Severity of a log line, lowest first. */
 export const LogLevel = { debug: 10, info: 20, warn: 30, error: 40 } as const;
@@ -28,8 +29,9 @@ export const nullLogger: Logger = {
 };
 
 /**
- * A JSON-lines logger writing to `write` (an app passes stderr). Errors in fields are flattened to
- * `{name, message, code}` so lines stay JSON.
+ * A JSON-lines logger writing to `write` (an app passes stderr). Errors in fields are written in
+ * full — name, message, code, details, their causes and the errors attached during rollback
+ * (`errorToJson`) — so lines stay JSON and nothing of why something failed is lost.
  */
 export function jsonLogger(
   write: (line: string) => void,
@@ -55,10 +57,7 @@ function flatten(fields: LogFields | undefined): LogFields {
   if (!fields) return {};
   const out: LogFields = {};
   for (const [k, v] of Object.entries(fields)) {
-    out[k] =
-      v instanceof Error
-        ? { name: v.name, message: v.message, code: (v as { code?: unknown }).code }
-        : v;
+    out[k] = v instanceof Error ? errorToJson(v) : v;
   }
   return out;
 }

@@ -1,6 +1,6 @@
 /** @drover/common: errors, the Logger interface, ids and event-loop lag. No I/O. */
-export { ErrorCode, DroverError, isDroverError, toDroverError } from './errors.js';
-export type { DroverErrorOptions } from './errors.js';
+export { ErrorCode, DroverError, errorToJson, isDroverError, toDroverError } from './errors.js';
+export type { DroverErrorOptions, ErrorJson } from './errors.js';
 export { LogLevel, nullLogger, jsonLogger } from './logger.js';
 export type { Logger, LogFields } from './logger.js';
 export { newId, newSecret } from './ids.js';

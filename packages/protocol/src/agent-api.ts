@@ -3,7 +3,7 @@
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
 import { pageFields } from './paging.js';
-import { ID_PATTERN } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import {
@@ -12,6 +12,9 @@ import {
   type EffectiveCheckpointOptions,
 } from './checkpoint-options.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+import { signalSchema } from './signals.js';
+import { commandSchema } from './command.js';
+import type { ImageContents } from './image-contents.js';
 
 /** Job states. `checkpointed`: dumped and stopped; its image can bring it back. */
 export const JobState = {
@@ -39,7 +42,10 @@ export type JobKind = (typeof JobKind)[keyof typeof JobKind];
 export const JOB_UNTIL = ['main', 'all'] as const;
 export type JobUntil = (typeof JOB_UNTIL)[number];
 
-/** Signals an operator may send to a job. */
+/**
+ * Common signals, for shell completion and help. Any signal `parseSignal` accepts may be sent
+ * (names with or without SIG in any case, numbers, real-time signals): see signals.ts.
+ */
 export const JOB_SIGNALS = [
   'SIGTERM',
   'SIGKILL',
@@ -54,8 +60,9 @@ export const JOB_SIGNALS = [
   'SIGALRM',
 ] as const;
 
-const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
-const path = (): Schema<string> => str({ min: 1, max: 4096, pattern: /^\// });
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
+const path = (): Schema<string> =>
+  str({ min: 1, max: 4096, pattern: /^\//, what: 'an absolute path (starting with /)' });
 
 /** An absolute path without `.`, `..` or empty segments (what a job's working directory may be). */
 export const NORMAL_PATH_PATTERN = /^\/(?:(?!\.\.?(?:\/|$))[^/]+(?:\/|$))*$/;
@@ -237,20 +244,75 @@ export interface PreflightReport {
   jobDirBytes: number;
 }
 
+/**
+ * Which part of a job's log to read, besides `tailBytes` (the last N bytes, the default 64 KiB):
+ * `fromByte` reads on from an offset (following a log: pass the last reply's `nextByte`);
+ * `sinceMs` starts at what was written since that time (epoch ms; the agent samples log sizes
+ * each second, so up to a second more may come back); `tailLines` keeps the last N lines.
+ */
+export const LOG_RANGE = {
+  fromByte: opt(int()),
+  sinceMs: opt(int()),
+  tailLines: opt(int({ min: 0, max: 100_000 })),
+} as const;
+
+/** A piece of a job's log. */
+export interface LogChunk {
+  data: string;
+  /** More was there than came back (an older part, or the rest after `fromByte`). */
+  truncated: boolean;
+  /** The log's size now. */
+  sizeBytes: number;
+  /** Where `data` starts and where the next read should start (bytes; whole UTF-8 characters). */
+  fromByte?: number;
+  nextByte?: number;
+  /** The job's state on the host that answered (a follower stops once it has ended). */
+  state?: JobState;
+}
+
+/** The files of an image in the image-set store, with their sizes and checksums. */
+const IMAGE_FILES = arr(
+  obj({
+    name: str({ min: 1, max: 255, pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]*$/ }),
+    size: int({ min: 0 }),
+    sha256: str({ pattern: /^[0-9a-f]{64}$/ }),
+  }),
+  { min: 1, max: 100000 },
+);
+
 /** Every agent operation: its request schema. Replies are typed in `AgentReplies`. */
 export const AgentOps = {
   info: obj({}),
   run: obj({
-    command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
+    command: commandSchema(),
     env: opt(
       dict(str({ max: 8192 }), {
         maxKeys: 256,
-        key: str({ min: 1, max: 256, pattern: ENV_NAME_PATTERN }),
+        key: str({
+          min: 1,
+          max: 256,
+          pattern: ENV_NAME_PATTERN,
+          what: 'a variable name (letters, digits and _, not starting with a digit)',
+        }),
       }),
     ),
-    cwd: opt(str({ min: 1, max: 4096, pattern: NORMAL_PATH_PATTERN })),
+    cwd: opt(
+      str({
+        min: 1,
+        max: 4096,
+        pattern: NORMAL_PATH_PATTERN,
+        what: 'an absolute path (starting with /) without "." or ".." parts',
+      }),
+    ),
     name: opt(str({ min: 1, max: 128 })),
-    hostname: opt(str({ min: 1, max: 63, pattern: /^[A-Za-z0-9][A-Za-z0-9-]*$/ })),
+    hostname: opt(
+      str({
+        min: 1,
+        max: 63,
+        pattern: /^[A-Za-z0-9][A-Za-z0-9-]*$/,
+        what: 'a hostname: letters, digits and "-", starting with a letter or digit',
+      }),
+    ),
     memoryLimitBytes: opt(int({ min: 4 * 1024 * 1024 })),
     jobId: opt(id()),
     /** Its own address on the job segment (allocated by the controller); absent: the host's network. */
@@ -265,11 +327,12 @@ export const AgentOps = {
   /** Jobs by id, a page at a time (paging.ts). */
   list: obj({ ...pageFields() }),
   inspect: obj({ jobId: id() }),
-  signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
+  signal: obj({ jobId: id(), signal: signalSchema() }),
   logs: obj({
     jobId: id(),
     stream: opt(oneOf(['stdout', 'stderr'] as const)),
     tailBytes: opt(int({ min: 1, max: 1024 * 1024 })),
+    ...LOG_RANGE,
   }),
   /** Input for a job run with a terminal (`run -t`): bytes for its terminal, as typed. */
   'tty-write': obj({ jobId: id(), data: str({ min: 1, max: TTY_WRITE_MAX }) }),
@@ -307,14 +370,16 @@ export const AgentOps = {
     imageId: id(),
     prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
     key: str({ pattern: IMAGE_KEY_PATTERN }),
-    files: arr(
-      obj({
-        name: str({ min: 1, max: 255, pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]*$/ }),
-        size: int({ min: 0 }),
-        sha256: str({ pattern: /^[0-9a-f]{64}$/ }),
-      }),
-      { min: 1, max: 100000 },
-    ),
+    files: IMAGE_FILES,
+  }),
+  /**
+   * Decode an image of the image-set store (what `crit` shows: processes, files, sockets,
+   * memory): read with the set's `key`, every file checked against its checksum, in memory.
+   */
+  'image-decode': obj({
+    prefix: str({ pattern: IMAGE_PREFIX_PATTERN, what: 'SET/JOB' }),
+    key: str({ pattern: IMAGE_KEY_PATTERN, what: 'an image key (base64 of 32 bytes)' }),
+    files: IMAGE_FILES,
   }),
   /**
    * Stop a frozen job for good: with `imageId` it lives on in that image (state `checkpointed`),
@@ -357,7 +422,7 @@ export interface AgentReplies extends MigrationReplies {
     effectiveCheckpointOptions: EffectiveCheckpointOptions | null;
   };
   signal: JobInfo;
-  logs: { data: string; truncated: boolean; sizeBytes: number };
+  logs: LogChunk;
   'tty-write': { bytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
   freeze: JobInfo & { frozenAtMs: number };
@@ -375,6 +440,7 @@ export interface AgentReplies extends MigrationReplies {
   'images-delete': { deleted: boolean };
   'image-push': { files: ImageFile[]; sizeBytes: number; durationMs: number };
   'image-fetch': ImageInfo & { durationMs: number };
+  'image-decode': ImageContents;
   discard: JobInfo;
   remove: { removed: boolean };
   'names-set': { jobs: number };

@@ -1,21 +1,25 @@
 /** The controller's request/reply API (`drover.ctl.<op>`), used by the `drover` CLI. */
 import {
   AgentOps,
-  JOB_SIGNALS,
+  LOG_RANGE,
   type AgentReplies,
   type ImageFile,
   type AgentInfo,
   type JobInfo,
+  type LogChunk,
   type PreflightReport,
 } from './agent-api.js';
+import type { Failure } from './failure.js';
+import type { ImageContents } from './image-contents.js';
+import { signalSchema } from './signals.js';
 import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
-import { ID_PATTERN } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { IPV4_PATTERN, type JobNetwork } from './job-network.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 import { pageFields } from './paging.js';
 
-const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
 
 /**
  * The subject of controller operation `op` asked by `caller`: `drover.ctl.<op>.<role>.<name>`.
@@ -108,6 +112,8 @@ export interface DrainItem {
   destination: string | null;
   /** Why it was skipped or failed (preflight's reasons, the migration's error). */
   reason: string | null;
+  /** The error code of a failure (`FAILED_PRECONDITION` for a job that cannot move, ...). */
+  code?: string;
   migrationId: string | null;
   frozenMs: number | null;
   /** Moves tried so far (a transient failure is tried again). */
@@ -186,6 +192,14 @@ export interface ImageSet {
   sizeBytes: number;
 }
 
+/**
+ * Why an operation failed: a wire `Failure` in full (its causes and the errors raised while
+ * rolling back), or, for a verdict over many jobs (a drain's `PARTIAL`), a code and message.
+ */
+export type OperationError = { code: string; message: string } & Partial<
+  Omit<Failure, 'code' | 'message'>
+>;
+
 /** A controller operation (migrate, drain, ...), persisted as it moves. */
 export interface OperationRecord {
   opId: string;
@@ -197,8 +211,9 @@ export interface OperationRecord {
   request: Record<string, unknown>;
   /** Where the job went and why that host (placement's explanation). */
   placement: string | null;
+  /** migrate: the migration's record, a failed one's too (its phases, CRIU's error lines). */
   migration: MigrationRecord | null;
-  error: { code: string; message: string } | null;
+  error: OperationError | null;
   /** drain: the host being emptied, and each job's outcome. */
   host?: string;
   items?: DrainItem[];
@@ -220,14 +235,15 @@ const { network: _agentNetwork, ...RUN_SHAPE } = AgentOps.run.shape;
 /** Controller operations: their request schemas. */
 export const ControllerOps = {
   hosts: obj({ ...pageFields() }),
-  jobs: obj({ host: opt(id()), ...pageFields() }),
+  /** Each job once, where it lives now; `all`: also ended jobs and the records of past hops. */
+  jobs: obj({ host: opt(id()), all: opt(bool()), ...pageFields() }),
   run: obj({
     ...RUN_SHAPE,
     host: opt(id()),
     /** `job` (default): its own address on the job network; `host`: the host's network. */
     net: opt(oneOf(['job', 'host'] as const)),
     /** A specific address from the job subnet instead of the next free one. */
-    address: opt(str({ pattern: IPV4_PATTERN })),
+    address: opt(str({ pattern: IPV4_PATTERN, what: 'an IPv4 address of the job subnet' })),
   }),
   /** The address of a named job (`run --name`), as jobs' /etc/hosts have it. */
   resolve: obj({ name: str({ min: 1, max: 128 }) }),
@@ -236,8 +252,9 @@ export const ControllerOps = {
     jobId: id(),
     stream: opt(oneOf(['stdout', 'stderr'] as const)),
     tailBytes: opt(int({ min: 1, max: 1024 * 1024 })),
+    ...LOG_RANGE,
   }),
-  signal: obj({ jobId: id(), signal: oneOf(JOB_SIGNALS) }),
+  signal: obj({ jobId: id(), signal: signalSchema() }),
   stop: obj({ jobId: id() }),
   'tty-write': AgentOps['tty-write'],
   /** `opId`: the client's id for the operation (it can ask `status` if it loses the reply). */
@@ -258,12 +275,32 @@ export const ControllerOps = {
     pid: int({ min: 2, max: 4194304 }),
     name: opt(str({ min: 1, max: 128 })),
   }),
-  events: obj({ sinceSeq: opt(int()), limit: opt(int({ min: 1, max: 10000 })), host: opt(id()) }),
+  /**
+   * History. `newest`: the last `limit` events (oldest of them first) instead of the first after
+   * `sinceSeq`; `fold`: a migration's run of `transferring` ticks comes back as one event (the
+   * latest tick, with `folded` counting them).
+   */
+  events: obj({
+    sinceSeq: opt(int()),
+    limit: opt(int({ min: 1, max: 10000 })),
+    host: opt(id()),
+    newest: opt(bool()),
+    fold: opt(bool()),
+  }),
   audit: obj({
     sinceSeq: opt(int()),
     limit: opt(int({ min: 1, max: 10000 })),
-    caller: opt(str({ min: 1, max: 63, pattern: IDENTITY_NAME_PATTERN })),
-    op: opt(str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/ })),
+    caller: opt(
+      str({
+        min: 1,
+        max: 63,
+        pattern: IDENTITY_NAME_PATTERN,
+        what: 'an identity name (letters, digits, "_" and "-")',
+      }),
+    ),
+    op: opt(str({ min: 1, max: 63, pattern: /^[a-z][a-z-]{0,62}$/, what: 'an operation name' })),
+    /** The last `limit` records (oldest of them first) instead of the first after `sinceSeq`. */
+    newest: opt(bool()),
   }),
   checkpoint: obj({
     jobs: opt(arr(id(), { min: 1, max: 256 })),
@@ -275,6 +312,12 @@ export const ControllerOps = {
   'images-list': obj({ ...pageFields() }),
   'images-inspect': obj({ name: id() }),
   'images-delete': obj({ name: id() }),
+  /** Remove ended jobs (every host's record of them); live jobs are refused. */
+  'jobs-remove': obj({ jobIds: arr(id(), { min: 1, max: 256 }) }),
+  /** Remove every ended job. */
+  'jobs-prune': obj({}),
+  /** What is inside one job's image of a set: processes, files, sockets, memory (`job`: id or name). */
+  'images-decode': obj({ name: id(), job: str({ min: 1, max: 128 }) }),
 } as const;
 
 export type ControllerOp = keyof typeof ControllerOps;
@@ -289,7 +332,7 @@ export interface ControllerReplies {
   run: ClusterJob & { placement: string };
   resolve: { name: string; address: string; jobId: string };
   inspect: AgentReplies['inspect'];
-  logs: { data: string; truncated: boolean; sizeBytes: number };
+  logs: LogChunk;
   signal: ClusterJob;
   stop: ClusterJob;
   'tty-write': { bytes: number };
@@ -302,10 +345,7 @@ export interface ControllerReplies {
   status: OperationRecord;
   adopt: ClusterJob;
   /** `next`: a page cut short by its size; ask again with `sinceSeq: next` for the rest. */
-  events: {
-    events: { seq: number; subject: string; time: string; value: unknown }[];
-    next?: number | null;
-  };
+  events: { events: ClusterEvent[]; next?: number | null };
   audit: {
     entries: { seq: number; time: string; subject: string; entry: AuditEntry }[];
     next?: number | null;
@@ -315,6 +355,29 @@ export interface ControllerReplies {
   'images-list': { sets: ImageSet[]; next?: string | null };
   'images-inspect': ImageSet;
   'images-delete': { deleted: boolean; objects: number };
+  'jobs-remove': { removed: RemovedJob[] };
+  'jobs-prune': { removed: RemovedJob[] };
+  'images-decode': ImageContents & { set: string; jobId: string; name: string; host: string };
+}
+
+/** One event of the cluster's history. */
+export interface ClusterEvent {
+  seq: number;
+  subject: string;
+  time: string;
+  value: unknown;
+  /** A folded run of progress ticks: how many, and the first one's sequence and time. */
+  folded?: number;
+  firstSeq?: number;
+  firstTime?: string;
+}
+
+/** A job record removed from a host. */
+export interface RemovedJob {
+  jobId: string;
+  name: string;
+  host: string;
+  state: string;
 }
 
 /** True if `op` names a controller operation. */

@@ -10,20 +10,31 @@ export interface Failure {
   /** The name of the error class on the side that failed (e.g. `CriuError`). */
   name?: string;
   cause?: Failure;
+  /** Errors raised while rolling back after this one (attached, never substituted). */
+  suppressed?: Failure[];
 }
 
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
 const MAX_DEPTH = 4;
+/** Rollback errors carried per failure, at most (the rest are counted in `details`). */
+const MAX_SUPPRESSED = 8;
 const MAX_MESSAGE = 4096;
 /** Largest `details` carried (as JSON); bigger ones are replaced by a note. */
 const MAX_DETAILS = 16 * 1024;
 
-/** Turn anything thrown into a Failure (foreign errors become INTERNAL). */
+/**
+ * Turn anything thrown into a Failure (foreign errors become INTERNAL): its cause chain and the
+ * errors attached during rollback travel with it, so the other side can show why.
+ */
 export function errorToFailure(err: unknown, depth = 0): Failure {
   const e =
     err instanceof DroverError
       ? err
-      : new DroverError(ErrorCode.Internal, err instanceof Error ? err.message : String(err));
+      : new DroverError(ErrorCode.Internal, err instanceof Error ? err.message : String(err), {
+          // A foreign error's own cause, and what Node puts on system errors (ENOENT, open, ...).
+          ...(err instanceof Error && err.cause !== undefined ? { cause: err.cause } : {}),
+          details: systemFacts(err),
+        });
   const failure: Failure = {
     code: e.code,
     message: e.message.slice(0, MAX_MESSAGE),
@@ -34,7 +45,25 @@ export function errorToFailure(err: unknown, depth = 0): Failure {
   if (depth < MAX_DEPTH && e.cause !== undefined) {
     failure.cause = errorToFailure(e.cause, depth + 1);
   }
+  if (depth < MAX_DEPTH && e.suppressed.length > 0) {
+    failure.suppressed = e.suppressed
+      .slice(0, MAX_SUPPRESSED)
+      .map((s) => errorToFailure(s, depth + 1));
+    if (e.suppressed.length > MAX_SUPPRESSED)
+      failure.details = { ...failure.details, suppressedTotal: e.suppressed.length };
+  }
   return failure;
+}
+
+/** The errno facts Node attaches to system errors (`code`, `errno`, `syscall`, `path`). */
+function systemFacts(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return {};
+  const out: Record<string, unknown> = {};
+  for (const k of ['code', 'errno', 'syscall', 'path', 'address', 'port'] as const) {
+    const v = (err as unknown as Record<string, unknown>)[k];
+    if (typeof v === 'string' || typeof v === 'number') out[k] = v;
+  }
+  return out;
 }
 
 /** A remote failure as a local error; `details.remoteName` keeps the original class name. */
@@ -48,7 +77,11 @@ export function failureToError(f: Failure): DroverError {
     details: { ...(f.details ?? {}), ...(f.name ? { remoteName: f.name } : {}) },
     ...(f.cause ? { cause: failureToError(f.cause) } : {}),
   };
-  return new RemoteError(code, String(f.message), options);
+  const err = new RemoteError(code, String(f.message), options);
+  if (Array.isArray(f.suppressed)) {
+    for (const s of f.suppressed) if (isFailure(s)) err.suppress(failureToError(s));
+  }
+  return err;
 }
 
 /** Check that an unknown value is shaped like a Failure. */

@@ -1,6 +1,7 @@
 /** Live migration between agents: modes, states, records and the messages agents exchange. */
 import type { Failure } from './failure.js';
-import { ID_PATTERN } from './subjects.js';
+import { commandSchema } from './command.js';
+import { ID_PATTERN, ID_WHAT } from './subjects.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
 import { JOB_ADDRESS_SCHEMA, macFor, type JobNetwork } from './job-network.js';
 import { CHECKPOINT_OPTIONS_SCHEMA, type CheckpointOptions } from './checkpoint-options.js';
@@ -136,7 +137,7 @@ export interface MigratingJob {
   tty: boolean;
 }
 
-const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN });
+const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
 
 /**
  * A migration ticket: the secret with which the controller authorizes one migration on its
@@ -154,7 +155,7 @@ export const migratingJobSchema = obj({
   id: id(),
   name: str({ min: 1, max: 128 }),
   kind: oneOf(['namespaced', 'adopted'] as const),
-  command: arr(str({ min: 1, max: 4096 }), { min: 1, max: 256 }),
+  command: commandSchema(),
   cwd: str({ min: 1, max: 4096, pattern: /^\// }),
   env: dict(str({ max: 8192 }), {
     maxKeys: 256,
@@ -225,6 +226,12 @@ export const MigrationOps = {
   /** On either: the record of a migration. */
   'migrate-status': obj({ migrationId: id(), ticket: ticket() }),
   'migrations-list': obj({}),
+  /**
+   * On the source, from the controller only: this host's record of the migration of `jobId` the
+   * controller authorized with `ticket` (how a failed migration's phases and CRIU's error lines
+   * reach the operator: the `migrate` call that failed carries only the error).
+   */
+  'migrate-find': obj({ jobId: id(), ticket: ticket() }),
 } as const;
 
 function migratingJob(): Schema<MigratingJob> {
@@ -274,4 +281,5 @@ export interface MigrationReplies {
   'migrate-commit': MigrationRecord;
   'migrate-status': MigrationRecord;
   'migrations-list': { migrations: MigrationRecord[] };
+  'migrate-find': MigrationRecord;
 }

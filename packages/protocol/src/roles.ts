@@ -47,6 +47,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   audit: 'read',
   'images-list': 'read',
   'images-inspect': 'read',
+  'images-decode': 'read',
   resolve: 'read',
   run: 'change',
   signal: 'change',
@@ -60,6 +61,8 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   checkpoint: 'change',
   restore: 'change',
   'images-delete': 'change',
+  'jobs-remove': 'change',
+  'jobs-prune': 'change',
 };
 
 /**

@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDroverError } from '@drover/common';
 import { AgentOps, isAgentOp } from './agent-api.js';
+import { ControllerOps } from './controller-api.js';
+import { parseSignal } from './signals.js';
 import { decodeJson, decodeReply, failReply, MAX_MESSAGE_BYTES, okReply } from './envelope.js';
 import { errorToFailure, failureToError } from './failure.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str } from './schema.js';
@@ -18,12 +20,12 @@ test('objects are strict: types, bounds, required and unknown fields', () => {
     c: arr(bool(), { max: 2 }),
   });
   assert.deepEqual(s.parse({ a: 2, c: [true] }), { a: 2, c: [true] });
-  invalid(() => s.parse({ a: 0, c: [] }), /^a: out of range/);
-  invalid(() => s.parse({ a: 1.5, c: [] }), /^a: expected integer/);
+  invalid(() => s.parse({ a: 0, c: [] }), /^a: must be between 1 and 5 \(got 0\)/);
+  invalid(() => s.parse({ a: 1.5, c: [] }), /^a: must be a whole number/);
   invalid(() => s.parse({ c: [] }), /^a: is required/);
   invalid(() => s.parse({ a: 1, c: [], d: 1 }), /^d: unknown field/);
-  invalid(() => s.parse({ a: 1, b: 'long', c: [] }), /^b: longer than 3/);
-  invalid(() => s.parse({ a: 1, c: [true, true, true] }), /^c: more than 2/);
+  invalid(() => s.parse({ a: 1, b: 'long', c: [] }), /^b: is longer than 3/);
+  invalid(() => s.parse({ a: 1, c: [true, true, true] }), /^c: has more than 2/);
   invalid(() => s.parse({ a: 1, c: ['x'] }), /^c\[0\]: expected boolean/);
   invalid(() => s.parse(null), /expected object, got null/);
   invalid(() => s.parse([]), /expected object, got array/);
@@ -31,7 +33,8 @@ test('objects are strict: types, bounds, required and unknown fields', () => {
 
 test('strings refuse NUL and patterns; maps bound their keys', () => {
   invalid(() => str().parse('a\0b'), /NUL/);
-  invalid(() => str({ pattern: /^x/ }).parse('y'), /does not match/);
+  invalid(() => str({ pattern: /^x/ }).parse('y'), /is not in a form allowed here \(got "y"\)/);
+  invalid(() => str({ pattern: /^x/, what: 'an x' }).parse('y'), /must be an x \(got "y"\)/);
   invalid(() => oneOf(['a', 'b'] as const).parse('c'), /one of a, b/);
   const d = dict(int(), { maxKeys: 1 });
   assert.deepEqual({ ...d.parse({ k: 1 }) }, { k: 1 });
@@ -40,11 +43,14 @@ test('strings refuse NUL and patterns; maps bound their keys', () => {
 
 test('agent requests: ids cannot escape, commands are bounded', () => {
   assert.ok(isAgentOp('run') && !isAgentOp('__proto__') && !isAgentOp('nope'));
-  invalid(() => AgentOps.inspect.parse({ jobId: '../etc' }), /jobId: does not match/);
-  invalid(() => AgentOps.run.parse({ command: [] }), /command: fewer than 1/);
+  invalid(
+    () => AgentOps.inspect.parse({ jobId: '../etc' }),
+    /jobId: must be an id: 1 to 63 letters/,
+  );
+  invalid(() => AgentOps.run.parse({ command: [] }), /command: needs at least 1 item/);
   invalid(() => AgentOps.run.parse({ command: ['x'], env: { 'A=B': 'x' } }), /env\{key\}/);
   invalid(() => AgentOps.run.parse({ command: ['x'], cwd: 'rel' }), /cwd/);
-  invalid(() => AgentOps.signal.parse({ jobId: 'j', signal: 'SIGSEGV' }), /signal/);
+  invalid(() => AgentOps.signal.parse({ jobId: 'j', signal: 'SIGNOPE' }), /signal: unknown signal/);
   assert.deepEqual(AgentOps.run.parse({ command: ['sleep', '1'], memoryLimitBytes: 64 << 20 }), {
     command: ['sleep', '1'],
     memoryLimitBytes: 64 << 20,
@@ -97,8 +103,14 @@ test('hostile input: huge keys, prototype keys, paths with .., oversized replies
     () => AgentOps.run.parse(JSON.parse('{"command":["x"],"env":{"__proto__":"1"}}')),
     /env\{key\}: key __proto__ is not allowed/,
   );
-  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/srv/../etc' }), /^cwd: does not match/);
-  invalid(() => AgentOps.run.parse({ command: ['x'], cwd: '/a//b' }), /^cwd: does not match/);
+  invalid(
+    () => AgentOps.run.parse({ command: ['x'], cwd: '/srv/../etc' }),
+    /^cwd: must be an absolute path/,
+  );
+  invalid(
+    () => AgentOps.run.parse({ command: ['x'], cwd: '/a//b' }),
+    /^cwd: must be an absolute path/,
+  );
   assert.equal(AgentOps.run.parse({ command: ['x'], cwd: '/a/.b/c/' }).cwd, '/a/.b/c/');
   const huge = decodeReply(okReply('x'.repeat(10)));
   assert.equal(huge, 'x'.repeat(10));
@@ -110,4 +122,85 @@ test('hostile input: huge keys, prototype keys, paths with .., oversized replies
     new DroverError(ErrorCode.Internal, 'x', { details: { blob: 'y'.repeat(100_000) } }),
   );
   assert.ok(JSON.stringify(f).length < 1000);
+});
+
+test('signals by name with or without SIG, any case, by number, and real-time ones', () => {
+  const n = (x: string | number): [string, number] => {
+    const s = parseSignal(x);
+    return [s.name, s.number];
+  };
+  assert.deepEqual(n('USR1'), ['SIGUSR1', 10]);
+  assert.deepEqual(n('usr1'), ['SIGUSR1', 10]);
+  assert.deepEqual(n('SigUsr1'), ['SIGUSR1', 10]);
+  assert.deepEqual(n('SIGUSR1'), ['SIGUSR1', 10]);
+  assert.deepEqual(n('10'), ['SIGUSR1', 10]);
+  assert.deepEqual(n(9), ['SIGKILL', 9]);
+  assert.deepEqual(n('term'), ['SIGTERM', 15]);
+  assert.deepEqual(n('iot'), ['SIGABRT', 6]);
+  assert.deepEqual(n('SIGRTMIN'), ['SIGRTMIN', 34]);
+  assert.deepEqual(n('rtmin+3'), ['SIGRTMIN+3', 37]);
+  assert.deepEqual(n('SIGRTMAX-1'), ['SIGRTMAX-1', 63]);
+  assert.deepEqual(n('RTMAX'), ['SIGRTMAX', 64]);
+  assert.deepEqual(n('40'), ['SIGRTMIN+6', 40]);
+  assert.deepEqual(n('55'), ['SIGRTMAX-9', 55]);
+  for (const bad of ['0', '32', '33', '65', 'NOPE', 'SIG', 'RTMIN+31', 'RTMAX+1', '-9', ''])
+    assert.throws(
+      () => parseSignal(bad),
+      (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT') && /USR1/.test(e.message),
+      bad,
+    );
+  // The wire carries the canonical name, whatever was typed.
+  assert.equal(AgentOps.signal.parse({ jobId: 'j', signal: 'usr2' }).signal, 'SIGUSR2');
+  assert.equal(ControllerOps.signal.parse({ jobId: 'j', signal: '35' }).signal, 'SIGRTMIN+1');
+});
+
+test('a command may have empty arguments, not an empty program', () => {
+  assert.deepEqual(AgentOps.run.parse({ command: ['redis-server', '--save', ''] }).command, [
+    'redis-server',
+    '--save',
+    '',
+  ]);
+  invalid(() => AgentOps.run.parse({ command: ['', 'x'] }), /^command\[0\]: the program/);
+});
+
+test('no validation error shows a regular expression', () => {
+  const bad: [() => unknown, string][] = [
+    [() => ControllerOps.run.parse({ command: ['x'], cwd: 'relative/dir' }), 'cwd'],
+    [() => ControllerOps.run.parse({ command: ['x'], host: 'a b' }), 'host'],
+    [() => ControllerOps.run.parse({ command: ['x'], hostname: '-x' }), 'hostname'],
+    [() => ControllerOps.run.parse({ command: ['x'], env: { '1A': 'x' } }), 'env'],
+    [() => ControllerOps.inspect.parse({ jobId: 'a/b' }), 'jobId'],
+    [() => ControllerOps.audit.parse({ caller: 'a.b' }), 'caller'],
+    [() => AgentOps['files-check'].parse({ files: [{ path: 'rel' }] }), 'files'],
+  ];
+  for (const [f, where] of bad) {
+    let message = '';
+    try {
+      f();
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert.ok(message.startsWith(where), message);
+    assert.doesNotMatch(message, /\/\^|\$\/|\[A-Za-z|\(\?/, message);
+  }
+});
+
+test('rollback errors and foreign causes survive the wire codec', () => {
+  const first = new DroverError(ErrorCode.Criu, 'dump failed', {
+    cause: Object.assign(new Error('open failed', { cause: new Error('disk gone') }), {
+      code: 'ENOENT',
+      syscall: 'open',
+    }),
+  });
+  first.suppress(new DroverError(ErrorCode.Cgroup, 'thaw failed', { details: { state: 'x' } }));
+  first.suppress(new Error('abort not delivered'));
+  const back = failureToError(JSON.parse(JSON.stringify(errorToFailure(first))));
+  assert.equal(back.suppressed.length, 2);
+  assert.equal((back.suppressed[0] as DroverError).code, 'CGROUP');
+  assert.deepEqual((back.suppressed[0] as DroverError).details.state, 'x');
+  assert.equal((back.suppressed[1] as DroverError).message, 'abort not delivered');
+  const cause = back.cause as DroverError;
+  assert.equal(cause.message, 'open failed');
+  assert.equal(cause.details.code, 'ENOENT');
+  assert.equal((cause.cause as Error).message, 'disk gone');
 });

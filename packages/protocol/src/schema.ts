@@ -37,18 +37,36 @@ const fail = (path: string, problem: string): never => {
 const typeOf = (v: unknown): string =>
   v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
 
-/** A string of bounded length, optionally matching a pattern. */
-export function str(opts: { min?: number; max?: number; pattern?: RegExp } = {}): Schema<string> {
+/** A value as an error quotes it: short, JSON-quoted (never a pattern, never the whole input). */
+function quote(v: string): string {
+  return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+}
+
+/**
+ * A string of bounded length, optionally matching a pattern. `what` says, for a human, what the
+ * pattern allows ("an absolute path", "an id: ..."): the error names that, never the expression.
+ */
+export function str(
+  opts: { min?: number; max?: number; pattern?: RegExp; what?: string } = {},
+): Schema<string> {
   const max = opts.max ?? 4096;
+  const min = opts.min ?? 0;
   return {
     kind: 'string',
     parse(v, path = '') {
-      if (typeof v !== 'string') return fail(path, `expected string, got ${typeOf(v)}`);
-      if (v.length > max) return fail(path, `longer than ${max} characters`);
-      if (v.length < (opts.min ?? 0)) return fail(path, `shorter than ${opts.min} characters`);
+      if (typeof v !== 'string') return fail(path, `expected text, got ${typeOf(v)}`);
+      if (v.length > max) return fail(path, `is longer than ${max} characters`);
+      if (v.length < min)
+        return fail(path, min === 1 ? 'may not be empty' : `is shorter than ${min} characters`);
       if (v.includes('\0')) return fail(path, 'contains a NUL character');
-      if (opts.pattern && !opts.pattern.test(v))
-        return fail(path, `does not match ${opts.pattern}`);
+      if (opts.pattern && !opts.pattern.test(v)) {
+        return fail(
+          path,
+          opts.what
+            ? `must be ${opts.what} (got ${quote(v)})`
+            : `is not in a form allowed here (got ${quote(v)})`,
+        );
+      }
       return v;
     },
   };
@@ -62,9 +80,15 @@ export function int(opts: { min?: number; max?: number } = {}): Schema<number> {
     kind: 'integer',
     parse(v, path = '') {
       if (typeof v !== 'number' || !Number.isInteger(v)) {
-        return fail(path, `expected integer, got ${typeOf(v)}`);
+        return fail(path, `must be a whole number, got ${typeOf(v)}`);
       }
-      if (v < min || v > max) return fail(path, `out of range [${min}, ${max}]`);
+      if (v < min || v > max)
+        return fail(
+          path,
+          max === Number.MAX_SAFE_INTEGER
+            ? `must be at least ${min} (got ${v})`
+            : `must be between ${min} and ${max} (got ${v})`,
+        );
       return v;
     },
   };
@@ -101,7 +125,10 @@ export function oneOf<const T extends readonly string[]>(values: T): Schema<T[nu
     parse(v, path = '') {
       return typeof v === 'string' && (values as readonly string[]).includes(v)
         ? (v as T[number])
-        : fail(path, `expected one of ${values.join(', ')}`);
+        : fail(
+            path,
+            `must be one of ${values.join(', ')}${typeof v === 'string' ? ` (got ${quote(v)})` : ''}`,
+          );
     },
   };
 }
@@ -113,8 +140,9 @@ export function arr<T>(item: Schema<T>, opts: { max?: number; min?: number } = {
     kind: `array of ${item.kind}`,
     parse(v, path = '') {
       if (!Array.isArray(v)) return fail(path, `expected array, got ${typeOf(v)}`);
-      if (v.length > max) return fail(path, `more than ${max} items`);
-      if (v.length < (opts.min ?? 0)) return fail(path, `fewer than ${opts.min} items`);
+      if (v.length > max) return fail(path, `has more than ${max} items`);
+      if (v.length < (opts.min ?? 0))
+        return fail(path, `needs at least ${opts.min} item${opts.min === 1 ? '' : 's'}`);
       return v.map((x, i) => item.parse(x, `${path}[${i}]`));
     },
   };
@@ -134,7 +162,7 @@ export function dict<T>(
         return fail(path, `expected object, got ${typeOf(v)}`);
       }
       const entries = Object.entries(v);
-      if (entries.length > maxKeys) return fail(path, `more than ${maxKeys} keys`);
+      if (entries.length > maxKeys) return fail(path, `has more than ${maxKeys} keys`);
       const out: Record<string, T> = Object.create(null) as Record<string, T>;
       for (const [k, x] of entries) {
         if (FORBIDDEN_KEYS.has(k)) fail(`${path}{key}`, `key ${k} is not allowed`);

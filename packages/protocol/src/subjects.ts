@@ -3,6 +3,10 @@
 /** Host ids and job ids: safe in subjects, paths and cgroup names. */
 export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
+/** What {@link ID_PATTERN} allows, for a human (validation errors say this). */
+export const ID_WHAT =
+  'an id: 1 to 63 letters, digits, "_", "." or "-", starting with a letter or digit';
+
 const ROOT = 'drover';
 
 /** Subjects of one agent's request/reply API: `drover.agent.<host>.<op>`. */

@@ -13,6 +13,9 @@ export const AGENT_STATE_DIR = '/srv/drover';
 /** The port each agent's migration stream listens on, at its host's address. */
 export const AGENT_STREAM_PORT = 7070;
 
+/** The port each agent serves Prometheus metrics on, at its host's address (`/metrics`). */
+export const AGENT_METRICS_PORT = 9464;
+
 /** How agents are started. */
 export interface AgentOptions {
   /** More `drover-agent` flags. */
@@ -37,6 +40,11 @@ export class AgentHandle {
   /** The host's id (its name). */
   get hostId(): string {
     return this.host.name;
+  }
+
+  /** Where this agent's metrics are served (reachable from the root namespace). */
+  get metricsUrl(): string {
+    return `http://${this.host.address}:${AGENT_METRICS_PORT}/metrics`;
   }
 
   /** Root-namespace path of a path inside the host's /srv. */
@@ -69,6 +77,8 @@ export class AgentHandle {
         `${this.host.address}:${AGENT_STREAM_PORT}`,
         '--log-level',
         this.options.logLevel ?? 'debug',
+        '--metrics-addr',
+        `${this.host.address}:${AGENT_METRICS_PORT}`,
         ...tlsFlags('nats', this.tb.certs?.identity('agent', this.host.name)),
         ...tlsFlags('stream', this.tb.certs?.identity('agent', this.host.name)),
         ...(this.options.extraArgs ?? []),

@@ -30,6 +30,8 @@ export interface ControllerOptions {
   timeoutMs?: number;
   /** More `drover-controller` flags (e.g. `--replicas 3`). */
   extraArgs?: readonly string[];
+  /** Serve metrics on a free loopback port (`metricsUrl`). Default true. */
+  metrics?: boolean;
 }
 
 /**
@@ -50,6 +52,9 @@ export class ControllerProcess {
   ) {}
 
   #exited = false;
+
+  /** Where its Prometheus metrics are served (from its log), once it acts; null when off. */
+  metricsUrl: string | null = null;
 
   /** Start the controller; resolves once it holds the lease and acts. */
   static async start(tb: Testbed, options: ControllerOptions = {}): Promise<ControllerProcess> {
@@ -77,6 +82,8 @@ export class ControllerProcess {
           '--log-level',
           options.logLevel ?? 'debug',
           ...tlsFlags('nats', tb.certs?.controller),
+          // A free loopback port: several controllers (standbys) may run at once.
+          ...(options.metrics === false ? [] : ['--metrics-addr', '127.0.0.1:0']),
           // The run's job network (its segment's subnet; the root namespace is the gateway).
           '--job-subnet',
           tb.jobNetwork.subnet,
@@ -131,6 +138,8 @@ export class ControllerProcess {
       await proc.kill();
       throw e;
     }
+    proc.metricsUrl =
+      /"msg":"metrics serving"[^\n]*"url":"([^"]+)"/.exec(proc.output())?.[1] ?? null;
     return proc;
   }
 

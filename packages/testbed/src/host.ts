@@ -110,7 +110,7 @@ exec "$@"
 `;
 
 /** Join the host's cgroups (`$1`) from the runner's side, then `exec nsenter "$@"`. */
-const JOIN_HOST_CGROUPS = `
+export const JOIN_HOST_CGROUPS = `
 name="$1"; shift
 awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
   [ -e "$mp/$name/cgroup.procs" ] && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null

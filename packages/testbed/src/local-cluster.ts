@@ -330,6 +330,10 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
     state = {
       ...state,
       phase: 'up',
+      metrics: {
+        controller: ctl.metricsUrl,
+        agents: Object.fromEntries(agents.agents.map((a) => [a.hostId, a.metricsUrl])),
+      },
       processes: [
         ...(natsPid === undefined || nats === undefined
           ? []

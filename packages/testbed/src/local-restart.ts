@@ -17,20 +17,11 @@ import {
   type LocalProcess,
   type Relaunch,
 } from './local-state.js';
+// How a command enters an emulated host (as Host.spawn does: the agent's jobs get host-relative
+// cgroups).
+import { JOIN_HOST_CGROUPS } from './host.js';
 import { names } from './names.js';
 import { cmdline, environ, exeName, sleep, startTime } from './proc.js';
-
-/**
- * Join the host's cgroups (`$1`) from the root side, then `exec nsenter "$@"`: how a command
- * enters an emulated host (as Host.spawn does: the agent's jobs get host-relative cgroups).
- */
-const JOIN_HOST_CGROUPS = `
-name="$1"; shift
-awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
-  [ -e "$mp/$name/cgroup.procs" ] && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null
-done
-exec nsenter "$@"
-`;
 
 function envOf(pid: number): Record<string, string> {
   const out: Record<string, string> = {};

@@ -59,6 +59,8 @@ export interface LocalClusterState {
    */
   tls?: { caFile: string; certFile: string; keyFile: string };
   hostList?: { name: string; address: string }[];
+  /** Where Prometheus metrics are served: the controller's and each host's agent's. */
+  metrics?: { controller: string | null; agents: Record<string, string> };
   processes: LocalProcess[];
 }
 

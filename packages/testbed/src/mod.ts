@@ -32,6 +32,7 @@ export {
   AgentHandle,
   AGENT_STATE_DIR,
   AGENT_STREAM_PORT,
+  AGENT_METRICS_PORT,
   tlsFlags,
 } from './agents.js';
 export type { AgentOptions } from './agents.js';

@@ -30,6 +30,8 @@ import {
 import { jobLayout } from './scale-bench.js';
 import { distributeJobs, SimFleet, simAgentInfo, simJobInfo } from './sim-agent.js';
 import { ratio, summarize } from './stats.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 test('summarize: median of odd and even counts, min, max; non-finite values dropped', () => {
   assert.deepEqual(summarize([5, 1, 3]), { median: 3, min: 1, max: 5, n: 3, values: [5, 1, 3] });
@@ -246,5 +248,34 @@ test('simulated agents answer over NATS through the real agent API, beat, and mo
     await fleet?.close();
     await bus.close();
     await tb.teardown();
+  }
+});
+
+test('the bench explains itself on --help and refuses bad options in one line, without a stack trace', async () => {
+  const run = (args: string[]): Promise<{ code: number; out: string; err: string }> =>
+    new Promise((resolve, reject) => {
+      const c = spawn(
+        process.execPath,
+        [fileURLToPath(new URL('./main.js', import.meta.url)), ...args],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      c.once('error', reject);
+      c.once('exit', (code) => resolve({ code: code ?? -1, out, err }));
+    });
+  const help = await run(['--help']);
+  assert.equal(help.code, 0, help.err);
+  assert.match(help.out, /^Usage: npm run bench/);
+  assert.equal(help.err, '');
+  for (const bad of [['--nope'], ['--only', 'x'], ['--reps', '0']]) {
+    const r = await run(bad);
+    assert.equal(r.code, 2, bad.join(' '));
+    assert.match(r.err, /^bench: .+\nbench: see --help\n$/);
+    assert.doesNotMatch(r.err, /\n\s+at /);
   }
 });

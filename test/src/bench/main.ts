@@ -22,25 +22,70 @@ import { benchScale } from './scale-bench.js';
 const SECTIONS = ['migration', 'checkpoint', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string' },
-      reps: { type: 'string' },
-      sizes: { type: 'string' },
-      out: { type: 'string' },
-      markdown: { type: 'boolean', default: false },
-      modes: { type: 'string' },
-      'no-baselines': { type: 'boolean', default: false },
-    },
-  });
+export const USAGE = `Usage: npm run bench -- [options]   (or: node test/dist/bench/main.js [options])
+  --quick             one rep, small sizes (a few minutes)
+  --only a,b          sections: ${SECTIONS.join(', ')}
+  --reps N            runs per figure (default 3; 1 with --quick)
+  --sizes 64,256,1024 job sizes in MiB for the migration section
+  --modes stop-copy,post-copy
+  --no-baselines      skip the by-hand and CRIU-floor baselines
+  --out FILE          where the JSON goes (default bench-results/bench-<time>.json)
+  --markdown          print the table as Markdown
+  --help              this text
+Needs root (namespaces, CRIU). Reports figures; asserts nothing about them.`;
+
+/** A bad option: printed as one line with the usage hint, exit 2, no stack trace. */
+class UsageError extends Error {}
+
+function options(argv: readonly string[]) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        reps: { type: 'string' },
+        sizes: { type: 'string' },
+        out: { type: 'string' },
+        markdown: { type: 'boolean', default: false },
+        modes: { type: 'string' },
+        'no-baselines': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   const quick = values.quick === true;
   const reps = Number(values.reps ?? (quick ? 1 : 3));
   const sizes = (values.sizes ?? (quick ? '64' : '64,256,1024')).split(',').map(Number);
   const only = (values.only?.split(',') ?? [...SECTIONS]) as Section[];
-  for (const s of only) if (!SECTIONS.includes(s)) throw new Error(`unknown section ${s}`);
-  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps ${values.reps}: want >= 1`);
+  for (const s of only)
+    if (!SECTIONS.includes(s))
+      throw new UsageError(`unknown section ${s} (sections: ${SECTIONS.join(', ')})`);
+  if (!Number.isInteger(reps) || reps < 1)
+    throw new UsageError(`--reps ${values.reps}: want a whole number >= 1`);
+  if (sizes.some((n) => !(Number.isInteger(n) && n > 0)))
+    throw new UsageError(`--sizes ${values.sizes}: want sizes in MiB, e.g. 64,256`);
+  return { values, quick, reps, sizes, only };
+}
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = options(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`bench: ${err.message}\nbench: see --help\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const { values, quick, reps, sizes, only } = parsed;
+  if (values.help === true) {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
 
   const started = new Date();
   const t0 = performance.now();

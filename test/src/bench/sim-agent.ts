@@ -268,6 +268,8 @@ export class SimulatedAgent {
       'migrate-prepare': notSimulated('migrate-prepare'),
       'migrate-abort': notSimulated('migrate-abort'),
       'migrate-commit': notSimulated('migrate-commit'),
+      'migrate-find': notSimulated('migrate-find'),
+      'image-decode': notSimulated('image-decode'),
     } satisfies AgentHandlers;
     return h;
   }

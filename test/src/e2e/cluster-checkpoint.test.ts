@@ -137,7 +137,8 @@ describe('coordinated cluster checkpoint and image sets', () => {
     assert.match(human.stdout, /jobs stopped/);
     // Every job is stopped: it lives only in the image set now.
     for (const j of jobs) await assertStopped(j);
-    const { jobs: all } = await json<{ jobs: ClusterJob[] }>(['jobs']);
+    // Ended jobs show with --all (plain `jobs` lists live ones).
+    const { jobs: all } = await json<{ jobs: ClusterJob[] }>(['jobs', '--all']);
     for (const j of jobs) {
       assert.deepEqual(
         all.filter((x) => x.id === j.id).map((x) => [x.host, x.state]),

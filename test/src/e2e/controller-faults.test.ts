@@ -5,12 +5,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { droverAs, type CliResult } from '../cluster/cli.js';
-import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
-import { JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
+import type { WorkloadName } from '../workloads/mod.js';
+import {
+  cliJson,
+  startWorkload,
+  verifyWorkload,
+  type CliJob,
+  type CliJobsContext,
+} from './cli-jobs.js';
+import { sleep, waitFor, waitForValue } from './helpers.js';
 
 let tb: Testbed;
 let cluster: AgentCluster;
@@ -47,11 +52,7 @@ function drover(args: string[], timeoutMs = 300_000): Promise<CliResult> {
   return droverAs(urls, tb.certs!.operator, args, timeoutMs);
 }
 
-interface Job {
-  id: string;
-  dir: string;
-  host: string;
-}
+type Job = CliJob;
 interface Op {
   opId: string;
   kind: string;
@@ -62,45 +63,16 @@ interface Op {
   migration: { source: string; destination: string; state: string } | null;
 }
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-async function start(host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> {
-  const dir = join(tb.runDir, 'shared', `${tag}-${name}`);
-  mkdirSync(dir, { recursive: true });
-  const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
-  const job = await json<{ id: string }>([
-    'run',
-    '--host',
-    host,
-    '--name',
-    `${tag}-${name}`,
-    ...env,
-    '--',
-    ...workloadCommand(name, mb ? { dir, mb } : { dir }),
-  ]);
-  await waitReady(dir, 60_000);
-  return { id: job.id, dir, host };
-}
-
-async function liveHosts(id: string): Promise<string[]> {
-  const { jobs } = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
-  return jobs
-    .filter((j) => j.id === id && ['running', 'frozen'].includes(j.state))
-    .map((j) => j.host);
-}
-
-/** The job runs on exactly one host and verifies its whole state there; returns the host. */
-async function verify(j: Job): Promise<string> {
-  const live = await liveHosts(j.id);
-  assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
-  const v = await requestVerdict(j.dir, signaller(cluster.agent(live[0]!), j.id), 60_000);
-  assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
-  return live[0]!;
-}
+/** The suite's CLI, run directory and agents, for the workload helpers (cli-jobs.ts). */
+const jobsCtx = (): CliJobsContext => ({
+  drover: (args) => drover(args),
+  runDir: tb.runDir,
+  agent: (h) => cluster.agent(h),
+});
+const json = <T>(args: string[]): Promise<T> => cliJson<T>(jobsCtx(), args);
+const start = (host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> =>
+  startWorkload(jobsCtx(), host, name, tag, mb);
+const verify = (j: Job): Promise<string> => verifyWorkload(jobsCtx(), j);
 
 describe('controller fault findings', () => {
   test('NATS restarts while a cluster checkpoint stores its images: the checkpoint completes and restores', async () => {

@@ -17,6 +17,7 @@ import {
 } from '@drover/testbed';
 import { CLI_MAIN, droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
 import { waitFor } from './helpers.js';
+import { scrape } from './metrics-scrape.js';
 
 /** A private local-cluster directory per test: never the operator's, never another run's. */
 const dirs: string[] = [];
@@ -100,6 +101,15 @@ describe('drover up / down', () => {
     // (recorded in the state file), and a client without one is refused.
     assert.ok(state.tls, 'drover up without --insecure records the operator certificate');
     assert.match(up.stdout, /\(TLS; drover commands use the operator certificate /);
+    // Where the metrics are: printed, recorded, and answering a scrape.
+    assert.ok(state.metrics?.controller, 'no controller metrics recorded');
+    assert.match(up.stdout, new RegExp(`metrics ${state.metrics.controller} \\(controller\\)`));
+    for (const h of ['h1', 'h2']) {
+      const agentUrl = state.metrics.agents[h]!;
+      assert.match(up.stdout, new RegExp(`${h} ${agentUrl.replace(/\./g, '\\.')}`));
+      assert.match(await scrape(agentUrl), /^drover_agent_info\{host="[^"]+",criu="[\d.]+"\} 1$/m);
+    }
+    assert.match(await scrape(state.metrics.controller), /^drover_host_up\{host="h1"\} 1$/m);
     const stranger = await droverCli(['--nats', state.natsUrl ?? '', 'hosts'], {
       env: { DROVER_LOCAL_DIR: '/nonexistent/drover-local', DROVER_NATS_SERVERS: undefined },
       timeoutMs: 60_000,

@@ -9,13 +9,18 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { drover } from '../cluster/cli.js';
-import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
-import { JOB_ENV, signaller, waitFor, waitForValue } from './helpers.js';
+import type { WorkloadName } from '../workloads/mod.js';
+import {
+  cliJson,
+  startWorkload,
+  verifyWorkload,
+  type CliJob,
+  type CliJobsContext,
+} from './cli-jobs.js';
+import { waitFor, waitForValue } from './helpers.js';
 
 /** As `drover up` runs: heartbeats every second, a host silent 5 s is unreachable. */
 const HEARTBEAT_MS = 1000;
@@ -63,11 +68,7 @@ function stopHogs(): void {
   for (const c of hogs.splice(0)) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
 }
 
-interface Job {
-  id: string;
-  dir: string;
-  host: string;
-}
+type Job = CliJob;
 interface Op {
   opId: string;
   kind: string;
@@ -78,46 +79,16 @@ interface Op {
   members?: { jobId: string; state: string }[];
 }
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-async function start(host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> {
-  const dir = join(tb.runDir, 'shared', `${tag}-${name}`);
-  mkdirSync(dir, { recursive: true });
-  const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
-  const job = await json<{ id: string }>([
-    'run',
-    '--host',
-    host,
-    '--name',
-    `${tag}-${name}`,
-    ...env,
-    '--',
-    ...workloadCommand(name, mb ? { dir, mb } : { dir }),
-  ]);
-  await waitReady(dir, 60_000);
-  return { id: job.id, dir, host };
-}
-
-/** The hosts a job is live on (running or frozen). */
-async function liveHosts(id: string): Promise<string[]> {
-  const { jobs } = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
-  return jobs
-    .filter((j) => j.id === id && ['running', 'frozen'].includes(j.state))
-    .map((j) => j.host);
-}
-
-/** The job runs on exactly one host and verifies its whole state there; returns the host. */
-async function verify(j: Job): Promise<string> {
-  const live = await liveHosts(j.id);
-  assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
-  const v = await requestVerdict(j.dir, signaller(cluster.agent(live[0]!), j.id), 60_000);
-  assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
-  return live[0]!;
-}
+/** The suite's CLI, run directory and agents, for the workload helpers (cli-jobs.ts). */
+const jobsCtx = (): CliJobsContext => ({
+  drover: (args) => drover(urls, args),
+  runDir: tb.runDir,
+  agent: (h) => cluster.agent(h),
+});
+const json = <T>(args: string[]): Promise<T> => cliJson<T>(jobsCtx(), args);
+const start = (host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> =>
+  startWorkload(jobsCtx(), host, name, tag, mb);
+const verify = (j: Job): Promise<string> => verifyWorkload(jobsCtx(), j);
 
 describe('liveness that heavy work cannot starve', () => {
   test('under CPU hogs and busy agent threads, a restore of a large image, a drain and a cluster checkpoint all finish; none rolls back', async () => {

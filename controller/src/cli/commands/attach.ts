@@ -4,30 +4,22 @@
  * detaches; the job runs on. Output already written is in `drover logs`.
  */
 import type { CommandModule } from 'yargs';
-import type { ControllerClient } from '@drover/bus';
-import { DroverError, ErrorCode } from '@drover/common';
+import { DroverError, ErrorCode, isDroverError } from '@drover/common';
 import { TTY_WRITE_MAX } from '@drover/protocol';
 import { withController, type GlobalArgs } from '../context.js';
+import { resolveJob } from '../job-ref.js';
 
 type Args = GlobalArgs & { job: string };
 
 const POLL_MS = 200;
 
-/** The job's stdout bytes past `offset`, and where its log ends now. */
-async function newOutput(
-  client: ControllerClient,
-  jobId: string,
-  offset: number,
-): Promise<{ data: string; size: number }> {
-  let size = (await client.call('logs', { jobId, tailBytes: 1 })).sizeBytes;
-  for (;;) {
-    if (size <= offset) return { data: '', size: Math.max(size, offset) };
-    const want = Math.min(size - offset, 1024 * 1024);
-    const r = await client.call('logs', { jobId, tailBytes: want });
-    // The log grew between the two calls: ask again for exactly what is new.
-    if (r.sizeBytes === size || want === 1024 * 1024) return { data: r.data, size: r.sizeBytes };
-    size = r.sizeBytes;
-  }
+/** A read that failed because the job is between hosts (or its agent blinked): try again. */
+function transient(err: unknown): boolean {
+  return (
+    isDroverError(err, ErrorCode.Unavailable) ||
+    isDroverError(err, ErrorCode.Timeout) ||
+    isDroverError(err, ErrorCode.NotFound)
+  );
 }
 
 export const attachCommand: CommandModule<GlobalArgs, Args> = {
@@ -35,39 +27,45 @@ export const attachCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Attach to the terminal of a job run with -t (lines you type are its input)',
   builder: (y) => y.positional('job', { type: 'string', demandOption: true }),
   handler: async (argv) => {
-    await withController(argv, async (client) => {
-      const job = await client.call('inspect', { jobId: argv.job });
+    await withController(argv, async (_bus, ask) => {
+      const jobId = await resolveJob(ask, argv.job);
+      const job = await ask('inspect', { jobId });
       if (!job.tty) {
         throw new DroverError(
           ErrorCode.FailedPrecondition,
           `job ${job.id} has no terminal (run it with drover run -t)`,
         );
       }
-      let offset = (await client.call('logs', { jobId: job.id, tailBytes: 1 })).sizeBytes;
+      // From now on: what is already there is in `drover logs`.
+      let offset = (await ask('logs', { jobId, tailBytes: 1 })).sizeBytes;
       let detached = false;
       let sending = Promise.resolve();
       process.stdin.on('data', (chunk: Buffer) => {
         for (let i = 0; i < chunk.length; i += TTY_WRITE_MAX) {
           const data = chunk.subarray(i, i + TTY_WRITE_MAX).toString('utf8');
           sending = sending.then(async () => {
-            await client.call('tty-write', { jobId: job.id, data });
+            await ask('tty-write', { jobId, data });
           });
         }
       });
       process.stdin.once('end', () => (detached = true));
       process.once('SIGINT', () => (detached = true));
-      for (let n = 0; !detached; n++) {
-        const out = await newOutput(client, job.id, offset);
-        if (out.data) process.stdout.write(out.data);
-        offset = out.size;
-        // Once a second: is the job still running (wherever it runs now)?
-        if (n % 5 === 4) {
-          // A job between hosts cannot be found for a moment: ask again next time.
-          const now = await client.call('inspect', { jobId: job.id }).catch(() => null);
-          if (now && now.state !== 'running' && now.state !== 'migrating') {
-            process.stderr.write(`\n(job ${job.id} is ${now.state})\n`);
+      while (!detached) {
+        const chunk = await ask('logs', { jobId, fromByte: offset }).catch((err: unknown) => {
+          if (transient(err)) return null;
+          throw err;
+        });
+        if (chunk) {
+          if (chunk.data) process.stdout.write(chunk.data);
+          offset = chunk.nextByte ?? chunk.sizeBytes;
+          if (
+            chunk.state !== undefined &&
+            !['running', 'migrating', 'frozen', 'checkpointing'].includes(chunk.state)
+          ) {
+            process.stderr.write(`\n(job ${jobId} is ${chunk.state})\n`);
             break;
           }
+          if (chunk.truncated) continue;
         }
         await new Promise((r) => setTimeout(r, POLL_MS));
       }

@@ -2,6 +2,9 @@
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 import { clusterReport } from '../cluster-report.js';
+import { exitCodeOfOperation } from '../exit-codes.js';
+import { resolveJobs } from '../job-ref.js';
+import { failureReport } from '../output.js';
 
 type Args = GlobalArgs & {
   jobs: string[] | undefined;
@@ -36,13 +39,15 @@ export const checkpointCommand: CommandModule<GlobalArgs, Args> = {
     const op = await callController(
       argv,
       'checkpoint',
-      {
-        ...(argv.all ? { all: true } : { jobs: argv.jobs! }),
+      async (ask) => ({
+        ...(argv.all ? { all: true } : { jobs: await resolveJobs(ask, argv.jobs!.map(String)) }),
         ...(argv.name ? { name: argv.name } : {}),
         ...(argv['leave-running'] ? { leaveRunning: true } : {}),
-      },
-      clusterReport,
+      }),
+      (o) => [clusterReport(o), ...(o.error ? [failureReport(o.error)] : [])].join('\n'),
+      undefined,
+      { name: '--name', jobs: 'the jobs' },
     );
-    if (op.state !== 'done') process.exitCode = 1;
+    process.exitCode = exitCodeOfOperation(op);
   },
 };

@@ -2,6 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 import { setDetail, setsTable } from '../cluster-report.js';
+import { imageContentsReport } from '../image-contents.js';
 
 type Named = GlobalArgs & { name: string };
 
@@ -13,11 +14,28 @@ const ls: CommandModule<GlobalArgs, GlobalArgs> = {
   },
 };
 
-const inspect: CommandModule<GlobalArgs, Named> = {
+const inspect: CommandModule<GlobalArgs, Named & { job: string | undefined }> = {
   command: 'inspect <name>',
-  describe: 'Show an image set: its jobs, hosts, files and sizes',
-  builder: (y) => y.positional('name', { type: 'string', demandOption: true }),
+  describe:
+    "Show an image set: its jobs, hosts, files and sizes; with --job, what is inside that job's checkpoint",
+  builder: (y) =>
+    y.positional('name', { type: 'string', demandOption: true }).option('job', {
+      type: 'string',
+      describe:
+        "decode this job's images (its id or name): processes, open files, sockets, memory mappings",
+    }),
   handler: async (argv) => {
+    if (argv.job !== undefined) {
+      await callController(
+        argv,
+        'images-decode',
+        { name: argv.name, job: argv.job },
+        imageContentsReport,
+        undefined,
+        { job: '--job' },
+      );
+      return;
+    }
     await callController(argv, 'images-inspect', { name: argv.name }, setDetail);
   },
 };

@@ -5,9 +5,11 @@
 import type { CommandModule } from 'yargs';
 import { MIGRATION_MODES } from '@drover/protocol';
 import type { GlobalArgs } from '../context.js';
+import { exitCodeOfOperation } from '../exit-codes.js';
 import { callAndSettle } from '../settle.js';
 import { followMigration } from '../follow.js';
-import { timeline } from '../output.js';
+import { resolveJob } from '../job-ref.js';
+import { failureReport, timeline } from '../output.js';
 
 type Args = GlobalArgs & {
   job: string;
@@ -31,21 +33,36 @@ export const migrateCommand: CommandModule<GlobalArgs, Args> = {
           'show progress on stderr: a bar on a terminal, a line a second otherwise (never with --json)',
       }),
   handler: async (argv) => {
+    let jobId = argv.job;
     // Waits for the outcome even if the controller dies meanwhile (settle.ts).
     const op = await callAndSettle(
       argv,
       'migrate',
-      {
-        jobId: argv.job,
-        ...(argv.to ? { to: argv.to } : {}),
-        ...(argv.mode ? { mode: argv.mode } : {}),
+      async (ask) => {
+        jobId = await resolveJob(ask, argv.job);
+        return {
+          jobId,
+          ...(argv.to ? { to: argv.to } : {}),
+          ...(argv.mode ? { mode: argv.mode } : {}),
+        };
       },
       (o) =>
         o.state === 'done' && o.migration
           ? `${argv.job} moved ${o.migration.source} → ${o.migration.destination} (${o.migration.mode}; ${o.placement})\n${timeline(o.migration)}`
-          : `${argv.job} did not move: ${o.error?.message ?? o.state}; it runs where it was`,
-      argv.progress && !argv.json ? followMigration(argv.job, process.stderr) : undefined,
+          : [
+              `${argv.job} did not move: ${o.error?.message ?? o.state}; it runs where it was`,
+              // The failed migration's phases and why (CRIU's own lines when it was CRIU).
+              o.migration ? timeline(o.migration) : '',
+              o.error ? failureReport(o.error) : '',
+            ]
+              .filter((l) => l !== '')
+              .join('\n'),
+      // Started once the job's id is known (the reference may be a name).
+      argv.progress && !argv.json
+        ? (bus) => followMigration(jobId, process.stderr)(bus)
+        : undefined,
     );
-    if (op.state !== 'done') process.exitCode = 1;
+    // A refusal (the job cannot move) exits 4 as from preflight; a failed migration 1.
+    process.exitCode = exitCodeOfOperation(op);
   },
 };

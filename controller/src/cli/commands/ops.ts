@@ -1,7 +1,7 @@
 /** `drover ops` and `drover status OP`: operations the controller ran. */
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
-import { table, timeline } from '../output.js';
+import { failureReport, table, timeline } from '../output.js';
 import { clusterReport } from '../cluster-report.js';
 
 export const opsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
@@ -29,14 +29,28 @@ export const statusCommand: CommandModule<GlobalArgs, GlobalArgs & { op: string 
   builder: (y) => y.positional('op', { type: 'string', demandOption: true }),
   handler: async (argv) => {
     await callController(argv, 'status', { opId: argv.op }, (o) =>
-      o.kind === 'checkpoint' || o.kind === 'restore'
-        ? clusterReport(o)
-        : [
-            `${o.opId} ${o.kind}: ${o.state}${o.error ? ` (${o.error.message})` : ''}`,
-            o.migration ? timeline(o.migration) : '',
-          ]
-            .join('\n')
-            .trim(),
+      [
+        o.kind === 'checkpoint' || o.kind === 'restore'
+          ? clusterReport(o)
+          : `${o.opId} ${o.kind}: ${o.state}${o.error ? ` (${o.error.message})` : ''}`,
+        o.kind === 'migrate' && o.migration ? timeline(o.migration) : '',
+        o.kind === 'drain'
+          ? table(
+              ['JOB', 'NAME', 'OUTCOME', 'TO', 'WHY'],
+              (o.items ?? []).map((i) => [
+                i.jobId,
+                i.name,
+                i.state,
+                i.destination ?? '-',
+                i.reason ?? '',
+              ]),
+            )
+          : '',
+        // Why it failed, in full: causes, errors while rolling back, CRIU's lines.
+        o.error ? failureReport(o.error) : '',
+      ]
+        .filter((l) => l !== '')
+        .join('\n'),
     );
   },
 };

@@ -1,7 +1,8 @@
 /**
  * `drover run [--host H] [--name N] [--net job|host] [--ip A] [-t] [--until main|all]
  * [--main-pidfile P] [--checkpoint-opt O]... -- CMD...`: start a job (placed when no host is
- * given), by default with its own address on the job network.
+ * given), by default with its own address on the job network. Answers once the command's exec
+ * succeeded; a command that cannot start is a failure (exit 1, and why).
  */
 import type { CommandModule } from 'yargs';
 import { JOB_UNTIL, parseCheckpointOptions, type CheckpointOptions } from '@drover/protocol';
@@ -21,6 +22,17 @@ type Args = GlobalArgs & {
   'checkpoint-opt': string[] | undefined;
   cmd: string[] | undefined;
 };
+
+/** Request fields by the flag that sets them (validation errors name the flag). */
+const RUN_FLAGS = {
+  cwd: '--cwd',
+  host: '--host',
+  name: '--name',
+  memoryLimitBytes: '--memory',
+  env: '--env',
+  hostname: '--hostname',
+  command: 'the command',
+} as const;
 
 export const runCommand: CommandModule<GlobalArgs, Args> = {
   command: 'run [cmd..]',
@@ -71,6 +83,14 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
     const command = [...(argv.cmd ?? []), ...((argv['--'] as string[] | undefined) ?? [])].map(
       String,
     );
+    if (command.length === 0) {
+      throw Object.assign(
+        new Error('give the command to run after --, e.g. drover run -- sleep 600'),
+        {
+          usage: true,
+        },
+      );
+    }
     if (argv.memory !== undefined && !(Number.isFinite(argv.memory) && argv.memory > 0)) {
       throw Object.assign(new Error('--memory wants a size in MiB, e.g. --memory 512'), {
         usage: true,
@@ -115,6 +135,8 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
       },
       (j) =>
         `${j.id} running on ${j.host}${j.network.mode === 'job' ? ` at ${j.network.address}` : ''} (${j.placement})`,
+      undefined,
+      RUN_FLAGS,
     );
   },
 };

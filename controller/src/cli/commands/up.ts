@@ -69,6 +69,14 @@ function report(s: LocalClusterState, already: boolean, restarted: string[]): st
         ? ` (TLS; drover commands use the operator certificate ${s.tls.certFile})`
         : ' (INSECURE: no TLS, no roles)'),
     `  hosts  ${(s.hostList ?? []).map((h) => `${h.name} ${h.address}`).join(' · ')}`,
+    ...(s.metrics
+      ? [
+          `  metrics ${s.metrics.controller ?? '(controller: none)'} (controller) · ` +
+            Object.entries(s.metrics.agents)
+              .map(([h, url]) => `${h} ${url}`)
+              .join(' · '),
+        ]
+      : []),
     `  state  ${s.dir}/cluster.json`,
     `  logs   ${s.logDir}`,
     '',
@@ -91,6 +99,7 @@ function report(s: LocalClusterState, already: boolean, restarted: string[]): st
     '  drover logs JOB',
     `  drover migrate JOB${s.hosts > 1 ? ' --to h2' : ''}`,
     '  drover drain h1',
+    '  drover console --actions    the web console, live (open the URL it prints)',
     `  drover demo${dirFlag}    a scripted tour: run, migrate, drain, checkpoint, restore`,
     `  drover down${dirFlag}    remove it all: processes, namespaces, mounts, cgroups, files`,
   );
