@@ -121,8 +121,9 @@ export async function runThroughDrover(
       { cwd: testDir, env: { ...env, ZDTM_TEST_PID: String(i.mainPidInside ?? 1) } },
     );
   };
+  // Where the job lives now, or where it ended (`drover jobs` lists running jobs only).
   const job = async (id: string): Promise<ClusterJob | undefined> =>
-    (await f.json<{ jobs: ClusterJob[] }>(['jobs'])).jobs.find((j) => j.id === id);
+    f.json<ClusterJob>(['inspect', id]).catch(() => undefined);
   let jobId: string | null = null;
   const fail = (why: string): ZdtmResult & { unmapped: string[] } => ({
     test,
