@@ -52,12 +52,15 @@ const logs = async (jobId: string): Promise<string> =>
 const inspect = (jobId: string): Promise<AgentReplies['inspect']> =>
   f.json<AgentReplies['inspect']>(['inspect', jobId]);
 
-/** The job as `drover jobs` lists it where it is now (a host it left keeps a `migrated` record). */
+/**
+ * The job as `drover jobs --all` lists it where it is now or where it ended (a host it left
+ * keeps a `migrated` record; `--all`: ended jobs too). Exactly one such record.
+ */
 async function listed(jobId: string): Promise<ClusterJob> {
-  const { jobs } = await f.json<{ jobs: ClusterJob[] }>(['jobs']);
-  const j = jobs.find((x) => x.id === jobId && x.state !== 'migrated');
-  assert.ok(j, `drover jobs does not list ${jobId}`);
-  return j;
+  const { jobs } = await f.json<{ jobs: ClusterJob[] }>(['jobs', '--all']);
+  const mine = jobs.filter((x) => x.id === jobId && x.state !== 'migrated');
+  assert.equal(mine.length, 1, `drover jobs --all lists ${jobId} as ${JSON.stringify(mine)}`);
+  return mine[0]!;
 }
 
 /** `drover run --host h1 FLAGS -- python3 movable/NAME.py ARGS`, once it said READY. */
