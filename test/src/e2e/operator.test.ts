@@ -342,13 +342,16 @@ describe('the CLI as kubectl and docker users expect', () => {
 
 describe('errors you can see, one exit code per refusal', () => {
   test('a migration that fails in CRIU: exit 1, its record with phases and CRIU lines (also --json), status shows why', async () => {
-    // A file lock: CRIU refuses to dump it without --file-locks (preflight does not look).
+    // A file lock: CRIU refuses to dump it without --file-locks (preflight does not look),
+    // which jobs have by default (docs/JOBS.md): this one turns it off.
     const job = await json<ClusterJob>([
       'run',
       '--host',
       'h1',
       '--name',
       'locker',
+      '--checkpoint-opt',
+      'no-file-locks',
       '--',
       '/usr/bin/python3',
       '-c',
