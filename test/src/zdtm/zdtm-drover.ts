@@ -8,9 +8,11 @@
  * dump) passes whether Drover's move is refused, the job running on whole, or succeeds.
  */
 import { execFile, spawn } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { procEntry } from '@drover/native';
 import type { ClusterJob } from '@drover/protocol';
 import type { ClusterFixture } from '../cluster/fixture.js';
 import { rootEnv, SYSTEM_PATH, type ZdtmDesc, type ZdtmResult } from './zdtm-suite.js';
@@ -91,6 +93,26 @@ async function until<T>(ms: number, get: () => Promise<T | undefined>): Promise<
   }
 }
 
+/**
+ * The PID here of a job's init that the agent on `host` names `pid` (the agent sees its host's
+ * PID namespace): the process whose PID one level down is `pid` and whose parent is in that
+ * host's PID namespace (an agent's children are not its host init's: nsenter forks them).
+ */
+function rootPidHere(f: ClusterFixture, host: string, pid: number): number | null {
+  const hostNs = readlinkSync(`/proc/${f.tb.host(host).initPid}/ns/pid`);
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const e = procEntry(Number(name));
+    if (!e || e.nspid.length < 2 || e.nspid[1] !== pid) continue;
+    try {
+      if (readlinkSync(`/proc/${e.ppid}/ns/pid`) === hostNs) return e.pid;
+    } catch {
+      // its parent is gone: not this one
+    }
+  }
+  return null;
+}
+
 /** Run one test through Drover; never throws (a failure is a result with its reason). */
 export async function runThroughDrover(
   f: ClusterFixture,
@@ -114,10 +136,15 @@ export async function runThroughDrover(
       return;
     }
     // The network and mount namespaces only: what a hook starts (a client) is not the job's.
-    const i = await f.json<{ rootPid: number; mainPidInside: number | null }>(['inspect', id]);
+    const i = await f.json<{ host: string; rootPid: number; mainPidInside: number | null }>([
+      'inspect',
+      id,
+    ]);
+    const root = rootPidHere(f, i.host, i.rootPid);
+    if (root === null) throw new Error(`job ${id}'s init (${i.rootPid} on ${i.host}) is gone`);
     await waitExit(
       'nsenter',
-      ['-t', String(i.rootPid), '-n', '-m', `--wd=${testDir}`, '--', path, stage],
+      ['-t', String(root), '-n', '-m', `--wd=${testDir}`, '--', path, stage],
       { cwd: testDir, env: { ...env, ZDTM_TEST_PID: String(i.mainPidInside ?? 1) } },
     );
   };
