@@ -189,7 +189,8 @@ describe('a secure NATS cluster', () => {
   test('a forged route certificate of another CA is not admitted', async () => {
     // The same subject and addresses as a real route certificate, signed by another CA; the
     // candidate trusts the real CA, so only the members' check of its certificate can refuse it.
-    const other = join(tb.runDir, 'other-ca');
+    // In the shared directory: the candidate's host sees nothing else of the run's (its own disk).
+    const other = join(tb.sharedDir, 'other-ca');
     await initCa(other);
     const forged = await issueNatsNode(other, tb.runId, {
       name: 'h4',
