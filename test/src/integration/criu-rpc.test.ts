@@ -320,8 +320,11 @@ describe('CRIU over RPC', () => {
       [],
       'a restored process was left behind',
     );
-    // The loop's own `sleep` and `mv` come and go; the shells and the listener live on.
-    const lasting = members.filter((m) => !['sleep', 'mv'].includes(m.cmdline[0] ?? ''));
+    // The loop's own `sleep` and `mv` (and the shell's forks before they exec) come and go; the
+    // shells and the listener live on: those seen both before and after the dump.
+    const lasting = members.filter(
+      (m) => originals.has(m.pid) && !['sleep', 'mv'].includes(m.cmdline[0] ?? ''),
+    );
     assert.ok(lasting.some((m) => m.cmdline[0] === '/usr/bin/python3'));
     for (const p of lasting) assert.ok(isAlive(p.pid), `${p.pid} (${p.cmdline.join(' ')}) died`);
     killPids(processTree(rootPid).map((p) => p.pid));
