@@ -110,6 +110,17 @@ export async function serialized<T>(key: string, fn: () => Promise<T>): Promise<
   }
 }
 
+/**
+ * {@link serialized} over several keys at once. They are taken one after the other in sorted order
+ * (why: two callers each holding a key the other waits for would wait forever).
+ */
+export function serializedAll<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const sorted = [...new Set(keys)].sort();
+  const take = (i: number): Promise<T> =>
+    i === sorted.length ? fn() : serialized(sorted[i]!, () => take(i + 1));
+  return take(0);
+}
+
 export async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,

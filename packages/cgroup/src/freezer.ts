@@ -70,6 +70,61 @@ export async function thawCgroup(
   });
 }
 
+/** One cgroup of a joint freeze: its directory and the hierarchy its freezer is in. */
+export interface FreezeTarget {
+  readonly dir: string;
+  readonly version: CgroupVersion;
+}
+
+/**
+ * Freeze every cgroup of `targets` as one cut: each freeze is requested first, back to back (one
+ * write per cgroup, nothing in between), then all are watched together until the kernel reports
+ * each frozen. Returns, per target, the time (epoch ms, from `now`) it was first seen frozen.
+ *
+ * Why not freeze the cgroups one by one: each would wait for the kernel before the next is even
+ * asked, and the cut would spread over their sum. Why not one write to a common parent: the
+ * parent holds jobs that are not part of the cut.
+ *
+ * All or nothing: if a request or the wait fails (Timeout), every target is thawed again, so
+ * none is left frozen or half-frozen, and the first error is thrown with the others attached.
+ */
+export async function freezeCgroups(
+  targets: readonly FreezeTarget[],
+  wait: FreezerWait,
+  now: () => number = () => performance.timeOrigin + performance.now(),
+): Promise<number[]> {
+  const frozenAt: (number | null)[] = targets.map(() => null);
+  try {
+    for (const t of targets) await requestFreeze(t.dir, t.version, true);
+    await pollUntil(
+      async () => {
+        const states = await Promise.all(targets.map((t) => readFreezerState(t.dir, t.version)));
+        const at = now();
+        states.forEach((s, i) => {
+          if (s === 'frozen') frozenAt[i] ??= at;
+        });
+        return frozenAt.every((t) => t !== null);
+      },
+      {
+        ...wait,
+        // Read when the wait gives up: names the cgroups still not frozen then.
+        get what() {
+          const late = targets.filter((_, i) => frozenAt[i] === null).map((t) => t.dir);
+          return `cgroup${late.length === 1 ? '' : 's'} ${late.join(', ')} did not freeze`;
+        },
+        path: targets[0]?.dir ?? '',
+      },
+    );
+  } catch (err) {
+    const first = toDroverError(err);
+    for (const t of targets) {
+      await requestFreeze(t.dir, t.version, false).catch((e: unknown) => first.suppress(e));
+    }
+    throw first;
+  }
+  return frozenAt.map((t) => t!);
+}
+
 async function requestFreeze(dir: string, version: CgroupVersion, freeze: boolean): Promise<void> {
   if (version === 'v1') await writeText(join(dir, 'freezer.state'), freeze ? 'FROZEN' : 'THAWED');
   else await writeText(join(dir, 'cgroup.freeze'), freeze ? '1' : '0');
