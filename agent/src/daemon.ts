@@ -116,6 +116,7 @@ export async function startAgentDaemon(
     signal: (r) => agent.signal(r),
     logs: (r) => agent.logs(r),
     freeze: (r) => agent.freeze(r),
+    'freeze-many': (r) => agent.freezeMany(r),
     thaw: (r) => agent.thaw(r),
     checkpoint: (r) => agent.checkpoint(r),
     restore: (r) => agent.restore(r),

@@ -250,6 +250,7 @@ export class SimulatedAgent {
       adopt: notSimulated('adopt'),
       logs: notSimulated('logs'),
       freeze: notSimulated('freeze'),
+      'freeze-many': notSimulated('freeze-many'),
       thaw: notSimulated('thaw'),
       checkpoint: notSimulated('checkpoint'),
       restore: notSimulated('restore'),
