@@ -1,7 +1,7 @@
 /** The freezer of one cgroup directory: v2 `cgroup.freeze`/`cgroup.events`, v1 `freezer.state`. */
 import { join } from 'node:path';
 import { toDroverError } from '@drover/common';
-import { pollUntil, readText, writeText } from './cgroup-fs.js';
+import { pollUntil, readText, readTextSync, writeText, writeTextSync } from './cgroup-fs.js';
 import type { CgroupVersion } from './hierarchy.js';
 
 /** What the kernel reports: `freezing` means asked to freeze but not every task has stopped yet. */
@@ -95,10 +95,12 @@ export async function freezeCgroups(
 ): Promise<number[]> {
   const frozenAt: (number | null)[] = targets.map(() => null);
   try {
-    for (const t of targets) await requestFreeze(t.dir, t.version, true);
+    // In this thread, one after the other (see readTextSync): the requests microseconds apart,
+    // and each time taken right after the kernel said so.
+    for (const t of targets) requestFreezeSync(t.dir, t.version);
     await pollUntil(
       async () => {
-        const states = await Promise.all(targets.map((t) => readFreezerState(t.dir, t.version)));
+        const states = targets.map((t) => readFreezerStateSync(t.dir, t.version));
         const at = now();
         states.forEach((s, i) => {
           if (s === 'frozen') frozenAt[i] ??= at;
@@ -123,6 +125,21 @@ export async function freezeCgroups(
     throw first;
   }
   return frozenAt.map((t) => t!);
+}
+
+function requestFreezeSync(dir: string, version: CgroupVersion): void {
+  if (version === 'v1') writeTextSync(join(dir, 'freezer.state'), 'FROZEN');
+  else writeTextSync(join(dir, 'cgroup.freeze'), '1');
+}
+
+/** {@link readFreezerState} in the calling thread. */
+function readFreezerStateSync(dir: string, version: CgroupVersion): FreezerState {
+  if (version === 'v1') {
+    const s = readTextSync(join(dir, 'freezer.state'));
+    return s === 'FROZEN' ? 'frozen' : s === 'FREEZING' ? 'freezing' : 'thawed';
+  }
+  if (/^frozen 1$/m.test(readTextSync(join(dir, 'cgroup.events')))) return 'frozen';
+  return readTextSync(join(dir, 'cgroup.freeze')) === '1' ? 'freezing' : 'thawed';
 }
 
 async function requestFreeze(dir: string, version: CgroupVersion, freeze: boolean): Promise<void> {
