@@ -158,6 +158,17 @@ export class Agent {
     return next;
   }
 
+  /**
+   * {@link withJob} over several jobs at once, taken in sorted order (why: two callers each holding
+   * a job the other waits for would wait forever).
+   */
+  withJobs<T>(jobIds: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(jobIds)].sort();
+    const take = (i: number): Promise<T> =>
+      i === sorted.length ? fn() : this.withJob(sorted[i]!, () => take(i + 1));
+    return take(0);
+  }
+
   async info(): Promise<AgentReplies['info']> {
     const jobs = await this.store.list();
     return buildAgentInfo(this, jobs);
@@ -367,6 +378,46 @@ export class Agent {
       await this.store.save(r);
       this.event(r);
       return { ...toJobInfo(r), frozenAtMs };
+    });
+  }
+
+  /**
+   * A cluster checkpoint's barrier on this host: every job of `jobIds` frozen as one cut
+   * (`JobCgroup.freezeAll`: the freezes requested back to back, then waited for together), then
+   * each one's network locked. All or nothing: a job that is not running refuses the call before
+   * anything is frozen; if a freeze or a lock fails, every job is thawed and unlocked again.
+   */
+  async freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
+    const ids = [...new Set(req.jobIds)];
+    return this.withJobs(ids, async () => {
+      const records = await Promise.all(ids.map((id) => this.liveJob(id)));
+      const cgs = await Promise.all(records.map((r) => this.cgroupOf(r)));
+      // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
+      const frozenAt = await JobCgroup.freezeAll(cgs);
+      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
+      const networked = records.filter((r) => addressOf(r.network));
+      const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
+      const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+      if (failed) {
+        const first = toDroverError(failed.reason);
+        for (const [i, r] of networked.entries()) {
+          if (locks[i]?.status === 'fulfilled') {
+            await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
+          }
+        }
+        for (const cg of cgs) await cg.thaw().catch((e: unknown) => first.suppress(e));
+        throw first;
+      }
+      return {
+        jobs: await Promise.all(
+          records.map(async (r, i) => {
+            r.state = JobState.frozen;
+            await this.store.save(r);
+            this.event(r);
+            return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
+          }),
+        ),
+      };
     });
   }
 

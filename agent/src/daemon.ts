@@ -117,6 +117,7 @@ export async function startAgentDaemon(
     logs: (r) => agent.logs(r),
     'tty-write': (r) => agent.ttyWrite(r),
     freeze: (r) => agent.freeze(r),
+    'freeze-many': (r) => agent.freezeMany(r),
     thaw: (r) => agent.thaw(r),
     checkpoint: (r) => agent.checkpoint(r),
     restore: (r) => agent.restore(r),

@@ -17,6 +17,8 @@ import {
 import type { HostView } from './placement.js';
 import { MemRecords } from './mem-records.js';
 
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 interface FakeJob {
   id: string;
   host: string;
@@ -51,6 +53,10 @@ class FakeCluster {
     return this.jobs.find((j) => j.id === id && ['running', 'frozen'].includes(j.state));
   }
 
+  /** How many checkpoints (dumps) ran at once on each host, at most. */
+  readonly maxDumping = new Map<string, number>();
+  private readonly dumping = new Map<string, number>();
+
   /** One agent operation, done to the fake state. */
   do(host: string, op: string, req: Record<string, unknown>): unknown {
     const jobId = req['jobId'] as string | undefined;
@@ -67,6 +73,22 @@ class FakeCluster {
         job!.state = 'frozen';
         this.clock += 1.5;
         return { ...job, frozenAtMs: this.clock };
+      case 'freeze-many': {
+        // One request per host: its jobs 0.5 ms apart on its clock, the hosts 1.5 ms apart.
+        this.clock += 1.5;
+        const ids = req['jobIds'] as string[];
+        const mine = ids.map((id) => this.jobs.find((j) => j.id === id && j.host === host));
+        if (mine.some((j) => !j || !['running', 'frozen'].includes(j.state)))
+          throw new DroverError(ErrorCode.FailedPrecondition, `a job on ${host} is not running`);
+        this.calls[this.calls.length - 1] += ids.join(',');
+        return {
+          jobs: mine.map((j, i) => ({
+            ...j!,
+            state: (j!.state = 'frozen'),
+            frozenAtMs: this.clock + i / 2,
+          })),
+        };
+      }
       case 'thaw':
         if (!job || !['running', 'frozen'].includes(job.state))
           throw new DroverError(ErrorCode.FailedPrecondition, `job ${jobId} is not running`);
@@ -127,7 +149,8 @@ class FakeCluster {
       host: string,
       op: string,
       jobId: string | undefined,
-    ) => 'fail' | 'die' | void = () => {},
+    ) => 'fail' | 'die' | 'unknown-op' | void = () => {},
+    cpus: Record<string, number> = {},
   ): ClusterContext {
     let dead = false;
     const hang = new Promise<never>(() => {});
@@ -135,6 +158,7 @@ class FakeCluster {
       host: h,
       info: {
         host: h,
+        cpus: cpus[h],
         cpuFlags: ['sse2'],
         memory: { totalBytes: 8 * 2 ** 30, availableBytes: 4 * 2 ** 30 },
         criu: { version: '4.2', lazyPages: true, memTrack: false },
@@ -164,6 +188,16 @@ class FakeCluster {
         const r = req as Record<string, unknown>;
         const f = fault(host, op, r['jobId'] as string | undefined);
         if (f === 'fail') throw new DroverError(ErrorCode.Criu, `injected: ${op} on ${host}`);
+        if (f === 'unknown-op')
+          throw new DroverError(ErrorCode.NotFound, `unknown operation ${op}`);
+        if (op === 'checkpoint') {
+          // A dump takes a while: see how many overlap on this host.
+          const now = (this.dumping.get(host) ?? 0) + 1;
+          this.dumping.set(host, now);
+          this.maxDumping.set(host, Math.max(now, this.maxDumping.get(host) ?? 0));
+          for (let i = 0; i < 5; i++) await tick();
+          this.dumping.set(host, (this.dumping.get(host) ?? 1) - 1);
+        }
         const out = this.do(host, op, r);
         if (f === 'die') {
           dead = true;
@@ -195,17 +229,16 @@ const three = (): FakeCluster =>
   ]);
 
 const phasesOf = (o: OperationRecord): string[] => (o.phases ?? []).map((p) => p.phase);
-const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 test('stop mode: barrier first, skew from the hosts, images stored, jobs stopped, set complete', async () => {
   const fc = three();
   const op = await checkpointCluster(fc.context(), { all: true, name: 's1' });
   assert.equal(op.state, 'done', JSON.stringify(op.error));
   assert.deepEqual(phasesOf(op), ['freezing', 'dumping', 'storing', 'stopping', 'finished']);
-  // Three freezes 1.5 ms apart on the fake hosts' clocks.
+  // Three hosts' freezes 1.5 ms apart on the fake hosts' clocks.
   assert.equal(op.freezeSkewMs, 3);
   const firstDump = fc.calls.findIndex((c) => c.includes(' checkpoint '));
-  const lastFreeze = fc.calls.map((c) => c.includes(' freeze ')).lastIndexOf(true);
+  const lastFreeze = fc.calls.map((c) => c.includes(' freeze-many ')).lastIndexOf(true);
   assert.ok(lastFreeze < firstDump, `a dump started before every job was frozen: ${fc.calls}`);
   assert.deepEqual(
     fc.jobs.map((j) => j.state),
@@ -224,6 +257,129 @@ test('stop mode: barrier first, skew from the hosts, images stored, jobs stopped
     [0, 0, 0],
     'local copies deleted once stored',
   );
+});
+
+test('the barrier is one request per host with all its jobs; skew across hosts and per host', async () => {
+  const fc = new FakeCluster([
+    ['a', 'h1'],
+    ['b', 'h2'],
+    ['c', 'h1'],
+    ['d', 'h3'],
+    ['e', 'h1'],
+  ]);
+  const op = await checkpointCluster(fc.context(), { all: true, name: 's1', leaveRunning: true });
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  const freezes = fc.calls.filter((c) => / freeze/.test(c));
+  assert.deepEqual(freezes, ['h1 freeze-many a,c,e', 'h2 freeze-many b', 'h3 freeze-many d']);
+  assert.deepEqual(op.freezes, [
+    { host: 'h1', jobIds: ['a', 'c', 'e'], requests: 1, skewMs: 1 },
+    { host: 'h2', jobIds: ['b'], requests: 1, skewMs: 0 },
+    { host: 'h3', jobIds: ['d'], requests: 1, skewMs: 0 },
+  ]);
+  // h1's jobs at 1001.5, 1002, 1002.5; h2's at 1003, h3's at 1004.5: first to last.
+  assert.equal(op.freezeSkewMs, 3);
+  assert.deepEqual(
+    op.members!.map((m) => [m.jobId, m.frozenAtMs]),
+    [
+      ['a', 1001.5],
+      ['b', 1003],
+      ['c', 1002],
+      ['d', 1004.5],
+      ['e', 1002.5],
+    ],
+  );
+});
+
+test('a host that cannot freeze its jobs: every job thawed, nothing dumped', async () => {
+  const fc = three();
+  const op = await checkpointCluster(
+    fc.context((host, op) => (host === 'h3' && op === 'freeze-many' ? 'fail' : undefined)),
+    { all: true, name: 's1' },
+  );
+  assert.equal(op.state, 'failed');
+  assert.match(op.error!.message, /injected: freeze-many on h3; every job was thawed where it was/);
+  assert.equal(fc.dumps, 0);
+  assert.deepEqual(
+    fc.jobs.map((j) => j.state),
+    ['running', 'running', 'running'],
+  );
+  assert.equal(await fc.sets.get('s1'), null);
+});
+
+test('an agent from before freeze-many: its jobs are frozen one request each', async () => {
+  const fc = new FakeCluster([
+    ['a', 'h1'],
+    ['b', 'h2'],
+    ['c', 'h2'],
+  ]);
+  const op = await checkpointCluster(
+    fc.context((host, op) => (host === 'h2' && op === 'freeze-many' ? 'unknown-op' : undefined)),
+    { all: true, name: 's1' },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  assert.deepEqual(
+    op.freezes!.map((f) => [f.host, f.requests]),
+    [
+      ['h1', 1],
+      ['h2', 2],
+    ],
+  );
+  assert.deepEqual(
+    fc.calls.filter((c) => / freeze /.test(c)),
+    ['h2 freeze b', 'h2 freeze c'],
+  );
+  assert.deepEqual(
+    fc.jobs.map((j) => j.state),
+    ['checkpointed', 'checkpointed', 'checkpointed'],
+  );
+});
+
+test('dumps run as many at a time on each host as it has CPUs (1 when it does not say)', async () => {
+  const placement: [string, string][] = [];
+  for (let i = 0; i < 5; i++) placement.push([`a${i}`, 'h1']);
+  for (let i = 0; i < 3; i++) placement.push([`b${i}`, 'h2']);
+  for (let i = 0; i < 4; i++) placement.push([`c${i}`, 'h3']);
+  const fc = new FakeCluster(placement);
+  const op = await checkpointCluster(
+    fc.context(() => undefined, { h1: 3, h2: 0 }),
+    {
+      all: true,
+      name: 's1',
+    },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  assert.equal(fc.dumps, 12);
+  assert.deepEqual(Object.fromEntries(fc.maxDumping), { h1: 3, h2: 1, h3: 1 });
+  // More CPUs than jobs: every job of the host at once.
+  const fc2 = new FakeCluster(placement);
+  await checkpointCluster(
+    fc2.context(() => undefined, { h1: 8, h2: 8, h3: 8 }),
+    {
+      all: true,
+      name: 's2',
+    },
+  );
+  assert.deepEqual(Object.fromEntries(fc2.maxDumping), { h1: 5, h2: 3, h3: 4 });
+});
+
+test('after a failed dump no new dump starts on any host', async () => {
+  const placement: [string, string][] = [];
+  for (let i = 0; i < 4; i++) placement.push([`a${i}`, 'h1'], [`b${i}`, 'h2']);
+  const fc = new FakeCluster(placement);
+  const op = await checkpointCluster(
+    fc.context((host, op, jobId) => (op === 'checkpoint' && jobId === 'a0' ? 'fail' : undefined), {
+      h1: 1,
+      h2: 1,
+    }),
+    { all: true, name: 's1' },
+  );
+  assert.equal(op.state, 'failed');
+  // a0 failed at once; b0 was under way on h2 and finished; nothing started after.
+  assert.deepEqual(
+    fc.calls.filter((c) => / checkpoint /.test(c)),
+    ['h2 checkpoint b0'],
+  );
+  assert.ok(fc.jobs.every((j) => j.state === 'running'));
 });
 
 test('--leave-running thaws right after the dumps, before the upload', async () => {
@@ -284,7 +440,7 @@ test('bad input changes nothing: both or neither of jobs/--all, unknown job, set
 });
 
 for (const [phase, op, host] of [
-  ['freezing', 'freeze', 'h2'],
+  ['freezing', 'freeze-many', 'h2'],
   ['dumping', 'checkpoint', 'h2'],
   ['storing', 'image-push', 'h3'],
   ['stopping', 'discard', 'h2'],

@@ -76,7 +76,7 @@ export interface ClusterContext {
  */
 const PERSIST_MS = 120_000;
 
-/** Dumps, pushes and fetches run this many at a time across the cluster. */
+/** Pushes and fetches run this many at a time across the cluster (dumps: per host, its CPUs). */
 const PARALLEL = 4;
 const LONG_MS = 30 * 60_000;
 const CHECKPOINTABLE = new Set(['running', 'frozen']);
@@ -188,19 +188,22 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
   try {
     if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
     if (cur.phase === 'freezing') {
-      // The barrier: every job frozen before any is dumped. All freezes go out at once.
-      const frozen = await Promise.all(
-        cur.members!.map(async (m) => {
-          const r = await ctx.agent(m.host, 'freeze', { jobId: m.jobId });
-          return { jobId: m.jobId, at: m.frozenAtMs ?? r.frozenAtMs };
-        }),
+      // The barrier: every job frozen before any is dumped. One request per host, all at once;
+      // each agent freezes all of its jobs of the cut together.
+      const hosts = await Promise.all(
+        [...byHost(cur.members!)].map(([host, ms]) => freezeHost(ctx, host, ms)),
       );
-      const at = new Map(frozen.map((f) => [f.jobId, f.at]));
-      const times = frozen.map((f) => f.at);
-      const skew = Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10;
+      const at = new Map(hosts.flatMap((h) => h.frozenAtMs.map((t, i) => [h.jobIds[i]!, t])));
+      const skew = spread([...at.values()]);
       cur = await op.update((o) => ({
         ...o,
         freezeSkewMs: skew,
+        freezes: hosts.map((h) => ({
+          host: h.host,
+          jobIds: h.jobIds,
+          requests: h.requests,
+          skewMs: spread(h.frozenAtMs),
+        })),
         members: o.members!.map((m) => ({ ...m, state: 'frozen', frozenAtMs: at.get(m.jobId)! })),
       }));
       cur = await op.phase('dumping');
@@ -209,9 +212,12 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
     if (cur.phase === 'dumping') {
       // The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
       const key = await setKey(ctx, name);
-      await forEachLimit(
+      // As many dumps at once on each host as it has CPUs: CRIU's dump is CPU work (reading
+      // and copying pages), and the hosts are independent of each other.
+      const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
+      await forEachPerHost(
         cur.members!.filter((m) => m.state === 'frozen'),
-        PARALLEL,
+        (host) => cpus.get(host),
         async (m) => {
           const img = await dumpMember(ctx, m, key);
           await op.member(m.jobId, {
@@ -364,6 +370,33 @@ async function rollBackCheckpoint(
     },
     members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
   }));
+}
+
+/**
+ * Freeze the jobs of the cut on one host with one request (`freeze-many`: all of them together, all
+ * or nothing). A job frozen before (a resumed operation) keeps its first time.
+ */
+async function freezeHost(
+  ctx: ClusterContext,
+  host: string,
+  members: readonly MemberItem[],
+): Promise<{ host: string; jobIds: string[]; requests: number; frozenAtMs: number[] }> {
+  const jobIds = members.map((m) => m.jobId);
+  let times: number[];
+  let requests = 1;
+  try {
+    const r = await ctx.agent(host, 'freeze-many', { jobIds });
+    times = r.jobs.map((j) => j.frozenAtMs);
+  } catch (err) {
+    const e = toDroverError(err);
+    if (!(e.code === ErrorCode.NotFound && /unknown operation/.test(e.message))) throw e;
+    // An agent from before `freeze-many` (in a rolling upgrade): one request per job.
+    requests = members.length;
+    times = await Promise.all(
+      members.map(async (m) => (await ctx.agent(host, 'freeze', { jobId: m.jobId })).frozenAtMs),
+    );
+  }
+  return { host, jobIds, requests, frozenAtMs: members.map((m, i) => m.frozenAtMs ?? times[i]!) };
 }
 
 /** Dump one frozen job into its image; a dump a previous controller started counts once done. */
@@ -741,24 +774,72 @@ function defaultSetName(): string {
 }
 
 /** Run `fn` over `items`, `limit` at a time; after a failure nothing new starts; throws the first. */
-async function forEachLimit<T>(
+function forEachLimit<T>(
   items: readonly T[],
   limit: number,
   fn: (item: T) => Promise<void>,
 ): Promise<void> {
-  const queue = [...items];
-  let first: unknown = null;
-  const worker = async (): Promise<void> => {
-    for (let it = queue.shift(); it !== undefined && first === null; it = queue.shift()) {
+  return forEachGrouped([items], () => limit, fn);
+}
+
+/**
+ * Run `fn` over members, on each host as many at a time as `limitOf(host)` (at least 1; a
+ * host that does not say: 1), every host at once; after a failure nothing new starts on any host;
+ * throws the first.
+ */
+export function forEachPerHost<T extends { host: string }>(
+  items: readonly T[],
+  limitOf: (host: string) => number | undefined,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  return forEachGrouped(
+    [...byHost(items).values()],
+    (group) => {
+      const n = limitOf(group[0]!.host);
+      return n !== undefined && Number.isInteger(n) && n > 0 ? n : 1;
+    },
+    fn,
+  );
+}
+
+async function forEachGrouped<T>(
+  groups: readonly (readonly T[])[],
+  limitOf: (group: readonly T[]) => number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let failed: { err: unknown } | null = null;
+  const worker = async (queue: T[]): Promise<void> => {
+    for (let it = queue.shift(); it !== undefined && failed === null; it = queue.shift()) {
       try {
         await fn(it);
       } catch (err) {
-        first ??= err;
+        failed ??= { err };
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => worker()));
-  if (first !== null) throw first;
+  await Promise.all(
+    groups.flatMap((group) => {
+      const queue = [...group];
+      return Array.from({ length: Math.min(limitOf(group), group.length) }, () => worker(queue));
+    }),
+  );
+  if (failed !== null) throw (failed as { err: unknown }).err;
+}
+
+/** Items by their host, hosts in order of first appearance. */
+function byHost<T extends { host: string }>(items: readonly T[]): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const it of items) {
+    const list = out.get(it.host);
+    if (list) list.push(it);
+    else out.set(it.host, [it]);
+  }
+  return out;
+}
+
+/** Last minus first of some hosts' times, to 0.1 ms. */
+function spread(times: readonly number[]): number {
+  return Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10;
 }
 
 /** Persisted updates of one operation record (compare-and-set, like the drain's). */

@@ -1,4 +1,5 @@
 /** Async helpers for cgroup files: read, write, list PIDs, walk, poll, mkdir/rmdir, serialize. */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +24,28 @@ export async function readText(path: string): Promise<string> {
 export async function writeText(path: string, value: string): Promise<void> {
   try {
     await writeFile(path, value, { flag: 'w' });
+  } catch (err) {
+    throw cgroupFsError(err, 'write', path);
+  }
+}
+
+/**
+ * {@link readText} and {@link writeText} in the calling thread: for a cut, where each async call's
+ * trips through the thread pool and the event loop would spread the freezes over milliseconds on a
+ * busy host. Cgroup control files live in kernel memory: each call takes microseconds.
+ */
+export function readTextSync(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw cgroupFsError(err, 'read', path);
+  }
+}
+
+/** See {@link readTextSync}. */
+export function writeTextSync(path: string, value: string): void {
+  try {
+    writeFileSync(path, value, { flag: 'w' });
   } catch (err) {
     throw cgroupFsError(err, 'write', path);
   }
@@ -108,6 +131,17 @@ export async function serialized<T>(key: string, fn: () => Promise<T>): Promise<
   } finally {
     if (chains.get(key) === tail) chains.delete(key);
   }
+}
+
+/**
+ * {@link serialized} over several keys at once. They are taken one after the other in sorted order
+ * (why: two callers each holding a key the other waits for would wait forever).
+ */
+export function serializedAll<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const sorted = [...new Set(keys)].sort();
+  const take = (i: number): Promise<T> =>
+    i === sorted.length ? fn() : serialized(sorted[i]!, () => take(i + 1));
+  return take(0);
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -188,6 +188,54 @@ for (const [name, layout] of variants) {
       for (const dir of cg.paths.all) assert.ok(!existsSync(dir), `${dir} left behind`);
       assert.ok(!existsSync(join(stateDir, CHECKPOINT_MARKER)));
       await guard.release({ thaw: true }); // nothing left to thaw: harmless
+    });
+  });
+}
+
+for (const [name, layout] of variants) {
+  describe(`freezing jobs together (a cut): ${name}`, () => {
+    const id = layout.freezer === 'v1' ? 'v1' : 'v2';
+    const counters: Counter[] = [];
+    const cgs: JobCgroup[] = [];
+
+    before(async () => {
+      for (const n of [1, 2, 3]) {
+        const c = await startCounter(join(tmp, `cut-${id}-${n}`));
+        pids.push(c.pid);
+        const cg = await JobCgroup.create({ jobId: `cut-${id}-${n}`, parent, layout });
+        await cg.addProcess(c.pid);
+        counters.push(c);
+        cgs.push(cg);
+      }
+    });
+
+    test('freezeAll freezes every job and says when each was seen frozen; each thaws alone', async () => {
+      const t0 = Date.now();
+      const times = await JobCgroup.freezeAll(cgs);
+      const t1 = Date.now();
+      assert.equal(times.length, 3);
+      for (const t of times) assert.ok(t >= t0 - 1 && t <= t1 + 1, `${t} not in [${t0}, ${t1}]`);
+      for (const [i, cg] of cgs.entries()) {
+        assert.equal(await cg.state(), 'frozen');
+        assert.ok(await stopped(counters[i]!), `counter ${i} moved while frozen`);
+      }
+      // Frozen already: freezing again is harmless and answers at once.
+      assert.equal((await JobCgroup.freezeAll(cgs)).length, 3);
+      for (const cg of cgs) await cg.thaw();
+      for (const c of counters) assert.ok(!(await stopped(c)), 'counter did not resume');
+      assert.deepEqual(await JobCgroup.freezeAll([]), []);
+    });
+
+    test('all or nothing: one cgroup that cannot freeze leaves every other one thawed', async () => {
+      const gone = await JobCgroup.create({ jobId: `cut-${id}-gone`, parent, layout });
+      for (const dir of gone.paths.all) rmdirSync(dir);
+      await assert.rejects(JobCgroup.freezeAll([cgs[0]!, gone, cgs[1]!]), (e) =>
+        isDroverError(e, 'NOT_FOUND'),
+      );
+      for (const [i, cg] of cgs.entries()) {
+        assert.equal(await cg.state(), 'thawed', `job ${i} left ${await cg.state()}`);
+        assert.ok(!(await stopped(counters[i]!)), `counter ${i} does not run`);
+      }
     });
   });
 }

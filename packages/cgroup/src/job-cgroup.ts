@@ -12,11 +12,12 @@ import {
   readProcsTree,
   removeDir,
   serialized,
+  serializedAll,
   walkCgroups,
   writeText,
 } from './cgroup-fs.js';
 import { CheckpointingError, cgroupFsError, errnoOf } from './errors.js';
-import { freezeCgroup, readFreezerState, thawCgroup } from './freezer.js';
+import { freezeCgroup, freezeCgroups, readFreezerState, thawCgroup } from './freezer.js';
 import type { FreezerState, FreezerWait } from './freezer.js';
 import { detectCgroupLayout } from './hierarchy.js';
 import type { CgroupLayout, CgroupVersion } from './hierarchy.js';
@@ -198,6 +199,29 @@ export class JobCgroup {
     await serialized(dir, () =>
       this.#timed('freeze', () => freezeCgroup(dir, version, this.#c.wait)),
     );
+  }
+
+  /**
+   * Freeze several jobs as one cut (see `freezeCgroups`): every freeze is requested back to back,
+   * then all are waited for together, looking every millisecond (the times are a cut's skew); all
+   * or nothing. Returns when each job was seen frozen (epoch ms), in the order given. Each job's
+   * freezer is held meanwhile, as by {@link freeze}.
+   */
+  static async freezeAll(cgroups: readonly JobCgroup[]): Promise<number[]> {
+    const first = cgroups[0];
+    if (first === undefined) return [];
+    const targets = cgroups.map((cg) => {
+      const [dir, version] = cg.#freezer();
+      return { dir, version };
+    });
+    const wait = { ...first.#c.wait, intervalMs: Math.min(1, first.#c.wait.intervalMs) };
+    const t0 = performance.now();
+    const times = await serializedAll(
+      targets.map((t) => t.dir),
+      () => freezeCgroups(targets, wait),
+    );
+    first.#c.log.debug('freeze', { jobs: cgroups.length, ms: Math.round(performance.now() - t0) });
+    return times;
   }
 
   /**

@@ -337,6 +337,11 @@ export const AgentOps = {
   /** Input for a job run with a terminal (`run -t`): bytes for its terminal, as typed. */
   'tty-write': obj({ jobId: id(), data: str({ min: 1, max: TTY_WRITE_MAX }) }),
   freeze: obj({ jobId: id() }),
+  /**
+   * A cluster checkpoint's barrier on one host: every job of the cut here frozen together (each
+   * freeze requested back to back, then waited for together); all or nothing.
+   */
+  'freeze-many': obj({ jobIds: arr(id(), { min: 1, max: 4096 }) }),
   thaw: obj({ jobId: id() }),
   /** Dump a job into a local image sealed with `key` (the caller keeps it: the host never does). */
   checkpoint: obj({
@@ -426,6 +431,8 @@ export interface AgentReplies extends MigrationReplies {
   'tty-write': { bytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
   freeze: JobInfo & { frozenAtMs: number };
+  /** Each job as frozen, in the order asked, with when the kernel reported it frozen. */
+  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[] };
   thaw: JobInfo;
   checkpoint: ImageInfo;
   restore: JobInfo;

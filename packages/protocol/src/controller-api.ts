@@ -144,6 +144,16 @@ export interface MemberItem {
   reason: string | null;
 }
 
+/** How one host froze its jobs of a cluster checkpoint's cut. */
+export interface HostFreeze {
+  host: string;
+  jobIds: string[];
+  /** Requests it took: 1 (`freeze-many`), or one per job for an agent from before it. */
+  requests: number;
+  /** Between its first and its last job frozen (ms, the host's clock). */
+  skewMs: number;
+}
+
 /** Phases of a cluster checkpoint (in order) and of a restore. */
 export type ClusterPhase =
   | 'freezing'
@@ -223,6 +233,8 @@ export interface OperationRecord {
   members?: MemberItem[];
   /** checkpoint: between the first and the last freeze (ms, hosts' clocks). */
   freezeSkewMs?: number | null;
+  /** checkpoint: the barrier as each host did it (one request per host). */
+  freezes?: HostFreeze[];
   /** checkpoint: how long the workload was frozen (first freeze to thaw or stop, ms). */
   frozenMs?: number | null;
   /** A per-phase timeline: when each phase started (ms since the operation started). */

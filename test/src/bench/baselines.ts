@@ -47,7 +47,7 @@ exec setsid tini -s -- "$@"
  * named explicitly: auto-detection (`mnt[]`) would bind the source host's directory on restore,
  * which another host does not have (docs/MIGRATION.md, "What travels with the job").
  */
-const CRIU_DUMP = `--external 'mnt[]' --external 'mnt[/srv]:srv'`;
+export const CRIU_DUMP = `--external 'mnt[]' --external 'mnt[/srv]:srv'`;
 const CRIU_RESTORE = `--external 'mnt[]' --external 'mnt[srv]:/srv'`;
 
 function childrenOf(pid: number): number[] {
@@ -170,6 +170,43 @@ rm -rf $d`,
     gapMs: await heartbeatGap(job.dir, w0, w1),
     imageBytes: bytes,
   };
+}
+
+/**
+ * The shell script of a cluster checkpoint's floor on one host: a raw `criu dump --leave-running`
+ * of each of `pids` into tmpfs under `dir`, all started at once; it prints `t0 t1 bytes` (ns from
+ * the first start to the last end, bytes written) or fails with the first CRIU errors.
+ */
+export function parallelDumpScript(dir: string, pids: readonly number[]): string {
+  return `d=${dir}; rm -rf $d; mkdir -p $d
+t0=$(date +%s%N)
+${pids.map((p) => `mkdir $d/${p}; criu dump -t ${p} -D $d/${p} --leave-running ${CRIU_DUMP} -o dump.log & w="$w $!"`).join('\n')}
+fail=0; for x in $w; do wait $x || fail=1; done
+t1=$(date +%s%N)
+bytes=$(du -sb $d | cut -f1)
+if [ $fail != 0 ]; then grep -h Error $d/*/dump.log | head -20 >&2; rm -rf $d; exit 1; fi
+rm -rf $d
+echo $t0 $t1 $bytes`;
+}
+
+/** What {@link parallelDumpScript} printed: milliseconds from first start to last end, bytes. */
+export function parseParallelDump(stdout: string): { ms: number; bytes: number } {
+  const f = stdout.trim().split('\n').pop()!.trim().split(/\s+/).map(Number);
+  if (f.length !== 3 || f.some((x) => !Number.isFinite(x)))
+    throw new Error(`cannot read the floor script's output: ${stdout.slice(-200)}`);
+  return { ms: (f[1]! - f[0]!) / 1e6, bytes: f[2]! };
+}
+
+/**
+ * The floor of a cluster checkpoint on one host: its jobs (`pids`, in the host) dumped raw by CRIU
+ * all at once into tmpfs, leaving them running. No freezer, no sealing, no job directory.
+ */
+export async function parallelDumpRun(
+  host: Host,
+  pids: readonly number[],
+): Promise<{ ms: number; bytes: number }> {
+  const d = `/dev/shm/drover-bench-cut-floor-${host.name}`;
+  return parseParallelDump(await runScript(host, parallelDumpScript(d, pids), 600_000));
 }
 
 /**

@@ -16,6 +16,7 @@ import { AgentClient, Bus } from '@drover/bus';
 import { HostRegistry } from '@drover/controller';
 import { AgentOps, heartbeatSubject, type AgentInfo } from '@drover/protocol';
 import { Testbed } from '@drover/testbed';
+import { parallelDumpScript, parseParallelDump } from './baselines.js';
 import { longestGap } from './heartbeat-gap.js';
 import { parseStat, parseStatus } from './proc-stat.js';
 import {
@@ -120,6 +121,25 @@ test('the heartbeat gap is the longest one overlapping the window', () => {
   assert.equal(longestGap(text, 600, 1990), 1480);
   assert.equal(longestGap(text, 0, 30), 480); // the gap starting inside the window counts
   assert.equal(longestGap(text, 3000, 4000), 0);
+});
+
+test("a cluster checkpoint's floor: every job dumped raw at once, timed first start to last end", () => {
+  const script = parallelDumpScript('/dev/shm/floor-h1', [101, 202, 303]);
+  for (const pid of [101, 202, 303]) {
+    assert.match(
+      script,
+      new RegExp(`criu dump -t ${pid} -D \\$d/${pid} --leave-running .* & w="\\$w \\$!"`),
+    );
+  }
+  // Started at once (in the background), then every one waited for, then the end time.
+  assert.ok(script.indexOf('t0=') < script.indexOf('criu dump'));
+  assert.ok(script.lastIndexOf('criu dump') < script.indexOf('wait $x'));
+  assert.ok(script.indexOf('wait $x') < script.indexOf('t1='));
+  assert.deepEqual(parseParallelDump('noise\n1000000000 1250500000 4096\n'), {
+    ms: 250.5,
+    bytes: 4096,
+  });
+  assert.throws(() => parseParallelDump('criu: command not found'), /cannot read/);
 });
 
 test('/proc/PID/stat and status parsing', () => {

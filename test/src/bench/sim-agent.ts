@@ -256,6 +256,7 @@ export class SimulatedAgent {
       logs: notSimulated('logs'),
       'tty-write': notSimulated('tty-write'),
       freeze: notSimulated('freeze'),
+      'freeze-many': notSimulated('freeze-many'),
       thaw: notSimulated('thaw'),
       checkpoint: notSimulated('checkpoint'),
       restore: notSimulated('restore'),

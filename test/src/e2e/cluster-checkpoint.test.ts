@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
+import { isDroverError } from '@drover/common';
 import { IMAGE_SET_BUCKET } from '@drover/protocol';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { drover } from '../cluster/cli.js';
@@ -52,6 +53,7 @@ interface Op {
   state: string;
   phase?: string;
   freezeSkewMs?: number | null;
+  freezes?: { host: string; jobIds: string[]; requests: number; skewMs: number }[];
   members?: { jobId: string; host: string; state: string; frozenAtMs: number | null }[];
   error: { message: string } | null;
 }
@@ -183,6 +185,70 @@ describe('coordinated cluster checkpoint and image sets', () => {
     const gone = await drover(urls, ['images', 'inspect', 's1']);
     assert.equal(gone.code, 3, gone.stderr);
     assert.match(gone.stderr, /no image set s1/);
+  });
+
+  test('the barrier: each host freezes its jobs of the cut with one request, all or nothing; the record says how per host', async () => {
+    const jobs = [
+      await start('h1', 'python', 's7a'),
+      await start('h1', 'node', 's7a'),
+      await start('h1', 'pipeline', 's7a'),
+      await start('h2', 'python', 's7b'),
+      await start('h2', 'node', 's7b'),
+      await start('h3', 'python', 's7c'),
+    ];
+    try {
+      for (const j of jobs) await waitReady(j.dir, 30_000);
+      const h1 = cluster.agent('h1').client;
+      const onH1 = jobs.filter((j) => j.host === 'h1').map((j) => j.id);
+      // All or nothing: one job of the request is not there, so none of them is frozen.
+      await assert.rejects(h1.call('freeze-many', { jobIds: [...onH1, 'job-nope'] }), (e) =>
+        isDroverError(e, 'NOT_FOUND'),
+      );
+      for (const id of onH1)
+        assert.equal((await h1.call('inspect', { jobId: id })).state, 'running');
+      // One request freezes all three, each with the time its kernel reported it frozen.
+      const frozen = await h1.call('freeze-many', { jobIds: onH1 });
+      assert.deepEqual(
+        frozen.jobs.map((j) => [j.id, j.state]),
+        onH1.map((id) => [id, 'frozen']),
+      );
+      for (const j of frozen.jobs) assert.ok(j.frozenAtMs > 0);
+      for (const id of onH1) await h1.call('thaw', { jobId: id });
+
+      const op = await json<Op>([
+        'checkpoint',
+        ...jobs.map((j) => j.id),
+        '--name',
+        's7',
+        '--leave-running',
+      ]);
+      assert.equal(op.state, 'done', JSON.stringify(op.error));
+      // One freeze request per host, naming every job of the cut on it.
+      assert.deepEqual(
+        [...op.freezes!]
+          .sort((a, b) => a.host.localeCompare(b.host))
+          .map((f) => [f.host, f.requests, [...f.jobIds].sort()]),
+        ['h1', 'h2', 'h3'].map((h) => [
+          h,
+          1,
+          jobs
+            .filter((j) => j.host === h)
+            .map((j) => j.id)
+            .sort(),
+        ]),
+      );
+      // The skew is first to last over every host; each host's own spread lies within it.
+      for (const f of op.freezes!) assert.ok(f.skewMs >= 0 && f.skewMs <= op.freezeSkewMs!);
+      const times = op.members!.map((m) => m.frozenAtMs!);
+      assert.equal(
+        op.freezeSkewMs,
+        Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10,
+      );
+      for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
+    } finally {
+      await killAll(jobs);
+      await drover(urls, ['images', 'rm', 's7']);
+    }
   });
 
   test('the controller is SIGKILLed during a cluster checkpoint; the standby completes it and the set restores', async () => {

@@ -175,6 +175,7 @@ describe('NATS roles from generated certificates', () => {
       // Only the controller may authorize an incoming migration on an agent.
       'migrate-authorize',
       'freeze',
+      'freeze-many',
       'remove',
     ]) {
       await denied(h1.request(agentSubject('h2', op), {}));
