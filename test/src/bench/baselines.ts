@@ -7,7 +7,7 @@
  * The job is the same memory workload in the same kind of namespaces as a Drover job (its own
  * PID, mount, UTS and IPC namespaces, tini as init), started by hand, outside any agent.
  */
-import { readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Host, HostProcess, SshdService } from '@drover/testbed';
@@ -172,6 +172,9 @@ rm -rf $d`,
   };
 }
 
+/** The by-hand baseline's ssh client key, on the source host's disk (its /srv). */
+const KEY_FILE = '.drover-bench-ssh-key';
+
 /**
  * The shell script of a cluster checkpoint's floor on one host: a raw `criu dump --leave-running`
  * of each of `pids` into tmpfs under `dir`, all started at once; it prints `t0 t1 bytes` (ns from
@@ -215,7 +218,10 @@ export async function parallelDumpRun(
  */
 export async function byHandRun(job: HandJob, to: Host, sshd: SshdService): Promise<BaselineRun> {
   const d = '/srv/drover-bench-byhand';
-  const ssh = `-i ${sshd.clientPrivateKeyPath} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes`;
+  // The client key goes onto the source host's own disk: it sees no other path of the run.
+  copyFileSync(sshd.clientPrivateKeyPath, join(job.host.stateDir, KEY_FILE));
+  chmodSync(join(job.host.stateDir, KEY_FILE), 0o600);
+  const ssh = `-i /srv/${KEY_FILE} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes`;
   const remote = `root@${sshd.address}`;
   await runScript(job.host, `ssh ${ssh} ${remote} rm -rf ${d}`, 30_000);
   const w0 = Date.now();
@@ -231,7 +237,7 @@ t2=$(date +%s%N)
 pid=$(ssh ${ssh} ${remote} "criu restore -D $d --root / ${CRIU_RESTORE} -d --pidfile $d/restored.pid -o restore.log && cat $d/restored.pid")
 t3=$(date +%s%N)
 echo $t0 $t1 $t2 $t3 $pid $bytes
-rm -rf $d`,
+rm -rf $d /srv/${KEY_FILE}`,
     600_000,
   );
   const w1 = Date.now();
