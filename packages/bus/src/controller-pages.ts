@@ -15,18 +15,22 @@ const DEFAULT_SEQ_LIMIT = 100;
 
 type Reply = Record<string, unknown> & { next?: string | number | null };
 
-/** Call `op`; a paged list is fetched whole (every page), with `next` null. */
+/**
+ * Call `op`; a paged list is fetched whole (every page), with `next` null. `timeoutMs` bounds
+ * each request.
+ */
 export async function callAllPages<Op extends ControllerOp>(
   client: ControllerClient,
   op: Op,
   req: ControllerRequest<Op>,
+  timeoutMs?: number,
 ): Promise<ControllerReplies[Op]> {
   const call = (r: unknown): Promise<Reply> =>
-    client.call(op, r as ControllerRequest<Op>) as unknown as Promise<Reply>;
+    client.call(op, r as ControllerRequest<Op>, timeoutMs) as unknown as Promise<Reply>;
   const keyField = (BY_KEY as Record<string, string>)[op];
   const seqField = (BY_SEQ as Record<string, string>)[op];
   if (keyField === undefined && seqField === undefined) {
-    return client.call(op, req);
+    return client.call(op, req, timeoutMs);
   }
   const field = keyField ?? seqField!;
   const asked = req as Record<string, unknown>;

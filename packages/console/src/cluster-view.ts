@@ -3,7 +3,7 @@
  * and audit trail (asked every `pollMs`), and the agents' events as they happen (migration
  * progress, job states), pushed to every watcher at once.
  */
-import { ControllerClient, type Bus } from '@drover/bus';
+import { callAllPages, ControllerClient, type Bus } from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
 import {
   EVENT_WILDCARD,
@@ -97,10 +97,11 @@ export class ClusterView {
     const t = 10_000;
     try {
       const [hosts, jobs, ops, sets, audit] = await Promise.all([
-        this.client.call('hosts', {}, t),
-        this.client.call('jobs', {}, t),
+        // Lists of any size come whole (every page).
+        callAllPages(this.client, 'hosts', {}, t),
+        callAllPages(this.client, 'jobs', {}, t),
         this.client.call('ops', { limit: 30 }, t),
-        this.client.call('images-list', {}, t),
+        callAllPages(this.client, 'images-list', {}, t),
         this.client.call('audit', { limit: 50, newest: true }, t),
       ]);
       this.snapshot = {
