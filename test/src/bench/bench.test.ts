@@ -14,7 +14,7 @@ import { Agent, compileAgentConfig } from '@drover/agent';
 import { newSecret } from '@drover/common';
 import { AgentClient, Bus } from '@drover/bus';
 import { HostRegistry } from '@drover/controller';
-import { AgentOps, heartbeatSubject, type AgentInfo } from '@drover/protocol';
+import { AgentOps, heartbeatSubject, JobKind, type AgentInfo } from '@drover/protocol';
 import { Testbed } from '@drover/testbed';
 import { parallelDumpScript, parseParallelDump } from './baselines.js';
 import { longestGap } from './heartbeat-gap.js';
@@ -181,6 +181,9 @@ test('simulated replies have the fields and types a real agent reports', async (
     const rec = real.blankRecord('job-a', join(dir, 'jobs', 'job-a'));
     await real.store.save({
       ...rec,
+      // Adopted: its main process is the record's (a namespaced job's would be looked up among
+      // live processes, and this fixture has none).
+      kind: JobKind.adopted,
       state: 'running',
       command: ['/bin/true'],
       rootPid: 5,
