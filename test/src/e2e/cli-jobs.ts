@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { AgentHandle } from '@drover/testbed';
 import type { CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
-import { JOB_ENV, signaller } from './helpers.js';
+import { JOB_ENV, signaller, waitForValue } from './helpers.js';
 
 /** A started workload job: its id, its directory, the host it started on. */
 export interface CliJob {
@@ -67,9 +67,15 @@ export async function liveHosts(ctx: CliJobsContext, id: string): Promise<string
     .map((j) => j.host);
 }
 
-/** The job runs on exactly one host and verifies its whole state there; returns the host. */
+/**
+ * The job runs on exactly one host and verifies its whole state there; returns the host. A host
+ * whose agent just restarted is listed once the controller hears from it again: up to 30 s.
+ */
 export async function verifyWorkload(ctx: CliJobsContext, j: CliJob): Promise<string> {
-  const live = await liveHosts(ctx, j.id);
+  const live = await waitForValue(async () => {
+    const hosts = await liveHosts(ctx, j.id);
+    return hosts.length > 0 ? hosts : undefined;
+  }, 30_000).catch(() => [] as string[]);
   assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
   const v = await requestVerdict(j.dir, signaller(ctx.agent(live[0]!), j.id), 60_000);
   assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
