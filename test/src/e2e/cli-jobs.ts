@@ -81,3 +81,16 @@ export async function verifyWorkload(ctx: CliJobsContext, j: CliJob): Promise<st
   assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
   return live[0]!;
 }
+
+/** The helpers above bound to a suite's context (read when called: suites set it up in `before`). */
+export function cliJobs(ctx: () => CliJobsContext): {
+  json<T>(args: string[]): Promise<T>;
+  start(host: string, name: WorkloadName, tag: string, mb?: number): Promise<CliJob>;
+  verify(j: CliJob): Promise<string>;
+} {
+  return {
+    json: <T>(args: string[]) => cliJson<T>(ctx(), args),
+    start: (host, name, tag, mb) => startWorkload(ctx(), host, name, tag, mb),
+    verify: (j) => verifyWorkload(ctx(), j),
+  };
+}

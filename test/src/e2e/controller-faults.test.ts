@@ -7,14 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { droverAs, type CliResult } from '../cluster/cli.js';
-import type { WorkloadName } from '../workloads/mod.js';
-import {
-  cliJson,
-  startWorkload,
-  verifyWorkload,
-  type CliJob,
-  type CliJobsContext,
-} from './cli-jobs.js';
+import { cliJobs } from './cli-jobs.js';
 import { sleep, waitFor, waitForValue } from './helpers.js';
 
 let tb: Testbed;
@@ -52,7 +45,6 @@ function drover(args: string[], timeoutMs = 300_000): Promise<CliResult> {
   return droverAs(urls, tb.certs!.operator, args, timeoutMs);
 }
 
-type Job = CliJob;
 interface Op {
   opId: string;
   kind: string;
@@ -63,16 +55,12 @@ interface Op {
   migration: { source: string; destination: string; state: string } | null;
 }
 
-/** The suite's CLI, run directory and agents, for the workload helpers (cli-jobs.ts). */
-const jobsCtx = (): CliJobsContext => ({
+/** The workload helpers (cli-jobs.ts) with the suite's CLI, run directory and agents. */
+const { json, start, verify } = cliJobs(() => ({
   drover: (args) => drover(args),
   runDir: tb.runDir,
   agent: (h) => cluster.agent(h),
-});
-const json = <T>(args: string[]): Promise<T> => cliJson<T>(jobsCtx(), args);
-const start = (host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> =>
-  startWorkload(jobsCtx(), host, name, tag, mb);
-const verify = (j: Job): Promise<string> => verifyWorkload(jobsCtx(), j);
+}));
 
 describe('controller fault findings', () => {
   test('NATS restarts while a cluster checkpoint stores its images: the checkpoint completes and restores', async () => {

@@ -12,14 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
 import { drover } from '../cluster/cli.js';
-import type { WorkloadName } from '../workloads/mod.js';
-import {
-  cliJson,
-  startWorkload,
-  verifyWorkload,
-  type CliJob,
-  type CliJobsContext,
-} from './cli-jobs.js';
+import { cliJobs } from './cli-jobs.js';
 import { waitFor, waitForValue } from './helpers.js';
 
 /** As `drover up` runs: heartbeats every second, a host silent 5 s is unreachable. */
@@ -68,7 +61,6 @@ function stopHogs(): void {
   for (const c of hogs.splice(0)) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
 }
 
-type Job = CliJob;
 interface Op {
   opId: string;
   kind: string;
@@ -79,16 +71,12 @@ interface Op {
   members?: { jobId: string; state: string }[];
 }
 
-/** The suite's CLI, run directory and agents, for the workload helpers (cli-jobs.ts). */
-const jobsCtx = (): CliJobsContext => ({
+/** The workload helpers (cli-jobs.ts) with the suite's CLI, run directory and agents. */
+const { json, start, verify } = cliJobs(() => ({
   drover: (args) => drover(urls, args),
   runDir: tb.runDir,
   agent: (h) => cluster.agent(h),
-});
-const json = <T>(args: string[]): Promise<T> => cliJson<T>(jobsCtx(), args);
-const start = (host: string, name: WorkloadName, tag: string, mb?: number): Promise<Job> =>
-  startWorkload(jobsCtx(), host, name, tag, mb);
-const verify = (j: Job): Promise<string> => verifyWorkload(jobsCtx(), j);
+}));
 
 describe('liveness that heavy work cannot starve', () => {
   test('under CPU hogs and busy agent threads, a restore of a large image, a drain and a cluster checkpoint all finish; none rolls back', async () => {
