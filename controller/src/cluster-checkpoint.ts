@@ -1,87 +1,42 @@
 /**
- * Coordinated cluster checkpoints and their restores, as persisted state machines.
+ * Coordinated cluster checkpoints, as a persisted state machine.
  *
- * checkpointCluster: freeze every job first (a barrier across hosts; the skew between the first and
- * the last freeze is recorded), then dump each (jobs stay frozen), then thaw them (leave running)
- * or keep them frozen until every image is stored, then store the images in the image-set object
- * store with their checksums, then stop them. Until the images are stored nothing has happened
- * that a rollback cannot undo: a failure thaws every job where it was and drops the partial set.
+ * checkpointCluster validates and records the operation and the image set being created, then
+ * `runCheckpoint` carries it through named phases, in order: freeze every job first (a barrier
+ * across hosts; the skew between the first and the last freeze is recorded), dump each (jobs stay
+ * frozen), thaw them (leave running) or keep them frozen until every image is stored, store the
+ * images in the image-set object store with their checksums, then stop them. Until the images
+ * are stored nothing has happened that a rollback cannot undo: a failure in any of those phases
+ * leaves through the one rollback exit, which thaws every job where it was and drops the partial
+ * set. After that the operation only goes forward.
  *
- * restoreCluster: fetch each image onto its host (placement, optionally among `--to` hosts),
- * restore every job frozen, then thaw them all together: the workload continues from the cut.
- *
- * Each step is idempotent and the phase and per-job state are persisted in the operation record,
- * so a controller that takes over runs the same function and carries the operation on from where
- * it was (`resumeCluster`).
+ * Each phase is idempotent and the phase and per-job state are persisted in the operation record,
+ * so a controller that takes over calls `runCheckpoint` again and it carries the operation on
+ * from where it was. Restores are in cluster-restore.ts, the catalogue in image-sets.ts.
  */
 import { randomBytes } from 'node:crypto';
-import type { ObjectFiles, StateStore } from '@drover/bus';
-import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
-import type {
-  JobNetwork,
-  AgentOp,
-  AgentReplies,
-  AgentRequest,
-  ClusterPhase,
-  ControllerRequest,
-  ImageSet,
-  ImageSetJob,
-  MemberItem,
-  OperationRecord,
-} from '@drover/protocol';
-import { errorToFailure } from '@drover/protocol';
-import { planMany, type HostView } from './placement.js';
+import {
+  DroverError,
+  ErrorCode,
+  forEachLimit,
+  newId,
+  runGroups,
+  toDroverError,
+} from '@drover/common';
+import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
+import {
+  dropLocalImage,
+  LONG_MS,
+  PARALLEL,
+  persist,
+  type ClusterContext,
+} from './cluster-context.js';
+import { applyRetention, setKey } from './image-sets.js';
+import { ClusterOpHandle, newOperation, type CheckpointRecord } from './op-record.js';
 
-/** The part of a state bucket these operations use (tests supply an in-memory one). */
-export type Records<T> = Pick<
-  StateStore<T>,
-  'get' | 'put' | 'create' | 'mutate' | 'delete' | 'list'
->;
-
-/** What cluster checkpoints and restores need from the controller. */
-export interface ClusterContext {
-  ops: Records<OperationRecord>;
-  sets: Records<ImageSet>;
-  /** set name → its AES-256 key (base64): only the controller reads it, agents get it per call. */
-  keys: Records<{ key: string }>;
-  objects: Pick<ObjectFiles, 'deletePrefix'>;
-  log: Logger;
-  /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
-  retention: number;
-  hosts(): HostView[];
-  agent<Op extends AgentOp>(
-    host: string,
-    op: Op,
-    req: AgentRequest<Op>,
-    timeoutMs?: number,
-  ): Promise<AgentReplies[Op]>;
-  /** Where a job's processes are now (null: nowhere). */
-  whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
-  /** Every job on every reachable host. */
-  allJobs(): Promise<{ host: string; id: string; name: string; state: string }[]>;
-  /** Throws unless `host` is known, reachable and not cordoned. */
-  usableHost(host: string): void;
-  /**
-   * A restored job takes its address (and name) back: FAILED_PRECONDITION when another job
-   * holds either now (address-book.ts). A no-op for jobs on the host's network.
-   */
-  claimAddress(jobId: string, name: string | null, network: JobNetwork): Promise<void>;
-  /** How long forward-only steps retry an unreachable agent (default 2 minutes). */
-  persistMs?: number;
-}
-
-/**
- * Steps that only go forward (a rollback's thaw, a stop, a resume) are retried this long while an
- * agent is unreachable (restarting, say): a job must not stay frozen because its agent blinked.
- */
-const PERSIST_MS = 120_000;
-
-/** Pushes and fetches run this many at a time across the cluster (dumps: per host, its CPUs). */
-const PARALLEL = 4;
-const LONG_MS = 30 * 60_000;
 const CHECKPOINTABLE = new Set(['running', 'frozen']);
 
-// ---- checkpoint ----
+type Handle = ClusterOpHandle<CheckpointRecord>;
 
 /** Validate, record the operation and the image set being created, then run it. */
 export async function checkpointCluster(
@@ -134,17 +89,24 @@ export async function checkpointCluster(
       network: inspected.network,
     });
   }
-  const now = new Date().toISOString();
-  const opId = newId('op');
+  const op = newOperation('checkpoint', newId('op'), {
+    request: { ...req, name },
+    imageSet: name,
+    phase: 'freezing',
+    members,
+    freezeSkewMs: null,
+    frozenMs: null,
+    phases: [{ phase: 'freezing', atMs: 0 }],
+  });
   const leaveRunning = req.leaveRunning === true;
   // The set's key exists before any image could be stored with it.
   await ctx.keys.put(name, { key: randomBytes(32).toString('base64') });
   try {
     await ctx.sets.create(name, {
       name,
-      opId,
+      opId: op.opId,
       state: 'creating',
-      createdAt: now,
+      createdAt: op.createdAt,
       completedAt: null,
       leaveRunning,
       freezeSkewMs: null,
@@ -158,218 +120,69 @@ export async function checkpointCluster(
     }
     throw e;
   }
-  const op: OperationRecord = {
-    opId,
-    kind: 'checkpoint',
-    state: 'running',
-    createdAt: now,
-    updatedAt: now,
-    request: { ...req, name },
-    placement: null,
-    migration: null,
-    error: null,
-    imageSet: name,
-    phase: 'freezing',
-    members,
-    freezeSkewMs: null,
-    frozenMs: null,
-    phases: [{ phase: 'freezing', atMs: 0 }],
-  };
-  await ctx.ops.put(opId, op);
-  return runCheckpoint(ctx, opId);
+  await ctx.ops.put(op.opId, op);
+  return runCheckpoint(ctx, op.opId);
 }
 
-/** Carry a cluster checkpoint to its end from whatever phase it is in. */
+/**
+ * Carry a cluster checkpoint to its end from whatever phase it is in: a new one, or one a
+ * previous controller left running (resumed after a takeover).
+ */
 export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<OperationRecord> {
-  const op = new OpHandle(ctx, opId);
+  const op: Handle = new ClusterOpHandle(ctx.ops, opId, 'checkpoint');
   let cur = await op.read();
-  const name = cur.imageSet!;
-  const leaveRunning = cur.request['leaveRunning'] === true;
   try {
-    if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
-    if (cur.phase === 'freezing') {
-      // The barrier: every job frozen before any is dumped. One request per host, all at once;
-      // each agent freezes all of its jobs of the cut together.
-      const hosts = await Promise.all(
-        [...byHost(cur.members!)].map(([host, ms]) => freezeHost(ctx, host, ms)),
-      );
-      const at = new Map(hosts.flatMap((h) => h.frozenAtMs.map((t, i) => [h.jobIds[i]!, t])));
-      const skew = spread([...at.values()]);
-      cur = await op.update((o) => ({
-        ...o,
-        freezeSkewMs: skew,
-        freezes: hosts.map((h) => ({
-          host: h.host,
-          jobIds: h.jobIds,
-          requests: h.requests,
-          skewMs: spread(h.frozenAtMs),
-        })),
-        members: o.members!.map((m) => ({ ...m, state: 'frozen', frozenAtMs: at.get(m.jobId)! })),
-      }));
-      cur = await op.phase('dumping');
-      ctx.log.info('cluster frozen', { opId, set: name, skewMs: skew });
+    if (cur.phase === 'rolling-back') {
+      throw new DroverError(ErrorCode.Internal, cur.error?.message ?? 'rolling back');
     }
-    if (cur.phase === 'dumping') {
-      // The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
-      const key = await setKey(ctx, name);
-      // As many dumps at once on each host as it has CPUs: CRIU's dump is CPU work (reading
-      // and copying pages), and the hosts are independent of each other.
-      const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
-      await forEachPerHost(
-        cur.members!.filter((m) => m.state === 'frozen'),
-        (host) => cpus.get(host),
-        async (m) => {
-          const img = await dumpMember(ctx, m, key);
-          await op.member(m.jobId, {
-            state: 'dumped',
-            dumpMs: img.dumpMs,
-            sizeBytes: img.sizeBytes,
-          });
-        },
-      );
-      cur = await op.phase(leaveRunning ? 'thawing' : 'storing');
-    }
-    if (cur.phase === 'thawing') {
-      await Promise.all(cur.members!.map((m) => ctx.agent(m.host, 'thaw', { jobId: m.jobId })));
-      cur = await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
-      cur = await op.phase('storing');
-    }
-    if (cur.phase === 'storing') {
-      const key = await setKey(ctx, name);
-      await forEachLimit(
-        cur.members!.filter((m) => m.state === 'dumped'),
-        PARALLEL,
-        async (m) => {
-          const pushed = await ctx.agent(
-            m.host,
-            'image-push',
-            { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
-            LONG_MS,
-          );
-          await ctx.sets.mutate(name, (s) =>
-            s
-              ? {
-                  ...s,
-                  jobs: s.jobs.map((j) =>
-                    j.jobId === m.jobId
-                      ? {
-                          ...j,
-                          files: pushed.files,
-                          sizeBytes: pushed.sizeBytes,
-                          frozenAtMs: m.frozenAtMs ?? 0,
-                          dumpMs: m.dumpMs ?? 0,
-                        }
-                      : j,
-                  ),
-                }
-              : null,
-          );
-          await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
-        },
-      );
-      cur = await op.phase(leaveRunning ? 'finished' : 'stopping');
-    }
+    if (cur.phase === 'freezing') cur = await freezeAll(ctx, op, cur);
+    if (cur.phase === 'dumping') cur = await dumpAll(ctx, op, cur);
+    if (cur.phase === 'thawing') cur = await thawAll(ctx, op, cur);
+    if (cur.phase === 'storing') cur = await storeAll(ctx, op, cur);
   } catch (err) {
     return rollBackCheckpoint(ctx, op, toDroverError(err));
   }
-  if (cur.phase === 'stopping') {
-    // Every image is stored: from here the operation only goes forward. A job that cannot be
-    // stopped is thawed and keeps running (reported), the set is complete either way.
-    await forEachLimit(cur.members!, PARALLEL, async (m) => {
-      try {
-        await persist(ctx, () =>
-          ctx.agent(m.host, 'discard', { jobId: m.jobId, imageId: m.imageId }),
-        );
-        await op.member(m.jobId, { state: 'done' });
-      } catch (err) {
-        await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId })).catch(
-          () => undefined,
-        );
-        await op.member(m.jobId, {
-          state: 'failed',
-          reason: `kept running: could not stop it: ${toDroverError(err).message}`,
-        });
-      }
-    });
-    cur = await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
-    cur = await op.phase('finished');
-  }
-  // finished
-  const set = await ctx.sets.mutate(name, (s) =>
-    s
-      ? {
-          ...s,
-          state: 'complete',
-          completedAt: new Date().toISOString(),
-          freezeSkewMs: cur.freezeSkewMs ?? null,
-          sizeBytes: s.jobs.reduce((a, j) => a + j.sizeBytes, 0),
-        }
-      : null,
-  );
-  // The set holds the images now: the hosts' local copies go (best effort).
-  await Promise.all(
-    cur.members!.map((m) =>
-      ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined),
-    ),
-  );
-  const failed = cur.members!.filter((m) => m.state === 'failed');
-  cur = await op.update((o) => ({
-    ...o,
-    state: failed.length ? 'failed' : 'done',
-    error: failed.length
-      ? { code: 'PARTIAL', message: `${failed.length} job(s) could not be stopped; they run on` }
-      : null,
-    members: o.members!.map((m) => (m.state === 'failed' ? m : { ...m, state: 'done' })),
-  }));
-  ctx.log.info('cluster checkpoint finished', {
-    opId,
-    set: name,
-    skewMs: cur.freezeSkewMs,
-    sizeBytes: set?.value.sizeBytes,
-  });
-  await applyRetention(ctx).catch((err: unknown) =>
-    ctx.log.warn('image-set retention failed', { err }),
-  );
-  return cur;
+  if (cur.phase === 'stopping') cur = await stopAll(ctx, op, cur);
+  return finishCheckpoint(ctx, op, cur);
 }
 
-/** Undo a checkpoint that did not reach `stopping`: thaw every job, drop every image. */
-async function rollBackCheckpoint(
+/** Whether the jobs keep running after the cut (`--leave-running`). */
+function leavesRunning(o: CheckpointRecord): boolean {
+  return o.request['leaveRunning'] === true;
+}
+
+/**
+ * freezing: the barrier, every job frozen before any is dumped. One request per host, all at
+ * once; each agent freezes all of its jobs of the cut together.
+ */
+async function freezeAll(
   ctx: ClusterContext,
-  op: OpHandle,
-  cause: DroverError,
-): Promise<OperationRecord> {
-  ctx.log.warn('cluster checkpoint failed; rolling back', { opId: op.opId, err: cause });
-  const cur = await op.rollingBack(cause);
-  const name = cur.imageSet!;
-  const notes: string[] = [];
-  await Promise.all(
-    cur.members!.map(async (m) => {
-      // The job may still be in a dump the failed call gave up waiting for: thaw waits its turn.
-      await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId }, LONG_MS)).catch(
-        (err: unknown) => {
-          const e = toDroverError(err);
-          if (e.code !== ErrorCode.FailedPrecondition) notes.push(`${m.jobId}: ${e.message}`);
-        },
-      );
-      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
-    }),
+  op: Handle,
+  cur: CheckpointRecord,
+): Promise<CheckpointRecord> {
+  const hosts = await Promise.all(
+    [...byHost(cur.members)].map(([host, ms]) => freezeHost(ctx, host, ms)),
   );
-  await ctx.objects.deletePrefix(`${name}/`).catch((e: unknown) => cause.suppress(e));
-  await ctx.sets.delete(name).catch((e: unknown) => cause.suppress(e));
-  await ctx.keys.delete(name).catch((e: unknown) => cause.suppress(e));
-  return op.update((o) => ({
+  const at = new Map(hosts.flatMap((h) => h.frozen.map((f) => [f.jobId, f.frozenAtMs] as const)));
+  const skew = spread([...at.values()]);
+  await op.update((o) => ({
     ...o,
-    state: 'failed',
-    phase: 'finished',
-    error: {
-      ...errorToFailure(cause),
-      message:
-        `${cause.message}; every job was thawed where it was` +
-        (notes.length ? ` (could not thaw: ${notes.join('; ')})` : ''),
-    },
-    members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
+    freezeSkewMs: skew,
+    freezes: hosts.map((h) => ({
+      host: h.host,
+      jobIds: h.frozen.map((f) => f.jobId),
+      requests: h.requests,
+      skewMs: spread(h.frozen.map((f) => f.frozenAtMs)),
+    })),
+    members: o.members.map((m) => ({
+      ...m,
+      state: 'frozen',
+      frozenAtMs: at.get(m.jobId) ?? m.frozenAtMs,
+    })),
   }));
+  const next = await op.phase('dumping');
+  ctx.log.info('cluster frozen', { opId: op.opId, set: cur.imageSet, skewMs: skew });
+  return next;
 }
 
 /**
@@ -380,12 +193,11 @@ async function freezeHost(
   ctx: ClusterContext,
   host: string,
   members: readonly MemberItem[],
-): Promise<{ host: string; jobIds: string[]; requests: number; frozenAtMs: number[] }> {
-  const jobIds = members.map((m) => m.jobId);
+): Promise<{ host: string; requests: number; frozen: { jobId: string; frozenAtMs: number }[] }> {
   let times: number[];
   let requests = 1;
   try {
-    const r = await ctx.agent(host, 'freeze-many', { jobIds });
+    const r = await ctx.agent(host, 'freeze-many', { jobIds: members.map((m) => m.jobId) });
     times = r.jobs.map((j) => j.frozenAtMs);
   } catch (err) {
     const e = toDroverError(err);
@@ -396,7 +208,39 @@ async function freezeHost(
       members.map(async (m) => (await ctx.agent(host, 'freeze', { jobId: m.jobId })).frozenAtMs),
     );
   }
-  return { host, jobIds, requests, frozenAtMs: members.map((m, i) => m.frozenAtMs ?? times[i]!) };
+  const frozen = members.map((m, i) => {
+    const t = m.frozenAtMs ?? times[i];
+    if (t === undefined) {
+      throw new DroverError(ErrorCode.Internal, `${host} did not say when ${m.jobId} froze`, {
+        details: { host, jobId: m.jobId },
+      });
+    }
+    return { jobId: m.jobId, frozenAtMs: t };
+  });
+  return { host, requests, frozen };
+}
+
+/**
+ * dumping: each frozen job into its image, as many at once on each host as it has CPUs (CRIU's
+ * dump is CPU work, reading and copying pages; the hosts are independent of each other). The
+ * hosts seal their local images with the set's key too: no plaintext at rest anywhere.
+ */
+async function dumpAll(
+  ctx: ClusterContext,
+  op: Handle,
+  cur: CheckpointRecord,
+): Promise<CheckpointRecord> {
+  const key = await setKey(ctx, cur.imageSet);
+  const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
+  await runGroups(
+    [...byHost(cur.members.filter((m) => m.state === 'frozen')).values()],
+    (group) => (group[0] ? cpus.get(group[0].host) : undefined),
+    async (m) => {
+      const img = await dumpMember(ctx, m, key);
+      await op.member(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
+    },
+  );
+  return op.phase(leavesRunning(cur) ? 'thawing' : 'storing');
 }
 
 /** Dump one frozen job into its image; a dump a previous controller started counts once done. */
@@ -427,285 +271,162 @@ async function dumpMember(
   }
 }
 
-// ---- restore ----
-
-/** Validate and place, record the operation, then run it. Bad input changes nothing. */
-export async function restoreCluster(
+/** thawing (`--leave-running`): the jobs run on right after their dumps, before the upload. */
+async function thawAll(
   ctx: ClusterContext,
-  req: ControllerRequest<'restore'>,
+  op: Handle,
+  cur: CheckpointRecord,
+): Promise<CheckpointRecord> {
+  await Promise.all(cur.members.map((m) => ctx.agent(m.host, 'thaw', { jobId: m.jobId })));
+  await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+  return op.phase('storing');
+}
+
+/** storing: each image into the set's object store (sealed), its files and checksums recorded. */
+async function storeAll(
+  ctx: ClusterContext,
+  op: Handle,
+  cur: CheckpointRecord,
+): Promise<CheckpointRecord> {
+  const name = cur.imageSet;
+  const key = await setKey(ctx, name);
+  await forEachLimit(
+    cur.members.filter((m) => m.state === 'dumped'),
+    PARALLEL,
+    async (m) => {
+      const pushed = await ctx.agent(
+        m.host,
+        'image-push',
+        { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
+        LONG_MS,
+      );
+      await ctx.sets.mutate(name, (s) =>
+        s
+          ? {
+              ...s,
+              jobs: s.jobs.map((j) =>
+                j.jobId === m.jobId
+                  ? {
+                      ...j,
+                      files: pushed.files,
+                      sizeBytes: pushed.sizeBytes,
+                      frozenAtMs: m.frozenAtMs ?? 0,
+                      dumpMs: m.dumpMs ?? 0,
+                    }
+                  : j,
+              ),
+            }
+          : null,
+      );
+      await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
+    },
+  );
+  return op.phase(leavesRunning(cur) ? 'finished' : 'stopping');
+}
+
+/**
+ * stopping: every image is stored, so from here the operation only goes forward. A job that
+ * cannot be stopped is thawed and keeps running (reported); the set is complete either way.
+ */
+async function stopAll(
+  ctx: ClusterContext,
+  op: Handle,
+  cur: CheckpointRecord,
+): Promise<CheckpointRecord> {
+  await forEachLimit(cur.members, PARALLEL, async (m) => {
+    try {
+      await persist(ctx, () =>
+        ctx.agent(m.host, 'discard', { jobId: m.jobId, imageId: m.imageId }),
+      );
+      await op.member(m.jobId, { state: 'done' });
+    } catch (err) {
+      await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId })).catch(
+        () => undefined,
+      );
+      await op.member(m.jobId, {
+        state: 'failed',
+        reason: `kept running: could not stop it: ${toDroverError(err).message}`,
+      });
+    }
+  });
+  await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+  return op.phase('finished');
+}
+
+/** finished: the set is complete, the hosts' local copies go, the verdict is recorded. */
+async function finishCheckpoint(
+  ctx: ClusterContext,
+  op: Handle,
+  cur: CheckpointRecord,
 ): Promise<OperationRecord> {
-  const set = await readSet(ctx, req.name);
-  if (set.state !== 'complete') {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      `image set ${set.name} is still being created (operation ${set.opId})`,
-      { details: { name: set.name, opId: set.opId } },
-    );
-  }
-  const to = req.to ? [...new Set(req.to)] : undefined;
-  for (const h of to ?? []) ctx.usableHost(h);
-  await refuseIfBusy(ctx, set.name);
-  const running: string[] = [];
-  for (const j of set.jobs) {
-    const where = await ctx.whereIs(j.jobId);
-    if (where) running.push(`${j.jobId} is ${where.state} on ${where.host}`);
-  }
-  if (running.length) {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      `cannot restore ${set.name}: ${running.join('; ')}; stop those jobs first (drover stop JOB)`,
-      { details: { running } },
-    );
-  }
-  const plan = planMany(
-    ctx.hosts(),
-    set.jobs.map((j) => ({
-      jobId: j.jobId,
-      req: {
-        memoryBytes: j.memoryBytes,
-        cpuFlags: j.cpuFlags,
-        ...(to ? { candidates: to } : {}),
-      },
-    })),
+  const name = cur.imageSet;
+  const set = await ctx.sets.mutate(name, (s) =>
+    s
+      ? {
+          ...s,
+          state: 'complete',
+          completedAt: new Date().toISOString(),
+          freezeSkewMs: cur.freezeSkewMs ?? null,
+          sizeBytes: s.jobs.reduce((a, j) => a + j.sizeBytes, 0),
+        }
+      : null,
   );
-  const members: MemberItem[] = [];
-  const why: string[] = [];
-  for (const j of set.jobs) {
-    const p = plan.get(j.jobId)!;
-    if (p instanceof DroverError) {
-      why.push(`${j.jobId}: ${p.message}`);
-      continue;
-    }
-    members.push({
-      jobId: j.jobId,
-      name: j.name,
-      host: p.host,
-      state: 'pending',
-      imageId: j.imageId,
-      frozenAtMs: null,
-      dumpMs: null,
-      sizeBytes: j.sizeBytes,
-      reason: p.explanation,
-    });
-  }
-  if (why.length) {
-    throw new DroverError(ErrorCode.FailedPrecondition, `no host fits: ${why.join('; ')}`, {
-      details: { reasons: why },
-    });
-  }
-  // Each job comes back with its own address (and name): refused here, before anything moves,
-  // if another job took one meanwhile.
-  for (const j of set.jobs) {
-    if (j.network) await ctx.claimAddress(j.jobId, j.name !== j.jobId ? j.name : null, j.network);
-  }
-  const now = new Date().toISOString();
-  const op: OperationRecord = {
-    opId: newId('op'),
-    kind: 'restore',
-    state: 'running',
-    createdAt: now,
-    updatedAt: now,
-    request: { ...req },
-    placement: members.map((m) => `${m.jobId} → ${m.reason}`).join('\n'),
-    migration: null,
-    error: null,
-    imageSet: set.name,
-    phase: 'fetching',
-    members: members.map((m) => ({ ...m, reason: null })),
-    phases: [{ phase: 'fetching', atMs: 0 }],
-  };
-  await ctx.ops.put(op.opId, op);
-  return runRestore(ctx, op.opId);
-}
-
-/** Carry a restore to its end from whatever phase it is in. */
-export async function runRestore(ctx: ClusterContext, opId: string): Promise<OperationRecord> {
-  const op = new OpHandle(ctx, opId);
-  let cur = await op.read();
-  const set = await readSet(ctx, cur.imageSet!);
-  const byJob = new Map(set.jobs.map((j) => [j.jobId, j]));
-  try {
-    if (cur.phase === 'rolling-back') throw new DroverError(ErrorCode.Internal, cur.error!.message);
-    if (cur.phase === 'fetching') {
-      const key = await setKey(ctx, set.name);
-      await forEachLimit(
-        cur.members!.filter((m) => m.state === 'pending'),
-        PARALLEL,
-        async (m) => {
-          const j = byJob.get(m.jobId)!;
-          await ctx.agent(
-            m.host,
-            'image-fetch',
-            { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: j.files, key },
-            LONG_MS,
-          );
-          await op.member(m.jobId, { state: 'fetched' });
-        },
-      );
-      cur = await op.phase('restoring');
-    }
-    if (cur.phase === 'restoring') {
-      // Every job comes back frozen; none runs before all exist (the cut is restored whole).
-      const key = await setKey(ctx, set.name);
-      await forEachLimit(
-        cur.members!.filter((m) => m.state === 'fetched'),
-        PARALLEL,
-        async (m) => {
-          const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
-          if (!(there && there.state === 'frozen' && there.restoredFrom === m.imageId)) {
-            await ctx.agent(
-              m.host,
-              'restore',
-              { imageId: m.imageId, leaveFrozen: true, key },
-              LONG_MS,
-            );
-          }
-          await op.member(m.jobId, { state: 'restored' });
-        },
-      );
-      cur = await op.phase('resuming');
-    }
-  } catch (err) {
-    return rollBackRestore(ctx, op, toDroverError(err));
-  }
-  // resuming: every job exists, frozen; thawing only goes forward.
-  const notes: string[] = [];
-  await Promise.all(
-    cur.members!.map(async (m) => {
-      try {
-        await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId }));
-        await op.member(m.jobId, { state: 'done' });
-      } catch (err) {
-        notes.push(`${m.jobId}: ${toDroverError(err).message}`);
-        await op.member(m.jobId, { state: 'failed', reason: toDroverError(err).message });
-      }
-      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
-    }),
-  );
-  cur = await op.phase('finished');
-  cur = await op.update((o) => ({
+  // The set holds the images now: the hosts' local copies go (best effort).
+  await Promise.all(cur.members.map((m) => dropLocalImage(ctx, m)));
+  const failed = cur.members.filter((m) => m.state === 'failed');
+  const done = await op.update((o) => ({
     ...o,
-    state: notes.length ? 'failed' : 'done',
-    error: notes.length ? { code: 'PARTIAL', message: `could not thaw ${notes.join('; ')}` } : null,
+    state: failed.length ? 'failed' : 'done',
+    error: failed.length
+      ? { code: 'PARTIAL', message: `${failed.length} job(s) could not be stopped; they run on` }
+      : null,
+    members: o.members.map((m) => (m.state === 'failed' ? m : { ...m, state: 'done' })),
   }));
-  ctx.log.info('image set restored', { opId, set: set.name });
-  return cur;
+  ctx.log.info('cluster checkpoint finished', {
+    opId: op.opId,
+    set: name,
+    skewMs: done.freezeSkewMs,
+    sizeBytes: set?.value.sizeBytes,
+  });
+  await applyRetention(ctx).catch((err: unknown) =>
+    ctx.log.warn('image-set retention failed', { err }),
+  );
+  return done;
 }
 
-/** Undo a restore that did not reach `resuming`: end every restored (frozen) job, drop copies. */
-async function rollBackRestore(
+/** The one rollback exit, before `stopping`: thaw every job where it was, drop every image. */
+async function rollBackCheckpoint(
   ctx: ClusterContext,
-  op: OpHandle,
+  op: Handle,
   cause: DroverError,
 ): Promise<OperationRecord> {
-  ctx.log.warn('restore failed; rolling back', { opId: op.opId, err: cause });
+  ctx.log.warn('cluster checkpoint failed; rolling back', { opId: op.opId, err: cause });
   const cur = await op.rollingBack(cause);
+  const name = cur.imageSet;
+  const notes: string[] = [];
   await Promise.all(
-    cur.members!.map(async (m) => {
-      const there = await persist(ctx, () =>
-        ctx.agent(m.host, 'inspect', { jobId: m.jobId }),
-      ).catch(() => null);
-      if (there && there.restoredFrom === m.imageId && there.state === 'frozen') {
-        await ctx
-          .agent(m.host, 'discard', { jobId: m.jobId, note: `restore ${cur.opId} rolled back` })
-          .catch((e: unknown) => cause.suppress(e));
-      }
-      await ctx.agent(m.host, 'images-delete', { imageId: m.imageId }).catch(() => undefined);
+    cur.members.map(async (m) => {
+      // The job may still be in a dump the failed call gave up waiting for: thaw waits its turn.
+      await persist(ctx, () => ctx.agent(m.host, 'thaw', { jobId: m.jobId }, LONG_MS)).catch(
+        (err: unknown) => {
+          const e = toDroverError(err);
+          if (e.code !== ErrorCode.FailedPrecondition) notes.push(`${m.jobId}: ${e.message}`);
+        },
+      );
+      await dropLocalImage(ctx, m);
     }),
   );
-  return op.update((o) => ({
-    ...o,
-    state: 'failed',
-    phase: 'finished',
-    error: {
-      ...errorToFailure(cause),
-      message: `${cause.message}; nothing was restored (the image set is unchanged)`,
-    },
-    members: o.members!.map((m) => ({ ...m, state: 'rolled-back' })),
-  }));
+  await ctx.objects.deletePrefix(`${name}/`).catch((e: unknown) => cause.suppress(e));
+  await ctx.sets.delete(name).catch((e: unknown) => cause.suppress(e));
+  await ctx.keys.delete(name).catch((e: unknown) => cause.suppress(e));
+  return op.rolledBack(
+    cause,
+    `${cause.message}; every job was thawed where it was` +
+      (notes.length ? ` (could not thaw: ${notes.join('; ')})` : ''),
+  );
 }
 
-// ---- image sets ----
-
-/** Image sets, newest first. */
-export async function listSets(ctx: ClusterContext): Promise<ImageSet[]> {
-  const all = [...(await ctx.sets.list()).values()].map((v) => v.value);
-  return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-}
-
-export async function readSet(ctx: ClusterContext, name: string): Promise<ImageSet> {
-  const s = await ctx.sets.get(name);
-  if (!s) {
-    throw new DroverError(ErrorCode.NotFound, `no image set ${name} (see drover images ls)`, {
-      details: { name },
-    });
-  }
-  return s.value;
-}
-
-/** Delete a set's objects and its record; refused while an operation uses it. */
-export async function deleteSet(
-  ctx: ClusterContext,
-  name: string,
-): Promise<{ deleted: boolean; objects: number }> {
-  await readSet(ctx, name);
-  await refuseIfBusy(ctx, name);
-  const objects = await ctx.objects.deletePrefix(`${name}/`);
-  await ctx.sets.delete(name);
-  await ctx.keys.delete(name);
-  ctx.log.info('image set deleted', { set: name, objects });
-  return { deleted: true, objects };
-}
-
-/** Keep the newest `retention` complete sets. */
-async function applyRetention(ctx: ClusterContext): Promise<void> {
-  const complete = (await listSets(ctx)).filter((s) => s.state === 'complete');
-  for (const s of complete.slice(ctx.retention)) {
-    ctx.log.info('image set past retention', { set: s.name, retention: ctx.retention });
-    await deleteSet(ctx, s.name);
-  }
-}
-
-/** The key image set `name` is sealed with. */
-export async function setKey(ctx: ClusterContext, name: string): Promise<string> {
-  const k = await ctx.keys.get(name);
-  if (!k) {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      `the key of image set ${name} is missing; its images cannot be stored or read`,
-      { details: { name } },
-    );
-  }
-  return k.value.key;
-}
-
-/** Operations to resume after a takeover. */
-export function resumable(op: OperationRecord): boolean {
-  return (op.kind === 'checkpoint' || op.kind === 'restore') && op.state === 'running';
-}
-
-/** Resume a checkpoint or restore a previous controller left running. */
-export function resumeCluster(ctx: ClusterContext, op: OperationRecord): Promise<OperationRecord> {
-  return op.kind === 'checkpoint' ? runCheckpoint(ctx, op.opId) : runRestore(ctx, op.opId);
-}
-
-// ---- helpers ----
-
-/** Retry `fn` while it fails with a retryable error (an agent restarting), up to PERSIST_MS. */
-async function persist<T>(ctx: ClusterContext, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + (ctx.persistMs ?? PERSIST_MS);
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
-    try {
-      return await fn();
-    } catch (err) {
-      const e = toDroverError(err);
-      if (!e.retryable || Date.now() + delay > deadline) throw e;
-      ctx.log.warn('retrying', { err: e.message, inMs: delay });
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
-}
-
+/** The jobs of the cut: every running one (`--all`) or those named, each where it runs. */
 async function chooseMembers(
   ctx: ClusterContext,
   req: ControllerRequest<'checkpoint'>,
@@ -730,7 +451,7 @@ async function chooseMembers(
   }
   const out: MemberItem[] = [];
   const all = await ctx.allJobs();
-  for (const id of [...new Set(req.jobs!)]) {
+  for (const id of new Set(req.jobs)) {
     const live = all.find((j) => j.id === id && CHECKPOINTABLE.has(j.state));
     if (!live) {
       const other = all.find((j) => j.id === id && j.state !== 'exited');
@@ -750,80 +471,14 @@ async function chooseMembers(
   return out;
 }
 
-async function refuseIfBusy(ctx: ClusterContext, name: string): Promise<void> {
-  const busy = [...(await ctx.ops.list()).values()]
-    .map((v) => v.value)
-    .find((o) => o.imageSet === name && o.state === 'running');
-  if (busy) {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      `image set ${name} is in use by ${busy.kind} ${busy.opId}; wait for it (drover status ${busy.opId})`,
-      { details: { name, opId: busy.opId } },
-    );
-  }
-}
-
 /** From the first freeze to now (the thaw or the stop). */
-function frozenFor(o: OperationRecord): number | null {
-  const times = o.members!.map((m) => m.frozenAtMs).filter((t): t is number => t !== null);
+function frozenFor(o: CheckpointRecord): number | null {
+  const times = o.members.map((m) => m.frozenAtMs).filter((t): t is number => t !== null);
   return times.length ? Math.round(Date.now() - Math.min(...times)) : null;
 }
 
 function defaultSetName(): string {
   return `set-${new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
-}
-
-/** Run `fn` over `items`, `limit` at a time; after a failure nothing new starts; throws the first. */
-function forEachLimit<T>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  return forEachGrouped([items], () => limit, fn);
-}
-
-/**
- * Run `fn` over members, on each host as many at a time as `limitOf(host)` (at least 1; a
- * host that does not say: 1), every host at once; after a failure nothing new starts on any host;
- * throws the first.
- */
-export function forEachPerHost<T extends { host: string }>(
-  items: readonly T[],
-  limitOf: (host: string) => number | undefined,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  return forEachGrouped(
-    [...byHost(items).values()],
-    (group) => {
-      const n = limitOf(group[0]!.host);
-      return n !== undefined && Number.isInteger(n) && n > 0 ? n : 1;
-    },
-    fn,
-  );
-}
-
-async function forEachGrouped<T>(
-  groups: readonly (readonly T[])[],
-  limitOf: (group: readonly T[]) => number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  let failed: { err: unknown } | null = null;
-  const worker = async (queue: T[]): Promise<void> => {
-    for (let it = queue.shift(); it !== undefined && failed === null; it = queue.shift()) {
-      try {
-        await fn(it);
-      } catch (err) {
-        failed ??= { err };
-      }
-    }
-  };
-  await Promise.all(
-    groups.flatMap((group) => {
-      const queue = [...group];
-      return Array.from({ length: Math.min(limitOf(group), group.length) }, () => worker(queue));
-    }),
-  );
-  if (failed !== null) throw (failed as { err: unknown }).err;
 }
 
 /** Items by their host, hosts in order of first appearance. */
@@ -840,50 +495,4 @@ function byHost<T extends { host: string }>(items: readonly T[]): Map<string, T[
 /** Last minus first of some hosts' times, to 0.1 ms. */
 function spread(times: readonly number[]): number {
   return Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10;
-}
-
-/** Persisted updates of one operation record (compare-and-set, like the drain's). */
-class OpHandle {
-  constructor(
-    private readonly ctx: ClusterContext,
-    readonly opId: string,
-  ) {}
-
-  async read(): Promise<OperationRecord> {
-    const r = await this.ctx.ops.get(this.opId);
-    if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${this.opId}`);
-    return r.value;
-  }
-
-  async update(fn: (o: OperationRecord) => OperationRecord): Promise<OperationRecord> {
-    const r = await this.ctx.ops.mutate(this.opId, (cur) =>
-      cur ? { ...fn(cur), updatedAt: new Date().toISOString() } : null,
-    );
-    if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${this.opId}`);
-    return r.value;
-  }
-
-  member(jobId: string, patch: Partial<MemberItem>): Promise<OperationRecord> {
-    return this.update((o) => ({
-      ...o,
-      members: o.members!.map((m) => (m.jobId === jobId ? { ...m, ...patch } : m)),
-    }));
-  }
-
-  /** Record the first error and enter `rolling-back` (once: a resumed rollback keeps both). */
-  async rollingBack(cause: DroverError): Promise<OperationRecord> {
-    const cur = await this.read();
-    if (cur.phase === 'rolling-back') return cur;
-    // In full (causes, rollback errors): `drover status OP` shows why.
-    await this.update((o) => ({ ...o, error: errorToFailure(cause) }));
-    return this.phase('rolling-back');
-  }
-
-  phase(phase: ClusterPhase): Promise<OperationRecord> {
-    return this.update((o) => ({
-      ...o,
-      phase,
-      phases: [...(o.phases ?? []), { phase, atMs: Date.now() - Date.parse(o.createdAt) }],
-    }));
-  }
 }

@@ -35,16 +35,10 @@ import {
   type MigrationRecord,
   type OperationRecord,
 } from '@drover/protocol';
-import {
-  checkpointCluster,
-  deleteSet,
-  listSets,
-  readSet,
-  restoreCluster,
-  resumable,
-  resumeCluster,
-  type ClusterContext,
-} from './cluster-checkpoint.js';
+import { checkpointCluster, runCheckpoint } from './cluster-checkpoint.js';
+import type { ClusterContext } from './cluster-context.js';
+import { restoreCluster, runRestore } from './cluster-restore.js';
+import { deleteSet, listSets, readSet } from './image-sets.js';
 import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
@@ -525,9 +519,11 @@ export class Controller {
         (err: unknown) => this.log.error('resumed drain failed', { opId: op.opId, err }),
       );
     }
-    for (const op of ops.filter(resumable)) {
+    for (const op of ops.filter((o) => o.kind === 'checkpoint' || o.kind === 'restore')) {
+      if (op.state !== 'running') continue;
       this.log.info(`resuming ${op.kind}`, { opId: op.opId, set: op.imageSet, phase: op.phase });
-      void resumeCluster(this.clusterContext(), op).catch((err: unknown) =>
+      const run = op.kind === 'checkpoint' ? runCheckpoint : runRestore;
+      void run(this.clusterContext(), op.opId).catch((err: unknown) =>
         this.log.error(`resumed ${op.kind} failed`, { opId: op.opId, err }),
       );
     }

@@ -5,7 +5,8 @@
  */
 import { DroverError, ErrorCode } from '@drover/common';
 import type { ControllerReplies, ControllerRequest, ImageSetJob } from '@drover/protocol';
-import { readSet, setKey, type ClusterContext } from './cluster-checkpoint.js';
+import type { ClusterContext } from './cluster-context.js';
+import { readSet, setKey } from './image-sets.js';
 
 /** Decoding a large image reads all of its pages: give it time. */
 const DECODE_TIMEOUT_MS = 5 * 60_000;
@@ -15,7 +16,7 @@ export async function decodeSetImage(
   ctx: Pick<ClusterContext, 'sets' | 'keys' | 'hosts' | 'agent'>,
   req: ControllerRequest<'images-decode'>,
 ): Promise<ControllerReplies['images-decode']> {
-  const set = await readSet(ctx as ClusterContext, req.name);
+  const set = await readSet(ctx, req.name);
   if (set.state !== 'complete') {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
@@ -24,7 +25,7 @@ export async function decodeSetImage(
     );
   }
   const job = pickJob(set.jobs, req.job, set.name);
-  const key = await setKey(ctx as ClusterContext, set.name);
+  const key = await setKey(ctx, set.name);
   const reachable = ctx.hosts().filter((h) => h.reachable);
   const host = reachable.find((h) => h.host === job.host) ?? reachable[0];
   if (!host) {

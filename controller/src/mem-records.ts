@@ -1,6 +1,6 @@
 /** Test support: state records in memory (a StateStore's get/put/create/mutate/delete/list). */
 import { DroverError, ErrorCode } from '@drover/common';
-import type { Records } from './cluster-checkpoint.js';
+import type { Records } from './op-record.js';
 
 /** Records in a Map, each read a copy; revisions count up. */
 export class MemRecords<T> implements Records<T> {

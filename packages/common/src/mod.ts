@@ -1,4 +1,4 @@
-/** @drover/common: errors, the Logger interface, ids and event-loop lag. No I/O. */
+/** @drover/common: errors, the Logger interface, ids, event-loop lag, retrying and bounded concurrency. No I/O. */
 export { ErrorCode, DroverError, errorToJson, isDroverError, toDroverError } from './errors.js';
 export type { DroverErrorOptions, ErrorJson } from './errors.js';
 export { LogLevel, nullLogger, jsonLogger } from './logger.js';
@@ -6,3 +6,6 @@ export type { Logger, LogFields } from './logger.js';
 export { newId, newSecret } from './ids.js';
 export { eventLoopLag, watchEventLoopLag } from './loop-lag.js';
 export type { EventLoopLag } from './loop-lag.js';
+export { retry, backoff, sleep } from './retry.js';
+export type { RetryOptions } from './retry.js';
+export { forEachLimit, mapLimit, runGroups } from './pool.js';

@@ -1,0 +1,223 @@
+/**
+ * Test support: a cluster of fake agents (h1..h3) kept as state, and a `ClusterContext` over it
+ * with injected faults, for the unit tests of cluster checkpoints, restores and image sets.
+ */
+import assert from 'node:assert/strict';
+import { DroverError, ErrorCode, nullLogger } from '@drover/common';
+import type { AgentInfo, ImageSet, OperationRecord } from '@drover/protocol';
+import type { ClusterContext } from './cluster-context.js';
+import type { HostView } from './placement.js';
+import { MemRecords } from './mem-records.js';
+
+export const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+export interface FakeJob {
+  id: string;
+  host: string;
+  state: string;
+  restoredFrom: string | null;
+}
+
+/** Agents of h1..h3 as state: jobs, images on each host, the image-set objects. */
+export class FakeCluster {
+  jobs: FakeJob[] = [];
+  images = new Map<string, Set<string>>([
+    ['h1', new Set()],
+    ['h2', new Set()],
+    ['h3', new Set()],
+  ]);
+  objects = new Set<string>();
+  calls: string[] = [];
+  dumps = 0;
+  /** image id → its job (what the image's manifest says). */
+  readonly imageOwner = new Map<string, string>();
+  private clock = 1_000;
+  readonly ops = new MemRecords<OperationRecord>();
+  readonly sets = new MemRecords<ImageSet>();
+  readonly keys = new MemRecords<{ key: string }>();
+
+  constructor(placement: [string, string][]) {
+    for (const [id, host] of placement)
+      this.jobs.push({ id, host, state: 'running', restoredFrom: null });
+  }
+
+  live(id: string): FakeJob | undefined {
+    return this.jobs.find((j) => j.id === id && ['running', 'frozen'].includes(j.state));
+  }
+
+  /** How many checkpoints (dumps) ran at once on each host, at most. */
+  readonly maxDumping = new Map<string, number>();
+  private readonly dumping = new Map<string, number>();
+
+  /** One agent operation, done to the fake state. */
+  do(host: string, op: string, req: Record<string, unknown>): unknown {
+    const jobId = req['jobId'] as string | undefined;
+    this.calls.push(`${host} ${op} ${jobId ?? req['imageId'] ?? ''}`);
+    const job = this.jobs.find((j) => j.id === jobId && j.host === host && j.state !== 'gone');
+    const imgs = this.images.get(host)!;
+    switch (op) {
+      case 'preflight':
+        return { jobId, ok: true, reasons: [], files: [] };
+      case 'inspect':
+        if (!job) throw new DroverError(ErrorCode.NotFound, `no job ${jobId}`);
+        return { ...job, memoryUsageBytes: 1024 };
+      case 'freeze':
+        job!.state = 'frozen';
+        this.clock += 1.5;
+        return { ...job, frozenAtMs: this.clock };
+      case 'freeze-many': {
+        // One request per host: its jobs 0.5 ms apart on its clock, the hosts 1.5 ms apart.
+        this.clock += 1.5;
+        const ids = req['jobIds'] as string[];
+        const mine = ids.map((id) => this.jobs.find((j) => j.id === id && j.host === host));
+        if (mine.some((j) => !j || !['running', 'frozen'].includes(j.state)))
+          throw new DroverError(ErrorCode.FailedPrecondition, `a job on ${host} is not running`);
+        this.calls[this.calls.length - 1] += ids.join(',');
+        return {
+          jobs: mine.map((j, i) => ({
+            ...j!,
+            state: (j!.state = 'frozen'),
+            frozenAtMs: this.clock + i / 2,
+          })),
+        };
+      }
+      case 'thaw':
+        if (!job || !['running', 'frozen'].includes(job.state))
+          throw new DroverError(ErrorCode.FailedPrecondition, `job ${jobId} is not running`);
+        job.state = 'running';
+        return job;
+      case 'checkpoint': {
+        const id = req['imageId'] as string;
+        if (imgs.has(id)) throw new DroverError(ErrorCode.AlreadyExists, `image ${id} exists`);
+        assert.equal(job!.state, 'frozen', 'dumped a job that was not frozen');
+        imgs.add(id);
+        this.imageOwner.set(id, jobId!);
+        this.dumps++;
+        return { imageId: id, dumpMs: 7, sizeBytes: 100 };
+      }
+      case 'images-list':
+        return { images: [...imgs].map((imageId) => ({ imageId, dumpMs: 7, sizeBytes: 100 })) };
+      case 'images-delete':
+        return { deleted: imgs.delete(req['imageId'] as string) };
+      case 'image-push':
+        assert.ok(imgs.has(req['imageId'] as string), 'pushed an image that is not there');
+        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'pushed without the set key');
+        this.objects.add(`${req['prefix'] as string}/core.img`);
+        return {
+          files: [{ name: 'core.img', size: 100, sha256: 'a'.repeat(64) }],
+          sizeBytes: 100,
+          durationMs: 1,
+        };
+      case 'image-fetch':
+        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'fetched without the set key');
+        assert.ok(this.objects.has(`${req['prefix'] as string}/core.img`), 'fetched no object');
+        imgs.add(req['imageId'] as string);
+        return { imageId: req['imageId'], durationMs: 1 };
+      case 'restore': {
+        const id = req['imageId'] as string;
+        assert.ok(imgs.has(id), 'restored an image that is not on the host');
+        // The agent reads the job from the image's manifest.
+        const jobIdOf = this.imageOwner.get(id)!;
+        this.jobs = this.jobs.filter((j) => !(j.id === jobIdOf && j.host === host));
+        this.jobs.push({ id: jobIdOf, host, state: 'frozen', restoredFrom: id });
+        return {};
+      }
+      case 'discard':
+        if (job && ['running', 'frozen'].includes(job.state))
+          job.state = req['imageId'] ? 'checkpointed' : 'exited';
+        return job;
+      default:
+        throw new Error(`fake agent has no ${op}`);
+    }
+  }
+
+  /**
+   * A controller over this cluster. `fault(host, op, jobId)` may return 'fail' (the agent
+   * reports an error), 'die' (the agent does the work, then this controller dies: every call from
+   * now on never returns) or nothing.
+   */
+  context(
+    fault: (
+      host: string,
+      op: string,
+      jobId: string | undefined,
+    ) => 'fail' | 'die' | 'unknown-op' | void = () => {},
+    cpus: Record<string, number> = {},
+  ): ClusterContext {
+    let dead = false;
+    const hang = new Promise<never>(() => {});
+    const views: HostView[] = ['h1', 'h2', 'h3'].map((h) => ({
+      host: h,
+      info: {
+        host: h,
+        cpus: cpus[h],
+        cpuFlags: ['sse2'],
+        memory: { totalBytes: 8 * 2 ** 30, availableBytes: 4 * 2 ** 30 },
+        criu: { version: '4.2', lazyPages: true, memTrack: false },
+        jobs: [],
+      } as unknown as AgentInfo,
+      cordoned: false,
+      reachable: true,
+      lastSeenMs: 0,
+    }));
+    const ctx: ClusterContext = {
+      ops: this.ops,
+      sets: this.sets,
+      keys: this.keys,
+      objects: {
+        deletePrefix: async (prefix) => {
+          const gone = [...this.objects].filter((o) => o.startsWith(prefix));
+          for (const o of gone) this.objects.delete(o);
+          return gone.length;
+        },
+      },
+      log: nullLogger,
+      retention: 10,
+      hosts: () => views,
+      agent: async (host, op, req) => {
+        if (dead) return hang;
+        await Promise.resolve();
+        const r = req as Record<string, unknown>;
+        const f = fault(host, op, r['jobId'] as string | undefined);
+        if (f === 'fail') throw new DroverError(ErrorCode.Criu, `injected: ${op} on ${host}`);
+        if (f === 'unknown-op')
+          throw new DroverError(ErrorCode.NotFound, `unknown operation ${op}`);
+        if (op === 'checkpoint') {
+          // A dump takes a while: see how many overlap on this host.
+          const now = (this.dumping.get(host) ?? 0) + 1;
+          this.dumping.set(host, now);
+          this.maxDumping.set(host, Math.max(now, this.maxDumping.get(host) ?? 0));
+          for (let i = 0; i < 5; i++) await tick();
+          this.dumping.set(host, (this.dumping.get(host) ?? 1) - 1);
+        }
+        const out = this.do(host, op, r);
+        if (f === 'die') {
+          dead = true;
+          return hang;
+        }
+        return out as never;
+      },
+      whereIs: async (jobId) => {
+        const j = this.live(jobId);
+        return j ? { host: j.host, state: j.state } : null;
+      },
+      allJobs: async () =>
+        this.jobs.map((j) => ({ host: j.host, id: j.id, name: j.id, state: j.state })),
+      usableHost: (host) => {
+        if (!views.some((v) => v.host === host))
+          throw new DroverError(ErrorCode.NotFound, `no host ${host}`);
+      },
+      claimAddress: async () => undefined,
+    };
+    return ctx;
+  }
+}
+
+export const three = (): FakeCluster =>
+  new FakeCluster([
+    ['a', 'h1'],
+    ['b', 'h2'],
+    ['c', 'h3'],
+  ]);
+
+export const phasesOf = (o: OperationRecord): string[] => (o.phases ?? []).map((p) => p.phase);
