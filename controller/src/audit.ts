@@ -23,9 +23,6 @@ import {
 /** What replaces a secret in a recorded request. */
 export const REDACTED = '***';
 
-/** The audit stream's name. */
-export const AUDIT_STREAM = 'DROVER_AUDIT';
-
 /** Space the audit stream reserves in JetStream: about 500,000 records; the oldest go first. */
 export const AUDIT_MAX_BYTES = 256 * 1024 ** 2;
 

@@ -21,6 +21,7 @@ import {
 import {
   HEARTBEAT_WILDCARD,
   fitBytes,
+  hostEventWildcard,
   pageOf,
   type AgentInfo,
   type AgentOp,
@@ -612,7 +613,7 @@ export class Controller {
     const events = await readHistory(this.stores.events, {
       limit: req.limit ?? 100,
       ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
-      ...(req.host !== undefined ? { subjectFilter: `drover.evt.${req.host}.>` } : {}),
+      ...(req.host !== undefined ? { subjectFilter: hostEventWildcard(req.host) } : {}),
       ...(req.newest !== undefined ? { newest: req.newest } : {}),
       ...(req.fold !== undefined ? { fold: req.fold } : {}),
     });

@@ -17,13 +17,15 @@ import {
 } from '@drover/bus';
 import { DroverError, nullLogger, type Logger } from '@drover/common';
 import {
+  AUDIT_STREAM,
   AUDIT_SUBJECT_PREFIX,
+  CONTROLLER_BUCKETS as B,
   IMAGE_SET_BUCKET,
   type ImageSet,
   type OperationRecord,
 } from '@drover/protocol';
 import { serveMetrics, type MetricsServer } from '@drover/metrics';
-import { Audit, AUDIT_MAX_BYTES, AUDIT_STREAM } from './audit.js';
+import { Audit, AUDIT_MAX_BYTES } from './audit.js';
 import type { ControllerConfig } from './config.js';
 import { Controller } from './controller.js';
 import type { KnownHost } from './known-hosts.js';
@@ -61,24 +63,24 @@ export async function startController(
     const opts = { replicas: config.replicas } as const;
     // A NATS cluster still forming has no peers to place R3 state on yet: wait for it (30 s).
     const leases = await whileForming(() =>
-      StateStore.open<LeaseRecord>(bus, { bucket: 'drover_leases', ...opts }),
+      StateStore.open<LeaseRecord>(bus, { bucket: B.leases, ...opts }),
     );
     const cordons = await StateStore.open<{ cordoned: boolean }>(bus, {
-      bucket: 'drover_cordons',
+      bucket: B.cordons,
       ...opts,
     });
-    const ops = await StateStore.open<OperationRecord>(bus, { bucket: 'drover_ops', ...opts });
-    const sets = await StateStore.open<ImageSet>(bus, { bucket: 'drover_imagesets', ...opts });
+    const ops = await StateStore.open<OperationRecord>(bus, { bucket: B.ops, ...opts });
+    const sets = await StateStore.open<ImageSet>(bus, { bucket: B.imageSets, ...opts });
     const keys = await StateStore.open<{ key: string }>(bus, {
-      bucket: 'drover_imagekeys',
+      bucket: B.imageKeys,
       ...opts,
     });
-    const hosts = await StateStore.open<KnownHost>(bus, { bucket: 'drover_hosts', ...opts });
+    const hosts = await StateStore.open<KnownHost>(bus, { bucket: B.hosts, ...opts });
     const addresses = await StateStore.open<AddressRecord>(bus, {
-      bucket: 'drover_addresses',
+      bucket: B.addresses,
       ...opts,
     });
-    const names = await StateStore.open<NameRecord>(bus, { bucket: 'drover_names', ...opts });
+    const names = await StateStore.open<NameRecord>(bus, { bucket: B.names, ...opts });
     const objects = await ObjectFiles.open(bus, {
       bucket: IMAGE_SET_BUCKET,
       create: true,

@@ -13,11 +13,9 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, nuid } from '@nats-io/nats-core';
 import { DroverError, ErrorCode } from '@drover/common';
+import { EVENT_STREAM, EVENT_SUBJECT_PREFIX } from '@drover/protocol';
 import type { Bus } from './connection.js';
 import { CREATE_RACE_CODES, retryUnavailable } from './state-store.js';
-
-/** Subjects the log captures. */
-export const EVENT_SUBJECT_PREFIX = 'drover.evt.';
 
 /** How to open (or create) the event log. Limits apply only when the stream is created. */
 export interface EventLogOptions {
@@ -84,7 +82,7 @@ export class EventLog {
 
   /** Open the stream, creating it if missing. UNAVAILABLE (retryable) when JetStream does not answer. */
   static async open(bus: Bus, options: EventLogOptions = {}): Promise<EventLog> {
-    const stream = options.stream ?? 'DROVER_EVENTS';
+    const stream = options.stream ?? EVENT_STREAM;
     const prefix = options.subjectPrefix ?? EVENT_SUBJECT_PREFIX;
     const timeout = options.timeoutMs ?? 2000;
     const retryForMs = options.retryForMs ?? 30_000;

@@ -8,7 +8,7 @@ export { StateStore, validateKey } from './state-store.js';
 export type { StateStoreOptions, Versioned, MutateOptions, WatchOptions } from './state-store.js';
 export { Lease, LeaseKeeper } from './lease.js';
 export type { LeaseRecord, LeaseOptions, LeaseKeeperOptions } from './lease.js';
-export { EventLog, EVENT_SUBJECT_PREFIX } from './event-log.js';
+export { EventLog } from './event-log.js';
 export type { EventLogOptions, ReadOptions, LoggedEvent } from './event-log.js';
 export { serveControllerApi, ControllerClient } from './controller-rpc.js';
 export { callAllPages } from './controller-pages.js';

@@ -3,7 +3,7 @@
  * types beside it. Both the agent (server) and its clients import these definitions.
  */
 import { pageFields } from './paging.js';
-import { ID_PATTERN, ID_WHAT } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './names.js';
 import { IPV4_PATTERN, JOB_ADDRESS_SCHEMA, type JobNetwork } from './job-network.js';
 import { MigrationOps, type MigrationReplies } from './migration-api.js';
 import {
@@ -150,9 +150,6 @@ export interface ImageFile {
   /** Hex SHA-256 of the file's bytes, computed by the agent that read it. */
   sha256: string;
 }
-
-/** The JetStream object bucket that holds image sets (the controller creates it). */
-export const IMAGE_SET_BUCKET = 'drover_images';
 
 /** An image set's key on the wire: base64 of 32 random bytes (AES-256-GCM). */
 export const IMAGE_KEY_PATTERN = /^[A-Za-z0-9+/]{43}=$/;

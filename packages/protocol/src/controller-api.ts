@@ -1,4 +1,4 @@
-/** The controller's request/reply API (`drover.ctl.<op>`), used by the `drover` CLI. */
+/** The controller's request/reply API (`drover.ctl.<op>`: names.ts), used by the `drover` CLI. */
 import {
   AgentOps,
   LOG_RANGE,
@@ -12,45 +12,14 @@ import {
 import type { Failure } from './failure.js';
 import type { ImageContents } from './image-contents.js';
 import { signalSchema } from './signals.js';
-import { IDENTITY_NAME_PATTERN, isRole, type Identity } from './identity.js';
+import { IDENTITY_NAME_PATTERN } from './identity.js';
 import { MIGRATION_MODES, type MigrationRecord } from './migration-api.js';
-import { ID_PATTERN, ID_WHAT } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './names.js';
 import { IPV4_PATTERN, type JobNetwork } from './job-network.js';
 import { arr, bool, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
 import { pageFields } from './paging.js';
 
 const id = (): Schema<string> => str({ min: 1, max: 63, pattern: ID_PATTERN, what: ID_WHAT });
-
-/**
- * The subject of controller operation `op` asked by `caller`: `drover.ctl.<op>.<role>.<name>`.
- * NATS lets each identity publish only with its own role and name (roles.ts), so the controller
- * knows who asks from the subject alone. Without a caller (a client with no certificate, on a
- * NATS without TLS) the subject is `drover.ctl.<op>`. `caller` may hold `*` wildcards.
- */
-export function controllerSubject(
-  op: string,
-  caller?: { readonly role: string; readonly name: string },
-): string {
-  return caller ? `drover.ctl.${op}.${caller.role}.${caller.name}` : `drover.ctl.${op}`;
-}
-
-/** Every controller subject. */
-export const CONTROLLER_WILDCARD = 'drover.ctl.>';
-
-/** Subjects of the audit stream: `drover.audit.<role>.<name>.<op>`; only controllers publish there. */
-export const AUDIT_SUBJECT_PREFIX = 'drover.audit.';
-
-/** The caller token pair of a request that named nobody (no certificate, plain NATS). */
-export const ANONYMOUS_CALLER = { role: 'anonymous', name: 'anonymous' } as const;
-
-/** The audit subject of `op` asked by `caller` (wildcards allowed, for filters). */
-export function auditSubject(
-  caller: { readonly role: string; readonly name: string } | null,
-  op: string,
-): string {
-  const c = caller ?? ANONYMOUS_CALLER;
-  return `${AUDIT_SUBJECT_PREFIX}${c.role}.${c.name}.${op}`;
-}
 
 /**
  * One record of the audit stream. Each request that changes something gets two, sharing `id`:
@@ -77,19 +46,6 @@ export interface AuditEntry {
   message?: string;
   resultId?: string;
   durationMs?: number;
-}
-
-/** Who asked, as a controller subject names it (null when it names nobody). */
-export function parseControllerSubject(subject: string): {
-  op: string;
-  caller: Identity | null;
-} | null {
-  const t = subject.split('.');
-  if (t[0] !== 'drover' || t[1] !== 'ctl' || t[2] === undefined) return null;
-  if (t.length === 3) return { op: t[2], caller: null };
-  const [role, name] = [t[3] ?? '', t[4] ?? ''];
-  if (t.length !== 5 || !isRole(role) || !IDENTITY_NAME_PATTERN.test(name)) return null;
-  return { op: t[2], caller: { role, name } };
 }
 
 /** A host as the controller sees it. */

@@ -1,7 +1,7 @@
 /** Live migration between agents: modes, states, records and the messages agents exchange. */
 import type { Failure } from './failure.js';
 import { commandSchema } from './command.js';
-import { ID_PATTERN, ID_WHAT } from './subjects.js';
+import { ID_PATTERN, ID_WHAT } from './names.js';
 import { arr, bool, dict, int, obj, oneOf, opt, str, type Schema } from './schema.js';
 import { JOB_ADDRESS_SCHEMA, macFor, type JobNetwork } from './job-network.js';
 import { CHECKPOINT_OPTIONS_SCHEMA, type CheckpointOptions } from './checkpoint-options.js';

@@ -1,8 +1,8 @@
-/** @drover/protocol: NATS subjects, message schemas and validation, the Failure codec. No I/O. */
+/** @drover/protocol: NATS names (subjects, streams, buckets), message schemas and validation, the Failure codec. No I/O. */
 export * from './schema.js';
 export * from './failure.js';
 export * from './envelope.js';
-export * from './subjects.js';
+export * from './names.js';
 export * from './job-network.js';
 export * from './checkpoint-options.js';
 export * from './agent-api.js';

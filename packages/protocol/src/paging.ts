@@ -4,7 +4,7 @@
  * next page starts (`next`, null on the last page). Pure functions; each list's order is its own.
  */
 import { int, opt, str, type OptionalSchema } from './schema.js';
-import { ID_PATTERN } from './subjects.js';
+import { ID_PATTERN } from './names.js';
 
 /** The most item bytes one reply carries: well under the 1 MiB message limit. */
 export const PAGE_BYTES = 768 * 1024;

@@ -4,23 +4,23 @@
  * server configuration is generated from it (`@drover/certs`), and clients take their inbox
  * prefix from it.
  */
-import { IMAGE_SET_BUCKET, type AgentOp } from './agent-api.js';
+import type { AgentOp } from './agent-api.js';
 import type { Identity } from './identity.js';
-import {
-  AUDIT_SUBJECT_PREFIX,
-  CONTROLLER_WILDCARD,
-  controllerSubject,
-  type ControllerOp,
-} from './controller-api.js';
+import type { ControllerOp } from './controller-api.js';
 import {
   agentSubject,
   agentWildcard,
+  AUDIT_SUBJECT_PREFIX,
+  CONTROLLER_WILDCARD,
+  controllerSubject,
   EVENT_WILDCARD,
   HEARTBEAT_WILDCARD,
   heartbeatSubject,
+  hostEventWildcard,
+  IMAGE_SET_BUCKET,
   LIVENESS_WILDCARD,
   livenessSubject,
-} from './subjects.js';
+} from './names.js';
 
 /**
  * Where an identity's replies arrive. The controller uses the default `_INBOX`; everyone else
@@ -131,7 +131,7 @@ export function permissionsOf(id: Identity): SubjectPermissions {
       return {
         publish: [
           heartbeatSubject(id.name),
-          `drover.evt.${id.name}.>`,
+          hostEventWildcard(id.name),
           ...AGENT_PEER_OPS.map((op) => agentSubject('*', op)),
           '$JS.API.INFO',
           ...streamApi(objectStream),
