@@ -9,15 +9,7 @@ import {
   type ObjectFiles,
   type StateStore,
 } from '@drover/bus';
-import {
-  DroverError,
-  ErrorCode,
-  newId,
-  newSecret,
-  nullLogger,
-  toDroverError,
-  type Logger,
-} from '@drover/common';
+import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
 import {
   HEARTBEAT_WILDCARD,
   fitBytes,
@@ -32,30 +24,37 @@ import {
   type ControllerRequest,
   type HostStatus,
   type ImageSet,
-  type MigrationMode,
-  type MigrationRecord,
   type OperationRecord,
 } from '@drover/protocol';
-import { checkpointCluster, runCheckpoint } from './cluster-checkpoint.js';
+import { checkpointCluster } from './cluster-checkpoint.js';
 import type { ClusterContext } from './cluster-context.js';
-import { restoreCluster, runRestore } from './cluster-restore.js';
-import { deleteSet, listSets, readSet } from './image-sets.js';
+import { restoreCluster } from './cluster-restore.js';
+import { deleteSet, readSet, setsPage } from './image-sets.js';
 import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
 import { locate, whereIs, type Locator } from './locate.js';
-import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
-import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
+import { allJobs, jobsPage, type JobsSource } from './listing.js';
+import { runMigrate } from './migrate-op.js';
+import { newOperation } from './op-record.js';
+import {
+  clusterContext,
+  drainContext,
+  migrateContext,
+  resumeOperations,
+  type OperationsHost,
+} from './operations.js';
 import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
+import { knownHost, toStatus, usableHost } from './host-access.js';
+import { JobAddresses } from './job-addresses.js';
 import type { JobNetworkConfig } from './config.js';
-import { drainHost, runDrain, type DrainContext } from './drain.js';
+import { drainHost } from './drain.js';
 import { readHistory } from './event-history.js';
 import { decodeSetImage } from './image-decode.js';
 import {
   allRecords,
   currentJobs,
-  isLive,
   pruneJobs,
   removeJobs,
   type RecordsAccess,
@@ -87,20 +86,6 @@ export interface ControllerStores {
 const WATCHED_CALL_MS = 30_000;
 /** How often the image store is swept of chunks no object refers to. */
 const ORPHAN_SWEEP_MS = 10 * 60_000;
-/** A migration may take long (post-copy of a big job pulls pages after the switch). */
-const MIGRATE_TIMEOUT_MS = 15 * 60_000;
-/** How long one agent may take to take the table of names. */
-const NAMES_TIMEOUT_MS = 5000;
-/** How often addresses and names of ended jobs are looked for and released. */
-const RECONCILE_MS = 15_000;
-/** Agent refusals after which nothing was started (the reservation can go back at once). */
-const REFUSED = new Set<string>([
-  ErrorCode.InvalidArgument,
-  ErrorCode.FailedPrecondition,
-  ErrorCode.AlreadyExists,
-  ErrorCode.NotFound,
-  ErrorCode.PermissionDenied,
-]);
 
 /** One controller's view and actions. */
 export class Controller {
@@ -113,10 +98,7 @@ export class Controller {
   private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
   private readonly metrics: ControllerMetrics | null;
-  readonly addresses: AddressBook;
-  private reconciler: NodeJS.Timeout | null = null;
-  /** Name tables go out one at a time, in order: the last one sent is the newest. */
-  private namesSent: Promise<void> = Promise.resolve();
+  private readonly addresses: JobAddresses;
 
   constructor(
     private readonly bus: Bus,
@@ -135,10 +117,11 @@ export class Controller {
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
     this.liveness = new Liveness(bus, this.registry, options.unreachableAfterMs, this.log);
-    this.addresses = new AddressBook(
-      stores.addresses,
-      stores.names,
-      options.jobNetwork ?? null,
+    this.addresses = new JobAddresses(
+      new AddressBook(stores.addresses, stores.names, options.jobNetwork ?? null, this.log),
+      this.registry,
+      stores.sets,
+      (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
       this.log,
     );
   }
@@ -162,8 +145,7 @@ export class Controller {
       );
     }, ORPHAN_SWEEP_MS);
     this.orphanSweeper.unref();
-    this.reconciler = setInterval(() => void this.reconcileAddresses(), RECONCILE_MS);
-    this.reconciler.unref();
+    this.addresses.start();
   }
 
   /**
@@ -179,64 +161,7 @@ export class Controller {
     this.known?.stop();
     this.stopHeartbeats?.();
     this.liveness.stop();
-    if (this.reconciler) clearInterval(this.reconciler);
-  }
-
-  /**
-   * Release the addresses and names of jobs that ended for good (address-book.ts); tell the
-   * agents when names went. Errors are logged: the next round tries again.
-   */
-  async reconcileAddresses(): Promise<string[]> {
-    try {
-      const listedFromMs = Date.now();
-      const hosts = this.registry.list();
-      let allHostsReachable = hosts.every((h) => h.reachable);
-      const jobs: ClusterJob[] = [];
-      for (const h of hosts.filter((x) => x.reachable)) {
-        const got = await jobsOfHost((r) => this.agent(h.host, 'list', r)).catch(() => null);
-        if (got === null) allHostsReachable = false;
-        else jobs.push(...got);
-      }
-      const inImageSets = new Set(
-        [...(await this.stores.sets.list()).values()].flatMap((v) =>
-          v.value.jobs.map((j) => j.jobId),
-        ),
-      );
-      const released = await this.addresses.reconcile({
-        jobs,
-        allHostsReachable,
-        inImageSets,
-        listedFromMs,
-      });
-      if (released.length) await this.publishNames();
-      return released;
-    } catch (err) {
-      this.log.warn('cannot reconcile job addresses', { err });
-      return [];
-    }
-  }
-
-  /**
-   * Send every reachable agent the table of named jobs (for its jobs' /etc/hosts). Resolves once
-   * sent (failures are logged: the next change, or the host's next join, sends it again).
-   */
-  publishNames(only?: string): Promise<void> {
-    this.namesSent = this.namesSent
-      .then(async () => {
-        const names = await this.addresses.table();
-        const hosts = this.registry
-          .list()
-          .filter((h) => h.reachable && (only === undefined || h.host === only));
-        await Promise.all(
-          hosts.map((h) =>
-            this.agent(h.host, 'names-set', { names }, NAMES_TIMEOUT_MS).catch((err: unknown) =>
-              this.log.warn('cannot send names', { host: h.host, err }),
-            ),
-          ),
-        );
-      })
-      .catch((err: unknown) => this.log.warn('cannot send names', { err }));
-    return this.namesSent;
+    this.addresses.stop();
   }
 
   private heartbeat(info: AgentInfo): void {
@@ -245,7 +170,7 @@ export class Controller {
     this.known?.heardFrom(info.host);
     if (!known) {
       this.log.info('host joined', { host: info.host });
-      void this.publishNames(info.host);
+      void this.addresses.publishNames(info.host);
       // Its cordon survives controller restarts: read it back.
       void this.stores.cordons.get(info.host).then(
         (c) => {
@@ -333,43 +258,18 @@ export class Controller {
       const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
       return { ...job, placement: explanation };
     }
-    const jobId = spec.jobId ?? newId('job');
-    // An automatic address that something outside Drover answers for is skipped (a few times).
-    for (let attempt = 0; ; attempt++) {
-      const network = await this.addresses.reserve(jobId, spec.name ?? null, wantedAddress);
-      try {
-        const job = await this.agent(host, 'run', {
-          ...(spec as AgentRequest<'run'>),
-          jobId,
-          network,
-        });
-        await this.addresses.confirm(network.address, jobId);
-        // Once run returns, every job can resolve the new name.
-        if (spec.name !== undefined) await this.publishNames();
-        return { ...job, placement: explanation };
-      } catch (err) {
-        const e = toDroverError(err);
-        const inUse =
-          e.code === ErrorCode.AlreadyExists && e.details['reason'] === 'address-in-use';
-        if (inUse && wantedAddress === undefined && attempt < 3) {
-          this.log.warn('address answered on the segment; trying another', {
-            address: network.address,
-            details: e.details,
-          });
-          await this.addresses.markForeign(network.address, jobId);
-          continue;
-        }
-        // Refused by the agent: nothing started. Otherwise the outcome is unknown and the
-        // reservation stays until reconciling finds the job (or finds it gone).
-        if (REFUSED.has(e.code)) await this.addresses.release(network.address, jobId);
-        throw e;
-      }
-    }
+    const job = await this.addresses.run(
+      host,
+      spec.jobId ?? newId('job'),
+      spec as AgentRequest<'run'>,
+      wantedAddress,
+    );
+    return { ...job, placement: explanation };
   }
 
   /** Where the job named `name` is on the job network. */
   async resolve(req: ControllerRequest<'resolve'>): Promise<ControllerReplies['resolve']> {
-    const r = await this.addresses.resolve(req.name);
+    const r = await this.addresses.book.resolve(req.name);
     return { name: r.name, address: r.address, jobId: r.jobId };
   }
 
@@ -447,25 +347,20 @@ export class Controller {
       destination = p.host;
       explanation = p.explanation;
     }
-    const now = new Date().toISOString();
     const { opId, ...asked } = req;
-    return runMigrate(this.migrateContext(), {
-      opId: opId ?? newId('op'),
-      kind: 'migrate',
-      state: 'running',
-      createdAt: now,
-      updatedAt: now,
-      request: { ...asked, source, destination },
-      placement: explanation,
-      migration: null,
-      error: null,
-    });
+    return runMigrate(
+      migrateContext(this.operationsHost()),
+      newOperation('migrate', opId ?? newId('op'), {
+        request: { ...asked, source, destination },
+        placement: explanation,
+      }),
+    );
   }
 
   /** Cordon `host` and move every job off it. */
   async drain(req: ControllerRequest<'drain'>): Promise<OperationRecord> {
     this.knownHost(req.host);
-    return drainHost(this.drainContext(), req.host, req.parallel ?? 2);
+    return drainHost(drainContext(this.operationsHost()), req.host, req.parallel ?? 2);
   }
 
   /** Checkpoint a set of jobs across hosts as one consistent cut, stored as an image set. */
@@ -482,17 +377,7 @@ export class Controller {
   async imagesList(
     req: ControllerRequest<'images-list'> = {},
   ): Promise<ControllerReplies['images-list']> {
-    const sets = await listSets(this.clusterContext());
-    const at = req.after === undefined ? -1 : sets.findIndex((s) => s.name === req.after);
-    if (req.after !== undefined && at < 0) {
-      throw new DroverError(ErrorCode.NotFound, `no image set ${req.after} to page after`, {
-        details: { after: req.after },
-      });
-    }
-    const rest = sets.slice(at + 1);
-    const p = fitBytes(rest.slice(0, req.limit ?? rest.length));
-    const more = p.cut || (req.limit !== undefined && rest.length > req.limit);
-    return { sets: p.items, next: more ? (p.items.at(-1)?.name ?? null) : null };
+    return setsPage(this.clusterContext(), req);
   }
 
   imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {
@@ -506,102 +391,38 @@ export class Controller {
   }
 
   /** Finish the operations a previous controller left running (called once acting). */
-  async resumeOperations(): Promise<void> {
-    const ops = [...(await this.stores.ops.list()).values()].map((v) => v.value);
-    for (const op of ops.filter((o) => o.kind === 'migrate' && o.state === 'running')) {
-      this.log.info('reconciling migration', { opId: op.opId, request: op.request });
-      void reconcileMigrate(this.migrateContext(), op.opId).catch((err: unknown) =>
-        this.log.error('reconciling a migration failed', { opId: op.opId, err }),
-      );
-    }
-    for (const op of ops.filter((o) => o.kind === 'drain' && o.state === 'running')) {
-      this.log.info('resuming drain', { opId: op.opId, host: op.host });
-      void runDrain(this.drainContext(), op.opId, Number(op.request['parallel'] ?? 2)).catch(
-        (err: unknown) => this.log.error('resumed drain failed', { opId: op.opId, err }),
-      );
-    }
-    for (const op of ops.filter((o) => o.kind === 'checkpoint' || o.kind === 'restore')) {
-      if (op.state !== 'running') continue;
-      this.log.info(`resuming ${op.kind}`, { opId: op.opId, set: op.imageSet, phase: op.phase });
-      const run = op.kind === 'checkpoint' ? runCheckpoint : runRestore;
-      void run(this.clusterContext(), op.opId).catch((err: unknown) =>
-        this.log.error(`resumed ${op.kind} failed`, { opId: op.opId, err }),
-      );
-    }
+  resumeOperations(): Promise<void> {
+    return resumeOperations(this.operationsHost());
   }
 
-  private clusterContext(): ClusterContext {
+  /** What the operations use of this controller (operations.ts). */
+  private operationsHost(): OperationsHost {
     return {
       ops: this.stores.ops,
       sets: this.stores.sets,
       keys: this.stores.keys,
       objects: this.stores.objects,
       log: this.log,
-      retention: this.imageRetention,
-      hosts: () => this.views(),
+      imageRetention: this.imageRetention,
+      metrics: this.metrics,
+      addresses: this.addresses,
+      views: () => this.views(),
       agent: (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
-      whereIs: (jobId) => this.whereIs(jobId),
-      allJobs: async () => (await allJobs(this.jobsSource())).jobs,
+      whereIs: (jobId) => whereIs(this.locator(), jobId),
       usableHost: (host) => void this.usableHost(host),
-      claimAddress: async (jobId, name, network) => {
-        await this.addresses.claim(jobId, name, network);
-        if (name !== null && network.mode === 'job') await this.publishNames();
-      },
+      cordon: async (host) => void (await this.cordon({ host }, true)),
+      allJobs: () => this.jobRecords(),
     };
   }
 
-  /** Where a job's processes are now (locate.ts). */
-  private whereIs(jobId: string): Promise<{ host: string; state: string } | null> {
-    return whereIs(this.locator(), jobId);
+  private clusterContext(): ClusterContext {
+    return clusterContext(this.operationsHost());
   }
 
   private locator(): Locator {
     return {
       hosts: () => this.registry.list(),
       inspect: (host, jobId) => this.agent(host, 'inspect', { jobId }),
-    };
-  }
-
-  private migrateContext(): MigrateContext {
-    return {
-      ops: this.stores.ops,
-      log: this.log,
-      migrate: (source, jobId, destination, mode) =>
-        this.authorizedMigrate(source, jobId, destination, mode),
-      whereIs: (jobId) => this.whereIs(jobId),
-      migrations: async (host) => (await this.agent(host, 'migrations-list', {})).migrations,
-    };
-  }
-
-  private drainContext(): DrainContext {
-    return {
-      ops: this.stores.ops,
-      log: this.log,
-      hosts: () => this.views(),
-      cordon: async (host) => void (await this.cordon({ host }, true)),
-      jobsOn: async (host) => {
-        const jobs = await jobsOfHost((r) => this.agent(host, 'list', r));
-        const live = jobs.filter(isLive);
-        return Promise.all(
-          live.map(async (j) => ({
-            id: j.id,
-            name: j.name,
-            memoryBytes:
-              (await this.agent(host, 'inspect', { jobId: j.id }).catch(() => null))
-                ?.memoryUsageBytes ?? 0,
-          })),
-        );
-      },
-      whereIs: (jobId) => this.whereIs(jobId),
-      blockers: async (host, jobId) => {
-        const r = await this.agent(host, 'preflight', { jobId });
-        return r.reasons.map((x) => `${x.code}: ${x.message}`);
-      },
-      migrate: async (source, jobId, destination) => {
-        const { record, error } = await this.authorizedMigrate(source, jobId, destination);
-        if (error) throw error;
-        return { migrationId: record!.migrationId, frozenMs: record!.stats.frozenMs };
-      },
     };
   }
 
@@ -646,90 +467,17 @@ export class Controller {
 
   // ---- helpers ----
 
-  /**
-   * Authorize the migration on the destination with a fresh ticket, then ask the source to
-   * migrate with it: a destination takes only migrations the controller allowed (an agent
-   * cannot push a job onto a peer by itself). A failed migration comes back with the source's
-   * record of it when there is one (its phases, CRIU's error lines), found by the same ticket.
-   */
-  private async authorizedMigrate(
-    source: string,
-    jobId: string,
-    destination: string,
-    mode?: MigrationMode,
-  ): Promise<{ record: MigrationRecord | null; error: DroverError | null }> {
-    const ticket = newSecret();
-    try {
-      await this.agent(destination, 'migrate-authorize', { jobId, source, ticket });
-      const record = await this.agent(
-        source,
-        'migrate',
-        { jobId, destination, ticket, ...(mode ? { mode } : {}) },
-        MIGRATE_TIMEOUT_MS,
-      );
-      this.metrics?.migration('done', record, mode);
-      return { record, error: null };
-    } catch (err) {
-      const error = toDroverError(err);
-      const record = await this.agent(source, 'migrate-find', { jobId, ticket }, 10_000).catch(
-        () => null,
-      );
-      // Refused before anything was frozen (preflight, capacity, a mode the hosts lack).
-      const refused = error.code === ErrorCode.FailedPrecondition && record === null;
-      this.metrics?.migration(refused ? 'refused' : 'failed', record, mode);
-      this.log.warn('migration failed', { jobId, source, destination, err: error });
-      return { record, error };
-    }
-  }
-
   private views(): HostView[] {
     return this.registry.list();
   }
 
   private knownHost(host: string): HostView {
-    const h = this.registry.get(host);
-    if (!h && this.known?.has(host)) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `host ${host} is unreachable (no heartbeat since this controller started)`,
-        { details: { host } },
-      );
-    }
-    if (!h) {
-      throw new DroverError(
-        ErrorCode.NotFound,
-        `no host ${host} (known: ${
-          this.registry
-            .list()
-            .map((x) => x.host)
-            .join(', ') || 'none'
-        })`,
-        {
-          details: { host },
-        },
-      );
-    }
-    return h;
+    return knownHost(this.registry, this.known, host);
   }
 
   /** A host that may receive work: known, reachable, not cordoned. */
   private usableHost(host: string): HostView {
-    const h = this.knownHost(host);
-    if (!h.reachable) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `host ${host} is unreachable (no heartbeat lately)`,
-        { details: { host } },
-      );
-    }
-    if (h.cordoned) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `host ${host} is cordoned; uncordon it first`,
-        { details: { host } },
-      );
-    }
-    return h;
+    return usableHost(this.registry, this.known, host);
   }
 
   /** The host a job lives on, confirmed by that host's agent (locate.ts). */
@@ -748,14 +496,4 @@ export class Controller {
       ? this.liveness.watch(host, op, call)
       : call;
   }
-}
-
-function toStatus(h: HostView): HostStatus {
-  return {
-    host: h.host,
-    reachable: h.reachable,
-    cordoned: h.cordoned,
-    lastSeen: new Date(h.lastSeenMs).toISOString(),
-    info: h.info,
-  };
 }

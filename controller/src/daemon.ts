@@ -196,7 +196,11 @@ export async function startController(
     await bus.flush();
     // Heartbeats first (a drain being resumed needs to know the hosts), then unfinished work.
     setTimeout(
-      () => void controller.ready().then(() => controller.resumeOperations()),
+      () =>
+        void controller
+          .ready()
+          .then(() => controller.resumeOperations())
+          .catch((err: unknown) => log.error('cannot resume unfinished operations', { err })),
       Math.min(3000, config.unreachableAfterMs),
     ).unref();
     log.info('controller acting', { id: config.id });

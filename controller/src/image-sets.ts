@@ -6,7 +6,13 @@
  */
 import type { ObjectFiles } from '@drover/bus';
 import { DroverError, ErrorCode, type Logger } from '@drover/common';
-import type { ImageSet, OperationRecord } from '@drover/protocol';
+import {
+  fitBytes,
+  type ControllerReplies,
+  type ControllerRequest,
+  type ImageSet,
+  type OperationRecord,
+} from '@drover/protocol';
 import type { Records } from './op-record.js';
 
 /** What the catalogue is kept in. */
@@ -26,6 +32,24 @@ export interface ImageSetContext {
 export async function listSets(ctx: Pick<ImageSetContext, 'sets'>): Promise<ImageSet[]> {
   const all = [...(await ctx.sets.list()).values()].map((v) => v.value);
   return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+}
+
+/** Image sets, newest first, a page at a time (the cursor is a set's name). */
+export async function setsPage(
+  ctx: Pick<ImageSetContext, 'sets'>,
+  req: ControllerRequest<'images-list'>,
+): Promise<ControllerReplies['images-list']> {
+  const sets = await listSets(ctx);
+  const at = req.after === undefined ? -1 : sets.findIndex((s) => s.name === req.after);
+  if (req.after !== undefined && at < 0) {
+    throw new DroverError(ErrorCode.NotFound, `no image set ${req.after} to page after`, {
+      details: { after: req.after },
+    });
+  }
+  const rest = sets.slice(at + 1);
+  const p = fitBytes(rest.slice(0, req.limit ?? rest.length));
+  const more = p.cut || (req.limit !== undefined && rest.length > req.limit);
+  return { sets: p.items, next: more ? (p.items.at(-1)?.name ?? null) : null };
 }
 
 /** Image set `name`; NOT_FOUND when there is none. */

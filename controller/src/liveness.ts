@@ -43,7 +43,9 @@ export class Liveness {
     this.timer = setInterval(() => {
       if (running) return;
       running = true;
-      void this.sweep().finally(() => (running = false));
+      void this.sweep()
+        .catch((err: unknown) => this.log.warn('liveness sweep failed', { err }))
+        .finally(() => (running = false));
     }, SWEEP_MS);
     this.timer.unref();
   }

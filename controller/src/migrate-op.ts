@@ -7,13 +7,15 @@
  * operation is never left `running` once the agents can say where the job is.
  */
 import type { StateStore } from '@drover/bus';
-import { DroverError, ErrorCode, toDroverError, type Logger } from '@drover/common';
+import { DroverError, ErrorCode, newSecret, toDroverError, type Logger } from '@drover/common';
 import {
   errorToFailure,
   type MigrationMode,
   type MigrationRecord,
   type OperationRecord,
 } from '@drover/protocol';
+import type { ControllerMetrics } from './controller-metrics.js';
+import type { AgentCall } from './host-access.js';
 
 /** What a migrate operation needs from the controller. */
 export interface MigrateContext {
@@ -33,6 +35,46 @@ export interface MigrateContext {
   whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
   /** The migration records an agent keeps. */
   migrations(host: string): Promise<MigrationRecord[]>;
+}
+
+/** A migration may take long (post-copy of a big job pulls pages after the switch). */
+const MIGRATE_TIMEOUT_MS = 15 * 60_000;
+
+/**
+ * Authorize the migration on the destination with a fresh ticket, then ask the source to
+ * migrate with it: a destination takes only migrations the controller allowed (an agent
+ * cannot push a job onto a peer by itself). A failed migration comes back with the source's
+ * record of it when there is one (its phases, CRIU's error lines), found by the same ticket.
+ */
+export async function authorizedMigrate(
+  deps: { agent: AgentCall; metrics: ControllerMetrics | null; log: Logger },
+  source: string,
+  jobId: string,
+  to: { destination: string; mode?: MigrationMode },
+): Promise<{ record: MigrationRecord | null; error: DroverError | null }> {
+  const { destination, mode } = to;
+  const ticket = newSecret();
+  try {
+    await deps.agent(destination, 'migrate-authorize', { jobId, source, ticket });
+    const record = await deps.agent(
+      source,
+      'migrate',
+      { jobId, destination, ticket, ...(mode ? { mode } : {}) },
+      MIGRATE_TIMEOUT_MS,
+    );
+    deps.metrics?.migration('done', record, mode);
+    return { record, error: null };
+  } catch (err) {
+    const error = toDroverError(err);
+    const record = await deps
+      .agent(source, 'migrate-find', { jobId, ticket }, 10_000)
+      .catch(() => null);
+    // Refused before anything was frozen (preflight, capacity, a mode the hosts lack).
+    const refused = error.code === ErrorCode.FailedPrecondition && record === null;
+    deps.metrics?.migration(refused ? 'refused' : 'failed', record, mode);
+    deps.log.warn('migration failed', { jobId, source, destination, err: error });
+    return { record, error };
+  }
 }
 
 /** How often a reconciliation looks again while the job still migrates or agents do not answer. */
