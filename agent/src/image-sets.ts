@@ -10,14 +10,12 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
-import { DroverError, ErrorCode, toDroverError } from '@drover/common';
+import { DroverError, ErrorCode, retry, sleep, toDroverError } from '@drover/common';
 import { decodeCheckpoint, type ImageSource } from '@drover/crit';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
 import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Tries of one file's upload when it fails for a transient reason, and the pause (× tries). */
 const PUT_TRIES = 5;
@@ -86,10 +84,10 @@ export function pushImage(
       }
       const object = `${req.prefix}/${name}`;
       // An upload cut off (a NATS server restarting, say) is made again from the local file.
-      for (let attempt = 1; ; attempt++) {
-        const hash = createHash('sha256');
-        const count = { bytes: 0 };
-        try {
+      const sent = await retry(
+        async () => {
+          const hash = createHash('sha256');
+          const count = { bytes: 0 };
           await store.put(
             object,
             sealImage(
@@ -103,20 +101,23 @@ export function pushImage(
               object,
             ),
           );
-        } catch (err) {
-          const e = toDroverError(err);
-          if (!e.retryable || attempt >= PUT_TRIES) throw e;
-          agent.log.warn('image upload interrupted; uploading the file again', {
-            object,
-            attempt,
-            err: e,
-          });
-          await sleep(PUT_PAUSE_MS * attempt);
-          continue;
-        }
-        files.push({ name, size: count.bytes, sha256: hash.digest('hex') });
-        break;
-      }
+          return { size: count.bytes, sha256: hash.digest('hex') };
+        },
+        {
+          tries: PUT_TRIES,
+          pauseMs: (n) => PUT_PAUSE_MS * n,
+          retryIf: (err) => toDroverError(err).retryable,
+          onRetry: (err, n) =>
+            agent.log.warn('image upload interrupted; uploading the file again', {
+              object,
+              attempt: n,
+              err: toDroverError(err),
+            }),
+        },
+      ).catch((err: unknown) => {
+        throw toDroverError(err);
+      });
+      files.push({ name, ...sent });
     }
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
     agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });

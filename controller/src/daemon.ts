@@ -15,7 +15,7 @@ import {
   StateStore,
   type LeaseRecord,
 } from '@drover/bus';
-import { DroverError, nullLogger, type Logger } from '@drover/common';
+import { DroverError, nullLogger, retry, type Logger } from '@drover/common';
 import {
   AUDIT_STREAM,
   AUDIT_SUBJECT_PREFIX,
@@ -223,15 +223,10 @@ export async function startController(
 }
 
 /** Retry `open` while JetStream says its cluster cannot place replicas yet (it is forming). */
-async function whileForming<T>(open: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await open();
-    } catch (err) {
-      if (!/no suitable peers|insufficient resources/i.test(String(err)) || Date.now() > deadline)
-        throw err;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+function whileForming<T>(open: () => Promise<T>): Promise<T> {
+  return retry(open, {
+    forMs: 30_000,
+    pauseMs: () => 500,
+    retryIf: (err) => /no suitable peers|insufficient resources/i.test(String(err)),
+  });
 }

@@ -4,7 +4,16 @@
  * over an unfinished drain looks where each job is now and moves only what is still on the host.
  */
 import type { StateStore } from '@drover/bus';
-import { DroverError, ErrorCode, newId, toDroverError, type Logger } from '@drover/common';
+import {
+  DroverError,
+  ErrorCode,
+  forEachLimit,
+  mapLimit,
+  newId,
+  retry,
+  toDroverError,
+  type Logger,
+} from '@drover/common';
 import type { DrainItem, OperationRecord } from '@drover/protocol';
 import { planMany, type HostView } from './placement.js';
 
@@ -131,33 +140,40 @@ export async function runDrain(
       const items = cur.items!.map((i) => (i.jobId === jobId ? { ...i, ...patch } : i));
       return { ...cur, items, updatedAt: new Date().toISOString() };
     });
-  const worker = async (): Promise<void> => {
-    for (let jobId = todo.shift(); jobId !== undefined; jobId = todo.shift()) {
-      const item = (await ctx.ops.get(opId))!.value.items!.find((i) => i.jobId === jobId)!;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await moveOnce(ctx, host, item, attempt, update);
-          break;
-        } catch (err) {
-          // The migration rolled back (or never started): the job still runs on the drained
-          // host. A transient failure is tried again, on a host that can take it.
-          const e = toDroverError(err);
-          const last = attempt >= DRAIN_ATTEMPTS || PERMANENT.includes(e.code);
-          await update(jobId, {
-            state: last ? 'failed' : 'pending',
-            reason: e.message,
-            code: e.code,
-            attempts: attempt,
-          });
-          if (last) break;
-          ctx.log.warn('drain: move failed; trying again', { opId, jobId, attempt, err: e });
-          await new Promise((r) => setTimeout(r, (ctx.retryPauseMs ?? RETRY_PAUSE_MS) * attempt));
-          item.destination = null; // placed afresh: the first choice may be what failed
-        }
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, parallel) }, () => worker()));
+  await forEachLimit(todo, parallel, async (jobId) => {
+    const item = await itemOf(ctx, opId, jobId);
+    // The migration rolled back (or never started): the job still runs on the drained host. A
+    // transient failure is tried again, on a host that can take it.
+    const failed = (err: unknown, attempt: number, last: boolean): Promise<unknown> => {
+      const e = toDroverError(err);
+      return update(jobId, {
+        state: last ? 'failed' : 'pending',
+        reason: e.message,
+        code: e.code,
+        attempts: attempt,
+      });
+    };
+    let attempt = 0;
+    const tryOnce = (n: number): Promise<void> => {
+      attempt = n + 1;
+      return moveOnce(ctx, host, item, attempt, update);
+    };
+    await retry(tryOnce, {
+      tries: DRAIN_ATTEMPTS,
+      pauseMs: (n) => (ctx.retryPauseMs ?? RETRY_PAUSE_MS) * n,
+      retryIf: (err) => !PERMANENT.includes(toDroverError(err).code),
+      onRetry: async (err, n) => {
+        await failed(err, n, false);
+        ctx.log.warn('drain: move failed; trying again', {
+          opId,
+          jobId,
+          attempt: n,
+          err: toDroverError(err),
+        });
+        item.destination = null; // placed afresh: the first choice may be what failed
+      },
+    }).catch((err: unknown) => failed(err, attempt, true));
+  });
   // Reconcile before the verdict: an item whose last update did not stick (a write lost with a
   // NATS server, say) is settled by where its job is now, not by what the record says.
   const unsettled = (await ctx.ops.get(opId))!.value.items!.filter(
@@ -191,6 +207,13 @@ export async function runDrain(
   return (await ctx.ops.get(opId))!.value;
 }
 
+/** The record of job `jobId` of drain `opId` as it is now. */
+async function itemOf(ctx: DrainContext, opId: string, jobId: string): Promise<DrainItem> {
+  const item = (await ctx.ops.get(opId))?.value.items?.find((i) => i.jobId === jobId);
+  if (!item) throw new DroverError(ErrorCode.NotFound, `drain ${opId} has no job ${jobId}`);
+  return item;
+}
+
 /** One try at moving a drain's job: settled by where it is now, else migrated. */
 async function moveOnce(
   ctx: DrainContext,
@@ -221,21 +244,6 @@ async function moveOnce(
       reason: null,
     });
   }
-}
-
-/** `f` over `items` with at most `limit` calls in flight; results in `items`' order. */
-async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  f: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await f(items[i]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, () => worker()));
-  return out;
 }
 
 function pickAgain(ctx: DrainContext, host: string): string {

@@ -1,5 +1,5 @@
 /** Running one step on many hosts: bounded parallelism, a result per host, one host's failure never stops another. */
-import { isDroverError } from '@drover/common';
+import { isDroverError, mapLimit } from '@drover/common';
 import { DeployError } from './errors.js';
 import type { HostEntry } from './inventory.js';
 import { HostOps } from './remote.js';
@@ -70,28 +70,22 @@ export async function forEachHost(
   parallel: number,
   fn: (host: HostEntry) => Promise<HostOutcome>,
 ): Promise<HostResult[]> {
-  const results: HostResult[] = new Array<HostResult>(hosts.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < hosts.length; i = next++) {
-      const h = hosts[i] as HostEntry;
-      try {
-        const o = await fn(h);
-        results[i] = {
-          host: h.name,
-          ok: true,
-          changed: o.changed,
-          detail: o.detail,
-          data: o.data ?? {},
-          error: null,
-        };
-      } catch (err) {
-        results[i] = failedResult(h.name, err);
-      }
+  // `fn` failing is a host's result, not the fleet's: every host is tried.
+  return mapLimit(hosts, parallel, async (h): Promise<HostResult> => {
+    try {
+      const o = await fn(h);
+      return {
+        host: h.name,
+        ok: true,
+        changed: o.changed,
+        detail: o.detail,
+        data: o.data ?? {},
+        error: null,
+      };
+    } catch (err) {
+      return failedResult(h.name, err);
     }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, hosts.length)) }, worker));
-  return results;
+  });
 }
 
 /** Connect to a host, run `fn` with its remote steps, always clean up and disconnect. */

@@ -11,7 +11,7 @@ import { Kvm, KvWatchInclude, type KV, type KvEntry } from '@nats-io/kv';
 import { Empty, errors as natsErrors, headers } from '@nats-io/nats-core';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { DroverError, ErrorCode, isDroverError } from '@drover/common';
+import { backoff, DroverError, ErrorCode, retry, isDroverError } from '@drover/common';
 import type { Bus } from './connection.js';
 
 /** How to open (or create) a state bucket. */
@@ -147,18 +147,21 @@ export async function retryUnavailable<R>(
   attempt: (retry: boolean) => Promise<R>,
   details: Record<string, unknown> = {},
 ): Promise<R> {
-  const deadline = performance.now() + retryForMs;
-  for (let i = 0; ; i++) {
-    try {
-      return await attempt(i > 0);
-    } catch (err) {
-      const e = mapJetStreamError(what, err, details);
+  return retry(
+    async (n) => {
+      try {
+        return await attempt(n > 0);
+      } catch (err) {
+        throw mapJetStreamError(what, err, details);
+      }
+    },
+    {
+      forMs: retryForMs,
       // Exponential backoff from 50 ms to 1 s, jittered.
-      const pause = Math.min(1000, 50 * 2 ** i) * (0.5 + Math.random() / 2);
-      if (e.code !== ErrorCode.Unavailable || performance.now() + pause > deadline) throw e;
-      await new Promise((r) => setTimeout(r, pause));
-    }
-  }
+      pauseMs: backoff(50, 1000, { jitter: true }),
+      retryIf: (err) => err instanceof DroverError && err.code === ErrorCode.Unavailable,
+    },
+  );
 }
 
 /** Raw read: the live value (null if absent or deleted) and the key's last revision (0 if never written). */
@@ -286,10 +289,10 @@ export class StateStore<T> {
     options: MutateOptions = {},
   ): Promise<Versioned<T> | null> {
     const retries = options.retries ?? 50;
-    for (let attempt = 0; ; attempt++) {
-      const cur = await this.read(key);
-      const next = fn(cur.value);
-      try {
+    return retry(
+      async () => {
+        const cur = await this.read(key);
+        const next = fn(cur.value);
         if (next === null) {
           if (cur.value !== null) await this.conditional(`delete ${key}`, key, null, cur.revision);
           return null;
@@ -298,14 +301,15 @@ export class StateStore<T> {
         const bytes = encoder.encode(JSON.stringify(next));
         const revision = await this.conditional(`update ${key}`, key, bytes, cur.revision);
         return { value: next, revision };
-      } catch (err) {
-        const conflict =
-          err instanceof DroverError && err.code === ErrorCode.FailedPrecondition && err.retryable;
-        if (!conflict || attempt >= retries) throw err;
+      },
+      {
+        tries: retries + 1,
         // Jittered backoff so a crowd of writers does not collide in lockstep.
-        await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 + attempt * 5)));
-      }
-    }
+        pauseMs: (n) => Math.random() * Math.min(50, 2 + (n - 1) * 5),
+        retryIf: (err) =>
+          err instanceof DroverError && err.code === ErrorCode.FailedPrecondition && err.retryable,
+      },
+    );
   }
 
   /**

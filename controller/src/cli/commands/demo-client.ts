@@ -4,6 +4,7 @@
  * of the service moving from host to host under it.
  */
 import { connect, type Socket } from 'node:net';
+import { retry } from '@drover/common';
 
 /** The service the tour runs as a job: an echo server (Node, no io_uring: CRIU cannot dump it). */
 export const ECHO_SERVICE = [
@@ -63,21 +64,17 @@ export class EchoClient {
 
   /** Connect (retrying while the service starts), then start exchanging. */
   static async open(host: string, port: number, timeoutMs = 20_000): Promise<EchoClient> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      try {
-        const sock = await new Promise<Socket>((resolve, reject) => {
+    const sock = await retry(
+      () =>
+        new Promise<Socket>((resolve, reject) => {
           const s = connect({ host, port });
           s.once('connect', () => resolve(s));
           s.once('error', reject);
-        });
-        sock.setNoDelay(true);
-        return new EchoClient(sock);
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+        }),
+      { forMs: timeoutMs, pauseMs: () => 200 },
+    );
+    sock.setNoDelay(true);
+    return new EchoClient(sock);
   }
 
   now(): EchoView {
