@@ -26,6 +26,7 @@ import {
 import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
 import {
   dropLocalImage,
+  forEachIn,
   LONG_MS,
   PARALLEL,
   persist,
@@ -290,37 +291,33 @@ async function storeAll(
 ): Promise<CheckpointRecord> {
   const name = cur.imageSet;
   const key = await setKey(ctx, name);
-  await forEachLimit(
-    cur.members.filter((m) => m.state === 'dumped'),
-    PARALLEL,
-    async (m) => {
-      const pushed = await ctx.agent(
-        m.host,
-        'image-push',
-        { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
-        LONG_MS,
-      );
-      await ctx.sets.mutate(name, (s) =>
-        s
-          ? {
-              ...s,
-              jobs: s.jobs.map((j) =>
-                j.jobId === m.jobId
-                  ? {
-                      ...j,
-                      files: pushed.files,
-                      sizeBytes: pushed.sizeBytes,
-                      frozenAtMs: m.frozenAtMs ?? 0,
-                      dumpMs: m.dumpMs ?? 0,
-                    }
-                  : j,
-              ),
-            }
-          : null,
-      );
-      await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
-    },
-  );
+  await forEachIn(cur.members, 'dumped', async (m) => {
+    const pushed = await ctx.agent(
+      m.host,
+      'image-push',
+      { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
+      LONG_MS,
+    );
+    await ctx.sets.mutate(name, (s) =>
+      s
+        ? {
+            ...s,
+            jobs: s.jobs.map((j) =>
+              j.jobId === m.jobId
+                ? {
+                    ...j,
+                    files: pushed.files,
+                    sizeBytes: pushed.sizeBytes,
+                    frozenAtMs: m.frozenAtMs ?? 0,
+                    dumpMs: m.dumpMs ?? 0,
+                  }
+                : j,
+            ),
+          }
+        : null,
+    );
+    await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
+  });
   return op.phase(leavesRunning(cur) ? 'finished' : 'stopping');
 }
 

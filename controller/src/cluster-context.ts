@@ -2,12 +2,13 @@
  * What a cluster checkpoint and a restore (cluster-checkpoint.ts, cluster-restore.ts) need from
  * the controller, and the pace and persistence both keep.
  */
-import { backoff, retry, toDroverError } from '@drover/common';
+import { backoff, forEachLimit, retry, toDroverError } from '@drover/common';
 import type {
   AgentOp,
   AgentReplies,
   AgentRequest,
   JobNetwork,
+  MemberItem,
   OperationRecord,
 } from '@drover/protocol';
 import type { ImageSetContext } from './image-sets.js';
@@ -66,6 +67,22 @@ export async function persist<T>(ctx: ClusterContext, fn: () => Promise<T>): Pro
   } catch (err) {
     throw toDroverError(err);
   }
+}
+
+/**
+ * Run `fn` over the jobs of `members` in `state`, PARALLEL at a time; after a failure nothing
+ * new starts, and the first error is thrown once the running calls are done.
+ */
+export function forEachIn(
+  members: readonly MemberItem[],
+  state: MemberItem['state'],
+  fn: (m: MemberItem) => Promise<void>,
+): Promise<void> {
+  return forEachLimit(
+    members.filter((m) => m.state === state),
+    PARALLEL,
+    fn,
+  );
 }
 
 /** Drop a job's image from its host (best effort: the host's own sweep removes what is left). */

@@ -10,7 +10,7 @@
  * Each phase is idempotent and persisted in the operation record: a controller that takes over
  * calls `runRestore` again and it carries the operation on from where it was.
  */
-import { DroverError, ErrorCode, forEachLimit, newId, toDroverError } from '@drover/common';
+import { DroverError, ErrorCode, newId, toDroverError } from '@drover/common';
 import type {
   ControllerRequest,
   ImageSet,
@@ -20,8 +20,8 @@ import type {
 } from '@drover/protocol';
 import {
   dropLocalImage,
+  forEachIn,
   LONG_MS,
-  PARALLEL,
   persist,
   type ClusterContext,
 } from './cluster-context.js';
@@ -146,19 +146,15 @@ async function fetchAll(
   set: ImageSet,
 ): Promise<RestoreRecord> {
   const key = await setKey(ctx, set.name);
-  await forEachLimit(
-    cur.members.filter((m) => m.state === 'pending'),
-    PARALLEL,
-    async (m) => {
-      await ctx.agent(
-        m.host,
-        'image-fetch',
-        { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: jobOf(set, m).files, key },
-        LONG_MS,
-      );
-      await op.member(m.jobId, { state: 'fetched' });
-    },
-  );
+  await forEachIn(cur.members, 'pending', async (m) => {
+    await ctx.agent(
+      m.host,
+      'image-fetch',
+      { imageId: m.imageId, prefix: `${set.name}/${m.jobId}`, files: jobOf(set, m).files, key },
+      LONG_MS,
+    );
+    await op.member(m.jobId, { state: 'fetched' });
+  });
   return op.phase('restoring');
 }
 
@@ -170,17 +166,13 @@ async function restoreAll(
   set: ImageSet,
 ): Promise<RestoreRecord> {
   const key = await setKey(ctx, set.name);
-  await forEachLimit(
-    cur.members.filter((m) => m.state === 'fetched'),
-    PARALLEL,
-    async (m) => {
-      const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
-      if (!(there && there.state === 'frozen' && there.restoredFrom === m.imageId)) {
-        await ctx.agent(m.host, 'restore', { imageId: m.imageId, leaveFrozen: true, key }, LONG_MS);
-      }
-      await op.member(m.jobId, { state: 'restored' });
-    },
-  );
+  await forEachIn(cur.members, 'fetched', async (m) => {
+    const there = await ctx.agent(m.host, 'inspect', { jobId: m.jobId }).catch(() => null);
+    if (!(there && there.state === 'frozen' && there.restoredFrom === m.imageId)) {
+      await ctx.agent(m.host, 'restore', { imageId: m.imageId, leaveFrozen: true, key }, LONG_MS);
+    }
+    await op.member(m.jobId, { state: 'restored' });
+  });
   return op.phase('resuming');
 }
 

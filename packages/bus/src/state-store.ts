@@ -289,10 +289,15 @@ export class StateStore<T> {
     options: MutateOptions = {},
   ): Promise<Versioned<T> | null> {
     const retries = options.retries ?? 50;
+    // Only a write that lost a race is tried again: an error of the read or of `fn` (a lease
+    // held by someone else, say) is the caller's answer.
+    let writing = false;
     return retry(
       async () => {
+        writing = false;
         const cur = await this.read(key);
         const next = fn(cur.value);
+        writing = true;
         if (next === null) {
           if (cur.value !== null) await this.conditional(`delete ${key}`, key, null, cur.revision);
           return null;
@@ -307,7 +312,10 @@ export class StateStore<T> {
         // Jittered backoff so a crowd of writers does not collide in lockstep.
         pauseMs: (n) => Math.random() * Math.min(50, 2 + (n - 1) * 5),
         retryIf: (err) =>
-          err instanceof DroverError && err.code === ErrorCode.FailedPrecondition && err.retryable,
+          writing &&
+          err instanceof DroverError &&
+          err.code === ErrorCode.FailedPrecondition &&
+          err.retryable,
       },
     );
   }
