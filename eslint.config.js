@@ -1,5 +1,6 @@
 // ESLint flat config: strict TypeScript, no import cycles, no floating promises (type-aware: a
-// promise is awaited, returned, or handed to `void` with its failure handled), and the layering
+// promise is awaited, returned, given a rejection handler, or discarded with an explicit `void`,
+// which says "fire and forget" and should carry its own .catch), and the layering
 // rules of STYLE.md (only packages/native imports koffi; only packages/bus imports @nats-io; only
 // packages/metrics imports prom-client; playwright-core only in test/; libraries never import
 // apps, e.g. packages/testbed starts the agent and controller by their bin paths; no app imports

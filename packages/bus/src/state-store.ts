@@ -10,7 +10,6 @@ import {
 import { Kvm, KvWatchInclude, type KV, type KvEntry } from '@nats-io/kv';
 import { Empty, errors as natsErrors, headers } from '@nats-io/nats-core';
 import { randomUUID } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
 import { backoff, DroverError, ErrorCode, retry, isDroverError } from '@drover/common';
 import type { Bus } from './connection.js';
 
