@@ -31,6 +31,13 @@ import { planMany } from './placement.js';
 
 type Handle = ClusterOpHandle<RestoreRecord>;
 
+/** One run of a restore: what its phases work with. */
+interface RestoreRun {
+  ctx: ClusterContext;
+  op: Handle;
+  set: ImageSet;
+}
+
 /** Validate and place, record the operation, then run it. Bad input changes nothing. */
 export async function restoreCluster(
   ctx: ClusterContext,
@@ -130,8 +137,9 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
     if (cur.phase === 'rolling-back') {
       throw new DroverError(ErrorCode.Internal, cur.error?.message ?? 'rolling back');
     }
-    if (cur.phase === 'fetching') cur = await fetchAll(ctx, op, cur, set);
-    if (cur.phase === 'restoring') cur = await restoreAll(ctx, op, cur, set);
+    const run: RestoreRun = { ctx, op, set };
+    if (cur.phase === 'fetching') cur = await fetchAll(run, cur);
+    if (cur.phase === 'restoring') cur = await restoreAll(run, cur);
   } catch (err) {
     return rollBackRestore(ctx, op, toDroverError(err));
   }
@@ -139,12 +147,7 @@ export async function runRestore(ctx: ClusterContext, opId: string): Promise<Ope
 }
 
 /** fetching: each job's image from the set's object store onto the host it goes to. */
-async function fetchAll(
-  ctx: ClusterContext,
-  op: Handle,
-  cur: RestoreRecord,
-  set: ImageSet,
-): Promise<RestoreRecord> {
+async function fetchAll({ ctx, op, set }: RestoreRun, cur: RestoreRecord): Promise<RestoreRecord> {
   const key = await setKey(ctx, set.name);
   await forEachIn(cur.members, 'pending', async (m) => {
     await ctx.agent(
@@ -160,10 +163,8 @@ async function fetchAll(
 
 /** restoring: every job comes back frozen; none runs before all exist (the cut is restored whole). */
 async function restoreAll(
-  ctx: ClusterContext,
-  op: Handle,
+  { ctx, op, set }: RestoreRun,
   cur: RestoreRecord,
-  set: ImageSet,
 ): Promise<RestoreRecord> {
   const key = await setKey(ctx, set.name);
   await forEachIn(cur.members, 'fetched', async (m) => {

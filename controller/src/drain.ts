@@ -15,6 +15,7 @@ import {
   type Logger,
 } from '@drover/common';
 import type { DrainItem, OperationRecord } from '@drover/protocol';
+import { newOperation } from './op-record.js';
 import { planMany, type HostView } from './placement.js';
 
 /** Preflights of a drain's jobs in flight at once (to one agent). */
@@ -67,20 +68,7 @@ export async function drainHost(
 ): Promise<OperationRecord> {
   await ctx.cordon(host);
   const jobs = await ctx.jobsOn(host);
-  const now = new Date().toISOString();
-  const op: OperationRecord = {
-    opId: newId('op'),
-    kind: 'drain',
-    state: 'running',
-    createdAt: now,
-    updatedAt: now,
-    request: { host, parallel },
-    placement: null,
-    migration: null,
-    error: null,
-    host,
-    items: [],
-  };
+  const op = newOperation('drain', newId('op'), { request: { host, parallel }, host, items: [] });
   // Jobs that cannot move are reported, not silently skipped. Their preflights run several at
   // a time: one after another, a 100-job host spent most of its planning time waiting on them.
   const reasons = await mapLimit(jobs, PREFLIGHT_CONCURRENCY, (j) => ctx.blockers(host, j.id));
@@ -103,7 +91,7 @@ export async function drainHost(
         code: ErrorCode.FailedPrecondition,
       });
     else movable.push(j);
-    op.items!.push(item);
+    op.items.push(item);
   }
   const plan = planMany(
     ctx.hosts(),
@@ -112,7 +100,7 @@ export async function drainHost(
       req: { memoryBytes: j.memoryBytes, cpuFlags: [], exclude: [host] },
     })),
   );
-  for (const item of op.items!) {
+  for (const item of op.items) {
     const p = plan.get(item.jobId);
     if (p instanceof DroverError)
       Object.assign(item, { state: 'skipped', reason: p.message, code: p.code });
