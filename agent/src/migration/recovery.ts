@@ -98,7 +98,7 @@ async function recoverSource(
       return false;
     }
     if (outcome === 'running') {
-      agent.release(job.id);
+      agent.supervisor.release(job.id);
       await releaseOriginalNetwork(job);
       await cg?.forceClearGuard();
       await cg?.destroy({ force: true });

@@ -153,7 +153,7 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
     jobs: {
       save: (job) => agent.store.save(job),
       event: (job) => agent.event(job),
-      release: (id) => agent.release(id),
+      release: (id) => agent.supervisor.release(id),
       pids: (job) => processTree(job.rootPid!).map((p) => p.pid),
       cpuFlags: async () => (await agent.info()).cpuFlags,
     },
