@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { Agent } from '../agent.js';
 import { checkpointJobFiles, planJobDump, type JobDumpPlan } from '../job-image.js';
 import { lockJobNetwork, quiesceJob, type QuiesceResult } from '../job-network.js';
-import { releaseOriginalNetwork, reopenOriginalNetwork } from './source.js';
+import { releaseOriginalNetwork, reopenOriginalNetwork } from './source-settle.js';
 import type { JobRecord } from '../job-store.js';
 import type { MigrationContext, PeerCall } from './context.js';
 import { MigrationStore } from './migration-store.js';
