@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { isAlive, startTime } from './proc.js';
+import { isSameLiveProcess } from '@drover/native';
+import { startTime } from './proc.js';
 
 /** Every testbed resource name starts with this; a run's names start with its run id. */
 export const TESTBED_PREFIX = 'drtb';
@@ -96,7 +97,7 @@ export function readOwner(runDir: string): OwnerRecord | undefined {
 
 /** True when `p` still exists and is the same process (same PID and start time), not a zombie. */
 export function sameProcess(p: ProcessIdentity): boolean {
-  return isAlive(p.pid) && startTime(p.pid) === p.startTime;
+  return isSameLiveProcess(p.pid, p.startTime);
 }
 
 /** True when the process that created the run, or one of a detached run's keepers, still exists. */
