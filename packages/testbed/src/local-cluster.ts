@@ -15,7 +15,7 @@ import { ControllerProcess } from './controller.js';
 import { natsServerBin } from './nats-bin.js';
 import { hostRecipe, restartDead, rootRecipe } from './local-restart.js';
 import { sameProcess } from './names.js';
-import { exeName, isAlive, killChecked, run, sleep, startTime } from './proc.js';
+import { exeName, killChecked, run, sleep, startTime } from './proc.js';
 import { Testbed } from './testbed.js';
 import {
   DEFAULT_LOCAL_DIR,
