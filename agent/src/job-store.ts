@@ -129,14 +129,8 @@ export class JobStore {
 
   /** Every record on disk (unreadable ones are skipped and reported through `onBad`). */
   async list(onBad: (id: string, err: unknown) => void = () => {}): Promise<JobRecord[]> {
-    let ids: string[];
-    try {
-      ids = await readdir(this.jobsDir);
-    } catch {
-      return [];
-    }
     const out: JobRecord[] = [];
-    for (const id of ids.sort()) {
+    for (const id of await sortedEntries(this.jobsDir)) {
       try {
         out.push(JSON.parse(await this.readRecord(id)) as JobRecord);
       } catch (err) {
@@ -167,6 +161,11 @@ export class JobStore {
   async remove(id: string): Promise<void> {
     await rm(this.jobDir(id), { recursive: true, force: true });
   }
+}
+
+/** The names in `dir`, sorted; none when it does not exist (yet). */
+export async function sortedEntries(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).sort();
 }
 
 /** A record with every field at its "nothing yet" value, for job `id` of host `host`. */
