@@ -3,18 +3,12 @@
  * job and image stores, CRIU, the per-job locks, supervision, the named-jobs table) and serves
  * the agent API, one method per request; the operations that are more than a few lines live in
  * their own modules, each taking only what it uses of the agent: `job-run.ts` (run),
- * `adopt.ts`, `checkpoint.ts` (checkpoint, restore, discard), `supervisor.ts` (root exits,
- * self-checkpoint sockets, re-attaching after a restart), `migration/` (moves).
+ * `job-freeze.ts` (freeze, thaw, a cluster's cut), `adopt.ts`, `checkpoint.ts` (checkpoint,
+ * restore, discard), `supervisor.ts` (root exits, self-checkpoint sockets, re-attaching after a
+ * restart), `migration/` (moves).
  */
 import { JobCgroup } from '@drover/cgroup';
-import {
-  DroverError,
-  ErrorCode,
-  newId,
-  nullLogger,
-  toDroverError,
-  type Logger,
-} from '@drover/common';
+import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
 import {
   Criu,
   findCriu,
@@ -23,7 +17,6 @@ import {
   type CriuFeatures,
 } from '@drover/criu';
 import {
-  JobState,
   pageOf,
   parseSignal,
   type AgentReplies,
@@ -41,7 +34,8 @@ import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
 import { LogIndex, readJobLog } from './job-logs.js';
 import { runJob } from './job-run.js';
-import { addressOf, initQuiesce, lockJobNetwork, unlockJobNetwork } from './job-network.js';
+import { freezeJob, freezeJobs, thawJob } from './job-freeze.js';
+import { addressOf, initQuiesce } from './job-network.js';
 import { updateHostsFile, type NameEntry } from './job-hosts.js';
 import { initPageChannel } from './migration/page-channel.js';
 import { isSameLiveProcess, processTree, setChildSubreaper } from '@drover/native';
@@ -226,79 +220,18 @@ export class Agent {
     return { ...chunk, state: r.state };
   }
 
-  async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
-    return this.withJob(req.jobId, async () => {
-      const r = await this.liveJob(req.jobId);
-      const cg = await this.cgroupOf(r);
-      await cg.freeze();
-      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
-      if (addressOf(r.network)) {
-        await lockJobNetwork(r.id).catch(async (err: unknown) => {
-          await cg.thaw().catch((e: unknown) => toDroverError(err).suppress(e));
-          throw err;
-        });
-      }
-      // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
-      const frozenAtMs = performance.timeOrigin + performance.now();
-      r.state = JobState.frozen;
-      await this.store.save(r);
-      this.event(r);
-      return { ...toJobInfo(r), frozenAtMs };
-    });
+  freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
+    return this.withJob(req.jobId, () => freezeJob(this, req.jobId));
   }
 
-  /**
-   * A cluster checkpoint's barrier on this host: every job of `jobIds` frozen as one cut
-   * (`JobCgroup.freezeAll`: the freezes requested back to back, then waited for together), then
-   * each one's network locked. All or nothing: a job that is not running refuses the call before
-   * anything is frozen; if a freeze or a lock fails, every job is thawed and unlocked again.
-   */
-  async freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
+  /** A cluster checkpoint's barrier on this host: several jobs frozen as one cut (job-freeze.ts). */
+  freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
     const ids = [...new Set(req.jobIds)];
-    return this.withJobs(ids, async () => {
-      const records = await Promise.all(ids.map((id) => this.liveJob(id)));
-      const cgs = await Promise.all(records.map((r) => this.cgroupOf(r)));
-      // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
-      const frozenAt = await JobCgroup.freezeAll(cgs);
-      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
-      const networked = records.filter((r) => addressOf(r.network));
-      const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
-      const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-      if (failed) {
-        const first = toDroverError(failed.reason);
-        for (const [i, r] of networked.entries()) {
-          if (locks[i]?.status === 'fulfilled') {
-            await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
-          }
-        }
-        for (const cg of cgs) await cg.thaw().catch((e: unknown) => first.suppress(e));
-        throw first;
-      }
-      return {
-        jobs: await Promise.all(
-          records.map(async (r, i) => {
-            r.state = JobState.frozen;
-            await this.store.save(r);
-            this.event(r);
-            return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
-          }),
-        ),
-      };
-    });
+    return this.withJobs(ids, () => freezeJobs(this, ids));
   }
 
-  async thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
-    return this.withJob(req.jobId, async () => {
-      const r = await this.liveJob(req.jobId);
-      if (addressOf(r.network)) await unlockJobNetwork(r.id);
-      await (await this.cgroupOf(r)).thaw();
-      r.state = JobState.running;
-      await this.store.save(r);
-      this.event(r);
-      // Its images from a cluster's cut are sealed now that the cut is over.
-      this.images.startFinishing(r.id);
-      return toJobInfo(r);
-    });
+  thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, () => thawJob(this, req.jobId));
   }
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {
