@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { isSameLiveProcess } from '@drover/native';
+import { arr, int, obj, opt, parseJsonAs, str, type Schema } from '@drover/protocol';
 import { startTime } from './proc.js';
 
 /** Every testbed resource name starts with this; a run's names start with its run id. */
@@ -86,10 +87,21 @@ export function writeOwner(
   renameSync(tmp, join(runDir, 'owner.json'));
 }
 
-/** Read a run's owner record, or undefined if missing or unreadable. */
+/** An owner record as `owner.json` holds it (checked when read: it may be from another version). */
+const OwnerRecordFile: Schema<OwnerRecord> = obj({
+  runId: str({ min: 1 }),
+  pid: int(),
+  startTime: int(),
+  subnet: int(),
+  createdAt: str(),
+  keepers: opt(arr(obj({ pid: int(), startTime: int() }), { max: 4096 })),
+});
+
+/** Read a run's owner record, or undefined if missing, unreadable or not an owner record. */
 export function readOwner(runDir: string): OwnerRecord | undefined {
   try {
-    return JSON.parse(readFileSync(join(runDir, 'owner.json'), 'utf8')) as OwnerRecord;
+    const text = readFileSync(join(runDir, 'owner.json'), 'utf8');
+    return parseJsonAs(OwnerRecordFile, text, `owner record of ${runDir}`);
   } catch {
     return undefined;
   }
