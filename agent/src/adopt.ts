@@ -1,17 +1,29 @@
 /** Adopting an existing process subtree as a job (the seed's "subtree of a process hierarchy"). */
 import { JobCgroup } from '@drover/cgroup';
-import { DroverError, ErrorCode, newId } from '@drover/common';
+import { DroverError, ErrorCode, newId, type Logger } from '@drover/common';
 import { processTree, sessionId, startTicks } from '@drover/native';
 import { JobKind, JobState, type AgentRequest, type JobInfo } from '@drover/protocol';
-import type { Agent } from './agent.js';
-import { toJobInfo, type JobRecord } from './job-store.js';
+import type { AgentConfig } from './config.js';
+import { blankRecord, toJobInfo, type JobRecord, type JobStore } from './job-store.js';
+import type { Supervisor } from './supervisor.js';
+
+/** What adopting a tree uses of the agent. */
+export interface AdoptHost {
+  readonly config: Pick<AgentConfig, 'hostId' | 'cgroupParent'>;
+  readonly log: Logger;
+  readonly store: JobStore;
+  readonly supervisor: Pick<Supervisor, 'watch'>;
+  withJob<T>(jobId: string, fn: () => Promise<T>): Promise<T>;
+  /** Publish a job's state as an event. */
+  event(r: JobRecord): void;
+}
 
 /**
  * Take the live tree rooted at `req.pid` as a job: moved into a job cgroup (so it can be frozen),
  * supervised, checkpointable. Its exit status is not Drover's to know (it is not our child), and
  * its restore needs its PIDs free, which restore checks before CRIU runs.
  */
-export async function adoptTree(agent: Agent, req: AgentRequest<'adopt'>): Promise<JobInfo> {
+export async function adoptTree(agent: AdoptHost, req: AgentRequest<'adopt'>): Promise<JobInfo> {
   const pid = req.pid;
   const ancestors = agentAncestors();
   if (ancestors.has(pid)) {
@@ -39,7 +51,7 @@ export async function adoptTree(agent: Agent, req: AgentRequest<'adopt'>): Promi
     await moveTreeInto(cg, pid);
     const sid = sessionId(pid);
     const record: JobRecord = {
-      ...agent.blankRecord(id, jobDir),
+      ...blankRecord(id, agent.config.hostId, jobDir),
       name: req.name ?? tree[0]!.cmdline[0]!,
       kind: JobKind.adopted,
       state: JobState.running,
@@ -54,7 +66,7 @@ export async function adoptTree(agent: Agent, req: AgentRequest<'adopt'>): Promi
       note: 'adopted: its exit status is not known to Drover',
     };
     await agent.store.save(record);
-    agent.watch(record);
+    agent.supervisor.watch(record);
     agent.event(record);
     return toJobInfo(record);
   });

@@ -1,21 +1,14 @@
 /**
- * The agent: owns the jobs on its host. Runs, adopts, supervises, freezes, checkpoints and
- * restores them; persists their state; re-attaches after a restart; serves its NATS API.
+ * The agent: the jobs of one host behind one object. It holds what every operation shares (the
+ * job and image stores, CRIU, the per-job locks, supervision, the named-jobs table) and serves
+ * the agent API, one method per request; the operations that are more than a few lines live in
+ * their own modules, each taking only what it uses of the agent: `job-run.ts` (run),
+ * `job-freeze.ts` (freeze, thaw, a cluster's cut), `adopt.ts`, `checkpoint.ts` (checkpoint,
+ * restore, discard), `supervisor.ts` (root exits, self-checkpoint sockets, re-attaching after a
+ * restart), `migration/` (moves).
  */
-import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { stat, statfs } from 'node:fs/promises';
-import { constants } from 'node:os';
-import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
-import {
-  DroverError,
-  ErrorCode,
-  newId,
-  nullLogger,
-  toDroverError,
-  type Logger,
-} from '@drover/common';
+import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
 import {
   Criu,
   findCriu,
@@ -24,56 +17,31 @@ import {
   type CriuFeatures,
 } from '@drover/criu';
 import {
-  JobKind,
-  JobState,
   pageOf,
   parseSignal,
   type AgentReplies,
   type AgentRequest,
   type JobInfo,
 } from '@drover/protocol';
+import { existsSync } from 'node:fs';
 import type { AgentConfig } from './config.js';
 import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
-import { buildAgentInfo } from './host-facts.js';
+import { buildAgentInfo, checkFiles } from './host-facts.js';
 import { ImageStore } from './image-store.js';
-import { JobFiles, JobStore, toJobInfo, type JobRecord } from './job-store.js';
-import { startNamespacedJob } from './job-runtime.js';
+import { JobStore, LIVE_STATES, toJobInfo, type JobRecord } from './job-store.js';
+import { JobLocks } from './job-locks.js';
 import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
 import { LogIndex, readJobLog } from './job-logs.js';
-import { confirmStart } from './job-start.js';
-import {
-  addressOf,
-  attachJob,
-  checkJobBridge,
-  initQuiesce,
-  jobNetworkFor,
-  lockJobNetwork,
-  probeAddress,
-  unlockJobNetwork,
-  unquiesceJob,
-} from './job-network.js';
-import { createHostsFile, updateHostsFile, type NameEntry } from './job-hosts.js';
+import { runJob } from './job-run.js';
+import { freezeJob, freezeJobs, thawJob } from './job-freeze.js';
+import { addressOf, initQuiesce } from './job-network.js';
+import { updateHostsFile, type NameEntry } from './job-hosts.js';
 import { initPageChannel } from './migration/page-channel.js';
-import {
-  isSameLiveProcess,
-  processTree,
-  setChildSubreaper,
-  type ChildStatus,
-} from '@drover/native';
+import { isSameLiveProcess, processTree, setChildSubreaper } from '@drover/native';
 import { adoptTree } from './adopt.js';
-import { SelfCheckpointServer } from './self-checkpoint.js';
 import { writeTtyInput } from './job-tty.js';
 import { Supervisor } from './supervisor.js';
-
-/** States in which a job's processes exist on this host. */
-export const LIVE_STATES: readonly JobState[] = [
-  JobState.starting,
-  JobState.running,
-  JobState.frozen,
-  JobState.checkpointing,
-  JobState.migrating,
-];
 
 /** Injected dependencies (tests may swap the clock or logger). */
 export interface AgentDeps {
@@ -95,8 +63,7 @@ export class Agent {
   features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
   /** What `criu check` says this host can do; null until probed (a few seconds after start). */
   abilities: CriuAbilities | null = null;
-  private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
+  private readonly locks = new JobLocks();
   readonly startedAt = Date.now();
   /** Where peers reach this agent's migration stream (set by the daemon once it listens). */
   stream: { host: string; port: number } = { host: '', port: 0 };
@@ -111,7 +78,7 @@ export class Agent {
     this.log = (deps.logger ?? nullLogger).child({ component: 'agent', host: config.hostId });
     this.store = new JobStore(config.stateDir);
     this.images = new ImageStore(config.stateDir);
-    this.supervisor = new Supervisor(this.log);
+    this.supervisor = new Supervisor(this);
     this.logIndex = new LogIndex(this.store.jobsDir);
     this.publishEvent = deps.publishEvent ?? (() => {});
   }
@@ -137,36 +104,22 @@ export class Agent {
     // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
-    await this.reattach();
+    await this.supervisor.reattach();
   }
 
   /** Stop watching (jobs keep running: an agent restart never stops a job). */
   async stop(): Promise<void> {
-    this.supervisor.close();
-    await Promise.all([...this.selfCheckpoint.keys()].map((id) => this.closeSelfCheckpoint(id)));
+    await this.supervisor.close();
   }
 
-  /** Serialize operations on one job. */
+  /** Serialize operations on one job (job-locks.ts). */
   withJob<T>(jobId: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(jobId) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => undefined);
-    this.locks.set(jobId, tail);
-    void tail.then(() => {
-      if (this.locks.get(jobId) === tail) this.locks.delete(jobId);
-    });
-    return next;
+    return this.locks.withJob(jobId, fn);
   }
 
-  /**
-   * {@link withJob} over several jobs at once, taken in sorted order (why: two callers each holding
-   * a job the other waits for would wait forever).
-   */
+  /** {@link withJob} over several jobs at once (job-locks.ts). */
   withJobs<T>(jobIds: readonly string[], fn: () => Promise<T>): Promise<T> {
-    const sorted = [...new Set(jobIds)].sort();
-    const take = (i: number): Promise<T> =>
-      i === sorted.length ? fn() : this.withJob(sorted[i]!, () => take(i + 1));
-    return take(0);
+    return this.locks.withJobs(jobIds, fn);
   }
 
   async info(): Promise<AgentReplies['info']> {
@@ -174,102 +127,9 @@ export class Agent {
     return buildAgentInfo(this, jobs);
   }
 
-  async run(req: AgentRequest<'run'>): Promise<JobInfo> {
+  run(req: AgentRequest<'run'>): Promise<JobInfo> {
     const id = req.jobId ?? newId('job');
-    return this.withJob(id, async () => {
-      if (await this.exists(id)) {
-        throw new DroverError(ErrorCode.AlreadyExists, `job ${id} already exists`, {
-          details: { jobId: id },
-        });
-      }
-      const cwd = req.cwd ?? '/';
-      await assertDirectory(cwd);
-      const network = jobNetworkFor(req.network);
-      const address = addressOf(network);
-      if (address) {
-        // Refused before anything exists: no bridge here, or the address answers on the segment.
-        checkJobBridge(this.config.hostId, this.config.jobBridge);
-        await probeAddress(this.config.hostId, this.config.jobBridge, address.address);
-      }
-      const jobDir = await this.store.createJobDir(id);
-      const env = { ...(req.env ?? {}), DROVER_JOB_ID: id, DROVER_JOB_DIR: jobDir };
-      const cg = await JobCgroup.create({
-        jobId: id,
-        parent: this.config.cgroupParent,
-        stateDir: jobDir,
-        logger: this.log,
-        ...(req.memoryLimitBytes !== undefined ? { memoryLimitBytes: req.memoryLimitBytes } : {}),
-      });
-      const record: JobRecord = {
-        ...this.blankRecord(id, jobDir),
-        name: req.name ?? id,
-        kind: JobKind.namespaced,
-        state: JobState.starting,
-        command: [...req.command],
-        cwd,
-        env,
-        hostname: req.hostname ?? id.slice(0, 63),
-        memoryLimitBytes: req.memoryLimitBytes ?? null,
-        network,
-        checkpointOptions: req.checkpointOptions ?? {},
-        until: req.until ?? 'main',
-        mainPidfile: req.mainPidfile ?? null,
-        tty: req.tty === true,
-      };
-      await this.store.save(record);
-      try {
-        const hostsFile = address
-          ? await createHostsFile(record, address.address, this.names)
-          : null;
-        const started = await startNamespacedJob({
-          command: req.command,
-          env,
-          cwd,
-          hostname: record.hostname!,
-          jobDir,
-          cgroupProcsFiles: cg.paths.all.map((p) => join(p, 'cgroup.procs')),
-          wrapper: { until: record.until, mainPidfile: record.mainPidfile, tty: record.tty },
-          ...(address && hostsFile
-            ? {
-                attachNetwork: (initPid: number) =>
-                  attachJob(id, initPid, address, this.config.jobBridge),
-                hostsFile,
-              }
-            : {}),
-        });
-        started.launcher.unref();
-        // `run` answers once the command's exec succeeded; a failed exec is a failed run.
-        const failed = await confirmStart(this.store, id, started);
-        if (failed) {
-          record.exitCode = failed.exitCode;
-          throw new DroverError(ErrorCode.StartFailed, `${req.command[0]}: ${failed.reason}`, {
-            details: { jobId: id, exitCode: failed.exitCode, command: req.command.slice(0, 8) },
-          });
-        }
-        record.rootPid = started.rootPid;
-        record.rootStartTicks = started.rootStartTicks;
-        record.mainPid = started.mainPid;
-        record.mainPidInside = started.mainPidInside;
-        record.mainStartTicks = started.mainStartTicks;
-        record.state = JobState.running;
-        await this.store.save(record);
-        // Already over: record it now. (We hold the job's lock: onRootExit would wait for it.)
-        if (started.rootPid === null)
-          await this.recordExit(id, { pid: -1, exitCode: null, signal: null, coreDumped: false });
-        else this.watch(record);
-      } catch (err) {
-        const first = toDroverError(err);
-        record.state = JobState.exited;
-        record.note = first.message;
-        this.event(record);
-        record.exitedAt = new Date().toISOString();
-        await this.store.save(record);
-        await cg.destroy({ force: true }).catch((e: unknown) => first.suppress(e));
-        throw first;
-      }
-      this.event(record);
-      return toJobInfo(await this.store.load(id));
-    });
+    return this.withJob(id, () => runJob(this, id, req));
   }
 
   /** Take an existing process subtree as a job (see adopt.ts). */
@@ -360,79 +220,18 @@ export class Agent {
     return { ...chunk, state: r.state };
   }
 
-  async freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
-    return this.withJob(req.jobId, async () => {
-      const r = await this.liveJob(req.jobId);
-      const cg = await this.cgroupOf(r);
-      await cg.freeze();
-      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
-      if (addressOf(r.network)) {
-        await lockJobNetwork(r.id).catch(async (err: unknown) => {
-          await cg.thaw().catch((e: unknown) => toDroverError(err).suppress(e));
-          throw err;
-        });
-      }
-      // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
-      const frozenAtMs = performance.timeOrigin + performance.now();
-      r.state = JobState.frozen;
-      await this.store.save(r);
-      this.event(r);
-      return { ...toJobInfo(r), frozenAtMs };
-    });
+  freeze(req: AgentRequest<'freeze'>): Promise<AgentReplies['freeze']> {
+    return this.withJob(req.jobId, () => freezeJob(this, req.jobId));
   }
 
-  /**
-   * A cluster checkpoint's barrier on this host: every job of `jobIds` frozen as one cut
-   * (`JobCgroup.freezeAll`: the freezes requested back to back, then waited for together), then
-   * each one's network locked. All or nothing: a job that is not running refuses the call before
-   * anything is frozen; if a freeze or a lock fails, every job is thawed and unlocked again.
-   */
-  async freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
+  /** A cluster checkpoint's barrier on this host: several jobs frozen as one cut (job-freeze.ts). */
+  freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
     const ids = [...new Set(req.jobIds)];
-    return this.withJobs(ids, async () => {
-      const records = await Promise.all(ids.map((id) => this.liveJob(id)));
-      const cgs = await Promise.all(records.map((r) => this.cgroupOf(r)));
-      // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
-      const frozenAt = await JobCgroup.freezeAll(cgs);
-      // A cluster's cut: nothing reaches a frozen member until every member is dumped.
-      const networked = records.filter((r) => addressOf(r.network));
-      const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
-      const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-      if (failed) {
-        const first = toDroverError(failed.reason);
-        for (const [i, r] of networked.entries()) {
-          if (locks[i]?.status === 'fulfilled') {
-            await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
-          }
-        }
-        for (const cg of cgs) await cg.thaw().catch((e: unknown) => first.suppress(e));
-        throw first;
-      }
-      return {
-        jobs: await Promise.all(
-          records.map(async (r, i) => {
-            r.state = JobState.frozen;
-            await this.store.save(r);
-            this.event(r);
-            return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
-          }),
-        ),
-      };
-    });
+    return this.withJobs(ids, () => freezeJobs(this, ids));
   }
 
-  async thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
-    return this.withJob(req.jobId, async () => {
-      const r = await this.liveJob(req.jobId);
-      if (addressOf(r.network)) await unlockJobNetwork(r.id);
-      await (await this.cgroupOf(r)).thaw();
-      r.state = JobState.running;
-      await this.store.save(r);
-      this.event(r);
-      // Its images from a cluster's cut are sealed now that the cut is over.
-      this.images.startFinishing(r.id);
-      return toJobInfo(r);
-    });
+  thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
+    return this.withJob(req.jobId, () => thawJob(this, req.jobId));
   }
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {
@@ -493,42 +292,15 @@ export class Agent {
     return this.names;
   }
 
-  async filesCheck(req: AgentRequest<'files-check'>): Promise<AgentReplies['files-check']> {
-    const missing: string[] = [];
-    const sizeDiffers: { path: string; expected: number; actual: number }[] = [];
-    for (const f of req.files) {
-      try {
-        const st = await stat(f.path);
-        if (f.size !== undefined && st.size !== f.size)
-          sizeDiffers.push({ path: f.path, expected: f.size, actual: st.size });
-      } catch {
-        missing.push(f.path);
-      }
-    }
-    if (req.space !== true) return { missing, sizeDiffers };
-    const fs = await statfs(this.config.stateDir);
-    return { missing, sizeDiffers, freeBytes: fs.bavail * fs.bsize };
+  filesCheck(req: AgentRequest<'files-check'>): Promise<AgentReplies['files-check']> {
+    return checkFiles(req, this.config.stateDir);
   }
 
-  // ---- internals shared with checkpoint.ts ----
+  // ---- what the operation modules use (adopt.ts, checkpoint.ts, job-run.ts, migration/) ----
 
   /** A job whose processes exist here, checked by PID and start time. */
-  async liveJob(jobId: string): Promise<JobRecord> {
-    const r = await this.store.load(jobId);
-    if (
-      !LIVE_STATES.includes(r.state) ||
-      r.rootPid === null ||
-      !isSameLiveProcess(r.rootPid, r.rootStartTicks)
-    ) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        `job ${jobId} is not running (state ${r.state})`,
-        {
-          details: { jobId, state: r.state },
-        },
-      );
-    }
-    return r;
+  liveJob(jobId: string): Promise<JobRecord> {
+    return this.store.loadLive(jobId);
   }
 
   cgroupOf(r: JobRecord): Promise<JobCgroup> {
@@ -538,50 +310,6 @@ export class Agent {
       stateDir: r.jobDir,
       logger: this.log,
     });
-  }
-
-  /** Supervise a live record's root. */
-  watch(r: JobRecord): void {
-    if (r.rootPid === null) return;
-    this.supervisor.watch(r.id, r.rootPid, (status) => void this.onRootExit(r.id, status));
-    void this.openSelfCheckpoint(r);
-  }
-
-  /** Stop supervising a job whose processes are gone on purpose (checkpointed, migrated). */
-  release(jobId: string): void {
-    this.supervisor.unwatch(jobId);
-    // Not awaited: closing waits for a self-checkpoint in progress, which may itself be queued
-    // behind the caller's job lock.
-    void this.closeSelfCheckpoint(jobId);
-  }
-
-  /** Serve `<jobDir>/drover.sock`: a process in the job may ask for its own checkpoint. */
-  private async openSelfCheckpoint(r: JobRecord): Promise<void> {
-    if (this.selfCheckpoint.has(r.id)) return;
-    try {
-      const server = await SelfCheckpointServer.listen({
-        jobId: r.id,
-        jobDir: r.jobDir,
-        logger: this.log,
-        // Nobody else holds a key for a job's own checkpoint: the job gets it with the image.
-        checkpoint: async () => {
-          const key = randomBytes(32).toString('base64');
-          return { ...(await this.checkpoint({ jobId: r.id, leaveRunning: true, key })), key };
-        },
-      });
-      this.selfCheckpoint.set(r.id, server);
-    } catch (err) {
-      this.log.warn('cannot serve self-checkpoint socket', { jobId: r.id, err });
-    }
-  }
-
-  private async closeSelfCheckpoint(jobId: string): Promise<void> {
-    const s = this.selfCheckpoint.get(jobId);
-    if (!s) return;
-    this.selfCheckpoint.delete(jobId);
-    await s
-      .close()
-      .catch((err: unknown) => this.log.warn('closing self-checkpoint socket', { jobId, err }));
   }
 
   /** Publish an event of `kind` (job, migration) on this host's event subject. */
@@ -600,161 +328,9 @@ export class Agent {
       at: new Date().toISOString(),
     });
   }
-
-  blankRecord(id: string, jobDir: string): JobRecord {
-    return {
-      id,
-      name: id,
-      host: this.config.hostId,
-      kind: JobKind.namespaced,
-      state: JobState.starting,
-      command: [],
-      cwd: '/',
-      rootPid: null,
-      mainPid: null,
-      mainPidInside: null,
-      mainStartTicks: null,
-      startedAt: new Date().toISOString(),
-      exitedAt: null,
-      exitCode: null,
-      signal: null,
-      memoryLimitBytes: null,
-      jobDir,
-      stdoutPath: join(jobDir, JobFiles.stdout),
-      stderrPath: join(jobDir, JobFiles.stderr),
-      restoredFrom: null,
-      note: null,
-      rootStartTicks: null,
-      env: {},
-      shellJob: false,
-      hostname: null,
-      network: { mode: 'host' },
-      checkpointOptions: {},
-      until: 'main',
-      mainPidfile: null,
-      tty: false,
-    };
-  }
-
-  private async exists(id: string): Promise<boolean> {
-    return this.store.load(id).then(
-      () => true,
-      () => false,
-    );
-  }
-
-  /** A job's root exited: record how, unless an operation already accounted for it. */
-  private onRootExit(jobId: string, status: ChildStatus): Promise<void> {
-    return this.withJob(jobId, () => this.recordExit(jobId, status));
-  }
-
-  /** The body of `onRootExit`, for a caller that already holds the job's lock. */
-  private async recordExit(jobId: string, status: ChildStatus): Promise<void> {
-    const r = await this.store.load(jobId).catch(() => null);
-    if (
-      !r ||
-      (r.state !== JobState.running && r.state !== JobState.frozen && r.state !== JobState.starting)
-    )
-      return;
-    if (r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks)) return; // stale report
-    const code = await this.store.exitStatus(jobId);
-    applyExit(r, code, status);
-    await this.store.save(r);
-    // The history shows how it ended (`drover events`).
-    this.event(r);
-    void this.closeSelfCheckpoint(jobId); // not awaited: see release()
-    await this.cgroupOf(r)
-      .then((cg) => cg.destroy({ force: true }))
-      .catch(() => undefined);
-    this.log.info('job exited', { jobId, exitCode: r.exitCode, signal: r.signal });
-  }
-
-  /** After a restart: watch live jobs again; record the ones that ended while we were away. */
-  private async reattach(): Promise<void> {
-    const records = await this.store.list((id, err) =>
-      this.log.warn('unreadable job record', { id, err }),
-    );
-    for (const r of records) {
-      if (!LIVE_STATES.includes(r.state)) continue;
-      const alive = r.rootPid !== null && isSameLiveProcess(r.rootPid, r.rootStartTicks);
-      if (r.state === JobState.checkpointing && alive) {
-        // We died mid-checkpoint: roll back (the checkpoint never reported success).
-        const cg = await this.cgroupOf(r).catch(() => null);
-        await cg?.forceClearGuard();
-        await cg?.thaw().catch(() => undefined);
-        r.state = JobState.running;
-        r.note = 'agent restarted during a checkpoint; the checkpoint was abandoned';
-        await this.store.save(r);
-      }
-      if (alive && addressOf(r.network) && r.state === JobState.running) {
-        // A move or a cut that we died in the middle of may have left its link locked.
-        await unquiesceJob(r.id);
-        await unlockJobNetwork(r.id).catch((err: unknown) =>
-          this.log.warn("cannot unlock a job's network", { jobId: r.id, err }),
-        );
-      }
-      if (alive) {
-        await refreshMain(r);
-        await this.store.save(r);
-        this.watch(r);
-        this.log.info('re-attached to job', { jobId: r.id, rootPid: r.rootPid });
-        continue;
-      }
-      const code = await this.store.exitStatus(r.id);
-      if (code === null && r.kind === JobKind.namespaced) {
-        r.state = JobState.lost;
-        r.note = 'the job ended while the agent was away and left no exit status';
-        r.exitedAt = new Date().toISOString();
-      } else {
-        applyExit(r, code, {
-          pid: r.rootPid ?? -1,
-          exitCode: null,
-          signal: null,
-          coreDumped: false,
-        });
-      }
-      await this.store.save(r);
-      this.event(r);
-    }
-  }
-}
-
-/** Record an exit from the wrapper's status file (preferred) or the reaped status. */
-function applyExit(r: JobRecord, fileCode: number | null, status: ChildStatus): void {
-  r.state = JobState.exited;
-  r.exitedAt = new Date().toISOString();
-  if (fileCode !== null) {
-    // The shell reports death by signal N as 128+N.
-    if (fileCode > 128 && fileCode < 128 + 65) {
-      r.exitCode = null;
-      r.signal = signalName(fileCode - 128);
-    } else {
-      r.exitCode = fileCode;
-      r.signal = null;
-    }
-  } else {
-    r.exitCode = status.exitCode;
-    r.signal = status.signal;
-  }
 }
 
 /** Plain string order (the order of page cursors). */
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function signalName(n: number): string | null {
-  for (const [name, num] of Object.entries(constants.signals)) if (num === n) return name;
-  return null;
-}
-
-async function assertDirectory(path: string): Promise<void> {
-  try {
-    if ((await stat(path)).isDirectory()) return;
-  } catch {
-    // fall through
-  }
-  throw new DroverError(ErrorCode.InvalidArgument, `working directory ${path} does not exist`, {
-    details: { cwd: path },
-  });
 }

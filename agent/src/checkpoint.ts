@@ -15,11 +15,15 @@ import {
   type ImageInfo,
   type JobInfo,
 } from '@drover/protocol';
-import type { Agent } from './agent.js';
+import type { Criu } from '@drover/criu';
+import type { Logger } from '@drover/common';
+import type { AgentConfig } from './config.js';
+import type { NameEntry } from './job-hosts.js';
+import type { Supervisor } from './supervisor.js';
 import { localImageName, imageKey, openFileInto, sealFile } from './image-crypto.js';
-import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
+import { MANIFEST_FILE, toImageInfo, type ImageManifest, type ImageStore } from './image-store.js';
 import { makeScratch, removeScratch } from './migration/scratch.js';
-import { toJobInfo, type JobRecord } from './job-store.js';
+import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
 import { refreshMain } from './job-main.js';
 import { dumpHooksOf, planJobDump, restoreJobFiles, type JobDumpPlan } from './job-image.js';
 import {
@@ -32,6 +36,24 @@ import {
 } from './job-network.js';
 import { updateHostsFile } from './job-hosts.js';
 import { isSameLiveProcess, processTree, startTicks } from '@drover/native';
+
+/** What checkpoint, restore and discard use of the agent. */
+export interface CheckpointHost {
+  readonly config: Pick<
+    AgentConfig,
+    'hostId' | 'stateDir' | 'checkpointOptions' | 'jobBridge' | 'cgroupParent'
+  >;
+  readonly log: Logger;
+  readonly store: JobStore;
+  readonly images: ImageStore;
+  readonly criu: Criu;
+  readonly supervisor: Pick<Supervisor, 'watch' | 'release'>;
+  cgroupOf(r: JobRecord): Promise<JobCgroup>;
+  /** Publish a job's state as an event. */
+  event(r: JobRecord): void;
+  /** The cluster's named jobs (for a restored job's /etc/hosts). */
+  namedJobs(): readonly NameEntry[];
+}
 
 /** CRIU dump options of a job from its dump plan (job-image.ts): the one place they are set. */
 export function dumpOptionsOf(plan: JobDumpPlan): {
@@ -65,11 +87,11 @@ export function dumpOptionsOf(plan: JobDumpPlan): {
  * touches the disk. Caller holds the job lock.
  */
 export async function checkpointJob(
-  agent: Agent,
+  agent: CheckpointHost,
   req: AgentRequest<'checkpoint'>,
 ): Promise<ImageInfo> {
   const key = imageKey(req.key);
-  const r = await agent.liveJob(req.jobId);
+  const r = await agent.store.loadLive(req.jobId);
   if (r.state !== JobState.running && r.state !== JobState.frozen) {
     throw new DroverError(ErrorCode.FailedPrecondition, `job ${r.id} is ${r.state}`, {
       details: { jobId: r.id, state: r.state },
@@ -119,7 +141,7 @@ export async function checkpointJob(
       r.state = before;
     } else {
       // CRIU killed the tree: the job now lives only in its image.
-      agent.release(r.id);
+      agent.supervisor.release(r.id);
       await guard.release({ thaw: false });
       await cg.destroy({ force: true });
       r.state = JobState.checkpointed;
@@ -234,7 +256,7 @@ async function openImageDir(manifest: ImageManifest, to: string, key: Buffer): P
  * and the plaintext is gone when this returns. Caller holds the lock.
  */
 export async function restoreImage(
-  agent: Agent,
+  agent: CheckpointHost,
   manifest: ImageManifest,
   leaveFrozen: boolean,
   keyBase64: string,
@@ -289,7 +311,7 @@ export async function restoreImage(
 
 /** Restore the plaintext image in `imagesDir` as `job`, running (or frozen). */
 async function restoreFromDir(
-  agent: Agent,
+  agent: CheckpointHost,
   job: JobRecord,
   imagesDir: string,
   imageId: string,
@@ -354,7 +376,7 @@ async function restoreFromDir(
     r.state = JobState.frozen;
   }
   await agent.store.save(r);
-  agent.watch(r);
+  agent.supervisor.watch(r);
   agent.event(r);
   agent.log.info('restored', {
     jobId: r.id,
@@ -370,7 +392,10 @@ async function restoreFromDir(
  * state now lives in image `imageId` (`checkpointed`), or that is being ended (`exited`). A job that
  * is already gone is reported as it is. Caller holds the job lock.
  */
-export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Promise<JobInfo> {
+export async function discardJob(
+  agent: CheckpointHost,
+  req: AgentRequest<'discard'>,
+): Promise<JobInfo> {
   const r = await agent.store.load(req.jobId);
   const alive =
     r.rootPid !== null &&
@@ -385,7 +410,7 @@ export async function discardJob(agent: Agent, req: AgentRequest<'discard'>): Pr
       { details: { jobId: r.id, state: r.state } },
     );
   }
-  agent.release(r.id);
+  agent.supervisor.release(r.id);
   // Its link goes first: nothing the dying sockets send (FINs, resets) reaches the segment.
   if (addressOf(r.network)) await detachJob(r.id);
   // Signals first, thaw after: the frozen tree never runs again.

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDroverError } from '@drover/common';
-import { compileAgentConfig, configFromArgs, configFromEnv } from './config.js';
+import { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';
 
 test('layers: defaults < file < env < flags', () => {
   const file = { hostId: 'from-file', stateDir: '/file', nats: { servers: ['nats://f:4222'] } };
@@ -69,4 +69,55 @@ test("a host's checkpoint options come from the file, DROVER_CHECKPOINT_OPTS and
     { weakSysctls: true, tcpClose: true },
   );
   assert.deepEqual(compileAgentConfig({ hostId: 'h1' }).checkpointOptions, {});
+});
+
+test('a config file that does not fit is refused, naming the file and the field', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'drover-agent-config-'));
+  try {
+    const file = join(dir, 'agent.json');
+    const refused = (content: string, field: string, problem: RegExp): void => {
+      writeFileSync(file, content);
+      assert.throws(
+        () => configFromFile(file),
+        (e) =>
+          isDroverError(e, 'INVALID_ARGUMENT') &&
+          e.details['path'] === field &&
+          e.message.startsWith(`agent config ${file}: ${field}`) &&
+          problem.test(e.message),
+        content,
+      );
+    };
+    refused('{"heartbeatIntervalMs": "fast"}', 'heartbeatIntervalMs', /whole number/);
+    refused('{"nats": {"servers": [4222]}}', 'nats.servers[0]', /expected text/);
+    refused('{"nats": {"tls": {"ca": "/ca.pem"}}}', 'nats.tls.ca', /unknown field/);
+    refused('{"logLevel": "loud"}', 'logLevel', /must be one of debug, info, warn, error/);
+    refused('{"stateDir": "/s", "maxjobs": 3}', 'maxjobs', /unknown field/);
+    refused('{"streamTls": {"caFile": "/ca.pem"}}', 'streamTls.certFile', /is required/);
+    writeFileSync(file, '{"hostId": ');
+    assert.throws(
+      () => configFromFile(file),
+      (e) => isDroverError(e, 'INVALID_ARGUMENT') && e.message.startsWith(`agent config ${file}: `),
+    );
+    assert.throws(
+      () => configFromFile(join(dir, 'missing.json')),
+      (e) => isDroverError(e, 'INVALID_ARGUMENT') && /cannot read agent config/.test(e.message),
+    );
+    // A good file is the layer it says, and compiles.
+    writeFileSync(
+      file,
+      JSON.stringify({ hostId: 'h1', nats: { servers: 'nats://a:1,nats://b:2' }, maxJobs: 5 }),
+    );
+    const layer = configFromFile(file);
+    assert.deepEqual(layer, {
+      hostId: 'h1',
+      nats: { servers: 'nats://a:1,nats://b:2' },
+      maxJobs: 5,
+    });
+    assert.deepEqual(compileAgentConfig(layer).nats.servers, ['nats://a:1', 'nats://b:2']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

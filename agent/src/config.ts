@@ -1,15 +1,23 @@
 /** The agent's configuration: defaults < JSON file < DROVER_* environment < flags, compiled once. */
-import type { NatsSettings } from '@drover/bus';
+import { NatsSettingsInput, type NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
 import {
+  arr,
   DEFAULT_JOB_BRIDGE,
   ID_PATTERN,
   IFNAME_PATTERN,
+  int,
+  obj,
+  oneOf,
+  opt,
   parseCheckpointOptions,
+  parseJsonAs,
+  str,
   type CheckpointOptions,
+  type Infer,
 } from '@drover/protocol';
 
 /** The compiled, read-only configuration. */
@@ -53,32 +61,34 @@ export interface AgentConfig {
   };
 }
 
-/** Raw, partial config as it appears in a file. */
-export type AgentConfigInput = {
-  hostId?: string;
-  stateDir?: string;
-  nats?: {
-    servers?: string[] | string;
-    tls?: { caFile?: string; certFile?: string; keyFile?: string };
-    user?: string;
-    pass?: string;
-    token?: string;
-    credsFile?: string;
-  };
-  heartbeatIntervalMs?: number;
-  streamListen?: string;
-  criuPath?: string;
-  cgroupParent?: string;
-  logLevel?: LogLevel;
-  reserveMemoryBytes?: number;
-  maxJobs?: number;
-  fault?: string;
-  metricsAddr?: string;
-  jobBridge?: string;
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const satisfies readonly LogLevel[];
+
+/**
+ * The agent's config file (and every raw layer): each field optional and typed, unknown fields
+ * refused, in the wire's schema language. Ranges and forms are checked once the layers merge
+ * (`compileAgentConfig`).
+ */
+export const AgentConfigFile = obj({
+  hostId: opt(str()),
+  stateDir: opt(str()),
+  nats: opt(NatsSettingsInput),
+  heartbeatIntervalMs: opt(int()),
+  streamListen: opt(str()),
+  criuPath: opt(str()),
+  cgroupParent: opt(str()),
+  logLevel: opt(oneOf(LEVELS)),
+  reserveMemoryBytes: opt(int()),
+  maxJobs: opt(int()),
+  fault: opt(str()),
+  metricsAddr: opt(str()),
+  jobBridge: opt(str()),
   /** `NAME[=VALUE]` checkpoint options, as `drover run --checkpoint-opt` takes them. */
-  checkpointOptions?: string[];
-  streamTls?: { caFile: string; certFile: string; keyFile: string };
-};
+  checkpointOptions: opt(arr(str())),
+  streamTls: opt(obj({ caFile: str(), certFile: str(), keyFile: str() })),
+});
+
+/** Raw, partial config as it appears in a file. */
+export type AgentConfigInput = Infer<typeof AgentConfigFile>;
 
 const DEFAULTS = {
   stateDir: '/var/lib/drover',
@@ -91,8 +101,6 @@ const DEFAULTS = {
   maxJobs: 1000,
   jobBridge: DEFAULT_JOB_BRIDGE,
 };
-
-const LEVELS: readonly string[] = ['debug', 'info', 'warn', 'error'];
 
 function bad(message: string): DroverError {
   return new DroverError(ErrorCode.InvalidArgument, `agent config: ${message}`);
@@ -201,15 +209,20 @@ export function configFromArgs(argv: readonly string[]): {
   return { ...(values.config ? { file: values.config } : {}), input };
 }
 
-/** Read a JSON config file. */
+/**
+ * Read a JSON config file, checked against {@link AgentConfigFile}: a field that does not fit is
+ * refused with an InvalidMessageError (INVALID_ARGUMENT) naming the file and the field.
+ */
 export function configFromFile(path: string): AgentConfigInput {
+  let text: string;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as AgentConfigInput;
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new DroverError(ErrorCode.InvalidArgument, `cannot read agent config ${path}`, {
       cause: err,
     });
   }
+  return parseJsonAs(AgentConfigFile, text, `agent config ${path}`);
 }
 
 /** Merge layers (later wins) and validate into a read-only AgentConfig. */
@@ -233,7 +246,7 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
     throw bad(`heartbeat interval must be an integer >= 100 ms: ${heartbeatIntervalMs}`);
   }
   const logLevel = m.logLevel ?? DEFAULTS.logLevel;
-  if (!LEVELS.includes(logLevel)) throw bad(`unknown log level ${logLevel}`);
+  if (!(LEVELS as readonly string[]).includes(logLevel)) throw bad(`unknown log level ${logLevel}`);
   const streamListen = m.streamListen ?? DEFAULTS.streamListen;
   if (!/^[^\s]+:\d+$/.test(streamListen))
     throw bad(`stream listen must be host:port: ${streamListen}`);

@@ -23,7 +23,7 @@ import { parseFaults, type MigrationContext } from './migration/context.js';
 import { abortMigration, commitMigration, prepareMigration } from './migration/destination.js';
 import { MigrationStore } from './migration/migration-store.js';
 import { recoverMigrations } from './migration/recovery.js';
-import { destinationFacts, migrateJob } from './migration/source.js';
+import { destinationFacts, migrateJob } from './migration/source-admit.js';
 import { MigrationAuthorizations } from './migration/authorization.js';
 
 /** A running agent daemon. */

@@ -1,7 +1,7 @@
 /** What an agent reports about its host: capacity, kernel, CRIU abilities, CPU flags, jobs. */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, statfs } from 'node:fs/promises';
 import { availableParallelism, release, totalmem } from 'node:os';
-import type { AgentInfo } from '@drover/protocol';
+import type { AgentInfo, AgentReplies, AgentRequest } from '@drover/protocol';
 import type { CriuAbilities, CriuFeatures } from '@drover/criu';
 import type { JobRecord } from './job-store.js';
 import { cpuFlags } from './preflight.js';
@@ -49,4 +49,25 @@ export async function buildAgentInfo(
     stream: { ...agent.stream },
     jobs: jobs.map((j) => ({ id: j.id, state: j.state, name: j.name })),
   };
+}
+
+/** Which of `req.files` are missing or of another size here, and (if asked) the free space. */
+export async function checkFiles(
+  req: AgentRequest<'files-check'>,
+  stateDir: string,
+): Promise<AgentReplies['files-check']> {
+  const missing: string[] = [];
+  const sizeDiffers: { path: string; expected: number; actual: number }[] = [];
+  for (const f of req.files) {
+    try {
+      const st = await stat(f.path);
+      if (f.size !== undefined && st.size !== f.size)
+        sizeDiffers.push({ path: f.path, expected: f.size, actual: st.size });
+    } catch {
+      missing.push(f.path);
+    }
+  }
+  if (req.space !== true) return { missing, sizeDiffers };
+  const fs = await statfs(stateDir);
+  return { missing, sizeDiffers, freeBytes: fs.bavail * fs.bsize };
 }

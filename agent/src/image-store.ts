@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { DroverError, ErrorCode, type Logger } from '@drover/common';
 import type { ImageInfo } from '@drover/protocol';
-import type { JobRecord } from './job-store.js';
+import { sortedEntries, type JobRecord } from './job-store.js';
 import { scratchRoots } from './migration/scratch.js';
 
 /** What an image directory holds besides CRIU's files. */
@@ -117,14 +117,8 @@ export class ImageStore {
 
   /** Every complete image (directories without a manifest are unfinished and skipped). */
   async list(): Promise<ImageInfo[]> {
-    let ids: string[];
-    try {
-      ids = await readdir(this.imagesDir);
-    } catch {
-      return [];
-    }
     const out: ImageInfo[] = [];
-    for (const id of ids.sort()) {
+    for (const id of await sortedEntries(this.imagesDir)) {
       const sealing = this.sealing.get(id);
       if (sealing) {
         out.push(sealing.info);

@@ -8,7 +8,7 @@ import type { Writable } from 'node:stream';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import { childrenOf, exeOf, startTicks } from '@drover/native';
+import { childrenOf, exeOf, JOB_NAMESPACE_FLAGS, startTicks } from '@drover/native';
 import { ENV_NAME_PATTERN } from '@drover/protocol';
 import {
   describeInitExit,
@@ -86,11 +86,7 @@ export async function startNamespacedJob(spec: StartSpec): Promise<StartedJob> {
   const launcher = spawn(
     'unshare',
     [
-      '--pid',
-      '--fork',
-      '--mount-proc',
-      '--uts',
-      '--ipc',
+      ...JOB_NAMESPACE_FLAGS,
       ...(spec.attachNetwork ? ['--net'] : []),
       '--',
       '/bin/sh',

@@ -2,7 +2,8 @@
 import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import { ID_PATTERN, type JobInfo } from '@drover/protocol';
+import { isSameLiveProcess } from '@drover/native';
+import { ID_PATTERN, JobKind, JobState, type JobInfo } from '@drover/protocol';
 import { readNoFollow, touchNoFollow, writeAtomicNoFollow } from './job-dir-fs.js';
 
 /** What the agent keeps about a job: the public JobInfo plus what re-attaching needs. */
@@ -21,6 +22,15 @@ export interface JobRecord extends JobInfo {
   /** Hostname inside the job's UTS namespace (namespaced jobs). */
   hostname: string | null;
 }
+
+/** States in which a job's processes exist on this host. */
+export const LIVE_STATES: readonly JobState[] = [
+  JobState.starting,
+  JobState.running,
+  JobState.frozen,
+  JobState.checkpointing,
+  JobState.migrating,
+];
 
 /** File names inside a job's directory. */
 export const JobFiles = {
@@ -98,16 +108,29 @@ export class JobStore {
     }
   }
 
+  /** A job whose processes exist here, checked by PID and start time. */
+  async loadLive(jobId: string): Promise<JobRecord> {
+    const r = await this.load(jobId);
+    if (
+      !LIVE_STATES.includes(r.state) ||
+      r.rootPid === null ||
+      !isSameLiveProcess(r.rootPid, r.rootStartTicks)
+    ) {
+      throw new DroverError(
+        ErrorCode.FailedPrecondition,
+        `job ${jobId} is not running (state ${r.state})`,
+        {
+          details: { jobId, state: r.state },
+        },
+      );
+    }
+    return r;
+  }
+
   /** Every record on disk (unreadable ones are skipped and reported through `onBad`). */
   async list(onBad: (id: string, err: unknown) => void = () => {}): Promise<JobRecord[]> {
-    let ids: string[];
-    try {
-      ids = await readdir(this.jobsDir);
-    } catch {
-      return [];
-    }
     const out: JobRecord[] = [];
-    for (const id of ids.sort()) {
+    for (const id of await sortedEntries(this.jobsDir)) {
       try {
         out.push(JSON.parse(await this.readRecord(id)) as JobRecord);
       } catch (err) {
@@ -138,6 +161,47 @@ export class JobStore {
   async remove(id: string): Promise<void> {
     await rm(this.jobDir(id), { recursive: true, force: true });
   }
+}
+
+/** The names in `dir`, sorted; none when it does not exist (yet). */
+export async function sortedEntries(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).sort();
+}
+
+/** A record with every field at its "nothing yet" value, for job `id` of host `host`. */
+export function blankRecord(id: string, host: string, jobDir: string): JobRecord {
+  return {
+    id,
+    name: id,
+    host,
+    kind: JobKind.namespaced,
+    state: JobState.starting,
+    command: [],
+    cwd: '/',
+    rootPid: null,
+    mainPid: null,
+    mainPidInside: null,
+    mainStartTicks: null,
+    startedAt: new Date().toISOString(),
+    exitedAt: null,
+    exitCode: null,
+    signal: null,
+    memoryLimitBytes: null,
+    jobDir,
+    stdoutPath: join(jobDir, JobFiles.stdout),
+    stderrPath: join(jobDir, JobFiles.stderr),
+    restoredFrom: null,
+    note: null,
+    rootStartTicks: null,
+    env: {},
+    shellJob: false,
+    hostname: null,
+    network: { mode: 'host' },
+    checkpointOptions: {},
+    until: 'main',
+    mainPidfile: null,
+    tty: false,
+  };
 }
 
 /** Public view of a record. */

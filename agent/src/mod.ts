@@ -1,5 +1,6 @@
 /** @drover/agent: the per-host daemon (jobs, supervision, checkpoint/restore, its NATS API). */
-export { Agent, LIVE_STATES } from './agent.js';
+export { Agent } from './agent.js';
+export { blankRecord, LIVE_STATES } from './job-store.js';
 export { startAgentDaemon } from './daemon.js';
 export type { AgentDaemon } from './daemon.js';
 export { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';

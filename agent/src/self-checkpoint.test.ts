@@ -16,6 +16,7 @@ import {
   requestSelfCheckpoint,
   type SelfCheckpointServerOptions,
 } from './self-checkpoint.js';
+import { JOB_NAMESPACE_FLAGS } from '@drover/native';
 
 const CLI = fileURLToPath(new URL('./self-checkpoint-cli.js', import.meta.url));
 
@@ -342,18 +343,7 @@ test(
       ].join('\n');
       const launcher = spawn(
         'setsid',
-        [
-          'unshare',
-          '--pid',
-          '--fork',
-          '--mount-proc',
-          '--uts',
-          '--ipc',
-          '--',
-          '/bin/sh',
-          '-c',
-          script,
-        ],
+        ['unshare', ...JOB_NAMESPACE_FLAGS, '--', '/bin/sh', '-c', script],
         {
           stdio: 'ignore',
           env: { ...process.env, UV_USE_IO_URING: '0' },

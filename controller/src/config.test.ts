@@ -1,7 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDroverError } from '@drover/common';
-import { compileControllerConfig, controllerConfigFromEnv } from './config.js';
+import {
+  compileControllerConfig,
+  controllerConfigFromEnv,
+  controllerConfigFromFile,
+} from './config.js';
 
 test('controller config: layers and validation', () => {
   const c = compileControllerConfig(
@@ -67,5 +71,41 @@ test('controller config: the job network', () => {
       (e) => isDroverError(e, 'INVALID_ARGUMENT'),
       JSON.stringify(bad),
     );
+  }
+});
+
+test('controller config: a file that does not fit is refused, naming the file and the field', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'drover-controller-config-'));
+  try {
+    const file = join(dir, 'controller.json');
+    const refused = (content: string, field: string, problem: RegExp): void => {
+      writeFileSync(file, content);
+      assert.throws(
+        () => controllerConfigFromFile(file),
+        (e) =>
+          isDroverError(e, 'INVALID_ARGUMENT') &&
+          e.details['path'] === field &&
+          e.message.startsWith(`controller config ${file}: ${field}`) &&
+          problem.test(e.message),
+        content,
+      );
+    };
+    refused('{"replicas": "three"}', 'replicas', /whole number/);
+    refused('{"jobNetwork": {"subnet": 10}}', 'jobNetwork.subnet', /expected text/);
+    refused('{"nats": {"token": "t"}}', 'nats.token', /unknown field/);
+    refused('{"logLevel": "verbose"}', 'logLevel', /must be one of/);
+    refused('{"leaseTtl": 5000}', 'leaseTtl', /unknown field/);
+    writeFileSync(
+      file,
+      JSON.stringify({ id: 'c1', replicas: 3, nats: { servers: ['nats://a:1'] } }),
+    );
+    const c = compileControllerConfig(controllerConfigFromFile(file));
+    assert.equal(c.id, 'c1');
+    assert.equal(c.replicas, 3);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,9 +1,22 @@
 /** The controller's configuration: defaults < JSON file < DROVER_* environment < flags. */
-import type { NatsSettings } from '@drover/bus';
+import { NatsSettingsInput, type NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
-import { intToIpv4, ipv4ToInt, isHostAddress, IPV4_PATTERN, parseSubnet } from '@drover/protocol';
+import {
+  int,
+  intToIpv4,
+  ipv4ToInt,
+  isHostAddress,
+  IPV4_PATTERN,
+  obj,
+  oneOf,
+  opt,
+  parseJsonAs,
+  parseSubnet,
+  str,
+  type Infer,
+} from '@drover/protocol';
 
 /**
  * The job network the controller hands addresses out of (docs/NETWORK.md): a subnet on the
@@ -45,25 +58,29 @@ export interface ControllerConfig {
   readonly jobNetwork: JobNetworkConfig | null;
 }
 
+/** The controller's NATS settings: the bus's, without a token (the controller signs in by TLS, creds or user). */
+const { token: _token, ...natsShape } = NatsSettingsInput.shape;
+
+/**
+ * The controller's config file (and every raw layer): each field optional and typed, unknown
+ * fields refused, in the wire's schema language. Ranges and forms are checked once the layers
+ * merge (`compileControllerConfig`).
+ */
+export const ControllerConfigFile = obj({
+  id: opt(str()),
+  nats: opt(obj(natsShape)),
+  unreachableAfterMs: opt(int()),
+  leaseTtlMs: opt(int()),
+  replicas: opt(int()),
+  imageRetention: opt(int()),
+  auditRetentionDays: opt(int()),
+  logLevel: opt(oneOf(['debug', 'info', 'warn', 'error'] as const satisfies readonly LogLevel[])),
+  metricsAddr: opt(str()),
+  jobNetwork: opt(obj({ subnet: opt(str()), gateway: opt(str()), range: opt(str()) })),
+});
+
 /** Raw, partial config (a file, the environment, flags). */
-export interface ControllerConfigInput {
-  id?: string;
-  nats?: {
-    servers?: string[] | string;
-    tls?: { caFile?: string; certFile?: string; keyFile?: string };
-    user?: string;
-    pass?: string;
-    credsFile?: string;
-  };
-  unreachableAfterMs?: number;
-  leaseTtlMs?: number;
-  replicas?: number;
-  imageRetention?: number;
-  auditRetentionDays?: number;
-  logLevel?: LogLevel;
-  metricsAddr?: string;
-  jobNetwork?: { subnet?: string; gateway?: string; range?: string };
-}
+export type ControllerConfigInput = Infer<typeof ControllerConfigFile>;
 
 function bad(message: string): DroverError {
   return new DroverError(ErrorCode.InvalidArgument, `controller config: ${message}`);
@@ -102,15 +119,20 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   return out;
 }
 
-/** A JSON config file as a raw layer. */
+/**
+ * A JSON config file as a raw layer, checked against {@link ControllerConfigFile}: a field that
+ * does not fit is refused with an InvalidMessageError (INVALID_ARGUMENT) naming the file and field.
+ */
 export function controllerConfigFromFile(path: string): ControllerConfigInput {
+  let text: string;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as ControllerConfigInput;
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new DroverError(ErrorCode.InvalidArgument, `cannot read controller config ${path}`, {
       cause: err,
     });
   }
+  return parseJsonAs(ControllerConfigFile, text, `controller config ${path}`);
 }
 
 /** Merge layers (later wins) and validate. */

@@ -1,6 +1,17 @@
 /** The host registry owns what the controller knows of each host: its last heartbeat, whether it is reachable, and its cordon. */
 import { DroverError, ErrorCode } from '@drover/common';
-import type { AgentInfo } from '@drover/protocol';
+import {
+  arr,
+  bool,
+  int,
+  json,
+  num,
+  obj,
+  objWith,
+  str,
+  type AgentInfo,
+  type Infer,
+} from '@drover/protocol';
 import type { HostView } from './placement.js';
 
 /** Options of a HostRegistry. */
@@ -127,13 +138,15 @@ export class HostRegistry {
     const reg = new HostRegistry(opts);
     const bad = (why: string): DroverError =>
       new DroverError(ErrorCode.InvalidArgument, `host registry document: ${why}`);
-    if (!isObject(data) || data['version'] !== 1 || !Array.isArray(data['hosts'])) {
-      throw bad('expected {version: 1, hosts: [...]}');
+    let doc: Infer<typeof PersistedRegistry>;
+    try {
+      doc = PersistedRegistry.parse(data);
+    } catch (err) {
+      throw bad((err as Error).message);
     }
-    (data['hosts'] as unknown[]).forEach((h, i) => {
-      const why = hostViewProblem(h);
-      if (why !== null) throw bad(`hosts[${i}]: ${why}`);
-      const v = h as HostView;
+    doc.hosts.forEach((h, i) => {
+      if (h.info.host !== h.host) throw bad(`hosts[${i}].info: must be the heartbeat of that host`);
+      const v = h as unknown as HostView;
       if (reg.#hosts.has(v.host)) throw bad(`hosts[${i}]: ${v.host} is listed twice`);
       reg.#set({
         host: v.host,
@@ -163,29 +176,26 @@ export class HostRegistry {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+/**
+ * A persisted HostView: the fields placement reads are checked (the heartbeat's other fields
+ * pass through as they were stored).
+ */
+const PersistedHostView = obj({
+  host: str({ min: 1 }),
+  info: objWith({
+    host: str({ min: 1 }),
+    memory: objWith({ availableBytes: num() }),
+    cpuFlags: arr(str(), { max: 4096 }),
+    criu: objWith({ lazyPages: bool() }),
+    jobs: arr(json(), { max: Number.MAX_SAFE_INTEGER }),
+  }),
+  cordoned: bool(),
+  reachable: bool(),
+  lastSeenMs: num(),
+});
 
-/** What is wrong with a persisted HostView (the fields placement reads), or null. */
-function hostViewProblem(h: unknown): string | null {
-  if (!isObject(h)) return 'not an object';
-  if (typeof h['host'] !== 'string' || h['host'] === '') return 'host must be a non-empty string';
-  if (typeof h['cordoned'] !== 'boolean') return 'cordoned must be a boolean';
-  if (typeof h['reachable'] !== 'boolean') return 'reachable must be a boolean';
-  if (!Number.isFinite(h['lastSeenMs'])) return 'lastSeenMs must be a number';
-  const info = h['info'];
-  if (!isObject(info) || info['host'] !== h['host'])
-    return 'info must be the heartbeat of that host';
-  const mem = info['memory'];
-  if (!isObject(mem) || !Number.isFinite(mem['availableBytes'])) return 'info.memory is malformed';
-  const flags = info['cpuFlags'];
-  if (!Array.isArray(flags) || !flags.every((f) => typeof f === 'string')) {
-    return 'info.cpuFlags must be strings';
-  }
-  if (!isObject(info['criu']) || typeof info['criu']['lazyPages'] !== 'boolean') {
-    return 'info.criu is malformed';
-  }
-  if (!Array.isArray(info['jobs'])) return 'info.jobs must be an array';
-  return null;
-}
+/** The registry as persisted by `toJSON`. */
+const PersistedRegistry = obj({
+  version: int({ min: 1, max: 1 }),
+  hosts: arr(PersistedHostView, { max: Number.MAX_SAFE_INTEGER }),
+});

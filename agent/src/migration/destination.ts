@@ -19,12 +19,12 @@ import {
 } from '@drover/protocol';
 import { startLazyPages, logTail, type LazyPagesDaemon } from '@drover/criu';
 import { receiveFiles, type StreamReceiver } from '@drover/transfer';
-import { LIVE_STATES, type Agent } from '../agent.js';
+import type { Agent } from '../agent.js';
 import { restoreJobFiles } from '../job-image.js';
 import { updateHostsFile } from '../job-hosts.js';
 import { addressOf, announceJob, checkJobBridge } from '../job-network.js';
 import { availableMemory } from '../host-facts.js';
-import { toJobInfo, type JobRecord } from '../job-store.js';
+import { blankRecord, LIVE_STATES, toJobInfo, type JobRecord } from '../job-store.js';
 import { refreshMain } from '../job-main.js';
 import { isSameLiveProcess, procEntry, startTicks } from '@drover/native';
 import { cpuFlags } from '../preflight.js';
@@ -235,7 +235,7 @@ async function receive(
         const jobDir = await agent.store.createJobDir(job.id);
         created = true;
         const incoming: JobRecord = {
-          ...agent.blankRecord(job.id, jobDir),
+          ...blankRecord(job.id, agent.config.hostId, jobDir),
           ...job,
           jobDir,
           host: agent.config.hostId,
@@ -288,7 +288,7 @@ async function receive(
           );
         }
         await agent.store.save(record);
-        agent.watch(record);
+        agent.supervisor.watch(record);
         agent.event(record);
         return record;
       }),
@@ -348,7 +348,7 @@ async function cleanup(
   cg: JobCgroup | null,
   created: boolean,
 ): Promise<void> {
-  agent.release(jobId);
+  agent.supervisor.release(jobId);
   const group =
     cg ?? (await JobCgroup.open({ jobId, parent: agent.config.cgroupParent }).catch(() => null));
   await group?.destroy({ force: true });

@@ -1,9 +1,10 @@
 /** Persisted migration records under `<stateDir>/migrations/`, so a restarted agent finishes or rolls back. */
 import { timingSafeEqual } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
 import type { MigrationRecord, MigrationState } from '@drover/protocol';
+import { sortedEntries } from '../job-store.js';
 import { ticketDigest } from './authorization.js';
 
 /** States after which nothing more happens to a migration. */
@@ -110,14 +111,8 @@ export class MigrationStore {
   }
 
   async list(): Promise<MigrationRecord[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch {
-      return [];
-    }
     const out: MigrationRecord[] = [];
-    for (const n of names.filter((x) => x.endsWith('.json')).sort()) {
+    for (const n of (await sortedEntries(this.dir)).filter((x) => x.endsWith('.json'))) {
       try {
         out.push(JSON.parse(await readFile(join(this.dir, n), 'utf8')) as MigrationRecord);
       } catch {

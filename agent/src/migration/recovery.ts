@@ -11,12 +11,12 @@ import type { MigrationContext } from './context.js';
 import { advance, FINAL_STATES, MigrationStore } from './migration-store.js';
 import { criuWorkingIn, removeScratch } from './scratch.js';
 import { isReceiving } from './destination.js';
+import { activeSourceMigrations } from './source.js';
 import {
-  activeSourceMigrations,
   releaseOriginalNetwork,
   reopenOriginalNetwork,
   settleWithDestination,
-} from './source.js';
+} from './source-settle.js';
 
 /** Source states in which the destination cannot have restored anything yet. */
 const BEFORE_DONE: readonly MigrationState[] = [
@@ -98,7 +98,7 @@ async function recoverSource(
       return false;
     }
     if (outcome === 'running') {
-      agent.release(job.id);
+      agent.supervisor.release(job.id);
       await releaseOriginalNetwork(job);
       await cg?.forceClearGuard();
       await cg?.destroy({ force: true });

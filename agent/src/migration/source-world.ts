@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { Agent } from '../agent.js';
 import { checkpointJobFiles, planJobDump, type JobDumpPlan } from '../job-image.js';
 import { lockJobNetwork, quiesceJob, type QuiesceResult } from '../job-network.js';
-import { releaseOriginalNetwork, reopenOriginalNetwork } from './source.js';
+import { releaseOriginalNetwork, reopenOriginalNetwork } from './source-settle.js';
 import type { JobRecord } from '../job-store.js';
 import type { MigrationContext, PeerCall } from './context.js';
 import { MigrationStore } from './migration-store.js';
@@ -153,7 +153,7 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
     jobs: {
       save: (job) => agent.store.save(job),
       event: (job) => agent.event(job),
-      release: (id) => agent.release(id),
+      release: (id) => agent.supervisor.release(id),
       pids: (job) => processTree(job.rootPid!).map((p) => p.pid),
       cpuFlags: async () => (await agent.info()).cpuFlags,
     },

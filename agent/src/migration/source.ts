@@ -18,6 +18,11 @@
  * told to abort, the job's network reopens and the original thaws where it was. After DONE
  * without an answer the destination is asked; if nobody can say, the original stays frozen
  * (`in-doubt`) — nothing is lost either way.
+ *
+ * Beside it: `source-admit.ts` (whether and how a job moves: the checks, the mode; the entry
+ * point `migrateJob`), `source-dump.ts` (the dump phase, per mode), `source-settle.ts` (asking
+ * the destination, releasing or reopening the original's network), `source-world.ts` (everything
+ * below, faked in the unit tests).
  */
 import { DroverError, ErrorCode, newId, toDroverError } from '@drover/common';
 import {
@@ -35,15 +40,14 @@ import { isTransferError } from '@drover/transfer';
 import type { CheckpointGuard } from '@drover/cgroup';
 import { PAGE_SIZE, type SwrkSession } from '@drover/criu';
 import { isSameLiveProcess } from '@drover/native';
-import type { Agent } from '../agent.js';
 import { dumpOptionsOf } from '../checkpoint.js';
 import type { JobDumpPlan } from '../job-image.js';
-import { addressOf, detachJob, unlockJobNetwork, unquiesceJob } from '../job-network.js';
+import { addressOf } from '../job-network.js';
 import type { JobRecord } from '../job-store.js';
-import { preflight, preflightInputOf, type DestinationFacts } from '../preflight.js';
-import type { MigrationContext } from './context.js';
 import { advance, newMigrationRecord } from './migration-store.js';
-import { realSourceWorld, type SourceWorld, type StreamSender } from './source-world.js';
+import { dumpLazy, dumpToPageServer, pagesPulled } from './source-dump.js';
+import { settleWithDestination } from './source-settle.js';
+import type { SourceWorld, StreamSender } from './source-world.js';
 
 /** A stream with no frame for this long is a dead link (both sides give up). */
 export const STREAM_IDLE_MS = 5000;
@@ -54,64 +58,8 @@ export const STREAM_IDLE_MS = 5000;
  */
 const QUIESCE_MS = 1000;
 
-/** Jobs above this size go post-copy under `auto` when both hosts can. */
-const AUTO_POSTCOPY_BYTES = 512 * 1024 * 1024;
-
-/**
- * A post-copy dump leaves memory out of the images; more than this much page data in them means
- * lazy pages did not take, and the move is refused rather than silently copying everything.
- */
-const LAZY_LEFTOVER_BYTES = 32 * 1024 * 1024;
-
 /** Migrations this process is running right now (recovery leaves them alone). */
 export const activeSourceMigrations = new Set<string>();
-
-/** Migrate a job off this host. Caller holds no lock; this takes the job's. */
-export function migrateJob(
-  agent: Agent,
-  ctx: MigrationContext,
-  req: AgentRequest<'migrate'>,
-): Promise<MigrationRecord> {
-  return agent.withJob(req.jobId, async () => {
-    const job = await agent.liveJob(req.jobId);
-    const cg = await agent.cgroupOf(job);
-    const memoryBytes = (await cg.memoryUsage().catch(() => 0)) || 0;
-    const destInfo = await ctx.call(req.destination, 'info', {}, 5000);
-    const mode = chooseMode(req.mode ?? 'auto', agent, destInfo.criu, memoryBytes);
-    checkMovable(job, req.destination, agent.config.hostId);
-    if (req.force !== true) {
-      const report = await preflight(
-        await preflightInputOf(job),
-        destinationFacts(job, req.destination, destInfo.cpuFlags, ctx.call),
-      );
-      if (!report.ok) {
-        throw new DroverError(
-          ErrorCode.FailedPrecondition,
-          `job ${job.id} cannot move to ${req.destination}: ${report.reasons.map((r) => r.message).join('; ')}`,
-          { details: { jobId: job.id, reasons: report.reasons } },
-        );
-      }
-    }
-    return new SourceMigration(realSourceWorld(agent, ctx), job, req, {
-      mode,
-      memoryBytes,
-      destinationAddress: destInfo.stream.host,
-    }).run();
-  });
-}
-
-/** Refuse a job that is not running here or a move to where it is. */
-function checkMovable(job: JobRecord, destination: string, here: string): void {
-  if (job.state !== JobState.running) {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      `job ${job.id} is ${job.state}; only running jobs migrate`,
-      { details: { jobId: job.id, state: job.state } },
-    );
-  }
-  if (destination === here)
-    throw new DroverError(ErrorCode.InvalidArgument, `job ${job.id} is already on ${destination}`);
-}
 
 /** One migration of `job` from this host, phase by phase. */
 export class SourceMigration {
@@ -132,8 +80,6 @@ export class SourceMigration {
   private lazySession: SwrkSession | null = null;
   /** Nobody could tell the destination to drop its copy: ours stays frozen, rolled back never. */
   private inDoubt = false;
-  /** Why the page connection was cut (a stalled peer), if it was. */
-  private cutWhy: string | null = null;
 
   readonly mode: Exclude<MigrationMode, 'auto'>;
 
@@ -263,74 +209,26 @@ export class SourceMigration {
       ...(this.cg!.paths.freezer ? { freezeCgroup: this.cg!.paths.freezer } : {}),
       ...dumpOptionsOf(this.plan!),
     };
+    const input = { base, hooks: this.jobFilesHook(), scratch: this.scratch };
     const tDump = performance.now();
     let pageBytes = 0;
     if (this.mode === 'post-copy') {
-      // CRIU writes everything but the memory, says status-ready, then serves pages until the
-      // destination has them all; the DUMP reply comes only after that.
-      let ready!: () => void;
-      const imagesReady = new Promise<void>((r) => (ready = r));
-      const tls = this.w.pageTls('server');
-      this.lazyDump = this.w.dump(
-        {
-          ...base,
-          lazyPages: true,
-          pageServer: { address: this.w.advertiseHost, port: this.lazyPort!.port },
-          ...(tls ? { tls } : {}),
-        },
-        {
-          hooks: { ...this.jobFilesHook(), 'status-ready': () => ready() },
-          onSession: (sw) => (this.lazySession = sw),
-        },
-      );
-      this.lazyDump.catch(() => undefined);
-      await Promise.race([
-        imagesReady,
-        this.lazyDump.then(() => {
-          throw new DroverError(ErrorCode.Internal, 'lazy dump ended before it was ready');
-        }),
-      ]);
-      // The memory must have stayed out of the images, or post-copy silently became a copy.
-      const left = await this.w.images.pageBytes(this.scratch);
-      if (left > LAZY_LEFTOVER_BYTES) {
-        throw new DroverError(
-          ErrorCode.FailedPrecondition,
-          `the post-copy dump wrote ${Math.round(left / 1048576)} MiB of pages into its images: lazy pages did not take`,
-          { details: { pageBytes: left } },
-        );
-      }
+      await dumpLazy(this.w, input, {
+        port: this.lazyPort!.port,
+        onStarted: (dump) => (this.lazyDump = dump),
+        onSession: (sw) => (this.lazySession = sw),
+      });
     } else {
-      const tls = this.w.pageTls('client');
-      const pages = this.prepared!.pages!;
-      // The pages go to the destination's page server while CRIU dumps: they never touch this
-      // host's memory again, nor the agents. A peer that stops taking them gets the connection
-      // cut, and CRIU unwinds by itself (the tree is released as it was).
-      const dumping = this.w.dump(
-        {
-          ...base,
-          pageServer: { address: pages.host, port: pages.port },
-          ...(tls ? { tls } : {}),
-        },
-        { hooks: this.jobFilesHook() },
-      );
       const memoryBytes = this.how.memoryBytes;
-      this.w.pages.watch(
-        { peer: pages.host, peerPort: pages.port },
-        dumping,
-        (why) => (this.cutWhy = why),
-        (acked) =>
+      this.rec.stats.pages = await dumpToPageServer(this.w, input, {
+        pages: this.prepared!.pages!,
+        onAcked: (acked) =>
           this.progress('dumping', {
             bytes: acked,
             totalBytes: Math.max(memoryBytes, acked),
             rateBytesPerSec: Math.round((acked * 1000) / (performance.now() - tDump)),
           }),
-      );
-      await dumping.catch((err: unknown) => {
-        throw this.cutWhy
-          ? new DroverError(ErrorCode.Unavailable, this.cutWhy, { cause: err, retryable: true })
-          : err;
       });
-      this.rec.stats.pages = (await this.w.images.stats(this.scratch)).pagesWritten;
       pageBytes = this.rec.stats.pages * PAGE_SIZE;
     }
     this.rec.stats.dumpMs = Math.round(performance.now() - tDump);
@@ -395,18 +293,13 @@ export class SourceMigration {
       atMs: Math.round(performance.now() - this.t0),
     });
     this.progress('pulling-pages');
-    // A destination that stops pulling gets the connection cut; our lazy dump then ends.
-    this.w.pages.watch(
-      { peer: this.lazyPort!.peer!, localPort: this.lazyPort!.port },
-      this.lazyDump,
-      (why) => (this.cutWhy = why),
-    );
     try {
-      await this.lazyDump;
+      await pagesPulled(this.w, this.lazyDump, {
+        peer: this.lazyPort!.peer!,
+        localPort: this.lazyPort!.port,
+      });
     } catch (err) {
-      const first = this.cutWhy
-        ? new DroverError(ErrorCode.Unavailable, this.cutWhy, { cause: err, retryable: true })
-        : toDroverError(err);
+      const first = toDroverError(err);
       // The pages did not all arrive: the destination's copy is broken; ours is intact. Ours
       // runs again only once the destination has dropped its copy: the job never runs twice.
       try {
@@ -568,96 +461,7 @@ export class SourceMigration {
   }
 }
 
-/**
- * The destination runs the job: the original's link goes before the original does, so nothing
- * its dying sockets send (FINs, resets) reaches the segment where the job's address now lives.
- */
-export async function releaseOriginalNetwork(job: JobRecord): Promise<void> {
-  if (!addressOf(job.network)) return;
-  await detachJob(job.id);
-  await unquiesceJob(job.id);
-}
-
-/** The move failed: the original's link carries traffic again, new connections included. */
-export async function reopenOriginalNetwork(job: JobRecord): Promise<void> {
-  if (!addressOf(job.network)) return;
-  await unlockJobNetwork(job.id);
-  await unquiesceJob(job.id);
-}
-
-/** Ask the destination (over NATS, not the broken stream) what became of the migration. */
-export async function settleWithDestination(
-  call: MigrationContext['call'],
-  rec: MigrationRecord,
-  ticket: string,
-  attempts = 10,
-): Promise<'running' | 'aborted' | 'unknown'> {
-  for (let i = 0; i < attempts; i++) {
-    try {
-      const st = await call(
-        rec.destination,
-        'migrate-status',
-        { migrationId: rec.migrationId, ticket },
-        2000,
-      );
-      if (st.state === MigrationState.running || st.state === MigrationState.done) return 'running';
-      if (st.state === MigrationState.restoring || st.state === MigrationState.receiving) {
-        await sleep(500); // still at work: let it finish or fail
-        continue;
-      }
-      await call(rec.destination, 'migrate-abort', { migrationId: rec.migrationId, ticket }, 5000);
-      return 'aborted';
-    } catch (err) {
-      if (err instanceof DroverError && err.code === ErrorCode.NotFound) return 'aborted';
-      await sleep(500);
-    }
-  }
-  return 'unknown';
-}
-
-function chooseMode(
-  asked: MigrationMode,
-  agent: Agent,
-  dest: { lazyPages: boolean; memTrack: boolean },
-  memoryBytes: number,
-): Exclude<MigrationMode, 'auto'> {
-  if (asked === 'pre-copy' && !(agent.features.memTrack && dest.memTrack)) {
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      'pre-copy needs memory tracking (soft-dirty) on both hosts, and this kernel has none (CONFIG_MEM_SOFT_DIRTY is off); use stop-copy or post-copy',
-      {
-        details: {
-          feature: 'mem_track',
-          source: agent.features.memTrack,
-          destination: dest.memTrack,
-        },
-      },
-    );
-  }
-  if (asked === 'pre-copy') {
-    // Where the kernel tracks memory, pre-copy iterations are not implemented yet either.
-    throw new DroverError(
-      ErrorCode.FailedPrecondition,
-      'pre-copy is not available in this version; use stop-copy or post-copy',
-      { details: { mode: asked } },
-    );
-  }
-  const lazy = agent.features.lazyPages && dest.lazyPages;
-  if (asked === 'post-copy') {
-    if (!lazy) {
-      throw new DroverError(
-        ErrorCode.FailedPrecondition,
-        'post-copy needs CRIU lazy pages (userfaultfd) on both hosts',
-        { details: { source: agent.features.lazyPages, destination: dest.lazyPages } },
-      );
-    }
-    return 'post-copy';
-  }
-  if (asked === 'auto')
-    return lazy && memoryBytes > AUTO_POSTCOPY_BYTES ? 'post-copy' : 'stop-copy';
-  return 'stop-copy';
-}
-
+/** The job as the destination's `migrate-prepare` receives it. */
 function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
   const a = addressOf(j.network);
   return {
@@ -688,30 +492,4 @@ function migratingJob(j: JobRecord): AgentRequest<'migrate-prepare'>['job'] {
     ...(j.mainPidfile ? { mainPidfile: j.mainPidfile } : {}),
     ...(j.tty ? { tty: true } : {}),
   } as unknown as AgentRequest<'migrate-prepare'>['job'];
-}
-
-/**
- * What preflight needs to know about a destination. The job's own directory is left out of the
- * file check: the destination creates it and its files travel with the images.
- */
-export function destinationFacts(
-  job: Pick<JobRecord, 'jobDir'>,
-  host: string,
-  cpuFlags: readonly string[],
-  call: MigrationContext['call'],
-): DestinationFacts {
-  const own = `${job.jobDir}/`;
-  return {
-    host,
-    cpuFlags,
-    checkFiles: (files) =>
-      call(host, 'files-check', {
-        files: files.filter((f) => !f.path.startsWith(own)),
-        space: true,
-      }),
-  };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

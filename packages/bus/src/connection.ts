@@ -9,7 +9,17 @@ import {
   type Subscription,
 } from '@nats-io/nats-core';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
-import { decodeReply, identityOfSubject, inboxPrefixOf, type Identity } from '@drover/protocol';
+import {
+  arr,
+  decodeReply,
+  either,
+  identityOfSubject,
+  inboxPrefixOf,
+  obj,
+  opt,
+  str,
+  type Identity,
+} from '@drover/protocol';
 import { CallCache, requestWithResend, type RequestLink } from './request.js';
 
 /** How to reach NATS. TLS and credentials are accepted from the start. */
@@ -54,6 +64,19 @@ export interface NatsSettings {
   readonly token?: string;
   readonly credsFile?: string;
 }
+
+/**
+ * {@link NatsSettings} as an app's config layer (a file, the environment) gives them: every field
+ * optional (the layers merge), `servers` a list or one comma-separated string.
+ */
+export const NatsSettingsInput = obj({
+  servers: opt(either(arr(str()), str())),
+  tls: opt(obj({ caFile: opt(str()), certFile: opt(str()), keyFile: opt(str()) })),
+  user: opt(str()),
+  pass: opt(str()),
+  token: opt(str()),
+  credsFile: opt(str()),
+});
 
 /** BusOptions from an app's NATS settings (only the fields that are set). */
 export function busOptionsFrom(nats: NatsSettings, name: string, logger?: Logger): BusOptions {

@@ -1,5 +1,5 @@
 /** @drover/bus: the only package that imports @nats-io: connection, request/reply, the agent API. */
-export { Bus, busOptionsFrom } from './connection.js';
+export { Bus, busOptionsFrom, NatsSettingsInput } from './connection.js';
 export type { BusOptions, NatsSettings, RawHandler } from './connection.js';
 export { jetStreamAnswers } from './health.js';
 export { serveAgentApi, AgentClient } from './agent-rpc.js';

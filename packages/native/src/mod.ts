@@ -15,14 +15,16 @@ export {
   waitForExit,
 } from './process.js';
 export type { ChildStatus, WaitOptions } from './process.js';
-export { setns, NamespaceType } from './namespace.js';
+export { setns, NamespaceType, JOB_NAMESPACE_FLAGS } from './namespace.js';
 export {
   childrenOf,
   exeOf,
   isSameLiveProcess,
   procEntry,
   processTree,
+  procStat,
   sessionId,
   startTicks,
+  statFields,
 } from './procfs.js';
-export type { ProcEntry } from './procfs.js';
+export type { ProcEntry, ProcStat } from './procfs.js';

@@ -15,6 +15,13 @@ export const NamespaceType = {
 } as const;
 export type NamespaceType = (typeof NamespaceType)[keyof typeof NamespaceType];
 
+/**
+ * The unshare(1) flags of a job's own namespaces: PID (its init forked, /proc mounted for it),
+ * mount, UTS and IPC. What the agent starts a job in and CRIU restores it into; the tests' and
+ * benchmarks' hand-made jobs use the same.
+ */
+export const JOB_NAMESPACE_FLAGS = ['--pid', '--fork', '--mount-proc', '--uts', '--ipc'] as const;
+
 function typeName(nstype: number): string {
   const entry = Object.entries(NamespaceType).find(([, v]) => v === nstype);
   return entry === undefined ? `0x${nstype.toString(16)}` : entry[0];

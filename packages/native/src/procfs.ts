@@ -12,28 +12,53 @@ export interface ProcEntry {
   cmdline: string[];
 }
 
-/** Start time of `pid` in clock ticks since boot (field 22 of stat), or null if gone. */
-export function startTicks(pid: number): number | null {
+/** The fields of `/proc/<pid>/stat` Drover reads. */
+export interface ProcStat {
+  /** State letter (field 3): R, S, D, Z (zombie), X (dead)... */
+  state: string;
+  /** Parent PID (field 4). */
+  ppid: number;
+  /** Session id (field 6). */
+  session: number;
+  /** Start time in clock ticks since boot (field 22): with the PID, one process across reuse. */
+  startTicks: number;
+}
+
+/**
+ * The fields of a `/proc/<pid>/stat` text after the command name: `[state, ppid, ...]`, so
+ * field N of proc(5) is at index N - 3. The command name may hold spaces and parentheses:
+ * the fields start after its last ')'.
+ */
+export function statFields(text: string): string[] {
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/** `/proc/<pid>/stat` of `pid`, or null if it is gone. */
+export function procStat(pid: number): ProcStat | null {
+  let text: string;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // comm may contain spaces and parentheses: fields start after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const v = Number(rest[19]);
-    return Number.isFinite(v) ? v : null;
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
     return null;
   }
+  const f = statFields(text);
+  return {
+    state: f[0] ?? '?',
+    ppid: Number(f[1]),
+    session: Number(f[3]),
+    startTicks: Number(f[19]),
+  };
+}
+
+/** Start time of `pid` in clock ticks since boot (field 22 of stat), or null if gone. */
+export function startTicks(pid: number): number | null {
+  const v = procStat(pid)?.startTicks;
+  return v !== undefined && Number.isFinite(v) ? v : null;
 }
 
 /** Session id of `pid` (field 6 of stat), or null. */
 export function sessionId(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(rest[3]);
-  } catch {
-    return null;
-  }
+  return procStat(pid)?.session ?? null;
 }
 
 /** Facts about `pid`, or null if it is gone. */
@@ -95,11 +120,14 @@ export function processTree(pid: number): ProcEntry[] {
   return out;
 }
 
-/** True while `pid` exists, is not a zombie, and (if given) has the recorded start time. */
+/**
+ * "Is this PID still the same process": true while `pid` exists, is neither a zombie nor dead,
+ * and (if given) has the recorded start time. The one check of process identity in the tree.
+ */
 export function isSameLiveProcess(pid: number, ticks: number | null): boolean {
-  const e = procEntry(pid);
-  if (!e || e.state === 'Z') return false;
-  return ticks === null || startTicks(pid) === ticks;
+  const st = procStat(pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  return ticks === null || st.startTicks === ticks;
 }
 
 /** The executable of `pid` (readlink of /proc/PID/exe), or null. */

@@ -6,7 +6,20 @@ import { ControllerOps } from './controller-api.js';
 import { parseSignal } from './signals.js';
 import { decodeJson, decodeReply, failReply, MAX_MESSAGE_BYTES, okReply } from './envelope.js';
 import { errorToFailure, failureToError } from './failure.js';
-import { arr, bool, dict, int, obj, oneOf, opt, str } from './schema.js';
+import {
+  arr,
+  bool,
+  dict,
+  either,
+  int,
+  InvalidMessageError,
+  obj,
+  objWith,
+  oneOf,
+  opt,
+  parseJsonAs,
+  str,
+} from './schema.js';
 import { DroverError, ErrorCode } from '@drover/common';
 
 const invalid = (f: () => unknown, path: RegExp): void => {
@@ -203,4 +216,46 @@ test('rollback errors and foreign causes survive the wire codec', () => {
   assert.equal(cause.message, 'open failed');
   assert.equal(cause.details.code, 'ENOENT');
   assert.equal((cause.cause as Error).message, 'disk gone');
+});
+
+test('either: the first schema that accepts; refused values name the deeper problem', () => {
+  const s = either(arr(str()), str());
+  assert.deepEqual(s.parse(['a', 'b']), ['a', 'b']);
+  assert.equal(s.parse('a,b'), 'a,b');
+  assert.throws(
+    () => s.parse(7, 'servers'),
+    /servers: expected array of string or string, got number$/,
+  );
+  assert.throws(() => s.parse(['a', 3], 'servers'), /servers\[1\]: expected text, got number/);
+});
+
+test('objWith: checks the fields it names and keeps the others as they are', () => {
+  const s = objWith({ host: str({ min: 1 }) });
+  assert.deepEqual(s.parse({ host: 'h1', extra: { a: 1 } }), { host: 'h1', extra: { a: 1 } });
+  assert.throws(() => s.parse({ extra: 1 }, 'info'), /info\.host: is required/);
+  assert.throws(() => s.parse([], 'info'), /info: expected object, got array/);
+});
+
+test('parseJsonAs: a document that does not fit is refused naming the document and the field', () => {
+  const s = obj({ nats: opt(obj({ servers: opt(arr(str())) })), maxJobs: opt(int()) });
+  assert.deepEqual(parseJsonAs(s, '{"maxJobs": 3}', 'agent config /x.json'), { maxJobs: 3 });
+  const refused = (text: string, message: RegExp, path: string): void => {
+    assert.throws(
+      () => parseJsonAs(s, text, 'agent config /x.json'),
+      (e) =>
+        e instanceof InvalidMessageError &&
+        isDroverError(e, ErrorCode.InvalidArgument) &&
+        message.test(e.message) &&
+        e.details['path'] === path,
+      text,
+    );
+  };
+  refused(
+    '{"maxJobs": "3"}',
+    /^agent config \/x\.json: maxJobs: must be a whole number/,
+    'maxJobs',
+  );
+  refused('{"nats": {"servers": [1]}}', /: nats\.servers\[0\]: expected text/, 'nats.servers[0]');
+  refused('{"maxjobs": 3}', /: maxjobs: unknown field$/, 'maxjobs');
+  refused('{"maxJobs": ', /^agent config \/x\.json: /, '');
 });

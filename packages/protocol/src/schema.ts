@@ -13,12 +13,21 @@ export interface Schema<T> {
 /** The type a schema produces. */
 export type Infer<S> = S extends Schema<infer T> ? T : never;
 
-/** A message failed validation: `details.path` says where. */
+/**
+ * A message (or a document: `subject` names it, e.g. "agent config /etc/drover/agent.json")
+ * failed validation: `details.path` says where, `problem` what is wrong there.
+ */
 export class InvalidMessageError extends DroverError {
-  constructor(path: string, problem: string) {
+  constructor(
+    path: string,
+    readonly problem: string,
+    subject?: string,
+  ) {
     // A path names keys of the message, which may be huge: a reply must stay small.
     const where = path.length > MAX_PATH_IN_ERROR ? `${path.slice(0, MAX_PATH_IN_ERROR)}…` : path;
-    super(ErrorCode.InvalidArgument, `${where || 'message'}: ${problem}`, {
+    const head =
+      subject === undefined ? where || 'message' : where ? `${subject}: ${where}` : subject;
+    super(ErrorCode.InvalidArgument, `${head}: ${problem}`, {
       details: { path: where },
     });
   }
@@ -230,7 +239,72 @@ export function obj<S extends Shape>(shape: S): ObjectSchema<S> {
   };
 }
 
+/**
+ * An object with at least these fields, each checked; its other fields pass through unchecked.
+ * For documents of which a reader relies on a few fields only (a persisted heartbeat), never for
+ * a request: those refuse what they do not know ({@link obj}).
+ */
+export function objWith<S extends Shape>(shape: S): Schema<ObjectOf<S> & Record<string, unknown>> {
+  const strict = obj(shape);
+  return {
+    kind: 'object',
+    parse(v, path = '') {
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+        return fail(path, `expected object, got ${typeOf(v)}`);
+      }
+      const known = Object.fromEntries(Object.entries(v).filter(([k]) => Object.hasOwn(shape, k)));
+      return { ...(v as Record<string, unknown>), ...strict.parse(known, path) };
+    },
+  };
+}
+
 /** Any JSON value (bounded by the message size limit only); for opaque payloads. */
 export function json(): Schema<unknown> {
   return { kind: 'json', parse: (v) => v };
+}
+
+/**
+ * Either of two schemas, tried in order. When both refuse, the error is the one that got further
+ * into the value (the other refused it at the top).
+ */
+export function either<A, B>(a: Schema<A>, b: Schema<B>): Schema<A | B> {
+  return {
+    kind: `${a.kind} or ${b.kind}`,
+    parse(v, path = '') {
+      try {
+        return a.parse(v, path);
+      } catch (errA) {
+        if (!(errA instanceof InvalidMessageError)) throw errA;
+        try {
+          return b.parse(v, path);
+        } catch (errB) {
+          if (!(errB instanceof InvalidMessageError)) throw errB;
+          const deeper = (e: InvalidMessageError): boolean => e.details['path'] !== path;
+          if (deeper(errA)) throw errA;
+          if (deeper(errB)) throw errB;
+          return fail(path, `expected ${a.kind} or ${b.kind}, got ${typeOf(v)}`);
+        }
+      }
+    },
+  };
+}
+
+/**
+ * A JSON document read from outside the wire (a config file, a persisted record) parsed and
+ * checked against `schema`. Refused as InvalidMessageError whose message starts with `what` and
+ * names the offending field (`details.path`); a syntax error names no field.
+ */
+export function parseJsonAs<T>(schema: Schema<T>, text: string, what: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidMessageError('', `${(err as Error).message}`, what);
+  }
+  try {
+    return schema.parse(value, '');
+  } catch (err) {
+    if (!(err instanceof InvalidMessageError)) throw err;
+    throw new InvalidMessageError(String(err.details['path'] ?? ''), err.problem, what);
+  }
 }

@@ -17,6 +17,7 @@ import {
   waitFor,
   type ExecResult,
 } from './proc.js';
+import { JOB_NAMESPACE_FLAGS } from '@drover/native';
 
 /** PATH inside hosts; hosts get a clean environment, not the test runner's (NODE_OPTIONS etc.). */
 const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -250,11 +251,7 @@ export class Host {
           'sh',
           names.cgroup(runId, this.name),
           'unshare',
-          '--pid',
-          '--fork',
-          '--mount-proc',
-          '--uts',
-          '--ipc',
+          ...JOB_NAMESPACE_FLAGS,
           '--cgroup',
           '--kill-child',
           '/bin/sh',

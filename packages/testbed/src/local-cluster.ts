@@ -8,13 +8,14 @@ import { mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:f
 import { join } from 'node:path';
 import { Bus, ControllerClient } from '@drover/bus';
 import { DroverError, ErrorCode } from '@drover/common';
+import { isSameLiveProcess } from '@drover/native';
 import { AgentCluster } from './agents.js';
 import { leaks, removeRun, sweepLeftovers, type Leftover } from './cleanup.js';
 import { ControllerProcess } from './controller.js';
 import { natsServerBin } from './nats-bin.js';
 import { hostRecipe, restartDead, rootRecipe } from './local-restart.js';
 import { sameProcess } from './names.js';
-import { exeName, isAlive, killChecked, run, sleep, startTime } from './proc.js';
+import { exeName, killChecked, run, sleep, startTime } from './proc.js';
 import { Testbed } from './testbed.js';
 import {
   DEFAULT_LOCAL_DIR,
@@ -183,7 +184,7 @@ async function existing(dir: string, hosts: number): Promise<LocalClusterState |
   const s = h.state;
   const what = `a local cluster${s.runId ? ` (run ${s.runId})` : ''} in ${dir}`;
   if (s.phase === 'starting') {
-    if (isAlive(s.upPid) && startTime(s.upPid) === s.upStartTime) {
+    if (isSameLiveProcess(s.upPid, s.upStartTime)) {
       throw new DroverError(
         ErrorCode.FailedPrecondition,
         `${what} is being started by drover up (pid ${s.upPid}); wait for it`,
@@ -399,11 +400,7 @@ export async function localUp(opts: LocalUpOptions = {}): Promise<LocalUpResult>
 export async function localDown(dir?: string): Promise<LocalDownResult> {
   const d = dirOf(dir);
   const state = readLocalState(d);
-  if (
-    state?.phase === 'starting' &&
-    isAlive(state.upPid) &&
-    startTime(state.upPid) === state.upStartTime
-  ) {
+  if (state?.phase === 'starting' && isSameLiveProcess(state.upPid, state.upStartTime)) {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
       `drover up (pid ${state.upPid}) is still starting the local cluster in ${d}; wait for it, or stop it and run drover down again`,

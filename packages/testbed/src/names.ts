@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { isAlive, startTime } from './proc.js';
+import { isSameLiveProcess } from '@drover/native';
+import { arr, int, obj, opt, parseJsonAs, str, type Schema } from '@drover/protocol';
+import { startTime } from './proc.js';
 
 /** Every testbed resource name starts with this; a run's names start with its run id. */
 export const TESTBED_PREFIX = 'drtb';
@@ -85,10 +87,21 @@ export function writeOwner(
   renameSync(tmp, join(runDir, 'owner.json'));
 }
 
-/** Read a run's owner record, or undefined if missing or unreadable. */
+/** An owner record as `owner.json` holds it (checked when read: it may be from another version). */
+const OwnerRecordFile: Schema<OwnerRecord> = obj({
+  runId: str({ min: 1 }),
+  pid: int(),
+  startTime: int(),
+  subnet: int(),
+  createdAt: str(),
+  keepers: opt(arr(obj({ pid: int(), startTime: int() }), { max: 4096 })),
+});
+
+/** Read a run's owner record, or undefined if missing, unreadable or not an owner record. */
 export function readOwner(runDir: string): OwnerRecord | undefined {
   try {
-    return JSON.parse(readFileSync(join(runDir, 'owner.json'), 'utf8')) as OwnerRecord;
+    const text = readFileSync(join(runDir, 'owner.json'), 'utf8');
+    return parseJsonAs(OwnerRecordFile, text, `owner record of ${runDir}`);
   } catch {
     return undefined;
   }
@@ -96,7 +109,7 @@ export function readOwner(runDir: string): OwnerRecord | undefined {
 
 /** True when `p` still exists and is the same process (same PID and start time), not a zombie. */
 export function sameProcess(p: ProcessIdentity): boolean {
-  return isAlive(p.pid) && startTime(p.pid) === p.startTime;
+  return isSameLiveProcess(p.pid, p.startTime);
 }
 
 /** True when the process that created the run, or one of a detached run's keepers, still exists. */

@@ -1,5 +1,5 @@
 /** Small helpers over /proc and child processes: identity checks, PID lookups, running commands. */
-import { childrenOf } from '@drover/native';
+import { childrenOf, isSameLiveProcess, procStat, startTicks } from '@drover/native';
 import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 
@@ -84,28 +84,19 @@ function procRead(pid: number, file: string): string | undefined {
   }
 }
 
-/** The fields of /proc/PID/stat after the command name: [state, ppid, ...]; undefined if gone. */
-function statFields(pid: number): string[] | undefined {
-  const stat = procRead(pid, 'stat');
-  if (stat === undefined) return undefined;
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-
 /** The process state letter (R, S, Z...), or undefined when it no longer exists. */
 export function procState(pid: number): string | undefined {
-  return statFields(pid)?.[0];
+  return procStat(pid)?.state;
 }
 
 /** True when the process exists and is not a zombie (a zombie has already let go of everything). */
 export function isAlive(pid: number): boolean {
-  const s = procState(pid);
-  return s !== undefined && s !== 'Z' && s !== 'X';
+  return isSameLiveProcess(pid, null);
 }
 
 /** Start time in clock ticks since boot: with the PID, it names one process across PID reuse. */
 export function startTime(pid: number): number | undefined {
-  const v = statFields(pid)?.[19];
-  return v === undefined ? undefined : Number(v);
+  return startTicks(pid) ?? undefined;
 }
 
 /** Basename of /proc/PID/exe (e.g. `tini`), or undefined when gone or unreadable. */
@@ -172,8 +163,7 @@ export function killChecked(
   signal: NodeJS.Signals,
   expect: { startTime?: number; exe?: readonly string[] },
 ): boolean {
-  if (!isAlive(pid)) return false;
-  if (expect.startTime !== undefined && startTime(pid) !== expect.startTime) return false;
+  if (!isSameLiveProcess(pid, expect.startTime ?? null)) return false;
   if (expect.exe !== undefined) {
     const exe = exeName(pid);
     if (exe === undefined || !expect.exe.includes(exe)) return false;

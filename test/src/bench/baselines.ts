@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { Host, HostProcess, SshdService } from '@drover/testbed';
 import { waitReady, workloadCommand } from '../workloads/mod.js';
 import { heartbeatGap } from './heartbeat-gap.js';
+import { JOB_NAMESPACE_FLAGS } from '@drover/native';
 
 /** A job started by hand in a host: where it runs and its init's PID in that host. */
 export interface HandJob {
@@ -92,11 +93,7 @@ export async function startHandJob(host: Host, dir: string, mb: number): Promise
   const launcher = await host.spawn(
     [
       'unshare',
-      '--pid',
-      '--fork',
-      '--mount-proc',
-      '--uts',
-      '--ipc',
+      ...JOB_NAMESPACE_FLAGS,
       '--',
       '/bin/sh',
       '-c',

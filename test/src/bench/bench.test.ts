@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent, compileAgentConfig } from '@drover/agent';
+import { Agent, blankRecord, compileAgentConfig } from '@drover/agent';
 import { newSecret } from '@drover/common';
 import { AgentClient, Bus } from '@drover/bus';
 import { HostRegistry } from '@drover/controller';
@@ -178,7 +178,7 @@ test('simulated replies have the fields and types a real agent reports', async (
   try {
     const real = new Agent(compileAgentConfig({ hostId: 'real', stateDir: dir }));
     await real.store.init();
-    const rec = real.blankRecord('job-a', join(dir, 'jobs', 'job-a'));
+    const rec = blankRecord('job-a', real.config.hostId, join(dir, 'jobs', 'job-a'));
     await real.store.save({
       ...rec,
       // Adopted: its main process is the record's (a namespaced job's would be looked up among

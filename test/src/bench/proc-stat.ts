@@ -1,6 +1,7 @@
 /** CPU time and memory of a process from /proc: what an agent or a controller cost during a run. */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { statFields } from '@drover/native';
 
 let ticks: number | undefined;
 
@@ -24,8 +25,7 @@ export interface CpuTimes {
 
 /** Parse the text of /proc/PID/stat into CPU seconds (fields 14-17, after the command name). */
 export function parseStat(text: string, hz: number): CpuTimes {
-  // The command name may hold spaces and parentheses: fields start after its last ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const rest = statFields(text);
   // rest[0] is field 3 (state); utime is field 14 → rest[11].
   const f = (i: number): number => Number(rest[i] ?? 0);
   return { self: (f(11) + f(12)) / hz, children: (f(13) + f(14)) / hz };

@@ -6,8 +6,9 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { isSameLiveProcess } from '@drover/native';
 import {
   leaks,
   readLocalState,
@@ -59,16 +60,8 @@ async function assertGone(dir: string, state: LocalClusterState): Promise<void> 
   const runId = state.runId ?? '';
   assert.deepEqual(await settleLeftovers(runId, 5000, dir), [], `run ${runId} left resources`);
   for (const p of state.processes) {
-    const stat = (() => {
-      try {
-        return readFileSync(`/proc/${p.pid}/stat`, 'utf8');
-      } catch {
-        return undefined;
-      }
-    })();
-    const start = stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
     assert.ok(
-      stat === undefined || Number(start) !== p.startTime || / Z /.test(stat),
+      !isSameLiveProcess(p.pid, p.startTime),
       `${p.role} ${p.name} (pid ${p.pid}) is still running`,
     );
   }

@@ -46,6 +46,7 @@ while :; do
   sleep 0.05
 done
 `;
+import { JOB_NAMESPACE_FLAGS } from '@drover/native';
 
 let criu: Criu;
 let root: string;
@@ -80,11 +81,9 @@ async function startNamespacedTree(name: string): Promise<Tree> {
   // stdio is reopened inside the new mount namespace: fds opened outside point at host mounts,
   // which CRIU cannot resolve from inside (see shared notes).
   const inner = `exec </dev/null >"${dir}/out.log" 2>&1; exec setsid tini -s -- /bin/sh "${dir}/tree.sh" "${dir}"`;
-  const child = spawn(
-    'setsid',
-    ['unshare', '--pid', '--fork', '--mount-proc', '--uts', '--ipc', '--', '/bin/sh', '-c', inner],
-    { stdio: 'ignore' },
-  );
+  const child = spawn('setsid', ['unshare', ...JOB_NAMESPACE_FLAGS, '--', '/bin/sh', '-c', inner], {
+    stdio: 'ignore',
+  });
   spawned.push(child);
   const initPid = await waitFor('namespace init', () => {
     const kids = child.pid ? childrenOf(child.pid) : [];

@@ -1,5 +1,5 @@
 /** Test-only fixture: start a workload directly or in its own namespaces, dump and restore it with the criu CLI, and end it by PID. */
-import { childrenOf, procEntry, processTree } from '@drover/native';
+import { childrenOf, JOB_NAMESPACE_FLAGS, procEntry, processTree } from '@drover/native';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -64,7 +64,7 @@ export function startInNamespace(
   env: Record<string, string>,
   logFile: string,
 ): StartedJob {
-  const unshare = ['/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--uts', '--ipc', '--'];
+  const unshare = ['/usr/bin/unshare', ...JOB_NAMESPACE_FLAGS, '--'];
   const args = [...unshare, '/bin/bash', '-c', NS_INIT_SHELL, 'ns-init', logFile, ...argv];
   // Not detached: then `setsid` is no group leader and execs in place, so child.pid is unshare's.
   return track(spawn('/usr/bin/setsid', args, { env, cwd: '/', stdio: 'ignore' }));

@@ -1,0 +1,93 @@
+/**
+ * Freezing and thawing jobs on this host: one job, or several as one cut (a cluster checkpoint's
+ * barrier). A frozen job with its own address has its network locked too: nothing reaches a
+ * frozen member of a cut until every member is dumped.
+ */
+import { JobCgroup } from '@drover/cgroup';
+import { toDroverError } from '@drover/common';
+import { JobState, type AgentReplies, type JobInfo } from '@drover/protocol';
+import type { ImageStore } from './image-store.js';
+import { addressOf, lockJobNetwork, unlockJobNetwork } from './job-network.js';
+import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
+
+/** What freezing and thawing use of the agent. */
+export interface FreezeHost {
+  readonly store: JobStore;
+  readonly images: Pick<ImageStore, 'startFinishing'>;
+  cgroupOf(r: JobRecord): Promise<JobCgroup>;
+  /** Publish a job's state as an event. */
+  event(r: JobRecord): void;
+}
+
+/** Freeze job `jobId` and lock its network (the caller holds its lock). */
+export async function freezeJob(host: FreezeHost, jobId: string): Promise<AgentReplies['freeze']> {
+  const r = await host.store.loadLive(jobId);
+  const cg = await host.cgroupOf(r);
+  await cg.freeze();
+  // A cluster's cut: nothing reaches a frozen member until every member is dumped.
+  if (addressOf(r.network)) {
+    await lockJobNetwork(r.id).catch(async (err: unknown) => {
+      await cg.thaw().catch((e: unknown) => toDroverError(err).suppress(e));
+      throw err;
+    });
+  }
+  // When the kernel reported every task frozen: a cluster checkpoint's skew is measured on it.
+  const frozenAtMs = performance.timeOrigin + performance.now();
+  r.state = JobState.frozen;
+  await host.store.save(r);
+  host.event(r);
+  return { ...toJobInfo(r), frozenAtMs };
+}
+
+/**
+ * Every job of `ids` frozen as one cut (`JobCgroup.freezeAll`: the freezes requested back to
+ * back, then waited for together), then each one's network locked. All or nothing: a job that is
+ * not running refuses the call before anything is frozen; if a freeze or a lock fails, every job
+ * is thawed and unlocked again. The caller holds every job's lock.
+ */
+export async function freezeJobs(
+  host: FreezeHost,
+  ids: readonly string[],
+): Promise<AgentReplies['freeze-many']> {
+  const records = await Promise.all(ids.map((id) => host.store.loadLive(id)));
+  const cgs = await Promise.all(records.map((r) => host.cgroupOf(r)));
+  // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
+  const frozenAt = await JobCgroup.freezeAll(cgs);
+  // A cluster's cut: nothing reaches a frozen member until every member is dumped.
+  const networked = records.filter((r) => addressOf(r.network));
+  const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
+  const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+  if (failed) {
+    const first = toDroverError(failed.reason);
+    for (const [i, r] of networked.entries()) {
+      if (locks[i]?.status === 'fulfilled') {
+        await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
+      }
+    }
+    for (const cg of cgs) await cg.thaw().catch((e: unknown) => first.suppress(e));
+    throw first;
+  }
+  return {
+    jobs: await Promise.all(
+      records.map(async (r, i) => {
+        r.state = JobState.frozen;
+        await host.store.save(r);
+        host.event(r);
+        return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
+      }),
+    ),
+  };
+}
+
+/** Unlock job `jobId`'s network and thaw it (the caller holds its lock). */
+export async function thawJob(host: FreezeHost, jobId: string): Promise<JobInfo> {
+  const r = await host.store.loadLive(jobId);
+  if (addressOf(r.network)) await unlockJobNetwork(r.id);
+  await (await host.cgroupOf(r)).thaw();
+  r.state = JobState.running;
+  await host.store.save(r);
+  host.event(r);
+  // Its images from a cluster's cut are sealed now that the cut is over.
+  host.images.startFinishing(r.id);
+  return toJobInfo(r);
+}
