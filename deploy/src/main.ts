@@ -4,9 +4,9 @@
  * inventory. Parses flags (yargs, strict), runs one verb across the chosen hosts, prints the
  * per-host result table (or `--json`), and maps the outcome to an exit code in one place.
  */
-import yargs, { type Argv } from 'yargs';
-import { hideBin } from 'yargs/helpers';
-import { ErrorCode, isDroverError } from '@drover/common';
+import type { Argv } from 'yargs';
+import { runCli, ShownFailure, type ExitCodeTable } from '@drover/cli-kit';
+import { ErrorCode } from '@drover/common';
 import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
 import { check, checkNats } from './commands/check.js';
@@ -46,20 +46,17 @@ interface Globals {
 }
 type HostArgs = Globals & { hosts: string[] };
 
-function exitCodeOf(err: unknown): number {
-  if (!isDroverError(err)) return ExitCode.hostFailed;
-  switch (err.code) {
-    case ErrorCode.InvalidArgument:
-      return ExitCode.usage;
-    case ErrorCode.NotFound:
-      return ExitCode.notFound;
-    case ErrorCode.Unavailable:
-    case ErrorCode.Timeout:
-      return ExitCode.unavailable;
-    default:
-      return ExitCode.hostFailed;
-  }
-}
+/** The table the runner (`@drover/cli-kit`) takes every exit code from. */
+const exitCodes: ExitCodeTable = {
+  failed: ExitCode.hostFailed,
+  usage: ExitCode.usage,
+  byCode: {
+    [ErrorCode.InvalidArgument]: ExitCode.usage,
+    [ErrorCode.NotFound]: ExitCode.notFound,
+    [ErrorCode.Unavailable]: ExitCode.unavailable,
+    [ErrorCode.Timeout]: ExitCode.unavailable,
+  },
+};
 
 function progressPrinter(argv: Globals): (host: string, message: string) => void {
   return (host, message) => {
@@ -110,7 +107,7 @@ async function runVerb(
       else if (writesConfig)
         process.stdout.write('insecure: plain NATS and streams (--insecure)\n');
     }
-    if (!ok) process.exitCode = ExitCode.hostFailed;
+    if (!ok) throw new ShownFailure(`${verb}: a host failed`);
   } finally {
     await ctx.cluster.close();
   }
@@ -147,12 +144,12 @@ const bundleOptions = <T>(y: Argv<T>) =>
       describe: 'deploy without certificates: plain NATS and streams (refused otherwise)',
     });
 
-async function main(): Promise<void> {
-  let failed: unknown = null;
-  try {
-    await yargs(hideBin(process.argv))
-      .scriptName('drover-deploy')
-      .usage('$0 <command> [hosts..] [options]')
+await runCli({
+  name: 'drover-deploy',
+  usage: '$0 <command> [hosts..] [options]',
+  exitCodes,
+  build: (y) =>
+    y
       .option('inventory', {
         alias: 'i',
         type: 'string',
@@ -375,26 +372,7 @@ async function main(): Promise<void> {
                 ),
               ) + '\n',
             );
-          if (rows.some((r) => !r.ok)) process.exitCode = ExitCode.hostFailed;
+          if (rows.some((r) => !r.ok)) throw new ShownFailure('an address did not answer');
         },
-      )
-      .demandCommand(1, 'name a command (see --help)')
-      .strict()
-      .fail((msg, err) => {
-        failed = err ?? Object.assign(new Error(msg), { usage: true });
-        throw failed;
-      })
-      .help()
-      .parseAsync();
-  } catch (err) {
-    failed ??= err;
-  }
-  if (failed !== null) {
-    const usage = (failed as { usage?: boolean }).usage === true;
-    const message = failed instanceof Error ? failed.message : String(failed);
-    process.stderr.write(`drover-deploy: ${message}\n`);
-    process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);
-  }
-}
-
-void main();
+      ),
+});
