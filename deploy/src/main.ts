@@ -43,6 +43,7 @@ interface Globals {
   parallel: number;
   label: string[];
   quiet: boolean;
+  'cache-dir'?: string;
 }
 type HostArgs = Globals & { hosts: string[] };
 
@@ -113,13 +114,18 @@ async function runVerb(
   }
 }
 
+/** Where built bundles are kept: `--cache-dir`, else `$XDG_CACHE_HOME/drover` (bundle.ts). */
+function cacheOf(argv: Globals): { cacheDir?: string } {
+  return argv['cache-dir'] !== undefined ? { cacheDir: argv['cache-dir'] } : {};
+}
+
 async function bundleFor(
-  argv: { bundle?: string | undefined; release?: string | undefined },
+  argv: Globals & { bundle?: string | undefined; release?: string | undefined },
   progress: (h: string, m: string) => void,
 ): Promise<Bundle> {
   if (argv.bundle) return readBundle(argv.bundle);
   progress('local', 'building the agent bundle from this repository');
-  return buildBundle(argv.release ? { release: argv.release } : {});
+  return buildBundle({ ...cacheOf(argv), ...(argv.release ? { release: argv.release } : {}) });
 }
 
 function bundleInfo(b: Bundle): Record<string, unknown> {
@@ -169,6 +175,11 @@ await runCli({
         describe: 'only hosts with this KEY=VALUE label',
       })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress' })
+      .option('cache-dir', {
+        type: 'string',
+        describe:
+          'where built bundles are kept (default: $XDG_CACHE_HOME/drover, else ~/.cache/drover)',
+      })
       .command<HostArgs>(
         'check [hosts..]',
         'Can each host run an agent? (changes nothing)',
@@ -321,9 +332,13 @@ await runCli({
         (y) =>
           y
             .option('release', { type: 'string', describe: 'release label (default: the version)' })
-            .option('out', { type: 'string', describe: 'directory for the tarball' }),
+            .option('out', {
+              type: 'string',
+              describe: 'directory for the tarball (default: <cache-dir>/bundles)',
+            }),
         async (argv) => {
           const b = await buildBundle({
+            ...cacheOf(argv),
             ...(argv.release ? { release: argv.release } : {}),
             ...(argv.out ? { outDir: argv.out } : {}),
           });
