@@ -6,7 +6,14 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { buildBundle, BundlePaths, defaultCacheDir, readBundle, type Bundle } from './bundle.js';
+import {
+  buildBundle,
+  BundlePaths,
+  defaultCacheDir,
+  koffiTriplet,
+  readBundle,
+  type Bundle,
+} from './bundle.js';
 
 const run = promisify(execFile);
 let dir: string;
@@ -28,13 +35,11 @@ test('the bundle is one file per binary plus koffi, and the bundled agent starts
     assert.ok(statSync(join(x, p)).mode & 0o100, `${p} is executable`);
   // No node_modules: every binary is one file; koffi's native module only for this machine.
   const { stdout: files } = await run('find', ['.', '-type', 'f'], { cwd: x });
-  const arch =
-    process.arch === 'arm' ? 'armhf' : process.arch === 'riscv64' ? 'riscv64d' : process.arch;
   assert.deepEqual(files.trim().split('\n').sort(), [
     './BUNDLE.json',
     './agent/dist/crypto-worker.js',
     './agent/dist/heartbeat-worker.js',
-    `./agent/dist/koffi/linux_${arch}/koffi.node`,
+    `./agent/dist/koffi/${koffiTriplet()}/koffi.node`,
     './agent/dist/main.js',
     './agent/dist/self-checkpoint-cli.js',
     './bin/drover-service.js',

@@ -109,7 +109,7 @@ function readPkg(dir: string): Pkg {
 }
 
 /** koffi's name for this machine's architecture (its `build/koffi/<platform>_<arch>`). */
-function koffiTriplet(): string {
+export function koffiTriplet(): string {
   const arch: Record<string, string> = { arm: 'armhf', riscv64: 'riscv64d' };
   return `${process.platform}_${arch[process.arch] ?? process.arch}`;
 }
