@@ -1,12 +1,19 @@
-/** The agent bundle is self-contained: unpacked far from the repository, the agent loads. */
+/** The agent bundle is self-contained: unpacked far from the repository, the agent starts. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { buildBundle, BundlePaths, readBundle, type Bundle } from './bundle.js';
+import {
+  buildBundle,
+  BundlePaths,
+  defaultCacheDir,
+  koffiTriplet,
+  readBundle,
+  type Bundle,
+} from './bundle.js';
 
 const run = promisify(execFile);
 let dir: string;
@@ -19,42 +26,50 @@ before(async () => {
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('the bundle unpacks into a tree the agent loads from, with nothing from the repository', async () => {
+test('the bundle is one file per binary plus koffi, and the bundled agent starts far from the repository', async () => {
   const x = join(dir, 'x');
   mkdirSync(x);
   await run('tar', ['-xzf', bundle.path, '-C', x]);
   for (const p of Object.values(BundlePaths)) assert.ok(existsSync(join(x, p)), `${p} is missing`);
-  assert.ok(statSync(join(x, BundlePaths.service)).mode & 0o100, 'the helper is executable');
-  // No tests, no types, and koffi only for Linux.
-  const drover = join(x, 'node_modules', '@drover');
-  assert.deepEqual(readdirSync(drover).sort(), [
-    'bus',
-    'cgroup',
-    'common',
-    'crit',
-    'criu',
-    'metrics',
-    'native',
-    'protocol',
-    'transfer',
+  for (const p of [BundlePaths.service, BundlePaths.agentMain, BundlePaths.selfCheckpoint])
+    assert.ok(statSync(join(x, p)).mode & 0o100, `${p} is executable`);
+  // No node_modules: every binary is one file; koffi's native module only for this machine.
+  const { stdout: files } = await run('find', ['.', '-type', 'f'], { cwd: x });
+  assert.deepEqual(files.trim().split('\n').sort(), [
+    './BUNDLE.json',
+    './agent/dist/crypto-worker.js',
+    './agent/dist/heartbeat-worker.js',
+    `./agent/dist/koffi/${koffiTriplet()}/koffi.node`,
+    './agent/dist/main.js',
+    './agent/dist/self-checkpoint-cli.js',
+    './bin/drover-service.js',
+    './deploy/setup-host.sh',
+    './package.json',
   ]);
-  const { stdout: found } = await run('find', [x, '-name', '*.test.js', '-o', '-name', '*.d.ts']);
-  assert.equal(found.trim(), '');
-  const builds = readdirSync(join(x, 'node_modules', 'koffi', 'build', 'koffi'));
-  assert.ok(builds.length > 0 && builds.every((b) => /^(linux|musl)_/.test(b)), builds.join());
-  // Every module of the agent resolves inside the bundle (cwd and NODE_PATH far from the repo).
-  const { stdout } = await run(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `const m = await import(${JSON.stringify(join(x, 'agent', 'dist', 'mod.js'))}); ` +
-        `const n = await import(${JSON.stringify(join(x, 'node_modules', '@drover', 'native', 'dist', 'mod.js'))}); ` +
-        `console.log(Object.keys(m).length > 0 && Object.keys(n).length > 0 ? 'loaded' : 'empty')`,
-    ],
-    { cwd: x, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } },
-  );
-  assert.equal(stdout.trim(), 'loaded');
+  // The agent loads every module, koffi's native one included, and gets as far as its flags
+  // (cwd and environment far from the repository); without koffi's module it cannot start.
+  const agent = (): Promise<{ code: number; stderr: string }> =>
+    run(process.execPath, [join(x, BundlePaths.agentMain), '--no-such-flag'], {
+      cwd: x,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+  assert.deepEqual(await agent(), {
+    code: 1,
+    stderr: "drover-agent: Unknown option '--no-such-flag'\n",
+  });
+  rmSync(join(x, 'agent', 'dist', 'koffi'), { recursive: true });
+  const without = await agent();
+  assert.equal(without.code, 1);
+  assert.doesNotMatch(without.stderr, /Unknown option/);
+});
+
+test('bundles are cached under $XDG_CACHE_HOME/drover, else ~/.cache/drover', () => {
+  assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/c', HOME: '/h' }), '/c/drover');
+  assert.equal(defaultCacheDir({ HOME: '/h' }), '/h/.cache/drover');
+  assert.equal(defaultCacheDir({ XDG_CACHE_HOME: 'rel', HOME: '/h' }), '/h/.cache/drover');
 });
 
 test('the release id is a hash of the files and the label: same build, same id; new label, new id', async () => {

@@ -4,9 +4,9 @@
  * inventory. Parses flags (yargs, strict), runs one verb across the chosen hosts, prints the
  * per-host result table (or `--json`), and maps the outcome to an exit code in one place.
  */
-import yargs, { type Argv } from 'yargs';
-import { hideBin } from 'yargs/helpers';
-import { ErrorCode, isDroverError } from '@drover/common';
+import type { Argv } from 'yargs';
+import { runCli, ShownFailure, type ExitCodeTable } from '@drover/cli-kit';
+import { ErrorCode } from '@drover/common';
 import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
 import { check, checkNats } from './commands/check.js';
@@ -43,23 +43,21 @@ interface Globals {
   parallel: number;
   label: string[];
   quiet: boolean;
+  'cache-dir'?: string;
 }
 type HostArgs = Globals & { hosts: string[] };
 
-function exitCodeOf(err: unknown): number {
-  if (!isDroverError(err)) return ExitCode.hostFailed;
-  switch (err.code) {
-    case ErrorCode.InvalidArgument:
-      return ExitCode.usage;
-    case ErrorCode.NotFound:
-      return ExitCode.notFound;
-    case ErrorCode.Unavailable:
-    case ErrorCode.Timeout:
-      return ExitCode.unavailable;
-    default:
-      return ExitCode.hostFailed;
-  }
-}
+/** The table the runner (`@drover/cli-kit`) takes every exit code from. */
+const exitCodes: ExitCodeTable = {
+  failed: ExitCode.hostFailed,
+  usage: ExitCode.usage,
+  byCode: {
+    [ErrorCode.InvalidArgument]: ExitCode.usage,
+    [ErrorCode.NotFound]: ExitCode.notFound,
+    [ErrorCode.Unavailable]: ExitCode.unavailable,
+    [ErrorCode.Timeout]: ExitCode.unavailable,
+  },
+};
 
 function progressPrinter(argv: Globals): (host: string, message: string) => void {
   return (host, message) => {
@@ -110,19 +108,24 @@ async function runVerb(
       else if (writesConfig)
         process.stdout.write('insecure: plain NATS and streams (--insecure)\n');
     }
-    if (!ok) process.exitCode = ExitCode.hostFailed;
+    if (!ok) throw new ShownFailure(`${verb}: a host failed`);
   } finally {
     await ctx.cluster.close();
   }
 }
 
+/** Where built bundles are kept: `--cache-dir`, else `$XDG_CACHE_HOME/drover` (bundle.ts). */
+function cacheOf(argv: Globals): { cacheDir?: string } {
+  return argv['cache-dir'] !== undefined ? { cacheDir: argv['cache-dir'] } : {};
+}
+
 async function bundleFor(
-  argv: { bundle?: string | undefined; release?: string | undefined },
+  argv: Globals & { bundle?: string | undefined; release?: string | undefined },
   progress: (h: string, m: string) => void,
 ): Promise<Bundle> {
   if (argv.bundle) return readBundle(argv.bundle);
   progress('local', 'building the agent bundle from this repository');
-  return buildBundle(argv.release ? { release: argv.release } : {});
+  return buildBundle({ ...cacheOf(argv), ...(argv.release ? { release: argv.release } : {}) });
 }
 
 function bundleInfo(b: Bundle): Record<string, unknown> {
@@ -147,12 +150,12 @@ const bundleOptions = <T>(y: Argv<T>) =>
       describe: 'deploy without certificates: plain NATS and streams (refused otherwise)',
     });
 
-async function main(): Promise<void> {
-  let failed: unknown = null;
-  try {
-    await yargs(hideBin(process.argv))
-      .scriptName('drover-deploy')
-      .usage('$0 <command> [hosts..] [options]')
+await runCli({
+  name: 'drover-deploy',
+  usage: '$0 <command> [hosts..] [options]',
+  exitCodes,
+  build: (y) =>
+    y
       .option('inventory', {
         alias: 'i',
         type: 'string',
@@ -172,6 +175,11 @@ async function main(): Promise<void> {
         describe: 'only hosts with this KEY=VALUE label',
       })
       .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'no progress' })
+      .option('cache-dir', {
+        type: 'string',
+        describe:
+          'where built bundles are kept (default: $XDG_CACHE_HOME/drover, else ~/.cache/drover)',
+      })
       .command<HostArgs>(
         'check [hosts..]',
         'Can each host run an agent? (changes nothing)',
@@ -324,9 +332,13 @@ async function main(): Promise<void> {
         (y) =>
           y
             .option('release', { type: 'string', describe: 'release label (default: the version)' })
-            .option('out', { type: 'string', describe: 'directory for the tarball' }),
+            .option('out', {
+              type: 'string',
+              describe: 'directory for the tarball (default: <cache-dir>/bundles)',
+            }),
         async (argv) => {
           const b = await buildBundle({
+            ...cacheOf(argv),
             ...(argv.release ? { release: argv.release } : {}),
             ...(argv.out ? { outDir: argv.out } : {}),
           });
@@ -375,26 +387,7 @@ async function main(): Promise<void> {
                 ),
               ) + '\n',
             );
-          if (rows.some((r) => !r.ok)) process.exitCode = ExitCode.hostFailed;
+          if (rows.some((r) => !r.ok)) throw new ShownFailure('an address did not answer');
         },
-      )
-      .demandCommand(1, 'name a command (see --help)')
-      .strict()
-      .fail((msg, err) => {
-        failed = err ?? Object.assign(new Error(msg), { usage: true });
-        throw failed;
-      })
-      .help()
-      .parseAsync();
-  } catch (err) {
-    failed ??= err;
-  }
-  if (failed !== null) {
-    const usage = (failed as { usage?: boolean }).usage === true;
-    const message = failed instanceof Error ? failed.message : String(failed);
-    process.stderr.write(`drover-deploy: ${message}\n`);
-    process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);
-  }
-}
-
-void main();
+      ),
+});

@@ -1,16 +1,9 @@
 /** The per-host result table (and the lines under it for failed hosts), for humans. */
+import { table } from '@drover/cli-kit';
 import type { HostResult } from './fleet.js';
 
-/** Rows as an aligned table with a header; the last column is not padded. */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n');
-}
+/** The CLI kit's, shared with drover. */
+export { table };
 
 /** The result table of a verb, failed hosts' stderr tails under it, and a one-line summary. */
 export function renderResults(verb: string, results: readonly HostResult[]): string {

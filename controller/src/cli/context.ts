@@ -7,7 +7,8 @@ import {
   type ControllerReplies,
   type ControllerRequest,
 } from '@drover/protocol';
-import { DEFAULT_LOCAL_DIR, localNatsUrl, localTls } from '@drover/testbed/local-state';
+import { DEFAULT_LOCAL_DIR, localNatsUrl, localTls } from '@drover/local-cluster/local-state';
+import { UsageError } from '@drover/cli-kit';
 
 /** The local cluster's directory (`drover up`): `DROVER_LOCAL_DIR`, else the default. */
 export function defaultLocalDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -96,7 +97,7 @@ export function validateRequest<Op extends ControllerOp>(
     const field = where.replace(/[[{.].*$/, '');
     const flag = flags[where] ?? flags[field];
     const message = flag ? `${flag}${err.message.slice(where.length + 1)}` : err.message;
-    throw Object.assign(new Error(message), { usage: true });
+    throw new UsageError(message);
   }
 }
 

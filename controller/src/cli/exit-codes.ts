@@ -1,5 +1,6 @@
 /** The `drover` CLI's exit codes, in one place (documented in the README). */
 import { ErrorCode, isDroverError } from '@drover/common';
+import { exitCodeOf as exitCodeOfError, ShownFailure, type ExitCodeTable } from '@drover/cli-kit';
 
 /** Exit codes. */
 export const ExitCode = {
@@ -18,58 +19,62 @@ export const ExitCode = {
   denied: 6,
 } as const;
 
+/** The table the CLI's runner (`@drover/cli-kit`) takes every exit code from. */
+export const exitCodes: ExitCodeTable = {
+  failed: ExitCode.failed,
+  usage: ExitCode.usage,
+  byCode: {
+    [ErrorCode.InvalidArgument]: ExitCode.usage,
+    [ErrorCode.NotFound]: ExitCode.notFound,
+    [ErrorCode.FailedPrecondition]: ExitCode.refused,
+    [ErrorCode.AlreadyExists]: ExitCode.refused,
+    [ErrorCode.ResourceExhausted]: ExitCode.refused,
+    [ErrorCode.Unavailable]: ExitCode.unavailable,
+    [ErrorCode.Timeout]: ExitCode.unavailable,
+    [ErrorCode.PermissionDenied]: ExitCode.denied,
+  },
+};
+
 /** The exit code for an error. */
 export function exitCodeOf(err: unknown): number {
-  if (!isDroverError(err)) return ExitCode.failed;
-  return exitCodeOfCode(err.code);
+  return exitCodeOfError(exitCodes, err);
 }
 
-/**
- * The exit code for an error code, wherever it was reported: thrown at the CLI, or recorded in
- * an operation that failed (a migration refused by preflight exits 4 from `migrate` and `drain`
- * as from `preflight` and `checkpoint`).
- */
+/** The exit code for an error code, thrown at the CLI or recorded in an operation's item. */
 export function exitCodeOfCode(code: string): number {
-  switch (code) {
-    case ErrorCode.InvalidArgument:
-      return ExitCode.usage;
-    case ErrorCode.NotFound:
-      return ExitCode.notFound;
-    case ErrorCode.FailedPrecondition:
-    case ErrorCode.AlreadyExists:
-    case ErrorCode.ResourceExhausted:
-      return ExitCode.refused;
-    case ErrorCode.Unavailable:
-    case ErrorCode.Timeout:
-      return ExitCode.unavailable;
-    case ErrorCode.PermissionDenied:
-      return ExitCode.denied;
-    default:
-      return ExitCode.failed;
-  }
+  return exitCodes.byCode[code as ErrorCode] ?? exitCodes.failed;
 }
 
 /**
- * The exit code of an operation that came back: 0 when done; 4 when it was refused before
- * anything was changed (a job preflight says cannot move, a mode the hosts lack: the same code
- * as when `preflight` or `checkpoint` refuse it up front); otherwise 1, the operation ran and
- * failed (rolled back — also when an agent died on the way). For a drain, by its jobs: a job
- * whose migration ran and failed makes it 1, jobs that were only refused make it 4.
+ * How an operation that came back ended, as the error the command exits with (its output has
+ * already said why): null when done; refused (4) when it was refused before anything was changed
+ * (a job preflight says cannot move, a mode the hosts lack: the same code as when `preflight` or
+ * `checkpoint` refuse it up front); otherwise it ran and failed (1: rolled back — also when an
+ * agent died on the way). For a drain, by its jobs: a job whose migration ran and failed makes it
+ * a failure, jobs that were only refused make it a refusal.
  */
-export function exitCodeOfOperation(op: {
+export function operationFailure(op: {
   state: string;
   error: { code: string } | null;
   items?: readonly { state: string; code?: string }[];
-}): number {
-  if (op.state === 'done') return ExitCode.ok;
-  const refused = (code: string | undefined): boolean =>
+}): ShownFailure | null {
+  if (op.state === 'done') return null;
+  const isRefusal = (code: string | undefined): boolean =>
     code === ErrorCode.FailedPrecondition ||
     code === ErrorCode.AlreadyExists ||
     code === ErrorCode.ResourceExhausted;
   const items = (op.items ?? []).filter((i) => i.state !== 'done');
-  if (items.length > 0)
-    return items.every((i) => refused(i.code)) ? ExitCode.refused : ExitCode.failed;
-  return refused(op.error?.code) ? ExitCode.refused : ExitCode.failed;
+  const refused =
+    items.length > 0 ? items.every((i) => isRefusal(i.code)) : isRefusal(op.error?.code);
+  return refused
+    ? new ShownFailure(`refused: ${op.state}`, ErrorCode.FailedPrecondition)
+    : new ShownFailure(op.state);
+}
+
+/** The exit code of an operation that came back (see {@link operationFailure}). */
+export function exitCodeOfOperation(op: Parameters<typeof operationFailure>[0]): number {
+  const failure = operationFailure(op);
+  return failure === null ? ExitCode.ok : exitCodeOf(failure);
 }
 
 /** What to do about an error, for a human. */

@@ -7,6 +7,7 @@ import { ErrorCode, isDroverError } from '@drover/common';
 import type { ControllerRequest } from '@drover/protocol';
 import { withController, type GlobalArgs } from './context.js';
 import { resolveJob } from './job-ref.js';
+import { UsageError } from '@drover/cli-kit';
 
 const POLL_MS = 500;
 /** How long reads may keep failing (an agent restarting, the job between hosts) before giving up. */
@@ -22,11 +23,8 @@ export function parseSince(text: string, now = Date.now()): number {
   }
   const t = Date.parse(text);
   if (/^\d{4}-\d\d-\d\d/.test(text.trim()) && Number.isFinite(t)) return t;
-  throw Object.assign(
-    new Error(
-      `--since wants a duration (10s, 5m, 2h, 1d) or a time (2026-12-06T15:04:05Z), got ${JSON.stringify(text)}`,
-    ),
-    { usage: true },
+  throw new UsageError(
+    `--since wants a duration (10s, 5m, 2h, 1d) or a time (2026-12-06T15:04:05Z), got ${JSON.stringify(text)}`,
   );
 }
 

@@ -1,11 +1,10 @@
 #!/usr/bin/env node
 /** `drover`: the operator's CLI, a thin client of the controller. Exit codes: exit-codes.ts. */
 import { readFileSync } from 'node:fs';
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { isDroverError } from '@drover/common';
+import { isUsageError, runCli } from '@drover/cli-kit';
 import { errorToFailure } from '@drover/protocol';
-import { adviceFor, exitCodeOf, ExitCode } from './exit-codes.js';
+import { adviceFor, exitCodes } from './exit-codes.js';
 import { failureReport } from './output.js';
 import { defaultNats, defaultTls, type GlobalArgs } from './context.js';
 import { certsCommand } from './commands/certs.js';
@@ -45,12 +44,19 @@ function version(): string {
   return pkg.version ?? 'unknown';
 }
 
-async function main(): Promise<void> {
-  let failed: unknown = null;
-  try {
-    await yargs(hideBin(process.argv))
-      .scriptName('drover')
-      .usage('$0 <command> [options]')
+await runCli({
+  name: 'drover',
+  usage: '$0 <command> [options]',
+  exitCodes,
+  version: version(),
+  explain: (err) =>
+    // What caused it and what failed while rolling back: never dropped.
+    isDroverError(err) && (err.cause !== undefined || err.suppressed.length > 0)
+      ? failureReport(errorToFailure(err)).split('\n').slice(1)
+      : [],
+  advice: (err) => (isUsageError(err) ? 'see drover --help' : adviceFor(err)),
+  build: (y) =>
+    y
       .option('nats', {
         type: 'string',
         default: defaultNats(),
@@ -107,37 +113,8 @@ async function main(): Promise<void> {
       .command(deployCommand)
       .command(certsCommand)
       .command(consoleCommand)
-      .demandCommand(1, 'name a command (see --help)')
-      .strict()
       .parserConfiguration({ 'populate--': true })
-      .completion('completion', 'print a shell completion script')
-      .fail((msg, err) => {
-        // Throwing stops yargs here: a failed check must not go on to run the command.
-        failed = err ?? Object.assign(new Error(msg), { usage: true });
-        throw failed;
-      })
-      .version(version())
-      .help()
-      .parseAsync();
-  } catch (err) {
-    // Also what `fail` throws (synchronously, from inside parseAsync).
-    failed ??= err;
-  }
-  if (failed !== null) {
-    const usage = (failed as { usage?: boolean }).usage === true;
-    const message = failed instanceof Error ? failed.message : String(failed);
-    process.stderr.write(`drover: ${message}\n`);
-    // What caused it and what failed while rolling back: never dropped.
-    if (isDroverError(failed) && (failed.cause !== undefined || failed.suppressed.length > 0)) {
-      const [, ...why] = failureReport(errorToFailure(failed)).split('\n');
-      for (const l of why) process.stderr.write(`drover: ${l}\n`);
-    }
-    const advice = usage ? 'see drover --help' : adviceFor(failed);
-    if (advice) process.stderr.write(`drover: ${advice}\n`);
-    process.exitCode = usage ? ExitCode.usage : exitCodeOf(failed);
-  }
-}
-
-void main();
+      .completion('completion', 'print a shell completion script'),
+});
 
 export type { GlobalArgs };

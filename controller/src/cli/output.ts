@@ -1,16 +1,9 @@
 /** Human output for the CLI: aligned tables, sizes, a migration's per-phase timeline. */
+import { table } from '@drover/cli-kit';
 import type { MigrationRecord } from '@drover/protocol';
 
-/** Print rows as an aligned table with a header. */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n');
-}
+/** The CLI kit's, shared with drover-deploy. */
+export { table };
 
 /** A command line as a shell would take it back: empty and spaced arguments quoted. */
 export function commandLine(argv: readonly string[]): string {

@@ -5,34 +5,10 @@
  */
 import { callAllPages, ControllerClient, type Bus } from '@drover/bus';
 import { nullLogger, type Logger } from '@drover/common';
-import {
-  EVENT_WILDCARD,
-  type ControllerReplies,
-  type HostStatus,
-  type ClusterJob,
-  type ImageSet,
-  type OperationRecord,
-} from '@drover/protocol';
+import { EVENT_WILDCARD } from '@drover/protocol';
+import type { ConsoleEvent, ConsoleSnapshot } from './web/wire.js';
 
-/** One picture of the cluster, as the console's page receives it. */
-export interface ConsoleSnapshot {
-  /** When the controller answered (ISO time). */
-  at: string;
-  hosts: HostStatus[];
-  jobs: ClusterJob[];
-  ops: OperationRecord[];
-  sets: ImageSet[];
-  audit: ControllerReplies['audit']['entries'];
-  /** What the last poll could not read (the controller not answering, a refusal). */
-  error: string | null;
-}
-
-/** An agent event as the page receives it: its host and kind from the subject. */
-export interface ConsoleEvent {
-  host: string;
-  kind: string;
-  value: unknown;
-}
+export type { ConsoleEvent, ConsoleSnapshot } from './web/wire.js';
 
 /** Watches the cluster for the console. */
 export class ClusterView {

@@ -2,9 +2,7 @@
 import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
-import { leaks, type Leftover } from './cleanup.js';
-import { sleep } from './proc.js';
-import { Testbed, type TestbedOptions } from './testbed.js';
+import { settleLeftovers, Testbed, type TestbedOptions } from '@drover/local-cluster';
 
 /** Options for {@link withTestbed} on top of the testbed's own. */
 export interface HarnessOptions extends TestbedOptions {
@@ -18,23 +16,6 @@ export interface HarnessOptions extends TestbedOptions {
 export class TestbedError extends DroverError {
   constructor(message: string, runId: string, logDir: string | undefined, cause: unknown) {
     super(ErrorCode.Internal, message, { cause, details: { runId, logDir } });
-  }
-}
-
-/**
- * Wait (≤ `timeoutMs`) for a torn-down run to leave nothing behind; returns what remains. Waiting
- * covers processes that are still exiting (a killed host's last processes, nsenter parents).
- */
-export async function settleLeftovers(
-  runId: string,
-  timeoutMs = 3000,
-  baseDir?: string,
-): Promise<Leftover[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = leaks(runId, baseDir);
-    if (found.length === 0 || Date.now() > deadline) return found;
-    await sleep(50);
   }
 }
 

@@ -1,9 +1,8 @@
 /** Tests of emulated hosts, links and teardown against real namespaces (run as root). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { withTestbed, TestbedError, settleLeftovers } from './harness.js';
-import { Testbed } from './testbed.js';
-import { isAlive } from './proc.js';
+import { isAlive, settleLeftovers, Testbed } from '@drover/local-cluster';
+import { withTestbed, TestbedError } from './harness.js';
 import { readFromHost, readFromRunner, startListener } from './testing.js';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,6 +1,6 @@
 /** Helpers the testbed's own tests share: a TCP echo-hostname listener and clients for it. */
 import { connect } from 'node:net';
-import type { Host, HostProcess } from './host.js';
+import type { Host, HostProcess } from '@drover/local-cluster';
 
 /** A Node one-liner serving the host's hostname on `<address>:<port>` and printing `ready`. */
 const LISTENER =

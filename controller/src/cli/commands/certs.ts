@@ -22,6 +22,7 @@ import { isRole, ROLES, type Identity } from '@drover/protocol';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GlobalArgs } from '../context.js';
+import { UsageError } from '@drover/cli-kit';
 
 type DirArgs = GlobalArgs & { dir: string };
 type ClusterArgs = DirArgs & {
@@ -54,7 +55,7 @@ function names(s: string): string[] {
 }
 
 function usage(message: string): Error {
-  return Object.assign(new Error(message), { usage: true });
+  return new UsageError(message);
 }
 
 /** The NATS cluster options (`init` and `nats-cluster`). */

@@ -2,9 +2,10 @@
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 import { clusterReport } from '../cluster-report.js';
-import { exitCodeOfOperation } from '../exit-codes.js';
+import { operationFailure } from '../exit-codes.js';
 import { resolveJobs } from '../job-ref.js';
 import { failureReport } from '../output.js';
+import { UsageError } from '@drover/cli-kit';
 
 type Args = GlobalArgs & {
   jobs: string[] | undefined;
@@ -29,9 +30,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, Args> = {
       .check((a) => {
         const named = (a.jobs?.length ?? 0) > 0;
         if (named === a.all) {
-          throw Object.assign(new Error('name the jobs to checkpoint, or --all (not both)'), {
-            usage: true,
-          });
+          throw new UsageError('name the jobs to checkpoint, or --all (not both)');
         }
         return true;
       }),
@@ -48,6 +47,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, Args> = {
       undefined,
       { name: '--name', jobs: 'the jobs' },
     );
-    process.exitCode = exitCodeOfOperation(op);
+    const failure = operationFailure(op);
+    if (failure) throw failure;
   },
 };

@@ -5,6 +5,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { retry } from '@drover/common';
+import { createInterface } from 'node:readline';
 
 /** The service the tour runs as a job: an echo server (Node, no io_uring: CRIU cannot dump it). */
 export const ECHO_SERVICE = [
@@ -33,22 +34,15 @@ export class EchoClient {
 
   private constructor(private readonly sock: Socket) {
     this.view = { exchanges: 0, longestGapMs: 0, localPort: sock.localPort ?? 0, failure: null };
-    let buf = '';
     let last = performance.now();
     let sent = 0;
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const want = this.view.exchanges + 1;
-        if (Number(line) !== want) this.view.failure ??= `echo ${line}, expected ${want}`;
-        this.view.exchanges = want;
-        const now = performance.now();
-        this.view.longestGapMs = Math.max(this.view.longestGapMs, now - last);
-        last = now;
-      }
+    createInterface({ input: sock }).on('line', (line) => {
+      const want = this.view.exchanges + 1;
+      if (Number(line) !== want) this.view.failure ??= `echo ${line}, expected ${want}`;
+      this.view.exchanges = want;
+      const now = performance.now();
+      this.view.longestGapMs = Math.max(this.view.longestGapMs, now - last);
+      last = now;
     });
     const end = (why: string): void => {
       this.view.failure ??= why;

@@ -7,8 +7,9 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
+import { ChildExited, ShownFailure } from '@drover/cli-kit';
 import { DroverError, ErrorCode } from '@drover/common';
-import { readLocalState } from '@drover/testbed/local-state';
+import { readLocalState } from '@drover/local-cluster/local-state';
 import { defaultLocalDir, type GlobalArgs } from '../context.js';
 import { dirOption, type LocalArgs } from './up.js';
 import { ECHO_PORT, ECHO_SERVICE, EchoClient } from './demo-client.js';
@@ -21,13 +22,23 @@ interface Step {
   stdout: string;
 }
 
-/** Stops the tour: a command failed; the tour exits with its code. */
+/**
+ * Stops the tour: a check failed (the tour exits 1), or a step's command did (the tour exits
+ * with that command's code).
+ */
 class TourStopped extends Error {
   constructor(
     message: string,
-    readonly exitCode: number,
+    readonly step?: { command: string; status: number },
   ) {
     super(message);
+  }
+
+  /** What the tour exits with, once it has said why it stopped. */
+  failure(): ShownFailure | ChildExited {
+    return this.step
+      ? new ChildExited(this.step.command, this.step.status)
+      : new ShownFailure(this.message);
   }
 }
 
@@ -75,7 +86,7 @@ export const demoCommand: CommandModule<GlobalArgs, LocalArgs> = {
     } catch (err) {
       if (!(err instanceof TourStopped)) throw err;
       process.stderr.write(`drover demo: ${err.message}\n`);
-      process.exitCode = err.exitCode;
+      throw err.failure();
     }
   },
 };
@@ -115,7 +126,12 @@ function drover(natsUrl: string, args: readonly string[], quiet = false): Promis
 /** Run a step that must succeed. */
 async function must(natsUrl: string, args: readonly string[]): Promise<Step> {
   const r = await drover(natsUrl, args);
-  if (r.code !== 0) throw new TourStopped(`\`drover ${args[0]}\` failed; the tour stops`, r.code);
+  if (r.code !== 0) {
+    throw new TourStopped(`\`drover ${args[0]}\` failed; the tour stops`, {
+      command: `drover ${args[0]}`,
+      status: r.code,
+    });
+  }
   return r;
 }
 
@@ -155,7 +171,7 @@ class Counter {
     }
     const n = Number(last);
     if (last === '' || !Number.isInteger(n))
-      throw new TourStopped(`the counter wrote nothing readable to ${this.file}`, 1);
+      throw new TourStopped(`the counter wrote nothing readable to ${this.file}`);
     process.stdout.write(`counter at ${n}\n`);
     return n;
   }
@@ -181,7 +197,7 @@ async function serviceTour(natsUrl: string, hosts: number): Promise<void> {
     ...ECHO_SERVICE,
   ]);
   const m = /^(job-[0-9a-f]+) running on \S+ at (\S+)/m.exec(run.stdout);
-  if (!m) throw new TourStopped('`drover run` printed no job id and address', 1);
+  if (!m) throw new TourStopped('`drover run` printed no job id and address');
   const [, job, address] = m as unknown as [string, string, string];
   let client: EchoClient | null = null;
   try {
@@ -196,7 +212,7 @@ async function serviceTour(natsUrl: string, hosts: number): Promise<void> {
       await must(natsUrl, ['migrate', job, '--to', to]);
       await sleep(1000);
       const v = client.now();
-      if (v.failure !== null) throw new TourStopped(`the client saw: ${v.failure}`, 1);
+      if (v.failure !== null) throw new TourStopped(`the client saw: ${v.failure}`);
       process.stdout.write(
         `the client: ${v.exchanges} round trips on its one connection so far, longest wait ${v.longestGapMs} ms\n`,
       );
@@ -245,7 +261,7 @@ async function tour(
       ...counter.command(),
     ]);
     job = /^(job-[0-9a-f]+) running/m.exec(run.stdout)?.[1];
-    if (job === undefined) throw new TourStopped('`drover run` printed no job id', 1);
+    if (job === undefined) throw new TourStopped('`drover run` printed no job id');
     await sleep(1500);
     const before = counter.read();
 
@@ -255,8 +271,7 @@ async function tour(
     await must(natsUrl, ['migrate', job, '--to', 'h2']);
     await sleep(1000);
     const after = counter.read();
-    if (after <= before)
-      throw new TourStopped(`the counter did not go on (${before} → ${after})`, 1);
+    if (after <= before) throw new TourStopped(`the counter did not go on (${before} → ${after})`);
     process.stdout.write(`it kept counting (${before} → ${after}), with the same PIDs inside\n`);
     await must(natsUrl, ['inspect', job]);
 
@@ -277,7 +292,7 @@ async function tour(
     heading('a second counter (placement picks its host), then a coordinated checkpoint of both');
     const run2 = await must(natsUrl, ['run', '--name', 'counter-2', '--', ...counter2.command()]);
     job2 = /^(job-[0-9a-f]+) running/m.exec(run2.stdout)?.[1];
-    if (job2 === undefined) throw new TourStopped('`drover run` printed no job id', 1);
+    if (job2 === undefined) throw new TourStopped('`drover run` printed no job id');
     await sleep(1500);
     // Both are frozen before either is dumped (the freeze skew is printed), their images go to
     // the JetStream object store with checksums, then both are stopped.
@@ -286,7 +301,7 @@ async function tour(
     const cut = [counter.read(), counter2.read()];
     await sleep(1000);
     if (counter.read() !== cut[0] || counter2.read() !== cut[1])
-      throw new TourStopped('a checkpointed job went on counting', 1);
+      throw new TourStopped('a checkpointed job went on counting');
     process.stdout.write('both stopped: they live in the image set now\n');
     await must(natsUrl, ['images', 'ls']);
 
@@ -295,7 +310,7 @@ async function tour(
     await sleep(1500);
     for (const c of [counter, counter2]) {
       const gap = c.gapOrRepeat();
-      if (gap !== null) throw new TourStopped(`${c.file}: ${gap}`, 1);
+      if (gap !== null) throw new TourStopped(`${c.file}: ${gap}`);
     }
     process.stdout.write(
       `they went on from ${cut[0]} and ${cut[1]}: ${counter.read()} and ${counter2.read()} now, ` +

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from 'yargs';
+import { ChildExited } from '@drover/cli-kit';
 import type { GlobalArgs } from '../context.js';
 
 /**
@@ -41,6 +42,6 @@ export const deployCommand: CommandModule<GlobalArgs, GlobalArgs> = {
       child.once('error', reject);
       child.once('exit', (c, signal) => resolve(c ?? (signal ? 128 + 1 : 1)));
     });
-    process.exitCode = code;
+    if (code !== 0) throw new ChildExited('drover-deploy', code);
   },
 };

@@ -10,7 +10,7 @@ export const downCommand: CommandModule<GlobalArgs, LocalArgs> = {
     'failed up; nothing to do is fine)',
   builder: (y) => y.option('dir', dirOption),
   handler: async (argv) => {
-    const { localDown } = await import('@drover/testbed');
+    const { localDown } = await import('@drover/local-cluster');
     const r = await localDown(argv.dir);
     process.stdout.write(
       argv.json

@@ -1,7 +1,7 @@
 /** `drover drain H [--parallel N]`: cordon a host and move every job off it. */
 import type { CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
-import { exitCodeOfOperation } from '../exit-codes.js';
+import { operationFailure } from '../exit-codes.js';
 import { followDrain } from '../follow.js';
 import { table } from '../output.js';
 
@@ -42,6 +42,7 @@ export const drainCommand: CommandModule<GlobalArgs, Args> = {
       argv.progress && !argv.json ? followDrain(argv.host, process.stderr) : undefined,
     );
     // Jobs that could not move (refused) exit 4; a migration that ran and failed exits 1.
-    process.exitCode = exitCodeOfOperation(op);
+    const failure = operationFailure(op);
+    if (failure) throw failure;
   },
 };

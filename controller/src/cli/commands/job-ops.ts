@@ -3,6 +3,8 @@
  * is a job's id or the name it was given at `run`.
  */
 import type { CommandModule } from 'yargs';
+import { ShownFailure, UsageError } from '@drover/cli-kit';
+import { ErrorCode } from '@drover/common';
 import { formatCheckpointOptions, JOB_SIGNALS, parseSignal } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { resolveJob } from '../job-ref.js';
@@ -86,9 +88,7 @@ export const logsCommand: CommandModule<
       .option('bytes', { type: 'number', describe: 'last N bytes (default 64 KiB)' }),
   handler: async (argv) => {
     if (argv.tail !== undefined && !(Number.isInteger(argv.tail) && argv.tail >= 0)) {
-      throw Object.assign(new Error(`--tail wants a number of lines, got ${argv.tail}`), {
-        usage: true,
-      });
+      throw new UsageError(`--tail wants a number of lines, got ${argv.tail}`);
     }
     const range = {
       ...(argv.stderr ? { stream: 'stderr' as const } : {}),
@@ -126,7 +126,7 @@ export const signalCommand: CommandModule<GlobalArgs, JobArgs & { signal: string
     try {
       signal = parseSignal(String(argv.signal)).name;
     } catch (err) {
-      throw Object.assign(new Error((err as Error).message), { usage: true });
+      throw new UsageError((err as Error).message);
     }
     await callController(
       argv,
@@ -169,6 +169,7 @@ export const preflightCommand: CommandModule<GlobalArgs, JobArgs & { to: string 
           ? `${p.jobId} can move${argv.to ? ` to ${argv.to}` : ''}`
           : p.reasons.map((x) => `${x.code}: ${x.message}`).join('\n'),
     );
-    if (!r.ok) process.exitCode = 4;
+    // Cannot move: refused (4), as when a migration is refused by preflight.
+    if (!r.ok) throw new ShownFailure(`${r.jobId} cannot move`, ErrorCode.FailedPrecondition);
   },
 };

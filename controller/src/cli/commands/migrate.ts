@@ -5,7 +5,7 @@
 import type { CommandModule } from 'yargs';
 import { MIGRATION_MODES } from '@drover/protocol';
 import type { GlobalArgs } from '../context.js';
-import { exitCodeOfOperation } from '../exit-codes.js';
+import { operationFailure } from '../exit-codes.js';
 import { callAndSettle } from '../settle.js';
 import { followMigration } from '../follow.js';
 import { resolveJob } from '../job-ref.js';
@@ -63,6 +63,7 @@ export const migrateCommand: CommandModule<GlobalArgs, Args> = {
         : undefined,
     );
     // A refusal (the job cannot move) exits 4 as from preflight; a failed migration 1.
-    process.exitCode = exitCodeOfOperation(op);
+    const failure = operationFailure(op);
+    if (failure) throw failure;
   },
 };

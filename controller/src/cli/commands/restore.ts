@@ -1,5 +1,6 @@
 /** `drover restore IMAGESET [--to H...]`: bring a cluster checkpoint back; the workload continues. */
 import type { CommandModule } from 'yargs';
+import { ShownFailure } from '@drover/cli-kit';
 import { callController, type GlobalArgs } from '../context.js';
 import { clusterReport } from '../cluster-report.js';
 
@@ -21,6 +22,7 @@ export const restoreCommand: CommandModule<GlobalArgs, Args> = {
       { name: argv.imageset, ...(argv.to?.length ? { to: argv.to } : {}) },
       clusterReport,
     );
-    if (op.state !== 'done') process.exitCode = 1;
+    // Whatever stopped it (its report says), a restore that did not finish exits 1.
+    if (op.state !== 'done') throw new ShownFailure(`restore ${op.state}`);
   },
 };

@@ -7,6 +7,7 @@
 import type { CommandModule } from 'yargs';
 import { JOB_UNTIL, parseCheckpointOptions, type CheckpointOptions } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
+import { UsageError } from '@drover/cli-kit';
 
 type Args = GlobalArgs & {
   host: string | undefined;
@@ -84,35 +85,25 @@ export const runCommand: CommandModule<GlobalArgs, Args> = {
       String,
     );
     if (command.length === 0) {
-      throw Object.assign(
-        new Error('give the command to run after --, e.g. drover run -- sleep 600'),
-        {
-          usage: true,
-        },
-      );
+      throw new UsageError('give the command to run after --, e.g. drover run -- sleep 600');
     }
     if (argv.memory !== undefined && !(Number.isFinite(argv.memory) && argv.memory > 0)) {
-      throw Object.assign(new Error('--memory wants a size in MiB, e.g. --memory 512'), {
-        usage: true,
-      });
+      throw new UsageError('--memory wants a size in MiB, e.g. --memory 512');
     }
     const env: Record<string, string> = {};
     for (const kv of argv.env ?? []) {
       const i = kv.indexOf('=');
-      if (i <= 0)
-        throw Object.assign(new Error(`--env wants KEY=VALUE, got ${kv}`), { usage: true });
+      if (i <= 0) throw new UsageError(`--env wants KEY=VALUE, got ${kv}`);
       env[kv.slice(0, i)] = kv.slice(i + 1);
     }
     let checkpointOptions: CheckpointOptions = {};
     try {
       checkpointOptions = parseCheckpointOptions(argv['checkpoint-opt'] ?? []);
     } catch (err) {
-      throw Object.assign(new Error((err as Error).message), { usage: true });
+      throw new UsageError((err as Error).message);
     }
     if (argv['main-pidfile'] !== undefined && !argv['main-pidfile'].startsWith('/')) {
-      throw Object.assign(new Error('--main-pidfile wants an absolute path inside the job'), {
-        usage: true,
-      });
+      throw new UsageError('--main-pidfile wants an absolute path inside the job');
     }
     await callController(
       argv,

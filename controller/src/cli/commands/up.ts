@@ -1,7 +1,8 @@
 /** `drover up [--hosts N] [--dir D]`: a local cluster on this machine, left running. */
 import type { CommandModule } from 'yargs';
-import type { LocalClusterState } from '@drover/testbed';
+import type { LocalClusterState } from '@drover/local-cluster';
 import { defaultLocalDir, type GlobalArgs } from '../context.js';
+import { UsageError } from '@drover/cli-kit';
 
 export type LocalArgs = GlobalArgs & { dir: string };
 type Args = LocalArgs & { hosts: number; insecure: boolean };
@@ -31,10 +32,10 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
       }),
   handler: async (argv) => {
     if (!Number.isInteger(argv.hosts) || argv.hosts < 1 || argv.hosts > 99) {
-      throw Object.assign(new Error(`--hosts wants 1..99, got ${argv.hosts}`), { usage: true });
+      throw new UsageError(`--hosts wants 1..99, got ${argv.hosts}`);
     }
-    // Loaded here, not at the top: the other commands do not need the testbed.
-    const { localUp } = await import('@drover/testbed');
+    // Loaded here, not at the top: the other commands do not need the emulated hosts.
+    const { localUp } = await import('@drover/local-cluster');
     const r = await localUp({
       dir: argv.dir,
       hosts: argv.hosts,

@@ -3,25 +3,9 @@
  * sets and the audit trail, kept live from the console server's event stream; and, when the
  * console allows it, actions (migrate, drain, cordon, checkpoint). Plain DOM, no framework.
  */
-import type {
-  ClusterJob,
-  ControllerReplies,
-  HostStatus,
-  ImageSet,
-  MigrationProgressEvent,
-  OperationRecord,
-} from '@drover/protocol';
+import type { ClusterJob, MigrationProgressEvent, OperationRecord } from '@drover/protocol';
 import { ago, badge, bytes, fill, h, meter, table, toast } from './dom.js';
-
-interface Snapshot {
-  at: string;
-  hosts: HostStatus[];
-  jobs: ClusterJob[];
-  ops: OperationRecord[];
-  sets: ImageSet[];
-  audit: ControllerReplies['audit']['entries'];
-  error: string | null;
-}
+import type { ConsoleSnapshot as Snapshot } from './wire.js';
 
 interface Hello {
   identity: { role: string; name: string } | null;

@@ -3,6 +3,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import { exitOf, hostProcess, type HostProcess, type ProcessExit } from './host-process.js';
+import {
+  ENTER_OWN_CGROUPS,
+  HOST_PATH,
+  JOIN_HOST_CGROUPS,
+  OWN_DISK,
+  REMOUNT_SYS,
+} from './host-scripts.js';
 import { names } from './names.js';
 import {
   children,
@@ -19,8 +27,7 @@ import {
 } from './proc.js';
 import { JOB_NAMESPACE_FLAGS } from '@drover/native';
 
-/** PATH inside hosts; hosts get a clean environment, not the test runner's (NODE_OPTIONS etc.). */
-const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export type { HostProcess, ProcessExit } from './host-process.js';
 
 /** What a host needs to know about the run it belongs to. */
 export interface HostContext {
@@ -61,91 +68,7 @@ export interface HostSpawnOptions extends Omit<HostExecOptions, 'timeoutMs' | 'i
   name?: string;
 }
 
-/** How a process ended. */
-export interface ProcessExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** A long-lived process inside a host, addressed by its root-namespace PID. */
-export interface HostProcess {
-  readonly name: string;
-  /** PID in the root namespace (the command itself, not nsenter). */
-  readonly pid: number;
-  /** PID inside the host's PID namespace. */
-  readonly hostPid: number;
-  readonly stdoutPath: string;
-  readonly stderrPath: string;
-  /** Settles when the command has exited; nsenter mirrors its exit code or killing signal. */
-  readonly exited: Promise<ProcessExit>;
-  /** Signal the command by PID (checked against its start time); false if it is already gone. */
-  kill(signal?: NodeJS.Signals): boolean;
-  /** Captured stdout + stderr so far. */
-  output(): string;
-  /** Wait until the captured output matches `re`; rejects if the process exits first. */
-  waitForOutput(re: RegExp, timeoutMs?: number): Promise<string>;
-}
-
-/** Resolve when `child` has exited (immediately if it already has). */
-function exitOf(child: ChildProcess): Promise<ProcessExit> {
-  if (child.exitCode !== null || child.signalCode !== null) {
-    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
-  }
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-}
-
 /** An emulated host; create it through `Testbed.create`. */
-/**
- * Before its namespaces are made, a host's init moves into a cgroup of its own in every
- * hierarchy that allows it (`$1`, e.g. `<runId>-h1`); its cgroup namespace is then rooted there.
- * Each host thus has private job cgroups, as separate machines do, and teardown finds them by
- * the run id. cpuset is skipped (a new v1 cpuset has no CPUs until configured).
- */
-const ENTER_OWN_CGROUPS = `
-name="$1"; shift
-awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
-  case "$mp" in */cpuset) continue ;; esac
-  mkdir -p "$mp/$name" 2>/dev/null && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null || true
-done
-exec "$@"
-`;
-
-/** Join the host's cgroups (`$1`) from the runner's side, then `exec nsenter "$@"`. */
-export const JOIN_HOST_CGROUPS = `
-name="$1"; shift
-awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
-  [ -e "$mp/$name/cgroup.procs" ] && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null
-done
-exec nsenter "$@"
-`;
-
-/**
- * Inside the host's mount namespace, after its /srv is bound: the host gets a disk of its own.
- * Its /tmp and /dev/shm are private tmpfs, and the testbed's base directory (every run's host
- * directories) is covered by an empty tmpfs, so no path of another host is reachable from this
- * one. Two run paths are bound back at their own paths, as real fleets mount them: the shared
- * directory (`$5`, the NFS emulation, read-write) and the run's PKI (`$6`, read-only: each host's
- * provisioned certificates). They are staged under the private /run first because covering the
- * base directory hides their sources.
- */
-const OWN_DISK =
-  'mkdir -p /run/.tb-shared /run/.tb-certs && ' +
-  'mount --bind "$5" /run/.tb-shared && mount --bind "$6" /run/.tb-certs && ' +
-  'mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && ' +
-  'mkdir -p "$4" && mount -t tmpfs -o mode=0755 tmpfs "$4" && ' +
-  'mkdir -p "$5" "$6" && mount --move /run/.tb-shared "$5" && mount --move /run/.tb-certs "$6" && ' +
-  'mount -o remount,bind,ro "$6" && rmdir /run/.tb-shared /run/.tb-certs && ';
-
-/**
- * Inside the host's mount, network and cgroup namespaces: a sysfs of its own (so /sys/class/net
- * lists the host's links, as on a machine: the agents look for their job bridge there), and on it
- * each cgroup hierarchy the machine has, mounted afresh (rooted at the host's own cgroup).
- */
-const REMOUNT_SYS =
-  `cg=$(awk '$3 == "cgroup" || $3 == "cgroup2" { print $2, $3, $4 }' /proc/self/mounts) && ` +
-  'mount -t sysfs sysfs /sys && mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup && ' +
-  `{ echo "$cg" | while read -r mp fs opts; do mkdir -p "$mp" && mount -t "$fs" -o "$opts" "$fs" "$mp" || exit 1; done; } && `;
-
 export class Host {
   /** `h1`..`hN`; also the host's hostname. */
   readonly name: string;
@@ -452,43 +375,16 @@ export class Host {
     // Closed once written: nsenter keeps its copy of fd 3 open, so our end would never see EOF
     // and would hold this process's event loop open for as long as the command runs.
     gate?.end('go\n', () => gate.destroy());
-    const readAll = (): string => {
-      let s = '';
-      for (const p of [stdoutPath, stderrPath]) {
-        try {
-          s += readFileSync(p, 'utf8');
-        } catch {
-          // not written yet
-        }
-      }
-      return s;
-    };
-    let done = false;
-    void exited.then(() => (done = true));
-    const proc: HostProcess = {
+    const proc = hostProcess({
       name: base,
+      host: this.name,
       pid,
       hostPid,
+      start,
       stdoutPath,
       stderrPath,
       exited,
-      kill: (signal = 'SIGTERM') =>
-        killChecked(pid, signal, start === undefined ? {} : { startTime: start }),
-      output: readAll,
-      waitForOutput: (re, timeoutMs = 10_000) =>
-        waitFor(
-          `${re} in output of ${base} on ${this.name}`,
-          () => {
-            const s = readAll();
-            if (re.test(s)) return s;
-            if (done)
-              throw new StopWaiting(`${base} exited before printing ${re}: ${s.slice(-2000)}`);
-            return undefined;
-          },
-          timeoutMs,
-          20,
-        ),
-    };
+    });
     this.processes.push(proc);
     return proc;
   }

@@ -297,3 +297,20 @@ export async function sweepLeftovers(
   }
   return report;
 }
+
+/**
+ * Wait (≤ `timeoutMs`) for a torn-down run to leave nothing behind; returns what remains. Waiting
+ * covers processes that are still exiting (a killed host's last processes, nsenter parents).
+ */
+export async function settleLeftovers(
+  runId: string,
+  timeoutMs = 3000,
+  baseDir?: string,
+): Promise<Leftover[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = leaks(runId, baseDir);
+    if (found.length === 0 || Date.now() > deadline) return found;
+    await sleep(50);
+  }
+}

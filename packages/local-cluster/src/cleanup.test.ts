@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { leaks, removeRun, sweepLeftovers } from './cleanup.js';
-import { settleLeftovers } from './harness.js';
+import { leaks, removeRun, settleLeftovers, sweepLeftovers } from './cleanup.js';
 import { isAlive } from './proc.js';
 import { Testbed } from './testbed.js';
 

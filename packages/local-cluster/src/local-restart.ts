@@ -19,7 +19,7 @@ import {
 } from './local-state.js';
 // How a command enters an emulated host (as Host.spawn does: the agent's jobs get host-relative
 // cgroups).
-import { JOIN_HOST_CGROUPS } from './host.js';
+import { JOIN_HOST_CGROUPS } from './host-scripts.js';
 import { names } from './names.js';
 import { cmdline, environ, exeName, sleep, startTime } from './proc.js';
 
