@@ -4,8 +4,8 @@
  * of the service moving from host to host under it.
  */
 import { connect, type Socket } from 'node:net';
-import { retry } from '@drover/common';
 import { createInterface } from 'node:readline';
+import { retry } from '@drover/common';
 
 /** The service the tour runs as a job: an echo server (Node, no io_uring: CRIU cannot dump it). */
 export const ECHO_SERVICE = [
