@@ -50,6 +50,11 @@ export interface AgentConfig {
     readonly caFile: string;
     readonly certFile: string;
     readonly keyFile: string;
+    /**
+     * The CA's revocation list (PEM), re-read when it changes (crl-watch.ts): peers whose
+     * certificate it lists are refused on streams and on CRIU's page channel.
+     */
+    readonly crlFile?: string;
   };
 }
 
@@ -77,7 +82,7 @@ export type AgentConfigInput = {
   jobBridge?: string;
   /** `NAME[=VALUE]` checkpoint options, as `drover run --checkpoint-opt` takes them. */
   checkpointOptions?: string[];
-  streamTls?: { caFile: string; certFile: string; keyFile: string };
+  streamTls?: { caFile: string; certFile: string; keyFile: string; crlFile?: string };
 };
 
 const DEFAULTS = {
@@ -133,6 +138,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
       caFile: env.DROVER_STREAM_CA,
       certFile: env.DROVER_STREAM_CERT,
       keyFile: env.DROVER_STREAM_KEY,
+      ...(env.DROVER_STREAM_CRL ? { crlFile: env.DROVER_STREAM_CRL } : {}),
     };
   }
   return out;
