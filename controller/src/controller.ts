@@ -50,6 +50,7 @@ import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
 import { locate, whereIs, type Locator } from './locate.js';
+import { removeHost } from './host-removal.js';
 import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { reconcileMigrate, runMigrate, type MigrateContext } from './migrate-op.js';
 import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
@@ -264,7 +265,20 @@ export class Controller {
   /** Hosts by name, a page at a time. */
   hosts(req: ControllerRequest<'hosts'> = {}): ControllerReplies['hosts'] {
     const p = pageOf(this.registry.list().map(toStatus), (h) => h.host, req);
-    return { hosts: p.items, next: p.next };
+    const silent = this.silentHosts();
+    return { hosts: p.items, next: p.next, ...(silent.length ? { unanswered: silent } : {}) };
+  }
+
+  /** Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered. */
+  private silentHosts(only?: ReadonlySet<string>): string[] {
+    const now = Date.now();
+    return this.registry
+      .list()
+      .filter((h) => !h.reachable && (only === undefined || only.has(h.host)))
+      .map(
+        (h) =>
+          `${h.host} (unreachable: no heartbeat for ${Math.round((now - h.lastSeenMs) / 1000)}s)`,
+      );
   }
 
   /**
@@ -283,7 +297,8 @@ export class Controller {
       .filter((h) => h.reachable && (host === undefined || h.host === host))
       .map((h) => h.host);
     if (host !== undefined && hosts.length === 0) this.knownHost(host);
-    return { hosts, list: (h, r) => this.agent(h, 'list', r) };
+    const silent = host === undefined ? this.silentHosts() : [];
+    return { hosts, silent, list: (h, r) => this.agent(h, 'list', r) };
   }
 
   /** Every job record of the reachable hosts, all pages. */
@@ -424,6 +439,21 @@ export class Controller {
     return toStatus(cordoned ? this.registry.cordon(req.host) : this.registry.uncordon(req.host));
   }
 
+  /** `hosts rm`: forget a host that left the cluster (host-removal.ts). */
+  removeHost(req: ControllerRequest<'hosts-remove'>): Promise<ControllerReplies['hosts-remove']> {
+    return removeHost(
+      {
+        registry: this.registry,
+        known: this.known,
+        cordons: this.stores.cordons,
+        ops: this.stores.ops,
+        probe: (host, ms) => this.agent(host, 'info', {}, ms),
+        log: this.log,
+      },
+      req,
+    );
+  }
+
   /**
    * Move a job: validate everything first (bad input changes nothing), record the operation,
    * ask the source agent to migrate, record the outcome.
@@ -497,7 +527,16 @@ export class Controller {
     const rest = sets.slice(at + 1);
     const p = fitBytes(rest.slice(0, req.limit ?? rest.length));
     const more = p.cut || (req.limit !== undefined && rest.length > req.limit);
-    return { sets: p.items, next: more ? (p.items.at(-1)?.name ?? null) : null };
+    // Sets are whole in JetStream; only one still being made waits on its hosts.
+    const making = new Set(
+      p.items.filter((s) => s.state === 'creating').flatMap((s) => s.jobs.map((j) => j.host)),
+    );
+    const silent = making.size ? this.silentHosts(making) : [];
+    return {
+      sets: p.items,
+      next: more ? (p.items.at(-1)?.name ?? null) : null,
+      ...(silent.length ? { unanswered: silent } : {}),
+    };
   }
 
   imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {

@@ -16,6 +16,8 @@ export const ExitCode = {
   unavailable: 5,
   /** Not permitted: this client's certificate (its role) may not do this. Nothing changed. */
   denied: 6,
+  /** `--strict` on a list: some host did not answer, so the list printed is incomplete. */
+  incomplete: 7,
 } as const;
 
 /** The exit code for an error. */

@@ -3,8 +3,9 @@ import type { CommandModule } from 'yargs';
 import type { HostStatus } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { bytes, table } from '../output.js';
+import { reportUnanswered, strictOption } from '../unanswered.js';
 
-type Args = GlobalArgs & { wide: boolean | undefined };
+type Args = GlobalArgs & { wide: boolean | undefined; strict: boolean };
 
 /** The ABILITIES column: CRIU's optional libraries, then the kernel features it lacks. */
 export function abilitiesColumn(h: HostStatus): string {
@@ -20,12 +21,12 @@ export const hostsCommand: CommandModule<GlobalArgs, Args> = {
   command: 'hosts',
   describe: 'List hosts (from agent heartbeats)',
   builder: (y) =>
-    y.option('wide', {
+    strictOption(y).option('wide', {
       type: 'boolean',
       describe: "more columns: what each host's CRIU was built with and can do (criu check)",
     }),
   handler: async (argv) => {
-    await callController(argv, 'hosts', {}, (r) =>
+    const reply = await callController(argv, 'hosts', {}, (r) =>
       table(
         [
           'HOST',
@@ -49,5 +50,6 @@ export const hostsCommand: CommandModule<GlobalArgs, Args> = {
         ]),
       ),
     );
+    reportUnanswered(reply, 'their rows are from their last heartbeat', argv.strict);
   },
 };
