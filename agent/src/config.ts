@@ -172,6 +172,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
+      'stream-crl': { type: 'string' },
       'metrics-addr': { type: 'string' },
       'job-bridge': { type: 'string' },
       'checkpoint-opt': { type: 'string', multiple: true },
@@ -198,6 +199,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
+    ...(values['stream-crl'] ? { DROVER_STREAM_CRL: values['stream-crl'] } : {}),
     ...(values['metrics-addr'] ? { DROVER_METRICS_ADDR: values['metrics-addr'] } : {}),
     ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
     ...(values['checkpoint-opt']?.length
