@@ -1,6 +1,7 @@
 /**
  * A revoked identity against a real nats-server and real agent-to-agent streams: after
- * `revokeIdentity` and a reload, NATS refuses the old certificate (its user is gone), a stream
+ * `revokeIdentity` and a reload, NATS refuses the old certificate (its user is gone) and cuts
+ * the connection it had, a stream
  * server given the new CRL refuses it as a client, and a client with the CRL refuses it as a
  * server; every other identity still gets in. No CRIU, no testbed.
  */
@@ -19,6 +20,7 @@ import {
   revokeIdentity,
   type CertFiles,
 } from '@drover/certs';
+import { jsonLogger } from '@drover/common';
 import { StreamClient, StreamServer, TransferError } from '@drover/transfer';
 import { freePort, sleep } from '../util/net.js';
 
@@ -108,8 +110,14 @@ describe('a revoked agent certificate', () => {
   });
 
   it('is refused by NATS once the server reloads the regenerated config', async () => {
-    const before = await connect(old, 'h1 before');
-    await before.close();
+    // A connection made before the revocation, as a running agent has: the reload cuts it.
+    const lines: string[] = [];
+    const before = await Bus.connect({
+      servers: [url],
+      name: 'h1 before',
+      tls: old,
+      logger: jsonLogger((l) => lines.push(l), { level: 'debug' }),
+    });
     const r = await revokeIdentity(certs, { role: 'agent', name: 'h1' });
     assert.equal(r.natsUser, 'CN=h1,OU=agent,O=drover');
     process.kill(server!.pid!, 'SIGHUP');
@@ -125,6 +133,13 @@ describe('a revoked agent certificate', () => {
       );
     }
     assert.ok(refused !== null, 'NATS still lets the revoked certificate in');
+    for (let i = 0; i < 50 && !lines.some((l) => l.includes('"type":"disconnect"')); i++)
+      await sleep(100);
+    assert.ok(
+      lines.some((l) => l.includes('"type":"disconnect"')),
+      `the connection made before the revocation was not cut:\n${lines.join('')}`,
+    );
+    await before.close().catch(() => undefined);
     assert.match(String(refused), /authoriz|permission|denied|closed/i);
     // Everyone else still connects.
     await (await connect(identityPaths(certs, { role: 'agent', name: 'h2' }), 'h2')).close();
