@@ -269,16 +269,24 @@ export class Controller {
     return { hosts: p.items, next: p.next, ...(silent.length ? { unanswered: silent } : {}) };
   }
 
-  /** Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered. */
+  /**
+   * Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered.
+   * Hosts the cluster remembers but this controller never heard from count too.
+   */
   private silentHosts(only?: ReadonlySet<string>): string[] {
     const now = Date.now();
-    return this.registry
+    const wanted = (host: string): boolean => only === undefined || only.has(host);
+    const lost = this.registry
       .list()
-      .filter((h) => !h.reachable && (only === undefined || only.has(h.host)))
+      .filter((h) => !h.reachable && wanted(h.host))
       .map(
         (h) =>
           `${h.host} (unreachable: no heartbeat for ${Math.round((now - h.lastSeenMs) / 1000)}s)`,
       );
+    const unheard = (this.known?.missing() ?? [])
+      .filter((h) => this.registry.get(h) === undefined && wanted(h))
+      .map((h) => `${h} (unreachable: no heartbeat since this controller started)`);
+    return [...lost, ...unheard].sort();
   }
 
   /**
@@ -297,7 +305,7 @@ export class Controller {
       .filter((h) => h.reachable && (host === undefined || h.host === host))
       .map((h) => h.host);
     if (host !== undefined && hosts.length === 0) this.knownHost(host);
-    const silent = host === undefined ? this.silentHosts() : [];
+    const silent = this.silentHosts(host === undefined ? undefined : new Set([host]));
     return { hosts, silent, list: (h, r) => this.agent(h, 'list', r) };
   }
 
