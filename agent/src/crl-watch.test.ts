@@ -38,7 +38,7 @@ test('watchCrl: each change (also a rename over it) and the removal reach apply'
     50,
   );
   const until = async (n: number): Promise<void> => {
-    for (let i = 0; i < 100 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 500 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(seen.length, n, JSON.stringify(seen));
   };
   try {
