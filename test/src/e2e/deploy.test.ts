@@ -292,7 +292,12 @@ describe('drover-deploy on the testbed', () => {
         keyFile: `${tlsDir}/agent-key.pem`,
       };
       assert.deepEqual(cfg.nats.tls, files);
-      assert.deepEqual(cfg.streamTls, files);
+      // Streams also check peers against the CA's revocation list, pushed with the certificates.
+      assert.deepEqual(cfg.streamTls, { ...files, crlFile: `${tlsDir}/crl.pem` });
+      assert.deepEqual(
+        readFileSync(srv(h, `${tlsDir}/crl.pem`)),
+        readFileSync(join(tb.certs!.dir, 'crl.pem')),
+      );
       const log = readFileSync(srv(h, `${INSTALL_ROOT}/log/agent.log`), 'utf8');
       assert.match(log, /"msg":"listening".*"tls":true/);
     }
