@@ -4,7 +4,7 @@
  * replaced by rename is seen too). What it read goes to the stream server (new connections),
  * to the streams it opens, and CRIU's page channel reads the file itself at each migration.
  */
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from '@drover/common';
 
 /** How often the file is looked at. */
@@ -26,9 +26,21 @@ export function readCrl(file: string, log: Logger): string | null {
   }
 }
 
+/** What identifies one version of the file: its inode, size and mtime ('' when missing). */
+function versionOf(file: string): string {
+  try {
+    const st = statSync(file);
+    return `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return '';
+  }
+}
+
 /**
  * Call `apply` with the CRL's text each time `file` changes (null when it goes away); returns how
- * to stop watching. The first reading is the caller's (`readCrl`).
+ * to stop watching. The first reading is the caller's (`readCrl`). A plain poll of the file's
+ * inode, size and mtime: it sees a file that appears later, one replaced by rename, and one
+ * removed, the same way on every filesystem.
  */
 export function watchCrl(
   file: string,
@@ -36,9 +48,11 @@ export function watchCrl(
   log: Logger,
   intervalMs = CRL_POLL_MS,
 ): () => void {
-  const onChange = (now: Stats, before: Stats): void => {
-    if (now.mtimeMs === before.mtimeMs && now.size === before.size && now.ino === before.ino)
-      return;
+  let seen = versionOf(file);
+  const timer = setInterval(() => {
+    const now = versionOf(file);
+    if (now === seen) return;
+    seen = now;
     const crl = readCrl(file, log);
     log.info('revocation list changed', { file, present: crl !== null });
     try {
@@ -46,7 +60,7 @@ export function watchCrl(
     } catch (err) {
       log.error('cannot apply the revocation list', { file, err });
     }
-  };
-  watchFile(file, { interval: intervalMs, persistent: false }, onChange);
-  return () => unwatchFile(file, onChange);
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
