@@ -58,6 +58,11 @@ export interface AgentConfig {
     readonly caFile: string;
     readonly certFile: string;
     readonly keyFile: string;
+    /**
+     * The CA's revocation list (PEM), re-read when it changes (crl-watch.ts): peers whose
+     * certificate it lists are refused on streams and on CRIU's page channel.
+     */
+    readonly crlFile?: string;
   };
 }
 
@@ -84,7 +89,7 @@ export const AgentConfigFile = obj({
   jobBridge: opt(str()),
   /** `NAME[=VALUE]` checkpoint options, as `drover run --checkpoint-opt` takes them. */
   checkpointOptions: opt(arr(str())),
-  streamTls: opt(obj({ caFile: str(), certFile: str(), keyFile: str() })),
+  streamTls: opt(obj({ caFile: str(), certFile: str(), keyFile: str(), crlFile: opt(str()) })),
 });
 
 /** Raw, partial config as it appears in a file. */
@@ -141,6 +146,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
       caFile: env.DROVER_STREAM_CA,
       certFile: env.DROVER_STREAM_CERT,
       keyFile: env.DROVER_STREAM_KEY,
+      ...(env.DROVER_STREAM_CRL ? { crlFile: env.DROVER_STREAM_CRL } : {}),
     };
   }
   return out;
@@ -174,6 +180,7 @@ export function configFromArgs(argv: readonly string[]): {
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
+      'stream-crl': { type: 'string' },
       'metrics-addr': { type: 'string' },
       'job-bridge': { type: 'string' },
       'checkpoint-opt': { type: 'string', multiple: true },
@@ -200,6 +207,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
+    ...(values['stream-crl'] ? { DROVER_STREAM_CRL: values['stream-crl'] } : {}),
     ...(values['metrics-addr'] ? { DROVER_METRICS_ADDR: values['metrics-addr'] } : {}),
     ...(values['job-bridge'] ? { DROVER_JOB_BRIDGE: values['job-bridge'] } : {}),
     ...(values['checkpoint-opt']?.length

@@ -17,6 +17,7 @@ import { decodeStoredImage, fetchImage, pushImage } from './image-sets.js';
 import { startHeartbeats, type Heartbeats } from './heartbeat.js';
 import { busyAfterStart, busyMainMs, BUSY_OPS } from './busy-fault.js';
 import type { AgentConfig } from './config.js';
+import { readCrl, watchCrl } from './crl-watch.js';
 import { hostAddresses, preflight, preflightInputOf } from './preflight.js';
 import { StreamServer } from '@drover/transfer';
 import { parseFaults, type MigrationContext } from './migration/context.js';
@@ -56,11 +57,14 @@ export async function startAgentDaemon(
   }
   const [listenHost, listenPort] = splitHostPort(config.streamListen);
   // Mutual TLS on agent-to-agent streams as soon as certificates are configured.
-  const tls = config.streamTls
+  const crlFile = config.streamTls?.crlFile;
+  const crl = crlFile !== undefined ? readCrl(crlFile, log) : null;
+  const tls: MigrationContext['tls'] = config.streamTls
     ? {
         ca: await readFile(config.streamTls.caFile, 'utf8'),
         cert: await readFile(config.streamTls.certFile, 'utf8'),
         key: await readFile(config.streamTls.keyFile, 'utf8'),
+        ...(crl !== null ? { crl } : {}),
       }
     : undefined;
   let streams: StreamServer;
@@ -90,6 +94,19 @@ export async function startAgentDaemon(
     ...(config.streamTls ? { tlsFiles: config.streamTls } : {}),
   };
   agent.stream = ctx.advertise;
+  // Revocations pushed while running reach new streams (crl-watch.ts).
+  const stopCrlWatch =
+    crlFile !== undefined && tls
+      ? watchCrl(
+          crlFile,
+          (next) => {
+            streams.setCrl(next);
+            if (next === null) delete tls.crl;
+            else tls.crl = next;
+          },
+          log,
+        )
+      : (): void => {};
   const migrations = new MigrationStore(config.stateDir);
   // The image-set bucket, opened on first use (the controller creates it).
   let objects: Promise<ObjectFiles> | null = null;
@@ -191,6 +208,7 @@ export async function startAgentDaemon(
       metricsServer = await serveMetrics(metrics.metrics, config.metricsAddr, log);
     }
   } catch (err) {
+    stopCrlWatch();
     await heartbeats?.stop();
     await streams.close();
     await agent.stop();
@@ -224,6 +242,7 @@ export async function startAgentDaemon(
     bus,
     metricsUrl: metricsServer?.url ?? null,
     async close() {
+      stopCrlWatch();
       await beats.stop();
       clearInterval(recoveryTimer);
       clearInterval(logSampler);

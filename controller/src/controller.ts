@@ -35,7 +35,8 @@ import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
 import { locate, whereIs, type Locator } from './locate.js';
-import { allJobs, jobsPage, type JobsSource } from './listing.js';
+import { removeHost } from './host-removal.js';
+import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
 import { runMigrate } from './migrate-op.js';
 import { newOperation } from './op-record.js';
 import {
@@ -184,7 +185,28 @@ export class Controller {
   /** Hosts by name, a page at a time. */
   hosts(req: ControllerRequest<'hosts'> = {}): ControllerReplies['hosts'] {
     const p = pageOf(this.registry.list().map(toStatus), (h) => h.host, req);
-    return { hosts: p.items, next: p.next };
+    const silent = this.silentHosts();
+    return { hosts: p.items, next: p.next, ...(silent.length ? { unanswered: silent } : {}) };
+  }
+
+  /**
+   * Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered.
+   * Hosts the cluster remembers but this controller never heard from count too.
+   */
+  private silentHosts(only?: ReadonlySet<string>): string[] {
+    const now = Date.now();
+    const wanted = (host: string): boolean => only === undefined || only.has(host);
+    const lost = this.registry
+      .list()
+      .filter((h) => !h.reachable && wanted(h.host))
+      .map(
+        (h) =>
+          `${h.host} (unreachable: no heartbeat for ${Math.round((now - h.lastSeenMs) / 1000)}s)`,
+      );
+    const unheard = (this.known?.missing() ?? [])
+      .filter((h) => this.registry.get(h) === undefined && wanted(h))
+      .map((h) => `${h} (unreachable: no heartbeat since this controller started)`);
+    return [...lost, ...unheard].sort();
   }
 
   /**
@@ -203,7 +225,8 @@ export class Controller {
       .filter((h) => h.reachable && (host === undefined || h.host === host))
       .map((h) => h.host);
     if (host !== undefined && hosts.length === 0) this.knownHost(host);
-    return { hosts, list: (h, r) => this.agent(h, 'list', r) };
+    const silent = this.silentHosts(host === undefined ? undefined : new Set([host]));
+    return { hosts, silent, list: (h, r) => this.agent(h, 'list', r) };
   }
 
   /** Every job record of the reachable hosts, all pages. */
@@ -319,6 +342,21 @@ export class Controller {
     return toStatus(cordoned ? this.registry.cordon(req.host) : this.registry.uncordon(req.host));
   }
 
+  /** `hosts rm`: forget a host that left the cluster (host-removal.ts). */
+  removeHost(req: ControllerRequest<'hosts-remove'>): Promise<ControllerReplies['hosts-remove']> {
+    return removeHost(
+      {
+        registry: this.registry,
+        known: this.known,
+        cordons: this.stores.cordons,
+        ops: this.stores.ops,
+        probe: (host, ms) => this.agent(host, 'info', {}, ms),
+        log: this.log,
+      },
+      req,
+    );
+  }
+
   /**
    * Move a job: validate everything first (bad input changes nothing), record the operation,
    * ask the source agent to migrate, record the outcome.
@@ -377,7 +415,13 @@ export class Controller {
   async imagesList(
     req: ControllerRequest<'images-list'> = {},
   ): Promise<ControllerReplies['images-list']> {
-    return setsPage(this.clusterContext(), req);
+    const page = await setsPage(this.clusterContext(), req);
+    // Sets are whole in JetStream; only one still being made waits on its hosts.
+    const making = new Set(
+      page.sets.filter((s) => s.state === 'creating').flatMap((s) => s.jobs.map((j) => j.host)),
+    );
+    const silent = making.size ? this.silentHosts(making) : [];
+    return { ...page, ...(silent.length ? { unanswered: silent } : {}) };
   }
 
   imagesInspect(req: ControllerRequest<'images-inspect'>): Promise<ImageSet> {

@@ -166,6 +166,7 @@ export async function startController(
         preflight: ready((r) => controller.preflight(r)),
         cordon: ready((r) => controller.cordon(r, true)),
         uncordon: ready((r) => controller.cordon(r, false)),
+        'hosts-remove': ready((r) => controller.removeHost(r)),
         ops: (r) => controller.ops(r),
         status: (r) => controller.status(r),
         events: (r) => controller.events(r),

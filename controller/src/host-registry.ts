@@ -113,6 +113,11 @@ export class HostRegistry {
     return lost.sort();
   }
 
+  /** Forget a host (it left the cluster); true when it was known. */
+  remove(host: string): boolean {
+    return this.#hosts.delete(host);
+  }
+
   /** One host, if it has ever sent a heartbeat. */
   get(host: string): HostView | undefined {
     return this.#hosts.get(host);

@@ -93,6 +93,15 @@ export class KnownHosts {
     if (!this.isReady && this.missing().length === 0) this.settle('heard from every host');
   }
 
+  /** Forget `host` (removed from the cluster): no controller waits to hear from it again. */
+  async forget(host: string): Promise<void> {
+    this.expected.delete(host);
+    this.heard.delete(host);
+    this.written.delete(host);
+    await this.store.delete(host);
+    if (!this.isReady && this.missing().length === 0) this.settle('heard from every host');
+  }
+
   /** Stop waiting (the controller is closing). */
   stop(): void {
     if (this.timer) clearTimeout(this.timer);

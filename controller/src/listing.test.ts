@@ -85,3 +85,26 @@ test('allJobs gathers every page; an agent that does not answer is named, not hi
   assert.deepEqual(r.unanswered, ['h9 (no reply on drover.agent.h9.list)']);
   assert.equal(r.next, null);
 });
+
+test('hosts not asked (unreachable) are named on every page, with those that did not answer', async () => {
+  const src = fleet(2, 5, 1000);
+  const r = await jobsPage(
+    {
+      ...src,
+      silent: ['h7 (unreachable: no heartbeat for 40s)'],
+      list: (host, req) =>
+        host === 'h1'
+          ? Promise.reject(new Error('no reply on drover.agent.h1.list'))
+          : src.list(host, req),
+    },
+    { limit: 2 },
+  );
+  assert.equal(r.jobs.length, 2);
+  assert.deepEqual(r.unanswered, [
+    'h1 (no reply on drover.agent.h1.list)',
+    'h7 (unreachable: no heartbeat for 40s)',
+  ]);
+  const all = await allJobs({ ...src, silent: ['h7 (unreachable)'] });
+  assert.equal(all.jobs.length, 10);
+  assert.deepEqual(all.unanswered, ['h7 (unreachable)']);
+});

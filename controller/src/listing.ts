@@ -22,9 +22,13 @@ export function byKey(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** What listing jobs needs: the hosts to ask, and a way to ask one. */
+/**
+ * What listing jobs needs: the hosts to ask, and a way to ask one; `silent`: the hosts not asked
+ * because they are unreachable, each as `host (why)`: every page names them as unanswered.
+ */
 export interface JobsSource {
   hosts: readonly string[];
+  silent?: readonly string[];
   list(host: string, req: AgentRequest<'list'>): Promise<AgentReplies['list']>;
 }
 
@@ -43,7 +47,7 @@ export async function jobsPage(
   shape: JobsShape = (r) => [...r],
 ): Promise<ControllerReplies['jobs']> {
   const limit = req.limit ?? DEFAULT_JOBS_PAGE;
-  const unanswered: string[] = [];
+  const unanswered: string[] = [...(src.silent ?? [])];
   const pages = await Promise.all(
     src.hosts.map((host) =>
       src

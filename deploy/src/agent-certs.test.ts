@@ -163,7 +163,11 @@ test('prepareCerts issues missing agent and deployer certificates, regenerates t
       keyFile: '/opt/drover/etc/tls/agent-key.pem',
     };
     assert.deepEqual(cfg.nats.tls, tls);
-    assert.deepEqual(cfg.streamTls, tls);
+    // Streams also check peers against the CA's revocation list, pushed with the certificates.
+    assert.deepEqual(cfg.streamTls, { ...tls, crlFile: '/opt/drover/etc/tls/crl.pem' });
+    const crl = byPath.get('/opt/drover/etc/tls/crl.pem');
+    assert.equal(crl?.mode, 0o600);
+    assert.deepEqual(crl?.content, readFileSync(join(certs, 'crl.pem')));
     for (const [k, local] of [
       ['caFile', h1.caFile],
       ['certFile', h1.certFile],

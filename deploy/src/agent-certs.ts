@@ -121,8 +121,8 @@ function certsError(step: string, message: string, cause?: unknown): DeployError
   });
 }
 
-/** Run the inventory's `nats.reload` command. */
-function runReload(command: string, conf: string): Promise<void> {
+/** Run the inventory's `nats.reload` command (`DROVER_NATS_SECURITY_CONF`: the config). */
+export function runReload(command: string, conf: string): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(
       '/bin/sh',

@@ -115,6 +115,20 @@ export class ClusterLink {
     await (await this.client()).call('uncordon', { host: name }, 10_000);
   }
 
+  /**
+   * Have the controller forget a host whose agent is gone (`drover hosts rm`); false when the
+   * controller never knew it.
+   */
+  async removeHost(name: string): Promise<boolean> {
+    try {
+      await (await this.client()).call('hosts-remove', { host: name }, 10_000);
+      return true;
+    } catch (err) {
+      if (err instanceof DroverError && err.code === ErrorCode.NotFound) return false;
+      throw err;
+    }
+  }
+
   /** Jobs the controller finds on a host (asks its agent). */
   async jobsOn(name: string): Promise<{ id: string; state: string }[]> {
     return (await callAllPages(await this.client(), 'jobs', { host: name })).jobs;

@@ -2,11 +2,12 @@
  * The files a host gets besides the release: the agent's JSON config (0600: it may hold NATS
  * credentials), TLS material and creds uploaded from the operator's machine (0600): with a
  * certificates directory, the CA and the host's own agent certificate and key, used for NATS and
- * for agent-to-agent streams alike; the service
+ * for agent-to-agent streams alike, and the CA's revocation list (`crl.pem`); the service
  * description the helper reads, and the systemd unit on systemd hosts. Pure: no I/O but reading
  * the local TLS/creds files named by the inventory.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { crlPath } from '@drover/certs';
 import { DroverError, ErrorCode } from '@drover/common';
 import { agentCertFiles } from './agent-certs.js';
 import { BundlePaths } from './bundle.js';
@@ -57,6 +58,21 @@ function tlsUploads(
   return remote;
 }
 
+/**
+ * The CA's revocation list for `host` (`crl.pem` of the certificates directory), or null when
+ * there is none. The agent re-reads it when it changes: pushing it needs no restart.
+ */
+export function crlUpload(inv: Inventory, host: HostEntry): DesiredFile | null {
+  if (inv.certs === null) return null;
+  const local = crlPath(inv.certs);
+  if (!existsSync(local)) return null;
+  return {
+    target: etcPaths(host.installRoot).tls('crl'),
+    mode: 0o600,
+    content: readLocal(local, 'CRL'),
+  };
+}
+
 /** The agent's JSON config (its `--config` file format) and the files it refers to. */
 export function agentFiles(inv: Inventory, host: HostEntry): DesiredFile[] {
   const root = host.installRoot;
@@ -96,7 +112,9 @@ export function agentFiles(inv: Inventory, host: HostEntry): DesiredFile[] {
   if (a.cgroupParent !== null) config.cgroupParent = a.cgroupParent;
   if (a.jobBridge !== null) config.jobBridge = a.jobBridge;
   if (a.metricsAddr !== null) config.metricsAddr = a.metricsAddr;
-  if (own) config.streamTls = own;
+  const crl = own ? crlUpload(inv, host) : null;
+  if (crl) files.push(crl);
+  if (own) config.streamTls = crl ? { ...own, crlFile: crl.target } : own;
   else if (a.streamTls !== null) config.streamTls = tlsUploads(a.streamTls, 'stream', root, files);
   files.unshift({
     target: p.agentConfig,

@@ -309,7 +309,8 @@ await runCli({
             .option('purge', {
               type: 'boolean',
               default: false,
-              describe: 'also remove the state directory (job records, images)',
+              describe:
+                'also remove the state directory (job records, images) and revoke the hosts’ certificates',
             })
             .option('drain', {
               type: 'boolean',
@@ -318,13 +319,14 @@ await runCli({
             })
             .option('drain-timeout', { type: 'number', default: 900 }),
         (argv) =>
-          runVerb('uninstall', argv, async (ctx) => ({
-            results: await uninstall(ctx, {
+          runVerb('uninstall', argv, async (ctx) => {
+            const { results, revocation } = await uninstall(ctx, {
               purge: argv.purge,
               drain: argv.drain,
               drainTimeoutMs: argv['drain-timeout'] * 1000,
-            }),
-          })),
+            });
+            return { results, ...(revocation ? { extra: { revocation } } : {}) };
+          }),
       )
       .command<Globals & { release?: string; out?: string }>(
         'bundle',

@@ -142,7 +142,7 @@ done
 /** Remove the agent's files. Args: root unitPath purge stateDir. */
 export const REMOVE_SCRIPT = `
 set -eu
-root="$1" unit="$2" purge="$3" state="$4"
+root="$1" unit="$2" purge="$3" state="$4" cg="$5"
 if [ -f "$unit" ] && grep -q "$root/" "$unit"; then
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now "$(basename "$unit")" >/dev/null 2>&1 || true
@@ -153,4 +153,12 @@ if [ -f "$unit" ] && grep -q "$root/" "$unit"; then
 fi
 if [ -e "$root" ]; then rm -rf -- "$root"; echo "removed $root"; fi
 if [ "$purge" = yes ] && [ -e "$state" ]; then rm -rf -- "$state"; echo "removed $state"; fi
+# The agent's cgroups, in the v2 hierarchy and every v1 one: only empty ones go (rmdir).
+if [ "$purge" = yes ] && [ -n "$cg" ]; then
+  for d in /sys/fs/cgroup/"$cg" /sys/fs/cgroup/*/"$cg"; do
+    [ -d "$d" ] || continue
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [ -d "$d" ]; then echo "kept $d (in use)"; else echo "removed $d"; fi
+  done
+fi
 `;

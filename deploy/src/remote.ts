@@ -36,6 +36,8 @@ export { REMOTE_PATH, UNIT_NAME, UNIT_PATH } from './remote-paths.js';
 
 /** Minimum node on hosts (the agent's engines). */
 const NODE_MIN = [20, 19] as const;
+/** The agent's cgroup parent unless the inventory names one (the agent's own default). */
+const DEFAULT_CGROUP_PARENT = 'drover';
 /** Minimum CRIU (3.17 dies on current kernels, 4.1 cannot dump TCP/UDP sockets on >= 6.16). */
 const CRIU_MIN = [4, 2] as const;
 
@@ -367,11 +369,20 @@ export class HostOps {
     return r.stdout.trim();
   }
 
-  /** Remove the unit, the install root and (purge) the state directory; what was removed. */
+  /**
+   * Remove the unit, the install root and (purge) the state directory and the agent's empty
+   * cgroups (v2 and v1 hierarchies); what was removed.
+   */
   async remove(purge: boolean): Promise<string[]> {
     const out = await this.ssh.must(REMOVE_SCRIPT, {
       step: 'remove',
-      args: [this.root, UNIT_PATH, purge ? 'yes' : 'no', this.host.stateDir],
+      args: [
+        this.root,
+        UNIT_PATH,
+        purge ? 'yes' : 'no',
+        this.host.stateDir,
+        this.host.agent.cgroupParent ?? DEFAULT_CGROUP_PARENT,
+      ],
     });
     return out
       .split('\n')

@@ -57,8 +57,11 @@ export interface MigrationContext {
   /** The address peers reach this agent's stream server at. */
   advertise: { host: string; port: number };
   faults: MigrationFaults;
-  /** TLS material for agent-to-agent streams, when certificates are configured. */
-  tls?: { key: string; cert: string; ca: string };
+  /**
+   * TLS material for agent-to-agent streams, when certificates are configured; `crl` is
+   * replaced in place when the revocation list changes (crl-watch.ts).
+   */
+  tls?: { key: string; cert: string; ca: string; crl?: string };
   /** The same certificates as files, for CRIU's TLS on the page channel. */
   tlsFiles?: AgentTlsFiles;
 }

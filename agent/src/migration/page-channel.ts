@@ -9,6 +9,7 @@
  * with a reset. Pairs: admit/close.
  */
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { createServer, type AddressInfo } from 'node:net';
 import { DroverError, ErrorCode, type Logger } from '@drover/common';
@@ -31,6 +32,8 @@ export interface AgentTlsFiles {
   caFile: string;
   certFile: string;
   keyFile: string;
+  /** The CA's revocation list: CRIU refuses a peer it lists (`--tls-cacrl`). */
+  crlFile?: string;
 }
 
 function nft(args: readonly string[], input?: string): Promise<{ code: number; stderr: string }> {
@@ -128,14 +131,20 @@ export function localAddressToward(host: string): Promise<string> {
  * CRIU's TLS options for this side of the page channel, with the agent's own certificate (null:
  * no certificates configured, the channel is plain TCP as everything else then is). A server
  * cannot check its client's name in CRIU; a client checks that the server's certificate names
- * the address it dials.
+ * the address it dials. Both check the peer's certificate against the CA's revocation list.
  */
 export function pageTls(
   files: AgentTlsFiles | undefined,
   side: 'server' | 'client',
 ): CriuTls | undefined {
   if (!files) return undefined;
-  return { ...files, ...(side === 'server' ? { noCnVerify: true } : {}) };
+  // CRIU fails when a CRL it is given cannot be read: one not (yet) pushed is left out.
+  const { crlFile, ...rest } = files;
+  return {
+    ...rest,
+    ...(crlFile !== undefined && existsSync(crlFile) ? { crlFile } : {}),
+    ...(side === 'server' ? { noCnVerify: true } : {}),
+  };
 }
 
 /** A page server receiving one migration's pages on this host. */

@@ -17,6 +17,8 @@ export const ExitCode = {
   unavailable: 5,
   /** Not permitted: this client's certificate (its role) may not do this. Nothing changed. */
   denied: 6,
+  /** `--strict` on a list: some host did not answer, so the list printed is incomplete. */
+  incomplete: 7,
 } as const;
 
 /** The table the CLI's runner (`@drover/cli-kit`) takes every exit code from. */

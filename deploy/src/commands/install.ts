@@ -8,7 +8,7 @@ import type { Bundle } from '../bundle.js';
 import { DeployError, DeployFailure } from '../errors.js';
 import { forEachHost, withHost, type HostOutcome, type HostResult } from '../fleet.js';
 import type { ServiceStatus } from '../host/service.js';
-import { hostFiles } from '../host-files.js';
+import { crlUpload, hostFiles } from '../host-files.js';
 import { UNIT_PATH, type HostOps } from '../remote.js';
 import { requireFacts, serviceModeFor, type DeployContext } from './context.js';
 
@@ -81,9 +81,11 @@ export async function installHost(
   const changedFiles = await ops.putFiles(hostFiles(ctx.inv, host, mode, facts.node));
   if (mode === 'systemd' && changedFiles.includes(UNIT_PATH)) await ops.enableUnit();
   const switched = await ops.switchCurrent(target);
+  // A new revocation list alone needs no restart: the agent re-reads it (crl-watch.ts).
+  const crl = crlUpload(ctx.inv, host)?.target;
   const restart =
     before.running &&
-    (switched || changedFiles.length > 0 || (before.release ?? target) !== target);
+    (switched || changedFiles.some((f) => f !== crl) || (before.release ?? target) !== target);
   const started = await startAndWait(ctx, ops, facts.node, restart);
   await ops.previousFiles('discard', changedFiles);
   // Keep the release switched away from (a rollback target); a host already there is left as is.

@@ -1,12 +1,15 @@
 /**
  * `uninstall`: stop the agent, remove its unit and install root (and with `purge` its state
- * directory), then check that no process on the host still uses the install root. A host still
- * running jobs is refused: drain it first (`drain` here asks the controller to).
+ * directory and the agent's cgroups), check that no process on the host still uses the install
+ * root, and have the controller forget the host (`drover hosts rm`). A host still running jobs
+ * is refused: drain it first (`drain` here asks the controller to). With `purge`, the hosts
+ * removed also lose their certificates (revoke-hosts.ts): they leave for good.
  */
 import { DeployError, DeployFailure } from '../errors.js';
 import { forEachHost, withHost, type HostResult } from '../fleet.js';
 import type { DeployContext } from './context.js';
 import { listIds } from './context.js';
+import { revokeHosts, type HostsRevocation } from '../revoke-hosts.js';
 
 /** Options of {@link uninstall}. */
 export interface UninstallOptions {
@@ -17,8 +20,21 @@ export interface UninstallOptions {
   drainTimeoutMs: number;
 }
 
-/** Uninstall from every host of the context. */
-export function uninstall(ctx: DeployContext, opts: UninstallOptions): Promise<HostResult[]> {
+/** Uninstall from every host of the context; with `purge`, revoke the removed hosts. */
+export async function uninstall(
+  ctx: DeployContext,
+  opts: UninstallOptions,
+): Promise<{ results: HostResult[]; revocation: HostsRevocation | null }> {
+  const results = await uninstallHosts(ctx, opts);
+  if (!opts.purge) return { results, revocation: null };
+  const gone = results.filter((r) => r.ok).map((r) => r.host);
+  return {
+    results,
+    revocation: await revokeHosts(ctx.inv, gone, ctx.progress, ctx.parallel),
+  };
+}
+
+function uninstallHosts(ctx: DeployContext, opts: UninstallOptions): Promise<HostResult[]> {
   return forEachHost(ctx.hosts, ctx.parallel, (host) =>
     withHost(host, ctx.progress, async (ops) => {
       const node = await ops.nodePath();
@@ -53,14 +69,25 @@ export function uninstall(ctx: DeployContext, opts: UninstallOptions): Promise<H
           { details: { processes: left } },
         );
       }
-      const changed = stopped || removed.length > 0;
+      // The controller forgets the host: its agent is gone (refused while that agent answers).
+      const forgotten = await ctx.cluster.removeHost(host.name).catch((err: unknown) => {
+        throw new DeployError(
+          { host: host.name, failure: DeployFailure.cluster, step: 'forget' },
+          `removed from the host, but the controller still lists it: ` +
+            `${err instanceof Error ? err.message : String(err)} (\`drover hosts rm ${host.name}\`)`,
+          { cause: err },
+        );
+      });
+      if (forgotten) ctx.progress(host.name, 'removed from the controller');
+      const changed = stopped || removed.length > 0 || forgotten;
       return {
         changed,
         detail: changed
           ? `${stopped ? 'agent stopped, ' : ''}removed ${removed.join(', ') || 'nothing'}` +
-            (moved.length > 0 ? `; drained ${moved.length} jobs first` : '')
+            (moved.length > 0 ? `; drained ${moved.length} jobs first` : '') +
+            (forgotten ? '; the controller forgot it' : '')
           : 'nothing installed; unchanged',
-        data: { stopped, removed, moved },
+        data: { stopped, removed, moved, forgotten },
       };
     }),
   );

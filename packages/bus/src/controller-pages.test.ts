@@ -53,6 +53,22 @@ test('a key-paged list is asked page after page until next is null', async () =>
   assert.ok(asked.every((a) => a.timeoutMs === 1234));
 });
 
+test('the hosts each page could not hear from are named once for the whole list', async () => {
+  const { client } = fakeClient((_op, req) =>
+    req['after'] === undefined
+      ? { jobs: [{ id: 'a' }], next: 'a', unanswered: ['h2 (unreachable)'] }
+      : { jobs: [{ id: 'b' }], next: null, unanswered: ['h2 (unreachable)', 'h1 (no reply)'] },
+  );
+  const r = await callAllPages(client, 'jobs', {});
+  assert.deepEqual(
+    r.jobs.map((j) => j.id),
+    ['a', 'b'],
+  );
+  assert.deepEqual(r.unanswered, ['h1 (no reply)', 'h2 (unreachable)']);
+  const { client: quiet } = fakeClient(() => ({ hosts: [{ host: 'h1' }], next: null }));
+  assert.equal('unanswered' in (await callAllPages(quiet, 'hosts', {})), false);
+});
+
 test('the newest events cut by size go on from the cut, up to the asked limit', async () => {
   const { client, asked } = fakeClient((_op, req) =>
     req['newest'] === true

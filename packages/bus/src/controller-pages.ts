@@ -37,6 +37,12 @@ export async function callAllPages<Op extends ControllerOp>(
   const want = seqField ? ((asked['limit'] as number | undefined) ?? DEFAULT_SEQ_LIMIT) : Infinity;
   let reply = await call(req);
   const items = [...(reply[field] as unknown[])];
+  // Hosts a page could not hear from: named once for the whole list.
+  const unanswered = new Set<string>();
+  const heard = (r: Reply): void => {
+    for (const u of (r['unanswered'] as string[] | undefined) ?? []) unanswered.add(u);
+  };
+  heard(reply);
   while (reply.next !== null && reply.next !== undefined && items.length < want) {
     // After a page of the `newest` events, the rest follows on from where that page was cut.
     const { newest: _newest, ...onward } = asked;
@@ -44,9 +50,16 @@ export async function callAllPages<Op extends ControllerOp>(
       ? { ...asked, after: reply.next }
       : { ...onward, sinceSeq: reply.next, limit: want - items.length };
     reply = await call(more);
+    heard(reply);
     const got = reply[field] as unknown[];
     if (got.length === 0) break;
     items.push(...got);
   }
-  return { ...reply, [field]: items, next: null } as unknown as ControllerReplies[Op];
+  const { unanswered: _last, ...rest } = reply;
+  return {
+    ...rest,
+    [field]: items,
+    next: null,
+    ...(unanswered.size ? { unanswered: [...unanswered].sort() } : {}),
+  } as unknown as ControllerReplies[Op];
 }

@@ -16,6 +16,8 @@ export interface CriuTls {
   caFile: string;
   certFile: string;
   keyFile: string;
+  /** The CA's revocation list (PEM): a peer whose certificate it lists is refused. */
+  crlFile?: string;
   noCnVerify?: boolean;
 }
 
@@ -147,6 +149,7 @@ function common(opts: ImagesOptions, defaultLog: string): RpcOpts {
     out.tls_cacert = opts.tls.caFile;
     out.tls_cert = opts.tls.certFile;
     out.tls_key = opts.tls.keyFile;
+    if (opts.tls.crlFile !== undefined) out.tls_cacrl = opts.tls.crlFile;
     if (opts.tls.noCnVerify) out.tls_no_cn_verify = true;
   }
   if (opts.timeoutSec !== undefined) {

@@ -1,5 +1,6 @@
 /** Real drover agents inside testbed hosts, and a NATS client to talk to them from outside. */
 import { join } from 'node:path';
+import { crlPath } from '@drover/certs';
 import { AgentClient, Bus } from '@drover/bus';
 import { DroverError, ErrorCode, newSecret } from '@drover/common';
 import type { MigrationMode, MigrationRecord } from '@drover/protocol';
@@ -81,6 +82,8 @@ export class AgentHandle {
         `${this.host.address}:${AGENT_METRICS_PORT}`,
         ...tlsFlags('nats', this.tb.certs?.identity('agent', this.host.name)),
         ...tlsFlags('stream', this.tb.certs?.identity('agent', this.host.name)),
+        // The CA's revocation list, re-read by the agent when it changes.
+        ...(this.tb.certs ? ['--stream-crl', crlPath(this.tb.certs.dir)] : []),
         ...(this.options.extraArgs ?? []),
       ],
       {

@@ -48,6 +48,12 @@ export interface AuditEntry {
   durationMs?: number;
 }
 
+/** The host an `unanswered` entry of a list names (`host (why)`). */
+export function unansweredHost(entry: string): string {
+  const sp = entry.indexOf(' ');
+  return sp < 0 ? entry : entry.slice(0, sp);
+}
+
 /** A host as the controller sees it. */
 export interface HostStatus {
   host: string;
@@ -236,6 +242,11 @@ export const ControllerOps = {
   drain: obj({ host: id(), parallel: opt(int({ min: 1, max: 16 })) }),
   cordon: obj({ host: id() }),
   uncordon: obj({ host: id() }),
+  /**
+   * Forget a host that left the cluster (`drover hosts rm`): refused while its agent answers, and
+   * while it has live jobs unless it was drained since; `force`: its jobs are gone with it.
+   */
+  'hosts-remove': obj({ host: id(), force: opt(bool()) }),
   ops: obj({ limit: opt(int({ min: 1, max: 1000 })) }),
   status: obj({ opId: id() }),
   adopt: obj({
@@ -294,8 +305,14 @@ export type ControllerRequest<Op extends ControllerOp> = Infer<(typeof Controlle
 /** Replies of the controller operations. */
 export interface ControllerReplies {
   /** Long lists come a page at a time: `next` is what to ask `after` for the next page. */
-  hosts: { hosts: HostStatus[]; next?: string | null };
-  /** `unanswered`: reachable hosts whose agent did not answer (their jobs are not listed). */
+  /**
+   * `unanswered` (in `hosts`, `jobs`, `images-list`): the hosts a list could not hear from, each
+   * as `host (why)` ({@link unansweredHost} gives the host). In `hosts`: unreachable hosts (their
+   * row is their last heartbeat); in `jobs`: unreachable hosts and reachable ones whose agent
+   * did not answer (their jobs are not listed); in `images-list`: unreachable hosts of sets
+   * still being made. Absent when every host answered.
+   */
+  hosts: { hosts: HostStatus[]; next?: string | null; unanswered?: string[] };
   jobs: { jobs: ClusterJob[]; next?: string | null; unanswered?: string[] };
   run: ClusterJob & { placement: string };
   resolve: { name: string; address: string; jobId: string };
@@ -309,6 +326,8 @@ export interface ControllerReplies {
   preflight: PreflightReport;
   cordon: HostStatus;
   uncordon: HostStatus;
+  /** `jobs`: the live jobs its last heartbeat listed (left behind, with `force`). */
+  'hosts-remove': { host: string; lastSeen: string | null; jobs: string[] };
   ops: { ops: OperationRecord[] };
   status: OperationRecord;
   adopt: ClusterJob;
@@ -320,7 +339,7 @@ export interface ControllerReplies {
   };
   checkpoint: OperationRecord;
   restore: OperationRecord;
-  'images-list': { sets: ImageSet[]; next?: string | null };
+  'images-list': { sets: ImageSet[]; next?: string | null; unanswered?: string[] };
   'images-inspect': ImageSet;
   'images-delete': { deleted: boolean; objects: number };
   'jobs-remove': { removed: RemovedJob[] };

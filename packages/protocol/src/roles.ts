@@ -57,6 +57,7 @@ export const CONTROLLER_OP_ACCESS: { readonly [Op in ControllerOp]: 'read' | 'ch
   drain: 'change',
   cordon: 'change',
   uncordon: 'change',
+  'hosts-remove': 'change',
   adopt: 'change',
   checkpoint: 'change',
   restore: 'change',

@@ -38,6 +38,8 @@ export interface ClientTlsOptions {
   ca: string | Buffer | Array<string | Buffer>;
   /** The host id of the destination agent the server's certificate must name. */
   peer: string;
+  /** The CA's revocation list (PEM): a server whose certificate it lists is refused. */
+  crl?: string | Buffer;
 }
 
 /**
@@ -140,6 +142,7 @@ export class StreamClient {
           cert: t.cert,
           ca: t.ca,
           minVersion: 'TLSv1.2',
+          ...(t.crl !== undefined ? { crl: t.crl } : {}),
           checkServerIdentity: (_host, cert) => serverIdentityProblem(cert, t.peer),
         })
       : net.connect({ host: options.host, port: options.port });

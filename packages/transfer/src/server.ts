@@ -40,6 +40,8 @@ export interface ServerTlsOptions {
   ca: string | Buffer | Array<string | Buffer>;
   /** Always true; present for readability at call sites. */
   requestCert?: true;
+  /** The CA's revocation list (PEM): a client whose certificate it lists is refused. */
+  crl?: string | Buffer;
 }
 
 /** Options of `StreamServer.listen`. */
@@ -160,6 +162,7 @@ export class StreamServer {
     private readonly logger: Logger,
     private readonly helloTimeoutMs: number,
     private readonly secure: boolean,
+    private readonly tls: ServerTlsOptions | undefined,
   ) {}
 
   /** Listen on `host:port` (TCP or mutual TLS); resolves once listening. */
@@ -173,13 +176,10 @@ export class StreamServer {
       const t = options.tls;
       const tlsServer = tls.createServer(
         {
-          key: t.key,
-          cert: t.cert,
-          ca: t.ca,
+          ...secureContextOf(t),
           requestCert: true,
           rejectUnauthorized: true,
           handshakeTimeout: helloTimeoutMs,
-          minVersion: 'TLSv1.2',
         },
         onSocket,
       );
@@ -190,7 +190,13 @@ export class StreamServer {
     } else {
       server = net.createServer(onSocket);
     }
-    const self = new StreamServer(server, logger, helloTimeoutMs, options.tls !== undefined);
+    const self = new StreamServer(
+      server,
+      logger,
+      helloTimeoutMs,
+      options.tls !== undefined,
+      options.tls,
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(options.port, options.host, () => {
@@ -201,6 +207,20 @@ export class StreamServer {
     server.on('error', (err) => logger.error('listener error', { err }));
     logger.info('listening', { ...self.address(), tls: options.tls !== undefined });
     return self;
+  }
+
+  /**
+   * Check clients against a new revocation list from now on (null: none); connections already
+   * accepted are not affected. Throws FAILED_PRECONDITION on a server without TLS.
+   */
+  setCrl(crl: string | Buffer | null): void {
+    if (!this.tls) {
+      throw new DroverError(ErrorCode.FailedPrecondition, 'a stream server without TLS has no CRL');
+    }
+    const { crl: _old, ...rest } = this.tls;
+    (this.server as tls.Server).setSecureContext(
+      secureContextOf(crl === null ? rest : { ...rest, crl }),
+    );
   }
 
   /** The bound address (the real port when listening on 0). */
@@ -325,4 +345,15 @@ function peerIdentity(socket: tls.TLSSocket): Identity | null {
 /** sha256 of a token: equal-length inputs for timingSafeEqual whatever the token lengths. */
 function digest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/** The secure context of a stream server's TLS options. */
+function secureContextOf(t: ServerTlsOptions): tls.SecureContextOptions {
+  return {
+    key: t.key,
+    cert: t.cert,
+    ca: t.ca,
+    minVersion: 'TLSv1.2',
+    ...(t.crl !== undefined ? { crl: t.crl } : {}),
+  };
 }

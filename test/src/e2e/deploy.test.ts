@@ -5,7 +5,8 @@
  * host's agent certificate and bring up agents that register over TLS as themselves; a second
  * install changes nothing; wrong host key, unreachable host and a failed command fail only their
  * host; a rolling upgrade (migrations over mutual-TLS streams) keeps every workload running;
- * uninstall leaves nothing.
+ * uninstall leaves nothing: no files, processes or cgroups on the hosts, no host in the
+ * controller, and (with --purge) their certificates revoked and their NATS users gone.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -291,7 +292,12 @@ describe('drover-deploy on the testbed', () => {
         keyFile: `${tlsDir}/agent-key.pem`,
       };
       assert.deepEqual(cfg.nats.tls, files);
-      assert.deepEqual(cfg.streamTls, files);
+      // Streams also check peers against the CA's revocation list, pushed with the certificates.
+      assert.deepEqual(cfg.streamTls, { ...files, crlFile: `${tlsDir}/crl.pem` });
+      assert.deepEqual(
+        readFileSync(srv(h, `${tlsDir}/crl.pem`)),
+        readFileSync(join(tb.certs!.dir, 'crl.pem')),
+      );
       const log = readFileSync(srv(h, `${INSTALL_ROOT}/log/agent.log`), 'utf8');
       assert.match(log, /"msg":"listening".*"tls":true/);
     }
@@ -604,13 +610,39 @@ describe('drover-deploy on the testbed', () => {
       return !jobs.some((j) => j.id === job.id && j.state === 'running');
     }, 30_000);
 
+    const reloadsBefore = reloads().length;
     const gone = await deployJson(['uninstall', '--purge']);
     assert.equal(gone.code, 0, gone.raw.stderr + gone.raw.stdout);
     for (const r of gone.results) {
       assert.equal(r.ok, true, r.detail);
       assert.equal(r.changed, true);
       assert.equal(r.data.stopped, true);
+      assert.equal(r.data.forgotten, true, `${r.host}: the controller forgot it`);
     }
+    // The controller lists none of them any more (not `unreachable, 1 job` forever).
+    assert.deepEqual((await json<{ hosts: HostView[] }>(['hosts'])).hosts, []);
+    // Their certificates are revoked: in the CRL, gone from the directory, no NATS user left
+    // (nats.reload ran with the regenerated config).
+    const revocation = (JSON.parse(gone.raw.stdout) as { revocation: { revoked: string[] } })
+      .revocation;
+    assert.deepEqual(
+      revocation.revoked.map((r) => r.split(' ')[0]),
+      tb.hosts.map((h) => h.name),
+    );
+    const conf = readFileSync(join(tb.certs!.dir, 'nats-security.conf'), 'utf8');
+    for (const h of tb.hosts) {
+      assert.equal(existsSync(agentCert(h.name).certFile), false, `${h.name}: certificate left`);
+      assert.equal(conf.includes(`CN=${h.name},OU=agent`), false, `${h.name}: NATS user left`);
+    }
+    assert.equal(reloads().length, reloadsBefore + 1, 'nats.reload ran once');
+    const crl = await new Promise<string>((resolve, reject) => {
+      const c = spawn('openssl', ['crl', '-in', join(tb.certs!.dir, 'crl.pem'), '-noout', '-text']);
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.once('error', reject);
+      c.once('exit', () => resolve(out));
+    });
+    assert.equal((crl.match(/Serial Number:/g) ?? []).length, tb.hosts.length, crl);
     for (const h of tb.hosts) {
       assert.equal(existsSync(srv(h.name, INSTALL_ROOT)), false, `${h.name}: install root left`);
       assert.equal(existsSync(srv(h.name, STATE_DIR)), false, `${h.name}: state dir left`);
@@ -621,6 +653,13 @@ describe('drover-deploy on the testbed', () => {
         /drover-install|drover-service|agent\/dist\/main\.js/,
         `${h.name}:\n${ps.stdout}`,
       );
+      // No empty `drover` cgroup left, in the v2 hierarchy or any v1 one.
+      const cg = await h.exec([
+        'sh',
+        '-c',
+        'for d in /sys/fs/cgroup/drover /sys/fs/cgroup/*/drover; do [ -d "$d" ] && echo "$d"; done; true',
+      ]);
+      assert.equal(cg.stdout.trim(), '', `${h.name}: cgroups left:\n${cg.stdout}`);
     }
     // The controller stops hearing them.
     await waitFor(async () => {

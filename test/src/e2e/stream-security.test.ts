@@ -9,6 +9,7 @@
  * - a capture of the wire during stop-copy and post-copy moves holds no page of the job's memory
  *   in plaintext.
  * Each time the migration completes: the job verifies itself on the destination, same PIDs.
+ * Last, a revoked agent certificate is refused at the TLS handshake once the CRL changes.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { revokeIdentity } from '@drover/certs';
 import type { JobInfo, MigrationRecord } from '@drover/protocol';
 import { StreamClient, TransferError, type ClientTlsOptions } from '@drover/transfer';
 import { AGENT_STREAM_PORT, AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
@@ -344,5 +346,46 @@ describe('page channel security', () => {
       assert.equal(wire.indexOf(canary(i)), -1, `${canary(i)} crossed the wire in plaintext`);
     assert.equal(wire.indexOf('DROVER-CANARY-'), -1, 'a canary crossed the wire in plaintext');
     t.diagnostic(`captured ${Math.round(wire.length / 1048576)} MiB, no canary in it`);
+  });
+  // Last: it revokes h3 for the rest of this testbed.
+  test('a revoked agent certificate is refused at the stream port once the CRL changes', async (t) => {
+    const h2 = tb.host('h2');
+    const base = {
+      host: h2.address,
+      port: AGENT_STREAM_PORT,
+      migrationId: 'mig-nobody-expects',
+      token: 'f'.repeat(64),
+      connectTimeoutMs: 5000,
+    };
+    /** How h2 refuses a stream from these files: after a HELLO (`remote`), or in TLS. */
+    const refusal = async (tls: ClientTlsOptions): Promise<TransferError> => {
+      const err = await StreamClient.connect({ ...base, tls }).then(
+        (c) => {
+          c.close();
+          return assert.fail('a stream nobody expects was accepted');
+        },
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof TransferError, String(err));
+      return err;
+    };
+    // What a removed host keeps: its certificate and key, read before the revocation.
+    const old = tlsFrom(tb.certs!.identity('agent', 'h3'));
+    const before = await refusal(old);
+    assert.equal(before.kind, 'remote', `before: ${before.kind}: ${before.message}`);
+    const logBefore = agent('h2').process!.output().length;
+    const r = await revokeIdentity(tb.certs!.dir, { role: 'agent', name: 'h3' });
+    t.diagnostic(`revoked h3 (serial ${r.serial})`);
+    // h2's agent re-reads the CRL within its poll interval; then h3 no longer gets past TLS.
+    const after = await waitForValue(async () => {
+      const e = await refusal(old);
+      return e.kind === 'remote' ? undefined : e;
+    }, 15_000);
+    t.diagnostic(`after: ${after.kind}: ${after.message}`);
+    const log = agent('h2').process!.output().slice(logBefore);
+    assert.match(log, /revocation list changed/);
+    assert.match(log, /TLS handshake refused/);
+    // Another agent still gets as far as its HELLO.
+    assert.equal((await refusal(tlsFrom(tb.certs!.identity('agent', 'h1')))).kind, 'remote');
   });
 });

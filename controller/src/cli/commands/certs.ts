@@ -54,6 +54,26 @@ function names(s: string): string[] {
     .filter((x) => x !== '');
 }
 
+/**
+ * `--hosts`: `h1,h2` or `h1=10.0.0.1,h2=10.0.0.2` (a name again adds an address:
+ * `h1=10.0.0.1,h1=h1.example`). The addresses go into each agent's certificate, so the deployer
+ * that installs the hosts at those addresses keeps them instead of issuing them again.
+ */
+export function agentHosts(s: string): { agents: string[]; addresses: Record<string, string[]> } {
+  const agents: string[] = [];
+  const addresses: Record<string, string[]> = {};
+  for (const token of names(s)) {
+    const eq = token.indexOf('=');
+    const name = (eq < 0 ? token : token.slice(0, eq)).trim();
+    const address = eq < 0 ? '' : token.slice(eq + 1).trim();
+    if (name === '' || (eq >= 0 && address === ''))
+      throw usage(`--hosts: ${JSON.stringify(token)} is not NAME or NAME=ADDRESS`);
+    if (!agents.includes(name)) agents.push(name);
+    if (address !== '') (addresses[name] ??= []).push(address);
+  }
+  return { agents, addresses };
+}
+
 function usage(message: string): Error {
   return new UsageError(message);
 }
@@ -139,7 +159,9 @@ const init: CommandModule<GlobalArgs, InitArgs> = {
       .option('hosts', {
         type: 'string',
         default: '',
-        describe: "agents' host ids, comma-separated",
+        describe:
+          "agents' host ids, comma-separated, each with the address its peers dial " +
+          '(NAME=ADDRESS; a name again adds an address): h1=10.0.0.1,h2=10.0.0.2',
       })
       .option('operators', {
         type: 'string',
@@ -154,10 +176,12 @@ const init: CommandModule<GlobalArgs, InitArgs> = {
       throw usage(
         'certs init needs --nats-address (a single NATS server) or --nats-node (a cluster)',
       );
+    const hosts = agentHosts(argv.hosts);
     const ids = await initCluster(argv.dir, {
       serverAddresses,
       controllers: names(argv.controllers),
-      agents: names(argv.hosts),
+      agents: hosts.agents,
+      agentAddresses: hosts.addresses,
       operators: names(argv.operators),
       viewers: names(argv.viewers),
       ...(natsCluster ? { natsCluster } : {}),

@@ -1,10 +1,14 @@
-/** `drover hosts [--wide]`: every host, its state and capacity (and with --wide, its CRIU's abilities). */
-import type { CommandModule } from 'yargs';
+/**
+ * `drover hosts [--wide] [--strict]`: every host, its state and capacity (and with --wide, its
+ * CRIU's abilities); `drover hosts rm H [--force]`: forget a host that left the cluster.
+ */
+import type { Argv, CommandModule } from 'yargs';
 import type { HostStatus } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { bytes, table } from '../output.js';
+import { reportUnanswered, strictOption } from '../unanswered.js';
 
-type Args = GlobalArgs & { wide: boolean | undefined };
+type Args = GlobalArgs & { wide: boolean | undefined; strict: boolean };
 
 /** The ABILITIES column: CRIU's optional libraries, then the kernel features it lacks. */
 export function abilitiesColumn(h: HostStatus): string {
@@ -16,16 +20,43 @@ export function abilitiesColumn(h: HostStatus): string {
   return `${built}; ${a.features.length}/${of} features${lacks}`;
 }
 
-export const hostsCommand: CommandModule<GlobalArgs, Args> = {
-  command: 'hosts',
-  describe: 'List hosts (from agent heartbeats)',
+const rm: CommandModule<GlobalArgs, GlobalArgs & { host: string; force: boolean }> = {
+  command: 'rm <host>',
+  describe:
+    'Forget a host that left the cluster (its agent stopped); refused while it has live jobs',
   builder: (y) =>
-    y.option('wide', {
+    y.positional('host', { type: 'string', demandOption: true }).option('force', {
       type: 'boolean',
-      describe: "more columns: what each host's CRIU was built with and can do (criu check)",
+      default: false,
+      describe: 'also when its last heartbeat listed live jobs (the host is gone with them)',
     }),
   handler: async (argv) => {
-    await callController(argv, 'hosts', {}, (r) =>
+    await callController(
+      argv,
+      'hosts-remove',
+      { host: argv.host, ...(argv.force ? { force: true } : {}) },
+      (r) =>
+        `removed host ${r.host}` +
+        (r.jobs.length ? ` (left behind: ${r.jobs.join(', ')})` : '') +
+        (r.lastSeen ? `; last heard ${r.lastSeen}` : ''),
+      undefined,
+      { host: 'HOST' },
+    );
+  },
+};
+
+export const hostsCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'hosts',
+  describe: 'List hosts (from agent heartbeats); rm HOST: forget one that left',
+  builder: (y: Argv<GlobalArgs>) =>
+    strictOption(y)
+      .option('wide', {
+        type: 'boolean',
+        describe: "more columns: what each host's CRIU was built with and can do (criu check)",
+      })
+      .command(rm) as unknown as Argv<Args>,
+  handler: async (argv) => {
+    const reply = await callController(argv, 'hosts', {}, (r) =>
       table(
         [
           'HOST',
@@ -49,5 +80,6 @@ export const hostsCommand: CommandModule<GlobalArgs, Args> = {
         ]),
       ),
     );
+    reportUnanswered(reply, 'their rows are from their last heartbeat', argv.strict);
   },
 };

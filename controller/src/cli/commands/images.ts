@@ -3,14 +3,17 @@ import type { Argv, CommandModule } from 'yargs';
 import { callController, type GlobalArgs } from '../context.js';
 import { setDetail, setsTable } from '../cluster-report.js';
 import { imageContentsReport } from '../image-contents.js';
+import { reportUnanswered, strictOption } from '../unanswered.js';
 
 type Named = GlobalArgs & { name: string };
 
-const ls: CommandModule<GlobalArgs, GlobalArgs> = {
+const ls: CommandModule<GlobalArgs, GlobalArgs & { strict: boolean }> = {
   command: 'ls',
   describe: 'List image sets, newest first',
+  builder: (y) => strictOption(y),
   handler: async (argv) => {
-    await callController(argv, 'images-list', {}, (r) => setsTable(r.sets));
+    const reply = await callController(argv, 'images-list', {}, (r) => setsTable(r.sets));
+    reportUnanswered(reply, 'sets still being made there cannot complete yet', argv.strict);
   },
 };
 

@@ -1,15 +1,22 @@
 /**
- * `drover jobs [--host H] [--all] [--wide]`: each job once, where it lives now (`--all`: ended
+ * `drover jobs [--host H] [--all] [--wide] [--strict]`: each job once, where it lives now (`--all`: ended
  * jobs and the hosts a job moved away from too; `--wide`: the job's address); `drover jobs rm
- * JOB...` and `drover jobs prune` remove ended jobs.
+ * JOB...` and `drover jobs prune` remove ended jobs. Hosts that did not answer are named
+ * on stderr (`--strict`: and exit 7).
  */
 import type { Argv, CommandModule } from 'yargs';
 import type { ClusterJob, RemovedJob } from '@drover/protocol';
 import { callController, type GlobalArgs } from '../context.js';
 import { resolveJobs } from '../job-ref.js';
 import { commandLine, table } from '../output.js';
+import { reportUnanswered, strictOption } from '../unanswered.js';
 
-type Args = GlobalArgs & { host: string | undefined; all: boolean; wide: boolean | undefined };
+type Args = GlobalArgs & {
+  host: string | undefined;
+  all: boolean;
+  wide: boolean | undefined;
+  strict: boolean;
+};
 
 /** States in which a job's processes exist (the PID column means something). */
 const LIVE = new Set(['starting', 'running', 'frozen', 'checkpointing', 'migrating']);
@@ -55,7 +62,7 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
   command: 'jobs',
   describe: 'List jobs, each once where it runs now (rm JOB..., prune: remove ended ones)',
   builder: (y: Argv<GlobalArgs>) =>
-    y
+    strictOption(y)
       .option('host', { type: 'string', describe: 'only this host' })
       .option('all', {
         type: 'boolean',
@@ -66,7 +73,7 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
       .command(rm)
       .command(prune) as unknown as Argv<Args>,
   handler: async (argv) => {
-    await callController(
+    const reply = await callController(
       argv,
       'jobs',
       { ...(argv.host ? { host: argv.host } : {}), ...(argv.all ? { all: true } : {}) },
@@ -95,5 +102,6 @@ export const jobsCommand: CommandModule<GlobalArgs, Args> = {
           ]),
         ),
     );
+    reportUnanswered(reply, 'their jobs are not listed', argv.strict);
   },
 };

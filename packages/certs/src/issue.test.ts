@@ -18,7 +18,7 @@ import {
   readNatsCluster,
   serverPaths,
   writeNatsConfigs,
-} from './pki.js';
+} from './mod.js';
 
 /** openssl's view of a certificate: subject, SANs and extended key usage. */
 function x509(certFile: string): string {
