@@ -47,7 +47,7 @@ import {
   type OperationsHost,
 } from './operations.js';
 import { AddressBook, type AddressRecord, type NameRecord } from './address-book.js';
-import { knownHost, toStatus, usableHost } from './host-access.js';
+import { knownHost, silentHosts, toStatus, usableHost } from './host-access.js';
 import { JobAddresses } from './job-addresses.js';
 import type { JobNetworkConfig } from './config.js';
 import { drainHost } from './drain.js';
@@ -189,24 +189,9 @@ export class Controller {
     return { hosts: p.items, next: p.next, ...(silent.length ? { unanswered: silent } : {}) };
   }
 
-  /**
-   * Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered.
-   * Hosts the cluster remembers but this controller never heard from count too.
-   */
+  /** Unreachable hosts (of `only`, or all), as lists name them (host-access.ts). */
   private silentHosts(only?: ReadonlySet<string>): string[] {
-    const now = Date.now();
-    const wanted = (host: string): boolean => only === undefined || only.has(host);
-    const lost = this.registry
-      .list()
-      .filter((h) => !h.reachable && wanted(h.host))
-      .map(
-        (h) =>
-          `${h.host} (unreachable: no heartbeat for ${Math.round((now - h.lastSeenMs) / 1000)}s)`,
-      );
-    const unheard = (this.known?.missing() ?? [])
-      .filter((h) => this.registry.get(h) === undefined && wanted(h))
-      .map((h) => `${h} (unreachable: no heartbeat since this controller started)`);
-    return [...lost, ...unheard].sort();
+    return silentHosts(this.registry, this.known, only);
   }
 
   /**

@@ -79,3 +79,27 @@ export function toStatus(h: HostView): HostStatus {
     info: h.info,
   };
 }
+
+/**
+ * Unreachable hosts (of `only`, or all), each as `host (why)`: what lists name as unanswered.
+ * Hosts the cluster remembers but this controller never heard from count too.
+ */
+export function silentHosts(
+  registry: HostRegistry,
+  known: KnownHosts | null,
+  only?: ReadonlySet<string>,
+): string[] {
+  const now = Date.now();
+  const wanted = (host: string): boolean => only === undefined || only.has(host);
+  const lost = registry
+    .list()
+    .filter((h) => !h.reachable && wanted(h.host))
+    .map(
+      (h) =>
+        `${h.host} (unreachable: no heartbeat for ${Math.round((now - h.lastSeenMs) / 1000)}s)`,
+    );
+  const unheard = (known?.missing() ?? [])
+    .filter((h) => registry.get(h) === undefined && wanted(h))
+    .map((h) => `${h} (unreachable: no heartbeat since this controller started)`);
+  return [...lost, ...unheard].sort();
+}
