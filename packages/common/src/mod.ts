@@ -6,3 +6,16 @@ export type { Logger, LogFields } from './logger.js';
 export { newId, newSecret } from './ids.js';
 export { eventLoopLag, watchEventLoopLag } from './loop-lag.js';
 export type { EventLoopLag } from './loop-lag.js';
+export {
+  checkContext,
+  CONTEXT_NAME_PATTERN,
+  contextsPath,
+  findContext,
+  formatContexts,
+  NO_CONTEXTS,
+  parseContexts,
+  removeContext,
+  upsertContext,
+  useContext,
+} from './cluster-contexts.js';
+export type { ClusterContext, ContextsFile } from './cluster-contexts.js';
