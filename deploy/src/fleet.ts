@@ -45,12 +45,14 @@ export function failedResult(host: string, err: unknown): HostResult {
     failure: _f,
     step: _s,
     exitCode: _e,
+    changed,
     ...data
   } = isDroverError(err) ? err.details : {};
   return {
     host,
     ok: false,
-    changed: false,
+    // A step that failed after changing the host says so (`details.changed`).
+    changed: changed === true,
     detail: message,
     data,
     error: {
