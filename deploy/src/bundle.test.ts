@@ -38,6 +38,13 @@ test('the bundle unpacks into a tree the agent loads from, with nothing from the
     'protocol',
     'transfer',
   ]);
+  // The controller daemon loads from the bundle too (its imports resolve at load: --help).
+  const ctl = await run(process.execPath, [join(x, 'controller', 'dist', 'main.js'), '--help'], {
+    cwd: tmpdir(),
+    env: { PATH: process.env.PATH ?? '' },
+  });
+  assert.match(ctl.stdout, /^Usage: drover-controller/);
+  assert.equal(existsSync(join(x, 'controller', 'dist', 'cli')), false, 'no CLI on hosts');
   const { stdout: found } = await run('find', [x, '-name', '*.test.js', '-o', '-name', '*.d.ts']);
   assert.equal(found.trim(), '');
   const builds = readdirSync(join(x, 'node_modules', 'koffi', 'build', 'koffi'));

@@ -95,12 +95,17 @@ function findPackage(name: string, from: string, stopAt: string): string | null 
   }
 }
 
-/** Files of a workspace package a host needs: package.json and compiled JS, tests excluded. */
-function workspaceFilter(src: string): (path: string) => boolean {
+/**
+ * Files of a workspace package a host needs: package.json and compiled JS, tests excluded (and
+ * the controller's CLI: hosts run its daemon only).
+ */
+function workspaceFilter(src: string, dst: string): (path: string) => boolean {
+  const cli = `dist${sep}cli`;
   return (p) => {
     const rel = relative(src, p);
     if (rel === '' || rel === 'package.json' || rel === 'dist') return true;
     if (!rel.startsWith(`dist${sep}`)) return false;
+    if (dst === 'controller' && (rel === cli || rel.startsWith(`${cli}${sep}`))) return false;
     if (statSync(p).isDirectory()) return true;
     return rel.endsWith('.js') && !rel.endsWith('.test.js');
   };
@@ -162,6 +167,9 @@ function agentClosure(repo: string): { src: string; dst: string; workspace: bool
     }
   };
   visit(realpathSync(join(repo, 'agent')));
+  // The controller daemon too (the deployer runs it on the inventory's controller hosts): its
+  // own files only, not the CLI's dependencies; it loads nothing the agent does not.
+  out.push({ src: realpathSync(join(repo, 'controller')), dst: 'controller', workspace: true });
   return out;
 }
 
@@ -220,6 +228,7 @@ export async function buildBundle(opts: BuildOptions = {}): Promise<Bundle> {
   const outDir = opts.outDir ?? join(repo, '.drover', 'bundles');
   const service = join(repo, 'deploy', 'dist', 'host', 'service.js');
   needBuilt(join(repo, 'agent', 'dist', 'main.js'));
+  needBuilt(join(repo, 'controller', 'dist', 'main.js'));
   needBuilt(service);
   const agentPkg = readPkg(join(repo, 'agent'));
   const release = opts.release ?? agentPkg.version ?? '0.0.0';
@@ -234,7 +243,7 @@ export async function buildBundle(opts: BuildOptions = {}): Promise<Bundle> {
       cpSync(src, join(stage, dst), {
         recursive: true,
         dereference: true,
-        filter: workspace ? workspaceFilter(src) : moduleFilter(src, name),
+        filter: workspace ? workspaceFilter(src, dst) : moduleFilter(src, name),
       });
     }
     mkdirSync(join(stage, 'bin'));
