@@ -60,6 +60,9 @@ test('defaults: named context > DROVER_NATS_* > current context > local', () => 
     assert.equal(clusterDefaults([], e).nats, 'nats://e:1', 'env beats the current context');
     assert.equal(clusterDefaults(['--context=prod'], e).context, 'prod', 'a named one beats env');
     assert.throws(() => clusterDefaults(['--context', 'nope'], env), /no context nope/);
+    const other = clusterDefaults(['--nats', 'nats://o:1', 'jobs'], env);
+    assert.equal(other.context, null, '--nats: not the current context');
+    assert.equal(other.cert, undefined, 'nor its certificate');
   });
 });
 

@@ -2,7 +2,8 @@
  * The CLI's side of the contexts file (`@drover/common` cluster-contexts): reading and writing
  * it, and which cluster a command talks to when no `--nats` flag says. Precedence, highest
  * first: the flags; the context named by `--context` or `DROVER_CONTEXT`; the `DROVER_NATS_*`
- * variables; the current context; the local cluster of `drover up`; nats://127.0.0.1:4222.
+ * variables; the current context (not with `--nats`); the local cluster of `drover up`;
+ * nats://127.0.0.1:4222.
  */
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -44,15 +45,20 @@ export function writeContextsFile(path: string, f: ContextsFile): void {
   renameSync(tmp, path);
 }
 
-/** The value of `--context NAME` / `--context=NAME` in raw arguments (before `--`), if any. */
-export function contextFlag(args: readonly string[]): string | undefined {
+/** The value of flag `--NAME VALUE` / `--NAME=VALUE` in raw arguments (before `--`), if any. */
+function flagValue(args: readonly string[], name: string): string | undefined {
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
     if (a === '--') return undefined;
-    if (a === '--context') return args[i + 1];
-    if (a.startsWith('--context=')) return a.slice('--context='.length);
+    if (a === `--${name}`) return args[i + 1] ?? '';
+    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
   }
   return undefined;
+}
+
+/** The value of `--context NAME` / `--context=NAME` in raw arguments (before `--`), if any. */
+export function contextFlag(args: readonly string[]): string | undefined {
+  return flagValue(args, 'context');
 }
 
 /** Where a command connects when no flag says, and which context (if any) said it. */
@@ -87,7 +93,8 @@ export function clusterDefaults(
   if (named !== undefined) return fromContext(findContext(file(), named));
   const fromEnv =
     env.DROVER_NATS_SERVERS || env.DROVER_NATS_CA || env.DROVER_NATS_CERT || env.DROVER_NATS_KEY;
-  if (!fromEnv) {
+  // An explicit --nats names another cluster: the current context lends it no certificate.
+  if (!fromEnv && flagValue(args, 'nats') === undefined) {
     const f = file();
     if (f.current !== null) return fromContext(findContext(f, f.current));
   }
