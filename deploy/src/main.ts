@@ -10,12 +10,24 @@ import { ErrorCode, isDroverError } from '@drover/common';
 import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
 import { check, checkNats } from './commands/check.js';
+import {
+  checkControlPlane,
+  controlPlaneStatus,
+  installControlPlane,
+  members,
+  uninstallControlPlane,
+  upgradeControlPlane,
+  wholeFleet,
+} from './commands/control-plane.js';
+import { prepareControlCerts } from './control-certs.js';
+import { writeDeployContext } from './deploy-context.js';
 import { deployContext, type DeployContext } from './commands/context.js';
 import { install } from './commands/install.js';
 import { start, status, stop } from './commands/service.js';
 import { uninstall } from './commands/uninstall.js';
 import { upgrade } from './commands/upgrade.js';
-import type { HostResult } from './fleet.js';
+import { DeployError, DeployFailure } from './errors.js';
+import { failedResult, type HostResult } from './fleet.js';
 import { loadInventory, parseHostKey, selectHosts } from './inventory.js';
 import { renderResults, table } from './report.js';
 import { scanHostKey } from './ssh.js';
@@ -84,7 +96,10 @@ async function runVerb(
   let certs: CertsReport | null = null;
   if (writesConfig) {
     requireSecurity(inv, argv.insecure === true);
+    // The control plane's certificates first: the regenerated NATS config names them too.
+    const control = await prepareControlCerts(inv, progressPrinter(argv));
     if (inv.certs !== null) certs = await prepareCerts(inv, hosts, progressPrinter(argv));
+    if (certs && control.length > 0) certs = { ...certs, issued: [...control, ...certs.issued] };
     else
       progressPrinter(argv)(
         'local',
@@ -114,6 +129,16 @@ async function runVerb(
   } finally {
     await ctx.cluster.close();
   }
+}
+
+function controlPlaneFailed(host: string): HostResult {
+  return failedResult(
+    host,
+    new DeployError(
+      { host, failure: DeployFailure.refused, step: 'install' },
+      'not installed: the control plane (NATS, controller) failed first',
+    ),
+  );
 }
 
 async function bundleFor(
@@ -178,8 +203,13 @@ async function main(): Promise<void> {
         withHosts,
         (argv) =>
           runVerb('check', argv, async (ctx) => {
-            const [results, nats] = await Promise.all([check(ctx), checkNats(ctx)]);
-            return { results, extra: { nats } };
+            const [control, results, nats] = await Promise.all([
+              checkControlPlane(ctx),
+              check(ctx),
+              // NATS the deployer runs may not be up yet: that is install's business.
+              ctx.inv.nats.deploy ? Promise.resolve(null) : checkNats(ctx),
+            ]);
+            return { results: [...control, ...results], extra: { nats } };
           }),
       )
       .command<
@@ -207,7 +237,23 @@ async function main(): Promise<void> {
             argv,
             async (ctx) => {
               const b = await bundleFor(argv, ctx.progress);
-              return { results: await install(ctx, b, argv.force), extra: bundleInfo(b) };
+              // The control plane first: agents need NATS and a controller to register with.
+              const control = await installControlPlane(ctx, b, argv.force);
+              const results = control.every((r) => r.ok)
+                ? await install(ctx, b, argv.force)
+                : ctx.hosts.map((h) => controlPlaneFailed(h.name));
+              const all = [...control, ...results];
+              const context =
+                all.every((r) => r.ok) && ctx.inv.certs !== null
+                  ? writeDeployContext(ctx.inv)
+                  : null;
+              if (context)
+                ctx.progress(
+                  'local',
+                  `context ${context.name} written to ${context.file}` +
+                    (context.current ? ' (current)' : `; \`drover context use ${context.name}\``),
+                );
+              return { results: all, extra: { ...bundleInfo(b), context } };
             },
             true,
           ),
@@ -250,7 +296,10 @@ async function main(): Promise<void> {
         'status [hosts..]',
         'The agent on each host, and the controller’s view',
         withHosts,
-        (argv) => runVerb('status', argv, async (ctx) => ({ results: await status(ctx) })),
+        (argv) =>
+          runVerb('status', argv, async (ctx) => ({
+            results: [...(await controlPlaneStatus(ctx)), ...(await status(ctx))],
+          })),
       )
       .command<
         HostArgs & {
@@ -287,6 +336,8 @@ async function main(): Promise<void> {
                 drain: argv.drain,
                 drainParallel: argv['drain-parallel'],
                 drainTimeoutMs: argv['drain-timeout'] * 1000,
+                // NATS servers, then controllers, one at a time, before the agents' drains.
+                beforeAgents: () => upgradeControlPlane(ctx, b),
               });
               return { results, extra: bundleInfo(b) };
             },
@@ -310,13 +361,26 @@ async function main(): Promise<void> {
             })
             .option('drain-timeout', { type: 'number', default: 900 }),
         (argv) =>
-          runVerb('uninstall', argv, async (ctx) => ({
-            results: await uninstall(ctx, {
+          runVerb('uninstall', argv, async (ctx) => {
+            // Control hosts keep their files until the control plane goes, last, with the
+            // whole fleet (agents elsewhere still need it otherwise).
+            const control = members(ctx.inv, ctx.hosts);
+            const results = await uninstall(ctx, {
               purge: argv.purge,
               drain: argv.drain,
               drainTimeoutMs: argv['drain-timeout'] * 1000,
-            }),
-          })),
+              keepFiles: new Set(control.map((m) => m.host.name)),
+            });
+            if (control.length === 0) return { results };
+            if (!wholeFleet(ctx) || !results.every((r) => r.ok))
+              return {
+                results,
+                extra: {
+                  controlPlane: 'kept: it goes with the whole fleet, once every agent is gone',
+                },
+              };
+            return { results: [...results, ...(await uninstallControlPlane(ctx, argv.purge))] };
+          }),
       )
       .command<Globals & { release?: string; out?: string }>(
         'bundle',
