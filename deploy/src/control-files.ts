@@ -5,11 +5,9 @@
  * TLS-only routes), each controller's JSON config and certificate, their service descriptions
  * and systemd units. Pure: no I/O but reading the local certificate files.
  */
-import { readFileSync } from 'node:fs';
 import { identityPaths, natsClusterConfig, natsSecurityConfig, serverPaths } from '@drover/certs';
-import { DroverError, ErrorCode } from '@drover/common';
 import type { Identity } from '@drover/protocol';
-import { etcPaths } from './host-files.js';
+import { etcPaths, readLocal } from './host-files.js';
 import { RELEASE_DIR, type ServiceName, type ServiceSpec } from './host/service.js';
 import type { HostEntry, Inventory, NatsDeployment } from './inventory.js';
 import { REMOTE_PATH, type DesiredFile } from './remote.js';
@@ -45,16 +43,6 @@ export function natsStoreDir(host: HostEntry): string {
 /** `nats://ADDRESS:PORT` of the NATS server on `host`. */
 export function natsUrlOf(host: HostEntry, d: NatsDeployment): string {
   return `nats://${host.address}:${d.port}`;
-}
-
-function readLocal(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new DroverError(ErrorCode.InvalidArgument, `cannot read ${what} ${path}`, {
-      cause: err,
-    });
-  }
 }
 
 /** Upload `files` under etc/tls as `<prefix>-ca|cert|key.pem`; their remote paths. */

@@ -66,6 +66,23 @@ export function failedResult(host: string, err: unknown): HostResult {
   };
 }
 
+/** The result of one step on one host (or row): its outcome, or its failure. */
+export async function resultOf(row: string, fn: () => Promise<HostOutcome>): Promise<HostResult> {
+  try {
+    const o = await fn();
+    return {
+      host: row,
+      ok: true,
+      changed: o.changed,
+      detail: o.detail,
+      data: o.data ?? {},
+      error: null,
+    };
+  } catch (err) {
+    return failedResult(row, err);
+  }
+}
+
 /** Run `fn` for each host, at most `parallel` at once; results in the hosts' order. */
 export async function forEachHost(
   hosts: readonly HostEntry[],
@@ -77,19 +94,7 @@ export async function forEachHost(
   const worker = async (): Promise<void> => {
     for (let i = next++; i < hosts.length; i = next++) {
       const h = hosts[i] as HostEntry;
-      try {
-        const o = await fn(h);
-        results[i] = {
-          host: h.name,
-          ok: true,
-          changed: o.changed,
-          detail: o.detail,
-          data: o.data ?? {},
-          error: null,
-        };
-      } catch (err) {
-        results[i] = failedResult(h.name, err);
-      }
+      results[i] = await resultOf(h.name, () => fn(h));
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, hosts.length)) }, worker));

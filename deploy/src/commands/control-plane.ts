@@ -20,7 +20,7 @@ import {
   type ControlService,
 } from '../control-files.js';
 import { DeployError, DeployFailure } from '../errors.js';
-import { failedResult, withHost, type HostOutcome, type HostResult } from '../fleet.js';
+import { failedResult, resultOf, withHost, type HostOutcome, type HostResult } from '../fleet.js';
 import type { ServiceStatus } from '../host/service.js';
 import type { HostEntry, Inventory } from '../inventory.js';
 import type { DesiredFile, HostOps } from '../remote.js';
@@ -245,19 +245,7 @@ async function runMember(
   m: Member,
   fn: (ops: HostOps) => Promise<HostOutcome>,
 ): Promise<HostResult> {
-  try {
-    const o = await withHost(m.host, (_h, msg) => ctx.progress(rowOf(m), msg), fn);
-    return {
-      host: rowOf(m),
-      ok: true,
-      changed: o.changed,
-      detail: o.detail,
-      data: o.data ?? {},
-      error: null,
-    };
-  } catch (err) {
-    return failedResult(rowOf(m), err);
-  }
+  return resultOf(rowOf(m), () => withHost(m.host, (_h, msg) => ctx.progress(rowOf(m), msg), fn));
 }
 
 function skipped(m: Member, why: string): HostResult {
