@@ -168,10 +168,8 @@ async function applyMember(
     const unpacked = await ops.ensureRelease(bundle);
     touched ||= unpacked;
     // Once per host and run: setup installs (or updates) nats-server before it is started.
-    const done = setupDone.get(ctx) ?? new Set<string>();
-    setupDone.set(ctx, done);
-    if (m.host.setup !== 'none' && !done.has(m.host.name)) {
-      done.add(m.host.name);
+    if (m.host.setup !== 'none' && !ctx.setupDone.has(m.host.name)) {
+      ctx.setupDone.add(m.host.name);
       await ops.setup(target, m.host.setup === 'skip-packages');
     }
     const files = await filesOf(ctx.inv, m, mode, facts.node);
@@ -236,9 +234,6 @@ async function applyMember(
     throw err;
   }
 }
-
-/** Hosts setup already ran on, per run. */
-const setupDone = new WeakMap<DeployContext, Set<string>>();
 
 async function runMember(
   ctx: DeployContext,

@@ -84,8 +84,10 @@ export async function installHost(
   await ops.layout();
   const unpacked = await ops.ensureRelease(bundle).catch(noteChange);
   touched ||= unpacked;
-  if (host.setup !== 'none')
+  if (host.setup !== 'none' && !ctx.setupDone.has(host.name)) {
+    ctx.setupDone.add(host.name);
     await ops.setup(target, host.setup === 'skip-packages').catch(noteChange);
+  }
   const changedFiles = await ops
     .putFiles(hostFiles(ctx.inv, host, mode, facts.node))
     .catch(noteChange);
