@@ -6,6 +6,8 @@ import { dirname, join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import { controllerFiles, natsFiles } from './control-files.js';
 import { contextOf } from './deploy-context.js';
+import { DeployError, DeployFailure } from './errors.js';
+import { failedResult } from './fleet.js';
 import { compileInventory, type Inventory } from './inventory.js';
 import { members } from './commands/control-plane.js';
 
@@ -181,4 +183,21 @@ test('with the certificates at hand: configs name only host paths, units on syst
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a step that failed after changing the host reports changed (issue #20: "changed: -")', () => {
+  const err = new DeployError(
+    { host: 'h1', failure: DeployFailure.cluster, step: 'heartbeat' },
+    'nobody serves drover.ctl.hosts.operator.deployer',
+    { details: { changed: true, agentLog: 'x' } },
+  );
+  const r = failedResult('h1', err);
+  assert.equal(r.ok, false);
+  assert.equal(r.changed, true);
+  assert.deepEqual(r.data, { agentLog: 'x' }, '`changed` is the column, not data');
+  const before = failedResult(
+    'h1',
+    new DeployError({ host: 'h1', failure: DeployFailure.command, step: 'layout' }, 'no'),
+  );
+  assert.equal(before.changed, false);
 });
