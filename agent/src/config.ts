@@ -156,6 +156,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
 export function configFromArgs(argv: readonly string[]): {
   file?: string;
   input: AgentConfigInput;
+  help?: true;
 } {
   const { values } = parseArgs({
     args: [...argv],
@@ -184,9 +185,11 @@ export function configFromArgs(argv: readonly string[]): {
       'metrics-addr': { type: 'string' },
       'job-bridge': { type: 'string' },
       'checkpoint-opt': { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
+  if (values.help) return { input: {}, help: true };
   const input = configFromEnv({
     ...(values['host-id'] ? { DROVER_HOST_ID: values['host-id'] } : {}),
     ...(values['state-dir'] ? { DROVER_STATE_DIR: values['state-dir'] } : {}),

@@ -3,9 +3,14 @@
 import { jsonLogger, isDroverError } from '@drover/common';
 import { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';
 import { startAgentDaemon } from './daemon.js';
+import { AGENT_USAGE } from './usage.js';
 
 async function main(): Promise<void> {
   const args = configFromArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(AGENT_USAGE);
+    return;
+  }
   const config = compileAgentConfig(
     args.file ? configFromFile(args.file) : {},
     configFromEnv(process.env),

@@ -9,6 +9,7 @@ import {
   type ControllerConfigInput,
 } from './config.js';
 import { startController } from './daemon.js';
+import { CONTROLLER_USAGE } from './usage.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -29,9 +30,14 @@ async function main(): Promise<void> {
       'job-subnet': { type: 'string' },
       'job-gateway': { type: 'string' },
       'job-range': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   });
+  if (values.help) {
+    process.stdout.write(CONTROLLER_USAGE);
+    return;
+  }
   const flags: ControllerConfigInput = {
     ...(values.id ? { id: values.id } : {}),
     ...(values.nats || values['nats-ca'] || values['nats-cert'] || values['nats-key']

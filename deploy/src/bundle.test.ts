@@ -43,6 +43,7 @@ test('the bundle is one file per binary plus koffi, and the bundled agent starts
     './agent/dist/main.js',
     './agent/dist/self-checkpoint-cli.js',
     './bin/drover-service.js',
+    './controller/dist/main.js',
     './deploy/setup-host.sh',
     './package.json',
   ]);
@@ -56,6 +57,13 @@ test('the bundle is one file per binary plus koffi, and the bundled agent starts
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
     );
+  // The controller daemon loads from the bundle too (its imports resolve at load: --help).
+  const ctl = await run(process.execPath, [join(x, 'controller', 'dist', 'main.js'), '--help'], {
+    cwd: tmpdir(),
+    env: { PATH: process.env.PATH ?? '' },
+  });
+  assert.match(ctl.stdout, /^Usage: drover-controller/);
+  assert.equal(existsSync(join(x, 'controller', 'dist', 'cli')), false, 'no CLI on hosts');
   assert.deepEqual(await agent(), {
     code: 1,
     stderr: "drover-agent: Unknown option '--no-such-flag'\n",

@@ -43,6 +43,8 @@ const ENTRY_POINTS: Readonly<Record<string, string>> = {
   'agent/dist/heartbeat-worker.js': 'agent/dist/heartbeat-worker.js',
   'agent/dist/crypto-worker.js': 'agent/dist/crypto-worker.js',
   [BundlePaths.service]: 'deploy/dist/host/service.js',
+  // The controller daemon (not its CLI): the deployer runs it on the inventory's controller hosts.
+  'controller/dist/main.js': 'controller/dist/main.js',
 };
 
 /**

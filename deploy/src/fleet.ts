@@ -45,12 +45,14 @@ export function failedResult(host: string, err: unknown): HostResult {
     failure: _f,
     step: _s,
     exitCode: _e,
+    changed,
     ...data
   } = isDroverError(err) ? err.details : {};
   return {
     host,
     ok: false,
-    changed: false,
+    // A step that failed after changing the host says so (`details.changed`).
+    changed: changed === true,
     detail: message,
     data,
     error: {
@@ -64,6 +66,23 @@ export function failedResult(host: string, err: unknown): HostResult {
   };
 }
 
+/** The result of one step on one host (or row): its outcome, or its failure. */
+export async function resultOf(row: string, fn: () => Promise<HostOutcome>): Promise<HostResult> {
+  try {
+    const o = await fn();
+    return {
+      host: row,
+      ok: true,
+      changed: o.changed,
+      detail: o.detail,
+      data: o.data ?? {},
+      error: null,
+    };
+  } catch (err) {
+    return failedResult(row, err);
+  }
+}
+
 /** Run `fn` for each host, at most `parallel` at once; results in the hosts' order. */
 export async function forEachHost(
   hosts: readonly HostEntry[],
@@ -71,21 +90,7 @@ export async function forEachHost(
   fn: (host: HostEntry) => Promise<HostOutcome>,
 ): Promise<HostResult[]> {
   // `fn` failing is a host's result, not the fleet's: every host is tried.
-  return mapLimit(hosts, parallel, async (h): Promise<HostResult> => {
-    try {
-      const o = await fn(h);
-      return {
-        host: h.name,
-        ok: true,
-        changed: o.changed,
-        detail: o.detail,
-        data: o.data ?? {},
-        error: null,
-      };
-    } catch (err) {
-      return failedResult(h.name, err);
-    }
-  });
+  return mapLimit(hosts, parallel, (h) => resultOf(h.name, () => fn(h)));
 }
 
 /** Connect to a host, run `fn` with its remote steps, always clean up and disconnect. */

@@ -25,7 +25,8 @@ export function etcPaths(root: string) {
   };
 }
 
-function readLocal(path: string, what: string): Buffer {
+/** A file of the operator's machine the inventory names; a clear error when unreadable. */
+export function readLocal(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {

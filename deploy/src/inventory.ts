@@ -4,9 +4,9 @@
  * (every problem listed at once) and compiled into a read-only `Inventory`.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { CORE_SCHEMA, load, YAMLException } from 'js-yaml';
-import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
+import { CONTEXT_NAME_PATTERN, DroverError, ErrorCode, type LogLevel } from '@drover/common';
 import { ID_PATTERN, IDENTITY_NAME_PATTERN, IFNAME_PATTERN } from '@drover/protocol';
 import { parseHostKey, type PinnedHostKey } from './host-key.js';
 import {
@@ -45,6 +45,23 @@ export interface NatsInventory {
    * regenerated security config, run after it changed; `$DROVER_NATS_SECURITY_CONF` names it.
    */
   readonly reload?: string;
+  /** The NATS servers the deployer runs itself (null: NATS runs another way, at `servers`). */
+  readonly deploy: NatsDeployment | null;
+}
+
+/**
+ * NATS servers the deployer installs, configures and upgrades (`nats.hosts`): one, or a
+ * JetStream cluster of three, on inventory hosts, each listening on its host's address.
+ */
+export interface NatsDeployment {
+  /** Inventory host names, in order (routes and client URLs follow it). */
+  readonly hosts: readonly string[];
+  /** The client port (TLS). */
+  readonly port: number;
+  /** The route port (cluster of three only; TLS with route certificates). */
+  readonly routePort: number;
+  /** `cluster.name`, and the CN of the route certificates. */
+  readonly cluster: string;
 }
 
 /** How this machine reaches the controller (through NATS), and how long a heartbeat may take. */
@@ -56,6 +73,15 @@ export interface ControllerInventory {
    * as; issued when missing. Default `deployer`.
    */
   readonly operator: string;
+  /**
+   * Inventory hosts the deployer runs a controller on (`controller.hosts`; several: HA by the
+   * leadership lease). Empty: the controller runs another way.
+   */
+  readonly hosts: readonly string[];
+  /** The deployed controllers' job network (their `jobNetwork`); null: `--net host` jobs only. */
+  readonly jobNetwork: { subnet: string; gateway?: string; range?: string } | null;
+  /** The deployed controllers' log level. */
+  readonly logLevel: LogLevel;
 }
 
 /** The agent's settings on one host (compiled into its JSON config file). */
@@ -119,6 +145,11 @@ export interface Inventory {
    * and `install`/`upgrade` refuse unless `--insecure`.
    */
   readonly certs: string | null;
+  /**
+   * The context `install` writes for the CLI (`drover --context NAME`): the inventory's
+   * `context`, else its file name without extension.
+   */
+  readonly context: string;
 }
 
 /** What the command line overrides in an inventory. */
@@ -127,7 +158,7 @@ export interface InventoryOverrides {
   readonly certs?: string;
 }
 
-const TOP_KEYS = ['certs', 'nats', 'controller', 'defaults', 'hosts'];
+const TOP_KEYS = ['certs', 'context', 'nats', 'controller', 'defaults', 'hosts'];
 const NATS_KEYS = [
   'servers',
   'tls',
@@ -138,9 +169,21 @@ const NATS_KEYS = [
   'tokenFile',
   'credsFile',
   'reload',
+  'hosts',
+  'port',
+  'routePort',
+  'cluster',
 ];
 const TLS_KEYS = ['caFile', 'certFile', 'keyFile'];
-const CONTROLLER_KEYS = ['nats', 'heartbeatTimeoutSec', 'operator'];
+const CONTROLLER_KEYS = [
+  'nats',
+  'heartbeatTimeoutSec',
+  'operator',
+  'hosts',
+  'jobNetwork',
+  'logLevel',
+];
+const JOB_NETWORK_KEYS = ['subnet', 'gateway', 'range'];
 const HOST_SETTINGS = [
   'port',
   'user',
@@ -183,6 +226,9 @@ const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   heartbeatTimeoutSec: 60,
   operator: 'deployer',
+  natsPort: 4222,
+  natsRoutePort: 6222,
+  natsCluster: 'drover',
 };
 
 function tlsFiles(p: Problems, where: string, v: unknown, base: string): TlsFiles | undefined {
@@ -206,11 +252,13 @@ function tlsFiles(p: Problems, where: string, v: unknown, base: string): TlsFile
 function compileNats(p: Problems, v: unknown, base: string): NatsInventory {
   if (!isObject(v)) {
     p.add('nats', 'required: a map with at least `servers` (how agents reach NATS)');
-    return { servers: [] };
+    return { servers: [], deploy: null };
   }
   checkKeys(p, 'nats', v, NATS_KEYS);
   const servers = list(p, 'nats.servers', v.servers);
-  if (!servers) p.add('nats.servers', 'required');
+  const deploy = compileNatsDeployment(p, v);
+  if (!servers && !deploy)
+    p.add('nats.servers', 'required (or nats.hosts: NATS run by the deployer)');
   const tls = tlsFiles(p, 'nats.tls', v.tls, base);
   const user = str(p, 'nats.user', v.user);
   let password = str(p, 'nats.password', v.password);
@@ -238,6 +286,55 @@ function compileNats(p: Problems, v: unknown, base: string): NatsInventory {
     ...(token !== undefined ? { token } : {}),
     ...(creds !== undefined ? { credsFile: localPath(base, creds) } : {}),
     ...(reload !== undefined ? { reload } : {}),
+    deploy,
+  };
+}
+
+/** `nats.hosts` and its ports: the NATS servers the deployer runs, or null. */
+function compileNatsDeployment(p: Problems, v: Raw): NatsDeployment | null {
+  const hosts = list(p, 'nats.hosts', v.hosts);
+  if (hosts === undefined) {
+    for (const k of ['port', 'routePort', 'cluster'])
+      if (v[k] !== undefined) p.add(`nats.${k}`, 'only with nats.hosts');
+    return null;
+  }
+  if (hosts.length !== 1 && hosts.length !== 3)
+    p.add('nats.hosts', `1 or 3 hosts (a JetStream cluster needs 3), got ${hosts.length}`);
+  if (new Set(hosts).size !== hosts.length) p.add('nats.hosts', 'a host is named twice');
+  for (const k of ['tls', 'user', 'password', 'passwordFile', 'token', 'tokenFile', 'credsFile'])
+    if (v[k] !== undefined)
+      p.add(`nats.${k}`, 'not with nats.hosts: the deployed NATS admits certificates only');
+  if (v.reload !== undefined)
+    p.add('nats.reload', 'not with nats.hosts: the deployer reloads the NATS it runs');
+  const cluster = str(p, 'nats.cluster', v.cluster) ?? DEFAULTS.natsCluster;
+  if (!IDENTITY_NAME_PATTERN.test(cluster))
+    p.add('nats.cluster', `letters, digits, _ and - only, got ${cluster}`);
+  return {
+    hosts,
+    port: int(p, 'nats.port', v.port, 1, 65535) ?? DEFAULTS.natsPort,
+    routePort: int(p, 'nats.routePort', v.routePort, 1, 65535) ?? DEFAULTS.natsRoutePort,
+    cluster,
+  };
+}
+
+/** `controller.jobNetwork`: the deployed controllers' job network, or null. */
+function compileJobNetwork(p: Problems, v: unknown): ControllerInventory['jobNetwork'] {
+  if (v === undefined || v === null) return null;
+  if (!isObject(v)) {
+    p.add('controller.jobNetwork', 'expected a map of subnet, gateway, range');
+    return null;
+  }
+  checkKeys(p, 'controller.jobNetwork', v, JOB_NETWORK_KEYS);
+  const subnet = str(p, 'controller.jobNetwork.subnet', v.subnet);
+  if (subnet === undefined) p.add('controller.jobNetwork', 'subnet is required');
+  else if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(subnet))
+    p.add('controller.jobNetwork.subnet', `expected an IPv4 CIDR, got ${subnet}`);
+  const gateway = str(p, 'controller.jobNetwork.gateway', v.gateway);
+  const range = str(p, 'controller.jobNetwork.range', v.range);
+  return {
+    subnet: subnet ?? '',
+    ...(gateway !== undefined ? { gateway } : {}),
+    ...(range !== undefined ? { range } : {}),
   };
 }
 
@@ -412,7 +509,7 @@ export function compileInventory(
   }
   checkKeys(p, 'inventory', doc, TOP_KEYS);
   const certs = compileCerts(p, doc.certs, base, overrides);
-  const nats = compileNats(p, doc.nats, base);
+  let nats = compileNats(p, doc.nats, base);
   if (certs !== null && nats.tls)
     p.add('nats.tls', 'not with `certs`: the deployer issues and uploads each agent its own');
   const ctl = doc.controller ?? {};
@@ -420,6 +517,9 @@ export function compileInventory(
     servers: nats.servers,
     heartbeatTimeoutMs: DEFAULTS.heartbeatTimeoutSec * 1000,
     operator: DEFAULTS.operator,
+    hosts: [],
+    jobNetwork: null,
+    logLevel: DEFAULTS.logLevel,
   };
   if (!isObject(ctl)) p.add('controller', 'expected a map');
   else {
@@ -430,7 +530,14 @@ export function compileInventory(
         (int(p, 'controller.heartbeatTimeoutSec', ctl.heartbeatTimeoutSec, 1, 3600) ??
           DEFAULTS.heartbeatTimeoutSec) * 1000,
       operator: str(p, 'controller.operator', ctl.operator) ?? DEFAULTS.operator,
+      hosts: list(p, 'controller.hosts', ctl.hosts) ?? [],
+      jobNetwork: compileJobNetwork(p, ctl.jobNetwork),
+      logLevel:
+        oneOf(p, 'controller.logLevel', ctl.logLevel, LOG_LEVELS as LogLevel[]) ??
+        DEFAULTS.logLevel,
     };
+    if (new Set(controller.hosts).size !== controller.hosts.length)
+      p.add('controller.hosts', 'a host is named twice');
     if (!IDENTITY_NAME_PATTERN.test(controller.operator))
       p.add('controller.operator', `bad identity name ${controller.operator}`);
   }
@@ -465,6 +572,17 @@ export function compileInventory(
     if (certs !== null && !IDENTITY_NAME_PATTERN.test(h.name))
       p.add(`hosts (${h.name}).name`, 'with `certs`, letters, digits, _ and - only (no dots)');
   }
+  checkControlPlane(p, { certs, nats, controller, hosts });
+  // Without `servers`, clients dial the NATS servers the deployer runs, at their hosts' addresses.
+  if (nats.deploy && nats.servers.length === 0) {
+    const d = nats.deploy;
+    const servers = d.hosts.flatMap((n) => {
+      const h = hosts.find((x) => x.name === n);
+      return h ? [`nats://${h.address}:${d.port}`] : [];
+    });
+    nats = { ...nats, servers };
+    if (controller.servers.length === 0) controller = { ...controller, servers };
+  }
   const stateDirs = new Set(hosts.map((h) => h.stateDir));
   if (stateDirs.size > 1) {
     p.add(
@@ -472,14 +590,39 @@ export function compileInventory(
       `every host needs the same stateDir (jobs keep their paths); got ${[...stateDirs].join(', ')}`,
     );
   }
-  if (p.list.length > 0) {
-    throw new DroverError(
-      ErrorCode.InvalidArgument,
-      `inventory ${path} is not valid:\n  ${p.list.join('\n  ')}`,
-      { details: { path, problems: p.list } },
-    );
+  const context = str(p, 'context', doc.context) ?? basename(path).replace(/\.[^.]*$/, '');
+  if (!CONTEXT_NAME_PATTERN.test(context))
+    p.add('context', `a context name is letters, digits, _ . - (got ${context})`);
+  if (p.list.length > 0) throw invalid(path, p);
+  return Object.freeze({ path, nats, controller, hosts: Object.freeze(hosts), certs, context });
+}
+
+function invalid(path: string, p: Problems): DroverError {
+  return new DroverError(
+    ErrorCode.InvalidArgument,
+    `inventory ${path} is not valid:\n  ${p.list.join('\n  ')}`,
+    { details: { path, problems: p.list } },
+  );
+}
+
+/**
+ * The control plane's hosts are inventory hosts, and the deployer can secure what it runs: the
+ * NATS servers and controllers it deploys need the certificates directory.
+ */
+function checkControlPlane(
+  p: Problems,
+  inv: Pick<Inventory, 'certs' | 'nats' | 'controller' | 'hosts'>,
+): void {
+  const names = new Set(inv.hosts.map((h) => h.name));
+  const groups = [
+    ['nats.hosts', inv.nats.deploy?.hosts ?? []],
+    ['controller.hosts', inv.controller.hosts],
+  ] as const;
+  for (const [where, list] of groups) {
+    for (const n of list) if (!names.has(n)) p.add(where, `${n} is not an inventory host`);
+    if (list.length > 0 && inv.certs === null)
+      p.add(where, 'needs `certs`: the deployer issues the certificates of what it runs');
   }
-  return Object.freeze({ path, nats, controller, hosts: Object.freeze(hosts), certs });
 }
 
 /** Read and validate an inventory file. */

@@ -10,12 +10,24 @@ import { ErrorCode } from '@drover/common';
 import { certsSummary, prepareCerts, requireSecurity, type CertsReport } from './agent-certs.js';
 import { buildBundle, readBundle, type Bundle } from './bundle.js';
 import { check, checkNats } from './commands/check.js';
+import {
+  checkControlPlane,
+  controlPlaneStatus,
+  installControlPlane,
+  members,
+  uninstallControlPlane,
+  upgradeControlPlane,
+  wholeFleet,
+} from './commands/control-plane.js';
+import { prepareControlCerts } from './control-certs.js';
+import { writeDeployContext } from './deploy-context.js';
 import { deployContext, type DeployContext } from './commands/context.js';
 import { install } from './commands/install.js';
 import { start, status, stop } from './commands/service.js';
 import { uninstall } from './commands/uninstall.js';
 import { upgrade } from './commands/upgrade.js';
-import type { HostResult } from './fleet.js';
+import { DeployError, DeployFailure } from './errors.js';
+import { failedResult, type HostResult } from './fleet.js';
 import { loadInventory, parseHostKey, selectHosts } from './inventory.js';
 import { renderResults, table } from './report.js';
 import { scanHostKey } from './ssh.js';
@@ -82,7 +94,10 @@ async function runVerb(
   let certs: CertsReport | null = null;
   if (writesConfig) {
     requireSecurity(inv, argv.insecure === true);
+    // The control plane's certificates first: the regenerated NATS config names them too.
+    const control = await prepareControlCerts(inv, progressPrinter(argv));
     if (inv.certs !== null) certs = await prepareCerts(inv, hosts, progressPrinter(argv));
+    if (certs && control.length > 0) certs = { ...certs, issued: [...control, ...certs.issued] };
     else
       progressPrinter(argv)(
         'local',
@@ -117,6 +132,16 @@ async function runVerb(
 /** Where built bundles are kept: `--cache-dir`, else `$XDG_CACHE_HOME/drover` (bundle.ts). */
 function cacheOf(argv: Globals): { cacheDir?: string } {
   return argv['cache-dir'] !== undefined ? { cacheDir: argv['cache-dir'] } : {};
+}
+
+function controlPlaneFailed(host: string): HostResult {
+  return failedResult(
+    host,
+    new DeployError(
+      { host, failure: DeployFailure.refused, step: 'install' },
+      'not installed: the control plane (NATS, controller) failed first',
+    ),
+  );
 }
 
 async function bundleFor(
@@ -186,8 +211,13 @@ await runCli({
         withHosts,
         (argv) =>
           runVerb('check', argv, async (ctx) => {
-            const [results, nats] = await Promise.all([check(ctx), checkNats(ctx)]);
-            return { results, extra: { nats } };
+            const [control, results, nats] = await Promise.all([
+              checkControlPlane(ctx),
+              check(ctx),
+              // NATS the deployer runs may not be up yet: that is install's business.
+              ctx.inv.nats.deploy ? Promise.resolve(null) : checkNats(ctx),
+            ]);
+            return { results: [...control, ...results], extra: { nats } };
           }),
       )
       .command<
@@ -215,7 +245,23 @@ await runCli({
             argv,
             async (ctx) => {
               const b = await bundleFor(argv, ctx.progress);
-              return { results: await install(ctx, b, argv.force), extra: bundleInfo(b) };
+              // The control plane first: agents need NATS and a controller to register with.
+              const control = await installControlPlane(ctx, b, argv.force);
+              const results = control.every((r) => r.ok)
+                ? await install(ctx, b, argv.force)
+                : ctx.hosts.map((h) => controlPlaneFailed(h.name));
+              const all = [...control, ...results];
+              const context =
+                all.every((r) => r.ok) && ctx.inv.certs !== null
+                  ? writeDeployContext(ctx.inv)
+                  : null;
+              if (context)
+                ctx.progress(
+                  'local',
+                  `context ${context.name} written to ${context.file}` +
+                    (context.current ? ' (current)' : `; \`drover context use ${context.name}\``),
+                );
+              return { results: all, extra: { ...bundleInfo(b), context } };
             },
             true,
           ),
@@ -258,7 +304,10 @@ await runCli({
         'status [hosts..]',
         'The agent on each host, and the controller’s view',
         withHosts,
-        (argv) => runVerb('status', argv, async (ctx) => ({ results: await status(ctx) })),
+        (argv) =>
+          runVerb('status', argv, async (ctx) => ({
+            results: [...(await controlPlaneStatus(ctx)), ...(await status(ctx))],
+          })),
       )
       .command<
         HostArgs & {
@@ -295,6 +344,8 @@ await runCli({
                 drain: argv.drain,
                 drainParallel: argv['drain-parallel'],
                 drainTimeoutMs: argv['drain-timeout'] * 1000,
+                // NATS servers, then controllers, one at a time, before the agents' drains.
+                beforeAgents: () => upgradeControlPlane(ctx, b),
               });
               return { results, extra: bundleInfo(b) };
             },
@@ -320,12 +371,29 @@ await runCli({
             .option('drain-timeout', { type: 'number', default: 900 }),
         (argv) =>
           runVerb('uninstall', argv, async (ctx) => {
+            // Control hosts keep their files until the control plane goes, last, with the
+            // whole fleet (agents elsewhere still need it otherwise).
+            const control = members(ctx.inv, ctx.hosts);
             const { results, revocation } = await uninstall(ctx, {
               purge: argv.purge,
               drain: argv.drain,
               drainTimeoutMs: argv['drain-timeout'] * 1000,
+              keepFiles: new Set(control.map((m) => m.host.name)),
             });
-            return { results, ...(revocation ? { extra: { revocation } } : {}) };
+            const revoked = revocation ? { revocation } : {};
+            if (control.length === 0) return { results, extra: revoked };
+            if (!wholeFleet(ctx) || !results.every((r) => r.ok))
+              return {
+                results,
+                extra: {
+                  ...revoked,
+                  controlPlane: 'kept: it goes with the whole fleet, once every agent is gone',
+                },
+              };
+            return {
+              results: [...results, ...(await uninstallControlPlane(ctx, argv.purge))],
+              extra: revoked,
+            };
           }),
       )
       .command<Globals & { release?: string; out?: string }>(

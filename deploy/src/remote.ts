@@ -16,7 +16,7 @@ import { basename, posix } from 'node:path';
 import type { Bundle } from './bundle.js';
 import { BundlePaths } from './bundle.js';
 import { DeployError, DeployFailure } from './errors.js';
-import type { ServiceStatus } from './host/service.js';
+import type { ServiceName, ServiceStatus } from './host/service.js';
 import type { HostEntry } from './inventory.js';
 import type { SshSession } from './ssh.js';
 import { REMOTE_PATH, UNIT_NAME, UNIT_PATH } from './remote-paths.js';
@@ -200,15 +200,22 @@ export class HostOps {
     return `${node} ${this.root}/current/${BundlePaths.service}`;
   }
 
-  /** Run the service helper with a verb; its JSON answer. */
-  async service<T = ServiceStatus>(node: string, verb: 'status' | 'start' | 'stop'): Promise<T> {
+  /**
+   * Run the service helper with a verb, for the agent or (`name`) another service of the host;
+   * its JSON answer.
+   */
+  async service<T = ServiceStatus>(
+    node: string,
+    verb: 'status' | 'start' | 'stop',
+    name: ServiceName = 'agent',
+  ): Promise<T> {
     const script =
       `export PATH=${REMOTE_PATH}\n` +
       `if [ ! -f "$1/current/${BundlePaths.service}" ]; then echo '{"installed":false,"running":false}'; exit 0; fi\n` +
-      `exec ${this.helper('"$2"')} "$3" --root "$1"\n`;
+      `exec ${this.helper('"$2"')} "$3" --root "$1" --name "$4"\n`;
     const out = await this.ssh.must(script, {
-      step: verb,
-      args: [this.root, node, verb],
+      step: name === 'agent' ? verb : `${name} ${verb}`,
+      args: [this.root, node, verb, name],
       timeoutMs: 60_000,
     });
     const line = out.trim().split('\n').pop() ?? '';

@@ -6,7 +6,9 @@ import { isUsageError, runCli } from '@drover/cli-kit';
 import { errorToFailure } from '@drover/protocol';
 import { adviceFor, exitCodes } from './exit-codes.js';
 import { failureReport } from './output.js';
-import { defaultNats, defaultTls, type GlobalArgs } from './context.js';
+import { clusterDefaults, type ClusterDefaults } from './cluster-context.js';
+import type { GlobalArgs } from './context.js';
+import { contextCommand } from './commands/context.js';
 import { certsCommand } from './commands/certs.js';
 import { adoptCommand } from './commands/adopt.js';
 import { attachCommand } from './commands/attach.js';
@@ -44,6 +46,9 @@ function version(): string {
   return pkg.version ?? 'unknown';
 }
 
+// Which cluster, when no flag says: a context, the environment, the local cluster.
+const dflt: ClusterDefaults = clusterDefaults(process.argv.slice(2));
+
 await runCli({
   name: 'drover',
   usage: '$0 <command> [options]',
@@ -57,26 +62,33 @@ await runCli({
   advice: (err) => (isUsageError(err) ? 'see drover --help' : adviceFor(err)),
   build: (y) =>
     y
+      .option('context', {
+        type: 'string',
+        describe:
+          'the cluster to talk to, a context of the contexts file (DROVER_CONTEXT; default: ' +
+          'the current context; see `drover context ls`); --nats and --nats-* override it',
+      })
       .option('nats', {
         type: 'string',
-        default: defaultNats(),
+        default: dflt.nats,
         describe:
-          'NATS server(s), comma-separated (default: DROVER_NATS_SERVERS, else the local cluster ' +
-          'of `drover up`, else nats://127.0.0.1:4222)',
+          'NATS server(s), comma-separated (default: the context named by --context or ' +
+          'DROVER_CONTEXT, else DROVER_NATS_SERVERS, else the current context, else the local ' +
+          'cluster of `drover up`, else nats://127.0.0.1:4222)',
       })
       .option('nats-ca', {
         type: 'string',
-        default: defaultTls().ca,
+        default: dflt.ca,
         describe: 'TLS: the cluster CA (DROVER_NATS_CA; default: the local cluster of `drover up`)',
       })
       .option('nats-cert', {
         type: 'string',
-        default: defaultTls().cert,
+        default: dflt.cert,
         describe: "TLS: this client's certificate, an operator's or a viewer's (DROVER_NATS_CERT)",
       })
       .option('nats-key', {
         type: 'string',
-        default: defaultTls().key,
+        default: dflt.key,
         describe: "TLS: that certificate's key (DROVER_NATS_KEY)",
       })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
@@ -113,6 +125,7 @@ await runCli({
       .command(deployCommand)
       .command(certsCommand)
       .command(consoleCommand)
+      .command(contextCommand)
       .parserConfiguration({ 'populate--': true })
       .completion('completion', 'print a shell completion script'),
 });

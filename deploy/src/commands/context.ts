@@ -16,6 +16,8 @@ export interface DeployContext {
   readonly cluster: ClusterLink;
   /** Wait for heartbeats to reach the controller after starting agents. */
   readonly wait: boolean;
+  /** Hosts setup-host.sh already ran on in this run (it is idempotent; once is enough). */
+  readonly setupDone: Set<string>;
 }
 
 /** Build a context (the controller link connects on first use). */
@@ -24,7 +26,7 @@ export function deployContext(
   hosts: readonly HostEntry[],
   options: { parallel: number; progress: Progress; wait: boolean },
 ): DeployContext {
-  return { inv, hosts, ...options, cluster: new ClusterLink(inv) };
+  return { inv, hosts, ...options, cluster: new ClusterLink(inv), setupDone: new Set() };
 }
 
 /** A host's facts, refused with every problem when it cannot run an agent. */

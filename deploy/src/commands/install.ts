@@ -75,18 +75,35 @@ export async function installHost(
         '(drains the host first), or `install --force` to restart it in place',
     );
   }
+  // Whether the host changed so far: a step failing after that still reports `changed`.
+  let touched = false;
+  const noteChange = (err: unknown): never => {
+    if (touched && err instanceof DeployError) err.details.changed = true;
+    throw err;
+  };
   await ops.layout();
-  const unpacked = await ops.ensureRelease(bundle);
-  if (host.setup !== 'none') await ops.setup(target, host.setup === 'skip-packages');
-  const changedFiles = await ops.putFiles(hostFiles(ctx.inv, host, mode, facts.node));
-  if (mode === 'systemd' && changedFiles.includes(UNIT_PATH)) await ops.enableUnit();
-  const switched = await ops.switchCurrent(target);
+  const unpacked = await ops.ensureRelease(bundle).catch(noteChange);
+  touched ||= unpacked;
+  if (host.setup !== 'none' && !ctx.setupDone.has(host.name)) {
+    ctx.setupDone.add(host.name);
+    await ops.setup(target, host.setup === 'skip-packages').catch(noteChange);
+  }
+  const changedFiles = await ops
+    .putFiles(hostFiles(ctx.inv, host, mode, facts.node))
+    .catch(noteChange);
+  touched ||= changedFiles.length > 0;
+  if (mode === 'systemd' && changedFiles.includes(UNIT_PATH))
+    await ops.enableUnit().catch(noteChange);
+  const switched = await ops.switchCurrent(target).catch(noteChange);
+  touched ||= switched;
   // A new revocation list alone needs no restart: the agent re-reads it (crl-watch.ts).
   const crl = crlUpload(ctx.inv, host)?.target;
   const restart =
     before.running &&
     (switched || changedFiles.some((f) => f !== crl) || (before.release ?? target) !== target);
-  const started = await startAndWait(ctx, ops, facts.node, restart);
+  // Starting (or restarting) an agent changes the host even when its heartbeat never comes.
+  touched ||= restart || !before.running;
+  const started = await startAndWait(ctx, ops, facts.node, restart).catch(noteChange);
   await ops.previousFiles('discard', changedFiles);
   // Keep the release switched away from (a rollback target); a host already there is left as is.
   if (switched) await ops.prune([target, ...(before.current ? [before.current] : [])]);

@@ -18,6 +18,11 @@ export interface UninstallOptions {
   /** Drain hosts that still run jobs through the controller first. */
   drain: boolean;
   drainTimeoutMs: number;
+  /**
+   * Hosts whose files stay (their agent is only stopped): they run the control plane, which
+   * `uninstallControlPlane` removes afterwards with them.
+   */
+  keepFiles?: ReadonlySet<string>;
 }
 
 /** Uninstall from every host of the context; with `purge`, revoke the removed hosts. */
@@ -59,6 +64,16 @@ function uninstallHosts(ctx: DeployContext, opts: UninstallOptions): Promise<Hos
         const st = await ops.service<{ changed?: boolean }>(node, 'stop');
         stopped = st.changed === true;
         if (stopped) ctx.progress(host.name, 'agent stopped');
+      }
+      if (opts.keepFiles?.has(host.name)) {
+        return {
+          changed: stopped,
+          detail:
+            `${stopped ? 'agent stopped' : 'agent not running'}; files stay until the control ` +
+            'plane on this host goes' +
+            (moved.length > 0 ? `; drained ${moved.length} jobs first` : ''),
+          data: { stopped, removed: [], moved, kept: true },
+        };
       }
       const removed = await ops.remove(opts.purge);
       const left = await ops.processesUsing(host.installRoot);

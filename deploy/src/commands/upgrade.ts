@@ -23,6 +23,11 @@ export interface UpgradeOptions {
   /** Migrations at once within one host's drain. */
   drainParallel: number;
   drainTimeoutMs: number;
+  /**
+   * Run after every host is staged and before the first agent's drain: the control plane's own
+   * rolling upgrade. A failed row stops the upgrade there (no agent is touched).
+   */
+  beforeAgents?: () => Promise<HostResult[]>;
 }
 
 /** What the staging pass learned about a host. */
@@ -196,8 +201,8 @@ export async function upgrade(
       r.ok ? skipped(r.host, `staging failed on ${failed.join(', ')}`) : r,
     );
   }
-  const results: HostResult[] = [];
-  let stoppedAt: string | null = null;
+  const results: HostResult[] = opts.beforeAgents ? await opts.beforeAgents() : [];
+  let stoppedAt: string | null = results.find((r) => !r.ok)?.host ?? null;
   for (const host of ctx.hosts) {
     if (stoppedAt !== null) {
       results.push(skipped(host.name, `the rolling upgrade stopped at ${stoppedAt}`));

@@ -207,3 +207,51 @@ test('jobs lists only records whose root process is still the recorded one', asy
     live.kill('SIGKILL');
   }
 });
+
+test('a named service (exec, @RELEASE@) runs beside the agent with its own record, log and stop', async () => {
+  const spec: ServiceSpec = {
+    format: 1,
+    exec: [process.execPath, '@RELEASE@/agent/dist/main.js', '--as', 'nats'],
+    mode: 'supervisor',
+    unit: 'drover-nats.service',
+    node: process.execPath,
+    config: join(root, 'etc', 'nats.conf'),
+    stateDir: join(root, 'state'),
+    path: process.env.PATH ?? '/usr/bin:/bin',
+  };
+  writeFileSync(join(root, 'etc', 'nats-service.json'), JSON.stringify(spec));
+  const agent = await helperCall<Status>('start', '--root', root);
+  const nats = await helperCall<Status>('start', '--root', root, '--name', 'nats');
+  try {
+    assert.equal(nats.changed, true);
+    assert.equal(nats.release, 'aaaa000011112222');
+    assert.notEqual(nats.supervisorPid, agent.supervisorPid, 'a supervisor of its own');
+    const cmd = readFileSync(`/proc/${nats.agentPid}/cmdline`, 'utf8').split('\0');
+    assert.ok(cmd.includes('--as') && cmd.includes('nats'), cmd.join(' '));
+    assert.ok(
+      cmd.some((a) => a.endsWith('/releases/aaaa000011112222/agent/dist/main.js')),
+      '@RELEASE@ is the resolved release',
+    );
+    assert.ok(existsSync(join(root, 'run', 'nats-supervisor.json')));
+    assert.ok(existsSync(join(root, 'log', 'nats-supervisor.log')));
+    // Each name sees only its own service.
+    const ag = await helperCall<Status>('status', '--root', root);
+    assert.equal(ag.agentPid, agent.agentPid);
+    const stopped = await helperCall<Status>('stop', '--root', root, '--name', 'nats');
+    assert.equal(stopped.changed, true);
+    assert.equal(stopped.running, false);
+    assert.equal(sameProcess(nats.agentPid, procStat(nats.agentPid ?? 0)?.startTicks ?? -1), false);
+    assert.equal(
+      (await helperCall<Status>('status', '--root', root)).running,
+      true,
+      'agent runs on',
+    );
+    await assert.rejects(
+      helperCall('status', '--root', root, '--name', 'bogus'),
+      /unknown service bogus/,
+    );
+  } finally {
+    await helperCall('stop', '--root', root, '--name', 'nats').catch(() => {});
+    await helperCall('stop', '--root', root);
+  }
+});

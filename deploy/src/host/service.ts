@@ -26,9 +26,17 @@ import {
 import { basename, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-/** `<root>/etc/service.json`: how this host runs its agent (written by the deployer). */
+/**
+ * `<root>/etc/service.json`: how this host runs its agent (written by the deployer); the other
+ * services of the host (the NATS server, the controller) have `<root>/etc/<name>-service.json`.
+ */
 export interface ServiceSpec {
   format: 1;
+  /**
+   * The command of a service other than the agent: argv, with `@RELEASE@` standing for the
+   * directory of the release it runs from (absent: the agent of the release, with `config`).
+   */
+  exec?: string[];
   mode: 'systemd' | 'supervisor';
   /** systemd unit name (mode systemd). */
   unit: string;
@@ -73,7 +81,7 @@ export interface ServiceStatus {
   nowMs: number;
 }
 
-/** Relative paths under the install root. */
+/** Relative paths under the install root (the agent's). */
 export const Layout = {
   spec: 'etc/service.json',
   pidFile: 'run/supervisor.json',
@@ -81,6 +89,31 @@ export const Layout = {
   supervisorLog: 'log/supervisor.log',
   current: 'current',
 } as const;
+
+/** The services a host may run: the agent, and the control plane's. */
+export const SERVICE_NAMES = ['agent', 'nats', 'controller'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+/** Relative paths of service `name` under the install root (the agent's are {@link Layout}). */
+export function layoutOf(name: ServiceName): {
+  spec: string;
+  pidFile: string;
+  agentLog: string;
+  supervisorLog: string;
+  current: string;
+} {
+  if (name === 'agent') return Layout;
+  return {
+    spec: `etc/${name}-service.json`,
+    pidFile: `run/${name}-supervisor.json`,
+    agentLog: `log/${name}.log`,
+    supervisorLog: `log/${name}-supervisor.log`,
+    current: Layout.current,
+  };
+}
+
+/** The placeholder of {@link ServiceSpec.exec} for the release directory. */
+export const RELEASE_DIR = '@RELEASE@';
 
 const AGENT_MAIN = '/agent/dist/main.js';
 const LOG_ROTATE_BYTES = 64 * 1024 * 1024;
@@ -137,10 +170,19 @@ function startedAtMs(pid: number): number | null {
   return Math.round(btime * 1000 + (st.startTicks * 1000) / ticksPerSecond());
 }
 
-/** The release directory name in an agent's command line (`.../releases/<id>/agent/dist/main.js`). */
-function releaseOf(pid: number): string | null {
-  const main = cmdline(pid).find((a) => a.endsWith(AGENT_MAIN));
-  return main ? basename(main.slice(0, -AGENT_MAIN.length)) : null;
+/**
+ * The release directory name in a service's command line (`.../releases/<id>/agent/dist/main.js`,
+ * or any `/releases/<id>/` path for the other services).
+ */
+function releaseOf(pid: number, name: ServiceName = 'agent'): string | null {
+  const args = cmdline(pid);
+  const main = args.find((a) => a.endsWith(AGENT_MAIN));
+  if (name === 'agent') return main ? basename(main.slice(0, -AGENT_MAIN.length)) : null;
+  for (const a of args) {
+    const m = /\/releases\/([^/]+)\//.exec(a);
+    if (m) return m[1] ?? null;
+  }
+  return null;
 }
 
 function readJson<T>(path: string): T | null {
@@ -171,9 +213,10 @@ function labelOf(root: string, id: string | null): string | null {
   return readJson<{ release?: string }>(join(root, 'releases', id, 'BUNDLE.json'))?.release ?? null;
 }
 
-function readSpec(root: string): ServiceSpec {
-  const spec = readJson<ServiceSpec>(join(root, Layout.spec));
-  if (!spec || spec.format !== 1) throw new Error(`${join(root, Layout.spec)} is missing or bad`);
+function readSpec(root: string, name: ServiceName = 'agent'): ServiceSpec {
+  const path = join(root, layoutOf(name).spec);
+  const spec = readJson<ServiceSpec>(path);
+  if (!spec || spec.format !== 1) throw new Error(`${path} is missing or bad`);
   return spec;
 }
 
@@ -182,26 +225,29 @@ function systemctl(args: string[]): string {
 }
 
 /** The supervisor's record, if the supervisor it names is alive (else null). */
-function liveSupervisor(root: string): PidRecord | null {
-  const rec = readJson<PidRecord>(join(root, Layout.pidFile));
+function liveSupervisor(root: string, name: ServiceName = 'agent'): PidRecord | null {
+  const rec = readJson<PidRecord>(join(root, layoutOf(name).pidFile));
   if (!rec || rec.format !== 1) return null;
   if (!sameProcess(rec.pid, rec.startTicks)) return null;
   // A reused PID with the same start tick is impossible; the command line is a second check.
   const cmd = cmdline(rec.pid);
   if (!cmd.some((a) => a.endsWith('drover-service.js')) || !cmd.includes('run')) return null;
+  const i = cmd.indexOf('--name');
+  if ((i < 0 ? 'agent' : cmd[i + 1]) !== name) return null;
   return rec;
 }
 
 /** The agent's state on this host. */
-export function status(root: string): ServiceStatus {
-  const st = rawStatus(root);
+export function status(root: string, name: ServiceName = 'agent'): ServiceStatus {
+  const st = rawStatus(root, name);
   return { ...st, label: labelOf(root, st.release ?? st.current) };
 }
 
-function rawStatus(root: string): ServiceStatus {
+function rawStatus(root: string, name: ServiceName): ServiceStatus {
+  const L = layoutOf(name);
   const nowMs = Date.now();
   const base: ServiceStatus = {
-    installed: existsSync(join(root, Layout.spec)),
+    installed: existsSync(join(root, L.spec)),
     mode: null,
     running: false,
     supervisorPid: null,
@@ -214,7 +260,7 @@ function rawStatus(root: string): ServiceStatus {
     nowMs,
   };
   if (!base.installed) return base;
-  const spec = readSpec(root);
+  const spec = readSpec(root, name);
   base.mode = spec.mode;
   if (spec.mode === 'systemd') {
     const out = systemctl([
@@ -234,13 +280,13 @@ function rawStatus(root: string): ServiceStatus {
       Object.assign(base, {
         running: true,
         agentPid: pid,
-        release: releaseOf(pid),
+        release: releaseOf(pid, name) ?? (name === 'agent' ? null : base.current),
         agentStartedAtMs: startedAtMs(pid),
       });
     }
     return base;
   }
-  const rec = liveSupervisor(root);
+  const rec = liveSupervisor(root, name);
   if (!rec) return base;
   const agentAlive = sameProcess(rec.agentPid, rec.agentStartTicks);
   return {
@@ -282,22 +328,24 @@ async function waitGone(
 export async function start(
   root: string,
   self: string,
+  name: ServiceName = 'agent',
 ): Promise<ServiceStatus & { changed: boolean; startedAtMs: number | null }> {
-  const before = status(root);
+  const L = layoutOf(name);
+  const before = status(root, name);
   if (before.running) return { ...before, changed: false, startedAtMs: null };
-  const spec = readSpec(root);
+  const spec = readSpec(root, name);
   if (!before.current) throw new Error(`${join(root, Layout.current)} names no release`);
   mkdirSync(join(root, 'run'), { recursive: true, mode: 0o755 });
   mkdirSync(join(root, 'log'), { recursive: true, mode: 0o750 });
   // A supervisor that lost its agent, or an agent whose supervisor died: end both first.
-  await stopSupervised(root, 20_000);
+  await stopSupervised(root, 20_000, name);
   const startedAt = Date.now();
   if (spec.mode === 'systemd') {
     systemctl(['start', spec.unit]);
   } else {
-    const out = openSync(join(root, Layout.supervisorLog), 'a', 0o640);
+    const out = openSync(join(root, L.supervisorLog), 'a', 0o640);
     try {
-      const child = spawn(process.execPath, [self, 'run', '--root', root], {
+      const child = spawn(process.execPath, [self, 'run', '--root', root, '--name', name], {
         detached: true, // its own session: survives the SSH channel that started it
         stdio: ['ignore', out, out],
         cwd: '/',
@@ -310,21 +358,26 @@ export async function start(
   }
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const st = status(root);
+    const st = status(root, name);
     if (st.running) return { ...st, changed: true, startedAtMs: startedAt };
     if (Date.now() > deadline) {
-      throw new Error(`the agent did not start within 20 s (see ${join(root, Layout.agentLog)})`);
+      throw new Error(`the ${name} did not start within 20 s (see ${join(root, L.agentLog)})`);
     }
     await sleep(50);
   }
 }
 
 /** Stop a supervised agent and its supervisor (checked PIDs); true if something was running. */
-async function stopSupervised(root: string, timeoutMs: number): Promise<boolean> {
-  const rec = readJson<PidRecord>(join(root, Layout.pidFile));
+async function stopSupervised(
+  root: string,
+  timeoutMs: number,
+  name: ServiceName = 'agent',
+): Promise<boolean> {
+  const pidFile = join(root, layoutOf(name).pidFile);
+  const rec = readJson<PidRecord>(pidFile);
   if (!rec) return false;
   let acted = false;
-  if (liveSupervisor(root)) {
+  if (liveSupervisor(root, name)) {
     acted = true;
     // The supervisor forwards SIGTERM to the agent, waits for it, and exits.
     killChecked(rec.pid, rec.startTicks, 'SIGTERM');
@@ -334,7 +387,7 @@ async function stopSupervised(root: string, timeoutMs: number): Promise<boolean>
     }
   }
   // An agent left behind by a supervisor that was killed outright.
-  const last = readJson<PidRecord>(join(root, Layout.pidFile)) ?? rec;
+  const last = readJson<PidRecord>(pidFile) ?? rec;
   if (sameProcess(last.agentPid, last.agentStartTicks)) {
     acted = true;
     killChecked(last.agentPid, last.agentStartTicks, 'SIGTERM');
@@ -343,23 +396,27 @@ async function stopSupervised(root: string, timeoutMs: number): Promise<boolean>
       await waitGone(last.agentPid, last.agentStartTicks, 5000);
     }
   }
-  rmSync(join(root, Layout.pidFile), { force: true });
+  rmSync(pidFile, { force: true });
   return acted;
 }
 
 /** Stop the agent (its jobs keep running). */
-export async function stop(root: string): Promise<ServiceStatus & { changed: boolean }> {
-  if (!existsSync(join(root, Layout.spec))) return { ...status(root), changed: false };
-  const spec = readSpec(root);
+export async function stop(
+  root: string,
+  name: ServiceName = 'agent',
+): Promise<ServiceStatus & { changed: boolean }> {
+  if (!existsSync(join(root, layoutOf(name).spec)))
+    return { ...status(root, name), changed: false };
+  const spec = readSpec(root, name);
   let changed: boolean;
   if (spec.mode === 'systemd') {
-    changed = status(root).running;
+    changed = status(root, name).running;
     if (changed) systemctl(['stop', spec.unit]);
   } else {
-    changed = await stopSupervised(root, 25_000);
+    changed = await stopSupervised(root, 25_000, name);
   }
-  const after = status(root);
-  if (after.running) throw new Error(`the agent (pid ${after.agentPid}) is still running`);
+  const after = status(root, name);
+  if (after.running) throw new Error(`the ${name} (pid ${after.agentPid}) is still running`);
   return { ...after, changed };
 }
 
@@ -397,9 +454,10 @@ export function liveJobs(
  * The supervisor: run the agent from `current`, restart it when it exits (backing off from 1 s to
  * 30 s; back to 1 s after a minute of running), forward SIGTERM/SIGINT and exit once it is gone.
  */
-export async function supervise(root: string): Promise<void> {
-  const spec = readSpec(root);
-  const pidFile = join(root, Layout.pidFile);
+export async function supervise(root: string, name: ServiceName = 'agent'): Promise<void> {
+  const spec = readSpec(root, name);
+  const L = layoutOf(name);
+  const pidFile = join(root, L.pidFile);
   const self = procStat(process.pid);
   const rec: PidRecord = {
     format: 1,
@@ -427,8 +485,8 @@ export async function supervise(root: string): Promise<void> {
   writeJsonAtomic(pidFile, rec);
   let backoffMs = 1000;
   while (!stopping) {
-    const releaseDir = realpathSync(join(root, Layout.current));
-    const log = join(root, Layout.agentLog);
+    const releaseDir = realpathSync(join(root, L.current));
+    const log = join(root, L.agentLog);
     try {
       if (statSync(log).size > LOG_ROTATE_BYTES) renameSync(log, `${log}.1`);
     } catch {
@@ -437,7 +495,10 @@ export async function supervise(root: string): Promise<void> {
     const out = openSync(log, 'a', 0o640);
     const startedAt = Date.now();
     try {
-      child = spawn(spec.node, [join(releaseDir, AGENT_MAIN.slice(1)), '--config', spec.config], {
+      const [file, ...args] = spec.exec
+        ? spec.exec.map((a) => a.split(RELEASE_DIR).join(releaseDir))
+        : [spec.node, join(releaseDir, AGENT_MAIN.slice(1)), '--config', spec.config];
+      child = spawn(file ?? spec.node, args, {
         stdio: ['ignore', out, out],
         cwd: '/',
         env: { PATH: spec.path, LANG: 'C.UTF-8', HOME: process.env.HOME ?? '/root' },
@@ -456,7 +517,7 @@ export async function supervise(root: string): Promise<void> {
     writeJsonAtomic(pidFile, rec);
     await exited;
     process.stderr.write(
-      `${new Date().toISOString()} agent exited (code ${c.exitCode}, signal ${c.signalCode})\n`,
+      `${new Date().toISOString()} ${name} exited (code ${c.exitCode}, signal ${c.signalCode})\n`,
     );
     if (stopping) break;
     if (Date.now() - startedAt > 60_000) backoffMs = 1000;
@@ -478,22 +539,34 @@ function arg(argv: readonly string[], name: string): string {
   return v;
 }
 
-/** `drover-service.js <status|start|stop|run|jobs> --root DIR | --state-dir DIR`. */
+/** The `--name` of a verb (default `agent`), checked. */
+function nameArg(argv: readonly string[]): ServiceName {
+  if (!argv.includes('--name')) return 'agent';
+  const n = arg(argv, '--name');
+  if (!(SERVICE_NAMES as readonly string[]).includes(n))
+    throw new Error(`unknown service ${n}; use ${SERVICE_NAMES.join(', ')}`);
+  return n as ServiceName;
+}
+
+/**
+ * `drover-service.js <status|start|stop|run|jobs> --root DIR [--name agent|nats|controller]
+ * | --state-dir DIR`.
+ */
 export async function main(argv: readonly string[]): Promise<void> {
   const verb = argv[0];
   const self = fileURLToPath(import.meta.url);
   const print = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + '\n');
   switch (verb) {
     case 'status':
-      return print(status(arg(argv, '--root')));
+      return print(status(arg(argv, '--root'), nameArg(argv)));
     case 'start':
-      return print(await start(arg(argv, '--root'), self));
+      return print(await start(arg(argv, '--root'), self, nameArg(argv)));
     case 'stop':
-      return print(await stop(arg(argv, '--root')));
+      return print(await stop(arg(argv, '--root'), nameArg(argv)));
     case 'jobs':
       return print({ jobs: liveJobs(arg(argv, '--state-dir')) });
     case 'run':
-      return supervise(arg(argv, '--root'));
+      return supervise(arg(argv, '--root'), nameArg(argv));
     default:
       throw new Error(`unknown verb ${verb ?? '(none)'}; use status, start, stop, jobs or run`);
   }

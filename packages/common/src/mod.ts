@@ -9,3 +9,16 @@ export type { EventLoopLag } from './loop-lag.js';
 export { retry, backoff, sleep } from './retry.js';
 export type { RetryOptions } from './retry.js';
 export { forEachLimit, mapLimit, runGroups } from './pool.js';
+export {
+  checkContext,
+  CONTEXT_NAME_PATTERN,
+  contextsPath,
+  findContext,
+  formatContexts,
+  NO_CONTEXTS,
+  parseContexts,
+  removeContext,
+  upsertContext,
+  useContext,
+} from './cluster-contexts.js';
+export type { ClusterContext, ContextsFile } from './cluster-contexts.js';

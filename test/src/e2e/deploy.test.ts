@@ -50,6 +50,8 @@ function deploy(args: readonly string[], inv = inventory, timeoutMs = 600_000): 
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [DEPLOY_MAIN, '-i', inv, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      // install writes the CLI's context: into the run, not the machine's ~/.config.
+      env: { ...process.env, DROVER_CONFIG: join(tb.runDir, 'contexts.json') },
     });
     let stdout = '';
     let stderr = '';

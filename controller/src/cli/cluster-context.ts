@@ -1,0 +1,102 @@
+/**
+ * The CLI's side of the contexts file (`@drover/common` cluster-contexts): reading and writing
+ * it, and which cluster a command talks to when no `--nats` flag says. Precedence, highest
+ * first: the flags; the context named by `--context` or `DROVER_CONTEXT`; the `DROVER_NATS_*`
+ * variables; the current context (not with `--nats`); the local cluster of `drover up`;
+ * nats://127.0.0.1:4222.
+ */
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname } from 'node:path';
+import {
+  contextsPath,
+  findContext,
+  formatContexts,
+  NO_CONTEXTS,
+  parseContexts,
+  type ClusterContext,
+  type ContextsFile,
+} from '@drover/common';
+import { defaultNats, defaultTls } from './context.js';
+
+/** The contexts file's path for this environment. */
+export function contextsFileOf(env: NodeJS.ProcessEnv = process.env): string {
+  return contextsPath(env, env.HOME || homedir());
+}
+
+/** The contexts file (empty when it does not exist). */
+export function readContextsFile(path: string): ContextsFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return NO_CONTEXTS;
+    throw err;
+  }
+  return parseContexts(text, path);
+}
+
+/** Write the contexts file atomically, 0600 (it names key files). */
+export function writeContextsFile(path: string, f: ContextsFile): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, formatContexts(f), { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}
+
+/** The value of flag `--NAME VALUE` / `--NAME=VALUE` in raw arguments (before `--`), if any. */
+function flagValue(args: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === '--') return undefined;
+    if (a === `--${name}`) return args[i + 1] ?? '';
+    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
+  }
+  return undefined;
+}
+
+/** The value of `--context NAME` / `--context=NAME` in raw arguments (before `--`), if any. */
+export function contextFlag(args: readonly string[]): string | undefined {
+  return flagValue(args, 'context');
+}
+
+/** Where a command connects when no flag says, and which context (if any) said it. */
+export interface ClusterDefaults {
+  nats: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  context: string | null;
+}
+
+function fromContext(c: ClusterContext): ClusterDefaults {
+  return {
+    nats: c.nats.join(','),
+    ...(c.caFile ? { ca: c.caFile } : {}),
+    ...(c.certFile ? { cert: c.certFile } : {}),
+    ...(c.keyFile ? { key: c.keyFile } : {}),
+    context: c.name,
+  };
+}
+
+/**
+ * The defaults of `--nats` and `--nats-ca/cert/key` for `args` (the raw command line) and
+ * `env`. A named context that does not exist is an error (NotFound).
+ */
+export function clusterDefaults(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ClusterDefaults {
+  const named = contextFlag(args) ?? (env.DROVER_CONTEXT || undefined);
+  const file = (): ContextsFile => readContextsFile(contextsFileOf(env));
+  if (named !== undefined) return fromContext(findContext(file(), named));
+  const fromEnv =
+    env.DROVER_NATS_SERVERS || env.DROVER_NATS_CA || env.DROVER_NATS_CERT || env.DROVER_NATS_KEY;
+  // An explicit --nats names another cluster: the current context lends it no certificate.
+  if (!fromEnv && flagValue(args, 'nats') === undefined) {
+    const f = file();
+    if (f.current !== null) return fromContext(findContext(f, f.current));
+  }
+  return { nats: defaultNats(env), ...defaultTls(env), context: null };
+}
