@@ -36,7 +36,7 @@ import { KnownHosts, type KnownHost } from './known-hosts.js';
 import { Liveness } from './liveness.js';
 import { locate, whereIs, type Locator } from './locate.js';
 import { removeHost } from './host-removal.js';
-import { allJobs, jobsOfHost, jobsPage, type JobsSource } from './listing.js';
+import { allJobs, jobsPage, type JobsSource } from './listing.js';
 import { runMigrate } from './migrate-op.js';
 import { newOperation } from './op-record.js';
 import {
