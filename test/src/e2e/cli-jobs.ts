@@ -60,14 +60,8 @@ export async function launchWorkload(
 }
 
 /** Start workload `name` on `host` (named `<tag>-<name>`) and wait until it is ready. */
-export async function startWorkload(
-  ctx: CliJobsContext,
-  host: string,
-  name: WorkloadName,
-  tag: string,
-  mb?: number,
-): Promise<CliJob> {
-  const job = await launchWorkload(ctx, host, name, tag, mb);
+export async function startWorkload(...args: Parameters<typeof launchWorkload>): Promise<CliJob> {
+  const job = await launchWorkload(...args);
   await waitReady(job.dir, 60_000);
   return job;
 }
