@@ -10,8 +10,9 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import { IMAGE_KEY_PATTERN, type JobInfo } from '@drover/protocol';
-import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import type { AgentHandle } from '@drover/testbed';
 import { REPO_ROOT } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import {
   WORKLOAD_NAMES,
   readHeartbeats,
@@ -30,8 +31,7 @@ import {
   waitForValue,
 } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
+let f: ClusterFixture;
 /** The key local images are sealed with: the caller's, never kept by the host. */
 const KEY = randomBytes(32).toString('base64');
 let h1: AgentHandle;
@@ -48,15 +48,13 @@ function readOptional(path: string): string | undefined {
 }
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 2, nats: 'single' });
-  cluster = await AgentCluster.start(tb);
-  h1 = cluster.agent('h1');
-  h2 = cluster.agent('h2');
+  f = await ClusterFixture.start({ hosts: 2, controller: false });
+  h1 = f.agent('h1');
+  h2 = f.agent('h2');
 });
 
 after(async () => {
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 /** A fresh work directory inside a host's /srv, returned as [inside path, runner path]. */
@@ -320,13 +318,13 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
 
   test('preflight names a TCP connection to outside the host and a file missing on the destination', async () => {
     // A listener on h2 and, on h1, a job connected to it (h2 is outside h1).
-    const listener = await tb
+    const listener = await f.tb
       .host('h2')
       .spawn(
         [
           '/usr/bin/python3',
           '-c',
-          `import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${tb.host('h2').address}", 7701)); s.listen(4)\nc=[]\nwhile True: c.append(s.accept())`,
+          `import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("${f.tb.host('h2').address}", 7701)); s.listen(4)\nc=[]\nwhile True: c.append(s.accept())`,
         ],
         { name: 'pf-listener' },
       );
@@ -336,7 +334,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
         command: [
           '/usr/bin/python3',
           '-c',
-          `import socket,time\nc=socket.create_connection(("${tb.host('h2').address}", 7701))\nwhile True: time.sleep(1)`,
+          `import socket,time\nc=socket.create_connection(("${f.tb.host('h2').address}", 7701))\nwhile True: time.sleep(1)`,
         ],
         name: 'pf-tcp',
       });
@@ -345,7 +343,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       assert.equal(report.ok, false);
       const tcp = report.reasons.find((r) => r.code === 'EXTERNAL_TCP');
       assert.ok(tcp, `no EXTERNAL_TCP in ${JSON.stringify(report.reasons)}`);
-      assert.match(tcp.message, new RegExp(tb.host('h2').address.replace(/\./g, '\\.')));
+      assert.match(tcp.message, new RegExp(f.tb.host('h2').address.replace(/\./g, '\\.')));
       await h1.client.call('signal', { jobId: tcpJob.id, signal: 'SIGKILL' });
     } finally {
       listener.kill('SIGKILL');
@@ -432,7 +430,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     const [inside, outside] = workDir(h2, 'adopt');
     // setsid -f: a session of its own inside the host (CRIU needs the session leader in the tree).
     // Its stdio goes to /dev/null: an inherited pipe to the test runner would be an external socket.
-    await tb
+    await f.tb
       .host('h2')
       .exec([
         '/bin/sh',
@@ -500,10 +498,10 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
       );
     }
     await assert.rejects(
-      cluster.bus.request('drover.agent.h1.run', new TextEncoder().encode('{not json')),
+      f.agents.bus.request('drover.agent.h1.run', new TextEncoder().encode('{not json')),
       (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
     );
-    await assert.rejects(cluster.bus.request('drover.agent.h1.no-such-op', {}), (e: unknown) =>
+    await assert.rejects(f.agents.bus.request('drover.agent.h1.no-such-op', {}), (e: unknown) =>
       isDroverError(e, 'NOT_FOUND'),
     );
     await assert.rejects(

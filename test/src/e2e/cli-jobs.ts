@@ -32,8 +32,11 @@ export async function cliJson<T>(ctx: CliJobsContext, args: string[]): Promise<T
   return JSON.parse(r.stdout) as T;
 }
 
-/** Start workload `name` on `host` (named `<tag>-<name>`) and wait until it is ready. */
-export async function startWorkload(
+/**
+ * Start workload `name` on `host` (named `<tag>-<name>`, its files in
+ * `<runDir>/shared/<tag>-<name>`) without waiting for it to be ready.
+ */
+export async function launchWorkload(
   ctx: CliJobsContext,
   host: string,
   name: WorkloadName,
@@ -53,8 +56,14 @@ export async function startWorkload(
     '--',
     ...workloadCommand(name, mb ? { dir, mb } : { dir }),
   ]);
-  await waitReady(dir, 60_000);
   return { id: job.id, dir, host };
+}
+
+/** Start workload `name` on `host` (named `<tag>-<name>`) and wait until it is ready. */
+export async function startWorkload(...args: Parameters<typeof launchWorkload>): Promise<CliJob> {
+  const job = await launchWorkload(...args);
+  await waitReady(job.dir, 60_000);
+  return job;
 }
 
 /** The hosts a job is live on (running or frozen). */
@@ -85,11 +94,13 @@ export async function verifyWorkload(ctx: CliJobsContext, j: CliJob): Promise<st
 /** The helpers above bound to a suite's context (read when called: suites set it up in `before`). */
 export function cliJobs(ctx: () => CliJobsContext): {
   json<T>(args: string[]): Promise<T>;
+  launch(host: string, name: WorkloadName, tag: string, mb?: number): Promise<CliJob>;
   start(host: string, name: WorkloadName, tag: string, mb?: number): Promise<CliJob>;
   verify(j: CliJob): Promise<string>;
 } {
   return {
     json: <T>(args: string[]) => cliJson<T>(ctx(), args),
+    launch: (host, name, tag, mb) => launchWorkload(ctx(), host, name, tag, mb),
     start: (host, name, tag, mb) => startWorkload(ctx(), host, name, tag, mb),
     verify: (j) => verifyWorkload(ctx(), j),
   };

@@ -5,43 +5,27 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
 import { isDroverError } from '@drover/common';
 import { IMAGE_SET_BUCKET } from '@drover/protocol';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { drover } from '../cluster/cli.js';
-import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
-import { innerPids, JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
+import { ControllerProcess } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
+import { requestVerdict, waitReady, type WorkloadName } from '../workloads/mod.js';
+import { cliJobs, liveHosts as liveHostsVia, type CliJob as Job } from './cli-jobs.js';
+import { innerPids, signaller, sleep, waitForValue } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb, { id: 'ctl-ckpt-1' });
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 3, controller: { id: 'ctl-ckpt-1' } });
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-interface Job {
-  id: string;
-  dir: string;
-  host: string;
-}
 interface ClusterJob {
   id: string;
   host: string;
@@ -64,36 +48,14 @@ interface ImageSet {
   jobs: { jobId: string; host: string; files: { name: string; size: number; sha256: string }[] }[];
 }
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
+const { json, launch } = cliJobs(() => f);
+const drover = (args: readonly string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
-async function start(host: string, name: WorkloadName, tag: string): Promise<Job> {
-  const dir = join(tb.runDir, 'shared', `${tag}-${name}`);
-  mkdirSync(dir, { recursive: true });
-  const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
-  const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
-  const job = await json<{ id: string }>([
-    'run',
-    '--host',
-    host,
-    '--name',
-    `${tag}-${name}`,
-    ...env,
-    '--',
-    ...workloadCommand(name, opts),
-  ]);
-  return { id: job.id, dir, host };
-}
+/** Start workload `name` on `host` (64 MiB for `memory`), not waiting for it. */
+const start = (host: string, name: WorkloadName, tag: string): Promise<Job> =>
+  launch(host, name, tag, name === 'memory' ? 64 : undefined);
 
-async function liveHosts(id: string): Promise<string[]> {
-  const { jobs } = await json<{ jobs: ClusterJob[] }>(['jobs']);
-  return jobs
-    .filter((j) => j.id === id && ['running', 'frozen'].includes(j.state))
-    .map((j) => j.host);
-}
+const liveHosts = (id: string): Promise<string[]> => liveHostsVia(f, id);
 
 /** The job runs on exactly one host and its verdict is ok; returns the host. */
 async function verifyLive(j: Job, allowed: string[]): Promise<string> {
@@ -101,7 +63,7 @@ async function verifyLive(j: Job, allowed: string[]): Promise<string> {
   assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
   const host = live[0]!;
   assert.ok(allowed.includes(host), `${j.id} restored on ${host}, not one of ${allowed.join(',')}`);
-  const v = await requestVerdict(j.dir, signaller(cluster.agent(host), j.id), 30_000);
+  const v = await requestVerdict(j.dir, signaller(f.agent(host), j.id), 30_000);
   assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
   return host;
 }
@@ -115,7 +77,7 @@ async function assertStopped(j: Job): Promise<void> {
 }
 
 async function killAll(jobs: Job[]): Promise<void> {
-  for (const j of jobs) await drover(urls, ['signal', j.id, 'SIGKILL']);
+  for (const j of jobs) await drover(['signal', j.id, 'SIGKILL']);
 }
 
 describe('coordinated cluster checkpoint and image sets', () => {
@@ -130,9 +92,9 @@ describe('coordinated cluster checkpoint and image sets', () => {
     ];
     for (const j of jobs) await waitReady(j.dir, 30_000);
     const pidsBefore = new Map<string, number[]>();
-    for (const j of jobs) pidsBefore.set(j.id, await innerPids(cluster.agent(j.host), j.id));
+    for (const j of jobs) pidsBefore.set(j.id, await innerPids(f.agent(j.host), j.id));
 
-    const human = await drover(urls, ['checkpoint', '--all', '--name', 's1']);
+    const human = await drover(['checkpoint', '--all', '--name', 's1']);
     assert.equal(human.code, 0, human.stderr + human.stdout);
     assert.match(human.stdout, /checkpoint of image set s1: done/);
     assert.match(human.stdout, /freeze skew [\d.]+ ms \(first to last job frozen\)/);
@@ -158,31 +120,31 @@ describe('coordinated cluster checkpoint and image sets', () => {
     }
     const listed = await json<{ sets: ImageSet[] }>(['images', 'ls']);
     assert.ok(listed.sets.some((s) => s.name === 's1' && s.state === 'complete'));
-    const ls = await drover(urls, ['images', 'ls']);
+    const ls = await drover(['images', 'ls']);
     assert.match(ls.stdout, /^s1\s+complete/m);
 
     // Restore onto h2 and h3 only: every job continues from the cut with its PIDs.
-    const restored = await drover(urls, ['restore', 's1', '--to', 'h2', '--to', 'h3']);
+    const restored = await drover(['restore', 's1', '--to', 'h2', '--to', 'h3']);
     assert.equal(restored.code, 0, restored.stderr + restored.stdout);
     assert.match(restored.stdout, /restore of image set s1: done/);
     for (const j of jobs) {
       const host = await verifyLive(j, ['h2', 'h3']);
       assert.deepEqual(
-        await innerPids(cluster.agent(host), j.id),
+        await innerPids(f.agent(host), j.id),
         pidsBefore.get(j.id),
         `${j.id}: PIDs inside changed`,
       );
     }
     // Still live: restoring again is refused and changes nothing.
-    const again = await drover(urls, ['restore', 's1']);
+    const again = await drover(['restore', 's1']);
     assert.equal(again.code, 4, again.stderr);
     assert.match(again.stderr, /stop those jobs first/);
     await killAll(jobs);
     // Delete the set: its objects go with it.
-    const rm = await drover(urls, ['images', 'rm', 's1']);
+    const rm = await drover(['images', 'rm', 's1']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.match(rm.stdout, /deleted image set s1 \(\d+ objects\)/);
-    const gone = await drover(urls, ['images', 'inspect', 's1']);
+    const gone = await drover(['images', 'inspect', 's1']);
     assert.equal(gone.code, 3, gone.stderr);
     assert.match(gone.stderr, /no image set s1/);
   });
@@ -198,7 +160,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
     ];
     try {
       for (const j of jobs) await waitReady(j.dir, 30_000);
-      const h1 = cluster.agent('h1').client;
+      const h1 = f.agent('h1').client;
       const onH1 = jobs.filter((j) => j.host === 'h1').map((j) => j.id);
       // All or nothing: one job of the request is not there, so none of them is frozen.
       await assert.rejects(h1.call('freeze-many', { jobIds: [...onH1, 'job-nope'] }), (e) =>
@@ -247,14 +209,14 @@ describe('coordinated cluster checkpoint and image sets', () => {
       for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
     } finally {
       await killAll(jobs);
-      await drover(urls, ['images', 'rm', 's7']);
+      await drover(['images', 'rm', 's7']);
     }
   });
 
   test('the controller is SIGKILLed during a cluster checkpoint; the standby completes it and the set restores', async () => {
     // Uploads at 20 MB/s: the 64 MiB image gives a few seconds to kill the controller in.
     for (const h of ['h1', 'h2', 'h3']) {
-      await cluster.agent(h).restartWith({ DROVER_FAULT: 'throttle=20000000' });
+      await f.agent(h).restartWith({ DROVER_FAULT: 'throttle=20000000' });
     }
     const jobs = [
       await start('h1', 'memory', 's2'),
@@ -263,18 +225,18 @@ describe('coordinated cluster checkpoint and image sets', () => {
     ];
     try {
       for (const j of jobs) await waitReady(j.dir, 30_000);
-      const running = drover(urls, ['--timeout', '20', 'checkpoint', '--all', '--name', 's2']);
+      const running = drover(['--timeout', '20', 'checkpoint', '--all', '--name', 's2']);
       const during = await waitForValue(async () => {
         const { ops } = await json<{ ops: Op[] }>(['ops']);
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 60_000);
       // A standby is waiting for the lease; the acting controller dies mid-upload.
-      const standby = ControllerProcess.start(tb, { id: 'ctl-ckpt-standby' });
+      const standby = ControllerProcess.start(f.tb, { id: 'ctl-ckpt-standby' });
       await sleep(1000);
-      await ctl.kill();
+      await f.controller.kill();
       const cut = await running;
       assert.notEqual(cut.code, 0, 'the CLI cannot have seen the end of this checkpoint');
-      ctl = await standby;
+      f.controller = await standby;
       const done = await waitForValue(async () => {
         const op = await json<Op>(['status', during.opId]);
         return op.state === 'running' ? undefined : op;
@@ -285,51 +247,51 @@ describe('coordinated cluster checkpoint and image sets', () => {
       assert.equal(set.state, 'complete');
       for (const j of jobs) await assertStopped(j);
       // The new controller's work is whole: the set restores (placement picks) and verifies.
-      for (const h of ['h1', 'h2', 'h3']) await cluster.agent(h).restartWith({});
-      const r = await drover(urls, ['restore', 's2']);
+      for (const h of ['h1', 'h2', 'h3']) await f.agent(h).restartWith({});
+      const r = await drover(['restore', 's2']);
       assert.equal(r.code, 0, r.stderr + r.stdout);
       for (const j of jobs) await verifyLive(j, ['h1', 'h2', 'h3']);
     } finally {
-      for (const h of ['h1', 'h2', 'h3']) await cluster.agent(h).restartWith({});
+      for (const h of ['h1', 'h2', 'h3']) await f.agent(h).restartWith({});
       await killAll(jobs);
-      await drover(urls, ['images', 'rm', 's2']);
+      await drover(['images', 'rm', 's2']);
     }
   });
 
   test('a failed upload rolls back: every job thawed where it was and verifying, no set left', async () => {
-    await cluster.agent('h2').restartWith({ DROVER_FAULT: 'fail-push=2' });
+    await f.agent('h2').restartWith({ DROVER_FAULT: 'fail-push=2' });
     const jobs = [await start('h1', 'node', 's3'), await start('h2', 'python', 's3')];
     try {
       for (const j of jobs) await waitReady(j.dir, 30_000);
-      const r = await drover(urls, ['checkpoint', jobs[0]!.id, jobs[1]!.id, '--name', 's3']);
+      const r = await drover(['checkpoint', jobs[0]!.id, jobs[1]!.id, '--name', 's3']);
       assert.equal(r.code, 1, r.stderr + r.stdout);
       assert.match(r.stdout, /injected fault: image push failed/);
       assert.match(r.stdout, /every job was thawed where it was/);
       for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
-      const gone = await drover(urls, ['images', 'inspect', 's3']);
+      const gone = await drover(['images', 'inspect', 's3']);
       assert.equal(gone.code, 3, gone.stderr);
-      const { images } = await cluster.agent('h1').client.call('images-list', {});
+      const { images } = await f.agent('h1').client.call('images-list', {});
       assert.deepEqual(images, [], 'local images left behind');
     } finally {
-      await cluster.agent('h2').restartWith({});
+      await f.agent('h2').restartWith({});
       await killAll(jobs);
     }
   });
 
   test('an agent dies during the upload: the checkpoint rolls back once it is back; every job runs where it was', async () => {
-    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
+    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
     const jobs = [await start('h1', 'memory', 's5'), await start('h2', 'python', 's5')];
     try {
       for (const j of jobs) await waitReady(j.dir, 30_000);
-      const running = drover(urls, ['checkpoint', '--all', '--name', 's5']);
+      const running = drover(['checkpoint', '--all', '--name', 's5']);
       await waitForValue(async () => {
         const { ops } = await json<{ ops: Op[] }>(['ops']);
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 60_000);
-      await cluster.agent('h1').kill();
+      await f.agent('h1').kill();
       // Long enough for the controller to see h1 gone and start rolling back (3 s in the suites).
       await sleep(5000);
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       const r = await running;
       assert.equal(r.code, 1, r.stderr + r.stdout);
       // Found by the controller's watch (no heartbeat, no answer to a liveness probe; or a new
@@ -341,9 +303,9 @@ describe('coordinated cluster checkpoint and image sets', () => {
       assert.match(r.stdout, /every job was thawed where it was/);
       assert.doesNotMatch(r.stdout, /could not thaw/);
       for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
-      assert.equal((await drover(urls, ['images', 'inspect', 's5'])).code, 3);
+      assert.equal((await drover(['images', 'inspect', 's5'])).code, 3);
     } finally {
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       await killAll(jobs);
     }
   });
@@ -353,7 +315,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
     await waitReady(j.dir, 30_000);
     const op = await json<Op>(['checkpoint', j.id, '--name', 's6']);
     assert.equal(op.state, 'done');
-    const store = await ObjectFiles.open(cluster.bus, { bucket: IMAGE_SET_BUCKET, create: false });
+    const store = await ObjectFiles.open(f.agents.bus, { bucket: IMAGE_SET_BUCKET, create: false });
     const name = `s6/${j.id}/pages-1.img`;
     const parts: Uint8Array[] = [];
     for await (const c of store.get(name)) parts.push(c);
@@ -366,12 +328,12 @@ describe('coordinated cluster checkpoint and image sets', () => {
         yield bytes;
       })(),
     );
-    const r = await drover(urls, ['restore', 's6']);
+    const r = await drover(['restore', 's6']);
     assert.equal(r.code, 1, r.stderr + r.stdout);
     assert.match(r.stdout, new RegExp(`image file s6/${j.id}/pages-1.img failed verification`));
     assert.match(r.stdout, /nothing was restored/);
     assert.deepEqual(await liveHosts(j.id), []);
-    assert.equal((await drover(urls, ['images', 'rm', 's6'])).code, 0);
+    assert.equal((await drover(['images', 'rm', 's6'])).code, 0);
   });
 
   test('bad input: clear message, documented exit code, nothing changes', async () => {
@@ -387,7 +349,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
       [['images'], 2, /ls, inspect NAME or rm NAME/],
     ];
     for (const [args, code, message] of cases) {
-      const r = await drover(urls, args);
+      const r = await drover(args);
       assert.equal(r.code, code, `drover ${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message, `drover ${args.join(' ')}`);
     }
@@ -395,19 +357,19 @@ describe('coordinated cluster checkpoint and image sets', () => {
     const ok = await json<Op>(['checkpoint', j.id, '--name', 's4', '--leave-running']);
     assert.equal(ok.state, 'done');
     await verifyLive(j, ['h3']);
-    const clash = await drover(urls, ['checkpoint', j.id, '--name', 's4']);
+    const clash = await drover(['checkpoint', j.id, '--name', 's4']);
     assert.equal(clash.code, 4, clash.stderr);
     assert.match(clash.stderr, /image set s4 exists/);
-    const busy = await drover(urls, ['restore', 's4']);
+    const busy = await drover(['restore', 's4']);
     assert.equal(busy.code, 4, busy.stderr);
     assert.match(busy.stderr, /is running on h3; stop those jobs first/);
-    const toUnknown = await drover(urls, ['restore', 's4', '--to', 'h9']);
+    const toUnknown = await drover(['restore', 's4', '--to', 'h9']);
     assert.equal(toUnknown.code, 3, toUnknown.stderr);
     assert.match(toUnknown.stderr, /no host h9/);
     // Nothing changed: still one live copy on h3, verifying; the set is still there.
     await verifyLive(j, ['h3']);
     assert.equal((await json<ImageSet>(['images', 'inspect', 's4'])).state, 'complete');
     await killAll([j]);
-    assert.equal((await drover(urls, ['images', 'rm', 's4'])).code, 0);
+    assert.equal((await drover(['images', 'rm', 's4'])).code, 0);
   });
 });

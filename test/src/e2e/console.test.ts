@@ -11,8 +11,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { ClusterJob } from '@drover/protocol';
-import { AgentCluster, ControllerProcess, tlsFlags, Testbed } from '@drover/testbed';
-import { CLI_MAIN, droverAs, REPO_ROOT } from '../cluster/cli.js';
+import { tlsFlags } from '@drover/testbed';
+import { CLI_MAIN, REPO_ROOT } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { waitReady, workloadCommand } from '../workloads/mod.js';
 import { JOB_ENV, waitFor } from './helpers.js';
 
@@ -20,10 +21,7 @@ import { JOB_ENV, waitFor } from './helpers.js';
 const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = join(REPO_ROOT, '.test-results', 'console');
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let url: string;
+let f: ClusterFixture;
 let browser: Browser;
 const consoles: ChildProcess[] = [];
 
@@ -34,8 +32,8 @@ async function startConsole(who: 'operator' | 'viewer', actions: boolean): Promi
     [
       CLI_MAIN,
       '--nats',
-      url,
-      ...tlsFlags('nats', tb.certs![who]),
+      f.urls.join(','),
+      ...tlsFlags('nats', f.tb.certs![who]),
       '--json',
       'console',
       '--listen',
@@ -72,7 +70,7 @@ async function shot(page: Page, name: string): Promise<void> {
 }
 
 async function json<T>(args: string[]): Promise<T> {
-  const r = await droverAs([url], tb.certs!.operator, ['--json', ...args]);
+  const r = await f.as('operator', ['--json', ...args]);
   assert.equal(r.code, 0, `drover ${args.join(' ')}: ${r.stderr}${r.stdout}`);
   return JSON.parse(r.stdout) as T;
 }
@@ -82,14 +80,7 @@ before(async () => {
     existsSync(CHROMIUM),
     `${CHROMIUM} is missing: DROVER_TEST_TOOLS=1 deploy/setup-host.sh installs Debian's chromium`,
   );
-  tb = await Testbed.create({ hosts: 3, nats: 'single', secure: true });
-  url = tb.nats!.urls[0]!;
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb);
-  await waitFor(async () => {
-    const r = await droverAs([url], tb.certs!.viewer, ['--json', 'hosts']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 3, secure: true });
   // The flags the machine's notes name: no sandbox as root, and nothing that reaches out.
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -109,18 +100,16 @@ before(async () => {
 after(async () => {
   await browser?.close();
   for (const c of consoles) if (c.exitCode === null) c.kill('SIGTERM');
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 describe('the web console in Chromium', () => {
   test("an operator's console shows the cluster and follows a migration started from the page to its end", async () => {
-    const dir = join(tb.runDir, 'shared', 'console-memory');
+    const dir = join(f.tb.runDir, 'shared', 'console-memory');
     mkdirSync(dir, { recursive: true });
     // A throttled stream (~16 MB/s): the 64 MiB job takes a few seconds to move, long enough to
     // see it transferring.
-    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
+    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
     const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
     const job = await json<ClusterJob>([
       'run',
@@ -169,7 +158,7 @@ describe('the web console in Chromium', () => {
       await page.waitForSelector('#audit td.mono:text-is("migrate")');
     } finally {
       await page.close();
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
     }
   });
 
@@ -253,12 +242,7 @@ describe('the web console in Chromium', () => {
       await page.close();
     }
     // A viewer's certificate cannot start a console that acts.
-    const r = await droverAs([url], tb.certs!.viewer, [
-      'console',
-      '--listen',
-      '127.0.0.1:0',
-      '--actions',
-    ]);
+    const r = await f.as('viewer', ['console', '--listen', '127.0.0.1:0', '--actions']);
     assert.equal(r.code, 6, r.stderr);
     assert.match(r.stderr, /a viewer may only look/);
   });

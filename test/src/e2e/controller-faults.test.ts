@@ -5,45 +5,44 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { droverAs, type CliResult } from '../cluster/cli.js';
+import { ControllerProcess, type ControllerOptions } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { cliJobs } from './cli-jobs.js';
 import { sleep, waitFor, waitForValue } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 let ctlN = 0;
 
 /** Heartbeats every 2 s: a fresh controller has a while to wait for them. */
 const HEARTBEAT_MS = 2000;
 const UNREACHABLE_MS = 6000;
 
+/** The next controller's options: a new lease holder id each time. */
+function nextController(): ControllerOptions {
+  return { id: `ctl-faults-${++ctlN}`, unreachableMs: UNREACHABLE_MS };
+}
+
 function startController(): Promise<ControllerProcess> {
-  return ControllerProcess.start(tb, { id: `ctl-faults-${++ctlN}`, unreachableMs: UNREACHABLE_MS });
+  return ControllerProcess.start(f.tb, nextController());
 }
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single', secure: true });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb, { heartbeatMs: HEARTBEAT_MS });
-  ctl = await startController();
-  await waitFor(async () => {
-    const r = await drover(['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 30_000);
+  f = await ClusterFixture.start({
+    hosts: 3,
+    secure: true,
+    agents: { heartbeatMs: HEARTBEAT_MS },
+    controller: nextController(),
+    hostsTimeoutMs: 30_000,
+  });
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-function drover(args: string[], timeoutMs = 300_000): Promise<CliResult> {
-  return droverAs(urls, tb.certs!.operator, args, timeoutMs);
-}
+/** `drover` as the operator. */
+const drover = (args: string[], timeoutMs?: number): ReturnType<ClusterFixture['drover']> =>
+  f.drover(args, timeoutMs);
 
 interface Op {
   opId: string;
@@ -56,16 +55,12 @@ interface Op {
 }
 
 /** The workload helpers (cli-jobs.ts) with the suite's CLI, run directory and agents. */
-const { json, start, verify } = cliJobs(() => ({
-  drover: (args) => drover(args),
-  runDir: tb.runDir,
-  agent: (h) => cluster.agent(h),
-}));
+const { json, start, verify } = cliJobs(() => f);
 
 describe('controller fault findings', () => {
   test('NATS restarts while a cluster checkpoint stores its images: the checkpoint completes and restores', async () => {
     // Uploads at 8 MB/s: storing 64 MiB lasts long enough to restart NATS in it.
-    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
+    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
     const jobs = [await start('h1', 'memory', 'nr', 64), await start('h2', 'python', 'nr')];
     try {
       const running = drover(['--json', 'checkpoint', '--all', '--name', 'nats-restart']);
@@ -74,7 +69,7 @@ describe('controller fault findings', () => {
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 120_000);
       await sleep(1500);
-      const server = tb.nats!.servers[0]!;
+      const server = f.tb.nats!.servers[0]!;
       await server.kill();
       await sleep(1000);
       await server.restart();
@@ -82,19 +77,19 @@ describe('controller fault findings', () => {
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const op = JSON.parse(r.stdout) as Op;
       assert.equal(op.state, 'done', r.stdout);
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       const restored = await drover(['restore', 'nats-restart']);
       assert.equal(restored.code, 0, restored.stderr + restored.stdout);
       for (const j of jobs) await verify(j);
     } finally {
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       for (const j of jobs) await drover(['signal', j.id, 'SIGKILL']);
       await drover(['images', 'rm', 'nats-restart']);
     }
   });
 
   test('the controller is killed in the middle of a migration: the standby records its outcome and drover migrate reports it', async () => {
-    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
+    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
     const j = await start('h1', 'memory', 'mk', 64);
     try {
       const running = drover(['--json', '--timeout', '120', 'migrate', j.id, '--to', 'h2']);
@@ -104,8 +99,8 @@ describe('controller fault findings', () => {
       }, 60_000);
       const standby = startController();
       await sleep(500);
-      await ctl.kill();
-      ctl = await standby;
+      await f.controller.kill();
+      f.controller = await standby;
       const r = await running;
       assert.equal(r.code, 0, r.stderr + r.stdout);
       const op = JSON.parse(r.stdout) as Op;
@@ -115,10 +110,10 @@ describe('controller fault findings', () => {
       assert.equal(op.migration?.state, 'done');
       const status = await json<Op>(['status', op.opId]);
       assert.equal(status.state, 'done');
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       assert.equal(await verify(j), 'h2');
     } finally {
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
       await drover(['signal', j.id, 'SIGKILL']);
     }
   });
@@ -126,8 +121,8 @@ describe('controller fault findings', () => {
   test('a controller that has just started answers for what exists, never "not found"', async () => {
     const j = await start('h3', 'python', 'fresh');
     try {
-      await ctl.kill();
-      ctl = await startController();
+      await f.controller.kill();
+      f.controller = await startController();
       // At once, before its first heartbeats could have arrived.
       const [hosts, inspect, jobs, preflight] = await Promise.all([
         drover(['--json', 'hosts']),

@@ -6,43 +6,28 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { drover } from '../cluster/cli.js';
+import { ControllerProcess } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
+import { cliJobs } from './cli-jobs.js';
 import { JOB_ENV, signaller, waitFor, waitForValue } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb);
-  // Every agent's heartbeat has reached the controller.
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 3 });
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
+const { json, launch } = cliJobs(() => f);
+const drover = (args: readonly string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
 describe('drover CLI through the controller', () => {
   test('drover run + drover migrate move a workload between hosts; it verifies itself', async () => {
-    const dir = join(tb.runDir, 'shared', 'cli-node');
+    const dir = join(f.runDir, 'shared', 'cli-node');
     mkdirSync(dir, { recursive: true });
     const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
     const job = await json<{ id: string; host: string }>([
@@ -57,14 +42,11 @@ describe('drover CLI through the controller', () => {
     ]);
     assert.equal(job.host, 'h1');
     await waitReady(dir, 20_000);
-    const human = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+    const human = await drover(['migrate', job.id, '--to', 'h2']);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /moved h1 → h2/);
     assert.match(human.stdout, /frozen \(downtime\) \d+ ms/);
-    assert.equal(
-      (await requestVerdict(dir, signaller(cluster.agent('h2'), job.id), 20_000)).ok,
-      true,
-    );
+    assert.equal((await requestVerdict(dir, signaller(f.agent('h2'), job.id), 20_000)).ok, true);
     // Without --to, placement picks (and explains) a host other than the current one.
     const op = await json<{ state: string; placement: string; migration: { destination: string } }>(
       ['migrate', job.id],
@@ -79,13 +61,7 @@ describe('drover CLI through the controller', () => {
       [op.migration.destination],
     );
     assert.equal(
-      (
-        await requestVerdict(
-          dir,
-          signaller(cluster.agent(op.migration.destination), job.id),
-          20_000,
-        )
-      ).ok,
+      (await requestVerdict(dir, signaller(f.agent(op.migration.destination), job.id), 20_000)).ok,
       true,
     );
     // The history kept the agents' events of this job: its migration phases and job states.
@@ -103,15 +79,15 @@ describe('drover CLI through the controller', () => {
     );
     const ops = await json<{ ops: { opId: string; state: string }[] }>(['ops']);
     assert.ok(ops.ops.filter((o) => o.state === 'done').length >= 2);
-    assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+    assert.equal((await drover(['signal', job.id, 'SIGKILL'])).code, 0);
   });
 
   test('drover migrate shows transfer progress with rate and ETA on stderr, then the timeline', async () => {
     // h2 takes ~15 MiB/s: the 64 MiB job's pages, which go to h2's page server while CRIU
     // dumps, take a few seconds.
-    await tb.host('h2').limitIncoming(16_000_000);
+    await f.tb.host('h2').limitIncoming(16_000_000);
     try {
-      const dir = join(tb.runDir, 'shared', 'cli-progress');
+      const dir = join(f.runDir, 'shared', 'cli-progress');
       mkdirSync(dir, { recursive: true });
       const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
       const job = await json<{ id: string }>([
@@ -124,7 +100,7 @@ describe('drover CLI through the controller', () => {
       ]);
       await waitReady(dir, 30_000);
       // stderr is a pipe here, not a terminal: plain lines, one a second while bytes flow.
-      const r = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+      const r = await drover(['migrate', job.id, '--to', 'h2']);
       assert.equal(r.code, 0, r.stderr);
       const lines = r.stderr.split('\n');
       assert.ok(lines.includes(`${job.id}: freezing and dumping (to h2)`), r.stderr);
@@ -158,18 +134,15 @@ describe('drover CLI through the controller', () => {
       );
       assert.match(r.stdout, /^awaiting +\d+ ms +\d+ ms +h2 restores the job$/m);
       assert.match(r.stdout, /frozen \(downtime\) \d+ ms .* \d+ pages · stop-copy$/m);
-      assert.equal(
-        (await requestVerdict(dir, signaller(cluster.agent('h2'), job.id), 20_000)).ok,
-        true,
-      );
+      assert.equal((await requestVerdict(dir, signaller(f.agent('h2'), job.id), 20_000)).ok, true);
       // --json prints the record only: no progress on stderr.
-      const quiet = await drover(urls, ['--json', 'migrate', job.id, '--to', 'h3']);
+      const quiet = await drover(['--json', 'migrate', job.id, '--to', 'h3']);
       assert.equal(quiet.code, 0, quiet.stderr);
       assert.equal(quiet.stderr, '');
       assert.equal((JSON.parse(quiet.stdout) as { state: string }).state, 'done');
-      assert.equal((await drover(urls, ['signal', job.id, 'SIGKILL'])).code, 0);
+      assert.equal((await drover(['signal', job.id, 'SIGKILL'])).code, 0);
     } finally {
-      await tb.host('h2').limitIncoming(null);
+      await f.tb.host('h2').limitIncoming(null);
     }
   });
 
@@ -177,39 +150,26 @@ describe('drover CLI through the controller', () => {
     const names = ['memory', 'pipeline', 'threads', 'files', 'redis', 'python'] as const;
     const started: { id: string; dir: string }[] = [];
     for (const name of names) {
-      const dir = join(tb.runDir, 'shared', `drain-${name}`);
-      mkdirSync(dir, { recursive: true });
-      const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
-      const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
-      const job = await json<{ id: string }>([
-        'run',
-        '--host',
-        'h1',
-        '--name',
-        `drain-${name}`,
-        ...env,
-        '--',
-        ...workloadCommand(name, opts),
-      ]);
-      started.push({ id: job.id, dir });
+      const job = await launch('h1', name, 'drain', name === 'memory' ? 64 : undefined);
+      started.push({ id: job.id, dir: job.dir });
     }
     for (const s of started) await waitReady(s.dir, 30_000);
     // The drain runs one job at a time; the controller is killed once the first has moved.
-    const draining = drover(urls, ['--timeout', '15', 'drain', 'h1', '--parallel', '1']);
+    const draining = drover(['--timeout', '15', 'drain', 'h1', '--parallel', '1']);
     await waitFor(async () => {
       const ops = await json<{ ops: { kind: string; items?: { state: string }[] }[] }>(['ops']);
       return ops.ops.some(
         (o) => o.kind === 'drain' && (o.items ?? []).some((i) => i.state === 'done'),
       );
     }, 60_000);
-    await ctl.kill();
+    await f.controller.kill();
     const cut = await draining;
     assert.notEqual(
       cut.code,
       0,
       'the CLI cannot have seen the end of a drain whose controller died',
     );
-    ctl = await ControllerProcess.start(tb, { id: 'ctl-test-2' });
+    f.controller = await ControllerProcess.start(f.tb, { id: 'ctl-test-2' });
     // The new controller takes the lease once the old one's lapses, and finishes the drain.
     const done = await waitForValue(async () => {
       const ops = await json<{
@@ -231,11 +191,8 @@ describe('drover CLI through the controller', () => {
       assert.equal(live.length, 1, `${s.id} is live on ${live.length} hosts`);
       const where = live[0]!.host;
       assert.ok(where === 'h2' || where === 'h3', `${s.id} is on ${where}`);
-      assert.equal(
-        (await requestVerdict(s.dir, signaller(cluster.agent(where), s.id), 30_000)).ok,
-        true,
-      );
-      await drover(urls, ['signal', s.id, 'SIGKILL']);
+      assert.equal((await requestVerdict(s.dir, signaller(f.agent(where), s.id), 30_000)).ok, true);
+      await drover(['signal', s.id, 'SIGKILL']);
     }
     const hosts = await json<{ hosts: { host: string; cordoned: boolean }[] }>(['hosts']);
     assert.equal(
@@ -243,11 +200,11 @@ describe('drover CLI through the controller', () => {
       true,
       'the drained host is left cordoned',
     );
-    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    assert.equal((await drover(['uncordon', 'h1'])).code, 0);
   });
 
   test('bad input: clear message, documented exit code, nothing changes', async () => {
-    const dir = join(tb.runDir, 'shared', 'cli-bad');
+    const dir = join(f.runDir, 'shared', 'cli-bad');
     mkdirSync(dir, { recursive: true });
     const job = await json<{ id: string }>([
       'run',
@@ -264,26 +221,26 @@ describe('drover CLI through the controller', () => {
       [['frobnicate'], 2, /Unknown argument|Unknown command/i],
       [['run', '--host', 'h2', '--memory', 'lots', '--', 'true'], 2, /memory/],
     ];
-    assert.equal((await drover(urls, ['cordon', 'h1'])).code, 0);
+    assert.equal((await drover(['cordon', 'h1'])).code, 0);
     cases.push([['migrate', job.id, '--to', 'h1'], 4, /cordoned/]);
     for (const [args, code, message] of cases) {
-      const r = await drover(urls, args);
+      const r = await drover(args);
       assert.equal(r.code, code, `drover ${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message, `drover ${args.join(' ')}`);
     }
-    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    assert.equal((await drover(['uncordon', 'h1'])).code, 0);
     // An unreachable host: h2's agent is gone (its heartbeats stop); moving a job there is refused.
-    await cluster.agent('h2').kill();
+    await f.agent('h2').kill();
     try {
       await waitFor(async () => {
         const { hosts } = await json<{ hosts: { host: string; reachable: boolean }[] }>(['hosts']);
         return hosts.some((h) => h.host === 'h2' && !h.reachable);
       }, 20_000);
-      const r = await drover(urls, ['migrate', job.id, '--to', 'h2']);
+      const r = await drover(['migrate', job.id, '--to', 'h2']);
       assert.equal(r.code, 4, r.stderr);
       assert.match(r.stderr, /host h2 is unreachable/);
     } finally {
-      await cluster.agent('h2').start();
+      await f.agent('h2').start();
     }
     // Nothing changed: the job still runs on h3 and verifies itself.
     const jobs = await json<{ jobs: { id: string; host: string; state: string }[] }>(['jobs']);
@@ -291,10 +248,7 @@ describe('drover CLI through the controller', () => {
       jobs.jobs.filter((j) => j.id === job.id).map((j) => [j.host, j.state]),
       [['h3', 'running']],
     );
-    assert.equal(
-      (await requestVerdict(dir, signaller(cluster.agent('h3'), job.id), 20_000)).ok,
-      true,
-    );
-    await drover(urls, ['signal', job.id, 'SIGKILL']);
+    assert.equal((await requestVerdict(dir, signaller(f.agent('h3'), job.id), 20_000)).ok, true);
+    await drover(['signal', job.id, 'SIGKILL']);
   });
 });

@@ -10,7 +10,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { ErrorCode, isDroverError } from '@drover/common';
 import { controllerSubject, decodeReply, RemoteError } from '@drover/protocol';
 import { ControllerClient, type Bus } from '@drover/bus';
-import { AgentCluster, ControllerProcess, Testbed, type AgentHandle } from '@drover/testbed';
+import type { AgentHandle } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { nextMessage, prng, type FuzzMessage } from './fuzz-gen.js';
 import { waitFor, waitForValue } from './helpers.js';
 
@@ -19,27 +20,20 @@ const SEED = Number(process.env.DROVER_FUZZ_SEED ?? Math.floor(Math.random() * 2
 const CONCURRENCY = 24;
 const REPLY_TIMEOUT_MS = 10_000;
 
-let tb: Testbed;
-let cluster: AgentCluster;
+let f: ClusterFixture;
 let agent: AgentHandle;
-let ctl: ControllerProcess;
 let bus: Bus;
 let controller: ControllerClient;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 1, nats: 'single' });
-  cluster = await AgentCluster.start(tb, { logLevel: 'info' });
-  agent = cluster.agent('h1');
-  ctl = await ControllerProcess.start(tb);
-  bus = cluster.bus;
+  f = await ClusterFixture.start({ hosts: 1, agents: { logLevel: 'info' } });
+  agent = f.agent('h1');
+  bus = f.agents.bus;
   controller = new ControllerClient(bus);
-  await waitFor(async () => (await controller.call('hosts', {})).hosts.length === 1, 20_000);
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 /** Send one message; a problem description, or null when the answer is what it must be. */
@@ -105,7 +99,7 @@ describe('hostile input', () => {
 
     // Both daemons still serve, as the same processes, and nothing was started or recorded.
     assert.equal(agent.process!.pid, agentPid);
-    assert.ok(ctl.running(), 'the controller exited');
+    assert.ok(f.controller.running(), 'the controller exited');
     const info = await agent.client.call('info', {});
     assert.equal(info.host, agent.hostId);
     assert.deepEqual(info.jobs, []);
@@ -120,7 +114,7 @@ describe('hostile input', () => {
     assert.deepEqual((await controller.call('jobs', {})).jobs, []);
     assert.deepEqual((await controller.call('ops', {})).ops, []);
     assert.deepEqual((await controller.call('images-list', {})).sets, []);
-    assert.ok(agent.process!.pid === agentPid && ctl.running());
+    assert.ok(agent.process!.pid === agentPid && f.controller.running());
   });
 });
 

@@ -10,10 +10,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { drover } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { cliJobs } from './cli-jobs.js';
-import { waitFor, waitForValue } from './helpers.js';
+import { waitForValue } from './helpers.js';
 
 /** As `drover up` runs: heartbeats every second, a host silent 5 s is unreachable. */
 const HEARTBEAT_MS = 1000;
@@ -24,29 +23,23 @@ const BUSY_MS = 7000;
 const PROBE_MS = 3000;
 const SWEEP_MS = 1000;
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 const hogs: ChildProcess[] = [];
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb, { heartbeatMs: HEARTBEAT_MS });
-  ctl = await ControllerProcess.start(tb, { id: 'ctl-liveness', unreachableMs: UNREACHABLE_MS });
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({
+    hosts: 3,
+    agents: { heartbeatMs: HEARTBEAT_MS },
+    controller: { id: 'ctl-liveness', unreachableMs: UNREACHABLE_MS },
+  });
 });
 
 after(async () => {
   stopHogs();
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
+
+const drover = (args: readonly string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
 /** A CPU hog on every core (busy shells), stopped by PID. */
 function startHogs(): void {
@@ -72,20 +65,16 @@ interface Op {
 }
 
 /** The workload helpers (cli-jobs.ts) with the suite's CLI, run directory and agents. */
-const { json, start, verify } = cliJobs(() => ({
-  drover: (args) => drover(urls, args),
-  runDir: tb.runDir,
-  agent: (h) => cluster.agent(h),
-}));
+const { json, start, verify } = cliJobs(() => f);
 
 describe('liveness that heavy work cannot starve', () => {
   test('under CPU hogs and busy agent threads, a restore of a large image, a drain and a cluster checkpoint all finish; none rolls back', async () => {
     for (const h of ['h1', 'h2', 'h3']) {
-      await cluster.agent(h).restartWith({ DROVER_FAULT: `busy-main=${BUSY_MS}` });
+      await f.agent(h).restartWith({ DROVER_FAULT: `busy-main=${BUSY_MS}` });
     }
     // A large image to fetch: a 192 MiB job checkpointed (stopped) into a set.
     const big = await start('h1', 'memory', 'live-big', 192);
-    const stored = await drover(urls, ['--json', 'checkpoint', big.id, '--name', 'live-big']);
+    const stored = await drover(['--json', 'checkpoint', big.id, '--name', 'live-big']);
     assert.equal(stored.code, 0, stored.stderr + stored.stdout);
     assert.equal((JSON.parse(stored.stdout) as Op).state, 'done', stored.stdout);
     const moving = await start('h2', 'python', 'live-drain');
@@ -93,9 +82,9 @@ describe('liveness that heavy work cannot starve', () => {
     startHogs();
     try {
       const [restore, drain, checkpoint] = await Promise.all([
-        drover(urls, ['--json', 'restore', 'live-big', '--to', 'h1']),
-        drover(urls, ['--json', '--no-progress', 'drain', 'h2']),
-        drover(urls, ['--json', 'checkpoint', cut.id, '--name', 'live-cut', '--leave-running']),
+        drover(['--json', 'restore', 'live-big', '--to', 'h1']),
+        drover(['--json', '--no-progress', 'drain', 'h2']),
+        drover(['--json', 'checkpoint', cut.id, '--name', 'live-cut', '--leave-running']),
       ]);
       for (const [what, r] of [
         ['restore', restore],
@@ -118,24 +107,24 @@ describe('liveness that heavy work cannot starve', () => {
     assert.equal(await verify(big), 'h1');
     assert.notEqual(await verify(moving), 'h2');
     assert.equal(await verify(cut), 'h3');
-    for (const j of [big, moving, cut]) await drover(urls, ['signal', j.id, 'SIGKILL']);
-    await drover(urls, ['uncordon', 'h2']);
-    for (const s of ['live-big', 'live-cut']) await drover(urls, ['images', 'rm', s]);
-    for (const h of ['h1', 'h2', 'h3']) await cluster.agent(h).restartWith({});
+    for (const j of [big, moving, cut]) await drover(['signal', j.id, 'SIGKILL']);
+    await drover(['uncordon', 'h2']);
+    for (const s of ['live-big', 'live-cut']) await drover(['images', 'rm', s]);
+    for (const h of ['h1', 'h2', 'h3']) await f.agent(h).restartWith({});
   });
 
   test('a really dead agent is found within the documented bound; its checkpoint rolls back once it is back', async () => {
     // Uploads at 4 MB/s: the storing phase lasts long enough to kill the agent in it.
-    await cluster.agent('h2').restartWith({ DROVER_FAULT: 'throttle=4000000' });
+    await f.agent('h2').restartWith({ DROVER_FAULT: 'throttle=4000000' });
     const j = await start('h2', 'memory', 'live-dead', 64);
     startHogs();
     try {
-      const running = drover(urls, ['--json', 'checkpoint', j.id, '--name', 'live-dead']);
+      const running = drover(['--json', 'checkpoint', j.id, '--name', 'live-dead']);
       const op = await waitForValue(async () => {
         const { ops } = await json<{ ops: Op[] }>(['ops']);
         return ops.find((o) => o.kind === 'checkpoint' && o.phase === 'storing');
       }, 120_000);
-      await cluster.agent('h2').kill();
+      await f.agent('h2').kill();
       const killedAt = Date.now();
       const failing = await waitForValue(async () => {
         const o = await json<Op>(['status', op.opId]);
@@ -154,15 +143,15 @@ describe('liveness that heavy work cannot starve', () => {
         `a dead agent took ${tookMs} ms to be found (bound ${bound})`,
       );
       stopHogs();
-      await cluster.agent('h2').restartWith({});
+      await f.agent('h2').restartWith({});
       const r = await running;
       assert.equal(r.code, 1, r.stderr + r.stdout);
       assert.match(r.stdout, /every job was thawed where it was/);
     } finally {
       stopHogs();
-      await cluster.agent('h2').restartWith({});
+      await f.agent('h2').restartWith({});
     }
     assert.equal(await verify(j), 'h2');
-    await drover(urls, ['signal', j.id, 'SIGKILL']);
+    await drover(['signal', j.id, 'SIGKILL']);
   });
 });

@@ -9,7 +9,8 @@ import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import type { JobInfo, MigrationRecord } from '@drover/protocol';
-import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import type { AgentHandle } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { makeCert } from '../cluster/certs.js';
 import {
   WORKLOAD_NAMES,
@@ -27,29 +28,26 @@ import {
   waitFor,
 } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
+let f: ClusterFixture;
 /** Job data lives on storage every host sees (as on a real cluster's shared filesystem). */
 let shared: string;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  shared = join(tb.runDir, 'shared');
+  f = await ClusterFixture.start({ hosts: 3, controller: false });
+  shared = join(f.runDir, 'shared');
   mkdirSync(shared, { recursive: true });
-  cluster = await AgentCluster.start(tb);
 });
 
 after(async () => {
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-const agent = (name: string): AgentHandle => cluster.agent(name);
+const agent = (name: string): AgentHandle => f.agent(name);
 
 /** Where the job runs now: exactly one agent must report it running; the others must not. */
 async function whereRunning(jobId: string): Promise<string> {
   const found: string[] = [];
-  for (const a of cluster.agents) {
+  for (const a of f.agents.agents) {
     const jobs = (await a.client.call('list', {})).jobs;
     const j = jobs.find((x) => x.id === jobId);
     if (j && ['running', 'frozen', 'migrating', 'checkpointing'].includes(j.state))
@@ -82,7 +80,7 @@ async function startWorkload(
 
 /** No scratch images left on any host, and no image files under any agent's state dir. */
 function assertNoImagesLeft(migrationId: string): void {
-  for (const h of tb.hosts) {
+  for (const h of f.tb.hosts) {
     for (const root of [h.path('/dev/shm/drover'), join(h.stateDir, 'drover', 'scratch')]) {
       const dir = join(root, h.name, migrationId);
       assert.ok(!existsSync(dir), `scratch ${dir} left behind`);
@@ -100,7 +98,7 @@ describe('live migration', () => {
       const pids = await innerPids('h1', job.id);
       let at = 'h1';
       for (const next of ['h2', 'h3', 'h1']) {
-        const rec = await cluster.migrate(job.id, at, next);
+        const rec = await f.agents.migrate(job.id, at, next);
         assert.equal(rec.state, 'done');
         assert.ok(rec.stats.frozenMs > 0 && rec.stats.bytes > 0, JSON.stringify(rec.stats));
         assert.equal(await whereRunning(job.id), next);
@@ -123,9 +121,9 @@ describe('live migration', () => {
 
 describe('streams with certificates', () => {
   test('with stream certificates configured, agents migrate over mutual TLS; progress events flow', async () => {
-    const dir = join(tb.runDir, 'certs');
+    const dir = join(f.tb.runDir, 'certs');
     const env = (h: string): Record<string, string> => {
-      const c = makeCert(dir, h, tb.host(h).address);
+      const c = makeCert(dir, h, f.tb.host(h).address);
       return {
         DROVER_STREAM_CA: c.caFile,
         DROVER_STREAM_CERT: c.certFile,
@@ -135,15 +133,15 @@ describe('streams with certificates', () => {
     await agent('h1').restartWith(env('h1'));
     await agent('h2').restartWith(env('h2'));
     const phases: string[] = [];
-    const stop = cluster.bus.subscribe('drover.evt.h1.migration', (_s, v) =>
+    const stop = f.agents.bus.subscribe('drover.evt.h1.migration', (_s, v) =>
       phases.push((v as { phase: string }).phase),
     );
     try {
       const { job, dir: wd } = await startWorkload('h1', 'node', 'tls');
-      const rec = await cluster.migrate(job.id, 'h1', 'h2');
+      const rec = await f.agents.migrate(job.id, 'h1', 'h2');
       assert.equal(rec.state, 'done');
       assert.equal((await requestVerdict(wd, signaller('h2', job.id), 30_000)).ok, true);
-      await cluster.bus.flush();
+      await f.agents.bus.flush();
       await sleep(100);
       for (const p of ['prepared', 'dumped', 'done'])
         assert.ok(phases.includes(p), `no ${p} event in ${phases.join(',')}`);
@@ -168,7 +166,7 @@ describe('post-copy', () => {
       name: 'postcopy-1g',
     });
     await waitReady(dir, 120_000);
-    const rec = await cluster.migrate(job.id, 'h2', 'h3', {
+    const rec = await f.agents.migrate(job.id, 'h2', 'h3', {
       mode: 'post-copy',
       timeoutMs: 300_000,
     });
@@ -191,7 +189,7 @@ describe('post-copy', () => {
 describe('stop-and-copy: memory goes CRIU to CRIU, never to a disk', () => {
   test("the pages land in the destination's tmpfs while CRIU dumps; none on the source, none on any disk", async () => {
     // A slow link into h2 keeps the pages in flight long enough to look at them.
-    await tb.host('h2').limitIncoming(20_000_000);
+    await f.tb.host('h2').limitIncoming(20_000_000);
     try {
       const dir = join(shared, 'no-disk');
       mkdirSync(dir, { recursive: true });
@@ -201,14 +199,14 @@ describe('stop-and-copy: memory goes CRIU to CRIU, never to a disk', () => {
         name: 'no-disk',
       });
       await waitReady(dir, 20_000);
-      const migrating = cluster.migrate(job.id, 'h1', 'h2');
+      const migrating = f.agents.migrate(job.id, 'h1', 'h2');
       await waitForMigrationState('h1', job.id, 'dumping');
       const mig = (await agent('h1').client.call('migrations-list', {})).migrations.find(
         (m) => m.jobId === job.id,
       )!;
       // Each host's /dev/shm is its own: seen through the host's root.
-      const srcScratch = tb.host('h1').path(`/dev/shm/drover/h1/${mig.migrationId}/images`);
-      const dstScratch = tb.host('h2').path(`/dev/shm/drover/h2/${mig.migrationId}/images`);
+      const srcScratch = f.tb.host('h1').path(`/dev/shm/drover/h1/${mig.migrationId}/images`);
+      const dstScratch = f.tb.host('h2').path(`/dev/shm/drover/h2/${mig.migrationId}/images`);
       const pages = (d: string): string[] =>
         existsSync(d) ? readdirSync(d).filter((f) => f.startsWith('pages-')) : [];
       // The pages arrive at the destination while the source still dumps...
@@ -231,7 +229,7 @@ describe('stop-and-copy: memory goes CRIU to CRIU, never to a disk', () => {
       assert.equal((await requestVerdict(dir, signaller('h2', job.id), 30_000)).ok, true);
       await agent('h2').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
-      await tb.host('h2').limitIncoming(null);
+      await f.tb.host('h2').limitIncoming(null);
     }
   });
 });
@@ -295,7 +293,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h3').restartWith({ DROVER_RESERVE_MEMORY: String(1024 ** 4) });
     try {
       const { job, check } = await victim('capacity');
-      await assert.rejects(cluster.migrate(job.id, 'h1', 'h3'), (e: unknown) => {
+      await assert.rejects(f.agents.migrate(job.id, 'h1', 'h3'), (e: unknown) => {
         assert.ok(isDroverError(e, 'FAILED_PRECONDITION'), String(e));
         assert.match((e as Error).message, /not enough memory/);
         return true;
@@ -312,7 +310,7 @@ describe('migration faults leave the job running where it was', () => {
     await agent('h1').restartWith({ DROVER_FAULT: 'corrupt-frame=3' });
     try {
       const { job, check } = await victim('corrupt');
-      await assert.rejects(cluster.migrate(job.id, 'h1', 'h2'), /CRC32 mismatch|checksum/i);
+      await assert.rejects(f.agents.migrate(job.id, 'h1', 'h2'), /CRC32 mismatch|checksum/i);
       await check();
       const rec = await lastMigration('h1', job.id);
       assert.equal(rec.state, 'rolled-back');
@@ -344,7 +342,7 @@ describe('migration faults leave the job running where it was', () => {
       });
       await sleep(300);
       await sleep(500);
-      const migrating = cluster.migrate(holder.id, 'h1', 'h2');
+      const migrating = f.agents.migrate(holder.id, 'h1', 'h2');
       await waitForMigrationState('h1', holder.id, 'transferring');
       rmSync(join(dir, 'data.bin'));
       await assert.rejects(migrating, /RESTORE failed/);
@@ -366,10 +364,10 @@ describe('migration faults leave the job running where it was', () => {
   });
 
   test('destination agent killed while the pages are in flight', async () => {
-    await tb.host('h2').limitIncoming(20_000_000);
+    await f.tb.host('h2').limitIncoming(20_000_000);
     try {
       const { job, check } = await victim('dest-killed', 128);
-      const migrating = cluster.migrate(job.id, 'h1', 'h2');
+      const migrating = f.agents.migrate(job.id, 'h1', 'h2');
       await waitForMigrationState('h1', job.id, 'dumping');
       await sleep(500);
       await agent('h2').kill();
@@ -382,22 +380,22 @@ describe('migration faults leave the job running where it was', () => {
       assertNoImagesLeft(rec.migrationId);
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
-      await tb.host('h2').limitIncoming(null);
+      await f.tb.host('h2').limitIncoming(null);
     }
   });
 
   test('link cut while the pages are in flight: the stalled page connection is cut, the job thaws', async () => {
-    await tb.host('h3').limitIncoming(20_000_000);
+    await f.tb.host('h3').limitIncoming(20_000_000);
     try {
       const { job, check } = await victim('link-cut', 128);
-      const migrating = cluster.migrate(job.id, 'h1', 'h3');
+      const migrating = f.agents.migrate(job.id, 'h1', 'h3');
       await waitForMigrationState('h1', job.id, 'dumping');
       await sleep(500);
-      await tb.host('h3').cutLink();
+      await f.tb.host('h3').cutLink();
       try {
         await assert.rejects(migrating);
       } finally {
-        await tb.host('h3').restoreLink();
+        await f.tb.host('h3').restoreLink();
       }
       await check();
       const rec = await lastMigration('h1', job.id);
@@ -408,20 +406,20 @@ describe('migration faults leave the job running where it was', () => {
       assertNoImagesLeft(rec.migrationId);
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
-      await tb.host('h3').limitIncoming(null);
+      await f.tb.host('h3').limitIncoming(null);
     }
   });
 
   test('source agent killed while the pages are in flight: when it comes back the job runs on exactly one host', async () => {
-    await tb.host('h2').limitIncoming(20_000_000);
+    await f.tb.host('h2').limitIncoming(20_000_000);
     const { job, check } = await victim('source-killed', 128);
     // The request dies with the agent; its reply is never awaited.
-    void cluster.migrate(job.id, 'h1', 'h2', { timeoutMs: 60_000 }).catch(() => undefined);
+    void f.agents.migrate(job.id, 'h1', 'h2', { timeoutMs: 60_000 }).catch(() => undefined);
     await waitForMigrationState('h1', job.id, 'dumping');
     await sleep(500);
     await agent('h1').kill();
     await agent('h1').restartWith({});
-    await tb.host('h2').limitIncoming(null);
+    await f.tb.host('h2').limitIncoming(null);
     await waitFor(async () => (await lastMigration('h1', job.id)).state === 'rolled-back', 30_000);
     await check();
     await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
@@ -430,7 +428,7 @@ describe('migration faults leave the job running where it was', () => {
   test('pre-copy says why it is not available here', async () => {
     const { job, check } = await victim('modes');
     await assert.rejects(
-      cluster.migrate(job.id, 'h1', 'h2', { mode: 'pre-copy' }),
+      f.agents.migrate(job.id, 'h1', 'h2', { mode: 'pre-copy' }),
       (e: unknown) => {
         assert.ok(isDroverError(e, 'FAILED_PRECONDITION'));
         assert.match((e as Error).message, /memory tracking/);

@@ -6,61 +6,40 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { StateStore, type LeaseRecord } from '@drover/bus';
-import {
-  AgentCluster,
-  collectLogs,
-  ControllerProcess,
-  Testbed,
-  type NatsServer,
-} from '@drover/testbed';
-import { drover } from '../cluster/cli.js';
-import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
-import { JOB_ENV, signaller, sleep, waitFor, waitForValue } from './helpers.js';
+import type { NatsServer } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
+import { requestVerdict, waitReady } from '../workloads/mod.js';
+import { cliJobs } from './cli-jobs.js';
+import { signaller, sleep, waitFor, waitForValue } from './helpers.js';
 
 const CONTROLLER_ID = 'ctl-r3';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 let passed = false;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'cluster' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb, { id: CONTROLLER_ID, extraArgs: ['--replicas', '3'] });
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 30_000);
+  f = await ClusterFixture.start({
+    hosts: 3,
+    nats: 'cluster',
+    controller: { id: CONTROLLER_ID, extraArgs: ['--replicas', '3'] },
+    hostsTimeoutMs: 30_000,
+    saveLogsOnFailure: 'nats-cluster',
+  });
 });
 
 after(async () => {
-  if (!passed && tb) {
-    // Keep what is needed to understand a failure: every host's logs and the controller's.
-    if (ctl) writeFileSync(join(tb.logDir, 'controller.log'), ctl.output());
-    const dir = await collectLogs(tb, join('/tmp/drover-testbed-logs', tb.runId));
-    console.error(`nats-cluster: logs in ${dir}`);
-  }
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  if (!passed && f) await f.saveLogs('nats-cluster');
+  await f?.stop();
 });
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
+const { json, launch } = cliJobs(() => f);
+const drover = (args: readonly string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
 /** The NATS server a client connection named `name` is connected to (from each server's /connz). */
 async function serverOf(name: string): Promise<NatsServer> {
   return waitForValue(async () => {
-    for (const s of tb.nats!.servers) {
+    for (const s of f.tb.nats!.servers) {
       if (s.pid() === undefined) continue;
       const connz = (await (await fetch(`${s.monitorUrl}/connz`)).json()) as {
         connections?: { name?: string }[];
@@ -74,7 +53,7 @@ async function serverOf(name: string): Promise<NatsServer> {
 /** The name of the server leading `stream`. */
 async function streamLeader(stream: string): Promise<string> {
   return waitForValue(async () => {
-    const m = await cluster.bus.nc.request(`$JS.API.STREAM.INFO.${stream}`, '', { timeout: 2000 });
+    const m = await f.agents.bus.nc.request(`$JS.API.STREAM.INFO.${stream}`, '', { timeout: 2000 });
     const info = JSON.parse(new TextDecoder().decode(m.data)) as { cluster?: { leader?: string } };
     return info.cluster?.leader || undefined;
   });
@@ -83,7 +62,7 @@ async function streamLeader(stream: string): Promise<string> {
 /** Make `server` the leader of `stream` (leader step-downs elect another at random). */
 async function moveLeader(stream: string, server: string): Promise<void> {
   for (let i = 0; i < 20 && (await streamLeader(stream)) !== server; i++) {
-    await cluster.bus.nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, '', {
+    await f.agents.bus.nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, '', {
       timeout: 5000,
     });
     await sleep(500);
@@ -100,27 +79,14 @@ interface DrainOp {
 describe('a 3-node NATS cluster loses nothing when one server dies', () => {
   test('drain of h1 while the controller’s NATS server (the ops stream leader) is killed', async () => {
     // Some history before the crash: an operation record and events to find again afterwards.
-    assert.equal((await drover(urls, ['cordon', 'h3'])).code, 0);
-    assert.equal((await drover(urls, ['uncordon', 'h3'])).code, 0);
+    assert.equal((await drover(['cordon', 'h3'])).code, 0);
+    assert.equal((await drover(['uncordon', 'h3'])).code, 0);
 
     const names = ['memory', 'pipeline', 'threads', 'files', 'redis', 'python'] as const;
     const started: { id: string; dir: string }[] = [];
-    const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
     for (const name of names) {
-      const dir = join(tb.runDir, 'shared', `r3-${name}`);
-      mkdirSync(dir, { recursive: true });
-      const opts = name === 'memory' ? { dir, mb: 64 } : { dir };
-      const job = await json<{ id: string }>([
-        'run',
-        '--host',
-        'h1',
-        '--name',
-        `r3-${name}`,
-        ...env,
-        '--',
-        ...workloadCommand(name, opts),
-      ]);
-      started.push({ id: job.id, dir });
+      const job = await launch('h1', name, 'r3', name === 'memory' ? 64 : undefined);
+      started.push({ id: job.id, dir: job.dir });
     }
     for (const s of started) await waitReady(s.dir, 30_000);
 
@@ -135,7 +101,7 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
     ]);
     assert.ok(eventsBefore.events.length > 0);
 
-    const draining = drover(urls, ['drain', 'h1', '--parallel', '2']);
+    const draining = drover(['drain', 'h1', '--parallel', '2']);
     // Kill it once the drain is under way: the first job has moved, others are to come.
     await waitFor(async () => {
       const ops = await json<{ ops: DrainOp[] }>(['ops']);
@@ -153,7 +119,10 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
     assert.match(cli.stdout, /drain of h1: done/);
     // The CLI showed each job's progress as it went (at least the ones before the crash).
     assert.match(cli.stderr, /^job-\S+: moved to h[23]; frozen \d+ ms$/m);
-    assert.ok(ctl.running(), `the controller stopped:\n${ctl.output().slice(-3000)}`);
+    assert.ok(
+      f.controller.running(),
+      `the controller stopped:\n${f.controller.output().slice(-3000)}`,
+    );
 
     // The operation record is complete.
     const ops = await json<{ ops: DrainOp[] }>(['ops']);
@@ -173,7 +142,7 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
       assert.equal(live.length, 1, `${s.id} is live on ${live.length} hosts`);
       const where = live[0]!.host;
       assert.ok(where === 'h2' || where === 'h3', `${s.id} is on ${where}`);
-      const verdict = await requestVerdict(s.dir, signaller(cluster.agent(where), s.id), 30_000);
+      const verdict = await requestVerdict(s.dir, signaller(f.agent(where), s.id), 30_000);
       assert.equal(verdict.ok, true, verdict.details);
     }
 
@@ -187,7 +156,7 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
         hosts.hosts.every((h) => h.reachable && h.cordoned === (h.host === 'h1'))
       );
     }, 10_000);
-    const cordons = await StateStore.open<{ cordoned: boolean }>(cluster.bus, {
+    const cordons = await StateStore.open<{ cordoned: boolean }>(f.agents.bus, {
       bucket: 'drover_cordons',
     });
     assert.equal((await cordons.get('h1'))?.value.cordoned, true);
@@ -195,7 +164,7 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
 
     // The lease: still held by the same controller, which kept acting throughout, and renewed
     // (a drain can end before the leases' stream has its new leader: renewals resume then).
-    const leases = await StateStore.open<LeaseRecord>(cluster.bus, { bucket: 'drover_leases' });
+    const leases = await StateStore.open<LeaseRecord>(f.agents.bus, { bucket: 'drover_leases' });
     let lease = await leases.get('leader');
     for (let i = 0; i < 100 && lease !== null && lease.value.expiresAt <= Date.now(); i++) {
       await sleep(100);
@@ -225,15 +194,15 @@ describe('a 3-node NATS cluster loses nothing when one server dies', () => {
       // (events published then are not captured): a migration now must be stored.
       const first = jobs.jobs.find((j) => j.id === started[0]!.id && j.state === 'running')!;
       const to = first.host === 'h2' ? 'h3' : 'h2';
-      assert.equal((await drover(urls, ['migrate', first.id, '--to', to])).code, 0);
+      assert.equal((await drover(['migrate', first.id, '--to', to])).code, 0);
       await waitFor(
         async () => migrationAfterCrash(await json<Logged>(['events', '--limit', '10000'])),
         15_000,
       );
     }
 
-    for (const s of started) await drover(urls, ['signal', s.id, 'SIGKILL']);
-    assert.equal((await drover(urls, ['uncordon', 'h1'])).code, 0);
+    for (const s of started) await drover(['signal', s.id, 'SIGKILL']);
+    assert.equal((await drover(['uncordon', 'h1'])).code, 0);
     await victim.restart();
     passed = true;
   });

@@ -11,45 +11,30 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { ClusterJob, ImageContents, OperationRecord } from '@drover/protocol';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { CLI_MAIN, drover, REPO_ROOT } from '../cluster/cli.js';
+import { CLI_MAIN, REPO_ROOT } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { waitReady, workloadCommand } from '../workloads/mod.js';
 import { JOB_ENV, sleep, waitFor, waitForValue } from './helpers.js';
 import { metricValue, scrape } from './metrics-scrape.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 const children: ChildProcess[] = [];
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb);
-  await waitFor(async () => {
-    const r = await drover(urls, ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 3 });
 });
 
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-async function json<T>(args: string[]): Promise<T> {
-  const r = await drover(urls, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
-  return JSON.parse(r.stdout) as T;
-}
+const json = <T>(args: string[]): Promise<T> => f.json<T>(args);
+const drover = (args: readonly string[]): ReturnType<ClusterFixture['drover']> => f.drover(args);
 
 /** `drover ARGS` left running (a follower), its output collected. */
 function follow(args: string[]): { child: ChildProcess; out: () => string; done: Promise<number> } {
-  const child = spawn(process.execPath, [CLI_MAIN, '--nats', urls.join(','), ...args], {
+  const child = spawn(process.execPath, [CLI_MAIN, '--nats', f.urls.join(','), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NODE_TEST_CONTEXT: undefined },
   });
@@ -72,14 +57,14 @@ async function chatty(host: string, name: string): Promise<ClusterJob> {
 }
 
 async function logsOf(ref: string): Promise<string> {
-  const r = await drover(urls, ['logs', ref]);
+  const r = await drover(['logs', ref]);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout;
 }
 
 describe('the CLI as kubectl and docker users expect', () => {
   test('run waits for exec: a program that does not exist fails with why (exit 1); empty arguments are arguments', async () => {
-    const missing = await drover(urls, ['run', '--host', 'h1', '--', '/nonexistent/binary', '-x']);
+    const missing = await drover(['run', '--host', 'h1', '--', '/nonexistent/binary', '-x']);
     assert.equal(missing.code, 1, missing.stderr + missing.stdout);
     assert.match(
       missing.stderr,
@@ -109,7 +94,7 @@ describe('the CLI as kubectl and docker users expect', () => {
     ]);
     assert.deepEqual(job.command.slice(-3), ['a', '', 'b']);
     await waitFor(async () => (await logsOf('empty-args')).includes('[a][][b]'));
-    assert.equal((await drover(urls, ['stop', 'empty-args'])).code, 0);
+    assert.equal((await drover(['stop', 'empty-args'])).code, 0);
   });
 
   test('friendly messages for bad flags (never a regular expression); --version from the package', async () => {
@@ -126,12 +111,12 @@ describe('the CLI as kubectl and docker users expect', () => {
       [['events', '--limit', '0'], /--limit must be between 1 and 10000/],
     ];
     for (const [args, message] of cases) {
-      const r = await drover(urls, args);
+      const r = await drover(args);
       assert.equal(r.code, 2, `drover ${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message, `drover ${args.join(' ')}`);
       assert.doesNotMatch(r.stderr, /\/\^|\$\/|\(\?!/, `a pattern in: ${r.stderr}`);
     }
-    const v = await drover(urls, ['--version']);
+    const v = await drover(['--version']);
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'controller', 'package.json'), 'utf8'));
     assert.equal(v.code, 0);
     assert.equal(v.stdout.trim(), pkg.version);
@@ -149,22 +134,22 @@ describe('the CLI as kubectl and docker users expect', () => {
       ['10', 'got USR1'],
     ] as const) {
       const before = (await logsOf('sig-test')).split(line).length;
-      const r = await drover(urls, ['signal', 'sig-test', sig]);
+      const r = await drover(['signal', 'sig-test', sig]);
       assert.equal(r.code, 0, `${sig}: ${r.stderr}`);
       await waitFor(async () => (await logsOf(job.id)).split(line).length > before, 10_000);
     }
     const inspected = await json<ClusterJob & { processes: unknown[] }>(['inspect', 'sig-test']);
     assert.equal(inspected.id, job.id);
     assert.ok(inspected.processes.length >= 2);
-    assert.equal((await drover(urls, ['stop', 'sig-test'])).code, 0);
+    assert.equal((await drover(['stop', 'sig-test'])).code, 0);
     // An ended job is inspected where it ended, with how it ended.
     await waitFor(async () => (await json<ClusterJob>(['inspect', 'sig-test'])).state === 'exited');
-    const ended = await drover(urls, ['inspect', 'sig-test']);
+    const ended = await drover(['inspect', 'sig-test']);
     assert.equal(ended.code, 0, ended.stderr);
     assert.match(ended.stdout, new RegExp(`^${job.id} \\(sig-test\\) on h2: exited`, 'm'));
     assert.match(ended.stdout, /ended .*: (killed by SIGTERM|exit code 143)/);
     // Refused by its state, like its agent refuses it.
-    const late = await drover(urls, ['signal', 'sig-test', 'USR1']);
+    const late = await drover(['signal', 'sig-test', 'USR1']);
     assert.equal(late.code, 4, late.stderr);
     assert.match(late.stderr, /is not running \(it is exited on h2\)/);
   });
@@ -172,7 +157,7 @@ describe('the CLI as kubectl and docker users expect', () => {
   test('logs: --tail lines, --since a time, -f until the job ends (and on across a migration)', async () => {
     const job = await chatty('h1', 'talker');
     await waitFor(async () => (await logsOf('talker')).includes('line 10'));
-    const tail = await drover(urls, ['logs', 'talker', '--tail', '3']);
+    const tail = await drover(['logs', 'talker', '--tail', '3']);
     assert.equal(tail.code, 0, tail.stderr);
     const lines = tail.stdout.trim().split('\n');
     assert.equal(lines.length, 3);
@@ -180,7 +165,7 @@ describe('the CLI as kubectl and docker users expect', () => {
     assert.deepEqual(lines, [`line ${n - 2}`, `line ${n - 1}`, `line ${n}`]);
     // Since 3 s ago: none of the first lines (written more than 3 s ago), the newest ones.
     await sleep(3500);
-    const since = await drover(urls, ['logs', 'talker', '--since', '2s']);
+    const since = await drover(['logs', 'talker', '--since', '2s']);
     assert.equal(since.code, 0, since.stderr);
     assert.doesNotMatch(since.stdout, /^line 1$/m);
     const sinceLines = since.stdout.trim().split('\n');
@@ -188,12 +173,12 @@ describe('the CLI as kubectl and docker users expect', () => {
     // Following: lines appear as they are written, each once, in order.
     const f = follow(['logs', 'talker', '-f', '--tail', '1']);
     await waitFor(async () => f.out().split('\n').length > 8, 20_000);
-    const migrated = await drover(urls, ['migrate', 'talker', '--to', 'h2']);
+    const migrated = await drover(['migrate', 'talker', '--to', 'h2']);
     assert.equal(migrated.code, 0, migrated.stderr);
     // The log travels with the job: the follow goes on with what it writes on h2.
     const atMove = f.out().split('\n').length;
     await waitFor(async () => f.out().split('\n').length > atMove + 5, 20_000);
-    assert.equal((await drover(urls, ['stop', 'talker'])).code, 0);
+    assert.equal((await drover(['stop', 'talker'])).code, 0);
     const code = await Promise.race([f.done, sleep(20_000).then(() => 'still running')]);
     assert.equal(code, 0, `logs -f did not end with the job: ${f.out()}`);
     const got = f
@@ -219,7 +204,7 @@ describe('the CLI as kubectl and docker users expect', () => {
       '600',
     ]);
     for (const to of ['h2', 'h3'])
-      assert.equal((await drover(urls, ['migrate', 'hopper', '--to', to])).code, 0);
+      assert.equal((await drover(['migrate', 'hopper', '--to', to])).code, 0);
     const now = await json<{ jobs: ClusterJob[] }>(['jobs']);
     const mine = now.jobs.filter((j) => j.id === job.id);
     assert.deepEqual(
@@ -233,7 +218,7 @@ describe('the CLI as kubectl and docker users expect', () => {
     );
     // The PID column is the host's PID of the command: the one inspect reports.
     const inspected = await json<ClusterJob>(['inspect', 'hopper']);
-    const table = await drover(urls, ['jobs']);
+    const table = await drover(['jobs']);
     const row = table.stdout.split('\n').find((l) => l.startsWith(job.id))!;
     assert.match(
       row,
@@ -249,16 +234,16 @@ describe('the CLI as kubectl and docker users expect', () => {
       ['migrated', 'migrated', 'running'],
     );
     // rm: refused for a live job (nothing removed), then it removes every hop of an ended one.
-    const refused = await drover(urls, ['jobs', 'rm', 'hopper']);
+    const refused = await drover(['jobs', 'rm', 'hopper']);
     assert.equal(refused.code, 4, refused.stderr);
     assert.match(refused.stderr, /hopper|is running on h3; stop it first/);
-    assert.equal((await drover(urls, ['signal', 'hopper', 'KILL'])).code, 0);
+    assert.equal((await drover(['signal', 'hopper', 'KILL'])).code, 0);
     await waitFor(async () =>
       (await json<{ jobs: ClusterJob[] }>(['jobs', '--all'])).jobs.some(
         (j) => j.id === job.id && j.state === 'exited',
       ),
     );
-    const ended = await drover(urls, ['jobs', '--all']);
+    const ended = await drover(['jobs', '--all']);
     assert.match(ended.stdout, new RegExp(`^${job.id} +hopper +h3 +exited +- +SIGKILL `, 'm'));
     const removed = await json<{ removed: { jobId: string; host: string }[] }>([
       'jobs',
@@ -281,14 +266,14 @@ describe('the CLI as kubectl and docker users expect', () => {
       JSON.stringify(after.jobs),
     );
     assert.ok(after.jobs.some((j) => j.id === live.id));
-    assert.equal((await drover(urls, ['signal', live.id, 'KILL'])).code, 0);
+    assert.equal((await drover(['signal', live.id, 'KILL'])).code, 0);
   });
 
   test('events: newest last counting back from now, progress ticks folded, -f follows', async () => {
-    const dir = join(tb.runDir, 'shared', 'events-memory');
+    const dir = join(f.tb.runDir, 'shared', 'events-memory');
     mkdirSync(dir, { recursive: true });
     // A throttled stream (~16 MB/s) makes a 64 MiB job send progress ticks for a few seconds.
-    await cluster.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
+    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
     try {
       const job = await json<ClusterJob>([
         'run',
@@ -312,7 +297,7 @@ describe('the CLI as kubectl and docker users expect', () => {
       );
       assert.ok(ticks.length >= 5, `only ${ticks.length} ticks`);
       // Folded, the run of ticks is one line saying how many it stands for.
-      const folded = await drover(urls, ['events', '--limit', '30']);
+      const folded = await drover(['events', '--limit', '30']);
       assert.equal(folded.code, 0, folded.stderr);
       const tickLines = folded.stdout
         .split('\n')
@@ -330,12 +315,12 @@ describe('the CLI as kubectl and docker users expect', () => {
       // -f: new events appear as they happen.
       const f = follow(['events', '-f', '--limit', '1']);
       await waitFor(async () => /SEQ +TIME/.test(f.out()), 15_000);
-      assert.equal((await drover(urls, ['signal', job.id, 'KILL'])).code, 0);
+      assert.equal((await drover(['signal', job.id, 'KILL'])).code, 0);
       await waitFor(async () => new RegExp(`job +${job.id} exited`).test(f.out()), 20_000);
       f.child.kill('SIGINT');
       await f.done;
     } finally {
-      await cluster.agent('h1').restartWith({});
+      await f.agent('h1').restartWith({});
     }
   });
 });
@@ -360,17 +345,17 @@ describe('errors you can see, one exit code per refusal', () => {
     ]);
     await sleep(500);
     const before = {
-      ctl: await scrape(ctl.metricsUrl!),
-      h1: await scrape(cluster.agent('h1').metricsUrl),
+      ctl: await scrape(f.controller.metricsUrl!),
+      h1: await scrape(f.agent('h1').metricsUrl),
     };
-    const human = await drover(urls, ['migrate', 'locker', '--to', 'h2']);
+    const human = await drover(['migrate', 'locker', '--to', 'h2']);
     assert.equal(human.code, 1, human.stderr + human.stdout);
     assert.match(human.stdout, /did not move: .*file locks.*; it runs where it was/);
     assert.match(human.stdout, /^dumping +\d+ ms/m);
     assert.match(human.stdout, /^error: CRIU: /m);
     assert.match(human.stdout, /^CRIU's log \(.*dump\.log\):$/m);
     assert.match(human.stdout, /Error \(criu\/file-lock\.c:\d+\): Some file locks are hold/);
-    const r = await drover(urls, ['--json', 'migrate', 'locker', '--to', 'h2']);
+    const r = await drover(['--json', 'migrate', 'locker', '--to', 'h2']);
     assert.equal(r.code, 1, r.stderr);
     const op = JSON.parse(r.stdout) as OperationRecord;
     assert.equal(op.state, 'failed');
@@ -384,7 +369,7 @@ describe('errors you can see, one exit code per refusal', () => {
     assert.equal(op.error?.code, 'CRIU');
     assert.ok(Array.isArray(op.error?.details?.['logTail']));
     // Stored on the operation: `drover status OP` prints it in full.
-    const status = await drover(urls, ['status', op.opId]);
+    const status = await drover(['status', op.opId]);
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /^error: CRIU: /m);
     assert.match(status.stdout, /Error \(criu\/file-lock\.c:\d+\)/);
@@ -396,8 +381,8 @@ describe('errors you can see, one exit code per refusal', () => {
       ['h1'],
     );
     const after = {
-      ctl: await scrape(ctl.metricsUrl!),
-      h1: await scrape(cluster.agent('h1').metricsUrl),
+      ctl: await scrape(f.controller.metricsUrl!),
+      h1: await scrape(f.agent('h1').metricsUrl),
     };
     const delta = (t: 'ctl' | 'h1', name: string, labels: Record<string, string>) =>
       metricValue(after[t], name, labels) - metricValue(before[t], name, labels);
@@ -409,14 +394,14 @@ describe('errors you can see, one exit code per refusal', () => {
       delta('ctl', 'drover_migrations_total', { mode: 'stop-copy', outcome: 'failed' }),
       2,
     );
-    assert.equal((await drover(urls, ['signal', 'locker', 'KILL'])).code, 0);
+    assert.equal((await drover(['signal', 'locker', 'KILL'])).code, 0);
   });
 
   test('the same refusal (EXTERNAL_TCP) exits 4 from preflight, migrate and drain', async () => {
     // A peer outside the job: a listener of this test runner on the testbed's bridge.
     const held: Socket[] = [];
     const server: Server = createServer((s) => held.push(s));
-    await new Promise<void>((r) => server.listen(0, tb.bridgeAddress, r));
+    await new Promise<void>((r) => server.listen(0, f.tb.bridgeAddress, r));
     const port = (server.address() as { port: number }).port;
     try {
       const job = await json<ClusterJob>([
@@ -431,20 +416,20 @@ describe('errors you can see, one exit code per refusal', () => {
         '--',
         '/usr/bin/python3',
         '-c',
-        `import socket,time\nc=socket.create_connection(("${tb.bridgeAddress}", ${port}))\ntime.sleep(600)`,
+        `import socket,time\nc=socket.create_connection(("${f.tb.bridgeAddress}", ${port}))\ntime.sleep(600)`,
       ]);
       await waitFor(async () => held.length > 0, 10_000);
-      const pre = await drover(urls, ['preflight', 'caller', '--to', 'h2']);
+      const pre = await drover(['preflight', 'caller', '--to', 'h2']);
       assert.equal(pre.code, 4, pre.stderr + pre.stdout);
       assert.match(pre.stdout, /EXTERNAL_TCP/);
-      const mig = await drover(urls, ['migrate', 'caller', '--to', 'h2']);
+      const mig = await drover(['migrate', 'caller', '--to', 'h2']);
       assert.equal(mig.code, 4, mig.stderr + mig.stdout);
       assert.match(mig.stdout, /cannot move to h2/);
-      const drain = await drover(urls, ['drain', 'h3']);
+      const drain = await drover(['drain', 'h3']);
       assert.equal(drain.code, 4, drain.stderr + drain.stdout);
       assert.match(drain.stdout, new RegExp(`${job.id} +caller +skipped`));
-      assert.equal((await drover(urls, ['uncordon', 'h3'])).code, 0);
-      assert.equal((await drover(urls, ['signal', 'caller', 'KILL'])).code, 0);
+      assert.equal((await drover(['uncordon', 'h3'])).code, 0);
+      assert.equal((await drover(['signal', 'caller', 'KILL'])).code, 0);
     } finally {
       for (const s of held) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -454,7 +439,7 @@ describe('errors you can see, one exit code per refusal', () => {
 
 describe('metrics', () => {
   test('scraped over HTTP after a migration: the counts, the phase histograms, bytes, hosts, jobs by state, event-loop lag', async () => {
-    assert.ok(ctl.metricsUrl, 'the controller serves metrics');
+    assert.ok(f.controller.metricsUrl, 'the controller serves metrics');
     const job = await json<ClusterJob>([
       'run',
       '--host',
@@ -465,11 +450,11 @@ describe('metrics', () => {
       'sleep',
       '600',
     ]);
-    const before = await scrape(ctl.metricsUrl!);
+    const before = await scrape(f.controller.metricsUrl!);
     const op = await json<OperationRecord>(['migrate', 'metered', '--to', 'h2']);
     assert.equal(op.state, 'done');
     const mode = op.migration!.mode;
-    const after = await scrape(ctl.metricsUrl!);
+    const after = await scrape(f.controller.metricsUrl!);
     const d = (name: string, labels: Record<string, string> = {}) =>
       metricValue(after, name, labels) - metricValue(before, name, labels);
     assert.equal(d('drover_migrations_total', { mode, outcome: 'done' }), 1);
@@ -489,22 +474,22 @@ describe('metrics', () => {
     assert.match(after, /^nodejs_eventloop_lag_seconds \d/m);
     assert.match(after, /^drover_nats_reconnects_total 0$/m);
     // The agents: jobs by state on their disk, checkpoints, CRIU, their own event loop.
-    const h2 = await scrape(cluster.agent('h2').metricsUrl);
+    const h2 = await scrape(f.agent('h2').metricsUrl);
     assert.ok(metricValue(h2, 'drover_agent_jobs', { state: 'running' }) >= 1);
     assert.match(h2, /^drover_agent_info\{host="h2",criu="[\d.]+"\} 1$/m);
     assert.match(h2, /^nodejs_eventloop_lag_seconds \d/m);
     // Jobs by host and state from the heartbeats: the job is counted on h2 now.
     await waitFor(async () => {
-      const t = await scrape(ctl.metricsUrl!);
+      const t = await scrape(f.controller.metricsUrl!);
       return metricValue(t, 'drover_jobs', { host: 'h2', state: 'running' }) >= 1;
     });
-    assert.equal((await drover(urls, ['signal', job.id, 'KILL'])).code, 0);
+    assert.equal((await drover(['signal', job.id, 'KILL'])).code, 0);
   });
 });
 
 describe('what is inside an image set', () => {
   test('images inspect NAME --job J decodes the process tree, argv, files, sockets and memory from the sealed set', async () => {
-    const dir = join(tb.runDir, 'shared', 'decode');
+    const dir = join(f.tb.runDir, 'shared', 'decode');
     mkdirSync(dir, { recursive: true });
     const script =
       'import socket,sys,time,os\n' +
@@ -563,16 +548,16 @@ describe('what is inside an image set', () => {
     assert.ok(py.memory.dumpedBytes >= 4 * 1024 * 1024);
     assert.ok(py.memory.mappings.some((m) => m.what === '[heap]' || m.what === '[anon]'));
     assert.ok(py.memory.mappings.some((m) => m.what.includes('python3')));
-    const human = await drover(urls, ['images', 'inspect', 'dec1', '--job', job.id]);
+    const human = await drover(['images', 'inspect', 'dec1', '--job', job.id]);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, /^PID +PPID +PGID +SID +THREADS +MEMORY +COMMAND$/m);
     assert.match(human.stdout, /\/usr\/bin\/python3 -c .* first "" third/);
     assert.match(human.stdout, new RegExp(`tcp 127\\.0\\.0\\.1:${port} LISTEN`));
     assert.match(human.stdout, /^START +END +SIZE +IN IMAGE +PERMS +MAPPING$/m);
-    const none = await drover(urls, ['images', 'inspect', 'dec1', '--job', 'nobody']);
+    const none = await drover(['images', 'inspect', 'dec1', '--job', 'nobody']);
     assert.equal(none.code, 3, none.stderr);
     assert.match(none.stderr, /image set dec1 has no job nobody/);
-    assert.equal((await drover(urls, ['signal', 'decodee', 'KILL'])).code, 0);
-    assert.equal((await drover(urls, ['images', 'rm', 'dec1'])).code, 0);
+    assert.equal((await drover(['signal', 'decodee', 'KILL'])).code, 0);
+    assert.equal((await drover(['images', 'rm', 'dec1'])).code, 0);
   });
 });

@@ -7,8 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ControllerProcess, Testbed } from '@drover/testbed';
-import { drover } from '../cluster/cli.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { SimFleet } from '../bench/sim-agent.js';
 import { waitFor } from './helpers.js';
 
@@ -17,18 +16,14 @@ const JOBS = 10_000;
 /** One host with 3,000 jobs: its own list needs several pages. */
 const BIG_HOST = 3000;
 
-let tb: Testbed;
+let f: ClusterFixture;
 let fleet: SimFleet;
-let ctl: ControllerProcess;
-let urls: string[];
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 1, nats: 'single' });
-  urls = [...tb.nats!.urls];
-  ctl = await ControllerProcess.start(tb, {
-    id: 'ctl-lists',
-    unreachableMs: 120_000,
-    logLevel: 'info',
+  f = await ClusterFixture.start({
+    hosts: 1,
+    agents: false,
+    controller: { id: 'ctl-lists', unreachableMs: 120_000, logLevel: 'info' },
   });
   const hosts = Array.from({ length: HOSTS }, (_, i) => `sim-${String(i).padStart(4, '0')}`);
   const rest = JOBS - BIG_HOST;
@@ -39,7 +34,7 @@ before(async () => {
     .split(/\s+/)
     .filter(Boolean);
   fleet = await SimFleet.start({
-    servers: urls,
+    servers: f.urls,
     hosts,
     jobsPerHost,
     connections: 4,
@@ -47,17 +42,19 @@ before(async () => {
     cpuFlags,
   });
   fleet.startHeartbeats();
-  await waitFor(async () => (ctl.output().match(/host joined/g) ?? []).length >= HOSTS, 60_000);
+  await waitFor(
+    async () => (f.controller.output().match(/host joined/g) ?? []).length >= HOSTS,
+    60_000,
+  );
 });
 
 after(async () => {
   await fleet?.close();
-  await ctl?.kill();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 test(`drover jobs lists all ${JOBS} jobs, each once, in order`, async () => {
-  const r = await drover(urls, ['--json', 'jobs'], 120_000);
+  const r = await f.drover(['--json', 'jobs'], 120_000);
   assert.equal(r.code, 0, r.stderr.slice(0, 500));
   const { jobs } = JSON.parse(r.stdout) as { jobs: { id: string; host: string }[] };
   assert.equal(jobs.length, JOBS);
@@ -69,18 +66,18 @@ test(`drover jobs lists all ${JOBS} jobs, each once, in order`, async () => {
   );
   assert.equal(jobs.filter((j) => j.host === 'sim-0000').length, BIG_HOST);
   // One host's jobs alone: more than one reply of that agent's.
-  const one = await drover(urls, ['--json', 'jobs', '--host', 'sim-0000'], 120_000);
+  const one = await f.drover(['--json', 'jobs', '--host', 'sim-0000'], 120_000);
   assert.equal(one.code, 0, one.stderr.slice(0, 500));
   assert.equal((JSON.parse(one.stdout) as { jobs: unknown[] }).jobs.length, BIG_HOST);
 });
 
 test(`drover hosts lists all ${HOSTS} hosts`, async () => {
-  const r = await drover(urls, ['--json', 'hosts'], 120_000);
+  const r = await f.drover(['--json', 'hosts'], 120_000);
   assert.equal(r.code, 0, r.stderr.slice(0, 500));
   const { hosts } = JSON.parse(r.stdout) as { hosts: { host: string }[] };
   assert.equal(hosts.length, HOSTS);
   assert.equal(new Set(hosts.map((h) => h.host)).size, HOSTS);
-  const table = await drover(urls, ['hosts'], 120_000);
+  const table = await f.drover(['hosts'], 120_000);
   assert.equal(table.code, 0, table.stderr.slice(0, 500));
   assert.equal(table.stdout.trim().split('\n').length, HOSTS + 1, 'a header and a line per host');
 });

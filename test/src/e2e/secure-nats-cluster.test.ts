@@ -6,24 +6,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { droverAs, type CliResult } from '../cluster/cli.js';
-import { waitFor } from './helpers.js';
+import { ClusterFixture } from '../cluster/fixture.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let urls: string[];
+let f: ClusterFixture;
 
-function as(who: 'operator' | 'viewer', args: readonly string[]): Promise<CliResult> {
-  return droverAs(urls, tb.certs![who], args);
-}
-
-async function json<T>(who: 'operator' | 'viewer', args: string[]): Promise<T> {
-  const r = await as(who, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} as ${who} exited ${r.code}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
+const as = (
+  who: 'operator' | 'viewer',
+  args: readonly string[],
+): ReturnType<ClusterFixture['as']> => f.as(who, args);
+const json = <T>(who: 'operator' | 'viewer', args: string[]): Promise<T> => f.jsonAs<T>(who, args);
 
 interface Job {
   id: string;
@@ -32,20 +23,17 @@ interface Job {
 }
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'cluster', secure: true });
-  urls = [...tb.nats!.urls];
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb, { extraArgs: ['--replicas', '3'] });
-  await waitFor(async () => {
-    const r = await as('viewer', ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 3;
-  }, 30_000);
+  f = await ClusterFixture.start({
+    hosts: 3,
+    nats: 'cluster',
+    secure: true,
+    controller: { extraArgs: ['--replicas', '3'] },
+    hostsTimeoutMs: 30_000,
+  });
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 describe('Drover on a secure NATS cluster', () => {
@@ -72,7 +60,7 @@ describe('Drover on a secure NATS cluster', () => {
       ['h2'],
     );
     // The operations bucket lives on every member (routes carry its replication, over TLS).
-    for (const s of tb.nats!.servers) {
+    for (const s of f.tb.nats!.servers) {
       const r = await fetch(`${s.monitorUrl}/jsz?accounts=true&streams=true`);
       const jsz = (await r.json()) as {
         account_details?: { stream_detail?: { name: string }[] }[];
@@ -82,7 +70,10 @@ describe('Drover on a secure NATS cluster', () => {
       );
       assert.ok(names.includes('KV_drover_ops'), `${s.name} holds ${names.join(', ')}`);
     }
-    for (const out of [ctl.output(), ...cluster.agents.map((a) => a.process?.output() ?? '')])
+    for (const out of [
+      f.controller.output(),
+      ...f.agents.agents.map((a) => a.process?.output() ?? ''),
+    ])
       assert.doesNotMatch(out, /Permissions Violation/i);
   });
 });

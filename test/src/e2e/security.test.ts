@@ -9,31 +9,17 @@ import { existsSync } from 'node:fs';
 import { Bus } from '@drover/bus';
 import { isDroverError } from '@drover/common';
 import { agentSubject, controllerSubject, type AuditEntry } from '@drover/protocol';
-import { AgentCluster, ControllerProcess, Testbed } from '@drover/testbed';
-import { droverAs, type CliResult } from '../cluster/cli.js';
-import { waitFor } from './helpers.js';
+import type { CliResult } from '../cluster/cli.js';
+import { ClusterFixture, type CliIdentity } from '../cluster/fixture.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
-let ctl: ControllerProcess;
-let url: string;
+let f: ClusterFixture;
 /** The operator's migration of the first test (h1 → h2). */
 let migrationId: string;
 
 /** `drover` with the given certificate (none: no TLS flags at all). */
-function as(
-  who: 'operator' | 'viewer' | 'nobody',
-  args: readonly string[],
-  timeoutMs = 120_000,
-): Promise<CliResult> {
-  return droverAs([url], who === 'nobody' ? undefined : tb.certs![who], args, timeoutMs);
-}
-
-async function json<T>(who: 'operator' | 'viewer', args: string[]): Promise<T> {
-  const r = await as(who, ['--json', ...args]);
-  assert.equal(r.code, 0, `drover ${args.join(' ')} as ${who} exited ${r.code}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
+const as = (who: CliIdentity, args: readonly string[], timeoutMs?: number): Promise<CliResult> =>
+  f.as(who, args, timeoutMs);
+const json = <T>(who: 'operator' | 'viewer', args: string[]): Promise<T> => f.jsonAs<T>(who, args);
 
 /** Refused for the viewer's role: exit 6, says so, and quickly (not a timeout). */
 function assertDenied(r: CliResult, what: string): void {
@@ -55,20 +41,11 @@ interface AuditRecord {
 }
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 2, nats: 'single', secure: true });
-  url = tb.nats!.urls[0]!;
-  cluster = await AgentCluster.start(tb);
-  ctl = await ControllerProcess.start(tb);
-  await waitFor(async () => {
-    const r = await as('viewer', ['hosts', '--json']);
-    return r.code === 0 && (JSON.parse(r.stdout) as { hosts: unknown[] }).hosts.length === 2;
-  }, 20_000);
+  f = await ClusterFixture.start({ hosts: 2, secure: true });
 });
 
 after(async () => {
-  await ctl?.kill();
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
 describe('TLS and roles on NATS', () => {
@@ -78,7 +55,7 @@ describe('TLS and roles on NATS', () => {
     const r = await as('nobody', ['hosts'], 60_000);
     assert.notEqual(r.code, 0, r.stdout);
     assert.match(r.stderr, /cannot connect to NATS/);
-    await assert.rejects(Bus.connect({ servers: [url], name: 'stranger' }));
+    await assert.rejects(Bus.connect({ servers: f.urls, name: 'stranger' }));
   });
 
   test('an operator runs a job and migrates it (agents talk to each other as peers)', async () => {
@@ -104,7 +81,7 @@ describe('TLS and roles on NATS', () => {
     migrationId = op.migration.migrationId;
     // The stream went over mutual TLS with the agents' certificates (the controller authorized
     // the migration on h2 first: without that, h2 refuses the source's migrate-prepare).
-    for (const a of cluster.agents) assert.match(a.process!.output(), /"tls":true/);
+    for (const a of f.agents.agents) assert.match(a.process!.output(), /"tls":true/);
     const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);
     assert.deepEqual(
       jobs.jobs.filter((j) => j.id === job.id && j.state === 'running').map((j) => j.host),
@@ -225,9 +202,9 @@ describe('TLS and roles on NATS', () => {
     // Nobody may ask in another's name: NATS refuses the subject before the controller sees it.
     const tryAs = async (who: 'operator' | 'viewer', subject: string): Promise<void> => {
       const bus = await Bus.connect({
-        servers: [url],
+        servers: f.urls,
         name: `forger ${who}`,
-        tls: tb.certs![who],
+        tls: f.tb.certs![who],
         requestTimeoutMs: 10_000,
       });
       try {
@@ -256,12 +233,12 @@ describe('TLS and roles on NATS', () => {
 
   test('an agent cannot push a migration onto a peer without the controller authorizing it', async () => {
     const h1 = await Bus.connect({
-      servers: [url],
+      servers: f.urls,
       name: 'h1 pushing a job',
-      tls: tb.certs!.identity('agent', 'h1'),
+      tls: f.tb.certs!.identity('agent', 'h1'),
       requestTimeoutMs: 10_000,
     });
-    const h2 = cluster.agent('h2');
+    const h2 = f.agent('h2');
     const before = await h2.client.call('migrations-list', {});
     try {
       const prepare = {
@@ -311,8 +288,8 @@ describe('TLS and roles on NATS', () => {
     // Its two parties hold the controller's ticket; anyone else (here even a controller
     // identity, the test runner) is refused, and the records do not change.
     const wrong = 'x'.repeat(64);
-    const h1 = cluster.agent('h1');
-    const h2 = cluster.agent('h2');
+    const h1 = f.agent('h1');
+    const h2 = f.agent('h2');
     const before = [
       await h1.client.call('migrations-list', {}),
       await h2.client.call('migrations-list', {}),
@@ -331,9 +308,9 @@ describe('TLS and roles on NATS', () => {
 
   test("an agent's credentials cannot command another agent or the controller", async () => {
     const h1 = await Bus.connect({
-      servers: [url],
+      servers: f.urls,
       name: 'h1 gone rogue',
-      tls: tb.certs!.identity('agent', 'h1'),
+      tls: f.tb.certs!.identity('agent', 'h1'),
       requestTimeoutMs: 10_000,
     });
     try {
@@ -359,7 +336,10 @@ describe('TLS and roles on NATS', () => {
       await h1.close();
     }
     // h1's own agent and the controller never hit a permission they needed.
-    for (const out of [ctl.output(), ...cluster.agents.map((a) => a.process?.output() ?? '')])
+    for (const out of [
+      f.controller.output(),
+      ...f.agents.agents.map((a) => a.process?.output() ?? ''),
+    ])
       assert.doesNotMatch(out, /Permissions Violation/i);
     // h2 still runs what it ran, untouched.
     const jobs = await json<{ jobs: Job[] }>('viewer', ['jobs']);

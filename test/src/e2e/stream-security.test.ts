@@ -20,7 +20,8 @@ import { join } from 'node:path';
 import { revokeIdentity } from '@drover/certs';
 import type { JobInfo, MigrationRecord } from '@drover/protocol';
 import { StreamClient, TransferError, type ClientTlsOptions } from '@drover/transfer';
-import { AGENT_STREAM_PORT, AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import { AGENT_STREAM_PORT, type AgentHandle } from '@drover/testbed';
+import { ClusterFixture } from '../cluster/fixture.js';
 import { makeCert } from '../cluster/certs.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
 import {
@@ -33,23 +34,20 @@ import {
   waitForValue,
 } from './helpers.js';
 
-let tb: Testbed;
-let cluster: AgentCluster;
+let f: ClusterFixture;
 let shared: string;
 
 before(async () => {
-  tb = await Testbed.create({ hosts: 3, nats: 'single', secure: true });
-  shared = join(tb.runDir, 'shared');
+  f = await ClusterFixture.start({ hosts: 3, secure: true, controller: false });
+  shared = join(f.runDir, 'shared');
   mkdirSync(shared, { recursive: true });
-  cluster = await AgentCluster.start(tb);
 });
 
 after(async () => {
-  await cluster?.close();
-  await tb?.teardown();
+  await f?.stop();
 });
 
-const agent = (name: string): AgentHandle => cluster.agent(name);
+const agent = (name: string): AgentHandle => f.agent(name);
 
 /** TLS options from certificate files; the server must be agent h2 (the destination). */
 function tlsFrom(files: { caFile: string; certFile: string; keyFile: string }): ClientTlsOptions {
@@ -57,7 +55,7 @@ function tlsFrom(files: { caFile: string; certFile: string; keyFile: string }): 
     key: readFileSync(files.keyFile, 'utf8'),
     cert: readFileSync(files.certFile, 'utf8'),
     // Trust the testbed's CA, so the server side of the handshake is never what fails.
-    ca: readFileSync(tb.certs!.identity('agent', 'h2').caFile, 'utf8'),
+    ca: readFileSync(f.tb.certs!.identity('agent', 'h2').caFile, 'utf8'),
     peer: 'h2',
   };
 }
@@ -88,7 +86,7 @@ async function migrationOf(host: string, jobId: string): Promise<MigrationRecord
 
 describe('stream endpoint security', () => {
   test('strangers are refused at the destination stream port while a migration completes', async (t) => {
-    const h2 = tb.host('h2');
+    const h2 = f.tb.host('h2');
     // The pages go CRIU to CRIU; the stream carries the small images and the job's directory:
     // 48 MB of it at 8 MB/s keep the stream in flight for several seconds.
     await agent('h1').restartWith({ DROVER_FAULT: 'throttle=8000000' });
@@ -110,7 +108,7 @@ describe('stream endpoint security', () => {
       await waitReady(dir, 30_000);
       const pids = await innerPids(agent('h1'), job.id);
       const id = job.id;
-      const migrating = cluster.migrate(id, 'h1', 'h2', { timeoutMs: 180_000 });
+      const migrating = f.agents.migrate(id, 'h1', 'h2', { timeoutMs: 180_000 });
       migrating.catch(() => undefined);
       await waitFor(async () => (await migrationOf('h1', id))?.state === 'transferring', 60_000);
       const migrationId = (await migrationOf('h1', id))!.migrationId;
@@ -135,7 +133,7 @@ describe('stream endpoint security', () => {
       t.diagnostic(`(a) plain TCP: closed after ${back.length} bytes`);
 
       // (b) A certificate of another CA (an agent subject, even: forged h1).
-      const rogue = makeCert(join(tb.runDir, 'rogue-ca'), 'h1', h2.address);
+      const rogue = makeCert(join(f.tb.runDir, 'rogue-ca'), 'h1', h2.address);
       const refused = async (label: string, tls: ClientTlsOptions): Promise<TransferError> => {
         const err = await StreamClient.connect({ ...base, tls }).then(
           async (c) => {
@@ -158,12 +156,12 @@ describe('stream endpoint security', () => {
       // (c) A valid certificate of the testbed's CA that is not an agent's: the operator's.
       // (Its usage is client-only, as an agent's client certificate is; the server refuses it
       // for not naming an agent, before any HELLO.)
-      const op = await refused('(c) operator', tlsFrom(tb.certs!.operator));
+      const op = await refused('(c) operator', tlsFrom(f.tb.certs!.operator));
       assert.equal(op.details['remoteKind'], 'auth', op.message);
       assert.match(op.message, /not a Drover agent/);
 
       // (d) A valid agent certificate of a third host, naming the in-flight migration, wrong token.
-      const third = await refused('(d) agent h3', tlsFrom(tb.certs!.identity('agent', 'h3')));
+      const third = await refused('(d) agent h3', tlsFrom(f.tb.certs!.identity('agent', 'h3')));
       assert.equal(third.details['remoteKind'], 'auth', third.message);
 
       // Every refusal happened while the migration was still streaming...
@@ -207,9 +205,9 @@ describe('stream endpoint security', () => {
  * the source (it stops listening once the source is connected).
  */
 async function pageServerPort(host: string): Promise<number> {
-  const address = tb.host(host).address;
+  const address = f.tb.host(host).address;
   return waitForValue(async () => {
-    const r = await tb.host(host).exec(['ss', '-Htnp', 'state', 'established']);
+    const r = await f.tb.host(host).exec(['ss', '-Htnp', 'state', 'established']);
     const line = r.stdout.split('\n').find((l) => /"criu"/.test(l) && l.includes(`${address}:`));
     const m = line ? new RegExp(`${address.replaceAll('.', '\\.')}:(\\d+)`).exec(line) : null;
     return m ? Number(m[1]) : undefined;
@@ -223,7 +221,7 @@ async function openssl(
   address: string,
   port: number,
 ): Promise<string> {
-  const r = await tb
+  const r = await f.tb
     .host(from)
     .exec(
       [
@@ -246,7 +244,7 @@ async function openssl(
 
 describe('page channel security', () => {
   test('strangers are refused at the page server while the pages are in flight', async (t) => {
-    const h2 = tb.host('h2');
+    const h2 = f.tb.host('h2');
     // A slow link into h2 keeps the pages in flight for several seconds.
     await h2.limitIncoming(8_000_000);
     let job: JobInfo | null = null;
@@ -261,7 +259,7 @@ describe('page channel security', () => {
       await waitReady(dir, 30_000);
       const pids = await innerPids(agent('h1'), job.id);
       const id = job.id;
-      const migrating = cluster.migrate(id, 'h1', 'h2', { timeoutMs: 180_000 });
+      const migrating = f.agents.migrate(id, 'h1', 'h2', { timeoutMs: 180_000 });
       migrating.catch(() => undefined);
       await waitFor(async () => (await migrationOf('h1', id))?.state === 'dumping', 60_000);
       const port = await pageServerPort('h2');
@@ -273,8 +271,8 @@ describe('page channel security', () => {
       assert.equal(stranger, 'ECONNREFUSED', `a stranger reached the page server: ${stranger}`);
       // (b) A third agent with its valid certificate, and (c) the operator's, from h3.
       for (const [label, files] of [
-        ['agent h3', tb.certs!.identity('agent', 'h3')],
-        ['operator', tb.certs!.operator],
+        ['agent h3', f.tb.certs!.identity('agent', 'h3')],
+        ['operator', f.tb.certs!.operator],
       ] as const) {
         const said = await openssl('h3', files, h2.address, port);
         assert.match(said, /errno=111|Connection refused/i, `${label}: ${said}`);
@@ -318,17 +316,17 @@ describe('page channel security', () => {
       name: 'canary',
     });
     const pcap = join(shared, 'wire.pcap');
-    const capture = spawn('tcpdump', ['-i', tb.bridge, '-U', '-s', '0', '-w', pcap], {
+    const capture = spawn('tcpdump', ['-i', f.tb.bridge, '-U', '-s', '0', '-w', pcap], {
       stdio: 'ignore',
     });
     try {
       await sleep(2000);
       assert.equal(
-        (await cluster.migrate(job.id, 'h1', 'h2', { mode: 'stop-copy' })).state,
+        (await f.agents.migrate(job.id, 'h1', 'h2', { mode: 'stop-copy' })).state,
         'done',
       );
       assert.equal(
-        (await cluster.migrate(job.id, 'h2', 'h3', { mode: 'post-copy' })).state,
+        (await f.agents.migrate(job.id, 'h2', 'h3', { mode: 'post-copy' })).state,
         'done',
       );
       await sleep(500);
