@@ -46,9 +46,6 @@ function version(): string {
   return pkg.version ?? 'unknown';
 }
 
-// Which cluster, when no flag says: a context, the environment, the local cluster.
-const dflt: ClusterDefaults = clusterDefaults(process.argv.slice(2));
-
 await runCli({
   name: 'drover',
   usage: '$0 <command> [options]',
@@ -60,8 +57,11 @@ await runCli({
       ? failureReport(errorToFailure(err)).split('\n').slice(1)
       : [],
   advice: (err) => (isUsageError(err) ? 'see drover --help' : adviceFor(err)),
-  build: (y) =>
-    y
+  build: (y) => {
+    // Which cluster, when no flag says: a context, the environment, the local cluster (an
+    // unknown --context fails here, inside the runner, with its exit code).
+    const dflt: ClusterDefaults = clusterDefaults(process.argv.slice(2));
+    return y
       .option('context', {
         type: 'string',
         describe:
@@ -127,7 +127,8 @@ await runCli({
       .command(consoleCommand)
       .command(contextCommand)
       .parserConfiguration({ 'populate--': true })
-      .completion('completion', 'print a shell completion script'),
+      .completion('completion', 'print a shell completion script');
+  },
 });
 
 export type { GlobalArgs };
