@@ -12,8 +12,6 @@ import {
 import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
 import {
   HEARTBEAT_WILDCARD,
-  fitBytes,
-  hostEventWildcard,
   pageOf,
   type AgentInfo,
   type AgentOp,
@@ -38,7 +36,7 @@ import { locate, whereIs, type Locator } from './locate.js';
 import { removeHost } from './host-removal.js';
 import { allJobs, jobsPage, type JobsSource } from './listing.js';
 import { runMigrate } from './migrate-op.js';
-import { newOperation } from './op-record.js';
+import { newOperation, newestOperations, readOperation } from './op-record.js';
 import {
   clusterContext,
   drainContext,
@@ -51,7 +49,7 @@ import { knownHost, silentHosts, toStatus, usableHost } from './host-access.js';
 import { JobAddresses } from './job-addresses.js';
 import type { JobNetworkConfig } from './config.js';
 import { drainHost } from './drain.js';
-import { readHistory } from './event-history.js';
+import { eventsPage } from './event-history.js';
 import { decodeSetImage } from './image-decode.js';
 import {
   allRecords,
@@ -60,7 +58,7 @@ import {
   removeJobs,
   type RecordsAccess,
 } from './job-records.js';
-import { place, type HostView } from './placement.js';
+import { pickHost, place, type HostView } from './placement.js';
 
 /** Durable state of the controller, in JetStream key-value buckets. */
 export interface ControllerStores {
@@ -248,20 +246,15 @@ export class Controller {
         { details: { address: wantedAddress } },
       );
     }
-    let host: string;
-    let explanation: string;
-    if (wanted !== undefined) {
-      this.usableHost(wanted);
-      host = wanted;
-      explanation = `${wanted}: asked for`;
-    } else {
-      const p = place(this.views(), {
-        memoryBytes: spec.memoryLimitBytes ?? 64 * 1024 * 1024,
-        cpuFlags: [],
-      });
-      host = p.host;
-      explanation = p.explanation;
-    }
+    const { host, explanation } = await pickHost(
+      wanted,
+      (h) => this.usableHost(h),
+      () =>
+        place(this.views(), {
+          memoryBytes: spec.memoryLimitBytes ?? 64 * 1024 * 1024,
+          cpuFlags: [],
+        }),
+    );
     if (net === 'host') {
       const job = await this.agent(host, 'run', spec as AgentRequest<'run'>);
       return { ...job, placement: explanation };
@@ -348,28 +341,24 @@ export class Controller {
    */
   async migrate(req: ControllerRequest<'migrate'>): Promise<OperationRecord> {
     const source = await this.locate(req.jobId);
-    let destination: string;
-    let explanation: string;
-    if (req.to !== undefined) {
-      if (req.to === source)
-        throw new DroverError(
-          ErrorCode.InvalidArgument,
-          `job ${req.jobId} already runs on ${source}`,
-        );
-      this.usableHost(req.to);
-      destination = req.to;
-      explanation = `${req.to}: asked for`;
-    } else {
-      const job = await this.agent(source, 'inspect', { jobId: req.jobId });
-      const p = place(this.views(), {
-        memoryBytes: job.memoryUsageBytes ?? 0,
-        cpuFlags: this.registry.get(source)?.info.cpuFlags ?? [],
-        needsLazyPages: req.mode === 'post-copy',
-        exclude: [source],
-      });
-      destination = p.host;
-      explanation = p.explanation;
-    }
+    if (req.to === source)
+      throw new DroverError(
+        ErrorCode.InvalidArgument,
+        `job ${req.jobId} already runs on ${source}`,
+      );
+    const { host: destination, explanation } = await pickHost(
+      req.to,
+      (h) => this.usableHost(h),
+      async () => {
+        const job = await this.agent(source, 'inspect', { jobId: req.jobId });
+        return place(this.views(), {
+          memoryBytes: job.memoryUsageBytes ?? 0,
+          cpuFlags: this.registry.get(source)?.info.cpuFlags ?? [],
+          needsLazyPages: req.mode === 'post-copy',
+          exclude: [source],
+        });
+      },
+    );
     const { opId, ...asked } = req;
     return runMigrate(
       migrateContext(this.operationsHost()),
@@ -455,21 +444,9 @@ export class Controller {
     };
   }
 
-  /**
-   * Cluster history, oldest first: after `sinceSeq` (to page on), or the `newest`; progress
-   * ticks folded with `fold` (event-history.ts).
-   */
-  async events(req: ControllerRequest<'events'>): Promise<ControllerReplies['events']> {
-    const events = await readHistory(this.stores.events, {
-      limit: req.limit ?? 100,
-      ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
-      ...(req.host !== undefined ? { subjectFilter: hostEventWildcard(req.host) } : {}),
-      ...(req.newest !== undefined ? { newest: req.newest } : {}),
-      ...(req.fold !== undefined ? { fold: req.fold } : {}),
-    });
-    // A page never holds more than a reply can carry: the rest is asked for from `next`.
-    const page = fitBytes(events);
-    return { events: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
+  /** Cluster history, oldest first, a page at a time (event-history.ts). */
+  events(req: ControllerRequest<'events'>): Promise<ControllerReplies['events']> {
+    return eventsPage(this.stores.events, req);
   }
 
   /** What is inside one job's image of a set (image-decode.ts). */
@@ -479,19 +456,12 @@ export class Controller {
     return decodeSetImage(this.clusterContext(), req);
   }
 
-  async ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
-    const all = [...(await this.stores.ops.list()).values()].map((v) => v.value);
-    all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-    return { ops: all.slice(0, req.limit ?? 50) };
+  ops(req: ControllerRequest<'ops'>): Promise<ControllerReplies['ops']> {
+    return newestOperations(this.stores.ops, req.limit ?? 50);
   }
 
-  async status(req: ControllerRequest<'status'>): Promise<OperationRecord> {
-    const r = await this.stores.ops.get(req.opId);
-    if (!r)
-      throw new DroverError(ErrorCode.NotFound, `no operation ${req.opId}`, {
-        details: { opId: req.opId },
-      });
-    return r.value;
+  status(req: ControllerRequest<'status'>): Promise<OperationRecord> {
+    return readOperation(this.stores.ops, req.opId);
   }
 
   // ---- helpers ----

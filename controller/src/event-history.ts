@@ -5,7 +5,13 @@
  * (one every ~200 ms while bytes flow) folded into one event that says how many it stands for.
  */
 import type { EventLog, LoggedEvent } from '@drover/bus';
-import type { ClusterEvent } from '@drover/protocol';
+import {
+  fitBytes,
+  hostEventWildcard,
+  type ClusterEvent,
+  type ControllerReplies,
+  type ControllerRequest,
+} from '@drover/protocol';
 
 /** What to read. */
 export interface HistoryQuery {
@@ -99,4 +105,24 @@ export class TickFolder {
     }
     return true;
   }
+}
+
+/**
+ * `events`: cluster history, oldest first: after `sinceSeq` (to page on), or the `newest`;
+ * progress ticks folded with `fold`. A page never holds more than a reply can carry: the rest is
+ * asked for from `next`.
+ */
+export async function eventsPage(
+  log: EventLog,
+  req: ControllerRequest<'events'>,
+): Promise<ControllerReplies['events']> {
+  const events = await readHistory(log, {
+    limit: req.limit ?? 100,
+    ...(req.sinceSeq !== undefined ? { sinceSeq: req.sinceSeq } : {}),
+    ...(req.host !== undefined ? { subjectFilter: hostEventWildcard(req.host) } : {}),
+    ...(req.newest !== undefined ? { newest: req.newest } : {}),
+    ...(req.fold !== undefined ? { fold: req.fold } : {}),
+  });
+  const page = fitBytes(events);
+  return { events: page.items, next: page.cut ? (page.items.at(-1)?.seq ?? null) : null };
 }

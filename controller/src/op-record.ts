@@ -163,3 +163,23 @@ export class ClusterOpHandle<R extends ClusterRecord> extends OpHandle<R> {
     }));
   }
 }
+
+/** The `limit` newest operations, newest first. */
+export async function newestOperations(
+  ops: StateStore<OperationRecord>,
+  limit: number,
+): Promise<{ ops: OperationRecord[] }> {
+  const all = [...(await ops.list()).values()].map((v) => v.value);
+  all.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  return { ops: all.slice(0, limit) };
+}
+
+/** Operation `opId`; NOT_FOUND when there is none. */
+export async function readOperation(
+  ops: StateStore<OperationRecord>,
+  opId: string,
+): Promise<OperationRecord> {
+  const r = await ops.get(opId);
+  if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${opId}`, { details: { opId } });
+  return r.value;
+}

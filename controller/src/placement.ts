@@ -455,3 +455,17 @@ export function planMany(
   requests.forEach((r, k) => results.set(r.jobId, planned[k]!));
   return results;
 }
+
+/**
+ * Where work goes: the host asked for (`check` refuses one that may not take it), else the one
+ * `placeIt` picks; with why, as the operation records it.
+ */
+export async function pickHost(
+  asked: string | undefined,
+  check: (host: string) => unknown,
+  placeIt: () => Placement | Promise<Placement>,
+): Promise<{ host: string; explanation: string }> {
+  if (asked === undefined) return placeIt();
+  check(asked);
+  return { host: asked, explanation: `${asked}: asked for` };
+}
