@@ -2,6 +2,9 @@
  * The agent end to end: real agents in emulated hosts, real NATS and CRIU, self-checking workloads.
  * Run, checkpoint, kill, restore and verify; leave-running; agent restarts; freeze/thaw;
  * preflight; typed errors.
+ *
+ * Over 500 lines on purpose: one suite on one testbed (bringing a testbed up costs a minute on
+ * these machines); its tests share that cluster and read top to bottom as one agent's life.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

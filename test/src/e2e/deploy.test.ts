@@ -7,6 +7,9 @@
  * host; a rolling upgrade (migrations over mutual-TLS streams) keeps every workload running;
  * uninstall leaves nothing: no files, processes or cgroups on the hosts, no host in the
  * controller, and (with --purge) their certificates revoked and their NATS users gone.
+ *
+ * Over 500 lines on purpose: one suite on one testbed with sshd in every host (minutes to bring
+ * up); its tests are the deployer's verbs in the order an operator runs them.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -3,6 +3,9 @@
  * in emulated hosts, a real controller, CRIU and NATS: the CLI as kubectl and docker users expect
  * it, failures shown in full, one exit code per kind of refusal, metrics scraped over HTTP, and
  * what is inside a checkpoint.
+ *
+ * Over 500 lines on purpose: one suite on one testbed (bringing a testbed up costs a minute on
+ * these machines); each test is one thing an operator does.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
