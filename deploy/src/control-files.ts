@@ -7,7 +7,7 @@
  */
 import { identityPaths, natsClusterConfig, natsSecurityConfig, serverPaths } from '@drover/certs';
 import type { Identity } from '@drover/protocol';
-import { etcPaths, readLocal } from './host-files.js';
+import { etcPaths, readLocal, unitText } from './host-files.js';
 import { RELEASE_DIR, type ServiceName, type ServiceSpec } from './host/service.js';
 import type { HostEntry, Inventory, NatsDeployment } from './inventory.js';
 import { REMOTE_PATH, type DesiredFile } from './remote.js';
@@ -104,27 +104,12 @@ function unitFile(host: HostEntry, name: ControlService, exec: string[]): Desire
   const cmd = exec
     .map((a) => a.split(RELEASE_DIR).join(`"$(readlink -f ${root}/current)"`))
     .join(' ');
-  const text = [
-    '# Written by drover-deploy; changes are overwritten by the next install or upgrade.',
-    '[Unit]',
-    `Description=Drover ${name === 'nats' ? 'NATS server' : 'controller'} (${host.name})`,
-    'After=network-online.target',
-    'Wants=network-online.target',
-    '',
-    '[Service]',
-    'Type=simple',
-    `Environment=PATH=${REMOTE_PATH}`,
+  const text = unitText(`Drover ${name === 'nats' ? 'NATS server' : 'controller'} (${host.name})`, [
     `ExecStart=/bin/sh -c 'exec ${cmd}'`,
     ...(name === 'nats' ? ['ExecReload=/bin/kill -HUP $MAINPID'] : []),
     'Restart=always',
     'RestartSec=2',
-    'TimeoutStopSec=30',
-    'LimitNOFILE=1048576',
-    '',
-    '[Install]',
-    'WantedBy=multi-user.target',
-    '',
-  ].join('\n');
+  ]);
   return { target: controlUnit(name).path, mode: 0o644, content: text };
 }
 

@@ -146,20 +146,27 @@ export function serviceSpec(host: HostEntry, mode: ServiceSpec['mode'], node: st
 export function systemdUnit(host: HostEntry, node: string): string {
   const root = host.installRoot;
   const main = `"$(readlink -f ${root}/current)"/${BundlePaths.agentMain}`;
+  return unitText(`Drover agent (${host.name})`, [
+    `ExecStart=/bin/sh -c 'exec ${node} ${main} --config ${etcPaths(root).agentConfig}'`,
+    'Restart=always',
+    'RestartSec=2',
+    'KillMode=process',
+  ]);
+}
+
+/** A drover-deploy systemd unit: `service` lines between the shared ones. */
+export function unitText(description: string, service: readonly string[]): string {
   return [
     '# Written by drover-deploy; changes are overwritten by the next install or upgrade.',
     '[Unit]',
-    `Description=Drover agent (${host.name})`,
+    `Description=${description}`,
     'After=network-online.target',
     'Wants=network-online.target',
     '',
     '[Service]',
     'Type=simple',
     `Environment=PATH=${REMOTE_PATH}`,
-    `ExecStart=/bin/sh -c 'exec ${node} ${main} --config ${etcPaths(root).agentConfig}'`,
-    'Restart=always',
-    'RestartSec=2',
-    'KillMode=process',
+    ...service,
     'TimeoutStopSec=30',
     'LimitNOFILE=1048576',
     '',
