@@ -7,13 +7,15 @@
  */
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import {
   contextsPath,
   findContext,
   formatContexts,
   NO_CONTEXTS,
   parseContexts,
+  removeContext,
+  upsertContext,
   type ClusterContext,
   type ContextsFile,
 } from '@drover/common';
@@ -99,4 +101,47 @@ export function clusterDefaults(
     if (f.current !== null) return fromContext(findContext(f, f.current));
   }
   return { nats: defaultNats(env), ...defaultTls(env), context: null };
+}
+
+/** The context `drover up` writes for the local cluster in `dir`: `local`, or `local-<dir>`. */
+export function localContextName(dir: string, defaultDir: string): string {
+  if (dir === defaultDir) return 'local';
+  const tail = basename(dir).replace(/[^A-Za-z0-9_.-]/g, '-');
+  return `local-${tail}`.slice(0, 63);
+}
+
+/**
+ * `drover up`: the local cluster as a context (its NATS, CA and operator certificate), current
+ * when no other is, so `drover --context NAME` reaches it from anywhere. Written again by every
+ * `up` (addresses and files may change); `drover down` removes it.
+ */
+export function saveLocalContext(
+  name: string,
+  cluster: {
+    natsUrl: string;
+    dir: string;
+    tls?: { caFile: string; certFile: string; keyFile: string };
+  },
+  file = contextsFileOf(),
+): { name: string; file: string; current: boolean } {
+  const after = upsertContext(
+    readContextsFile(file),
+    {
+      name,
+      nats: [cluster.natsUrl],
+      ...(cluster.tls ?? {}),
+      source: `drover up --dir ${cluster.dir}`,
+    },
+    false,
+  );
+  writeContextsFile(file, after);
+  return { name, file, current: after.current === name };
+}
+
+/** `drover down`: the local cluster's context gone (nothing to do when there is none). */
+export function dropLocalContext(name: string, file = contextsFileOf()): boolean {
+  const f = readContextsFile(file);
+  if (!f.contexts.some((c) => c.name === name)) return false;
+  writeContextsFile(file, removeContext(f, name));
+  return true;
 }

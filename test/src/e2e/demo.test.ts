@@ -6,8 +6,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { isSameLiveProcess } from '@drover/native';
 import {
   leaks,
@@ -28,10 +28,13 @@ function privateDir(): string {
   return d;
 }
 
-/** `drover ARGS` with DROVER_LOCAL_DIR=dir and no DROVER_NATS_SERVERS (the state file decides). */
+/**
+ * `drover ARGS` with DROVER_LOCAL_DIR=dir, no DROVER_NATS_SERVERS (the state file decides) and
+ * the contexts file in `dir` (never the machine's).
+ */
 function cli(dir: string, args: readonly string[], timeoutMs = 240_000): Promise<CliResult> {
   return droverCli(args, {
-    env: { DROVER_LOCAL_DIR: dir, DROVER_NATS_SERVERS: undefined },
+    env: { DROVER_LOCAL_DIR: dir, DROVER_NATS_SERVERS: undefined, DROVER_CONFIG: contextsOf(dir) },
     timeoutMs,
   });
 }
@@ -45,6 +48,9 @@ function ok(r: CliResult, what: string): CliResult {
   return r;
 }
 
+/** The contexts file the tests' `drover` commands read and write (beside `dir`, not in it). */
+const contextsOf = (dir: string): string => `${dir}.contexts.json`;
+
 /** Whatever happens in a test, nothing of its local clusters stays on the machine. */
 after(async () => {
   for (const dir of dirs) {
@@ -52,6 +58,7 @@ after(async () => {
     await cli(dir, ['down'], 60_000).catch(() => undefined);
     if (runId !== undefined) await removeRun(runId, { baseDir: dir });
     rmSync(dir, { recursive: true, force: true });
+    rmSync(contextsOf(dir), { force: true });
   }
 });
 
@@ -104,11 +111,36 @@ describe('drover up / down', () => {
     }
     assert.match(await scrape(state.metrics.controller), /^drover_host_up\{host="h1"\} 1$/m);
     const stranger = await droverCli(['--nats', state.natsUrl ?? '', 'hosts'], {
-      env: { DROVER_LOCAL_DIR: '/nonexistent/drover-local', DROVER_NATS_SERVERS: undefined },
+      env: {
+        DROVER_LOCAL_DIR: '/nonexistent/drover-local',
+        DROVER_NATS_SERVERS: undefined,
+        DROVER_CONFIG: contextsOf(dir),
+      },
       timeoutMs: 60_000,
     });
     assert.notEqual(stranger.code, 0, 'a client without a certificate was let in');
     assert.match(stranger.stderr, /cannot connect to NATS/);
+
+    // up wrote the cluster as a context (current: the file had none), which reaches it from an
+    // environment that knows nothing of the local directory.
+    const name = `local-${basename(dir)}`;
+    assert.match(up.stdout, new RegExp(`context ${name} \\(current\\)`));
+    const contexts = JSON.parse(readFileSync(contextsOf(dir), 'utf8')) as {
+      current: string;
+      contexts: { name: string; nats: string[]; certFile?: string }[];
+    };
+    assert.equal(contexts.current, name);
+    assert.deepEqual(contexts.contexts.find((c) => c.name === name)?.nats, [state.natsUrl]);
+    assert.equal(contexts.contexts.find((c) => c.name === name)?.certFile, state.tls.certFile);
+    const viaContext = await droverCli(['--context', name, '--json', 'hosts'], {
+      env: {
+        DROVER_LOCAL_DIR: '/nonexistent/drover-local',
+        DROVER_NATS_SERVERS: undefined,
+        DROVER_CONFIG: contextsOf(dir),
+      },
+      timeoutMs: 60_000,
+    });
+    assert.equal(viaContext.code, 0, viaContext.stderr);
 
     // No --nats: the other commands find the cluster through the state file.
     const hosts = JSON.parse(ok(await cli(dir, ['--json', 'hosts']), 'drover hosts').stdout) as {
@@ -150,6 +182,8 @@ describe('drover up / down', () => {
     assert.match(down.stdout, new RegExp(`local cluster ${state.runId} removed`));
     await assertGone(dir, state);
     assert.equal(existsSync(dir), false, 'down removes the emptied local cluster directory');
+    const left = JSON.parse(readFileSync(contextsOf(dir), 'utf8')) as { contexts: unknown[] };
+    assert.deepEqual(left.contexts, [], 'down removes the context up wrote');
 
     const twice = ok(await cli(dir, ['down']), 'second drover down');
     assert.match(twice.stdout, /no local cluster in .*; nothing to do/);
@@ -223,7 +257,7 @@ describe('drover up / down', () => {
     // SIGKILL the up once its hosts exist, before the controller has seen them all.
     const up = spawn(process.execPath, [CLI_MAIN, 'up', '--hosts', '2'], {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, DROVER_LOCAL_DIR: dir },
+      env: { ...process.env, DROVER_LOCAL_DIR: dir, DROVER_CONFIG: contextsOf(dir) },
     });
     let log = '';
     up.stderr.on('data', (d: Buffer) => (log += d.toString()));

@@ -1,6 +1,7 @@
 /** `drover down [--dir D]`: remove the local cluster `drover up` started, completely. */
 import type { CommandModule } from 'yargs';
-import type { GlobalArgs } from '../context.js';
+import { defaultLocalDir, type GlobalArgs } from '../context.js';
+import { dropLocalContext, localContextName } from '../cluster-context.js';
 import { dirOption, type LocalArgs } from './up.js';
 
 export const downCommand: CommandModule<GlobalArgs, LocalArgs> = {
@@ -12,6 +13,7 @@ export const downCommand: CommandModule<GlobalArgs, LocalArgs> = {
   handler: async (argv) => {
     const { localDown } = await import('@drover/local-cluster');
     const r = await localDown(argv.dir);
+    dropLocalContext(localContextName(argv.dir, defaultLocalDir({})));
     process.stdout.write(
       argv.json
         ? JSON.stringify({ dir: argv.dir, ...r }, null, 2) + '\n'

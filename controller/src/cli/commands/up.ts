@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import type { LocalClusterState } from '@drover/local-cluster';
 import { defaultLocalDir, type GlobalArgs } from '../context.js';
 import { UsageError } from '@drover/cli-kit';
+import { localContextName, saveLocalContext } from '../cluster-context.js';
 
 export type LocalArgs = GlobalArgs & { dir: string };
 type Args = LocalArgs & { hosts: number; insecure: boolean };
@@ -42,20 +43,30 @@ export const upCommand: CommandModule<GlobalArgs, Args> = {
       insecure: argv.insecure,
       onProgress: (line) => process.stderr.write(`drover up: ${line}\n`),
     });
+    const context = saveLocalContext(localContextName(argv.dir, defaultLocalDir({})), {
+      natsUrl: r.state.natsUrl ?? '',
+      dir: argv.dir,
+      ...(r.state.tls ? { tls: r.state.tls } : {}),
+    });
     process.stdout.write(
       argv.json
         ? JSON.stringify(
-            { already: r.already, restarted: r.restarted ?? [], ...r.state },
+            { already: r.already, restarted: r.restarted ?? [], ...r.state, context },
             null,
             2,
           ) + '\n'
-        : report(r.state, r.already, r.restarted ?? []),
+        : report(r.state, r.already, r.restarted ?? [], context),
     );
   },
 };
 
 /** What is up and what to try, for a human. */
-function report(s: LocalClusterState, already: boolean, restarted: string[]): string {
+function report(
+  s: LocalClusterState,
+  already: boolean,
+  restarted: string[],
+  context: { name: string; file: string; current: boolean },
+): string {
   const custom = s.dir !== defaultLocalDir({});
   const dirFlag = custom ? ` --dir ${s.dir}` : '';
   const lines = [
@@ -79,6 +90,8 @@ function report(s: LocalClusterState, already: boolean, restarted: string[]): st
         ]
       : []),
     `  state  ${s.dir}/cluster.json`,
+    `  context ${context.name}${context.current ? ' (current)' : ''} in ${context.file}: ` +
+      `drover --context ${context.name} reaches this cluster from anywhere`,
     `  logs   ${s.logDir}`,
     '',
     custom
