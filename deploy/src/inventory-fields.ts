@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
+import type { TlsFiles } from './inventory-model.js';
 
 /** A map as it comes out of YAML. */
 export type Raw = Record<string, unknown>;
@@ -84,4 +85,30 @@ export function secretFile(p: Problems, where: string, path: string): string | u
 export function localPath(base: string, path: string): string {
   if (path === '~' || path.startsWith('~/')) return resolve(homedir(), path.slice(2));
   return isAbsolute(path) ? path : resolve(base, path);
+}
+
+const TLS_KEYS = ['caFile', 'certFile', 'keyFile'];
+
+/** A map of TLS files (`nats.tls`, `agent.streamTls`), paths resolved as {@link localPath}. */
+export function tlsFiles(
+  p: Problems,
+  where: string,
+  v: unknown,
+  base: string,
+): TlsFiles | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) {
+    p.add(where, 'expected a map of caFile, certFile, keyFile');
+    return undefined;
+  }
+  checkKeys(p, where, v, TLS_KEYS);
+  const out: { caFile?: string; certFile?: string; keyFile?: string } = {};
+  for (const k of TLS_KEYS as (keyof typeof out)[]) {
+    const s = str(p, `${where}.${k}`, v[k]);
+    if (s !== undefined) out[k] = localPath(base, s);
+  }
+  if ((out.certFile === undefined) !== (out.keyFile === undefined)) {
+    p.add(where, 'certFile and keyFile go together');
+  }
+  return out;
 }

@@ -10,13 +10,14 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { procStat, sameProcess, type PidRecord, type ServiceSpec } from './service.js';
@@ -41,6 +42,11 @@ function makeRelease(id: string): void {
   writeFileSync(join(rel, 'package.json'), '{"type":"module"}\n');
   writeFileSync(join(rel, 'agent', 'dist', 'main.js'), FAKE_AGENT);
   cpSync(HELPER, join(rel, 'bin', 'drover-service.js'));
+  // Its sibling modules beside it (the release bundle makes them one file).
+  for (const f of readdirSync(dirname(HELPER))) {
+    if (f.endsWith('.js') && !f.endsWith('.test.js') && f !== 'service.js')
+      cpSync(join(dirname(HELPER), f), join(rel, 'bin', f));
+  }
 }
 
 async function helperCall<T>(verb: string, ...args: string[]): Promise<T> {
