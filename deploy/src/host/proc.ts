@@ -1,10 +1,12 @@
 /**
  * Processes on this host as /proc shows them: a PID's state and start time, and signalling or
  * waiting for a PID only while it is still the same process. Part of `bin/drover-service.js`
- * (service.ts): node: modules and siblings only.
+ * (service.ts): node: modules, siblings and `@drover/native/procfs` (the one process-identity
+ * check; it reads /proc with node:fs only, so the bundle stays koffi-free here).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { isSameLiveProcess, procStat as readProcStat } from '@drover/native/procfs';
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -25,21 +27,12 @@ function ticksPerSecond(): number {
 
 /** State and start time (clock ticks since boot) of a PID, or null when there is no such process. */
 export function procStat(pid: number): { state: string; startTicks: number } | null {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may contain spaces and parentheses).
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0] ?? '?', startTicks: Number(rest[19]) };
-  } catch {
-    return null;
-  }
+  return readProcStat(pid);
 }
 
 /** True when `pid` is alive (not a zombie) and started at `startTicks`: the same process. */
 export function sameProcess(pid: number | null, startTicks: number | null): boolean {
-  if (pid === null || startTicks === null || pid <= 0) return false;
-  const st = procStat(pid);
-  return st !== null && st.state !== 'Z' && st.startTicks === startTicks;
+  return pid !== null && startTicks !== null && pid > 0 && isSameLiveProcess(pid, startTicks);
 }
 
 export function cmdline(pid: number): string[] {

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { buildSync } from 'esbuild';
 import { procStat, sameProcess, type PidRecord, type ServiceSpec } from './service.js';
 
 const run = promisify(execFile);
@@ -41,12 +42,15 @@ function makeRelease(id: string): void {
   mkdirSync(join(rel, 'bin'), { recursive: true });
   writeFileSync(join(rel, 'package.json'), '{"type":"module"}\n');
   writeFileSync(join(rel, 'agent', 'dist', 'main.js'), FAKE_AGENT);
-  cpSync(HELPER, join(rel, 'bin', 'drover-service.js'));
-  // Its sibling modules beside it (the release bundle makes them one file).
-  for (const f of readdirSync(dirname(HELPER))) {
-    if (f.endsWith('.js') && !f.endsWith('.test.js') && f !== 'service.js')
-      cpSync(join(dirname(HELPER), f), join(rel, 'bin', f));
-  }
+  // One file, as the release bundle makes it (bundle.ts).
+  buildSync({
+    entryPoints: [HELPER],
+    outfile: join(rel, 'bin', 'drover-service.js'),
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    logLevel: 'silent',
+  });
 }
 
 async function helperCall<T>(verb: string, ...args: string[]): Promise<T> {

@@ -9,7 +9,8 @@
  * supervisor.ts (the supervisor loop).
  *
  * Self-contained on purpose: it must work from a bare release directory, so these modules import
- * node: modules and each other only, and the bundle (bundle.ts) makes them one file.
+ * node: modules, each other and `@drover/native/procfs` (pure node:fs) only, and the bundle
+ * (bundle.ts) makes them one file.
  *
  * The supervisor keeps `<root>/run/supervisor.json` with its own and the agent's PID and start
  * time; `stop` signals a PID only after checking that it is still the same process.
