@@ -15,6 +15,7 @@ import {
   controlPlaneStatus,
   installControlPlane,
   members,
+  refreshNatsServers,
   uninstallControlPlane,
   upgradeControlPlane,
   wholeFleet,
@@ -381,10 +382,16 @@ await runCli({
               keepFiles: new Set(control.map((m) => m.host.name)),
             });
             const revoked = revocation ? { revocation } : {};
-            if (control.length === 0) return { results, extra: revoked };
+            // Revoked users leave the NATS servers the deployer runs (they stay otherwise).
+            const refreshed =
+              (revocation?.revoked.length ?? 0) > 0 && !wholeFleet(ctx)
+                ? await refreshNatsServers(ctx)
+                : [];
+            if (control.length === 0)
+              return { results: [...results, ...refreshed], extra: revoked };
             if (!wholeFleet(ctx) || !results.every((r) => r.ok))
               return {
-                results,
+                results: [...results, ...refreshed],
                 extra: {
                   ...revoked,
                   controlPlane: 'kept: it goes with the whole fleet, once every agent is gone',

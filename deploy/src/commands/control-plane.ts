@@ -185,11 +185,7 @@ async function applyMember(
       await ops.service(facts.node, 'stop', m.service);
       action = 'restarted';
     } else if (before.running && changed.length > 0 && before.agentPid) {
-      ctx.progress(row, 'config changed: nats-server reloads it (SIGHUP)');
-      await ops.ssh.must('kill -HUP "$1"\n', {
-        step: 'nats-reload',
-        args: [String(before.agentPid)],
-      });
+      await reloadNats(ctx, ops, row, before.agentPid);
       action = 'reloaded';
     }
     touched ||= action !== null;
@@ -233,6 +229,45 @@ async function applyMember(
     if (err instanceof DeployError && log) err.details.serviceLog = log;
     throw err;
   }
+}
+
+/** A running nats-server re-reads its config (SIGHUP): new users may connect, gone ones are cut. */
+async function reloadNats(
+  ctx: DeployContext,
+  ops: HostOps,
+  row: string,
+  pid: number,
+): Promise<void> {
+  ctx.progress(row, 'config changed: nats-server reloads it (SIGHUP)');
+  await ops.ssh.must('kill -HUP "$1"\n', { step: 'nats-reload', args: [String(pid)] });
+}
+
+/**
+ * After hosts were revoked (`uninstall --purge` of some of them): every running NATS server of
+ * the inventory gets the regenerated config without their users and reloads it, so their old
+ * certificates are refused and the connections they had are cut.
+ */
+export async function refreshNatsServers(ctx: DeployContext): Promise<HostResult[]> {
+  const group = members(ctx.inv, ctx.inv.hosts).filter((m) => m.service === 'nats');
+  return Promise.all(
+    group.map((m) =>
+      runMember(ctx, m, async (ops) => {
+        const facts = await requireFacts(ops);
+        const st = await ops.service(facts.node, 'status', m.service);
+        if (!st.running || !st.agentPid)
+          return { changed: false, detail: `${describe(st)}: config not pushed`, data: {} };
+        const files = await filesOf(ctx.inv, m, serviceModeFor(m.host, facts), facts.node);
+        const changed = await ops.putFiles(files);
+        if (changed.length > 0) await reloadNats(ctx, ops, rowOf(m), st.agentPid);
+        await ops.previousFiles('discard', changed);
+        return {
+          changed: changed.length > 0,
+          detail: changed.length > 0 ? 'revoked users removed; reloaded' : 'config up to date',
+          data: { service: m.service, changedFiles: changed },
+        };
+      }),
+    ),
+  );
 }
 
 async function runMember(

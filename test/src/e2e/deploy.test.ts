@@ -22,7 +22,7 @@ import { identityOfCertificate, identityPaths, issueIdentity } from '@drover/cer
 import { ControllerProcess, Testbed, type SshdService } from '@drover/testbed';
 import { droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
-import { JOB_ENV, waitFor } from './helpers.js';
+import { droverCgroups, JOB_ENV, waitFor } from './helpers.js';
 
 const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
 /** Inside each host (its own /srv): the install root and the agents' shared state dir path. */
@@ -659,12 +659,8 @@ describe('drover-deploy on the testbed', () => {
         `${h.name}:\n${ps.stdout}`,
       );
       // No empty `drover` cgroup left, in the v2 hierarchy or any v1 one.
-      const cg = await h.exec([
-        'sh',
-        '-c',
-        'for d in /sys/fs/cgroup/drover /sys/fs/cgroup/*/drover; do [ -d "$d" ] && echo "$d"; done; true',
-      ]);
-      assert.equal(cg.stdout.trim(), '', `${h.name}: cgroups left:\n${cg.stdout}`);
+      const cg = await droverCgroups(h);
+      assert.equal(cg, '', `${h.name}: cgroups left:\n${cg}`);
     }
     // The controller stops hearing them.
     await waitFor(async () => {

@@ -5,24 +5,41 @@
  * per-role authorization, TLS routes, JetStream), a controller on each host (HA by the lease)
  * and the agents, and writes the CLI's context; `drover --context` runs, migrates and drains a
  * job that verifies its own state; a rolling upgrade goes through NATS servers, controllers and
- * agents one at a time while the job keeps running; `uninstall --purge` leaves nothing on any
- * host.
+ * agents one at a time while the job keeps running; `uninstall --purge` of the one agent-only
+ * host leaves nothing on it and no host in the controller, and its old certificate is refused by
+ * NATS and by a remaining agent's stream port; `uninstall --purge` of the rest leaves nothing on
+ * any host.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { Bus } from '@drover/bus';
+import { identityPaths, type CertFiles } from '@drover/certs';
 import { Testbed, type SshdService } from '@drover/testbed';
+import type { ClientTlsOptions } from '@drover/transfer';
 import { droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
-import { JOB_ENV, waitFor } from './helpers.js';
+import { droverCgroups, JOB_ENV, streamRefusal, waitFor, waitForValue } from './helpers.js';
 
 const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
 /** Inside each host (its own /srv): the install root and the state directory. */
 const INSTALL_ROOT = '/srv/drover-install';
 const STATE_DIR = '/srv/drover';
+/** The control plane's hosts (a NATS server, a controller and an agent on each). */
 const HOSTS = ['h1', 'h2', 'h3'];
+/** The one agent-only host, which leaves the fleet before the rest. */
+const LEAVING = 'h4';
+const AGENTS = [...HOSTS, LEAVING];
 
 let tb: Testbed;
 let sshd: SshdService[];
@@ -111,6 +128,22 @@ function srv(host: string, inside: string): string {
   return join(tb.host(host).stateDir, inside.slice('/srv/'.length));
 }
 
+/** The hosts running the control plane, as the testbed serves them over ssh. */
+const control = (): SshdService[] => sshd.filter((s) => HOSTS.includes(s.host));
+
+/** Nothing of drover left on a host: no install root, no state directory, no process. */
+async function assertNothingLeft(name: string): Promise<void> {
+  const h = tb.host(name);
+  assert.equal(existsSync(srv(name, INSTALL_ROOT)), false, `${name}: install root left`);
+  assert.equal(existsSync(srv(name, STATE_DIR)), false, `${name}: state dir left`);
+  const ps = await h.exec(['ps', '-eo', 'pid,args']);
+  assert.doesNotMatch(
+    ps.stdout,
+    /drover-install|drover-service|nats-server|agent\/dist|controller\/dist/,
+    `${name}:\n${ps.stdout}`,
+  );
+}
+
 interface JobView {
   id: string;
   host: string;
@@ -119,7 +152,7 @@ interface JobView {
 
 before(async () => {
   // No NATS, no controller, no certificates: the deployer brings up everything.
-  tb = await Testbed.create({ hosts: 3, nats: 'none' });
+  tb = await Testbed.create({ hosts: AGENTS.length, nats: 'none' });
   sshd = await Promise.all(tb.hosts.map((h) => tb.startSshd(h)));
   const op = join(tb.runDir, 'operator');
   mkdirSync(op, { recursive: true });
@@ -168,7 +201,7 @@ describe('the whole fleet from one inventory', () => {
 
   test('certs init on an empty directory, check, install: NATS cluster, controllers, agents, a context', async () => {
     assert.equal(existsSync(certs), false, 'the certificates directory starts empty');
-    const nodes = sshd.flatMap((s) => ['--nats-node', `${s.host}=${s.address}`]);
+    const nodes = control().flatMap((s) => ['--nats-node', `${s.host}=${s.address}`]);
     const init = await droverCli(
       ['certs', 'init', '--dir', certs, ...nodes, '--operators', 'deployer'],
       { env: env() },
@@ -190,7 +223,7 @@ describe('the whole fleet from one inventory', () => {
     // Rows in order: NATS servers, controllers, then agents.
     assert.deepEqual(
       first.results.map((r) => r.host),
-      [...HOSTS.map((h) => `${h}/nats`), ...HOSTS.map((h) => `${h}/controller`), ...HOSTS],
+      [...HOSTS.map((h) => `${h}/nats`), ...HOSTS.map((h) => `${h}/controller`), ...AGENTS],
     );
     for (const r of first.results) {
       assert.equal(r.ok, true, `${r.host}: ${r.detail}`);
@@ -229,7 +262,7 @@ describe('the whole fleet from one inventory', () => {
     assert.equal(ctx.current, 'fleet');
     assert.deepEqual(
       ctx.contexts[0]?.nats,
-      sshd.map((s) => `nats://${s.address}:4222`),
+      control().map((s) => `nats://${s.address}:4222`),
     );
     assert.match(ctx.contexts[0]?.certFile ?? '', /operator\/deployer\.crt$/);
     const ls = await droverCli(['context', 'ls'], { env: env() });
@@ -240,7 +273,7 @@ describe('the whole fleet from one inventory', () => {
         .filter((h) => h.reachable)
         .map((h) => h.host)
         .sort(),
-      HOSTS,
+      AGENTS,
     );
 
     // A second install changes nothing.
@@ -310,7 +343,7 @@ describe('the whole fleet from one inventory', () => {
         `${h}/controller restarting the controller`,
         `${h}/controller waiting for a controller`,
       ]),
-      ...HOSTS.map((h) => `${h} draining`),
+      ...AGENTS.map((h) => `${h} draining`),
     ]);
     const st = await deployJson(['status']);
     for (const r of st.results) {
@@ -327,6 +360,80 @@ describe('the whole fleet from one inventory', () => {
     assert.equal(verdict.ok, true, JSON.stringify(verdict));
   });
 
+  test('uninstall --purge of one host: not in the controller, nothing left, its certificate refused', async () => {
+    // What the leaving host keeps: its agent certificate and key, read before the revocation.
+    const op = join(tb.runDir, 'operator');
+    const old: CertFiles = {
+      caFile: join(certs, 'ca.crt'),
+      certFile: join(op, `${LEAVING}-old.crt`),
+      keyFile: join(op, `${LEAVING}-old.key`),
+    };
+    const current = identityPaths(certs, { role: 'agent', name: LEAVING });
+    copyFileSync(current.certFile, old.certFile);
+    copyFileSync(current.keyFile, old.keyFile);
+    /** TLS options from certificate files, to h1's agent (the stream server that stays). */
+    const tlsFrom = (files: CertFiles): ClientTlsOptions => ({
+      key: readFileSync(files.keyFile, 'utf8'),
+      cert: readFileSync(files.certFile, 'utf8'),
+      ca: readFileSync(files.caFile, 'utf8'),
+      peer: 'h1',
+    });
+    const h1 = sshd.find((s) => s.host === 'h1')!.address;
+    const natsConnect = (files: CertFiles): Promise<Bus> =>
+      Bus.connect({
+        servers: control().map((s) => `nats://${s.address}:4222`),
+        name: `${LEAVING} old`,
+        tls: files,
+        requestTimeoutMs: 3000,
+      });
+    // Before: the certificate gets into NATS and past TLS to h1's stream port (its HELLO).
+    await (await natsConnect(old)).close();
+    assert.equal((await streamRefusal(h1, tlsFrom(old))).kind, 'remote');
+
+    const gone = await deployJson(['uninstall', '--purge', LEAVING]);
+    assert.equal(gone.code, 0, gone.raw.stderr + gone.raw.stdout);
+    const r = row(gone.results, LEAVING);
+    assert.equal(r.ok, true, r.detail);
+    assert.equal(r.changed, true, r.detail);
+    assert.equal(r.data.forgotten, true, `${LEAVING}: the controller forgot it`);
+    // The NATS servers the deployer runs got the config without its user, and reloaded.
+    for (const h of HOSTS) {
+      const n = row(gone.results, `${h}/nats`);
+      assert.equal(n.ok, true, `${n.host}: ${n.detail}`);
+      assert.equal(n.changed, true, `${n.host}: ${n.detail}`);
+    }
+    const { revocation } = JSON.parse(gone.raw.stdout) as { revocation: { revoked: string[] } };
+    assert.deepEqual(
+      revocation.revoked.map((x) => x.split(' ')[0]),
+      [LEAVING],
+    );
+    // The controller lists only the hosts that stay.
+    const { hosts } = await json<{ hosts: { host: string }[] }>(['hosts']);
+    assert.deepEqual(hosts.map((h) => h.host).sort(), HOSTS);
+    await assertNothingLeft(LEAVING);
+    const cg = await droverCgroups(tb.host(LEAVING));
+    assert.equal(cg, '', `${LEAVING}: cgroups left:\n${cg}`);
+    // Its old certificate: refused by NATS...
+    const refused = await natsConnect(old).then(
+      async (b) => {
+        await b.close();
+        return null;
+      },
+      (err: unknown) => err,
+    );
+    assert.ok(refused !== null, 'NATS still lets the removed host in');
+    assert.match(String(refused), /authoriz|permission|denied|closed/i);
+    // ...and, once h1's agent re-read the CRL pushed to it, at the TLS handshake of its stream.
+    const after = await waitForValue(async () => {
+      const e = await streamRefusal(h1, tlsFrom(old));
+      return e.kind === 'remote' ? undefined : e;
+    }, 15_000);
+    assert.notEqual(after.kind, 'remote', after.message);
+    // Another agent still gets as far as its HELLO, and the control hosts keep their agents.
+    const h2 = tlsFrom(identityPaths(certs, { role: 'agent', name: 'h2' }));
+    assert.equal((await streamRefusal(h1, h2)).kind, 'remote');
+  });
+
   test('uninstall --purge leaves nothing on any host', async () => {
     assert.equal((await drover(['signal', jobId, 'SIGKILL'])).code, 0);
     await waitFor(async () => {
@@ -338,22 +445,10 @@ describe('the whole fleet from one inventory', () => {
     // Agents first, the control plane last (controllers, then NATS servers).
     assert.deepEqual(
       gone.results.map((r) => r.host),
-      [...HOSTS, ...HOSTS.map((h) => `${h}/controller`), ...HOSTS.map((h) => `${h}/nats`)],
+      [...AGENTS, ...HOSTS.map((h) => `${h}/controller`), ...HOSTS.map((h) => `${h}/nats`)],
     );
     for (const r of gone.results) assert.equal(r.ok, true, `${r.host}: ${r.detail}`);
-    // TODO(#20 hosts helper): before the control plane goes, the controller lists no host
-    // (`drover hosts rm` from uninstall), and a removed host's old certificate is refused by
-    // NATS and by the agents' streams.
-    for (const h of tb.hosts) {
-      assert.equal(existsSync(srv(h.name, INSTALL_ROOT)), false, `${h.name}: install root left`);
-      assert.equal(existsSync(srv(h.name, STATE_DIR)), false, `${h.name}: state dir left`);
-      const ps = await h.exec(['ps', '-eo', 'pid,args']);
-      assert.doesNotMatch(
-        ps.stdout,
-        /drover-install|drover-service|nats-server|agent\/dist|controller\/dist/,
-        `${h.name}:\n${ps.stdout}`,
-      );
-    }
+    for (const h of tb.hosts) await assertNothingLeft(h.name);
     for (const unit of ['drover-agent', 'drover-nats', 'drover-controller'])
       assert.equal(existsSync(`/etc/systemd/system/${unit}.service`), false, unit);
     const again = await deployJson(['uninstall', '--purge']);

@@ -1,5 +1,7 @@
 /** What the end-to-end suites share: waiting, job PIDs, signalling jobs through their agent. */
-import type { AgentHandle } from '@drover/testbed';
+import assert from 'node:assert/strict';
+import { AGENT_STREAM_PORT, type AgentHandle } from '@drover/testbed';
+import { StreamClient, TransferError, type ClientTlsOptions } from '@drover/transfer';
 
 /** Environment for jobs started by the suites (no io_uring: CRIU cannot dump it). */
 export const JOB_ENV = { UV_USE_IO_URING: '0', PYTHONDONTWRITEBYTECODE: '1' };
@@ -72,4 +74,39 @@ export async function settledPids(
     got = await read();
   }
   return got;
+}
+
+/**
+ * How the agent at `host` refuses a stream nobody expects from these TLS options: `remote` once
+ * past TLS (its HELLO refused), another kind when the TLS handshake refused them.
+ */
+export async function streamRefusal(host: string, tls: ClientTlsOptions): Promise<TransferError> {
+  const err = await StreamClient.connect({
+    host,
+    port: AGENT_STREAM_PORT,
+    migrationId: 'mig-nobody-expects',
+    token: 'f'.repeat(64),
+    connectTimeoutMs: 5000,
+    tls,
+  }).then(
+    (c) => {
+      c.close();
+      return assert.fail('a stream nobody expects was accepted');
+    },
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof TransferError, String(err));
+  return err;
+}
+
+/** The `drover` cgroups left on a host, in the v2 hierarchy or any v1 one (one path a line). */
+export async function droverCgroups(host: {
+  exec(cmd: readonly string[]): Promise<{ stdout: string }>;
+}): Promise<string> {
+  const cg = await host.exec([
+    'sh',
+    '-c',
+    'for d in /sys/fs/cgroup/drover /sys/fs/cgroup/*/drover; do [ -d "$d" ] && echo "$d"; done; true',
+  ]);
+  return cg.stdout.trim();
 }

@@ -30,6 +30,7 @@ import {
   settledPids,
   signaller,
   sleep,
+  streamRefusal,
   waitFor,
   waitForValue,
 } from './helpers.js';
@@ -347,26 +348,9 @@ describe('page channel security', () => {
   });
   // Last: it revokes h3 for the rest of this testbed.
   test('a revoked agent certificate is refused at the stream port once the CRL changes', async (t) => {
-    const h2 = f.tb.host('h2');
-    const base = {
-      host: h2.address,
-      port: AGENT_STREAM_PORT,
-      migrationId: 'mig-nobody-expects',
-      token: 'f'.repeat(64),
-      connectTimeoutMs: 5000,
-    };
     /** How h2 refuses a stream from these files: after a HELLO (`remote`), or in TLS. */
-    const refusal = async (tls: ClientTlsOptions): Promise<TransferError> => {
-      const err = await StreamClient.connect({ ...base, tls }).then(
-        (c) => {
-          c.close();
-          return assert.fail('a stream nobody expects was accepted');
-        },
-        (e: unknown) => e,
-      );
-      assert.ok(err instanceof TransferError, String(err));
-      return err;
-    };
+    const refusal = (tls: ClientTlsOptions): Promise<TransferError> =>
+      streamRefusal(f.tb.host('h2').address, tls);
     // What a removed host keeps: its certificate and key, read before the revocation.
     const old = tlsFrom(f.tb.certs!.identity('agent', 'h3'));
     const before = await refusal(old);
