@@ -51,6 +51,10 @@ export async function revokeHosts(
     progress('local', 'NATS security config regenerated without them: running nats.reload');
     await runReload(inv.nats.reload, conf);
     reloaded = true;
+  } else if (inv.nats.deploy !== null) {
+    // The NATS servers of `nats.hosts` get the new config and a reload from the caller
+    // (control-plane.ts refreshNatsServers), or go with the whole fleet.
+    progress('local', 'NATS security config regenerated without them: the NATS servers follow');
   } else {
     progress(
       'local',
