@@ -25,8 +25,21 @@ export interface CliOptions {
   timeoutMs?: number;
 }
 
+/** `drover-deploy`'s entry point in this checkout. */
+export const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
+
 /** Run `drover ARGS...` and collect what it printed. */
 export function droverCli(args: readonly string[], opts: CliOptions = {}): Promise<CliResult> {
+  return nodeCli(CLI_MAIN, args, opts);
+}
+
+/** Run `drover-deploy ARGS...` and collect what it printed. */
+export function deployCli(args: readonly string[], opts: CliOptions = {}): Promise<CliResult> {
+  return nodeCli(DEPLOY_MAIN, args, opts);
+}
+
+/** Run node `main` with `args` and collect what it printed. */
+function nodeCli(main: string, args: readonly string[], opts: CliOptions): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   // The runner's own test context must not turn the CLI into a test file.
   delete env.NODE_TEST_CONTEXT;
@@ -35,7 +48,7 @@ export function droverCli(args: readonly string[], opts: CliOptions = {}): Promi
     else env[k] = v;
   }
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    const child = spawn(process.execPath, [main, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env,
     });

@@ -20,11 +20,10 @@ import { join } from 'node:path';
 import { AgentClient, Bus } from '@drover/bus';
 import { identityOfCertificate, identityPaths, issueIdentity } from '@drover/certs';
 import { ControllerProcess, Testbed, type SshdService } from '@drover/testbed';
-import { droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
+import { deployCli, droverCli, type CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand, type WorkloadName } from '../workloads/mod.js';
 import { droverCgroups, JOB_ENV, waitFor } from './helpers.js';
 
-const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
 /** Inside each host (its own /srv): the install root and the agents' shared state dir path. */
 const INSTALL_ROOT = '/srv/drover-install';
 const STATE_DIR = '/srv/drover';
@@ -50,22 +49,10 @@ function drover(natsUrls: readonly string[], args: readonly string[]): Promise<C
 
 /** Run `drover-deploy -i INVENTORY ARGS...`. */
 function deploy(args: readonly string[], inv = inventory, timeoutMs = 600_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DEPLOY_MAIN, '-i', inv, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      // install writes the CLI's context: into the run, not the machine's ~/.config.
-      env: { ...process.env, DROVER_CONFIG: join(tb.runDir, 'contexts.json') },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
+  // install writes the CLI's context: into the run, not the machine's ~/.config.
+  return deployCli(['-i', inv, ...args], {
+    env: { DROVER_CONFIG: join(tb.runDir, 'contexts.json') },
+    timeoutMs,
   });
 }
 

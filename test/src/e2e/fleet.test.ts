@@ -12,7 +12,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -27,11 +26,10 @@ import { Bus } from '@drover/bus';
 import { identityPaths, type CertFiles } from '@drover/certs';
 import { Testbed, type SshdService } from '@drover/testbed';
 import type { ClientTlsOptions } from '@drover/transfer';
-import { droverCli, REPO_ROOT, type CliResult } from '../cluster/cli.js';
+import { deployCli, droverCli, type CliResult } from '../cluster/cli.js';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
 import { droverCgroups, JOB_ENV, streamRefusal, waitFor, waitForValue } from './helpers.js';
 
-const DEPLOY_MAIN = join(REPO_ROOT, 'deploy', 'dist', 'main.js');
 /** Inside each host (its own /srv): the install root and the state directory. */
 const INSTALL_ROOT = '/srv/drover-install';
 const STATE_DIR = '/srv/drover';
@@ -73,27 +71,7 @@ async function json<T>(args: string[]): Promise<T> {
 }
 
 function deploy(args: readonly string[], timeoutMs = 600_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const e: NodeJS.ProcessEnv = { ...process.env };
-    for (const [k, v] of Object.entries(env())) {
-      if (v === undefined) delete e[k];
-      else e[k] = v;
-    }
-    const child = spawn(process.execPath, [DEPLOY_MAIN, '-i', inventory, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: e,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+  return deployCli(['-i', inventory, ...args], { env: env(), timeoutMs });
 }
 
 interface Result {
