@@ -5,6 +5,7 @@
  * is refused: drain it first (`drain` here asks the controller to). With `purge`, the hosts
  * removed also lose their certificates (revoke-hosts.ts): they leave for good.
  */
+import { ErrorCode, isDroverError } from '@drover/common';
 import { DeployError, DeployFailure } from '../errors.js';
 import { forEachHost, withHost, type HostResult } from '../fleet.js';
 import type { DeployContext } from './context.js';
@@ -85,7 +86,11 @@ function uninstallHosts(ctx: DeployContext, opts: UninstallOptions): Promise<Hos
         );
       }
       // The controller forgets the host: its agent is gone (refused while that agent answers).
+      // A host that had nothing installed (uninstalled before) fails only if the controller
+      // says no; an unreachable controller then changes nothing (it may be gone with the fleet).
+      const installed = stopped || removed.length > 0;
       const forgotten = await ctx.cluster.removeHost(host.name).catch((err: unknown) => {
+        if (!installed && unreachable(err)) return false;
         throw new DeployError(
           { host: host.name, failure: DeployFailure.cluster, step: 'forget' },
           `removed from the host, but the controller still lists it: ` +
@@ -94,7 +99,7 @@ function uninstallHosts(ctx: DeployContext, opts: UninstallOptions): Promise<Hos
         );
       });
       if (forgotten) ctx.progress(host.name, 'removed from the controller');
-      const changed = stopped || removed.length > 0 || forgotten;
+      const changed = installed || forgotten;
       return {
         changed,
         detail: changed
@@ -106,4 +111,9 @@ function uninstallHosts(ctx: DeployContext, opts: UninstallOptions): Promise<Hos
       };
     }),
   );
+}
+
+/** The controller could not be reached (no NATS, or no answer). */
+function unreachable(err: unknown): boolean {
+  return isDroverError(err, ErrorCode.Unavailable) || isDroverError(err, ErrorCode.Timeout);
 }
