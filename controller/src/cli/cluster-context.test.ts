@@ -6,12 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NO_CONTEXTS, upsertContext } from '@drover/common';
-import {
-  clusterDefaults,
-  contextFlag,
-  readContextsFile,
-  writeContextsFile,
-} from './cluster-context.js';
+import { readContextsFile, writeContextsFile } from '@drover/cli-kit';
+import { clusterDefaults, contextFlag } from './cluster-context.js';
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 

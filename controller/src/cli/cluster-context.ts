@@ -1,51 +1,13 @@
 /**
- * The CLI's side of the contexts file (`@drover/common` cluster-contexts): reading and writing
- * it, and which cluster a command talks to when no `--nats` flag says. Precedence, highest
+ * The CLI's side of the contexts file (read and written by `@drover/cli-kit` contexts-file): which cluster a command talks to when no `--nats` flag says. Precedence, highest
  * first: the flags; the context named by `--context` or `DROVER_CONTEXT`; the `DROVER_NATS_*`
  * variables; the current context (not with `--nats`); the local cluster of `drover up`;
  * nats://127.0.0.1:4222.
  */
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { basename, dirname } from 'node:path';
-import {
-  contextsPath,
-  findContext,
-  formatContexts,
-  NO_CONTEXTS,
-  parseContexts,
-  removeContext,
-  upsertContext,
-  type ClusterContext,
-  type ContextsFile,
-} from '@drover/common';
+import { basename } from 'node:path';
+import { contextsFileOf, readContextsFile, saveContext, writeContextsFile } from '@drover/cli-kit';
+import { findContext, removeContext, type ClusterContext, type ContextsFile } from '@drover/common';
 import { defaultNats, defaultTls } from './context.js';
-
-/** The contexts file's path for this environment. */
-export function contextsFileOf(env: NodeJS.ProcessEnv = process.env): string {
-  return contextsPath(env, env.HOME || homedir());
-}
-
-/** The contexts file (empty when it does not exist). */
-export function readContextsFile(path: string): ContextsFile {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return NO_CONTEXTS;
-    throw err;
-  }
-  return parseContexts(text, path);
-}
-
-/** Write the contexts file atomically, 0600 (it names key files). */
-export function writeContextsFile(path: string, f: ContextsFile): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, formatContexts(f), { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
-}
 
 /** The value of flag `--NAME VALUE` / `--NAME=VALUE` in raw arguments (before `--`), if any. */
 function flagValue(args: readonly string[], name: string): string | undefined {
@@ -124,18 +86,15 @@ export function saveLocalContext(
   },
   file = contextsFileOf(),
 ): { name: string; file: string; current: boolean } {
-  const after = upsertContext(
-    readContextsFile(file),
+  return saveContext(
     {
       name,
       nats: [cluster.natsUrl],
       ...(cluster.tls ?? {}),
       source: `drover up --dir ${cluster.dir}`,
     },
-    false,
+    file,
   );
-  writeContextsFile(file, after);
-  return { name, file, current: after.current === name };
 }
 
 /** `drover down`: the local cluster's context gone (nothing to do when there is none). */

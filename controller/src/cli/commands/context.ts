@@ -4,7 +4,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { findContext, removeContext, useContext, type ClusterContext } from '@drover/common';
-import { contextsFileOf, readContextsFile, writeContextsFile } from '../cluster-context.js';
+import { contextsFileOf, readContextsFile, writeContextsFile } from '@drover/cli-kit';
 import type { GlobalArgs } from '../context.js';
 import { table } from '../output.js';
 
