@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -188,6 +188,34 @@ for (const [name, layout] of variants) {
       for (const dir of cg.paths.all) assert.ok(!existsSync(dir), `${dir} left behind`);
       assert.ok(!existsSync(join(stateDir, CHECKPOINT_MARKER)));
       await guard.release({ thaw: true }); // nothing left to thaw: harmless
+    });
+  });
+}
+
+for (const [name, layout] of variants) {
+  describe(`freezer under a tree that never stops forking: ${name}`, () => {
+    const id = layout.freezer === 'v1' ? 'fork-v1' : 'fork-v2';
+    test('freezes and thaws it 30 times in a row, each within the timeout', async () => {
+      // Each loop runs an external command: a fork (or vfork) and an exec every few microseconds,
+      // the case where the v1 freezer misses a task unless it is asked again.
+      const child = spawn('sh', ['-c', 'while :; do /bin/true; done'], { stdio: 'ignore' });
+      pids.push(child.pid!);
+      const cg = await JobCgroup.create({
+        jobId: `frz-${id}`,
+        parent,
+        layout,
+        freezeTimeoutMs: 5_000,
+      });
+      try {
+        await cg.addProcess(child.pid!);
+        for (let i = 0; i < 30; i++) {
+          await cg.freeze();
+          assert.equal(await cg.state(), 'frozen', `round ${i}`);
+          await cg.thaw();
+        }
+      } finally {
+        await cg.destroy({ killTimeoutMs: 3000, force: true });
+      }
     });
   });
 }

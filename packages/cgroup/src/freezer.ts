@@ -39,12 +39,20 @@ export async function freezeCgroup(
   wait: FreezerWait,
 ): Promise<void> {
   await requestFreeze(dir, version, true);
+  const nudge = v1Nudger();
   try {
-    await pollUntil(async () => (await readFreezerState(dir, version)) === 'frozen', {
-      ...wait,
-      what: `cgroup ${dir} did not freeze`,
-      path: dir,
-    });
+    await pollUntil(
+      async () => {
+        const state = await readFreezerState(dir, version);
+        if (state === 'freezing' && version === 'v1') nudge(dir);
+        return state === 'frozen';
+      },
+      {
+        ...wait,
+        what: `cgroup ${dir} did not freeze`,
+        path: dir,
+      },
+    );
   } catch (err) {
     const first = toDroverError(err);
     try {
@@ -98,12 +106,14 @@ export async function freezeCgroups(
     // In this thread, one after the other (see readTextSync): the requests microseconds apart,
     // and each time taken right after the kernel said so.
     for (const t of targets) requestFreezeSync(t.dir, t.version);
+    const nudges = targets.map(() => v1Nudger());
     await pollUntil(
       async () => {
         const states = targets.map((t) => readFreezerStateSync(t.dir, t.version));
         const at = now();
         states.forEach((s, i) => {
           if (s === 'frozen') frozenAt[i] ??= at;
+          else if (s === 'freezing' && targets[i]!.version === 'v1') nudges[i]!(targets[i]!.dir);
         });
         return frozenAt.every((t) => t !== null);
       },
@@ -125,6 +135,30 @@ export async function freezeCgroups(
     throw first;
   }
   return frozenAt.map((t) => t!);
+}
+
+/**
+ * How often a v1 freezer still FREEZING is asked again, and after how many asks it is thawed for a
+ * moment and asked afresh.
+ */
+const V1_THAW_EVERY = 50;
+
+/**
+ * The v1 freezer can stay FREEZING for good: it signals the tasks it finds when FROZEN is written,
+ * and a task that slips past (forked in that instant, or between a vfork and its exec, as a shell
+ * running short commands does all the time) is never asked again. Writing FROZEN again asks every
+ * task once more; a brief thaw now and then lets a tree that keeps forking settle first (what runc
+ * does for the same reason). Returns the nudge for one cgroup; call it at each poll that still
+ * reads FREEZING. v2's freezer needs none of this: it freezes new tasks as they join.
+ */
+function v1Nudger(): (dir: string) => void {
+  let asks = 0;
+  return (dir) => {
+    asks += 1;
+    const state = join(dir, 'freezer.state');
+    if (asks % V1_THAW_EVERY === 0) writeTextSync(state, 'THAWED');
+    writeTextSync(state, 'FROZEN');
+  };
 }
 
 function requestFreezeSync(dir: string, version: CgroupVersion): void {

@@ -255,15 +255,22 @@ describe('CRIU over RPC', () => {
     cleanupPids.add(r.pid);
     const members = processTree(r.pid);
     assert.ok(members.length >= 4);
-    // CRIU stops each task as its last restore step; wait until every one reports it.
+    // CRIU stops each task as its last restore step; wait until every one reports it. Each stops
+    // when the scheduler next runs it, which a loaded machine may delay: the wait is generous,
+    // and a timeout names the states seen last.
+    let seen = '';
     await waitFor(
       'every task stopped',
       () => {
-        const states = processTree(r.pid).map((p) => p.state);
-        return states.every((st) => st === 'T') ? true : undefined;
+        const tasks = processTree(r.pid);
+        seen = tasks.map((p) => `${p.pid}:${p.state}`).join(' ');
+        // A zombie stays one: a child that had exited but was not yet reaped at the dump.
+        return tasks.every((p) => p.state === 'T' || p.state === 'Z') ? true : undefined;
       },
-      3000,
-    );
+      15_000,
+    ).catch((e: unknown) => {
+      throw new Error(`${(e as Error).message}; last seen ${seen}`);
+    });
     await sleep(300);
     assert.equal(counter(tree.dir), atDump, 'counter moved while left stopped');
     killPids(
