@@ -138,7 +138,7 @@ for (const name of WORKLOAD_NAMES) {
 
           await waitBeatPast(dir, (before.counter ?? 0) + 1); // it changed state since the verdict
           await dumpJob(init, img);
-          await waitGone([init, main], 2000);
+          await waitGone([init, main], 10_000);
           const frozen = await readHeartbeats(dir);
 
           const restoredInit = await restoreJob(img);
@@ -214,7 +214,7 @@ describe('state rollback', () => {
         const dumped = await readHeartbeats(dir);
         await waitBeatPast(dir, (dumped.last?.n ?? 0) + 5); // the original moves on past the image
         await killTree(init);
-        await waitGone([init], 2000);
+        await waitGone([init], 10_000);
 
         const restoredInit = await restoreJob(img);
         cleanup.add(() => killTree(restoredInit));
