@@ -6,10 +6,12 @@
  * Manual, long (about an hour here), root, one at a time on the machine:
  *
  *   flock /tmp/drover-e2e.lock node test/dist/zdtm/main.js [--work DIR] [--tests REGEX]
- *       [--only-raw] [--skip-raw] [--as-root]
+ *       [--only-raw] [--skip-raw] [--as-root] [--shared]
  *
  * `--only-raw` stops after the raw run; `--skip-raw` takes the raw outcomes from the TAP report
  * of an earlier run (DIR/raw-report), so the two halves can hold the machine one at a time.
+ * `--shared` runs each test in the suite's directory, which both hosts see (shared storage),
+ * instead of in its job's directory (each host's own disk); results to DIR/results*-shared.json.
  * `--as-root` runs every test as root, raw and through Drover alike (see `rootEnv`): where
  * root lacks CAP_SYS_RESOURCE (these machines) that is the only way to see past the tests
  * that run as another uid. Its results go to DIR/results-root.json.
@@ -39,6 +41,7 @@ async function main(): Promise<void> {
       'skip-raw': { type: 'boolean', default: false },
       'only-raw': { type: 'boolean', default: false },
       'as-root': { type: 'boolean', default: false },
+      shared: { type: 'boolean', default: false },
     },
   });
   const work = values.work;
@@ -46,7 +49,11 @@ async function main(): Promise<void> {
   mkdirSync(work, { recursive: true });
   const log = join(work, 'zdtm.log');
   const say = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
-  const resultsFile = join(work, asRoot ? 'results-root.json' : 'results.json');
+  const placement = values.shared ? 'shared' : 'job-dir';
+  const resultsFile = join(
+    work,
+    `results${asRoot ? '-root' : ''}${values.shared ? '-shared' : ''}.json`,
+  );
   const results: Results = existsSync(resultsFile)
     ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as Results)
     : { startedAt: new Date().toISOString(), raw: [], drover: [] };
@@ -76,13 +83,15 @@ async function main(): Promise<void> {
   say(`raw CRIU: ${rawPassed} of ${results.raw.length} passed`);
   if (values['only-raw']) return;
 
-  const tests = results.raw.map((r) => r.test);
+  // --tests narrows Drover's half too (a raw report of the whole selection stays as it was).
+  const only = new RegExp(values.tests);
+  const tests = results.raw.map((r) => r.test).filter((t) => only.test(`zdtm/static/${t}`));
   const descs = await readDescs(join(tree.testDir, 'zdtm', 'static'), tests);
   const f = await ClusterFixture.start({ hosts: 2 });
   results.drover = [];
   try {
     for (const [i, test] of tests.entries()) {
-      const r = await runThroughDrover(f, tree.testDir, test, descs.get(test)!, asRoot);
+      const r = await runThroughDrover(f, tree.testDir, test, descs.get(test)!, asRoot, placement);
       results.drover.push(r);
       say(`${i + 1}/${tests.length} ${test}: ${r.ok ? 'PASS' : `FAIL ${r.why ?? ''}`}`);
       writeFileSync(resultsFile, JSON.stringify(results, null, 2));

@@ -6,6 +6,13 @@
  * its hook run at zdtm.py's stages in the job's network and mount namespaces, stopped with
  * `drover stop`, passed if its `.out` says PASS. A `crfail` test (one raw CRIU must refuse to
  * dump) passes whether Drover's move is refused, the job running on whole, or succeeds.
+ *
+ * Where the test keeps its files (`Placement`): by default in the job's own directory, which
+ * travels with the job, each host holding its own copy on its own disk (as on real machines: the
+ * place Drover's docs tell a job to keep its data). `shared` runs it in the suite's directory,
+ * which both emulated hosts see at the same path (storage every host mounts); on one kernel that
+ * also shares what separate machines never do (a FIFO's buffer, a lease, a lock held by the
+ * frozen original), see docs/ZDTM.md.
  */
 import { execFile, spawn } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
@@ -18,6 +25,20 @@ import type { ClusterFixture } from '../cluster/fixture.js';
 import { rootEnv, SYSTEM_PATH, type ZdtmDesc, type ZdtmResult } from './zdtm-suite.js';
 
 const exec = promisify(execFile);
+
+/** Where a test keeps its files: its job's directory (each host's own disk), or shared storage. */
+export type Placement = 'job-dir' | 'shared';
+
+/** The test's own command as its Makefile runs it for `<test>.pid` (`./test --pidfile=... ...`). */
+async function makeCommand(staticDir: string, test: string): Promise<string> {
+  const { stdout } = await exec('make', ['-n', '--no-print-directory', `${test}.pid`], {
+    cwd: staticDir,
+    env: { ...process.env, PATH: SYSTEM_PATH },
+  });
+  const line = stdout.trim().split('\n').at(-1) ?? '';
+  if (!line.startsWith(`./${test} `)) throw new Error(`no command for ${test}.pid: ${line}`);
+  return line;
+}
 
 /** CRIU options a `.desc` may name and the checkpoint option each is in Drover's list as. */
 const OPTION_NAMES: Readonly<Record<string, string>> = {
@@ -120,6 +141,7 @@ export async function runThroughDrover(
   test: string,
   desc: ZdtmDesc,
   asRoot = false,
+  placement: Placement = 'job-dir',
 ): Promise<ZdtmResult & { unmapped: string[] }> {
   const staticDir = join(testDir, 'zdtm', 'static');
   const { opts, unmapped } = checkpointOptsOf(desc);
@@ -162,6 +184,19 @@ export async function runThroughDrover(
     await exec('make', ['--no-print-directory', '-C', staticDir, `${test}.cleanout`], {
       env: { ...process.env, PATH: SYSTEM_PATH },
     });
+    // In the job's directory: the test's binary copied there and run as its Makefile would; its
+    // pidfile copied where the wrapper reads it once (the host's own /tmp).
+    const pidfile =
+      placement === 'shared' ? join(staticDir, `${test}.pid`) : `/tmp/zdtm-${test}.pid`;
+    const command =
+      placement === 'shared'
+        ? ['make', '--no-print-directory', '-C', staticDir, `${test}.pid`]
+        : [
+            'sh',
+            '-c',
+            `set -e; d="$DROVER_JOB_DIR/zdtm"; mkdir -p "$d"; cp ${join(staticDir, test)} "$d/"; ` +
+              `cd "$d"; ${await makeCommand(staticDir, test)}; cp ${test}.pid ${pidfile}`,
+          ];
     const started = await f.drover([
       '--json',
       'run',
@@ -170,15 +205,11 @@ export async function runThroughDrover(
       '--cwd',
       staticDir,
       '--main-pidfile',
-      join(staticDir, `${test}.pid`),
+      pidfile,
       ...zdtmEnv(desc, asRoot),
       ...opts.flatMap((o) => ['--checkpoint-opt', o]),
       '--',
-      'make',
-      '--no-print-directory',
-      '-C',
-      staticDir,
-      `${test}.pid`,
+      ...command,
     ]);
     if (started.code !== 0) return fail(`start: ${started.stderr.trim().split('\n').at(-1)}`);
     jobId = (JSON.parse(started.stdout) as ClusterJob).id;
@@ -215,7 +246,12 @@ export async function runThroughDrover(
       return j && j.state !== 'running' ? j : undefined;
     });
     if (!ended) return fail('stop: still running');
-    const out = await readFile(join(staticDir, `${test}.out`), 'utf8').catch(() => '');
+    const out =
+      placement === 'shared'
+        ? await readFile(join(staticDir, `${test}.out`), 'utf8').catch(() => '')
+        : // On the host the job ended on, in its directory there.
+          ((await f.tb.host(ended.host).exec(['cat', join(ended.jobDir, 'zdtm', `${test}.out`)]))
+            .stdout ?? '');
     if (!out.split(/\s+/).includes('PASS')) {
       return fail(`result: ${out.trim().split('\n').slice(-2).join(' / ') || 'no .out'}`);
     }
