@@ -16,6 +16,8 @@ test('layers: defaults < file < env < flags', () => {
     '/ca.pem',
     '--heartbeat-ms',
     '750',
+    '--restore-timeout-ms',
+    '5000',
   ]).input;
   const c = compileAgentConfig(file, env, flags);
   assert.equal(c.hostId, 'h7');
@@ -23,6 +25,8 @@ test('layers: defaults < file < env < flags', () => {
   assert.deepEqual(c.nats.servers, ['nats://e:1', 'nats://e:2']);
   assert.deepEqual(c.nats.tls, { caFile: '/ca.pem' });
   assert.equal(c.heartbeatIntervalMs, 750);
+  assert.equal(c.restoreTimeoutMs, 5000);
+  assert.equal(compileAgentConfig({ hostId: 'h1' }).restoreTimeoutMs, 60_000);
   assert.equal(c.cgroupParent, 'drover');
   assert.ok(Object.isFrozen(c));
 });
@@ -32,6 +36,7 @@ test('bad values are refused with INVALID_ARGUMENT', () => {
     { hostId: 'a/b' },
     { stateDir: 'relative' },
     { heartbeatIntervalMs: 5 },
+    { restoreTimeoutMs: 10 },
     { streamListen: 'nope' },
     { logLevel: 'loud' as never },
     { nats: { servers: [] } },

@@ -39,6 +39,12 @@ export interface AgentConfig {
   readonly reserveMemoryBytes: number;
   /** Most live jobs this host takes; incoming migrations beyond it are refused. */
   readonly maxJobs: number;
+  /**
+   * How long an incoming migration's CRIU restore may run before it is killed and the move rolled
+   * back (the source thaws its frozen original): the bound on a restore that cannot finish, such
+   * as one waiting for a file lock the frozen original holds on storage both hosts share.
+   */
+  readonly restoreTimeoutMs: number;
   /** Fault injection for test suites (`DROVER_FAULT`), never set from a message. */
   readonly fault?: string;
   /**
@@ -84,6 +90,7 @@ export const AgentConfigFile = obj({
   logLevel: opt(oneOf(LEVELS)),
   reserveMemoryBytes: opt(int()),
   maxJobs: opt(int()),
+  restoreTimeoutMs: opt(int()),
   fault: opt(str()),
   metricsAddr: opt(str()),
   jobBridge: opt(str()),
@@ -104,6 +111,7 @@ const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   reserveMemoryBytes: 256 * 1024 * 1024,
   maxJobs: 1000,
+  restoreTimeoutMs: 60_000,
   jobBridge: DEFAULT_JOB_BRIDGE,
 };
 
@@ -137,6 +145,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
   if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
+  if (env.DROVER_RESTORE_TIMEOUT_MS) out.restoreTimeoutMs = Number(env.DROVER_RESTORE_TIMEOUT_MS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
   if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
   if (env.DROVER_JOB_BRIDGE) out.jobBridge = env.DROVER_JOB_BRIDGE;
@@ -178,6 +187,7 @@ export function configFromArgs(argv: readonly string[]): {
       'log-level': { type: 'string' },
       'reserve-memory': { type: 'string' },
       'max-jobs': { type: 'string' },
+      'restore-timeout-ms': { type: 'string' },
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
       'stream-key': { type: 'string' },
@@ -207,6 +217,9 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['log-level'] ? { DROVER_LOG_LEVEL: values['log-level'] } : {}),
     ...(values['reserve-memory'] ? { DROVER_RESERVE_MEMORY: values['reserve-memory'] } : {}),
     ...(values['max-jobs'] ? { DROVER_MAX_JOBS: values['max-jobs'] } : {}),
+    ...(values['restore-timeout-ms']
+      ? { DROVER_RESTORE_TIMEOUT_MS: values['restore-timeout-ms'] }
+      : {}),
     ...(values['stream-ca'] ? { DROVER_STREAM_CA: values['stream-ca'] } : {}),
     ...(values['stream-cert'] ? { DROVER_STREAM_CERT: values['stream-cert'] } : {}),
     ...(values['stream-key'] ? { DROVER_STREAM_KEY: values['stream-key'] } : {}),
@@ -270,6 +283,10 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   }
   const maxJobs = m.maxJobs ?? DEFAULTS.maxJobs;
   if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
+  const restoreTimeoutMs = m.restoreTimeoutMs ?? DEFAULTS.restoreTimeoutMs;
+  if (!Number.isInteger(restoreTimeoutMs) || restoreTimeoutMs < 1000) {
+    throw bad(`restore timeout must be an integer >= 1000 ms: ${restoreTimeoutMs}`);
+  }
   if (m.metricsAddr !== undefined && !/^(?:\[[^\]]+\]|[^\s:[\]]+):\d{1,5}$/.test(m.metricsAddr))
     throw bad(`metrics address must be HOST:PORT: ${m.metricsAddr}`);
   const jobBridge = m.jobBridge ?? DEFAULTS.jobBridge;
@@ -289,6 +306,7 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
     hostId,
     reserveMemoryBytes,
     maxJobs,
+    restoreTimeoutMs,
     ...(m.fault !== undefined ? { fault: m.fault } : {}),
     ...(m.metricsAddr !== undefined ? { metricsAddr: m.metricsAddr } : {}),
     ...(m.streamTls !== undefined ? { streamTls: Object.freeze({ ...m.streamTls }) } : {}),

@@ -17,7 +17,7 @@ import {
   type AgentRequest,
   type MigrationRecord,
 } from '@drover/protocol';
-import { startLazyPages, logTail, type LazyPagesDaemon } from '@drover/criu';
+import { startLazyPages, logTail, type LazyPagesDaemon, type SwrkSession } from '@drover/criu';
 import { receiveFiles, type StreamReceiver } from '@drover/transfer';
 import type { Agent } from '../agent.js';
 import { restoreJobFiles } from '../job-image.js';
@@ -260,15 +260,20 @@ async function receive(
             ...(tls ? { tls } : {}),
           });
         }
-        const r = await agent.criu.restore({
-          imagesDir: state.scratch,
-          ...(lazy ? { lazyPages: true } : {}),
-          // Same cgroup paths as on the source (every agent uses the same parent name; each
-          // host has its own cgroup tree).
-          manageCgroups: 'soft',
-          ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
-          ...plan,
-        });
+        const r = await restoreWithin(agent.config.restoreTimeoutMs, (onSession) =>
+          agent.criu.restore(
+            {
+              imagesDir: state.scratch,
+              ...(lazy ? { lazyPages: true } : {}),
+              // Same cgroup paths as on the source (every agent uses the same parent name; each
+              // host has its own cgroup tree).
+              manageCgroups: 'soft',
+              ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
+              ...plan,
+            },
+            { onSession },
+          ),
+        );
         const record: JobRecord = {
           ...incoming,
           state: JobState.running,
@@ -338,6 +343,41 @@ async function receive(
     agent.log.warn('incoming migration failed; cleaned up', { migrationId, err: first });
   } finally {
     live.delete(migrationId);
+  }
+}
+
+/**
+ * CRIU's restore, its service process killed once it has run `ms`: a restore that cannot finish
+ * must not keep the source's original frozen for good. The one known here: a job holding a file
+ * lock on storage both hosts share (CRIU takes locks back with blocking calls, and the frozen
+ * original still holds them). The caller's cleanup kills what the restore had started.
+ */
+async function restoreWithin<T>(
+  ms: number,
+  restore: (onSession: (s: SwrkSession) => void) => Promise<T>,
+): Promise<T> {
+  let session: SwrkSession | null = null;
+  let expired = false;
+  const timer = setTimeout(() => {
+    expired = true;
+    void session?.kill();
+  }, ms);
+  try {
+    return await restore((s) => {
+      session = s;
+      if (expired) void s.kill();
+    });
+  } catch (err) {
+    if (!expired) throw err;
+    throw new DroverError(
+      ErrorCode.Timeout,
+      `CRIU's restore did not finish within ${ms / 1000} s and was stopped; the job stays on ` +
+        'its source (a file lock it holds on storage both hosts share would make the restore ' +
+        'wait for good: docs/MIGRATION.md)',
+      { cause: err, details: { restoreTimeoutMs: ms } },
+    );
+  } finally {
+    clearTimeout(timer);
   }
 }
 

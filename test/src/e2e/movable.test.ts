@@ -11,7 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentReplies, ClusterJob, HostStatus } from '@drover/protocol';
@@ -26,8 +26,14 @@ const PY = '/usr/bin/python3';
 
 let f: ClusterFixture;
 
+/** The bound on an incoming restore (`--restore-timeout-ms`), short for the shared-lock test. */
+const RESTORE_TIMEOUT_MS = 20_000;
+
 before(async () => {
-  f = await ClusterFixture.start({ hosts: 2 });
+  f = await ClusterFixture.start({
+    hosts: 2,
+    agents: { extraArgs: ['--restore-timeout-ms', String(RESTORE_TIMEOUT_MS)] },
+  });
 });
 
 after(async () => {
@@ -182,6 +188,20 @@ describe('checkpoint options', () => {
     assert.deepEqual((await inspect(off.job.id)).checkpointOptions, { fileLocks: false });
     await refused(off, /file.locks/i);
     await stopEnds(off);
+  });
+
+  test('locks on storage both hosts share: the restore that waits for them is stopped at its bound; the job runs on h1, whole', async () => {
+    // The frozen original keeps its locks until the destination runs the job, and CRIU takes
+    // them back with blocking calls: without the bound the job would stay frozen for good.
+    const dir = join(f.tb.sharedDir, `locks-${Date.now()}`);
+    mkdirSync(dir, { recursive: true });
+    try {
+      const p = await start('locks', [dir]);
+      await refused(p, /restore did not finish within 20 s/);
+      await stopEnds(p);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a large unlinked open file moves: the ghost limit is sized to the job', async () => {

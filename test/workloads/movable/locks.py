@@ -1,13 +1,17 @@
 """File locks and a lease (CRIU's --file-locks): a flock, a POSIX record lock and a read lease.
 
+Its files are in the job's directory, or in the directory given as its argument (storage every
+host mounts, where the frozen original's locks hold up the restore).
+
 Checks: /proc/self/fdinfo still lists each lock on its fd, F_GETLEASE still says F_RDLCK, and
 a child that tries the same locks without waiting is refused (they are really held).
 """
 import fcntl
 import os
+import sys
 from probe import job_dir, serve
 
-d = job_dir()
+d = sys.argv[1] if len(sys.argv) > 1 else job_dir()
 paths = [os.path.join(d, f'locks-{k}') for k in ('flock', 'posix', 'lease')]
 for p in paths:
     with open(p, 'w') as f:
