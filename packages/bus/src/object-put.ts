@@ -42,8 +42,8 @@ interface ObjectStoreFormat {
  * Store `data` as `name` in `os`. Memory: at most `inFlight` chunks sent and not yet acknowledged
  * plus the one being filled, i.e. `(inFlight + 1) × chunkBytes`, whatever the input's size.
  * On a failure no record is written (the object stays absent or keeps its old version), the chunks
- * that landed are purged as nats.js does (`purge` may itself be refused), and the error thrown is
- * the first failure's.
+ * that landed are purged, and the first failure is thrown; as with nats.js, a purge that fails (a
+ * role that may not purge, a server gone) throws its own error instead.
  */
 export async function putPipelined(
   nc: NatsConnection,

@@ -6,7 +6,7 @@
  * upload path and its ratio to today's path, measured in the same run. Not the cluster-checkpoint
  * bench (checkpoint-bench.ts): no CRIU, no agents, one server. Asserts nothing.
  *
- * Usage: node test/dist/bench/store-bench.js [--images 8] [--mib 32] [--reps 3] [--only name,name]
+ * Usage: node test/dist/bench/store-bench.js [--images 8] [--mib 32] [--reps 3] [--cluster] [--only name,name]
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -53,6 +53,33 @@ function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * nats-server with JetStream in `dir`: one, or a 3-node cluster (the deploy default's R3 bucket).
+ * Resolves once each accepts TCP; their PIDs are the only ones this bench kills.
+ */
+async function startServers(dir: string, cluster: boolean): Promise<{ urls: string[]; pids: number[] }> {
+  const n = cluster ? 3 : 1;
+  const ports = await Promise.all(Array.from({ length: 2 * n }, () => freePort()));
+  const pids: number[] = [];
+  const urls: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const args = ['-a', '127.0.0.1', '-p', String(ports[i]), '-js', '-sd', join(dir, `js${i}`)];
+    if (cluster) {
+      const routes = ports
+        .slice(n)
+        .filter((_, j) => j !== i)
+        .map((p) => `nats-route://127.0.0.1:${p}`);
+      args.push('-n', `n${i}`, '--cluster_name', 'bench', '--cluster');
+      args.push(`nats://127.0.0.1:${ports[n + i]}`, '--routes', routes.join(','));
+    }
+    const child = spawn('nats-server', args, { stdio: 'ignore' });
+    if (child.pid === undefined) throw new Error('nats-server did not start');
+    pids.push(child.pid);
+    urls.push(`nats://127.0.0.1:${ports[i]}`);
+  }
+  return { urls, pids };
 }
 
 /** Small files of a CRIU image beside its pages (core, mm, pagemap, files, fs, ids, …): sizes. */
@@ -108,19 +135,16 @@ async function main(): Promise<void> {
       mib: { type: 'string', default: '32' },
       only: { type: 'string' },
       reps: { type: 'string', default: '3' },
+      cluster: { type: 'boolean', default: false },
     },
   });
   const images = Number(values.images);
   const mib = Number(values.mib);
   const only = values.only?.split(',');
   const reps = Math.max(1, Number(values.reps));
+  const cluster = values.cluster;
   const dir = await mkdtemp(join(tmpdir(), 'drover-store-bench-'));
-  const port = await freePort();
-  const server = spawn(
-    'nats-server',
-    ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'js')],
-    { stdio: 'ignore' },
-  );
+  const servers = await startServers(dir, cluster);
   let bus: Bus | null = null;
   try {
     const imageFiles: string[][] = [];
@@ -129,16 +153,28 @@ async function main(): Promise<void> {
     for (const path of imageFiles.flat()) bytes += (await stat(path)).size;
     for (let i = 0; bus === null; i++) {
       try {
-        bus = await Bus.connect({ servers: [`nats://127.0.0.1:${port}`], name: 'store-bench' });
+        bus = await Bus.connect({ servers: servers.urls.slice(0, 1), name: 'store-bench' });
       } catch (err) {
         if (i > 100) throw err;
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+    // A cluster places the R3 bucket once it has a meta leader.
+    for (let i = 0; ; i++) {
+      try {
+        await ObjectFiles.open(bus, { bucket: 'bench', create: true, replicas: cluster ? 3 : 1 });
+        break;
+      } catch (err) {
+        if (i > 100) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
     const key = Buffer.alloc(32, 7);
     console.log(
       `store micro-bench: ${images} images (pages ${mib} MiB + ${SMALL_FILES.length} small ` +
-        `files each, ${(bytes / 1e6).toFixed(1)} MB), one at a time, nats-server on loopback`,
+        `files each, ${(bytes / 1e6).toFixed(1)} MB), one at a time, ` +
+        (cluster ? 'a 3-node nats-server cluster (R3 bucket)' : 'one nats-server') +
+        ' on loopback',
     );
     console.log(
       `load before: ${loadavg()
@@ -146,9 +182,13 @@ async function main(): Promise<void> {
         .join(' ')}`,
     );
     const serverCpuMs = (): number => {
-      // utime + stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 per second).
-      const f = readFileSync(`/proc/${server.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(f[11]) + Number(f[12])) * 10;
+      let ms = 0;
+      for (const pid of servers.pids) {
+        // utime + stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 per second).
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        ms += (Number(f[11]) + Number(f[12])) * 10;
+      }
+      return ms;
     };
     const cpu = new Map<string, { bench: number; server: number }>();
     const run = async (p: StorePath): Promise<number> => {
@@ -157,6 +197,7 @@ async function main(): Promise<void> {
       const store = await ObjectFiles.open(bus!, {
         bucket: 'bench',
         create: true,
+        replicas: cluster ? 3 : 1,
         chunkBytes: p.chunkKiB * 1024,
         chunksInFlight: p.inFlight,
       });
@@ -212,7 +253,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await bus?.close().catch(() => undefined);
-    if (server.pid) process.kill(server.pid, 'SIGKILL');
+    for (const pid of servers.pids) process.kill(pid, 'SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
 }
