@@ -12,13 +12,15 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sealImage } from '@drover/agent';
 import { Bus, ObjectFiles } from '@drover/bus';
 import { mapLimit } from '@drover/common';
+import { freePort } from '../util/net.js';
+import { describeMachine, machineFacts } from './machine.js';
+import { summarize } from './stats.js';
 
 /** One upload path under test. */
 interface StorePath {
@@ -46,22 +48,20 @@ const PATHS: StorePath[] = [
   { name: 'pipelined-16+parallel-4', sealed: true, parallel: 4, inFlight: 16, chunkKiB: 512 },
 ];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * nats-server with JetStream in `dir`: one, or a 3-node cluster (the deploy default's R3 bucket).
  * Resolves once each accepts TCP; their PIDs are the only ones this bench kills.
  */
-async function startServers(dir: string, cluster: boolean): Promise<{ urls: string[]; pids: number[] }> {
+async function startServers(
+  dir: string,
+  cluster: boolean,
+): Promise<{ urls: string[]; pids: number[] }> {
   const n = cluster ? 3 : 1;
-  const ports = await Promise.all(Array.from({ length: 2 * n }, () => freePort()));
+  const ports: number[] = [];
+  while (ports.length < 2 * n) {
+    const p = await freePort();
+    if (!ports.includes(p)) ports.push(p);
+  }
   const pids: number[] = [];
   const urls: string[] = [];
   for (let i = 0; i < n; i++) {
@@ -176,6 +176,7 @@ async function main(): Promise<void> {
         (cluster ? 'a 3-node nats-server cluster (R3 bucket)' : 'one nats-server') +
         ' on loopback',
     );
+    console.log(describeMachine(machineFacts()));
     console.log(
       `load before: ${loadavg()
         .map((l) => l.toFixed(2))
@@ -225,18 +226,14 @@ async function main(): Promise<void> {
     for (let r = 0; r < reps; r++) {
       for (const p of paths) results.get(p.name)!.push(await run(p));
     }
-    const median = (xs: number[]): number => {
-      const s = [...xs].sort((a, b) => a - b);
-      return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-    };
-    const base = median(results.get('today')!);
+    const base = summarize(results.get('today')!).median;
     console.log(
       `MB/s, median of ${reps} (all runs); CPU ms per MB of this process (all its threads) ` +
         `and of nats-server`,
     );
     for (const p of paths) {
       const xs = results.get(p.name)!;
-      const mbs = median(xs);
+      const mbs = summarize(xs).median;
       const c = cpu.get(p.name)!;
       const perMb = (ms: number): string => (ms / reps / (bytes / 1e6)).toFixed(1);
       console.log(
