@@ -44,15 +44,21 @@ async function stockGet(bucket: string, name: string) {
   return { data, info, error: await res.error };
 }
 
+/** Bucket `name` (created), CHUNK-sized chunks, `inFlight` of them at once (0: nats.js's put). */
+function bucket(name: string, inFlight: number, timeoutMs?: number): Promise<ObjectFiles> {
+  return ObjectFiles.open(nats.bus, {
+    bucket: name,
+    create: true,
+    chunkBytes: CHUNK,
+    chunksInFlight: inFlight,
+    ...(timeoutMs ? { timeoutMs } : {}),
+  });
+}
+
 const SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 333];
 
 test('files of 0, 1, chunk-1, chunk, chunk+1 and several chunks read back with the stock get', async () => {
-  const store = await ObjectFiles.open(nats.bus, {
-    bucket: 'pipelined',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 3,
-  });
+  const store = await bucket('pipelined', 3);
   for (const size of SIZES) {
     const data = randomBytes(size);
     // Input pieces that straddle chunk edges, and pieces of whole chunks (sent as views).
@@ -76,18 +82,8 @@ test('files of 0, 1, chunk-1, chunk, chunk+1 and several chunks read back with t
 
 test('the record and chunks are laid out as nats.js lays them out (same fields, same chunking)', async () => {
   const data = randomBytes(3 * CHUNK + 10);
-  const ours = await ObjectFiles.open(nats.bus, {
-    bucket: 'layout',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 4,
-  });
-  const stock = await ObjectFiles.open(nats.bus, {
-    bucket: 'layout',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 0,
-  });
+  const ours = await bucket('layout', 4);
+  const stock = await bucket('layout', 0);
   await ours.put('ours', pieces(data, 1000));
   await stock.put('stock', pieces(data, 1000));
   // The records as stored: the same keys in the same order, the same values but for the
@@ -113,12 +109,7 @@ test('the record and chunks are laid out as nats.js lays them out (same fields, 
 });
 
 test('several uploads at once on one connection each read back whole; replacing keeps one', async () => {
-  const store = await ObjectFiles.open(nats.bus, {
-    bucket: 'parallel',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 4,
-  });
+  const store = await bucket('parallel', 4);
   const files = Array.from({ length: 6 }, (_, i) => randomBytes(i * 2 * CHUNK + i * 101));
   await mapLimit(files, 4, (data, i) => store.put(`set/job/f${i}`, pieces(data, 5000)));
   for (const [i, data] of files.entries()) {
@@ -139,12 +130,7 @@ test('several uploads at once on one connection each read back whole; replacing 
 });
 
 test('an input that fails half-way leaves no object, no chunks, and the source error', async () => {
-  const store = await ObjectFiles.open(nats.bus, {
-    bucket: 'broken',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 4,
-  });
+  const store = await bucket('broken', 4);
   const old = randomBytes(CHUNK + 5);
   await store.put('set/job/kept', pieces(old, CHUNK));
   async function* failing(): AsyncGenerator<Uint8Array> {
@@ -164,13 +150,7 @@ test('an input that fails half-way leaves no object, no chunks, and the source e
 });
 
 test('a server lost mid-upload fails the put with a retryable error and no complete object', async () => {
-  const store = await ObjectFiles.open(nats.bus, {
-    bucket: 'lost',
-    create: true,
-    chunkBytes: CHUNK,
-    chunksInFlight: 4,
-    timeoutMs: 1000,
-  });
+  const store = await bucket('lost', 4, 1000);
   let sent = 0;
   async function* slow(): AsyncGenerator<Uint8Array> {
     for (;;) {
