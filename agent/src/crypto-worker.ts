@@ -33,8 +33,11 @@ function seal(key: Uint8Array, aad: Uint8Array, plain: Uint8Array): Uint8Array {
   const nonce = randomBytes(NONCE);
   const c = createCipheriv('aes-256-gcm', key, nonce);
   c.setAAD(aad);
-  const body = Buffer.concat([c.update(plain), c.final()]);
-  const record = Buffer.alloc(4 + NONCE + body.length + 16);
+  // GCM's final() yields no bytes: the body is update()'s, copied once into the record (every
+  // byte of which is written below, hence allocUnsafe).
+  const body = c.update(plain);
+  c.final();
+  const record = Buffer.allocUnsafe(4 + NONCE + body.length + 16);
   record.writeUInt32BE(body.length, 0);
   nonce.copy(record, 4);
   body.copy(record, 4 + NONCE);

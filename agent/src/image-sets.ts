@@ -10,12 +10,19 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
-import { DroverError, ErrorCode, retry, sleep, toDroverError } from '@drover/common';
+import { DroverError, ErrorCode, mapLimit, retry, sleep, toDroverError } from '@drover/common';
 import { decodeCheckpoint, type ImageSource } from '@drover/crit';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
 import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
+
+/**
+ * Files of one image uploaded at once. Each upload holds at most a few MiB (its read buffer, the
+ * seal pipeline's 4 chunks of 1 MiB and ObjectFiles' chunks in flight: about 9 MiB), so a push
+ * holds at most about 4 × 9 MiB, and only while several large files go up together.
+ */
+const FILE_UPLOADS = 4;
 
 /** Tries of one file's upload when it fails for a transient reason, and the pause (× tries). */
 const PUT_TRIES = 5;
@@ -77,9 +84,11 @@ export function pushImage(
     const manifest = await agent.images.readManifest(req.imageId); // complete images only
     const key = imageKey(req.key);
     const store = await objects();
-    const files: ImageFile[] = [];
-    for (const name of (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort()) {
-      if (files.length === faults.failPushAfterFiles) {
+    const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
+    // Files go up a few at once (FILE_UPLOADS): an image is one large pages file and a dozen
+    // small ones of a few round trips each. Results keep the names' order.
+    const files: ImageFile[] = await mapLimit(names, FILE_UPLOADS, async (name, index) => {
+      if (index === faults.failPushAfterFiles) {
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
       const object = `${req.prefix}/${name}`;
@@ -117,8 +126,8 @@ export function pushImage(
       ).catch((err: unknown) => {
         throw toDroverError(err);
       });
-      files.push({ name, ...sent });
-    }
+      return { name, ...sent };
+    });
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
     agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });
     return { files, sizeBytes, durationMs: Math.round(performance.now() - t0) };

@@ -215,6 +215,23 @@ describe('NATS roles from generated certificates', () => {
       got.push(Buffer.from(c));
     assert.equal(Buffer.concat(got).equals(data), true);
     assert.equal((await ctlObjects.list('set/')).length, 1);
+    // An agent's upload cut off half-way, with chunks in flight: the agent may not purge what
+    // landed, so the put says it was interrupted (retryable), and no object of that name appears.
+    async function* cut(): AsyncGenerator<Uint8Array> {
+      yield Buffer.alloc(3 * 1024 * 1024, 1);
+      throw new Error('read failed');
+    }
+    await assert.rejects(objects.put('set/job/cut.img', cut()), (err: unknown) => {
+      assert.ok(isDroverError(err, 'UNAVAILABLE'), String(err));
+      assert.equal(err.retryable, true);
+      assert.match(err.message, /interrupted/);
+      return true;
+    });
+    assert.deepEqual(
+      (await ctlObjects.list('set/')).map((o) => o.name),
+      ['set/job/pages.img'],
+    );
+    assert.equal(await ctlObjects.sweepOrphanChunks(0), 1, 'the cut upload left its chunks');
     // The controller's state (leases, operations) is out of an agent's reach.
     await assert.rejects(
       StateStore.open(h1, { bucket: 'drover_ops', retryForMs: 0, timeoutMs: 1000 }),
