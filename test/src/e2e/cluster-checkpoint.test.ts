@@ -37,7 +37,17 @@ interface Op {
   state: string;
   phase?: string;
   freezeSkewMs?: number | null;
-  freezes?: { host: string; jobIds: string[]; requests: number; skewMs: number }[];
+  freezes?: {
+    host: string;
+    jobIds: string[];
+    requests: number;
+    skewMs: number;
+    cutAtMs?: number;
+    offsetMs?: number;
+    rttMs?: number;
+    lateMs?: number;
+  }[];
+  cut?: { atMs: number; marginMs: number; attempts: number; skewMs: number } | null;
   members?: { jobId: string; host: string; state: string; frozenAtMs: number | null }[];
   error: { message: string } | null;
 }
@@ -206,6 +216,20 @@ describe('coordinated cluster checkpoint and image sets', () => {
         op.freezeSkewMs,
         Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10,
       );
+      // A scheduled cut: one instant, sent to each host in its own clock (the hosts here share
+      // one clock, so each estimated offset is within its round trip); nothing froze before it.
+      const cut = op.cut!;
+      assert.ok(cut.attempts >= 1 && cut.marginMs >= 25 && cut.marginMs <= 1000, `${cut.marginMs}`);
+      const sent = new Map<string, number>();
+      for (const f of op.freezes!) {
+        assert.ok(f.rttMs! >= 0 && Math.abs(f.offsetMs!) <= f.rttMs! / 2 + 0.01, JSON.stringify(f));
+        assert.ok(Math.abs(f.cutAtMs! - (cut.atMs + f.offsetMs!)) < 0.01, JSON.stringify(f));
+        assert.ok(f.lateMs! >= 0, JSON.stringify(f));
+        sent.set(f.host, f.cutAtMs!);
+      }
+      for (const m of op.members!) {
+        assert.ok(m.frozenAtMs! >= sent.get(m.host)!, `${m.jobId} froze before its host's instant`);
+      }
       for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
     } finally {
       await killAll(jobs);
