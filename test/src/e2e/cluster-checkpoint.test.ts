@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
 import { isDroverError } from '@drover/common';
-import { IMAGE_SET_BUCKET } from '@drover/protocol';
+import { IMAGE_SET_BUCKET, type CutPlan, type HostFreeze } from '@drover/protocol';
 import { ControllerProcess } from '@drover/testbed';
 import { ClusterFixture } from '../cluster/fixture.js';
 import { requestVerdict, waitReady, type WorkloadName } from '../workloads/mod.js';
@@ -37,17 +37,8 @@ interface Op {
   state: string;
   phase?: string;
   freezeSkewMs?: number | null;
-  freezes?: {
-    host: string;
-    jobIds: string[];
-    requests: number;
-    skewMs: number;
-    cutAtMs?: number;
-    offsetMs?: number;
-    rttMs?: number;
-    lateMs?: number;
-  }[];
-  cut?: { atMs: number; marginMs: number; attempts: number; skewMs: number } | null;
+  freezes?: HostFreeze[];
+  cut?: CutPlan | null;
   members?: { jobId: string; host: string; state: string; frozenAtMs: number | null }[];
   error: { message: string } | null;
 }
