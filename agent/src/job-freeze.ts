@@ -60,7 +60,11 @@ export async function freezeJobs(
   const records = await Promise.all(ids.map((id) => host.store.loadLive(id)));
   const cgs = await Promise.all(records.map((r) => host.cgroupOf(r)));
   // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
-  const frozenAt = await JobCgroup.freezeAll(cgs, at);
+  let issuedAtMs: number | undefined;
+  const frozenAt = await JobCgroup.freezeAll(
+    cgs,
+    at && { ...at, onIssued: (ms: number) => (issuedAtMs = ms) },
+  );
   // A cluster's cut: nothing reaches a frozen member until every member is dumped.
   const networked = records.filter((r) => addressOf(r.network));
   const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
@@ -84,6 +88,7 @@ export async function freezeJobs(
         return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
       }),
     ),
+    ...(issuedAtMs === undefined ? {} : { issuedAtMs }),
   };
 }
 

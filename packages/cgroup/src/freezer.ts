@@ -121,6 +121,8 @@ export interface ScheduledFreeze {
   atMs: number;
   /** Refused with CUT_MISSED, nothing frozen, if the instant has passed by more than this. */
   lateMs: number;
+  /** Told when the freezes were requested (same clock; at or a little after `atMs`). */
+  onIssued?: (issuedAtMs: number) => void;
 }
 
 /** How long the cut timer's thread watches the cgroups freeze before this thread takes over. */
@@ -153,6 +155,7 @@ export async function freezeCgroupsAt(
       const path = timedFreezeOf(targets[r.index]!).write;
       throw cgroupFsError(Object.assign(new Error(r.message), { code: r.errno }), 'write', path);
     }
+    at.onIssued?.(r.issuedAtMs);
     r.frozenAt.forEach((t, i) => (frozenAt[i] = t));
     await watchFrozen(targets, frozenAt, wait, clockNow);
   } catch (err) {

@@ -451,8 +451,11 @@ export interface AgentReplies extends MigrationReplies {
   'tty-write': { bytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
   freeze: JobInfo & { frozenAtMs: number };
-  /** Each job as frozen, in the order asked, with when the kernel reported it frozen. */
-  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[] };
+  /**
+   * Each job as frozen, in the order asked, with when the kernel reported it frozen; for a
+   * scheduled cut, when the freezes were requested (`issuedAtMs`, at or just after `atMs`).
+   */
+  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[]; issuedAtMs?: number };
   /** Epoch ms, sub-millisecond (`performance.timeOrigin + performance.now()`), when it answered. */
   clock: { nowMs: number };
   thaw: JobInfo;

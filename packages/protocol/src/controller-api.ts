@@ -117,12 +117,13 @@ export interface HostFreeze {
   /**
    * A scheduled cut (absent: frozen when the request came): the instant in this host's clock,
    * its clock's estimated offset from the controller's (host minus controller, ms) and the
-   * round trip of the exchange it was estimated from, and how long after the instant its last
-   * job was seen frozen.
+   * round trip of the exchange it was estimated from, how long after the instant its cut
+   * timer requested the freezes (`issuedLateMs`) and its last job was seen frozen (`lateMs`).
    */
   cutAtMs?: number;
   offsetMs?: number;
   rttMs?: number;
+  issuedLateMs?: number;
   lateMs?: number;
 }
 
