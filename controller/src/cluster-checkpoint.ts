@@ -180,6 +180,9 @@ async function freezeAll(
             cutAtMs: h.cut.atMs,
             offsetMs: hundredths(h.cut.offsetMs),
             rttMs: hundredths(h.cut.rttMs),
+            ...(h.issuedAtMs === null
+              ? {}
+              : { issuedLateMs: hundredths(h.issuedAtMs - h.cut.atMs) }),
             lateMs: hundredths(Math.max(...h.frozen.map((f) => f.frozenAtMs)) - h.cut.atMs),
           }
         : {}),

@@ -16,10 +16,13 @@ import type { ClusterContext } from './cluster-context.js';
 export const CUT = {
   /** Exchanges per host to estimate its clock; the one with the shortest round trip is used. */
   samples: 5,
-  /** margin = 2 × the longest round trip + this (an agent loads its jobs and locks them). */
-  prepareMs: 15,
-  /** The margin is never less than this ... */
-  floorMs: 25,
+  /**
+   * margin = 2 × the longest round trip + this: the agent loads its jobs and locks them before
+   * it arms the cut, 20–40 ms on a loaded 2-CPU testbed host.
+   */
+  prepareMs: 50,
+  /** The margin is never less than this (at 25 ms, loaded testbed hosts missed every first plan) ... */
+  floorMs: 100,
   /** ... nor more than this (after a miss it doubles, up to this). */
   ceilingMs: 1000,
   /** Plans at most: a host that gets the request after the instant makes a later one. */
@@ -154,6 +157,8 @@ export interface FrozenHost {
   frozen: { jobId: string; frozenAtMs: number }[];
   /** Its part of the scheduled cut (null: frozen when the request came). */
   cut: HostCut | null;
+  /** A scheduled cut: when its freezes were requested (its clock). */
+  issuedAtMs: number | null;
 }
 
 /**
@@ -212,12 +217,14 @@ async function freezeHost(
 ): Promise<FrozenHost> {
   let times: number[];
   let requests = 1;
+  let issuedAtMs: number | null = null;
   try {
     const r = await ctx.agent(host, 'freeze-many', {
       jobIds: members.map((m) => m.jobId),
       ...(cut ? { atMs: cut.atMs } : {}),
     });
     times = r.jobs.map((j) => j.frozenAtMs);
+    issuedAtMs = r.issuedAtMs ?? null;
   } catch (err) {
     if (!isUnknownOp(err)) throw toDroverError(err);
     // An agent from before `freeze-many` (in a rolling upgrade): one request per job, now.
@@ -236,5 +243,5 @@ async function freezeHost(
     }
     return { jobId: m.jobId, frozenAtMs: t };
   });
-  return { host, requests, frozen, cut };
+  return { host, requests, frozen, cut, issuedAtMs };
 }
