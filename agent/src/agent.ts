@@ -34,7 +34,7 @@ import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
 import { LogIndex, readJobLog } from './job-logs.js';
 import { runJob } from './job-run.js';
-import { freezeJob, freezeJobs, thawJob } from './job-freeze.js';
+import { CUT_LATE_MS, freezeJob, freezeJobs, thawJob } from './job-freeze.js';
 import { addressOf, initQuiesce } from './job-network.js';
 import { updateHostsFile, type NameEntry } from './job-hosts.js';
 import { initPageChannel } from './migration/page-channel.js';
@@ -224,10 +224,15 @@ export class Agent {
     return this.withJob(req.jobId, () => freezeJob(this, req.jobId));
   }
 
-  /** A cluster checkpoint's barrier on this host: several jobs frozen as one cut (job-freeze.ts). */
+  /**
+   * A cluster checkpoint's barrier on this host: several jobs frozen as one cut, at an instant
+   * when the request names one (job-freeze.ts).
+   */
   freezeMany(req: AgentRequest<'freeze-many'>): Promise<AgentReplies['freeze-many']> {
     const ids = [...new Set(req.jobIds)];
-    return this.withJobs(ids, () => freezeJobs(this, ids));
+    const at =
+      req.atMs === undefined ? undefined : { atMs: req.atMs, lateMs: req.lateMs ?? CUT_LATE_MS };
+    return this.withJobs(ids, () => freezeJobs(this, ids, at));
   }
 
   thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {

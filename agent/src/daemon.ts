@@ -8,6 +8,7 @@ import {
   serveAgentApi,
   type AgentHandlers,
 } from '@drover/bus';
+import { prepareCutTimer } from '@drover/cgroup';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { serveMetrics, type MetricsServer } from '@drover/metrics';
@@ -55,6 +56,8 @@ export async function startAgentDaemon(
     await bus.close();
     throw err;
   }
+  // A scheduled cut is made by the cut timer's thread; it boots now, not in a cut's margin.
+  prepareCutTimer().catch((err: unknown) => log.warn('the cut timer did not start', { err }));
   const [listenHost, listenPort] = splitHostPort(config.streamListen);
   // Mutual TLS on agent-to-agent streams as soon as certificates are configured.
   const crlFile = config.streamTls?.crlFile;
@@ -135,6 +138,8 @@ export async function startAgentDaemon(
     'tty-write': (r) => agent.ttyWrite(r),
     freeze: (r) => agent.freeze(r),
     'freeze-many': (r) => agent.freezeMany(r),
+    // Answered at once, from this thread: the controller reads this host's clock offset from it.
+    clock: async () => ({ nowMs: performance.timeOrigin + performance.now() }),
     thaw: (r) => agent.thaw(r),
     checkpoint: (r) => agent.checkpoint(r),
     restore: (r) => agent.restore(r),

@@ -3,7 +3,7 @@
  * barrier). A frozen job with its own address has its network locked too: nothing reaches a
  * frozen member of a cut until every member is dumped.
  */
-import { JobCgroup } from '@drover/cgroup';
+import { JobCgroup, type ScheduledFreeze } from '@drover/cgroup';
 import { toDroverError } from '@drover/common';
 import { JobState, type AgentReplies, type JobInfo } from '@drover/protocol';
 import type { ImageStore } from './image-store.js';
@@ -40,19 +40,31 @@ export async function freezeJob(host: FreezeHost, jobId: string): Promise<AgentR
 }
 
 /**
+ * How late a scheduled cut may still be made (ms past its instant when the cut timer gets it):
+ * later, the host refuses it (CUT_MISSED) and the controller plans a later one.
+ */
+export const CUT_LATE_MS = 2;
+
+/**
  * Every job of `ids` frozen as one cut (`JobCgroup.freezeAll`: the freezes requested back to
- * back, then waited for together), then each one's network locked. All or nothing: a job that is
- * not running refuses the call before anything is frozen; if a freeze or a lock fails, every job
- * is thawed and unlocked again. The caller holds every job's lock.
+ * back, then waited for together; with `at`, at that instant by the cut timer's thread), then
+ * each one's network locked. All or nothing: a job that is not running refuses the call before
+ * anything is frozen; if a freeze or a lock fails, every job is thawed and unlocked again; a cut
+ * whose instant has passed freezes nothing (CUT_MISSED). The caller holds every job's lock.
  */
 export async function freezeJobs(
   host: FreezeHost,
   ids: readonly string[],
+  at?: ScheduledFreeze,
 ): Promise<AgentReplies['freeze-many']> {
   const records = await Promise.all(ids.map((id) => host.store.loadLive(id)));
   const cgs = await Promise.all(records.map((r) => host.cgroupOf(r)));
   // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
-  const frozenAt = await JobCgroup.freezeAll(cgs);
+  let issuedAtMs: number | undefined;
+  const frozenAt = await JobCgroup.freezeAll(
+    cgs,
+    at && { ...at, onIssued: (ms: number) => (issuedAtMs = ms) },
+  );
   // A cluster's cut: nothing reaches a frozen member until every member is dumped.
   const networked = records.filter((r) => addressOf(r.network));
   const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
@@ -76,6 +88,7 @@ export async function freezeJobs(
         return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
       }),
     ),
+    ...(issuedAtMs === undefined ? {} : { issuedAtMs }),
   };
 }
 

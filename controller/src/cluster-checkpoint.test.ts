@@ -15,8 +15,8 @@ test('stop mode: barrier first, skew from the hosts, images stored, jobs stopped
   const op = await checkpointCluster(fc.context(), { all: true, name: 's1' });
   assert.equal(op.state, 'done', JSON.stringify(op.error));
   assert.deepEqual(phasesOf(op), ['freezing', 'dumping', 'storing', 'stopping', 'finished']);
-  // Three hosts' freezes 1.5 ms apart on the fake hosts' clocks.
-  assert.equal(op.freezeSkewMs, 3);
+  // A scheduled cut: the three hosts (one job each) froze at the instant.
+  assert.equal(op.freezeSkewMs, 0);
   const firstDump = fc.calls.findIndex((c) => c.includes(' checkpoint '));
   const lastFreeze = fc.calls.map((c) => c.includes(' freeze-many ')).lastIndexOf(true);
   assert.ok(lastFreeze < firstDump, `a dump started before every job was frozen: ${fc.calls}`);
@@ -26,7 +26,7 @@ test('stop mode: barrier first, skew from the hosts, images stored, jobs stopped
   );
   const set = (await fc.sets.get('s1'))!.value;
   assert.equal(set.state, 'complete');
-  assert.equal(set.freezeSkewMs, 3);
+  assert.equal(set.freezeSkewMs, 0);
   assert.deepEqual(
     set.jobs.map((j) => j.files.length),
     [1, 1, 1],
@@ -50,22 +50,30 @@ test('the barrier is one request per host with all its jobs; skew across hosts a
   const op = await checkpointCluster(fc.context(), { all: true, name: 's1', leaveRunning: true });
   assert.equal(op.state, 'done', JSON.stringify(op.error));
   const freezes = fc.calls.filter((c) => / freeze/.test(c));
-  assert.deepEqual(freezes, ['h1 freeze-many a,c,e', 'h2 freeze-many b', 'h3 freeze-many d']);
-  assert.deepEqual(op.freezes, [
-    { host: 'h1', jobIds: ['a', 'c', 'e'], requests: 1, skewMs: 1 },
-    { host: 'h2', jobIds: ['b'], requests: 1, skewMs: 0 },
-    { host: 'h3', jobIds: ['d'], requests: 1, skewMs: 0 },
+  assert.deepEqual(freezes, [
+    'h1 freeze-many a,c,e at',
+    'h2 freeze-many b at',
+    'h3 freeze-many d at',
   ]);
-  // h1's jobs at 1001.5, 1002, 1002.5; h2's at 1003, h3's at 1004.5: first to last.
-  assert.equal(op.freezeSkewMs, 3);
   assert.deepEqual(
-    op.members!.map((m) => [m.jobId, m.frozenAtMs]),
+    op.freezes!.map(({ host, jobIds, requests, skewMs }) => ({ host, jobIds, requests, skewMs })),
     [
-      ['a', 1001.5],
-      ['b', 1003],
-      ['c', 1002],
-      ['d', 1004.5],
-      ['e', 1002.5],
+      { host: 'h1', jobIds: ['a', 'c', 'e'], requests: 1, skewMs: 1 },
+      { host: 'h2', jobIds: ['b'], requests: 1, skewMs: 0 },
+      { host: 'h3', jobIds: ['d'], requests: 1, skewMs: 0 },
+    ],
+  );
+  // h1's jobs at the instant T and 0.5, 1 ms after it; h2's and h3's at T: first to last.
+  assert.equal(op.freezeSkewMs, 1);
+  const t = op.cut!.atMs;
+  assert.deepEqual(
+    op.members!.map((m) => [m.jobId, m.frozenAtMs! - t]),
+    [
+      ['a', 0],
+      ['b', 0],
+      ['c', 0.5],
+      ['d', 0],
+      ['e', 1],
     ],
   );
 });

@@ -3,7 +3,8 @@
  *
  * checkpointCluster validates and records the operation and the image set being created, then
  * `runCheckpoint` carries it through named phases, in order: freeze every job first (a barrier
- * across hosts; the skew between the first and the last freeze is recorded), dump each (jobs stay
+ * across hosts, at one instant scheduled ahead: cluster-cut.ts; the skew between the first and
+ * the last freeze is recorded), dump each (jobs stay
  * frozen), thaw them (leave running) or keep them frozen until every image is stored, store the
  * images in the image-set object store with their checksums, then stop them. Until the images
  * are stored nothing has happened that a rollback cannot undo: a failure in any of those phases
@@ -32,6 +33,7 @@ import {
   persist,
   type ClusterContext,
 } from './cluster-context.js';
+import { freezeCut } from './cluster-cut.js';
 import { applyRetention, setKey } from './image-sets.js';
 import { ClusterOpHandle, newOperation, type CheckpointRecord } from './op-record.js';
 
@@ -153,17 +155,16 @@ function leavesRunning(o: CheckpointRecord): boolean {
 }
 
 /**
- * freezing: the barrier, every job frozen before any is dumped. One request per host, all at
- * once; each agent freezes all of its jobs of the cut together.
+ * freezing: the barrier, every job frozen before any is dumped. One request per host, each
+ * naming the instant of a scheduled cut (cluster-cut.ts); each agent freezes all of its jobs of
+ * the cut together at that instant of its clock.
  */
 async function freezeAll(
   ctx: ClusterContext,
   op: Handle,
   cur: CheckpointRecord,
 ): Promise<CheckpointRecord> {
-  const hosts = await Promise.all(
-    [...byHost(cur.members)].map(([host, ms]) => freezeHost(ctx, host, ms)),
-  );
+  const { hosts, plan, attempts } = await freezeCut(ctx, [...byHost(cur.members)]);
   const at = new Map(hosts.flatMap((h) => h.frozen.map((f) => [f.jobId, f.frozenAtMs] as const)));
   const skew = spread([...at.values()]);
   await op.update((o) => ({
@@ -174,7 +175,27 @@ async function freezeAll(
       jobIds: h.frozen.map((f) => f.jobId),
       requests: h.requests,
       skewMs: spread(h.frozen.map((f) => f.frozenAtMs)),
+      ...(h.cut
+        ? {
+            cutAtMs: h.cut.atMs,
+            offsetMs: hundredths(h.cut.offsetMs),
+            rttMs: hundredths(h.cut.rttMs),
+            ...(h.issuedAtMs === null
+              ? {}
+              : { issuedLateMs: hundredths(h.issuedAtMs - h.cut.atMs) }),
+            lateMs: hundredths(Math.max(...h.frozen.map((f) => f.frozenAtMs)) - h.cut.atMs),
+          }
+        : {}),
     })),
+    cut: plan && {
+      atMs: plan.atMs,
+      marginMs: hundredths(plan.marginMs),
+      attempts,
+      // On the controller's clock: each host's times less its estimated offset.
+      skewMs: spread(
+        hosts.flatMap((h) => h.frozen.map((f) => f.frozenAtMs - (h.cut?.offsetMs ?? 0))),
+      ),
+    },
     members: o.members.map((m) => ({
       ...m,
       state: 'frozen',
@@ -182,43 +203,14 @@ async function freezeAll(
     })),
   }));
   const next = await op.phase('dumping');
-  ctx.log.info('cluster frozen', { opId: op.opId, set: cur.imageSet, skewMs: skew });
-  return next;
-}
-
-/**
- * Freeze the jobs of the cut on one host with one request (`freeze-many`: all of them together, all
- * or nothing). A job frozen before (a resumed operation) keeps its first time.
- */
-async function freezeHost(
-  ctx: ClusterContext,
-  host: string,
-  members: readonly MemberItem[],
-): Promise<{ host: string; requests: number; frozen: { jobId: string; frozenAtMs: number }[] }> {
-  let times: number[];
-  let requests = 1;
-  try {
-    const r = await ctx.agent(host, 'freeze-many', { jobIds: members.map((m) => m.jobId) });
-    times = r.jobs.map((j) => j.frozenAtMs);
-  } catch (err) {
-    const e = toDroverError(err);
-    if (!(e.code === ErrorCode.NotFound && /unknown operation/.test(e.message))) throw e;
-    // An agent from before `freeze-many` (in a rolling upgrade): one request per job.
-    requests = members.length;
-    times = await Promise.all(
-      members.map(async (m) => (await ctx.agent(host, 'freeze', { jobId: m.jobId })).frozenAtMs),
-    );
-  }
-  const frozen = members.map((m, i) => {
-    const t = m.frozenAtMs ?? times[i];
-    if (t === undefined) {
-      throw new DroverError(ErrorCode.Internal, `${host} did not say when ${m.jobId} froze`, {
-        details: { host, jobId: m.jobId },
-      });
-    }
-    return { jobId: m.jobId, frozenAtMs: t };
+  ctx.log.info('cluster frozen', {
+    opId: op.opId,
+    set: cur.imageSet,
+    skewMs: skew,
+    scheduled: plan !== null,
+    attempts,
   });
-  return { host, requests, frozen };
+  return next;
 }
 
 /**
@@ -487,6 +479,11 @@ function byHost<T extends { host: string }>(items: readonly T[]): Map<string, T[
     else out.set(it.host, [it]);
   }
   return out;
+}
+
+/** To 0.01 ms. */
+function hundredths(ms: number): number {
+  return Math.round(ms * 100) / 100;
 }
 
 /** Last minus first of some hosts' times, to 0.1 ms. */

@@ -31,7 +31,10 @@ export class FakeCluster {
   dumps = 0;
   /** image id → its job (what the image's manifest says). */
   readonly imageOwner = new Map<string, string>();
-  private clock = 1_000;
+  /** The controller's clock (ms); a host's reads `offsets` ahead of it. */
+  clock = 1_000;
+  /** How far each host's clock is ahead of the controller's (ms; 0 unless set). */
+  readonly offsets = new Map<string, number>();
   readonly ops = new MemRecords<OperationRecord>();
   readonly sets = new MemRecords<ImageSet>();
   readonly keys = new MemRecords<{ key: string }>();
@@ -65,19 +68,25 @@ export class FakeCluster {
         job!.state = 'frozen';
         this.clock += 1.5;
         return { ...job, frozenAtMs: this.clock };
+      case 'clock':
+        // An exchange takes no time on the fake clocks (the hosts' go on at once).
+        return { nowMs: this.clock + (this.offsets.get(host) ?? 0) };
       case 'freeze-many': {
-        // One request per host: its jobs 0.5 ms apart on its clock, the hosts 1.5 ms apart.
-        this.clock += 1.5;
+        // Unscheduled, one request per host: its jobs 0.5 ms apart on its clock, the hosts 1.5 ms
+        // apart. Scheduled: its jobs 0.5 ms apart from the instant on its clock.
+        const atMs = req['atMs'] as number | undefined;
+        if (atMs === undefined) this.clock += 1.5;
+        const base = atMs ?? this.clock;
         const ids = req['jobIds'] as string[];
         const mine = ids.map((id) => this.jobs.find((j) => j.id === id && j.host === host));
         if (mine.some((j) => !j || !['running', 'frozen'].includes(j.state)))
           throw new DroverError(ErrorCode.FailedPrecondition, `a job on ${host} is not running`);
-        this.calls[this.calls.length - 1] += ids.join(',');
+        this.calls[this.calls.length - 1] += ids.join(',') + (atMs === undefined ? '' : ' at');
         return {
           jobs: mine.map((j, i) => ({
             ...j!,
             state: (j!.state = 'frozen'),
-            frozenAtMs: this.clock + i / 2,
+            frozenAtMs: base + i / 2,
           })),
         };
       }
@@ -134,14 +143,15 @@ export class FakeCluster {
   /**
    * A controller over this cluster. `fault(host, op, jobId)` may return 'fail' (the agent
    * reports an error), 'die' (the agent does the work, then this controller dies: every call from
-   * now on never returns) or nothing.
+   * now on never returns), 'unknown-op' (an agent from before `op`), 'late' (a scheduled cut
+   * that had passed when it came: CUT_MISSED, nothing done) or nothing.
    */
   context(
     fault: (
       host: string,
       op: string,
       jobId: string | undefined,
-    ) => 'fail' | 'die' | 'unknown-op' | void = () => {},
+    ) => 'fail' | 'die' | 'unknown-op' | 'late' | void = () => {},
     cpus: Record<string, number> = {},
   ): ClusterContext {
     let dead = false;
@@ -173,6 +183,7 @@ export class FakeCluster {
       },
       log: nullLogger,
       retention: 10,
+      now: () => this.clock,
       hosts: () => views,
       agent: async (host, op, req) => {
         if (dead) return hang;
@@ -182,6 +193,11 @@ export class FakeCluster {
         if (f === 'fail') throw new DroverError(ErrorCode.Criu, `injected: ${op} on ${host}`);
         if (f === 'unknown-op')
           throw new DroverError(ErrorCode.NotFound, `unknown operation ${op}`);
+        if (f === 'late') {
+          throw new DroverError(ErrorCode.CutMissed, `injected: the cut had passed on ${host}`, {
+            retryable: true,
+          });
+        }
         if (op === 'checkpoint') {
           // A dump takes a while: see how many overlap on this host.
           const now = (this.dumping.get(host) ?? 0) + 1;

@@ -38,4 +38,17 @@ test('a checkpoint report says the skew and how each host froze its jobs', () =>
   // Records from before per-host freezing have no such line.
   const { freezes: _, ...before } = op;
   assert.doesNotMatch(clusterReport(before), /freezes:/);
+  // Nor an unscheduled cut (or one from before scheduling) a cut line.
+  assert.doesNotMatch(out, /^cut:/m);
+});
+
+test('a scheduled cut: how far ahead, in how many plans, the skew on the controller clock', () => {
+  const out = clusterReport({
+    ...op,
+    cut: { atMs: 1_800_000_000_000, marginMs: 50, attempts: 2, skewMs: 0.9 },
+  });
+  assert.match(
+    out,
+    /^cut: scheduled 50 ms ahead \(2 plans\); skew 0\.9 ms on the controller's clock$/m,
+  );
 });

@@ -19,6 +19,13 @@ export function clusterReport(o: OperationRecord): string {
     ].filter(Boolean);
     lines.push(figures.join(' · '));
     if (o.freezes?.length) lines.push(`freezes: ${o.freezes.map(hostFreeze).join(', ')}`);
+    if (o.cut) {
+      const plans = `${o.cut.attempts} plan${o.cut.attempts === 1 ? '' : 's'}`;
+      lines.push(
+        `cut: scheduled ${o.cut.marginMs} ms ahead (${plans}); ` +
+          `skew ${o.cut.skewMs} ms on the controller's clock`,
+      );
+    }
   }
   lines.push(
     table(

@@ -68,3 +68,22 @@ export function cgroupFsError(err: unknown, op: string, path: string): CgroupErr
     retryable: errno === 'EBUSY' || errno === 'EAGAIN',
   });
 }
+
+/**
+ * A scheduled cut's instant (`atMs`, this host's clock) had passed by `lateMs` when the freeze
+ * could be armed: nothing was frozen. Code `CUT_MISSED`, retryable (with a later instant).
+ */
+export class CutMissedError extends DroverError {
+  readonly atMs: number;
+  readonly lateMs: number;
+
+  constructor(atMs: number, lateMs: number) {
+    super(
+      ErrorCode.CutMissed,
+      `the cut at ${atMs.toFixed(1)} had passed ${lateMs.toFixed(1)} ms before it could be armed`,
+      { retryable: true, details: { atMs, lateMs } },
+    );
+    this.atMs = atMs;
+    this.lateMs = lateMs;
+  }
+}

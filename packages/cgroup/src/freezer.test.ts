@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { isDroverError } from '@drover/common';
 import { CHECKPOINT_MARKER } from './checkpoint-guard.js';
-import { CheckpointingError } from './errors.js';
+import { prepareCutTimer } from './cut-timer.js';
+import { CheckpointingError, CutMissedError } from './errors.js';
 import { detectCgroupLayout } from './hierarchy.js';
 import type { CgroupLayout } from './hierarchy.js';
 import { JobCgroup } from './job-cgroup.js';
@@ -227,6 +228,8 @@ for (const [name, layout] of variants) {
     const cgs: JobCgroup[] = [];
 
     before(async () => {
+      // As the agent does when it starts: a cut must not wait for the thread to boot.
+      await prepareCutTimer();
       for (const n of [1, 2, 3]) {
         const c = await startCounter(join(tmp, `cut-${id}-${n}`));
         pids.push(c.pid);
@@ -265,7 +268,57 @@ for (const [name, layout] of variants) {
         assert.ok(!(await stopped(counters[i]!)), `counter ${i} does not run`);
       }
     });
+
+    test('a scheduled cut: nothing frozen before the instant, every job frozen at or after it', async () => {
+      const atMs = now() + 150;
+      const cut = JobCgroup.freezeAll(cgs, { atMs, lateMs: 2 });
+      await sleep(60);
+      for (const cg of cgs) assert.equal(await cg.state(), 'thawed', 'frozen before the instant');
+      // The event loop is blocked across the instant: the thread freezes them anyway, on time.
+      const busyUntil = atMs + 100;
+      while (now() < busyUntil);
+      for (const [i, cg] of cgs.entries()) assert.equal(await cg.state(), 'frozen', `job ${i}`);
+      const times = await cut;
+      assert.equal(times.length, 3);
+      for (const t of times) {
+        assert.ok(t >= atMs, `frozen at ${t}, before the instant ${atMs}`);
+        assert.ok(t < busyUntil, `frozen at ${t}: ${t - atMs} ms late, after the loop was free`);
+      }
+      for (const [i, c] of counters.entries()) assert.ok(await stopped(c), `counter ${i} moved`);
+      for (const cg of cgs) await cg.thaw();
+    });
+
+    test('a scheduled cut whose instant has passed: CUT_MISSED, nothing frozen', async () => {
+      const atMs = now() - 50;
+      await assert.rejects(JobCgroup.freezeAll(cgs, { atMs, lateMs: 2 }), (e) => {
+        assert.ok(e instanceof CutMissedError && isDroverError(e, 'CUT_MISSED'), String(e));
+        assert.ok(e.retryable && e.lateMs >= 50, `late ${e.lateMs}`);
+        return true;
+      });
+      for (const [i, cg] of cgs.entries()) {
+        assert.equal(await cg.state(), 'thawed', `job ${i}`);
+        assert.ok(!(await stopped(counters[i]!)), `counter ${i} does not run`);
+      }
+    });
+
+    test('a scheduled cut is all or nothing too: one cgroup gone, every other one thawed', async () => {
+      const gone = await JobCgroup.create({ jobId: `cut-${id}-gone2`, parent, layout });
+      for (const dir of gone.paths.all) rmdirSync(dir);
+      const at = { atMs: now() + 30, lateMs: 2 };
+      await assert.rejects(JobCgroup.freezeAll([cgs[0]!, cgs[1]!, gone, cgs[2]!], at), (e) =>
+        isDroverError(e, 'NOT_FOUND'),
+      );
+      for (const [i, cg] of cgs.entries()) {
+        assert.equal(await cg.state(), 'thawed', `job ${i} left ${await cg.state()}`);
+        assert.ok(!(await stopped(counters[i]!)), `counter ${i} does not run`);
+      }
+    });
   });
+}
+
+/** The clock a scheduled cut is timed on (what the agent reports as `frozenAtMs`). */
+function now(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 test(

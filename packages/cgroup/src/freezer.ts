@@ -1,7 +1,9 @@
 /** The freezer of one cgroup directory: v2 `cgroup.freeze`/`cgroup.events`, v1 `freezer.state`. */
 import { join } from 'node:path';
-import { toDroverError } from '@drover/common';
+import { toDroverError, type DroverError } from '@drover/common';
 import { pollUntil, readText, readTextSync, writeText, writeTextSync } from './cgroup-fs.js';
+import { timedCut, type TimedFreeze } from './cut-timer.js';
+import { cgroupFsError, CutMissedError } from './errors.js';
 import type { CgroupVersion } from './hierarchy.js';
 
 /** What the kernel reports: `freezing` means asked to freeze but not every task has stopped yet. */
@@ -99,42 +101,136 @@ export interface FreezeTarget {
 export async function freezeCgroups(
   targets: readonly FreezeTarget[],
   wait: FreezerWait,
-  now: () => number = () => performance.timeOrigin + performance.now(),
+  now: () => number = clockNow,
 ): Promise<number[]> {
   const frozenAt: (number | null)[] = targets.map(() => null);
   try {
     // In this thread, one after the other (see readTextSync): the requests microseconds apart,
     // and each time taken right after the kernel said so.
     for (const t of targets) requestFreezeSync(t.dir, t.version);
-    const nudges = targets.map(() => v1Nudger());
-    await pollUntil(
-      async () => {
-        const states = targets.map((t) => readFreezerStateSync(t.dir, t.version));
-        const at = now();
-        states.forEach((s, i) => {
-          if (s === 'frozen') frozenAt[i] ??= at;
-          else if (s === 'freezing' && targets[i]!.version === 'v1') nudges[i]!(targets[i]!.dir);
-        });
-        return frozenAt.every((t) => t !== null);
-      },
-      {
-        ...wait,
-        // Read when the wait gives up: names the cgroups still not frozen then.
-        get what() {
-          const late = targets.filter((_, i) => frozenAt[i] === null).map((t) => t.dir);
-          return `cgroup${late.length === 1 ? '' : 's'} ${late.join(', ')} did not freeze`;
-        },
-        path: targets[0]?.dir ?? '',
-      },
-    );
+    await watchFrozen(targets, frozenAt, wait, now);
   } catch (err) {
-    const first = toDroverError(err);
-    for (const t of targets) {
-      await requestFreeze(t.dir, t.version, false).catch((e: unknown) => first.suppress(e));
-    }
-    throw first;
+    throw await thawedAfter(targets, err);
   }
   return frozenAt.map((t) => t!);
+}
+
+/** Options of {@link freezeCgroupsAt}. */
+export interface ScheduledFreeze {
+  /** The instant (epoch ms, `performance.timeOrigin + performance.now()` of this host). */
+  atMs: number;
+  /** Refused with CUT_MISSED, nothing frozen, if the instant has passed by more than this. */
+  lateMs: number;
+  /** Told when the freezes were requested (same clock; at or a little after `atMs`). */
+  onIssued?: (issuedAtMs: number) => void;
+}
+
+/** How long the cut timer's thread watches the cgroups freeze before this thread takes over. */
+const TIMED_WATCH_MS = 50;
+
+/**
+ * {@link freezeCgroups} at an instant: the freezes are requested back to back at `atMs` by the
+ * cut timer's thread (cut-timer.ts), however busy this thread is then, and that thread watches
+ * them freeze for a while (the times are taken there, right after the kernel said so); any still
+ * freezing after that are watched here. Every time returned is at or after `atMs`.
+ *
+ * {@link CutMissedError} (CUT_MISSED, retryable) if the instant had passed by more than
+ * `lateMs` when the thread got it: nothing was written. All or nothing as freezeCgroups.
+ */
+export async function freezeCgroupsAt(
+  targets: readonly FreezeTarget[],
+  at: ScheduledFreeze,
+  wait: FreezerWait,
+): Promise<number[]> {
+  const frozenAt: (number | null)[] = targets.map(() => null);
+  try {
+    const r = await timedCut({
+      atMs: at.atMs,
+      lateMs: at.lateMs,
+      targets: targets.map(timedFreezeOf),
+      watchMs: Math.min(TIMED_WATCH_MS, wait.timeoutMs),
+    });
+    if (r.kind === 'missed') throw new CutMissedError(at.atMs, r.lateMs);
+    if (r.kind === 'failed') {
+      const path = timedFreezeOf(targets[r.index]!).write;
+      throw cgroupFsError(Object.assign(new Error(r.message), { code: r.errno }), 'write', path);
+    }
+    at.onIssued?.(r.issuedAtMs);
+    r.frozenAt.forEach((t, i) => (frozenAt[i] = t));
+    await watchFrozen(targets, frozenAt, wait, clockNow);
+  } catch (err) {
+    // Missed: nothing was written, nothing to undo.
+    if (err instanceof CutMissedError) throw err;
+    throw await thawedAfter(targets, err);
+  }
+  return frozenAt.map((t) => t!);
+}
+
+/** This host's clock as a cut is timed on: epoch ms, sub-millisecond, the same in every thread. */
+function clockNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** The cut timer's form of a freeze: the write and the file that says it is frozen. */
+function timedFreezeOf(t: FreezeTarget): TimedFreeze {
+  return t.version === 'v1'
+    ? {
+        write: join(t.dir, 'freezer.state'),
+        value: 'FROZEN',
+        watch: join(t.dir, 'freezer.state'),
+        frozen: '^FROZEN$',
+      }
+    : {
+        write: join(t.dir, 'cgroup.freeze'),
+        value: '1',
+        watch: join(t.dir, 'cgroup.events'),
+        frozen: '^frozen 1$',
+      };
+}
+
+/**
+ * Watch `targets` (freezes requested) until each is frozen, filling in `frozenAt` (entries
+ * already set are kept); a v1 freezer still FREEZING is nudged (v1Nudger).
+ */
+async function watchFrozen(
+  targets: readonly FreezeTarget[],
+  frozenAt: (number | null)[],
+  wait: FreezerWait,
+  now: () => number,
+): Promise<void> {
+  if (frozenAt.every((t) => t !== null)) return;
+  const nudges = targets.map(() => v1Nudger());
+  await pollUntil(
+    async () => {
+      const states = targets.map((t, i) =>
+        frozenAt[i] === null ? readFreezerStateSync(t.dir, t.version) : 'frozen',
+      );
+      const at = now();
+      states.forEach((s, i) => {
+        if (s === 'frozen') frozenAt[i] ??= at;
+        else if (s === 'freezing' && targets[i]!.version === 'v1') nudges[i]!(targets[i]!.dir);
+      });
+      return frozenAt.every((t) => t !== null);
+    },
+    {
+      ...wait,
+      // Read when the wait gives up: names the cgroups still not frozen then.
+      get what() {
+        const late = targets.filter((_, i) => frozenAt[i] === null).map((t) => t.dir);
+        return `cgroup${late.length === 1 ? '' : 's'} ${late.join(', ')} did not freeze`;
+      },
+      path: targets[0]?.dir ?? '',
+    },
+  );
+}
+
+/** All or nothing: every target thawed again after `err`; the first error, the others attached. */
+async function thawedAfter(targets: readonly FreezeTarget[], err: unknown): Promise<DroverError> {
+  const first = toDroverError(err);
+  for (const t of targets) {
+    await requestFreeze(t.dir, t.version, false).catch((e: unknown) => first.suppress(e));
+  }
+  return first;
 }
 
 /**

@@ -17,7 +17,14 @@ import {
   writeText,
 } from './cgroup-fs.js';
 import { CheckpointingError, cgroupFsError, errnoOf } from './errors.js';
-import { freezeCgroup, freezeCgroups, readFreezerState, thawCgroup } from './freezer.js';
+import {
+  freezeCgroup,
+  freezeCgroups,
+  freezeCgroupsAt,
+  readFreezerState,
+  thawCgroup,
+  type ScheduledFreeze,
+} from './freezer.js';
 import type { FreezerState, FreezerWait } from './freezer.js';
 import { detectCgroupLayout } from './hierarchy.js';
 import type { CgroupLayout, CgroupVersion } from './hierarchy.js';
@@ -204,10 +211,12 @@ export class JobCgroup {
   /**
    * Freeze several jobs as one cut (see `freezeCgroups`): every freeze is requested back to back,
    * then all are waited for together, looking every millisecond (the times are a cut's skew); all
-   * or nothing. Returns when each job was seen frozen (epoch ms), in the order given. Each job's
-   * freezer is held meanwhile, as by {@link freeze}.
+   * or nothing. With `at`, the freezes are requested at that instant of this host's clock by the
+   * cut timer's thread (`freezeCgroupsAt`; CUT_MISSED, nothing frozen, if it has passed). Returns
+   * when each job was seen frozen (epoch ms), in the order given. Each job's freezer is held
+   * meanwhile, as by {@link freeze}.
    */
-  static async freezeAll(cgroups: readonly JobCgroup[]): Promise<number[]> {
+  static async freezeAll(cgroups: readonly JobCgroup[], at?: ScheduledFreeze): Promise<number[]> {
     const first = cgroups[0];
     if (first === undefined) return [];
     const targets = cgroups.map((cg) => {
@@ -218,9 +227,13 @@ export class JobCgroup {
     const t0 = performance.now();
     const times = await serializedAll(
       targets.map((t) => t.dir),
-      () => freezeCgroups(targets, wait),
+      () => (at ? freezeCgroupsAt(targets, at, wait) : freezeCgroups(targets, wait)),
     );
-    first.#c.log.debug('freeze', { jobs: cgroups.length, ms: Math.round(performance.now() - t0) });
+    first.#c.log.debug('freeze', {
+      jobs: cgroups.length,
+      ms: Math.round(performance.now() - t0),
+      ...(at ? { atMs: at.atMs } : {}),
+    });
     return times;
   }
 

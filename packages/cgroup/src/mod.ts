@@ -17,6 +17,8 @@ export type { JobCgroupOptions, CreateJobCgroupOptions, DestroyOptions } from '.
 export { DEFAULT_PARENT, validateJobId } from './job-paths.js';
 export type { JobCgroupPaths } from './job-paths.js';
 export { FreezerState } from './freezer.js';
+export type { ScheduledFreeze } from './freezer.js';
+export { prepareCutTimer } from './cut-timer.js';
 export { CheckpointGuard, CHECKPOINT_MARKER } from './checkpoint-guard.js';
 export type { GuardHolder } from './checkpoint-guard.js';
-export { CgroupError, CheckpointingError } from './errors.js';
+export { CgroupError, CheckpointingError, CutMissedError } from './errors.js';

@@ -26,6 +26,8 @@ export const ErrorCode = {
   StartFailed: 'START_FAILED',
   /** A pool ran out (e.g. the job network has no free address). */
   ResourceExhausted: 'RESOURCE_EXHAUSTED',
+  /** A scheduled cut's instant had passed before the host could arm it: nothing was frozen. */
+  CutMissed: 'CUT_MISSED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

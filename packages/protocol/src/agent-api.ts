@@ -11,7 +11,19 @@ import {
   type CheckpointOptions,
   type EffectiveCheckpointOptions,
 } from './checkpoint-options.js';
-import { arr, bool, dict, int, obj, oneOf, opt, str, type Infer, type Schema } from './schema.js';
+import {
+  arr,
+  bool,
+  dict,
+  int,
+  num,
+  obj,
+  oneOf,
+  opt,
+  str,
+  type Infer,
+  type Schema,
+} from './schema.js';
 import { signalSchema } from './signals.js';
 import { commandSchema } from './command.js';
 import type { ImageContents } from './image-contents.js';
@@ -336,9 +348,20 @@ export const AgentOps = {
   freeze: obj({ jobId: id() }),
   /**
    * A cluster checkpoint's barrier on one host: every job of the cut here frozen together (each
-   * freeze requested back to back, then waited for together); all or nothing.
+   * freeze requested back to back, then waited for together); all or nothing. With `atMs` (epoch
+   * ms, this host's clock as `clock` reads it) the freezes are made at that instant (a scheduled
+   * cut); CUT_MISSED, nothing frozen, if it is more than `lateMs` (default 2) past when armed.
    */
-  'freeze-many': obj({ jobIds: arr(id(), { min: 1, max: 4096 }) }),
+  'freeze-many': obj({
+    jobIds: arr(id(), { min: 1, max: 4096 }),
+    atMs: opt(num({ min: 0 })),
+    lateMs: opt(num({ min: 0, max: 1000 })),
+  }),
+  /**
+   * This host's clock: a cluster checkpoint asks a few times to estimate its offset before it
+   * schedules a cut (an agent that does not know `clock` gets an unscheduled one).
+   */
+  clock: obj({}),
   thaw: obj({ jobId: id() }),
   /** Dump a job into a local image sealed with `key` (the caller keeps it: the host never does). */
   checkpoint: obj({
@@ -428,8 +451,13 @@ export interface AgentReplies extends MigrationReplies {
   'tty-write': { bytes: number };
   /** `frozenAtMs`: this host's clock (epoch ms) when every task of the job was frozen. */
   freeze: JobInfo & { frozenAtMs: number };
-  /** Each job as frozen, in the order asked, with when the kernel reported it frozen. */
-  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[] };
+  /**
+   * Each job as frozen, in the order asked, with when the kernel reported it frozen; for a
+   * scheduled cut, when the freezes were requested (`issuedAtMs`, at or just after `atMs`).
+   */
+  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[]; issuedAtMs?: number };
+  /** Epoch ms, sub-millisecond (`performance.timeOrigin + performance.now()`), when it answered. */
+  clock: { nowMs: number };
   thaw: JobInfo;
   checkpoint: ImageInfo;
   restore: JobInfo;

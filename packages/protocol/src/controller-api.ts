@@ -114,6 +114,33 @@ export interface HostFreeze {
   requests: number;
   /** Between its first and its last job frozen (ms, the host's clock). */
   skewMs: number;
+  /**
+   * A scheduled cut (absent: frozen when the request came): the instant in this host's clock,
+   * its clock's estimated offset from the controller's (host minus controller, ms) and the
+   * round trip of the exchange it was estimated from, how long after the instant its cut
+   * timer requested the freezes (`issuedLateMs`) and its last job was seen frozen (`lateMs`).
+   */
+  cutAtMs?: number;
+  offsetMs?: number;
+  rttMs?: number;
+  issuedLateMs?: number;
+  lateMs?: number;
+}
+
+/** How a cluster checkpoint's cut was scheduled (cluster-cut.ts in the controller). */
+export interface CutPlan {
+  /** The instant, in the controller's clock (epoch ms). */
+  atMs: number;
+  /** How far ahead of sending the requests it was chosen (ms). */
+  marginMs: number;
+  /** Plans it took: a host that could not arm the cut in time makes a later one. */
+  attempts: number;
+  /**
+   * First to last job frozen on the controller's clock (each host's times less its estimated
+   * offset): the skew across hosts whose clocks differ. `freezeSkewMs` takes the hosts' clocks
+   * as they are.
+   */
+  skewMs: number;
 }
 
 /** Phases of a cluster checkpoint (in order) and of a restore. */
@@ -197,6 +224,8 @@ export interface OperationRecord {
   freezeSkewMs?: number | null;
   /** checkpoint: the barrier as each host did it (one request per host). */
   freezes?: HostFreeze[];
+  /** checkpoint: the scheduled cut (null: unscheduled, a host without `clock`). */
+  cut?: CutPlan | null;
   /** checkpoint: how long the workload was frozen (first freeze to thaw or stop, ms). */
   frozenMs?: number | null;
   /** A per-phase timeline: when each phase started (ms since the operation started). */

@@ -257,6 +257,7 @@ export class SimulatedAgent {
       'tty-write': notSimulated('tty-write'),
       freeze: notSimulated('freeze'),
       'freeze-many': notSimulated('freeze-many'),
+      clock: notSimulated('clock'),
       thaw: notSimulated('thaw'),
       checkpoint: notSimulated('checkpoint'),
       restore: notSimulated('restore'),

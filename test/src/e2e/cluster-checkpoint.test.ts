@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
 import { isDroverError } from '@drover/common';
-import { IMAGE_SET_BUCKET } from '@drover/protocol';
+import { IMAGE_SET_BUCKET, type CutPlan, type HostFreeze } from '@drover/protocol';
 import { ControllerProcess } from '@drover/testbed';
 import { ClusterFixture } from '../cluster/fixture.js';
 import { requestVerdict, waitReady, type WorkloadName } from '../workloads/mod.js';
@@ -37,7 +37,8 @@ interface Op {
   state: string;
   phase?: string;
   freezeSkewMs?: number | null;
-  freezes?: { host: string; jobIds: string[]; requests: number; skewMs: number }[];
+  freezes?: HostFreeze[];
+  cut?: CutPlan | null;
   members?: { jobId: string; host: string; state: string; frozenAtMs: number | null }[];
   error: { message: string } | null;
 }
@@ -206,6 +207,23 @@ describe('coordinated cluster checkpoint and image sets', () => {
         op.freezeSkewMs,
         Math.round((Math.max(...times) - Math.min(...times)) * 10) / 10,
       );
+      // A scheduled cut: one instant, sent to each host in its own clock (the hosts here share
+      // one clock, so each estimated offset is within its round trip); nothing froze before it.
+      const cut = op.cut!;
+      assert.ok(
+        cut.attempts >= 1 && cut.marginMs >= 100 && cut.marginMs <= 1000,
+        `${cut.marginMs}`,
+      );
+      const sent = new Map<string, number>();
+      for (const f of op.freezes!) {
+        assert.ok(f.rttMs! >= 0 && Math.abs(f.offsetMs!) <= f.rttMs! / 2 + 0.01, JSON.stringify(f));
+        assert.ok(Math.abs(f.cutAtMs! - (cut.atMs + f.offsetMs!)) < 0.01, JSON.stringify(f));
+        assert.ok(f.lateMs! >= 0, JSON.stringify(f));
+        sent.set(f.host, f.cutAtMs!);
+      }
+      for (const m of op.members!) {
+        assert.ok(m.frozenAtMs! >= sent.get(m.host)!, `${m.jobId} froze before its host's instant`);
+      }
       for (const j of jobs) assert.equal(await verifyLive(j, [j.host]), j.host);
     } finally {
       await killAll(jobs);
