@@ -313,10 +313,11 @@ describe('coordinated cluster checkpoint and image sets', () => {
       const r = await running;
       assert.equal(r.code, 1, r.stderr + r.stdout);
       // Found by the controller's watch (no heartbeat, no answer to a liveness probe; or a new
-      // process), or sooner by the request itself (its re-send met the restarted agent).
+      // process), or sooner by the request itself (its server gone, or its re-send met the
+      // restarted agent): whichever comes first on a busy machine.
       assert.match(
         r.stdout,
-        /the agent on h1 (stopped answering|restarted)|the server of drover\.agent\.h1\.image-push restarted/,
+        /the agent on h1 (stopped answering|restarted)|the server of drover\.agent\.h1\.image-push (restarted|went away)/,
       );
       assert.match(r.stdout, /every job was thawed where it was/);
       assert.doesNotMatch(r.stdout, /could not thaw/);
