@@ -5,7 +5,9 @@
  * main process), its `.desc` options passed as `--checkpoint-opt` where Drover's list has them,
  * its hook run at zdtm.py's stages in the job's network and mount namespaces, stopped with
  * `drover stop`, passed if its `.out` says PASS. A `crfail` test (one raw CRIU must refuse to
- * dump) passes whether Drover's move is refused, the job running on whole, or succeeds.
+ * dump without an option) passes if Drover's move is refused and the test, left running where it
+ * was, passes its own check; or if the move succeeds (Drover's defaults turn on what the test
+ * leaves off) and the test passes its check on the destination.
  *
  * Where the test keeps its files (`Placement`): by default in the job's own directory, which
  * travels with the job, each host holding its own copy on its own disk (as on real machines: the
@@ -236,8 +238,8 @@ export async function runThroughDrover(
     const op = JSON.parse(moved.stdout || '{}') as { state?: string; error?: { message: string } };
     if (op.state !== 'done' && !crfail)
       return fail(`migrate: ${op.error?.message ?? moved.stderr.trim()}`);
-    if (op.state === 'done' && crfail)
-      return fail('migrate: succeeded where CRIU must fail (crfail)');
+    // crfail and moved: Drover's defaults did what raw CRIU without the option cannot (file
+    // locks on, the ghost limit sized to the job); the test's own check below still decides.
     await hook('--post-restore');
     const stopped = await f.drover(['stop', id]);
     if (stopped.code !== 0) return fail(`stop: ${stopped.stderr.trim() || stopped.stdout.trim()}`);
