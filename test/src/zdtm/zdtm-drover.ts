@@ -17,7 +17,7 @@
  * frozen original), see docs/ZDTM.md.
  */
 import { execFile, spawn } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -149,12 +149,16 @@ export async function runThroughDrover(
   const { opts, unmapped } = checkpointOptsOf(desc);
   const timeoutMs = desc.timeoutSec * 1000;
   const crfail = desc.flags.includes('crfail');
+  const imgDir = join(testDir, 'dump', 'drover-none');
+  mkdirSync(imgDir, { recursive: true });
   // zdtm.py runs a test's hook in the test's namespaces (the host's, in the h flavour): here
   // that is the job's, on whichever host it is now; `--clean` runs after it ended, here.
   const hook = async (stage: string, id?: string): Promise<void> => {
     if (!desc.hook) return;
     const path = `./zdtm/static/${test}.hook`;
-    const env = { ...process.env, PATH: SYSTEM_PATH, ZDTM_IMG_DIR: join(testDir, 'dump', 'none') };
+    // zdtm.py points hooks at its dumps' image directories (some compare them between dumps):
+    // Drover keeps none once the move is over, so they get an empty one, nothing to compare.
+    const env = { ...process.env, PATH: SYSTEM_PATH, ZDTM_IMG_DIR: imgDir };
     if (id === undefined) {
       await waitExit(path, [stage], { cwd: testDir, env });
       return;
@@ -240,7 +244,7 @@ export async function runThroughDrover(
       return fail(`migrate: ${op.error?.message ?? moved.stderr.trim()}`);
     // crfail and moved: Drover's defaults did what raw CRIU without the option cannot (file
     // locks on, the ghost limit sized to the job); the test's own check below still decides.
-    await hook('--post-restore');
+    await hook('--post-restore', id);
     const stopped = await f.drover(['stop', id]);
     if (stopped.code !== 0) return fail(`stop: ${stopped.stderr.trim() || stopped.stdout.trim()}`);
     const ended = await until(timeoutMs, async () => {
