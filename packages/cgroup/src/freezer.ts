@@ -40,30 +40,7 @@ export async function freezeCgroup(
   version: CgroupVersion,
   wait: FreezerWait,
 ): Promise<void> {
-  await requestFreeze(dir, version, true);
-  const nudge = v1Nudger();
-  try {
-    await pollUntil(
-      async () => {
-        const state = await readFreezerState(dir, version);
-        if (state === 'freezing' && version === 'v1') nudge(dir);
-        return state === 'frozen';
-      },
-      {
-        ...wait,
-        what: `cgroup ${dir} did not freeze`,
-        path: dir,
-      },
-    );
-  } catch (err) {
-    const first = toDroverError(err);
-    try {
-      await requestFreeze(dir, version, false);
-    } catch (rollback) {
-      first.suppress(rollback);
-    }
-    throw first;
-  }
+  await freezeCgroups([{ dir, version }], wait);
 }
 
 /** Thaw `dir` and wait until the kernel reports it thawed (Timeout if an ancestor keeps it frozen). */
