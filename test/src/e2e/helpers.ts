@@ -35,6 +35,24 @@ export async function waitForValue<T>(
   }
 }
 
+/**
+ * An agent's log from `from` on, once every pattern has appeared in it: a peer sees a refusal
+ * before the agent has logged it and the line has crossed the pipe, so a log is waited for,
+ * never read once. Past the bound, the first pattern missing fails with the log.
+ */
+export async function waitForLog(
+  agent: AgentHandle,
+  from: number,
+  patterns: readonly RegExp[],
+  timeoutMs = 10_000,
+): Promise<string> {
+  const log = (): string => agent.process!.output().slice(from);
+  await waitFor(async () => patterns.every((p) => p.test(log())), timeoutMs).catch(() => undefined);
+  const seen = log();
+  for (const p of patterns) assert.match(seen, p);
+  return seen;
+}
+
 /** Signal a job's main process through the agent that runs it. */
 export function signaller(agent: AgentHandle, jobId: string): (sig: NodeJS.Signals) => void {
   return (sig) => void agent.client.call('signal', { jobId, signal: sig as 'SIGUSR1' });

@@ -32,6 +32,7 @@ import {
   sleep,
   streamRefusal,
   waitFor,
+  waitForLog,
   waitForValue,
 } from './helpers.js';
 
@@ -168,10 +169,11 @@ describe('stream endpoint security', () => {
       // Every refusal happened while the migration was still streaming...
       assert.equal((await migrationOf('h1', id))?.state, 'transferring');
       // ...and the destination logged each one (TLS refusals, the operator, h3's HELLO).
-      const log = agent('h2').process!.output().slice(logBefore);
-      assert.match(log, /TLS handshake refused/);
-      assert.match(log, /not a Drover agent's \(operator operator\)/);
-      assert.match(log, /"agent":"h3"/);
+      await waitForLog(agent('h2'), logBefore, [
+        /TLS handshake refused/,
+        /not a Drover agent's \(operator operator\)/,
+        /"agent":"h3"/,
+      ]);
 
       // The migration completes; the job verifies itself on h2 with the same PIDs.
       const rec = await migrating;
@@ -364,9 +366,7 @@ describe('page channel security', () => {
       return e.kind === 'remote' ? undefined : e;
     }, 15_000);
     t.diagnostic(`after: ${after.kind}: ${after.message}`);
-    const log = agent('h2').process!.output().slice(logBefore);
-    assert.match(log, /revocation list changed/);
-    assert.match(log, /TLS handshake refused/);
+    await waitForLog(agent('h2'), logBefore, [/revocation list changed/, /TLS handshake refused/]);
     // Another agent still gets as far as its HELLO.
     assert.equal((await refusal(tlsFrom(f.tb.certs!.identity('agent', 'h1')))).kind, 'remote');
   });
