@@ -10,7 +10,15 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
-import { DroverError, ErrorCode, mapLimit, retry, sleep, toDroverError } from '@drover/common';
+import {
+  backoff,
+  DroverError,
+  ErrorCode,
+  mapLimit,
+  retry,
+  sleep,
+  toDroverError,
+} from '@drover/common';
 import { decodeCheckpoint, type ImageSource } from '@drover/crit';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
@@ -24,9 +32,15 @@ import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js
  */
 const FILE_UPLOADS = 4;
 
-/** Tries of one file's upload when it fails for a transient reason, and the pause (× tries). */
-const PUT_TRIES = 5;
-const PUT_PAUSE_MS = 1000;
+/**
+ * How long one file's upload is made again while it fails for a transient reason (a NATS server
+ * restarting, JetStream not yet answering after it): pauses of 0.5 s doubled up to 5 s, and no
+ * new try that would start past this bound. A restarted server on a loaded machine can take
+ * tens of seconds to answer JetStream again; a count of tries would end sooner on a fast machine
+ * than on a busy one.
+ */
+const PUT_RETRY_MS = 60_000;
+const PUT_PAUSE = backoff(500, 5000);
 
 /** A local image file's plaintext: opened with the key when the image is sealed. */
 function plaintextOf(
@@ -83,7 +97,6 @@ export function pushImage(
     const t0 = performance.now();
     const manifest = await agent.images.readManifest(req.imageId); // complete images only
     const key = imageKey(req.key);
-    const store = await objects();
     const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
     // Files go up a few at once (FILE_UPLOADS): an image is one large pages file and a dozen
     // small ones of a few round trips each. Results keep the names' order.
@@ -92,9 +105,11 @@ export function pushImage(
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
       const object = `${req.prefix}/${name}`;
-      // An upload cut off (a NATS server restarting, say) is made again from the local file.
+      // An upload cut off (a NATS server restarting, say) is made again from the local file;
+      // the bucket is opened again too if it could not be (objects() keeps it once open).
       const sent = await retry(
         async () => {
+          const store = await objects();
           const hash = createHash('sha256');
           const count = { bytes: 0 };
           await store.put(
@@ -113,8 +128,8 @@ export function pushImage(
           return { size: count.bytes, sha256: hash.digest('hex') };
         },
         {
-          tries: PUT_TRIES,
-          pauseMs: (n) => PUT_PAUSE_MS * n,
+          forMs: PUT_RETRY_MS,
+          pauseMs: PUT_PAUSE,
           retryIf: (err) => toDroverError(err).retryable,
           onRetry: (err, n) =>
             agent.log.warn('image upload interrupted; uploading the file again', {
