@@ -29,8 +29,8 @@ export interface ClusterContext extends ImageSetContext {
   whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
   /** Every job on every reachable host. */
   allJobs(): Promise<{ host: string; id: string; name: string; state: string }[]>;
-  /** Throws unless `host` is known, reachable and not cordoned. */
-  usableHost(host: string): void;
+  /** Rejects unless `host` is known, reachable (or answers when asked) and not cordoned. */
+  usableHost(host: string): Promise<void>;
   /**
    * A restored job takes its address (and name) back: FAILED_PRECONDITION when another job
    * holds either now (address-book.ts). A no-op for jobs on the host's network.

@@ -52,7 +52,7 @@ export async function restoreCluster(
     );
   }
   const to = req.to ? [...new Set(req.to)] : undefined;
-  for (const h of to ?? []) ctx.usableHost(h);
+  for (const h of to ?? []) await ctx.usableHost(h);
   await refuseIfBusy(ctx, set.name);
   const running: string[] = [];
   for (const j of set.jobs) {

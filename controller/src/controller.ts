@@ -275,7 +275,7 @@ export class Controller {
   }
 
   async adopt(req: ControllerRequest<'adopt'>): Promise<ClusterJob> {
-    this.usableHost(req.host);
+    await this.usableHost(req.host);
     return this.agent(req.host, 'adopt', { pid: req.pid, ...(req.name ? { name: req.name } : {}) });
   }
 
@@ -427,7 +427,7 @@ export class Controller {
       views: () => this.views(),
       agent: (host, op, req, timeoutMs) => this.agent(host, op, req, timeoutMs),
       whereIs: (jobId) => whereIs(this.locator(), jobId),
-      usableHost: (host) => void this.usableHost(host),
+      usableHost: async (host) => void (await this.usableHost(host)),
       cordon: async (host) => void (await this.cordon({ host }, true)),
       allJobs: () => this.jobRecords(),
     };
@@ -474,8 +474,13 @@ export class Controller {
     return knownHost(this.registry, this.known, host);
   }
 
-  /** A host that may receive work: known, reachable, not cordoned. */
-  private usableHost(host: string): HostView {
+  /**
+   * A host that may receive work: known, reachable, not cordoned. One marked unreachable is
+   * asked directly first (a liveness probe): on a loaded machine its heartbeats and the sweep's
+   * probe may both have come late, and work is refused only to a host that does not answer now.
+   */
+  private async usableHost(host: string): Promise<HostView> {
+    await this.liveness.recheck(host);
     return usableHost(this.registry, this.known, host);
   }
 

@@ -219,7 +219,7 @@ export class FakeCluster {
       },
       allJobs: async () =>
         this.jobs.map((j) => ({ host: j.host, id: j.id, name: j.id, state: j.state })),
-      usableHost: (host) => {
+      usableHost: async (host) => {
         if (!views.some((v) => v.host === host))
           throw new DroverError(ErrorCode.NotFound, `no host ${host}`);
       },

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { isDroverError, nullLogger } from '@drover/common';
 import type { AgentInfo, LivenessReply } from '@drover/protocol';
 import { HostRegistry } from './host-registry.js';
+import { usableHost } from './host-access.js';
 import { Liveness } from './liveness.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -116,4 +117,31 @@ test('a long call fails when its agent stops answering probes too, or answers re
     (e: unknown) =>
       isDroverError(e, 'UNAVAILABLE') && /h2 restarted during checkpoint/.test(String(e)),
   );
+});
+
+test('work for a host marked unreachable waits for a direct probe: refused only if it does not answer now', async () => {
+  const reg = new HostRegistry({ unreachableAfterMs: 100 });
+  reg.observe(heartbeat('late'));
+  reg.observe(heartbeat('dead'));
+  let lateAnswers = false;
+  const bus = probes(new Map([['late', () => (lateAnswers ? alive('late', 102) : null)]]));
+  const live = new Liveness(bus, reg, 100, nullLogger);
+  await sleep(150);
+  await live.sweep();
+  assert.equal(reg.get('late')!.reachable, false);
+  assert.equal(reg.get('dead')!.reachable, false);
+  // The loaded host answers now: asked before work is refused, it is reachable again.
+  lateAnswers = true;
+  bus.asked.length = 0;
+  await live.recheck('late');
+  await live.recheck('dead');
+  assert.deepEqual(bus.asked.sort(), ['dead', 'late']);
+  assert.equal(reg.get('late')!.reachable, true);
+  assert.equal(reg.get('late')!.info.uptimeSec, 102);
+  assert.doesNotThrow(() => usableHost(reg, null, 'late'));
+  assert.throws(() => usableHost(reg, null, 'dead'), /host dead is unreachable/);
+  // A reachable host is not asked.
+  bus.asked.length = 0;
+  await live.recheck('late');
+  assert.deepEqual(bus.asked, []);
 });

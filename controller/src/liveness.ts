@@ -73,6 +73,19 @@ export class Liveness {
     }
   }
 
+  /**
+   * A host marked unreachable is asked once more, directly, before work is refused it: on a
+   * loaded machine its heartbeats and the sweep's probe may both have come late. If it answers
+   * it is reachable again. Hosts not marked unreachable are not asked.
+   */
+  async recheck(host: string): Promise<void> {
+    if (this.registry.get(host)?.reachable !== false) return;
+    const p = await this.probe(host);
+    if (!p) return;
+    this.registry.vouch(host, p.reply);
+    this.log.info('host marked unreachable answered a liveness probe', { host });
+  }
+
   /** Ask `host`'s agent directly whether it lives (one probe at a time per host). */
   probe(host: string): Promise<Probe> {
     let p = this.probes.get(host);

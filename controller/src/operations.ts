@@ -37,8 +37,8 @@ export interface OperationsHost {
   views(): HostView[];
   agent: AgentCall;
   whereIs(jobId: string): Promise<{ host: string; state: string } | null>;
-  /** Throws unless `host` is known, reachable and not cordoned. */
-  usableHost(host: string): void;
+  /** Rejects unless `host` is known, reachable (or answers when asked) and not cordoned. */
+  usableHost(host: string): Promise<void>;
   cordon(host: string): Promise<void>;
   /** Every job record of the reachable hosts. */
   allJobs(): Promise<ClusterJob[]>;

@@ -466,6 +466,6 @@ export async function pickHost(
   placeIt: () => Placement | Promise<Placement>,
 ): Promise<{ host: string; explanation: string }> {
   if (asked === undefined) return placeIt();
-  check(asked);
+  await check(asked);
   return { host: asked, explanation: `${asked}: asked for` };
 }
