@@ -204,6 +204,20 @@ describe("run waits for the command's exec (job-start.ts), with the real wrapper
       });
     });
 
+    test(`the same when the start did not learn the main process in time (a loaded machine)${on}`, async () => {
+      // The main process found from the tree alone: the wrapper's copy, the relay and the shell
+      // on the terminal are not the command; its failed exec is still reported.
+      const name = `noexec-late-${tty ? 't' : 'p'}`;
+      const { store, started } = await startIn(name, ['/nonexistent/binary', '-x'], tty);
+      assert.deepEqual(await confirmStart(store, name, { ...started, mainPid: null }), {
+        reason: '/nonexistent/binary: not found',
+        exitCode: 127,
+      });
+      const ok = `exec-late-${tty ? 't' : 'p'}`;
+      const run = await startIn(ok, ['sleep', '1000'], tty);
+      assert.equal(await confirmStart(run.store, ok, { ...run.started, mainPid: null }), null);
+    });
+
     test(`a command that starts: run answers once it has exec'd${on}`, async () => {
       const name = `exec-${tty ? 't' : 'p'}`;
       const { store, started } = await startIn(name, ['sleep', '1000'], tty);
@@ -264,5 +278,6 @@ test('--main-pidfile: once the launcher exits, the PID it wrote is the main proc
     isSameLiveProcess(started.rootPid!, started.rootStartTicks) ? undefined : true,
   );
   assert.equal(readFileSync(join(record.jobDir, 'exit-status'), 'utf8').trim(), '0');
-  assert.deepEqual(processTree(started.rootPid!), []);
+  // Nothing of the job is left once its launcher has reaped tini (a zombie until then).
+  await until(() => (processTree(started.rootPid!).length === 0 ? true : undefined));
 });

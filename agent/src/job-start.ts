@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { childrenOf, procEntry, type ProcEntry } from '@drover/native';
 import { readNoFollow } from './job-dir-fs.js';
-import { WRAPPER_NAME } from './job-init.js';
+import { TTY_RELAY, WRAPPER_NAME } from './job-init.js';
 import { JobFiles, type JobStore } from './job-store.js';
 
 export { WRAPPER_NAME };
@@ -43,9 +43,10 @@ export async function confirmStart(
     `${join(dir, JobFiles.mainPid)}.tmp`,
     join(dir, JobFiles.ttyIn),
   ];
-  let main = started.mainPid;
   for (;;) {
-    if (main === null && started.rootPid !== null) main = commandOf(started.rootPid);
+    // Found again each time when the start did not name it: the wrapper's child is first a copy
+    // of the wrapper, then (with a terminal) the relay, and only under it the command.
+    const main = started.mainPid ?? (started.rootPid === null ? null : commandOf(started.rootPid));
     if (main !== null) {
       const self = procEntry(main);
       if (hasExeced(self, self === null ? null : procEntry(self.ppid), bookkeeping)) return null;
@@ -59,10 +60,22 @@ export async function confirmStart(
   }
 }
 
-/** tini → wrapper shell → the command's process (or the wrapper's copy of itself before exec). */
+/**
+ * tini → wrapper shell → the command's process (or the wrapper's copy of itself before exec);
+ * with a terminal, tini → wrapper → relay → the command's process (or the relay's copy of
+ * itself, then the shell it runs on the terminal, before the exec).
+ */
 function commandOf(rootPid: number): number | null {
   const wrapper = childrenOf(rootPid)[0];
-  return wrapper === undefined ? null : (childrenOf(wrapper)[0] ?? null);
+  const child = wrapper === undefined ? undefined : childrenOf(wrapper)[0];
+  if (child === undefined) return null;
+  return isRelay(procEntry(child)) ? (childrenOf(child)[0] ?? null) : child;
+}
+
+/** The terminal relay: `python3 -I -c RELAY TTYCMD drover-job` (job-init.ts). */
+function isRelay(p: Pick<ProcEntry, 'cmdline'> | null): boolean {
+  const c = p?.cmdline ?? [];
+  return c[1] === '-I' && c[2] === '-c' && c[3] === TTY_RELAY && c[5] === WRAPPER_NAME;
 }
 
 /**
