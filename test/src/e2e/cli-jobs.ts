@@ -77,15 +77,25 @@ export async function liveHosts(ctx: CliJobsContext, id: string): Promise<string
 }
 
 /**
- * The job runs on exactly one host and verifies its whole state there; returns the host. A host
- * whose agent just restarted is listed once the controller hears from it again: up to 30 s.
+ * The job runs on exactly one host (one of `allowed`, if given) and verifies its whole state
+ * there; returns the host. A host whose agent just restarted is listed once the controller hears
+ * from it again: up to 30 s.
  */
-export async function verifyWorkload(ctx: CliJobsContext, j: CliJob): Promise<string> {
+export async function verifyWorkload(
+  ctx: CliJobsContext,
+  j: CliJob,
+  allowed?: readonly string[],
+): Promise<string> {
   const live = await waitForValue(async () => {
     const hosts = await liveHosts(ctx, j.id);
     return hosts.length > 0 ? hosts : undefined;
   }, 30_000).catch(() => [] as string[]);
   assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
+  if (allowed)
+    assert.ok(
+      allowed.includes(live[0]!),
+      `${j.id} is on ${live[0]}, not one of ${allowed.join(',')}`,
+    );
   const v = await requestVerdict(j.dir, signaller(ctx.agent(live[0]!), j.id), 60_000);
   assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
   return live[0]!;

@@ -12,9 +12,14 @@ import { isDroverError } from '@drover/common';
 import { IMAGE_SET_BUCKET, type CutPlan, type HostFreeze } from '@drover/protocol';
 import { ControllerProcess } from '@drover/testbed';
 import { ClusterFixture } from '../cluster/fixture.js';
-import { requestVerdict, waitReady, type WorkloadName } from '../workloads/mod.js';
-import { cliJobs, liveHosts as liveHostsVia, type CliJob as Job } from './cli-jobs.js';
-import { innerPids, signaller, sleep, waitForValue } from './helpers.js';
+import { waitReady, type WorkloadName } from '../workloads/mod.js';
+import {
+  cliJobs,
+  liveHosts as liveHostsVia,
+  verifyWorkload,
+  type CliJob as Job,
+} from './cli-jobs.js';
+import { innerPids, sleep, waitForValue } from './helpers.js';
 
 let f: ClusterFixture;
 
@@ -58,16 +63,8 @@ const start = (host: string, name: WorkloadName, tag: string): Promise<Job> =>
 
 const liveHosts = (id: string): Promise<string[]> => liveHostsVia(f, id);
 
-/** The job runs on exactly one host and its verdict is ok; returns the host. */
-async function verifyLive(j: Job, allowed: string[]): Promise<string> {
-  const live = await liveHosts(j.id);
-  assert.equal(live.length, 1, `${j.id} is live on [${live.join(', ')}]`);
-  const host = live[0]!;
-  assert.ok(allowed.includes(host), `${j.id} restored on ${host}, not one of ${allowed.join(',')}`);
-  const v = await requestVerdict(j.dir, signaller(f.agent(host), j.id), 30_000);
-  assert.equal(v.ok, true, `${j.id}: ${JSON.stringify(v.details)}`);
-  return host;
-}
+/** The job runs on exactly one host of `allowed` and its verdict is ok; returns the host. */
+const verifyLive = (j: Job, allowed: string[]): Promise<string> => verifyWorkload(f, j, allowed);
 
 /** A job the checkpoint stopped really stopped: nothing writes its heartbeat any more. */
 async function assertStopped(j: Job): Promise<void> {
