@@ -86,7 +86,10 @@ const now = () => performance.timeOrigin + performance.now();
 const nap = new Int32Array(new SharedArrayBuffer(4));
 const sleep = (ms) => { if (ms > 0) Atomics.wait(nap, 0, 0, ms); };
 // 'PID/task/TID': the thread's own id, for its scheduling policy (set from the main thread).
-parentPort.postMessage({ tid: Number(readlinkSync('/proc/thread-self').split('/')[2]) });
+// Null without /proc: the thread keeps the normal policy.
+let tid = null;
+try { tid = Number(readlinkSync('/proc/thread-self').split('/')[2]) || null; } catch {}
+parentPort.postMessage({ tid });
 parentPort.on('message', ({ id, cut }) => {
   const post = (r) => parentPort.postMessage({ id, result: r });
   const spinMs = Math.min(${SPIN_MS}, Math.max(0, cut.spinMs));
@@ -142,7 +145,7 @@ interface Timer {
 }
 
 type FromThread =
-  { tid: number } | { id: number; issued: true } | { id: number; result: TimedCutResult };
+  { tid: number | null } | { id: number; issued: true } | { id: number; result: TimedCutResult };
 
 let timer: Timer | null = null;
 let nextId = 1;
