@@ -31,6 +31,14 @@ test('layers: defaults < file < env < flags', () => {
   assert.ok(Object.isFrozen(c));
 });
 
+test("the cut timer's priority: 10 by default, 0 (off) from DROVER_CUT_PRIORITY, a flag over both", () => {
+  assert.equal(compileAgentConfig({ hostId: 'h1' }).cutPriority, 10);
+  const env = configFromEnv({ DROVER_CUT_PRIORITY: '0' });
+  assert.equal(compileAgentConfig({ hostId: 'h1' }, env).cutPriority, 0);
+  const { input } = configFromArgs(['--cut-priority', '20']);
+  assert.equal(compileAgentConfig({ hostId: 'h1' }, env, input).cutPriority, 20);
+});
+
 test('bad values are refused with INVALID_ARGUMENT', () => {
   const bad = [
     { hostId: 'a/b' },
@@ -42,6 +50,8 @@ test('bad values are refused with INVALID_ARGUMENT', () => {
     { nats: { servers: [] } },
     { checkpointOptions: ['shell-job'] },
     { checkpointOptions: ['ghost-limit=lots'] },
+    { cutPriority: 100 },
+    { cutPriority: -1 },
   ];
   for (const layer of bad) {
     assert.throws(

@@ -40,6 +40,11 @@ export interface AgentConfig {
   /** Most live jobs this host takes; incoming migrations beyond it are refused. */
   readonly maxJobs: number;
   /**
+   * SCHED_FIFO priority of the cut timer's thread while a scheduled cut is pending (1–99;
+   * 0: it keeps the normal policy). docs/CHECKPOINT.md, "The cut timer's priority".
+   */
+  readonly cutPriority: number;
+  /**
    * How long an incoming migration's CRIU restore may run before it is killed and the move rolled
    * back (the source thaws its frozen original): the bound on a restore that cannot finish, such
    * as one waiting for a file lock the frozen original holds on storage both hosts share.
@@ -90,6 +95,7 @@ export const AgentConfigFile = obj({
   logLevel: opt(oneOf(LEVELS)),
   reserveMemoryBytes: opt(int()),
   maxJobs: opt(int()),
+  cutPriority: opt(int()),
   restoreTimeoutMs: opt(int()),
   fault: opt(str()),
   metricsAddr: opt(str()),
@@ -111,6 +117,7 @@ const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   reserveMemoryBytes: 256 * 1024 * 1024,
   maxJobs: 1000,
+  cutPriority: 10,
   restoreTimeoutMs: 60_000,
   jobBridge: DEFAULT_JOB_BRIDGE,
 };
@@ -145,6 +152,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): AgentConfigInput {
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
   if (env.DROVER_RESERVE_MEMORY) out.reserveMemoryBytes = Number(env.DROVER_RESERVE_MEMORY);
   if (env.DROVER_MAX_JOBS) out.maxJobs = Number(env.DROVER_MAX_JOBS);
+  if (env.DROVER_CUT_PRIORITY) out.cutPriority = Number(env.DROVER_CUT_PRIORITY);
   if (env.DROVER_RESTORE_TIMEOUT_MS) out.restoreTimeoutMs = Number(env.DROVER_RESTORE_TIMEOUT_MS);
   if (env.DROVER_FAULT) out.fault = env.DROVER_FAULT;
   if (env.DROVER_METRICS_ADDR) out.metricsAddr = env.DROVER_METRICS_ADDR;
@@ -187,6 +195,7 @@ export function configFromArgs(argv: readonly string[]): {
       'log-level': { type: 'string' },
       'reserve-memory': { type: 'string' },
       'max-jobs': { type: 'string' },
+      'cut-priority': { type: 'string' },
       'restore-timeout-ms': { type: 'string' },
       'stream-ca': { type: 'string' },
       'stream-cert': { type: 'string' },
@@ -217,6 +226,7 @@ export function configFromArgs(argv: readonly string[]): {
     ...(values['log-level'] ? { DROVER_LOG_LEVEL: values['log-level'] } : {}),
     ...(values['reserve-memory'] ? { DROVER_RESERVE_MEMORY: values['reserve-memory'] } : {}),
     ...(values['max-jobs'] ? { DROVER_MAX_JOBS: values['max-jobs'] } : {}),
+    ...(values['cut-priority'] ? { DROVER_CUT_PRIORITY: values['cut-priority'] } : {}),
     ...(values['restore-timeout-ms']
       ? { DROVER_RESTORE_TIMEOUT_MS: values['restore-timeout-ms'] }
       : {}),
@@ -283,6 +293,10 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
   }
   const maxJobs = m.maxJobs ?? DEFAULTS.maxJobs;
   if (!Number.isInteger(maxJobs) || maxJobs < 0) throw bad(`max jobs must be a count: ${maxJobs}`);
+  const cutPriority = m.cutPriority ?? DEFAULTS.cutPriority;
+  if (!Number.isInteger(cutPriority) || cutPriority < 0 || cutPriority > 99) {
+    throw bad(`cut priority must be 0 (off) or a real-time priority 1-99: ${cutPriority}`);
+  }
   const restoreTimeoutMs = m.restoreTimeoutMs ?? DEFAULTS.restoreTimeoutMs;
   if (!Number.isInteger(restoreTimeoutMs) || restoreTimeoutMs < 1000) {
     throw bad(`restore timeout must be an integer >= 1000 ms: ${restoreTimeoutMs}`);
@@ -306,6 +320,7 @@ export function compileAgentConfig(...layers: AgentConfigInput[]): AgentConfig {
     hostId,
     reserveMemoryBytes,
     maxJobs,
+    cutPriority,
     restoreTimeoutMs,
     ...(m.fault !== undefined ? { fault: m.fault } : {}),
     ...(m.metricsAddr !== undefined ? { metricsAddr: m.metricsAddr } : {}),

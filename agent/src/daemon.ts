@@ -57,7 +57,9 @@ export async function startAgentDaemon(
     throw err;
   }
   // A scheduled cut is made by the cut timer's thread; it boots now, not in a cut's margin.
-  prepareCutTimer().catch((err: unknown) => log.warn('the cut timer did not start', { err }));
+  prepareCutTimer({ priority: config.cutPriority, log }).catch((err: unknown) =>
+    log.warn('the cut timer did not start', { err }),
+  );
   const [listenHost, listenPort] = splitHostPort(config.streamListen);
   // Mutual TLS on agent-to-agent streams as soon as certificates are configured.
   const crlFile = config.streamTls?.crlFile;

@@ -61,9 +61,16 @@ export async function freezeJobs(
   const cgs = await Promise.all(records.map((r) => host.cgroupOf(r)));
   // When the kernel reported each job frozen: a cluster checkpoint's skew is measured on it.
   let issuedAtMs: number | undefined;
+  let requestedAt: readonly number[] = [];
   const frozenAt = await JobCgroup.freezeAll(
     cgs,
-    at && { ...at, onIssued: (ms: number) => (issuedAtMs = ms) },
+    at && {
+      ...at,
+      onIssued: (ms: number, each: readonly number[]) => {
+        issuedAtMs = ms;
+        requestedAt = each;
+      },
+    },
   );
   // A cluster's cut: nothing reaches a frozen member until every member is dumped.
   const networked = records.filter((r) => addressOf(r.network));
@@ -85,7 +92,12 @@ export async function freezeJobs(
         r.state = JobState.frozen;
         await host.store.save(r);
         host.event(r);
-        return { ...toJobInfo(r), frozenAtMs: frozenAt[i]! };
+        const requestedAtMs = requestedAt[i];
+        return {
+          ...toJobInfo(r),
+          frozenAtMs: frozenAt[i]!,
+          ...(requestedAtMs === undefined ? {} : { requestedAtMs }),
+        };
       }),
     ),
     ...(issuedAtMs === undefined ? {} : { issuedAtMs }),

@@ -28,6 +28,8 @@ Options:
       --log-level LEVEL      debug, info, warn or error (DROVER_LOG_LEVEL)
       --reserve-memory SIZE  memory kept free of jobs (DROVER_RESERVE_MEMORY)
       --max-jobs N           jobs this host accepts (DROVER_MAX_JOBS)
+      --cut-priority N       SCHED_FIFO priority of the cut timer during a scheduled cut,
+                             0 for none (DROVER_CUT_PRIORITY, default 10)
       --restore-timeout-ms N the longest an incoming restore may run, then it is rolled back
                              (DROVER_RESTORE_TIMEOUT_MS, default 60000)
       --metrics-addr A:P     serve Prometheus metrics there (DROVER_METRICS_ADDR)

@@ -33,7 +33,7 @@ import {
   persist,
   type ClusterContext,
 } from './cluster-context.js';
-import { freezeCut } from './cluster-cut.js';
+import { freezeCut, type FrozenHost } from './cluster-cut.js';
 import { applyRetention, setKey } from './image-sets.js';
 import { ClusterOpHandle, newOperation, type CheckpointRecord } from './op-record.js';
 
@@ -167,14 +167,25 @@ async function freezeAll(
   const { hosts, plan, attempts } = await freezeCut(ctx, [...byHost(cur.members)]);
   const at = new Map(hosts.flatMap((h) => h.frozen.map((f) => [f.jobId, f.frozenAtMs] as const)));
   const skew = spread([...at.values()]);
+  // When each job's freeze was requested: the cut itself (docs/CHECKPOINT.md, "What the skew
+  // measures"); known when every job of the cut was requested by a cut timer in this plan.
+  const requested = (h: FrozenHost): number[] | null =>
+    h.frozen.every((f) => f.requestedAtMs !== undefined)
+      ? h.frozen.map((f) => f.requestedAtMs!)
+      : null;
+  const all = hosts.map(requested);
+  const known = all.every((r) => r !== null && r.length > 0);
+  const requestSkew = known ? spread(all.flatMap((r) => r!)) : null;
   await op.update((o) => ({
     ...o,
     freezeSkewMs: skew,
-    freezes: hosts.map((h) => ({
+    requestSkewMs: requestSkew,
+    freezes: hosts.map((h, i) => ({
       host: h.host,
       jobIds: h.frozen.map((f) => f.jobId),
       requests: h.requests,
       skewMs: spread(h.frozen.map((f) => f.frozenAtMs)),
+      ...(all[i]?.length ? { requestSkewMs: spread(all[i]) } : {}),
       ...(h.cut
         ? {
             cutAtMs: h.cut.atMs,
@@ -195,6 +206,13 @@ async function freezeAll(
       skewMs: spread(
         hosts.flatMap((h) => h.frozen.map((f) => f.frozenAtMs - (h.cut?.offsetMs ?? 0))),
       ),
+      ...(known
+        ? {
+            requestSkewMs: spread(
+              hosts.flatMap((h, i) => all[i]!.map((t) => t - (h.cut?.offsetMs ?? 0))),
+            ),
+          }
+        : {}),
     },
     members: o.members.map((m) => ({
       ...m,
@@ -207,6 +225,7 @@ async function freezeAll(
     opId: op.opId,
     set: cur.imageSet,
     skewMs: skew,
+    requestSkewMs: requestSkew,
     scheduled: plan !== null,
     attempts,
   });

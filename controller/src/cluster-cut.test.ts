@@ -144,6 +144,17 @@ test('a scheduled cut over hosts whose clocks differ: each froze at the instant 
   // On the hosts' clocks the spread is their offsets'; on the controller's, h1's own 0.5 ms.
   assert.equal(op.freezeSkewMs, 65.5);
   assert.equal(cut.skewMs, 0.5);
+  // The requests (the cut itself): the same on the hosts' clocks, h1's 0.1 ms on the controller's.
+  assert.equal(op.requestSkewMs, 65.5);
+  assert.equal(cut.requestSkewMs, 0.1);
+  assert.deepEqual(
+    op.freezes!.map((f) => [f.host, f.requestSkewMs]),
+    [
+      ['h1', 0.1],
+      ['h2', 0],
+      ['h3', 0],
+    ],
+  );
 });
 
 test('a host that missed the instant: the hosts that made it thaw, a later cut with twice the margin', async () => {
@@ -211,4 +222,8 @@ test('an agent from before scheduled cuts (no `clock`): the cut is unscheduled, 
     ['h1 freeze-many a', 'h2 freeze-many b', 'h3 freeze-many c'],
   );
   for (const f of op.freezes!) assert.equal(f.cutAtMs, undefined);
+  // No cut timer made the requests: no cut skew, only the frozen reports'.
+  assert.equal(op.requestSkewMs, null);
+  for (const f of op.freezes!) assert.equal(f.requestSkewMs, undefined);
+  assert.equal(typeof op.freezeSkewMs, 'number');
 });

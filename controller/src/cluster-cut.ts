@@ -154,7 +154,7 @@ export interface FrozenHost {
   host: string;
   /** Requests it took: 1, or one per job for an agent from before `freeze-many`. */
   requests: number;
-  frozen: { jobId: string; frozenAtMs: number }[];
+  frozen: { jobId: string; frozenAtMs: number; requestedAtMs?: number }[];
   /** Its part of the scheduled cut (null: frozen when the request came). */
   cut: HostCut | null;
   /** A scheduled cut: when its freezes were requested (its clock). */
@@ -218,12 +218,14 @@ async function freezeHost(
   let times: number[];
   let requests = 1;
   let issuedAtMs: number | null = null;
+  let requested: (number | undefined)[] = [];
   try {
     const r = await ctx.agent(host, 'freeze-many', {
       jobIds: members.map((m) => m.jobId),
       ...(cut ? { atMs: cut.atMs } : {}),
     });
     times = r.jobs.map((j) => j.frozenAtMs);
+    requested = r.jobs.map((j) => j.requestedAtMs);
     issuedAtMs = r.issuedAtMs ?? null;
   } catch (err) {
     if (!isUnknownOp(err)) throw toDroverError(err);
@@ -241,7 +243,9 @@ async function freezeHost(
         details: { host, jobId: m.jobId },
       });
     }
-    return { jobId: m.jobId, frozenAtMs: t };
+    // A job frozen before (a resumed operation) has no request in this cut.
+    const r = m.frozenAtMs === null ? requested[i] : undefined;
+    return { jobId: m.jobId, frozenAtMs: t, ...(r === undefined ? {} : { requestedAtMs: r }) };
   });
   return { host, requests, frozen, cut, issuedAtMs };
 }

@@ -73,7 +73,8 @@ export class FakeCluster {
         return { nowMs: this.clock + (this.offsets.get(host) ?? 0) };
       case 'freeze-many': {
         // Unscheduled, one request per host: its jobs 0.5 ms apart on its clock, the hosts 1.5 ms
-        // apart. Scheduled: its jobs 0.5 ms apart from the instant on its clock.
+        // apart. Scheduled: its jobs 0.5 ms apart from the instant on its clock, their freezes
+        // requested 0.1 ms apart from it.
         const atMs = req['atMs'] as number | undefined;
         if (atMs === undefined) this.clock += 1.5;
         const base = atMs ?? this.clock;
@@ -87,6 +88,7 @@ export class FakeCluster {
             ...j!,
             state: (j!.state = 'frozen'),
             frozenAtMs: base + i / 2,
+            ...(atMs === undefined ? {} : { requestedAtMs: atMs + i / 10 }),
           })),
         };
       }

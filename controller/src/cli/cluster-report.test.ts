@@ -51,4 +51,18 @@ test('a scheduled cut: how far ahead, in how many plans, the skew on the control
     out,
     /^cut: scheduled 50 ms ahead \(2 plans\); skew 0\.9 ms on the controller's clock$/m,
   );
+  assert.doesNotMatch(out, /cut skew/);
+});
+
+test("a cut whose requests are known: the cut skew first, the frozen reports' skew after", () => {
+  const out = clusterReport({
+    ...op,
+    requestSkewMs: 0.3,
+    cut: { atMs: 1_800_000_000_000, marginMs: 100, attempts: 1, skewMs: 0.9, requestSkewMs: 0.4 },
+  });
+  assert.match(
+    out,
+    /^cut skew 0\.3 ms \(first to last freeze requested\) · freeze skew 1\.4 ms \(first to last job frozen\)/m,
+  );
+  assert.match(out, /skew 0\.9 ms on the controller's clock \(requests 0\.4 ms\)$/m);
 });

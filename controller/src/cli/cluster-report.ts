@@ -11,6 +11,10 @@ export function clusterReport(o: OperationRecord): string {
   ];
   if (o.kind === 'checkpoint') {
     const figures = [
+      // The cut itself (docs/CHECKPOINT.md, "What the skew measures"): a scheduled cut only.
+      typeof o.requestSkewMs === 'number'
+        ? `cut skew ${o.requestSkewMs} ms (first to last freeze requested)`
+        : null,
       o.freezeSkewMs !== null && o.freezeSkewMs !== undefined
         ? `freeze skew ${o.freezeSkewMs} ms (first to last job frozen)`
         : null,
@@ -23,7 +27,8 @@ export function clusterReport(o: OperationRecord): string {
       const plans = `${o.cut.attempts} plan${o.cut.attempts === 1 ? '' : 's'}`;
       lines.push(
         `cut: scheduled ${o.cut.marginMs} ms ahead (${plans}); ` +
-          `skew ${o.cut.skewMs} ms on the controller's clock`,
+          `skew ${o.cut.skewMs} ms on the controller's clock` +
+          (o.cut.requestSkewMs === undefined ? '' : ` (requests ${o.cut.requestSkewMs} ms)`),
       );
     }
   }

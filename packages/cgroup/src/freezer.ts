@@ -98,8 +98,12 @@ export interface ScheduledFreeze {
   atMs: number;
   /** Refused with CUT_MISSED, nothing frozen, if the instant has passed by more than this. */
   lateMs: number;
-  /** Told when the freezes were requested (same clock; at or a little after `atMs`). */
-  onIssued?: (issuedAtMs: number) => void;
+  /**
+   * Told when the freezes were requested (same clock; at or a little after `atMs`): the first
+   * write, and when each target's write returned (in the order given), the instant after which
+   * none of its tasks runs user code (docs/CHECKPOINT.md, "What the skew measures").
+   */
+  onIssued?: (issuedAtMs: number, requestedAtMs: readonly number[]) => void;
 }
 
 /** How long the cut timer's thread watches the cgroups freeze before this thread takes over. */
@@ -132,7 +136,7 @@ export async function freezeCgroupsAt(
       const path = timedFreezeOf(targets[r.index]!).write;
       throw cgroupFsError(Object.assign(new Error(r.message), { code: r.errno }), 'write', path);
     }
-    at.onIssued?.(r.issuedAtMs);
+    at.onIssued?.(r.issuedAtMs, r.requestedAt);
     r.frozenAt.forEach((t, i) => (frozenAt[i] = t));
     await watchFrozen(targets, frozenAt, wait, clockNow);
   } catch (err) {

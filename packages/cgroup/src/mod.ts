@@ -19,6 +19,7 @@ export type { JobCgroupPaths } from './job-paths.js';
 export { FreezerState } from './freezer.js';
 export type { ScheduledFreeze } from './freezer.js';
 export { prepareCutTimer } from './cut-timer.js';
+export type { CutTimerOptions } from './cut-timer.js';
 export { CheckpointGuard, CHECKPOINT_MARKER } from './checkpoint-guard.js';
 export type { GuardHolder } from './checkpoint-guard.js';
 export { CgroupError, CheckpointingError, CutMissedError } from './errors.js';

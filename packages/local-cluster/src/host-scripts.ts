@@ -10,13 +10,17 @@ export const HOST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
  * Before its namespaces are made, a host's init moves into a cgroup of its own in every
  * hierarchy that allows it (`$1`, e.g. `<runId>-h1`); its cgroup namespace is then rooted there.
  * Each host thus has private job cgroups, as separate machines do, and teardown finds them by
- * the run id. cpuset is skipped (a new v1 cpuset has no CPUs until configured).
+ * the run id. cpuset is skipped (a new v1 cpuset has no CPUs until configured). Where the kernel
+ * schedules real-time tasks per cpu cgroup (RT group scheduling: a new group's budget is 0, so
+ * no thread in it may take a real-time policy), the host gets a small budget of its own (20 ms a
+ * second), as a machine has: the agent's cut timer runs SCHED_FIFO during a cut (best effort).
  */
 export const ENTER_OWN_CGROUPS = `
 name="$1"; shift
 awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts | while read -r mp; do
   case "$mp" in */cpuset) continue ;; esac
   mkdir -p "$mp/$name" 2>/dev/null && echo $$ > "$mp/$name/cgroup.procs" 2>/dev/null || true
+  [ -e "$mp/$name/cpu.rt_runtime_us" ] && echo 20000 > "$mp/$name/cpu.rt_runtime_us" 2>/dev/null || true
 done
 exec "$@"
 `;

@@ -123,6 +123,8 @@ export interface Libc {
   syscall(nr: number, ...vararg: unknown[]): number;
   waitid(idtype: number, id: number, infop: Uint8Array, options: number): number;
   setns(fd: number, nstype: number): number;
+  /** `param` is a struct sched_param: one int, the priority. */
+  sched_setscheduler(pid: number, policy: number, param: Int32Array): number;
   strerror(errnum: number): string;
 }
 
@@ -160,6 +162,7 @@ export function libc(): Libc {
     syscall: f('syscall', 'long', ['long', '...']),
     waitid: f('waitid', 'int', ['int', 'uint32_t', 'void *', 'int']),
     setns: f('setns', 'int', ['int', 'int']),
+    sched_setscheduler: f('sched_setscheduler', 'int', ['int', 'int', 'int *']),
     strerror: f('strerror', 'const char *', ['int']),
   };
   return loaded;

@@ -28,3 +28,5 @@ export {
   statFields,
 } from './procfs.js';
 export type { ProcEntry, ProcStat } from './procfs.js';
+export { SchedPolicy, setThreadScheduling, threadScheduling } from './sched.js';
+export type { ThreadScheduling } from './sched.js';

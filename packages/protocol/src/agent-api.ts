@@ -453,9 +453,13 @@ export interface AgentReplies extends MigrationReplies {
   freeze: JobInfo & { frozenAtMs: number };
   /**
    * Each job as frozen, in the order asked, with when the kernel reported it frozen; for a
-   * scheduled cut, when the freezes were requested (`issuedAtMs`, at or just after `atMs`).
+   * scheduled cut, when the freezes were requested (`issuedAtMs`, at or just after `atMs`) and
+   * when each job's request returned (`requestedAtMs`: from then on it runs no user code).
    */
-  'freeze-many': { jobs: (JobInfo & { frozenAtMs: number })[]; issuedAtMs?: number };
+  'freeze-many': {
+    jobs: (JobInfo & { frozenAtMs: number; requestedAtMs?: number })[];
+    issuedAtMs?: number;
+  };
   /** Epoch ms, sub-millisecond (`performance.timeOrigin + performance.now()`), when it answered. */
   clock: { nowMs: number };
   thaw: JobInfo;

@@ -114,6 +114,8 @@ export interface HostFreeze {
   requests: number;
   /** Between its first and its last job frozen (ms, the host's clock). */
   skewMs: number;
+  /** A scheduled cut: between its first and its last job's freeze requested (ms). */
+  requestSkewMs?: number;
   /**
    * A scheduled cut (absent: frozen when the request came): the instant in this host's clock,
    * its clock's estimated offset from the controller's (host minus controller, ms) and the
@@ -141,6 +143,8 @@ export interface CutPlan {
    * as they are.
    */
   skewMs: number;
+  /** The same for the freezes' requests (`requestSkewMs`), on the controller's clock. */
+  requestSkewMs?: number;
 }
 
 /** Phases of a cluster checkpoint (in order) and of a restore. */
@@ -222,6 +226,12 @@ export interface OperationRecord {
   members?: MemberItem[];
   /** checkpoint: between the first and the last freeze (ms, hosts' clocks). */
   freezeSkewMs?: number | null;
+  /**
+   * checkpoint, a scheduled cut: between the first and the last job's freeze requested (ms,
+   * hosts' clocks): the cut itself, since no job runs user code after its request
+   * (docs/CHECKPOINT.md, "What the skew measures"); `freezeSkewMs` adds when each kernel said so.
+   */
+  requestSkewMs?: number | null;
   /** checkpoint: the barrier as each host did it (one request per host). */
   freezes?: HostFreeze[];
   /** checkpoint: the scheduled cut (null: unscheduled, a host without `clock`). */
