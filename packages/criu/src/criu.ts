@@ -7,6 +7,7 @@ import {
   compileDumpOptions,
   compilePageServerOptions,
   compileRestoreOptions,
+  pageServerEnv,
   type DumpOptions,
   type PageServerOptions,
   type RestoreOptions,
@@ -70,6 +71,8 @@ export interface CallOptions {
   extraFds?: readonly number[];
   /** Receives the swrk session once started (to kill it on cancel). */
   onSession?: (session: SwrkSession) => void;
+  /** The environment of CRIU's process (default: the agent's own). */
+  env?: NodeJS.ProcessEnv;
 }
 
 const LOG_TAIL_LINES = 25;
@@ -163,7 +166,10 @@ export class Criu {
   /** Start a page server (it runs on as its own daemon process until its peer is done). */
   async pageServer(opts: PageServerOptions, call: CallOptions = {}): Promise<PageServerHandle> {
     const rpc = compilePageServerOptions(opts);
-    const resp = await this.run({ type: ReqType.PAGE_SERVER, opts: rpc }, opts.imagesDir, call);
+    const resp = await this.run({ type: ReqType.PAGE_SERVER, opts: rpc }, opts.imagesDir, {
+      ...call,
+      env: pageServerEnv(opts, process.env),
+    });
     const pid = resp.ps?.pid;
     if (pid === undefined) {
       throw new CriuError('PAGE_SERVER answered without a pid', { request: 'PAGE_SERVER' });
@@ -199,6 +205,7 @@ export class Criu {
       ...this.base(),
       imagesDir,
       ...(call.extraFds ? { extraFds: call.extraFds } : {}),
+      ...(call.env ? { env: call.env } : {}),
     });
     call.onSession?.(session);
     this.log.info('criu request', { request: name, imagesDir, pid: req.opts?.pid });

@@ -1,7 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isDroverError } from '@drover/common';
-import { compileDumpOptions, compilePageServerOptions, compileRestoreOptions } from './options.js';
+import {
+  compileDumpOptions,
+  compilePageServerOptions,
+  compileRestoreOptions,
+  pageServerEnv,
+} from './options.js';
 import { CgroupMode, NetworkLock } from './rpc-schema.js';
 
 test('dump options compile to criu_opts', () => {
@@ -98,4 +103,22 @@ test("a job's checkpoint options compile to their criu_opts fields and survive e
     () => compileDumpOptions({ pid: 7, imagesDir: '/x', ghostLimitBytes: 2 ** 32 }),
     (e: unknown) => isDroverError(e, 'INVALID_ARGUMENT'),
   );
+});
+
+test('a TLS page server gets a huge-page heap; a plain one the environment as it is', () => {
+  const ps = { imagesDir: '/x', address: '10.0.0.2', port: 1234 };
+  const tls = { caFile: 'ca', certFile: 'c', keyFile: 'k', noCnVerify: true };
+  const base = { PATH: '/usr/bin' };
+  assert.equal(pageServerEnv(ps, base), base);
+  assert.deepEqual(pageServerEnv({ ...ps, tls }, base), {
+    PATH: '/usr/bin',
+    GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1',
+  });
+  // Other tunables stay; one the operator set for the heap wins.
+  assert.equal(
+    pageServerEnv({ ...ps, tls }, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES,
+    'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1',
+  );
+  const mine = { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' };
+  assert.equal(pageServerEnv({ ...ps, tls }, mine), mine);
 });

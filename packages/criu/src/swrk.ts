@@ -54,6 +54,8 @@ export interface SwrkOptions {
   wrapper?: readonly string[];
   /** Further fds for the child, placed at fd 5, 6, ... in order. */
   extraFds?: readonly number[];
+  /** The child's environment (default: the agent's own). */
+  env?: NodeJS.ProcessEnv;
   logger?: Logger;
 }
 
@@ -104,7 +106,10 @@ export class SwrkSession {
       const stdio: (number | 'ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe', theirs];
       stdio.push(dirFd ?? 'ignore');
       for (const fd of options.extraFds ?? []) stdio.push(fd);
-      const child = spawn(argv[0]!, argv.slice(1), { stdio });
+      const child = spawn(argv[0]!, argv.slice(1), {
+        stdio,
+        ...(options.env ? { env: options.env } : {}),
+      });
       log.debug('started criu swrk', { pid: child.pid, argv });
       return new SwrkSession(mine, child, log);
     } catch (err) {
