@@ -12,6 +12,7 @@ import {
   JobKind,
   JobState,
   type AgentRequest,
+  type ImageFile,
   type ImageInfo,
   type JobInfo,
 } from '@drover/protocol';
@@ -167,7 +168,7 @@ export async function checkpointJob(
       sealed: true,
     };
     const seal = async (): Promise<void> => {
-      await sealImageDir(dumpDir, dir, key, imageId);
+      manifest.files = await sealImageDir(dumpDir, dir, key, imageId);
       await agent.images.writeManifest(manifest);
       await removeScratch(hostId, scratchId, stateDir);
     };
@@ -230,11 +231,24 @@ export async function checkpointJob(
   }
 }
 
-/** Seal every file CRIU wrote in `from` into image directory `to`. */
-async function sealImageDir(from: string, to: string, key: Buffer, imageId: string): Promise<void> {
+/** Seal every file CRIU wrote in `from` into image directory `to`; their plaintexts' checksums. */
+async function sealImageDir(
+  from: string,
+  to: string,
+  key: Buffer,
+  imageId: string,
+): Promise<ImageFile[]> {
+  const files: ImageFile[] = [];
   for (const name of (await readdir(from)).sort()) {
-    await sealFile(join(from, name), join(to, name), key, localImageName(imageId, name));
+    const sum = await sealFile(
+      join(from, name),
+      join(to, name),
+      key,
+      localImageName(imageId, name),
+    );
+    files.push({ name, ...sum });
   }
+  return files;
 }
 
 /** Open every sealed file of image `imageId` into `to` (tmpfs scratch); DATA_LOSS if any is damaged. */

@@ -1,9 +1,20 @@
-/** Sealed image files: round trips at every size boundary, and every kind of damage refused. */
+/**
+ * Sealed image files: round trips at every size boundary, every kind of damage refused, format 1
+ * still read, and a file moved to another name (Rebind) opens only under that name.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { isDroverError } from '@drover/common';
-import { imageKey, openImage, sealImage } from './image-crypto.js';
+import {
+  imageKey,
+  isMovable,
+  openImage,
+  Rebind,
+  rebindImage,
+  sealImage,
+  SEALED_HEADER_BYTES,
+} from './image-crypto.js';
 
 const MiB = 1024 * 1024;
 const key = randomBytes(32);
@@ -51,15 +62,16 @@ test('a flipped byte, a cut, a wrong name, key, order or trailing bytes are all 
   await refused(flipped);
   // Cut at a record boundary (the last record dropped) and in the middle of one.
   const record = 4 + 12 + MiB + 16;
-  await refused(box.subarray(0, 8 + 2 * record));
+  const h = SEALED_HEADER_BYTES;
+  await refused(box.subarray(0, h + 2 * record));
   await refused(box.subarray(0, box.length - 5));
   await refused(box, 's1/job-b/pages-1.img');
   await refused(box, 's1/job-a/pages-1.img', randomBytes(32));
   const swapped = Buffer.concat([
-    box.subarray(0, 8),
-    box.subarray(8 + record, 8 + 2 * record),
-    box.subarray(8, 8 + record),
-    box.subarray(8 + 2 * record),
+    box.subarray(0, h),
+    box.subarray(h + record, h + 2 * record),
+    box.subarray(h, h + record),
+    box.subarray(h + 2 * record),
   ]);
   await refused(swapped);
   await refused(Buffer.concat([box, Buffer.from('more')]));
@@ -72,4 +84,121 @@ test('imageKey wants exactly 32 bytes', () => {
     () => imageKey(randomBytes(16).toString('base64')),
     (e) => isDroverError(e, 'INVALID_ARGUMENT'),
   );
+});
+
+/** A file as format 1 sealed it (before file ids): the name in every chunk's additional data. */
+function sealedV1(data: Buffer, name: string): Buffer {
+  const parts: Buffer[] = [Buffer.from('DRVIMG1\n')];
+  const n = Math.max(1, Math.ceil(data.length / MiB));
+  for (let i = 0; i < n; i++) {
+    const aad = Buffer.alloc(Buffer.byteLength(name) + 5);
+    aad.write(name);
+    aad.writeUInt32BE(i, aad.length - 5);
+    aad[aad.length - 1] = i === n - 1 ? 1 : 0;
+    const nonce = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', key, nonce);
+    c.setAAD(aad);
+    const body = Buffer.concat([c.update(data.subarray(i * MiB, (i + 1) * MiB)), c.final()]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    parts.push(len, nonce, body, c.getAuthTag());
+  }
+  return Buffer.concat(parts);
+}
+
+test('format 1 (images and sets sealed before file ids) still opens, and only as its name', async () => {
+  const data = randomBytes(2 * MiB + 5);
+  const box = sealedV1(data, 's0/job-a/pages-1.img');
+  assert.equal(isMovable(box), false);
+  const back = await all(openImage(cut(box, 65_536), key, 's0/job-a/pages-1.img'));
+  assert.ok(back.equals(data));
+  await refused(box, 's0/job-b/pages-1.img');
+  // Not moved: its chunks name their object.
+  await assert.rejects(all(rebindImage(cut(box, MiB), key, 's0/job-a/pages-1.img', 'x')), (e) =>
+    isDroverError(e, 'DATA_LOSS'),
+  );
+});
+
+test('a moved file keeps its chunks and opens only under its new name', async () => {
+  const local = 'local/img-1/pages-1.img';
+  const object = 's1/job-a/pages-1.img';
+  // Pieces of every size, in place or not (tiny ones over a smaller file): the same bytes out.
+  for (const [size, step, inPlace] of [
+    [2.5 * MiB, 512 * 1024, true],
+    [2.5 * MiB, SEALED_HEADER_BYTES + 1, false],
+    [MiB + 3, 4099, false],
+    [100_000, 7, false],
+  ] as const) {
+    const data = randomBytes(size);
+    const box = await sealed(data, local);
+    assert.ok(isMovable(box));
+    const r = new Rebind(key, local, object, { inPlace, plainBytes: data.length });
+    const parts: Uint8Array[] = [];
+    for await (const c of cut(Buffer.from(box), step)) parts.push(...r.push(c));
+    r.end();
+    const moved = Buffer.concat(parts);
+    assert.equal(moved.length, box.length);
+    assert.ok(moved.subarray(SEALED_HEADER_BYTES).equals(box.subarray(SEALED_HEADER_BYTES)));
+    assert.ok((await all(openImage(cut(moved, 100_000), key, object))).equals(data));
+    await refused(moved, local);
+    await refused(moved, 's1/job-b/pages-1.img');
+  }
+});
+
+test('a stored chunk tampered with after a move is refused, and so is any mix of two files', async () => {
+  const object = 's1/job-a/pages-1.img';
+  const a = randomBytes(2 * MiB + 3);
+  const moved = await all(
+    rebindImage(cut(await sealed(a, 'local/i/p'), MiB), key, 'local/i/p', object),
+  );
+  const record = 4 + 12 + MiB + 16;
+  const h = SEALED_HEADER_BYTES;
+  // One flipped bit in each part of a record: its length, nonce, ciphertext and tag.
+  for (const at of [h + 3, h + 4 + 5, h + 16 + 1000, h + record - 1, moved.length - 1]) {
+    const bad = Buffer.from(moved);
+    bad[at]! ^= 0x10;
+    await refused(bad, object);
+  }
+  // Header bits: the magic, the file id, the nonce, the tag.
+  for (const at of [0, 8, 8 + 16, h - 1]) {
+    const bad = Buffer.from(moved);
+    bad[at]! ^= 0x01;
+    await refused(bad, object);
+  }
+  // Another file's header on these chunks, and this header on another file's chunks: the
+  // other file sealed with the same key under the same name.
+  const other = await all(
+    rebindImage(
+      cut(await sealed(randomBytes(2 * MiB + 3), 'local/j/p'), MiB),
+      key,
+      'local/j/p',
+      object,
+    ),
+  );
+  await refused(Buffer.concat([other.subarray(0, h), moved.subarray(h)]), object);
+  // A chunk of the other file in the middle of this one (same index, same name).
+  await refused(
+    Buffer.concat([
+      moved.subarray(0, h + record),
+      other.subarray(h + record, h + 2 * record),
+      moved.subarray(h + 2 * record),
+    ]),
+    object,
+  );
+});
+
+test('a move refuses a wrong name or key, a cut, padding and another size before a byte goes on', async () => {
+  const data = randomBytes(MiB + 10);
+  const box = await sealed(data, 'local/i/p');
+  const moving = (b: Buffer, from = 'local/i/p', k = key, size?: number) =>
+    all(rebindImage(cut(Buffer.from(b), 65_536), k, from, 'set/j/p', size));
+  const refusedMove = (p: Promise<unknown>, why: RegExp) =>
+    assert.rejects(p, (e) => isDroverError(e, 'DATA_LOSS') && why.test(String(e)));
+  await refusedMove(moving(box, 'local/i/q'), /header does not authenticate/);
+  await refusedMove(moving(box, 'local/i/p', randomBytes(32)), /header does not authenticate/);
+  await refusedMove(moving(box.subarray(0, box.length - 1)), /ends before its last chunk/);
+  await refusedMove(moving(box.subarray(0, 20)), /ends before its header/);
+  await refusedMove(moving(Buffer.concat([box, Buffer.alloc(4)])), /short chunk before the last/);
+  await refusedMove(moving(box, 'local/i/p', key, data.length + 1), /holds \d+ bytes, not/);
+  assert.equal((await moving(box, 'local/i/p', key, data.length)).length, box.length);
 });

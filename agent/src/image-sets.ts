@@ -22,7 +22,16 @@ import {
 import { decodeCheckpoint, type ImageSource } from '@drover/crit';
 import type { AgentReplies, AgentRequest, ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
-import { imageKey, localImageName, openFile, openImage, sealImage } from './image-crypto.js';
+import {
+  imageKey,
+  localImageName,
+  openFile,
+  isMovable,
+  openImage,
+  rebindFile,
+  rebindImage,
+  sealImage,
+} from './image-crypto.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 
 /**
@@ -42,6 +51,11 @@ const FILE_UPLOADS = 4;
 const PUT_RETRY_MS = 60_000;
 const PUT_PAUSE = backoff(500, 5000);
 
+/** Bytes per read of a local file: smaller when paced, so the pace is even. */
+function pieceBytes(bytesPerSec: number | undefined, largest: number): number {
+  return bytesPerSec ? Math.max(1024, Math.min(largest, bytesPerSec / 10)) : largest;
+}
+
 /** A local image file's plaintext: opened with the key when the image is sealed. */
 function plaintextOf(
   manifest: ImageManifest,
@@ -53,23 +67,21 @@ function plaintextOf(
   if (manifest.sealed === true && name !== MANIFEST_FILE) {
     return openFile(path, key, localImageName(manifest.imageId, name));
   }
-  const highWaterMark = bytesPerSec
-    ? Math.max(1024, Math.min(256 * 1024, bytesPerSec / 10))
-    : 256 * 1024;
+  const highWaterMark = pieceBytes(bytesPerSec, 256 * 1024);
   return createReadStream(path, { highWaterMark }) as AsyncIterable<Uint8Array>;
 }
 
-/** Bytes, hashed as they pass; paced to `bytesPerSec` when set (fault injection). */
+/** Bytes, hashed as they pass when `hash` is given; paced to `bytesPerSec` when set (fault injection). */
 async function* hashedChunks(
   source: AsyncIterable<Uint8Array>,
-  hash: Hash,
+  hash: Hash | null,
   bytesPerSec: number | undefined,
   count: { bytes: number },
 ): AsyncGenerator<Uint8Array> {
   const t0 = performance.now();
   let sent = 0;
   for await (const chunk of source) {
-    hash.update(chunk);
+    hash?.update(chunk);
     sent += chunk.length;
     count.bytes = sent;
     if (bytesPerSec) {
@@ -78,6 +90,47 @@ async function* hashedChunks(
     }
     yield chunk;
   }
+}
+
+/**
+ * One file of a local image into the store as `object`; its plaintext's size and SHA-256. A file
+ * sealed in format 2 whose checksums the image recorded goes up as it is, under the object's
+ * name (image-crypto.ts `rebindFile`: one new header, the chunks untouched, read in the store's
+ * chunk size so none is copied on the way); any other (an older image's, the manifest) is
+ * opened, hashed and sealed for the store.
+ */
+async function putImageFile(
+  store: ObjectFiles,
+  manifest: ImageManifest,
+  name: string,
+  object: string,
+  key: Buffer,
+  bytesPerSec: number | undefined,
+): Promise<{ size: number; sha256: string }> {
+  const count = { bytes: 0 };
+  const recorded =
+    manifest.sealed === true ? manifest.files?.find((f) => f.name === name) : undefined;
+  if (recorded && name !== MANIFEST_FILE) {
+    const sealed = rebindFile(
+      join(manifest.dir, name),
+      key,
+      localImageName(manifest.imageId, name),
+      object,
+      { pieceBytes: pieceBytes(bytesPerSec, store.chunkBytes), plainBytes: recorded.size },
+    );
+    await store.put(object, hashedChunks(sealed, null, bytesPerSec, count));
+    return { size: recorded.size, sha256: recorded.sha256 };
+  }
+  const hash = createHash('sha256');
+  await store.put(
+    object,
+    sealImage(
+      hashedChunks(plaintextOf(manifest, name, key, bytesPerSec), hash, bytesPerSec, count),
+      key,
+      object,
+    ),
+  );
+  return { size: count.bytes, sha256: hash.digest('hex') };
 }
 
 /** One push per image at a time: a repeated request (a controller that took over) joins it. */
@@ -108,25 +161,8 @@ export function pushImage(
       // An upload cut off (a NATS server restarting, say) is made again from the local file;
       // the bucket is opened again too if it could not be (objects() keeps it once open).
       const sent = await retry(
-        async () => {
-          const store = await objects();
-          const hash = createHash('sha256');
-          const count = { bytes: 0 };
-          await store.put(
-            object,
-            sealImage(
-              hashedChunks(
-                plaintextOf(manifest, name, key, faults.throttleBytesPerSec),
-                hash,
-                faults.throttleBytesPerSec,
-                count,
-              ),
-              key,
-              object,
-            ),
-          );
-          return { size: count.bytes, sha256: hash.digest('hex') };
-        },
+        async () =>
+          putImageFile(await objects(), manifest, name, object, key, faults.throttleBytesPerSec),
         {
           forMs: PUT_RETRY_MS,
           pauseMs: PUT_PAUSE,
@@ -152,6 +188,26 @@ export function pushImage(
   return p;
 }
 
+/** A stream's first piece (empty if none), and the whole stream again. */
+async function firstPiece(
+  input: AsyncIterable<Uint8Array>,
+): Promise<{ head: Uint8Array; data: AsyncIterable<Uint8Array> }> {
+  const it = input[Symbol.asyncIterator]();
+  const first = await it.next();
+  const head = first.done === true ? new Uint8Array(0) : first.value;
+  async function* data(): AsyncGenerator<Uint8Array> {
+    if (first.done === true) return;
+    try {
+      yield first.value;
+      for (let n = await it.next(); n.done !== true; n = await it.next()) yield n.value;
+    } finally {
+      // Abandoned half-way (a failed write): the store's stream is closed, not left hanging.
+      await it.return?.();
+    }
+  }
+  return { head, data: data() };
+}
+
 /**
  * Copy an image from the object store into this host's images as `imageId`, verifying each file's
  * size and SHA-256 before anything is visible: files land in a hidden directory that is renamed
@@ -171,24 +227,38 @@ export async function fetchImage(
   await mkdir(tmp, { recursive: true, mode: 0o700 });
   try {
     for (const f of req.files) {
-      const hash = createHash('sha256');
       const path = join(tmp, f.name);
       const object = `${req.prefix}/${f.name}`;
+      const local = localImageName(req.imageId, f.name);
+      const { head, data } = await firstPiece(store.get(object));
+      const hash = createHash('sha256');
       let size = 0;
-      const plain = async function* (): AsyncGenerator<Uint8Array> {
-        for await (const chunk of openImage(store.get(object), key, object)) {
+      const hashed = async function* (
+        input: AsyncIterable<Uint8Array>,
+      ): AsyncGenerator<Uint8Array> {
+        for await (const chunk of input) {
           hash.update(chunk);
           size += chunk.length;
           yield chunk;
         }
       };
-      // Sealed again for the disk, under this image's local name (the manifest stays readable).
-      await pipeline(
-        f.name === MANIFEST_FILE
-          ? plain()
-          : sealImage(plain(), key, localImageName(req.imageId, f.name)),
-        createWriteStream(path, { mode: 0o600 }),
-      );
+      if (f.name !== MANIFEST_FILE && isMovable(head)) {
+        // Format 2: written as it is under this image's local name, then opened from the disk —
+        // every chunk of the copy that a restore will read authenticated and hashed — instead
+        // of opened and sealed again.
+        await pipeline(
+          rebindImage(data, key, object, local),
+          createWriteStream(path, { mode: 0o600 }),
+        );
+        for await (const _ of hashed(openFile(path, key, local, object)));
+      } else {
+        // An older set's object is sealed again for the disk (the manifest stays readable).
+        const plain = hashed(openImage(data, key, object));
+        await pipeline(
+          f.name === MANIFEST_FILE ? plain : sealImage(plain, key, local),
+          createWriteStream(path, { mode: 0o600 }),
+        );
+      }
       const sha256 = hash.digest('hex');
       if (size !== f.size || sha256 !== f.sha256) {
         throw new DroverError(
@@ -210,6 +280,8 @@ export async function fetchImage(
   manifest.dir = final;
   manifest.host = agent.config.hostId;
   manifest.sealed = true;
+  // Every file now on this host is sealed in format 2 with the checksums just verified.
+  manifest.files = req.files.filter((f) => f.name !== MANIFEST_FILE);
   await agent.images.writeManifest(manifest);
   agent.log.info('image fetched', { imageId: req.imageId, prefix: req.prefix });
   return { ...toImageInfo(manifest), durationMs: Math.round(performance.now() - t0) };

@@ -2,7 +2,7 @@
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode, type Logger } from '@drover/common';
-import type { ImageInfo } from '@drover/protocol';
+import type { ImageFile, ImageInfo } from '@drover/protocol';
 import { sortedEntries, type JobRecord } from './job-store.js';
 import { scratchRoots } from './migration/scratch.js';
 
@@ -14,6 +14,11 @@ export interface ImageManifest extends ImageInfo {
   pids: number[];
   /** CRIU's files are sealed (image-crypto.ts); false only for images of older agents. */
   sealed?: boolean;
+  /**
+   * Each sealed file's plaintext size and SHA-256, recorded as it was sealed (format 2): an image
+   * push sends such a file as it is and records these. Absent in images of older agents.
+   */
+  files?: ImageFile[];
 }
 
 /** Longest a leave-running checkpoint's image waits in tmpfs before it is sealed anyway. */

@@ -5,4 +5,4 @@ export { startAgentDaemon } from './daemon.js';
 export type { AgentDaemon } from './daemon.js';
 export { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';
 export type { AgentConfig, AgentConfigInput } from './config.js';
-export { sealImage } from './image-crypto.js';
+export { openFile, rebindFile, sealFile, sealImage } from './image-crypto.js';

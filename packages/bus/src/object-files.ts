@@ -83,6 +83,14 @@ export class ObjectFiles {
     }
   }
 
+  /**
+   * Bytes per stored chunk (the configured size, capped at the server's max_payload): a `put`
+   * whose input comes in pieces of this size sends each as its chunk, not copied.
+   */
+  get chunkBytes(): number {
+    return Math.min(this.upload.chunkBytes, this.nc.info?.max_payload ?? this.upload.chunkBytes);
+  }
+
   /** Store `data` as `name`, replacing any object of that name. */
   async put(name: string, data: AsyncIterable<Uint8Array>): Promise<StoredObject> {
     try {
