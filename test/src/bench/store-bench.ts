@@ -6,6 +6,9 @@
  * upload path and its ratio to today's path, measured in the same run. Not the cluster-checkpoint
  * bench (checkpoint-bench.ts): no CRIU, no agents, one server. Asserts nothing.
  *
+ * `agent-reseal` / `agent-move`: an agent's push of its local sealed image before and since the
+ * push sends sealed files as they are (agentBytes).
+ *
  * Usage: node test/dist/bench/store-bench.js [--images 8] [--mib 32] [--reps 3] [--cluster] [--only name,name]
  */
 import { spawn } from 'node:child_process';
@@ -13,9 +16,9 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir, loadavg } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { sealImage } from '@drover/agent';
+import { openFile, rebindFile, sealFile, sealImage } from '@drover/agent';
 import { Bus, ObjectFiles } from '@drover/bus';
 import { mapLimit } from '@drover/common';
 import { freePort } from '../util/net.js';
@@ -34,6 +37,12 @@ interface StorePath {
   chunkKiB: number;
   /** Read the bytes and drop them: the agent's side alone, no store. */
   drain?: boolean;
+  /**
+   * From a local image sealed as a checkpoint seals it (format 2), as `image-push` sends it:
+   * `reseal` opened, hashed and sealed again for the store (the push before 2026-12-07), `move`
+   * sent as it is under the object's name (image-crypto.ts rebindFile, read in chunk-sized pieces).
+   */
+  local?: 'reseal' | 'move';
 }
 
 const PATHS: StorePath[] = [
@@ -46,6 +55,26 @@ const PATHS: StorePath[] = [
   { name: 'parallel-4', sealed: true, parallel: 4, inFlight: 0, chunkKiB: 512 },
   { name: 'pipelined+parallel-4', sealed: true, parallel: 4, inFlight: 8, chunkKiB: 512 },
   { name: 'pipelined-16+parallel-4', sealed: true, parallel: 4, inFlight: 16, chunkKiB: 512 },
+  { name: 'agent-reseal', sealed: true, parallel: 4, inFlight: 8, chunkKiB: 512, local: 'reseal' },
+  { name: 'agent-move', sealed: true, parallel: 4, inFlight: 8, chunkKiB: 512, local: 'move' },
+  {
+    name: 'move-only',
+    sealed: true,
+    parallel: 4,
+    inFlight: 8,
+    chunkKiB: 512,
+    local: 'move',
+    drain: true,
+  },
+  {
+    name: 'reseal-only',
+    sealed: true,
+    parallel: 4,
+    inFlight: 8,
+    chunkKiB: 512,
+    local: 'reseal',
+    drain: true,
+  },
 ];
 
 /**
@@ -110,10 +139,26 @@ async function writeImage(dir: string, i: number, mib: number): Promise<string[]
   return paths;
 }
 
-/** One file as the agent sends it (image-sets.ts pushImage, a local plaintext image). */
-async function* agentBytes(path: string, object: string, key: Buffer, sealed: boolean) {
-  const source = createReadStream(path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
-  if (!sealed) {
+/** The name the bench's local copy of `path` is sealed under (a checkpoint's localImageName). */
+const localName = (path: string): string => `local/bench/${basename(path)}`;
+
+/** One file as the agent sends it (image-sets.ts putImageFile). */
+async function* agentBytes(
+  p: StorePath,
+  path: string,
+  object: string,
+  key: Buffer,
+  pieceBytes: number,
+): AsyncGenerator<Uint8Array> {
+  if (p.local === 'move') {
+    yield* rebindFile(`${path}.sealed`, key, localName(path), object, { pieceBytes });
+    return;
+  }
+  const source =
+    p.local === 'reseal'
+      ? openFile(`${path}.sealed`, key, localName(path))
+      : (createReadStream(path, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>);
+  if (!p.sealed) {
     yield* source;
     return;
   }
@@ -170,6 +215,9 @@ async function main(): Promise<void> {
       }
     }
     const key = Buffer.alloc(32, 7);
+    // Each file's local sealed copy, as a checkpoint leaves it (for the `local` paths).
+    for (const path of imageFiles.flat())
+      await sealFile(path, `${path}.sealed`, key, localName(path));
     console.log(
       `store micro-bench: ${images} images (pages ${mib} MiB + ${SMALL_FILES.length} small ` +
         `files each, ${(bytes / 1e6).toFixed(1)} MB), one at a time, ` +
@@ -206,7 +254,7 @@ async function main(): Promise<void> {
       for (const [i, paths] of imageFiles.entries()) {
         await mapLimit(paths, p.parallel, async (path, k) => {
           const object = `set/job-${i}/${k}`;
-          const sent = agentBytes(path, object, key, p.sealed);
+          const sent = agentBytes(p, path, object, key, store.chunkBytes);
           if (p.drain) for await (const _ of sent);
           else await store.put(object, sent);
         });
@@ -239,7 +287,7 @@ async function main(): Promise<void> {
       console.log(
         `${p.name.padEnd(24)} ${mbs.toFixed(1).padStart(6)} MB/s  ×${(mbs / base).toFixed(2)} vs today  ` +
           `(${xs.map((x) => x.toFixed(0)).join(' ')})  cpu ${perMb(c.bench)}+${perMb(c.server)} ` +
-          `ms/MB  sealed ${p.sealed}, files at once ` +
+          `ms/MB  sealed ${p.sealed}${p.local ? ` (local: ${p.local})` : ''}, files at once ` +
           `${p.parallel}, in flight ${p.inFlight || 'stock put'}, chunk ${p.chunkKiB} KiB`,
       );
     }

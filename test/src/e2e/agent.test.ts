@@ -147,7 +147,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     for (const f of readdirSync(imageDir).filter((x) => x !== 'manifest.json')) {
       assert.equal(
         readFileSync(join(imageDir, f)).subarray(0, 8).toString('latin1'),
-        'DRVIMG1\n',
+        'DRVIMG2\n',
         f,
       );
     }
@@ -184,7 +184,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     // would start a plaintext file).
     for (const f of files) {
       const head = readFileSync(join(imageDir, f)).subarray(0, 8).toString('latin1');
-      assert.equal(head, 'DRVIMG1\n', `${f} is not sealed`);
+      assert.equal(head, 'DRVIMG2\n', `${f} is not sealed`);
     }
     // No plaintext left behind in scratch.
     const shm = await h1.host.exec([
@@ -244,7 +244,7 @@ describe('agent: jobs, checkpoint and restore on one host', () => {
     for (const f of readdirSync(firstDir).filter((x) => x !== 'manifest.json')) {
       assert.equal(
         readFileSync(join(firstDir, f)).subarray(0, 8).toString('latin1'),
-        'DRVIMG1\n',
+        'DRVIMG2\n',
         f,
       );
     }

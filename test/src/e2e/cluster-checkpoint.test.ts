@@ -336,7 +336,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
     const parts: Uint8Array[] = [];
     for await (const c of store.get(name)) parts.push(c);
     const bytes = Buffer.concat(parts);
-    assert.equal(bytes.subarray(0, 8).toString(), 'DRVIMG1\n', 'stored images are sealed');
+    assert.equal(bytes.subarray(0, 8).toString(), 'DRVIMG2\n', 'stored images are sealed');
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     await store.put(
       name,
