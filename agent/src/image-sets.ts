@@ -1,8 +1,9 @@
 /**
- * Images in and out of the image-set object store: `pushImage` seals a local image with the set's
- * key (image-crypto.ts) under `<set>/<job>/`, `fetchImage` brings one back onto this host,
- * authenticating every chunk and checking every byte against the checksums the set recorded. A
- * pair, like CRIU's dump_x/restore_x. `decodeStoredImage` reads one in memory to show what is in it.
+ * Images in and out of the image-set object store: `pushImage` stores a local image, sealed with
+ * the set's key (image-crypto.ts), under `<set>/<job>/` — its sealed files as they are, renamed —
+ * `fetchImage` brings one back onto this host, authenticating every chunk and checking every byte
+ * against the checksums the set recorded. A pair, like CRIU's dump_x/restore_x.
+ * `decodeStoredImage` reads one in memory to show what is in it.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -71,7 +72,10 @@ function plaintextOf(
   return createReadStream(path, { highWaterMark }) as AsyncIterable<Uint8Array>;
 }
 
-/** Bytes, hashed as they pass when `hash` is given; paced to `bytesPerSec` when set (fault injection). */
+/**
+ * Bytes, hashed as they pass when `hash` is given; paced to `bytesPerSec` when set (fault
+ * injection).
+ */
 async function* hashedChunks(
   source: AsyncIterable<Uint8Array>,
   hash: Hash | null,
