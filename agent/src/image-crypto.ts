@@ -33,8 +33,6 @@ const HEAD = 4 + NONCE;
 const FILE_ID = 16;
 /** Format 2's header: magic, file id, nonce, tag. */
 const HEADER = MAGIC.length + FILE_ID + NONCE + TAG;
-/** Bytes a record adds to its chunk. */
-export const RECORD_OVERHEAD = HEAD + TAG;
 /** Bytes before the first record of a format-2 file. */
 export const SEALED_HEADER_BYTES = HEADER;
 
