@@ -1,7 +1,7 @@
 /**
- * Image push and fetch of sealed images (format 2) against an object store in memory: a sealed local image goes up as it is
- * (one new header per file, chunk-sized pieces), comes back verified, and a stored chunk that was
- * tampered with is refused before the fetched image exists.
+ * Image push and fetch of sealed images (format 2) against an object store in memory: a sealed
+ * local image goes up as it is (one new header per file, chunk-sized pieces), comes back verified,
+ * and a stored chunk that was tampered with is refused before the fetched image exists.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
