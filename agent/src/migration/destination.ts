@@ -45,10 +45,13 @@ import { STREAM_IDLE_MS } from './source.js';
 /** A prepared migration waits this long for its stream before giving up. */
 const PREPARE_TTL_MS = 60_000;
 
-/** True while this process is receiving `migrationId` (recovery leaves it alone). */
+/** True while this process is preparing or receiving `migrationId` (recovery leaves it alone). */
 export function isReceiving(migrationId: string): boolean {
-  return live.has(migrationId);
+  return live.has(migrationId) || preparing.has(migrationId);
 }
+
+/** Migrations being prepared here: their record is saved before they are `live`. */
+const preparing = new Set<string>();
 
 /** Destination-side bookkeeping that does not survive a restart (it need not). */
 const live = new Map<
@@ -129,71 +132,78 @@ export async function prepareMigration(
       refuse(`the adopted tree's PIDs ${taken.join(', ')} are in use here`, { takenPids: taken });
   }
 
-  const store = new MigrationStore(agent.config.stateDir);
-  const rec = newMigrationRecord({
-    migrationId: req.migrationId,
-    jobId: job.id,
-    role: 'destination',
-    source: req.source,
-    destination: agent.config.hostId,
-    mode: req.mode,
-    state: MigrationState.prepared,
-  });
-  advance(rec, MigrationState.prepared, t0);
-  // The rest of the handshake (abort, commit, status) must show the same ticket.
-  await store.saveTicket(rec.migrationId, 'destination', req.ticket);
-  await store.save(rec);
-  const scratch = await makeScratch(
-    agent.config.hostId,
-    rec.migrationId,
-    'images',
-    agent.config.stateDir,
-  );
-  // stop-copy: the pages arrive here while the source dumps, CRIU to CRIU, admitted from the
-  // source's address only. post-copy: we pull them later from the source, which admits us.
-  const pages =
-    req.mode === 'post-copy'
-      ? null
-      : await receivePages(agent.criu, {
-          host: ctx.advertise.host,
-          peer: req.pageFrom!,
-          imagesDir: scratch.dir,
-          tls: pageTls(ctx.tlsFiles, 'server'),
-        });
-  const token = randomBytes(32).toString('hex');
-  const timer = setTimeout(
-    () =>
-      void abortMigration(
-        agent,
-        ctx,
-        { migrationId: rec.migrationId },
-        'no stream arrived in time',
-      ),
-    PREPARE_TTL_MS,
-  );
-  timer.unref();
-  live.set(rec.migrationId, {
-    t0,
-    timer,
-    scratch: scratch.dir,
-    pageServer: req.pageServer ?? null,
-    pages,
-  });
-  // Only the source's agent certificate may open the stream (when streams use TLS).
-  ctx.streams.expect(
-    rec.migrationId,
-    token,
-    (receiver) => receive(agent, ctx, rec.migrationId, job, receiver),
-    { peer: req.source },
-  );
-  return {
-    streamHost: ctx.advertise.host,
-    streamPort: ctx.advertise.port,
-    token,
-    scratchDir: scratch.dir,
-    ...(pages ? { pages: { host: pages.host, port: pages.port } } : {}),
-    ...(req.pageServer ? { pageFrom: await localAddressToward(req.pageServer.host) } : {}),
-  };
+  // From its first record on, recovery (a round may be running now) leaves this migration
+  // alone: it is this process's, not one a dead agent left.
+  preparing.add(req.migrationId);
+  try {
+    const store = new MigrationStore(agent.config.stateDir);
+    const rec = newMigrationRecord({
+      migrationId: req.migrationId,
+      jobId: job.id,
+      role: 'destination',
+      source: req.source,
+      destination: agent.config.hostId,
+      mode: req.mode,
+      state: MigrationState.prepared,
+    });
+    advance(rec, MigrationState.prepared, t0);
+    // The rest of the handshake (abort, commit, status) must show the same ticket.
+    await store.saveTicket(rec.migrationId, 'destination', req.ticket);
+    await store.save(rec);
+    const scratch = await makeScratch(
+      agent.config.hostId,
+      rec.migrationId,
+      'images',
+      agent.config.stateDir,
+    );
+    // stop-copy: the pages arrive here while the source dumps, CRIU to CRIU, admitted from the
+    // source's address only. post-copy: we pull them later from the source, which admits us.
+    const pages =
+      req.mode === 'post-copy'
+        ? null
+        : await receivePages(agent.criu, {
+            host: ctx.advertise.host,
+            peer: req.pageFrom!,
+            imagesDir: scratch.dir,
+            tls: pageTls(ctx.tlsFiles, 'server'),
+          });
+    const token = randomBytes(32).toString('hex');
+    const timer = setTimeout(
+      () =>
+        void abortMigration(
+          agent,
+          ctx,
+          { migrationId: rec.migrationId },
+          'no stream arrived in time',
+        ),
+      PREPARE_TTL_MS,
+    );
+    timer.unref();
+    live.set(rec.migrationId, {
+      t0,
+      timer,
+      scratch: scratch.dir,
+      pageServer: req.pageServer ?? null,
+      pages,
+    });
+    // Only the source's agent certificate may open the stream (when streams use TLS).
+    ctx.streams.expect(
+      rec.migrationId,
+      token,
+      (receiver) => receive(agent, ctx, rec.migrationId, job, receiver),
+      { peer: req.source },
+    );
+    return {
+      streamHost: ctx.advertise.host,
+      streamPort: ctx.advertise.port,
+      token,
+      scratchDir: scratch.dir,
+      ...(pages ? { pages: { host: pages.host, port: pages.port } } : {}),
+      ...(req.pageServer ? { pageFrom: await localAddressToward(req.pageServer.host) } : {}),
+    };
+  } finally {
+    preparing.delete(req.migrationId);
+  }
 }
 
 /** The stream arrived: take the images, restore, answer. */
