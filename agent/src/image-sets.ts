@@ -236,16 +236,9 @@ export async function fetchImage(
       const local = localImageName(req.imageId, f.name);
       const { head, data } = await firstPiece(store.get(object));
       const hash = createHash('sha256');
-      let size = 0;
-      const hashed = async function* (
-        input: AsyncIterable<Uint8Array>,
-      ): AsyncGenerator<Uint8Array> {
-        for await (const chunk of input) {
-          hash.update(chunk);
-          size += chunk.length;
-          yield chunk;
-        }
-      };
+      const count = { bytes: 0 };
+      const hashed = (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> =>
+        hashedChunks(input, hash, undefined, count);
       if (f.name !== MANIFEST_FILE && isMovable(head)) {
         // Format 2: written as it is under this image's local name, then opened from the disk —
         // every chunk of the copy that a restore will read authenticated and hashed — instead
@@ -264,6 +257,7 @@ export async function fetchImage(
         );
       }
       const sha256 = hash.digest('hex');
+      const size = count.bytes;
       if (size !== f.size || sha256 !== f.sha256) {
         throw new DroverError(
           ErrorCode.DataLoss,
