@@ -344,26 +344,19 @@ function migrationFigures(
   // children the agent reaps; CRIU's code that runs inside the job (the parasite copying pages
   // out on the source, the restorer filling them in on the destination) is counted with the
   // job, so only the host's cgroup holds all of it.
-  add(
-    'source CRIU CPU per GB (its processes: agent children)',
-    Unit.cpuPerGb,
-    (r) => r.src.cpuChildren / gb,
-  );
-  add(
-    'destination CRIU CPU per GB (its processes: agent children)',
-    Unit.cpuPerGb,
-    (r) => r.dst.cpuChildren / gb,
-  );
-  add(
-    'source host CPU per GB (its cgroup: agent, CRIU, job)',
-    Unit.cpuPerGb,
-    (r) => r.src.cpuCgroup / gb,
-  );
-  add(
-    'destination host CPU per GB (its cgroup: agent, CRIU, job)',
-    Unit.cpuPerGb,
-    (r) => r.dst.cpuCgroup / gb,
-  );
+  for (const side of ['src', 'dst'] as const) {
+    const who = side === 'src' ? 'source' : 'destination';
+    add(
+      `${who} CRIU CPU per GB (its processes: agent children)`,
+      Unit.cpuPerGb,
+      (r) => r[side].cpuChildren / gb,
+    );
+    add(
+      `${who} host CPU per GB (its cgroup: agent, CRIU, job)`,
+      Unit.cpuPerGb,
+      (r) => r[side].cpuCgroup / gb,
+    );
+  }
   add(
     'destination rest per GB (host − agent − CRIU processes: CRIU restorer in the job, the job)',
     Unit.cpuPerGb,
