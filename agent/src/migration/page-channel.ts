@@ -188,10 +188,12 @@ export async function receivePages(
     await close();
     throw err;
   }
-  const start = startTicks(server.pid);
+  const pid = server.pid;
+  const start = pid === null ? null : startTicks(pid);
   let pidfd: number | null = null;
   try {
-    pidfd = pidfdOpen(server.pid);
+    // Ours to reap (see findPageServer): its exit, and its CPU among the agent's children's.
+    if (pid !== null) pidfd = pidfdOpen(pid);
   } catch {
     // Already gone (it served nobody, or ended at once): `exited` answers at once.
   }
@@ -218,8 +220,8 @@ export async function receivePages(
         ),
       ]),
     kill: () => {
-      if (start !== null && isSameLiveProcess(server.pid, start))
-        process.kill(server.pid, 'SIGKILL');
+      if (pid !== null && start !== null && isSameLiveProcess(pid, start))
+        process.kill(pid, 'SIGKILL');
     },
     close,
   };
