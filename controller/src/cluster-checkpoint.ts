@@ -244,14 +244,27 @@ async function dumpAll(
 ): Promise<CheckpointRecord> {
   const key = await setKey(ctx, cur.imageSet);
   const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
+  const t0 = performance.now();
+  const timings: Record<string, number[][]> = {};
   await runGroups(
     [...byHost(cur.members.filter((m) => m.state === 'frozen')).values()],
     (group) => (group[0] ? cpus.get(group[0].host) : undefined),
     async (m) => {
+      const tStart = performance.now();
       const img = await dumpMember(ctx, m, key);
+      const tDumped = performance.now();
       await op.member(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
+      (timings[m.host] ??= []).push(
+        [tStart - t0, tDumped - tStart, performance.now() - tDumped, img.dumpMs].map(Math.round),
+      );
     },
   );
+  ctx.log.info('cluster dumped', {
+    opId: op.opId,
+    ms: Math.round(performance.now() - t0),
+    // Per host, per job: [started at, the dump call, its persist, CRIU's time] in ms.
+    timings,
+  });
   return op.phase(leavesRunning(cur) ? 'thawing' : 'storing');
 }
 
@@ -289,8 +302,16 @@ async function thawAll(
   op: Handle,
   cur: CheckpointRecord,
 ): Promise<CheckpointRecord> {
-  await Promise.all(cur.members.map((m) => ctx.agent(m.host, 'thaw', { jobId: m.jobId })));
+  const t0 = performance.now();
+  const took: number[] = [];
+  await Promise.all(
+    cur.members.map(async (m) => {
+      await ctx.agent(m.host, 'thaw', { jobId: m.jobId });
+      took.push(Math.round(performance.now() - t0));
+    }),
+  );
   await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+  ctx.log.info('cluster thawed', { opId: op.opId, thawsMs: took });
   return op.phase('storing');
 }
 
