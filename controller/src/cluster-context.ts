@@ -38,6 +38,8 @@ export interface ClusterContext extends ImageSetContext {
   claimAddress(jobId: string, name: string | null, network: JobNetwork): Promise<void>;
   /** How long forward-only steps retry an unreachable agent (default 2 minutes). */
   persistMs?: number;
+  /** Dumps at once on one host, at most (default DUMPS_PER_HOST, or its CPUs if more). */
+  dumpsPerHost?: number;
   /**
    * The clock a cluster checkpoint's cut is planned on: epoch ms, sub-millisecond (default
    * `performance.timeOrigin + performance.now()`, as agents read theirs).
