@@ -27,12 +27,13 @@ import {
 import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
 import {
   dropLocalImage,
+  DUMPS_PER_HOST,
   LONG_MS,
   PARALLEL,
   persist,
   type ClusterContext,
 } from './cluster-context.js';
-import { freezeCut, type FrozenHost } from './cluster-cut.js';
+import { freezeCut, isUnknownOp, type FrozenHost } from './cluster-cut.js';
 import { applyRetention, setKey } from './image-sets.js';
 import {
   BatchedWrites,
@@ -244,17 +245,11 @@ async function freezeAll(
 }
 
 /**
- * How many dumps run at once on one host: every job of the cut there, as the floor does
- * (docs/CHECKPOINT.md, "Where the cut's time goes"), but no more than this or its CPUs.
- */
-export const DUMPS_PER_HOST = 16;
-
-/**
- * dumping: each frozen job into its image, every job of a host at once (up to DUMPS_PER_HOST or
- * its CPUs, whichever is more), every host at once. A dump is CPU work only in part (CRIU seizes
- * the tasks, injects its parasite, waits on it, writes the job's directory): started together,
- * the dumps of a host fill each other's waits, as the floor's raw dumps do. The hosts seal their
- * local images with the set's key too: no plaintext at rest anywhere.
+ * dumping: each frozen job into its image, on each host as many at once as it has CPUs
+ * (`--dumps-per-host` sets another number), every host at once. More at once is slower on a busy
+ * host: the agent's own work for each dump (starting CRIU, answering its notifications, archiving
+ * the job's directory) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
+ * goes"). The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
  */
 async function dumpAll(
   ctx: ClusterContext,
@@ -265,7 +260,7 @@ async function dumpAll(
 ): Promise<CheckpointRecord> {
   const hosts = byHost(cur.members.filter((m) => m.state === 'frozen'));
   const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
-  const most = ctx.dumpsPerHost ?? DUMPS_PER_HOST;
+  const perHost = ctx.dumpsPerHost ?? DUMPS_PER_HOST;
   // A previous controller's dumps: one list per host, all hosts at once (none after our own cut).
   const made = fresh ? null : await imagesOn(ctx, [...hosts.keys()]);
   // Each job's `dumped` is written behind the dumps, as few writes as they come in: a dump does
@@ -276,7 +271,7 @@ async function dumpAll(
   try {
     await runGroups(
       [...hosts.values()],
-      (group) => Math.max(most, cpus.get(group[0]?.host ?? '') ?? 1),
+      (group) => (perHost > 0 ? perHost : cpus.get(group[0]?.host ?? '')),
       async (m) => {
         const tStart = performance.now();
         const img = await dumpMember(ctx, m, key, made?.get(m.host)?.get(m.imageId) ?? null);
@@ -335,23 +330,40 @@ async function dumpMember(
   }
 }
 
-/** thawing (`--leave-running`): the jobs run on right after their dumps, before the upload. */
+/**
+ * thawing (`--leave-running`): the jobs run on right after their dumps, before the upload; one
+ * request per host (`thaw-many`: its jobs thawed together), every host at once.
+ */
 async function thawAll(
   ctx: ClusterContext,
   op: Handle,
   cur: CheckpointRecord,
 ): Promise<CheckpointRecord> {
   const t0 = performance.now();
-  const took: number[] = [];
+  const took: Record<string, number> = {};
   await Promise.all(
-    cur.members.map(async (m) => {
-      await ctx.agent(m.host, 'thaw', { jobId: m.jobId });
-      took.push(Math.round(performance.now() - t0));
+    [...byHost(cur.members)].map(async ([host, members]) => {
+      await thawHost(ctx, host, members);
+      took[host] = Math.round(performance.now() - t0);
     }),
   );
   await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
   ctx.log.info('cluster thawed', { opId: op.opId, thawsMs: took });
   return op.phase('storing');
+}
+
+/** Thaw `members` on `host` with one request; one each on an agent from before `thaw-many`. */
+async function thawHost(
+  ctx: ClusterContext,
+  host: string,
+  members: readonly MemberItem[],
+): Promise<void> {
+  try {
+    await ctx.agent(host, 'thaw-many', { jobIds: members.map((m) => m.jobId) });
+  } catch (err) {
+    if (!isUnknownOp(err)) throw toDroverError(err);
+    await Promise.all(members.map((m) => ctx.agent(host, 'thaw', { jobId: m.jobId })));
+  }
 }
 
 /**
