@@ -109,7 +109,10 @@ export async function thawJob(host: FreezeHost, jobId: string): Promise<JobInfo>
   const r = await host.store.loadLive(jobId);
   if (addressOf(r.network)) await unlockJobNetwork(r.id);
   await (await host.cgroupOf(r)).thaw();
-  return thawed(host, r);
+  const info = await thawed(host, r);
+  // Its images from a cluster's cut are sealed now that the cut is over.
+  host.images.startFinishing(r.id);
+  return info;
 }
 
 /**
@@ -130,22 +133,20 @@ export async function thawJobs(
       await cg.thaw();
     }),
   );
-  const jobs: JobInfo[] = [];
-  let first: unknown = null;
-  for (const [i, r] of records.entries()) {
-    const res = results[i]!;
-    if (res.status === 'rejected') first ??= res.reason;
-    else jobs.push(await thawed(host, r));
-  }
-  if (first !== null) throw toDroverError(first);
+  const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  const ok = records.filter((_, i) => results[i]!.status === 'fulfilled');
+  const jobs = await Promise.all(ok.map((r) => thawed(host, r)));
+  // Their images are sealed once every record is saved (a seal's reads and writes would queue
+  // ahead of the saves), in the order asked.
+  for (const r of ok) host.images.startFinishing(r.id);
+  if (failed) throw toDroverError(failed.reason);
   return { jobs };
 }
 
-/** A thawed job's record, its event, and its images from a cluster's cut sealed (the cut is over). */
+/** A thawed job's record and its event. */
 async function thawed(host: FreezeHost, r: JobRecord): Promise<JobInfo> {
   r.state = JobState.running;
   await host.store.save(r);
   host.event(r);
-  host.images.startFinishing(r.id);
   return toJobInfo(r);
 }
