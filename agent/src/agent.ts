@@ -34,7 +34,7 @@ import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
 import { LogIndex, readJobLog } from './job-logs.js';
 import { runJob } from './job-run.js';
-import { CUT_LATE_MS, freezeJob, freezeJobs, thawJob } from './job-freeze.js';
+import { CUT_LATE_MS, freezeJob, freezeJobs, thawJob, thawJobs } from './job-freeze.js';
 import { addressOf, initQuiesce } from './job-network.js';
 import { updateHostsFile, type NameEntry } from './job-hosts.js';
 import { initPageChannel } from './migration/page-channel.js';
@@ -237,6 +237,12 @@ export class Agent {
 
   thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
     return this.withJob(req.jobId, () => thawJob(this, req.jobId));
+  }
+
+  /** The end of a cluster checkpoint's cut on this host: its jobs thawed together (job-freeze.ts). */
+  thawMany(req: AgentRequest<'thaw-many'>): Promise<AgentReplies['thaw-many']> {
+    const ids = [...new Set(req.jobIds)];
+    return this.withJobs(ids, () => thawJobs(this, ids));
   }
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {

@@ -91,6 +91,7 @@ export async function checkpointJob(
   agent: CheckpointHost,
   req: AgentRequest<'checkpoint'>,
 ): Promise<ImageInfo> {
+  const t0 = performance.now();
   const key = imageKey(req.key);
   const r = await agent.store.loadLive(req.jobId);
   if (r.state !== JobState.running && r.state !== JobState.frozen) {
@@ -121,8 +122,12 @@ export async function checkpointJob(
       await lockJobNetwork(r.id);
       locked = true;
     }
+    const tFrozen = performance.now();
     const pids = processTree(r.rootPid!).map((p) => p.pid);
     dumpDir = (await makeScratch(hostId, scratchId, 'dump', stateDir)).dir;
+    const tDump = performance.now();
+    let jobDirMs = 0;
+    const hooks = dumpHooksOf(r, plan, dumpDir);
     // The job's directory goes into the images at post-dump, while the job is still frozen.
     const dump = await agent.criu.dump(
       {
@@ -132,8 +137,17 @@ export async function checkpointJob(
         ...(cg.paths.freezer ? { freezeCgroup: cg.paths.freezer } : {}),
         ...dumpOptionsOf(plan),
       },
-      { hooks: dumpHooksOf(r, plan, dumpDir) },
+      {
+        hooks: {
+          'post-dump': async () => {
+            const t = performance.now();
+            await hooks['post-dump']();
+            jobDirMs = performance.now() - t;
+          },
+        },
+      },
     );
+    const tDumped = performance.now();
     killed = !leaveRunning;
     if (leaveRunning) {
       if (locked) await unlockJobNetwork(r.id);
@@ -191,11 +205,22 @@ export async function checkpointJob(
     }
     await agent.store.save(r);
     agent.event(r);
+    const tEnd = performance.now();
     agent.log.info('checkpointed', {
       jobId: r.id,
       imageId,
       leaveRunning,
       frozenMs: manifest.frozenMs,
+      // Where the call's time went (docs/CHECKPOINT.md, "Where the cut's time goes").
+      timingsMs: {
+        prepare: ms(tFreeze - t0),
+        freeze: ms(tFrozen - tFreeze),
+        scratch: ms(tDump - tFrozen),
+        criu: ms(tDumped - tDump - jobDirMs),
+        jobDir: ms(jobDirMs),
+        finish: ms(tEnd - tDumped),
+        total: ms(tEnd - t0),
+      },
     });
     return toImageInfo(manifest);
   } catch (err) {
@@ -229,6 +254,11 @@ export async function checkpointJob(
     agent.event(r);
     throw first;
   }
+}
+
+/** To 0.1 ms. */
+function ms(x: number): number {
+  return Math.round(x * 10) / 10;
 }
 
 /** Seal every file CRIU wrote in `from` into image directory `to`; their plaintexts' checksums. */

@@ -143,6 +143,7 @@ export async function startAgentDaemon(
     // Answered at once, from this thread: the controller reads this host's clock offset from it.
     clock: async () => ({ nowMs: performance.timeOrigin + performance.now() }),
     thaw: (r) => agent.thaw(r),
+    'thaw-many': (r) => agent.thawMany(r),
     checkpoint: (r) => agent.checkpoint(r),
     restore: (r) => agent.restore(r),
     preflight: async (r) => {

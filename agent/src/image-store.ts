@@ -24,6 +24,14 @@ export interface ImageManifest extends ImageInfo {
 /** Longest a leave-running checkpoint's image waits in tmpfs before it is sealed anyway. */
 export const SEAL_DEADLINE_MS = 30_000;
 
+/**
+ * Images sealed at once on this host. A cluster checkpoint thaws every job of the cut together;
+ * their images sealed all at once would all be ready only at the end (each gets a share of the
+ * CPUs), and the first upload would wait for the last seal. Two at a time, in the order their
+ * jobs were thawed, the first is ready early and its upload runs while the next ones are sealed.
+ */
+export const SEALS_AT_ONCE = 2;
+
 /** The manifest's file in an image directory: the one file that is not sealed. */
 export const MANIFEST_FILE = 'manifest.json';
 
@@ -67,22 +75,29 @@ export class ImageStore {
    */
   private readonly sealing = new Map<
     string,
-    { info: ImageInfo; start: () => Promise<void>; timer: NodeJS.Timeout }
+    { info: ImageInfo; start: (urgent?: boolean) => Promise<void>; timer: NodeJS.Timeout }
   >();
+
+  /** Seals waiting for their turn (SEALS_AT_ONCE). */
+  private readonly turns = new Turns(SEALS_AT_ONCE);
 
   /**
    * Finish image `info` later with `work` (seal, write the manifest): when `startNow`, when its
-   * job is thawed (`startFinishing`), when it is read, or after `SEAL_DEADLINE_MS` at the latest.
-   * Reads of it wait for `work`, and fail with its error if it fails (the image is then gone).
+   * job is thawed (`startFinishing`), when it is read, or after `SEAL_DEADLINE_MS` at the latest;
+   * SEALS_AT_ONCE at a time, in that order, a read going first. Reads of it wait for `work`, and
+   * fail with its error if it fails (the image is then gone).
    */
   finishLater(info: ImageInfo, work: () => Promise<void>, startNow: boolean): void {
-    let done: Promise<void> | null = null;
-    const start = (): Promise<void> => {
-      if (done) return done;
+    let turn: { done: Promise<void>; hurry: () => void } | null = null;
+    const start = (urgent = false): Promise<void> => {
+      if (turn) {
+        if (urgent) turn.hurry();
+        return turn.done;
+      }
       clearTimeout(entry.timer);
-      done = work();
-      void done.finally(() => this.sealing.delete(info.imageId)).catch(() => undefined);
-      return done;
+      turn = this.turns.take(work, urgent);
+      void turn.done.finally(() => this.sealing.delete(info.imageId)).catch(() => undefined);
+      return turn.done;
     };
     const entry = {
       info,
@@ -103,7 +118,7 @@ export class ImageStore {
 
   /** Finish image `imageId` now if it waits, and wait for it; its error if that failed. */
   async finished(imageId: string): Promise<void> {
-    await this.sealing.get(imageId)?.start();
+    await this.sealing.get(imageId)?.start(true);
   }
 
   async readManifest(imageId: string): Promise<ImageManifest> {
@@ -202,4 +217,40 @@ export function toImageInfo(m: ImageManifest): ImageInfo {
     frozenMs: m.frozenMs,
     dumpMs: m.dumpMs,
   };
+}
+
+/** Work run at most `most` at a time, in the order it was taken; `urgent` work goes first. */
+export class Turns {
+  #line: (() => void)[] = [];
+  #active = 0;
+
+  constructor(private readonly most: number) {}
+
+  /** Run `work` in its turn: its outcome, and `hurry` to put it first in line if it waits. */
+  take(work: () => Promise<void>, urgent = false): { done: Promise<void>; hurry: () => void } {
+    let go!: () => void;
+    const done = new Promise<void>((resolve, reject) => {
+      go = () => {
+        this.#active++;
+        work()
+          .then(resolve, reject)
+          .finally(() => {
+            this.#active--;
+            this.#pump();
+          });
+      };
+    });
+    if (urgent) this.#line.unshift(go);
+    else this.#line.push(go);
+    this.#pump();
+    const hurry = (): void => {
+      const i = this.#line.indexOf(go);
+      if (i > 0) this.#line.unshift(...this.#line.splice(i, 1));
+    };
+    return { done, hurry };
+  }
+
+  #pump(): void {
+    while (this.#active < this.most && this.#line.length > 0) this.#line.shift()!();
+  }
 }

@@ -109,10 +109,44 @@ export async function thawJob(host: FreezeHost, jobId: string): Promise<JobInfo>
   const r = await host.store.loadLive(jobId);
   if (addressOf(r.network)) await unlockJobNetwork(r.id);
   await (await host.cgroupOf(r)).thaw();
+  const info = await thawed(host, r);
+  // Its images from a cluster's cut are sealed now that the cut is over.
+  host.images.startFinishing(r.id);
+  return info;
+}
+
+/**
+ * Every job of `ids` thawed together, the end of a cluster's cut on this host: every record read,
+ * every network unlocked, then every cgroup thawed at once (not one job's whole round after the
+ * other's). Each job is tried; the first error is thrown once all were (a job that could not be
+ * thawed stays frozen, and the caller thaws it again). The caller holds every job's lock.
+ */
+export async function thawJobs(
+  host: FreezeHost,
+  ids: readonly string[],
+): Promise<AgentReplies['thaw-many']> {
+  const records = await Promise.all(ids.map((id) => host.store.loadLive(id)));
+  const results = await Promise.allSettled(
+    records.map(async (r) => {
+      const cg = await host.cgroupOf(r);
+      if (addressOf(r.network)) await unlockJobNetwork(r.id);
+      await cg.thaw();
+    }),
+  );
+  const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  const ok = records.filter((_, i) => results[i]!.status === 'fulfilled');
+  const jobs = await Promise.all(ok.map((r) => thawed(host, r)));
+  // Their images are sealed once every record is saved (a seal's reads and writes would queue
+  // ahead of the saves), in the order asked.
+  for (const r of ok) host.images.startFinishing(r.id);
+  if (failed) throw toDroverError(failed.reason);
+  return { jobs };
+}
+
+/** A thawed job's record and its event. */
+async function thawed(host: FreezeHost, r: JobRecord): Promise<JobInfo> {
   r.state = JobState.running;
   await host.store.save(r);
   host.event(r);
-  // Its images from a cluster's cut are sealed now that the cut is over.
-  host.images.startFinishing(r.id);
   return toJobInfo(r);
 }

@@ -122,7 +122,7 @@ test('an agent from before freeze-many: its jobs are frozen one request each', a
   );
 });
 
-test('dumps run as many at a time on each host as it has CPUs (1 when it does not say)', async () => {
+test('dumps run as many at a time on each host as it has CPUs (1 when it does not say), or --dumps-per-host', async () => {
   const placement: [string, string][] = [];
   for (let i = 0; i < 5; i++) placement.push([`a${i}`, 'h1']);
   for (let i = 0; i < 3; i++) placement.push([`b${i}`, 'h2']);
@@ -138,6 +138,7 @@ test('dumps run as many at a time on each host as it has CPUs (1 when it does no
   assert.equal(op.state, 'done', JSON.stringify(op.error));
   assert.equal(fc.dumps, 12);
   assert.deepEqual(Object.fromEntries(fc.maxDumping), { h1: 3, h2: 1, h3: 1 });
+  assert.ok(op.members!.every((m) => m.state === 'done' && m.dumpMs !== null));
   // More CPUs than jobs: every job of the host at once.
   const fc2 = new FakeCluster(placement);
   await checkpointCluster(
@@ -148,6 +149,13 @@ test('dumps run as many at a time on each host as it has CPUs (1 when it does no
     },
   );
   assert.deepEqual(Object.fromEntries(fc2.maxDumping), { h1: 5, h2: 3, h3: 4 });
+  // A number set: that many, whatever the CPUs.
+  const fc3 = new FakeCluster(placement);
+  await checkpointCluster(
+    { ...fc3.context(() => undefined, { h1: 8, h2: 1 }), dumpsPerHost: 2 },
+    { all: true, name: 's3' },
+  );
+  assert.deepEqual(Object.fromEntries(fc3.maxDumping), { h1: 2, h2: 2, h3: 2 });
 });
 
 test('after a failed dump no new dump starts on any host', async () => {
@@ -187,6 +195,26 @@ test('--leave-running thaws right after the dumps, before the upload', async () 
   const lastThaw = fc.calls.map((c) => c.includes(' thaw ')).lastIndexOf(true);
   assert.ok(lastThaw < firstPush);
   assert.equal((await fc.sets.get('s1'))!.value.jobs.length, 2);
+});
+
+test('--leave-running thaws each host with one request; one per job on an agent without it', async () => {
+  const fc = new FakeCluster([
+    ['a', 'h1'],
+    ['b', 'h1'],
+    ['c', 'h2'],
+    ['d', 'h2'],
+  ]);
+  const op = await checkpointCluster(
+    fc.context((host, op) => (host === 'h2' && op === 'thaw-many' ? 'unknown-op' : undefined)),
+    { all: true, name: 's1', leaveRunning: true },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  assert.deepEqual(fc.calls.filter((c) => / thaw(-many)? /.test(c)).sort(), [
+    'h1 thaw-many a,b',
+    'h2 thaw c',
+    'h2 thaw d',
+  ]);
+  assert.ok(fc.jobs.every((j) => j.state === 'running'));
 });
 
 test('a failed dump rolls back: every job thawed, no image, no object, no set', async () => {

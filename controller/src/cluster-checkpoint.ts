@@ -27,15 +27,21 @@ import {
 import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
 import {
   dropLocalImage,
-  forEachIn,
+  DUMPS_PER_HOST,
   LONG_MS,
   PARALLEL,
   persist,
   type ClusterContext,
 } from './cluster-context.js';
-import { freezeCut, type FrozenHost } from './cluster-cut.js';
+import { freezeCut, isUnknownOp, type FrozenHost } from './cluster-cut.js';
 import { applyRetention, setKey } from './image-sets.js';
-import { ClusterOpHandle, newOperation, type CheckpointRecord } from './op-record.js';
+import {
+  BatchedWrites,
+  ClusterOpHandle,
+  memberWrites,
+  newOperation,
+  type CheckpointRecord,
+} from './op-record.js';
 
 const CHECKPOINTABLE = new Set(['running', 'frozen']);
 
@@ -138,8 +144,14 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
     if (cur.phase === 'rolling-back') {
       throw new DroverError(ErrorCode.Internal, cur.error?.message ?? 'rolling back');
     }
+    // Dumps a previous controller may have made are looked for only when this call did not
+    // make the cut itself: image ids are new for each checkpoint, so after our own freeze
+    // there is none.
+    const fresh = cur.phase === 'freezing';
+    // Read before the cut: nothing that can wait is done while the jobs are frozen.
+    const key = fresh || cur.phase === 'dumping' ? await setKey(ctx, cur.imageSet) : '';
     if (cur.phase === 'freezing') cur = await freezeAll(ctx, op, cur);
-    if (cur.phase === 'dumping') cur = await dumpAll(ctx, op, cur);
+    if (cur.phase === 'dumping') cur = await dumpAll(ctx, op, cur, key, fresh);
     if (cur.phase === 'thawing') cur = await thawAll(ctx, op, cur);
     if (cur.phase === 'storing') cur = await storeAll(ctx, op, cur);
   } catch (err) {
@@ -176,7 +188,8 @@ async function freezeAll(
   const all = hosts.map(requested);
   const known = all.every((r) => r !== null && r.length > 0);
   const requestSkew = known ? spread(all.flatMap((r) => r!)) : null;
-  await op.update((o) => ({
+  // The cut is made: one write records it and enters `dumping` (every write here is frozen time).
+  const next = await op.phase('dumping', (o) => ({
     ...o,
     freezeSkewMs: skew,
     requestSkewMs: requestSkew,
@@ -220,7 +233,6 @@ async function freezeAll(
       frozenAtMs: at.get(m.jobId) ?? m.frozenAtMs,
     })),
   }));
-  const next = await op.phase('dumping');
   ctx.log.info('cluster frozen', {
     opId: op.opId,
     set: cur.imageSet,
@@ -233,39 +245,73 @@ async function freezeAll(
 }
 
 /**
- * dumping: each frozen job into its image, as many at once on each host as it has CPUs (CRIU's
- * dump is CPU work, reading and copying pages; the hosts are independent of each other). The
- * hosts seal their local images with the set's key too: no plaintext at rest anywhere.
+ * dumping: each frozen job into its image, on each host as many at once as it has CPUs
+ * (`--dumps-per-host` sets another number), every host at once. More at once is slower on a busy
+ * host: the agent's own work for each dump (starting CRIU, answering its notifications, archiving
+ * the job's directory) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
+ * goes"). The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
  */
 async function dumpAll(
   ctx: ClusterContext,
   op: Handle,
   cur: CheckpointRecord,
+  key: string,
+  fresh: boolean,
 ): Promise<CheckpointRecord> {
-  const key = await setKey(ctx, cur.imageSet);
+  const hosts = byHost(cur.members.filter((m) => m.state === 'frozen'));
   const cpus = new Map(ctx.hosts().map((h) => [h.host, h.info.cpus]));
-  await runGroups(
-    [...byHost(cur.members.filter((m) => m.state === 'frozen')).values()],
-    (group) => (group[0] ? cpus.get(group[0].host) : undefined),
-    async (m) => {
-      const img = await dumpMember(ctx, m, key);
-      await op.member(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
-    },
-  );
-  return op.phase(leavesRunning(cur) ? 'thawing' : 'storing');
+  const perHost = ctx.dumpsPerHost ?? DUMPS_PER_HOST;
+  // A previous controller's dumps: one list per host, all hosts at once (none after our own cut).
+  const made = fresh ? null : await imagesOn(ctx, [...hosts.keys()]);
+  // Each job's `dumped` is written behind the dumps, as few writes as they come in: a dump does
+  // not wait for the record (every write here is frozen time).
+  const writes = memberWrites(op);
+  const t0 = performance.now();
+  const timings: Record<string, number[][]> = {};
+  try {
+    await runGroups(
+      [...hosts.values()],
+      (group) => (perHost > 0 ? perHost : cpus.get(group[0]?.host ?? '')),
+      async (m) => {
+        const tStart = performance.now();
+        const img = await dumpMember(ctx, m, key, made?.get(m.host)?.get(m.imageId) ?? null);
+        writes.add(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
+        (timings[m.host] ??= []).push(
+          [tStart - t0, performance.now() - tStart, img.dumpMs].map(Math.round),
+        );
+      },
+    );
+  } finally {
+    // Whatever was dumped is recorded, also on the way to a rollback.
+    await writes.flush().catch((e: unknown) => ctx.log.warn('cannot record dumps', { err: e }));
+  }
+  ctx.log.info('cluster dumped', {
+    opId: op.opId,
+    ms: Math.round(performance.now() - t0),
+    // Per host, per job: [started at, the dump call, CRIU's time] in ms from the first dump.
+    timings,
+  });
+  return op.phase(leavesRunning(cur) ? 'thawing' : 'storing', writes.apply);
 }
 
-/** Dump one frozen job into its image; a dump a previous controller started counts once done. */
+/** The images each of `hosts` has, by image id. */
+async function imagesOn(
+  ctx: ClusterContext,
+  hosts: readonly string[],
+): Promise<Map<string, Map<string, Dumped>>> {
+  const lists = await Promise.all(hosts.map((h) => ctx.agent(h, 'images-list', {})));
+  return new Map(hosts.map((h, i) => [h, new Map(lists[i]!.images.map((x) => [x.imageId, x]))]));
+}
+
+type Dumped = { dumpMs: number; sizeBytes: number };
+
+/** Dump one frozen job into its image; one a previous controller made (`had`) counts once done. */
 async function dumpMember(
   ctx: ClusterContext,
   m: MemberItem,
   key: string,
-): Promise<{ dumpMs: number; sizeBytes: number }> {
-  const existing = async (): Promise<{ dumpMs: number; sizeBytes: number } | null> => {
-    const { images } = await ctx.agent(m.host, 'images-list', {});
-    return images.find((i) => i.imageId === m.imageId) ?? null;
-  };
-  const had = await existing();
+  had: Dumped | null,
+): Promise<Dumped> {
   if (had) return had;
   try {
     return await ctx.agent(
@@ -275,26 +321,65 @@ async function dumpMember(
       LONG_MS,
     );
   } catch (err) {
+    // A dump of this image made meanwhile (a previous controller's call ended on the agent).
     if (toDroverError(err).code === ErrorCode.AlreadyExists) {
-      const img = await existing();
+      const img = (await imagesOn(ctx, [m.host])).get(m.host)?.get(m.imageId);
       if (img) return img;
     }
     throw err;
   }
 }
 
-/** thawing (`--leave-running`): the jobs run on right after their dumps, before the upload. */
+/**
+ * thawing (`--leave-running`): the jobs run on right after their dumps, before the upload; one
+ * request per host (`thaw-many`: its jobs thawed together), every host at once.
+ */
 async function thawAll(
   ctx: ClusterContext,
   op: Handle,
   cur: CheckpointRecord,
 ): Promise<CheckpointRecord> {
-  await Promise.all(cur.members.map((m) => ctx.agent(m.host, 'thaw', { jobId: m.jobId })));
+  const t0 = performance.now();
+  const took: Record<string, number> = {};
+  await Promise.all(
+    [...byHost(cur.members)].map(async ([host, members]) => {
+      await thawHost(ctx, host, members);
+      took[host] = Math.round(performance.now() - t0);
+    }),
+  );
   await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
+  ctx.log.info('cluster thawed', { opId: op.opId, thawsMs: took });
   return op.phase('storing');
 }
 
-/** storing: each image into the set's object store (sealed), its files and checksums recorded. */
+/** Thaw `members` on `host` with one request; one each on an agent from before `thaw-many`. */
+async function thawHost(
+  ctx: ClusterContext,
+  host: string,
+  members: readonly MemberItem[],
+): Promise<void> {
+  try {
+    await ctx.agent(host, 'thaw-many', { jobIds: members.map((m) => m.jobId) });
+  } catch (err) {
+    if (!isUnknownOp(err)) throw toDroverError(err);
+    await Promise.all(members.map((m) => ctx.agent(host, 'thaw', { jobId: m.jobId })));
+  }
+}
+
+/**
+ * Image pushes at once on one host. A push sends four files at once; two pushes a host keep its
+ * uploads going while the next image is sealed (the agent seals two at a time, in the order the
+ * jobs were thawed: image-store.ts), with every host pushing at once.
+ */
+export const PUSHES_PER_HOST = 2;
+
+type Pushed = { files: ImageSetJob['files']; sizeBytes: number; m: MemberItem };
+
+/**
+ * storing: each image into the set's object store (sealed), its files and checksums recorded:
+ * PUSHES_PER_HOST at a time on each host, every host at once, the records written behind the
+ * pushes (the set's files first, then the job's `stored`, so a job recorded stored is in the set).
+ */
 async function storeAll(
   ctx: ClusterContext,
   op: Handle,
@@ -302,33 +387,49 @@ async function storeAll(
 ): Promise<CheckpointRecord> {
   const name = cur.imageSet;
   const key = await setKey(ctx, name);
-  await forEachIn(cur.members, 'dumped', async (m) => {
-    const pushed = await ctx.agent(
-      m.host,
-      'image-push',
-      { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
-      LONG_MS,
-    );
+  const writes = new BatchedWrites<Pushed>(async (batch) => {
     await ctx.sets.mutate(name, (s) =>
       s
         ? {
             ...s,
-            jobs: s.jobs.map((j) =>
-              j.jobId === m.jobId
+            jobs: s.jobs.map((j) => {
+              const p = batch.get(j.jobId);
+              return p
                 ? {
                     ...j,
-                    files: pushed.files,
-                    sizeBytes: pushed.sizeBytes,
-                    frozenAtMs: m.frozenAtMs ?? 0,
-                    dumpMs: m.dumpMs ?? 0,
+                    files: p.files,
+                    sizeBytes: p.sizeBytes,
+                    frozenAtMs: p.m.frozenAtMs ?? 0,
+                    dumpMs: p.m.dumpMs ?? 0,
                   }
-                : j,
-            ),
+                : j;
+            }),
           }
         : null,
     );
-    await op.member(m.jobId, { state: 'stored', sizeBytes: pushed.sizeBytes });
+    await op.members(
+      new Map([...batch].map(([id, p]) => [id, { state: 'stored', sizeBytes: p.sizeBytes }])),
+    );
   });
+  try {
+    await runGroups(
+      [...byHost(cur.members.filter((m) => m.state === 'dumped')).values()],
+      () => PUSHES_PER_HOST,
+      async (m) => {
+        const pushed = await ctx.agent(
+          m.host,
+          'image-push',
+          { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
+          LONG_MS,
+        );
+        writes.add(m.jobId, { files: pushed.files, sizeBytes: pushed.sizeBytes, m });
+      },
+    );
+  } finally {
+    await writes.flush().catch((e: unknown) => ctx.log.warn('cannot record pushes', { err: e }));
+  }
+  // A write that failed fails the phase: the set must name every file it holds.
+  await writes.flush();
   return op.phase(leavesRunning(cur) ? 'finished' : 'stopping');
 }
 

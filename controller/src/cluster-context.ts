@@ -38,6 +38,8 @@ export interface ClusterContext extends ImageSetContext {
   claimAddress(jobId: string, name: string | null, network: JobNetwork): Promise<void>;
   /** How long forward-only steps retry an unreachable agent (default 2 minutes). */
   persistMs?: number;
+  /** Dumps at once on one host (default DUMPS_PER_HOST: one per CPU of the host). */
+  dumpsPerHost?: number;
   /**
    * The clock a cluster checkpoint's cut is planned on: epoch ms, sub-millisecond (default
    * `performance.timeOrigin + performance.now()`, as agents read theirs).
@@ -50,6 +52,12 @@ export interface ClusterContext extends ImageSetContext {
  * agent is unreachable (restarting, say): a job must not stay frozen because its agent blinked.
  */
 const PERSIST_MS = 120_000;
+
+/**
+ * How many dumps of a cluster checkpoint run at once on one host (`--dumps-per-host`): 0, the
+ * default, is one per CPU of the host (docs/CHECKPOINT.md, "Where the cut's time goes").
+ */
+export const DUMPS_PER_HOST = 0;
 
 /** Pushes, fetches and restores run this many at a time across the cluster. */
 export const PARALLEL = 4;

@@ -2,6 +2,7 @@
 import { NatsSettingsInput, type NatsSettings } from '@drover/bus';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { DUMPS_PER_HOST } from './cluster-context.js';
 import { DroverError, ErrorCode, type LogLevel } from '@drover/common';
 import {
   int,
@@ -46,6 +47,8 @@ export interface ControllerConfig {
   readonly replicas: 1 | 3;
   /** Complete image sets kept; the oldest beyond this are deleted when a new one completes. */
   readonly imageRetention: number;
+  /** A cluster checkpoint's dumps at once on one host; 0: one per CPU of the host. */
+  readonly dumpsPerHost: number;
   /** Days the audit stream keeps records (only when it creates the stream). */
   readonly auditRetentionDays: number;
   readonly logLevel: LogLevel;
@@ -73,6 +76,7 @@ export const ControllerConfigFile = obj({
   leaseTtlMs: opt(int()),
   replicas: opt(int()),
   imageRetention: opt(int()),
+  dumpsPerHost: opt(int()),
   auditRetentionDays: opt(int()),
   logLevel: opt(oneOf(['debug', 'info', 'warn', 'error'] as const satisfies readonly LogLevel[])),
   metricsAddr: opt(str()),
@@ -105,6 +109,7 @@ export function controllerConfigFromEnv(env: NodeJS.ProcessEnv): ControllerConfi
   if (env.DROVER_LEASE_MS) out.leaseTtlMs = Number(env.DROVER_LEASE_MS);
   if (env.DROVER_REPLICAS) out.replicas = Number(env.DROVER_REPLICAS);
   if (env.DROVER_IMAGE_RETENTION) out.imageRetention = Number(env.DROVER_IMAGE_RETENTION);
+  if (env.DROVER_DUMPS_PER_HOST) out.dumpsPerHost = Number(env.DROVER_DUMPS_PER_HOST);
   if (env.DROVER_AUDIT_RETENTION_DAYS)
     out.auditRetentionDays = Number(env.DROVER_AUDIT_RETENTION_DAYS);
   if (env.DROVER_LOG_LEVEL) out.logLevel = env.DROVER_LOG_LEVEL as LogLevel;
@@ -160,6 +165,9 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
   const imageRetention = m.imageRetention ?? 10;
   if (!Number.isInteger(imageRetention) || imageRetention < 1)
     throw bad('image retention must be a whole number >= 1');
+  const dumpsPerHost = m.dumpsPerHost ?? DUMPS_PER_HOST;
+  if (!Number.isInteger(dumpsPerHost) || dumpsPerHost < 0 || dumpsPerHost > 256)
+    throw bad('dumps per host must be a whole number, 0 (one per CPU) to 256');
   const auditRetentionDays = m.auditRetentionDays ?? 365;
   if (!Number.isInteger(auditRetentionDays) || auditRetentionDays < 1 || auditRetentionDays > 36500)
     throw bad('audit retention must be a whole number of days, 1 to 36500');
@@ -179,6 +187,7 @@ export function compileControllerConfig(...layers: ControllerConfigInput[]): Con
     leaseTtlMs,
     replicas,
     imageRetention,
+    dumpsPerHost,
     auditRetentionDays,
     logLevel: m.logLevel ?? 'info',
     jobNetwork: compileJobNetwork(jobNet),

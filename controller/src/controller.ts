@@ -96,6 +96,7 @@ export class Controller {
   private orphanSweeper: NodeJS.Timeout | null = null;
   private readonly unreachableAfterMs: number;
   private readonly imageRetention: number;
+  private readonly dumpsPerHost: number | undefined;
   private readonly metrics: ControllerMetrics | null;
   private readonly addresses: JobAddresses;
 
@@ -105,6 +106,7 @@ export class Controller {
     options: {
       unreachableAfterMs: number;
       imageRetention?: number;
+      dumpsPerHost?: number;
       logger?: Logger;
       metrics?: ControllerMetrics;
       jobNetwork?: JobNetworkConfig | null;
@@ -112,6 +114,7 @@ export class Controller {
   ) {
     this.metrics = options.metrics ?? null;
     this.imageRetention = options.imageRetention ?? 10;
+    this.dumpsPerHost = options.dumpsPerHost;
     this.unreachableAfterMs = options.unreachableAfterMs;
     this.registry = new HostRegistry({ unreachableAfterMs: options.unreachableAfterMs });
     this.log = (options.logger ?? nullLogger).child({ component: 'controller' });
@@ -422,6 +425,7 @@ export class Controller {
       objects: this.stores.objects,
       log: this.log,
       imageRetention: this.imageRetention,
+      ...(this.dumpsPerHost === undefined ? {} : { dumpsPerHost: this.dumpsPerHost }),
       metrics: this.metrics,
       addresses: this.addresses,
       views: () => this.views(),

@@ -128,6 +128,7 @@ export async function startController(
       {
         unreachableAfterMs: config.unreachableAfterMs,
         imageRetention: config.imageRetention,
+        dumpsPerHost: config.dumpsPerHost,
         logger: log,
         metrics,
         jobNetwork: config.jobNetwork,

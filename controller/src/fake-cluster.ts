@@ -97,6 +97,19 @@ export class FakeCluster {
           throw new DroverError(ErrorCode.FailedPrecondition, `job ${jobId} is not running`);
         job.state = 'running';
         return job;
+      case 'thaw-many': {
+        const ids = req['jobIds'] as string[];
+        this.calls[this.calls.length - 1] += ids.join(',');
+        return {
+          jobs: ids.map((id) => {
+            const j = this.jobs.find((x) => x.id === id && x.host === host);
+            if (!j || !['running', 'frozen'].includes(j.state))
+              throw new DroverError(ErrorCode.FailedPrecondition, `job ${id} is not running`);
+            j.state = 'running';
+            return j;
+          }),
+        };
+      }
       case 'checkpoint': {
         const id = req['imageId'] as string;
         if (imgs.has(id)) throw new DroverError(ErrorCode.AlreadyExists, `image ${id} exists`);

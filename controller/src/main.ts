@@ -24,6 +24,7 @@ async function main(): Promise<void> {
       'lease-ms': { type: 'string' },
       replicas: { type: 'string' },
       'image-retention': { type: 'string' },
+      'dumps-per-host': { type: 'string' },
       'audit-retention-days': { type: 'string' },
       'log-level': { type: 'string' },
       'metrics-addr': { type: 'string' },
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
     ...(values['lease-ms'] ? { leaseTtlMs: Number(values['lease-ms']) } : {}),
     ...(values.replicas ? { replicas: Number(values.replicas) } : {}),
     ...(values['image-retention'] ? { imageRetention: Number(values['image-retention']) } : {}),
+    ...(values['dumps-per-host'] ? { dumpsPerHost: Number(values['dumps-per-host']) } : {}),
     ...(values['audit-retention-days']
       ? { auditRetentionDays: Number(values['audit-retention-days']) }
       : {}),

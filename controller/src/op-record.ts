@@ -144,12 +144,21 @@ export class ClusterOpHandle<R extends ClusterRecord> extends OpHandle<R> {
     return this.phase('rolling-back');
   }
 
-  phase(phase: ClusterPhase): Promise<R> {
-    return this.update((o) => ({
-      ...o,
-      phase,
-      phases: [...o.phases, { phase, atMs: Date.now() - Date.parse(o.createdAt) }],
-    }));
+  /** Enter `phase`; `fn` changes the record in the same write. */
+  phase(phase: ClusterPhase, fn: (o: R) => R = (o) => o): Promise<R> {
+    return this.update((cur) => {
+      const o = fn(cur);
+      return {
+        ...o,
+        phase,
+        phases: [...o.phases, { phase, atMs: Date.now() - Date.parse(o.createdAt) }],
+      };
+    });
+  }
+
+  /** Apply several jobs' patches in one write. */
+  members(patches: ReadonlyMap<string, Partial<MemberItem>>): Promise<R> {
+    return this.update((o) => patchMembers(o, patches));
   }
 
   /** End a rolled-back operation: failed, with `message` for what was undone. */
@@ -182,4 +191,81 @@ export async function readOperation(
   const r = await ops.get(opId);
   if (!r) throw new DroverError(ErrorCode.NotFound, `no operation ${opId}`, { details: { opId } });
   return r.value;
+}
+
+/**
+ * Writes made behind the work that produces them: `add` returns at once; what was added is
+ * written in as few writes as it comes in (one write at a time, each with everything that waited,
+ * a key's values merged). `flush` waits for all of it; after a failed write nothing more is
+ * written, and `pending` keeps what was not (for another write to carry, a phase's).
+ */
+export class BatchedWrites<T> {
+  #pending = new Map<string, T>();
+  #running: Promise<void> | null = null;
+  #error: unknown = null;
+
+  constructor(
+    private readonly write: (batch: ReadonlyMap<string, T>) => Promise<unknown>,
+    private readonly merge: (older: T | undefined, newer: T) => T = (_, newer) => newer,
+  ) {}
+
+  add(key: string, value: T): void {
+    this.#pending.set(key, this.merge(this.#pending.get(key), value));
+    this.#running ??= this.#drain();
+  }
+
+  /** Wait for everything added so far to be written; the failed write's error, if one failed. */
+  async flush(): Promise<void> {
+    while (this.#running) await this.#running;
+    if (this.#error !== null) throw this.#error;
+  }
+
+  /** What is not written (yet, or after a failed write). */
+  pending(): ReadonlyMap<string, T> {
+    return this.#pending;
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0 && this.#error === null) {
+      const batch = this.#pending;
+      this.#pending = new Map();
+      try {
+        await this.write(batch);
+      } catch (err) {
+        this.#error = err;
+        // Kept; values added since are newer.
+        for (const [k, v] of batch) {
+          const newer = this.#pending.get(k);
+          this.#pending.set(k, newer === undefined ? v : this.merge(v, newer));
+        }
+      }
+    }
+    this.#running = null;
+  }
+}
+
+/** Jobs' patches of `op`, written behind the work (BatchedWrites); `apply` folds in the rest. */
+export function memberWrites<R extends ClusterRecord>(
+  op: ClusterOpHandle<R>,
+): BatchedWrites<Partial<MemberItem>> & { apply: (o: R) => R } {
+  const w = new BatchedWrites<Partial<MemberItem>>(
+    (batch) => op.members(batch),
+    (older, newer) => ({ ...older, ...newer }),
+  );
+  return Object.assign(w, { apply: (o: R): R => patchMembers(o, w.pending()) });
+}
+
+/** `o` with each job's patch in `patches` applied. */
+function patchMembers<R extends ClusterRecord>(
+  o: R,
+  patches: ReadonlyMap<string, Partial<MemberItem>>,
+): R {
+  if (patches.size === 0) return o;
+  return {
+    ...o,
+    members: o.members.map((m) => {
+      const patch = patches.get(m.jobId);
+      return patch ? { ...m, ...patch } : m;
+    }),
+  };
 }

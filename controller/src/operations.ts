@@ -32,6 +32,8 @@ export interface OperationsHost {
   objects: ObjectFiles;
   log: Logger;
   imageRetention: number;
+  /** A cluster checkpoint's dumps at once on one host (0, the default: one per CPU). */
+  dumpsPerHost?: number;
   metrics: ControllerMetrics | null;
   addresses: JobAddresses;
   views(): HostView[];
@@ -53,6 +55,7 @@ export function clusterContext(c: OperationsHost): ClusterContext {
     objects: c.objects,
     log: c.log,
     retention: c.imageRetention,
+    ...(c.dumpsPerHost === undefined ? {} : { dumpsPerHost: c.dumpsPerHost }),
     hosts: () => c.views(),
     agent: c.agent,
     whereIs: (jobId) => c.whereIs(jobId),

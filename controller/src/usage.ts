@@ -20,6 +20,8 @@ Options:
       --lease-ms MS              leadership lease TTL
       --replicas 1|3             JetStream replicas of cluster state (3 on a 3-node NATS)
       --image-retention N        complete image sets kept per job
+      --dumps-per-host N         a cluster checkpoint's dumps at once on a host
+                                 (default 0: one per CPU of the host)
       --audit-retention-days N   days the audit stream keeps records
       --log-level LEVEL          debug, info, warn or error
       --metrics-addr HOST:PORT   serve Prometheus metrics there (off by default)

@@ -363,6 +363,11 @@ export const AgentOps = {
    */
   clock: obj({}),
   thaw: obj({ jobId: id() }),
+  /**
+   * The end of a cluster checkpoint's cut on one host: every job of `jobIds` thawed together
+   * (their networks unlocked, then every cgroup thawed at once); the first error after all tried.
+   */
+  'thaw-many': obj({ jobIds: arr(id(), { min: 1, max: 4096 }) }),
   /** Dump a job into a local image sealed with `key` (the caller keeps it: the host never does). */
   checkpoint: obj({
     jobId: id(),
@@ -463,6 +468,8 @@ export interface AgentReplies extends MigrationReplies {
   /** Epoch ms, sub-millisecond (`performance.timeOrigin + performance.now()`), when it answered. */
   clock: { nowMs: number };
   thaw: JobInfo;
+  /** Each job as thawed, in the order asked. */
+  'thaw-many': { jobs: JobInfo[] };
   checkpoint: ImageInfo;
   restore: JobInfo;
   preflight: PreflightReport;

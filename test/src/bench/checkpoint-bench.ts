@@ -5,7 +5,7 @@
  * floor, a raw `criu dump` of the same jobs all started at once on their hosts into tmpfs.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus, ControllerClient } from '@drover/bus';
 import type { OperationRecord } from '@drover/protocol';
@@ -41,6 +41,11 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
   // The testbed's default store (2 GiB) is room enough: deleted image sets give their space back
   // (nats-server >= 2.12; the bus's object-files test shows it).
   const tb = await Testbed.create({ hosts: o.hosts, nats: 'single' });
+  // DROVER_BENCH_KEEP=DIR keeps each checkpoint's operation record and the run's logs there.
+  const keep = process.env['DROVER_BENCH_KEEP']
+    ? join(process.env['DROVER_BENCH_KEEP'], tb.runId)
+    : null;
+  if (keep) mkdirSync(keep, { recursive: true });
   let cluster: AgentCluster | null = null;
   let ctl: ControllerProcess | null = null;
   let bus: Bus | null = null;
@@ -134,6 +139,7 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       if (res.code !== 0)
         throw new Error(`drover checkpoint exited ${res.code}: ${res.stderr}${res.stdout}`);
       const op = JSON.parse(res.stdout) as OperationRecord;
+      if (keep) writeFileSync(join(keep, `op-${name}.json`), JSON.stringify(op, null, 2));
       total.push(wall);
       cut.push(op.frozenMs ?? NaN);
       skew.push(op.freezeSkewMs ?? NaN);
@@ -232,6 +238,7 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
     await bus?.close().catch(() => undefined);
     await ctl?.kill().catch(() => undefined);
     await cluster?.close().catch(() => undefined);
+    if (keep) cpSync(tb.logDir, join(keep, 'logs'), { recursive: true });
     await tb.teardown();
   }
 }

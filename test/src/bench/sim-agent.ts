@@ -259,6 +259,7 @@ export class SimulatedAgent {
       'freeze-many': notSimulated('freeze-many'),
       clock: notSimulated('clock'),
       thaw: notSimulated('thaw'),
+      'thaw-many': notSimulated('thaw-many'),
       checkpoint: notSimulated('checkpoint'),
       restore: notSimulated('restore'),
       'images-delete': notSimulated('images-delete'),
