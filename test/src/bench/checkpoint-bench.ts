@@ -122,6 +122,7 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
     const total: number[] = [];
     const cut: number[] = [];
     const skew: number[] = [];
+    const cutSkew: number[] = [];
     const slowestIn: number[] = [];
     const storing: number[] = [];
     const setMiB: number[] = [];
@@ -143,6 +144,7 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       total.push(wall);
       cut.push(op.frozenMs ?? NaN);
       skew.push(op.freezeSkewMs ?? NaN);
+      cutSkew.push(op.requestSkewMs ?? NaN);
       slowestIn.push(Math.max(...(op.members ?? []).map((m) => m.dumpMs ?? 0)));
       const at = (p: string): number => op.phases?.find((x) => x.phase === p)?.atMs ?? NaN;
       storing.push(at('finished') - at('storing'));
@@ -151,7 +153,7 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       storeRate.push(setBytes / 1e6 / ((at('finished') - at('storing')) / 1000));
       hostSkew.push(Math.max(...(op.freezes ?? []).map((f) => f.skewMs)));
       o.log(
-        `checkpoint ${name}: ${Math.round(wall)} ms, frozen ${op.frozenMs} ms, skew ${op.freezeSkewMs} ms`,
+        `checkpoint ${name}: ${Math.round(wall)} ms, frozen ${op.frozenMs} ms, cut skew ${op.requestSkewMs} ms, frozen-report skew ${op.freezeSkewMs} ms`,
       );
       await client.call('images-delete', { name });
       const jsz = (await (await fetch(`${tb.nats!.servers[0]!.monitorUrl}/jsz`)).json()) as {
@@ -197,10 +199,17 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
         baseline: base,
       }),
       fig({
-        name: 'freeze skew (first to last job frozen)',
+        name: 'cut skew (first to last freeze write returned)',
+        unit: Unit.ms,
+        summary: summarize(cutSkew),
+        target: { op: '<=', value: 5, of: 'median', text: '≤ 5 ms' },
+        note: 'no task of a job runs user code once its freeze write has returned (CHECKPOINT.md, What the skew measures)',
+      }),
+      fig({
+        name: 'frozen-report skew (first to last job seen frozen)',
         unit: Unit.ms,
         summary: summarize(skew),
-        target: { op: '<=', value: 5, of: 'median', text: '≤ 5 ms' },
+        note: 'adds each kernel parking the tasks and the watcher getting a CPU',
       }),
       fig({
         name: "freeze skew within a host (the largest host's)",
