@@ -120,7 +120,10 @@ export class SourceMigration {
       await this.begin();
       try {
         await this.prepare();
-        if (this.mode === 'post-copy') await this.connect();
+        if (this.mode === 'post-copy') {
+          await this.connect();
+          mark(this.rec, 'stream-open', this.t0);
+        }
         await this.keptAlive(async () => {
           await this.freeze();
           await this.dump();
@@ -315,7 +318,6 @@ export class SourceMigration {
           rateBytesPerSec: Math.round(p.rateBytesPerSec),
         }),
     });
-    mark(this.rec, 'stream-open', this.t0);
   }
 
   /** `work`, with the stream (if already open) kept alive meanwhile. */

@@ -97,3 +97,44 @@ test('hosts --wide: what CRIU was built with, and the features it lacks', async 
     'no optional libraries; 1/1 features',
   );
 });
+
+test("timeline: a post-copy move's steps in its frozen window say what happened", () => {
+  const m = {
+    migrationId: 'mig-2',
+    jobId: 'job-a',
+    role: 'source',
+    source: 'h1',
+    destination: 'h2',
+    mode: 'post-copy',
+    state: 'done',
+    startedAt: '',
+    updatedAt: '',
+    timeline: [
+      { phase: 'prepared', atMs: 0 },
+      { phase: 'stream-open', atMs: 20 },
+      { phase: 'quiesced', atMs: 25 },
+      { phase: 'frozen', atMs: 40 },
+      { phase: 'post-dump', atMs: 200 },
+      { phase: 'images-ready', atMs: 220 },
+      { phase: 'transferring', atMs: 225 },
+    ],
+    stats: {
+      frozenMs: 0,
+      dumpMs: 0,
+      transferMs: 0,
+      restoreMs: 0,
+      totalMs: 0,
+      bytes: 0,
+      files: 0,
+      pages: 0,
+    },
+    error: null,
+    note: null,
+  } satisfies MigrationRecord;
+  const lines = timeline(m).split('\n');
+  assert.match(lines[1]!, /the stream to h2 opens$/);
+  assert.match(lines[2]!, /freezing the job$/);
+  assert.match(lines[3]!, /the cgroup freezer and the network lock$/);
+  assert.match(lines[5]!, /the job's directory archived beside the images$/);
+  assert.match(lines[6]!, /the images checked to hold no memory$/);
+});
