@@ -333,16 +333,8 @@ export class StreamClient {
    * every `intervalMs` until `work` settles, so the receiver's idle timeout does not fire;
    * returns `work`'s outcome. PINGs stop once the stream has failed or finished.
    */
-  async keepAlive<T>(work: Promise<T>, intervalMs = KEEPALIVE_MS): Promise<T> {
-    const timer = setInterval(() => {
-      if (this.finished || this.busy || this.channel.failure) return;
-      this.channel.send('PING', undefined, intervalMs * 5).catch(() => {});
-    }, intervalMs);
-    try {
-      return await work;
-    } finally {
-      clearInterval(timer);
-    }
+  keepAlive<T>(work: Promise<T>, intervalMs = KEEPALIVE_MS): Promise<T> {
+    return this.channel.pingWhile(work, intervalMs, () => this.finished || this.busy);
   }
 
   /** Tell the receiver the transfer is abandoned (ERROR frame with `err`) and close. */
