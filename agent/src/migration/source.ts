@@ -254,9 +254,10 @@ export class SourceMigration {
       pageBytes = this.rec.stats.pages * PAGE_SIZE;
     }
     this.rec.stats.dumpMs = Math.round(performance.now() - tDump);
+    this.streamBytes = await this.w.images.bytes(this.scratch);
     this.progress('dumped', {
       dumpMs: this.rec.stats.dumpMs,
-      totalBytes: await this.w.images.bytes(this.scratch),
+      totalBytes: this.streamBytes,
       ...(pageBytes > 0 ? { pageBytes } : {}),
     });
   }
@@ -279,7 +280,6 @@ export class SourceMigration {
     advance(this.rec, MigrationState.transferring, this.t0);
     await this.w.records.save(this.rec);
     const tTransfer = performance.now();
-    this.streamBytes = await this.w.images.bytes(this.scratch);
     if (!this.stream) await this.connect();
     const client = this.stream!;
     let result: { job: JobInfo; restoreMs: number };
