@@ -6,7 +6,7 @@
  * dumping host; `restoreJobFiles` is their counterpart on the restoring one.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CHECKPOINT_MARKER } from '@drover/cgroup';
@@ -245,12 +245,27 @@ async function emptyDir(dir: string): Promise<void> {
     await rm(join(dir, name), { recursive: true, force: true });
 }
 
-/** Bytes in a job directory (what its archive will carry, roughly), for preflight and progress. */
+/**
+ * Bytes in a job directory (what its archive will carry, roughly), for preflight and progress:
+ * `du -sb`'s count (apparent sizes, directories included, a file with several links once), read
+ * in-process — a `du` child would cost the agent a fork of itself on every migration.
+ */
 export async function jobDirBytes(jobDir: string): Promise<number> {
-  try {
-    const { stdout } = await exec('du', ['-sb', jobDir], { timeout: 60_000 });
-    return Number(stdout.split(/\s+/)[0]) || 0;
-  } catch {
-    return 0;
-  }
+  const seen = new Set<string>();
+  const sizeOf = async (path: string): Promise<number> => {
+    const st = await lstat(path, { bigint: true }).catch(() => null);
+    if (st === null) return 0;
+    if (st.nlink > 1n) {
+      const key = `${st.dev}:${st.ino}`;
+      if (seen.has(key)) return 0;
+      seen.add(key);
+    }
+    let bytes = Number(st.size);
+    if (st.isDirectory()) {
+      const names = await readdir(path).catch(() => [] as string[]);
+      for (const name of names) bytes += await sizeOf(join(path, name));
+    }
+    return bytes;
+  };
+  return sizeOf(jobDir);
 }

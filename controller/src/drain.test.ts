@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DroverError, ErrorCode, nullLogger } from '@drover/common';
 import type { AgentInfo, OperationRecord } from '@drover/protocol';
-import { DRAIN_ATTEMPTS, drainHost, type DrainContext } from './drain.js';
+import { DRAIN_ATTEMPTS, drainHost, refusedForRoom, type DrainContext } from './drain.js';
 import { MemRecords } from './mem-records.js';
 import type { HostView } from './placement.js';
 
@@ -28,7 +28,7 @@ function views(): HostView[] {
 }
 
 /** A cluster where job `j1` runs on h1 and each migration fails with the next error given. */
-function cluster(failures: (DroverError | null)[]): {
+function cluster(failures: (DroverError | null | ((destination: string) => DroverError))[]): {
   ctx: DrainContext;
   ops: MemRecords<OperationRecord>;
   tries: string[];
@@ -48,7 +48,8 @@ function cluster(failures: (DroverError | null)[]): {
     blockers: async () => [],
     migrate: async (source, jobId, destination) => {
       tries.push(destination);
-      const err = failures.shift();
+      const f = failures.shift();
+      const err = typeof f === 'function' ? f(destination) : f;
       if (err) throw err; // rolled back: the job runs where it was
       where = destination;
       return { migrationId: `m-${tries.length}`, frozenMs: 42 };
@@ -90,4 +91,41 @@ test('a failure another try cannot cure is not tried again', async () => {
   assert.equal(op.state, 'failed');
   assert.equal(tries.length, 1);
   assert.deepEqual([op.items![0]!.state, op.items![0]!.attempts], ['failed', 1]);
+});
+
+/** A destination's admission refusal as the source passes it up (wrapped, the refusal its cause). */
+const noRoom = (dest: string): DroverError =>
+  new DroverError(ErrorCode.FailedPrecondition, `migration to ${dest} refused`, {
+    cause: new DroverError(
+      ErrorCode.FailedPrecondition,
+      `${dest} cannot take job j1: not enough memory (needs 2048 MiB at the restore's peak)`,
+      { details: { jobId: 'j1', host: dest, reason: 'capacity', neededBytes: 2 ** 31 } },
+    ),
+  });
+
+test('a destination that refuses for room is left out: the next try lands elsewhere', async () => {
+  const { ctx, tries } = cluster([noRoom]);
+  const op = await drainHost(ctx, 'h1', 1);
+  assert.equal(op.state, 'done', JSON.stringify(op));
+  assert.equal(tries.length, 2);
+  assert.notEqual(tries[1], tries[0]);
+  assert.equal(op.items![0]!.destination, tries[1]);
+});
+
+test('when every other host refuses for room the drain fails, trying none twice', async () => {
+  const { ctx, tries } = cluster([noRoom, noRoom, noRoom]);
+  const op = await drainHost(ctx, 'h1', 1);
+  assert.equal(op.state, 'failed');
+  assert.deepEqual([...tries].sort(), ['h2', 'h3']);
+  assert.match(
+    op.items![0]!.reason!,
+    /no other host can take job j1: h\d, h\d refused it for room/,
+  );
+});
+
+test('refusedForRoom names the refusing host through causes, and nothing else', () => {
+  assert.equal(refusedForRoom(noRoom('h3')), 'h3');
+  assert.equal(refusedForRoom(transient()), null);
+  assert.equal(refusedForRoom(new Error('x')), null);
+  assert.equal(refusedForRoom('text'), null);
 });

@@ -110,6 +110,21 @@ export async function drainHost(
   return runDrain(ctx, op.opId, parallel);
 }
 
+/**
+ * The destination that refused a job for room (memory, or tmpfs for stop-copy's images: the
+ * agent's admission says `reason: 'capacity'` and names itself), found along the error's causes;
+ * null for any other failure. Placement counts a job's memory once, a stop-copy destination needs
+ * it twice while restoring, so another host may well take the job.
+ */
+export function refusedForRoom(err: unknown): string | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; depth++) {
+    const d = (e as DroverError).details as { reason?: unknown; host?: unknown } | undefined;
+    if (d?.reason === 'capacity' && typeof d.host === 'string') return d.host;
+    e = e.cause;
+  }
+  return null;
+}
+
 /** Carry an unfinished drain to its end (used by `drainHost` and by a controller taking over). */
 export async function runDrain(
   ctx: DrainContext,
@@ -142,15 +157,20 @@ export async function runDrain(
       });
     };
     let attempt = 0;
+    // Destinations that refused this job for room: the next try places it elsewhere.
+    const full = new Set<string>();
     const tryOnce = (n: number): Promise<void> => {
       attempt = n + 1;
-      return moveOnce(ctx, host, item, attempt, update);
+      return moveOnce(ctx, host, item, attempt, update, [...full]);
     };
     await retry(tryOnce, {
       tries: DRAIN_ATTEMPTS,
       pauseMs: (n) => (ctx.retryPauseMs ?? RETRY_PAUSE_MS) * n,
-      retryIf: (err) => !PERMANENT.includes(toDroverError(err).code),
+      retryIf: (err) =>
+        !PERMANENT.includes(toDroverError(err).code) || refusedForRoom(err) !== null,
       onRetry: async (err, n) => {
+        const refused = refusedForRoom(err);
+        if (refused) full.add(refused);
         await failed(err, n, false);
         ctx.log.warn('drain: move failed; trying again', {
           opId,
@@ -209,6 +229,7 @@ async function moveOnce(
   item: DrainItem,
   attempt: number,
   update: (jobId: string, patch: Partial<DrainItem>) => Promise<unknown>,
+  full: readonly string[],
 ): Promise<void> {
   const jobId = item.jobId;
   let where = await ctx.whereIs(jobId);
@@ -222,7 +243,7 @@ async function moveOnce(
   } else if (where.host !== host) {
     await update(jobId, { state: 'done', destination: where.host, reason: null });
   } else {
-    const dest = item.destination ?? pickAgain(ctx, host);
+    const dest = item.destination ?? pickAgain(ctx, host, jobId, full);
     await update(jobId, { state: 'moving', destination: dest, attempts: attempt });
     const m = await ctx.migrate(host, jobId, dest);
     await update(jobId, {
@@ -234,11 +255,21 @@ async function moveOnce(
   }
 }
 
-function pickAgain(ctx: DrainContext, host: string): string {
+function pickAgain(
+  ctx: DrainContext,
+  host: string,
+  jobId: string,
+  full: readonly string[],
+): string {
   const p = planMany(ctx.hosts(), [
-    { jobId: 'x', req: { memoryBytes: 0, cpuFlags: [], exclude: [host] } },
-  ]).get('x');
-  if (!p || p instanceof DroverError)
-    throw p ?? new DroverError(ErrorCode.FailedPrecondition, 'no destination');
-  return p.host;
+    { jobId, req: { memoryBytes: 0, cpuFlags: [], exclude: [host, ...full] } },
+  ]).get(jobId);
+  if (p && !(p instanceof DroverError)) return p.host;
+  if (full.length)
+    throw new DroverError(
+      ErrorCode.FailedPrecondition,
+      `no other host can take job ${jobId}: ${full.join(', ')} refused it for room`,
+      { details: { refusedForRoom: [...full] }, ...(p ? { cause: p } : {}) },
+    );
+  throw p ?? new DroverError(ErrorCode.FailedPrecondition, 'no destination');
 }

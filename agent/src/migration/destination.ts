@@ -36,7 +36,8 @@ import {
   MigrationStore,
   newMigrationRecord,
 } from './migration-store.js';
-import { makeScratch, removeScratch } from './scratch.js';
+import { makeScratch, removeScratch, scratchSpace } from './scratch.js';
+import { admit } from './admission.js';
 import {
   checkPagesArrived,
   dropOnePage,
@@ -101,17 +102,13 @@ export async function prepareMigration(
       `its job directory ${job.jobDir} differs from this host's ${agent.store.jobDir(job.id)} (use the same state dir on every host)`,
     );
   }
-  const available = (await availableMemory()) - agent.config.reserveMemoryBytes;
-  if (req.memoryBytes > available) {
-    refuse(
-      `not enough memory (needs ${mib(req.memoryBytes)} MiB, ${mib(Math.max(0, available))} MiB available)`,
-      {
-        reason: 'capacity',
-        neededBytes: req.memoryBytes,
-        availableBytes: available,
-      },
-    );
-  }
+  const short = admit({
+    mode: req.mode,
+    memoryBytes: req.memoryBytes,
+    availableBytes: (await availableMemory()) - agent.config.reserveMemoryBytes,
+    scratch: await scratchSpace(),
+  });
+  if (short) refuse(short.why, short.details);
   const liveJobs = (await agent.store.list()).filter((j) => LIVE_STATES.includes(j.state)).length;
   if (liveJobs >= agent.config.maxJobs)
     refuse(`it already runs ${liveJobs} jobs (limit ${agent.config.maxJobs})`, {
@@ -487,8 +484,4 @@ export async function commitMigration(
   advance(rec, MigrationState.done, 0);
   await store.save(rec);
   return rec;
-}
-
-function mib(n: number): number {
-  return Math.round(n / 1048576);
 }

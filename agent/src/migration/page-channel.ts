@@ -90,10 +90,17 @@ export async function admitPeer(port: number, peer: string): Promise<void> {
   }
 }
 
-/** Stop guarding `port` (and admitting `peer` to it); a port not guarded is fine. */
+/**
+ * Stop guarding `port` (and admitting `peer` to it); a port not guarded is fine. Both in one
+ * `nft` run (each costs the agent a fork); that batch fails whole when either element is already
+ * gone, and then each is deleted on its own.
+ */
 export async function closePort(port: number, peer: string): Promise<void> {
-  await nft(['delete', 'element', 'inet', TABLE, 'admitted', `{ ${peer} . ${port} }`]);
-  await nft(['delete', 'element', 'inet', TABLE, 'guarded', `{ ${port} }`]);
+  const admitted = `delete element inet ${TABLE} admitted { ${peer} . ${port} }`;
+  const guarded = `delete element inet ${TABLE} guarded { ${port} }`;
+  if ((await nft(['-f', '-'], `${admitted}\n${guarded}\n`)).code === 0) return;
+  await nft(['-f', '-'], `${admitted}\n`);
+  await nft(['-f', '-'], `${guarded}\n`);
 }
 
 /** A free TCP port on `host` (bound, read, released). */
@@ -188,10 +195,12 @@ export async function receivePages(
     await close();
     throw err;
   }
-  const start = startTicks(server.pid);
+  const pid = server.pid;
+  const start = pid === null ? null : startTicks(pid);
   let pidfd: number | null = null;
   try {
-    pidfd = pidfdOpen(server.pid);
+    // Ours to reap (see findPageServer): its exit, and its CPU among the agent's children's.
+    if (pid !== null) pidfd = pidfdOpen(pid);
   } catch {
     // Already gone (it served nobody, or ended at once): `exited` answers at once.
   }
@@ -218,8 +227,8 @@ export async function receivePages(
         ),
       ]),
     kill: () => {
-      if (start !== null && isSameLiveProcess(server.pid, start))
-        process.kill(server.pid, 'SIGKILL');
+      if (pid !== null && start !== null && isSameLiveProcess(pid, start))
+        process.kill(pid, 'SIGKILL');
     },
     close,
   };
@@ -302,7 +311,8 @@ export function watchPageConnection(
     const waiting = conns.some((x) => x.sendQ > 0);
     const total = conns.reduce((a, x) => a + x.bytesAcked, 0);
     if (conns.length > 0 && !done) onAcked?.(total);
-    if (!waiting || total !== acked) {
+    const still = waiting && total === acked;
+    if (!still) {
       acked = total;
       since = performance.now();
     } else if (performance.now() - since > stallMs) {
@@ -312,9 +322,12 @@ export function watchPageConnection(
       );
       return;
     }
-    if (!done) setTimeout(() => void tick(), 1000).unref();
+    // Each look is an `ss` child, a fork of the agent: every 2 s while the connection moves
+    // (or has nothing to send), every second once it stands still, so a stall is still cut
+    // within a second of `stallMs`.
+    if (!done) setTimeout(() => void tick(), still ? 1000 : 2000).unref();
   };
-  setTimeout(() => void tick(), 1000).unref();
+  setTimeout(() => void tick(), 2000).unref();
 }
 
 /**

@@ -41,6 +41,17 @@ export async function makeScratch(
   return { dir, onDisk: true };
 }
 
+/** The tmpfs `makeScratch` would use and its free bytes, or null (scratch would be on disk). */
+export async function scratchSpace(): Promise<{ root: string; freeBytes: number } | null> {
+  for (const root of ROOTS) {
+    if (await isTmpfs(root)) {
+      const st = await statfs(root);
+      return { root, freeBytes: st.bavail * st.bsize };
+    }
+  }
+  return null;
+}
+
 /** Where this host's scratch directories are made: `<tmpfs root>/drover/<hostId>` and the fallback. */
 export function scratchRoots(hostId: string, fallbackDir: string): string[] {
   return [...ROOTS.map((root) => join(root, 'drover', hostId)), join(fallbackDir, 'scratch')];

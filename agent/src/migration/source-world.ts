@@ -73,7 +73,7 @@ export interface SourceWorld {
     localAddressToward(host: string): Promise<string>;
     /**
      * Cut a page connection of CRIU's that stalls while `until` runs (page-channel.ts); each
-     * second, `onAcked` hears the bytes the peer has acknowledged so far.
+     * second or two, `onAcked` hears the bytes the peer has acknowledged so far.
      */
     watch(
       c: ConnectionRef,

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
+import { childrenOf, procEntry, type ProcEntry } from '@drover/native';
 import { CriuError, isRealErrorLine } from './errors.js';
 import {
   compileDumpOptions,
@@ -51,7 +52,8 @@ export interface RestoreResult {
 
 /** A running page server. */
 export interface PageServerHandle {
-  pid: number;
+  /** The daemon's PID, our child; null when it could not be found (see {@link findPageServer}). */
+  pid: number | null;
   port: number;
 }
 
@@ -170,11 +172,20 @@ export class Criu {
       ...call,
       env: pageServerEnv(opts, process.env),
     });
-    const pid = resp.ps?.pid;
-    if (pid === undefined) {
+    const said = resp.ps?.pid;
+    if (said === undefined) {
       throw new CriuError('PAGE_SERVER answered without a pid', { request: 'PAGE_SERVER' });
     }
-    return { pid, port: resp.ps?.port ?? opts.port };
+    const port = resp.ps?.port ?? opts.port;
+    const pid =
+      said > 0 ? said : findPageServer(childrenOf(process.pid).map(procEntry), opts.address, port);
+    if (pid === null) {
+      this.log.warn('cannot find the page server CRIU started among our children', {
+        address: opts.address,
+        port,
+      });
+    }
+    return { pid, port };
   }
 
   private async imagesOp(
@@ -274,4 +285,27 @@ export async function logTail(path: string, lines = LOG_TAIL_LINES): Promise<str
   const from =
     firstError >= 0 ? Math.min(firstError, Math.max(0, all.length - lines)) : all.length - lines;
   return all.slice(Math.max(0, from), Math.max(0, from) + lines);
+}
+
+/**
+ * The page-server daemon CRIU started for `address`:`port`, among `children` (this process's
+ * children as /proc shows them), or null. CRIU 4.2.1 answers PAGE_SERVER with pid 0: in the
+ * process that forked the daemon, `cr_page_server` returns 0 rather than the daemon's PID
+ * (`criu/page-xfer.c`). That process exits before the answer, so the daemon, an orphan, has
+ * been reparented to the nearest child subreaper — the agent, which must reap it (to know its
+ * exit, and so that its CPU time counts among the agent's children's). It is known by the
+ * title it gives itself: `criu: page-server --rpc --address A --port P`.
+ */
+export function findPageServer(
+  children: readonly (ProcEntry | null)[],
+  address: string,
+  port: number,
+): number | null {
+  const title = `page-server --rpc --address ${address} --port ${port}`;
+  for (const c of children) {
+    if (!c || c.state === 'Z' || c.state === 'X') continue;
+    const cmd = c.cmdline.join(' ');
+    if (cmd === `criu: ${title}` || cmd.startsWith(`criu: ${title} `)) return c.pid;
+  }
+  return null;
 }

@@ -1,5 +1,5 @@
 /** @drover/criu: the only package that speaks to CRIU (provisioning check, RPC engine, errors). */
-export { Criu, logTail } from './criu.js';
+export { Criu, findPageServer, logTail } from './criu.js';
 export type {
   CriuFeatures,
   CriuOptions,

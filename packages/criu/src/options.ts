@@ -228,8 +228,9 @@ const HUGE_HEAP = 'glibc.malloc.hugetlb=1';
  * faulting in and zeroing that fresh memory 4 KiB at a time is a third of its CPU, far more than
  * the cipher. Backing the heap with transparent huge pages (`glibc.malloc.hugetlb=1`) takes one
  * fault per 2 MiB instead of 512 and halves the page server's CPU (docs/MIGRATION.md, _Its
- * rate_). Older glibc ignores the tunable; a `glibc.malloc.hugetlb` already set in `base` is
- * kept. Without TLS, `base` as it is.
+ * rate_). Host setup builds CRIU with that leak fixed; this is for a CRIU it did not build (on a
+ * fixed one the heap stays small and the tunable changes nothing). Older glibc ignores the
+ * tunable; a `glibc.malloc.hugetlb` already set in `base` is kept. Without TLS, `base` as it is.
  */
 export function pageServerEnv(opts: PageServerOptions, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   if (!opts.tls) return base;

@@ -19,7 +19,13 @@ import { Testbed } from '@drover/testbed';
 import { parallelDumpScript, parseParallelDump } from './baselines.js';
 import { longestGap } from './heartbeat-gap.js';
 import { frozenWindow } from './migration-bench.js';
-import { parseStat, parseStatus } from './proc-stat.js';
+import {
+  cgroupCpuFile,
+  childrenNamed,
+  parseCgroupCpu,
+  parseStat,
+  parseStatus,
+} from './proc-stat.js';
 import {
   figureRatio,
   renderMarkdown,
@@ -148,6 +154,46 @@ test('/proc/PID/stat and status parsing', () => {
   assert.deepEqual(parseStat(stat, 100), { self: 3, children: 0.1 });
   const status = 'Name:\tnode\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n';
   assert.deepEqual(parseStatus(status), { rssBytes: 100 * 2 ** 20, peakBytes: 200 * 2 ** 20 });
+});
+
+test("a host's cgroup CPU: v1 cpuacct first, else v2's cpu.stat", () => {
+  const mounts = [
+    'cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0',
+    'cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0',
+    'cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0',
+    'proc /proc proc rw 0 0',
+  ].join('\n');
+  const v1 = '4:memory:/run-h1\n2:cpuacct:/run-h1\n1:cpu:/run-h1\n0::/run-h1\n';
+  assert.deepEqual(cgroupCpuFile(v1, mounts), {
+    path: '/sys/fs/cgroup/cpuacct/run-h1/cpuacct.usage',
+    v2: false,
+  });
+  // The root cgroup, and a v1 hierarchy that names cpu and cpuacct together.
+  const both = 'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0';
+  assert.deepEqual(cgroupCpuFile('3:cpu,cpuacct:/\n', both), {
+    path: '/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage',
+    v2: false,
+  });
+  const v2only = 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0';
+  assert.deepEqual(cgroupCpuFile('0::/run-h2\n', v2only), {
+    path: '/sys/fs/cgroup/run-h2/cpu.stat',
+    v2: true,
+  });
+  assert.equal(cgroupCpuFile('0::/x\n', 'proc /proc proc rw 0 0'), null);
+  assert.equal(parseCgroupCpu('2500000000\n', false), 2.5);
+  assert.equal(parseCgroupCpu('usage_usec 1500000\nuser_usec 1000000\n', true), 1.5);
+  assert.ok(Number.isNaN(parseCgroupCpu('nr_periods 0\n', true)));
+});
+
+test('children of a process by name', async () => {
+  const sleeper = spawn('sleep', ['30']);
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(childrenNamed(process.pid, 'sleep'), [sleeper.pid]);
+    assert.deepEqual(childrenNamed(process.pid, 'no-such-name'), []);
+  } finally {
+    sleeper.kill('SIGKILL');
+  }
 });
 
 test('job layouts add up', () => {
