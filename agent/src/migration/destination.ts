@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JobCgroup } from '@drover/cgroup';
-import { DroverError, ErrorCode, toDroverError } from '@drover/common';
+import { DroverError, ErrorCode, settleAll, toDroverError } from '@drover/common';
 import {
   errorToFailure,
   JobKind,
@@ -29,7 +29,13 @@ import { refreshMain } from '../job-main.js';
 import { isSameLiveProcess, procEntry, startTicks } from '@drover/native';
 import { cpuFlags } from '../preflight.js';
 import type { MigrationContext } from './context.js';
-import { advance, FINAL_STATES, MigrationStore, newMigrationRecord } from './migration-store.js';
+import {
+  advance,
+  FINAL_STATES,
+  mark,
+  MigrationStore,
+  newMigrationRecord,
+} from './migration-store.js';
 import { makeScratch, removeScratch, scratchSpace } from './scratch.js';
 import { admit } from './admission.js';
 import {
@@ -230,6 +236,7 @@ async function receive(
     const got = await receiveFiles(receiver, state.scratch, { idleTimeoutMs: STREAM_IDLE_MS });
     rec.stats.bytes = got.bytes;
     rec.stats.files = got.files;
+    mark(rec, 'received', state.t0);
     if (state.pages) {
       if (ctx.faults.dropPage) await dropOnePage(state.scratch);
       await checkPagesArrived(state.scratch, state.pages);
@@ -239,6 +246,7 @@ async function receive(
     const tRestore = performance.now();
     const restored = await receiver.keepAlive(
       agent.withJob(job.id, async () => {
+        mark(rec, 'job-lock', state.t0);
         const jobDir = await agent.store.createJobDir(job.id);
         created = true;
         const incoming: JobRecord = {
@@ -247,26 +255,39 @@ async function receive(
           jobDir,
           host: agent.config.hostId,
         };
-        // The job's directory as it was at the dump replaces whatever an earlier visit left.
-        const plan = await restoreJobFiles(incoming, state.scratch, agent.config.jobBridge);
-        await rm(join(jobDir, 'exit-status'), { force: true });
-        cg = await JobCgroup.create({
-          jobId: job.id,
-          parent: agent.config.cgroupParent,
-          stateDir: jobDir,
-          logger: agent.log,
-          ...(job.memoryLimitBytes !== null ? { memoryLimitBytes: job.memoryLimitBytes } : {}),
-        });
-        if (state.pageServer) {
-          // post-copy: the daemon that fetches pages on fault and in the background.
-          const tls = pageTls(ctx.tlsFiles, 'client');
-          lazy = await startLazyPages({
-            criuPath: agent.criu.path,
-            imagesDir: state.scratch,
-            pageServer: { address: state.pageServer.host, port: state.pageServer.port },
-            ...(tls ? { tls } : {}),
-          });
-        }
+        // Three independent steps at once (the job is frozen meanwhile): the job's directory
+        // as it was at the dump replaces whatever an earlier visit left; its cgroup; (post-copy)
+        // the daemon that fetches pages on fault and in the background. All settle before any
+        // failure is thrown, so the cleanup below finds whatever was made.
+        const [plan] = await settleAll([
+          (async () => {
+            const p = await restoreJobFiles(incoming, state.scratch, agent.config.jobBridge);
+            await rm(join(jobDir, 'exit-status'), { force: true });
+            mark(rec, 'job-files', state.t0);
+            return p;
+          })(),
+          (async () => {
+            cg = await JobCgroup.create({
+              jobId: job.id,
+              parent: agent.config.cgroupParent,
+              stateDir: jobDir,
+              logger: agent.log,
+              ...(job.memoryLimitBytes !== null ? { memoryLimitBytes: job.memoryLimitBytes } : {}),
+            });
+            mark(rec, 'cgroup', state.t0);
+          })(),
+          (async () => {
+            if (!state.pageServer) return;
+            const tls = pageTls(ctx.tlsFiles, 'client');
+            lazy = await startLazyPages({
+              criuPath: agent.criu.path,
+              imagesDir: state.scratch,
+              pageServer: { address: state.pageServer.host, port: state.pageServer.port },
+              ...(tls ? { tls } : {}),
+            });
+            mark(rec, 'lazy-pages-ready', state.t0);
+          })(),
+        ]);
         const r = await restoreWithin(agent.config.restoreTimeoutMs, (onSession) =>
           agent.criu.restore(
             {
@@ -281,6 +302,7 @@ async function receive(
             { onSession },
           ),
         );
+        mark(rec, 'criu-restored', state.t0);
         const record: JobRecord = {
           ...incoming,
           state: JobState.running,
@@ -292,13 +314,9 @@ async function receive(
         if (job.kind === JobKind.namespaced) await refreshMain(record);
         else Object.assign(record, { mainPid: r.pid, mainPidInside: r.pid });
         const address = addressOf(record.network);
-        if (address) {
-          // Where the job's MAC and address are now, before the source lets its original go.
-          announceJob(r.pid, address, agent.log);
-          await updateHostsFile(record, address.address, agent.namedJobs()).catch((err: unknown) =>
-            agent.log.warn("cannot update a moved job's hosts file", { err }),
-          );
-        }
+        // Where the job's MAC and address are now, before the source lets its original go.
+        if (address) announceJob(r.pid, address, agent.log);
+        mark(rec, 'announced', state.t0);
         await agent.store.save(record);
         agent.supervisor.watch(record);
         agent.event(record);
@@ -309,6 +327,14 @@ async function receive(
     advance(rec, MigrationState.running, state.t0);
     await store.save(rec);
     await receiver.sendResult({ job: toJobInfo(restored), restoreMs: rec.stats.restoreMs });
+    const address = addressOf(restored.network);
+    if (address) {
+      // The names of this host's jobs in the job's hosts file: the job runs already (the file
+      // it brought names its old neighbours until then), so not in its frozen window.
+      await agent
+        .withJob(job.id, () => updateHostsFile(restored, address.address, agent.namedJobs()))
+        .catch((err: unknown) => agent.log.warn("cannot update a moved job's hosts file", { err }));
+    }
     if (lazy) {
       // The job runs; its memory keeps arriving. If the pull fails (or stalls: the connection
       // is cut then) the copy here is broken: kill it (the source still holds the intact

@@ -129,6 +129,14 @@ export function advance(r: MigrationRecord, state: MigrationState, t0: number): 
   r.timeline.push({ phase: state, atMs: Math.round(performance.now() - t0) });
 }
 
+/**
+ * Note a step inside a phase on the record's timeline (the state stays): where the frozen
+ * window's milliseconds go (docs/MIGRATION.md, "Post-copy's frozen window").
+ */
+export function mark(r: MigrationRecord, step: string, t0: number): void {
+  r.timeline.push({ phase: step, atMs: Math.round(performance.now() - t0) });
+}
+
 /** A fresh record: no figures yet, an empty timeline. */
 export function newMigrationRecord(
   f: Pick<

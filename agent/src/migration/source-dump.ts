@@ -34,6 +34,8 @@ export async function dumpLazy(
     port: number;
     onStarted: (dump: Promise<unknown>) => void;
     onSession: (sw: SwrkSession) => void;
+    /** CRIU said status-ready: the images are written. */
+    onReady?: () => void;
   },
 ): Promise<void> {
   let ready!: () => void;
@@ -54,7 +56,7 @@ export async function dumpLazy(
   lazyDump.catch(() => undefined);
   o.onStarted(lazyDump);
   await Promise.race([
-    imagesReady,
+    imagesReady.then(() => o.onReady?.()),
     lazyDump.then(() => {
       throw new DroverError(ErrorCode.Internal, 'lazy dump ended before it was ready');
     }),

@@ -33,6 +33,8 @@ import type { CriuTls } from '@drover/criu';
 
 /** The sending end of a migration's framed stream (a `StreamClient`). */
 export interface StreamSender {
+  /** PINGs while `work` runs (a stream opened ahead of its data); `work`'s outcome. */
+  keepAlive<T>(work: Promise<T>): Promise<T>;
   sendDirectory(dir: string): Promise<{ files: number; bytes: number }>;
   finish(): Promise<unknown>;
   abort(err: unknown): Promise<void>;

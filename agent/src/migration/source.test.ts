@@ -129,6 +129,12 @@ function fake(
     openStream: async () => {
       step('stream');
       return {
+        keepAlive: async <T>(work: Promise<T>) => {
+          log.push('keepalive');
+          const out = await work;
+          log.push('keepalive-end');
+          return out;
+        },
         sendDirectory: async () => (step('send'), { files: 3, bytes: 1000 }),
         finish: async () => (step('finish'), { job: {}, restoreMs: 5 }),
         abort: async () => void log.push('stream-abort'),
@@ -366,4 +372,49 @@ test('post-copy: pages that stop, with the destination told to drop its copy, th
   await assert.rejects(move(f, 'post-copy'), /injected: lazy-served/);
   assert.ok(f.log.includes('migrate-abort') && f.log.includes('thaw'));
   before(f.log, 'migrate-abort', 'thaw');
+});
+
+test('post-copy: the stream opens before the freeze and is kept alive while frozen and dumped', async () => {
+  const f = fake();
+  const rec = await move(f, 'post-copy');
+  assert.equal(rec.state, 'done');
+  for (const [a, b] of [
+    ['migrate-prepare', 'stream'],
+    ['stream', 'quiesce'],
+    ['keepalive', 'freeze'],
+    ['dump-lazy', 'keepalive-end'],
+    ['keepalive-end', 'send'],
+  ] as const)
+    before(f.log, a, b);
+  assert.equal(f.log.filter((l) => l === 'stream').length, 1, 'one stream');
+  const steps = rec.timeline.map((t) => t.phase);
+  for (const s of ['stream-open', 'freezer', 'images-ready', 'result'])
+    assert.ok(steps.includes(s), `${s} on the timeline: ${steps.join(' ')}`);
+});
+
+test('stop-copy: the stream opens only once the dump is done (the pages may take long)', async () => {
+  const f = fake();
+  assert.equal((await move(f)).state, 'done');
+  before(f.log, 'dump', 'stream');
+  assert.ok(!f.log.includes('keepalive'));
+});
+
+for (const step of ['freeze', 'lock', 'dump-lazy', 'job-files'] as const) {
+  test(`post-copy: a failure in ${step} with the stream open drops the stream and rolls back`, async () => {
+    const f = fake({ fail: [step] });
+    await assert.rejects(move(f, 'post-copy'), /injected/);
+    for (const s of ['stream-abort', 'migrate-abort', 'reopen', 'scratch-removed'])
+      assert.ok(f.log.includes(s), `${s}: ${f.log.join(' ')}`);
+    before(f.log, 'stream-abort', 'migrate-abort');
+    assert.ok(!f.log.includes('send') && !f.log.includes('destroy'), f.log.join(' '));
+    // The freezer took unless it was the step that failed: then it is thawed.
+    if (step !== 'freeze') before(f.log, 'reopen', 'thaw');
+  });
+}
+
+test('post-copy: a stream that cannot open changes nothing: the job was never frozen', async () => {
+  const f = fake({ fail: ['stream'] });
+  await assert.rejects(move(f, 'post-copy'), /injected: stream/);
+  assert.ok(!f.log.includes('freeze') && !f.log.includes('quiesce'), f.log.join(' '));
+  assert.ok(f.log.includes('migrate-abort'));
 });

@@ -5,6 +5,8 @@
  *   begin     checks (state, preflight) and the record; the job is `migrating`
  *   prepare   the destination readies a stream and (stop-copy) a page server admitting only us;
  *             (post-copy) we admit only the destination to the port our lazy dump will serve
+ *   connect   (post-copy) the stream opens (TLS, token) while the job still runs, and is kept
+ *             alive with PINGs while it is frozen and dumped: not a step of the frozen window
  *   freeze    new connections held off, the job frozen (checkpointing guard), its network locked
  *   dump      CRIU dumps, leaving the tree frozen: its pages go straight to the destination's
  *             page server over TLS while it runs (post-copy: they stay to be pulled); the job's
@@ -24,7 +26,7 @@
  * the destination, releasing or reopening the original's network), `source-world.ts` (everything
  * below, faked in the unit tests).
  */
-import { DroverError, ErrorCode, newId, toDroverError } from '@drover/common';
+import { DroverError, ErrorCode, newId, settleAll, toDroverError } from '@drover/common';
 import {
   errorToFailure,
   JobState,
@@ -44,7 +46,7 @@ import { dumpOptionsOf } from '../checkpoint.js';
 import type { JobDumpPlan } from '../job-image.js';
 import { addressOf } from '../job-network.js';
 import type { JobRecord } from '../job-store.js';
-import { advance, newMigrationRecord } from './migration-store.js';
+import { advance, mark, newMigrationRecord } from './migration-store.js';
 import { dumpLazy, dumpToPageServer, pagesPulled } from './source-dump.js';
 import { settleWithDestination } from './source-settle.js';
 import type { SourceWorld, StreamSender } from './source-world.js';
@@ -74,6 +76,10 @@ export class SourceMigration {
   private scratch = '';
   private plan: JobDumpPlan | null = null;
   private prepared: AgentReplies['migrate-prepare'] | null = null;
+  /** The stream to the destination, once open (post-copy: before the freeze). */
+  private stream: StreamSender | null = null;
+  /** What the stream will carry (known once the dump is done). */
+  private streamBytes = 0;
   /** post-copy: our lazy page server's port and the destination's address it admits. */
   private lazyPort: { port: number; peer: string | null } | null = null;
   private lazyDump: Promise<unknown> | null = null;
@@ -114,8 +120,14 @@ export class SourceMigration {
       await this.begin();
       try {
         await this.prepare();
-        await this.freeze();
-        await this.dump();
+        if (this.mode === 'post-copy') {
+          await this.connect();
+          mark(this.rec, 'stream-open', this.t0);
+        }
+        await this.keptAlive(async () => {
+          await this.freeze();
+          await this.dump();
+        });
         await this.transfer();
         await this.pull();
         await this.commit();
@@ -189,11 +201,20 @@ export class SourceMigration {
       this.held = true;
       const q = await this.w.network.quiesce(this.job, QUIESCE_MS);
       this.rec.stats.inFlightDropped = q.inFlight;
+      mark(this.rec, 'quiesced', this.t0);
     }
     this.cg = await this.w.cgroup(this.job);
     this.tFreeze = performance.now();
-    this.guard = await this.cg.freezeForCheckpoint();
-    if (addressOf(this.job.network)) await this.w.network.lock(this.job);
+    // The freezer and the network lock at once; both hold before the dump starts (a rollback
+    // undoes whichever took: `held` is set, the guard kept as soon as it exists).
+    const cg = this.cg;
+    await settleAll([
+      cg.freezeForCheckpoint().then((g) => {
+        this.guard = g;
+        mark(this.rec, 'freezer', this.t0);
+      }),
+      addressOf(this.job.network) ? this.w.network.lock(this.job) : Promise.resolve(),
+    ]);
     advance(this.rec, MigrationState.frozen, this.t0);
     await this.w.records.save(this.rec);
   }
@@ -217,6 +238,7 @@ export class SourceMigration {
         port: this.lazyPort!.port,
         onStarted: (dump) => (this.lazyDump = dump),
         onSession: (sw) => (this.lazySession = sw),
+        onReady: () => mark(this.rec, 'images-ready', this.t0),
       });
     } else {
       const memoryBytes = this.how.memoryBytes;
@@ -232,9 +254,10 @@ export class SourceMigration {
       pageBytes = this.rec.stats.pages * PAGE_SIZE;
     }
     this.rec.stats.dumpMs = Math.round(performance.now() - tDump);
+    this.streamBytes = await this.w.images.bytes(this.scratch);
     this.progress('dumped', {
       dumpMs: this.rec.stats.dumpMs,
-      totalBytes: await this.w.images.bytes(this.scratch),
+      totalBytes: this.streamBytes,
       ...(pageBytes > 0 ? { pageBytes } : {}),
     });
   }
@@ -244,7 +267,12 @@ export class SourceMigration {
    * before CRIU removes the link-remap files it made in the job's directories (job-image.ts).
    */
   private jobFilesHook(): { 'post-dump': () => Promise<number> } {
-    return { 'post-dump': () => this.w.images.addJobFiles(this.job, this.plan!, this.scratch) };
+    return {
+      'post-dump': async () => {
+        mark(this.rec, 'post-dump', this.t0);
+        return await this.w.images.addJobFiles(this.job, this.plan!, this.scratch);
+      },
+    };
   }
 
   /** The small images and the job's directory through the framed stream; the job runs there. */
@@ -252,21 +280,8 @@ export class SourceMigration {
     advance(this.rec, MigrationState.transferring, this.t0);
     await this.w.records.save(this.rec);
     const tTransfer = performance.now();
-    const totalBytes = await this.w.images.bytes(this.scratch);
-    const client: StreamSender = await this.w.openStream({
-      host: this.prepared!.streamHost,
-      port: this.prepared!.streamPort,
-      migrationId: this.rec.migrationId,
-      token: this.prepared!.token,
-      peer: this.req.destination,
-      idleTimeoutMs: STREAM_IDLE_MS,
-      onProgress: (p) =>
-        this.progress('transferring', {
-          bytes: p.bytes,
-          totalBytes,
-          rateBytesPerSec: Math.round(p.rateBytesPerSec),
-        }),
-    });
+    if (!this.stream) await this.connect();
+    const client = this.stream!;
     let result: { job: JobInfo; restoreMs: number };
     try {
       const sent = await client.sendDirectory(this.scratch);
@@ -276,12 +291,39 @@ export class SourceMigration {
       advance(this.rec, MigrationState.awaiting, this.t0);
       this.doneSent = true;
       result = (await client.finish()) as { job: JobInfo; restoreMs: number };
+      mark(this.rec, 'result', this.t0);
     } catch (err) {
       await client.abort(toDroverError(err));
       throw err;
+    } finally {
+      this.stream = null;
     }
     this.rec.stats.restoreMs = result.restoreMs;
     this.rec.stats.frozenMs = Math.round(performance.now() - this.tFreeze);
+  }
+
+  /** Open the stream to the destination: TLS (its certificate must be agent <destination>), token. */
+  private async connect(): Promise<void> {
+    this.stream = await this.w.openStream({
+      host: this.prepared!.streamHost,
+      port: this.prepared!.streamPort,
+      migrationId: this.rec.migrationId,
+      token: this.prepared!.token,
+      peer: this.req.destination,
+      idleTimeoutMs: STREAM_IDLE_MS,
+      onProgress: (p) =>
+        this.progress('transferring', {
+          bytes: p.bytes,
+          totalBytes: this.streamBytes,
+          rateBytesPerSec: Math.round(p.rateBytesPerSec),
+        }),
+    });
+  }
+
+  /** `work`, with the stream (if already open) kept alive meanwhile. */
+  private async keptAlive(work: () => Promise<void>): Promise<void> {
+    if (this.stream) await this.stream.keepAlive(work());
+    else await work();
   }
 
   /** post-copy: the job runs on the destination; its memory still comes from here. */
@@ -367,6 +409,9 @@ export class SourceMigration {
   /** The one rollback exit: settle with the destination if it may run the job, else thaw here. */
   private async fail(first: DroverError): Promise<MigrationRecord> {
     if (this.lazySession) await this.killLazyDump(this.lazySession);
+    // A stream opened ahead of the freeze and not used yet: the destination drops it (ERROR).
+    await this.stream?.abort(first).catch((e: unknown) => first.suppress(e));
+    this.stream = null;
     if (this.inDoubt) throw first;
     if (this.doneSent && !isTransferError(first, 'remote')) {
       // The destination may have restored the job: ask it before touching the original.

@@ -14,41 +14,44 @@ test('table aligns columns; bytes picks a unit', () => {
   ]);
 });
 
+/** A post-copy move's record (its timeline replaced where a test needs another). */
+const POST_COPY = {
+  migrationId: 'mig-1',
+  jobId: 'job-a',
+  role: 'source',
+  source: 'h1',
+  destination: 'h2',
+  mode: 'post-copy',
+  state: 'done',
+  startedAt: '',
+  updatedAt: '',
+  timeline: [
+    { phase: 'preparing', atMs: 0 },
+    { phase: 'prepared', atMs: 20 },
+    { phase: 'frozen', atMs: 25 },
+    { phase: 'dumping', atMs: 25 },
+    { phase: 'transferring', atMs: 100 },
+    { phase: 'awaiting', atMs: 600 },
+    { phase: 'pulling-pages', atMs: 700 },
+    { phase: 'committing', atMs: 2700 },
+    { phase: 'done', atMs: 2720 },
+  ],
+  stats: {
+    frozenMs: 675,
+    dumpMs: 75,
+    transferMs: 500,
+    restoreMs: 90,
+    totalMs: 2720,
+    bytes: 64 * 1024 * 1024,
+    files: 40,
+    pages: 12,
+  },
+  error: null,
+  note: null,
+} satisfies MigrationRecord;
+
 test('timeline: every phase with when it started, how long it took and what happened', () => {
-  const m = {
-    migrationId: 'mig-1',
-    jobId: 'job-a',
-    role: 'source',
-    source: 'h1',
-    destination: 'h2',
-    mode: 'post-copy',
-    state: 'done',
-    startedAt: '',
-    updatedAt: '',
-    timeline: [
-      { phase: 'preparing', atMs: 0 },
-      { phase: 'prepared', atMs: 20 },
-      { phase: 'frozen', atMs: 25 },
-      { phase: 'dumping', atMs: 25 },
-      { phase: 'transferring', atMs: 100 },
-      { phase: 'awaiting', atMs: 600 },
-      { phase: 'pulling-pages', atMs: 700 },
-      { phase: 'committing', atMs: 2700 },
-      { phase: 'done', atMs: 2720 },
-    ],
-    stats: {
-      frozenMs: 675,
-      dumpMs: 75,
-      transferMs: 500,
-      restoreMs: 90,
-      totalMs: 2720,
-      bytes: 64 * 1024 * 1024,
-      files: 40,
-      pages: 12,
-    },
-    error: null,
-    note: null,
-  } satisfies MigrationRecord;
+  const m = POST_COPY;
   const lines = timeline(m).split('\n');
   assert.deepEqual(lines.map((l) => l.split(/ {2,}/).slice(0, 3)).slice(0, 10), [
     ['phase', 'at', 'took'],
@@ -96,4 +99,25 @@ test('hosts --wide: what CRIU was built with, and the features it lacks', async 
     abilitiesColumn(host({ build: [], features: ['a'], missing: [] })),
     'no optional libraries; 1/1 features',
   );
+});
+
+test("timeline: a post-copy move's steps in its frozen window say what happened", () => {
+  const m = {
+    ...POST_COPY,
+    timeline: [
+      { phase: 'prepared', atMs: 0 },
+      { phase: 'stream-open', atMs: 20 },
+      { phase: 'quiesced', atMs: 25 },
+      { phase: 'frozen', atMs: 40 },
+      { phase: 'post-dump', atMs: 200 },
+      { phase: 'images-ready', atMs: 220 },
+      { phase: 'transferring', atMs: 225 },
+    ],
+  };
+  const lines = timeline(m).split('\n');
+  assert.match(lines[1]!, /the stream to h2 opens$/);
+  assert.match(lines[2]!, /freezing the job$/);
+  assert.match(lines[3]!, /the cgroup freezer and the network lock$/);
+  assert.match(lines[5]!, /the job's directory archived beside the images$/);
+  assert.match(lines[6]!, /the images checked to hold no memory$/);
 });

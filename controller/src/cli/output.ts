@@ -29,7 +29,15 @@ function phaseNote(phase: string, m: MigrationRecord): string {
     case 'preparing':
       return `preflight; ${m.destination} checks capacity and prepares`;
     case 'prepared':
+      return m.mode === 'post-copy' ? `the stream to ${m.destination} opens` : 'freezing the job';
+    case 'stream-open':
       return 'freezing the job';
+    case 'quiesced':
+      return 'the cgroup freezer and the network lock';
+    case 'post-dump':
+      return "the job's directory archived beside the images";
+    case 'images-ready':
+      return m.mode === 'post-copy' ? 'the images checked to hold no memory' : '';
     case 'dumping':
       return m.mode === 'post-copy'
         ? 'CRIU dumps all but the memory into tmpfs'

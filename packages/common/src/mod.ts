@@ -8,7 +8,7 @@ export { eventLoopLag, watchEventLoopLag } from './loop-lag.js';
 export type { EventLoopLag } from './loop-lag.js';
 export { retry, backoff, sleep } from './retry.js';
 export type { RetryOptions } from './retry.js';
-export { forEachLimit, mapLimit, runGroups } from './pool.js';
+export { forEachLimit, mapLimit, runGroups, settleAll } from './pool.js';
 export {
   checkContext,
   CONTEXT_NAME_PATTERN,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachLimit, mapLimit, runGroups } from './pool.js';
+import { forEachLimit, mapLimit, runGroups, settleAll } from './pool.js';
 
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 1));
 
@@ -52,4 +52,19 @@ test('runGroups: each group its own limit (1 when it names none), all groups at 
     },
   );
   assert.deepEqual([most.get('a'), most.get('b')], [2, 1]);
+});
+
+test('settleAll: results in order; a failure is thrown only once every call has settled', async () => {
+  assert.deepEqual(await settleAll([Promise.resolve(1), Promise.resolve('a')]), [1, 'a']);
+  let slowDone = false;
+  const slow = (async () => {
+    await tick();
+    await tick();
+    slowDone = true;
+  })();
+  await assert.rejects(
+    settleAll([Promise.reject(new Error('first')), slow, Promise.reject(new Error('second'))]),
+    /first/,
+  );
+  assert.equal(slowDone, true);
 });

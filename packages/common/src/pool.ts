@@ -60,3 +60,16 @@ export async function runGroups<T>(
   );
   if (failed !== null) throw (failed as { err: unknown }).err;
 }
+
+/**
+ * `Promise.all` that waits for every promise to settle before it rejects (with the first
+ * failure): nothing started is still running when the caller cleans up.
+ */
+export async function settleAll<T extends readonly unknown[]>(
+  work: readonly [...{ [K in keyof T]: Promise<T[K]> }],
+): Promise<T> {
+  const settled = await Promise.allSettled(work);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}

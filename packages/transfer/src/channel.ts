@@ -69,6 +69,22 @@ export class FrameChannel {
     return this.failed;
   }
 
+  /**
+   * PING every `intervalMs` (unless `quiet()` says not now) until `work` settles; returns
+   * `work`'s outcome. Either end keeps the other's idle timeout from firing while it works.
+   */
+  async pingWhile<T>(work: Promise<T>, intervalMs: number, quiet: () => boolean): Promise<T> {
+    const timer = setInterval(() => {
+      if (quiet() || this.failed) return;
+      this.send('PING', undefined, intervalMs * 5).catch(() => {});
+    }, intervalMs);
+    try {
+      return await work;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
   /** Bytes written to the socket so far. */
   get bytesSent(): number {
     return this.sentBytes;

@@ -3,7 +3,7 @@
  * files as FILE/DATA/FILE_END with backpressure, then DONE, and wait for the receiver's RESULT.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import { basename, join } from 'node:path';
 import tls from 'node:tls';
@@ -97,13 +97,30 @@ function serverIdentityProblem(cert: tls.PeerCertificate, peer: string): Error |
   return err;
 }
 
+/** Files a directory's sending opens ahead of the one it sends. */
+const OPEN_AHEAD = 8;
+
+/** A file opened for sending. */
+interface OpenedFile {
+  handle: FileHandle;
+  size: number;
+  mode: number;
+  /** Its first chunk, being read (null: empty). */
+  first: Promise<{ frame: Buffer; n: number }> | null;
+}
+
+/** Interval of the sender's keepalive PINGs while its stream waits for data. */
+const KEEPALIVE_MS = 1000;
+
 /** The sending end of one migration's stream. Methods must be called one at a time. */
 export class StreamClient {
-  private readonly meter: ProgressMeter;
+  private meter: ProgressMeter;
   private readonly idleMs: number;
   private readonly faults: TransferFaults;
   private readonly chunkBytes: number;
-  private readonly started = performance.now();
+  private readonly onProgress: ProgressCallback | undefined;
+  /** When the first file started (a stream opened ahead of its data counts from there). */
+  private started = 0;
   private dataFrames = 0;
   private dataBytes = 0;
   private busy = false;
@@ -113,6 +130,7 @@ export class StreamClient {
     private readonly channel: FrameChannel,
     options: StreamClientOptions,
   ) {
+    this.onProgress = options.onProgress;
     this.meter = new ProgressMeter(options.onProgress);
     this.idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.faults = options.faults ?? {};
@@ -181,51 +199,79 @@ export class StreamClient {
    * (e.g. the receiver's ERROR), which also ends the stream.
    */
   async sendFile(path: string, name: string = basename(path)): Promise<void> {
+    const opened = this.openForSend(path);
+    opened.catch(() => undefined); // awaited in sendOpened
+    await this.sendOpened(path, name, opened);
+  }
+
+  /** Open `path` for sending: its handle, its size and mode, its first chunk being read. */
+  private async openForSend(path: string): Promise<OpenedFile> {
+    const handle = await open(path, 'r');
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new DroverError(ErrorCode.InvalidArgument, `${path}: not a file`);
+      const first = st.size > 0 ? this.readChunk(handle, path, st.size, 0) : null;
+      first?.catch(() => undefined); // awaited in sendOpened
+      return { handle, size: st.size, mode: st.mode & 0o7777, first };
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** One chunk of a file, read straight into its frame's payload (no copy). */
+  private async readChunk(
+    handle: FileHandle,
+    path: string,
+    size: number,
+    position: number,
+  ): Promise<{ frame: Buffer; n: number }> {
+    const want = Math.min(this.chunkBytes, size - position);
+    const frame = allocFrame(want);
+    const { bytesRead } = await handle.read(frame, FRAME_HEADER_BYTES, want, position);
+    if (bytesRead === 0) {
+      throw new DroverError(ErrorCode.FailedPrecondition, `${path} shrank while being sent`);
+    }
+    return { frame: frame.subarray(0, FRAME_HEADER_BYTES + bytesRead), n: bytesRead };
+  }
+
+  private async sendOpened(path: string, name: string, opened: Promise<OpenedFile>): Promise<void> {
     this.enter('sendFile');
+    if (this.started === 0) {
+      this.started = performance.now();
+      this.meter = new ProgressMeter(this.onProgress);
+    }
+    let f: OpenedFile | null = null;
     try {
       const problem = fileNameProblem(name);
       if (problem) throw new DroverError(ErrorCode.InvalidArgument, problem);
-      const handle = await open(path, 'r');
-      try {
-        const st = await handle.stat();
-        if (!st.isFile()) throw new DroverError(ErrorCode.InvalidArgument, `${path}: not a file`);
-        await this.channel.sendJson(
-          'FILE',
-          { name, size: st.size, mode: st.mode & 0o7777 },
-          this.idleMs,
-        );
-        const hash = createHash('sha256');
-        // Each chunk is read straight into its frame's payload (no copy), and the next chunk
-        // is read while this one is hashed and sent: file reads overlap the socket's work.
-        const read = async (position: number): Promise<{ frame: Buffer; n: number }> => {
-          const want = Math.min(this.chunkBytes, st.size - position);
-          const frame = allocFrame(want);
-          const { bytesRead } = await handle.read(frame, FRAME_HEADER_BYTES, want, position);
-          if (bytesRead === 0) {
-            throw new DroverError(ErrorCode.FailedPrecondition, `${path} shrank while being sent`);
-          }
-          return { frame: frame.subarray(0, FRAME_HEADER_BYTES + bytesRead), n: bytesRead };
-        };
-        let position = 0;
-        let next = st.size > 0 ? read(0) : null;
-        while (next) {
-          const { frame, n } = await next;
-          position += n;
-          next = position < st.size ? read(position) : null;
-          // Settled on the next turn; if sending fails first, close() waits for it.
-          next?.catch(() => undefined);
-          hash.update(frame.subarray(FRAME_HEADER_BYTES));
-          await this.sendData(frame);
-          this.meter.addBytes(n);
-        }
-        await this.channel.sendJson('FILE_END', { sha256: hash.digest('hex') }, this.idleMs);
-        this.meter.fileDone();
-      } finally {
-        await handle.close();
+      f = await opened;
+      const { handle, size } = f;
+      await this.channel.sendJson('FILE', { name, size, mode: f.mode }, this.idleMs);
+      const hash = createHash('sha256');
+      // The next chunk is read while this one is hashed and sent: file reads overlap the
+      // socket's work.
+      let position = 0;
+      let next = f.first;
+      while (next) {
+        const { frame, n } = await next;
+        position += n;
+        next = position < size ? this.readChunk(handle, path, size, position) : null;
+        // Settled on the next turn; if sending fails first, close() waits for it.
+        next?.catch(() => undefined);
+        hash.update(frame.subarray(FRAME_HEADER_BYTES));
+        await this.sendData(frame);
+        this.meter.addBytes(n);
       }
+      await this.channel.sendJson('FILE_END', { sha256: hash.digest('hex') }, this.idleMs);
+      this.meter.fileDone();
     } catch (err) {
       throw this.channel.fail(asStreamError(err), true);
     } finally {
+      // Not waited for: nothing of the file is needed any more (a failure's close waits for
+      // a read still in flight by itself).
+      if (f) void f.handle.close().catch(() => undefined);
+      else void opened.then((o) => o.handle.close()).catch(() => undefined);
       this.busy = false;
     }
   }
@@ -237,7 +283,25 @@ export class StreamClient {
     });
     const names = entries.filter((e) => e.isFile()).map((e) => e.name);
     names.sort();
-    for (const name of names) await this.sendFile(join(dir, name), name);
+    // The next few files are opened (and their first chunk read) while one is sent: an image
+    // set is mostly small files, and each would otherwise wait for its own file-system calls.
+    const ahead: Promise<OpenedFile>[] = [];
+    const openAt = (i: number): void => {
+      const p = this.openForSend(join(dir, names[i]!));
+      p.catch(() => undefined); // awaited in sendOpened
+      ahead.push(p);
+    };
+    for (let i = 0; i < Math.min(OPEN_AHEAD, names.length); i++) openAt(i);
+    try {
+      for (let i = 0; i < names.length; i++) {
+        const opened = ahead.shift()!;
+        if (i + OPEN_AHEAD < names.length) openAt(i + OPEN_AHEAD);
+        await this.sendOpened(join(dir, names[i]!), names[i]!, opened);
+      }
+    } finally {
+      // Opened ahead and never sent (the stream failed): closed.
+      for (const p of ahead.splice(0)) void p.then((o) => o.handle.close()).catch(() => undefined);
+    }
     return this.progress;
   }
 
@@ -262,6 +326,15 @@ export class StreamClient {
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * A stream opened ahead of its data (a migration connects before it freezes the job): PING
+   * every `intervalMs` until `work` settles, so the receiver's idle timeout does not fire;
+   * returns `work`'s outcome. PINGs stop once the stream has failed or finished.
+   */
+  keepAlive<T>(work: Promise<T>, intervalMs = KEEPALIVE_MS): Promise<T> {
+    return this.channel.pingWhile(work, intervalMs, () => this.finished || this.busy);
   }
 
   /** Tell the receiver the transfer is abandoned (ERROR frame with `err`) and close. */

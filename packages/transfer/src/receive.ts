@@ -3,7 +3,7 @@
  * files in a directory, each checked (size, sha256) and the totals checked at DONE.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TransferError } from './errors.js';
 import type { Frame } from './frame.js';
@@ -24,6 +24,15 @@ import type { StreamReceiver } from './server.js';
 /** Writes of one file in flight at most (each one frame, ≤ 1 MiB usually). */
 const MAX_PENDING_WRITES = 4;
 
+/**
+ * Files up to this size (most of an image set: CRIU's small images) are gathered in memory and
+ * written with one call once their checksum matched, while the next files arrive: no file-system
+ * round trip per file on the stream's path. DONE waits for every one of those writes.
+ */
+const SMALL_FILE_BYTES = 1024 * 1024;
+/** Small files' writes in flight at most. */
+const MAX_BACKGROUND_WRITES = 16;
+
 /** Default: a link with no frame (data or PING) for this long has failed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
 
@@ -36,7 +45,9 @@ export interface ReceiveOptions {
 }
 
 interface OpenFile extends FileHeader {
-  handle: FileHandle;
+  /** null: a small file, gathered in `chunks` and written at FILE_END. */
+  handle: FileHandle | null;
+  chunks: Buffer[];
   hash: Hash;
   received: number;
   frame: Frame;
@@ -62,6 +73,8 @@ export async function receiveFiles(
   const meter = new ProgressMeter(options.onProgress);
   const seen = new Set<string>();
   let current: OpenFile | null = null;
+  /** Small files being written (oldest first). */
+  const background: Promise<void>[] = [];
   try {
     for (;;) {
       const frame = await channel.next(idleMs);
@@ -73,10 +86,14 @@ export async function receiveFiles(
           if (problem) throw protocolError(frame, problem);
           if (seen.has(header.name)) throw protocolError(frame, `${header.name} sent twice`);
           seen.add(header.name);
-          const handle = await open(join(dir, header.name), 'wx', 0o600);
+          const handle =
+            header.size <= SMALL_FILE_BYTES
+              ? null
+              : await open(join(dir, header.name), 'wx', 0o600);
           current = {
             ...header,
             handle,
+            chunks: [],
             hash: createHash('sha256'),
             received: 0,
             frame,
@@ -95,9 +112,13 @@ export async function receiveFiles(
           }
           // Positional writes, several in flight: hashing the next frames overlaps the
           // writes (which run on libuv's thread pool). At most MAX_PENDING_WRITES wait.
-          const write = current.handle.write(frame.payload, 0, n, current.received);
-          write.catch(() => undefined); // awaited below or at FILE_END
-          current.writes.push(write);
+          if (current.handle) {
+            const write = current.handle.write(frame.payload, 0, n, current.received);
+            write.catch(() => undefined); // awaited below or at FILE_END
+            current.writes.push(write);
+          } else {
+            current.chunks.push(frame.payload as Buffer);
+          }
           current.hash.update(frame.payload);
           current.received += n;
           if (current.writes.length >= MAX_PENDING_WRITES) await current.writes.shift();
@@ -124,7 +145,18 @@ export async function receiveFiles(
           }
           const done = current;
           current = null;
-          await done.handle.close();
+          if (done.handle) {
+            await done.handle.close();
+          } else {
+            // Created exclusively (never overwriting, never following a symlink), as above.
+            const write = writeFile(join(dir, done.name), Buffer.concat(done.chunks), {
+              flag: 'wx',
+              mode: 0o600,
+            });
+            write.catch(() => undefined); // awaited below or at DONE
+            background.push(write);
+            if (background.length >= MAX_BACKGROUND_WRITES) await background.shift();
+          }
           meter.fileDone();
           break;
         }
@@ -138,6 +170,7 @@ export async function receiveFiles(
                 `received ${meter.files}/${meter.bytes}`,
             );
           }
+          await Promise.all(background.splice(0));
           return totals;
         }
         default:
@@ -145,7 +178,9 @@ export async function receiveFiles(
       }
     }
   } catch (err) {
-    await current?.handle.close().catch(() => {});
+    await current?.handle?.close().catch(() => {});
+    // Nothing of ours is still writing once the caller hears of the failure.
+    await Promise.allSettled(background);
     throw channel.fail(asStreamError(err), true);
   }
 }

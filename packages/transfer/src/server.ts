@@ -134,16 +134,8 @@ export class StreamReceiver {
   }
 
   /** Send PING every `intervalMs` until `work` settles; returns `work`'s outcome. */
-  async keepAlive<T>(work: Promise<T>, intervalMs = DEFAULT_KEEPALIVE_MS): Promise<T> {
-    const timer = setInterval(() => {
-      if (this.answered) return;
-      this.channel.send('PING', undefined, intervalMs * 5).catch(() => {});
-    }, intervalMs);
-    try {
-      return await work;
-    } finally {
-      clearInterval(timer);
-    }
+  keepAlive<T>(work: Promise<T>, intervalMs = DEFAULT_KEEPALIVE_MS): Promise<T> {
+    return this.channel.pingWhile(work, intervalMs, () => this.answered);
   }
 
   /** Drop the stream at once. */

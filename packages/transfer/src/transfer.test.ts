@@ -187,9 +187,8 @@ test('an authenticated sender cannot escape the target dir or break the protocol
       assert.equal(error.kind, 'protocol', label);
       assert.match(error.message, message, label);
     }
-    // only the oversize case got as far as creating its file, and no byte of it was written
-    assert.deepEqual(await readdir(dst), ['f.img']);
-    assert.equal((await stat(join(dst, 'f.img'))).size, 0);
+    // no file was created: a small file is written only once it is complete and checked
+    assert.deepEqual(await readdir(dst), []);
     assert.deepEqual(await readdir(parent), ['dst'], 'nothing escaped');
   } finally {
     await server.close();
@@ -230,6 +229,47 @@ test('throughput diagnostic: one 64 MiB file over loopback', T, async (t) => {
       await sha256File(join(dst, 'pages-big.img')),
       await sha256File(join(src, 'pages-big.img')),
     );
+  } finally {
+    await server.close();
+    await removeAll(src, dst);
+  }
+});
+
+test(
+  'a stream opened ahead of its data outlives the idle timeout while the sender keeps it alive',
+  T,
+  async () => {
+    const [src, dst] = [await tempDir('src'), await tempDir('dst')];
+    const server = await listenLocal();
+    try {
+      await writeFile(join(src, 'a.img'), 'AAAA');
+      const outcome = expectInto(server, 'mig-early', 'tok-early', dst, { idleTimeoutMs: 300 });
+      const client = await connect(server, 'mig-early', 'tok-early');
+      // Four idle timeouts without data (a dump while the job is frozen), PINGs every 100 ms.
+      const waited = await client.keepAlive(
+        new Promise<string>((r) => setTimeout(() => r('dumped'), 1200)),
+        100,
+      );
+      assert.equal(waited, 'dumped');
+      await client.sendDirectory(src);
+      assert.deepEqual(await client.finish(), { ok: true, totals: { files: 1, bytes: 4 } });
+      assert.deepEqual((await outcome).totals, { files: 1, bytes: 4 });
+    } finally {
+      await server.close();
+      await removeAll(src, dst);
+    }
+  },
+);
+
+test('without keepalive the same wait is an idle timeout at the receiver', T, async () => {
+  const [src, dst] = [await tempDir('src'), await tempDir('dst')];
+  const server = await listenLocal();
+  try {
+    const outcome = expectInto(server, 'mig-idle', 'tok-idle', dst, { idleTimeoutMs: 300 });
+    const client = await connect(server, 'mig-idle', 'tok-idle');
+    const { error } = await outcome;
+    assert.ok(error instanceof TransferError && error.kind === 'timeout', String(error));
+    client.close();
   } finally {
     await server.close();
     await removeAll(src, dst);

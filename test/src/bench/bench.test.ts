@@ -18,6 +18,7 @@ import { AgentOps, heartbeatSubject, JobKind, type AgentInfo } from '@drover/pro
 import { Testbed } from '@drover/testbed';
 import { parallelDumpScript, parseParallelDump } from './baselines.js';
 import { longestGap } from './heartbeat-gap.js';
+import { frozenWindow } from './migration-bench.js';
 import {
   cgroupCpuFile,
   childrenNamed,
@@ -347,4 +348,29 @@ test('the bench explains itself on --help and refuses bad options in one line, w
     assert.match(r.err, /^bench: .+\nbench: see --help\n$/);
     assert.doesNotMatch(r.err, /\n\s+at /);
   }
+});
+
+test("a run's frozen window, step by step: the source's from the freeze, the destination's from the stream", () => {
+  const rec = (role: 'source' | 'destination', timeline: [string, number][]) =>
+    ({ role, timeline: timeline.map(([phase, atMs]) => ({ phase, atMs })) }) as never;
+  const src = rec('source', [
+    ['preparing', 0],
+    ['prepared', 40],
+    ['stream-open', 60],
+    ['quiesced', 70],
+    ['frozen', 85],
+    ['dumping', 86],
+    ['result', 400],
+  ]);
+  const dst = rec('destination', [
+    ['prepared', 0],
+    ['receiving', 30],
+    ['received', 250],
+    ['running', 380],
+  ]);
+  assert.equal(
+    frozenWindow(src, dst),
+    'source: frozen +15, dumping +1, result +314 | destination: received +220, running +130',
+  );
+  assert.equal(frozenWindow(src, null), 'source: frozen +15, dumping +1, result +314');
 });

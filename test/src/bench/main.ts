@@ -5,7 +5,7 @@
  * as JSON. Reports figures; asserts nothing about them.
  *
  * Usage: node test/dist/bench/main.js [--quick] [--only a,b] [--reps N] [--sizes 64,256,1024]
- *        [--modes stop-copy,post-copy] [--no-baselines] [--out FILE] [--markdown]
+ *        [--modes stop-copy,post-copy] [--net host|job] [--no-baselines] [--out FILE] [--markdown]
  * Sections: migration (with its baselines), checkpoint, scale.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { REPO_ROOT } from '../cluster/cli.js';
 import { benchLog } from './bench-log.js';
 import { benchCheckpoint } from './checkpoint-bench.js';
 import { describeMachine, machineFacts } from './machine.js';
-import { benchMigration } from './migration-bench.js';
+import { benchMigration, type Net } from './migration-bench.js';
 import { renderMarkdown, renderNotes, renderTable, type Figure } from './report.js';
 import { benchScale } from './scale-bench.js';
 
@@ -28,6 +28,7 @@ export const USAGE = `Usage: npm run bench -- [options]   (or: node test/dist/be
   --reps N            runs per figure (default 3; 1 with --quick)
   --sizes 64,256,1024 job sizes in MiB for the migration section
   --modes stop-copy,post-copy
+  --net host|job      the migrated jobs' network: the host's (default) or their own
   --no-baselines      skip the by-hand and CRIU-floor baselines
   --out FILE          where the JSON goes (default bench-results/bench-<time>.json)
   --markdown          print the table as Markdown
@@ -50,6 +51,7 @@ function options(argv: readonly string[]) {
         out: { type: 'string' },
         markdown: { type: 'boolean', default: false },
         modes: { type: 'string' },
+        net: { type: 'string' },
         'no-baselines': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -64,6 +66,8 @@ function options(argv: readonly string[]) {
   for (const s of only)
     if (!SECTIONS.includes(s))
       throw new UsageError(`unknown section ${s} (sections: ${SECTIONS.join(', ')})`);
+  if (values.net !== undefined && values.net !== 'host' && values.net !== 'job')
+    throw new UsageError(`--net ${values.net}: want host or job`);
   if (!Number.isInteger(reps) || reps < 1)
     throw new UsageError(`--reps ${values.reps}: want a whole number >= 1`);
   if (sizes.some((n) => !(Number.isInteger(n) && n > 0)))
@@ -106,6 +110,7 @@ async function main(): Promise<void> {
     }
     log(`${name}: ${((performance.now() - s0) / 1000).toFixed(0)} s`);
   };
+  const net = (values.net ?? 'host') as Net;
   const modes = (values.modes ?? 'stop-copy,post-copy').split(',') as ('stop-copy' | 'post-copy')[];
   await section('migration', () =>
     benchMigration({
@@ -114,6 +119,7 @@ async function main(): Promise<void> {
       log,
       modes,
       noBaselines: values['no-baselines'] === true,
+      net,
     }),
   );
   await section('checkpoint', () =>

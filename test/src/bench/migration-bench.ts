@@ -3,10 +3,10 @@
  * agents in two emulated hosts — and, in the same run on the same hosts, the baselines it is
  * compared with (baselines.ts): CRIU's floor on tmpfs, the by-hand dump/scp/restore, the link.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MigrationRecord } from '@drover/protocol';
-import { AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
+import { AGENT_STATE_DIR, AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
 import {
   byHandRun,
@@ -32,9 +32,15 @@ export interface MigrationOptions {
   modes?: readonly Mode[];
   /** Skip the baselines (development). */
   noBaselines?: boolean;
+  /**
+   * The job's network: `host` (the host's, the default) or `job` (its own namespace and address
+   * on the job segment, locked while it is frozen: docs/NETWORK.md).
+   */
+  net?: Net;
 }
 
 type Mode = 'stop-copy' | 'post-copy';
+export type Net = 'host' | 'job';
 
 /** One Drover migration as measured. */
 export interface MigrationRun {
@@ -87,6 +93,7 @@ export async function migrateOnce(
 export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
   const figures: Figure[] = [];
   const modes = o.modes ?? ['stop-copy', 'post-copy'];
+  const net = o.net ?? 'host';
   // Secure, as `drover up` and the deployer run agents: TLS on the stream and the page channel.
   const tb = await Testbed.create({ hosts: 2, nats: 'single', secure: true });
   let cluster: AgentCluster | null = null;
@@ -129,12 +136,13 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
       mkdirSync(dir, { recursive: true });
       const hdir = handJobDir(shared, String(mb));
       mkdirSync(hdir, { recursive: true });
-      o.log(`migration ${mb} MiB: starting the jobs`);
+      o.log(`migration ${mb} MiB: starting the jobs (net ${net})`);
       const [job, hand] = await Promise.all([
         cluster.agent('h1').client.call('run', {
           command: workloadCommand('memory', { dir, mb }),
           env: JOB_ENV,
           name: `bench-${mb}`,
+          ...(net === 'job' ? { network: jobAddress(tb, o.sizesMb.indexOf(mb)) } : {}),
         }),
         o.noBaselines ? Promise.resolve(null) : startHandJob(h1, hdir, mb),
       ]);
@@ -175,6 +183,7 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
           o.log(
             `${mode} ${mb} MiB: frozen ${r.record.stats.frozenMs} ms, gap ${r.gapMs} ms, total ${r.record.stats.totalMs} ms`,
           );
+          o.log(`  ${frozenWindow(r.record, readDestinationRecord(cluster.agent(at), r.record))}`);
         }
         runs.set(mode, list);
       }
@@ -189,7 +198,7 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
       await cluster.agent(at).client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
       for (const [mode, list] of runs) {
         figures.push(
-          ...migrationFigures(mb, mode, list, {
+          ...migrationFigures(mb, mode, net, list, {
             floor,
             byHand,
             linkBps,
@@ -242,10 +251,11 @@ function baselineFigures(mb: number, floor: BaselineRun[], byHand: BaselineRun[]
 function migrationFigures(
   mb: number,
   mode: Mode,
+  net: Net,
   runs: MigrationRun[],
   base: { floor: BaselineRun[]; byHand: BaselineRun[]; linkBps: number; verified: string },
 ): Figure[] {
-  const section = `migration ${mb} MiB ${mode}`;
+  const section = `migration ${mb} MiB ${mode}${net === 'job' ? ', own network' : ''}`;
   const gb = (mb * MiB) / 1e9;
   const med = (runs: BaselineRun[], pick: (r: BaselineRun) => number): number =>
     summarizeBy(runs, pick).median;
@@ -370,4 +380,43 @@ function migrationFigures(
     target: memTarget,
   });
   return out;
+}
+
+/** The `n`th bench job's own address on the testbed's job segment. */
+function jobAddress(
+  tb: Testbed,
+  n: number,
+): { address: string; prefixLength: number; gateway: string } {
+  const [base] = tb.jobNetwork.subnet.split('/');
+  const prefix = base!.split('.').slice(0, 3).join('.');
+  return { address: `${prefix}.${200 + n}`, prefixLength: 24, gateway: tb.jobNetwork.gateway };
+}
+
+/** The destination's record of a migration (its own timeline), if it kept one. */
+function readDestinationRecord(to: AgentHandle, rec: MigrationRecord): MigrationRecord | null {
+  try {
+    const path = to.srvPath(`${AGENT_STATE_DIR}/migrations/${rec.migrationId}.destination.json`);
+    return JSON.parse(readFileSync(path, 'utf8')) as MigrationRecord;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Where a run's frozen window went, step by step: the source's timeline from the freeze, then
+ * the destination's from the stream's arrival (each agent's own clock; docs/MIGRATION.md).
+ */
+export function frozenWindow(src: MigrationRecord, dst: MigrationRecord | null): string {
+  const steps = (r: MigrationRecord, from: string): string => {
+    const i = r.timeline.findIndex((t) => t.phase === from);
+    if (i < 0) return '';
+    const at = r.timeline.slice(i);
+    return at
+      .slice(1)
+      .map((t, k) => `${t.phase} +${t.atMs - at[k]!.atMs}`)
+      .join(', ');
+  };
+  const first = src.timeline.find((t) => t.phase === 'quiesced') ? 'quiesced' : 'prepared';
+  const dest = dst ? steps(dst, 'receiving') : '';
+  return `source: ${steps(src, first)}${dest ? ` | destination: ${dest}` : ''}`;
 }
