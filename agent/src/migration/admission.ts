@@ -4,12 +4,7 @@
  * for the length of the restore the host holds the job twice (tmpfs pages are not reclaimable).
  */
 import type { MigrationMode } from '@drover/protocol';
-
-/** The tmpfs the images land in: its mount point and free bytes (null: scratch is on disk). */
-export interface ScratchSpace {
-  readonly root: string;
-  readonly freeBytes: number;
-}
+import type { ScratchSpace } from './scratch.js';
 
 export interface AdmissionFacts {
   readonly mode: MigrationMode;
@@ -17,6 +12,7 @@ export interface AdmissionFacts {
   readonly memoryBytes: number;
   /** MemAvailable less the agent's reserve. */
   readonly availableBytes: number;
+  /** The tmpfs the images land in (null: scratch is on disk). */
   readonly scratch: ScratchSpace | null;
 }
 
@@ -27,7 +23,7 @@ export interface AdmissionRefusal {
 }
 
 /** The images of a stop-copy are about the job's memory; a post-copy's hold no pages. */
-export function imageBytes(mode: MigrationMode, memoryBytes: number): number {
+function imageBytes(mode: MigrationMode, memoryBytes: number): number {
   return mode === 'post-copy' ? 0 : memoryBytes;
 }
 

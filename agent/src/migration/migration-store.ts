@@ -126,7 +126,7 @@ export class MigrationStore {
 /** Move a record to `state`, noting the phase on its timeline. */
 export function advance(r: MigrationRecord, state: MigrationState, t0: number): void {
   r.state = state;
-  r.timeline.push({ phase: state, atMs: Math.round(performance.now() - t0) });
+  mark(r, state, t0);
 }
 
 /**

@@ -41,8 +41,14 @@ export async function makeScratch(
   return { dir, onDisk: true };
 }
 
+/** A tmpfs scratch directories are made on: its mount point and free bytes. */
+export interface ScratchSpace {
+  readonly root: string;
+  readonly freeBytes: number;
+}
+
 /** The tmpfs `makeScratch` would use and its free bytes, or null (scratch would be on disk). */
-export async function scratchSpace(): Promise<{ root: string; freeBytes: number } | null> {
+export async function scratchSpace(): Promise<ScratchSpace | null> {
   for (const root of ROOTS) {
     if (await isTmpfs(root)) {
       const st = await statfs(root);
