@@ -5,13 +5,11 @@
  * used them (the restore must use the same). `planJobDump` and `checkpointJobFiles` run on the
  * dumping host; `restoreJobFiles` is their counterpart on the restoring one.
  */
-import { execFile } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { CHECKPOINT_MARKER } from '@drover/cgroup';
 import { DroverError, ErrorCode } from '@drover/common';
-import { processTree } from '@drover/native';
+import { processTree, runCommand } from '@drover/native';
 import {
   JobKind,
   resolveCheckpointOptions,
@@ -28,8 +26,6 @@ import {
 } from './job-mounts.js';
 import { JobFiles, type JobRecord } from './job-store.js';
 import { SELF_CHECKPOINT_SOCKET } from './self-checkpoint.js';
-
-const exec = promisify(execFile);
 
 /** Files Drover writes beside CRIU's in an images directory (CRIU ignores them). */
 export const JobImageFiles = {
@@ -216,15 +212,20 @@ export function dumpHooksOf(
 
 /** Run tar on a job's directory; a failure names the job and what tar said. */
 async function tar(job: JobRecord, what: 'archive' | 'unpack', args: string[]): Promise<void> {
+  let said: string;
+  let cause: unknown;
   try {
-    await exec('tar', args, { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 });
+    const r = await runCommand('tar', args, { timeoutMs: 10 * 60_000 });
+    if (r.code === 0) return;
+    said = r.stderr.trim() || (r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`);
   } catch (err) {
-    const said = (err as { stderr?: string }).stderr?.trim() || String(err);
-    throw new DroverError(ErrorCode.Internal, `cannot ${what} job ${job.id}'s directory: ${said}`, {
-      cause: err,
-      details: { jobId: job.id, jobDir: job.jobDir },
-    });
+    said = String(err);
+    cause = err;
   }
+  throw new DroverError(ErrorCode.Internal, `cannot ${what} job ${job.id}'s directory: ${said}`, {
+    ...(cause !== undefined ? { cause } : {}),
+    details: { jobId: job.id, jobDir: job.jobDir },
+  });
 }
 
 async function readRestoreInfo(imagesDir: string): Promise<RestoreInfo | null> {

@@ -4,10 +4,10 @@
  * detach when the original is discarded, announce (gratuitous ARP) once a restored copy runs.
  * Pairs: attach/detach, lock/unlock, quiesce/unquiesce. See docs/NETWORK.md for the model.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { DroverError, ErrorCode, type Logger } from '@drover/common';
+import { runCommand } from '@drover/native';
 import {
   hostVethName,
   JOB_INTERFACE,
@@ -27,20 +27,17 @@ interface Ran {
   stderr: string;
 }
 
-function run(file: string, args: readonly string[], input?: string): Promise<Ran> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      [...args],
-      { timeout: 15_000, maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        const code =
-          err === null ? 0 : typeof err.code === 'number' ? err.code : err.code ? 127 : 1;
-        resolve({ code, stdout, stderr: stderr || (err && code === 127 ? String(err) : '') });
-      },
-    );
-    if (input !== undefined) child.stdin?.end(input);
-  });
+async function run(file: string, args: readonly string[], input?: string): Promise<Ran> {
+  try {
+    const r = await runCommand(file, args, {
+      timeoutMs: 15_000,
+      ...(input !== undefined ? { input } : {}),
+    });
+    return { code: r.code ?? 1, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    // Not started at all (ENOENT: not installed): what a shell says of a missing command.
+    return { code: 127, stdout: '', stderr: String(err) };
+  }
 }
 
 async function mustRun(what: string, file: string, args: readonly string[], input?: string) {

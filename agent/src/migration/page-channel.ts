@@ -8,7 +8,6 @@
  * agent's nftables table `inet drover_pages`) for the migration's life, and refuses everyone else
  * with a reset. Pairs: admit/close.
  */
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { createServer, type AddressInfo } from 'node:net';
@@ -20,6 +19,7 @@ import {
   closeFd,
   isSameLiveProcess,
   pidfdOpen,
+  runCommand,
   startTicks,
   waitForExit,
   type ChildStatus,
@@ -36,13 +36,19 @@ export interface AgentTlsFiles {
   crlFile?: string;
 }
 
-function nft(args: readonly string[], input?: string): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile('nft', [...args], { timeout: 15_000 }, (err, _out, stderr) =>
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stderr }),
-    );
-    if (input !== undefined) child.stdin?.end(input);
-  });
+async function nft(
+  args: readonly string[],
+  input?: string,
+): Promise<{ code: number; stderr: string }> {
+  try {
+    const r = await runCommand('nft', args, {
+      timeoutMs: 15_000,
+      ...(input !== undefined ? { input } : {}),
+    });
+    return { code: r.code ?? 1, stderr: r.stderr };
+  } catch (err) {
+    return { code: 1, stderr: String(err) };
+  }
 }
 
 /**
@@ -283,8 +289,9 @@ function ssFilter(c: ConnectionRef): string[] {
 }
 
 function ss(args: readonly string[]): Promise<string> {
-  return new Promise((resolve) =>
-    execFile('ss', [...args], { timeout: 10_000 }, (_err, stdout) => resolve(stdout ?? '')),
+  return runCommand('ss', args, { timeoutMs: 10_000 }).then(
+    (r) => r.stdout,
+    () => '',
   );
 }
 

@@ -3,9 +3,9 @@
  * page faults by fetching pages from the source's page server. CRIU has no RPC request for it,
  * so it runs as a CLI process; readiness comes through `--status-fd`.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { DroverError, ErrorCode } from '@drover/common';
+import { spawnDirect } from '@drover/native';
 import { CriuError } from './errors.js';
 import { logTail } from './criu.js';
 import type { CriuTls } from './options.js';
@@ -36,7 +36,7 @@ export interface LazyPagesOptions {
 export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesDaemon> {
   const logFile = opts.logFile ?? 'lazy-pages.log';
   const logPath = join(opts.imagesDir, logFile);
-  const child = spawn(
+  const child = spawnDirect(
     opts.criuPath,
     [
       'lazy-pages',
@@ -65,13 +65,11 @@ export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesD
           ]
         : []),
     ],
-    { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
+    { stdout: 'ignore', extraFds: ['pipe'] },
   );
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4096)));
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => resolve(code)),
-  );
+  const exited = child.exited.then((s) => s.exitCode);
   const failure = async (what: string): Promise<CriuError> =>
     new CriuError(what, {
       request: 'LAZY_PAGES',
@@ -79,7 +77,7 @@ export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesD
       logTail: (await logTail(logPath)).concat(stderr ? [stderr.trim()] : []),
     });
   // Ready: CRIU writes one byte to the status fd (resolve on the first byte, not on EOF).
-  const status = child.stdio[3] as NodeJS.ReadableStream | null;
+  const status = child.pipes.get(3) ?? null;
   const ready = new Promise<void>((resolve, reject) => {
     status?.once('data', () => resolve());
     void exited.then(async (code) =>
@@ -110,10 +108,10 @@ export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesD
   });
   done.catch(() => undefined);
   return {
-    pid: child.pid ?? -1,
+    pid: child.pid,
     done,
     kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (child.exitStatus === null) child.kill('SIGKILL');
     },
   };
 }

@@ -30,3 +30,5 @@ export {
 export type { ProcEntry, ProcStat } from './procfs.js';
 export { SchedPolicy, setThreadScheduling, threadScheduling } from './sched.js';
 export type { ThreadScheduling } from './sched.js';
+export { DirectChild, runCommand, spawnDirect } from './spawn.js';
+export type { DirectOptions, Ran, RunOptions } from './spawn.js';
