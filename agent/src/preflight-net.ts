@@ -1,12 +1,10 @@
 /** Preflight's socket analysis: which TCP and UNIX connections of a job lead outside it. */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { promisify } from 'node:util';
+import { DroverError, ErrorCode } from '@drover/common';
+import { runCommand } from '@drover/native';
 import type { PreflightReason } from '@drover/protocol';
 import { isGone } from './proc-scan.js';
-
-const run = promisify(execFile);
 
 /** Who holds one socket: every (pid, fd) of the tree that refers to it. */
 export type Holders = ReadonlyMap<number, readonly { pid: number; fd: number }[]>;
@@ -237,8 +235,12 @@ export async function readUnixSockets(pid: number, sameNamespace: boolean): Prom
   const [file, args] = sameNamespace
     ? ['ss', ['-xanH']]
     : ['nsenter', ['--target', String(pid), '--net', 'ss', '-xanH']];
-  const { stdout } = await run(file, args, { timeout: 15_000, maxBuffer: 256 * 1024 * 1024 });
-  return parseSsUnix(stdout);
+  const r = await runCommand(file, args, { timeoutMs: 15_000, maxBuffer: 256 * 1024 * 1024 });
+  if (r.code !== 0) {
+    const why = r.stderr.trim() || (r.timedOut ? 'timed out' : `exit ${r.code ?? r.signal}`);
+    throw new DroverError(ErrorCode.Internal, `cannot list UNIX sockets (${file}): ${why}`);
+  }
+  return parseSsUnix(r.stdout);
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Short commands run without forking this process: posix_spawnp(3), whose child shares our
+ * Children started without forking this process: posix_spawnp(3), whose child shares our
  * memory until it execs (glibc clones with CLONE_VM | CLONE_VFORK), so its cost does not grow
  * with our size. Node's child_process forks: the page tables of a large process (an agent is
  * ~180 MB) are copied, and every page we write afterwards takes a copy-on-write fault; measured
