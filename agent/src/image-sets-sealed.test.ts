@@ -208,3 +208,62 @@ test('a local file cut short is refused by the push itself', async () => {
   await writeFile(path, local.subarray(0, local.length - 1000));
   await assert.rejects(push('img-g', 's5/job-1'), (e: unknown) => isDroverError(e, 'DATA_LOSS'));
 });
+
+test('small files go up many at once beside at most 4 large ones; the files keep their order', async () => {
+  // An image like a process tree's: dozens of small files and a few large pages files.
+  const imageDir = await images.create('img-many');
+  const files: ImageFile[] = [];
+  const sizes = new Map<string, number>();
+  for (let i = 0; i < 40; i++) sizes.set(`core-${String(i).padStart(2, '0')}.img`, 200 + i);
+  for (let i = 0; i < 6; i++) sizes.set(`pages-${i}.img`, 300 * 1024 + i);
+  for (const [name, size] of sizes) {
+    const from = join(dir, `many-${name}.plain`);
+    await writeFile(from, randomBytes(size));
+    files.push({
+      name,
+      ...(await sealFile(from, join(imageDir, name), key, localImageName('img-many', name))),
+    });
+    await rm(from);
+  }
+  await images.writeManifest({
+    ...({ job: {}, pids: [], sealed: true, files } as unknown as ImageManifest),
+    imageId: 'img-many',
+    jobId: 'job-1',
+    host: 'h1',
+    dir: imageDir,
+    createdAt: new Date().toISOString(),
+    leaveRunning: true,
+    sizeBytes: 0,
+    frozenMs: 0,
+    dumpMs: 0,
+  });
+  // A store whose puts take a while, counting how many small and large run at once.
+  const now = { small: 0, large: 0 };
+  const most = { small: 0, large: 0 };
+  const slow = {
+    chunkBytes: CHUNK,
+    async put(name: string, data: AsyncIterable<Uint8Array>): Promise<void> {
+      const kind = (sizes.get(name.split('/').pop()!) ?? Infinity) > 256 * 1024 ? 'large' : 'small';
+      now[kind]++;
+      most[kind] = Math.max(most[kind], now[kind]);
+      for await (const _ of data) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 20));
+      now[kind]--;
+    },
+  };
+  const pushed = await pushImage(agent, async () => slow as unknown as ObjectFiles, {
+    imageId: 'img-many',
+    prefix: 's3/job-1',
+    key: key.toString('base64'),
+  });
+  assert.deepEqual(
+    pushed.files.map((f) => f.name),
+    [...sizes.keys(), MANIFEST_FILE].sort(),
+  );
+  assert.deepEqual(
+    pushed.files.filter((f) => f.name !== MANIFEST_FILE),
+    files.sort((a, b) => a.name.localeCompare(b.name)),
+  );
+  assert.equal(most.large, 4);
+  assert.equal(most.small, 16);
+});
