@@ -54,11 +54,18 @@ const plain = new Map([
 ]);
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** A local image as a checkpoint leaves it; `recorded: false` as an older agent did (no checksums). */
-async function localImage(imageId: string, recorded = true): Promise<void> {
+/**
+ * A local image of files `of` as a checkpoint leaves it; `recorded: false` as an older agent did
+ * (no checksums). Its files' checksums.
+ */
+async function localImage(
+  imageId: string,
+  recorded = true,
+  of: ReadonlyMap<string, Buffer> = plain,
+): Promise<ImageFile[]> {
   const imageDir = await images.create(imageId);
   const files: ImageFile[] = [];
-  for (const [name, bytes] of plain) {
+  for (const [name, bytes] of of) {
     const from = join(dir, `${imageId}-${name}.plain`);
     await writeFile(from, bytes);
     const sum = await sealFile(from, join(imageDir, name), key, localImageName(imageId, name));
@@ -82,6 +89,7 @@ async function localImage(imageId: string, recorded = true): Promise<void> {
     ...(recorded ? { files } : {}),
   } as unknown as ImageManifest;
   await images.writeManifest(manifest);
+  return files;
 }
 
 const push = (imageId: string, prefix: string) =>
@@ -211,32 +219,14 @@ test('a local file cut short is refused by the push itself', async () => {
 
 test('small files go up many at once beside at most 4 large ones; the files keep their order', async () => {
   // An image like a process tree's: dozens of small files and a few large pages files.
-  const imageDir = await images.create('img-many');
-  const files: ImageFile[] = [];
   const sizes = new Map<string, number>();
   for (let i = 0; i < 40; i++) sizes.set(`core-${String(i).padStart(2, '0')}.img`, 200 + i);
   for (let i = 0; i < 6; i++) sizes.set(`pages-${i}.img`, 300 * 1024 + i);
-  for (const [name, size] of sizes) {
-    const from = join(dir, `many-${name}.plain`);
-    await writeFile(from, randomBytes(size));
-    files.push({
-      name,
-      ...(await sealFile(from, join(imageDir, name), key, localImageName('img-many', name))),
-    });
-    await rm(from);
-  }
-  await images.writeManifest({
-    ...({ job: {}, pids: [], sealed: true, files } as unknown as ImageManifest),
-    imageId: 'img-many',
-    jobId: 'job-1',
-    host: 'h1',
-    dir: imageDir,
-    createdAt: new Date().toISOString(),
-    leaveRunning: true,
-    sizeBytes: 0,
-    frozenMs: 0,
-    dumpMs: 0,
-  });
+  const files = await localImage(
+    'img-many',
+    true,
+    new Map([...sizes].map(([name, size]) => [name, randomBytes(size)])),
+  );
   // A store whose puts take a while, counting how many small and large run at once.
   const now = { small: 0, large: 0 };
   const most = { small: 0, large: 0 };
