@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { CryptoPool } from './crypto-pool.js';
+import { CryptoPool, INLINE_BYTES } from './crypto-pool.js';
 
 const aad = (s: string): Buffer => Buffer.from(s);
 
@@ -55,4 +55,34 @@ test('many chunks at once come back each to its caller', async () => {
     }),
   );
   opened.forEach((o, i) => assert.ok(o && Buffer.from(o.plain).equals(chunks[i]!), `chunk ${i}`));
+});
+
+test('chunks at and around the inline size seal and open alike on either side of it', async () => {
+  const pool = new CryptoPool(1);
+  const key = randomBytes(32);
+  for (const size of [0, 1, INLINE_BYTES, INLINE_BYTES + 1]) {
+    const plain = randomBytes(size);
+    const b = Buffer.from(await pool.seal(key, aad(`s/${size}`), plain));
+    const len = b.readUInt32BE(0);
+    assert.equal(b.length, 4 + 12 + len + 16);
+    // A plain decipher opens it, whichever side sealed it.
+    const d = createDecipheriv('aes-256-gcm', key, b.subarray(4, 16));
+    d.setAAD(aad(`s/${size}`));
+    d.setAuthTag(b.subarray(16 + len));
+    assert.ok(Buffer.concat([d.update(b.subarray(16, 16 + len)), d.final()]).equals(plain));
+    const body = b.subarray(16, 16 + len);
+    const tag = b.subarray(16 + len);
+    const asLast = await pool.open(
+      key,
+      aad('other'),
+      aad(`s/${size}`),
+      b.subarray(4, 16),
+      body,
+      tag,
+    );
+    assert.ok(asLast && asLast.last && Buffer.from(asLast.plain).equals(plain), `size ${size}`);
+    assert.equal(await pool.open(key, aad('a'), aad('b'), b.subarray(4, 16), body, tag), null);
+    // The caller's record is left whole.
+    assert.equal(b.length, 4 + 12 + len + 16);
+  }
 });

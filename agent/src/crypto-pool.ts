@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { DroverError, ErrorCode } from '@drover/common';
-import type { CryptoReply, CryptoRequest } from './crypto-worker.js';
+import { answer, type CryptoReply, type CryptoRequest } from './crypto-worker.js';
 
 type Pending = { resolve: (r: CryptoReply) => void; reject: (e: Error) => void };
 
@@ -16,7 +16,10 @@ interface Slot {
   pending: Map<number, Pending>;
 }
 
-/** Chunk crypto on `size` worker threads. */
+/** Chunks this size or smaller are sealed and opened on the calling thread. */
+export const INLINE_BYTES = 64 * 1024;
+
+/** Chunk crypto on `size` worker threads (small chunks: on the calling thread). */
 export class CryptoPool {
   private readonly slots: (Slot | null)[];
   private nextId = 1;
@@ -27,9 +30,16 @@ export class CryptoPool {
 
   /** Seal one chunk: the whole record (length, nonce, ciphertext, tag). */
   async seal(key: Uint8Array, aad: Uint8Array, plain: Uint8Array): Promise<Uint8Array> {
-    // A copy moves to the worker: the caller's bytes may share a buffer with others.
-    const copy = new Uint8Array(plain);
-    const r = await this.run({ id: 0, op: 'seal', key, aad, plain: copy }, [copy]);
+    // A small chunk (most files of an image are a few KiB) costs less here than its trip to a
+    // thread and back (two thread wake-ups and the copies); a larger one is copied to a worker:
+    // the caller's bytes may share a buffer with others.
+    let r: CryptoReply;
+    if (plain.length <= INLINE_BYTES) {
+      r = answer({ id: 0, op: 'seal', key, aad, plain });
+    } else {
+      const copy = new Uint8Array(plain);
+      r = await this.run({ id: 0, op: 'seal', key, aad, plain: copy }, [copy]);
+    }
     if (!('record' in r)) throw new DroverError(ErrorCode.Internal, 'sealing a chunk failed');
     return r.record;
   }
@@ -46,8 +56,13 @@ export class CryptoPool {
     body: Uint8Array,
     tag: Uint8Array,
   ): Promise<{ plain: Uint8Array; last: boolean } | null> {
-    const b = new Uint8Array(body);
-    const r = await this.run({ id: 0, op: 'open', key, aad, aadLast, nonce, body: b, tag }, [b]);
+    let r: CryptoReply;
+    if (body.length <= INLINE_BYTES) {
+      r = answer({ id: 0, op: 'open', key, aad, aadLast, nonce, body, tag });
+    } else {
+      const b = new Uint8Array(body);
+      r = await this.run({ id: 0, op: 'open', key, aad, aadLast, nonce, body: b, tag }, [b]);
+    }
     return 'plain' in r ? { plain: r.plain, last: r.last } : null;
   }
 

@@ -54,11 +54,18 @@ const plain = new Map([
 ]);
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** A local image as a checkpoint leaves it; `recorded: false` as an older agent did (no checksums). */
-async function localImage(imageId: string, recorded = true): Promise<void> {
+/**
+ * A local image of files `of` as a checkpoint leaves it; `recorded: false` as an older agent did
+ * (no checksums). Its files' checksums.
+ */
+async function localImage(
+  imageId: string,
+  recorded = true,
+  of: ReadonlyMap<string, Buffer> = plain,
+): Promise<ImageFile[]> {
   const imageDir = await images.create(imageId);
   const files: ImageFile[] = [];
-  for (const [name, bytes] of plain) {
+  for (const [name, bytes] of of) {
     const from = join(dir, `${imageId}-${name}.plain`);
     await writeFile(from, bytes);
     const sum = await sealFile(from, join(imageDir, name), key, localImageName(imageId, name));
@@ -82,6 +89,7 @@ async function localImage(imageId: string, recorded = true): Promise<void> {
     ...(recorded ? { files } : {}),
   } as unknown as ImageManifest;
   await images.writeManifest(manifest);
+  return files;
 }
 
 const push = (imageId: string, prefix: string) =>
@@ -207,4 +215,45 @@ test('a local file cut short is refused by the push itself', async () => {
   const local = await readFile(path);
   await writeFile(path, local.subarray(0, local.length - 1000));
   await assert.rejects(push('img-g', 's5/job-1'), (e: unknown) => isDroverError(e, 'DATA_LOSS'));
+});
+
+test('small files go up many at once beside at most 4 large ones; the files keep their order', async () => {
+  // An image like a process tree's: dozens of small files and a few large pages files.
+  const sizes = new Map<string, number>();
+  for (let i = 0; i < 40; i++) sizes.set(`core-${String(i).padStart(2, '0')}.img`, 200 + i);
+  for (let i = 0; i < 6; i++) sizes.set(`pages-${i}.img`, 300 * 1024 + i);
+  const files = await localImage(
+    'img-many',
+    true,
+    new Map([...sizes].map(([name, size]) => [name, randomBytes(size)])),
+  );
+  // A store whose puts take a while, counting how many small and large run at once.
+  const now = { small: 0, large: 0 };
+  const most = { small: 0, large: 0 };
+  const slow = {
+    chunkBytes: CHUNK,
+    async put(name: string, data: AsyncIterable<Uint8Array>): Promise<void> {
+      const kind = (sizes.get(name.split('/').pop()!) ?? Infinity) > 256 * 1024 ? 'large' : 'small';
+      now[kind]++;
+      most[kind] = Math.max(most[kind], now[kind]);
+      for await (const _ of data) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 20));
+      now[kind]--;
+    },
+  };
+  const pushed = await pushImage(agent, async () => slow as unknown as ObjectFiles, {
+    imageId: 'img-many',
+    prefix: 's3/job-1',
+    key: key.toString('base64'),
+  });
+  assert.deepEqual(
+    pushed.files.map((f) => f.name),
+    [...sizes.keys(), MANIFEST_FILE].sort(),
+  );
+  assert.deepEqual(
+    pushed.files.filter((f) => f.name !== MANIFEST_FILE),
+    files.sort((a, b) => a.name.localeCompare(b.name)),
+  );
+  assert.equal(most.large, 4);
+  assert.equal(most.small, 16);
 });

@@ -15,7 +15,7 @@ import {
   backoff,
   DroverError,
   ErrorCode,
-  mapLimit,
+  runGroups,
   retry,
   sleep,
   toDroverError,
@@ -41,6 +41,17 @@ import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js
  * holds at most about 4 × 9 MiB, and only while several large files go up together.
  */
 const FILE_UPLOADS = 4;
+
+/**
+ * Small files of one image uploaded at once, besides FILE_UPLOADS' large ones. An image of a
+ * process tree is dozens of files of a few KiB (`core-*`, `mm-*`, `fdinfo-*`...), each one chunk
+ * and a record: their upload is round trips, not bytes, and few at a time it was most of a push
+ * (docs/CHECKPOINT.md, "The store"). Each holds one chunk.
+ */
+const SMALL_FILE_UPLOADS = 16;
+
+/** A file this size or smaller (its plaintext) is small: one chunk of the store, sealed. */
+const SMALL_FILE_BYTES = 256 * 1024;
 
 /**
  * How long one file's upload is made again while it fails for a transient reason (a NATS server
@@ -120,7 +131,12 @@ async function putImageFile(
       key,
       localImageName(manifest.imageId, name),
       object,
-      { pieceBytes: pieceBytes(bytesPerSec, store.chunkBytes), plainBytes: recorded.size },
+      {
+        // A small file in one read of about its size (header and record's framing included):
+        // a read buffer of a whole chunk for each of dozens of small files is memory churn.
+        pieceBytes: pieceBytes(bytesPerSec, Math.min(store.chunkBytes, recorded.size + 4096)),
+        plainBytes: recorded.size,
+      },
     );
     await store.put(object, hashedChunks(sealed, null, bytesPerSec, count));
     return { size: recorded.size, sha256: recorded.sha256 };
@@ -153,11 +169,15 @@ export function pushImage(
   const p = (async () => {
     const t0 = performance.now();
     const manifest = await agent.images.readManifest(req.imageId); // complete images only
+    const tReady = performance.now();
     const key = imageKey(req.key);
     const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
-    // Files go up a few at once (FILE_UPLOADS): an image is one large pages file and a dozen
-    // small ones of a few round trips each. Results keep the names' order.
-    const files: ImageFile[] = await mapLimit(names, FILE_UPLOADS, async (name, index) => {
+    // Files go up a few at once: an image is a few large pages files (FILE_UPLOADS at once) and
+    // dozens of small ones of two round trips each (SMALL_FILE_UPLOADS at once, alongside).
+    // A file whose size the image did not record counts as large. Results keep the names' order.
+    const recorded = new Map((manifest.files ?? []).map((f) => [f.name, f.size]));
+    const isSmall = (name: string): boolean => (recorded.get(name) ?? Infinity) <= SMALL_FILE_BYTES;
+    const upload = async (name: string, index: number): Promise<ImageFile> => {
       if (index === faults.failPushAfterFiles) {
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
@@ -182,9 +202,26 @@ export function pushImage(
         throw toDroverError(err);
       });
       return { name, ...sent };
-    });
+    };
+    const indexed = names.map((name, index) => ({ name, index }));
+    const small = indexed.filter((x) => isSmall(x.name));
+    const files = new Array<ImageFile>(names.length);
+    await runGroups(
+      [indexed.filter((x) => !isSmall(x.name)), small],
+      (group) => (group === small ? SMALL_FILE_UPLOADS : FILE_UPLOADS),
+      async (x) => {
+        files[x.index] = await upload(x.name, x.index);
+      },
+    );
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
-    agent.log.info('image stored', { imageId: req.imageId, prefix: req.prefix, sizeBytes });
+    agent.log.info('image stored', {
+      imageId: req.imageId,
+      prefix: req.prefix,
+      sizeBytes,
+      // How long the push waited for the image's seal, and took in all.
+      readyMs: Math.round(tReady - t0),
+      ms: Math.round(performance.now() - t0),
+    });
     return { files, sizeBytes, durationMs: Math.round(performance.now() - t0) };
   })();
   pushing.set(key, p);

@@ -10,6 +10,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Objm } from '@nats-io/obj';
 import { isDroverError, mapLimit } from '@drover/common';
 import { ObjectFiles } from './object-files.js';
+import { putPipelined } from './object-put.js';
 import { startTestNats, type TestNats } from './test-nats.js';
 
 let nats: TestNats;
@@ -179,3 +180,61 @@ test('a server lost mid-upload fails the put with a retryable error and no compl
     isDroverError(e, 'NOT_FOUND'),
   );
 });
+
+test(
+  "the name's current version is looked up alongside the chunks, and replaced after them",
+  {
+    timeout: 10_000,
+  },
+  async () => {
+    // Fakes of the layer below: the lookup answers only once a chunk has gone up, so an upload that
+    // waited for it first would never finish.
+    const events: string[] = [];
+    let chunkSent!: () => void;
+    const firstChunk = new Promise<void>((resolve) => (chunkSent = resolve));
+    const os = {
+      stream: 'OBJ_b',
+      _chunkSubject: (id: string) => `$O.b.C.${id}`,
+      _metaSubject: (name: string) => `$O.b.M.${name}`,
+      info: async (name: string) => {
+        events.push(`lookup ${name}`);
+        await firstChunk;
+        events.push('lookup answered');
+        return { nuid: 'OLD' };
+      },
+    };
+    const js = {
+      publish: async (subject: string) => {
+        events.push(subject.startsWith('$O.b.C.') ? 'chunk' : 'record');
+        if (subject.startsWith('$O.b.C.')) chunkSent();
+        return Promise.resolve({});
+      },
+      jetstreamManager: async () => ({
+        streams: {
+          purge: async (_stream: string, o: { filter: string }) => {
+            events.push(`purge ${o.filter}`);
+            return Promise.resolve({});
+          },
+        },
+      }),
+    };
+    const nc = { info: { max_payload: 1024 * 1024 } };
+    const put = await putPipelined(
+      nc as never,
+      js as never,
+      os as never,
+      'b',
+      'set/job/f',
+      pieces(randomBytes(3 * CHUNK), CHUNK),
+      { chunkBytes: CHUNK, inFlight: 2, timeoutMs: 1000 },
+    );
+    assert.equal(put.chunks, 3);
+    // The lookup starts first but does not hold the chunks back; the record goes after every
+    // chunk and the answer, and the version it replaced is purged last.
+    assert.deepEqual(events.slice(0, 2), ['lookup set/job/f', 'chunk']);
+    assert.equal(events.filter((e) => e === 'chunk').length, 3);
+    assert.ok(events.indexOf('record') > events.lastIndexOf('chunk'));
+    assert.ok(events.indexOf('record') > events.indexOf('lookup answered'));
+    assert.deepEqual(events.slice(-2), ['record', 'purge $O.b.C.OLD']);
+  },
+);

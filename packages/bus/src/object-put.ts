@@ -59,7 +59,12 @@ export async function putPipelined(
   const maxPayload = nc.info?.max_payload ?? 1024;
   const chunkBytes = Math.min(options.chunkBytes, maxPayload);
   const timeout = options.timeoutMs;
-  const old = await fmt.info(name);
+  // The name's current version, if any (its chunks go once the new one is live), is looked up
+  // while the chunks go up: not a round trip of its own before them (an image is dozens of
+  // small files, each one chunk). It is settled before the record is written, so it is the version
+  // that record replaces.
+  const previous = fmt.info(name);
+  previous.catch(() => undefined);
   const id = nuid.next();
   const chunkSubj = fmt._chunkSubject(id);
   const sha = createHash('sha256');
@@ -81,9 +86,19 @@ export async function putPipelined(
     while (inflight.length >= Math.max(1, options.inFlight)) await inflight.shift();
   };
   try {
-    let fill = Buffer.allocUnsafe(chunkBytes);
+    // A piece's tail shorter than a chunk is held, not copied: if the input ends there (a small
+    // file is one such piece) it is sent as it is; only a following piece makes it a chunk's start
+    // in a buffer of its own.
+    let fill: Buffer | null = null;
     let at = 0;
+    let held: Uint8Array | null = null;
     for await (const piece of data) {
+      if (held) {
+        fill = Buffer.allocUnsafe(chunkBytes);
+        fill.set(held, 0);
+        at = held.length;
+        held = null;
+      }
       let off = 0;
       while (off < piece.length) {
         if (at === 0 && piece.length - off >= chunkBytes) {
@@ -93,20 +108,27 @@ export async function putPipelined(
           off += chunkBytes;
           continue;
         }
+        if (at === 0) {
+          held = piece.subarray(off);
+          break;
+        }
+        fill ??= Buffer.allocUnsafe(chunkBytes);
         const n = Math.min(chunkBytes - at, piece.length - off);
         fill.set(piece.subarray(off, off + n), at);
         at += n;
         off += n;
         if (at === chunkBytes) {
           await send(fill);
-          fill = Buffer.allocUnsafe(chunkBytes);
+          fill = null;
           at = 0;
         }
       }
       if ('err' in failed) throw failed.err;
     }
-    if (at > 0) await send(fill.subarray(0, at));
+    if (held) await send(held);
+    else if (at > 0 && fill) await send(fill.subarray(0, at));
     await Promise.all(inflight.splice(0));
+    const old = await previous;
     // The record, as nats.js writes it (same keys, same order, a rollup of the name's subject).
     const info = {
       bucket,
