@@ -1,6 +1,6 @@
 /** The CRIU engine: VERSION, CHECK, FEATURE_CHECK, DUMP, PRE_DUMP, RESTORE and PAGE_SERVER over RPC. */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { childrenOf, procEntry, type ProcEntry } from '@drover/native';
 import { CriuError, isRealErrorLine } from './errors.js';
@@ -15,6 +15,7 @@ import {
 } from './options.js';
 import { ReqType, reqTypeName, type RpcRequest, type RpcResponse } from './rpc-schema.js';
 import { SwrkSession, type CriuHooks } from './swrk.js';
+import { WarmSwrk, type WarmSwrkOptions } from './warm-swrk.js';
 
 /** CRIU's version as VERSION reports it. */
 export interface CriuVersion {
@@ -75,6 +76,13 @@ export interface CallOptions {
   onSession?: (session: SwrkSession) => void;
   /** The environment of CRIU's process (default: the agent's own). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * A session started ahead ({@link Criu.warm}) to run the operation in; it is the operation's
+   * from then on (closed at its end, whatever happens). Its CRIU finds the images directory by
+   * path. Not with `extraFds` or `env`, which a process gets when it starts: then it is closed
+   * and a fresh one started.
+   */
+  session?: SwrkSession | null;
 }
 
 const LOG_TAIL_LINES = 25;
@@ -90,6 +98,17 @@ export class Criu {
   /** The criu binary this engine runs. */
   get path(): string {
     return this.options.criuPath;
+  }
+
+  /**
+   * A stock of `criu swrk` processes of this engine, started ahead of the operations that will
+   * take them (`CallOptions.session`); the caller drains it when they are done (warm-swrk.ts).
+   */
+  warm(options: WarmSwrkOptions = {}): WarmSwrk<SwrkSession> {
+    return new WarmSwrk(() => SwrkSession.start({ ...this.base() }), {
+      logger: this.log,
+      ...options,
+    });
   }
 
   /** CRIU's version. */
@@ -128,7 +147,13 @@ export class Criu {
 
   /** Checkpoint the tree rooted at `opts.pid` into `opts.imagesDir`. */
   async dump(opts: DumpOptions, call: CallOptions = {}): Promise<DumpResult> {
-    const rpc = compileDumpOptions(opts);
+    let rpc;
+    try {
+      rpc = compileDumpOptions(opts);
+    } catch (err) {
+      await call.session?.kill();
+      throw err;
+    }
     return this.imagesOp({ type: ReqType.DUMP, opts: rpc }, opts.imagesDir, call);
   }
 
@@ -212,14 +237,25 @@ export class Criu {
   private async run(req: RpcRequest, imagesDir: string, call: CallOptions): Promise<RpcResponse> {
     const name = reqTypeName(req.type);
     const logPath = join(imagesDir, req.opts?.log_file ?? 'criu.log');
-    const session = SwrkSession.start({
-      ...this.base(),
-      imagesDir,
-      ...(call.extraFds ? { extraFds: call.extraFds } : {}),
-      ...(call.env ? { env: call.env } : {}),
-    });
+    const warm = call.session?.alive && !call.extraFds && !call.env ? call.session : null;
+    if (call.session && !warm) await call.session.kill();
+    // A warm CRIU started without the directory as its fd 4: it opens it by path.
+    if (warm && req.opts) req = { ...req, opts: { ...req.opts, images_dir: resolve(imagesDir) } };
+    const session =
+      warm ??
+      SwrkSession.start({
+        ...this.base(),
+        imagesDir,
+        ...(call.extraFds ? { extraFds: call.extraFds } : {}),
+        ...(call.env ? { env: call.env } : {}),
+      });
     call.onSession?.(session);
-    this.log.info('criu request', { request: name, imagesDir, pid: req.opts?.pid });
+    this.log.info('criu request', {
+      request: name,
+      imagesDir,
+      pid: req.opts?.pid,
+      warm: warm !== null,
+    });
     let resp: RpcResponse;
     try {
       resp = await session.call(req, call.hooks);

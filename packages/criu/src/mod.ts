@@ -25,6 +25,8 @@ export { findCriu, compareVersions, parseCriuVersion, MIN_CRIU_VERSION } from '.
 export type { CriuBinary } from './provision.js';
 export { SwrkSession, NotifyScript } from './swrk.js';
 export type { CriuHooks, SwrkOptions } from './swrk.js';
+export { WarmSwrk } from './warm-swrk.js';
+export type { WarmProcess, WarmSwrkOptions } from './warm-swrk.js';
 export { CgroupMode, NetworkLock } from './rpc-schema.js';
 export { startLazyPages } from './lazy-pages.js';
 export type { LazyPagesDaemon, LazyPagesOptions } from './lazy-pages.js';

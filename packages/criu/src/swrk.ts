@@ -125,6 +125,11 @@ export class SwrkSession {
     return this.child.pid;
   }
 
+  /** Whether it can still take a request: running, its socket open. */
+  get alive(): boolean {
+    return this.fdOpen && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   /**
    * Send one request and wait for its response, answering NOTIFY callbacks with `hooks` on the
    * way. A hook that throws makes CRIU abort; that hook's error is the one thrown.
