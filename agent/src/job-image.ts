@@ -25,6 +25,7 @@ import {
   type ExternalMount,
 } from './job-mounts.js';
 import { JobFiles, type JobRecord } from './job-store.js';
+import { archiveDir } from './job-dir-tar.js';
 import { SELF_CHECKPOINT_SOCKET } from './self-checkpoint.js';
 
 /** Files Drover writes beside CRIU's in an images directory (CRIU ignores them). */
@@ -46,6 +47,11 @@ const AGENT_FILES = [
   CHECKPOINT_MARKER,
   '.sock-*',
 ];
+
+/** Whether a top-level name of a job directory is one of {@link AGENT_FILES}. */
+function isAgentFile(name: string): boolean {
+  return AGENT_FILES.some((f) => (f.endsWith('*') ? name.startsWith(f.slice(0, -1)) : name === f));
+}
 
 /** What the restoring host needs besides CRIU's images. */
 interface RestoreInfo {
@@ -124,17 +130,26 @@ export async function checkpointJobFiles(
   imagesDir: string,
 ): Promise<number> {
   const archive = join(imagesDir, JobImageFiles.jobDir);
-  await tar(job, 'archive', [
-    '--create',
-    '--file',
-    archive,
-    '--directory',
-    job.jobDir,
-    '--numeric-owner',
-    '--sparse',
-    ...AGENT_FILES.map((f) => `--exclude=./${f}`),
-    '.',
-  ]);
+  // In-process (job-dir-tar.ts); `tar` itself for what only it archives (a FIFO, a device).
+  const done = await archiveDir(job.jobDir, archive, isAgentFile).catch((err: unknown) => {
+    throw new DroverError(ErrorCode.Internal, `cannot archive job ${job.id}'s directory: ${err}`, {
+      cause: err,
+      details: { jobId: job.id, jobDir: job.jobDir },
+    });
+  });
+  if (!done) {
+    await tar(job, 'archive', [
+      '--create',
+      '--file',
+      archive,
+      '--directory',
+      job.jobDir,
+      '--numeric-owner',
+      '--sparse',
+      ...AGENT_FILES.map((f) => `--exclude=./${f}`),
+      '.',
+    ]);
+  }
   const info: RestoreInfo = {
     version: 2,
     mounts: plan.mounts.map((m) => ({ key: m.key, mountpoint: m.mountpoint })),
