@@ -12,6 +12,8 @@ import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/
 import {
   Criu,
   findCriu,
+  type SwrkSession,
+  type WarmSwrk,
   probeAbilities,
   type CriuAbilities,
   type CriuFeatures,
@@ -59,6 +61,8 @@ export class Agent {
   /** Log sizes over time, for `logs --since` (the daemon samples it each second). */
   readonly logIndex: LogIndex;
   criu!: Criu;
+  /** `criu swrk` processes started before a cluster's cut for its dumps (checkpoint.ts). */
+  warmDumps: WarmSwrk<SwrkSession> | null = null;
   criuVersion = 'unknown';
   features: CriuFeatures = { lazyPages: false, memTrack: false, pidfdStore: false };
   /** What `criu check` says this host can do; null until probed (a few seconds after start). */
@@ -89,6 +93,7 @@ export class Agent {
       ? { path: this.config.criuPath, version: 'configured' }
       : await findCriu({ pathEnv: process.env.PATH ?? '' });
     this.criu = new Criu({ criuPath: bin.path, logger: this.log });
+    this.warmDumps = this.criu.warm();
     this.criuVersion = (await this.criu.version()).text;
     this.features = await this.criu.features();
     // In the background: ~40 `criu check --feature` runs; heartbeats carry them once known.
@@ -109,6 +114,7 @@ export class Agent {
 
   /** Stop watching (jobs keep running: an agent restart never stops a job). */
   async stop(): Promise<void> {
+    await this.warmDumps?.drain();
     await this.supervisor.close();
   }
 
@@ -232,7 +238,22 @@ export class Agent {
     const ids = [...new Set(req.jobIds)];
     const at =
       req.atMs === undefined ? undefined : { atMs: req.atMs, lateMs: req.lateMs ?? CUT_LATE_MS };
-    return this.withJobs(ids, () => freezeJobs(this, ids, at));
+    return this.withJobs(ids, () => freezeJobs(this, ids, at)).catch(async (err: unknown) => {
+      await this.warmDumps?.drain();
+      throw err;
+    });
+  }
+
+  /**
+   * Before a cluster's cut: the CRIU processes of its dumps here started now (each a fork of the
+   * agent, an exec and CRIU's start-up, 30-100 ms on a busy host), so that a dump in the cut is one
+   * request to a process already running. Not in `freeze-many`: the spawns would hold the event
+   * loop past the cut's instant. Those left over go at the thaw, on a failed cut, or after a
+   * minute unused (warm-swrk.ts).
+   */
+  criuWarm(req: AgentRequest<'criu-warm'>): Promise<AgentReplies['criu-warm']> {
+    const started = this.warmDumps?.fill(req.count) ?? 0;
+    return Promise.resolve({ started, waiting: this.warmDumps?.size ?? 0 });
   }
 
   thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
@@ -242,7 +263,9 @@ export class Agent {
   /** The end of a cluster checkpoint's cut on this host: its jobs thawed together (job-freeze.ts). */
   thawMany(req: AgentRequest<'thaw-many'>): Promise<AgentReplies['thaw-many']> {
     const ids = [...new Set(req.jobIds)];
-    return this.withJobs(ids, () => thawJobs(this, ids));
+    return this.withJobs(ids, () => thawJobs(this, ids)).finally(
+      () => void this.warmDumps?.drain(),
+    );
   }
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {

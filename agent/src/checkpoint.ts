@@ -16,7 +16,7 @@ import {
   type ImageInfo,
   type JobInfo,
 } from '@drover/protocol';
-import type { Criu } from '@drover/criu';
+import type { Criu, SwrkSession } from '@drover/criu';
 import type { Logger } from '@drover/common';
 import type { AgentConfig } from './config.js';
 import type { NameEntry } from './job-hosts.js';
@@ -48,6 +48,8 @@ export interface CheckpointHost {
   readonly store: JobStore;
   readonly images: ImageStore;
   readonly criu: Criu;
+  /** CRIU processes started ahead (a cluster's cut): a dump takes one when there is one. */
+  readonly warmDumps?: { take(): SwrkSession | null } | null;
   readonly supervisor: Pick<Supervisor, 'watch' | 'release'>;
   cgroupOf(r: JobRecord): Promise<JobCgroup>;
   /** Publish a job's state as an event. */
@@ -138,6 +140,7 @@ export async function checkpointJob(
         ...dumpOptionsOf(plan),
       },
       {
+        session: agent.warmDumps?.take() ?? null,
         hooks: {
           'post-dump': async () => {
             const t = performance.now();

@@ -140,6 +140,7 @@ export async function startAgentDaemon(
     'tty-write': (r) => agent.ttyWrite(r),
     freeze: (r) => agent.freeze(r),
     'freeze-many': (r) => agent.freezeMany(r),
+    'criu-warm': (r) => agent.criuWarm(r),
     // Answered at once, from this thread: the controller reads this host's clock offset from it.
     clock: async () => ({ nowMs: performance.timeOrigin + performance.now() }),
     thaw: (r) => agent.thaw(r),

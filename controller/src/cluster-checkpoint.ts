@@ -150,7 +150,10 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
     const fresh = cur.phase === 'freezing';
     // Read before the cut: nothing that can wait is done while the jobs are frozen.
     const key = fresh || cur.phase === 'dumping' ? await setKey(ctx, cur.imageSet) : '';
-    if (cur.phase === 'freezing') cur = await freezeAll(ctx, op, cur);
+    if (cur.phase === 'freezing') {
+      await warmCriu(ctx, cur);
+      cur = await freezeAll(ctx, op, cur);
+    }
     if (cur.phase === 'dumping') cur = await dumpAll(ctx, op, cur, key, fresh);
     if (cur.phase === 'thawing') cur = await thawAll(ctx, op, cur);
     if (cur.phase === 'storing') cur = await storeAll(ctx, op, cur);
@@ -164,6 +167,21 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
 /** Whether the jobs keep running after the cut (`--leave-running`). */
 function leavesRunning(o: CheckpointRecord): boolean {
   return o.request['leaveRunning'] === true;
+}
+
+/**
+ * Before the cut: each host starts the CRIU processes of its dumps (`criu-warm`), all hosts at
+ * once, so that no dump in the cut waits for one to start. Only a help: a host that cannot (an
+ * agent from before it, in a rolling upgrade) starts each CRIU in its dump, as before.
+ */
+async function warmCriu(ctx: ClusterContext, cur: CheckpointRecord): Promise<void> {
+  await Promise.all(
+    [...byHost(cur.members)].map(([host, members]) =>
+      ctx
+        .agent(host, 'criu-warm', { count: members.length })
+        .catch((err: unknown) => ctx.log.debug('cannot warm CRIU', { host, err })),
+    ),
+  );
 }
 
 /**

@@ -97,6 +97,8 @@ export class FakeCluster {
           throw new DroverError(ErrorCode.FailedPrecondition, `job ${jobId} is not running`);
         job.state = 'running';
         return job;
+      case 'criu-warm':
+        return { started: req['count'] as number, waiting: req['count'] as number };
       case 'thaw-many': {
         const ids = req['jobIds'] as string[];
         this.calls[this.calls.length - 1] += ids.join(',');

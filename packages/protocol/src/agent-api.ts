@@ -362,6 +362,12 @@ export const AgentOps = {
    * schedules a cut (an agent that does not know `clock` gets an unscheduled one).
    */
   clock: obj({}),
+  /**
+   * Before a cluster checkpoint's cut: start `count` CRIU processes for its dumps on this host, so
+   * that each dump in the cut is one request to a process already running. Those left unused go
+   * at `thaw-many`, on a failed `freeze-many`, or after a minute.
+   */
+  'criu-warm': obj({ count: int({ min: 0, max: 64 }) }),
   thaw: obj({ jobId: id() }),
   /**
    * The end of a cluster checkpoint's cut on one host: every job of `jobIds` thawed together
@@ -467,6 +473,8 @@ export interface AgentReplies extends MigrationReplies {
   };
   /** Epoch ms, sub-millisecond (`performance.timeOrigin + performance.now()`), when it answered. */
   clock: { nowMs: number };
+  /** How many were started now, and how many wait in all. */
+  'criu-warm': { started: number; waiting: number };
   thaw: JobInfo;
   /** Each job as thawed, in the order asked. */
   'thaw-many': { jobs: JobInfo[] };

@@ -258,6 +258,7 @@ export class SimulatedAgent {
       freeze: notSimulated('freeze'),
       'freeze-many': notSimulated('freeze-many'),
       clock: notSimulated('clock'),
+      'criu-warm': notSimulated('criu-warm'),
       thaw: notSimulated('thaw'),
       'thaw-many': notSimulated('thaw-many'),
       checkpoint: notSimulated('checkpoint'),
