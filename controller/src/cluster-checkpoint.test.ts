@@ -284,3 +284,26 @@ for (const [phase, op, host] of [
     assert.equal(fc.objects.size, 3);
   });
 }
+
+test("each host starts its dumps' CRIU before the cut; a host that cannot is no failure", async () => {
+  const fc = new FakeCluster([
+    ['a', 'h1'],
+    ['b', 'h1'],
+    ['c', 'h2'],
+  ]);
+  const refused: string[] = [];
+  const op = await checkpointCluster(
+    fc.context((host, op) => {
+      if (host !== 'h2' || op !== 'criu-warm') return undefined;
+      refused.push(host);
+      return 'unknown-op';
+    }),
+    { all: true, name: 's1', leaveRunning: true },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  assert.deepEqual(refused, ['h2'], 'asked once');
+  const warm = fc.calls.findIndex((c) => c.startsWith('h1 criu-warm'));
+  const firstFreeze = fc.calls.findIndex((c) => c.includes(' freeze-many '));
+  assert.ok(warm >= 0 && warm < firstFreeze, `not warmed before the freeze: ${fc.calls}`);
+  assert.ok(fc.jobs.every((j) => j.state === 'running'));
+});

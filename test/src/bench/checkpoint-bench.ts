@@ -52,7 +52,13 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
   try {
     const urls = [...tb.nats!.urls];
     cluster = await AgentCluster.start(tb, { logLevel: 'info', heartbeatMs: 2000 });
-    ctl = await ControllerProcess.start(tb, { id: 'ctl-bench-ckpt', logLevel: 'info' });
+    // DROVER_BENCH_DUMPS_PER_HOST=N runs the controller with `--dumps-per-host N` (to compare).
+    const perHost = process.env['DROVER_BENCH_DUMPS_PER_HOST'];
+    ctl = await ControllerProcess.start(tb, {
+      id: 'ctl-bench-ckpt',
+      logLevel: 'info',
+      ...(perHost ? { extraArgs: ['--dumps-per-host', perHost] } : {}),
+    });
     bus = await Bus.connect({ servers: urls, name: 'bench-ckpt', requestTimeoutMs: 600_000 });
     const client = new ControllerClient(bus);
     for (let i = 0; (await client.call('hosts', {})).hosts.length < o.hosts; i++) {
