@@ -181,16 +181,11 @@ function paxRecord(key: string, value: string): string {
   return `${len}${body}`;
 }
 
-interface HeaderFields {
+/** What a header block says: an entry's fields, its name split for ustar's fields. */
+type HeaderFields = Omit<Entry, 'name' | 'path' | 'type'> & {
   name: { name: string; prefix: string };
   type: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  size: number;
-  linkname: string;
-}
+};
 
 /** One ustar header block (numeric owner: no user or group names). */
 function header(h: HeaderFields): Buffer {
