@@ -265,9 +265,9 @@ async function freezeAll(
 /**
  * dumping: each frozen job into its image, on each host as many at once as it has CPUs
  * (`--dumps-per-host` sets another number), every host at once. More at once is slower on a busy
- * host: the agent's own work for each dump (starting CRIU, answering its notifications, archiving
- * the job's directory) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
- * goes"). The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
+ * host: the agent's own work for each dump (answering CRIU's notifications, archiving the job's
+ * directory, its records) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
+ * goes"); each dump's CRIU was started before the cut (`warmCriu`). The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
  */
 async function dumpAll(
   ctx: ClusterContext,
