@@ -8,7 +8,14 @@
  * restart), `migration/` (moves).
  */
 import { JobCgroup } from '@drover/cgroup';
-import { DroverError, ErrorCode, newId, nullLogger, type Logger } from '@drover/common';
+import {
+  DroverError,
+  ErrorCode,
+  newId,
+  nullLogger,
+  toDroverError,
+  type Logger,
+} from '@drover/common';
 import {
   Criu,
   findCriu,
@@ -238,8 +245,9 @@ export class Agent {
     const ids = [...new Set(req.jobIds)];
     const at =
       req.atMs === undefined ? undefined : { atMs: req.atMs, lateMs: req.lateMs ?? CUT_LATE_MS };
+    // A cut that failed ends its warm CRIUs; a missed one is planned again and will want them.
     return this.withJobs(ids, () => freezeJobs(this, ids, at)).catch(async (err: unknown) => {
-      await this.warmDumps?.drain();
+      if (toDroverError(err).code !== ErrorCode.CutMissed) await this.warmDumps?.drain();
       throw err;
     });
   }
