@@ -127,7 +127,7 @@ export class SwrkSession {
 
   /** Whether it can still take a request: running, its socket open. */
   get alive(): boolean {
-    return this.fdOpen && this.child.exitCode === null && this.child.signalCode === null;
+    return this.fdOpen && this.child.exitStatus === null;
   }
 
   /**
