@@ -83,3 +83,15 @@ test('archiveDir: a FIFO is left to tar (false, nothing written)', async (t) => 
   assert.equal(await archiveDir(src, archive), false);
   assert.equal(existsSync(archive), false);
 });
+
+test('archiveDir: a file with holes is left to tar, which keeps them (false, nothing written)', async (t) => {
+  const root = scratch(t);
+  const src = join(root, 'src');
+  mkdirSync(src);
+  writeFileSync(join(src, 'a'), 'a');
+  // 1 GiB apparent, a few KiB on disk.
+  execFileSync('truncate', ['-s', '1G', join(src, 'sparse')]);
+  const archive = join(root, 'a.tar');
+  assert.equal(await archiveDir(src, archive), false);
+  assert.equal(existsSync(archive), false);
+});

@@ -4,8 +4,9 @@
  * directory while the job is frozen, and a `tar` child cost the agent a fork of itself (30-100 ms
  * of a ~200 MB process on a busy host) for directories of a few files. Directories, regular files,
  * symlinks (never followed) and hard links (a second name of a file is a link to the first, as
- * GNU tar makes it) are archived; anything else (a FIFO, a device, a socket) makes
- * {@link archiveDir} answer false so that the caller falls back to `tar` itself.
+ * GNU tar makes it) are archived; anything else (a FIFO, a device, a socket) and a
+ * file with holes make {@link archiveDir} answer false so that the caller falls back to `tar`
+ * itself (which keeps the holes: `--sparse`).
  */
 import { constants } from 'node:fs';
 import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
@@ -104,6 +105,8 @@ async function listEntries(
       links.set(key, name);
     }
     if (st.size > BigInt(MAX_SIZE)) return false;
+    // A file with holes: `tar --sparse` keeps them; written out here it could fill the tmpfs.
+    if (st.blocks * 512n < st.size) return false;
     out.push({ ...base, type: '0', size: Number(st.size) });
     return true;
   };
