@@ -127,6 +127,33 @@ export interface Libc {
   /** `param` is a struct sched_param: one int, the priority. */
   sched_setscheduler(pid: number, policy: number, param: Int32Array): number;
   strerror(errnum: number): string;
+  /** posix_spawn(3) and its helpers: each returns 0 or an error number (not -1 and errno). */
+  posix_spawnp(
+    pid: Int32Array,
+    file: string,
+    actions: Uint8Array,
+    attr: Uint8Array,
+    argv: (string | null)[],
+    envp: (string | null)[],
+  ): number;
+  posix_spawn_file_actions_init(actions: Uint8Array): number;
+  posix_spawn_file_actions_destroy(actions: Uint8Array): number;
+  posix_spawn_file_actions_adddup2(actions: Uint8Array, fd: number, newfd: number): number;
+  posix_spawn_file_actions_addopen(
+    actions: Uint8Array,
+    fd: number,
+    path: string,
+    flags: number,
+    mode: number,
+  ): number;
+  posix_spawnattr_init(attr: Uint8Array): number;
+  posix_spawnattr_destroy(attr: Uint8Array): number;
+  posix_spawnattr_setflags(attr: Uint8Array, flags: number): number;
+  posix_spawnattr_setsigmask(attr: Uint8Array, set: Uint8Array): number;
+  posix_spawnattr_setsigdefault(attr: Uint8Array, set: Uint8Array): number;
+  sigemptyset(set: Uint8Array): number;
+  sigfillset(set: Uint8Array): number;
+  pipe2(fds: Int32Array, flags: number): number;
 }
 
 let loaded: Libc | null = null;
@@ -165,6 +192,36 @@ export function libc(): Libc {
     setns: f('setns', 'int', ['int', 'int']),
     sched_setscheduler: f('sched_setscheduler', 'int', ['int', 'int', 'int *']),
     strerror: f('strerror', 'const char *', ['int']),
+    posix_spawnp: f('posix_spawnp', 'int', [
+      'int *',
+      'const char *',
+      'void *',
+      'void *',
+      'const char **',
+      'const char **',
+    ]),
+    posix_spawn_file_actions_init: f('posix_spawn_file_actions_init', 'int', ['void *']),
+    posix_spawn_file_actions_destroy: f('posix_spawn_file_actions_destroy', 'int', ['void *']),
+    posix_spawn_file_actions_adddup2: f('posix_spawn_file_actions_adddup2', 'int', [
+      'void *',
+      'int',
+      'int',
+    ]),
+    posix_spawn_file_actions_addopen: f('posix_spawn_file_actions_addopen', 'int', [
+      'void *',
+      'int',
+      'const char *',
+      'int',
+      'unsigned int',
+    ]),
+    posix_spawnattr_init: f('posix_spawnattr_init', 'int', ['void *']),
+    posix_spawnattr_destroy: f('posix_spawnattr_destroy', 'int', ['void *']),
+    posix_spawnattr_setflags: f('posix_spawnattr_setflags', 'int', ['void *', 'short']),
+    posix_spawnattr_setsigmask: f('posix_spawnattr_setsigmask', 'int', ['void *', 'void *']),
+    posix_spawnattr_setsigdefault: f('posix_spawnattr_setsigdefault', 'int', ['void *', 'void *']),
+    sigemptyset: f('sigemptyset', 'int', ['void *']),
+    sigfillset: f('sigfillset', 'int', ['void *']),
+    pipe2: f('pipe2', 'int', ['int *', 'int']),
   };
   return loaded;
 }

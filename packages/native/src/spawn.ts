@@ -7,7 +7,6 @@
  * under 1 ms through posix_spawnp. The exit is watched through a pidfd (process.ts), the output
  * read through pipes on Node's event loop.
  */
-import koffi from 'koffi';
 import { Socket } from 'node:net';
 import { DroverError, ErrorCode } from '@drover/common';
 import { closeFd } from './fd.js';
@@ -49,74 +48,10 @@ const POSIX_SPAWN_SETSIGMASK = 0x08;
  */
 const OPAQUE_BYTES = 1024;
 
-interface SpawnLib {
-  posix_spawnp(
-    pid: Int32Array,
-    file: string,
-    actions: Buffer,
-    attr: Buffer,
-    argv: (string | null)[],
-    envp: (string | null)[],
-  ): number;
-  actionsInit(a: Buffer): number;
-  actionsDestroy(a: Buffer): number;
-  addDup2(a: Buffer, fd: number, newfd: number): number;
-  addOpen(a: Buffer, fd: number, path: string, flags: number, mode: number): number;
-  attrInit(a: Buffer): number;
-  attrDestroy(a: Buffer): number;
-  attrSetFlags(a: Buffer, flags: number): number;
-  attrSetSigMask(a: Buffer, set: Buffer): number;
-  attrSetSigDefault(a: Buffer, set: Buffer): number;
-  sigemptyset(set: Buffer): number;
-  sigfillset(set: Buffer): number;
-  pipe2(fds: Int32Array, flags: number): number;
-}
-
-let spawnLib: SpawnLib | null = null;
-
-function lib(): SpawnLib {
-  if (spawnLib !== null) return spawnLib;
-  const c = koffi.load('libc.so.6');
-  const f = <T>(name: string, result: string, args: string[]): T =>
-    c.func(name, result, args) as unknown as T;
-  spawnLib = {
-    posix_spawnp: f('posix_spawnp', 'int', [
-      'int *',
-      'const char *',
-      'void *',
-      'void *',
-      'const char **',
-      'const char **',
-    ]),
-    actionsInit: f('posix_spawn_file_actions_init', 'int', ['void *']),
-    actionsDestroy: f('posix_spawn_file_actions_destroy', 'int', ['void *']),
-    addDup2: f('posix_spawn_file_actions_adddup2', 'int', ['void *', 'int', 'int']),
-    addOpen: f('posix_spawn_file_actions_addopen', 'int', [
-      'void *',
-      'int',
-      'const char *',
-      'int',
-      'unsigned int',
-    ]),
-    attrInit: f('posix_spawnattr_init', 'int', ['void *']),
-    attrDestroy: f('posix_spawnattr_destroy', 'int', ['void *']),
-    attrSetFlags: f('posix_spawnattr_setflags', 'int', ['void *', 'short']),
-    attrSetSigMask: f('posix_spawnattr_setsigmask', 'int', ['void *', 'void *']),
-    attrSetSigDefault: f('posix_spawnattr_setsigdefault', 'int', ['void *', 'void *']),
-    sigemptyset: f('sigemptyset', 'int', ['void *']),
-    sigfillset: f('sigfillset', 'int', ['void *']),
-    pipe2: f('pipe2', 'int', ['int *', 'int']),
-  };
-  return spawnLib;
-}
-
 /** A pipe whose both ends close on exec (the child's copy is made by dup2, which clears that). */
 function pipe(): [read: number, write: number] {
   const fds = new Int32Array(2);
-  if (lib().pipe2(fds, LINUX.O_CLOEXEC) < 0) {
-    const errno = koffi.errno();
-    throw new SyscallError('pipe2', errno, { description: libc().strerror(errno) });
-  }
+  if (libc().pipe2(fds, LINUX.O_CLOEXEC) < 0) throw fail('pipe2', 'O_CLOEXEC');
   return [fds[0]!, fds[1]!];
 }
 
@@ -137,7 +72,7 @@ function spawnWith(
   fds: readonly (number | null)[],
   env: NodeJS.ProcessEnv,
 ): number {
-  const l = lib();
+  const l = libc();
   const actions = Buffer.alloc(OPAQUE_BYTES);
   const attr = Buffer.alloc(OPAQUE_BYTES);
   const sigs = Buffer.alloc(OPAQUE_BYTES);
@@ -145,24 +80,33 @@ function spawnWith(
   const moved: number[] = [];
   const sources = fds.map((fd) => {
     if (fd === null || fd >= fds.length) return fd;
-    const high = libc().fcntl(fd, LINUX.F_DUPFD_CLOEXEC, 'int', fds.length);
+    const high = l.fcntl(fd, LINUX.F_DUPFD_CLOEXEC, 'int', fds.length);
     if (high < 0) throw fail('fcntl', `${fd}, F_DUPFD_CLOEXEC`);
     moved.push(high);
     return high;
   });
-  check('posix_spawn_file_actions_init', l.actionsInit(actions), file);
+  check('posix_spawn_file_actions_init', l.posix_spawn_file_actions_init(actions), file);
   try {
-    check('posix_spawnattr_init', l.attrInit(attr), file);
+    check('posix_spawnattr_init', l.posix_spawnattr_init(attr), file);
     try {
       sources.forEach((fd, n) => {
-        if (fd === null) check('addopen', l.addOpen(actions, n, '/dev/null', 2, 0), '/dev/null');
-        else check('adddup2', l.addDup2(actions, fd, n), `${fd} -> ${n}`);
+        if (fd === null)
+          check(
+            'addopen',
+            l.posix_spawn_file_actions_addopen(actions, n, '/dev/null', 2, 0),
+            '/dev/null',
+          );
+        else check('adddup2', l.posix_spawn_file_actions_adddup2(actions, fd, n), `${fd} -> ${n}`);
       });
       l.sigfillset(sigs);
-      check('setsigdefault', l.attrSetSigDefault(attr, sigs), file);
+      check('setsigdefault', l.posix_spawnattr_setsigdefault(attr, sigs), file);
       l.sigemptyset(sigs);
-      check('setsigmask', l.attrSetSigMask(attr, sigs), file);
-      check('setflags', l.attrSetFlags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK), file);
+      check('setsigmask', l.posix_spawnattr_setsigmask(attr, sigs), file);
+      check(
+        'setflags',
+        l.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK),
+        file,
+      );
       const envp: (string | null)[] = [];
       for (const [k, v] of Object.entries(env)) if (v !== undefined) envp.push(`${k}=${v}`);
       envp.push(null);
@@ -171,10 +115,10 @@ function spawnWith(
       check('posix_spawnp', l.posix_spawnp(pid, file, actions, attr, argv, envp), file);
       return pid[0]!;
     } finally {
-      l.attrDestroy(attr);
+      l.posix_spawnattr_destroy(attr);
     }
   } finally {
-    l.actionsDestroy(actions);
+    l.posix_spawn_file_actions_destroy(actions);
     for (const fd of moved) closeFd(fd);
   }
 }
