@@ -111,7 +111,7 @@ export async function startLazyPages(opts: LazyPagesOptions): Promise<LazyPagesD
     pid: child.pid,
     done,
     kill: () => {
-      if (child.exitStatus === null) child.kill('SIGKILL');
+      child.kill('SIGKILL');
     },
   };
 }

@@ -169,7 +169,7 @@ export class SwrkSession {
 
   /** Kill the swrk process (SIGKILL, by its PID) and close. */
   async kill(): Promise<void> {
-    if (this.child.exitStatus === null) this.child.kill('SIGKILL');
+    this.child.kill('SIGKILL');
     await this.close();
   }
 

@@ -236,10 +236,15 @@ export function spawnDirect(
     sink.on('error', () => undefined); // EPIPE: the child did not read it all
     sink.end(options.input ?? '');
   }
-  const reader = (p: [number, number] | null): Socket | null =>
-    p ? new Socket({ fd: p[0], readable: true, writable: false }) : null;
-  const pipes = new Map(piped.map(([n, fd]) => [n, reader([fd, -1])!]));
-  return new DirectChild(pid, pidfd, reader(out), reader(err), pipes);
+  const reader = (fd: number): Socket => new Socket({ fd, readable: true, writable: false });
+  const pipes = new Map(piped.map(([n, fd]) => [n, reader(fd)]));
+  return new DirectChild(
+    pid,
+    pidfd,
+    out ? reader(out[0]) : null,
+    err ? reader(err[0]) : null,
+    pipes,
+  );
 }
 
 /** Collect a pipe's bytes up to `max`; `onOverflow` once past it. Resolves at EOF. */
