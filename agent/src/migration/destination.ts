@@ -71,6 +71,8 @@ const live = new Map<
     pageServer: { host: string; port: number } | null;
     /** stop-copy: our page server, receiving the pages while the source dumps. */
     pages: PageReceiver | null;
+    /** The CRIU the restore will run in, started at prepare; null once the restore took it. */
+    restoreCriu: SwrkSession | null;
   }
 >();
 
@@ -188,6 +190,8 @@ export async function prepareMigration(
       scratch: scratch.dir,
       pageServer: req.pageServer ?? null,
       pages,
+      // Started now, its start-up is not in the job's frozen window.
+      restoreCriu: agent.criu.startSession(),
     });
     // Only the source's agent certificate may open the stream (when streams use TLS).
     ctx.streams.expect(
@@ -288,6 +292,8 @@ async function receive(
             mark(rec, 'lazy-pages-ready', state.t0);
           })(),
         ]);
+        const session = state.restoreCriu;
+        state.restoreCriu = null;
         const r = await restoreWithin(agent.config.restoreTimeoutMs, (onSession) =>
           agent.criu.restore(
             {
@@ -299,7 +305,7 @@ async function receive(
               ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
               ...plan,
             },
-            { onSession },
+            { onSession, session },
           ),
         );
         mark(rec, 'criu-restored', state.t0);
@@ -375,6 +381,7 @@ async function receive(
     );
     agent.log.warn('incoming migration failed; cleaned up', { migrationId, err: first });
   } finally {
+    await state.restoreCriu?.kill();
     live.delete(migrationId);
   }
 }
@@ -450,6 +457,7 @@ export async function abortMigration(
   }
   state?.pages?.kill();
   await state?.pages?.close();
+  await state?.restoreCriu?.kill();
   ctx.streams.cancel(req.migrationId);
   await agent.withJob(rec.jobId, async () => {
     const job = await agent.store.load(rec.jobId).catch(() => null);

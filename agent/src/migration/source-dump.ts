@@ -19,6 +19,8 @@ export interface DumpInput {
   base: DumpOptions;
   hooks: { 'post-dump': () => Promise<number> };
   scratch: string;
+  /** A CRIU started before the freeze to dump in (the dump's from then on), or a fresh one. */
+  session: SwrkSession | null;
 }
 
 /**
@@ -51,6 +53,7 @@ export async function dumpLazy(
     {
       hooks: { ...input.hooks, 'status-ready': () => ready() },
       onSession: o.onSession,
+      session: input.session,
     },
   );
   lazyDump.catch(() => undefined);
@@ -93,7 +96,7 @@ export async function dumpToPageServer(
       pageServer: { address: o.pages.host, port: o.pages.port },
       ...(tls ? { tls } : {}),
     },
-    { hooks: input.hooks },
+    { hooks: input.hooks, session: input.session },
   );
   await watched(w, { peer: o.pages.host, peerPort: o.pages.port }, dumping, o.onAcked);
   return (await w.images.stats(input.scratch)).pagesWritten;

@@ -5,7 +5,7 @@
  * `realSourceWorld` binds it to the agent.
  */
 import type { JobCgroup } from '@drover/cgroup';
-import type { CallOptions, DumpOptions, DumpResult, DumpStats } from '@drover/criu';
+import type { CallOptions, DumpOptions, DumpResult, DumpStats, SwrkSession } from '@drover/criu';
 import { pageBytes, readDumpStats } from '@drover/criu';
 import { processTree } from '@drover/native';
 import type { MigrationProgressEvent } from '@drover/protocol';
@@ -49,6 +49,8 @@ export interface SourceWorld {
   /** CRIU's TLS for this side of the page channel (none without certificates). */
   pageTls(side: 'server' | 'client'): CriuTls | undefined;
   dump(opts: DumpOptions, call?: CallOptions): Promise<DumpResult>;
+  /** A CRIU started ahead for the dump (`CallOptions.session`); null where none can be. */
+  startCriu(): SwrkSession | null;
   openStream(
     opts: Omit<StreamClientOptions, 'faults' | 'tls'> & { peer: string },
   ): Promise<StreamSender>;
@@ -120,6 +122,7 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
     call: ctx.call,
     pageTls: (side) => pageTls(ctx.tlsFiles, side),
     dump: (opts, call) => agent.criu.dump(opts, call),
+    startCriu: () => agent.criu.startSession(),
     openStream: ({ peer, ...opts }) =>
       StreamClient.connect({
         ...opts,

@@ -114,6 +114,7 @@ function fake(
     }),
     dump: async (o, call) => {
       dumps.push(o as unknown as Record<string, unknown>);
+      if (call?.session) log.push('dump-in-started-criu');
       step(o.lazyPages ? 'dump-lazy' : 'dump');
       await new Promise((r) => setTimeout(r, 1));
       if (opts.stall && !o.lazyPages) throw new DroverError(ErrorCode.Criu, 'DUMP failed');
@@ -125,6 +126,10 @@ function fake(
         step('lazy-served');
       }
       return { logPath: '/x/dump.log', durationMs: 1 };
+    },
+    startCriu: () => {
+      log.push('criu-started');
+      return { pid: 99, alive: true, kill: async () => void log.push('criu-killed') } as never;
     },
     openStream: async () => {
       step('stream');
@@ -297,6 +302,25 @@ test('the destination refusing prepare changes nothing: the job was never frozen
   const f = fake({ fail: ['migrate-prepare'] });
   await assert.rejects(move(f), /injected/);
   assert.ok(!f.log.includes('freeze') && !f.log.includes('quiesce') && !f.log.includes('dump'));
+});
+
+for (const mode of ['stop-copy', 'post-copy'] as const) {
+  test(`${mode}: the dump runs in a CRIU started before the freeze`, async () => {
+    const f = fake();
+    await move(f, mode);
+    before(f.log, 'criu-started', 'migrate-prepare');
+    before(f.log, 'freeze', 'dump-in-started-criu');
+    assert.ok(!f.log.includes('criu-killed'), f.log.join(' '));
+  });
+}
+
+test('a CRIU started for a dump that never ran is killed', async () => {
+  const f = fake({ fail: ['migrate-prepare'] });
+  await assert.rejects(move(f), /injected/);
+  before(f.log, 'criu-started', 'criu-killed');
+  const g = fake({ fail: ['freeze'] });
+  await assert.rejects(move(g), /injected/);
+  assert.ok(g.log.includes('criu-killed') && !g.log.includes('dump-in-started-criu'));
 });
 
 test('no answer after DONE: a destination that runs the job gets it committed', async () => {

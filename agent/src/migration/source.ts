@@ -84,6 +84,8 @@ export class SourceMigration {
   private lazyPort: { port: number; peer: string | null } | null = null;
   private lazyDump: Promise<unknown> | null = null;
   private lazySession: SwrkSession | null = null;
+  /** The CRIU the dump will run in, started at prepare: none of its start-up in the freeze. */
+  private dumpCriu: SwrkSession | null = null;
   /** Nobody could tell the destination to drop its copy: ours stays frozen, rolled back never. */
   private inDoubt = false;
 
@@ -139,6 +141,8 @@ export class SourceMigration {
       }
     } finally {
       activeSourceMigrations.delete(this.rec.migrationId);
+      // Started for a dump that never ran.
+      await this.dumpCriu?.kill();
       await this.closeLazyPort();
     }
   }
@@ -158,6 +162,7 @@ export class SourceMigration {
   private async prepare(): Promise<void> {
     const { destination } = this.req;
     const postCopy = this.mode === 'post-copy';
+    this.dumpCriu = this.w.startCriu();
     if (postCopy) this.lazyPort = { port: await this.w.pages.freePort(), peer: null };
     this.prepared = await this.w.call(destination, 'migrate-prepare', {
       migrationId: this.rec.migrationId,
@@ -230,7 +235,13 @@ export class SourceMigration {
       ...(this.cg!.paths.freezer ? { freezeCgroup: this.cg!.paths.freezer } : {}),
       ...dumpOptionsOf(this.plan!),
     };
-    const input = { base, hooks: this.jobFilesHook(), scratch: this.scratch };
+    const input = {
+      base,
+      hooks: this.jobFilesHook(),
+      scratch: this.scratch,
+      session: this.dumpCriu,
+    };
+    this.dumpCriu = null;
     const tDump = performance.now();
     let pageBytes = 0;
     if (this.mode === 'post-copy') {

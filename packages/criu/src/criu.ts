@@ -111,6 +111,15 @@ export class Criu {
     });
   }
 
+  /**
+   * A `criu swrk` started now for one operation to come (`CallOptions.session`): a migration
+   * starts it before the freeze so the frozen window holds no CRIU start-up. The caller kills it
+   * if the operation never runs.
+   */
+  startSession(): SwrkSession {
+    return SwrkSession.start({ ...this.base() });
+  }
+
   /** CRIU's version. */
   async version(): Promise<CriuVersion> {
     const resp = await this.simple({ type: ReqType.VERSION });
