@@ -7,7 +7,13 @@ import { JobCgroup, type ScheduledFreeze } from '@drover/cgroup';
 import { toDroverError } from '@drover/common';
 import { JobState, type AgentReplies, type JobInfo } from '@drover/protocol';
 import type { ImageStore } from './image-store.js';
-import { addressOf, lockJobNetwork, unlockJobNetwork } from './job-network.js';
+import {
+  addressOf,
+  lockJobNetwork,
+  lockJobNetworks,
+  unlockJobNetwork,
+  unlockJobNetworks,
+} from './job-network.js';
 import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
 
 /** What freezing and thawing use of the agent. */
@@ -72,16 +78,15 @@ export async function freezeJobs(
       },
     },
   );
-  // A cluster's cut: nothing reaches a frozen member until every member is dumped.
+  // A cluster's cut: nothing reaches a frozen member until every member is dumped. One `bridge`
+  // run locks them all; if it fails, some may be locked: each is unlocked, every job thawed.
   const networked = records.filter((r) => addressOf(r.network));
-  const locks = await Promise.allSettled(networked.map((r) => lockJobNetwork(r.id)));
-  const failed = locks.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-  if (failed) {
-    const first = toDroverError(failed.reason);
-    for (const [i, r] of networked.entries()) {
-      if (locks[i]?.status === 'fulfilled') {
-        await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
-      }
+  try {
+    await lockJobNetworks(networked.map((r) => r.id));
+  } catch (err) {
+    const first = toDroverError(err);
+    for (const r of networked) {
+      await unlockJobNetwork(r.id).catch((e: unknown) => first.suppress(e));
     }
     for (const cg of cgs) await cg.thaw().catch((e: unknown) => first.suppress(e));
     throw first;
@@ -126,13 +131,28 @@ export async function thawJobs(
   ids: readonly string[],
 ): Promise<AgentReplies['thaw-many']> {
   const records = await Promise.all(ids.map((id) => host.store.loadLive(id)));
+  // Every network unlocked by one `bridge` run; if that fails, each job's alone below, so that
+  // only a job whose network cannot be unlocked stays frozen.
+  const networked = records.filter((r) => addressOf(r.network)).map((r) => r.id);
+  const [cgs, batched] = await Promise.all([
+    Promise.allSettled(records.map((r) => host.cgroupOf(r))),
+    networked.length > 1
+      ? unlockJobNetworks(networked).then(
+          () => true,
+          () => false,
+        )
+      : false,
+  ]);
   const results = await Promise.allSettled(
-    records.map(async (r) => {
-      const cg = await host.cgroupOf(r);
-      if (addressOf(r.network)) await unlockJobNetwork(r.id);
-      await cg.thaw();
+    records.map(async (r, i) => {
+      const cg = cgs[i]!;
+      if (cg.status === 'rejected') throw cg.reason;
+      if (!batched && addressOf(r.network)) await unlockJobNetwork(r.id);
+      await cg.value.thaw();
     }),
   );
+  // Every job of the host runs again from here: the end of its part of the cut.
+  const thawedAtMs = performance.timeOrigin + performance.now();
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   const ok = records.filter((_, i) => results[i]!.status === 'fulfilled');
   const jobs = await Promise.all(ok.map((r) => thawed(host, r)));
@@ -140,7 +160,7 @@ export async function thawJobs(
   // ahead of the saves), in the order asked.
   for (const r of ok) host.images.startFinishing(r.id);
   if (failed) throw toDroverError(failed.reason);
-  return { jobs };
+  return { jobs, thawedAtMs };
 }
 
 /** A thawed job's record and its event. */

@@ -198,12 +198,47 @@ export async function unlockJobNetwork(jobId: string): Promise<void> {
   await setPortState(jobId, 'forwarding');
 }
 
-async function setPortState(jobId: string, state: 'disabled' | 'forwarding'): Promise<void> {
-  const outer = hostVethName(jobId);
+/**
+ * {@link lockJobNetwork} for several jobs with one `bridge` run (a cluster cut's jobs of this
+ * host: one child instead of one per job, in the frozen window). It stops at the first port it
+ * cannot set: the ones before it are locked.
+ */
+export async function lockJobNetworks(jobIds: readonly string[]): Promise<void> {
+  await setPortStates(jobIds, 'disabled');
+}
+
+/** {@link unlockJobNetwork} for several jobs with one `bridge` run; stops at the first failure. */
+export async function unlockJobNetworks(jobIds: readonly string[]): Promise<void> {
+  await setPortStates(jobIds, 'forwarding');
+}
+
+type PortState = 'disabled' | 'forwarding';
+
+/** `bridge link set` arguments that put a job's host-side port in `state` (STP's numbers). */
+function portStateArgs(jobId: string, state: PortState): string[] {
+  return ['link', 'set', 'dev', hostVethName(jobId), 'state', state === 'disabled' ? '0' : '3'];
+}
+
+async function setPortState(jobId: string, state: PortState): Promise<void> {
   await mustRun(
     `${state === 'disabled' ? 'locking' : 'unlocking'} job ${jobId}'s network`,
     'bridge',
-    ['link', 'set', 'dev', outer, 'state', state === 'disabled' ? '0' : '3'],
+    portStateArgs(jobId, state),
+  );
+}
+
+async function setPortStates(jobIds: readonly string[], state: PortState): Promise<void> {
+  if (jobIds.length <= 1) {
+    for (const id of jobIds) await setPortState(id, state);
+    return;
+  }
+  // `bridge -batch -`: one command per line from stdin, stopping at the first that fails.
+  const lines = jobIds.map((id) => portStateArgs(id, state).join(' ') + '\n').join('');
+  await mustRun(
+    `${state === 'disabled' ? 'locking' : 'unlocking'} the networks of jobs ${jobIds.join(', ')}`,
+    'bridge',
+    ['-batch', '-'],
+    lines,
   );
 }
 

@@ -215,6 +215,14 @@ test('--leave-running thaws each host with one request; one per job on an agent 
     'h2 thaw d',
   ]);
   assert.ok(fc.jobs.every((j) => j.state === 'running'));
+  // Only the host that answered thaw-many says when its jobs ran again.
+  assert.deepEqual(
+    op.freezes!.map((f) => [f.host, typeof f.thawedAtMs]),
+    [
+      ['h1', 'number'],
+      ['h2', 'undefined'],
+    ],
+  );
 });
 
 test('a failed dump rolls back: every job thawed, no image, no object, no set', async () => {

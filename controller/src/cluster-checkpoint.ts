@@ -359,28 +359,54 @@ async function thawAll(
 ): Promise<CheckpointRecord> {
   const t0 = performance.now();
   const took: Record<string, number> = {};
+  const thawedAt = new Map<string, number>();
   await Promise.all(
     [...byHost(cur.members)].map(async ([host, members]) => {
-      await thawHost(ctx, host, members);
+      const at = await thawHost(ctx, host, members);
       took[host] = Math.round(performance.now() - t0);
+      if (at !== undefined) thawedAt.set(host, at);
     }),
   );
-  await op.update((o) => ({ ...o, frozenMs: frozenFor(o) }));
-  ctx.log.info('cluster thawed', { opId: op.opId, thawsMs: took });
+  const heard = frozenFor(cur);
+  // Each host's thaw time into its part of the record.
+  const withThaws = (o: CheckpointRecord): CheckpointRecord => {
+    if (!o.freezes) return o;
+    const freezes = o.freezes.map((f) => {
+      const at = thawedAt.get(f.host);
+      return at === undefined ? f : { ...f, thawedAtMs: at };
+    });
+    return { ...o, freezes };
+  };
+  const next = await op.update((o) => {
+    const out = withThaws(o);
+    return { ...out, frozenMs: frozenUntilThawed(out) ?? heard };
+  });
+  // The workload's frozen time as the hosts report their thaws, and as heard here.
+  ctx.log.info('cluster thawed', {
+    opId: op.opId,
+    thawsMs: took,
+    frozenMs: next.frozenMs,
+    heardMs: heard,
+  });
   return op.phase('storing');
 }
 
-/** Thaw `members` on `host` with one request; one each on an agent from before `thaw-many`. */
+/**
+ * Thaw `members` on `host` with one request (one each on an agent from before `thaw-many`);
+ * when, in the host's clock, the last of them was thawed, where the agent says.
+ */
 async function thawHost(
   ctx: ClusterContext,
   host: string,
   members: readonly MemberItem[],
-): Promise<void> {
+): Promise<number | undefined> {
   try {
-    await ctx.agent(host, 'thaw-many', { jobIds: members.map((m) => m.jobId) });
+    const r = await ctx.agent(host, 'thaw-many', { jobIds: members.map((m) => m.jobId) });
+    return r.thawedAtMs;
   } catch (err) {
     if (!isUnknownOp(err)) throw toDroverError(err);
     await Promise.all(members.map((m) => ctx.agent(host, 'thaw', { jobId: m.jobId })));
+    return undefined;
   }
 }
 
@@ -596,6 +622,22 @@ async function chooseMembers(
     out.push(member(live.host, live.id, live.name));
   }
   return out;
+}
+
+/**
+ * From the first job frozen to the last thawed, as the hosts report them (each host's clock less
+ * its estimated offset from the controller's); null unless every host of the cut said when.
+ */
+export function frozenUntilThawed(o: CheckpointRecord): number | null {
+  const freezes = o.freezes ?? [];
+  if (!freezes.length || freezes.some((f) => f.thawedAtMs === undefined)) return null;
+  const offset = new Map(freezes.map((f) => [f.host, f.offsetMs ?? 0]));
+  const frozen = o.members
+    .filter((m) => m.frozenAtMs !== null)
+    .map((m) => m.frozenAtMs! - (offset.get(m.host) ?? 0));
+  if (!frozen.length) return null;
+  const thawed = freezes.map((f) => f.thawedAtMs! - (f.offsetMs ?? 0));
+  return Math.round(Math.max(...thawed) - Math.min(...frozen));
 }
 
 /** From the first freeze to now (the thaw or the stop). */

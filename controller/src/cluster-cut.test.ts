@@ -114,6 +114,13 @@ test('a scheduled cut over hosts whose clocks differ: each froze at the instant 
   fc.offsets.set('h2', 40).set('h3', -25.5);
   const op = await checkpointCluster(fc.context(), { all: true, name: 's1', leaveRunning: true });
   assert.equal(op.state, 'done', JSON.stringify(op.error));
+  // Frozen from the first job frozen to the last thawed, as the hosts said, offsets removed: every
+  // host froze at the instant and thawed 250 ms after its last job (h1's second, 0.5 ms later).
+  assert.equal(op.frozenMs, 251);
+  assert.deepEqual(
+    op.freezes!.map((f) => f.thawedAtMs! - f.cutAtMs!),
+    op.freezes!.map((f) => (f.host === 'h1' ? 250.5 : 250)),
+  );
   // The clocks are read first, CUT.samples times each, then one freeze request per host.
   const calls = fc.calls.filter((c) => / (clock|freeze-many) /.test(c));
   assert.deepEqual(calls.slice(-3).sort(), [

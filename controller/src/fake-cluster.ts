@@ -35,6 +35,8 @@ export class FakeCluster {
   clock = 1_000;
   /** How far each host's clock is ahead of the controller's (ms; 0 unless set). */
   readonly offsets = new Map<string, number>();
+  /** Each host's last job frozen (its clock); `thaw-many` says its jobs ran again 250 ms later. */
+  private readonly lastFrozen = new Map<string, number>();
   readonly ops = new MemRecords<OperationRecord>();
   readonly sets = new MemRecords<ImageSet>();
   readonly keys = new MemRecords<{ key: string }>();
@@ -83,6 +85,7 @@ export class FakeCluster {
         if (mine.some((j) => !j || !['running', 'frozen'].includes(j.state)))
           throw new DroverError(ErrorCode.FailedPrecondition, `a job on ${host} is not running`);
         this.calls[this.calls.length - 1] += ids.join(',') + (atMs === undefined ? '' : ' at');
+        this.lastFrozen.set(host, base + (ids.length - 1) / 2);
         return {
           jobs: mine.map((j, i) => ({
             ...j!,
@@ -110,6 +113,7 @@ export class FakeCluster {
             j.state = 'running';
             return j;
           }),
+          thawedAtMs: (this.lastFrozen.get(host) ?? this.clock) + 250,
         };
       }
       case 'checkpoint': {

@@ -476,8 +476,12 @@ export interface AgentReplies extends MigrationReplies {
   /** How many were started now, and how many wait in all. */
   'criu-warm': { started: number; waiting: number };
   thaw: JobInfo;
-  /** Each job as thawed, in the order asked. */
-  'thaw-many': { jobs: JobInfo[] };
+  /**
+   * Each job as thawed, in the order asked; `thawedAtMs`: this host's clock (epoch ms,
+   * sub-millisecond) when the last of their cgroups was thawed, from when every one of them runs
+   * (absent from agents before it).
+   */
+  'thaw-many': { jobs: JobInfo[]; thawedAtMs?: number };
   checkpoint: ImageInfo;
   restore: JobInfo;
   preflight: PreflightReport;

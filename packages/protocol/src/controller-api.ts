@@ -127,6 +127,8 @@ export interface HostFreeze {
   rttMs?: number;
   issuedLateMs?: number;
   lateMs?: number;
+  /** `--leave-running`: when its last job's cgroup was thawed (epoch ms, the host's clock). */
+  thawedAtMs?: number;
 }
 
 /** How a cluster checkpoint's cut was scheduled (cluster-cut.ts in the controller). */
@@ -236,7 +238,12 @@ export interface OperationRecord {
   freezes?: HostFreeze[];
   /** checkpoint: the scheduled cut (null: unscheduled, a host without `clock`). */
   cut?: CutPlan | null;
-  /** checkpoint: how long the workload was frozen (first freeze to thaw or stop, ms). */
+  /**
+   * checkpoint: how long the workload was frozen (ms): from the first job frozen to the last
+   * thawed as the hosts report them, each host's clock less its estimated offset; where a host
+   * reports no thaw time (an older agent) or the jobs stop, to when the controller heard the
+   * thaw or the stop.
+   */
   frozenMs?: number | null;
   /** A per-phase timeline: when each phase started (ms since the operation started). */
   phases?: { phase: ClusterPhase; atMs: number }[];
