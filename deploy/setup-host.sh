@@ -189,7 +189,8 @@ fix_criu_tls_recv_frees_packets() {
 # writev() into a pipe grown to 1 MiB, and no longer polls before a blocking read: for 1 GiB, about
 # 71,000 system calls on the dumping side become 8,700 and 237,000 in the page server 10,500.
 # It changes criu/tls.c and criu/page-xfer.c as they are after tls-recv-frees-packets, so it
-# follows that fix. Applied only where every hunk matches exactly; prints what it did.
+# follows that fix. Applied (with patch, which dpkg-dev brings) only where every hunk matches
+# exactly; prints what it did.
 criu_tls_batched_io_patch() {
   cat <<'PATCH'
 --- a/criu/page-xfer.c
