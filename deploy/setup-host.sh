@@ -149,7 +149,7 @@ suite_candidate() {
 # Drover's fixes to CRIU's source, applied before it is built. Raise CRIU_FIXES_REV when one is
 # added: a build recorded with an older revision (in CRIU_FIXES_STAMP, and in the source tree) is
 # rebuilt by the next setup.
-CRIU_FIXES_REV=1
+CRIU_FIXES_REV=2
 CRIU_FIXES_STAMP=/usr/local/lib/drover/criu-fixes
 
 # tls-recv-frees-packets. CRIU's tls_recv_data_to_fd (criu/tls.c, 4.2.1 and upstream as of this
@@ -181,8 +181,342 @@ fix_criu_tls_recv_frees_packets() {
   esac
 }
 
+# tls-batched-io. Over TLS both CRIUs make a few system calls per 16 KiB GnuTLS record, and on a
+# VM a system call costs more than the cipher: the dumping side one send() per record, the page
+# server a poll() and a splice() per 64 KiB of its pipe and, per record, two recv() and a write()
+# (docs/MIGRATION.md, "How CRIU batches"). With this patch the records of one 400 KiB read leave in
+# one send(), the page server reads the socket 256 KiB ahead, writes up to 16 records with one
+# writev() into a pipe grown to 1 MiB, and no longer polls before a blocking read: for 1 GiB, about
+# 71,000 system calls on the dumping side become 8,700 and 237,000 in the page server 10,500.
+# It changes criu/tls.c and criu/page-xfer.c as they are after tls-recv-frees-packets, so it
+# follows that fix. Applied (with patch, which dpkg-dev brings) only where every hunk matches
+# exactly; prints what it did.
+criu_tls_batched_io_patch() {
+  cat <<'PATCH'
+--- a/criu/page-xfer.c
++++ b/criu/page-xfer.c
+@@ -1103,17 +1103,21 @@
+ 		 * the non-blocking splice we need to explicitly wait.
+ 		 */
+ 
+-		if (sk_wait_data(sk) < 0) {
+-			pr_perror("Can't poll socket");
+-			return -1;
+-		}
+-
+ 		if (opts.tls) {
++			/*
++			 * A blocking read: no wait needed, and records read
++			 * ahead by an earlier call are not visible to poll().
++			 */
+ 			if (tls_recv_data_to_fd(cxfer.p[1], chunk)) {
+ 				pr_err("Can't read from socket\n");
+ 				return -1;
+ 			}
+ 		} else {
++			if (sk_wait_data(sk) < 0) {
++				pr_perror("Can't poll socket");
++				return -1;
++			}
++
+ 			chunk = splice(sk, NULL, cxfer.p[1], NULL, chunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+ 
+ 			if (chunk < 0) {
+@@ -1204,6 +1208,13 @@
+ 			return -1;
+ 		}
+ 
++		/*
++		 * Over TLS each unit of the pipe costs a splice into the
++		 * image: take pages in units of up to 1 MiB, not 64 KiB.
++		 */
++		if (opts.tls && fcntl(cxfer.p[0], F_SETPIPE_SZ, 1 << 20) < 0)
++			pr_debug("Can't grow the xfer pipe: %m\n");
++
+ 		cxfer.pipe_size = fcntl(cxfer.p[0], F_GETPIPE_SZ, 0);
+ 		pr_debug("Created xfer pipe size %u\n", cxfer.pipe_size);
+ 	} else {
+--- a/criu/tls.c
++++ b/criu/tls.c
+@@ -1,6 +1,9 @@
+ #include <unistd.h>
++#include <string.h>
++#include <errno.h>
+ #include <sys/types.h>
+ #include <sys/socket.h>
++#include <sys/uio.h>
+ #include <linux/limits.h>
+ 
+ #include <gnutls/gnutls.h>
+@@ -31,6 +34,30 @@
+ static int tls_sk = -1;
+ static int tls_sk_flags = 0;
+ 
++/*
++ * Page data goes through GnuTLS in 16 KiB records. Sent one push (send) and
++ * pulled with two recv() each, a record costs the kernel more than the cipher
++ * does. While tls_send_data_from_fd() encrypts one read's worth of records, the
++ * push callback gathers them into tls_wbatch and they leave in one send(); while
++ * tls_recv_data_to_fd() decrypts, the pull callback reads the socket ahead into
++ * tls_rahead, TLS_READ_AHEAD_SZ at a time. Bytes read ahead are served to GnuTLS
++ * first by every later pull, so they are never lost, but poll() on the socket
++ * does not see them: the page server does not poll it before receiving pages.
++ */
++#define TLS_READ_AHEAD_SZ (256 << 10)
++
++static struct {
++	char *buf;
++	size_t len, cap;
++	bool on;
++} tls_wbatch;
++
++static struct {
++	char *buf;
++	size_t off, len;
++	bool on;
++} tls_rahead;
++
+ void tls_terminate_session(bool async)
+ {
+ 	int ret;
+@@ -52,6 +79,11 @@
+ 
+ 	tls_sk = -1;
+ 
++	xfree(tls_wbatch.buf);
++	memset(&tls_wbatch, 0, sizeof(tls_wbatch));
++	xfree(tls_rahead.buf);
++	memset(&tls_rahead, 0, sizeof(tls_rahead));
++
+ 	/* Free the credentials object */
+ 	if (x509_cred)
+ 		gnutls_certificate_free_credentials(x509_cred);
+@@ -86,6 +118,26 @@
+ 	return ret;
+ }
+ 
++/* Sends the records gathered in tls_wbatch; the socket is blocking. */
++static int tls_wbatch_flush(void)
++{
++	size_t off = 0;
++
++	while (off < tls_wbatch.len) {
++		ssize_t ret = send(tls_sk, tls_wbatch.buf + off, tls_wbatch.len - off, 0);
++		if (ret < 0) {
++			if (errno == EINTR)
++				continue;
++			pr_perror("Can't send TLS records");
++			tls_wbatch.len = 0;
++			return -1;
++		}
++		off += ret;
++	}
++	tls_wbatch.len = 0;
++	return 0;
++}
++
+ /*
+  * Read data from a file descriptor, then encrypt and send it with GnuTLS.
+  * This function is used for cases when we would otherwise use splice()
+@@ -109,13 +161,19 @@
+ 			goto err;
+ 		}
+ 
++		tls_wbatch.on = true;
+ 		for (sent = 0; sent < copied; sent += ret) {
+ 			ret = tls_send((buf + sent), (copied - sent), 0);
+ 			if (ret < 0) {
+ 				tls_perror("Failed sending data", ret);
++				tls_wbatch.on = false;
++				tls_wbatch.len = 0;
+ 				goto err;
+ 			}
+ 		}
++		tls_wbatch.on = false;
++		if (tls_wbatch_flush())
++			goto err;
+ 		len -= copied;
+ 	}
+ err:
+@@ -159,20 +217,51 @@
+ 	return ret;
+ }
+ 
++/* Writes out iov[0..n), whatever the partial writes; 0 or -1. */
++static int tls_writev_all(int fd, struct iovec *iov, int n)
++{
++	while (n > 0) {
++		ssize_t ret = writev(fd, iov, n);
++
++		if (ret < 0) {
++			if (errno == EINTR)
++				continue;
++			pr_perror("Failed writing to fd");
++			return -1;
++		}
++		while (n > 0 && ret >= (ssize_t)iov->iov_len) {
++			ret -= iov->iov_len;
++			iov++;
++			n--;
++		}
++		if (n > 0) {
++			iov->iov_base += ret;
++			iov->iov_len -= ret;
++		}
++	}
++	return 0;
++}
++
+ /*
+  * Read and decrypt data with GnuTLS, then write it to a file descriptor.
+  * This function is used for cases when we would otherwise use splice()
+- * to transfer data from a TCP socket to a PIPE.
++ * to transfer data from a TCP socket to a PIPE. Up to TLS_RECV_BATCH
++ * records are kept and go out in one writev().
+  */
++#define TLS_RECV_BATCH 16
++
+ int tls_recv_data_to_fd(int fd, unsigned long len)
+ {
+-	gnutls_packet_t packet = NULL;
++	gnutls_packet_t packets[TLS_RECV_BATCH];
++	struct iovec iov[TLS_RECV_BATCH];
++	int i, n = 0, err = 0;
+ 
++	tls_rahead.on = true;
+ 	while (len > 0) {
+-		ssize_t ret, w;
++		ssize_t ret;
+ 		gnutls_datum_t pdata;
+ 
+-		ret = gnutls_record_recv_packet(session, &packet);
++		ret = gnutls_record_recv_packet(session, &packets[n]);
+ 		if (ret == 0) {
+ 			pr_info("Connection closed by peer\n");
+ 			break;
+@@ -181,21 +270,25 @@
+ 			break;
+ 		}
+ 
+-		gnutls_packet_get(packet, &pdata, NULL);
+-		for (w = 0; w < pdata.size; w += ret) {
+-			ret = write(fd, (pdata.data + w), (pdata.size - w));
+-			if (ret < 0) {
+-				pr_perror("Failed writing to fd");
+-				goto err;
+-			}
+-		}
++		gnutls_packet_get(packets[n], &pdata, NULL);
++		iov[n].iov_base = pdata.data;
++		iov[n].iov_len = pdata.size;
++		n++;
+ 		len -= pdata.size;
+-		gnutls_packet_deinit(packet);
+-		packet = NULL;
++
++		if (n == TLS_RECV_BATCH || len == 0) {
++			err = tls_writev_all(fd, iov, n);
++			for (i = 0; i < n; i++)
++				gnutls_packet_deinit(packets[i]);
++			n = 0;
++			if (err)
++				break;
++		}
+ 	}
+-err:
+-	gnutls_packet_deinit(packet);
+-	return (len > 0);
++	tls_rahead.on = false;
++	for (i = 0; i < n; i++)
++		gnutls_packet_deinit(packets[i]);
++	return err || (len > 0);
+ }
+ 
+ static inline void tls_handshake_verification_status_print(int ret, unsigned status)
+@@ -315,7 +408,26 @@
+ static ssize_t _tls_push_cb(void *p, const void *data, size_t sz)
+ {
+ 	int fd = *(int *)(p);
+-	ssize_t ret = send(fd, data, sz, tls_sk_flags);
++	ssize_t ret;
++
++	if (tls_wbatch.on) {
++		if (tls_wbatch.len + sz > tls_wbatch.cap) {
++			size_t cap = max(2 * tls_wbatch.cap, tls_wbatch.len + sz);
++			char *nbuf = xrealloc(tls_wbatch.buf, cap);
++
++			if (!nbuf) {
++				errno = ENOMEM;
++				return -1;
++			}
++			tls_wbatch.buf = nbuf;
++			tls_wbatch.cap = cap;
++		}
++		memcpy(tls_wbatch.buf + tls_wbatch.len, data, sz);
++		tls_wbatch.len += sz;
++		return sz;
++	}
++
++	ret = send(fd, data, sz, tls_sk_flags);
+ 	if (ret < 0 && errno != EAGAIN) {
+ 		int _errno = errno;
+ 		pr_perror("Push callback send failed");
+@@ -332,7 +444,35 @@
+ static ssize_t _tls_pull_cb(void *p, void *data, size_t sz)
+ {
+ 	int fd = *(int *)(p);
+-	ssize_t ret = recv(fd, data, sz, tls_sk_flags);
++	ssize_t ret;
++
++	if (tls_rahead.on && tls_rahead.off == tls_rahead.len && sz < TLS_READ_AHEAD_SZ) {
++		if (!tls_rahead.buf) {
++			tls_rahead.buf = xmalloc(TLS_READ_AHEAD_SZ);
++			if (!tls_rahead.buf) {
++				errno = ENOMEM;
++				return -1;
++			}
++		}
++		/* Whatever has arrived, up to the buffer: never wait for more. */
++		ret = recv(fd, tls_rahead.buf, TLS_READ_AHEAD_SZ, tls_sk_flags & ~MSG_WAITALL);
++		if (ret <= 0)
++			goto out;
++		tls_rahead.off = 0;
++		tls_rahead.len = ret;
++	}
++
++	/* Bytes read ahead go first. */
++	if (tls_rahead.off < tls_rahead.len) {
++		size_t n = min(sz, tls_rahead.len - tls_rahead.off);
++
++		memcpy(data, tls_rahead.buf + tls_rahead.off, n);
++		tls_rahead.off += n;
++		return n;
++	}
++
++	ret = recv(fd, data, sz, tls_sk_flags);
++out:
+ 	if (ret < 0 && errno != EAGAIN) {
+ 		int _errno = errno;
+ 		pr_perror("Pull callback recv failed");
+PATCH
+}
+
+fix_criu_tls_batched_io() {
+  local p=(patch -d "$1" -p1 --fuzz=0 --batch --silent --no-backup-if-mismatch -r -)
+  if criu_tls_batched_io_patch | "${p[@]}" --forward --dry-run >/dev/null 2>&1; then
+    criu_tls_batched_io_patch | "${p[@]}" --forward >/dev/null ||
+      die "CRIU fix tls-batched-io: patch failed after its dry run"
+    log "CRIU fix tls-batched-io: applied"
+  elif criu_tls_batched_io_patch | "${p[@]}" --reverse --dry-run >/dev/null 2>&1; then
+    log "CRIU fix tls-batched-io: not needed (the source has it)"
+  else
+    log "warning: CRIU fix tls-batched-io: source differs, not applied"
+  fi
+}
+
 apply_criu_fixes() {
   fix_criu_tls_recv_frees_packets "$1"
+  fix_criu_tls_batched_io "$1"
   printf '%s\n' "$CRIU_FIXES_REV" >"$1/.drover-fixes"
 }
 

@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -89,4 +89,113 @@ test('a source that already frees each packet, or has another shape, is left as 
   const b = await fix('other-shape', other);
   assert.match(b.log, /warning: .*source differs, not applied/);
   assert.equal(b.after, other);
+});
+
+/**
+ * tls-batched-io is a patch carried in the script. The sources it is tried on are built from the
+ * patch's own hunks: their old side is CRIU 4.2.1's text after tls-recv-frees-packets (the
+ * script was checked against the real 4.2.1 tarball when the patch was made), their new side what
+ * the patch must leave.
+ */
+interface PatchedFile {
+  path: string;
+  before: string;
+  after: string;
+}
+
+function batchedIoSources(): PatchedFile[] {
+  const script = readFileSync(SCRIPT, 'utf8');
+  const start = script.indexOf("criu_tls_batched_io_patch() {\n  cat <<'PATCH'\n");
+  assert.ok(start >= 0, 'setup-host.sh carries the tls-batched-io patch');
+  const body = script.slice(script.indexOf('\n', script.indexOf("<<'PATCH'", start)) + 1);
+  const patch = body.slice(0, body.indexOf('\nPATCH\n') + 1);
+  const files: PatchedFile[] = [];
+  let cur: { path: string; before: string[]; after: string[] } | undefined;
+  const flush = (): void => {
+    if (cur) files.push({ path: cur.path, before: cur.before.join(''), after: cur.after.join('') });
+  };
+  for (const line of patch.split(/(?<=\n)/)) {
+    if (line.startsWith('--- ')) continue;
+    if (line.startsWith('+++ ')) {
+      flush();
+      cur = { path: line.slice(6).trim(), before: [], after: [] };
+    } else if (line.startsWith('@@')) {
+      // Unrelated text between hunks, as in the real file (a hunk at line 1 stays there).
+      if (cur?.before.length) {
+        const gap = `/* between hunks ${cur.before.length} */\n\n\n\n`;
+        cur.before.push(gap);
+        cur.after.push(gap);
+      }
+    } else if (line.startsWith('-')) cur?.before.push(line.slice(1));
+    else if (line.startsWith('+')) cur?.after.push(line.slice(1));
+    else {
+      cur?.before.push(line.slice(1));
+      cur?.after.push(line.slice(1));
+    }
+  }
+  flush();
+  return files;
+}
+
+/** Run the script's tls-batched-io on a tree holding `files`; its log and the files afterwards. */
+async function batchedIo(
+  name: string,
+  files: ReadonlyMap<string, string>,
+): Promise<{ log: string; after: Map<string, string>; strays: string[] }> {
+  const src = join(dir, name);
+  for (const [path, text] of files) {
+    mkdirSync(join(src, path, '..'), { recursive: true });
+    writeFileSync(join(src, path), text);
+  }
+  const body = `set -euo pipefail
+log() { printf 'setup-host: %s\\n' "$*" >&2; }
+die() { printf 'setup-host: error: %s\\n' "$*" >&2; exit 1; }
+eval "$(sed -n '/^criu_tls_batched_io_patch() {/,/^}/p;/^fix_criu_tls_batched_io() {/,/^}/p' "$1")"
+fix_criu_tls_batched_io "$2"`;
+  const { stderr } = await run('bash', ['-c', body, 'fix', SCRIPT, src]);
+  const after = new Map([...files.keys()].map((p) => [p, readFileSync(join(src, p), 'utf8')]));
+  const strays = readdirSync(join(src, 'criu')).filter((f) => /\.(orig|rej)$/.test(f));
+  return { log: stderr, after, strays };
+}
+
+test('tls-batched-io patches tls.c and page-xfer.c as tls-recv-frees-packets left them', async () => {
+  const files = batchedIoSources();
+  const [xfer, tls] = files;
+  assert.deepEqual(
+    files.map((f) => f.path),
+    ['criu/page-xfer.c', 'criu/tls.c'],
+  );
+  assert.ok(xfer && tls);
+  // It follows the first fix: the receive loop it rewrites frees each packet already.
+  assert.match(tls.before, /\tgnutls_packet_t packet = NULL;\n/);
+  assert.match(tls.before, /\t\tgnutls_packet_deinit\(packet\);\n\t\tpacket = NULL;\n/);
+  assert.match(tls.after, /writev\(fd, iov, n\)/);
+  assert.match(tls.after, /tls_wbatch_flush\(\)/);
+  assert.match(xfer.after, /F_SETPIPE_SZ, 1 << 20/);
+
+  const r = await batchedIo('batched', new Map(files.map((f) => [f.path, f.before])));
+  assert.match(r.log, /tls-batched-io: applied/);
+  for (const f of files) assert.equal(r.after.get(f.path), f.after, f.path);
+  assert.deepEqual(r.strays, []);
+
+  // Applying again finds it there and changes nothing.
+  const again = await batchedIo('batched-again', r.after);
+  assert.match(again.log, /tls-batched-io: not needed/);
+  for (const f of files) assert.equal(again.after.get(f.path), f.after, f.path);
+});
+
+test('tls-batched-io leaves a source of another shape as it is, every file of it', async () => {
+  const files = batchedIoSources();
+  const before = new Map(files.map((f) => [f.path, f.before]));
+  // page-xfer.c differs in one line the patch relies on; tls.c alone would still match.
+  const xfer = before.get('criu/page-xfer.c') ?? '';
+  assert.ok(xfer.includes('\t\tif (sk_wait_data(sk) < 0) {\n'));
+  before.set(
+    'criu/page-xfer.c',
+    xfer.replace('if (sk_wait_data(sk) < 0)', 'if (sk_wait_data(sk))'),
+  );
+  const r = await batchedIo('batched-other-shape', before);
+  assert.match(r.log, /warning: CRIU fix tls-batched-io: source differs, not applied/);
+  for (const [path, text] of before) assert.equal(r.after.get(path), text, path);
+  assert.deepEqual(r.strays, []);
 });

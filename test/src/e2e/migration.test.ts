@@ -79,10 +79,12 @@ async function startWorkload(
 }
 
 /** No scratch images left on any host, and no image files under any agent's state dir. */
-function assertNoImagesLeft(migrationId: string): void {
+async function assertNoImagesLeft(migrationId: string): Promise<void> {
   for (const h of f.tb.hosts) {
     for (const root of [h.path('/dev/shm/drover'), join(h.stateDir, 'drover', 'scratch')]) {
       const dir = join(root, h.name, migrationId);
+      // The destination removes its scratch once it has answered the source: give it a moment.
+      await waitFor(async () => !existsSync(dir), 2000).catch(() => undefined);
       assert.ok(!existsSync(dir), `scratch ${dir} left behind`);
     }
     const images = join(h.stateDir, 'drover', 'images');
@@ -109,7 +111,7 @@ describe('live migration', () => {
         );
         const v = await requestVerdict(dir, signaller(next, job.id), 30_000);
         assert.equal(v.ok, true, `${name} on ${next}: ${v.details}`);
-        assertNoImagesLeft(rec.migrationId);
+        await assertNoImagesLeft(rec.migrationId);
         const src = (await agent(at).client.call('inspect', { jobId: job.id })).state;
         assert.equal(src, 'migrated');
         at = next;
@@ -181,7 +183,7 @@ describe('post-copy', () => {
         `total ${rec.stats.totalMs} ms, ${rec.stats.pages} pages`,
     );
     assert.ok(rec.stats.frozenMs > 0);
-    assertNoImagesLeft(rec.migrationId);
+    await assertNoImagesLeft(rec.migrationId);
     await agent('h3').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
   });
 });
@@ -223,7 +225,7 @@ describe('stop-and-copy: memory goes CRIU to CRIU, never to a disk', () => {
       assert.equal(rec.note, null);
       assert.ok(rec.stats.pages > 128 * 256, `the dump wrote ${rec.stats.pages} pages`);
       assert.ok(rec.stats.bytes < 16 * 1024 * 1024, `the stream carried ${rec.stats.bytes} bytes`);
-      assertNoImagesLeft(rec.migrationId);
+      await assertNoImagesLeft(rec.migrationId);
       for (const h of ['h1', 'h2'])
         assert.deepEqual(imageFilesUnder(agent(h).srvPath('/srv/drover')), []);
       assert.equal((await requestVerdict(dir, signaller('h2', job.id), 30_000)).ok, true);
@@ -314,7 +316,7 @@ describe('migration faults leave the job running where it was', () => {
       await check();
       const rec = await lastMigration('h1', job.id);
       assert.equal(rec.state, 'rolled-back');
-      assertNoImagesLeft(rec.migrationId);
+      await assertNoImagesLeft(rec.migrationId);
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
       await agent('h1').restartWith({});
@@ -349,7 +351,7 @@ describe('migration faults leave the job running where it was', () => {
       assert.equal(await whereRunning(holder.id), 'h1');
       const rec = await lastMigration('h1', holder.id);
       assert.equal(rec.state, 'rolled-back');
-      assertNoImagesLeft(rec.migrationId);
+      await assertNoImagesLeft(rec.migrationId);
       assert.equal((await lastMigration('h2', holder.id)).state, 'aborted');
       assert.equal(
         (await agent('h2').client.call('list', {})).jobs.find((j) => j.id === holder.id),
@@ -377,7 +379,7 @@ describe('migration faults leave the job running where it was', () => {
       const rec = await lastMigration('h1', job.id);
       assert.equal(rec.state, 'rolled-back');
       await waitFor(async () => (await lastMigration('h2', job.id))?.state === 'aborted');
-      assertNoImagesLeft(rec.migrationId);
+      await assertNoImagesLeft(rec.migrationId);
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
       await f.tb.host('h2').limitIncoming(null);
@@ -403,7 +405,7 @@ describe('migration faults leave the job running where it was', () => {
       assert.match(rec.error?.message ?? '', /made no progress/);
       // h3 gives up on its own: no stream ever came (its prepared migration lapses).
       await waitFor(async () => (await lastMigration('h3', job.id))?.state === 'aborted', 90_000);
-      assertNoImagesLeft(rec.migrationId);
+      await assertNoImagesLeft(rec.migrationId);
       await agent('h1').client.call('signal', { jobId: job.id, signal: 'SIGKILL' });
     } finally {
       await f.tb.host('h3').limitIncoming(null);
