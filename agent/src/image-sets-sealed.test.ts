@@ -13,7 +13,13 @@ import type { ObjectFiles } from '@drover/bus';
 import { DroverError, ErrorCode, isDroverError, nullLogger } from '@drover/common';
 import type { ImageFile } from '@drover/protocol';
 import type { Agent } from './agent.js';
-import { localImageName, openFile, sealFile, SEALED_HEADER_BYTES } from './image-crypto.js';
+import {
+  localImageName,
+  openFile,
+  sealFile,
+  sealImage,
+  SEALED_HEADER_BYTES,
+} from './image-crypto.js';
 import { fetchImage, pushImage } from './image-sets.js';
 import { ImageStore, MANIFEST_FILE, type ImageManifest } from './image-store.js';
 
@@ -109,24 +115,33 @@ test('a sealed image goes up as it is, comes back verified, and its copy goes up
   await localImage('img-a');
   const pushed = await push('img-a', 's1/job-1');
   for (const [name, bytes] of plain) {
-    const f = pushed.files.find((x) => x.name === name);
-    assert.deepEqual(f, { name, size: bytes.length, sha256: sha(bytes) });
-    // The stored object is the local file but for its header; sent in the store's chunks.
+    const { pack, ...sums } = pushed.files.find((x) => x.name === name)!;
+    assert.deepEqual(sums, { name, size: bytes.length, sha256: sha(bytes) });
+    // The stored bytes are the local file's but for its header: a large file's an object of its
+    // own, sent in the store's chunks; a small one's in the image's pack, where its record says.
+    assert.equal(pack === undefined, name === 'pages-1.img');
     const local = await readFile(join(images.dir('img-a'), name));
-    const stored = store.objects.get(`s1/job-1/${name}`)!;
+    const stored = pack
+      ? store.objects.get('s1/job-1/.pack')!.subarray(pack.offset, pack.offset + pack.length)
+      : store.objects.get(`s1/job-1/${name}`)!;
     assert.equal(stored.length, local.length);
     assert.ok(stored.subarray(SEALED_HEADER_BYTES).equals(local.subarray(SEALED_HEADER_BYTES)));
     assert.ok(
       !stored.subarray(0, SEALED_HEADER_BYTES).equals(local.subarray(0, SEALED_HEADER_BYTES)),
     );
+    if (pack) continue;
     const pieces = store.pieces.get(`s1/job-1/${name}`)!;
     assert.ok(
       pieces.slice(0, -1).every((n) => n === CHUNK),
       `${name}: ${pieces.join(' ')}`,
     );
   }
-  // The manifest is plaintext locally, sealed in the store.
-  assert.ok(pushed.files.some((f) => f.name === MANIFEST_FILE));
+  // The manifest is plaintext locally, sealed in the store (in the pack: it is small).
+  assert.ok(pushed.files.some((f) => f.name === MANIFEST_FILE && f.pack !== undefined));
+  assert.deepEqual([...store.objects.keys()].filter((o) => o.startsWith('s1/')).sort(), [
+    's1/job-1/.pack',
+    's1/job-1/pages-1.img',
+  ]);
 
   const fetched = await fetchImage(agent, objects, {
     imageId: 'img-b',
@@ -136,9 +151,12 @@ test('a sealed image goes up as it is, comes back verified, and its copy goes up
   });
   assert.equal(fetched.host, 'h2');
   const manifest = await images.readManifest('img-b');
+  // The local image records its files' checksums, not where they were in the store.
   assert.deepEqual(
     manifest.files,
-    pushed.files.filter((f) => f.name !== MANIFEST_FILE),
+    pushed.files
+      .filter((f) => f.name !== MANIFEST_FILE)
+      .map(({ name, size, sha256 }) => ({ name, size, sha256 })),
   );
   for (const [name, bytes] of plain) {
     const parts: Uint8Array[] = [];
@@ -217,7 +235,7 @@ test('a local file cut short is refused by the push itself', async () => {
   await assert.rejects(push('img-g', 's5/job-1'), (e: unknown) => isDroverError(e, 'DATA_LOSS'));
 });
 
-test('small files go up many at once beside at most 4 large ones; the files keep their order', async () => {
+test('small files go up in one pack beside at most 4 large ones; the files keep their order', async () => {
   // An image like a process tree's: dozens of small files and a few large pages files.
   const sizes = new Map<string, number>();
   for (let i = 0; i < 40; i++) sizes.set(`core-${String(i).padStart(2, '0')}.img`, 200 + i);
@@ -233,7 +251,7 @@ test('small files go up many at once beside at most 4 large ones; the files keep
   const slow = {
     chunkBytes: CHUNK,
     async put(name: string, data: AsyncIterable<Uint8Array>): Promise<void> {
-      const kind = (sizes.get(name.split('/').pop()!) ?? Infinity) > 256 * 1024 ? 'large' : 'small';
+      const kind = name.endsWith('/.pack') ? 'small' : 'large';
       now[kind]++;
       most[kind] = Math.max(most[kind], now[kind]);
       for await (const _ of data) await new Promise((r) => setTimeout(r, 5));
@@ -251,9 +269,136 @@ test('small files go up many at once beside at most 4 large ones; the files keep
     [...sizes.keys(), MANIFEST_FILE].sort(),
   );
   assert.deepEqual(
-    pushed.files.filter((f) => f.name !== MANIFEST_FILE),
+    pushed.files.filter((f) => f.name !== MANIFEST_FILE).map(({ pack: _, ...f }) => f),
     files.sort((a, b) => a.name.localeCompare(b.name)),
   );
+  // The small files and the manifest, back to back in the pack; the large ones alone.
+  const packed = pushed.files.filter((f) => f.pack !== undefined);
+  assert.deepEqual(
+    packed.map((f) => f.name),
+    [...[...sizes.keys()].filter((n) => n.startsWith('core-')), MANIFEST_FILE].sort(),
+  );
+  packed.reduce((at, f) => (assert.equal(f.pack!.offset, at), at + f.pack!.length), 0);
   assert.equal(most.large, 4);
-  assert.equal(most.small, 16);
+  assert.equal(most.small, 1);
+});
+
+/** A fetch of `files` from `prefix` as image `imageId`: refused with DATA_LOSS, leaving nothing. */
+async function refused(
+  imageId: string,
+  prefix: string,
+  files: ImageFile[],
+  message: RegExp,
+): Promise<void> {
+  await assert.rejects(
+    fetchImage(agent, objects, { imageId, prefix, key: key.toString('base64'), files }),
+    (e: unknown) => isDroverError(e, 'DATA_LOSS') && message.test(String(e)),
+  );
+  assert.deepEqual(
+    (await readdir(images.imagesDir)).filter((d) => d.includes(imageId)),
+    [],
+    'nothing of the failed fetch is left',
+  );
+}
+
+test('a pack tampered with, cut short, padded or swapped is refused before the image exists', async () => {
+  const twins = new Map([
+    ['core-1.img', randomBytes(300)],
+    ['core-2.img', randomBytes(300)],
+    ['mm-1.img', randomBytes(9000)],
+    ['pages-1.img', randomBytes(300 * 1024)],
+  ]);
+  await localImage('img-p', true, twins);
+  const pushed = await push('img-p', 's6/job-1');
+  const other = await push('img-p', 's6/job-2');
+  const object = 's6/job-1/.pack';
+  const good = store.objects.get(object)!;
+  const at = (name: string) => pushed.files.find((f) => f.name === name)!.pack!;
+  const cases: [string, Buffer, RegExp][] = [];
+  // A flipped bit in core-2's ciphertext: its chunk fails, named after it.
+  const flipped = Buffer.from(good);
+  flipped[at('core-2.img').offset + SEALED_HEADER_BYTES + 20]! ^= 0x10;
+  cases.push(['flipped', flipped, /image file s6\/job-1\/core-2.img failed/]);
+  // Cut short, and padded: not the files the record lists.
+  cases.push(['cut', good.subarray(0, good.length - 7), /image pack s6\/job-1\/.pack .*ends at/]);
+  cases.push(['padded', Buffer.concat([good, Buffer.alloc(1)]), /bytes past its last file/]);
+  // core-1 and core-2 swapped (the same length): each header names the other file.
+  const a = at('core-1.img');
+  const b = at('core-2.img');
+  assert.equal(a.length, b.length);
+  const swapped = Buffer.from(good);
+  good.copy(swapped, a.offset, b.offset, b.offset + b.length);
+  good.copy(swapped, b.offset, a.offset, a.offset + a.length);
+  cases.push(['swapped', swapped, /image file s6\/job-1\/core-1.img failed/]);
+  // Another image's pack of the same files (the same layout): every header names job-2.
+  const foreign = store.objects.get('s6/job-2/.pack')!;
+  assert.deepEqual(
+    other.files.map((f) => f.pack),
+    pushed.files.map((f) => f.pack),
+  );
+  cases.push(['foreign', foreign, /image file s6\/job-1\/\S+ failed/]);
+  for (const [what, bytes, message] of cases) {
+    store.objects.set(object, bytes);
+    await refused(`img-p-${what}`, 's6/job-1', pushed.files, message);
+  }
+  // A record whose offsets leave a gap or overlap is refused before a byte is read.
+  store.objects.set(object, good);
+  const gap = pushed.files.map((f) =>
+    f.name === 'core-2.img' ? { ...f, pack: { ...f.pack!, offset: f.pack!.offset + 1 } } : f,
+  );
+  await refused('img-p-gap', 's6/job-1', gap, /core-2.img is recorded at/);
+  // The pack missing altogether: NOT_FOUND from the store, nothing left either.
+  store.objects.delete(object);
+  await assert.rejects(
+    fetchImage(agent, objects, {
+      imageId: 'img-p-gone',
+      prefix: 's6/job-1',
+      key: key.toString('base64'),
+      files: pushed.files,
+    }),
+    (e: unknown) => isDroverError(e, 'NOT_FOUND'),
+  );
+  store.objects.set(object, good);
+  await fetchImage(agent, objects, {
+    imageId: 'img-p-ok',
+    prefix: 's6/job-1',
+    key: key.toString('base64'),
+    files: pushed.files,
+  });
+});
+
+test('a set stored before packs (every file an object of its own) is still fetched', async () => {
+  await localImage('img-old');
+  // The objects as pushes before packs left them: each file sealed alone under its own name,
+  // recorded without a place in a pack.
+  const manifestBytes = await readFile(join(images.dir('img-old'), MANIFEST_FILE));
+  const files: ImageFile[] = [];
+  for (const [name, bytes] of [...plain, [MANIFEST_FILE, manifestBytes] as const]) {
+    const object = `s7/job-1/${name}`;
+    const parts: Uint8Array[] = [];
+    for await (const c of sealImage(
+      (async function* () {
+        yield bytes;
+      })(),
+      key,
+      object,
+    )) {
+      parts.push(c);
+    }
+    store.objects.set(object, Buffer.concat(parts));
+    files.push({ name, size: bytes.length, sha256: sha(bytes) });
+  }
+  await fetchImage(agent, objects, {
+    imageId: 'img-old-back',
+    prefix: 's7/job-1',
+    key: key.toString('base64'),
+    files,
+  });
+  for (const [name, bytes] of plain) {
+    const parts: Uint8Array[] = [];
+    const path = join(images.dir('img-old-back'), name);
+    for await (const c of openFile(path, key, localImageName('img-old-back', name))) parts.push(c);
+    assert.ok(Buffer.concat(parts).equals(bytes), name);
+  }
+  assert.ok(!store.objects.has('s7/job-1/.pack'));
 });

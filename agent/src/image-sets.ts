@@ -1,13 +1,15 @@
 /**
  * Images in and out of the image-set object store: `pushImage` stores a local image, sealed with
- * the set's key (image-crypto.ts), under `<set>/<job>/` — its sealed files as they are, renamed —
- * `fetchImage` brings one back onto this host, authenticating every chunk and checking every byte
- * against the checksums the set recorded. A pair, like CRIU's dump_x/restore_x.
- * `decodeStoredImage` reads one in memory to show what is in it.
+ * the set's key (image-crypto.ts), under `<set>/<job>/` — its sealed files as they are, renamed;
+ * the small ones together in one object, the image's pack (image-pack.ts), each large one as an
+ * object of its own — `fetchImage` brings one back onto this host, authenticating every chunk and
+ * checking every byte against the checksums the set recorded (sets stored before packs: every
+ * file an object of its own). A pair, like CRIU's dump_x/restore_x. `decodeStoredImage` reads one
+ * in memory to show what is in it.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ObjectFiles } from '@drover/bus';
@@ -17,6 +19,7 @@ import {
   ErrorCode,
   runGroups,
   retry,
+  settleAll,
   sleep,
   toDroverError,
 } from '@drover/common';
@@ -30,9 +33,11 @@ import {
   isMovable,
   openImage,
   rebindFile,
+  Rebind,
   rebindImage,
   sealImage,
 } from './image-crypto.js';
+import { isPacked, packObject, packStream, unpack, type SealedFile } from './image-pack.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 
 /**
@@ -43,14 +48,14 @@ import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js
 const FILE_UPLOADS = 4;
 
 /**
- * Small files of one image uploaded at once, besides FILE_UPLOADS' large ones. An image of a
- * process tree is dozens of files of a few KiB (`core-*`, `mm-*`, `fdinfo-*`...), each one chunk
- * and a record: their upload is round trips, not bytes, and few at a time it was most of a push
- * (docs/CHECKPOINT.md, "The store"). Each holds one chunk.
+ * Small files of one image read and sealed at once for its pack, while the pack goes up. An image
+ * of a process tree is dozens of files of a few KiB (`core-*`, `mm-*`, `fdinfo-*`...): as objects
+ * of their own their upload was round trips and records, not bytes, and most of a push
+ * (docs/CHECKPOINT.md, "The store"); in the pack they are a few chunks of one object.
  */
-const SMALL_FILE_UPLOADS = 16;
+const SMALL_FILE_READS = 16;
 
-/** A file this size or smaller (its plaintext) is small: one chunk of the store, sealed. */
+/** A file this size or smaller (its plaintext) is small: it goes into its image's pack. */
 const SMALL_FILE_BYTES = 256 * 1024;
 
 /**
@@ -123,9 +128,8 @@ async function putImageFile(
   bytesPerSec: number | undefined,
 ): Promise<{ size: number; sha256: string }> {
   const count = { bytes: 0 };
-  const recorded =
-    manifest.sealed === true ? manifest.files?.find((f) => f.name === name) : undefined;
-  if (recorded && name !== MANIFEST_FILE) {
+  const recorded = recordedFile(manifest, name);
+  if (recorded) {
     const sealed = rebindFile(
       join(manifest.dir, name),
       key,
@@ -153,6 +157,59 @@ async function putImageFile(
   return { size: count.bytes, sha256: hash.digest('hex') };
 }
 
+/** File `name` of a local image if it is sealed in format 2 with recorded checksums. */
+function recordedFile(manifest: ImageManifest, name: string): ImageFile | undefined {
+  if (manifest.sealed !== true || name === MANIFEST_FILE) return undefined;
+  return manifest.files?.find((f) => f.name === name);
+}
+
+/**
+ * A small file of a local image sealed for its pack as object `object` (the name it would have
+ * alone): a file sealed with recorded checksums gets a new header and keeps its chunks, as
+ * `putImageFile` moves it; any other is opened, hashed and sealed.
+ */
+async function sealSmallFile(
+  manifest: ImageManifest,
+  name: string,
+  object: string,
+  key: Buffer,
+): Promise<SealedFile> {
+  const recorded = recordedFile(manifest, name);
+  if (recorded) {
+    const from = localImageName(manifest.imageId, name);
+    const r = new Rebind(key, from, object, { inPlace: true, plainBytes: recorded.size });
+    const out = r.push(await readFile(join(manifest.dir, name)));
+    r.end();
+    const sealed = out.length === 1 ? out[0]! : Buffer.concat(out);
+    return { name, sealed, size: recorded.size, sha256: recorded.sha256 };
+  }
+  const hash = createHash('sha256');
+  const count = { bytes: 0 };
+  const plain = hashedChunks(plaintextOf(manifest, name, key, undefined), hash, undefined, count);
+  const parts: Uint8Array[] = [];
+  for await (const c of sealImage(plain, key, object)) parts.push(c);
+  return { name, sealed: Buffer.concat(parts), size: count.bytes, sha256: hash.digest('hex') };
+}
+
+/**
+ * The small files `names` of a local image into the store as its pack (image-pack.ts); what the
+ * set records of each, in the names' order.
+ */
+async function putPack(
+  store: ObjectFiles,
+  manifest: ImageManifest,
+  names: readonly string[],
+  prefix: string,
+  key: Buffer,
+  bytesPerSec: number | undefined,
+): Promise<ImageFile[]> {
+  const pack = packStream(names.length, SMALL_FILE_READS, (i) =>
+    sealSmallFile(manifest, names[i]!, `${prefix}/${names[i]!}`, key),
+  );
+  await store.put(packObject(prefix), hashedChunks(pack.data, null, bytesPerSec, { bytes: 0 }));
+  return pack.files;
+}
+
 /** One push per image at a time: a repeated request (a controller that took over) joins it. */
 const pushing = new Map<string, Promise<AgentReplies['image-push']>>();
 
@@ -172,45 +229,60 @@ export function pushImage(
     const tReady = performance.now();
     const key = imageKey(req.key);
     const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
-    // Files go up a few at once: an image is a few large pages files (FILE_UPLOADS at once) and
-    // dozens of small ones of two round trips each (SMALL_FILE_UPLOADS at once, alongside).
-    // A file whose size the image did not record counts as large. Results keep the names' order.
-    const recorded = new Map((manifest.files ?? []).map((f) => [f.name, f.size]));
-    const isSmall = (name: string): boolean => (recorded.get(name) ?? Infinity) <= SMALL_FILE_BYTES;
-    const upload = async (name: string, index: number): Promise<ImageFile> => {
+    // Large files go up a few at once (FILE_UPLOADS), each an object of its own; the small ones
+    // alongside, all in one object, the pack. A file whose size the image did not record (the
+    // manifest, an older image's) is small if it is on the disk: sealed it is no smaller.
+    // Results keep the names' order.
+    const sizes = new Map((manifest.files ?? []).map((f) => [f.name, f.size]));
+    for (const name of names) {
+      if (!sizes.has(name)) sizes.set(name, (await stat(join(manifest.dir, name))).size);
+    }
+    const isSmall = (name: string): boolean => sizes.get(name)! <= SMALL_FILE_BYTES;
+    const injectFault = (index: number, name: string): void => {
       if (index === faults.failPushAfterFiles) {
         throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
       }
-      const object = `${req.prefix}/${name}`;
-      // An upload cut off (a NATS server restarting, say) is made again from the local file;
-      // the bucket is opened again too if it could not be (objects() keeps it once open).
-      const sent = await retry(
-        async () =>
-          putImageFile(await objects(), manifest, name, object, key, faults.throttleBytesPerSec),
-        {
-          forMs: PUT_RETRY_MS,
-          pauseMs: PUT_PAUSE,
-          retryIf: (err) => toDroverError(err).retryable,
-          onRetry: (err, n) =>
-            agent.log.warn('image upload interrupted; uploading the file again', {
-              object,
-              attempt: n,
-              err: toDroverError(err),
-            }),
-        },
-      ).catch((err: unknown) => {
+    };
+    // An upload cut off (a NATS server restarting, say) is made again from the local files;
+    // the bucket is opened again too if it could not be (objects() keeps it once open).
+    const retried = <T>(object: string, put: (store: ObjectFiles) => Promise<T>): Promise<T> =>
+      retry(async () => put(await objects()), {
+        forMs: PUT_RETRY_MS,
+        pauseMs: PUT_PAUSE,
+        retryIf: (err) => toDroverError(err).retryable,
+        onRetry: (err, n) =>
+          agent.log.warn('image upload interrupted; uploading the object again', {
+            object,
+            attempt: n,
+            err: toDroverError(err),
+          }),
+      }).catch((err: unknown) => {
         throw toDroverError(err);
       });
-      return { name, ...sent };
-    };
     const indexed = names.map((name, index) => ({ name, index }));
     const small = indexed.filter((x) => isSmall(x.name));
+    const large = indexed.filter((x) => !isSmall(x.name));
+    const pack = { name: packObject(req.prefix), index: -1 };
     const files = new Array<ImageFile>(names.length);
     await runGroups(
-      [indexed.filter((x) => !isSmall(x.name)), small],
-      (group) => (group === small ? SMALL_FILE_UPLOADS : FILE_UPLOADS),
+      [large, small.length > 0 ? [pack] : []],
+      (group) => (group === large ? FILE_UPLOADS : 1),
       async (x) => {
-        files[x.index] = await upload(x.name, x.index);
+        if (x === pack) {
+          for (const s of small) injectFault(s.index, s.name);
+          const smallNames = small.map((s) => s.name);
+          const packed = await retried(pack.name, (store) =>
+            putPack(store, manifest, smallNames, req.prefix, key, faults.throttleBytesPerSec),
+          );
+          packed.forEach((f, k) => (files[small[k]!.index] = f));
+          return;
+        }
+        injectFault(x.index, x.name);
+        const object = `${req.prefix}/${x.name}`;
+        const sent = await retried(object, (store) =>
+          putImageFile(store, manifest, x.name, object, key, faults.throttleBytesPerSec),
+        );
+        files[x.index] = { name: x.name, ...sent };
       },
     );
     const sizeBytes = files.reduce((a, f) => a + f.size, 0);
@@ -249,10 +321,59 @@ async function firstPiece(
   return { head, data: data() };
 }
 
+/** One piece as a stream. */
+async function* once(piece: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield piece;
+}
+
+/**
+ * Stored file `f` (object `object`: its own, or its name within the pack), its sealed bytes
+ * `data` starting with `head`, written to `path` as file `local` of this host's image; throws
+ * DATA_LOSS unless it authenticates and matches its recorded size and SHA-256.
+ */
+async function landFile(
+  f: ImageFile,
+  object: string,
+  head: Uint8Array,
+  data: AsyncIterable<Uint8Array>,
+  path: string,
+  local: string,
+  key: Buffer,
+): Promise<void> {
+  const hash = createHash('sha256');
+  const count = { bytes: 0 };
+  const hashed = (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> =>
+    hashedChunks(input, hash, undefined, count);
+  if (f.name !== MANIFEST_FILE && isMovable(head)) {
+    // Format 2: written as it is under this image's local name, then opened from the disk —
+    // every chunk of the copy that a restore will read authenticated and hashed — instead
+    // of opened and sealed again.
+    await pipeline(rebindImage(data, key, object, local), createWriteStream(path, { mode: 0o600 }));
+    for await (const _ of hashed(openFile(path, key, local, object)));
+  } else {
+    // An older set's object is sealed again for the disk (the manifest stays readable).
+    const plain = hashed(openImage(data, key, object));
+    await pipeline(
+      f.name === MANIFEST_FILE ? plain : sealImage(plain, key, local),
+      createWriteStream(path, { mode: 0o600 }),
+    );
+  }
+  const sha256 = hash.digest('hex');
+  const size = count.bytes;
+  if (size !== f.size || sha256 !== f.sha256) {
+    throw new DroverError(
+      ErrorCode.DataLoss,
+      `image file ${object} does not match its checksum (size ${size}, expected ${f.size})`,
+      { details: { name: f.name, size, expected: f.size, sha256, expectedSha256: f.sha256 } },
+    );
+  }
+}
+
 /**
  * Copy an image from the object store into this host's images as `imageId`, verifying each file's
  * size and SHA-256 before anything is visible: files land in a hidden directory that is renamed
- * into place only when all of them check out. Replaces a local copy of the same id.
+ * into place only when all of them check out. Replaces a local copy of the same id. The pack's
+ * files (read in one stream) and the files stored alone land at the same time.
  */
 export async function fetchImage(
   agent: Agent,
@@ -266,43 +387,34 @@ export async function fetchImage(
   const tmp = join(agent.images.imagesDir, `.fetch-${req.imageId}`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true, mode: 0o700 });
+  const land = (f: ImageFile, head: Uint8Array, data: AsyncIterable<Uint8Array>): Promise<void> =>
+    landFile(
+      f,
+      `${req.prefix}/${f.name}`,
+      head,
+      data,
+      join(tmp, f.name),
+      localImageName(req.imageId, f.name),
+      key,
+    );
+  const packed = req.files.filter(isPacked);
+  const alone = req.files.filter((f) => !isPacked(f));
   try {
-    for (const f of req.files) {
-      const path = join(tmp, f.name);
-      const object = `${req.prefix}/${f.name}`;
-      const local = localImageName(req.imageId, f.name);
-      const { head, data } = await firstPiece(store.get(object));
-      const hash = createHash('sha256');
-      const count = { bytes: 0 };
-      const hashed = (input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> =>
-        hashedChunks(input, hash, undefined, count);
-      if (f.name !== MANIFEST_FILE && isMovable(head)) {
-        // Format 2: written as it is under this image's local name, then opened from the disk —
-        // every chunk of the copy that a restore will read authenticated and hashed — instead
-        // of opened and sealed again.
-        await pipeline(
-          rebindImage(data, key, object, local),
-          createWriteStream(path, { mode: 0o600 }),
-        );
-        for await (const _ of hashed(openFile(path, key, local, object)));
-      } else {
-        // An older set's object is sealed again for the disk (the manifest stays readable).
-        const plain = hashed(openImage(data, key, object));
-        await pipeline(
-          f.name === MANIFEST_FILE ? plain : sealImage(plain, key, local),
-          createWriteStream(path, { mode: 0o600 }),
-        );
-      }
-      const sha256 = hash.digest('hex');
-      const size = count.bytes;
-      if (size !== f.size || sha256 !== f.sha256) {
-        throw new DroverError(
-          ErrorCode.DataLoss,
-          `image file ${req.prefix}/${f.name} does not match its checksum (size ${size}, expected ${f.size})`,
-          { details: { name: f.name, size, expected: f.size, sha256, expectedSha256: f.sha256 } },
-        );
-      }
-    }
+    await settleAll([
+      (async () => {
+        if (packed.length === 0) return;
+        const object = packObject(req.prefix);
+        for await (const { file, sealed } of unpack(store.get(object), packed, object)) {
+          await land(file, sealed, once(sealed));
+        }
+      })(),
+      (async () => {
+        for (const f of alone) {
+          const { head, data } = await firstPiece(store.get(`${req.prefix}/${f.name}`));
+          await land(f, head, data);
+        }
+      })(),
+    ]);
     await rm(final, { recursive: true, force: true });
     await rename(tmp, final);
   } catch (err) {
@@ -315,8 +427,11 @@ export async function fetchImage(
   manifest.dir = final;
   manifest.host = agent.config.hostId;
   manifest.sealed = true;
-  // Every file now on this host is sealed in format 2 with the checksums just verified.
-  manifest.files = req.files.filter((f) => f.name !== MANIFEST_FILE);
+  // Every file now on this host is sealed in format 2 with the checksums just verified (where
+  // it was in the store is no business of the local image).
+  manifest.files = req.files
+    .filter((f) => f.name !== MANIFEST_FILE)
+    .map(({ name, size, sha256 }) => ({ name, size, sha256 }));
   await agent.images.writeManifest(manifest);
   agent.log.info('image fetched', { imageId: req.imageId, prefix: req.prefix });
   return { ...toImageInfo(manifest), durationMs: Math.round(performance.now() - t0) };
@@ -337,6 +452,21 @@ export async function decodeStoredImage(
   const key = imageKey(req.key);
   const store = await objects();
   const listed = new Map(req.files.map((f) => [f.name, f]));
+  // The pack is read once, when a file in it is first read: its files' sealed bytes by name.
+  let pack: Promise<Map<string, Buffer>> | null = null;
+  const packed = (): Promise<Map<string, Buffer>> =>
+    (pack ??= (async () => {
+      const object = packObject(req.prefix);
+      const files = new Map<string, Buffer>();
+      for await (const { file, sealed } of unpack(
+        store.get(object),
+        req.files.filter(isPacked),
+        object,
+      )) {
+        files.set(file.name, sealed);
+      }
+      return files;
+    })());
   // Every byte of a file passes through here, hashed; `onChunk` sees it with its offset.
   const stream = async (
     name: string,
@@ -347,7 +477,8 @@ export async function decodeStoredImage(
     const object = `${req.prefix}/${name}`;
     const hash = createHash('sha256');
     let size = 0;
-    for await (const chunk of openImage(store.get(object), key, object)) {
+    const sealed = isPacked(f) ? once((await packed()).get(name)!) : store.get(object);
+    for await (const chunk of openImage(sealed, key, object)) {
       hash.update(chunk);
       onChunk(chunk, size);
       size += chunk.length;

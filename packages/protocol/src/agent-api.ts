@@ -161,7 +161,19 @@ export interface ImageFile {
   size: number;
   /** Hex SHA-256 of the file's bytes, computed by the agent that read it. */
   sha256: string;
+  /**
+   * Where the file's sealed bytes are in its image's pack (`<set>/<job>/` + IMAGE_PACK_OBJECT):
+   * set for a small file of a set stored since packs; absent, the file is an object of its own
+   * (`<set>/<job>/<name>`: large files, and every file of an older set).
+   */
+  pack?: { offset: number; length: number };
 }
+
+/**
+ * The object, under an image's prefix, that holds its small files one after another (no file's
+ * name starts with a dot, so none is stored under this one).
+ */
+export const IMAGE_PACK_OBJECT = '.pack';
 
 /** An image set's key on the wire: base64 of 32 random bytes (AES-256-GCM). */
 export const IMAGE_KEY_PATTERN = /^[A-Za-z0-9+/]{43}=$/;
@@ -285,6 +297,7 @@ const IMAGE_FILES = arr(
     name: str({ min: 1, max: 255, pattern: /^[A-Za-z0-9][A-Za-z0-9_.-]*$/ }),
     size: int({ min: 0 }),
     sha256: str({ pattern: /^[0-9a-f]{64}$/ }),
+    pack: opt(obj({ offset: int({ min: 0 }), length: int({ min: 1 }) })),
   }),
   { min: 1, max: 100000 },
 );

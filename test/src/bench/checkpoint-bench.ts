@@ -161,7 +161,12 @@ export async function benchCheckpoint(o: CheckpointOptions): Promise<Figure[]> {
       o.log(
         `checkpoint ${name}: ${Math.round(wall)} ms, frozen ${op.frozenMs} ms, cut skew ${op.requestSkewMs} ms, frozen-report skew ${op.freezeSkewMs} ms`,
       );
-      await client.call('images-delete', { name });
+      const set = await client.call('images-inspect', { name });
+      const gone = await client.call('images-delete', { name });
+      // What the set holds: its files, and the objects they are in (each file alone, or a pack).
+      o.log(
+        `checkpoint ${name}: ${set.jobs.reduce((n, j) => n + j.files.length, 0)} files in ${gone.objects} objects`,
+      );
       const jsz = (await (await fetch(`${tb.nats!.servers[0]!.monitorUrl}/jsz`)).json()) as {
         storage: number;
       };

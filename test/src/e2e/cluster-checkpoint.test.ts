@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ObjectFiles } from '@drover/bus';
 import { isDroverError } from '@drover/common';
-import { IMAGE_SET_BUCKET, type CutPlan, type HostFreeze } from '@drover/protocol';
+import { IMAGE_SET_BUCKET, type CutPlan, type HostFreeze, type ImageFile } from '@drover/protocol';
 import { ControllerProcess } from '@drover/testbed';
 import { ClusterFixture } from '../cluster/fixture.js';
 import { waitReady, type WorkloadName } from '../workloads/mod.js';
@@ -51,7 +51,7 @@ interface ImageSet {
   name: string;
   state: string;
   freezeSkewMs: number | null;
-  jobs: { jobId: string; host: string; files: { name: string; size: number; sha256: string }[] }[];
+  jobs: { jobId: string; host: string; files: ImageFile[] }[];
 }
 
 const { json, launch } = cliJobs(() => f);
@@ -115,7 +115,13 @@ describe('coordinated cluster checkpoint and image sets', () => {
       assert.ok(sj.files.length > 3, `${sj.jobId} has ${sj.files.length} files`);
       for (const f of sj.files) assert.match(f.sha256, /^[0-9a-f]{64}$/);
       assert.ok(sj.files.some((f) => f.name === 'manifest.json'));
+      // An image's small files (its manifest among them) are in one object, its pack.
+      assert.ok(sj.files.find((f) => f.name === 'manifest.json')!.pack !== undefined);
     }
+    const objects = set.jobs.reduce(
+      (n, sj) => n + 1 + sj.files.filter((f) => f.pack === undefined).length,
+      0,
+    );
     const listed = await json<{ sets: ImageSet[] }>(['images', 'ls']);
     assert.ok(listed.sets.some((s) => s.name === 's1' && s.state === 'complete'));
     const ls = await drover(['images', 'ls']);
@@ -141,7 +147,10 @@ describe('coordinated cluster checkpoint and image sets', () => {
     // Delete the set: its objects go with it.
     const rm = await drover(['images', 'rm', 's1']);
     assert.equal(rm.code, 0, rm.stderr);
-    assert.match(rm.stdout, /deleted image set s1 \(\d+ objects\)/);
+    // Each file stored alone and each image's pack.
+    assert.match(rm.stdout, new RegExp(`deleted image set s1 \\(${objects} objects\\)`));
+    const store = await ObjectFiles.open(f.agents.bus, { bucket: IMAGE_SET_BUCKET, create: false });
+    assert.deepEqual(await store.list('s1/'), []);
     const gone = await drover(['images', 'inspect', 's1']);
     assert.equal(gone.code, 3, gone.stderr);
     assert.match(gone.stderr, /no image set s1/);
@@ -332,12 +341,17 @@ describe('coordinated cluster checkpoint and image sets', () => {
     const op = await json<Op>(['checkpoint', j.id, '--name', 's6']);
     assert.equal(op.state, 'done');
     const store = await ObjectFiles.open(f.agents.bus, { bucket: IMAGE_SET_BUCKET, create: false });
-    const name = `s6/${j.id}/pages-1.img`;
+    // The file is stored alone if it is large, else in its image's pack where the set says.
+    const set = await json<ImageSet>(['images', 'inspect', 's6']);
+    const pack = set.jobs[0]!.files.find((x) => x.name === 'pages-1.img')!.pack;
+    const name = `s6/${j.id}/${pack ? '.pack' : 'pages-1.img'}`;
     const parts: Uint8Array[] = [];
     for await (const c of store.get(name)) parts.push(c);
     const bytes = Buffer.concat(parts);
-    assert.equal(bytes.subarray(0, 8).toString(), 'DRVIMG2\n', 'stored images are sealed');
-    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    const [from, length] = pack ? [pack.offset, pack.length] : [0, bytes.length];
+    const sealed = bytes.subarray(from, from + length);
+    assert.equal(sealed.subarray(0, 8).toString(), 'DRVIMG2\n', 'stored images are sealed');
+    sealed[Math.floor(sealed.length / 2)]! ^= 0x01;
     await store.put(
       name,
       (async function* () {
