@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NO_CONTEXTS, upsertContext } from '@drover/common';
 import { readContextsFile, writeContextsFile } from '@drover/cli-kit';
+import { writeLocalState } from '@drover/local-cluster/local-state';
 import { clusterDefaults, contextFlag } from './cluster-context.js';
 
 const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -59,6 +60,41 @@ test('defaults: named context > DROVER_NATS_* > current context > local', () => 
     const other = clusterDefaults(['--nats', 'nats://o:1', 'jobs'], env);
     assert.equal(other.context, null, '--nats: not the current context');
     assert.equal(other.cert, undefined, 'nor its certificate');
+  });
+});
+
+test("the local cluster's certificate goes only to its own URL", () => {
+  withFile((_path, env) => {
+    const dir = env.DROVER_LOCAL_DIR!;
+    mkdirSync(dir, { recursive: true });
+    const tls = { caFile: '/l/ca.crt', certFile: '/l/op.crt', keyFile: '/l/op.key' };
+    writeLocalState({
+      version: 1,
+      phase: 'up',
+      dir,
+      upPid: 1,
+      upStartTime: 1,
+      createdAt: '2026-12-07T00:00:00Z',
+      hosts: 3,
+      natsUrl: 'nats://10.77.1.1:4222',
+      tls,
+      processes: [],
+    });
+    const local = { ca: tls.caFile, cert: tls.certFile, key: tls.keyFile };
+    assert.deepEqual(clusterDefaults([], env), {
+      nats: 'nats://10.77.1.1:4222',
+      ...local,
+      context: null,
+    });
+    const own = clusterDefaults(['--nats', 'nats://10.77.1.1:4222', 'jobs'], env);
+    assert.equal(own.cert, local.cert, '--nats naming the local cluster: its certificate');
+    // A bench's or a test's own NATS on this machine: no certificate of another cluster.
+    const other = clusterDefaults(['--nats=nats://127.0.0.1:4333', 'jobs'], env);
+    assert.deepEqual([other.ca, other.cert, other.key], [undefined, undefined, undefined]);
+    assert.equal(
+      clusterDefaults([], { ...env, DROVER_NATS_SERVERS: 'nats://e:1' }).cert,
+      undefined,
+    );
   });
 });
 

@@ -57,12 +57,14 @@ export function clusterDefaults(
   if (named !== undefined) return fromContext(findContext(file(), named));
   const fromEnv =
     env.DROVER_NATS_SERVERS || env.DROVER_NATS_CA || env.DROVER_NATS_CERT || env.DROVER_NATS_KEY;
-  // An explicit --nats names another cluster: the current context lends it no certificate.
-  if (!fromEnv && flagValue(args, 'nats') === undefined) {
+  const natsFlag = flagValue(args, 'nats');
+  // An explicit --nats names another cluster: the current context lends it no certificate, nor
+  // does the local cluster unless the flag names it.
+  if (!fromEnv && natsFlag === undefined) {
     const f = file();
     if (f.current !== null) return fromContext(findContext(f, f.current));
   }
-  return { nats: defaultNats(env), ...defaultTls(env), context: null };
+  return { nats: defaultNats(env), ...defaultTls(env, natsFlag), context: null };
 }
 
 /** The context `drover up` writes for the local cluster in `dir`: `local`, or `local-<dir>`. */

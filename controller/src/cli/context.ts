@@ -25,9 +25,13 @@ export function defaultNats(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * The client certificate when no `--nats-*` flag is given: `DROVER_NATS_CA/CERT/KEY`, else the
- * operator certificate of the local cluster `drover up` left running (when it uses TLS).
+ * operator certificate of the local cluster `drover up` left running (when it uses TLS) — unless
+ * `--nats` (`natsFlag`) or `DROVER_NATS_SERVERS` names another cluster than that one.
  */
-export function defaultTls(env: NodeJS.ProcessEnv = process.env): {
+export function defaultTls(
+  env: NodeJS.ProcessEnv = process.env,
+  natsFlag?: string,
+): {
   ca?: string;
   cert?: string;
   key?: string;
@@ -41,7 +45,9 @@ export function defaultTls(env: NodeJS.ProcessEnv = process.env): {
   }
   // Only the local cluster's own URL gets its certificate.
   if (env.DROVER_NATS_SERVERS) return {};
-  const local = localTls(defaultLocalDir(env));
+  const dir = defaultLocalDir(env);
+  if (natsFlag !== undefined && natsFlag !== localNatsUrl(dir)) return {};
+  const local = localTls(dir);
   return local ? { ca: local.caFile, cert: local.certFile, key: local.keyFile } : {};
 }
 
