@@ -31,7 +31,7 @@ import { deleteSet, readSet, setsPage } from './image-sets.js';
 import type { ControllerMetrics } from './controller-metrics.js';
 import { HostRegistry } from './host-registry.js';
 import { KnownHosts, type KnownHost } from './known-hosts.js';
-import { Liveness } from './liveness.js';
+import { Liveness, PROBE_TIMEOUT_MS } from './liveness.js';
 import { locate, whereIs, type Locator } from './locate.js';
 import { removeHost } from './host-removal.js';
 import { allJobs, jobsPage, type JobsSource } from './listing.js';
@@ -331,7 +331,17 @@ export class Controller {
         known: this.known,
         cordons: this.stores.cordons,
         ops: this.stores.ops,
-        probe: (host, ms) => this.agent(host, 'info', {}, ms),
+        // The liveness probe (its heartbeat thread) or its main thread: either is an answer.
+        answers: (host) =>
+          Promise.any([
+            this.liveness.probe(host).then((p) => {
+              if (!p) throw new Error('no answer to the liveness probe');
+            }),
+            this.agent(host, 'info', {}, PROBE_TIMEOUT_MS),
+          ]).then(
+            () => true,
+            () => false,
+          ),
         log: this.log,
       },
       req,

@@ -46,7 +46,7 @@ function world(opts: {
       delete: async (h: string) => void cordonsDeleted.push(h),
     } as HostRemovalContext['cordons'],
     ops: { list: async () => ops } as unknown as HostRemovalContext['ops'],
-    probe: () => (opts.answers ? Promise.resolve({}) : Promise.reject(new Error('no reply'))),
+    answers: () => Promise.resolve(opts.answers === true),
     log: nullLogger,
   };
   return { ctx, registry, forgotten, cordonsDeleted };

@@ -11,17 +11,18 @@ import type { HostRegistry } from './host-registry.js';
 import { isLive } from './job-records.js';
 import type { KnownHosts } from './known-hosts.js';
 
-/** How long the host's agent has to answer before it counts as gone. */
-export const REMOVE_PROBE_MS = 1500;
-
 /** What removing a host needs from the controller. */
 export interface HostRemovalContext {
   registry: Pick<HostRegistry, 'get' | 'remove'>;
   known: Pick<KnownHosts, 'has' | 'forget'> | null;
   cordons: Pick<StateStore<{ cordoned: boolean }>, 'delete'>;
   ops: Pick<StateStore<OperationRecord>, 'list'>;
-  /** Resolves when the host's agent answers within `timeoutMs`, rejects otherwise. */
-  probe(host: string, timeoutMs: number): Promise<unknown>;
+  /**
+   * Whether the host's agent answers now. Its liveness probe (answered by the agent's heartbeat
+   * thread, which a busy main thread cannot hold up: liveness.ts) counts: a loaded agent that is
+   * slow to answer a request is not a gone one, and removing it would be wrong.
+   */
+  answers(host: string): Promise<boolean>;
   log: Logger;
 }
 
@@ -46,11 +47,7 @@ export async function removeHost(
       details: { host },
     });
   }
-  const answers = await ctx.probe(host, REMOVE_PROBE_MS).then(
-    () => true,
-    () => false,
-  );
-  if (answers) {
+  if (await ctx.answers(host)) {
     throw new DroverError(
       ErrorCode.FailedPrecondition,
       `host ${host} still runs its agent: stop it first (drover-deploy uninstall), ` +

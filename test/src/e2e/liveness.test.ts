@@ -81,11 +81,24 @@ describe('liveness that heavy work cannot starve', () => {
     const cut = await start('h3', 'node', 'live-cut');
     startHogs();
     try {
-      const [restore, drain, checkpoint] = await Promise.all([
+      const [restore, drain, checkpoint, rm] = await Promise.all([
         drover(['--json', 'restore', 'live-big', '--to', 'h1']),
         drover(['--json', '--no-progress', 'drain', 'h2']),
         drover(['--json', 'checkpoint', cut.id, '--name', 'live-cut', '--leave-running']),
+        // While h3's agent is busy with its dump (its main thread answers nothing for 7 s), it
+        // is not gone: removing it is refused (its heartbeat thread answers the probe).
+        (async () => {
+          await waitForValue(async () => {
+            const { ops } = await json<{ ops: Op[] }>(['ops']);
+            return ops.find(
+              (o) => o.kind === 'checkpoint' && o.state === 'running' && o.phase === 'dumping',
+            );
+          }, 120_000);
+          return drover(['hosts', 'rm', 'h3']);
+        })(),
       ]);
+      assert.equal(rm.code, 4, `hosts rm of a busy host: ${rm.stderr}${rm.stdout}`);
+      assert.match(rm.stderr, /host h3 still runs its agent/);
       for (const [what, r] of [
         ['restore', restore],
         ['drain', drain],
