@@ -136,7 +136,7 @@ export async function thawJobs(
   const networked = records.filter((r) => addressOf(r.network)).map((r) => r.id);
   const [cgs, batched] = await Promise.all([
     Promise.allSettled(records.map((r) => host.cgroupOf(r))),
-    networked.length > 1
+    networked.length > 0
       ? unlockJobNetworks(networked).then(
           () => true,
           () => false,

@@ -628,7 +628,7 @@ async function chooseMembers(
  * From the first job frozen to the last thawed, as the hosts report them (each host's clock less
  * its estimated offset from the controller's); null unless every host of the cut said when.
  */
-export function frozenUntilThawed(o: CheckpointRecord): number | null {
+function frozenUntilThawed(o: CheckpointRecord): number | null {
   const freezes = o.freezes ?? [];
   if (!freezes.length || freezes.some((f) => f.thawedAtMs === undefined)) return null;
   const offset = new Map(freezes.map((f) => [f.host, f.offsetMs ?? 0]));
