@@ -149,7 +149,7 @@ suite_candidate() {
 # Drover's fixes to CRIU's source, applied before it is built. Raise CRIU_FIXES_REV when one is
 # added: a build recorded with an older revision (in CRIU_FIXES_STAMP, and in the source tree) is
 # rebuilt by the next setup.
-CRIU_FIXES_REV=2
+CRIU_FIXES_REV=3
 CRIU_FIXES_STAMP=/usr/local/lib/drover/criu-fixes
 
 # tls-recv-frees-packets. CRIU's tls_recv_data_to_fd (criu/tls.c, 4.2.1 and upstream as of this
@@ -189,8 +189,7 @@ fix_criu_tls_recv_frees_packets() {
 # writev() into a pipe grown to 1 MiB, and no longer polls before a blocking read: for 1 GiB, about
 # 71,000 system calls on the dumping side become 8,700 and 237,000 in the page server 10,500.
 # It changes criu/tls.c and criu/page-xfer.c as they are after tls-recv-frees-packets, so it
-# follows that fix. Applied (with patch, which dpkg-dev brings) only where every hunk matches
-# exactly; prints what it did.
+# follows that fix (apply_criu_patch, below).
 criu_tls_batched_io_patch() {
   cat <<'PATCH'
 --- a/criu/page-xfer.c
@@ -501,22 +500,50 @@ criu_tls_batched_io_patch() {
 PATCH
 }
 
-fix_criu_tls_batched_io() {
-  local p=(patch -d "$1" -p1 --fuzz=0 --batch --silent --no-backup-if-mismatch -r -)
-  if criu_tls_batched_io_patch | "${p[@]}" --forward --dry-run >/dev/null 2>&1; then
-    criu_tls_batched_io_patch | "${p[@]}" --forward >/dev/null ||
-      die "CRIU fix tls-batched-io: patch failed after its dry run"
-    log "CRIU fix tls-batched-io: applied"
-  elif criu_tls_batched_io_patch | "${p[@]}" --reverse --dry-run >/dev/null 2>&1; then
-    log "CRIU fix tls-batched-io: not needed (the source has it)"
+# page-server-close-pushed. The dumping CRIU corks its page connection (TCP_CORK) and pushes
+# each command it waits on with TCP_NODELAY, except the last: disconnect_from_page_server (4.2.1
+# and upstream as of this writing) sends PS_IOV_CLOSE and waits for the page server's answer
+# while the command, and the tail of the last pages, sit in the cork until its 200 ms timer.
+# Every dump to a page server, TLS or not, ended 200-210 ms after its last page left (criu dump of
+# 64 MiB to a page server on loopback: 360 ms, 148 ms with this fix; to tmpfs: 139 ms). The
+# command is pushed like the others. Applied like tls-batched-io, and independent of it.
+criu_page_server_close_pushed_patch() {
+  cat <<'PATCH'
+--- a/criu/page-xfer.c
++++ b/criu/page-xfer.c
+@@ -1541,6 +1541,9 @@
+ 	if (send_psi(page_server_sk, &pi))
+ 		goto out;
+ 
++	/* Push the command NOW: corked, it would wait for the cork's 200 ms timer */
++	tcp_nodelay(page_server_sk, true);
++
+ 	if (__recv(page_server_sk, &status, sizeof(status), 0) != sizeof(status)) {
+ 		pr_perror("The page server doesn't answer");
+ 		goto out;
+PATCH
+}
+
+# Apply fix $1, the patch its function $2 prints, to the source tree $3: only where every hunk
+# matches exactly (patch, which dpkg-dev brings); prints what it did.
+apply_criu_patch() {
+  local name="$1" patch_fn="$2"
+  local p=(patch -d "$3" -p1 --fuzz=0 --batch --silent --no-backup-if-mismatch -r -)
+  if "$patch_fn" | "${p[@]}" --forward --dry-run >/dev/null 2>&1; then
+    "$patch_fn" | "${p[@]}" --forward >/dev/null ||
+      die "CRIU fix $name: patch failed after its dry run"
+    log "CRIU fix $name: applied"
+  elif "$patch_fn" | "${p[@]}" --reverse --dry-run >/dev/null 2>&1; then
+    log "CRIU fix $name: not needed (the source has it)"
   else
-    log "warning: CRIU fix tls-batched-io: source differs, not applied"
+    log "warning: CRIU fix $name: source differs, not applied"
   fi
 }
 
 apply_criu_fixes() {
   fix_criu_tls_recv_frees_packets "$1"
-  fix_criu_tls_batched_io "$1"
+  apply_criu_patch tls-batched-io criu_tls_batched_io_patch "$1"
+  apply_criu_patch page-server-close-pushed criu_page_server_close_pushed_patch "$1"
   printf '%s\n' "$CRIU_FIXES_REV" >"$1/.drover-fixes"
 }
 

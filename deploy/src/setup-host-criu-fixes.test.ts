@@ -92,10 +92,10 @@ test('a source that already frees each packet, or has another shape, is left as 
 });
 
 /**
- * tls-batched-io is a patch carried in the script. The sources it is tried on are built from the
- * patch's own hunks: their old side is CRIU 4.2.1's text after tls-recv-frees-packets (the
- * script was checked against the real 4.2.1 tarball when the patch was made), their new side what
- * the patch must leave.
+ * tls-batched-io and page-server-close-pushed are patches carried in the script. The sources they
+ * are tried on are built from each patch's own hunks: their old side is CRIU 4.2.1's text (for
+ * tls-batched-io, after tls-recv-frees-packets; the script was checked against the real 4.2.1
+ * tarball when each patch was made), their new side what the patch must leave.
  */
 interface PatchedFile {
   path: string;
@@ -103,10 +103,10 @@ interface PatchedFile {
   after: string;
 }
 
-function batchedIoSources(): PatchedFile[] {
+function patchSources(patchFn: string): PatchedFile[] {
   const script = readFileSync(SCRIPT, 'utf8');
-  const start = script.indexOf("criu_tls_batched_io_patch() {\n  cat <<'PATCH'\n");
-  assert.ok(start >= 0, 'setup-host.sh carries the tls-batched-io patch');
+  const start = script.indexOf(`${patchFn}() {\n  cat <<'PATCH'\n`);
+  assert.ok(start >= 0, `setup-host.sh carries the patch ${patchFn} prints`);
   const body = script.slice(script.indexOf('\n', script.indexOf("<<'PATCH'", start)) + 1);
   const patch = body.slice(0, body.indexOf('\nPATCH\n') + 1);
   const files: PatchedFile[] = [];
@@ -137,8 +137,15 @@ function batchedIoSources(): PatchedFile[] {
   return files;
 }
 
-/** Run the script's tls-batched-io on a tree holding `files`; its log and the files afterwards. */
-async function batchedIo(
+const BATCHED_IO = { fix: 'tls-batched-io', patchFn: 'criu_tls_batched_io_patch' };
+const CLOSE_PUSHED = {
+  fix: 'page-server-close-pushed',
+  patchFn: 'criu_page_server_close_pushed_patch',
+};
+
+/** Run the script's fix `p` on a tree holding `files`; its log and the files afterwards. */
+async function applyPatch(
+  p: { fix: string; patchFn: string },
   name: string,
   files: ReadonlyMap<string, string>,
 ): Promise<{ log: string; after: Map<string, string>; strays: string[] }> {
@@ -150,16 +157,16 @@ async function batchedIo(
   const body = `set -euo pipefail
 log() { printf 'setup-host: %s\\n' "$*" >&2; }
 die() { printf 'setup-host: error: %s\\n' "$*" >&2; exit 1; }
-eval "$(sed -n '/^criu_tls_batched_io_patch() {/,/^}/p;/^fix_criu_tls_batched_io() {/,/^}/p' "$1")"
-fix_criu_tls_batched_io "$2"`;
-  const { stderr } = await run('bash', ['-c', body, 'fix', SCRIPT, src]);
+eval "$(sed -n "/^$3() {/,/^}/p;/^apply_criu_patch() {/,/^}/p" "$1")"
+apply_criu_patch "$4" "$3" "$2"`;
+  const { stderr } = await run('bash', ['-c', body, 'fix', SCRIPT, src, p.patchFn, p.fix]);
   const after = new Map([...files.keys()].map((p) => [p, readFileSync(join(src, p), 'utf8')]));
   const strays = readdirSync(join(src, 'criu')).filter((f) => /\.(orig|rej)$/.test(f));
   return { log: stderr, after, strays };
 }
 
 test('tls-batched-io patches tls.c and page-xfer.c as tls-recv-frees-packets left them', async () => {
-  const files = batchedIoSources();
+  const files = patchSources(BATCHED_IO.patchFn);
   const [xfer, tls] = files;
   assert.deepEqual(
     files.map((f) => f.path),
@@ -173,19 +180,19 @@ test('tls-batched-io patches tls.c and page-xfer.c as tls-recv-frees-packets lef
   assert.match(tls.after, /tls_wbatch_flush\(\)/);
   assert.match(xfer.after, /F_SETPIPE_SZ, 1 << 20/);
 
-  const r = await batchedIo('batched', new Map(files.map((f) => [f.path, f.before])));
+  const r = await applyPatch(BATCHED_IO, 'batched', new Map(files.map((f) => [f.path, f.before])));
   assert.match(r.log, /tls-batched-io: applied/);
   for (const f of files) assert.equal(r.after.get(f.path), f.after, f.path);
   assert.deepEqual(r.strays, []);
 
   // Applying again finds it there and changes nothing.
-  const again = await batchedIo('batched-again', r.after);
+  const again = await applyPatch(BATCHED_IO, 'batched-again', r.after);
   assert.match(again.log, /tls-batched-io: not needed/);
   for (const f of files) assert.equal(again.after.get(f.path), f.after, f.path);
 });
 
 test('tls-batched-io leaves a source of another shape as it is, every file of it', async () => {
-  const files = batchedIoSources();
+  const files = patchSources(BATCHED_IO.patchFn);
   const before = new Map(files.map((f) => [f.path, f.before]));
   // page-xfer.c differs in one line the patch relies on; tls.c alone would still match.
   const xfer = before.get('criu/page-xfer.c') ?? '';
@@ -194,8 +201,37 @@ test('tls-batched-io leaves a source of another shape as it is, every file of it
     'criu/page-xfer.c',
     xfer.replace('if (sk_wait_data(sk) < 0)', 'if (sk_wait_data(sk))'),
   );
-  const r = await batchedIo('batched-other-shape', before);
+  const r = await applyPatch(BATCHED_IO, 'batched-other-shape', before);
   assert.match(r.log, /warning: CRIU fix tls-batched-io: source differs, not applied/);
   for (const [path, text] of before) assert.equal(r.after.get(path), text, path);
   assert.deepEqual(r.strays, []);
+});
+
+test("page-server-close-pushed pushes the dump's last command before it waits for its answer", async () => {
+  const files = patchSources(CLOSE_PUSHED.patchFn);
+  assert.deepEqual(
+    files.map((f) => f.path),
+    ['criu/page-xfer.c'],
+  );
+  const [xfer] = files;
+  assert.ok(xfer);
+  const sent = xfer.after.indexOf('if (send_psi(page_server_sk, &pi))');
+  const pushed = xfer.after.indexOf('tcp_nodelay(page_server_sk, true);');
+  const waits = xfer.after.indexOf('if (__recv(page_server_sk, &status');
+  assert.ok(sent >= 0 && sent < pushed && pushed < waits, 'send, push, then wait');
+
+  const r = await applyPatch(CLOSE_PUSHED, 'close', new Map([[xfer.path, xfer.before]]));
+  assert.match(r.log, /page-server-close-pushed: applied/);
+  assert.equal(r.after.get(xfer.path), xfer.after);
+  assert.deepEqual(r.strays, []);
+  const again = await applyPatch(CLOSE_PUSHED, 'close-again', r.after);
+  assert.match(again.log, /page-server-close-pushed: not needed/);
+  assert.equal(again.after.get(xfer.path), xfer.after);
+
+  // A source where the wait reads otherwise is left alone.
+  const other = xfer.before.replace('if (__recv(page_server_sk', 'if (recv(page_server_sk');
+  const o = await applyPatch(CLOSE_PUSHED, 'close-other', new Map([[xfer.path, other]]));
+  assert.match(o.log, /warning: CRIU fix page-server-close-pushed: source differs, not applied/);
+  assert.equal(o.after.get(xfer.path), other);
+  assert.deepEqual(o.strays, []);
 });
