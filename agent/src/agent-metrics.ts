@@ -78,19 +78,30 @@ export class AgentMetrics {
         }
       };
     }
-    const checkpoint = wrapped['checkpoint']!;
-    wrapped['checkpoint'] = async (req: never) => {
-      try {
-        const image = (await checkpoint(req)) as { dumpMs: number; frozenMs: number };
-        this.checkpoints.inc({ outcome: 'done' });
-        this.dumpSeconds.observe(image.dumpMs / 1000);
-        this.frozenSeconds.observe(image.frozenMs / 1000);
-        return image;
-      } catch (err) {
-        this.checkpoints.inc({ outcome: 'failed' });
-        throw err;
-      }
+    type Image = { dumpMs: number; frozenMs: number };
+    const done = (image: Image): void => {
+      this.checkpoints.inc({ outcome: 'done' });
+      this.dumpSeconds.observe(image.dumpMs / 1000);
+      this.frozenSeconds.observe(image.frozenMs / 1000);
     };
+    const counted =
+      <T>(handler: (r: never) => Promise<unknown>, images: (reply: T) => Image[]) =>
+      async (req: never) => {
+        try {
+          const reply = (await handler(req)) as T;
+          images(reply).forEach(done);
+          return reply;
+        } catch (err) {
+          this.checkpoints.inc({ outcome: 'failed' });
+          throw err;
+        }
+      };
+    wrapped['checkpoint'] = counted(wrapped['checkpoint']!, (image: Image) => [image]);
+    // A cluster's dumps on this host in one request: each counts as a checkpoint.
+    wrapped['checkpoint-many'] = counted(
+      wrapped['checkpoint-many']!,
+      (r: { dumps: { image: Image }[] }) => r.dumps.map((d) => d.image),
+    );
     return wrapped as unknown as AgentHandlers;
   }
 }

@@ -34,7 +34,7 @@ import {
 } from '@drover/protocol';
 import { existsSync } from 'node:fs';
 import type { AgentConfig } from './config.js';
-import { checkpointJob, discardJob, restoreImage } from './checkpoint.js';
+import { checkpointJob, checkpointMany, discardJob, DumpRuns, restoreImage } from './checkpoint.js';
 import { buildAgentInfo, checkFiles } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobStore, LIVE_STATES, toJobInfo, type JobRecord } from './job-store.js';
@@ -75,6 +75,8 @@ export class Agent {
   /** What `criu check` says this host can do; null until probed (a few seconds after start). */
   abilities: CriuAbilities | null = null;
   private readonly locks = new JobLocks();
+  /** The `checkpoint-many` requests under way (checkpoint.ts). */
+  readonly dumpRuns = new DumpRuns();
   readonly startedAt = Date.now();
   /** Where peers reach this agent's migration stream (set by the daemon once it listens). */
   stream: { host: string; port: number } = { host: '', port: 0 };
@@ -278,6 +280,19 @@ export class Agent {
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {
     return this.withJob(req.jobId, () => checkpointJob(this, req));
+  }
+
+  /**
+   * A cluster checkpoint's dumps here, after its cut (checkpoint.ts): one request for the host's
+   * share, so that no dump waits for the controller's next call.
+   */
+  checkpointMany(req: AgentRequest<'checkpoint-many'>): Promise<AgentReplies['checkpoint-many']> {
+    return checkpointMany(this, req, (r) => this.checkpoint(r));
+  }
+
+  /** No new dump of run `runId`'s `checkpoint-many` requests starts (their running ones end). */
+  checkpointStop(req: AgentRequest<'checkpoint-stop'>): Promise<AgentReplies['checkpoint-stop']> {
+    return Promise.resolve({ stopped: this.dumpRuns.stop(req.runId) });
   }
 
   async restore(req: AgentRequest<'restore'>): Promise<JobInfo> {

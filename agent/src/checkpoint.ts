@@ -4,13 +4,15 @@
  * nothing behind.
  */
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { JobCgroup, type CheckpointGuard } from '@drover/cgroup';
-import { DroverError, ErrorCode, mapLimit, newId } from '@drover/common';
+import { DroverError, ErrorCode, mapLimit, newId, toDroverError } from '@drover/common';
 import {
   JobKind,
   JobState,
+  type AgentReplies,
   type AgentRequest,
   type ImageFile,
   type ImageInfo,
@@ -82,6 +84,77 @@ export function dumpOptionsOf(plan: JobDumpPlan): {
     ghostLimitBytes: o.ghostLimitBytes,
     evasiveDevices: o.evasiveDevices,
   };
+}
+
+/**
+ * The `checkpoint-many` requests under way on this host, by run (the checkpoint's operation):
+ * `stop` makes each one start no further dump (a dump under way ends as it would).
+ */
+export class DumpRuns {
+  readonly #runs = new Map<string, Set<{ stopped: boolean }>>();
+
+  /** `fn` as one request of `runId`; `stopped` says whether the run was stopped since. */
+  async run<T>(runId: string, fn: (stopped: () => boolean) => Promise<T>): Promise<T> {
+    const me = { stopped: false };
+    const runs = this.#runs.get(runId) ?? new Set();
+    this.#runs.set(runId, runs.add(me));
+    try {
+      return await fn(() => me.stopped);
+    } finally {
+      runs.delete(me);
+      if (runs.size === 0) this.#runs.delete(runId);
+    }
+  }
+
+  /** Stop every request of `runId` under way; whether there was one. */
+  stop(runId: string): boolean {
+    const runs = this.#runs.get(runId);
+    for (const r of runs ?? []) r.stopped = true;
+    return runs !== undefined;
+  }
+}
+
+/**
+ * A cluster checkpoint's dumps on this host (`checkpoint-many`): each job of `req.dumps` through
+ * `checkpoint` (the per-job request, its lock and rollback), `req.parallel` at once (default: one
+ * per CPU). No dump starts after a failure or once `checkpoint-stop` stopped the run; the first
+ * failure is thrown once those running have ended. An image made already by an earlier request
+ * for the same dump (a controller that took over the checkpoint) counts as made.
+ */
+export function checkpointMany(
+  agent: { readonly images: Pick<ImageStore, 'info'>; readonly dumpRuns: DumpRuns },
+  req: AgentRequest<'checkpoint-many'>,
+  checkpoint: (r: AgentRequest<'checkpoint'>) => Promise<ImageInfo>,
+): Promise<AgentReplies['checkpoint-many']> {
+  const t0 = performance.now();
+  const limit = req.parallel ?? availableParallelism();
+  return agent.dumpRuns.run(req.runId, async (stopped) => {
+    const dumps = await mapLimit(req.dumps, limit, async (d) => {
+      if (stopped()) {
+        throw new DroverError(
+          ErrorCode.FailedPrecondition,
+          `checkpoint ${req.runId} was stopped: job ${d.jobId} was not dumped`,
+          { details: { jobId: d.jobId, runId: req.runId } },
+        );
+      }
+      const startedMs = performance.now() - t0;
+      const image = await checkpoint({
+        jobId: d.jobId,
+        imageId: d.imageId,
+        key: req.key,
+        ...(req.leaveRunning !== undefined ? { leaveRunning: req.leaveRunning } : {}),
+      }).catch(async (err: unknown) => {
+        const made =
+          toDroverError(err).code === ErrorCode.AlreadyExists
+            ? await agent.images.info(d.imageId)
+            : null;
+        if (made?.jobId !== d.jobId) throw err;
+        return made;
+      });
+      return { image, startedMs: ms(startedMs), tookMs: ms(performance.now() - t0 - startedMs) };
+    });
+    return { dumps };
+  });
 }
 
 /**

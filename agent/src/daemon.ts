@@ -146,6 +146,8 @@ export async function startAgentDaemon(
     thaw: (r) => agent.thaw(r),
     'thaw-many': (r) => agent.thawMany(r),
     checkpoint: (r) => agent.checkpoint(r),
+    'checkpoint-many': (r) => agent.checkpointMany(r),
+    'checkpoint-stop': (r) => agent.checkpointStop(r),
     restore: (r) => agent.restore(r),
     preflight: async (r) => {
       const job = await agent.liveJob(r.jobId);

@@ -136,6 +136,17 @@ export class ImageStore {
   }
 
   /** Every complete image (directories without a manifest are unfinished and skipped). */
+  /** One image as `list` shows it (sealing or finished), or null (none, or unfinished). */
+  async info(id: string): Promise<ImageInfo | null> {
+    const sealing = this.sealing.get(id);
+    if (sealing) return sealing.info;
+    try {
+      return toImageInfo(await this.readManifest(id));
+    } catch {
+      return null;
+    }
+  }
+
   async list(): Promise<ImageInfo[]> {
     const out: ImageInfo[] = [];
     for (const id of await sortedEntries(this.imagesDir)) {

@@ -178,6 +178,64 @@ test('after a failed dump no new dump starts on any host', async () => {
   assert.ok(fc.jobs.every((j) => j.state === 'running'));
 });
 
+test('one checkpoint-many per host; an agent without it gets one checkpoint per dump', async () => {
+  const placement: [string, string][] = [];
+  for (let i = 0; i < 3; i++) placement.push([`a${i}`, 'h1'], [`b${i}`, 'h2']);
+  const fc = new FakeCluster(placement);
+  const op = await checkpointCluster(
+    fc.context(
+      (host, op) => (host === 'h2' && op === 'checkpoint-many' ? 'unknown-op' : undefined),
+      {
+        h1: 2,
+        h2: 2,
+      },
+    ),
+    { all: true, name: 's1', leaveRunning: true },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  assert.deepEqual(
+    fc.calls.filter((c) => /^h1 checkpoint/.test(c)),
+    ['h1 checkpoint-many a0,a1,a2', 'h1 checkpoint a0', 'h1 checkpoint a1', 'h1 checkpoint a2'],
+  );
+  // h2 refused the request (an older agent): its dumps went one request each, two at a time.
+  assert.deepEqual(
+    fc.calls.filter((c) => /^h2 checkpoint/.test(c)),
+    ['h2 checkpoint b0', 'h2 checkpoint b1', 'h2 checkpoint b2'],
+  );
+  assert.deepEqual(Object.fromEntries(fc.maxDumping), { h1: 2, h2: 2 });
+  assert.ok(op.members!.every((m) => m.state === 'done' && m.dumpMs === 7));
+});
+
+test('a host whose dumps fail stops the others: checkpoint-stop, then the rollback', async () => {
+  const placement: [string, string][] = [];
+  for (let i = 0; i < 4; i++) placement.push([`a${i}`, 'h1'], [`b${i}`, 'h2'], [`c${i}`, 'h3']);
+  const fc = new FakeCluster(placement);
+  const op = await checkpointCluster(
+    fc.context((_, op, jobId) => (op === 'checkpoint' && jobId === 'a0' ? 'fail' : undefined), {
+      h1: 1,
+      h2: 1,
+      h3: 1,
+    }),
+    { all: true, name: 's1' },
+  );
+  assert.equal(op.state, 'failed');
+  const stops = fc.calls.filter((c) => / checkpoint-stop /.test(c)).sort();
+  assert.deepEqual(stops, ['h2 checkpoint-stop ', 'h3 checkpoint-stop ']);
+  // a0 failed at once; b0 and c0 were under way and finished; nothing started after.
+  assert.deepEqual(fc.calls.filter((c) => / checkpoint [bc]/.test(c)).sort(), [
+    'h2 checkpoint b0',
+    'h3 checkpoint c0',
+  ]);
+  // The stops came before any thaw of the rollback.
+  const firstThaw = fc.calls.findIndex((c) => / thaw /.test(c));
+  assert.ok(fc.calls.findIndex((c) => / checkpoint-stop /.test(c)) < firstThaw);
+  assert.ok(fc.jobs.every((j) => j.state === 'running'));
+  assert.ok(
+    [...fc.images.values()].every((imgs) => imgs.size === 0),
+    'every image dropped',
+  );
+});
+
 test('--leave-running thaws right after the dumps, before the upload', async () => {
   const fc = three();
   const op = await checkpointCluster(fc.context(), {

@@ -22,6 +22,7 @@ import {
   forEachLimit,
   newId,
   runGroups,
+  settleAll,
   toDroverError,
 } from '@drover/common';
 import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
@@ -264,10 +265,12 @@ async function freezeAll(
 
 /**
  * dumping: each frozen job into its image, on each host as many at once as it has CPUs
- * (`--dumps-per-host` sets another number), every host at once. More at once is slower on a busy
- * host: the agent's own work for each dump (answering CRIU's notifications, archiving the job's
+ * (`--dumps-per-host` sets another number), every host at once, one request per host
+ * (`checkpoint-many`: no dump waits for the next call). More at once is slower on a busy host:
+ * the agent's own work for each dump (answering CRIU's notifications, archiving the job's
  * directory, its records) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
- * goes"); each dump's CRIU was started before the cut (`warmCriu`). The hosts seal their local images with the set's key too: no plaintext at rest anywhere.
+ * goes"); each dump's CRIU was started before the cut (`warmCriu`). The hosts seal their local
+ * images with the set's key too: no plaintext at rest anywhere.
  */
 async function dumpAll(
   ctx: ClusterContext,
@@ -285,19 +288,41 @@ async function dumpAll(
   // not wait for the record (every write here is frozen time).
   const writes = memberWrites(op);
   const t0 = performance.now();
+  // Per host, per job: [started at, the dump call, CRIU's time] in ms from the first dump.
   const timings: Record<string, number[][]> = {};
+  const dumped = (m: MemberItem, img: Dumped, startedMs: number, tookMs: number): void => {
+    writes.add(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
+    (timings[m.host] ??= []).push([startedMs, tookMs, img.dumpMs].map(Math.round));
+  };
+  // After a host's failure no dump starts anywhere: the others are told, and their running
+  // dumps end before the rollback thaws anything.
+  let stopping = false;
+  const stop = (host: string): Promise<void> =>
+    ctx
+      .agent(host, 'checkpoint-stop', { runId: op.opId })
+      .then(() => undefined)
+      .catch((err: unknown) => ctx.log.debug('cannot stop dumps', { host, err }));
   try {
-    await runGroups(
-      [...hosts.values()],
-      (group) => (perHost > 0 ? perHost : cpus.get(group[0]?.host ?? '')),
-      async (m) => {
-        const tStart = performance.now();
-        const img = await dumpMember(ctx, m, key, made?.get(m.host)?.get(m.imageId) ?? null);
-        writes.add(m.jobId, { state: 'dumped', dumpMs: img.dumpMs, sizeBytes: img.sizeBytes });
-        (timings[m.host] ??= []).push(
-          [tStart - t0, performance.now() - tStart, img.dumpMs].map(Math.round),
-        );
-      },
+    await settleAll(
+      [...hosts].map(async ([host, members]) => {
+        const todo: MemberItem[] = [];
+        for (const m of members) {
+          const had = made?.get(host)?.get(m.imageId);
+          if (had) dumped(m, had, 0, 0);
+          else todo.push(m);
+        }
+        const n = perHost > 0 ? perHost : cpus.get(host);
+        const parallel = n !== undefined && Number.isInteger(n) && n > 0 ? Math.min(n, 64) : 1;
+        const since = performance.now() - t0;
+        const run = { runId: op.opId, stopped: () => stopping };
+        await dumpHost(ctx, run, todo, key, parallel, since, dumped).catch(async (err) => {
+          if (!stopping) {
+            stopping = true;
+            await Promise.all([...hosts.keys()].filter((h) => h !== host).map(stop));
+          }
+          throw err;
+        });
+      }),
     );
   } finally {
     // Whatever was dumped is recorded, also on the way to a rollback.
@@ -306,10 +331,57 @@ async function dumpAll(
   ctx.log.info('cluster dumped', {
     opId: op.opId,
     ms: Math.round(performance.now() - t0),
-    // Per host, per job: [started at, the dump call, CRIU's time] in ms from the first dump.
     timings,
   });
   return op.phase(leavesRunning(cur) ? 'thawing' : 'storing', writes.apply);
+}
+
+/**
+ * One host's dumps (`members`, all on it), `parallel` at once, in one `checkpoint-many` of
+ * `run`; one `checkpoint` each on an agent from before it (a rolling upgrade), none started once
+ * `run` is stopped. `dumped` hears of each image made, with when its call started and how long it
+ * took (ms, from `sinceMs` on).
+ */
+async function dumpHost(
+  ctx: ClusterContext,
+  run: { runId: string; stopped: () => boolean },
+  members: readonly MemberItem[],
+  key: string,
+  parallel: number,
+  sinceMs: number,
+  dumped: (m: MemberItem, img: Dumped, startedMs: number, tookMs: number) => void,
+): Promise<void> {
+  const host = members[0]?.host;
+  if (host === undefined) return;
+  try {
+    const r = await ctx.agent(
+      host,
+      'checkpoint-many',
+      {
+        runId: run.runId,
+        dumps: members.map((m) => ({ jobId: m.jobId, imageId: m.imageId })),
+        leaveRunning: true,
+        key,
+        parallel,
+      },
+      LONG_MS,
+    );
+    r.dumps.forEach((d, i) => dumped(members[i]!, d.image, sinceMs + d.startedMs, d.tookMs));
+    return;
+  } catch (err) {
+    if (!isUnknownOp(err)) throw toDroverError(err);
+  }
+  const t0 = performance.now();
+  await runGroups(
+    [members],
+    () => parallel,
+    async (m) => {
+      if (run.stopped()) throw new DroverError(ErrorCode.FailedPrecondition, 'dumps stopped');
+      const tStart = performance.now();
+      const img = await dumpMember(ctx, m, key);
+      dumped(m, img, sinceMs + tStart - t0, performance.now() - tStart);
+    },
+  );
 }
 
 /** The images each of `hosts` has, by image id. */
@@ -323,14 +395,8 @@ async function imagesOn(
 
 type Dumped = { dumpMs: number; sizeBytes: number };
 
-/** Dump one frozen job into its image; one a previous controller made (`had`) counts once done. */
-async function dumpMember(
-  ctx: ClusterContext,
-  m: MemberItem,
-  key: string,
-  had: Dumped | null,
-): Promise<Dumped> {
-  if (had) return had;
+/** Dump one frozen job into its image; one a previous controller's call made counts as made. */
+async function dumpMember(ctx: ClusterContext, m: MemberItem, key: string): Promise<Dumped> {
   try {
     return await ctx.agent(
       m.host,

@@ -3,7 +3,7 @@
  * with injected faults, for the unit tests of cluster checkpoints, restores and image sets.
  */
 import assert from 'node:assert/strict';
-import { DroverError, ErrorCode, nullLogger } from '@drover/common';
+import { DroverError, ErrorCode, nullLogger, runGroups, toDroverError } from '@drover/common';
 import type { AgentInfo, ImageSet, OperationRecord } from '@drover/protocol';
 import type { ClusterContext } from './cluster-context.js';
 import type { HostView } from './placement.js';
@@ -53,6 +53,8 @@ export class FakeCluster {
   /** How many checkpoints (dumps) ran at once on each host, at most. */
   readonly maxDumping = new Map<string, number>();
   private readonly dumping = new Map<string, number>();
+  /** `checkpoint-many` runs seen, and whether `checkpoint-stop` stopped each. */
+  private readonly dumpRuns = new Map<string, boolean>();
 
   /** One agent operation, done to the fake state. */
   do(host: string, op: string, req: Record<string, unknown>): unknown {
@@ -100,6 +102,11 @@ export class FakeCluster {
           throw new DroverError(ErrorCode.FailedPrecondition, `job ${jobId} is not running`);
         job.state = 'running';
         return job;
+      case 'checkpoint-stop': {
+        const was = this.dumpRuns.has(req['runId'] as string);
+        if (was) this.dumpRuns.set(req['runId'] as string, true);
+        return { stopped: was };
+      }
       case 'criu-warm':
         return { started: req['count'] as number, waiting: req['count'] as number };
       case 'thaw-many': {
@@ -191,6 +198,37 @@ export class FakeCluster {
       reachable: true,
       lastSeenMs: 0,
     }));
+    /** One agent operation with its fault (`f`: asked of `fault` unless given). */
+    const call = async (
+      host: string,
+      op: string,
+      r: Record<string, unknown>,
+      f = fault(host, op, r['jobId'] as string | undefined),
+    ): Promise<unknown> => {
+      if (dead) return hang;
+      await Promise.resolve();
+      if (f === 'fail') throw new DroverError(ErrorCode.Criu, `injected: ${op} on ${host}`);
+      if (f === 'unknown-op') throw new DroverError(ErrorCode.NotFound, `unknown operation ${op}`);
+      if (f === 'late') {
+        throw new DroverError(ErrorCode.CutMissed, `injected: the cut had passed on ${host}`, {
+          retryable: true,
+        });
+      }
+      if (op === 'checkpoint') {
+        // A dump takes a while: see how many overlap on this host.
+        const now = (this.dumping.get(host) ?? 0) + 1;
+        this.dumping.set(host, now);
+        this.maxDumping.set(host, Math.max(now, this.maxDumping.get(host) ?? 0));
+        for (let i = 0; i < 5; i++) await tick();
+        this.dumping.set(host, (this.dumping.get(host) ?? 1) - 1);
+      }
+      const out = this.do(host, op, r);
+      if (f === 'die') {
+        dead = true;
+        return hang;
+      }
+      return out;
+    };
     const ctx: ClusterContext = {
       ops: this.ops,
       sets: this.sets,
@@ -207,32 +245,32 @@ export class FakeCluster {
       now: () => this.clock,
       hosts: () => views,
       agent: async (host, op, req) => {
-        if (dead) return hang;
-        await Promise.resolve();
         const r = req as Record<string, unknown>;
         const f = fault(host, op, r['jobId'] as string | undefined);
-        if (f === 'fail') throw new DroverError(ErrorCode.Criu, `injected: ${op} on ${host}`);
-        if (f === 'unknown-op')
-          throw new DroverError(ErrorCode.NotFound, `unknown operation ${op}`);
-        if (f === 'late') {
-          throw new DroverError(ErrorCode.CutMissed, `injected: the cut had passed on ${host}`, {
-            retryable: true,
-          });
-        }
-        if (op === 'checkpoint') {
-          // A dump takes a while: see how many overlap on this host.
-          const now = (this.dumping.get(host) ?? 0) + 1;
-          this.dumping.set(host, now);
-          this.maxDumping.set(host, Math.max(now, this.maxDumping.get(host) ?? 0));
-          for (let i = 0; i < 5; i++) await tick();
-          this.dumping.set(host, (this.dumping.get(host) ?? 1) - 1);
-        }
-        const out = this.do(host, op, r);
-        if (f === 'die') {
-          dead = true;
-          return hang;
-        }
-        return out as never;
+        if (op !== 'checkpoint-many' || f) return (await call(host, op, r, f)) as never;
+        if (dead) return hang;
+        // The agent's loop (agent/src/checkpoint.ts), each dump through `checkpoint` and its faults.
+        const dumps = r['dumps'] as { jobId: string; imageId: string }[];
+        const runId = r['runId'] as string;
+        this.dumpRuns.set(runId, false);
+        this.calls.push(`${host} checkpoint-many ${dumps.map((d) => d.jobId).join(',')}`);
+        const out = new Array<unknown>(dumps.length);
+        await runGroups(
+          [dumps.map((d, i) => ({ d, i }))],
+          () => r['parallel'] as number,
+          async ({ d, i }) => {
+            if (this.dumpRuns.get(runId))
+              throw new DroverError(ErrorCode.FailedPrecondition, `checkpoint ${runId} stopped`);
+            const one = { ...d, key: r['key'], leaveRunning: r['leaveRunning'] };
+            const image = await call(host, 'checkpoint', one).catch((err: unknown) => {
+              const made = this.images.get(host)!.has(d.imageId);
+              if (toDroverError(err).code !== ErrorCode.AlreadyExists || !made) throw err;
+              return { imageId: d.imageId, dumpMs: 7, sizeBytes: 100 };
+            });
+            out[i] = { image, startedMs: 0, tookMs: 0 };
+          },
+        );
+        return { dumps: out } as never;
       },
       whereIs: async (jobId) => {
         const j = this.live(jobId);

@@ -394,6 +394,22 @@ export const AgentOps = {
     imageId: opt(id()),
     key: str({ pattern: IMAGE_KEY_PATTERN }),
   }),
+  /**
+   * A cluster checkpoint's dumps on this host, after its cut: each job of `dumps` (frozen by the
+   * cut) into its image, as `checkpoint` would, `parallel` at once (default: one per CPU). No new
+   * dump starts after a failure, nor after `checkpoint-stop` of `runId` (the checkpoint's
+   * operation); the request fails with the first failure once those running end. An image of
+   * `dumps` made already (by an earlier request for the same cut) counts as made.
+   */
+  'checkpoint-many': obj({
+    runId: id(),
+    dumps: arr(obj({ jobId: id(), imageId: id() }), { min: 1, max: 4096 }),
+    leaveRunning: opt(bool()),
+    key: str({ pattern: IMAGE_KEY_PATTERN }),
+    parallel: opt(int({ min: 1, max: 64 })),
+  }),
+  /** No new dump of the `checkpoint-many` requests of `runId` starts here (a host failed one). */
+  'checkpoint-stop': obj({ runId: id() }),
   /** Restore a local image; `key` is the one it was sealed with. */
   restore: obj({
     imageId: id(),
@@ -496,6 +512,13 @@ export interface AgentReplies extends MigrationReplies {
    */
   'thaw-many': { jobs: JobInfo[]; thawedAtMs?: number };
   checkpoint: ImageInfo;
+  /**
+   * Each dump's image, in the order asked; when it started and how long its call took (ms from
+   * the request's start, this host's clock).
+   */
+  'checkpoint-many': { dumps: { image: ImageInfo; startedMs: number; tookMs: number }[] };
+  /** Whether a request of that run was under way here. */
+  'checkpoint-stop': { stopped: boolean };
   restore: JobInfo;
   preflight: PreflightReport;
   'files-check': {

@@ -259,6 +259,8 @@ export class SimulatedAgent {
       'freeze-many': notSimulated('freeze-many'),
       clock: notSimulated('clock'),
       'criu-warm': notSimulated('criu-warm'),
+      'checkpoint-many': notSimulated('checkpoint-many'),
+      'checkpoint-stop': notSimulated('checkpoint-stop'),
       thaw: notSimulated('thaw'),
       'thaw-many': notSimulated('thaw-many'),
       checkpoint: notSimulated('checkpoint'),
