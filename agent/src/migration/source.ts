@@ -76,7 +76,7 @@ export class SourceMigration {
   private scratch = '';
   private plan: JobDumpPlan | null = null;
   private prepared: AgentReplies['migrate-prepare'] | null = null;
-  /** The stream to the destination, once open (post-copy: before the freeze). */
+  /** The stream to the destination, once open (before the freeze). */
   private stream: StreamSender | null = null;
   /** What the stream will carry (known once the dump is done). */
   private streamBytes = 0;
@@ -122,10 +122,9 @@ export class SourceMigration {
       await this.begin();
       try {
         await this.prepare();
-        if (this.mode === 'post-copy') {
-          await this.connect();
-          mark(this.rec, 'stream-open', this.t0);
-        }
+        // The stream's TLS handshake and token before the freeze, not in it.
+        await this.connect();
+        mark(this.rec, 'stream-open', this.t0);
         await this.keptAlive(async () => {
           await this.freeze();
           await this.dump();
