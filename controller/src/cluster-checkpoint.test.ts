@@ -236,6 +236,25 @@ test('a host whose dumps fail stops the others: checkpoint-stop, then the rollba
   );
 });
 
+test('--leave-running: the jobs run again without waiting for the dumps or the phase to be written', async () => {
+  const fc = three();
+  // Each write of the operation's record takes a while; when it ends, in order with the calls.
+  const put = fc.ops.put.bind(fc.ops);
+  fc.ops.put = async (k, v) => {
+    for (let i = 0; i < 20; i++) await tick();
+    const dumped = v.members?.filter((m) => m.state === 'dumped').length ?? 0;
+    fc.calls.push(`written ${v.phase} dumped=${dumped}`);
+    return put(k, v);
+  };
+  const op = await checkpointCluster(fc.context(), { all: true, name: 's1', leaveRunning: true });
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  const thaw = fc.calls.findIndex((c) => / thaw-many /.test(c));
+  const allDumped = fc.calls.findIndex((c) => /^written .* dumped=3/.test(c));
+  assert.ok(thaw > 0 && allDumped > thaw, fc.calls.join('\n'));
+  assert.ok(fc.jobs.every((j) => j.state === 'running'));
+  assert.deepEqual(phasesOf(op), ['freezing', 'dumping', 'thawing', 'storing', 'finished']);
+});
+
 test('--leave-running thaws right after the dumps, before the upload', async () => {
   const fc = three();
   const op = await checkpointCluster(fc.context(), {

@@ -302,6 +302,7 @@ async function dumpAll(
       .agent(host, 'checkpoint-stop', { runId: op.opId })
       .then(() => undefined)
       .catch((err: unknown) => ctx.log.debug('cannot stop dumps', { host, err }));
+  let thaws: Thaws | null = null;
   try {
     await settleAll(
       [...hosts].map(async ([host, members]) => {
@@ -324,6 +325,10 @@ async function dumpAll(
         });
       }),
     );
+    // --leave-running: the jobs run again before the dumps and the phase are recorded (every
+    // write before the thaw is frozen time). A controller that takes over before the phase is
+    // written finds every image made and thaws again, which changes nothing.
+    if (leavesRunning(cur)) thaws = await thawHosts(ctx, cur);
   } finally {
     // Whatever was dumped is recorded, also on the way to a rollback.
     await writes.flush().catch((e: unknown) => ctx.log.warn('cannot record dumps', { err: e }));
@@ -333,7 +338,8 @@ async function dumpAll(
     ms: Math.round(performance.now() - t0),
     timings,
   });
-  return op.phase(leavesRunning(cur) ? 'thawing' : 'storing', writes.apply);
+  const next = await op.phase(leavesRunning(cur) ? 'thawing' : 'storing', writes.apply);
+  return thaws ? thawAll(ctx, op, next, thaws) : next;
 }
 
 /**
@@ -414,15 +420,16 @@ async function dumpMember(ctx: ClusterContext, m: MemberItem, key: string): Prom
   }
 }
 
-/**
- * thawing (`--leave-running`): the jobs run on right after their dumps, before the upload; one
- * request per host (`thaw-many`: its jobs thawed together), every host at once.
- */
-async function thawAll(
-  ctx: ClusterContext,
-  op: Handle,
-  cur: CheckpointRecord,
-): Promise<CheckpointRecord> {
+/** The hosts' thaws: when each answered (ms from the first request), each host's thaw time. */
+interface Thaws {
+  took: Record<string, number>;
+  thawedAt: Map<string, number>;
+  /** The cut as the controller heard it: its first freeze to the last answer. */
+  heard: number | null;
+}
+
+/** Every job of the cut thawed, one request per host (`thaw-many`), every host at once. */
+async function thawHosts(ctx: ClusterContext, cur: CheckpointRecord): Promise<Thaws> {
   const t0 = performance.now();
   const took: Record<string, number> = {};
   const thawedAt = new Map<string, number>();
@@ -433,7 +440,22 @@ async function thawAll(
       if (at !== undefined) thawedAt.set(host, at);
     }),
   );
-  const heard = frozenFor(cur);
+  return { took, thawedAt, heard: frozenFor(cur) };
+}
+
+/**
+ * thawing (`--leave-running`): the jobs run on right after their dumps, before the upload; one
+ * request per host (`thaw-many`: its jobs thawed together), every host at once — done already by
+ * `dumpAll` (`thaws`), or here for a checkpoint taken over in this phase. Then the cut's frozen
+ * time is recorded.
+ */
+async function thawAll(
+  ctx: ClusterContext,
+  op: Handle,
+  cur: CheckpointRecord,
+  thaws?: Thaws,
+): Promise<CheckpointRecord> {
+  const { took, thawedAt, heard } = thaws ?? (await thawHosts(ctx, cur));
   // Each host's thaw time into its part of the record.
   const withThaws = (o: CheckpointRecord): CheckpointRecord => {
     if (!o.freezes) return o;
