@@ -333,6 +333,10 @@ async function receive(
     advance(rec, MigrationState.running, state.t0);
     await store.save(rec);
     await receiver.sendResult({ job: toJobInfo(restored), restoreMs: rec.stats.restoreMs });
+    // The page server ended before the restore; its port's admission goes now, after the answer.
+    await state.pages
+      ?.close()
+      .catch((err: unknown) => agent.log.warn("cannot close the page server's port", { err }));
     const address = addressOf(restored.network);
     if (address) {
       // The names of this host's jobs in the job's hosts file: the job runs already (the file

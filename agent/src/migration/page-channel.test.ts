@@ -10,7 +10,6 @@ import { checkPagesArrived, dropOnePage, parseSsProgress } from './page-channel.
 
 const exitedWith = (exitCode: number | null, signal: NodeJS.Signals | null = null) => ({
   exited: async () => ({ pid: 1, exitCode, signal, coreDumped: false }),
-  close: async () => undefined,
 });
 
 test('every page the dump wrote must have arrived, from a page server that ended well', async () => {

@@ -340,14 +340,14 @@ export function watchPageConnection(
 /**
  * stop-copy: the page server has finished, and every page the dump says it wrote is here (the
  * dump's statistics came through the framed stream): TLS guards each byte in transit; this
- * guards against a stream cut short.
+ * guards against a stream cut short. The port's admission is the caller's to close (no listener
+ * is left behind it: not in the frozen window).
  */
 export async function checkPagesArrived(
   scratch: string,
-  pages: Pick<PageReceiver, 'exited' | 'close'>,
+  pages: Pick<PageReceiver, 'exited'>,
 ): Promise<void> {
   const status = await pages.exited(30_000);
-  await pages.close();
   if (status !== null && (status.exitCode !== 0 || status.signal !== null)) {
     throw new DroverError(
       ErrorCode.DataLoss,

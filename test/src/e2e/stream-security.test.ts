@@ -286,6 +286,11 @@ describe('page channel security', () => {
       // ...and the migration completes; the job verifies itself on h2 with the same PIDs.
       const rec = await migrating;
       assert.equal(rec.state, 'done');
+      // The page server's port admits nobody any more (its admission goes after the restore).
+      await waitFor(async () => {
+        const r = await h2.exec(['nft', 'list', 'table', 'inet', 'drover_pages']);
+        return r.code === 0 && !new RegExp(`\\b${port}\\b`).test(r.stdout);
+      }, 15_000);
       assert.deepEqual(await settledPids(() => innerPids(agent('h2'), id), pids), pids);
       const v = await requestVerdict(dir, signaller(agent('h2'), id), 30_000);
       assert.equal(v.ok, true, v.details);
