@@ -370,6 +370,29 @@ for (const [phase, op, host] of [
   });
 }
 
+test('--leave-running: the controller dies after the thaws, before their record; the next one completes the set', async () => {
+  const fc = three();
+  let died = false;
+  void checkpointCluster(
+    fc.context((h, o) => (h === 'h3' && o === 'thaw-many' ? ((died = true), 'die') : undefined)),
+    { all: true, name: 's1', leaveRunning: true },
+  );
+  for (let i = 0; i < 50 && !died; i++) await tick();
+  for (let i = 0; i < 10; i++) await tick();
+  assert.ok(died);
+  const [opId] = [...(await fc.ops.list()).keys()];
+  // The thaws were not recorded yet: the next controller finds the cut still dumping.
+  assert.equal((await fc.ops.get(opId!))!.value.phase, 'dumping');
+  const done = await runCheckpoint(fc.context(), opId!);
+  assert.equal(done.state, 'done', JSON.stringify(done.error));
+  assert.equal(fc.dumps, 3, 'each job dumped exactly once');
+  assert.deepEqual(
+    fc.jobs.map((j) => j.state),
+    ['running', 'running', 'running'],
+  );
+  assert.equal((await fc.sets.get('s1'))!.value.state, 'complete');
+});
+
 test("each host starts its dumps' CRIU before the cut; a host that cannot is no failure", async () => {
   const fc = new FakeCluster([
     ['a', 'h1'],
