@@ -1,12 +1,19 @@
 /**
  * The `busy-main=MS` fault (`DROVER_FAULT`): each long operation (image fetch and push,
- * checkpoint, restore, migrate) keeps the agent's main thread busy for MS milliseconds right
+ * checkpoint, a cluster's dumps, restore, migrate) keeps the agent's main thread busy for MS milliseconds right
  * after it starts, as CPU-heavy work on a loaded machine does. The liveness suite uses it to show
  * that a busy agent is not taken for a dead one.
  */
 
 /** Operations the fault applies to. */
-export const BUSY_OPS = ['image-fetch', 'image-push', 'checkpoint', 'restore', 'migrate'] as const;
+export const BUSY_OPS = [
+  'image-fetch',
+  'image-push',
+  'checkpoint',
+  'checkpoint-many',
+  'restore',
+  'migrate',
+] as const;
 
 /** The `busy-main` milliseconds of a fault spec (0: none). */
 export function busyMainMs(spec: string | undefined): number {

@@ -187,9 +187,15 @@ export async function checkpointJob(
   let dumpDir = '';
   // A job frozen by `freeze` (a cluster's cut) is locked already and stays so until `thaw`.
   let locked = false;
-  r.state = JobState.checkpointing;
-  await agent.store.save(r);
-  agent.event(r);
+  // Such a job is recorded `frozen` by the cut and stays so through a leave-running dump: nothing
+  // to record or publish for it here (the cut's frozen window). A restarted agent clears the
+  // checkpointing guard of a frozen job as of one checkpointing (supervisor.ts).
+  const quiet = before === JobState.frozen && leaveRunning;
+  if (!quiet) {
+    r.state = JobState.checkpointing;
+    await agent.store.save(r);
+    agent.event(r);
+  }
   try {
     const tFreeze = performance.now();
     guard = await cg.freezeForCheckpoint();
@@ -279,8 +285,10 @@ export async function checkpointJob(
     } else {
       await seal();
     }
-    await agent.store.save(r);
-    agent.event(r);
+    if (!quiet) {
+      await agent.store.save(r);
+      agent.event(r);
+    }
     const tEnd = performance.now();
     agent.log.info('checkpointed', {
       jobId: r.id,

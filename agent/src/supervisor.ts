@@ -36,6 +36,8 @@ export interface SupervisedHost {
 export class Supervisor {
   private readonly roots: RootWatches;
   private readonly selfCheckpoint = new Map<string, SelfCheckpointServer>();
+  /** Self-checkpoint sockets being opened (`close` waits for them). */
+  private readonly opening = new Set<Promise<void>>();
 
   constructor(private readonly host: SupervisedHost) {
     this.roots = new RootWatches(host.log);
@@ -45,7 +47,9 @@ export class Supervisor {
   watch(r: JobRecord): void {
     if (r.rootPid === null) return;
     this.roots.watch(r.id, r.rootPid, (status) => void this.onRootExit(r.id, status));
-    void this.openSelfCheckpoint(r);
+    const opening = this.openSelfCheckpoint(r);
+    this.opening.add(opening);
+    void opening.finally(() => this.opening.delete(opening));
   }
 
   /** Stop supervising a job whose processes are gone on purpose (checkpointed, migrated). */
@@ -59,6 +63,8 @@ export class Supervisor {
   /** Stop watching (jobs keep running: an agent restart never stops a job). */
   async close(): Promise<void> {
     this.roots.close();
+    // A socket still being opened is closed with the others, not left listening.
+    await Promise.all(this.opening);
     await Promise.all([...this.selfCheckpoint.keys()].map((id) => this.closeSelfCheckpoint(id)));
   }
 
@@ -103,6 +109,12 @@ export class Supervisor {
         r.state = JobState.running;
         r.note = 'agent restarted during a checkpoint; the checkpoint was abandoned';
         await store.save(r);
+      }
+      if (r.state === JobState.frozen && alive) {
+        // Frozen by a cluster's cut, maybe dumped when we died (its state stays `frozen` then):
+        // it stays frozen for the checkpoint's thaw, which a guard left by us would refuse.
+        const cg = await this.host.cgroupOf(r).catch(() => null);
+        await cg?.forceClearGuard();
       }
       if (alive && addressOf(r.network) && r.state === JobState.running) {
         // A move or a cut that we died in the middle of may have left its link locked.
