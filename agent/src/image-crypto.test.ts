@@ -1,17 +1,25 @@
 /**
  * Sealed image files: round trips at every size boundary, every kind of damage refused, format 1
- * still read, and a file moved to another name (Rebind) opens only under that name.
+ * still read, a file moved to another name (Rebind) opens only under that name, and a file sealed
+ * from the disk (sealFile) in one go or streamed opens the same.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
 import { isDroverError } from '@drover/common';
 import {
   imageKey,
   isMovable,
+  openFile,
   openImage,
   Rebind,
   rebindImage,
+  SEAL_AT_ONCE_BYTES,
+  sealFile,
   sealImage,
   SEALED_HEADER_BYTES,
 } from './image-crypto.js';
@@ -201,4 +209,59 @@ test('a move refuses a wrong name or key, a cut, padding and another size before
   await refusedMove(moving(Buffer.concat([box, Buffer.alloc(4)])), /short chunk before the last/);
   await refusedMove(moving(box, 'local/i/p', key, data.length + 1), /holds \d+ bytes, not/);
   assert.equal((await moving(box, 'local/i/p', key, data.length)).length, box.length);
+});
+
+test('sealFile: a file sealed in one go and one streamed in chunks open alike, with their checksums', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'seal-file-'));
+  try {
+    const sizes = [0, 1, SEAL_AT_ONCE_BYTES, SEAL_AT_ONCE_BYTES + 1, MiB, MiB + 1, 2.5 * MiB];
+    for (const size of sizes) {
+      const data = randomBytes(size);
+      const from = join(dir, `plain-${size}`);
+      const to = join(dir, `sealed-${size}`);
+      await writeFile(from, data);
+      const name = `local/img-1/pages-${size}.img`;
+      const sum = await sealFile(from, to, key, name);
+      assert.equal(sum.size, size);
+      assert.equal(sum.sha256, createHash('sha256').update(data).digest('hex'));
+      assert.equal((await stat(to)).mode & 0o777, 0o600);
+      const box = await readFile(to);
+      // A header, then one record per started MiB (an empty file: one empty record).
+      const records = Math.max(1, Math.ceil(size / MiB));
+      assert.equal(box.length, SEALED_HEADER_BYTES + records * 32 + size, `size ${size}`);
+      assert.ok(isMovable(box));
+      assert.deepEqual(await all(openFile(to, key, name)), data, `size ${size}`);
+      await assert.rejects(all(openFile(to, key, `local/img-1/other-${size}.img`)));
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('sealFile refuses to overwrite, either way, and leaves no file open behind it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'seal-file-'));
+  const open = async (): Promise<number> => (await readdir('/proc/self/fd')).length;
+  /** Descriptors open once the ones being closed are closed (a stream closes its file later). */
+  const settled = async (want: number): Promise<number> => {
+    for (let i = 0; i < 50 && (await open()) !== want; i++) await sleep(10);
+    return open();
+  };
+  try {
+    // The crypto threads started once (their own descriptors), before counting.
+    await writeFile(join(dir, 'warm'), randomBytes(3 * MiB));
+    await sealFile(join(dir, 'warm'), join(dir, 'warm.sealed'), key, 'local/img-1/warm.img');
+    for (const size of [10, 3 * MiB]) {
+      const from = join(dir, `plain-${size}`);
+      const to = join(dir, `sealed-${size}`);
+      await writeFile(from, randomBytes(size));
+      await writeFile(to, 'already here');
+      const before = await open();
+      await assert.rejects(sealFile(from, to, key, 'local/img-1/x.img'), /EEXIST/);
+      assert.equal(await settled(before), before, `size ${size}: a descriptor left open`);
+      assert.equal(await readFile(to, 'utf8'), 'already here');
+    }
+    await assert.rejects(sealFile(join(dir, 'missing'), join(dir, 'out'), key, 'x'), /ENOENT/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -19,10 +19,18 @@
  * object's name, its index and whether it is the last.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  fstatSync,
+  openSync,
+  readSync,
+  writeSync,
+} from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { DroverError, ErrorCode } from '@drover/common';
-import { cryptoPool } from './crypto-pool.js';
+import { cryptoPool, INLINE_BYTES } from './crypto-pool.js';
 
 const MAGIC_1 = Buffer.from('DRVIMG1\n');
 const MAGIC = Buffer.from('DRVIMG2\n');
@@ -406,9 +414,23 @@ export function localImageName(imageId: string, file: string): string {
 }
 
 /**
+ * A plaintext file this size or smaller is sealed in one go: read whole, sealed as one record on
+ * this thread (crypto-pool.ts seals a chunk of this size inline too) and written whole. Most
+ * files of an image are a few KiB (`core-*`, `mm-*`, `fdinfo-*`...), and their seal was file
+ * operations, not crypto: a stream's open, reads, writes and close, each a trip to libuv's threads
+ * and back — two thread wake-ups, costly on this VM (docs/PERFORMANCE.md, _Bottlenecks_, 14). The
+ * system calls are the same made here; they block the event loop only for their own time (a file
+ * of a few KiB, just written by CRIU), with no thread to wake for each.
+ */
+export const SEAL_AT_ONCE_BYTES = INLINE_BYTES;
+
+/**
  * Seal the plaintext file `from` into a new file `to` (0600) as object `name`. Returns the
  * plaintext's size and SHA-256 (hex), hashed as it passes: what an image push records for the
- * file without opening it again.
+ * file without opening it again. A small file (SEAL_AT_ONCE_BYTES) is sealed in one go; a larger
+ * one streams, read in the seal's own 1 MiB chunks: each read is a chunk, passed on without being
+ * joined from pieces (a stream's default 64 KiB reads were 16 trips to libuv's threads and a copy
+ * per MiB). Both write the same format: a header, then the records.
  */
 export async function sealFile(
   from: string,
@@ -416,20 +438,72 @@ export async function sealFile(
   key: Buffer,
   name: string,
 ): Promise<{ size: number; sha256: string }> {
+  const fd = openSync(from, 'r');
+  let plain: Buffer | null = null;
+  try {
+    const size = fstatSync(fd).size;
+    if (size <= SEAL_AT_ONCE_BYTES) plain = readWhole(fd, size);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  if (plain) {
+    closeSync(fd);
+    return sealWhole(plain, to, key, name);
+  }
   const hash = createHash('sha256');
-  let size = 0;
+  let read = 0;
+  // The stream owns the descriptor from here: it closes it when it ends or is destroyed.
+  const input = createReadStream(from, { fd, highWaterMark: CHUNK });
   async function* hashed(): AsyncGenerator<Uint8Array> {
-    for await (const c of createReadStream(from) as AsyncIterable<Uint8Array>) {
+    for await (const c of input as AsyncIterable<Uint8Array>) {
       hash.update(c);
-      size += c.length;
+      read += c.length;
       yield c;
     }
   }
-  await pipeline(
-    sealImage(hashed(), key, name),
-    createWriteStream(to, { mode: 0o600, flags: 'wx' }),
-  );
-  return { size, sha256: hash.digest('hex') };
+  try {
+    await pipeline(
+      sealImage(hashed(), key, name),
+      createWriteStream(to, { mode: 0o600, flags: 'wx' }),
+    );
+  } finally {
+    // A pipeline that failed before its first read leaves the stream unread (and its file open).
+    input.destroy();
+  }
+  return { size: read, sha256: hash.digest('hex') };
+}
+
+/** The `size` bytes of open file `fd` (fewer if it ends sooner). */
+function readWhole(fd: number, size: number): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  let at = 0;
+  while (at < size) {
+    const n = readSync(fd, buf, at, size - at, at);
+    if (n === 0) break;
+    at += n;
+  }
+  return buf.subarray(0, at);
+}
+
+/** `plain` (one chunk at most) sealed as object `name` into a new file `to` (0600). */
+async function sealWhole(
+  plain: Buffer,
+  to: string,
+  key: Buffer,
+  name: string,
+): Promise<{ size: number; sha256: string }> {
+  const fileId = randomBytes(FILE_ID);
+  const header = sealHeader(key, fileId, name);
+  const record = await cryptoPool().seal(key, aad2(fileId, 0, true), plain);
+  const sealed = Buffer.concat([header, record]);
+  const fd = openSync(to, 'wx', 0o600);
+  try {
+    for (let at = 0; at < sealed.length;) at += writeSync(fd, sealed, at);
+  } finally {
+    closeSync(fd);
+  }
+  return { size: plain.length, sha256: createHash('sha256').update(plain).digest('hex') };
 }
 
 /** The plaintext of sealed file `path` (object `name`); DATA_LOSS on any damage, as it reads. */

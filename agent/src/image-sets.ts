@@ -8,7 +8,7 @@
  * in memory to show what is in it.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -35,15 +35,17 @@ import {
   rebindFile,
   Rebind,
   rebindImage,
+  SEAL_AT_ONCE_BYTES,
   sealImage,
 } from './image-crypto.js';
 import { isPacked, packObject, packStream, unpack, type SealedFile } from './image-pack.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
 
 /**
- * Files of one image uploaded at once. Each upload holds at most a few MiB (its read buffer, the
- * seal pipeline's 4 chunks of 1 MiB and ObjectFiles' chunks in flight: about 9 MiB), so a push
- * holds at most about 4 × 9 MiB, and only while several large files go up together.
+ * Files of one image uploaded at once. Each upload holds at most a few MiB (its read buffer of
+ * 1 MiB and ObjectFiles' chunks in flight, 4 + 1 of 1 MiB; an older image's file, sealed again,
+ * the seal pipeline's 4 chunks of 1 MiB as well: about 6–10 MiB), so a push holds at most about
+ * 4 × 10 MiB, and only while several large files go up together.
  */
 const FILE_UPLOADS = 4;
 
@@ -178,7 +180,12 @@ async function sealSmallFile(
   if (recorded) {
     const from = localImageName(manifest.imageId, name);
     const r = new Rebind(key, from, object, { inPlace: true, plainBytes: recorded.size });
-    const out = r.push(await readFile(join(manifest.dir, name)));
+    // A file sealed in one go (a few KiB, most of an image's) is read in one go as well: its
+    // system calls without a trip to libuv's threads for each (image-crypto.ts, SEAL_AT_ONCE_BYTES).
+    const path = join(manifest.dir, name);
+    const out = r.push(
+      recorded.size <= SEAL_AT_ONCE_BYTES ? readFileSync(path) : await readFile(path),
+    );
     r.end();
     const sealed = out.length === 1 ? out[0]! : Buffer.concat(out);
     return { name, sealed, size: recorded.size, sha256: recorded.sha256 };

@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { getSha256Backend } from '@nats-io/obj';
+import { getSha256Backend, Objm } from '@nats-io/obj';
 import { isDroverError } from '@drover/common';
 import { ObjectFiles, sameDigest } from './object-files.js';
 import { startTestNats, type TestNats } from './test-nats.js';
@@ -124,4 +124,26 @@ test('a stored digest names its bytes in either base64 alphabet, padded or not',
   }
   assert.ok(!sameDigest(`SHA-256=${createHash('sha256').update('y').digest('base64url')}`, sha));
   assert.ok(!sameDigest(`MD5=${sha.toString('base64')}`, sha));
+});
+
+test('by default an object goes up in chunks of 1 MiB (the server max_payload), read back whole', async () => {
+  const store = await ObjectFiles.open(nats.bus, { bucket: 'chunking', create: true });
+  assert.equal(store.chunkBytes, 1024 * 1024);
+  const data = randomBytes(3 * 1024 * 1024 + 5);
+  // Read in pieces of the store's chunk size, as an image push reads its files.
+  await store.put('s1/job-a/pages-1.img', chunks(data, store.chunkBytes));
+  const info = await new Objm(jetstream(nats.bus.nc))
+    .open('chunking')
+    .then((os) => os.info('s1/job-a/pages-1.img'));
+  assert.equal(info?.chunks, 4);
+  assert.equal(info?.options?.max_chunk_size, 1024 * 1024);
+  assert.ok((await collect(store.get('s1/job-a/pages-1.img'))).equals(data), 'bytes differ');
+  // An object of smaller chunks (a set stored before) reads back the same.
+  const small = await ObjectFiles.open(nats.bus, {
+    bucket: 'chunking',
+    create: false,
+    chunkBytes: 512 * 1024,
+  });
+  await small.put('s0/job-a/pages-1.img', chunks(data, 100_000));
+  assert.ok((await collect(store.get('s0/job-a/pages-1.img'))).equals(data), 'bytes differ');
 });

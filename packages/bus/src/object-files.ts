@@ -20,11 +20,11 @@ export interface ObjectFilesOptions {
   /** Replicas when created: 3 on a 3-node NATS cluster. */
   replicas?: number;
   timeoutMs?: number;
-  /** Bytes per chunk (default 512 KiB; capped at the server's max_payload). */
+  /** Bytes per chunk (default 1 MiB; capped at the server's max_payload). */
   chunkBytes?: number;
   /**
-   * Chunk publishes of one upload awaiting their ack at once (default 8: memory per upload is
-   * (8 + 1) × chunkBytes). `0` is nats.js's own `put`, one chunk acknowledged before the next is
+   * Chunk publishes of one upload awaiting their ack at once (default 4: memory per upload is
+   * (4 + 1) × chunkBytes). `0` is nats.js's own `put`, one chunk acknowledged before the next is
    * sent: the path before pipelining, kept as a reference for the store micro-bench.
    */
   chunksInFlight?: number;
@@ -42,10 +42,19 @@ export interface StoredObject {
 // default (measured here: 44 ms against 1,037 ms per 64 MiB, all of it on the caller's thread).
 setSha256Backend('native');
 
-/** Chunks of 512 KiB: below NATS's 1 MiB default payload limit, few enough messages. */
-const CHUNK_BYTES = 512 * 1024;
-/** Chunks of one upload sent ahead of their acks (see ObjectFilesOptions.chunksInFlight). */
-const CHUNKS_IN_FLIGHT = 8;
+/**
+ * Chunks of 1 MiB: NATS's default payload limit (a server with a smaller one gets chunks of its
+ * limit). Half the messages of 512 KiB chunks: each chunk is a JetStream request of its own (an
+ * ack to wait for and parse, a timer, nats.js's request bookkeeping) and a read of the file it
+ * comes from, and that per-chunk CPU was a share of an image push (docs/PERFORMANCE.md,
+ * _Bottlenecks_, 14).
+ */
+const CHUNK_BYTES = 1024 * 1024;
+/**
+ * Chunks of one upload sent ahead of their acks (see ObjectFilesOptions.chunksInFlight): 4 of
+ * 1 MiB, as many bytes in flight as 8 of 512 KiB were.
+ */
+const CHUNKS_IN_FLIGHT = 4;
 
 /** Named files in one JetStream object bucket. */
 export class ObjectFiles {
