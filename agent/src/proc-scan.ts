@@ -87,8 +87,8 @@ export async function selfHasCapability(cap: number): Promise<boolean> {
 }
 
 /** The network namespace of `pid` as `net:[inode]`, or null if gone. */
-export function netNamespace(pid: number): Promise<string | null> {
-  return Promise.resolve(unlessGoneSync(() => readlinkSync(`/proc/${pid}/ns/net`)));
+export async function netNamespace(pid: number): Promise<string | null> {
+  return unlessGoneSync(() => readlinkSync(`/proc/${pid}/ns/net`));
 }
 
 /** One open file descriptor. */

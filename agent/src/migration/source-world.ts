@@ -172,10 +172,11 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
  * Bytes of the regular files directly in `dir` (the scratch's ~45 images, on tmpfs: read
  * synchronously, no thread-pool round trip per file).
  */
-function filesBytes(dir: string): Promise<number> {
+// async: a failure rejects, never throws
+async function filesBytes(dir: string): Promise<number> {
   let total = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     if (e.isFile()) total += statSync(join(dir, e.name)).size;
   }
-  return Promise.resolve(total);
+  return total;
 }

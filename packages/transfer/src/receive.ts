@@ -167,6 +167,7 @@ export async function receiveFiles(
                 `received ${meter.files}/${meter.bytes}`,
             );
           }
+          meter.reportNow();
           return totals;
         }
         default:
