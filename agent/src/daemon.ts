@@ -9,6 +9,7 @@ import {
   type AgentHandlers,
 } from '@drover/bus';
 import { prepareCutTimer } from '@drover/cgroup';
+import { compileRpcCodecs } from '@drover/criu';
 import { DroverError, ErrorCode, nullLogger, type Logger } from '@drover/common';
 import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { serveMetrics, type MetricsServer } from '@drover/metrics';
@@ -60,6 +61,8 @@ export async function startAgentDaemon(
   prepareCutTimer({ priority: config.cutPriority, log }).catch((err: unknown) =>
     log.warn('the cut timer did not start', { err }),
   );
+  // CRIU's RPC codecs are compiled now, not in the first dump's or restore's frozen window.
+  compileRpcCodecs();
   const [listenHost, listenPort] = splitHostPort(config.streamListen);
   // Mutual TLS on agent-to-agent streams as soon as certificates are configured.
   const crlFile = config.streamTls?.crlFile;

@@ -185,7 +185,8 @@ async function filesOf(opened: readonly Opened[]): Promise<JobFile[]> {
     const isAppend = append && (prev?.append ?? true);
     byPath.set(o.path, { path: o.path, size: isAppend ? null : o.st.size, append: isAppend });
   }
-  return [...byPath.values()].sort((a, b) => a.path.localeCompare(b.path));
+  // Code-unit order: `localeCompare` builds an ICU collation per call (~2 ms a preflight).
+  return [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 /**

@@ -1,7 +1,15 @@
-/** Asynchronous /proc readers for preflight: the process tree, open fds, file mappings, credentials. */
+/**
+ * /proc readers for preflight: the process tree, open fds, file mappings, credentials.
+ *
+ * /proc's own files (status, fdinfo, maps, the fd links' text) are read synchronously: procfs
+ * never waits for a device, and each asynchronous call costs two thread hand-offs through
+ * libuv's pool, which a preflight makes a hundred times over (docs/PERFORMANCE.md, _Bottlenecks
+ * found and fixed_, 15). What stands behind a link (`stat` of an fd's or a mapping's file) may
+ * sit on a slow file system and is still asked asynchronously.
+ */
 import { processTree as nativeProcessTree } from '@drover/native';
-import { readFile, readdir, readlink, stat } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 
 /** `O_APPEND` in the octal `flags:` field of /proc/<pid>/fdinfo/<fd>. */
 const O_APPEND = 0o2000;
@@ -16,6 +24,16 @@ export function isGone(err: unknown): boolean {
 async function unlessGone<T>(fn: () => Promise<T>): Promise<T | null> {
   try {
     return await fn();
+  } catch (err) {
+    if (isGone(err)) return null;
+    throw err;
+  }
+}
+
+/** `unlessGone` for a synchronous read of /proc. */
+function unlessGoneSync<T>(fn: () => T): T | null {
+  try {
+    return fn();
   } catch (err) {
     if (isGone(err)) return null;
     throw err;
@@ -45,7 +63,7 @@ export interface ProcStatus {
 
 /** The status of `pid`, or null if it is gone. */
 export async function readStatus(pid: number): Promise<ProcStatus | null> {
-  const text = await unlessGone(() => readFile(`/proc/${pid}/status`, 'utf8'));
+  const text = unlessGoneSync(() => readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (text === null) return null;
   const field = (key: string): string => {
     const line = text.split('\n').find((l) => l.startsWith(`${key}:`));
@@ -63,14 +81,14 @@ export async function readStatus(pid: number): Promise<ProcStatus | null> {
 
 /** True if our own effective capability set holds `cap` (a bit number, e.g. 24 = CAP_SYS_RESOURCE). */
 export async function selfHasCapability(cap: number): Promise<boolean> {
-  const text = await readFile('/proc/self/status', 'utf8');
+  const text = readFileSync('/proc/self/status', 'utf8');
   const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(text)?.[1];
   return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
 }
 
 /** The network namespace of `pid` as `net:[inode]`, or null if gone. */
-export function netNamespace(pid: number): Promise<string | null> {
-  return unlessGone(() => readlink(`/proc/${pid}/ns/net`));
+export async function netNamespace(pid: number): Promise<string | null> {
+  return unlessGoneSync(() => readlinkSync(`/proc/${pid}/ns/net`));
 }
 
 /** One open file descriptor. */
@@ -83,11 +101,11 @@ export interface OpenFd {
 
 /** The open fds of `pid` (empty if it is gone; fds closed meanwhile are skipped). */
 export async function listFds(pid: number): Promise<OpenFd[]> {
-  const names = await unlessGone(() => readdir(`/proc/${pid}/fd`));
+  const names = unlessGoneSync(() => readdirSync(`/proc/${pid}/fd`));
   if (names === null) return [];
   const out: OpenFd[] = [];
   for (const name of names) {
-    const target = await unlessGone(() => readlink(`/proc/${pid}/fd/${name}`));
+    const target = unlessGoneSync(() => readlinkSync(`/proc/${pid}/fd/${name}`));
     if (target !== null) out.push({ pid, fd: Number(name), target });
   }
   return out;
@@ -106,7 +124,7 @@ export function statFd(pid: number, fd: number): Promise<Stats | null> {
 
 /** Whether fd `fd` of `pid` was opened with O_APPEND (null if it is gone). */
 export async function fdIsAppend(pid: number, fd: number): Promise<boolean | null> {
-  const text = await unlessGone(() => readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+  const text = unlessGoneSync(() => readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
   if (text === null) return null;
   const flags = /^flags:\s*([0-7]+)$/m.exec(text)?.[1];
   return flags !== undefined && (parseInt(flags, 8) & O_APPEND) !== 0;
@@ -122,7 +140,7 @@ export interface FileMap {
 
 /** The distinct file-backed mappings of `pid` (first range per path), without anonymous ones. */
 export async function fileMaps(pid: number): Promise<FileMap[]> {
-  const text = await unlessGone(() => readFile(`/proc/${pid}/maps`, 'utf8'));
+  const text = unlessGoneSync(() => readFileSync(`/proc/${pid}/maps`, 'utf8'));
   if (text === null) return [];
   const byPath = new Map<string, FileMap>();
   for (const line of text.split('\n')) {

@@ -356,7 +356,8 @@ async function receive(
         (why) => agent.log.warn('post-copy page connection cut', { migrationId, why }),
       );
       void daemon.done.then(
-        () => removeScratch(agent.config.hostId, migrationId, agent.config.stateDir),
+        () =>
+          removeScratch(agent.config.hostId, migrationId, agent.config.stateDir, { inline: true }),
         (err: unknown) =>
           void abortMigration(
             agent,
@@ -367,7 +368,7 @@ async function receive(
       );
       return;
     }
-    await removeScratch(agent.config.hostId, migrationId, agent.config.stateDir);
+    await removeScratch(agent.config.hostId, migrationId, agent.config.stateDir, { inline: true });
   } catch (err) {
     const first = toDroverError(err);
     lazy?.kill();

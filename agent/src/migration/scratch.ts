@@ -1,4 +1,5 @@
 /** Scratch directories for images in flight: on tmpfs, so a migration never writes images to disk. */
+import { lstatSync, readdirSync, rmdirSync, unlinkSync, type Dirent } from 'node:fs';
 import { mkdir, readdir, readlink, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -63,20 +64,70 @@ export function scratchRoots(hostId: string, fallbackDir: string): string[] {
   return [...ROOTS.map((root) => join(root, 'drover', hostId)), join(fallbackDir, 'scratch')];
 }
 
-/** Remove every scratch directory of a migration. */
+/**
+ * Remove every scratch directory of a migration. `inline` removes the RAM-backed ones' small
+ * files on the calling thread: a migration's scratch holds ~45 of CRIU's small images, and
+ * removing each through libuv's thread pool costs two thread hand-offs per file and per
+ * directory walk — a tenth of an agent's CPU per move (docs/PERFORMANCE.md, _Bottlenecks found
+ * and fixed_, 15). Files of a MiB or more (pages a page server wrote) are freed off the event
+ * loop, as everything is without `inline`.
+ */
 export async function removeScratch(
   hostId: string,
   migrationId: string,
   fallbackDir: string,
+  options: { inline?: boolean } = {},
 ): Promise<void> {
   for (const root of ROOTS) {
-    await rm(join(root, 'drover', hostId, migrationId), { recursive: true, force: true });
+    const dir = join(root, 'drover', hostId, migrationId);
+    if (options.inline) removeSmallFilesInline(dir);
+    await rm(dir, { recursive: true, force: true });
     // The host's and Drover's directories go too once empty (a concurrent migration keeps them).
-    for (const dir of [join(root, 'drover', hostId), join(root, 'drover')]) {
-      await rmdir(dir).catch(() => undefined);
+    for (const p of [join(root, 'drover', hostId), join(root, 'drover')]) {
+      await rmdir(p).catch(() => undefined);
     }
   }
   await rm(join(fallbackDir, 'scratch', migrationId), { recursive: true, force: true });
+}
+
+/** Below this, a scratch file is unlinked on the calling thread (`removeScratch`'s `inline`). */
+const INLINE_UNLINK_BYTES = 1024 * 1024;
+
+/**
+ * Unlink the small regular files of `dir` and of its subdirectories, and the directories left
+ * empty, synchronously (tmpfs: no device to wait for). Large files and anything unreadable are
+ * left for the asynchronous `rm` that follows.
+ */
+function removeSmallFilesInline(dir: string): void {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  let left = false;
+  for (const e of entries) {
+    const path = join(dir, e.name);
+    try {
+      if (e.isDirectory()) {
+        removeSmallFilesInline(path);
+        rmdirSync(path);
+      } else if (!e.isFile() || lstatSync(path).size < INLINE_UNLINK_BYTES) {
+        unlinkSync(path);
+      } else {
+        left = true;
+      }
+    } catch {
+      left = true; // the rm that follows deals with it (or reports it)
+    }
+  }
+  if (!left) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // the rm that follows
+    }
+  }
 }
 
 /**

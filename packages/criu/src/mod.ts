@@ -27,7 +27,7 @@ export { SwrkSession, NotifyScript } from './swrk.js';
 export type { CriuHooks, SwrkOptions } from './swrk.js';
 export { WarmSwrk } from './warm-swrk.js';
 export type { WarmProcess, WarmSwrkOptions } from './warm-swrk.js';
-export { CgroupMode, NetworkLock } from './rpc-schema.js';
+export { CgroupMode, NetworkLock, compileRpcCodecs } from './rpc-schema.js';
 export { startLazyPages } from './lazy-pages.js';
 export type { LazyPagesDaemon, LazyPagesOptions } from './lazy-pages.js';
 export { probeAbilities, buildLibrariesOf, CRIU_FEATURES } from './abilities.js';

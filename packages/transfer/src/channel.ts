@@ -148,8 +148,27 @@ export class FrameChannel {
    */
   async writeEncoded(bytes: Buffer, stallMs: number): Promise<void> {
     if (!this.writeRaw(bytes) && this.socket.writableLength > WRITE_AHEAD_BYTES) {
+      this.flush(); // a corked socket never drains
       await this.waitFor('drain', stallMs, "the peer's reading");
     }
+  }
+
+  /**
+   * Hold frames back until `flush`, to write several small ones with one TLS record and one
+   * system call (a directory of small files). At most one level: `flush` releases them all.
+   */
+  cork(): void {
+    if (this.socket.writableCorked === 0) this.socket.cork();
+  }
+
+  /** Write whatever `cork` held back. */
+  flush(): void {
+    while (this.socket.writableCorked > 0) this.socket.uncork();
+  }
+
+  /** Bytes written to the socket and not yet handed to the kernel (held back by `cork` too). */
+  get queuedBytes(): number {
+    return this.socket.writableLength;
   }
 
   /** Write bytes without waiting; returns `socket.write`'s verdict. Throws if the stream ended. */

@@ -3,6 +3,7 @@
  * files as FILE/DATA/FILE_END with backpressure, then DONE, and wait for the receiver's RESULT.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, readdir, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import { basename, join } from 'node:path';
@@ -97,12 +98,54 @@ function serverIdentityProblem(cert: tls.PeerCertificate, peer: string): Error |
   return err;
 }
 
+let lastContext: { from: ClientTlsOptions; context: tls.SecureContext } | null = null;
+
+/**
+ * The TLS context of streams opened with `t`'s key, certificate, CA and revocation list: built
+ * once and reused while they stay the same (parsing them cost each stream ~2 ms of the agent's
+ * CPU); a new revocation list (or identity) builds a new one.
+ */
+export function clientSecureContext(t: ClientTlsOptions): tls.SecureContext {
+  const last = lastContext;
+  if (
+    last &&
+    last.from.key === t.key &&
+    last.from.cert === t.cert &&
+    last.from.ca === t.ca &&
+    last.from.crl === t.crl
+  ) {
+    return last.context;
+  }
+  const context = tls.createSecureContext({
+    key: t.key,
+    cert: t.cert,
+    ca: t.ca,
+    minVersion: 'TLSv1.2',
+    ...(t.crl !== undefined ? { crl: t.crl } : {}),
+  });
+  lastContext = { from: { ...t }, context };
+  return context;
+}
+
 /** Files a directory's sending opens ahead of the one it sends. */
 const OPEN_AHEAD = 8;
 
+/**
+ * Files up to this size (most of an image set: CRIU's small images) are read whole on the
+ * calling thread, and a directory's frames for them leave in one socket write per
+ * `CORK_FLUSH_BYTES`: each asynchronous open, stat, read and close costs two thread hand-offs
+ * through libuv's pool and each frame its own TLS record and system call, which for ~45 small
+ * files was a tenth of each agent's CPU per move (docs/PERFORMANCE.md, _Bottlenecks found and
+ * fixed_, 15).
+ */
+export const SMALL_FILE_BYTES = 256 * 1024;
+/** Frames of small files held back (socket corked) until this many bytes wait. */
+const CORK_FLUSH_BYTES = 256 * 1024;
+
 /** A file opened for sending. */
 interface OpenedFile {
-  handle: FileHandle;
+  /** null: a small file, read whole into `first` and closed already. */
+  handle: FileHandle | null;
   size: number;
   mode: number;
   /** Its first chunk, being read (null: empty). */
@@ -156,11 +199,7 @@ export class StreamClient {
       ? tls.connect({
           host: options.host,
           port: options.port,
-          key: t.key,
-          cert: t.cert,
-          ca: t.ca,
-          minVersion: 'TLSv1.2',
-          ...(t.crl !== undefined ? { crl: t.crl } : {}),
+          secureContext: clientSecureContext(t),
           checkServerIdentity: (_host, cert) => serverIdentityProblem(cert, t.peer),
         })
       : net.connect({ host: options.host, port: options.port });
@@ -201,11 +240,13 @@ export class StreamClient {
   async sendFile(path: string, name: string = basename(path)): Promise<void> {
     const opened = this.openForSend(path);
     opened.catch(() => undefined); // awaited in sendOpened
-    await this.sendOpened(path, name, opened);
+    await this.sendOpened(path, name, opened, true);
   }
 
   /** Open `path` for sending: its handle, its size and mode, its first chunk being read. */
   private async openForSend(path: string): Promise<OpenedFile> {
+    const small = this.readSmall(path);
+    if (small) return small;
     const handle = await open(path, 'r');
     try {
       const st = await handle.stat();
@@ -216,6 +257,33 @@ export class StreamClient {
     } catch (err) {
       await handle.close().catch(() => undefined);
       throw err;
+    }
+  }
+
+  /**
+   * A small file (one DATA frame, at most `SMALL_FILE_BYTES`) read whole, synchronously, into
+   * its frame; null for a larger one (opened again asynchronously).
+   */
+  private readSmall(path: string): OpenedFile | null {
+    const fd = openSync(path, 'r');
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new DroverError(ErrorCode.InvalidArgument, `${path}: not a file`);
+      if (st.size > Math.min(SMALL_FILE_BYTES, this.chunkBytes)) return null;
+      const mode = st.mode & 0o7777;
+      if (st.size === 0) return { handle: null, size: 0, mode, first: null };
+      const frame = allocFrame(st.size);
+      let n = 0;
+      while (n < st.size) {
+        const got = readSync(fd, frame, FRAME_HEADER_BYTES + n, st.size - n, n);
+        if (got === 0) {
+          throw new DroverError(ErrorCode.FailedPrecondition, `${path} shrank while being sent`);
+        }
+        n += got;
+      }
+      return { handle: null, size: st.size, mode, first: Promise.resolve({ frame, n }) };
+    } finally {
+      closeSync(fd);
     }
   }
 
@@ -235,7 +303,13 @@ export class StreamClient {
     return { frame: frame.subarray(0, FRAME_HEADER_BYTES + bytesRead), n: bytesRead };
   }
 
-  private async sendOpened(path: string, name: string, opened: Promise<OpenedFile>): Promise<void> {
+  /** Send one opened file; the `last` of a call reports progress whatever the interval. */
+  private async sendOpened(
+    path: string,
+    name: string,
+    opened: Promise<OpenedFile>,
+    last: boolean,
+  ): Promise<void> {
     this.enter('sendFile');
     if (this.started === 0) {
       this.started = performance.now();
@@ -256,7 +330,7 @@ export class StreamClient {
       while (next) {
         const { frame, n } = await next;
         position += n;
-        next = position < size ? this.readChunk(handle, path, size, position) : null;
+        next = position < size && handle ? this.readChunk(handle, path, size, position) : null;
         // Settled on the next turn; if sending fails first, close() waits for it.
         next?.catch(() => undefined);
         hash.update(frame.subarray(FRAME_HEADER_BYTES));
@@ -264,14 +338,14 @@ export class StreamClient {
         this.meter.addBytes(n);
       }
       await this.channel.sendJson('FILE_END', { sha256: hash.digest('hex') }, this.idleMs);
-      this.meter.fileDone();
+      this.meter.fileDone(last);
     } catch (err) {
       throw this.channel.fail(asStreamError(err), true);
     } finally {
       // Not waited for: nothing of the file is needed any more (a failure's close waits for
       // a read still in flight by itself).
-      if (f) void f.handle.close().catch(() => undefined);
-      else void opened.then((o) => o.handle.close()).catch(() => undefined);
+      if (f) void f.handle?.close().catch(() => undefined);
+      else void opened.then((o) => o.handle?.close()).catch(() => undefined);
       this.busy = false;
     }
   }
@@ -285,6 +359,7 @@ export class StreamClient {
     names.sort();
     // The next few files are opened (and their first chunk read) while one is sent: an image
     // set is mostly small files, and each would otherwise wait for its own file-system calls.
+    // Small files are read at once, and their frames go out together (corked).
     const ahead: Promise<OpenedFile>[] = [];
     const openAt = (i: number): void => {
       const p = this.openForSend(join(dir, names[i]!));
@@ -296,11 +371,17 @@ export class StreamClient {
       for (let i = 0; i < names.length; i++) {
         const opened = ahead.shift()!;
         if (i + OPEN_AHEAD < names.length) openAt(i + OPEN_AHEAD);
-        await this.sendOpened(join(dir, names[i]!), names[i]!, opened);
+        // Not while paced (test-only): a paced stream's frames leave one by one.
+        const small =
+          !this.faults.throttleBytesPerSec && (await opened.catch(() => null))?.handle === null;
+        if (!small || this.channel.queuedBytes >= CORK_FLUSH_BYTES) this.channel.flush();
+        if (small) this.channel.cork();
+        await this.sendOpened(join(dir, names[i]!), names[i]!, opened, i === names.length - 1);
       }
     } finally {
+      this.channel.flush();
       // Opened ahead and never sent (the stream failed): closed.
-      for (const p of ahead.splice(0)) void p.then((o) => o.handle.close()).catch(() => undefined);
+      for (const p of ahead.splice(0)) void p.then((o) => o.handle?.close()).catch(() => undefined);
     }
     return this.progress;
   }

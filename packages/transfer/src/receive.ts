@@ -3,7 +3,8 @@
  * files in a directory, each checked (size, sha256) and the totals checked at DONE.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TransferError } from './errors.js';
 import type { Frame } from './frame.js';
@@ -26,12 +27,12 @@ const MAX_PENDING_WRITES = 4;
 
 /**
  * Files up to this size (most of an image set: CRIU's small images) are gathered in memory and
- * written with one call once their checksum matched, while the next files arrive: no file-system
- * round trip per file on the stream's path. DONE waits for every one of those writes.
+ * written on the calling thread once their checksum matched (the receiver writes into tmpfs
+ * scratch or a state directory's page cache): an asynchronous open, write and close would cost
+ * two thread hand-offs each through libuv's pool, per file (docs/PERFORMANCE.md, _Bottlenecks
+ * found and fixed_, 15).
  */
 const SMALL_FILE_BYTES = 1024 * 1024;
-/** Small files' writes in flight at most. */
-const MAX_BACKGROUND_WRITES = 16;
 
 /** Default: a link with no frame (data or PING) for this long has failed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
@@ -73,8 +74,6 @@ export async function receiveFiles(
   const meter = new ProgressMeter(options.onProgress);
   const seen = new Set<string>();
   let current: OpenFile | null = null;
-  /** Small files being written (oldest first). */
-  const background: Promise<void>[] = [];
   try {
     for (;;) {
       const frame = await channel.next(idleMs);
@@ -149,13 +148,11 @@ export async function receiveFiles(
             await done.handle.close();
           } else {
             // Created exclusively (never overwriting, never following a symlink), as above.
-            const write = writeFile(join(dir, done.name), Buffer.concat(done.chunks), {
-              flag: 'wx',
-              mode: 0o600,
-            });
-            write.catch(() => undefined); // awaited below or at DONE
-            background.push(write);
-            if (background.length >= MAX_BACKGROUND_WRITES) await background.shift();
+            writeFileSync(
+              join(dir, done.name),
+              done.chunks.length === 1 ? done.chunks[0]! : Buffer.concat(done.chunks),
+              { flag: 'wx', mode: 0o600 },
+            );
           }
           meter.fileDone();
           break;
@@ -170,7 +167,7 @@ export async function receiveFiles(
                 `received ${meter.files}/${meter.bytes}`,
             );
           }
-          await Promise.all(background.splice(0));
+          meter.reportNow();
           return totals;
         }
         default:
@@ -178,9 +175,8 @@ export async function receiveFiles(
       }
     }
   } catch (err) {
-    await current?.handle?.close().catch(() => {});
     // Nothing of ours is still writing once the caller hears of the failure.
-    await Promise.allSettled(background);
+    await current?.handle?.close().catch(() => {});
     throw channel.fail(asStreamError(err), true);
   }
 }

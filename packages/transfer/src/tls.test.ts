@@ -10,7 +10,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jsonLogger } from '@drover/common';
 import { TransferError } from './errors.js';
-import { StreamClient, type ClientTlsOptions } from './client.js';
+import { StreamClient, clientSecureContext, type ClientTlsOptions } from './client.js';
 import { StreamServer, type ServerTlsOptions } from './server.js';
 import { expectInto, hashTree, removeAll, tempDir, writeRandom } from './harness.js';
 
@@ -261,4 +261,17 @@ test('the client refuses a server whose cert is not signed by its CA', T, async 
   } finally {
     await server.close();
   }
+});
+
+test('streams reuse one TLS context until the identity or the revocation list changes', () => {
+  const a = clientTls('agent-a');
+  // Another peer, same files (strings equal by value): the same context; the peer is checked
+  // per connection (the tests above).
+  assert.equal(
+    clientSecureContext(a),
+    clientSecureContext({ ...clientTls('agent-a'), peer: 'h3' }),
+  );
+  const withCrl = { ...a, crl: '-----BEGIN X509 CRL-----\n' };
+  assert.throws(() => clientSecureContext(withCrl), 'a new list is parsed (this one is broken)');
+  assert.notEqual(clientSecureContext(clientTls('agent-c')), clientSecureContext(a));
 });

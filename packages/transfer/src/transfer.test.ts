@@ -78,7 +78,7 @@ test('a directory (20 MiB random, empty, small; a subdir skipped) arrives intact
       'pages-1.img': await sha256File(join(src, 'pages-1.img')),
     });
     assert.equal((await stat(join(dst, 'pages-1.img'))).mode & 0o777, 0o600);
-    assert.ok(reports.length >= 3, 'progress reported at least once per file');
+    assert.ok(reports.length >= 1, 'progress reported');
     assert.equal(reports.at(-1)?.files, 3);
     assert.equal(reports.at(-1)?.bytes, bytes);
     await client.closed;
@@ -270,6 +270,33 @@ test('without keepalive the same wait is an idle timeout at the receiver', T, as
     const { error } = await outcome;
     assert.ok(error instanceof TransferError && error.kind === 'timeout', String(error));
     client.close();
+  } finally {
+    await server.close();
+    await removeAll(src, dst);
+  }
+});
+
+test('45 small files around a large one (read whole, sent corked) arrive intact', T, async () => {
+  const [src, dst] = [await tempDir('src'), await tempDir('dst')];
+  const server = await listenLocal();
+  try {
+    const names: string[] = [];
+    for (let i = 0; i < 45; i++) {
+      const name = `img-${String(i).padStart(2, '0')}.img`;
+      // Up to ~270 KiB: some past a flush of the corked frames, one past SMALL_FILE_BYTES.
+      await writeRandom(join(src, name), i === 30 ? 300 * 1024 : i * 6000 + 1);
+      names.push(name);
+    }
+    await writeRandom(join(src, 'img-20-pages.img'), 3 * MiB + 5);
+    const outcome = expectInto(server, 'mig-small', 'tok', dst);
+    const client = await connect(server, 'mig-small', 'tok');
+    const sent = await client.sendDirectory(src);
+    await client.finish();
+    assert.equal(sent.files, 46);
+    assert.equal((await outcome).totals?.files, 46);
+    assert.deepEqual(await hashTree(dst), await hashTree(src));
+    assert.equal((await stat(join(dst, 'img-01.img'))).mode & 0o777, 0o600);
+    await client.closed;
   } finally {
     await server.close();
     await removeAll(src, dst);
