@@ -39,6 +39,7 @@ import { buildAgentInfo, checkFiles } from './host-facts.js';
 import { ImageStore } from './image-store.js';
 import { JobStore, LIVE_STATES, toJobInfo, type JobRecord } from './job-store.js';
 import { JobLocks } from './job-locks.js';
+import { PreparedDumps, prepareDumps } from './prepared-dumps.js';
 import { refreshMain, resolveMain, signalTargets } from './job-main.js';
 import { planJobDump } from './job-image.js';
 import { LogIndex, readJobLog } from './job-logs.js';
@@ -77,6 +78,8 @@ export class Agent {
   private readonly locks = new JobLocks();
   /** The `checkpoint-many` requests under way (checkpoint.ts). */
   readonly dumpRuns = new DumpRuns();
+  /** Dumps readied before a cluster's cut (prepared-dumps.ts). */
+  readonly preparedDumps = new PreparedDumps((imageId) => this.images.remove(imageId));
   readonly startedAt = Date.now();
   /** Where peers reach this agent's migration stream (set by the daemon once it listens). */
   stream: { host: string; port: number } = { host: '', port: 0 };
@@ -124,6 +127,7 @@ export class Agent {
   /** Stop watching (jobs keep running: an agent restart never stops a job). */
   async stop(): Promise<void> {
     await this.warmDumps?.drain();
+    await this.preparedDumps.drain();
     await this.supervisor.close();
   }
 
@@ -249,7 +253,10 @@ export class Agent {
       req.atMs === undefined ? undefined : { atMs: req.atMs, lateMs: req.lateMs ?? CUT_LATE_MS };
     // A cut that failed ends its warm CRIUs; a missed one is planned again and will want them.
     return this.withJobs(ids, () => freezeJobs(this, ids, at)).catch(async (err: unknown) => {
-      if (toDroverError(err).code !== ErrorCode.CutMissed) await this.warmDumps?.drain();
+      if (toDroverError(err).code !== ErrorCode.CutMissed) {
+        await this.warmDumps?.drain();
+        await this.preparedDumps.drain();
+      }
       throw err;
     });
   }
@@ -266,6 +273,11 @@ export class Agent {
     return Promise.resolve({ started, waiting: this.warmDumps?.size ?? 0 });
   }
 
+  /** Before a cluster's cut: its dumps here readied while the jobs run (prepared-dumps.ts). */
+  dumpsPrepare(req: AgentRequest<'dumps-prepare'>): Promise<AgentReplies['dumps-prepare']> {
+    return prepareDumps(this, req);
+  }
+
   thaw(req: AgentRequest<'thaw'>): Promise<JobInfo> {
     return this.withJob(req.jobId, () => thawJob(this, req.jobId));
   }
@@ -273,9 +285,10 @@ export class Agent {
   /** The end of a cluster checkpoint's cut on this host: its jobs thawed together (job-freeze.ts). */
   thawMany(req: AgentRequest<'thaw-many'>): Promise<AgentReplies['thaw-many']> {
     const ids = [...new Set(req.jobIds)];
-    return this.withJobs(ids, () => thawJobs(this, ids)).finally(
-      () => void this.warmDumps?.drain(),
-    );
+    return this.withJobs(ids, () => thawJobs(this, ids)).finally(() => {
+      void this.warmDumps?.drain();
+      void this.preparedDumps.drain();
+    });
   }
 
   checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {

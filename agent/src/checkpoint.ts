@@ -26,6 +26,7 @@ import type { Supervisor } from './supervisor.js';
 import { localImageName, imageKey, openFileInto, sealFile } from './image-crypto.js';
 import { MANIFEST_FILE, toImageInfo, type ImageManifest, type ImageStore } from './image-store.js';
 import { makeScratch, removeScratch } from './migration/scratch.js';
+import type { PreparedDumps } from './prepared-dumps.js';
 import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
 import { refreshMain } from './job-main.js';
 import { dumpHooksOf, planJobDump, restoreJobFiles, type JobDumpPlan } from './job-image.js';
@@ -52,6 +53,8 @@ export interface CheckpointHost {
   readonly criu: Criu;
   /** CRIU processes started ahead (a cluster's cut): a dump takes one when there is one. */
   readonly warmDumps?: { take(): SwrkSession | null } | null;
+  /** Dumps readied ahead (a cluster's cut): a dump takes its own when there is one. */
+  readonly preparedDumps?: Pick<PreparedDumps, 'take'>;
   readonly supervisor: Pick<Supervisor, 'watch' | 'release'>;
   cgroupOf(r: JobRecord): Promise<JobCgroup>;
   /** Publish a job's state as an event. */
@@ -176,12 +179,15 @@ export async function checkpointJob(
   }
   const leaveRunning = req.leaveRunning === true;
   const imageId = req.imageId ?? newId('img');
-  const dir = await agent.images.create(imageId);
+  // Readied before a cluster's cut (prepared-dumps.ts): the image's directory, and the dump plan
+  // when it still holds (the same root process).
+  const ready = req.imageId === undefined ? null : agent.preparedDumps?.take(imageId, r);
+  const dir = ready?.dump.jobId === r.id ? ready.dump.dir : await agent.images.create(imageId);
   const { hostId, stateDir } = agent.config;
   const scratchId = `image-${imageId}`;
   const before = r.state;
-  const cg = await agent.cgroupOf(r);
-  const plan = await planJobDump(r, agent.config.checkpointOptions);
+  const cg = ready?.fits ? ready.dump.cg : await agent.cgroupOf(r);
+  const plan = ready?.fits ? ready.dump.plan : await planJobDump(r, agent.config.checkpointOptions);
   let guard: CheckpointGuard | null = null;
   let killed = false;
   let dumpDir = '';

@@ -144,6 +144,7 @@ export async function startAgentDaemon(
     freeze: (r) => agent.freeze(r),
     'freeze-many': (r) => agent.freezeMany(r),
     'criu-warm': (r) => agent.criuWarm(r),
+    'dumps-prepare': (r) => agent.dumpsPrepare(r),
     // Answered at once, from this thread: the controller reads this host's clock offset from it.
     clock: async () => ({ nowMs: performance.timeOrigin + performance.now() }),
     thaw: (r) => agent.thaw(r),

@@ -393,7 +393,7 @@ test('--leave-running: the controller dies after the thaws, before their record;
   assert.equal((await fc.sets.get('s1'))!.value.state, 'complete');
 });
 
-test("each host starts its dumps' CRIU before the cut; a host that cannot is no failure", async () => {
+test("each host starts its dumps' CRIU and readies its dumps before the cut; a host that cannot is no failure", async () => {
   const fc = new FakeCluster([
     ['a', 'h1'],
     ['b', 'h1'],
@@ -402,16 +402,18 @@ test("each host starts its dumps' CRIU before the cut; a host that cannot is no 
   const refused: string[] = [];
   const op = await checkpointCluster(
     fc.context((host, op) => {
-      if (host !== 'h2' || op !== 'criu-warm') return undefined;
-      refused.push(host);
+      if (host !== 'h2' || (op !== 'criu-warm' && op !== 'dumps-prepare')) return undefined;
+      refused.push(op);
       return 'unknown-op';
     }),
     { all: true, name: 's1', leaveRunning: true },
   );
   assert.equal(op.state, 'done', JSON.stringify(op.error));
-  assert.deepEqual(refused, ['h2'], 'asked once');
-  const warm = fc.calls.findIndex((c) => c.startsWith('h1 criu-warm'));
+  assert.deepEqual(refused.sort(), ['criu-warm', 'dumps-prepare'], 'each asked once');
   const firstFreeze = fc.calls.findIndex((c) => c.includes(' freeze-many '));
-  assert.ok(warm >= 0 && warm < firstFreeze, `not warmed before the freeze: ${fc.calls}`);
+  for (const ready of ['h1 criu-warm', 'h1 dumps-prepare']) {
+    const at = fc.calls.findIndex((c) => c.startsWith(ready));
+    assert.ok(at >= 0 && at < firstFreeze, `${ready} not before the freeze: ${fc.calls}`);
+  }
   assert.ok(fc.jobs.every((j) => j.state === 'running'));
 });

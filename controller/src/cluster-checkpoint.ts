@@ -152,7 +152,7 @@ export async function runCheckpoint(ctx: ClusterContext, opId: string): Promise<
     // Read before the cut: nothing that can wait is done while the jobs are frozen.
     const key = fresh || cur.phase === 'dumping' ? await setKey(ctx, cur.imageSet) : '';
     if (cur.phase === 'freezing') {
-      await warmCriu(ctx, cur);
+      await readyDumps(ctx, cur);
       cur = await freezeAll(ctx, op, cur);
     }
     if (cur.phase === 'dumping') cur = await dumpAll(ctx, op, cur, key, fresh);
@@ -171,17 +171,23 @@ function leavesRunning(o: CheckpointRecord): boolean {
 }
 
 /**
- * Before the cut: each host starts the CRIU processes of its dumps (`criu-warm`), all hosts at
- * once, so that no dump in the cut waits for one to start. Only a help: a host that cannot (an
- * agent from before it, in a rolling upgrade) starts each CRIU in its dump, as before.
+ * Before the cut: each host starts the CRIU processes of its dumps (`criu-warm`) and readies the
+ * dumps themselves (`dumps-prepare`: records, image directories, dump plans), all hosts at once,
+ * so that no dump in the cut waits for either. Only a help: a host that cannot (an agent from
+ * before it, in a rolling upgrade) does it in each dump, as before.
  */
-async function warmCriu(ctx: ClusterContext, cur: CheckpointRecord): Promise<void> {
+async function readyDumps(ctx: ClusterContext, cur: CheckpointRecord): Promise<void> {
+  const help = (host: string, op: string) => (err: unknown) =>
+    ctx.log.debug('a host cannot ready its dumps', { host, op, err });
   await Promise.all(
-    [...byHost(cur.members)].map(([host, members]) =>
+    [...byHost(cur.members)].flatMap(([host, members]) => [
+      ctx.agent(host, 'criu-warm', { count: members.length }).catch(help(host, 'criu-warm')),
       ctx
-        .agent(host, 'criu-warm', { count: members.length })
-        .catch((err: unknown) => ctx.log.debug('cannot warm CRIU', { host, err })),
-    ),
+        .agent(host, 'dumps-prepare', {
+          dumps: members.map((m) => ({ jobId: m.jobId, imageId: m.imageId })),
+        })
+        .catch(help(host, 'dumps-prepare')),
+    ]),
   );
 }
 
@@ -269,7 +275,7 @@ async function freezeAll(
  * (`checkpoint-many`: no dump waits for the next call). More at once is slower on a busy host:
  * the agent's own work for each dump (answering CRIU's notifications, archiving the job's
  * directory, its records) queues on its one event loop (docs/CHECKPOINT.md, "Where the cut's time
- * goes"); each dump's CRIU was started before the cut (`warmCriu`). The hosts seal their local
+ * goes"); each dump's CRIU was started, and the dump readied, before the cut (`readyDumps`). The hosts seal their local
  * images with the set's key too: no plaintext at rest anywhere.
  */
 async function dumpAll(

@@ -107,6 +107,8 @@ export class FakeCluster {
         if (was) this.dumpRuns.set(req['runId'] as string, true);
         return { stopped: was };
       }
+      case 'dumps-prepare':
+        return { prepared: (req['dumps'] as unknown[]).length };
       case 'criu-warm':
         return { started: req['count'] as number, waiting: req['count'] as number };
       case 'thaw-many': {

@@ -381,6 +381,13 @@ export const AgentOps = {
    * at `thaw-many`, on a failed `freeze-many`, or after a minute.
    */
   'criu-warm': obj({ count: int({ min: 0, max: 64 }) }),
+  /**
+   * Before a cluster checkpoint's cut: ready each dump of `dumps` on this host (the job's record
+   * read, the image's directory made, the dump plan drawn) while the job still runs; its dump in
+   * the cut (`checkpoint-many`) starts from that. Those not taken go at `thaw-many`, on a failed
+   * `freeze-many`, or after a minute.
+   */
+  'dumps-prepare': obj({ dumps: arr(obj({ jobId: id(), imageId: id() }), { min: 1, max: 4096 }) }),
   thaw: obj({ jobId: id() }),
   /**
    * The end of a cluster checkpoint's cut on one host: every job of `jobIds` thawed together
@@ -504,6 +511,8 @@ export interface AgentReplies extends MigrationReplies {
   clock: { nowMs: number };
   /** How many were started now, and how many wait in all. */
   'criu-warm': { started: number; waiting: number };
+  /** How many dumps were readied. */
+  'dumps-prepare': { prepared: number };
   thaw: JobInfo;
   /**
    * Each job as thawed, in the order asked; `thawedAtMs`: this host's clock (epoch ms,

@@ -259,6 +259,7 @@ export class SimulatedAgent {
       'freeze-many': notSimulated('freeze-many'),
       clock: notSimulated('clock'),
       'criu-warm': notSimulated('criu-warm'),
+      'dumps-prepare': notSimulated('dumps-prepare'),
       'checkpoint-many': notSimulated('checkpoint-many'),
       'checkpoint-stop': notSimulated('checkpoint-stop'),
       thaw: notSimulated('thaw'),
