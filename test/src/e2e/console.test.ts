@@ -107,9 +107,9 @@ describe('the web console in Chromium', () => {
   test("an operator's console shows the cluster and follows a migration started from the page to its end", async () => {
     const dir = join(f.tb.runDir, 'shared', 'console-memory');
     mkdirSync(dir, { recursive: true });
-    // A throttled stream (~16 MB/s): the 64 MiB job takes a few seconds to move, long enough to
-    // see it transferring.
-    await f.agent('h1').restartWith({ DROVER_FAULT: 'throttle=16000000' });
+    // A slow link into h2 (~16 MB/s): the 64 MiB job's pages take a few seconds to reach it,
+    // long enough to see the move dumping them, its byte meter running.
+    await f.tb.host('h2').limitIncoming(16_000_000);
     const env = Object.entries(JOB_ENV).flatMap(([k, v]) => ['--env', `${k}=${v}`]);
     const job = await json<ClusterJob>([
       'run',
@@ -138,8 +138,10 @@ describe('the web console in Chromium', () => {
       await page.selectOption(`select[data-job-destination="${job.id}"]`, 'h2');
       await page.click(`#jobs tr[data-job="${job.id}"] button[data-action="migrate"]`);
       const progress = `#ops .op[data-kind="migrate"] .progress[data-job="${job.id}"]`;
-      await page.waitForSelector(`${progress}[data-phase="transferring"]`, { timeout: 60_000 });
-      await shot(page, '2-migration-transferring');
+      await page.waitForSelector(`${progress}[data-phase="dumping"]:not([data-pct="0"])`, {
+        timeout: 60_000,
+      });
+      await shot(page, '2-migration-dumping');
       await page.waitForSelector(
         `#ops .op[data-kind="migrate"][data-state="done"] ${'.progress'}[data-phase="done"]`,
         {
@@ -158,7 +160,7 @@ describe('the web console in Chromium', () => {
       await page.waitForSelector('#audit td.mono:text-is("migrate")');
     } finally {
       await page.close();
-      await f.agent('h1').restartWith({});
+      await f.tb.host('h2').limitIncoming(null);
     }
   });
 
