@@ -28,7 +28,10 @@ export function eventRow(e: ClusterEvent): string[] {
   if (typeof v['destination'] === 'string') what.push(`→ ${v['destination']}`);
   if (typeof v['exitCode'] === 'number') what.push(`exit ${v['exitCode']}`);
   if (typeof v['signal'] === 'string') what.push(`by ${v['signal']}`);
-  if (v['phase'] === 'transferring' && typeof v['bytes'] === 'number') {
+  if (
+    (v['phase'] === 'transferring' || v['phase'] === 'dumping') &&
+    typeof v['bytes'] === 'number'
+  ) {
     const total = typeof v['totalBytes'] === 'number' ? v['totalBytes'] : 0;
     what.push(`${bytes(v['bytes'])}${total ? ` of ${bytes(total)}` : ''}`);
   }
