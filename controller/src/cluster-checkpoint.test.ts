@@ -340,58 +340,52 @@ test('bad input changes nothing: both or neither of jobs/--all, unknown job, set
   assert.equal((await fc.ops.list()).size, 1);
 });
 
-for (const [phase, op, host] of [
-  ['freezing', 'freeze-many', 'h2'],
-  ['dumping', 'checkpoint', 'h2'],
-  ['storing', 'image-push', 'h3'],
-  ['stopping', 'discard', 'h2'],
-] as const) {
-  test(`the controller dies in ${phase} (after ${op} on ${host} ran); the next one completes the set`, async () => {
-    const fc = three();
-    let died = false;
-    void checkpointCluster(
-      fc.context((h, o) => (h === host && o === op ? ((died = true), 'die') : undefined)),
-      { all: true, name: 's1' },
-    );
-    for (let i = 0; i < 50 && !died; i++) await tick();
-    for (let i = 0; i < 10; i++) await tick();
-    assert.ok(died);
-    const [opId] = [...(await fc.ops.list()).keys()];
-    assert.equal((await fc.ops.get(opId!))!.value.phase, phase);
-    const done = await runCheckpoint(fc.context(), opId!);
-    assert.equal(done.state, 'done', JSON.stringify(done.error));
-    assert.equal(fc.dumps, 3, 'each job dumped exactly once');
-    assert.deepEqual(
-      fc.jobs.map((j) => j.state),
-      ['checkpointed', 'checkpointed', 'checkpointed'],
-    );
-    assert.equal((await fc.sets.get('s1'))!.value.state, 'complete');
-    assert.equal(fc.objects.size, 3);
-  });
-}
-
-test('--leave-running: the controller dies after the thaws, before their record; the next one completes the set', async () => {
-  const fc = three();
+/**
+ * A controller checkpointing `fc` that dies once `op` on `host` has run; the operation it left
+ * and its phase then.
+ */
+async function diesAfter(
+  fc: FakeCluster,
+  host: string,
+  op: string,
+  req: Parameters<typeof checkpointCluster>[1],
+): Promise<{ opId: string; phase: string | undefined }> {
   let died = false;
   void checkpointCluster(
-    fc.context((h, o) => (h === 'h3' && o === 'thaw-many' ? ((died = true), 'die') : undefined)),
-    { all: true, name: 's1', leaveRunning: true },
+    fc.context((h, o) => (h === host && o === op ? ((died = true), 'die') : undefined)),
+    req,
   );
   for (let i = 0; i < 50 && !died; i++) await tick();
   for (let i = 0; i < 10; i++) await tick();
   assert.ok(died);
   const [opId] = [...(await fc.ops.list()).keys()];
-  // The thaws were not recorded yet: the next controller finds the cut still dumping.
-  assert.equal((await fc.ops.get(opId!))!.value.phase, 'dumping');
-  const done = await runCheckpoint(fc.context(), opId!);
-  assert.equal(done.state, 'done', JSON.stringify(done.error));
-  assert.equal(fc.dumps, 3, 'each job dumped exactly once');
-  assert.deepEqual(
-    fc.jobs.map((j) => j.state),
-    ['running', 'running', 'running'],
-  );
-  assert.equal((await fc.sets.get('s1'))!.value.state, 'complete');
-});
+  return { opId: opId!, phase: (await fc.ops.get(opId!))!.value.phase };
+}
+
+for (const [phase, op, host, leaveRunning] of [
+  ['freezing', 'freeze-many', 'h2', false],
+  ['dumping', 'checkpoint', 'h2', false],
+  ['storing', 'image-push', 'h3', false],
+  ['stopping', 'discard', 'h2', false],
+  // The thaws ran but were not recorded yet: the next controller finds the cut still dumping.
+  ['dumping', 'thaw-many', 'h3', true],
+] as const) {
+  test(`the controller dies in ${phase} (after ${op} on ${host} ran${leaveRunning ? ', --leave-running' : ''}); the next one completes the set`, async () => {
+    const fc = three();
+    const left = await diesAfter(fc, host, op, { all: true, name: 's1', leaveRunning });
+    assert.equal(left.phase, phase);
+    const done = await runCheckpoint(fc.context(), left.opId);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    assert.equal(fc.dumps, 3, 'each job dumped exactly once');
+    const end = leaveRunning ? 'running' : 'checkpointed';
+    assert.deepEqual(
+      fc.jobs.map((j) => j.state),
+      [end, end, end],
+    );
+    assert.equal((await fc.sets.get('s1'))!.value.state, 'complete');
+    assert.equal(fc.objects.size, 3);
+  });
+}
 
 test("each host starts its dumps' CRIU and readies its dumps before the cut; a host that cannot is no failure", async () => {
   const fc = new FakeCluster([
