@@ -138,6 +138,17 @@ async function assertRefused(name: string, tls: CertFiles | undefined): Promise<
 describe('a secure NATS cluster', () => {
   test('forms with TLS routes, and an R3 bucket works through it with a controller certificate', async () => {
     await waitFor(async () => (await routeCounts()).every((n) => n === 2), 20_000);
+    // Routes first, then JetStream's meta group: an R3 stream is placed only once every member
+    // knows all three peers and a leader ("no suitable peers for placement" before that).
+    for (const s of servers) {
+      await waitFor(async () => {
+        const jsz = await monitor<{ meta_cluster?: { leader?: string; cluster_size?: number } }>(
+          s,
+          '/jsz',
+        );
+        return jsz.meta_cluster?.cluster_size === 3 && Boolean(jsz.meta_cluster.leader);
+      }, 20_000);
+    }
     for (const s of servers) {
       const varz = await monitor<{
         tls_required: boolean;
