@@ -290,7 +290,6 @@ export class SourceMigration {
     advance(this.rec, MigrationState.transferring, this.t0);
     await this.w.records.save(this.rec);
     const tTransfer = performance.now();
-    if (!this.stream) await this.connect();
     const client = this.stream!;
     let result: { job: JobInfo; restoreMs: number };
     try {
@@ -330,10 +329,9 @@ export class SourceMigration {
     });
   }
 
-  /** `work`, with the stream (if already open) kept alive meanwhile. */
+  /** `work`, with the stream (open since before the freeze) kept alive meanwhile. */
   private async keptAlive(work: () => Promise<void>): Promise<void> {
-    if (this.stream) await this.stream.keepAlive(work());
-    else await work();
+    await this.stream!.keepAlive(work());
   }
 
   /** post-copy: the job runs on the destination; its memory still comes from here. */
