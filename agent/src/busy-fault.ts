@@ -1,5 +1,5 @@
 /**
- * The `busy-main=MS` fault (`DROVER_FAULT`): each long operation (image fetch and push,
+ * The `busy-main=MS` fault (`DROVER_FAULT`): each long operation (image fetch, push and move,
  * checkpoint, a cluster's dumps, restore, migrate) keeps the agent's main thread busy for MS milliseconds right
  * after it starts, as CPU-heavy work on a loaded machine does. The liveness suite uses it to show
  * that a busy agent is not taken for a dead one.
@@ -9,6 +9,7 @@
 export const BUSY_OPS = [
   'image-fetch',
   'image-push',
+  'image-move',
   'checkpoint',
   'checkpoint-many',
   'restore',

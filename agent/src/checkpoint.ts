@@ -275,8 +275,9 @@ export async function checkpointJob(
       await removeScratch(hostId, scratchId, stateDir);
     };
     if (leaveRunning) {
-      // The image is sealed once the job runs again (a cluster's cut keeps it frozen until every
-      // dump is done: sealing then would slow the others) or when it is read; reads wait.
+      // A job that runs again has its image sealed now. One a cluster's cut froze is sealed when
+      // it is read, or at its deadline: a move into the image set takes its plaintext instead
+      // (image-sets.ts, `moveImage`) and it never reaches this host's disk. Reads wait.
       agent.images.finishLater(
         toImageInfo(manifest),
         () =>
@@ -287,6 +288,14 @@ export async function checkpointJob(
             throw err;
           }),
         before !== JobState.frozen,
+        {
+          manifest: { ...manifest },
+          plainDir: dumpDir,
+          discard: async () => {
+            await rm(dir, { recursive: true, force: true });
+            await removeScratch(hostId, scratchId, stateDir);
+          },
+        },
       );
     } else {
       await seal();

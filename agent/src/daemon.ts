@@ -15,7 +15,7 @@ import { eventSubject, IMAGE_SET_BUCKET } from '@drover/protocol';
 import { serveMetrics, type MetricsServer } from '@drover/metrics';
 import { Agent } from './agent.js';
 import { AgentMetrics } from './agent-metrics.js';
-import { decodeStoredImage, fetchImage, pushImage } from './image-sets.js';
+import { decodeStoredImage, fetchImage, moveImage, pushImage } from './image-sets.js';
 import { startHeartbeats, type Heartbeats } from './heartbeat.js';
 import { busyAfterStart, busyMainMs, BUSY_OPS } from './busy-fault.js';
 import type { AgentConfig } from './config.js';
@@ -165,6 +165,7 @@ export async function startAgentDaemon(
     'images-list': async () => ({ images: await agent.images.list() }),
     'images-delete': async (r) => ({ deleted: await agent.images.remove(r.imageId) }),
     'image-push': (r) => pushImage(agent, imageObjects, r, ctx.faults),
+    'image-move': (r) => moveImage(agent, imageObjects, r, ctx.faults),
     'image-fetch': (r) => fetchImage(agent, imageObjects, r),
     discard: (r) => agent.discard(r),
     remove: (r) => agent.remove(r),

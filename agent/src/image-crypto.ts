@@ -43,6 +43,8 @@ const FILE_ID = 16;
 const HEADER = MAGIC.length + FILE_ID + NONCE + TAG;
 /** Bytes before the first record of a format-2 file. */
 export const SEALED_HEADER_BYTES = HEADER;
+/** Plaintext bytes per sealed record: a read of this size is sealed as it is, not re-cut. */
+export const SEAL_CHUNK_BYTES = CHUNK;
 
 /** Key bytes from the wire form (base64 of 32 bytes). */
 export function imageKey(base64: string): Buffer {

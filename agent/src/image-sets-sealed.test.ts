@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ObjectFiles } from '@drover/bus';
@@ -20,7 +20,7 @@ import {
   sealImage,
   SEALED_HEADER_BYTES,
 } from './image-crypto.js';
-import { fetchImage, pushImage } from './image-sets.js';
+import { fetchImage, moveImage, pushImage } from './image-sets.js';
 import { ImageStore, MANIFEST_FILE, type ImageManifest } from './image-store.js';
 
 const CHUNK = 512 * 1024;
@@ -401,4 +401,105 @@ test('a set stored before packs (every file an object of its own) is still fetch
     assert.ok(Buffer.concat(parts).equals(bytes), name);
   }
   assert.ok(!store.objects.has('s7/job-1/.pack'));
+});
+
+/**
+ * An image as a cluster's cut leaves it: CRIU's plaintext in a scratch directory, waiting for its
+ * seal (a read, or its deadline) or a move. Its scratch's path.
+ */
+async function cutImage(imageId: string): Promise<string> {
+  const imageDir = await images.create(imageId);
+  const scratch = join(dir, `${imageId}-dump`);
+  await mkdir(scratch);
+  for (const [name, bytes] of plain) await writeFile(join(scratch, name), bytes);
+  const manifest = {
+    imageId,
+    jobId: 'job-1',
+    host: 'h1',
+    dir: imageDir,
+    createdAt: new Date().toISOString(),
+    leaveRunning: true,
+    sizeBytes: 0,
+    frozenMs: 0,
+    dumpMs: 0,
+    job: {},
+    pids: [],
+    sealed: true,
+  } as unknown as ImageManifest;
+  const seal = async (): Promise<void> => {
+    const files: ImageFile[] = [];
+    for (const name of plain.keys()) {
+      const local = localImageName(imageId, name);
+      files.push({
+        name,
+        ...(await sealFile(join(scratch, name), join(imageDir, name), key, local)),
+      });
+    }
+    await images.writeManifest({ ...manifest, files });
+    await rm(scratch, { recursive: true });
+  };
+  images.finishLater({ ...manifest }, seal, false, {
+    manifest: { ...manifest },
+    plainDir: scratch,
+    discard: async () => {
+      await rm(imageDir, { recursive: true, force: true });
+      await rm(scratch, { recursive: true, force: true });
+    },
+  });
+  return scratch;
+}
+
+const move = (imageId: string, prefix: string, faults = {}) =>
+  moveImage(agent, objects, { imageId, prefix, key: key.toString('base64') }, faults);
+
+test("a cut's image moves straight from its plaintext into the store and comes back verified; it never lands on the disk", async () => {
+  const scratch = await cutImage('img-m1');
+  const moved = await move('img-m1', 's8/job-1');
+  for (const [name, bytes] of plain) {
+    const { pack, ...sums } = moved.files.find((x) => x.name === name)!;
+    assert.deepEqual(sums, { name, size: bytes.length, sha256: sha(bytes) });
+    assert.equal(pack === undefined, name === 'pages-1.img');
+  }
+  assert.ok(moved.files.some((f) => f.name === MANIFEST_FILE && f.pack !== undefined));
+  assert.deepEqual([...store.objects.keys()].filter((o) => o.startsWith('s8/')).sort(), [
+    's8/job-1/.pack',
+    's8/job-1/pages-1.img',
+  ]);
+  // Gone from this host, plaintext and all, and never sealed onto its disk.
+  await assert.rejects(images.readManifest('img-m1'), (e: unknown) =>
+    isDroverError(e, 'NOT_FOUND'),
+  );
+  await assert.rejects(readdir(images.dir('img-m1')), { code: 'ENOENT' });
+  await assert.rejects(readdir(scratch), { code: 'ENOENT' });
+  // A repeat (a controller that took over) gets the same answer; the image is not asked for.
+  assert.deepEqual(await move('img-m1', 's8/job-1'), moved);
+
+  await fetchImage(agent, objects, {
+    imageId: 'img-m1-back',
+    prefix: 's8/job-1',
+    key: key.toString('base64'),
+    files: moved.files,
+  });
+  const back = await images.readManifest('img-m1-back');
+  assert.equal(back.jobId, 'job-1');
+  for (const [name, bytes] of plain) {
+    const parts: Uint8Array[] = [];
+    const path = join(images.dir('img-m1-back'), name);
+    for await (const c of openFile(path, key, localImageName('img-m1-back', name))) parts.push(c);
+    assert.ok(Buffer.concat(parts).equals(bytes), name);
+  }
+});
+
+test('a move that fails leaves the image where it was: sealed when read, moved by the next try', async () => {
+  await cutImage('img-m2');
+  await assert.rejects(move('img-m2', 's9/job-1', { failPushAfterFiles: 0 }), /injected fault/);
+  // Still this host's image: read, it is sealed, with every file.
+  const manifest = await images.readManifest('img-m2');
+  assert.deepEqual(manifest.files!.map((f) => f.name).sort(), [...plain.keys()].sort());
+  // Sealed already, it moves as a push would send it, and goes.
+  const moved = await move('img-m2', 's9/job-1');
+  assert.equal(moved.files.length, plain.size + 1);
+  await assert.rejects(images.readManifest('img-m2'), (e: unknown) =>
+    isDroverError(e, 'NOT_FOUND'),
+  );
 });

@@ -36,10 +36,11 @@ import {
   Rebind,
   rebindImage,
   SEAL_AT_ONCE_BYTES,
+  SEAL_CHUNK_BYTES,
   sealImage,
 } from './image-crypto.js';
 import { isPacked, packObject, packStream, unpack, type SealedFile } from './image-pack.js';
-import { MANIFEST_FILE, toImageInfo, type ImageManifest } from './image-store.js';
+import { MANIFEST_FILE, toImageInfo, type ImageManifest, type TakenImage } from './image-store.js';
 
 /**
  * Files of one image uploaded at once. Each upload holds at most a few MiB (its read buffer of
@@ -199,113 +200,261 @@ async function sealSmallFile(
 }
 
 /**
- * The small files `names` of a local image into the store as its pack (image-pack.ts); what the
- * set records of each, in the names' order.
+ * The files of one image as a push reads them: a local image's sealed files (`localFiles`), or
+ * the plaintext CRIU wrote of an image not sealed yet (`unsealedFiles`, a move).
+ */
+interface PushFiles {
+  /** The files to store, by name, in order. */
+  readonly names: readonly string[];
+  /** File `name`'s plaintext size (its size on the disk where the image did not record it). */
+  size(name: string): number;
+  /** Small file `name` sealed whole for the pack as object `object`. */
+  sealSmall(name: string, object: string): Promise<SealedFile>;
+  /** Large file `name` into the store as object `object`: its plaintext's size and SHA-256. */
+  put(
+    store: ObjectFiles,
+    name: string,
+    object: string,
+    bytesPerSec: number | undefined,
+  ): Promise<{ size: number; sha256: string }>;
+}
+
+/** Local image `manifest`'s files (its manifest among them), read from this host's disk. */
+async function localFiles(manifest: ImageManifest, key: Buffer): Promise<PushFiles> {
+  const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
+  // A file whose size the image did not record (the manifest, an older image's) is as large as
+  // it is on the disk: sealed it is no smaller.
+  const sizes = new Map((manifest.files ?? []).map((f) => [f.name, f.size]));
+  for (const name of names) {
+    if (!sizes.has(name)) sizes.set(name, (await stat(join(manifest.dir, name))).size);
+  }
+  return {
+    names,
+    size: (name) => sizes.get(name)!,
+    sealSmall: (name, object) => sealSmallFile(manifest, name, object, key),
+    put: (store, name, object, bytesPerSec) =>
+      putImageFile(store, manifest, name, object, key, bytesPerSec),
+  };
+}
+
+/**
+ * The files of image `taken`, not sealed yet: CRIU's plaintext in tmpfs, each read once, hashed
+ * and sealed on its way into the store, and the manifest as its seal would have written it.
+ */
+async function unsealedFiles(taken: TakenImage, key: Buffer): Promise<PushFiles> {
+  const manifest = Buffer.from(JSON.stringify(taken.manifest, null, 2));
+  const dumped = (await readdir(taken.plainDir)).sort();
+  const sizes = new Map<string, number>([[MANIFEST_FILE, manifest.length]]);
+  for (const name of dumped) sizes.set(name, (await stat(join(taken.plainDir, name))).size);
+  const path = (name: string): string => join(taken.plainDir, name);
+  return {
+    names: [...sizes.keys()].sort(),
+    size: (name) => sizes.get(name)!,
+    async sealSmall(name, object) {
+      // A few KiB (most of an image's files), read in one go: no trip to libuv's threads.
+      const plain = name === MANIFEST_FILE ? manifest : readFileSync(path(name));
+      const parts: Uint8Array[] = [];
+      for await (const c of sealImage(once(plain), key, object)) parts.push(c);
+      const sha256 = createHash('sha256').update(plain).digest('hex');
+      return { name, sealed: Buffer.concat(parts), size: plain.length, sha256 };
+    },
+    async put(store, name, object, bytesPerSec) {
+      const hash = createHash('sha256');
+      const count = { bytes: 0 };
+      // Read in the seal's record size: each read is sealed as it is.
+      const input = createReadStream(path(name), {
+        highWaterMark: pieceBytes(bytesPerSec, SEAL_CHUNK_BYTES),
+      }) as AsyncIterable<Uint8Array>;
+      await store.put(
+        object,
+        sealImage(hashedChunks(input, hash, bytesPerSec, count), key, object),
+      );
+      return { size: count.bytes, sha256: hash.digest('hex') };
+    },
+  };
+}
+
+/**
+ * The small files `names` of an image into the store as its pack (image-pack.ts); what the set
+ * records of each, in the names' order.
  */
 async function putPack(
   store: ObjectFiles,
-  manifest: ImageManifest,
+  files: PushFiles,
   names: readonly string[],
   prefix: string,
-  key: Buffer,
   bytesPerSec: number | undefined,
 ): Promise<ImageFile[]> {
   const pack = packStream(names.length, SMALL_FILE_READS, (i) =>
-    sealSmallFile(manifest, names[i]!, `${prefix}/${names[i]!}`, key),
+    files.sealSmall(names[i]!, `${prefix}/${names[i]!}`),
   );
   await store.put(packObject(prefix), hashedChunks(pack.data, null, bytesPerSec, { bytes: 0 }));
   return pack.files;
 }
 
+type PushReply = AgentReplies['image-push'];
+type PushFaults = { throttleBytesPerSec?: number; failPushAfterFiles?: number };
+
 /** One push per image at a time: a repeated request (a controller that took over) joins it. */
-const pushing = new Map<string, Promise<AgentReplies['image-push']>>();
+const pushing = new Map<string, Promise<PushReply>>();
+
+/**
+ * Moves that ended lately, by image and prefix: the image is gone from this host, and a repeated
+ * request (a controller that took over before it recorded the reply) gets the reply again.
+ */
+const moved = new Map<string, { reply: PushReply; at: number }>();
+const MOVED_KEPT_MS = 10 * 60_000;
+const MOVED_KEPT = 4096;
 
 /** Copy local image `imageId` into the object store under `prefix/` (idempotent). */
 export function pushImage(
   agent: Agent,
   objects: () => Promise<ObjectFiles>,
   req: AgentRequest<'image-push'>,
-  faults: { throttleBytesPerSec?: number; failPushAfterFiles?: number } = {},
-): Promise<AgentReplies['image-push']> {
-  const key = `${req.imageId} ${req.prefix}`;
-  const running = pushing.get(key);
-  if (running) return running;
-  const p = (async () => {
+  faults: PushFaults = {},
+): Promise<PushReply> {
+  return joinOrRun(`${req.imageId} ${req.prefix}`, async () => {
     const t0 = performance.now();
     const manifest = await agent.images.readManifest(req.imageId); // complete images only
     const tReady = performance.now();
-    const key = imageKey(req.key);
-    const names = (await readdir(manifest.dir)).filter((f) => !f.startsWith('.')).sort();
-    // Large files go up a few at once (FILE_UPLOADS), each an object of its own; the small ones
-    // alongside, all in one object, the pack. A file whose size the image did not record (the
-    // manifest, an older image's) is small if it is on the disk: sealed it is no smaller.
-    // Results keep the names' order.
-    const sizes = new Map((manifest.files ?? []).map((f) => [f.name, f.size]));
-    for (const name of names) {
-      if (!sizes.has(name)) sizes.set(name, (await stat(join(manifest.dir, name))).size);
-    }
-    const isSmall = (name: string): boolean => sizes.get(name)! <= SMALL_FILE_BYTES;
-    const injectFault = (index: number, name: string): void => {
-      if (index === faults.failPushAfterFiles) {
-        throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
+    const files = await localFiles(manifest, imageKey(req.key));
+    return storeFiles(agent, objects, req, files, faults, { t0, readyMs: tReady - t0 });
+  });
+}
+
+/**
+ * Move local image `imageId` into the object store under `prefix/`: stored as `image-push`
+ * stores it, then gone from this host (idempotent). An image still waiting for its seal (a
+ * cluster checkpoint's) is sealed straight from CRIU's plaintext into the store, each file read
+ * once: it never reaches this host's disk, and the seal it waited for is not made.
+ */
+export function moveImage(
+  agent: Agent,
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-move'>,
+  faults: PushFaults = {},
+): Promise<PushReply> {
+  const key = `${req.imageId} ${req.prefix}`;
+  const done = moved.get(key);
+  if (done) return Promise.resolve(done.reply);
+  return joinOrRun(key, async () => {
+    const t0 = performance.now();
+    const taken = agent.images.takeUnsealed(req.imageId);
+    let reply: PushReply;
+    if (taken) {
+      try {
+        const files = await unsealedFiles(taken, imageKey(req.key));
+        reply = await storeFiles(agent, objects, req, files, faults, { t0, readyMs: 0 });
+      } catch (err) {
+        taken.giveBack();
+        throw err;
       }
-    };
-    // An upload cut off (a NATS server restarting, say) is made again from the local files;
-    // the bucket is opened again too if it could not be (objects() keeps it once open).
-    const retried = <T>(object: string, put: (store: ObjectFiles) => Promise<T>): Promise<T> =>
-      retry(async () => put(await objects()), {
-        forMs: PUT_RETRY_MS,
-        pauseMs: PUT_PAUSE,
-        retryIf: (err) => toDroverError(err).retryable,
-        onRetry: (err, n) =>
-          agent.log.warn('image upload interrupted; uploading the object again', {
-            object,
-            attempt: n,
-            err: toDroverError(err),
-          }),
-      }).catch((err: unknown) => {
-        throw toDroverError(err);
-      });
-    const indexed = names.map((name, index) => ({ name, index }));
-    const small = indexed.filter((x) => isSmall(x.name));
-    const large = indexed.filter((x) => !isSmall(x.name));
-    const pack = { name: packObject(req.prefix), index: -1 };
-    const files = new Array<ImageFile>(names.length);
-    await runGroups(
-      [large, small.length > 0 ? [pack] : []],
-      (group) => (group === large ? FILE_UPLOADS : 1),
-      async (x) => {
-        if (x === pack) {
-          for (const s of small) injectFault(s.index, s.name);
-          const smallNames = small.map((s) => s.name);
-          const packed = await retried(pack.name, (store) =>
-            putPack(store, manifest, smallNames, req.prefix, key, faults.throttleBytesPerSec),
-          );
-          packed.forEach((f, k) => (files[small[k]!.index] = f));
-          return;
-        }
-        injectFault(x.index, x.name);
-        const object = `${req.prefix}/${x.name}`;
-        const sent = await retried(object, (store) =>
-          putImageFile(store, manifest, x.name, object, key, faults.throttleBytesPerSec),
-        );
-        files[x.index] = { name: x.name, ...sent };
-      },
-    );
-    const sizeBytes = files.reduce((a, f) => a + f.size, 0);
-    agent.log.info('image stored', {
-      imageId: req.imageId,
-      prefix: req.prefix,
-      sizeBytes,
-      // How long the push waited for the image's seal, and took in all.
-      readyMs: Math.round(tReady - t0),
-      ms: Math.round(performance.now() - t0),
-    });
-    return { files, sizeBytes, durationMs: Math.round(performance.now() - t0) };
-  })();
+      await taken.stored();
+    } else {
+      const manifest = await agent.images.readManifest(req.imageId);
+      const tReady = performance.now();
+      const files = await localFiles(manifest, imageKey(req.key));
+      reply = await storeFiles(agent, objects, req, files, faults, { t0, readyMs: tReady - t0 });
+      await agent.images.remove(req.imageId);
+    }
+    remember(key, reply);
+    return reply;
+  });
+}
+
+/** The push of `key` running now, or `run` started as it. */
+function joinOrRun(key: string, run: () => Promise<PushReply>): Promise<PushReply> {
+  const running = pushing.get(key);
+  if (running) return running;
+  const p = run();
   pushing.set(key, p);
   void p.finally(() => pushing.delete(key)).catch(() => undefined);
   return p;
+}
+
+/** Keep a move's reply for its repeats (MOVED_KEPT_MS, MOVED_KEPT of them at most). */
+function remember(key: string, reply: PushReply): void {
+  const now = Date.now();
+  for (const [k, v] of moved) {
+    if (now - v.at < MOVED_KEPT_MS && moved.size < MOVED_KEPT) break;
+    moved.delete(k);
+  }
+  moved.set(key, { reply, at: now });
+}
+
+/**
+ * An image's `files` into the store under `req.prefix`: large files a few at once (FILE_UPLOADS),
+ * each an object of its own; the small ones alongside, all in one object, the pack. Each upload
+ * cut off for a transient reason is made again. Results keep the names' order.
+ */
+async function storeFiles(
+  agent: Agent,
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-push'>,
+  files: PushFiles,
+  faults: PushFaults,
+  timing: { t0: number; readyMs: number },
+): Promise<PushReply> {
+  const { names } = files;
+  const isSmall = (name: string): boolean => files.size(name) <= SMALL_FILE_BYTES;
+  const injectFault = (index: number, name: string): void => {
+    if (index === faults.failPushAfterFiles) {
+      throw new DroverError(ErrorCode.Internal, `injected fault: image push failed at ${name}`);
+    }
+  };
+  // An upload cut off (a NATS server restarting, say) is made again from the image's files;
+  // the bucket is opened again too if it could not be (objects() keeps it once open).
+  const retried = <T>(object: string, put: (store: ObjectFiles) => Promise<T>): Promise<T> =>
+    retry(async () => put(await objects()), {
+      forMs: PUT_RETRY_MS,
+      pauseMs: PUT_PAUSE,
+      retryIf: (err) => toDroverError(err).retryable,
+      onRetry: (err, n) =>
+        agent.log.warn('image upload interrupted; uploading the object again', {
+          object,
+          attempt: n,
+          err: toDroverError(err),
+        }),
+    }).catch((err: unknown) => {
+      throw toDroverError(err);
+    });
+  const indexed = names.map((name, index) => ({ name, index }));
+  const small = indexed.filter((x) => isSmall(x.name));
+  const large = indexed.filter((x) => !isSmall(x.name));
+  const pack = { name: packObject(req.prefix), index: -1 };
+  const stored = new Array<ImageFile>(names.length);
+  await runGroups(
+    [large, small.length > 0 ? [pack] : []],
+    (group) => (group === large ? FILE_UPLOADS : 1),
+    async (x) => {
+      if (x === pack) {
+        for (const s of small) injectFault(s.index, s.name);
+        const smallNames = small.map((s) => s.name);
+        const packed = await retried(pack.name, (store) =>
+          putPack(store, files, smallNames, req.prefix, faults.throttleBytesPerSec),
+        );
+        packed.forEach((f, k) => (stored[small[k]!.index] = f));
+        return;
+      }
+      injectFault(x.index, x.name);
+      const object = `${req.prefix}/${x.name}`;
+      const sent = await retried(object, (store) =>
+        files.put(store, x.name, object, faults.throttleBytesPerSec),
+      );
+      stored[x.index] = { name: x.name, ...sent };
+    },
+  );
+  const sizeBytes = stored.reduce((a, f) => a + f.size, 0);
+  const ms = Math.round(performance.now() - timing.t0);
+  agent.log.info('image stored', {
+    imageId: req.imageId,
+    prefix: req.prefix,
+    sizeBytes,
+    // How long the push waited for the image's seal, and took in all.
+    readyMs: Math.round(timing.readyMs),
+    ms,
+  });
+  return { files: stored, sizeBytes, durationMs: ms };
 }
 
 /** A stream's first piece (empty if none), and the whole stream again. */

@@ -1,11 +1,11 @@
-/** Images finished later: sealed a few at a time, in the order their jobs ran again, reads first. */
+/** Images finished later: sealed a few at a time, reads first; a cut's image taken by a move. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ImageInfo } from '@drover/protocol';
-import { ImageStore, SEALS_AT_ONCE, Turns } from './image-store.js';
+import { ImageStore, SEALS_AT_ONCE, Turns, type ImageManifest } from './image-store.js';
 
 /** Work that runs until `release(name)`, recording when it started. */
 function gated(started: string[]) {
@@ -55,7 +55,7 @@ test('turns: a failed work rejects its own outcome and hands its turn on', async
   await good.done;
 });
 
-test('images of thawed jobs are sealed SEALS_AT_ONCE at a time; a read of a waiting one goes first', async () => {
+test('images are sealed SEALS_AT_ONCE at a time; a read of a waiting one goes first', async () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'drover-images-'));
   try {
     const images = new ImageStore(stateDir);
@@ -64,10 +64,8 @@ test('images of thawed jobs are sealed SEALS_AT_ONCE at a time; a read of a wait
     const n = SEALS_AT_ONCE + 3;
     for (let i = 0; i < n; i++) {
       const info = { imageId: `img-${i}`, jobId: `job-${i}` } as ImageInfo;
-      images.finishLater(info, g.work(`img-${i}`), false);
+      images.finishLater(info, g.work(`img-${i}`), true);
     }
-    assert.deepEqual(started, [], 'nothing is sealed while the jobs are frozen');
-    for (let i = 0; i < n; i++) images.startFinishing(`job-${i}`);
     const first = Array.from({ length: SEALS_AT_ONCE }, (_, i) => `img-${i}`);
     assert.deepEqual(started, first);
     // The last image is read (an upload asks for it): it is sealed next.
@@ -81,4 +79,66 @@ test('images of thawed jobs are sealed SEALS_AT_ONCE at a time; a read of a wait
   } finally {
     rmSync(stateDir, { recursive: true, force: true });
   }
+});
+
+/** An image of a cut (not sealed on its own) whose plaintext records its discard. */
+function cutImage(images: ImageStore, g: ReturnType<typeof gated>, id: string, gone: string[]) {
+  const info = { imageId: id, jobId: `job-${id}` } as ImageInfo;
+  images.finishLater(info, g.work(id), false, {
+    manifest: { ...info } as ImageManifest,
+    plainDir: `/scratch/${id}`,
+    discard: async () => void gone.push(id),
+  });
+}
+
+test("a cut's image waits for a read; a move takes its plaintext instead, and reads wait for the move", async () => {
+  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
+  const started: string[] = [];
+  const gone: string[] = [];
+  const g = gated(started);
+  cutImage(images, g, 'img-a', gone);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(started, [], 'not sealed on its own');
+  const taken = images.takeUnsealed('img-a');
+  assert.ok(taken);
+  assert.equal(taken.plainDir, '/scratch/img-a');
+  assert.equal(images.takeUnsealed('img-a'), null, 'taken once');
+  let read: 'waiting' | 'done' = 'waiting';
+  const reading = images.finished('img-a').then(() => (read = 'done'));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(read, 'waiting', 'a read waits for the move');
+  await taken.stored();
+  await reading;
+  assert.deepEqual(started, [], 'the seal it waited for is never made');
+  assert.deepEqual(gone, ['img-a'], 'its plaintext went');
+  assert.equal(await images.info('img-a'), null, 'the image is gone');
+  assert.equal(images.takeUnsealed('img-a'), null);
+});
+
+test('an image given back by a failed move is sealed when read; one being sealed is not taken', async () => {
+  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
+  const started: string[] = [];
+  const gone: string[] = [];
+  const g = gated(started);
+  cutImage(images, g, 'img-b', gone);
+  const taken = images.takeUnsealed('img-b')!;
+  const reading = images.finished('img-b');
+  taken.giveBack();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(started, ['img-b'], 'the waiting read has it sealed');
+  assert.equal(images.takeUnsealed('img-b'), null, 'a seal under way is not taken');
+  await g.release('img-b');
+  await reading;
+  assert.deepEqual(gone, [], "its plaintext is the seal's");
+});
+
+test('a waiting image removed is never sealed: its plaintext goes', async () => {
+  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
+  const started: string[] = [];
+  const gone: string[] = [];
+  cutImage(images, gated(started), 'img-c', gone);
+  assert.equal(await images.remove('img-c'), true);
+  assert.deepEqual(started, []);
+  assert.deepEqual(gone, ['img-c']);
+  assert.equal(await images.info('img-c'), null);
 });

@@ -25,15 +25,47 @@ export interface ImageManifest extends ImageInfo {
 export const SEAL_DEADLINE_MS = 30_000;
 
 /**
- * Images sealed at once on this host. A cluster checkpoint thaws every job of the cut together;
- * their images sealed all at once would all be ready only at the end (each gets a share of the
- * CPUs), and the first upload would wait for the last seal. Two at a time, in the order their
- * jobs were thawed, the first is ready early and its upload runs while the next ones are sealed.
+ * Images sealed at once on this host: two, so that an image read while others are sealed (an
+ * upload waiting for it) does not wait for all of them.
  */
 export const SEALS_AT_ONCE = 2;
 
 /** The manifest's file in an image directory: the one file that is not sealed. */
 export const MANIFEST_FILE = 'manifest.json';
+
+/**
+ * A leave-running checkpoint's image whose files are not sealed yet: its manifest as it will be
+ * written (without `files`) and CRIU's plaintext files in tmpfs scratch.
+ */
+export interface UnsealedImage {
+  readonly manifest: ImageManifest;
+  /** CRIU's files, plaintext (tmpfs scratch). */
+  readonly plainDir: string;
+  /** Remove the plaintext and the image's directory (it holds nothing yet). */
+  discard(): Promise<void>;
+}
+
+/** An unsealed image a move holds (ImageStore.takeUnsealed). */
+export interface TakenImage {
+  readonly manifest: ImageManifest;
+  readonly plainDir: string;
+  /** Its files are in the store: the image goes, its plaintext with it. */
+  stored(): Promise<void>;
+  /** The move failed: the image waits for its seal again (read, or its deadline). */
+  giveBack(): void;
+}
+
+/** An image waiting for its seal. */
+interface Waiting {
+  readonly info: ImageInfo;
+  readonly work: () => Promise<void>;
+  /** Its seal's turn, once taken. */
+  turn: { done: Promise<void>; hurry: () => void } | null;
+  /** While a move holds it (takeUnsealed): settles when the move ends. */
+  held: Promise<void> | null;
+  readonly unsealed: UnsealedImage | null;
+  timer: NodeJS.Timeout;
+}
 
 /** Reads and writes image directories. */
 export class ImageStore {
@@ -70,55 +102,105 @@ export class ImageStore {
 
   /**
    * Images whose files are still to be sealed after a leave-running checkpoint returned: listed
-   * at once, read only once sealed. Sealing waits until the job runs again (a cluster's cut holds
-   * its jobs frozen: sealing then would only slow the other dumps) or someone reads the image.
+   * at once, read only once sealed. Sealing waits until someone reads the image or a move takes it
+   * (a cluster checkpoint's images go to the set: `takeUnsealed`), `SEAL_DEADLINE_MS` at the
+   * latest; it never runs while a cut holds jobs frozen (it would only slow the other dumps).
    */
-  private readonly sealing = new Map<
-    string,
-    { info: ImageInfo; start: (urgent?: boolean) => Promise<void>; timer: NodeJS.Timeout }
-  >();
+  private readonly sealing = new Map<string, Waiting>();
 
   /** Seals waiting for their turn (SEALS_AT_ONCE). */
   private readonly turns = new Turns(SEALS_AT_ONCE);
 
   /**
-   * Finish image `info` later with `work` (seal, write the manifest): when `startNow`, when its
-   * job is thawed (`startFinishing`), when it is read, or after `SEAL_DEADLINE_MS` at the latest;
-   * SEALS_AT_ONCE at a time, in that order, a read going first. Reads of it wait for `work`, and
-   * fail with its error if it fails (the image is then gone).
+   * Finish image `info` later with `work` (seal, write the manifest): now when `startNow`, else
+   * when it is read or after `SEAL_DEADLINE_MS`; SEALS_AT_ONCE at a time, in that order, a read
+   * going first. Reads of it wait for `work`, and fail with its error if it fails (the image is
+   * then gone). An image given with its `unsealed` files may be taken by a move instead until its
+   * seal starts (`takeUnsealed`).
    */
-  finishLater(info: ImageInfo, work: () => Promise<void>, startNow: boolean): void {
-    let turn: { done: Promise<void>; hurry: () => void } | null = null;
-    const start = (urgent = false): Promise<void> => {
-      if (turn) {
-        if (urgent) turn.hurry();
-        return turn.done;
-      }
-      clearTimeout(entry.timer);
-      turn = this.turns.take(work, urgent);
-      void turn.done.finally(() => this.sealing.delete(info.imageId)).catch(() => undefined);
-      return turn.done;
-    };
-    const entry = {
+  finishLater(
+    info: ImageInfo,
+    work: () => Promise<void>,
+    startNow: boolean,
+    unsealed: UnsealedImage | null = null,
+  ): void {
+    const entry: Waiting = {
       info,
-      start,
-      timer: setTimeout(() => void start().catch(() => undefined), SEAL_DEADLINE_MS),
+      work,
+      turn: null,
+      held: null,
+      unsealed,
+      timer: this.deadline(info.imageId),
     };
-    entry.timer.unref();
     this.sealing.set(info.imageId, entry);
-    if (startNow) void start().catch(() => undefined);
+    if (startNow) void this.start(entry).catch(() => undefined);
   }
 
-  /** Start finishing every image of job `jobId` that waits (the job runs again). */
-  startFinishing(jobId: string): void {
-    for (const e of this.sealing.values()) {
-      if (e.info.jobId === jobId) void e.start().catch(() => undefined);
+  /** Seal `entry` in its turn (first in line when `urgent`); after the move holding it, if any. */
+  private start(entry: Waiting, urgent = false): Promise<void> {
+    if (entry.held) {
+      // A move holds it: it ends in the store (the image is gone) or is given back.
+      return entry.held.then(() => {
+        const e = this.sealing.get(entry.info.imageId);
+        return e ? this.start(e, urgent) : undefined;
+      });
     }
+    if (entry.turn) {
+      if (urgent) entry.turn.hurry();
+      return entry.turn.done;
+    }
+    clearTimeout(entry.timer);
+    const turn = this.turns.take(entry.work, urgent);
+    entry.turn = turn;
+    void turn.done.finally(() => this.sealing.delete(entry.info.imageId)).catch(() => undefined);
+    return turn.done;
+  }
+
+  /** The deadline of image `imageId`'s wait: sealed then whoever else wants it. */
+  private deadline(imageId: string): NodeJS.Timeout {
+    const timer = setTimeout(() => {
+      const e = this.sealing.get(imageId);
+      if (e) void this.start(e).catch(() => undefined);
+    }, SEAL_DEADLINE_MS);
+    timer.unref();
+    return timer;
+  }
+
+  /**
+   * Take image `imageId` to seal its files somewhere else (into the image-set store) if it still
+   * waits for its seal, or null (sealed or being sealed, or none). Reads wait for the taker: after
+   * `stored()` the image is gone (its plaintext too); after `giveBack()` it waits again as before.
+   */
+  takeUnsealed(imageId: string): TakenImage | null {
+    const e = this.sealing.get(imageId);
+    if (!e?.unsealed || e.turn || e.held) return null;
+    const unsealed = e.unsealed;
+    clearTimeout(e.timer);
+    let release!: () => void;
+    e.held = new Promise<void>((resolve) => (release = resolve));
+    return {
+      manifest: unsealed.manifest,
+      plainDir: unsealed.plainDir,
+      stored: async () => {
+        this.sealing.delete(imageId);
+        try {
+          await unsealed.discard();
+        } finally {
+          release();
+        }
+      },
+      giveBack: () => {
+        e.held = null;
+        e.timer = this.deadline(imageId);
+        release();
+      },
+    };
   }
 
   /** Finish image `imageId` now if it waits, and wait for it; its error if that failed. */
   async finished(imageId: string): Promise<void> {
-    await this.sealing.get(imageId)?.start(true);
+    const e = this.sealing.get(imageId);
+    if (e) await this.start(e, true);
   }
 
   async readManifest(imageId: string): Promise<ImageManifest> {
@@ -191,6 +273,14 @@ export class ImageStore {
   }
 
   async remove(imageId: string): Promise<boolean> {
+    const e = this.sealing.get(imageId);
+    if (e?.unsealed && !e.turn && !e.held) {
+      // Still waiting for its seal: its plaintext goes, and the seal is never made.
+      clearTimeout(e.timer);
+      this.sealing.delete(imageId);
+      await e.unsealed.discard();
+      return true;
+    }
     await this.finished(imageId).catch(() => undefined);
     try {
       await stat(this.dir(imageId));

@@ -6,7 +6,6 @@
 import { JobCgroup, type ScheduledFreeze } from '@drover/cgroup';
 import { toDroverError } from '@drover/common';
 import { JobState, type AgentReplies, type JobInfo } from '@drover/protocol';
-import type { ImageStore } from './image-store.js';
 import {
   addressOf,
   lockJobNetwork,
@@ -19,7 +18,6 @@ import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
 /** What freezing and thawing use of the agent. */
 export interface FreezeHost {
   readonly store: JobStore;
-  readonly images: Pick<ImageStore, 'startFinishing'>;
   cgroupOf(r: JobRecord): Promise<JobCgroup>;
   /** Publish a job's state as an event. */
   event(r: JobRecord): void;
@@ -114,10 +112,7 @@ export async function thawJob(host: FreezeHost, jobId: string): Promise<JobInfo>
   const r = await host.store.loadLive(jobId);
   if (addressOf(r.network)) await unlockJobNetwork(r.id);
   await (await host.cgroupOf(r)).thaw();
-  const info = await thawed(host, r);
-  // Its images from a cluster's cut are sealed now that the cut is over.
-  host.images.startFinishing(r.id);
-  return info;
+  return thawed(host, r);
 }
 
 /**
@@ -156,9 +151,6 @@ export async function thawJobs(
   const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');
   const ok = records.filter((_, i) => results[i]!.status === 'fulfilled');
   const jobs = await Promise.all(ok.map((r) => thawed(host, r)));
-  // Their images are sealed once every record is saved (a seal's reads and writes would queue
-  // ahead of the saves), in the order asked.
-  for (const r of ok) host.images.startFinishing(r.id);
   if (failed) throw toDroverError(failed.reason);
   return { jobs, thawedAtMs };
 }

@@ -268,7 +268,7 @@ test('--leave-running thaws right after the dumps, before the upload', async () 
     fc.jobs.map((j) => j.state),
     ['running', 'running', 'running'],
   );
-  const firstPush = fc.calls.findIndex((c) => c.includes(' image-push '));
+  const firstPush = fc.calls.findIndex((c) => c.includes(' image-move '));
   const lastThaw = fc.calls.map((c) => c.includes(' thaw ')).lastIndexOf(true);
   assert.ok(lastThaw < firstPush);
   assert.equal((await fc.sets.get('s1'))!.value.jobs.length, 2);
@@ -365,7 +365,8 @@ async function diesAfter(
 for (const [phase, op, host, leaveRunning] of [
   ['freezing', 'freeze-many', 'h2', false],
   ['dumping', 'checkpoint', 'h2', false],
-  ['storing', 'image-push', 'h3', false],
+  // The move ran (h3's image is gone): the next controller's repeat gets its reply again.
+  ['storing', 'image-move', 'h3', false],
   ['stopping', 'discard', 'h2', false],
   // The thaws ran but were not recorded yet: the next controller finds the cut still dumping.
   ['dumping', 'thaw-many', 'h3', true],
@@ -386,6 +387,24 @@ for (const [phase, op, host, leaveRunning] of [
     assert.equal(fc.objects.size, 3);
   });
 }
+
+test('each image moves into the set (the local copy goes with it); a host without moves pushes', async () => {
+  const fc = three();
+  const op = await checkpointCluster(
+    fc.context((host, op) => (host === 'h2' && op === 'image-move' ? 'unknown-op' : undefined)),
+    { all: true, name: 's1', leaveRunning: true },
+  );
+  assert.equal(op.state, 'done', JSON.stringify(op.error));
+  const stores = fc.calls
+    .filter((c) => / image-(push|move) /.test(c))
+    .map((c) => c.split(' ').slice(0, 2).join(' '));
+  // (A call refused as unknown is not among the calls made.)
+  assert.deepEqual(stores.sort(), ['h1 image-move', 'h2 image-push', 'h3 image-move']);
+  assert.equal(fc.objects.size, 3);
+  assert.equal((await fc.sets.get('s1'))!.value.jobs.length, 3);
+  // Every local copy is gone: moved ones with their move, h2's pushed one at the end.
+  for (const h of ['h1', 'h2', 'h3']) assert.equal(fc.images.get(h)!.size, 0, h);
+});
 
 test("each host starts its dumps' CRIU and readies its dumps before the cut; a host that cannot is no failure", async () => {
   const fc = new FakeCluster([

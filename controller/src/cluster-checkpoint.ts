@@ -25,7 +25,13 @@ import {
   settleAll,
   toDroverError,
 } from '@drover/common';
-import type { ControllerRequest, ImageSetJob, MemberItem, OperationRecord } from '@drover/protocol';
+import type {
+  AgentReplies,
+  ControllerRequest,
+  ImageSetJob,
+  MemberItem,
+  OperationRecord,
+} from '@drover/protocol';
 import {
   dropLocalImage,
   DUMPS_PER_HOST,
@@ -505,9 +511,9 @@ async function thawHost(
 }
 
 /**
- * Image pushes at once on one host. A push sends four files at once; two pushes a host keep its
- * uploads going while the next image is sealed (the agent seals two at a time, in the order the
- * jobs were thawed: image-store.ts), with every host pushing at once.
+ * Image moves at once on one host. A move sends four files at once, each sealed on its way from
+ * the dump; two a host keep its uploads going while the other's pack is sealed, with every host
+ * storing at once.
  */
 export const PUSHES_PER_HOST = 2;
 
@@ -549,17 +555,27 @@ async function storeAll(
       new Map([...batch].map(([id, p]) => [id, { state: 'stored', sizeBytes: p.sizeBytes }])),
     );
   });
+  // Hosts whose agents have no `image-move` (older, in a rolling upgrade): they push, and their
+  // local copies go at the end (finishCheckpoint).
+  const pushOnly = new Set<string>();
+  const store = async (m: MemberItem): Promise<AgentReplies['image-push']> => {
+    const req = { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key };
+    if (!pushOnly.has(m.host)) {
+      try {
+        return await ctx.agent(m.host, 'image-move', req, LONG_MS);
+      } catch (err) {
+        if (!isUnknownOp(err)) throw toDroverError(err);
+        pushOnly.add(m.host);
+      }
+    }
+    return ctx.agent(m.host, 'image-push', req, LONG_MS);
+  };
   try {
     await runGroups(
       [...byHost(cur.members.filter((m) => m.state === 'dumped')).values()],
       () => PUSHES_PER_HOST,
       async (m) => {
-        const pushed = await ctx.agent(
-          m.host,
-          'image-push',
-          { imageId: m.imageId, prefix: `${name}/${m.jobId}`, key },
-          LONG_MS,
-        );
+        const pushed = await store(m);
         writes.add(m.jobId, { files: pushed.files, sizeBytes: pushed.sizeBytes, m });
       },
     );

@@ -27,6 +27,8 @@ export class FakeCluster {
     ['h3', new Set()],
   ]);
   objects = new Set<string>();
+  /** Moves made (image and prefix): a repeated move answers again. */
+  moved = new Set<string>();
   calls: string[] = [];
   dumps = 0;
   /** image id → its job (what the image's manifest says). */
@@ -139,14 +141,24 @@ export class FakeCluster {
       case 'images-delete':
         return { deleted: imgs.delete(req['imageId'] as string) };
       case 'image-push':
-        assert.ok(imgs.has(req['imageId'] as string), 'pushed an image that is not there');
-        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'pushed without the set key');
-        this.objects.add(`${req['prefix'] as string}/core.img`);
-        return {
+      case 'image-move': {
+        const id = req['imageId'] as string;
+        const reply = {
           files: [{ name: 'core.img', size: 100, sha256: 'a'.repeat(64) }],
           sizeBytes: 100,
           durationMs: 1,
         };
+        // A move made already (the image is gone) answers again, as the agent does.
+        if (op === 'image-move' && this.moved.has(`${id} ${req['prefix'] as string}`)) return reply;
+        assert.ok(imgs.has(id), `${op}: an image that is not there`);
+        assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'stored without the set key');
+        this.objects.add(`${req['prefix'] as string}/core.img`);
+        if (op === 'image-move') {
+          imgs.delete(id);
+          this.moved.add(`${id} ${req['prefix'] as string}`);
+        }
+        return reply;
+      }
       case 'image-fetch':
         assert.match(req['key'] as string, /^[A-Za-z0-9+/]{43}=$/, 'fetched without the set key');
         assert.ok(this.objects.has(`${req['prefix'] as string}/core.img`), 'fetched no object');

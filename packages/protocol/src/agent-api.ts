@@ -302,6 +302,13 @@ const IMAGE_FILES = arr(
   { min: 1, max: 100000 },
 );
 
+/** An image into the image-set store: which, under what prefix, with the set's key. */
+const IMAGE_PUSH = obj({
+  imageId: id(),
+  prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
+  key: str({ pattern: IMAGE_KEY_PATTERN }),
+});
+
 /** Every agent operation: its request schema. Replies are typed in `AgentReplies`. */
 export const AgentOps = {
   info: obj({}),
@@ -432,11 +439,12 @@ export const AgentOps = {
   'images-list': obj({}),
   'images-delete': obj({ imageId: id() }),
   /** Seal a local image with the set's `key` into the image-set store under `prefix` (idempotent). */
-  'image-push': obj({
-    imageId: id(),
-    prefix: str({ pattern: IMAGE_PREFIX_PATTERN }),
-    key: str({ pattern: IMAGE_KEY_PATTERN }),
-  }),
+  'image-push': IMAGE_PUSH,
+  /**
+   * `image-push`, then the local image goes (idempotent): an image still waiting for its seal (a
+   * cluster checkpoint's) is sealed straight from its dump into the store, never onto the disk.
+   */
+  'image-move': IMAGE_PUSH,
   /** Bring an image back from the image-set store, authenticating and checking every byte. */
   'image-fetch': obj({
     imageId: id(),
@@ -539,6 +547,7 @@ export interface AgentReplies extends MigrationReplies {
   'images-list': { images: ImageInfo[] };
   'images-delete': { deleted: boolean };
   'image-push': { files: ImageFile[]; sizeBytes: number; durationMs: number };
+  'image-move': { files: ImageFile[]; sizeBytes: number; durationMs: number };
   'image-fetch': ImageInfo & { durationMs: number };
   'image-decode': ImageContents;
   discard: JobInfo;

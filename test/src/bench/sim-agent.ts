@@ -268,6 +268,7 @@ export class SimulatedAgent {
       restore: notSimulated('restore'),
       'images-delete': notSimulated('images-delete'),
       'image-push': notSimulated('image-push'),
+      'image-move': notSimulated('image-move'),
       'image-fetch': notSimulated('image-fetch'),
       discard: notSimulated('discard'),
       remove: notSimulated('remove'),

@@ -323,7 +323,7 @@ describe('coordinated cluster checkpoint and image sets', () => {
       // restarted agent): whichever comes first on a busy machine.
       assert.match(
         r.stdout,
-        /the agent on h1 (stopped answering|restarted)|the server of drover\.agent\.h1\.image-push (restarted|went away)/,
+        /the agent on h1 (stopped answering|restarted)|the server of drover\.agent\.h1\.image-(push|move) (restarted|went away)/,
       );
       assert.match(r.stdout, /every job was thawed where it was/);
       assert.doesNotMatch(r.stdout, /could not thaw/);

@@ -148,7 +148,7 @@ describe('liveness that heavy work cannot starve', () => {
       // Found by the liveness probe, or sooner by the call itself (nobody serves h2 any more).
       assert.match(
         failing.error?.message ?? '',
-        /the agent on h2 stopped answering \(no heartbeat, no answer to a liveness probe\)|the server of drover\.agent\.h2\.image-push went away/,
+        /the agent on h2 stopped answering \(no heartbeat, no answer to a liveness probe\)|the server of drover\.agent\.h2\.image-(push|move) went away/,
       );
       // The bound, plus the CLI's polling and a loaded machine's scheduling.
       assert.ok(
