@@ -79,7 +79,13 @@ async function localImage(
     files.push({ name, ...sum });
     await rm(from);
   }
-  const manifest = {
+  await images.writeManifest({ ...manifestOf(imageId, imageDir), ...(recorded ? { files } : {}) });
+  return files;
+}
+
+/** The manifest of a test image `imageId` in `imageDir`, without its files. */
+function manifestOf(imageId: string, imageDir: string): ImageManifest {
+  return {
     imageId,
     jobId: 'job-1',
     host: 'h1',
@@ -92,10 +98,7 @@ async function localImage(
     job: {},
     pids: [],
     sealed: true,
-    ...(recorded ? { files } : {}),
   } as unknown as ImageManifest;
-  await images.writeManifest(manifest);
-  return files;
 }
 
 const push = (imageId: string, prefix: string) =>
@@ -412,20 +415,7 @@ async function cutImage(imageId: string): Promise<string> {
   const scratch = join(dir, `${imageId}-dump`);
   await mkdir(scratch);
   for (const [name, bytes] of plain) await writeFile(join(scratch, name), bytes);
-  const manifest = {
-    imageId,
-    jobId: 'job-1',
-    host: 'h1',
-    dir: imageDir,
-    createdAt: new Date().toISOString(),
-    leaveRunning: true,
-    sizeBytes: 0,
-    frozenMs: 0,
-    dumpMs: 0,
-    job: {},
-    pids: [],
-    sealed: true,
-  } as unknown as ImageManifest;
+  const manifest = manifestOf(imageId, imageDir);
   const seal = async (): Promise<void> => {
     const files: ImageFile[] = [];
     for (const name of plain.keys()) {

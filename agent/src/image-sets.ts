@@ -4,8 +4,9 @@
  * the small ones together in one object, the image's pack (image-pack.ts), each large one as an
  * object of its own — `fetchImage` brings one back onto this host, authenticating every chunk and
  * checking every byte against the checksums the set recorded (sets stored before packs: every
- * file an object of its own). A pair, like CRIU's dump_x/restore_x. `decodeStoredImage` reads one
- * in memory to show what is in it.
+ * file an object of its own). A pair, like CRIU's dump_x/restore_x. `moveImage` stores an image
+ * and drops the local copy; a cluster checkpoint's image, not sealed yet, goes from CRIU's
+ * plaintext straight into the store. `decodeStoredImage` reads one in memory to show what is in it.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
@@ -295,7 +296,7 @@ async function putPack(
 type PushReply = AgentReplies['image-push'];
 type PushFaults = { throttleBytesPerSec?: number; failPushAfterFiles?: number };
 
-/** One push per image at a time: a repeated request (a controller that took over) joins it. */
+/** One push (and one move) per image at a time: a repeated request (a controller that took over) joins it. */
 const pushing = new Map<string, Promise<PushReply>>();
 
 /**
@@ -313,13 +314,22 @@ export function pushImage(
   req: AgentRequest<'image-push'>,
   faults: PushFaults = {},
 ): Promise<PushReply> {
-  return joinOrRun(`${req.imageId} ${req.prefix}`, async () => {
-    const t0 = performance.now();
-    const manifest = await agent.images.readManifest(req.imageId); // complete images only
-    const tReady = performance.now();
-    const files = await localFiles(manifest, imageKey(req.key));
-    return storeFiles(agent, objects, req, files, faults, { t0, readyMs: tReady - t0 });
-  });
+  const key = `push ${req.imageId} ${req.prefix}`;
+  return joinOrRun(key, () => storeLocal(agent, objects, req, faults));
+}
+
+/** Local image `req.imageId` into the store from this host's disk, once it is sealed. */
+async function storeLocal(
+  agent: Agent,
+  objects: () => Promise<ObjectFiles>,
+  req: AgentRequest<'image-push'>,
+  faults: PushFaults,
+): Promise<PushReply> {
+  const t0 = performance.now();
+  const manifest = await agent.images.readManifest(req.imageId); // complete images only
+  const tReady = performance.now();
+  const files = await localFiles(manifest, imageKey(req.key));
+  return storeFiles(agent, objects, req, files, faults, { t0, readyMs: tReady - t0 });
 }
 
 /**
@@ -334,14 +344,14 @@ export function moveImage(
   req: AgentRequest<'image-move'>,
   faults: PushFaults = {},
 ): Promise<PushReply> {
-  const key = `${req.imageId} ${req.prefix}`;
+  const key = `move ${req.imageId} ${req.prefix}`;
   const done = moved.get(key);
   if (done) return Promise.resolve(done.reply);
   return joinOrRun(key, async () => {
-    const t0 = performance.now();
     const taken = agent.images.takeUnsealed(req.imageId);
     let reply: PushReply;
     if (taken) {
+      const t0 = performance.now();
       try {
         const files = await unsealedFiles(taken, imageKey(req.key));
         reply = await storeFiles(agent, objects, req, files, faults, { t0, readyMs: 0 });
@@ -351,10 +361,7 @@ export function moveImage(
       }
       await taken.stored();
     } else {
-      const manifest = await agent.images.readManifest(req.imageId);
-      const tReady = performance.now();
-      const files = await localFiles(manifest, imageKey(req.key));
-      reply = await storeFiles(agent, objects, req, files, faults, { t0, readyMs: tReady - t0 });
+      reply = await storeLocal(agent, objects, req, faults);
       await agent.images.remove(req.imageId);
     }
     remember(key, reply);
