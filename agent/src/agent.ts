@@ -291,8 +291,12 @@ export class Agent {
     });
   }
 
-  checkpoint(req: AgentRequest<'checkpoint'>): Promise<AgentReplies['checkpoint']> {
-    return this.withJob(req.jobId, () => checkpointJob(this, req));
+  /** `dumped`: told once CRIU has made the job's dump (checkpoint.ts, `checkpointMany`). */
+  checkpoint(
+    req: AgentRequest<'checkpoint'>,
+    dumped?: () => void,
+  ): Promise<AgentReplies['checkpoint']> {
+    return this.withJob(req.jobId, () => checkpointJob(this, req, dumped));
   }
 
   /**
@@ -300,7 +304,7 @@ export class Agent {
    * share, so that no dump waits for the controller's next call.
    */
   checkpointMany(req: AgentRequest<'checkpoint-many'>): Promise<AgentReplies['checkpoint-many']> {
-    return checkpointMany(this, req, (r) => this.checkpoint(r));
+    return checkpointMany(this, req, (r, dumped) => this.checkpoint(r, dumped));
   }
 
   /** No new dump of run `runId`'s `checkpoint-many` requests starts (their running ones end). */

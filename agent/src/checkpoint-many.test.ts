@@ -106,3 +106,40 @@ test("an image an earlier request made counts as made; another job's image of th
   other.made.set('img-1', image('img-1', 'someone-else'));
   await assert.rejects(checkpointMany(other.agent, req(3), other.checkpoint), /img-1 exists/);
 });
+
+test("the next dump's CRIU starts once the last one's is done, not when its call ends", async () => {
+  const events: string[] = [];
+  let criu = 0;
+  let most = 0;
+  const agent = { dumpRuns: new DumpRuns(), images: { info: () => Promise.resolve(null) } };
+  const checkpoint = async (
+    r: AgentRequest<'checkpoint'>,
+    dumped: () => void,
+  ): Promise<ImageInfo> => {
+    events.push(`start ${r.jobId}`);
+    most = Math.max(most, ++criu);
+    for (let i = 0; i < 3; i++) await tick();
+    criu--;
+    dumped();
+    // Its image recorded after CRIU (size, manifest, log line): the next dump starts meanwhile.
+    for (let i = 0; i < 5; i++) await tick();
+    events.push(`end ${r.jobId}`);
+    return image(r.imageId!, r.jobId);
+  };
+  const r = await checkpointMany(agent, req(3, 1), checkpoint);
+  assert.deepEqual(
+    r.dumps.map((d) => d.image.jobId),
+    ['j0', 'j1', 'j2'],
+  );
+  assert.equal(most, 1, 'never more CRIU dumps at once than asked');
+  assert.ok(events.indexOf('start j1') < events.indexOf('end j0'), events.join(', '));
+  assert.ok(events.indexOf('start j2') < events.indexOf('end j1'), events.join(', '));
+});
+
+test('a dump that fails before CRIU is done frees its place only once the failure is known', async () => {
+  const h = host((id) =>
+    id === 'j1' ? new DroverError(ErrorCode.Criu, 'dump of j1 failed') : null,
+  );
+  await assert.rejects(checkpointMany(h.agent, req(4, 1), h.checkpoint), /dump of j1 failed/);
+  assert.deepEqual(h.calls, ['j0', 'j1']);
+});

@@ -119,45 +119,95 @@ export class DumpRuns {
 
 /**
  * A cluster checkpoint's dumps on this host (`checkpoint-many`): each job of `req.dumps` through
- * `checkpoint` (the per-job request, its lock and rollback), `req.parallel` at once (default: one
- * per CPU). No dump starts after a failure or once `checkpoint-stop` stopped the run; the first
- * failure is thrown once those running have ended. An image made already by an earlier request
- * for the same dump (a controller that took over the checkpoint) counts as made.
+ * `checkpoint` (the per-job request, its lock and rollback), in the order asked, `req.parallel`
+ * CRIU dumps at once (default: one per CPU). A dump holds its place until its CRIU is done
+ * (`checkpoint` calls `dumped`), not until its call ends: the next dump's CRIU starts while the
+ * last one's image is recorded (its size, manifest and log line: up to tens of milliseconds on a
+ * busy host, and the cut's jobs stay frozen until every host's last dump). No dump starts after a
+ * failure or once `checkpoint-stop` stopped the run; the first failure is thrown once those
+ * running have ended. An image made already by an earlier request for the same dump (a
+ * controller that took over the checkpoint) counts as made.
  */
-export function checkpointMany(
+export async function checkpointMany(
   agent: { readonly images: Pick<ImageStore, 'info'>; readonly dumpRuns: DumpRuns },
   req: AgentRequest<'checkpoint-many'>,
-  checkpoint: (r: AgentRequest<'checkpoint'>) => Promise<ImageInfo>,
+  checkpoint: (r: AgentRequest<'checkpoint'>, dumped: () => void) => Promise<ImageInfo>,
 ): Promise<AgentReplies['checkpoint-many']> {
   const t0 = performance.now();
-  const limit = req.parallel ?? availableParallelism();
+  const places = new DumpPlaces(req.parallel ?? availableParallelism());
   return agent.dumpRuns.run(req.runId, async (stopped) => {
-    const dumps = await mapLimit(req.dumps, limit, async (d) => {
-      if (stopped()) {
-        throw new DroverError(
-          ErrorCode.FailedPrecondition,
-          `checkpoint ${req.runId} was stopped: job ${d.jobId} was not dumped`,
-          { details: { jobId: d.jobId, runId: req.runId } },
-        );
-      }
-      const startedMs = performance.now() - t0;
-      const image = await checkpoint({
-        jobId: d.jobId,
-        imageId: d.imageId,
-        key: req.key,
-        ...(req.leaveRunning !== undefined ? { leaveRunning: req.leaveRunning } : {}),
-      }).catch(async (err: unknown) => {
-        const made =
-          toDroverError(err).code === ErrorCode.AlreadyExists
-            ? await agent.images.info(d.imageId)
-            : null;
-        if (made?.jobId !== d.jobId) throw err;
-        return made;
-      });
-      return { image, startedMs: ms(startedMs), tookMs: ms(performance.now() - t0 - startedMs) };
-    });
-    return { dumps };
+    let failed: { err: unknown } | null = null;
+    const dumps = await Promise.all(
+      req.dumps.map(async (d) => {
+        const leave = await places.take();
+        try {
+          if (failed !== null) return null;
+          if (stopped()) {
+            throw new DroverError(
+              ErrorCode.FailedPrecondition,
+              `checkpoint ${req.runId} was stopped: job ${d.jobId} was not dumped`,
+              { details: { jobId: d.jobId, runId: req.runId } },
+            );
+          }
+          const startedMs = performance.now() - t0;
+          const image = await checkpoint(
+            {
+              jobId: d.jobId,
+              imageId: d.imageId,
+              key: req.key,
+              ...(req.leaveRunning !== undefined ? { leaveRunning: req.leaveRunning } : {}),
+            },
+            leave,
+          ).catch(async (err: unknown) => {
+            const made =
+              toDroverError(err).code === ErrorCode.AlreadyExists
+                ? await agent.images.info(d.imageId)
+                : null;
+            if (made?.jobId !== d.jobId) throw err;
+            return made;
+          });
+          return {
+            image,
+            startedMs: ms(startedMs),
+            tookMs: ms(performance.now() - t0 - startedMs),
+          };
+        } catch (err) {
+          failed ??= { err };
+          return null;
+        } finally {
+          leave();
+        }
+      }),
+    );
+    if (failed !== null) throw (failed as { err: unknown }).err;
+    return { dumps: dumps.map((x) => x!) };
   });
+}
+
+/**
+ * `n` places for dumps (at least 1), taken in the order asked; `take` resolves with the function
+ * that gives its place back (once: later calls do nothing).
+ */
+class DumpPlaces {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.#free = Number.isInteger(n) && n > 0 ? n : 1;
+  }
+
+  async take(): Promise<() => void> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((r) => this.#waiting.push(r));
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
 }
 
 /**
@@ -168,6 +218,8 @@ export function checkpointMany(
 export async function checkpointJob(
   agent: CheckpointHost,
   req: AgentRequest<'checkpoint'>,
+  /** Told once CRIU has made the dump (`checkpoint-many`'s places: the next dump may start). */
+  dumped: () => void = () => undefined,
 ): Promise<ImageInfo> {
   const t0 = performance.now();
   const key = imageKey(req.key);
@@ -236,6 +288,9 @@ export async function checkpointJob(
       },
     );
     const tDumped = performance.now();
+    // The next dump of a `checkpoint-many` may start (only a made dump: after a failed one none
+    // does, and that is known when this call has rolled back).
+    dumped();
     killed = !leaveRunning;
     if (leaveRunning) {
       if (locked) await unlockJobNetwork(r.id);
