@@ -302,6 +302,8 @@ async function receive(
               // Same cgroup paths as on the source (every agent uses the same parent name; each
               // host has its own cgroup tree).
               manageCgroups: 'soft',
+              // No hooks here: each NOTIFY would be a round trip to us in the frozen window.
+              notify: false,
               ...(job.kind === JobKind.namespaced ? { root: '/' } : {}),
               ...plan,
             },

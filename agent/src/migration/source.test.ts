@@ -161,6 +161,7 @@ function fake(
       lock: async () => step('lock'),
       reopen: async () => void log.push('reopen'),
       release: async () => void log.push('release-link'),
+      inHostNetwork: async (j) => j.network.mode === 'host',
     },
     pages: {
       freePort: async () => 7300,
@@ -176,12 +177,12 @@ function fake(
       remove: async () => void log.push('scratch-removed'),
     },
     images: {
-      plan: async () => ({
+      plan: async (j) => ({
         mounts: [],
         externals: ['mnt[]'],
         shellJob: false,
-        criu: resolveCheckpointOptions(undefined, undefined, {
-          ownNetwork: true,
+        criu: resolveCheckpointOptions(j.checkpointOptions, undefined, {
+          ownNetwork: j.network.mode === 'job',
           largestGhostBytes: 0,
         }),
       }),
@@ -285,6 +286,24 @@ test("a job on the host's network is neither quiesced nor locked", async () => {
   const f = fake();
   assert.equal((await move(f, 'stop-copy', 'host')).state, 'done');
   assert.ok(!f.log.includes('quiesce') && !f.log.includes('lock'));
+  // Nor does CRIU lock it: with no connection to hold, its nftables lock is an empty table
+  // made and deleted in the frozen window (and deleted once more by the restore).
+  assert.equal(f.dumps[0]!['networkLock'], 'skip');
+});
+
+test("CRIU locks a job's own network namespace, and the TCP connections it dumps", async () => {
+  const own = fake();
+  await move(own, 'stop-copy', 'job');
+  assert.equal(own.dumps[0]!['networkLock'], 'nftables');
+  const tcp = fake();
+  const j = { ...job('host'), checkpointOptions: { tcpEstablished: true } };
+  await new SourceMigration(tcp.world, j, TICKET, {
+    mode: 'post-copy',
+    memoryBytes: 0,
+    destinationAddress: '10.77.0.12',
+  }).run();
+  assert.equal(tcp.dumps[0]!['tcpEstablished'], true);
+  assert.equal(tcp.dumps[0]!['networkLock'], 'nftables');
 });
 
 for (const step of ['dump', 'job-files', 'send'] as const) {

@@ -56,6 +56,7 @@ test('restore options compile to criu_opts', () => {
   assert.deepEqual(o.cg_root, [{ path: '/a' }, { ctrl: 'freezer', path: '/b' }]);
   assert.deepEqual(o.inherit_fd, [{ key: 'pipe:[1]', fd: 5 }]);
   assert.equal(o.network_lock, NetworkLock.skip);
+  assert.equal(o.notify_scripts, true, 'notifications by default');
   assert.equal(o.log_file, 'r.log');
   assert.equal(o.pid, undefined);
 });
@@ -121,4 +122,9 @@ test('a TLS page server gets a huge-page heap; a plain one the environment as it
   );
   const mine = { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' };
   assert.equal(pageServerEnv({ ...ps, tls }, mine), mine);
+});
+
+test('a caller without hooks can restore without NOTIFY round trips', () => {
+  assert.equal(compileRestoreOptions({ imagesDir: '/x', notify: false }).notify_scripts, false);
+  assert.equal(compileRestoreOptions({ imagesDir: '/x', notify: true }).notify_scripts, true);
 });
