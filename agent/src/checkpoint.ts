@@ -18,7 +18,7 @@ import {
   type ImageInfo,
   type JobInfo,
 } from '@drover/protocol';
-import type { Criu, SwrkSession } from '@drover/criu';
+import type { Criu, NetworkLock, SwrkSession } from '@drover/criu';
 import type { Logger } from '@drover/common';
 import type { AgentConfig } from './config.js';
 import type { NameEntry } from './job-hosts.js';
@@ -73,6 +73,7 @@ export function dumpOptionsOf(plan: JobDumpPlan): {
   linkRemap: boolean;
   ghostLimitBytes: number;
   evasiveDevices: boolean;
+  networkLock: NetworkLock;
 } {
   const o = plan.criu;
   return {
@@ -86,6 +87,7 @@ export function dumpOptionsOf(plan: JobDumpPlan): {
     linkRemap: o.linkRemap,
     ghostLimitBytes: o.ghostLimitBytes,
     evasiveDevices: o.evasiveDevices,
+    networkLock: plan.networkLock,
   };
 }
 

@@ -9,6 +9,7 @@ import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/pr
 import { join } from 'node:path';
 import { CHECKPOINT_MARKER } from '@drover/cgroup';
 import { DroverError, ErrorCode } from '@drover/common';
+import type { NetworkLock } from '@drover/criu';
 import { processTree, runCommand } from '@drover/native';
 import {
   JobKind,
@@ -16,7 +17,7 @@ import {
   type CheckpointOptions,
   type EffectiveCheckpointOptions,
 } from '@drover/protocol';
-import { largestGhostBytes } from './proc-scan.js';
+import { largestGhostBytes, netNamespace } from './proc-scan.js';
 import { addressOf, restoreLinkExternals } from './job-network.js';
 import {
   dumpMountExternals,
@@ -63,6 +64,35 @@ interface RestoreInfo {
   criu?: EffectiveCheckpointOptions;
 }
 
+/**
+ * The network lock CRIU takes for a job's dump, which its restore then undoes the same way
+ * (CRIU's restore takes the method from the dump's inventory, not from its own options).
+ *
+ * A tree in a network namespace of its own is locked with nftables inside that namespace: the
+ * lock travels in the namespace's ruleset and the restore takes it out again. So is a tree that
+ * dumps established TCP connections: each one is put in the lock's set and dropped until the
+ * restore. Otherwise the lock guards nothing: in the host's namespace CRIU creates an empty
+ * table `inet CRIU-<run id>` (no connection goes in it without `tcpEstablished`), deletes it
+ * again at the end of a `leaveRunning` dump, and a restore deletes it once more (where it never
+ * existed: `Could not process rule: No such file or directory`, ignored). Each of the three is a
+ * libnftables context, ~10–20 ms here, all of them while the job is frozen (docs/MIGRATION.md,
+ * _What CRIU's restore costs_; a cluster checkpoint's cut pays the first two for every dump).
+ * Such a dump skips the lock.
+ */
+export function dumpNetworkLock(tree: {
+  /** The tree's root is in the dumping agent's own network namespace. */
+  inHostNetwork: boolean;
+  tcpEstablished: boolean;
+}): NetworkLock {
+  return tree.inHostNetwork && !tree.tcpEstablished ? 'skip' : 'nftables';
+}
+
+/** Whether process `pid` is in this agent's network namespace (the host's); false if gone. */
+async function inHostNetwork(pid: number): Promise<boolean> {
+  const theirs = await netNamespace(pid);
+  return theirs !== null && theirs === (await netNamespace(process.pid));
+}
+
 /** How a job is dumped: its CRIU options, some of which depend on what the job is attached to. */
 export interface JobDumpPlan {
   mounts: ExternalMount[];
@@ -70,6 +100,8 @@ export interface JobDumpPlan {
   shellJob: boolean;
   /** The job's options over its host's over Drover's defaults, for this dump. */
   criu: EffectiveCheckpointOptions;
+  /** CRIU's network lock for the dump (`dumpNetworkLock`). */
+  networkLock: NetworkLock;
 }
 
 /** How a job is restored here: CRIU options bound to this host and the ones the dump used. */
@@ -96,8 +128,12 @@ export async function planJobDump(
     ownNetwork,
     largestGhostBytes: await largestGhostBytes(pids),
   });
+  const networkLock = dumpNetworkLock({
+    inHostNetwork: job.rootPid !== null && (await inHostNetwork(job.rootPid)),
+    tcpEstablished: criu.tcpEstablished,
+  });
   if (job.kind !== JobKind.namespaced || job.rootPid === null) {
-    return { mounts: [], externals: [], shellJob: job.shellJob, criu };
+    return { mounts: [], externals: [], shellJob: job.shellJob, criu, networkLock };
   }
   const mounts = await readHostMounts(job.rootPid);
   if (ownNetwork) {
@@ -109,6 +145,7 @@ export async function planJobDump(
     externals: [...dumpMountExternals(mounts), 'mnt[]'],
     shellJob: job.shellJob,
     criu,
+    networkLock,
   };
 }
 

@@ -4,7 +4,7 @@
  * for the destination to pull once the job runs there. Either way the tree stays frozen.
  */
 import { DroverError, ErrorCode } from '@drover/common';
-import type { DumpOptions, NetworkLock, SwrkSession } from '@drover/criu';
+import type { DumpOptions, SwrkSession } from '@drover/criu';
 import type { ConnectionRef } from './page-channel.js';
 import type { SourceWorld } from './source-world.js';
 
@@ -13,28 +13,6 @@ import type { SourceWorld } from './source-world.js';
  * lazy pages did not take, and the move is refused rather than silently copying everything.
  */
 const LAZY_LEFTOVER_BYTES = 32 * 1024 * 1024;
-
-/**
- * The network lock CRIU takes for a migration's dump, which its restore then undoes the same way
- * (CRIU's restore takes the method from the dump's inventory, not from its own options).
- *
- * A tree in a network namespace of its own is locked with nftables inside that namespace: the
- * lock travels in the namespace's ruleset and the restore takes it out again. So is a tree that
- * dumps established TCP connections: each one is put in the lock's set and dropped until the
- * restore. Otherwise the lock guards nothing: in the host's namespace CRIU creates an empty
- * table `inet CRIU-<run id>` (no connection goes in it without `tcpEstablished`), deletes it
- * again at the end of a `leaveRunning` dump, and the restore on the destination deletes it once
- * more (there it never existed: `Could not process rule: No such file or directory`, ignored).
- * Each of the three is a libnftables context, ~10–20 ms here, all of them while the job is
- * frozen (docs/MIGRATION.md, _What CRIU's restore costs_). Such a dump skips the lock.
- */
-export function dumpNetworkLock(tree: {
-  /** The tree's root is in the dumping agent's own network namespace. */
-  inHostNetwork: boolean;
-  tcpEstablished: boolean;
-}): NetworkLock {
-  return tree.inHostNetwork && !tree.tcpEstablished ? 'skip' : 'nftables';
-}
 
 /** What both dumps share: the tree, the scratch directory, the job's files at post-dump. */
 export interface DumpInput {

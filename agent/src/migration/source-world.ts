@@ -8,7 +8,6 @@ import type { JobCgroup } from '@drover/cgroup';
 import type { CallOptions, DumpOptions, DumpResult, DumpStats, SwrkSession } from '@drover/criu';
 import { pageBytes, readDumpStats } from '@drover/criu';
 import { processTree } from '@drover/native';
-import { netNamespace } from '../proc-scan.js';
 import type { MigrationProgressEvent } from '@drover/protocol';
 import { StreamClient, type StreamClientOptions } from '@drover/transfer';
 import { readdirSync, statSync } from 'node:fs';
@@ -62,8 +61,6 @@ export interface SourceWorld {
   network: {
     quiesce(job: JobRecord, ms: number): Promise<QuiesceResult>;
     lock(job: JobRecord): Promise<void>;
-    /** Whether the job's root is in this agent's network namespace (the host's). */
-    inHostNetwork(job: JobRecord): Promise<boolean>;
     /** The move failed: traffic and new connections flow again. */
     reopen(job: JobRecord): Promise<void>;
     /** The move succeeded: the original's link goes before the original does. */
@@ -137,10 +134,6 @@ export function realSourceWorld(agent: Agent, ctx: MigrationContext): SourceWorl
     network: {
       quiesce: (job, ms) => quiesceJob(job.id, job.rootPid!, ms),
       lock: (job) => lockJobNetwork(job.id),
-      inHostNetwork: async (job) => {
-        const theirs = await netNamespace(job.rootPid!);
-        return theirs !== null && theirs === (await netNamespace(process.pid));
-      },
       reopen: reopenOriginalNetwork,
       release: releaseOriginalNetwork,
     },

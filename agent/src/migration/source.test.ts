@@ -11,6 +11,7 @@ import {
   type AgentReplies,
   type MigrationRecord,
 } from '@drover/protocol';
+import { dumpNetworkLock } from '../job-image.js';
 import type { JobRecord } from '../job-store.js';
 import { SourceMigration } from './source.js';
 import type { SourceWorld } from './source-world.js';
@@ -161,7 +162,6 @@ function fake(
       lock: async () => step('lock'),
       reopen: async () => void log.push('reopen'),
       release: async () => void log.push('release-link'),
-      inHostNetwork: async (j) => j.network.mode === 'host',
     },
     pages: {
       freePort: async () => 7300,
@@ -177,15 +177,15 @@ function fake(
       remove: async () => void log.push('scratch-removed'),
     },
     images: {
-      plan: async (j) => ({
-        mounts: [],
-        externals: ['mnt[]'],
-        shellJob: false,
-        criu: resolveCheckpointOptions(j.checkpointOptions, undefined, {
+      plan: async (j) => {
+        const criu = resolveCheckpointOptions(j.checkpointOptions, undefined, {
           ownNetwork: j.network.mode === 'job',
           largestGhostBytes: 0,
-        }),
-      }),
+        });
+        const inHostNetwork = j.network.mode === 'host';
+        const networkLock = dumpNetworkLock({ inHostNetwork, tcpEstablished: criu.tcpEstablished });
+        return { mounts: [], externals: ['mnt[]'], shellJob: false, criu, networkLock };
+      },
       addJobFiles: async () => (step('job-files'), 10),
       stats: async () => ({ pagesWritten: 42, shpagesWritten: 0, pagesLazy: 7, frozenMs: 1 }),
       pageBytes: async () => opts.leftoverPageBytes ?? 0,

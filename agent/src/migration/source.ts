@@ -40,14 +40,14 @@ import {
 } from '@drover/protocol';
 import { isTransferError } from '@drover/transfer';
 import type { CheckpointGuard } from '@drover/cgroup';
-import { PAGE_SIZE, type NetworkLock, type SwrkSession } from '@drover/criu';
+import { PAGE_SIZE, type SwrkSession } from '@drover/criu';
 import { isSameLiveProcess } from '@drover/native';
 import { dumpOptionsOf } from '../checkpoint.js';
 import type { JobDumpPlan } from '../job-image.js';
 import { addressOf } from '../job-network.js';
 import type { JobRecord } from '../job-store.js';
 import { advance, mark, newMigrationRecord } from './migration-store.js';
-import { dumpLazy, dumpNetworkLock, dumpToPageServer, pagesPulled } from './source-dump.js';
+import { dumpLazy, dumpToPageServer, pagesPulled } from './source-dump.js';
 import { settleWithDestination } from './source-settle.js';
 import type { SourceWorld, StreamSender } from './source-world.js';
 
@@ -75,7 +75,6 @@ export class SourceMigration {
   private tFreeze = 0;
   private scratch = '';
   private plan: JobDumpPlan | null = null;
-  private networkLock: NetworkLock = 'nftables';
   private prepared: AgentReplies['migrate-prepare'] | null = null;
   /** The stream to the destination, once open (before the freeze). */
   private stream: StreamSender | null = null;
@@ -196,10 +195,6 @@ export class SourceMigration {
     if (scratch.onDisk)
       this.rec.note = 'no tmpfs on this host: images passed through the state directory';
     this.plan = await this.w.images.plan(this.job);
-    this.networkLock = dumpNetworkLock({
-      inHostNetwork: await this.w.network.inHostNetwork(this.job),
-      tcpEstablished: this.plan.criu.tcpEstablished,
-    });
   }
 
   /** Quiesce, freeze (checkpointing guard) and lock the job's network. */
@@ -238,7 +233,7 @@ export class SourceMigration {
       leaveRunning: true,
       ...(this.cg!.paths.freezer ? { freezeCgroup: this.cg!.paths.freezer } : {}),
       ...dumpOptionsOf(this.plan!),
-      networkLock: this.networkLock,
+      networkLock: this.plan!.networkLock,
     };
     const input = {
       base,
