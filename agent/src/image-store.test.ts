@@ -142,3 +142,19 @@ test('a waiting image removed is never sealed: its plaintext goes', async () => 
   assert.deepEqual(gone, ['img-c']);
   assert.equal(await images.info('img-c'), null);
 });
+
+test('a job thawed by itself has its waiting images sealed; one a move holds is left to it', async () => {
+  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
+  const started: string[] = [];
+  const gone: string[] = [];
+  const g = gated(started);
+  cutImage(images, g, 'img-d', gone);
+  cutImage(images, g, 'img-e', gone);
+  const held = images.takeUnsealed('img-e')!;
+  images.startFinishing('job-img-d');
+  images.startFinishing('job-img-e');
+  assert.deepEqual(started, ['img-d']);
+  await g.release('img-d');
+  await held.stored();
+  assert.deepEqual(gone, ['img-e']);
+});

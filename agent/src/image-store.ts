@@ -102,9 +102,10 @@ export class ImageStore {
 
   /**
    * Images whose files are still to be sealed after a leave-running checkpoint returned: listed
-   * at once, read only once sealed. Sealing waits until someone reads the image or a move takes it
-   * (a cluster checkpoint's images go to the set: `takeUnsealed`), `SEAL_DEADLINE_MS` at the
-   * latest; it never runs while a cut holds jobs frozen (it would only slow the other dumps).
+   * at once, read only once sealed. Sealing waits until the job is thawed by itself
+   * (`startFinishing`), someone reads the image or a move takes it (a cluster checkpoint's images
+   * go to the set: `takeUnsealed`), `SEAL_DEADLINE_MS` at the latest; it never runs while a cut
+   * holds jobs frozen (it would only slow the other dumps).
    */
   private readonly sealing = new Map<string, Waiting>();
 
@@ -113,7 +114,7 @@ export class ImageStore {
 
   /**
    * Finish image `info` later with `work` (seal, write the manifest): now when `startNow`, else
-   * when it is read or after `SEAL_DEADLINE_MS`; SEALS_AT_ONCE at a time, in that order, a read
+   * when its job is thawed by itself, when it is read or after `SEAL_DEADLINE_MS`; SEALS_AT_ONCE at a time, in that order, a read
    * going first. Reads of it wait for `work`, and fail with its error if it fails (the image is
    * then gone). An image given with its `unsealed` files may be taken by a move instead until its
    * seal starts (`takeUnsealed`).
@@ -195,6 +196,16 @@ export class ImageStore {
         release();
       },
     };
+  }
+
+  /**
+   * Start sealing every image of job `jobId` that waits (the job runs again after a `thaw`). A
+   * cluster cut's thaw (`thaw-many`) does not: its images wait for their moves.
+   */
+  startFinishing(jobId: string): void {
+    for (const e of this.sealing.values()) {
+      if (e.info.jobId === jobId && !e.held) void this.start(e).catch(() => undefined);
+    }
   }
 
   /** Finish image `imageId` now if it waits, and wait for it; its error if that failed. */

@@ -13,11 +13,13 @@ import {
   unlockJobNetwork,
   unlockJobNetworks,
 } from './job-network.js';
+import type { ImageStore } from './image-store.js';
 import { toJobInfo, type JobRecord, type JobStore } from './job-store.js';
 
 /** What freezing and thawing use of the agent. */
 export interface FreezeHost {
   readonly store: JobStore;
+  readonly images: Pick<ImageStore, 'startFinishing'>;
   cgroupOf(r: JobRecord): Promise<JobCgroup>;
   /** Publish a job's state as an event. */
   event(r: JobRecord): void;
@@ -112,7 +114,11 @@ export async function thawJob(host: FreezeHost, jobId: string): Promise<JobInfo>
   const r = await host.store.loadLive(jobId);
   if (addressOf(r.network)) await unlockJobNetwork(r.id);
   await (await host.cgroupOf(r)).thaw();
-  return thawed(host, r);
+  const info = await thawed(host, r);
+  // Its images of a leave-running checkpoint taken while it was frozen are sealed now. (A cut's
+  // thaw, `thawJobs`, leaves them to be moved into their set straight from tmpfs.)
+  host.images.startFinishing(r.id);
+  return info;
 }
 
 /**
