@@ -91,11 +91,19 @@ function cutImage(images: ImageStore, g: ReturnType<typeof gated>, id: string, g
   });
 }
 
-test("a cut's image waits for a read; a move takes its plaintext instead, and reads wait for the move", async () => {
-  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
+/** An image store that never touches a disk here, with what its seals started and what went. */
+function cutStore() {
   const started: string[] = [];
-  const gone: string[] = [];
-  const g = gated(started);
+  return {
+    images: new ImageStore(join(tmpdir(), 'drover-images-never-made')),
+    started,
+    gone: [] as string[],
+    g: gated(started),
+  };
+}
+
+test("a cut's image waits for a read; a move takes its plaintext instead, and reads wait for the move", async () => {
+  const { images, started, gone, g } = cutStore();
   cutImage(images, g, 'img-a', gone);
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(started, [], 'not sealed on its own');
@@ -116,10 +124,7 @@ test("a cut's image waits for a read; a move takes its plaintext instead, and re
 });
 
 test('an image given back by a failed move is sealed when read; one being sealed is not taken', async () => {
-  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
-  const started: string[] = [];
-  const gone: string[] = [];
-  const g = gated(started);
+  const { images, started, gone, g } = cutStore();
   cutImage(images, g, 'img-b', gone);
   const taken = images.takeUnsealed('img-b')!;
   const reading = images.finished('img-b');
@@ -133,10 +138,8 @@ test('an image given back by a failed move is sealed when read; one being sealed
 });
 
 test('a waiting image removed is never sealed: its plaintext goes', async () => {
-  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
-  const started: string[] = [];
-  const gone: string[] = [];
-  cutImage(images, gated(started), 'img-c', gone);
+  const { images, started, gone, g } = cutStore();
+  cutImage(images, g, 'img-c', gone);
   assert.equal(await images.remove('img-c'), true);
   assert.deepEqual(started, []);
   assert.deepEqual(gone, ['img-c']);
@@ -144,10 +147,7 @@ test('a waiting image removed is never sealed: its plaintext goes', async () => 
 });
 
 test('a job thawed by itself has its waiting images sealed; one a move holds is left to it', async () => {
-  const images = new ImageStore(join(tmpdir(), 'drover-images-never-made'));
-  const started: string[] = [];
-  const gone: string[] = [];
-  const g = gated(started);
+  const { images, started, gone, g } = cutStore();
   cutImage(images, g, 'img-d', gone);
   cutImage(images, g, 'img-e', gone);
   const held = images.takeUnsealed('img-e')!;
