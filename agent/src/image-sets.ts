@@ -359,7 +359,12 @@ export function moveImage(
         taken.giveBack();
         throw err;
       }
-      await taken.stored();
+      // Stored: what is left here is tmpfs scratch (an agent's restart sweeps what stays).
+      await taken
+        .stored()
+        .catch((err: unknown) =>
+          agent.log.warn("cannot remove a moved image's plaintext", { imageId: req.imageId, err }),
+        );
     } else {
       reply = await storeLocal(agent, objects, req, faults);
       await agent.images.remove(req.imageId);

@@ -114,10 +114,10 @@ export class ImageStore {
 
   /**
    * Finish image `info` later with `work` (seal, write the manifest): now when `startNow`, else
-   * when its job is thawed by itself, when it is read or after `SEAL_DEADLINE_MS`; SEALS_AT_ONCE at a time, in that order, a read
-   * going first. Reads of it wait for `work`, and fail with its error if it fails (the image is
-   * then gone). An image given with its `unsealed` files may be taken by a move instead until its
-   * seal starts (`takeUnsealed`).
+   * when its job is thawed by itself, when it is read or after `SEAL_DEADLINE_MS`; SEALS_AT_ONCE
+   * at a time, in that order, a read going first. Reads of it wait for `work`, and fail with its
+   * error if it fails (the image is then gone). An image given with its `unsealed` files may be
+   * taken by a move instead until its seal starts (`takeUnsealed`).
    */
   finishLater(
     info: ImageInfo,
