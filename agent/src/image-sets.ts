@@ -149,16 +149,43 @@ async function putImageFile(
     await store.put(object, hashedChunks(sealed, null, bytesPerSec, count));
     return { size: recorded.size, sha256: recorded.sha256 };
   }
-  const hash = createHash('sha256');
-  await store.put(
+  return putPlaintext(
+    store,
     object,
-    sealImage(
-      hashedChunks(plaintextOf(manifest, name, key, bytesPerSec), hash, bytesPerSec, count),
-      key,
-      object,
-    ),
+    plaintextOf(manifest, name, key, bytesPerSec),
+    key,
+    bytesPerSec,
   );
+}
+
+/** Plaintext `plain` sealed as `object` into the store; its size and SHA-256, taken as it passes. */
+async function putPlaintext(
+  store: ObjectFiles,
+  object: string,
+  plain: AsyncIterable<Uint8Array>,
+  key: Buffer,
+  bytesPerSec: number | undefined,
+): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  const count = { bytes: 0 };
+  await store.put(object, sealImage(hashedChunks(plain, hash, bytesPerSec, count), key, object));
   return { size: count.bytes, sha256: hash.digest('hex') };
+}
+
+/** Plaintext `plain` of file `name` sealed whole as `object` (for a pack), its size and SHA-256. */
+async function sealPlaintext(
+  name: string,
+  object: string,
+  plain: AsyncIterable<Uint8Array>,
+  key: Buffer,
+): Promise<SealedFile> {
+  const hash = createHash('sha256');
+  const count = { bytes: 0 };
+  const parts: Uint8Array[] = [];
+  for await (const c of sealImage(hashedChunks(plain, hash, undefined, count), key, object)) {
+    parts.push(c);
+  }
+  return { name, sealed: Buffer.concat(parts), size: count.bytes, sha256: hash.digest('hex') };
 }
 
 /** File `name` of a local image if it is sealed in format 2 with recorded checksums. */
@@ -192,12 +219,7 @@ async function sealSmallFile(
     const sealed = out.length === 1 ? out[0]! : Buffer.concat(out);
     return { name, sealed, size: recorded.size, sha256: recorded.sha256 };
   }
-  const hash = createHash('sha256');
-  const count = { bytes: 0 };
-  const plain = hashedChunks(plaintextOf(manifest, name, key, undefined), hash, undefined, count);
-  const parts: Uint8Array[] = [];
-  for await (const c of sealImage(plain, key, object)) parts.push(c);
-  return { name, sealed: Buffer.concat(parts), size: count.bytes, sha256: hash.digest('hex') };
+  return sealPlaintext(name, object, plaintextOf(manifest, name, key, undefined), key);
 }
 
 /**
@@ -251,27 +273,25 @@ async function unsealedFiles(taken: TakenImage, key: Buffer): Promise<PushFiles>
   return {
     names: [...sizes.keys()].sort(),
     size: (name) => sizes.get(name)!,
-    async sealSmall(name, object) {
-      // A few KiB (most of an image's files), read in one go: no trip to libuv's threads.
-      const plain = name === MANIFEST_FILE ? manifest : readFileSync(path(name));
-      const parts: Uint8Array[] = [];
-      for await (const c of sealImage(once(plain), key, object)) parts.push(c);
-      const sha256 = createHash('sha256').update(plain).digest('hex');
-      return { name, sealed: Buffer.concat(parts), size: plain.length, sha256 };
-    },
-    async put(store, name, object, bytesPerSec) {
-      const hash = createHash('sha256');
-      const count = { bytes: 0 };
-      // Read in the seal's record size: each read is sealed as it is.
-      const input = createReadStream(path(name), {
-        highWaterMark: pieceBytes(bytesPerSec, SEAL_CHUNK_BYTES),
-      }) as AsyncIterable<Uint8Array>;
-      await store.put(
+    // A small file (a few KiB, most of an image's) is read in one go: no trip to libuv's threads.
+    sealSmall: (name, object) =>
+      sealPlaintext(
+        name,
         object,
-        sealImage(hashedChunks(input, hash, bytesPerSec, count), key, object),
-      );
-      return { size: count.bytes, sha256: hash.digest('hex') };
-    },
+        once(name === MANIFEST_FILE ? manifest : readFileSync(path(name))),
+        key,
+      ),
+    // A large one is read in the seal's record size: each read is sealed as it is.
+    put: (store, name, object, bytesPerSec) =>
+      putPlaintext(
+        store,
+        object,
+        createReadStream(path(name), {
+          highWaterMark: pieceBytes(bytesPerSec, SEAL_CHUNK_BYTES),
+        }) as AsyncIterable<Uint8Array>,
+        key,
+        bytesPerSec,
+      ),
   };
 }
 
@@ -296,7 +316,10 @@ async function putPack(
 type PushReply = AgentReplies['image-push'];
 type PushFaults = { throttleBytesPerSec?: number; failPushAfterFiles?: number };
 
-/** One push (and one move) per image at a time: a repeated request (a controller that took over) joins it. */
+/**
+ * One push (and one move) per image at a time: a repeated request (a controller that took over)
+ * joins it.
+ */
 const pushing = new Map<string, Promise<PushReply>>();
 
 /**
