@@ -48,6 +48,7 @@ import { CUT_LATE_MS, freezeJob, freezeJobs, thawJob, thawJobs } from './job-fre
 import { addressOf, initQuiesce } from './job-network.js';
 import { updateHostsFile, type NameEntry } from './job-hosts.js';
 import { initPageChannel } from './migration/page-channel.js';
+import { mountScratch, type ScratchMount } from './migration/scratch.js';
 import { isSameLiveProcess, processTree, setChildSubreaper } from '@drover/native';
 import { adoptTree } from './adopt.js';
 import { writeTtyInput } from './job-tty.js';
@@ -121,6 +122,12 @@ export class Agent {
     // Images a previous run of the agent left unsealed (it died first) are unfinished: they go,
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
+    // Images in flight go to a tmpfs of their own, with large folios (scratch.ts).
+    const scratch = await mountScratch().catch(
+      (err: unknown): ScratchMount => ({ state: 'directory', path: null, reason: String(err) }),
+    );
+    if (scratch.state === 'directory') this.log.warn('scratch on a plain directory', scratch);
+    else this.log.info('scratch tmpfs', scratch);
     await this.supervisor.reattach();
   }
 

@@ -20,6 +20,9 @@ export interface MountRow {
   /** The mount's root inside its file system. */
   root: string;
   mountpoint: string;
+  /** The file system's type (`tmpfs`, `ext4`, …) and its super block's options. */
+  fstype: string;
+  superOptions: string;
 }
 
 /** A mount the restore binds from the destination: `source` is a path there. */
@@ -38,7 +41,16 @@ export function parseMountinfo(text: string): MountRow[] {
     const [id, , dev, root, mountpoint] = f;
     if (!id || !dev || !root || !mountpoint) continue;
     if (root.includes('\\') || mountpoint.includes('\\')) continue;
-    out.push({ mountId: Number(id), dev, root, mountpoint });
+    // After the optional fields, a '-', then the type, the source and the super options.
+    const dash = f.indexOf('-', 6);
+    out.push({
+      mountId: Number(id),
+      dev,
+      root,
+      mountpoint,
+      fstype: dash > 0 ? (f[dash + 1] ?? '') : '',
+      superOptions: dash > 0 ? (f[dash + 3] ?? '') : '',
+    });
   }
   return out;
 }
