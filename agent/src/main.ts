@@ -2,6 +2,7 @@
 /** `drover-agent`: compile the config (defaults < file < env < flags) and run the daemon. */
 import { jsonLogger, isDroverError } from '@drover/common';
 import { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';
+import { profileOnSignal } from './cpu-profile.js';
 import { startAgentDaemon } from './daemon.js';
 import { AGENT_USAGE } from './usage.js';
 
@@ -17,6 +18,7 @@ async function main(): Promise<void> {
     args.input,
   );
   const log = jsonLogger((l) => process.stderr.write(l), { level: config.logLevel });
+  profileOnSignal(process.env.DROVER_CPU_PROFILE_DIR, log);
   const daemon = await startAgentDaemon(config, log);
   const stop = (sig: string): void => {
     log.info('stopping; jobs keep running', { signal: sig });
