@@ -38,4 +38,6 @@ Options:
   -h, --help                 print this help and exit
 
 Stopping the agent (SIGTERM) leaves its jobs running; the next agent adopts them.
+With DROVER_CPU_PROFILE_DIR=DIR it profiles its own CPU; each SIGUSR2 writes a profile there
+(docs/OBSERVABILITY.md).
 `;
