@@ -6,3 +6,4 @@ export type { AgentDaemon } from './daemon.js';
 export { compileAgentConfig, configFromArgs, configFromEnv, configFromFile } from './config.js';
 export type { AgentConfig, AgentConfigInput } from './config.js';
 export { openFile, rebindFile, sealFile, sealImage } from './image-crypto.js';
+export { SCRATCH_TMPFS_OPTION } from './migration/scratch.js';

@@ -14,6 +14,7 @@ import type { Host, HostProcess, SshdService } from '@drover/testbed';
 import { waitReady, workloadCommand } from '../workloads/mod.js';
 import { heartbeatGap } from './heartbeat-gap.js';
 import { JOB_NAMESPACE_FLAGS } from '@drover/native';
+import { SCRATCH_TMPFS_OPTION } from '@drover/agent';
 
 /** A job started by hand in a host: where it runs and its init's PID in that host. */
 export interface HandJob {
@@ -136,22 +137,33 @@ async function runScript(host: Host, script: string, timeoutMs: number): Promise
 
 /**
  * The floor: dump into tmpfs and restore from it, on the host the job runs on. The job keeps
- * running there (restored) for the next run.
+ * running there (restored) for the next run. `tmpfs: 'scratch'` runs it on a tmpfs of its own
+ * mounted like the agents' scratch (large folios: docs/MIGRATION.md, _Scratch on large folios_),
+ * unmounted after; the default is the host's /dev/shm as it comes.
  */
-export async function floorRun(job: HandJob): Promise<BaselineRun> {
+export async function floorRun(
+  job: HandJob,
+  tmpfs: 'host' | 'scratch' = 'host',
+): Promise<BaselineRun> {
   const d = `/dev/shm/drover-bench-floor-${job.host.name}`;
+  const mount =
+    tmpfs === 'scratch'
+      ? `trap 'umount $d 2>/dev/null || true' EXIT
+mount -t tmpfs -o mode=0700,${SCRATCH_TMPFS_OPTION} drover-bench-floor $d
+`
+      : '';
   const w0 = Date.now();
   const out = await runScript(
     job.host,
     `set -e; d=${d}; rm -rf $d; mkdir -p $d
-t0=$(date +%s%N)
+${mount}t0=$(date +%s%N)
 criu dump -t ${job.pid} -D $d ${CRIU_DUMP} -o dump.log
 t1=$(date +%s%N)
 bytes=$(du -sb $d | cut -f1)
 criu restore -D $d --root / ${CRIU_RESTORE} -d --pidfile $d/restored.pid -o restore.log
 t2=$(date +%s%N)
 echo $t0 $t1 $t1 $t2 $(cat $d/restored.pid) $bytes
-rm -rf $d`,
+${tmpfs === 'scratch' ? 'umount $d; ' : ''}rm -rf $d`,
     300_000,
   );
   const w1 = Date.now();

@@ -6,6 +6,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MigrationRecord } from '@drover/protocol';
+import { SCRATCH_TMPFS_OPTION } from '@drover/agent';
 import { AGENT_STATE_DIR, AgentCluster, Testbed, type AgentHandle } from '@drover/testbed';
 import { requestVerdict, waitReady, workloadCommand } from '../workloads/mod.js';
 import {
@@ -150,17 +151,25 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
 
       // Baselines first: the floor on h1, then by hand h1 → h2 → h1 ...
       const floor: BaselineRun[] = [];
+      const floorScratch: BaselineRun[] = [];
       const byHand: BaselineRun[] = [];
       if (hand && sshd) {
-        for (let i = 0; i < o.reps; i++) floor.push(await floorRun(hand));
+        // Interleaved: the machine's drift falls on both floors alike.
+        for (let i = 0; i < o.reps; i++) {
+          floor.push(await floorRun(hand));
+          floorScratch.push(await floorRun(hand, 'scratch'));
+        }
         o.log(`floor ${mb} MiB: ${summarizeBy(floor, (r) => r.totalMs).median.toFixed(0)} ms`);
+        o.log(
+          `floor on the scratch's tmpfs ${mb} MiB: ${summarizeBy(floorScratch, (r) => r.totalMs).median.toFixed(0)} ms`,
+        );
         for (let i = 0; i < o.reps; i++) {
           const to = hand.host === h1 ? h2 : h1;
           byHand.push(await byHandRun(hand, to, sshd[to === h1 ? 0 : 1]!));
         }
         o.log(`by hand ${mb} MiB: ${summarizeBy(byHand, (r) => r.totalMs).median.toFixed(0)} ms`);
         await killHandJob(hand);
-        figures.push(...baselineFigures(mb, floor, byHand));
+        figures.push(...baselineFigures(mb, floor, floorScratch, byHand));
       }
 
       let at = 'h1';
@@ -200,6 +209,7 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
         figures.push(
           ...migrationFigures(mb, mode, net, list, {
             floor,
+            floorScratch,
             byHand,
             linkBps,
             verified: verdict.ok
@@ -216,7 +226,12 @@ export async function benchMigration(o: MigrationOptions): Promise<Figure[]> {
   }
 }
 
-function baselineFigures(mb: number, floor: BaselineRun[], byHand: BaselineRun[]): Figure[] {
+function baselineFigures(
+  mb: number,
+  floor: BaselineRun[],
+  floorScratch: BaselineRun[],
+  byHand: BaselineRun[],
+): Figure[] {
   const section = `baselines ${mb} MiB`;
   const f = (
     name: string,
@@ -234,6 +249,12 @@ function baselineFigures(mb: number, floor: BaselineRun[], byHand: BaselineRun[]
     f('floor: criu dump to tmpfs', floor, (r) => r.dumpMs),
     f('floor: criu restore from tmpfs', floor, (r) => r.restoreMs),
     f('floor: dump + restore', floor, (r) => r.totalMs, 'one host, no network'),
+    f(
+      "floor on the scratch's tmpfs: dump + restore",
+      floorScratch,
+      (r) => r.totalMs,
+      `the same on a tmpfs mounted like the agents' scratch (${SCRATCH_TMPFS_OPTION}), interleaved with the floor`,
+    ),
     f('by hand: criu dump to disk', byHand, (r) => r.dumpMs),
     f('by hand: scp -r to the other host', byHand, (r) => r.copyMs),
     f('by hand: criu restore over ssh', byHand, (r) => r.restoreMs),
@@ -253,7 +274,13 @@ function migrationFigures(
   mode: Mode,
   net: Net,
   runs: MigrationRun[],
-  base: { floor: BaselineRun[]; byHand: BaselineRun[]; linkBps: number; verified: string },
+  base: {
+    floor: BaselineRun[];
+    floorScratch: BaselineRun[];
+    byHand: BaselineRun[];
+    linkBps: number;
+    verified: string;
+  },
 ): Figure[] {
   const section = `migration ${mb} MiB ${mode}${net === 'job' ? ', own network' : ''}`;
   const gb = (mb * MiB) / 1e9;
@@ -302,6 +329,14 @@ function migrationFigures(
         }
       : {}),
   });
+  if (mode === 'stop-copy') {
+    add('total', Unit.ms, (r) => r.record.stats.totalMs, {
+      baseline: {
+        name: "floor on the scratch's tmpfs",
+        median: med(base.floorScratch, (r) => r.totalMs),
+      },
+    });
+  }
   add('total', Unit.ms, (r) => r.record.stats.totalMs, {
     baseline: { name: 'by hand', median: byHandTotal },
     ...(mb >= 1024
