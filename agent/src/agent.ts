@@ -123,9 +123,11 @@ export class Agent {
     // with their plaintext in tmpfs. Their jobs ran on (only leave-running images are sealed late).
     await this.images.sweepUnfinished(this.config.hostId, this.config.stateDir, this.log);
     // Images in flight go to a tmpfs of their own, with large folios (scratch.ts).
-    const scratch = await mountScratch().catch(
-      (err: unknown): ScratchMount => ({ state: 'directory', path: null, reason: String(err) }),
-    );
+    const scratch = await mountScratch().catch((err: unknown): ScratchMount => ({
+      state: 'directory',
+      path: null,
+      reason: String(err),
+    }));
     if (scratch.state === 'directory') this.log.warn('scratch on a plain directory', scratch);
     else this.log.info('scratch tmpfs', scratch);
     await this.supervisor.reattach();

@@ -75,22 +75,26 @@ function mountOf(path: string): { fstype: string; superOptions: string } | undef
 
 const asRoot = { skip: process.getuid?.() !== 0 ? 'mounting needs root' : false };
 
-test('mountScratch gives the scratch a root-only tmpfs with large folios, once', asRoot, async () => {
-  await withTmpfs(async (root) => {
-    const first = await mountScratch(runCommand, '/proc/self/mountinfo', [root]);
-    assert.equal(first.state, 'mounted', JSON.stringify(first));
-    const m = mountOf(join(root, 'drover'));
-    assert.equal(m?.fstype, 'tmpfs');
-    assert.match(m!.superOptions, /(^|,)huge=within_size(,|$)/);
-    assert.match(m!.superOptions, /(^|,)mode=700(,|$)/);
-    // Its size is the tmpfs it sits on (64 MiB here), so a host's limit holds for it too.
-    assert.match(m!.superOptions, /(^|,)size=65536k(,|$)/);
-    const again = await mountScratch(runCommand, '/proc/self/mountinfo', [root]);
-    assert.equal(again.state, 'present');
-    const rows = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
-    assert.equal(rows.filter((r) => r.mountpoint === join(root, 'drover')).length, 1);
-  });
-});
+test(
+  'mountScratch gives the scratch a root-only tmpfs with large folios, once',
+  asRoot,
+  async () => {
+    await withTmpfs(async (root) => {
+      const first = await mountScratch(runCommand, '/proc/self/mountinfo', [root]);
+      assert.equal(first.state, 'mounted', JSON.stringify(first));
+      const m = mountOf(join(root, 'drover'));
+      assert.equal(m?.fstype, 'tmpfs');
+      assert.match(m!.superOptions, /(^|,)huge=within_size(,|$)/);
+      assert.match(m!.superOptions, /(^|,)mode=700(,|$)/);
+      // Its size is the tmpfs it sits on (64 MiB here), so a host's limit holds for it too.
+      assert.match(m!.superOptions, /(^|,)size=65536k(,|$)/);
+      const again = await mountScratch(runCommand, '/proc/self/mountinfo', [root]);
+      assert.equal(again.state, 'present');
+      const rows = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+      assert.equal(rows.filter((r) => r.mountpoint === join(root, 'drover')).length, 1);
+    });
+  },
+);
 
 test("mountScratch never hides an earlier run's scratch", asRoot, async () => {
   await withTmpfs(async (root) => {
@@ -102,28 +106,32 @@ test("mountScratch never hides an earlier run's scratch", asRoot, async () => {
   });
 });
 
-test('a refused mount leaves a plain directory, with the reason; no tmpfs, no mount', asRoot, async () => {
-  await withTmpfs(async (root) => {
-    const refuse = async (): Promise<Ran> => ({
-      code: 32,
-      signal: null,
-      stdout: '',
-      stderr: 'mount: bad option\n',
-      timedOut: false,
-      overflowed: false,
+test(
+  'a refused mount leaves a plain directory, with the reason; no tmpfs, no mount',
+  asRoot,
+  async () => {
+    await withTmpfs(async (root) => {
+      const refuse = async (): Promise<Ran> => ({
+        code: 32,
+        signal: null,
+        stdout: '',
+        stderr: 'mount: bad option\n',
+        timedOut: false,
+        overflowed: false,
+      });
+      const r = await mountScratch(refuse, '/proc/self/mountinfo', [root]);
+      assert.deepEqual(r, {
+        state: 'directory',
+        path: join(root, 'drover'),
+        reason: 'mount: mount: bad option',
+      });
     });
-    const r = await mountScratch(refuse, '/proc/self/mountinfo', [root]);
-    assert.deepEqual(r, {
-      state: 'directory',
-      path: join(root, 'drover'),
-      reason: 'mount: mount: bad option',
-    });
-  });
-  const disk = mkdtempSync(join(process.cwd(), '.scratch-disk-'));
-  try {
-    const onDisk = await mountScratch(runCommand, '/proc/self/mountinfo', [disk]);
-    assert.deepEqual(onDisk, { state: 'directory', path: null, reason: 'no tmpfs' });
-  } finally {
-    rmSync(disk, { recursive: true, force: true });
-  }
-});
+    const disk = mkdtempSync(join(process.cwd(), '.scratch-disk-'));
+    try {
+      const onDisk = await mountScratch(runCommand, '/proc/self/mountinfo', [disk]);
+      assert.deepEqual(onDisk, { state: 'directory', path: null, reason: 'no tmpfs' });
+    } finally {
+      rmSync(disk, { recursive: true, force: true });
+    }
+  },
+);
