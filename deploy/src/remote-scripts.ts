@@ -152,6 +152,16 @@ if [ -f "$unit" ] && grep -q "$root/" "$unit"; then
   echo "removed $unit"
 fi
 if [ -e "$root" ]; then rm -rf -- "$root"; echo "removed $root"; fi
+# The agent's scratch tmpfs (docs/MIGRATION.md, "Scratch on large folios"), once it holds nothing.
+for m in /dev/shm/drover /run/drover; do
+  awk -v m="$m" '$1 == "drover-scratch" && $2 == m { f = 1 } END { exit !f }' /proc/self/mounts || continue
+  if [ -z "$(ls -A "$m" 2>/dev/null)" ] && umount "$m"; then
+    rmdir "$m" 2>/dev/null || true
+    echo "removed $m (the scratch tmpfs)"
+  else
+    echo "kept $m (the scratch tmpfs: in use)"
+  fi
+done
 if [ "$purge" = yes ] && [ -e "$state" ]; then rm -rf -- "$state"; echo "removed $state"; fi
 # The agent's cgroups, in the v2 hierarchy and every v1 one: only empty ones go (rmdir).
 if [ "$purge" = yes ] && [ -n "$cg" ]; then

@@ -86,7 +86,7 @@ export async function mountScratch(
   if (row) return { state: 'present', path, options: row.superOptions };
   await mkdir(path, { recursive: true, mode: 0o700 });
   if ((await readdir(path)).length > 0) {
-    return { state: 'directory', path, reason: 'it holds an earlier run of the agent' };
+    return { state: 'directory', path, reason: "it holds an earlier run's scratch" };
   }
   const st = await statfs(root);
   const options = `mode=0700,size=${st.blocks * st.bsize},${SCRATCH_TMPFS_OPTION}`;

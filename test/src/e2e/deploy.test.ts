@@ -588,6 +588,15 @@ describe('drover-deploy on the testbed', () => {
       ...workloadCommand('python', { dir }),
     ]);
     await waitReady(dir, 30_000);
+    // Each installed agent gave its scratch a tmpfs of its own, with large folios.
+    for (const h of tb.hosts) {
+      const mounts = await h.exec(['cat', '/proc/self/mounts']);
+      assert.match(
+        mounts.stdout,
+        /^drover-scratch \/dev\/shm\/drover tmpfs \S*huge=within_size/m,
+        `${h.name}: ${mounts.stdout}`,
+      );
+    }
     const refused = await deployJson(['uninstall', 'h1']);
     assert.equal(refused.code, 1);
     assert.equal(byHost(refused.results, 'h1').error?.failure, 'refused');
@@ -648,6 +657,9 @@ describe('drover-deploy on the testbed', () => {
       // No empty `drover` cgroup left, in the v2 hierarchy or any v1 one.
       const cg = await droverCgroups(h);
       assert.equal(cg, '', `${h.name}: cgroups left:\n${cg}`);
+      // Nor the scratch tmpfs the agent mounted.
+      const mounts = await h.exec(['cat', '/proc/self/mounts']);
+      assert.doesNotMatch(mounts.stdout, /^drover-scratch /m, `${h.name}: scratch tmpfs left`);
     }
     // The controller stops hearing them.
     await waitFor(async () => {
