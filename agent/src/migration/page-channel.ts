@@ -299,7 +299,8 @@ function ss(args: readonly string[]): Promise<string> {
  * Watch a page connection of CRIU's (this host's network namespace) while `until` runs: when
  * data has waited unacknowledged for `stallMs`, cut it (`ss -K`, SOCK_DESTROY), so CRIU sees an
  * error and unwinds by itself — curing its parasites and releasing the tree — where a dead link
- * would otherwise hold it for TCP's own retries (many minutes). Calls `onCut` once if it cut.
+ * would otherwise hold it for TCP's own retries (many minutes). Calls `onCut` once, just before
+ * it cuts.
  */
 export function watchPageConnection(
   c: ConnectionRef,
@@ -323,10 +324,12 @@ export function watchPageConnection(
       acked = total;
       since = performance.now();
     } else if (performance.now() - since > stallMs) {
-      await ss(['-K', ...ssFilter(c)]);
+      // The reason first: CRIU fails the moment its socket is destroyed, and its error may
+      // reach the caller before `ss -K` has even exited.
       onCut(
         `the page connection to ${c.peer} made no progress for ${Math.round(stallMs / 1000)} s`,
       );
+      await ss(['-K', ...ssFilter(c)]);
       return;
     }
     // Each look is an `ss` child, a fork of the agent: every 2 s while the connection moves
