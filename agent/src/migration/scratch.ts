@@ -19,6 +19,12 @@ export async function isTmpfs(path: string): Promise<boolean> {
   }
 }
 
+/** The first of `roots` that is on tmpfs: where scratch directories are made. */
+async function tmpfsRoot(roots: readonly string[] = ROOTS): Promise<string | null> {
+  for (const root of roots) if (await isTmpfs(root)) return root;
+  return null;
+}
+
 /**
  * Create `<tmpfs root>/drover/<hostId>/<migrationId>/<name>` (0700). Falls back to the state
  * directory only when the host has no tmpfs at all; `onDisk` says so, and the record notes it.
@@ -29,15 +35,14 @@ export async function makeScratch(
   name: string,
   fallbackDir: string,
 ): Promise<{ dir: string; onDisk: boolean }> {
-  for (const root of ROOTS) {
-    if (await isTmpfs(root)) {
-      const dir = join(root, 'drover', hostId, migrationId, name);
-      // Retried once: a finishing migration may remove the (then empty) parents meanwhile.
-      await mkdir(dir, { recursive: true, mode: 0o700 }).catch(() =>
-        mkdir(dir, { recursive: true, mode: 0o700 }),
-      );
-      return { dir, onDisk: false };
-    }
+  const root = await tmpfsRoot();
+  if (root !== null) {
+    const dir = join(root, 'drover', hostId, migrationId, name);
+    // Retried once: a finishing migration may remove the (then empty) parents meanwhile.
+    await mkdir(dir, { recursive: true, mode: 0o700 }).catch(() =>
+      mkdir(dir, { recursive: true, mode: 0o700 }),
+    );
+    return { dir, onDisk: false };
   }
   const dir = join(fallbackDir, 'scratch', migrationId, name);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -71,14 +76,8 @@ export async function mountScratch(
   mountinfo = '/proc/self/mountinfo',
   roots: readonly string[] = ROOTS,
 ): Promise<ScratchMount> {
-  let root: string | undefined;
-  for (const r of roots) {
-    if (await isTmpfs(r)) {
-      root = r;
-      break;
-    }
-  }
-  if (root === undefined) return { state: 'directory', path: null, reason: 'no tmpfs' };
+  const root = await tmpfsRoot(roots);
+  if (root === null) return { state: 'directory', path: null, reason: 'no tmpfs' };
   const path = join(root, 'drover');
   const row = parseMountinfo(await readFile(mountinfo, 'utf8'))
     .reverse()
@@ -107,14 +106,11 @@ export interface ScratchSpace {
 
 /** The tmpfs `makeScratch` would use and its free bytes, or null (scratch would be on disk). */
 export async function scratchSpace(): Promise<ScratchSpace | null> {
-  for (const root of ROOTS) {
-    if (await isTmpfs(root)) {
-      // The scratch's own tmpfs where mountScratch made one, else the root's.
-      const st = await statfs(join(root, 'drover')).catch(() => statfs(root));
-      return { root, freeBytes: st.bavail * st.bsize };
-    }
-  }
-  return null;
+  const root = await tmpfsRoot();
+  if (root === null) return null;
+  // The scratch's own tmpfs where mountScratch made one, else the root's.
+  const st = await statfs(join(root, 'drover')).catch(() => statfs(root));
+  return { root, freeBytes: st.bavail * st.bsize };
 }
 
 /** Where this host's scratch directories are made: `<tmpfs root>/drover/<hostId>` and the fallback. */
